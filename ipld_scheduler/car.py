@@ -1,0 +1,130 @@
+"""CARv1 archives (the format of ``ipfs dag export`` / ``dag import``), written and read strictly.
+
+Owns: the byte layout: ``varint(len) header`` (DAG-CBOR ``{roots, version: 1}``) then sections of
+``varint(len) cid data``. Must not: decide which blocks belong in an archive or what they mean.
+
+Hand-written because the format is a few varints, and because a reader of untrusted archives must
+bound every length and verify every block against its CID before anything else sees it; the one
+Python CAR package on PyPI is a 0.0.1 release.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO, Final
+
+from .codec import CID, MAX_BLOCK_SIZE, CodecError, decode, encode, verify_block
+
+__all__ = ["CarError", "read_car", "write_car"]
+
+MAX_HEADER: Final = 64 * 1024
+
+
+class CarError(ValueError):
+    """Not a well-formed CARv1 archive, or a block in it does not match its CID."""
+
+
+def _uvarint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _read_uvarint(stream: BinaryIO) -> int | None:
+    value = shift = 0
+    first = True
+    while True:
+        raw = stream.read(1)
+        if not raw:
+            if first:
+                return None
+            raise CarError("truncated varint")
+        first = False
+        byte = raw[0]
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value
+        shift += 7
+        if shift > 63:
+            raise CarError("varint too long")
+
+
+def write_car(stream: BinaryIO, roots: Iterable[CID], blocks: Iterable[tuple[CID, bytes]]) -> int:
+    """Write a CARv1 with the given roots and blocks; returns the number of blocks written."""
+    header = encode({"roots": list(roots), "version": 1})
+    stream.write(_uvarint(len(header)) + header)
+    count = 0
+    for cid, data in blocks:
+        stream.write(_uvarint(len(cid.raw) + len(data)) + cid.raw + data)
+        count += 1
+    return count
+
+
+def _split_cid(section: bytes) -> int:
+    """Length of the CID at the start of a section (CIDv0 is a bare 34-byte multihash)."""
+    if section[:2] == b"\x12\x20":
+        return 34
+    pos = 0
+    for _ in range(3):  # version, codec, multihash code
+        while pos < len(section) and section[pos] & 0x80:
+            pos += 1
+        pos += 1
+    length = 0
+    shift = 0
+    while pos < len(section):
+        byte = section[pos]
+        pos += 1
+        length |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            break
+        shift += 7
+    end = pos + length
+    if end > len(section):
+        raise CarError("section shorter than its CID")
+    return end
+
+
+def read_car(
+    stream: BinaryIO, *, max_blocks: int = 10_000_000
+) -> tuple[list[CID], Iterator[tuple[CID, bytes]]]:
+    """Parse the header eagerly and return ``(roots, blocks)``; blocks are verified lazily as read."""
+    size = _read_uvarint(stream)
+    if size is None or size == 0 or size > MAX_HEADER:
+        raise CarError("missing or oversized CAR header")
+    try:
+        header = decode(stream.read(size))
+    except CodecError as exc:
+        raise CarError(f"CAR header is not DAG-CBOR: {exc}") from exc
+    if type(header) is not dict or header.get("version") != 1 or type(header.get("roots")) is not list:
+        raise CarError("only CARv1 archives ({roots, version: 1}) are supported")
+    roots = header["roots"]
+    if any(type(r) is not CID for r in roots):
+        raise CarError("CAR roots must be links")
+
+    def blocks() -> Iterator[tuple[CID, bytes]]:
+        for _ in range(max_blocks):
+            length = _read_uvarint(stream)
+            if length is None:
+                return
+            if length > MAX_BLOCK_SIZE + 128:
+                raise CarError(f"CAR section of {length} bytes exceeds the block size limit")
+            section = stream.read(length)
+            if len(section) != length:
+                raise CarError("truncated CAR section")
+            cut = _split_cid(section)
+            try:
+                cid = CID.from_bytes(section[:cut])
+                data = section[cut:]
+                verify_block(cid, data)
+            except CodecError as exc:
+                raise CarError(f"bad block in CAR: {exc}") from exc
+            yield cid, data
+        raise CarError(f"more than {max_blocks} blocks in CAR")
+
+    return roots, blocks()

@@ -1,0 +1,110 @@
+"""Render decoded IPLD data as DAG-JSON, the human-readable IPLD encoding (for ``inspect`` and the UIs).
+
+Owns: the mapping from the data model :func:`ipld_scheduler.codec.decode` returns to DAG-JSON's
+JSON shapes, per the DAG-JSON spec: a link is ``{"/": "<cid>"}``, bytes are
+``{"/": {"bytes": "<base64, standard alphabet, no padding>"}}``, map keys are sorted by their
+UTF-8 bytes, and integers stay integers (floats are always written with a fraction or exponent, so
+``1.0`` and ``1`` stay distinguishable as they are in DAG-CBOR).
+
+Must not: decode CBOR, fetch blocks or know what an event is. It is a display format: the one
+thing DAG-JSON cannot express, a map whose only key is ``"/"``, is refused with
+:class:`DagJsonError` rather than printed as something that would read back as a link.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from typing import Any
+
+from .codec import CID
+
+__all__ = ["DagJsonError", "dumps", "to_dag_json"]
+
+
+class DagJsonError(ValueError):
+    """The value has no DAG-JSON form (the message says which rule it breaks)."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii").rstrip("=")
+
+
+def _key_order(key: str) -> bytes:
+    return key.encode("utf-8")
+
+
+def to_dag_json(value: Any, _depth: int = 0) -> Any:
+    """The JSON-able form of ``value``: plain JSON types, with links and bytes as DAG-JSON objects.
+
+    Floats are returned as floats; :func:`dumps` is what keeps ``1.0`` from printing as ``1``.
+    """
+    if _depth > 128:
+        raise DagJsonError("value nested deeper than 128 levels")
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise DagJsonError("DAG-JSON has no NaN or infinity")
+        return value
+    if isinstance(value, CID):
+        return {"/": str(value)}
+    if isinstance(value, bytes | bytearray | memoryview):
+        return {"/": {"bytes": _b64(bytes(value))}}
+    if isinstance(value, list | tuple):
+        return [to_dag_json(item, _depth + 1) for item in value]
+    if isinstance(value, dict):
+        if len(value) == 1 and "/" in value:
+            raise DagJsonError("a map whose only key is '/' would read back as a link or bytes")
+        out: dict[str, Any] = {}
+        for key in sorted(value, key=lambda k: _key_order(k) if isinstance(k, str) else b""):
+            if not isinstance(key, str):
+                raise DagJsonError(f"map keys must be strings, got {type(key).__name__}")
+            out[key] = to_dag_json(value[key], _depth + 1)
+        return out
+    raise DagJsonError(f"{type(value).__name__} is not in the IPLD data model")
+
+
+def _float_text(value: float) -> str:
+    text = repr(value)
+    return text if any(c in text for c in ".eEn") else text + ".0"
+
+
+def dumps(value: Any, *, indent: int | None = None) -> str:
+    """DAG-JSON text for ``value`` (compact by default; ``indent`` for people)."""
+    return _dump(to_dag_json(value), indent, 0)
+
+
+def _dump(value: Any, indent: int | None, level: int) -> str:
+    """A small JSON writer: the stdlib one prints ``1.0`` as ``1.0`` but offers no hook to keep
+    key order *and* float form under indentation together, and this stays byte-for-byte stable."""
+    if isinstance(value, float):
+        return _float_text(value)
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        items = [
+            f"{json.dumps(k, ensure_ascii=False)}:{_sep(indent)}{_dump(v, indent, level + 1)}"
+            for k, v in value.items()
+        ]
+        return _wrap("{", "}", items, indent, level)
+    if isinstance(value, list):
+        if not value:
+            return "[]"
+        return _wrap("[", "]", [_dump(v, indent, level + 1) for v in value], indent, level)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _sep(indent: int | None) -> str:
+    return "" if indent is None else " "
+
+
+def _wrap(open_: str, close: str, items: list[str], indent: int | None, level: int) -> str:
+    if indent is None:
+        return open_ + ",".join(items) + close
+    pad = " " * (indent * (level + 1))
+    end = " " * (indent * level)
+    return open_ + "\n" + ",\n".join(pad + item for item in items) + "\n" + end + close

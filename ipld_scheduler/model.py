@@ -1,0 +1,528 @@
+"""The block types of the DAG (Workflow, Event, Result) as plain values, and their validation.
+
+Owns: field names and meaning, the mapping between dataclasses and IPLD data (the shapes written in
+``schemas/*.ipldsch``; ``tests/test_schemas.py`` checks the two agree), tag normalisation and the
+P2P eligibility rule. Must not: do I/O, sign, hash or touch CBOR bytes (that is ``codec`` and
+``identity``). Everything decoded from the network passes ``*.from_ipld``, which raises
+:class:`ModelError` naming the offending field rather than trusting any shape.
+
+Dicts built here list their keys in DAG-CBOR order (shorter first, then bytewise) so the codec's
+fast path never has to re-sort them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Final
+
+from .codec import CID
+
+__all__ = [
+    "EVENT_KINDS",
+    "FORMAT_VERSION",
+    "Event",
+    "EventKind",
+    "ModelError",
+    "Result",
+    "WorkflowDefinition",
+    "WorkflowTag",
+    "eligibility",
+    "normalize_tags",
+]
+
+FORMAT_VERSION: Final = 1
+MAX_ID_LEN: Final = 256
+MAX_NAME_LEN: Final = 1024
+MAX_TAGS: Final = 32
+MAX_PARENTS: Final = 256
+MAX_METADATA_ENTRIES: Final = 256
+
+
+class ModelError(ValueError):
+    """A value that is not a well-formed block of its type; the message names the field."""
+
+
+class WorkflowTag(str, Enum):
+    """Tags that decide whether a workflow may run on the P2P network (values are the wire form)."""
+
+    GITHUB_API = "github_api"
+    P2P_ELIGIBLE = "p2p_eligible"
+    P2P_ONLY = "p2p_only"
+    UNIT_TEST = "unit_test"
+    CODE_GEN = "code_gen"
+    WEB_SCRAPE = "web_scrape"
+    DATA_PROCESSING = "data_processing"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_P2P_TAGS: Final = frozenset({"p2p_only", "p2p_eligible", "code_gen", "web_scrape", "data_processing"})
+_GITHUB_TAGS: Final = frozenset({"github_api", "unit_test"})
+
+
+def _normalize_tag(tag: str | WorkflowTag) -> str:
+    if isinstance(tag, WorkflowTag):
+        return tag.value
+    if not isinstance(tag, str):
+        raise ModelError(f"tags: {tag!r} is not a string")
+    text = tag.strip().lower().replace("-", "_").replace(" ", "_")
+    if text.startswith("workflowtag."):
+        text = text[len("workflowtag.") :]
+    if not text or len(text) > 64:
+        raise ModelError(f"tags: {tag!r} is empty or longer than 64 characters")
+    return text
+
+
+def normalize_tags(tags: Iterable[str | WorkflowTag] | str | None) -> tuple[str, ...]:
+    """Canonical tag tuple: lower-case, underscores (``p2p-eligible`` == ``p2p_eligible``), sorted, unique.
+
+    Accepts a comma-separated string too, because that is how the CLI and env vars carry them.
+    Unknown tags are kept (users label work freely); only known ones affect eligibility.
+    """
+    if tags is None:
+        return ()
+    if isinstance(tags, str | WorkflowTag):
+        items: Iterable[str | WorkflowTag] = (
+            [tags] if isinstance(tags, WorkflowTag) else [t for t in tags.split(",") if t.strip()]
+        )
+    else:
+        items = tags
+    out = sorted({_normalize_tag(t) for t in items})
+    if len(out) > MAX_TAGS:
+        raise ModelError(f"tags: at most {MAX_TAGS} tags, got {len(out)}")
+    return tuple(out)
+
+
+def eligibility(tags: Iterable[str]) -> str | None:
+    """None when the tags make a workflow P2P work, else the reason it must stay off the network.
+
+    ``p2p_only`` with a GitHub tag is a contradiction (it must run here and must not); a GitHub tag
+    without any P2P tag, or no tags at all, means the job needs the GitHub API.
+    """
+    tagset = set(tags)
+    if "p2p_only" in tagset and tagset & _GITHUB_TAGS:
+        return "conflicting tags: p2p_only cannot be combined with github_api or unit_test"
+    if tagset & _P2P_TAGS:
+        return None
+    return "requires GitHub API: tag it p2p_eligible, p2p_only, code_gen, web_scrape or data_processing"
+
+
+def _str(value: Any, name: str, limit: int = MAX_NAME_LEN, *, empty: bool = False) -> str:
+    if type(value) is not str:
+        raise ModelError(f"{name}: expected a string, got {type(value).__name__}")
+    if len(value) > limit or (not value and not empty):
+        raise ModelError(f"{name}: must be 1..{limit} characters")
+    return value
+
+
+def _int(value: Any, name: str, low: int = 0, high: int = 2**63 - 1) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise ModelError(f"{name}: expected an integer in [{low}, {high}], got {value!r}")
+    return value
+
+
+def _float(value: Any, name: str) -> float:
+    if type(value) is not float or not math.isfinite(value):
+        raise ModelError(f"{name}: expected a finite float, got {value!r}")
+    return value
+
+
+def _link(value: Any, name: str) -> CID:
+    if type(value) is not CID:
+        raise ModelError(f"{name}: expected a link, got {type(value).__name__}")
+    return value
+
+
+def _bytes(value: Any, name: str, size: int) -> bytes:
+    if type(value) is not bytes or len(value) != size:
+        raise ModelError(f"{name}: expected {size} bytes")
+    return value
+
+
+def _map(value: Any, name: str, limit: int = MAX_METADATA_ENTRIES) -> dict[str, Any]:
+    if type(value) is not dict or len(value) > limit:
+        raise ModelError(f"{name}: expected a map of at most {limit} entries")
+    return value
+
+
+def _exact_keys(
+    data: Mapping[str, Any], required: frozenset[str], optional: frozenset[str], name: str
+) -> None:
+    keys = data.keys()
+    missing = required - keys
+    if missing:
+        raise ModelError(f"{name}: missing field(s) {', '.join(sorted(missing))}")
+    extra = keys - required - optional
+    if extra:
+        raise ModelError(f"{name}: unknown field(s) {', '.join(sorted(map(str, extra)))}")
+
+
+def _version(value: Any, name: str) -> None:
+    """The format version must be the integer 1: ``1.0`` or ``True`` compare equal in Python but
+    encode to different bytes, so accepting them would give one logical block several CIDs."""
+    if type(value) is not int or value != FORMAT_VERSION:
+        raise ModelError(f"{name}: unsupported format version {value!r}")
+
+
+def _plain(value: Any, name: str, depth: int = 0) -> Any:
+    """Metadata and run sections are free-form IPLD data, but never links (they would escape the DAG walk)."""
+    if depth > 16:
+        raise ModelError(f"{name}: nested too deeply")
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise ModelError(f"{name}: map keys must be strings")
+            _plain(item, f"{name}.{key}", depth + 1)
+    elif kind is list or kind is tuple:
+        for item in value:
+            _plain(item, name, depth + 1)
+    elif kind is float:
+        _float(value, name)
+    elif kind not in (str, int, bool, bytes) and value is not None:
+        raise ModelError(f"{name}: {kind.__name__} values are not allowed here")
+    return value
+
+
+# --- Workflow ---------------------------------------------------------------------------------
+
+_WF_REQUIRED: Final = frozenset({"v", "id", "name", "tags", "type", "metadata", "priority"})
+_WF_OPTIONAL: Final = frozenset({"run"})
+
+
+@dataclass(frozen=True, init=False)
+class WorkflowDefinition:
+    """A unit of work. Identity (and so its CID and owner) depends only on these fields: no clocks.
+
+    ``priority``: lower runs first. ``run``: the executable section (see ``executor``), absent for
+    workflows that are only queued and popped by their owner through ``get_next_workflow``.
+    """
+
+    workflow_id: str
+    name: str
+    tags: tuple[str, ...] = ()
+    priority: float = 1.0
+    metadata: Mapping[str, Any] | None = None
+    run: Mapping[str, Any] | None = None
+
+    def __init__(
+        self,
+        workflow_id: str,
+        name: str,
+        tags: Iterable[str | WorkflowTag] | str | None = (),
+        priority: float = 1.0,
+        metadata: Mapping[str, Any] | None = None,
+        run: Mapping[str, Any] | None = None,
+    ) -> None:
+        object.__setattr__(self, "workflow_id", _str(workflow_id, "workflow_id", MAX_ID_LEN))
+        object.__setattr__(self, "name", _str(name, "name", empty=True))
+        object.__setattr__(self, "tags", normalize_tags(tags))
+        if isinstance(priority, bool) or not isinstance(priority, int | float):
+            raise ModelError(f"priority: expected a number, got {priority!r}")
+        object.__setattr__(self, "priority", _float(float(priority), "priority"))
+        meta = dict(metadata) if metadata else {}
+        _plain(_map(meta, "metadata"), "metadata")
+        object.__setattr__(self, "metadata", meta)
+        if run is not None:
+            _plain(_map(dict(run), "run", 64), "run")
+            run = dict(run)
+        object.__setattr__(self, "run", run)
+
+    def __hash__(self) -> int:
+        return hash((self.workflow_id, self.name, self.tags, self.priority))
+
+    def to_ipld(self) -> dict[str, Any]:
+        # Keys listed in DAG-CBOR order (v, id, run, name, tags, type, metadata, priority).
+        if self.run is None:
+            return {
+                "v": FORMAT_VERSION,
+                "id": self.workflow_id,
+                "name": self.name,
+                "tags": list(self.tags),
+                "type": "workflow",
+                "metadata": dict(self.metadata or {}),
+                "priority": self.priority,
+            }
+        return {
+            "v": FORMAT_VERSION,
+            "id": self.workflow_id,
+            "run": dict(self.run),
+            "name": self.name,
+            "tags": list(self.tags),
+            "type": "workflow",
+            "metadata": dict(self.metadata or {}),
+            "priority": self.priority,
+        }
+
+    @classmethod
+    def from_ipld(cls, data: Any) -> WorkflowDefinition:
+        data = _map(data, "workflow", 16)
+        _exact_keys(data, _WF_REQUIRED, _WF_OPTIONAL, "workflow")
+        if type(data["v"]) is not int or data["v"] != FORMAT_VERSION or data["type"] != "workflow":
+            raise ModelError(f"workflow: unsupported version/type {data['v']!r}/{data['type']!r}")
+        tags = data["tags"]
+        if type(tags) is not list or any(type(t) is not str for t in tags):
+            raise ModelError("workflow.tags: expected a list of strings")
+        if list(normalize_tags(tags)) != tags:
+            raise ModelError("workflow.tags: must be normalised, sorted and unique")
+        # ``run`` present must be a map: ``None`` or a list of pairs would be accepted by the
+        # constructor yet re-encode differently (one workflow, two CIDs).
+        run = _map(data["run"], "workflow.run", 64) if "run" in data else None
+        return cls(
+            data["id"],
+            data["name"],
+            tags,
+            _float(data["priority"], "workflow.priority"),
+            _map(data["metadata"], "workflow.metadata"),
+            run,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly view for CLI, MCP and dashboard output (seed-compatible key names)."""
+        return {
+            "workflow_id": self.workflow_id,
+            "name": self.name,
+            "tags": list(self.tags),
+            "priority": self.priority,
+            "metadata": dict(self.metadata or {}),
+            "run": dict(self.run) if self.run is not None else None,
+        }
+
+
+# --- Event ------------------------------------------------------------------------------------
+
+
+class EventKind(str, Enum):
+    """What an event records. The value is the wire spelling."""
+
+    SCHEDULE = "schedule"
+    CANCEL = "cancel"
+    REPRIORITIZE = "reprioritize"
+    PEER_ADD = "peer-add"
+    PEER_REMOVE = "peer-remove"
+    CLAIM = "claim"
+    COMPLETE = "complete"
+    FAIL = "fail"
+    EVICT = "evict"
+    TRANSFER = "transfer"
+    CHECKPOINT = "checkpoint"
+
+
+EVENT_KINDS: Final = frozenset(k.value for k in EventKind)
+
+# kind -> (required body fields, optional body fields); value checkers live in _BODY_CHECKS.
+_BODY_FIELDS: Final[dict[str, tuple[frozenset[str], frozenset[str]]]] = {
+    "schedule": (frozenset({"workflow"}), frozenset()),
+    "cancel": (frozenset({"id"}), frozenset({"reason"})),
+    "reprioritize": (frozenset({"id", "priority"}), frozenset()),
+    "peer-add": (frozenset({"peer"}), frozenset({"key"})),
+    "peer-remove": (frozenset({"peer"}), frozenset({"reason"})),
+    "claim": (frozenset({"id", "schedule"}), frozenset()),
+    "complete": (frozenset({"id", "result"}), frozenset()),
+    "fail": (frozenset({"id", "result"}), frozenset({"reason"})),
+    "evict": (frozenset({"peer"}), frozenset({"reason"})),
+    "transfer": (frozenset({"id", "to"}), frozenset({"reason"})),
+    "checkpoint": (frozenset({"state"}), frozenset()),
+}
+_BODY_CHECKS: Final[dict[str, Any]] = {
+    "workflow": lambda v: _link(v, "body.workflow"),
+    "schedule": lambda v: _link(v, "body.schedule"),
+    "result": lambda v: _link(v, "body.result"),
+    "state": lambda v: _link(v, "body.state"),
+    "id": lambda v: _str(v, "body.id", MAX_ID_LEN),
+    "peer": lambda v: _str(v, "body.peer", MAX_ID_LEN),
+    "to": lambda v: _str(v, "body.to", MAX_ID_LEN),
+    "reason": lambda v: _str(v, "body.reason", empty=True),
+    "priority": lambda v: _float(v, "body.priority"),
+    "key": lambda v: _bytes(v, "body.key", 32),
+}
+_EV_REQUIRED: Final = frozenset({"v", "key", "sig", "body", "kind", "author", "height", "parents"})
+_BODY_ALLOWED: Final = {kind: (req, req | opt) for kind, (req, opt) in _BODY_FIELDS.items()}
+"""kind -> (required, required | optional): precomputed so decoding an event builds no sets."""
+_LINK_FIELDS: Final = frozenset({"workflow", "schedule", "result", "state"})
+_body_orders: dict[tuple[str, ...], tuple[str, ...] | None] = {}
+"""Cache: body key tuple -> keys in DAG-CBOR order (None when already ordered); bounded."""
+
+
+def _body_order(keys: tuple[str, ...]) -> tuple[str, ...] | None:
+    if keys in _body_orders:
+        return _body_orders[keys]
+    ordered = tuple(sorted(keys, key=lambda k: (len(k.encode()), k.encode())))
+    result = None if ordered == keys else ordered
+    if len(_body_orders) < 1024:
+        _body_orders[keys] = result
+    return result
+
+
+def _ordered_body(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A fresh dict of ``body`` with keys in DAG-CBOR order (shorter first, then bytewise)."""
+    order = _body_order(tuple(body))
+    return dict(body) if order is None else {k: body[k] for k in order}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One signed node of the Merkle clock.
+
+    ``parents`` are all heads the author held, sorted by CID bytes (equal head sets give equal
+    CIDs); ``height`` = 1 + max parent height, so (height, CID) is a total order that respects
+    causality; ``key`` is the author's Ed25519 public key and ``sig`` signs :meth:`signing_bytes`.
+    """
+
+    kind: str
+    author: str
+    height: int
+    parents: tuple[CID, ...]
+    body: Mapping[str, Any]
+    key: bytes
+    sig: bytes = b""
+    v: int = FORMAT_VERSION
+
+    def unsigned_ipld(self) -> dict[str, Any]:
+        return {
+            "v": self.v,
+            "key": self.key,
+            "body": _ordered_body(self.body),
+            "kind": self.kind,
+            "author": self.author,
+            "height": self.height,
+            "parents": list(self.parents),
+        }
+
+    def to_ipld(self) -> dict[str, Any]:
+        # Built directly (not from unsigned_ipld): this runs for every event written.
+        return {
+            "v": self.v,
+            "key": self.key,
+            "sig": self.sig,
+            "body": _ordered_body(self.body),
+            "kind": self.kind,
+            "author": self.author,
+            "height": self.height,
+            "parents": list(self.parents),
+        }
+
+    def links(self) -> list[CID]:
+        """Every CID this event points at: parents first, then body links (workflow, result...)."""
+        return [*self.parents, *(v for v in self.body.values() if type(v) is CID)]
+
+    @classmethod
+    def from_ipld(cls, data: Any) -> Event:
+        # Hot path (every event replayed or received): checks are inlined in the order of the
+        # generic helpers, which are only called to produce the error message.
+        if type(data) is not dict:
+            raise ModelError("event: expected a map")
+        if data.keys() != _EV_REQUIRED:
+            _exact_keys(data, _EV_REQUIRED, frozenset(), "event")
+        _version(data["v"], "event")
+        kind = data["kind"]
+        fields = _BODY_ALLOWED.get(kind) if type(kind) is str else None
+        if fields is None:
+            raise ModelError(f"event.kind: unknown kind {kind!r}")
+        body = data["body"]
+        if type(body) is not dict or len(body) > 8:
+            _map(body, "event.body", 8)
+        required, allowed = fields
+        if not required <= body.keys() <= allowed:
+            _exact_keys(body, required, allowed, f"event.body ({kind})")
+        for name, value in body.items():
+            if type(value) is not CID or name not in _LINK_FIELDS:
+                _BODY_CHECKS[name](value)
+        parents = data["parents"]
+        if type(parents) is not list or len(parents) > MAX_PARENTS:
+            raise ModelError(f"event.parents: expected a list of at most {MAX_PARENTS} links")
+        previous = b""
+        for parent in parents:
+            if type(parent) is not CID:
+                _link(parent, "event.parents")
+            raw = parent.raw
+            if raw <= previous:
+                raise ModelError("event.parents: must be sorted by CID bytes without duplicates")
+            previous = raw
+        height = data["height"]
+        if type(height) is not int or not 1 <= height <= 2**62:
+            _int(height, "event.height", 1, 2**62)
+        if not parents and height != 1:
+            raise ModelError("event.height: an event without parents has height 1")
+        author = data["author"]
+        if type(author) is not str or not 0 < len(author) <= MAX_ID_LEN:
+            _str(author, "event.author", MAX_ID_LEN)
+        key = data["key"]
+        if type(key) is not bytes or len(key) != 32:
+            _bytes(key, "event.key", 32)
+        sig = data["sig"]
+        if type(sig) is not bytes or len(sig) != 64:
+            _bytes(sig, "event.sig", 64)
+        return cls(kind, author, height, tuple(parents), body, key, sig)
+
+
+# --- Result -----------------------------------------------------------------------------------
+
+_RESULT_REQUIRED: Final = frozenset({"v", "id", "peer", "type", "status", "duration_ms"})
+_RESULT_OPTIONAL: Final = frozenset({"steps", "reason", "stderr", "stdout", "exit_code"})
+RESULT_STATUSES: Final = frozenset({"success", "failure", "timeout", "cancelled", "refused"})
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """What one execution of a workflow produced. Logs are separate blocks (``stdout``/``stderr``
+    links to raw byte-string blocks) so a result stays small however much a job prints."""
+
+    workflow_id: str
+    peer: str
+    status: str
+    duration_ms: int
+    exit_code: int | None = None
+    reason: str | None = None
+    stdout: CID | None = None
+    stderr: CID | None = None
+    steps: tuple[Mapping[str, Any], ...] = ()
+
+    def to_ipld(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "v": FORMAT_VERSION,
+            "id": self.workflow_id,
+            "peer": self.peer,
+            "type": "result",
+            "steps": [dict(s) for s in self.steps],
+            "reason": self.reason,
+            "status": self.status,
+            "stderr": self.stderr,
+            "stdout": self.stdout,
+            "exit_code": self.exit_code,
+            "duration_ms": self.duration_ms,
+        }
+        return {k: v for k, v in data.items() if v is not None}
+
+    @classmethod
+    def from_ipld(cls, data: Any) -> Result:
+        data = _map(data, "result", 16)
+        _exact_keys(data, _RESULT_REQUIRED, _RESULT_OPTIONAL, "result")
+        if type(data["v"]) is not int or data["v"] != FORMAT_VERSION or data["type"] != "result":
+            raise ModelError("result: unsupported version/type")
+        status = data["status"]
+        if type(status) is not str or status not in RESULT_STATUSES:
+            raise ModelError(f"result.status: unknown status {status!r}")
+        steps = data.get("steps", [])
+        if type(steps) is not list or len(steps) > 256:
+            raise ModelError("result.steps: expected a list of at most 256 maps")
+        for step in steps:
+            _plain(_map(step, "result.steps", 16), "result.steps")
+        exit_code = data["exit_code"] if "exit_code" in data else None
+        if "exit_code" in data and type(exit_code) is not int:  # a present ``null`` is not "absent"
+            _int(exit_code, "result.exit_code", -(2**31), 2**31)
+        return cls(
+            workflow_id=_str(data["id"], "result.id", MAX_ID_LEN),
+            peer=_str(data["peer"], "result.peer", MAX_ID_LEN),
+            status=status,
+            duration_ms=_int(data["duration_ms"], "result.duration_ms"),
+            exit_code=None if exit_code is None else _int(exit_code, "result.exit_code", -(2**31), 2**31),
+            reason=None if "reason" not in data else _str(data["reason"], "result.reason", 4096, empty=True),
+            stdout=_link(data["stdout"], "result.stdout") if "stdout" in data else None,
+            stderr=_link(data["stderr"], "result.stderr") if "stderr" in data else None,
+            steps=tuple(steps),
+        )

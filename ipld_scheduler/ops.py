@@ -1,0 +1,737 @@
+"""Every user operation, written once: the CLI, the HTTP API of a running peer and the MCP tools call these.
+
+Owns: argument validation for user requests (with errors that say what to do), the JSON shape of
+each answer (stable keys, always a ``success`` field), and the classification of failures into
+:class:`OpError` subclasses that carry an HTTP status and a machine-readable ``code``, so that a
+CLI talking to a running peer fails exactly as one opening the repo directly.
+
+Must not: print, parse command lines, speak HTTP or MCP, open repos, or keep state: each function
+takes a :class:`~ipld_scheduler.replica.Replica` (plus plain arguments) and returns a dict built
+from the replica's derived state and its blocks. Anything a user sees about a workflow comes from
+the DAG, never from a side table, so every peer answers the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Final
+
+from . import assign
+from .codec import CID, CodecError, decode
+from .dagjson import DagJsonError, to_dag_json
+from .model import Event, ModelError, Result, WorkflowDefinition, WorkflowTag, eligibility
+from .ports import BlockNotFound, StoreError
+from .replica import Replica, SchedulerError
+from .repo import RepoError
+from .state import FINISHED, WorkflowRecord
+
+__all__ = [
+    "LOG_TEXT_LIMIT",
+    "OPERATIONS",
+    "TAG_DESCRIPTIONS",
+    "InvalidArgument",
+    "NotFound",
+    "OpError",
+    "Refused",
+    "Unavailable",
+    "add_peer",
+    "assigned",
+    "cancel",
+    "distance",
+    "error_from_code",
+    "export_car",
+    "import_car",
+    "inspect",
+    "log",
+    "merge",
+    "next_workflow",
+    "overview",
+    "parse_metadata",
+    "peers",
+    "remove_peer",
+    "reprioritize",
+    "results",
+    "schedule",
+    "status",
+    "tags",
+    "workflow_from_actions",
+    "workflows",
+]
+
+LOG_TEXT_LIMIT: Final = 64 * 1024
+"""Default cap on stdout/stderr text returned by :func:`results` (the full blob stays in the DAG)."""
+
+FETCH_TIMEOUT_S: Final = 10.0
+"""How long ``inspect`` waits for a block the repo lacks (a Kubo store may fetch it from the network)."""
+
+TAG_DESCRIPTIONS: Final[dict[str, str]] = {
+    WorkflowTag.P2P_ELIGIBLE.value: "may run on any peer of the P2P network",
+    WorkflowTag.P2P_ONLY.value: "must run on the P2P network, never on GitHub",
+    WorkflowTag.CODE_GEN.value: "code generation; P2P eligible",
+    WorkflowTag.WEB_SCRAPE.value: "web scraping; P2P eligible",
+    WorkflowTag.DATA_PROCESSING.value: "data processing; P2P eligible",
+    WorkflowTag.GITHUB_API.value: "needs the GitHub API: stays on GitHub unless also tagged P2P",
+    WorkflowTag.UNIT_TEST.value: "unit tests: stay on GitHub unless also tagged P2P",
+}
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+class OpError(Exception):
+    """A request that cannot be carried out; ``code``/``http_status`` say whose problem it is."""
+
+    code: str = "invalid"
+    http_status: int = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"success": False, "error": self.message, "code": self.code}
+
+
+class InvalidArgument(OpError):
+    """The caller's input is malformed (bad CID, bad tag, bad YAML): fix the input and retry."""
+
+
+class NotFound(OpError):
+    """Not in this replica's DAG (yet): schedule it, or merge the peer that has it."""
+
+    code = "not_found"
+    http_status = 404
+
+
+class Refused(OpError):
+    """Well-formed, but the scheduler's rules forbid it (already finished, conflicting definition...)."""
+
+    code = "refused"
+    http_status = 409
+
+
+class Unavailable(OpError):
+    """A backend (IPFS API, the repo, a running peer) cannot serve the request right now."""
+
+    code = "unavailable"
+    http_status = 503
+
+
+_ERRORS: Final[dict[str, type[OpError]]] = {
+    cls.code: cls for cls in (InvalidArgument, NotFound, Refused, Unavailable)
+}
+
+
+def error_from_code(code: str, message: str) -> OpError:
+    """Rebuild the error a remote peer reported, so remote and direct callers see the same class."""
+    return _ERRORS.get(code, OpError)(message)
+
+
+# --- argument helpers --------------------------------------------------------------------------
+
+
+def _text(value: Any, name: str, *, limit: int = 1024, empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{name}: expected a string, got {type(value).__name__}")
+    text: str = value.strip()
+    if (not text and not empty) or len(text) > limit:
+        raise InvalidArgument(f"{name}: must be 1..{limit} characters")
+    return text
+
+
+def _priority(value: Any) -> float:
+    if isinstance(value, bool):
+        raise InvalidArgument(f"priority: expected a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"priority: expected a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise InvalidArgument("priority: must be finite (lower runs first)")
+    return number
+
+
+def _cid(value: Any, name: str = "cid") -> CID:
+    try:
+        return CID.parse(value)
+    except (CodecError, TypeError, ValueError) as exc:
+        raise InvalidArgument(f"{name}: {exc} (expected a CID such as bafyrei...)") from None
+
+
+def _limit(value: Any, name: str = "limit") -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidArgument(f"{name}: expected a non-negative integer")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{name}: expected a non-negative integer, got {value!r}") from None
+    if number < 0:
+        raise InvalidArgument(f"{name}: expected a non-negative integer, got {number}")
+    return number
+
+
+def parse_metadata(pairs: Iterable[str]) -> dict[str, str]:
+    """``["k=v", ...]`` -> dict; the CLI's ``--metadata`` form (later keys win, like env files)."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InvalidArgument(f"metadata {pair!r}: expected KEY=VALUE")
+        out[key.strip()] = value
+    return out
+
+
+def _record(replica: Replica, workflow_id: Any) -> WorkflowRecord:
+    wid = _text(workflow_id, "workflow_id", limit=256)
+    rec = replica.state.workflows.get(wid)
+    if rec is None or rec.winner is None:
+        raise NotFound(f"unknown workflow {wid!r}: schedule it first, or merge/import the peer that did")
+    return rec
+
+
+# --- scheduling --------------------------------------------------------------------------------
+
+
+def workflow_from_actions(
+    yaml_text: str,
+    *,
+    job: str | None = None,
+    workflow_id: str | None = None,
+    name: str | None = None,
+    tags: Iterable[str] | str | None = None,
+    priority: float | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    env_tags: str | None = None,
+    source: str = "",
+) -> dict[str, Any]:
+    """Arguments for :func:`schedule` from a GitHub Actions workflow file (pure; no replica).
+
+    Explicit arguments win over the file's ``x-ipld-scheduler`` block and ``WORKFLOW_TAG`` /
+    ``WORKFLOW_TYPE`` env; ``env_tags`` is the caller's own ``WORKFLOW_TAG`` env value, merged in so
+    a runner can hand work over without editing the file. The id defaults to ``<file>:<job>``.
+    """
+    from .actions import UnsupportedWorkflow, actions_metadata, plan_from_actions
+
+    try:
+        run = plan_from_actions(yaml_text, job)
+        declared = actions_metadata(yaml_text)
+    except UnsupportedWorkflow as exc:
+        raise InvalidArgument(f"workflow file{' ' + source if source else ''}: {exc}") from None
+    found_tags: list[str] = list(declared.get("tags", []))
+    if env_tags:
+        found_tags += [t for t in env_tags.split(",") if t.strip()]
+    if tags:
+        found_tags = [t for t in (tags.split(",") if isinstance(tags, str) else tags) if t.strip()]
+    meta: dict[str, Any] = {"source": "github-actions"}
+    if source:
+        meta["workflow_file"] = source
+    if job:
+        meta["job"] = job
+    meta.update(metadata or {})
+    label = job or "all"
+    return {
+        "workflow_id": workflow_id or f"{source or 'workflow'}:{label}",
+        "name": name or declared.get("name") or label,
+        "tags": found_tags,
+        "priority": priority if priority is not None else float(declared.get("priority", 1.0)),
+        "metadata": meta,
+        "run": run,
+    }
+
+
+def _run_section(command: str) -> dict[str, Any]:
+    """``--run CMD``: a one-step bash run section (see ``executor``)."""
+    return {"steps": [{"name": "run", "run": command}]}
+
+
+async def schedule(
+    replica: Replica,
+    workflow_id: str,
+    name: str,
+    tags: Iterable[str] | str | None = None,
+    priority: Any = 1.0,
+    metadata: Mapping[str, Any] | None = None,
+    run: Mapping[str, Any] | str | None = None,
+) -> dict[str, Any]:
+    """Schedule a workflow (idempotent by id and definition). A refusal is ``success: false`` with
+    ``reason`` (as in the prototype), not an exception: it is an answer about the workflow."""
+    if isinstance(run, str):
+        run = _run_section(_text(run, "run", limit=64 * 1024))
+    if run is not None:
+        from .executor import RunSpecError, validate_run
+
+        try:
+            validate_run(run)
+        except RunSpecError as exc:
+            raise InvalidArgument(f"run: {exc}") from None
+    try:
+        workflow = WorkflowDefinition(
+            _text(workflow_id, "workflow_id", limit=256),
+            _text(name if name is not None else workflow_id, "name", empty=True),
+            tags if tags is not None else (),
+            _priority(priority),
+            dict(metadata) if metadata else None,
+            run,
+        )
+    except ModelError as exc:
+        raise InvalidArgument(str(exc)) from None
+    answer = await replica.schedule_workflow(workflow)
+    if not answer["success"]:
+        answer.setdefault("assigned_peer", None)
+    return answer
+
+
+async def next_workflow(replica: Replica) -> dict[str, Any]:
+    """Pop this peer's best queued workflow (recorded as a ``claim``); ``workflow`` is null when empty."""
+    workflow = await replica.get_next_workflow()
+    return {
+        "success": True,
+        "workflow": workflow.to_dict() if workflow is not None else None,
+        "queue_size": replica.get_queue_size(),
+    }
+
+
+async def cancel(replica: Replica, workflow_id: str, reason: str = "") -> dict[str, Any]:
+    rec = _record(replica, workflow_id)
+    if rec.status in FINISHED:
+        raise Refused(f"workflow {rec.workflow_id!r} is already {rec.status}; nothing to cancel")
+    try:
+        cid = await replica.cancel(rec.workflow_id, _text(reason or "", "reason", empty=True))
+    except SchedulerError as exc:
+        raise Refused(str(exc)) from None
+    return {"success": True, "workflow_id": rec.workflow_id, "event_cid": str(cid), "status": rec.status}
+
+
+async def reprioritize(replica: Replica, workflow_id: str, priority: Any) -> dict[str, Any]:
+    rec = _record(replica, workflow_id)
+    value = _priority(priority)
+    if rec.status in FINISHED:
+        raise Refused(f"workflow {rec.workflow_id!r} is already {rec.status}; its priority no longer matters")
+    cid = await replica.reprioritize(rec.workflow_id, value)
+    return {
+        "success": True,
+        "workflow_id": rec.workflow_id,
+        "priority": rec.effective_priority,
+        "event_cid": str(cid),
+        "status": rec.status,
+    }
+
+
+# --- membership --------------------------------------------------------------------------------
+
+
+def _membership(replica: Replica) -> dict[str, Any]:
+    members = replica.state.present()
+    return {"num_peers": len(members), "peers": members}
+
+
+async def add_peer(replica: Replica, peer_id: str) -> dict[str, Any]:
+    peer = _text(peer_id, "peer_id", limit=256)
+    added = await replica.add_peer(peer)
+    return {"success": True, "peer_id": peer, "added": added, **_membership(replica)}
+
+
+async def remove_peer(replica: Replica, peer_id: str, reason: str = "") -> dict[str, Any]:
+    peer = _text(peer_id, "peer_id", limit=256)
+    if peer == replica.peer_id:
+        raise Refused(f"{peer!r} is this peer: stop it instead, or remove it from another peer")
+    if peer not in replica.state.members:
+        raise NotFound(f"{peer!r} was never a member; `peers` lists the members")
+    removed = await replica.remove_peer(peer, _text(reason or "", "reason", empty=True))
+    return {"success": True, "peer_id": peer, "removed": removed, **_membership(replica)}
+
+
+async def peers(replica: Replica, liveness: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Every peer the DAG has seen: membership from the DAG, ``liveness`` from a running peer (else null)."""
+    live = dict(liveness or {})
+    rows = []
+    for peer in sorted(set(replica.state.members) | set(live)):
+        entry = replica.state.members.get(peer)
+        rows.append(
+            {
+                "peer_id": peer,
+                "member": bool(entry and entry.present),
+                "self": peer == replica.peer_id,
+                "has_key": bool(entry and entry.key),
+                "added_by": entry.by if entry else None,
+                "liveness": live.get(peer),
+                "assigned": len(replica.state.assigned_to(peer)),
+            }
+        )
+    return {
+        "success": True,
+        "peer_id": replica.peer_id,
+        "peers": rows,
+        "num_peers": sum(1 for r in rows if r["member"]),
+        "liveness_known": liveness is not None,
+    }
+
+
+# --- queries -----------------------------------------------------------------------------------
+
+
+async def status(replica: Replica) -> dict[str, Any]:
+    """The prototype's ``get_status`` keys plus where the state lives."""
+    answer = replica.get_status()
+    return {
+        "success": True,
+        **answer,
+        "repo": str(replica.repo.path),
+        "store": type(replica.store).__name__,
+    }
+
+
+async def assigned(replica: Replica) -> dict[str, Any]:
+    ids = replica.get_assigned_workflows()
+    return {
+        "success": True,
+        "peer_id": replica.peer_id,
+        "assigned_workflows": ids,
+        "count": len(ids),
+        "queue": replica.state.queued(),
+        "workflows": [replica.state.workflows[w].to_dict() for w in ids],
+    }
+
+
+async def tags(replica: Replica | None = None) -> dict[str, Any]:
+    """Known tags, which of them make work P2P-eligible, and how often each is used in the DAG."""
+    used: dict[str, int] = {}
+    if replica is not None:
+        for rec in replica.state.workflows.values():
+            if rec.winner is not None:
+                for tag in rec.winner.workflow.tags:
+                    used[tag] = used.get(tag, 0) + 1
+    known = [t.value for t in WorkflowTag]
+    return {
+        "success": True,
+        "tags": known,
+        "descriptions": dict(TAG_DESCRIPTIONS),
+        "p2p_tags": [t for t in known if eligibility([t]) is None],
+        "github_tags": [t for t in known if eligibility([t]) is not None],
+        "in_use": dict(sorted(used.items())),
+    }
+
+
+async def workflows(
+    replica: Replica, status: str | None = None, owner: str | None = None, limit: Any = None
+) -> dict[str, Any]:
+    """Workflows in id order, optionally filtered by status and owner."""
+    cap = _limit(limit)
+    rows = []
+    for wid in sorted(replica.state.workflows):
+        rec = replica.state.workflows[wid]
+        if rec.winner is None or (status and rec.status != status) or (owner and rec.owner != owner):
+            continue
+        rows.append(rec.to_dict())
+    total = len(rows)
+    if cap is not None:
+        rows = rows[:cap]
+    return {"success": True, "workflows": rows, "count": len(rows), "total": total}
+
+
+async def distance(hash1: str, hash2: str) -> dict[str, Any]:
+    """Seed-compatible Hamming distance between two hex strings."""
+    try:
+        value = assign.calculate_hamming_distance(hash1, hash2)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
+    return {"success": True, "hash1": hash1, "hash2": hash2, "distance": value}
+
+
+# --- blocks, log, results ----------------------------------------------------------------------
+
+_CODECS: Final = {0x71: "dag-cbor", 0x55: "raw", 0x70: "dag-pb", 0x0129: "dag-json"}
+
+
+async def _block(replica: Replica, cid: CID) -> bytes:
+    """From the repo, else from the store (a Kubo store may fetch it over bitswap)."""
+    try:
+        data = replica.repo.get_block(cid)
+    except RepoError as exc:
+        raise Unavailable(str(exc)) from None
+    if data is not None:
+        return data
+    try:
+        return await asyncio.wait_for(replica.store.get(cid), FETCH_TIMEOUT_S)
+    except (BlockNotFound, TimeoutError):
+        raise NotFound(f"block {cid} is not in this replica (nor fetchable from its store)") from None
+    except StoreError as exc:
+        raise Unavailable(f"cannot read block {cid}: {exc}") from None
+
+
+def _kind_of(value: Any) -> str | None:
+    if isinstance(value, dict):
+        if "kind" in value and "parents" in value and "sig" in value:
+            return "event"
+        kind = value.get("type")
+        if isinstance(kind, str):
+            return kind
+    if isinstance(value, bytes):
+        return "blob"
+    return None
+
+
+async def inspect(replica: Replica, cid: str) -> dict[str, Any]:
+    """A block as DAG-JSON (links ``{"/": cid}``, bytes ``{"/": {"bytes": base64}}``)."""
+    parsed = _cid(cid)
+    data = await _block(replica, parsed)
+    codec = _CODECS.get(parsed.codec, hex(parsed.codec))
+    if parsed.codec == 0x71:
+        try:
+            value: Any = decode(data)
+        except CodecError as exc:
+            raise Refused(f"block {parsed} is not valid DAG-CBOR: {exc}") from None
+    else:
+        value = data
+    try:
+        rendered = to_dag_json(value)
+    except DagJsonError as exc:
+        raise Refused(f"block {parsed} has no DAG-JSON form: {exc}") from None
+    links = sorted({str(c) for c in _links(value)})
+    return {
+        "success": True,
+        "cid": str(parsed),
+        "codec": codec,
+        "size": len(data),
+        "type": _kind_of(value),
+        "links": links,
+        "data": rendered,
+    }
+
+
+def _links(value: Any, depth: int = 0) -> Iterable[CID]:
+    if depth > 64:
+        return
+    if isinstance(value, CID):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _links(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _links(item, depth + 1)
+
+
+def _schedule_ids(replica: Replica) -> dict[CID, str]:
+    return {cid: rec.workflow_id for rec in replica.state.workflows.values() for cid in rec.schedules}
+
+
+def _event_row(seq: int, cid: CID, event: Event, workflow_id: str | None) -> dict[str, Any]:
+    return {
+        "seq": seq,
+        "cid": str(cid),
+        "kind": event.kind,
+        "author": event.author,
+        "height": event.height,
+        "parents": [str(p) for p in event.parents],
+        "workflow_id": workflow_id,
+        "body": to_dag_json(dict(event.body)),
+    }
+
+
+def _events(replica: Replica, after: int = 0) -> Iterable[tuple[int, CID, Event, str | None]]:
+    ids = _schedule_ids(replica)
+    try:
+        for seq, cid, data in replica.repo.processed_log(after):
+            event = Event.from_ipld(decode(data))
+            wid = event.body.get("id")
+            if not isinstance(wid, str):
+                wid = ids.get(cid)
+            yield seq, cid, event, wid
+    except RepoError as exc:
+        raise Unavailable(str(exc)) from None
+
+
+async def log(
+    replica: Replica,
+    kind: str | None = None,
+    author: str | None = None,
+    workflow: str | None = None,
+    limit: Any = None,
+) -> dict[str, Any]:
+    """Applied events in causal order (the repo's commit order), filtered; ``limit`` keeps the last N."""
+    from .model import EVENT_KINDS
+
+    cap = _limit(limit)
+    if kind and kind not in EVENT_KINDS:
+        raise InvalidArgument(f"kind: unknown event kind {kind!r}; one of {', '.join(sorted(EVENT_KINDS))}")
+    rows = [
+        _event_row(seq, cid, event, wid)
+        for seq, cid, event, wid in _events(replica)
+        if (not kind or event.kind == kind)
+        and (not author or event.author == author)
+        and (not workflow or wid == workflow)
+    ]
+    total = len(rows)
+    if cap is not None:
+        rows = rows[-cap:] if cap else []
+    return {"success": True, "events": rows, "count": len(rows), "total": total, "heads": replica.clock.heads}
+
+
+def _text_blob(replica: Replica, cid: CID | None, limit: int) -> tuple[str | None, bool]:
+    if cid is None:
+        return None, False
+    data = replica.repo.get_block(cid)
+    if data is None:
+        return None, False
+    raw: Any = data
+    if cid.codec == 0x71:
+        try:
+            raw = decode(data)
+        except CodecError:
+            return None, False
+    if not isinstance(raw, bytes):
+        return None, False
+    return raw[:limit].decode("utf-8", errors="replace"), len(raw) > limit
+
+
+def _run_row(replica: Replica, peer: str, status: str | None, cid: CID | None, limit: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"peer": peer, "status": status, "result_cid": str(cid) if cid else None}
+    data = replica.repo.get_block(cid) if cid is not None else None
+    result = None
+    if data is not None:
+        try:
+            result = Result.from_ipld(decode(data))
+        except (CodecError, ModelError):
+            result = None
+    if result is None:
+        row.update(exit_code=None, duration_ms=None, reason=None, steps=[], stdout=None, stderr=None)
+        row.update(stdout_truncated=False, stderr_truncated=False)
+        return row
+    stdout, out_cut = _text_blob(replica, result.stdout, limit)
+    stderr, err_cut = _text_blob(replica, result.stderr, limit)
+    row.update(
+        status=result.status,
+        exit_code=result.exit_code,
+        duration_ms=result.duration_ms,
+        reason=result.reason,
+        steps=[to_dag_json(dict(s)) for s in result.steps],
+        stdout=stdout,
+        stderr=stderr,
+        stdout_truncated=out_cut,
+        stderr_truncated=err_cut,
+    )
+    return row
+
+
+async def results(replica: Replica, workflow_id: str, max_log_bytes: Any = LOG_TEXT_LIMIT) -> dict[str, Any]:
+    """Every recorded run of a workflow (more than one is a visible duplicate), with exit status and logs."""
+    rec = _record(replica, workflow_id)
+    cap = _limit(max_log_bytes, "max_log_bytes")
+    limit = LOG_TEXT_LIMIT if cap is None else cap
+    runs = [_run_row(replica, r.peer, r.status, r.result, limit) for r in rec.runs]
+    latest = runs[-1] if runs else None
+    return {
+        "success": True,
+        "workflow_id": rec.workflow_id,
+        "status": rec.status,
+        "owner": rec.owner,
+        "claimed_by": sorted({r.peer for r in rec.claims.values()}),
+        "exit_code": latest["exit_code"] if latest else None,
+        "runs": runs,
+        "count": len(runs),
+    }
+
+
+# --- merging and CAR ---------------------------------------------------------------------------
+
+
+def _heads_from(value: Any) -> list[str]:
+    """Accept what users have at hand: a list of CIDs, ``"a,b"``, or a clock/status dict with heads."""
+    if isinstance(value, str):
+        return [h.strip() for h in value.replace(" ", ",").split(",") if h.strip()]
+    if isinstance(value, Mapping):
+        for key in ("heads", "clock", "roots"):
+            if key in value:
+                return _heads_from(value[key])
+        raise InvalidArgument(
+            "merge: expected head CIDs, or a map with 'heads' (as get_status()['clock'] has)"
+        )
+    if isinstance(value, list | tuple):
+        out: list[str] = []
+        for item in value:
+            out += _heads_from(item) if not isinstance(item, str) else [item.strip()]
+        return [h for h in out if h]
+    raise InvalidArgument(f"merge: cannot read heads from {type(value).__name__}")
+
+
+async def merge(replica: Replica, heads: Any) -> dict[str, Any]:
+    """Merge the history behind other heads (fetched through the store); missing history is reported."""
+    cids = [_cid(h, "heads") for h in _heads_from(heads)]
+    if not cids:
+        raise InvalidArgument("merge: no head CIDs given")
+    report = await replica.merge_heads(cids)
+    return {"success": not report.rejected, **report.to_dict()}
+
+
+async def export_car(replica: Replica) -> tuple[bytes, dict[str, Any]]:
+    """The whole DAG as CAR bytes (roots = current heads) and a summary."""
+    import io
+
+    buffer = io.BytesIO()
+    summary = replica.export_car(buffer)
+    data = buffer.getvalue()
+    return data, {"success": True, **summary, "size": len(data)}
+
+
+async def import_car(replica: Replica, data: bytes) -> dict[str, Any]:
+    """Verify every block of a CAR and merge its roots; malformed CARs are the caller's input error."""
+    from .car import CarError
+
+    try:
+        report = await replica.import_car(bytes(data))
+    except (CarError, CodecError) as exc:
+        raise InvalidArgument(f"not a valid CAR: {exc}") from None
+    return {"success": not report.rejected, **report.to_dict()}
+
+
+# --- dashboard ---------------------------------------------------------------------------------
+
+
+async def overview(
+    replica: Replica, liveness: Mapping[str, Any] | None = None, recent: Any = 40
+) -> dict[str, Any]:
+    """Everything the dashboard shows in one consistent snapshot (taken without awaiting in between)."""
+    cap = _limit(recent, "recent") or 0
+    count = replica.repo.processed_count()
+    events = [_event_row(seq, cid, ev, wid) for seq, cid, ev, wid in _events(replica, max(0, count - cap))]
+    peer_rows = (await peers(replica, liveness))["peers"]
+    return {
+        "success": True,
+        "status": await status(replica),
+        "peers": peer_rows,
+        "queue": replica.state.queued(),
+        "workflows": (await workflows(replica))["workflows"],
+        "recent_events": events[-cap:] if cap else [],
+        "heads": replica.clock.heads,
+    }
+
+
+Operation = Callable[..., Awaitable[dict[str, Any]]]
+
+OPERATIONS: Final[dict[str, Operation]] = {
+    "schedule": schedule,
+    "next": next_workflow,
+    "status": status,
+    "assigned": assigned,
+    "tags": tags,
+    "add_peer": add_peer,
+    "remove_peer": remove_peer,
+    "cancel": cancel,
+    "reprioritize": reprioritize,
+    "inspect": inspect,
+    "log": log,
+    "results": results,
+    "workflows": workflows,
+    "peers": peers,
+    "merge": merge,
+    "overview": overview,
+}
+"""Name -> operation taking ``(replica, **arguments)``: the dispatch table remote callers share.
+
+``export_car``/``import_car`` move bytes rather than JSON and are called by name by each front end;
+``distance`` needs no replica."""

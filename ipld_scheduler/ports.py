@@ -1,0 +1,74 @@
+"""The two seams between the deterministic core and the outside world (cf. go-ds-crdt's DAGSyncer and
+Broadcaster): a content-addressed block store and a broadcaster of head announcements.
+
+Owns: the interfaces and the errors they raise. Must not: contain an implementation. The runtime,
+the facade and the sync loop see only these; the embedded wing (on-disk store, in-process network)
+and the Kubo wing (RPC client, pubsub) implement them, and tests swap in their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from .codec import CID
+
+__all__ = ["Announcement", "BlockNotFound", "BlockStore", "Broadcaster", "StoreError"]
+
+
+class StoreError(Exception):
+    """The store failed to read or write (I/O, daemon unreachable, corrupt data on disk)."""
+
+
+class BlockNotFound(StoreError, KeyError):
+    """The block is not held locally and could not be fetched within the store's timeout."""
+
+    def __init__(self, cid: CID, detail: str = "") -> None:
+        super().__init__(f"block {cid} not found{': ' + detail if detail else ''}")
+        self.cid = cid
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+@runtime_checkable
+class BlockStore(Protocol):
+    """Content-addressed blocks: ``put`` is durable when it returns; ``get`` verifies the CID.
+
+    A store that can reach other nodes (Kubo's bitswap, the embedded network's exchange) may fetch
+    a missing block inside ``get``; ``has`` answers for local blocks only and never fetches.
+    """
+
+    async def get(self, cid: CID) -> bytes: ...
+
+    async def put(self, cid: CID, data: bytes) -> None: ...
+
+    async def put_many(self, blocks: Iterable[tuple[CID, bytes]]) -> None: ...
+
+    async def has(self, cid: CID) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Announcement:
+    """One message received from the broadcast channel.
+
+    ``sender`` is what the transport authenticates (the libp2p peer ID under Kubo pubsub, the
+    endpoint name on the embedded network); ``data`` is untrusted bytes for the runtime to decode.
+    """
+
+    sender: str
+    data: bytes
+
+
+@runtime_checkable
+class Broadcaster(Protocol):
+    """Publishes and receives small announcement payloads (head CIDs), never blocks themselves."""
+
+    async def publish(self, data: bytes) -> None: ...
+
+    def messages(self) -> AsyncIterator[Announcement]: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,446 @@
+"""State derivation: a pure, incremental fold of admitted events into scheduler state.
+
+Owns: membership (per event, as seen in its causal past, and overall), workflows and their status,
+each workflow's owner, and the local peer's queue (a Fibonacci heap keyed deterministically).
+
+The promise: the state is a function of the *set* of applied events, whatever topological order
+they arrive in. Every rule is therefore a join over sets:
+
+* membership is a last-writer-wins register per peer, ordered by the event stamp (height, CID
+  bytes); height grows along every causal chain, so a later event always wins over its ancestors
+  and concurrent ones are ordered by their CIDs;
+* a workflow's defining schedule is the minimum-stamp schedule event for its id;
+* status is a precedence over the sets of completions, failures, cancels and claims;
+* priority and transfers are last-writer-wins registers.
+
+Must not: read clocks, local config, ``hash()`` or set iteration order for anything that affects
+the result, or do I/O. Events arrive here already decoded, signature-checked and causally admitted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+from .assign import combined_hash, owner, rank
+from .codec import CID
+from .heap import FibonacciHeap
+from .model import Event, Result, WorkflowDefinition
+
+__all__ = ["MemberEntry", "State", "WorkflowRecord"]
+
+Stamp = tuple[int, bytes]
+_ZERO: Final[Stamp] = (0, b"")
+
+PENDING: Final = "pending"
+RUNNING: Final = "running"
+COMPLETED: Final = "completed"
+FAILED: Final = "failed"
+CANCELLED: Final = "cancelled"
+FINISHED: Final = frozenset({COMPLETED, FAILED, CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class MemberEntry:
+    """Two LWW registers per peer: presence (``stamp``) and its own announced key (``key_stamp``).
+
+    The key is kept apart so a later key-less ``peer-add``/``peer-remove``/``evict`` written by
+    another member (who had not seen the peer's own ``peer-add``) cannot erase it.
+    """
+
+    present: bool
+    stamp: Stamp
+    key: bytes | None = None
+    by: str = ""
+    key_stamp: Stamp = (0, b"")
+
+
+def _join(a: MemberEntry, b: MemberEntry) -> MemberEntry:
+    """Join of two entries for one peer: presence from the newer stamp, key from the newer key stamp."""
+    winner = a if a.stamp >= b.stamp else b
+    keyed = a if a.key_stamp >= b.key_stamp else b
+    if winner.key_stamp == keyed.key_stamp:
+        return winner
+    return replace(winner, key=keyed.key, key_stamp=keyed.key_stamp)
+
+
+View = Mapping[str, MemberEntry]
+_EMPTY_VIEW: Final[View] = {}
+
+
+def _merge_views(views: list[View]) -> View:
+    """Join of membership registers: per peer, the entry with the greatest stamp."""
+    first = views[0]
+    if all(v is first for v in views):
+        return first
+    merged: dict[str, MemberEntry] = dict(first)
+    for view in views[1:]:
+        if view is first:
+            continue
+        for peer, entry in view.items():
+            mine = merged.get(peer)
+            merged[peer] = entry if mine is None else _join(mine, entry)
+    return merged
+
+
+def present_members(view: View) -> list[str]:
+    return sorted(p for p, e in view.items() if e.present)
+
+
+@dataclass(slots=True)
+class Schedule:
+    cid: CID
+    stamp: Stamp
+    author: str
+    workflow_cid: CID
+    workflow: WorkflowDefinition
+    members: tuple[str, ...]
+    combined: bytes
+    _ranking: list[str] | None = None
+
+    @property
+    def ranking(self) -> list[str]:
+        if self._ranking is None:
+            self._ranking = rank(self.combined, self.members)
+        return self._ranking
+
+
+@dataclass(slots=True)
+class Run:
+    """A claim, completion or failure: who did what, and under which event."""
+
+    cid: CID
+    stamp: Stamp
+    peer: str
+    result: CID | None = None
+    status: str | None = None
+
+
+@dataclass(slots=True)
+class WorkflowRecord:
+    workflow_id: str
+    schedules: dict[CID, Schedule] = field(default_factory=dict)
+    winner: Schedule | None = None
+    claims: dict[CID, Run] = field(default_factory=dict)
+    completions: dict[CID, Run] = field(default_factory=dict)
+    failures: dict[CID, Run] = field(default_factory=dict)
+    cancels: dict[CID, Stamp] = field(default_factory=dict)
+    priority: tuple[Stamp, float] | None = None
+    transfer: tuple[Stamp, str] | None = None
+    owner: str | None = None
+    status: str = PENDING
+
+    @property
+    def effective_priority(self) -> float:
+        if self.priority is not None and self.winner is not None and self.priority[0] > self.winner.stamp:
+            return self.priority[1]
+        return self.winner.workflow.priority if self.winner else 0.0
+
+    @property
+    def runs(self) -> list[Run]:
+        """Finished executions in stamp order: more than one completion is a visible duplicate."""
+        return sorted([*self.completions.values(), *self.failures.values()], key=lambda r: r.stamp)
+
+    def to_dict(self, owner: str | None = None) -> dict[str, Any]:
+        """JSON view; ``owner`` comes from :meth:`State.owner` (a finished record's cache may be stale)."""
+        winner = self.winner
+        return {
+            "workflow_id": self.workflow_id,
+            "status": self.status,
+            "owner": owner if owner is not None else self.owner,
+            "priority": self.effective_priority,
+            "name": winner.workflow.name if winner else None,
+            "tags": list(winner.workflow.tags) if winner else [],
+            "schedule_cid": str(winner.cid) if winner else None,
+            "workflow_cid": str(winner.workflow_cid) if winner else None,
+            "original_owner": winner.ranking[0] if winner and winner.ranking else None,
+            "claimed_by": sorted({r.peer for r in self.claims.values()}),
+            "completions": len(self.completions),
+            "failures": len(self.failures),
+            "duplicates": max(0, len(self.completions) + len(self.failures) - 1),
+            "results": [
+                {"peer": r.peer, "status": r.status, "result_cid": str(r.result) if r.result else None}
+                for r in self.runs
+            ],
+        }
+
+
+class State:
+    """The fold. ``apply`` takes one admitted event at a time, parents before children."""
+
+    def __init__(self, local_peer: str | None = None) -> None:
+        self.local_peer = local_peer
+        self.views: dict[CID, View] = {}
+        self.members: dict[str, MemberEntry] = {}
+        self.workflows: dict[str, WorkflowRecord] = {}
+        self.by_owner: dict[str, set[str]] = {}
+        self.queue: FibonacciHeap[tuple[float, int, bytes], str] = FibonacciHeap()
+        self._handles: dict[str, Any] = {}
+        self._handle_keys: dict[str, tuple[float, int, bytes]] = {}
+        self.events = 0
+        self.kinds: dict[str, int] = {}
+
+    # --- membership ---------------------------------------------------------------------------
+
+    def view_before(self, event: Event) -> View:
+        """Membership as the author saw it: the join of its parents' views."""
+        if not event.parents:
+            return _EMPTY_VIEW
+        views = self.views
+        return _merge_views([views[p] for p in event.parents])
+
+    def admit(self, event: Event) -> str | None:
+        """Why a causally complete event must be refused (None when it is acceptable).
+
+        An author that announced its key (``peer-add`` of itself) cannot sign later with another.
+        """
+        entry = self.view_before(event).get(event.author)
+        if entry is not None and entry.key is not None and entry.key != event.key:
+            return f"event by {event.author} is signed with a key other than the one it joined with"
+        return None
+
+    def present(self) -> list[str]:
+        return present_members(self.members)
+
+    def is_present(self, peer: str) -> bool:
+        entry = self.members.get(peer)
+        return entry is not None and entry.present
+
+    # --- the fold -----------------------------------------------------------------------------
+
+    def apply(
+        self,
+        cid: CID,
+        event: Event,
+        workflow: WorkflowDefinition | None = None,
+        result: Result | None = None,
+    ) -> set[str]:
+        """Fold one event in; returns the ids of workflows whose derived state may have changed."""
+        if cid in self.views:
+            return set()
+        before = self.view_before(event)
+        stamp: Stamp = (event.height, cid.raw)
+        kind = event.kind
+        body = event.body
+        self.events += 1
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+        view = before
+        touched: set[str] = set()
+        if kind in ("peer-add", "peer-remove", "evict"):
+            peer = body["peer"]
+            present = kind == "peer-add"
+            old = before.get(peer)
+            # Only a peer's own peer-add sets its key: no member can vouch a key for another.
+            own_key = body.get("key") if present and event.author == peer else None
+            if own_key is not None:
+                key, key_stamp = own_key, stamp
+            else:
+                key, key_stamp = (old.key, old.key_stamp) if old is not None else (None, _ZERO)
+            entry = MemberEntry(present, stamp, key, event.author, key_stamp)
+            changed = dict(before)
+            changed[peer] = entry
+            view = changed
+            mine = self.members.get(peer)
+            was = mine is not None and mine.present
+            joined = entry if mine is None else _join(mine, entry)
+            if joined != mine:
+                self.members[peer] = joined
+                if was != joined.present:
+                    touched |= self._membership_changed(peer, joined.present)
+        self.views[cid] = view
+        if kind == "schedule":
+            assert workflow is not None, "schedule events are applied with their workflow"
+            touched.add(self._schedule(cid, stamp, event, workflow, before))
+        elif kind in ("cancel", "reprioritize", "claim", "complete", "fail", "transfer"):
+            wid = body["id"]
+            rec = self._record(wid)
+            if kind == "cancel":
+                rec.cancels[cid] = stamp
+            elif kind == "reprioritize":
+                if rec.priority is None or stamp > rec.priority[0]:
+                    rec.priority = (stamp, body["priority"])
+            elif kind == "claim":
+                rec.claims[cid] = Run(cid, stamp, event.author)
+            elif kind == "complete":
+                rec.completions[cid] = Run(
+                    cid, stamp, event.author, body["result"], result.status if result else "success"
+                )
+            elif kind == "fail":
+                rec.failures[cid] = Run(
+                    cid, stamp, event.author, body["result"], result.status if result else "failure"
+                )
+            elif kind == "transfer" and (rec.transfer is None or stamp > rec.transfer[0]):
+                rec.transfer = (stamp, body["to"])
+            touched.add(wid)
+        for wid in touched:
+            self._refresh(self.workflows[wid])
+        return touched
+
+    def _record(self, wid: str) -> WorkflowRecord:
+        rec = self.workflows.get(wid)
+        if rec is None:
+            rec = self.workflows[wid] = WorkflowRecord(wid)
+        return rec
+
+    def _schedule(
+        self, cid: CID, stamp: Stamp, event: Event, workflow: WorkflowDefinition, before: View
+    ) -> str:
+        members = tuple(present_members(before)) or (event.author,)
+        workflow_cid = event.body["workflow"]
+        sched = Schedule(
+            cid,
+            stamp,
+            event.author,
+            workflow_cid,
+            workflow,
+            members,
+            combined_hash(event.parents, workflow_cid),
+        )
+        rec = self._record(workflow.workflow_id)
+        rec.schedules[cid] = sched
+        if rec.winner is None or stamp < rec.winner.stamp:
+            rec.winner = sched
+        return workflow.workflow_id
+
+    def _membership_changed(self, peer: str, present: bool) -> set[str]:
+        if not present:
+            return set(self.by_owner.get(peer, ()))
+        # A (re)joining peer may outrank current owners of open work it was a member for.
+        return {wid for wid, rec in self.workflows.items() if rec.status not in FINISHED}
+
+    # --- derived values -----------------------------------------------------------------------
+
+    def owner_of(self, rec: WorkflowRecord) -> str | None:
+        """Transfer target if present, else the best-ranked schedule-time member still present.
+
+        If every schedule-time member is gone, rank everyone present now by the same hash, so work
+        is never orphaned while any peer is alive.
+        """
+        winner = rec.winner
+        if winner is None:
+            return None
+        if rec.transfer is not None and rec.transfer[0] > winner.stamp and self.is_present(rec.transfer[1]):
+            return rec.transfer[1]
+        for peer in winner.ranking:
+            if self.is_present(peer):
+                return peer
+        if not self.members:
+            return winner.ranking[0] if winner.ranking else None
+        return owner(winner.combined, self.present())
+
+    def _status(self, rec: WorkflowRecord, owner_now: str | None) -> str:
+        if rec.winner is None:
+            return PENDING
+        if rec.completions:
+            return COMPLETED
+        if rec.failures:
+            return FAILED
+        if rec.cancels:
+            return CANCELLED
+        if any(run.peer == owner_now for run in rec.claims.values()):
+            return RUNNING
+        return PENDING
+
+    def _refresh(self, rec: WorkflowRecord) -> None:
+        old_owner = rec.owner
+        new_owner = self.owner_of(rec)
+        rec.status = self._status(rec, new_owner)
+        rec.owner = new_owner
+        wid = rec.workflow_id
+        if old_owner is not None and old_owner != new_owner:
+            group = self.by_owner.get(old_owner)
+            if group is not None:
+                group.discard(wid)
+        if new_owner is not None:
+            if rec.status in FINISHED:
+                self.by_owner.get(new_owner, set()).discard(wid)
+            else:
+                self.by_owner.setdefault(new_owner, set()).add(wid)
+        self._sync_queue(rec)
+
+    def _sync_queue(self, rec: WorkflowRecord) -> None:
+        if self.local_peer is None:
+            return
+        wid = rec.workflow_id
+        wanted = rec.status == PENDING and rec.owner == self.local_peer and rec.winner is not None
+        handle = self._handles.get(wid)
+        if not wanted:
+            if handle is not None:
+                self.queue.delete(handle)
+                del self._handles[wid]
+                del self._handle_keys[wid]
+            return
+        assert rec.winner is not None
+        key = (rec.effective_priority, rec.winner.stamp[0], rec.winner.stamp[1])
+        if handle is not None:
+            old = self._handle_keys[wid]
+            if old == key:
+                return
+            if key < old:
+                self.queue.decrease_key(handle, key)
+                self._handle_keys[wid] = key
+                return
+            self.queue.delete(handle)
+        self._handles[wid] = self.queue.insert(key, wid)
+        self._handle_keys[wid] = key
+
+    # --- queries ------------------------------------------------------------------------------
+
+    def queued(self) -> list[str]:
+        """This peer's queue in pop order (a copy; the heap itself is untouched)."""
+        return [wid for _, wid in sorted((k, w) for w, k in self._handle_keys.items())]
+
+    def peek(self) -> str | None:
+        top = self.queue.find_min()
+        return None if top is None else top[1]
+
+    def owner(self, workflow_id: str) -> str | None:
+        """Current owner. Unfinished records keep theirs up to date (membership changes refresh
+        them); finished ones are computed on demand so history never costs work per change."""
+        rec = self.workflows.get(workflow_id)
+        if rec is None:
+            return None
+        return self.owner_of(rec) if rec.status in FINISHED else rec.owner
+
+    def describe(self, workflow_id: str) -> dict[str, Any] | None:
+        rec = self.workflows.get(workflow_id)
+        if rec is None or rec.winner is None:
+            return None
+        return rec.to_dict(self.owner(workflow_id))
+
+    def assigned_to(self, peer: str) -> list[str]:
+        """Ids of unfinished workflows ``peer`` owns, sorted."""
+        return sorted(self.by_owner.get(peer, ()))
+
+    def summary(self) -> dict[str, Any]:
+        counts: dict[str, int] = {}
+        for rec in self.workflows.values():
+            if rec.winner is not None:
+                counts[rec.status] = counts.get(rec.status, 0) + 1
+        return {
+            "events": self.events,
+            "workflows": sum(counts.values()),
+            "by_status": dict(sorted(counts.items())),
+            "members": self.present(),
+            "queue_size": len(self.queue),
+        }
+
+    def fingerprint(self) -> list[tuple[Any, ...]]:
+        """A canonical dump of the whole derived state, for tests that compare replicas."""
+        rows: list[tuple[Any, ...]] = []
+        for wid in sorted(self.workflows):
+            rec = self.workflows[wid]
+            rows.append(
+                (
+                    wid,
+                    rec.status,
+                    self.owner(wid),
+                    rec.effective_priority,
+                    str(rec.winner.cid) if rec.winner else None,
+                    tuple(sorted(str(c) for c in rec.claims)),
+                    tuple(sorted(str(c) for c in rec.completions)),
+                )
+            )
+        rows.append(("members", tuple(sorted((p, e.present) for p, e in self.members.items()))))
+        return rows

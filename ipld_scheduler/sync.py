@@ -1,0 +1,220 @@
+"""Merge planning, sans I/O: which blocks to fetch behind announced heads, and which events are ready.
+
+Owns: the walk from unknown heads down to blocks already applied (never further, so the cost is
+proportional to what is new), typing each wanted block by the link that named it (a parent is an
+event, ``body.workflow`` a Workflow, ``body.result`` a Result, a result's ``stdout`` a log blob),
+strict decoding of what arrives, and releasing events in causal order once everything they link
+to is held. Bounded: at most ``max_pending`` blocks in flight or buffered.
+
+Must not: fetch, store, verify signatures or fold state; the caller does I/O and hands bytes in,
+like h11's ``receive_data``/``next_event``. A block that cannot be fetched or decoded poisons
+every event that depends on it: such heads are never adopted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Final
+
+from .codec import CID, CodecError, decode, verify_block
+from .model import Event, ModelError, Result, WorkflowDefinition
+
+__all__ = ["BlockKind", "MergePlan", "Pending", "SyncError", "decode_typed"]
+
+DEFAULT_MAX_PENDING: Final = 200_000
+
+
+class SyncError(Exception):
+    """A merge cannot proceed (too much unknown history at once)."""
+
+
+class BlockKind(StrEnum):
+    EVENT = "event"
+    WORKFLOW = "workflow"
+    RESULT = "result"
+    BLOB = "blob"
+
+
+_BODY_LINK_KINDS: Final = {
+    "workflow": BlockKind.WORKFLOW,
+    "result": BlockKind.RESULT,
+    "schedule": BlockKind.EVENT,
+    "state": BlockKind.BLOB,
+}
+
+
+def decode_typed(kind: BlockKind, data: bytes) -> Any:
+    """Decode and validate one block as the type its referrer promised; raises ModelError/CodecError."""
+    value = decode(data)
+    if kind is BlockKind.EVENT:
+        return Event.from_ipld(value)
+    if kind is BlockKind.WORKFLOW:
+        return WorkflowDefinition.from_ipld(value)
+    if kind is BlockKind.RESULT:
+        return Result.from_ipld(value)
+    if type(value) is not bytes:
+        raise ModelError("log blob: expected a byte string")
+    return value
+
+
+def links_of(kind: BlockKind, value: Any) -> list[tuple[CID, BlockKind]]:
+    """The typed links a decoded block contributes to the walk."""
+    if kind is BlockKind.EVENT:
+        out = [(p, BlockKind.EVENT) for p in value.parents]
+        for name, item in value.body.items():
+            if type(item) is CID:
+                out.append((item, _BODY_LINK_KINDS.get(name, BlockKind.BLOB)))
+        return out
+    if kind is BlockKind.RESULT:
+        return [(c, BlockKind.BLOB) for c in (value.stdout, value.stderr) if c is not None]
+    return []
+
+
+@dataclass(slots=True)
+class Pending:
+    cid: CID
+    kind: BlockKind
+    data: bytes | None = None
+    value: Any = None
+    waiting: dict[CID, BlockKind] = field(default_factory=dict)
+
+
+class MergePlan:
+    """One merge in progress.
+
+    ``known(cid, kind)`` answers True for events already applied (the processed index) and for
+    other blocks already held locally; the walk stops there.
+    """
+
+    def __init__(
+        self, known: Callable[[CID, BlockKind], bool], *, max_pending: int = DEFAULT_MAX_PENDING
+    ) -> None:
+        self._known = known
+        self._max = max_pending
+        self._pending: dict[CID, Pending] = {}
+        self._inflight: set[CID] = set()
+        self._failed: dict[CID, str] = {}
+        self.rejected: list[tuple[CID, str]] = []
+        self.bytes_received = 0
+
+    # --- input --------------------------------------------------------------------------------
+
+    def want(self, heads: Iterable[CID]) -> list[CID]:
+        """Start walking from ``heads``; returns the CIDs the caller should fetch."""
+        return self._want([(h, BlockKind.EVENT) for h in heads])
+
+    def _want(self, links: Iterable[tuple[CID, BlockKind]]) -> list[CID]:
+        out: list[CID] = []
+        for cid, kind in links:
+            if cid in self._pending or cid in self._failed or self._known(cid, kind):
+                continue
+            if len(self._pending) >= self._max:
+                raise SyncError(
+                    f"more than {self._max} unknown blocks behind the announced heads; "
+                    "raise max_pending or import a CAR of the history first"
+                )
+            self._pending[cid] = Pending(cid, kind)
+            self._inflight.add(cid)
+            out.append(cid)
+        return out
+
+    def receive(self, cid: CID, data: bytes) -> list[CID]:
+        """Hand in fetched bytes; returns further CIDs to fetch. Bad blocks are recorded, not raised."""
+        entry = self._pending.get(cid)
+        if entry is None or entry.data is not None:
+            return []
+        self._inflight.discard(cid)
+        try:
+            verify_block(cid, data)
+            value = decode_typed(entry.kind, data)
+        except (CodecError, ModelError) as exc:
+            self.fail(cid, f"invalid {entry.kind.value} block: {exc}")
+            return []
+        entry.data = data
+        entry.value = value
+        self.bytes_received += len(data)
+        links = links_of(entry.kind, value)
+        entry.waiting = {c: k for c, k in links if not self._known(c, k)}
+        return self._want(links)
+
+    def fail(self, cid: CID, reason: str) -> None:
+        """A block could not be fetched or was invalid: nothing that needs it will be released."""
+        self._inflight.discard(cid)
+        self._pending.pop(cid, None)
+        self._failed[cid] = reason
+        self.rejected.append((cid, reason))
+
+    # --- output -------------------------------------------------------------------------------
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    @property
+    def done(self) -> bool:
+        return not self._inflight
+
+    def ready(self) -> list[tuple[CID, Event, dict[CID, Any], list[tuple[CID, bytes]]]]:
+        """Events whose whole closure is held, parents first (ordered by height, then CID).
+
+        Each item carries the decoded non-event blocks it links to and the raw blocks to persist
+        with it (its own bytes first). Released entries leave the plan; events that depend on a
+        failed block are dropped and reported in ``rejected``.
+        """
+        complete = self._complete_set()
+        events = sorted(
+            (e for e in self._pending.values() if e.kind is BlockKind.EVENT and e.cid in complete),
+            key=lambda e: (e.value.height, e.cid.raw),
+        )
+        out = []
+        for entry in events:
+            extras: dict[CID, Any] = {}
+            blocks: list[tuple[CID, bytes]] = [(entry.cid, entry.data)]  # type: ignore[list-item]
+            stack = [
+                c
+                for c in entry.waiting
+                if c in self._pending and self._pending[c].kind is not BlockKind.EVENT
+            ]
+            while stack:
+                link = stack.pop()
+                dep = self._pending.get(link)
+                if dep is None or link in extras:
+                    continue
+                extras[link] = dep.value
+                blocks.append((link, dep.data))  # type: ignore[arg-type]
+                stack.extend(c for c in dep.waiting if c in self._pending)
+            out.append((entry.cid, entry.value, extras, blocks))
+        for cid, _event, extras, _blocks in out:
+            self._pending.pop(cid, None)
+            for link in extras:
+                self._pending.pop(link, None)
+        if self.done:
+            self._drop_poisoned()
+        return out
+
+    def _complete_set(self) -> set[CID]:
+        """CIDs whose closure is fully held (known locally or complete in the plan).
+
+        One pass in dependency order: blobs, results and workflows link only "downwards", and an
+        event's parents have smaller heights. A block whose claimed height lies is simply not
+        complete here; the clock's height check rejects it later anyway.
+        """
+        rank = {BlockKind.BLOB: 0, BlockKind.WORKFLOW: 1, BlockKind.RESULT: 2, BlockKind.EVENT: 3}
+        entries = sorted(
+            (e for e in self._pending.values() if e.data is not None),
+            key=lambda e: (rank[e.kind], e.value.height if e.kind is BlockKind.EVENT else 0, e.cid.raw),
+        )
+        complete: set[CID] = set()
+        known = self._known
+        for entry in entries:
+            if all(c in complete or known(c, k) for c, k in entry.waiting.items()):
+                complete.add(entry.cid)
+        return complete
+
+    def _drop_poisoned(self) -> None:
+        for cid in list(self._pending):
+            entry = self._pending.pop(cid)
+            if entry.kind is BlockKind.EVENT and entry.data is not None:
+                self.rejected.append((cid, "history incomplete: a linked block could not be fetched"))

@@ -1,0 +1,325 @@
+"""The JSON API of a running peer: aiohttp routes under ``/api/v1/`` that call :mod:`ipld_scheduler.ops`.
+
+Owns: the route table (:data:`ROUTES`, shared with :mod:`.client` so both sides agree on paths and
+methods), how request arguments reach an operation (path and query for GET/DELETE, a JSON object
+body for POST), the error envelope ``{"success": false, "error", "code"}`` with the HTTP status
+of the :class:`~ipld_scheduler.ops.OpError`, the CAR export/import routes, the ``id`` probe the CLI
+uses to tell a live peer from a stale ``<repo>/api`` file, and the server-sent-event stream the
+dashboard follows.
+
+Must not: implement an operation, hold state beyond the request, or be reachable from other web
+pages: writes need ``Content-Type: application/json`` (or the CAR type), which a cross-site form
+cannot send without a CORS preflight that we never answer, and the ``Host`` header must name a
+loopback host when the server listens on loopback (so DNS rebinding cannot reach it either).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from aiohttp import web
+
+from .. import ops
+from ..replica import Replica
+
+__all__ = [
+    "API_PREFIX",
+    "CAR_MEDIA_TYPE",
+    "ROUTES",
+    "ApiContext",
+    "Route",
+    "add_api_routes",
+    "liveness_of",
+]
+
+log = logging.getLogger(__name__)
+
+API_PREFIX: Final = "/api/v1"
+CAR_MEDIA_TYPE: Final = "application/vnd.ipld.car"
+MAX_BODY: Final = 256 * 1024 * 1024
+"""Largest request body (a CAR import of a big DAG); JSON bodies are checked against 1 MiB."""
+MAX_JSON_BODY: Final = 1024 * 1024
+SSE_REFRESH_S: Final = 2.0
+"""Idle period after which the event stream re-sends the overview (liveness changes with time)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One operation over HTTP. Path parameters are written ``{name}``; other arguments travel as
+    query parameters (GET, DELETE) or as a JSON object body (POST)."""
+
+    op: str
+    method: str
+    path: str
+
+
+ROUTES: Final[dict[str, Route]] = {
+    r.op: r
+    for r in (
+        Route("status", "GET", "/status"),
+        Route("workflows", "GET", "/workflows"),
+        Route("schedule", "POST", "/workflows"),
+        Route("results", "GET", "/results"),
+        Route("cancel", "POST", "/cancel"),
+        Route("reprioritize", "POST", "/reprioritize"),
+        Route("next", "POST", "/next"),
+        Route("assigned", "GET", "/assigned"),
+        Route("tags", "GET", "/tags"),
+        Route("peers", "GET", "/peers"),
+        Route("add_peer", "POST", "/peers"),
+        Route("remove_peer", "DELETE", "/peers"),
+        Route("inspect", "GET", "/blocks/{cid}"),
+        Route("log", "GET", "/log"),
+        Route("merge", "POST", "/merge"),
+        Route("overview", "GET", "/overview"),
+    )
+}
+"""Operation name -> route. Workflow and peer ids travel as arguments, never in the path: ids may
+contain ``/`` (``.github/workflows/ci.yml:build``)."""
+
+
+@dataclass
+class ApiContext:
+    """What the routes serve: a replica, and the peer runtime around it when ``run`` serves it."""
+
+    replica: Replica
+    peer: Any = None
+    mode: str = "peer"
+    started: float = field(default_factory=time.time)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    version: int = 0
+
+    def bump(self, *_: Any) -> None:
+        """``on_heads`` listener: wake event-stream subscribers."""
+        self.version += 1
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+
+CONTEXT: Final = web.AppKey("ipld_scheduler_context", ApiContext)
+
+
+def liveness_of(peer: Any) -> dict[str, str] | None:
+    """Per-peer liveness from the runtime (``alive`` / ``unknown`` / ``unhealthy``), None without one.
+
+    The runtime exposes ``liveness()`` returning a mapping of peer -> state (enum or string); read
+    defensively because a missing or failing runtime must not take the API down with it.
+    """
+    if peer is None:
+        return None
+    method = getattr(peer, "liveness", None)
+    if not callable(method):
+        return None
+    try:
+        raw = method()
+    except Exception:  # the dashboard must keep answering even if the runtime misbehaves
+        log.exception("peer.liveness() failed")
+        return None
+    if not isinstance(raw, Mapping):
+        return None
+    return {str(k): str(getattr(v, "value", v)) for k, v in raw.items()}
+
+
+def _accepted(fn: ops.Operation) -> set[str]:
+    return {n for n in inspect.signature(fn).parameters if n not in ("replica", "liveness")}
+
+
+async def _arguments(request: web.Request, route: Route) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    if route.method == "POST":
+        if request.content_type != "application/json":
+            raise ops.InvalidArgument(
+                "send the arguments as a JSON object with Content-Type: application/json"
+            )
+        if request.content_length is not None and request.content_length > MAX_JSON_BODY:
+            raise ops.InvalidArgument(f"JSON body larger than {MAX_JSON_BODY} bytes")
+        raw = await request.read()
+        if len(raw) > MAX_JSON_BODY:
+            raise ops.InvalidArgument(f"JSON body larger than {MAX_JSON_BODY} bytes")
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError as exc:
+            raise ops.InvalidArgument(f"body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise ops.InvalidArgument("body must be a JSON object of arguments")
+        args.update(body)
+    else:
+        for key in request.query:
+            values = request.query.getall(key)
+            if len(values) > 1:
+                raise ops.InvalidArgument(f"query parameter {key!r} given more than once")
+            args[key] = values[0]
+    args.update(request.match_info)
+    return args
+
+
+def _handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    fn = ops.OPERATIONS[route.op]
+    accepted = _accepted(fn)
+    wants_liveness = "liveness" in inspect.signature(fn).parameters
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        ctx = request.app[CONTEXT]
+        args = await _arguments(request, route)
+        unknown = sorted(set(args) - accepted)
+        if unknown:
+            raise ops.InvalidArgument(
+                f"{route.op}: unknown argument(s) {', '.join(unknown)}; "
+                f"accepted: {', '.join(sorted(accepted))}"
+            )
+        if wants_liveness:
+            args["liveness"] = liveness_of(ctx.peer)
+        try:
+            answer = await fn(ctx.replica, **args)
+        except TypeError as exc:
+            raise ops.InvalidArgument(f"{route.op}: {exc}") from None
+        return web.json_response(answer)
+
+    return handle
+
+
+@web.middleware
+async def _errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every failure becomes the JSON error envelope; a bug is a 500 that says so, never a hang."""
+    try:
+        return await handler(request)
+    except ops.OpError as exc:
+        return web.json_response(exc.to_dict(), status=exc.http_status)
+    except web.HTTPException as exc:
+        if exc.status < 400 or not request.path.startswith(API_PREFIX):
+            raise
+        return web.json_response(
+            {"success": False, "error": exc.reason, "code": "not_found" if exc.status == 404 else "invalid"},
+            status=exc.status,
+        )
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception as exc:
+        log.exception("internal error serving %s %s", request.method, request.path)
+        return web.json_response(
+            {"success": False, "error": f"internal error: {type(exc).__name__}: {exc}", "code": "internal"},
+            status=500,
+        )
+
+
+_LOOPBACK_NAMES: Final = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+
+
+def _hostname(host: str) -> str:
+    """``Host`` header without its port (``[::1]:80`` -> ``[::1]``, ``a:80`` -> ``a``)."""
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def host_guard(loopback_only: bool) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Refuse requests whose ``Host`` is not a loopback name while serving on loopback (DNS rebinding)."""
+
+    @web.middleware
+    async def guard(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if loopback_only:
+            host = _hostname(request.host or "")
+            if host.lower() not in _LOOPBACK_NAMES:
+                return web.json_response(
+                    {
+                        "success": False,
+                        "error": f"Host {request.host!r} is not served here",
+                        "code": "invalid",
+                    },
+                    status=421,
+                )
+        return await handler(request)
+
+    return guard
+
+
+async def _identity(request: web.Request) -> web.Response:
+    """The probe behind ``<repo>/api``: clients check ``repo`` to be sure this server serves their repo."""
+    from .. import __version__
+
+    ctx = request.app[CONTEXT]
+    return web.json_response(
+        {
+            "success": True,
+            "peer_id": ctx.replica.peer_id,
+            "repo": str(ctx.replica.repo.path),
+            "pid": os.getpid(),
+            "mode": ctx.mode,
+            "version": __version__,
+            "started": ctx.started,
+        }
+    )
+
+
+async def _export(request: web.Request) -> web.Response:
+    data, summary = await ops.export_car(request.app[CONTEXT].replica)
+    return web.Response(
+        body=data,
+        content_type=CAR_MEDIA_TYPE,
+        headers={"X-Roots": ",".join(summary["roots"]), "X-Blocks": str(summary["blocks"])},
+    )
+
+
+async def _import(request: web.Request) -> web.Response:
+    if request.content_type != CAR_MEDIA_TYPE:
+        raise ops.InvalidArgument(f"send the CAR bytes with Content-Type: {CAR_MEDIA_TYPE}")
+    data = await request.read()
+    return web.json_response(await ops.import_car(request.app[CONTEXT].replica, data))
+
+
+async def _distance(request: web.Request) -> web.Response:
+    return web.json_response(
+        await ops.distance(request.query.get("hash1", ""), request.query.get("hash2", ""))
+    )
+
+
+async def _events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: an ``overview`` event at once, then whenever the heads move (or every
+    :data:`SSE_REFRESH_S` seconds, since liveness changes without any new event)."""
+    ctx = request.app[CONTEXT]
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+    await response.prepare(request)
+    last = ""
+    try:
+        while True:
+            snapshot = await ops.overview(ctx.replica, liveness_of(ctx.peer))
+            text = json.dumps(snapshot, separators=(",", ":"))
+            if text != last:
+                await response.write(f"event: overview\ndata: {text}\n\n".encode())
+                last = text
+            else:
+                await response.write(b": keep-alive\n\n")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ctx.changed.wait(), SSE_REFRESH_S)
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    return response
+
+
+def add_api_routes(app: web.Application, ctx: ApiContext) -> None:
+    """Mount every route of :data:`ROUTES` (plus ``id``, ``export``, ``import``, ``distance`` and
+    ``events``) on ``app`` and attach the error middleware."""
+    app[CONTEXT] = ctx
+    app.middlewares.append(_errors)
+    for route in ROUTES.values():
+        app.router.add_route(route.method, API_PREFIX + route.path, _handler(route))
+    app.router.add_get(API_PREFIX + "/id", _identity)
+    app.router.add_get(API_PREFIX + "/export", _export)
+    app.router.add_post(API_PREFIX + "/import", _import)
+    app.router.add_get(API_PREFIX + "/distance", _distance)
+    app.router.add_get(API_PREFIX + "/events", _events)

@@ -1,0 +1,337 @@
+"""How a front end (CLI, MCP server) reaches the scheduler of a repo: the running peer, or the repo itself.
+
+Owns: the ``<repo>/api`` discovery rule (the way the ``ipfs`` CLI finds its daemon): a live
+``ipld-scheduler run`` writes its URL there; a client reads it, probes ``/api/v1/id`` and uses the
+server only if it answers *for this repo*, so a stale file (crash, reused port) is ignored. Then
+either :class:`RemoteScheduler` (a thin HTTP client of :mod:`.api`'s routes) or
+:class:`DirectScheduler` (opens the repo, calls :mod:`ipld_scheduler.ops`, closes it) behind one
+interface, :class:`Scheduler`, so a command never knows which one it got.
+
+Must not: implement an operation or interpret answers: remote errors are rebuilt as the same
+:class:`~ipld_scheduler.ops.OpError` classes the operations raise, so both paths fail alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import aiohttp
+
+from .. import ops
+from ..ports import StoreError
+from ..replica import Replica, SchedulerError
+from ..repo import DB_NAME, Repo, RepoError, RepoLocked
+from .api import API_PREFIX, CAR_MEDIA_TYPE, ROUTES
+
+__all__ = [
+    "API_FILE",
+    "DirectScheduler",
+    "NotInitialized",
+    "RemoteScheduler",
+    "Scheduler",
+    "api_file",
+    "connect",
+    "find_running_peer",
+    "remove_api_file",
+    "write_api_file",
+]
+
+API_FILE: Final = "api"
+PROBE_TIMEOUT_S: Final = 2.0
+REQUEST_TIMEOUT_S: Final = 120.0
+LOCK_RETRY_S: Final = 5.0
+"""How long a client waits on a locked repo whose peer is starting or stopping (api file not yet
+written, or just removed) before reporting the lock."""
+
+
+class NotInitialized(ops.Unavailable):
+    """The repo has no peer identity yet; the message says how to give it one."""
+
+    code = "not_initialized"
+
+
+class Scheduler(Protocol):
+    """One scheduler, local or remote. ``mode`` is ``"peer"`` (a running peer answered) or ``"direct"``."""
+
+    mode: str
+    url: str | None
+
+    async def call(self, op: str, **arguments: Any) -> dict[str, Any]: ...
+
+    async def export_car(self) -> tuple[bytes, dict[str, Any]]: ...
+
+    async def import_car(self, data: bytes) -> dict[str, Any]: ...
+
+    async def close(self) -> None: ...
+
+
+# --- the api file ------------------------------------------------------------------------------
+
+
+def api_file(repo_path: str | Path) -> Path:
+    return Path(repo_path) / API_FILE
+
+
+def write_api_file(repo_path: str | Path, url: str) -> None:
+    """Atomically (write, fsync, rename), so a reader never sees half a URL."""
+    target = api_file(repo_path)
+    tmp = target.with_name(f".{API_FILE}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(url + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, target)
+
+
+def remove_api_file(repo_path: str | Path, url: str | None = None) -> None:
+    """Remove the file if it still names ``url`` (a newer server may have replaced it)."""
+    target = api_file(repo_path)
+    with contextlib.suppress(OSError):
+        if url is None or target.read_text(encoding="utf-8").strip() == url:
+            target.unlink()
+
+
+async def find_running_peer(repo_path: str | Path) -> str | None:
+    """The URL of a live server for this repo, or None (no file, or it does not answer for this repo)."""
+    try:
+        url = api_file(repo_path).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    if not url.startswith(("http://", "https://")):
+        return None
+    timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(url + API_PREFIX + "/id") as response,
+        ):
+            if response.status != 200:
+                return None
+            identity = await response.json()
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+    if not isinstance(identity, dict) or identity.get("repo") != str(Path(repo_path).absolute()):
+        return None
+    return url
+
+
+# --- remote ------------------------------------------------------------------------------------
+
+
+class RemoteScheduler:
+    """A thin HTTP client of a running peer's API (routes from :data:`.api.ROUTES`)."""
+
+    mode = "peer"
+
+    def __init__(self, url: str, *, timeout: float = REQUEST_TIMEOUT_S) -> None:
+        self.url: str | None = url
+        self._base = url.rstrip("/") + API_PREFIX
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
+
+    async def _answer(self, response: aiohttp.ClientResponse) -> dict[str, Any]:
+        try:
+            body = await response.json(content_type=None)
+        except ValueError:
+            text = (await response.text())[:200]
+            raise ops.Unavailable(f"peer at {self.url} answered HTTP {response.status}: {text}") from None
+        if response.status >= 400 or not isinstance(body, dict):
+            if isinstance(body, dict) and "error" in body:
+                raise ops.error_from_code(str(body.get("code", "")), str(body["error"]))
+            raise ops.Unavailable(f"peer at {self.url} answered HTTP {response.status}")
+        return body
+
+    async def call(self, op: str, **arguments: Any) -> dict[str, Any]:
+        route = ROUTES.get(op)
+        if route is None:
+            raise ops.InvalidArgument(f"unknown operation {op!r}")
+        path = route.path
+        for name in list(arguments):
+            if "{" + name + "}" in path:
+                path = path.replace("{" + name + "}", str(arguments.pop(name)))
+        arguments = {k: v for k, v in arguments.items() if v is not None}
+        kwargs: dict[str, Any] = {}
+        if route.method == "POST":
+            kwargs["json"] = arguments
+        else:
+            kwargs["params"] = {k: str(v) for k, v in arguments.items()}
+        try:
+            async with self._session.request(route.method, self._base + path, **kwargs) as response:
+                return await self._answer(response)
+        except aiohttp.ClientError as exc:
+            raise ops.Unavailable(
+                f"the peer serving this repo at {self.url} stopped answering: {exc}"
+            ) from None
+
+    async def export_car(self) -> tuple[bytes, dict[str, Any]]:
+        try:
+            async with self._session.get(self._base + "/export") as response:
+                if response.status != 200:
+                    await self._answer(response)
+                data = await response.read()
+                roots = [r for r in response.headers.get("X-Roots", "").split(",") if r]
+                blocks = int(response.headers.get("X-Blocks", "0"))
+        except aiohttp.ClientError as exc:
+            raise ops.Unavailable(f"the peer at {self.url} stopped answering: {exc}") from None
+        return data, {"success": True, "roots": roots, "blocks": blocks, "size": len(data)}
+
+    async def import_car(self, data: bytes) -> dict[str, Any]:
+        try:
+            async with self._session.post(
+                self._base + "/import", data=data, headers={"Content-Type": CAR_MEDIA_TYPE}
+            ) as response:
+                return await self._answer(response)
+        except aiohttp.ClientError as exc:
+            raise ops.Unavailable(f"the peer at {self.url} stopped answering: {exc}") from None
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+# --- direct ------------------------------------------------------------------------------------
+
+
+class DirectScheduler:
+    """The repo opened in this process for the duration of one command (holding its lock)."""
+
+    mode = "direct"
+    url: str | None = None
+
+    def __init__(self, replica: Replica) -> None:
+        self.replica = replica
+
+    async def call(self, op: str, **arguments: Any) -> dict[str, Any]:
+        fn = ops.OPERATIONS.get(op)
+        if fn is None:
+            raise ops.InvalidArgument(f"unknown operation {op!r}")
+        try:
+            return await fn(self.replica, **arguments)
+        except StoreError as exc:
+            raise ops.Unavailable(f"block store failed: {exc}") from None
+
+    async def export_car(self) -> tuple[bytes, dict[str, Any]]:
+        return await ops.export_car(self.replica)
+
+    async def import_car(self, data: bytes) -> dict[str, Any]:
+        try:
+            return await ops.import_car(self.replica, data)
+        except StoreError as exc:
+            raise ops.Unavailable(f"block store failed: {exc}") from None
+
+    async def close(self) -> None:
+        await self.replica.close()
+
+
+def _env_peers() -> list[str]:
+    return [p.strip() for p in os.environ.get("P2P_BOOTSTRAP_PEERS", "").split(",") if p.strip()]
+
+
+async def open_direct(
+    repo_path: Path,
+    *,
+    ipfs_api: str | None,
+    peer_id: str | None = None,
+    peers: Iterable[str] = (),
+    create: bool = False,
+) -> DirectScheduler:
+    """Open the repo (waiting out a peer that is starting or stopping) and its replica."""
+    _check_exists(repo_path, create)
+    repo = await _open_repo(repo_path, False)
+    assert isinstance(repo, Repo)
+    return await _open_replica(repo, ipfs_api=ipfs_api, peer_id=peer_id, peers=peers)
+
+
+def _check_exists(repo_path: Path, create: bool) -> None:
+    """``create`` (``init``) makes the directory; otherwise a missing repo is only created when
+    ``P2P_PEER_ID`` names the peer, as the prototype's env-configured scheduler did."""
+    if not (repo_path / DB_NAME).exists() and not create and not os.environ.get("P2P_PEER_ID", "").strip():
+        raise NotInitialized(
+            f"no repo at {repo_path}: run `ipld-scheduler --repo {repo_path} init --peer-id NAME` "
+            "(or set P2P_PEER_ID)"
+        )
+
+
+async def _open_replica(
+    repo: Repo, *, ipfs_api: str | None, peer_id: str | None, peers: Iterable[str]
+) -> DirectScheduler:
+    """A repo without identity takes ``peer_id`` (or ``P2P_PEER_ID``) and the bootstrap peers."""
+    from ..scheduler import open_replica
+
+    env_id = os.environ.get("P2P_PEER_ID", "").strip() or None
+    try:
+        stored = repo.config().get("peer_id")
+        wanted = peer_id or (None if stored else env_id)
+        if stored is None and wanted is None:
+            raise NotInitialized(
+                f"repo {repo.path} has no peer identity: run `ipld-scheduler init --peer-id NAME` "
+                "(or set P2P_PEER_ID)"
+            )
+        replica = await open_replica(
+            wanted, [*peers, *(_env_peers() if not stored else [])], repo=repo, ipfs_api=ipfs_api
+        )
+    except SchedulerError as exc:
+        repo.close()
+        raise ops.Refused(str(exc)) from None
+    except RepoError as exc:
+        repo.close()
+        raise ops.Unavailable(str(exc)) from None
+    except StoreError as exc:
+        repo.close()
+        where = f"the IPFS API at {ipfs_api}" if ipfs_api else "the block store"
+        raise ops.Unavailable(f"cannot use {where}: {exc}. Is the daemon running?") from None
+    except BaseException:
+        repo.close()
+        raise
+    return DirectScheduler(replica)
+
+
+async def _open_repo(repo_path: Path, watch_api: bool) -> Repo | str:
+    """The repo, or (with ``watch_api``) the URL of a peer that starts serving it while we wait.
+
+    A locked repo is retried for :data:`LOCK_RETRY_S`: a peer that is starting holds the lock a
+    moment before it publishes ``<repo>/api``, and one that is stopping removes the file first.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LOCK_RETRY_S
+    while True:
+        try:
+            return Repo.open(repo_path)
+        except RepoLocked as exc:
+            if watch_api:
+                url = await find_running_peer(repo_path)
+                if url is not None:
+                    return url
+            if loop.time() >= deadline:
+                raise ops.Unavailable(
+                    f"{exc}. If it is `ipld-scheduler run`, it has not published {api_file(repo_path)} "
+                    "(or stopped answering); otherwise wait for it to finish"
+                ) from None
+            await asyncio.sleep(0.1)
+        except RepoError as exc:
+            raise ops.Unavailable(str(exc)) from None
+
+
+async def connect(
+    repo_path: str | Path,
+    *,
+    ipfs_api: str | None = None,
+    peer_id: str | None = None,
+    peers: Iterable[str] = (),
+    create: bool = False,
+    prefer_remote: bool = True,
+) -> Scheduler:
+    """The running peer serving ``repo_path`` if one answers, else the repo opened directly."""
+    path = Path(repo_path).absolute()
+    if prefer_remote:
+        url = await find_running_peer(path)
+        if url is not None:
+            return RemoteScheduler(url)
+    _check_exists(path, create)
+    opened = await _open_repo(path, prefer_remote)
+    if isinstance(opened, str):
+        return RemoteScheduler(opened)
+    return await _open_replica(opened, ipfs_api=ipfs_api, peer_id=peer_id, peers=peers)

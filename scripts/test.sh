@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The README's test command: installs everything the tests need from scratch, then runs them.
+#   - a venv in .venv with the package and its [test] extras
+#   - js-ipfs (pinned, npm) for the integration tests against real IPFS daemons
+#   - Debian chromium for the dashboard's browser test
+# Extra arguments go to pytest (e.g. `bash scripts/test.sh -k clock`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e '.[test]'
+
+bash scripts/install-test-ipfs.sh
+
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = 0 ]; then
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null
+    else
+        echo "note: /usr/bin/chromium missing (sudo apt-get install chromium): the dashboard browser test will skip" >&2
+    fi
+fi
+
+set +e
+.venv/bin/python -m pytest "$@"
+status=$?
+set -e
+if [ "$status" = 5 ]; then
+    echo "pytest collected no tests" >&2
+    exit 1
+fi
+exit "$status"

@@ -1,0 +1,561 @@
+"""The peer repo on real files and real processes: persistence, atomic commits, locking, crash safety."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ipld_scheduler.codec import CID, MAX_BLOCK_SIZE, CodecError, cid_for, decode, encode_block
+from ipld_scheduler.repo import DB_NAME, KEY_NAME, Repo, RepoError, RepoLocked
+
+ROOT = Path(__file__).resolve().parents[1]
+CHILD_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def block(n: int) -> tuple[CID, bytes]:
+    return encode_block({"n": n, "text": f"block {n}"})
+
+
+def unheld(n: int) -> CID:
+    return cid_for(b"never stored %d" % n)
+
+
+def pub_raw(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Iterator[Repo]:
+    with Repo.open(tmp_path / "peer") as opened:
+        yield opened
+
+
+def snapshot(repo: Repo) -> tuple[object, ...]:
+    return (
+        repo.heads(),
+        repo.wanted(),
+        [(seq, cid) for seq, cid, _ in repo.processed_log()],
+        repo.has_blocks([block(n)[0] for n in range(20)]),
+    )
+
+
+# --- round trips and persistence -------------------------------------------------------------
+
+
+def test_fresh_repo_is_empty(repo: Repo) -> None:
+    assert (repo.heads(), repo.wanted(), repo.processed_count(), repo.config()) == ([], [], 0, {})
+    assert list(repo.processed_log()) == []
+    assert repo.get_block(block(1)[0]) is None
+    assert repo.get_meta("anything") is None
+
+
+def test_block_round_trip_and_batched_presence(repo: Repo) -> None:
+    blocks = [block(n) for n in range(5)]
+    repo.commit(blocks=blocks[:3])
+    for cid, data in blocks[:3]:
+        assert repo.get_block(cid) == data
+        assert repo.has_block(cid)
+    assert not repo.has_block(blocks[4][0])
+    asked = [cid for cid, _ in blocks] + [blocks[0][0]]
+    assert repo.has_blocks(asked) == {cid for cid, _ in blocks[:3]}
+    assert repo.has_blocks([]) == set()
+
+
+def test_presence_queries_handle_more_cids_than_one_statement(repo: Repo) -> None:
+    blocks = [block(n) for n in range(1200)]
+    repo.commit(blocks=blocks[::2], processed=[cid for cid, _ in blocks[::4]])
+    cids = [cid for cid, _ in blocks]
+    assert repo.has_blocks(cids) == set(cids[::2])
+    assert repo.processed_among(cids) == set(cids[::4])
+
+
+def test_everything_survives_close_and_reopen(tmp_path: Path) -> None:
+    blocks = [block(n) for n in range(4)]
+    cids = [cid for cid, _ in blocks]
+    with Repo.open(tmp_path / "peer") as repo:
+        repo.commit(blocks=blocks, processed=cids[:3], heads=[cids[2], cids[1]], wanted_add=[unheld(1)])
+        repo.update_config(peer_id="peer-a", peers=["b", "c"])
+        repo.put_meta("cursor", b"\x00\x01")
+        before = snapshot(repo)
+    with Repo.open(tmp_path / "peer", create=False) as repo:
+        assert snapshot(repo) == before
+        assert repo.heads() == sorted([cids[2], cids[1]])
+        assert repo.wanted() == [unheld(1)]
+        assert repo.processed_count() == 3
+        assert [(cid, data) for _, cid, data in repo.processed_log()] == blocks[:3]
+        assert repo.config() == {"peer_id": "peer-a", "peers": ["b", "c"]}
+        assert repo.get_meta("cursor") == b"\x00\x01"
+
+
+def test_processed_log_keeps_commit_order_and_skips_repeats(repo: Repo) -> None:
+    a, b, c = (block(n) for n in range(3))
+    repo.commit(blocks=[a, b, c], processed=[b[0], a[0]])
+    repo.commit(processed=[a[0], c[0], b[0], c[0]])
+    log = list(repo.processed_log())
+    assert [cid for _, cid, _ in log] == [b[0], a[0], c[0]]
+    assert [seq for seq, _, _ in log] == sorted({seq for seq, _, _ in log})
+    assert repo.is_processed(c[0]) and not repo.is_processed(unheld(0))
+
+
+def test_processed_log_resumes_after_a_seq_across_pages(repo: Repo) -> None:
+    blocks = [block(n) for n in range(300)]
+    for start in range(0, 300, 100):
+        chunk = blocks[start : start + 100]
+        repo.commit(blocks=chunk, processed=[cid for cid, _ in chunk])
+    log = list(repo.processed_log())
+    assert [cid for _, cid, _ in log] == [cid for cid, _ in blocks]
+    middle = log[149][0]
+    assert [cid for _, cid, _ in repo.processed_log(after=middle)] == [cid for cid, _ in blocks[150:]]
+
+
+def test_processed_log_sees_commits_made_while_iterating(repo: Repo) -> None:
+    blocks = [block(n) for n in range(200)]
+    repo.commit(blocks=blocks[:150], processed=[cid for cid, _ in blocks[:150]])
+    seen = []
+    for _, cid, _ in repo.processed_log():
+        seen.append(cid)
+        if len(seen) == 10:
+            repo.commit(blocks=blocks[150:], processed=[cid for cid, _ in blocks[150:]])
+    assert seen == [cid for cid, _ in blocks]
+
+
+def test_heads_are_replaced_only_when_given_and_sorted_by_raw_bytes(repo: Repo) -> None:
+    blocks = [block(n) for n in range(6)]
+    cids = [cid for cid, _ in blocks]
+    repo.commit(blocks=blocks, heads=cids[:4])
+    assert repo.heads() == sorted(cids[:4], key=lambda cid: cid.raw)
+    repo.commit(processed=cids[:1])
+    assert repo.heads() == sorted(cids[:4])
+    repo.commit(heads=[cids[5], cids[5]])
+    assert repo.heads() == [cids[5]]
+    repo.commit(heads=[])
+    assert repo.heads() == []
+
+
+def test_wanted_add_then_remove(repo: Repo) -> None:
+    repo.commit(wanted_add=[unheld(1), unheld(2), unheld(3)])
+    repo.commit(wanted_add=[unheld(4)], wanted_remove=[unheld(1), unheld(9)])
+    assert repo.wanted() == sorted([unheld(2), unheld(3), unheld(4)])
+    repo.commit(wanted_add=[unheld(5)], wanted_remove=[unheld(5)])
+    assert unheld(5) not in repo.wanted()
+
+
+# --- atomicity and refusals ------------------------------------------------------------------
+
+
+def test_a_bad_block_mid_commit_changes_nothing(repo: Repo) -> None:
+    good = [block(n) for n in range(3)]
+    repo.commit(blocks=good[:1], processed=[good[0][0]], heads=[good[0][0]], wanted_add=[unheld(1)])
+    before = snapshot(repo)
+    bad = (block(10)[0], block(11)[1])
+    with pytest.raises(CodecError, match="does not match"):
+        repo.commit(
+            blocks=[good[1], bad, good[2]],
+            processed=[good[1][0]],
+            heads=[good[1][0]],
+            wanted_remove=[unheld(1)],
+        )
+    assert snapshot(repo) == before
+
+
+def test_processed_or_head_without_its_block_is_refused_and_nothing_written(repo: Repo) -> None:
+    good = block(1)
+    with pytest.raises(RepoError, match=f"missing: {unheld(7)}"):
+        repo.commit(blocks=[good], processed=[good[0], unheld(7)], wanted_add=[unheld(2)])
+    with pytest.raises(RepoError, match=f"missing: {unheld(8)} and 1 more"):
+        repo.commit(blocks=[good], heads=[unheld(8), good[0], unheld(9)])
+    assert snapshot(repo) == ([], [], [], set())
+    repo.commit(blocks=[good])
+    repo.commit(processed=[good[0]], heads=[good[0]])  # held from an earlier commit: accepted
+    assert repo.heads() == [good[0]]
+
+
+def test_blocks_over_the_size_limit_are_refused(repo: Repo) -> None:
+    huge = b"\x00" * (MAX_BLOCK_SIZE + 1)
+    with pytest.raises(CodecError, match="exceeds"):
+        repo.commit(blocks=[(cid_for(huge), huge)])
+    conn = sqlite3.connect(repo.path / DB_NAME)  # even bypassing the API, the schema refuses the row
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+        conn.execute("INSERT INTO blocks (cid, data) VALUES (?, ?)", (cid_for(huge).raw, huge))
+    conn.close()
+
+
+def test_a_corrupted_block_row_is_detected_on_read(tmp_path: Path) -> None:
+    cid, data = block(1)
+    with Repo.open(tmp_path / "peer") as repo:
+        repo.commit(blocks=[(cid, data)], processed=[cid], heads=[cid])
+    flipped = bytearray(data)
+    flipped[len(flipped) // 2] ^= 0x01
+    conn = sqlite3.connect(tmp_path / "peer" / DB_NAME)
+    with conn:
+        conn.execute("UPDATE blocks SET data = ? WHERE cid = ?", (bytes(flipped), cid.raw))
+    conn.close()
+    with Repo.open(tmp_path / "peer") as repo:
+        assert repo.has_block(cid)
+        with pytest.raises(RepoError, match=f"stored block {cid} is corrupt"):
+            repo.get_block(cid)
+        with pytest.raises(RepoError, match="corrupt"):
+            list(repo.processed_log())
+
+
+def test_concurrent_commits_from_threads_are_serialised(repo: Repo) -> None:
+    blocks = [block(n) for n in range(200)]
+    errors: list[BaseException] = []
+
+    def writer(part: list[tuple[CID, bytes]]) -> None:
+        try:
+            for item in part:
+                repo.commit(blocks=[item], processed=[item[0]], heads=[item[0]])
+                repo.processed_count()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(blocks[i::4],)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert repo.processed_among([cid for cid, _ in blocks]) == {cid for cid, _ in blocks}
+    assert len(repo.heads()) == 1
+
+
+# --- opening, refusing, closing --------------------------------------------------------------
+
+
+def test_open_refuses_a_regular_file(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("hello")
+    with pytest.raises(RepoError, match="not a directory"):
+        Repo.open(tmp_path / "file")
+
+
+def test_open_refuses_a_foreign_sqlite_database(tmp_path: Path) -> None:
+    (tmp_path / "peer").mkdir()
+    conn = sqlite3.connect(tmp_path / "peer" / DB_NAME)
+    with conn:
+        conn.execute("CREATE TABLE songs (title TEXT)")
+    conn.close()
+    with pytest.raises(RepoError, match="not an ipld-scheduler repo"):
+        Repo.open(tmp_path / "peer")
+    Repo.open(tmp_path / "peer2").close()
+    with pytest.raises(RepoError, match="not an ipld-scheduler repo"):  # and the lock was released
+        Repo.open(tmp_path / "peer")
+
+
+def test_open_refuses_a_file_that_is_not_a_database(tmp_path: Path) -> None:
+    (tmp_path / "peer").mkdir()
+    (tmp_path / "peer" / DB_NAME).write_bytes(b"definitely not SQLite " * 100)
+    with pytest.raises(RepoError, match="not a readable ipld-scheduler repo"):
+        Repo.open(tmp_path / "peer")
+
+
+def test_open_without_create_needs_an_existing_repo(tmp_path: Path) -> None:
+    with pytest.raises(RepoError, match="no repo at"):
+        Repo.open(tmp_path / "missing", create=False)
+    assert not (tmp_path / "missing").exists()
+
+
+def test_open_refuses_a_repo_from_a_newer_version(tmp_path: Path) -> None:
+    Repo.open(tmp_path / "peer").close()
+    conn = sqlite3.connect(tmp_path / "peer" / DB_NAME)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(RepoError, match="schema version 99"):
+        Repo.open(tmp_path / "peer")
+
+
+def test_close_is_idempotent_and_a_closed_repo_refuses_calls(tmp_path: Path) -> None:
+    repo = Repo.open(tmp_path / "peer")
+    repo.close()
+    repo.close()
+    with pytest.raises(RepoError, match="is closed"):
+        repo.heads()
+    with pytest.raises(RepoError, match="is closed"):
+        repo.commit(blocks=[block(1)])
+    with pytest.raises(RepoError, match="is closed"):
+        repo.load_or_create_key()
+
+
+def test_second_open_in_the_same_process_is_refused(repo: Repo) -> None:
+    with pytest.raises(RepoLocked, match=f"already open in this process \\(pid {os.getpid()}\\)"):
+        Repo.open(repo.path)
+
+
+TRY_OPEN = """
+import sys
+from ipld_scheduler.repo import Repo, RepoLocked
+try:
+    Repo.open(sys.argv[1]).close()
+except RepoLocked as exc:
+    print(exc)
+    sys.exit(3)
+print("opened")
+"""
+
+
+def test_second_open_in_another_process_is_refused_until_the_holder_closes(tmp_path: Path) -> None:
+    path = tmp_path / "peer"
+    holder = Repo.open(path)
+    try:
+        child = subprocess.run(
+            [sys.executable, "-c", TRY_OPEN, str(path)], env=CHILD_ENV, capture_output=True, text=True
+        )
+        assert child.returncode == 3, child.stderr
+        assert child.stdout.strip() == (
+            f"repo {path} is in use by another process (pid {os.getpid()}): "
+            "stop it, or talk to it through its API"
+        )
+    finally:
+        holder.close()
+    child = subprocess.run(
+        [sys.executable, "-c", TRY_OPEN, str(path)], env=CHILD_ENV, capture_output=True, text=True
+    )
+    assert (child.returncode, child.stdout.strip()) == (0, "opened"), child.stderr
+
+
+HOLD = """
+import sys, time
+from ipld_scheduler.repo import Repo
+repo = Repo.open(sys.argv[1])
+print("holding", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_killed_holder_releases_the_lock(tmp_path: Path) -> None:
+    path = tmp_path / "peer"
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(path)], env=CHILD_ENV, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "holding\n"
+        with pytest.raises(RepoLocked, match=f"another process \\(pid {child.pid}\\)") as info:
+            Repo.open(path)
+        assert info.value.pid == child.pid
+    finally:
+        child.kill()
+        child.wait()
+        assert child.stdout is not None
+        child.stdout.close()
+    Repo.open(path).close()
+
+
+# --- identity and config ---------------------------------------------------------------------
+
+
+def test_key_is_private_to_the_owner_and_stable_across_reopen(tmp_path: Path) -> None:
+    with Repo.open(tmp_path / "peer") as repo:
+        key = repo.load_or_create_key()
+        assert repo.load_or_create_key() is key
+    key_path = tmp_path / "peer" / KEY_NAME
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+    assert key_path.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert [p.name for p in key_path.parent.iterdir() if "key" in p.name] == [KEY_NAME]
+    with Repo.open(tmp_path / "peer") as repo:
+        assert pub_raw(repo.load_or_create_key()) == pub_raw(key)
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+
+
+def test_key_accepts_a_raw_seed_and_tightens_loose_permissions(tmp_path: Path) -> None:
+    seed = bytes(range(32))
+    (tmp_path / "peer").mkdir()
+    key_path = tmp_path / "peer" / KEY_NAME
+    key_path.write_bytes(seed)
+    key_path.chmod(0o644)
+    with Repo.open(tmp_path / "peer") as repo:
+        assert pub_raw(repo.load_or_create_key()) == pub_raw(Ed25519PrivateKey.from_private_bytes(seed))
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+
+
+def test_an_unreadable_key_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "peer").mkdir()
+    (tmp_path / "peer" / KEY_NAME).write_bytes(b"garbage")
+    with Repo.open(tmp_path / "peer") as repo, pytest.raises(RepoError, match="neither a PEM"):
+        repo.load_or_create_key()
+
+
+def test_config_merges_like_dict_update_and_rejects_non_json(repo: Repo) -> None:
+    repo.update_config(peer_id="a", peers=["b"])
+    repo.update_config(peers=["b", "c"], port=4001)
+    assert repo.config() == {"peer_id": "a", "peers": ["b", "c"], "port": 4001}
+    with pytest.raises(ValueError, match="JSON"):
+        repo.update_config(bad=object())
+    with pytest.raises(ValueError, match="JSON"):
+        repo.update_config(bad=float("nan"))
+    assert repo.config() == {"peer_id": "a", "peers": ["b", "c"], "port": 4001}
+
+
+# --- model check -----------------------------------------------------------------------------
+
+POOL = [block(n) for n in range(8)]
+POOL_CIDS = [cid for cid, _ in POOL]
+ANY_CID = st.sampled_from([*POOL_CIDS, unheld(1), unheld(2)])
+
+
+@dataclass(frozen=True)
+class Commit:
+    blocks: list[tuple[CID, bytes]]
+    processed: list[CID]
+    heads: list[CID] | None
+    wanted_add: list[CID]
+    wanted_remove: list[CID]
+
+    def apply(self, repo: Repo) -> None:
+        repo.commit(
+            blocks=self.blocks,
+            processed=self.processed,
+            heads=self.heads,
+            wanted_add=self.wanted_add,
+            wanted_remove=self.wanted_remove,
+        )
+
+
+COMMIT = st.builds(
+    Commit,
+    blocks=st.lists(st.sampled_from(POOL), max_size=4),
+    processed=st.lists(ANY_CID, max_size=4),
+    heads=st.none() | st.lists(ANY_CID, max_size=3),
+    wanted_add=st.lists(ANY_CID, max_size=3),
+    wanted_remove=st.lists(ANY_CID, max_size=3),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=st.lists(st.none() | COMMIT, max_size=10))
+def test_repo_matches_a_model_of_atomic_commits(steps: list[Commit | None]) -> None:
+    """A ``None`` step reopens the repo; any other step is a commit that applies fully or not at all."""
+    held: set[CID] = set()
+    log: list[CID] = []
+    heads: set[CID] = set()
+    wanted: set[CID] = set()
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Repo.open(tmp)
+        try:
+            for step in steps:
+                if step is None:
+                    repo.close()
+                    repo = Repo.open(tmp, create=False)
+                    continue
+                new_held = held | {cid for cid, _ in step.blocks}
+                if all(cid in new_held for cid in [*step.processed, *(step.heads or [])]):
+                    step.apply(repo)
+                    held = new_held
+                    log += [cid for cid in dict.fromkeys(step.processed) if cid not in log]
+                    heads = heads if step.heads is None else set(step.heads)
+                    wanted = (wanted | set(step.wanted_add)) - set(step.wanted_remove)
+                else:
+                    with pytest.raises(RepoError, match="commit refused"):
+                        step.apply(repo)
+                assert repo.has_blocks(POOL_CIDS) == held & set(POOL_CIDS)
+                assert [cid for _, cid, _ in repo.processed_log()] == log
+                assert repo.processed_count() == len(log)
+                assert repo.heads() == sorted(heads)
+                assert repo.wanted() == sorted(wanted)
+        finally:
+            repo.close()
+
+
+# --- crash safety ----------------------------------------------------------------------------
+
+CRASH_WRITER = ROOT / "tests" / "crash" / "commit_loop.py"
+
+
+def run_writer_until_killed(path: Path, rng: random.Random) -> list[tuple[int, str]]:
+    """Start the writer, SIGKILL it 50-300 ms after its first acknowledgement; return all it acknowledged.
+
+    Timed from the first acknowledgement rather than from start-up so a loaded machine (slow imports, slow
+    fsyncs) still yields a kill in the middle of the commit loop, not before it began.
+    """
+    child = subprocess.Popen(
+        [sys.executable, str(CRASH_WRITER), str(path)], env=CHILD_ENV, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    lines: list[str] = []
+    acknowledging = threading.Event()
+
+    def read() -> None:
+        assert child.stdout is not None
+        for line in child.stdout:
+            if line != "ready\n":
+                lines.append(line)
+                acknowledging.set()
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        assert acknowledging.wait(30), "the writer acknowledged no commit"
+        time.sleep(rng.uniform(0.05, 0.3))
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        reader.join()
+        child.stdout.close()
+    assert child.returncode == -signal.SIGKILL
+    acked = []
+    for line in lines:
+        if line.endswith("\n"):  # a line cut by the kill was never fully acknowledged
+            seq, cid = line.split()
+            acked.append((int(seq), cid))
+    return acked
+
+
+def test_sigkill_never_loses_an_acknowledged_commit(tmp_path: Path) -> None:
+    seed = random.randrange(1 << 32)
+    rng = random.Random(seed)
+    path = tmp_path / "peer"
+    acked: dict[int, str] = {}
+    for _kill in range(5):
+        acked.update(run_writer_until_killed(path, rng))
+        with Repo.open(path, create=False) as repo:
+            log = list(repo.processed_log())
+            events = [decode(data) for _, _, data in log]
+            assert [event["seq"] for event in events] == list(range(1, len(log) + 1)), f"seed {seed}"
+            for (_, cid, _), event, previous in zip(log, events, [None, *log], strict=False):
+                assert event["parents"] == ([] if previous is None else [previous[1]]), f"seed {seed}"
+                assert acked.get(event["seq"], str(cid)) == str(cid)
+            last = max(acked)
+            assert last <= len(log) <= last + 1, f"seed {seed}: an acknowledged commit is missing"
+            assert repo.heads() == [log[-1][1]]
+            assert repo.has_blocks(repo.heads()) == set(repo.heads())
+            assert repo.wanted() == [cid_for(b"wanted %d" % len(log))]
+            if len(log) >= 5:
+                payload = encode_block({"payload": 5, "part": 2})
+                assert repo.get_block(payload[0]) == payload[1]
+
+
+# --- throughput ------------------------------------------------------------------------------
+
+
+def test_commit_throughput_batches_amortise_the_fsync(repo: Repo, capsys: pytest.CaptureFixture[str]) -> None:
+    """Pins that a commit is one transaction (one fsync), not one per row; prints the figures."""
+    events = [encode_block({"seq": n, "parents": [], "pad": "x" * 200}) for n in range(600)]
+    start = time.perf_counter()
+    for cid, data in events[:300]:
+        repo.commit(blocks=[(cid, data)], processed=[cid], heads=[cid])
+    single = 300 / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for offset in range(300, 600, 100):
+        chunk = events[offset : offset + 100]
+        repo.commit(blocks=chunk, processed=[cid for cid, _ in chunk], heads=[chunk[-1][0]])
+    batched = 300 / (time.perf_counter() - start)
+    with capsys.disabled():
+        print(f"\nrepo commits/s, 1 event each: {single:.0f}; events/s in commits of 100: {batched:.0f}")
+    assert batched > 3 * single
+    assert repo.processed_count() == 600
