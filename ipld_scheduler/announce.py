@@ -96,7 +96,9 @@ def encode_announcement(signer: Signer, heads: Sequence[CID], seq: int) -> bytes
     if not 0 <= seq <= MAX_SEQ:
         raise ValueError(f"announcement seq {seq} out of range")
     sig = signer.sign_bytes(signing_bytes(signer.peer_id, heads, seq))
-    return encode({"v": ANNOUNCE_VERSION, "seq": seq, "sig": sig, "peer": signer.peer_id, "heads": list(heads)})
+    return encode(
+        {"v": ANNOUNCE_VERSION, "seq": seq, "sig": sig, "peer": signer.peer_id, "heads": list(heads)}
+    )
 
 
 def decode_announcement(

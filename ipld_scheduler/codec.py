@@ -358,30 +358,35 @@ def _convert(value: Any, depth: int) -> Any:
     if depth > MAX_DEPTH:
         raise CodecError(f"nesting deeper than {MAX_DEPTH}")
     if type(value) is dict:
-        keys = tuple(value)
-        order = _key_orders.get(keys, False)
-        if order is False:
-            order = _order(keys)
-        if order is not None:
-            raise CodecError("map keys are not in DAG-CBOR order (length first, then bytewise)")
+        if len(value) > 1:
+            keys = tuple(value)
+            order = _key_orders.get(keys, False)
+            if order is False:
+                order = _order(keys)
+            if order is not None:
+                raise CodecError("map keys are not in DAG-CBOR order (length first, then bytewise)")
+        elif value and type(next(iter(value))) is not str:  # one entry is always in order
+            raise CodecError("DAG-CBOR map keys must be strings")
         pairs: Any = value.items()
     else:
         pairs = enumerate(value)
     for key, item in pairs:
         kind = type(item)
-        if kind is str or kind is bytes or kind is bool or item is None:
+        if kind is str or kind is bytes:
             continue
-        if kind is _Tag:
+        if kind is int:
+            if not _INT_MIN <= item <= _INT_MAX:
+                raise CodecError("integer outside the 64-bit range DAG-CBOR allows (no bignums)")
+        elif kind is _Tag:
             raw = item.value
             if item.tag == 42 and type(raw) is bytes and len(raw) == 37 and raw[:5] == _LINK_HEAD:
                 value[key] = CID(raw[1:])  # the common link: CIDv1 dag-cbor sha2-256
             else:
                 value[key] = _link(item)
-        elif kind is int:
-            if not _INT_MIN <= item <= _INT_MAX:
-                raise CodecError("integer outside the 64-bit range DAG-CBOR allows (no bignums)")
         elif kind is dict or kind is list:
             _convert(item, depth + 1)
+        elif kind is bool or item is None:
+            continue
         elif kind is float:
             if not math.isfinite(item):
                 raise CodecError("DAG-CBOR forbids NaN and infinities")

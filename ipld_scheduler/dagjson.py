@@ -68,43 +68,11 @@ def to_dag_json(value: Any, _depth: int = 0) -> Any:
     raise DagJsonError(f"{type(value).__name__} is not in the IPLD data model")
 
 
-def _float_text(value: float) -> str:
-    text = repr(value)
-    return text if any(c in text for c in ".eEn") else text + ".0"
-
-
 def dumps(value: Any, *, indent: int | None = None) -> str:
-    """DAG-JSON text for ``value`` (compact by default; ``indent`` for people)."""
-    return _dump(to_dag_json(value), indent, 0)
+    """DAG-JSON text for ``value`` (compact by default; ``indent`` for people).
 
-
-def _dump(value: Any, indent: int | None, level: int) -> str:
-    """A small JSON writer: the stdlib one prints ``1.0`` as ``1.0`` but offers no hook to keep
-    key order *and* float form under indentation together, and this stays byte-for-byte stable."""
-    if isinstance(value, float):
-        return _float_text(value)
-    if isinstance(value, dict):
-        if not value:
-            return "{}"
-        items = [
-            f"{json.dumps(k, ensure_ascii=False)}:{_sep(indent)}{_dump(v, indent, level + 1)}"
-            for k, v in value.items()
-        ]
-        return _wrap("{", "}", items, indent, level)
-    if isinstance(value, list):
-        if not value:
-            return "[]"
-        return _wrap("[", "]", [_dump(v, indent, level + 1) for v in value], indent, level)
-    return json.dumps(value, ensure_ascii=False)
-
-
-def _sep(indent: int | None) -> str:
-    return "" if indent is None else " "
-
-
-def _wrap(open_: str, close: str, items: list[str], indent: int | None, level: int) -> str:
-    if indent is None:
-        return open_ + ",".join(items) + close
-    pad = " " * (indent * (level + 1))
-    end = " " * (indent * level)
-    return open_ + "\n" + ",\n".join(pad + item for item in items) + "\n" + end + close
+    The stdlib writer already prints floats with ``repr`` (``1.0``, ``1e+100``), so an integer and a
+    float never print alike, and it keeps the byte-sorted key order :func:`to_dag_json` produced.
+    """
+    separators = (",", ":") if indent is None else (",", ": ")
+    return json.dumps(to_dag_json(value), indent=indent, separators=separators, ensure_ascii=False)

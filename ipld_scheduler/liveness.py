@@ -25,14 +25,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from .assign import rank
 
-__all__ = ["Health", "Liveness", "Eviction", "evict_order", "has_quorum", "plan_evictions"]
+__all__ = ["Eviction", "Health", "Liveness", "evict_order", "has_quorum", "plan_evictions"]
 
 
-class Health(str, Enum):
+class Health(StrEnum):
     ALIVE = "alive"
     UNKNOWN = "unknown"
     UNHEALTHY = "unhealthy"

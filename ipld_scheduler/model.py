@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Any, Final
 
@@ -348,19 +348,20 @@ _body_orders: dict[tuple[str, ...], tuple[str, ...] | None] = {}
 """Cache: body key tuple -> keys in DAG-CBOR order (None when already ordered); bounded."""
 
 
-def _body_order(keys: tuple[str, ...]) -> tuple[str, ...] | None:
-    if keys in _body_orders:
-        return _body_orders[keys]
-    ordered = tuple(sorted(keys, key=lambda k: (len(k.encode()), k.encode())))
-    result = None if ordered == keys else ordered
-    if len(_body_orders) < 1024:
-        _body_orders[keys] = result
-    return result
+def _body_key(key: str) -> tuple[int, bytes]:
+    raw = key.encode()
+    return len(raw), raw
 
 
 def _ordered_body(body: Mapping[str, Any]) -> dict[str, Any]:
     """A fresh dict of ``body`` with keys in DAG-CBOR order (shorter first, then bytewise)."""
-    order = _body_order(tuple(body))
+    keys = tuple(body)
+    order = _body_orders.get(keys, keys)
+    if order is keys:  # not cached yet
+        ordered = tuple(sorted(keys, key=_body_key))
+        order = None if ordered == keys else ordered
+        if len(_body_orders) < 1024:
+            _body_orders[keys] = order
     return dict(body) if order is None else {k: body[k] for k in order}
 
 
@@ -416,14 +417,18 @@ class Event:
         # generic helpers, which are only called to produce the error message.
         if type(data) is not dict:
             raise ModelError("event: expected a map")
-        if data.keys() != _EV_REQUIRED:
+        try:  # 8 entries and every required key found: exactly the required keys
+            version, kind, body, parents = data["v"], data["kind"], data["body"], data["parents"]
+            height, author, key, sig = data["height"], data["author"], data["key"], data["sig"]
+        except KeyError:
+            version = None
+        if version is None or len(data) != len(_EV_REQUIRED):
             _exact_keys(data, _EV_REQUIRED, frozenset(), "event")
-        _version(data["v"], "event")
-        kind = data["kind"]
+        if type(version) is not int or version != FORMAT_VERSION:
+            _version(version, "event")
         fields = _BODY_ALLOWED.get(kind) if type(kind) is str else None
         if fields is None:
             raise ModelError(f"event.kind: unknown kind {kind!r}")
-        body = data["body"]
         if type(body) is not dict or len(body) > 8:
             _map(body, "event.body", 8)
         required, allowed = fields
@@ -432,7 +437,6 @@ class Event:
         for name, value in body.items():
             if type(value) is not CID or name not in _LINK_FIELDS:
                 _BODY_CHECKS[name](value)
-        parents = data["parents"]
         if type(parents) is not list or len(parents) > MAX_PARENTS:
             raise ModelError(f"event.parents: expected a list of at most {MAX_PARENTS} links")
         previous = b""
@@ -443,21 +447,39 @@ class Event:
             if raw <= previous:
                 raise ModelError("event.parents: must be sorted by CID bytes without duplicates")
             previous = raw
-        height = data["height"]
         if type(height) is not int or not 1 <= height <= 2**62:
             _int(height, "event.height", 1, 2**62)
         if not parents and height != 1:
             raise ModelError("event.height: an event without parents has height 1")
-        author = data["author"]
         if type(author) is not str or not 0 < len(author) <= MAX_ID_LEN:
             _str(author, "event.author", MAX_ID_LEN)
-        key = data["key"]
         if type(key) is not bytes or len(key) != 32:
             _bytes(key, "event.key", 32)
-        sig = data["sig"]
         if type(sig) is not bytes or len(sig) != 64:
             _bytes(sig, "event.sig", 64)
-        return cls(kind, author, height, tuple(parents), body, key, sig)
+        if cls is not Event:
+            return cls(kind, author, height, tuple(parents), body, key, sig)
+        # Every field validated above: fill the slots directly, skipping the frozen dataclass
+        # __init__ (eight object.__setattr__ calls, ~40% of this method's time).
+        event = _new_object(Event)
+        _set_kind(event, kind)
+        _set_author(event, author)
+        _set_height(event, height)
+        _set_parents(event, tuple(parents))
+        _set_body(event, body)
+        _set_key(event, key)
+        _set_sig(event, sig)
+        _set_v(event, FORMAT_VERSION)
+        return event
+
+
+_EVENT_FIELDS: Final = ("kind", "author", "height", "parents", "body", "key", "sig", "v")
+if tuple(f.name for f in fields(Event)) != _EVENT_FIELDS:  # keep the fast path in step with the class
+    raise ImportError("Event fields changed: update Event.from_ipld's slot setters")
+_new_object = object.__new__
+_set_kind, _set_author, _set_height, _set_parents, _set_body, _set_key, _set_sig, _set_v = (
+    Event.__dict__[name].__set__ for name in _EVENT_FIELDS
+)
 
 
 # --- Result -----------------------------------------------------------------------------------
@@ -512,15 +534,15 @@ class Result:
             raise ModelError("result.steps: expected a list of at most 256 maps")
         for step in steps:
             _plain(_map(step, "result.steps", 16), "result.steps")
-        exit_code = data["exit_code"] if "exit_code" in data else None
-        if "exit_code" in data and type(exit_code) is not int:  # a present ``null`` is not "absent"
-            _int(exit_code, "result.exit_code", -(2**31), 2**31)
+        exit_code = None
+        if "exit_code" in data:  # present means an integer: a ``null`` here is not "absent"
+            exit_code = _int(data["exit_code"], "result.exit_code", -(2**31), 2**31)
         return cls(
             workflow_id=_str(data["id"], "result.id", MAX_ID_LEN),
             peer=_str(data["peer"], "result.peer", MAX_ID_LEN),
             status=status,
             duration_ms=_int(data["duration_ms"], "result.duration_ms"),
-            exit_code=None if exit_code is None else _int(exit_code, "result.exit_code", -(2**31), 2**31),
+            exit_code=exit_code,
             reason=None if "reason" not in data else _str(data["reason"], "result.reason", 4096, empty=True),
             stdout=_link(data["stdout"], "result.stdout") if "stdout" in data else None,
             stderr=_link(data["stderr"], "result.stderr") if "stderr" in data else None,

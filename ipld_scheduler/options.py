@@ -40,7 +40,7 @@ class PeerOptions:
     fetch_timeout: float = 120.0
     """Bound on one block fetch; a block not found in time makes the heads that need it unadoptable."""
     max_pending_heads: int = 1024
-    """Announced-but-unmerged heads kept in the sync queue; further ones are dropped (and re-announced later)."""
+    """Announced, unmerged heads kept in the sync queue; more are dropped (and re-announced later)."""
     max_unverified_heads: int = 64
     """Of those, how many may come from peers whose key we do not know yet (see ``announce``)."""
     max_merge_heads: int = 256
@@ -48,7 +48,7 @@ class PeerOptions:
     max_pending_blocks: int = 200_000
     """Unknown blocks one merge may buffer before refusing (bounded memory whatever a peer announces)."""
     retry_backoff: float = 5.0
-    """After a head's history could not be fetched, wait this long (doubling, capped x16) before retrying it."""
+    """After a head's history could not be fetched, wait this long (doubling, capped x16) to retry."""
 
     # --- execution ----------------------------------------------------------------------------
     execute: bool = True
@@ -87,6 +87,9 @@ class PeerOptions:
     balance_min_backlog: int = 2
     """Only work beyond the owner's next ``max_concurrent + balance_min_backlog`` queued items is taken,
     so a transfer never races the owner's own next claim."""
+    transfer_settle: float = 1.0
+    """After writing a transfer to itself, a peer waits this long before claiming, so that a concurrent
+    transfer of the same workflow by another idle peer arrives first and the fold picks one winner."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -117,6 +120,7 @@ class PeerOptions:
             "fetch_timeout": 2.0,
             "retry_backoff": 0.2,
             "tick_interval": 0.1,
+            "transfer_settle": 0.1,
         }
         base.update(overrides)
         return cls(**base)

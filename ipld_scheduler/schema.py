@@ -301,7 +301,7 @@ class _Parser:
             where = self._where()
             word = self.next(kind="word")
             if word != "type":
-                raise SchemaError(where, f"expected 'type', got {word!r} (only type declarations are supported)")
+                raise SchemaError(where, f"expected 'type', got {word!r} (only type declarations)")
             name = self.type_name()
             out.append((name, self.definition(), where))
         return out
@@ -347,7 +347,7 @@ class _Parser:
         where = self._where()
         word = self.next(kind="word")
         if word not in allowed:
-            raise SchemaError(where, f"representation {word!r} is not supported here (only {', '.join(allowed)})")
+            raise SchemaError(where, f"representation {word!r} is not supported (only {', '.join(allowed)})")
         return word
 
     def struct(self) -> Struct:
@@ -388,7 +388,7 @@ class _Parser:
         raw: list[tuple[TypeTerm, _Token]] = []
         while not self.accept("}"):
             self.next("|")
-            member = LinkOf(self.type_name()) if self.accept("&") else Named(self.type_name())
+            member: TypeTerm = LinkOf(self.type_name()) if self.accept("&") else Named(self.type_name())
             if self.pos >= len(self.tokens):
                 raise SchemaError(self._where(), "unexpected end of schema in a union")
             raw.append((member, self.tokens[self.pos]))
@@ -409,7 +409,7 @@ class _Parser:
         for member, token in raw:
             wanted = "word" if representation == "kinded" else "string"
             if token.kind != wanted:
-                raise SchemaError(token.where, f"a {representation} union member needs a {wanted} after the type")
+                raise SchemaError(token.where, f"a {representation} union member needs a {wanted} after it")
             if representation == "kinded" and token.text not in _REPRESENTATION_KINDS:
                 raise SchemaError(token.where, f"{token.text!r} is not a representation kind")
             if representation != "kinded" and isinstance(member, LinkOf):
@@ -514,13 +514,17 @@ class Schema:
                 for key, member in definition.members:
                     kinds = self.representation_kinds(member)
                     if definition.representation == "kinded" and kinds != {key}:
-                        raise SchemaError(where, f"{name}: member for kind {key!r} is represented as {sorted(kinds)}")
+                        raise SchemaError(
+                            where, f"{name}: member for {key!r} is represented as {sorted(kinds)}"
+                        )
                     if definition.representation == "inline":
                         member_def = self.types[member.name] if isinstance(member, Named) else None
                         if not isinstance(member_def, Struct):
                             raise SchemaError(where, f"{name}: inline union members must be structs")
                         if member_def.field(definition.discriminant_key or "") is not None:
-                            raise SchemaError(where, f"{name}: member {member} has a field named like the discriminant")
+                            raise SchemaError(
+                                where, f"{name}: {member} has a field named like the discriminant"
+                            )
 
     def _check_term(self, term: TypeTerm, where: str) -> None:
         if isinstance(term, MapOf):
@@ -594,7 +598,8 @@ class Schema:
             if type(value) is not str:
                 raise SchemaError(path, f"expected a string ({name}), got {data_kind(value)}")
             if value not in definition.values:
-                raise SchemaError(path, f"{value!r} is not a {name} (one of {', '.join(sorted(definition.values))})")
+                known = ", ".join(sorted(definition.values))
+                raise SchemaError(path, f"{value!r} is not a {name} (one of {known})")
         else:
             self._union(name, definition, value, path, depth)
 
@@ -641,7 +646,7 @@ class Schema:
         member = union.member(discriminant) if type(discriminant) is str else None
         if member is None:
             known = ", ".join(k for k, _ in union.members)
-            raise SchemaError(f"{path}.{key}", f"{discriminant!r} is not a {name} kind (one of {known})")
+            raise SchemaError(f"{path}.{key}", f"{discriminant!r} is not one of {name}'s kinds ({known})")
         assert isinstance(member, Named)  # checked at parse time
         struct = self.types[member.name]
         assert isinstance(struct, Struct)
@@ -677,7 +682,7 @@ def _schema_dir(directory: str | Path | None) -> Path:
     return Path(str(packaged))
 
 
-def load_schemas(dir: str | Path | None = None) -> Schema:  # noqa: A002 (the documented parameter name)
+def load_schemas(dir: str | Path | None = None) -> Schema:
     """Parse every ``*.ipldsch`` in ``dir``; by default the repo's ``schemas/``, else the packaged copy."""
     directory = _schema_dir(dir)
     files = sorted(directory.glob("*.ipldsch"))

@@ -2,9 +2,12 @@
 """Run a local network of js-ipfs test daemons from the command line (wraps ``tests/ipfs_net.py``).
 
     scripts/ipfs-testnet.py install [--force]      # npm ci of the pinned js-ipfs (tests/ipfs)
-    scripts/ipfs-testnet.py start 3 --dir .ipfs-test   # prints one RPC API URL per daemon
-    scripts/ipfs-testnet.py status --dir .ipfs-test
-    scripts/ipfs-testnet.py stop --dir .ipfs-test [--remove]
+    scripts/ipfs-testnet.py start 3 [--dir .ipfs-test] [--json]   # prints one RPC API URL per daemon
+    scripts/ipfs-testnet.py status [--dir .ipfs-test]
+    scripts/ipfs-testnet.py stop [--dir .ipfs-test] [--remove]
+
+The daemons are detached (they outlive this command) until ``stop``. ``--dir`` defaults to ``.ipfs-test``
+(git-ignored).
 
 Owns: argument parsing and printing. Must not: implement any daemon handling itself (the harness does),
 or stop processes it cannot prove are its daemons.
@@ -21,6 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import ipfs_net
+
+DEFAULT_DIR = Path(".ipfs-test")
 
 
 def _start(count: int, root: Path, as_json: bool) -> int:
@@ -55,13 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     install.add_argument("--force", action="store_true", help="reinstall even if up to date")
     start = sub.add_parser("start", help="start N daemons (created on first use) and print their API URLs")
     start.add_argument("count", type=int)
-    start.add_argument("--dir", type=Path, required=True, help="directory holding the repos and net.json")
+    start.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="directory of the repos and net.json")
     start.add_argument("--json", action="store_true", help="print node details as JSON")
     stop = sub.add_parser("stop", help="stop the daemons of a network")
-    stop.add_argument("--dir", type=Path, required=True)
+    stop.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     stop.add_argument("--remove", action="store_true", help="also delete the directory")
     status = sub.add_parser("status", help="list the nodes of a network")
-    status.add_argument("--dir", type=Path, required=True)
+    status.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     args = parser.parse_args(argv)
 
     try:

@@ -18,9 +18,9 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 try:
-    from . import ipfs_net as _harness  # tests/ is a package
-except ImportError:
-    import ipfs_net as _harness  # type: ignore[no-redef]  # tests/ is on sys.path (rootdir conftest)
+    import ipfs_net as _harness  # tests/ is on sys.path (pytest's rootdir-relative import)
+except ImportError:  # tests/ became a package
+    from tests import ipfs_net as _harness  # type: ignore[no-redef]
 
 from ipld_scheduler.kubo.rpc import KuboRPC
 

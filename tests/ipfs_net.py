@@ -24,6 +24,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -241,6 +242,7 @@ class IpfsNet:
     def __init__(self, root: Path, nodes: list[IpfsNode]) -> None:
         self.root = root
         self.nodes = nodes
+        self._lock = threading.Lock()
         self.detach = False
         self.nodelay = True
         """Preload ``nodelay.cjs`` (TCP_NODELAY); off only to measure what it buys."""
@@ -309,10 +311,12 @@ class IpfsNet:
         return cls(root, [IpfsNode.from_json(obj) for obj in state["nodes"]])
 
     def save(self) -> None:
-        state = {"nodes": [node.to_json() for node in self.nodes]}
-        tmp = self.root / (STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
-        tmp.replace(self.root / STATE_FILE)
+        """Write ``net.json`` atomically (``stop`` stops nodes from several threads at once)."""
+        with self._lock:
+            state = {"nodes": [node.to_json() for node in self.nodes]}
+            tmp = self.root / f"{STATE_FILE}.{os.getpid()}.tmp"
+            tmp.write_text(json.dumps(state, indent=2))
+            tmp.replace(self.root / STATE_FILE)
 
     # --- running --------------------------------------------------------------------------------
 

@@ -172,6 +172,18 @@ def test_decrease_key_to_equal_is_noop() -> None:
     assert [heap.extract_min(), heap.extract_min()] == [(3, "a"), (3, "b")]
 
 
+def test_decrease_key_to_the_minimum_key_respects_insertion_order() -> None:
+    heap: FibonacciHeap[int, str] = FibonacciHeap()
+    first = heap.insert(9, "first")
+    heap.insert(1, "min")
+    last = heap.insert(5, "last")
+    heap.decrease_key(last, 1)  # ties with the minimum but was inserted later: minimum unchanged
+    assert heap.find_min() == (1, "min")
+    heap.decrease_key(first, 1)  # ties with the minimum and was inserted earlier: becomes the minimum
+    assert heap.find_min() == (1, "first")
+    assert [heap.extract_min() for _ in range(3)] == [(1, "first"), (1, "min"), (1, "last")]
+
+
 # --- errors and handles ------------------------------------------------------------------------------
 
 

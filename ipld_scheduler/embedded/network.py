@@ -144,7 +144,7 @@ class _Endpoint:
 
 
 class EmbeddedNetwork:
-    """The bus. Create endpoints with :meth:`endpoint`; inject faults with the constructor or :meth:`configure`.
+    """The bus: create endpoints with :meth:`endpoint`; inject faults in the constructor or :meth:`configure`.
 
     ``stats`` counts ``published``, ``delivered``, ``dropped``, ``duplicated``, ``partitioned``,
     ``dead``, ``inbox-full``, ``blocks-served``, ``fetch-dropped``, ``fetch-missed``.
@@ -284,7 +284,9 @@ class EmbeddedNetwork:
         else:
             loop.call_later(delay, self._deliver, sender, receiver, broadcaster, item)
 
-    def _deliver(self, sender: str, receiver: str, broadcaster: EmbeddedBroadcaster, item: Announcement) -> None:
+    def _deliver(
+        self, sender: str, receiver: str, broadcaster: EmbeddedBroadcaster, item: Announcement
+    ) -> None:
         endpoint = self._endpoints.get(receiver)
         if endpoint is None or endpoint.broadcaster is not broadcaster or not self._linked(sender, receiver):
             return
@@ -319,6 +321,8 @@ class EmbeddedNetwork:
                 continue
             local = self._endpoints[provider].store.local
             try:
+                if not await local.has(cid):  # cheaper than a miss raising through get()
+                    continue
                 data = await local.get(cid)
             except (BlockNotFound, StoreError):
                 continue

@@ -97,6 +97,7 @@ class ApiContext:
     started: float = field(default_factory=time.time)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     version: int = 0
+    closing: bool = False
 
     def bump(self, *_: Any) -> None:
         """``on_heads`` listener: wake event-stream subscribers."""
@@ -296,7 +297,7 @@ async def _events(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     last = ""
     try:
-        while True:
+        while not ctx.closing:
             snapshot = await ops.overview(ctx.replica, liveness_of(ctx.peer))
             text = json.dumps(snapshot, separators=(",", ":"))
             if text != last:

@@ -19,6 +19,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Final, Protocol
+from urllib.parse import quote
 
 import aiohttp
 
@@ -152,7 +153,7 @@ class RemoteScheduler:
         path = route.path
         for name in list(arguments):
             if "{" + name + "}" in path:
-                path = path.replace("{" + name + "}", str(arguments.pop(name)))
+                path = path.replace("{" + name + "}", quote(str(arguments.pop(name)), safe=""))
         arguments = {k: v for k, v in arguments.items() if v is not None}
         kwargs: dict[str, Any] = {}
         if route.method == "POST":

@@ -1,0 +1,313 @@
+"""MCP tools of the scheduler (the prototype's ten, plus inspection), and the MCP server that serves them.
+
+Owns: tool names, parameter names and descriptions (the prototype's: ``initialize_p2p_scheduler``,
+``schedule_p2p_workflow``, ``get_next_p2p_workflow``, ``add_p2p_peer``, ``remove_p2p_peer``,
+``get_p2p_scheduler_status``, ``calculate_peer_distance``, ``get_workflow_tags``,
+``merge_merkle_clock``, ``get_assigned_workflows``; and ``list_workflows``, ``get_workflow_result``,
+``inspect_cid``, ``get_event_log``, ``cancel_workflow``, ``reprioritize_workflow``), the answer
+convention (a JSON object with ``success``; failures are ``success: false`` with ``error`` and
+``code``, never an exception, so an assistant can read and correct), and the server over stdio
+or streamable HTTP built with the official ``mcp`` SDK (2.x: ``mcp.server.mcpserver.MCPServer``).
+
+Each tool is an ordinary async function, importable from here, that reaches the scheduler the way
+the CLI does (:func:`ipld_scheduler.web.client.connect`): the peer ``ipld-scheduler run`` serves
+for the configured repo, else the repo itself, opened for the one call and closed again so the
+server never holds the repo lock between calls. Tools work before ``initialize_p2p_scheduler``:
+the repo's own peer id is used, or ``P2P_PEER_ID`` for a new repo.
+
+Must not: implement an operation (:mod:`ipld_scheduler.ops` does), or write to stdout (stdio is
+the protocol channel; logs go to stderr).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from . import ops
+from .web.client import Scheduler, connect
+
+__all__ = [
+    "TOOLS",
+    "add_p2p_peer",
+    "build_server",
+    "calculate_peer_distance",
+    "cancel_workflow",
+    "configure",
+    "get_assigned_workflows",
+    "get_event_log",
+    "get_next_p2p_workflow",
+    "get_p2p_scheduler_status",
+    "get_workflow_result",
+    "get_workflow_tags",
+    "initialize_p2p_scheduler",
+    "inspect_cid",
+    "list_workflows",
+    "merge_merkle_clock",
+    "remove_p2p_peer",
+    "reprioritize_workflow",
+    "schedule_p2p_workflow",
+    "serve_mcp",
+]
+
+
+@dataclass
+class _Config:
+    repo: Path | None = None
+    ipfs_api: str | None = None
+
+    def repo_path(self) -> Path:
+        if self.repo is not None:
+            return self.repo
+        env = os.environ.get("IPLD_SCHEDULER_REPO")
+        if env:
+            return Path(env).expanduser().absolute()
+        from .cli import default_repo
+
+        return default_repo()
+
+    def api(self) -> str | None:
+        return self.ipfs_api if self.ipfs_api is not None else (os.environ.get("IPFS_API") or None)
+
+
+_config: Final = _Config()
+
+
+def configure(*, repo: str | Path | None = None, ipfs_api: str | None = None) -> None:
+    """Point the tools at a repo (default: ``IPLD_SCHEDULER_REPO`` or the per-user data dir) and an
+    optional IPFS API (default: ``IPFS_API``)."""
+    _config.repo = Path(repo).expanduser().absolute() if repo is not None else None
+    _config.ipfs_api = ipfs_api
+
+
+def _error(exc: ops.OpError) -> dict[str, Any]:
+    answer = exc.to_dict()
+    if exc.code == "not_initialized":
+        answer["hint"] = "call initialize_p2p_scheduler(peer_id=...) or set P2P_PEER_ID"
+    return answer
+
+
+async def _using(
+    action: Callable[[Scheduler], Awaitable[dict[str, Any]]],
+    *,
+    peer_id: str | None = None,
+    peers: list[str] | None = None,
+    create: bool = False,
+) -> dict[str, Any]:
+    try:
+        scheduler = await connect(
+            _config.repo_path(), ipfs_api=_config.api(), peer_id=peer_id, peers=peers or [], create=create
+        )
+        try:
+            return await action(scheduler)
+        finally:
+            await scheduler.close()
+    except ops.OpError as exc:
+        return _error(exc)
+
+
+async def _op(op: str, **arguments: Any) -> dict[str, Any]:
+    async def action(scheduler: Scheduler) -> dict[str, Any]:
+        return await scheduler.call(op, **arguments)
+
+    return await _using(action)
+
+
+def _peer_list(peers: list[str] | str | None) -> list[str]:
+    if peers is None:
+        return []
+    items = peers.split(",") if isinstance(peers, str) else peers
+    return [str(p).strip() for p in items if str(p).strip()]
+
+
+# --- the prototype's ten tools -----------------------------------------------------------------
+
+
+async def initialize_p2p_scheduler(
+    peer_id: str | None = None, peers: list[str] | str | None = None
+) -> dict[str, Any]:
+    """Give the repo its peer identity (first call only; later calls must name the same peer or none)
+    and record the other members. Returns the scheduler status."""
+    members = _peer_list(peers)
+    wanted = (peer_id or "").strip() or os.environ.get("P2P_PEER_ID") or None
+
+    async def action(scheduler: Scheduler) -> dict[str, Any]:
+        status = await scheduler.call("status")
+        if wanted and status["peer_id"] != wanted:
+            raise ops.Refused(
+                f"this repo belongs to peer {status['peer_id']!r}, not {wanted!r}: "
+                "configure another repo (IPLD_SCHEDULER_REPO) for another peer"
+            )
+        for member in members:
+            if member not in status["peers"]:
+                await scheduler.call("add_peer", peer_id=member)
+        return {**(await scheduler.call("status")), "initialized": True}
+
+    return await _using(action, peer_id=wanted, peers=members, create=True)
+
+
+async def schedule_p2p_workflow(
+    workflow_id: str,
+    name: str,
+    tags: list[str] | str,
+    priority: float = 1.0,
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Schedule a workflow on the P2P network. Needs a P2P tag (p2p_eligible, p2p_only, code_gen,
+    web_scrape, data_processing); otherwise success is false with the reason."""
+    return await _op(
+        "schedule", workflow_id=workflow_id, name=name, tags=tags, priority=priority, metadata=metadata
+    )
+
+
+async def get_next_p2p_workflow() -> dict[str, Any]:
+    """Take this peer's highest-priority queued workflow (``workflow`` is null when the queue is empty)."""
+    return await _op("next")
+
+
+async def add_p2p_peer(peer_id: str) -> dict[str, Any]:
+    """Add a member to the scheduler network."""
+    return await _op("add_peer", peer_id=peer_id)
+
+
+async def remove_p2p_peer(peer_id: str) -> dict[str, Any]:
+    """Remove a member; its open work moves to the next-ranked member."""
+    return await _op("remove_peer", peer_id=peer_id)
+
+
+async def get_p2p_scheduler_status() -> dict[str, Any]:
+    """Peer id, members, clock heads, queue size, assigned and total workflows."""
+    return await _op("status")
+
+
+async def calculate_peer_distance(hash1: str, hash2: str) -> dict[str, Any]:
+    """Hamming distance (differing bits) between two hex hashes of equal length."""
+    try:
+        return await ops.distance(hash1, hash2)
+    except ops.OpError as exc:
+        return _error(exc)
+
+
+async def get_workflow_tags() -> dict[str, Any]:
+    """Known workflow tags and which of them make a workflow P2P-eligible."""
+    try:
+        return await ops.tags(None)
+    except ops.OpError as exc:  # pragma: no cover - tags() has no failure mode today
+        return _error(exc)
+
+
+async def merge_merkle_clock(
+    heads: list[str] | str | None = None, other_clock: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Merge another replica's history: its head CIDs (``heads``), or its clock/status data
+    (``other_clock``, e.g. what get_p2p_scheduler_status returned there). Blocks are fetched through
+    this peer's store; history that cannot be fetched is reported under ``rejected``."""
+    source: Any = heads if heads is not None else other_clock
+    if source is None:
+        return ops.InvalidArgument("give heads (CIDs) or other_clock (a dict with heads)").to_dict()
+    return await _op("merge", heads=source)
+
+
+async def get_assigned_workflows() -> dict[str, Any]:
+    """Unfinished workflows this peer owns (ids in ``assigned_workflows``, details in ``workflows``)."""
+    return await _op("assigned")
+
+
+# --- inspection and control --------------------------------------------------------------------
+
+
+async def list_workflows(
+    status: str | None = None, owner: str | None = None, limit: int | None = None
+) -> dict[str, Any]:
+    """Workflows in the DAG with status and owner, optionally filtered."""
+    return await _op("workflows", status=status, owner=owner, limit=limit)
+
+
+async def get_workflow_result(workflow_id: str, max_log_bytes: int = ops.LOG_TEXT_LIMIT) -> dict[str, Any]:
+    """Exit code, duration and stdout/stderr of each recorded run of a workflow."""
+    return await _op("results", workflow_id=workflow_id, max_log_bytes=max_log_bytes)
+
+
+async def inspect_cid(cid: str) -> dict[str, Any]:
+    """A block of the DAG as DAG-JSON (links as {"/": cid}, bytes as {"/": {"bytes": base64}})."""
+    return await _op("inspect", cid=cid)
+
+
+async def get_event_log(
+    kind: str | None = None, author: str | None = None, workflow: str | None = None, limit: int | None = 100
+) -> dict[str, Any]:
+    """Events of the Merkle clock in causal order, filtered by kind, author or workflow id."""
+    return await _op("log", kind=kind, author=author, workflow=workflow, limit=limit)
+
+
+async def cancel_workflow(workflow_id: str, reason: str = "") -> dict[str, Any]:
+    """Cancel a workflow that has not finished."""
+    return await _op("cancel", workflow_id=workflow_id, reason=reason)
+
+
+async def reprioritize_workflow(workflow_id: str, priority: float) -> dict[str, Any]:
+    """Change a workflow's priority (lower runs first)."""
+    return await _op("reprioritize", workflow_id=workflow_id, priority=priority)
+
+
+TOOLS: Final[tuple[Callable[..., Awaitable[dict[str, Any]]], ...]] = (
+    initialize_p2p_scheduler,
+    schedule_p2p_workflow,
+    get_next_p2p_workflow,
+    add_p2p_peer,
+    remove_p2p_peer,
+    get_p2p_scheduler_status,
+    calculate_peer_distance,
+    get_workflow_tags,
+    merge_merkle_clock,
+    get_assigned_workflows,
+    list_workflows,
+    get_workflow_result,
+    inspect_cid,
+    get_event_log,
+    cancel_workflow,
+    reprioritize_workflow,
+)
+
+
+# --- the server --------------------------------------------------------------------------------
+
+
+def build_server() -> Any:
+    """An ``MCPServer`` with every tool of :data:`TOOLS` registered under its function name."""
+    from mcp.server.mcpserver import MCPServer
+
+    from . import __version__
+
+    server = MCPServer(
+        "ipld-scheduler",
+        version=__version__,
+        instructions=(
+            "Peer-to-peer workflow scheduler whose state lives in IPFS. Schedule work with "
+            "schedule_p2p_workflow (needs a P2P tag), see who owns it with list_workflows, read "
+            "outcomes with get_workflow_result, and follow CIDs with inspect_cid."
+        ),
+        log_level="WARNING",
+    )
+    for tool in TOOLS:
+        server.add_tool(tool, name=tool.__name__, description=(tool.__doc__ or "").strip())
+    return server
+
+
+def serve_mcp(
+    *,
+    repo: str | Path | None = None,
+    ipfs_api: str | None = None,
+    http_port: int | None = None,
+    host: str = "127.0.0.1",
+) -> None:
+    """Serve the tools over stdio, or over streamable HTTP at ``http://host:port/mcp``; blocks."""
+    configure(repo=repo, ipfs_api=ipfs_api)
+    server = build_server()
+    if http_port is None:
+        server.run("stdio")
+    else:
+        server.run("streamable-http", host=host, port=http_port)

@@ -1,0 +1,250 @@
+"""Umbrella benchmark: every performance figure of the project next to the baseline it is judged by.
+
+Owns: running, in one process and one table,
+
+* the codec (``bench_codec.py``): encode+CID and decode+validate of a signed event vs raw cbor2 and the
+  pure-Python reference codec;
+* the priority queue (``bench_heap.py``, optional): ``FibonacciHeap`` vs ``heapq``;
+* the assignment rule alone: ``assign.owner(assign.combined_hash(...))`` vs the prototype's bit-string
+  Hamming loop (hex digests turned into 256-character '0'/'1' strings and compared character by
+  character), at 3 and 10 peers;
+* end-to-end ``P2PWorkflowScheduler.schedule_workflow`` throughput at 3 and 10 peers (each call signs
+  and stores blocks in a temporary repo), next to the prototype's in-memory figures from
+  REFERENCE.md §1 (28.7k/s at 3 peers, 10k/s at 10: a recorded figure, not re-run here).
+
+Must not: leave files behind (repos live in temporary directories) or fail as a whole because one
+part is missing: a section whose module cannot be imported is skipped with a note.
+Usage: ``python scripts/bench.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+_SCRIPTS = Path(__file__).resolve().parent
+_REPO = _SCRIPTS.parent
+for _path in (_SCRIPTS, _REPO):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+PROTOTYPE_SCHEDULES_PER_S: dict[int, float] = {3: 28_700.0, 10: 10_000.0}
+"""The prototype's in-memory ``schedule_workflow`` throughput (REFERENCE.md §1), for comparison only."""
+
+Row = tuple[str, float, str, str, float]
+"""(what, our figure, unit, baseline name, baseline figure); ratio = ours / baseline."""
+
+__all__ = ["PROTOTYPE_SCHEDULES_PER_S", "bench_assignment", "bench_schedule", "main", "prototype_owner"]
+
+
+# --- assignment -------------------------------------------------------------------------------------
+
+
+def _bits(hex_digest: str) -> str:
+    return bin(int(hex_digest, 16))[2:].zfill(len(hex_digest) * 4)
+
+
+def prototype_owner(task_hex: str, peers: Sequence[tuple[str, str]]) -> str:
+    """The prototype's rule: bit strings compared character by character, first minimum wins."""
+    best_peer, best_distance = "", 1 << 30
+    task_bits = _bits(task_hex)
+    for peer, peer_hex in peers:
+        distance = sum(1 for a, b in zip(task_bits, _bits(peer_hex), strict=True) if a != b)
+        if distance < best_distance:
+            best_peer, best_distance = peer, distance
+    return best_peer
+
+
+def _rate(fn: Callable[[], object], count: int, repeat: int) -> float:
+    """Operations per second: ``fn`` performs ``count`` operations; median of ``repeat`` runs."""
+    runs = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - start)
+    return count / statistics.median(runs)
+
+
+def bench_assignment(peer_count: int, n: int, *, repeat: int = 5) -> dict[str, float]:
+    """Owner computations per second: ours (XOR popcount, total tie-break) vs the prototype's loop.
+
+    Both get the same inputs: a 2-parent head set and ``n`` workflow CIDs; peer hashes are computed
+    once for both (ours caches them too), so the figures compare the per-task work only.
+    """
+    from ipld_scheduler.assign import combined_hash, owner
+    from ipld_scheduler.codec import cid_for
+
+    members = [f"peer-{i:02d}" for i in range(peer_count)]
+    parents = sorted([cid_for(b"head-a"), cid_for(b"head-b")])
+    workflows = [cid_for(f"workflow-{i}".encode()) for i in range(n)]
+    clock_hex = hashlib.sha256(b"".join(p.raw for p in parents)).hexdigest()
+    peer_hexes = [(p, hashlib.sha256(p.encode()).hexdigest()) for p in members]
+
+    def ours() -> None:
+        for wf in workflows:
+            owner(combined_hash(parents, wf), members)
+
+    baseline_n = max(1, n // 20)  # the bit-string loop is ~100x slower: time fewer tasks
+
+    def prototype() -> None:
+        for wf in workflows[:baseline_n]:
+            task_hex = hashlib.sha256(f"{clock_hex}:{wf.digest.hex()}".encode()).hexdigest()
+            prototype_owner(task_hex, peer_hexes)
+
+    return {
+        "ours_per_s": _rate(ours, n, repeat),
+        "prototype_per_s": _rate(prototype, baseline_n, repeat),
+    }
+
+
+# --- end-to-end scheduling --------------------------------------------------------------------------
+
+
+def bench_schedule(peer_count: int, n: int) -> dict[str, float]:
+    """``schedule_workflow`` calls per second on one peer of ``peer_count`` (repo in a temp dir)."""
+    from ipld_scheduler import P2PWorkflowScheduler, WorkflowDefinition
+
+    members = [f"peer-{i:02d}" for i in range(peer_count)]
+    workflows = [
+        WorkflowDefinition(
+            f"bench-{peer_count}-{i}", f"bench job {i}", tags=["p2p_eligible"], priority=i % 10
+        )
+        for i in range(n)
+    ]
+    local = 0
+    with (
+        tempfile.TemporaryDirectory(prefix="ipld-bench-") as tmp,
+        P2PWorkflowScheduler(members[0], members, repo=tmp) as scheduler,
+    ):
+        scheduler.schedule_workflow(WorkflowDefinition("warm-up", "warm-up", tags=["p2p_eligible"]))
+        start = time.perf_counter()
+        for workflow in workflows:
+            result = scheduler.schedule_workflow(workflow)
+            if not result.get("success", False) or result.get("assigned_peer") not in members:
+                raise AssertionError(f"schedule_workflow failed: {result}")
+            local += result["assigned_peer"] == members[0]
+        elapsed = time.perf_counter() - start
+    return {"schedules_per_s": n / elapsed, "local_share": local / n}
+
+
+# --- the table --------------------------------------------------------------------------------------
+
+
+def _codec_rows(quick: bool) -> list[Row]:
+    from bench_codec import bench_codec
+
+    f = bench_codec(number=2_000 if quick else 20_000, repeat=5 if quick else 7)
+    enc, dec = f["encode_block_us"], f["decode_validate_us"]
+    return [
+        ("codec encode+CID, signed event", enc, "us/op", "raw cbor2.dumps+sha256", f["baseline_encode_us"]),
+        ("codec encode+CID, signed event", enc, "us/op", "dag_cbor reference", f["reference_encode_us"]),
+        ("codec encode+CID, signed event", enc, "us/op", "target", f["target_us"]),
+        ("codec decode+validate, signed event", dec, "us/op", "raw cbor2.loads", f["baseline_decode_us"]),
+        ("codec decode+validate, signed event", dec, "us/op", "dag_cbor reference", f["reference_decode_us"]),
+        ("codec decode+validate, signed event", dec, "us/op", "target", f["target_us"]),
+    ]
+
+
+def _heap_rows(quick: bool) -> list[Row]:
+    module = importlib.import_module("bench_heap")
+    n = 10_000 if quick else 100_000
+    f: dict[str, float] = module.bench_heap(n=n)
+    rows: list[Row] = []
+    for name in ("insert_extract", "mixed"):
+        if f"{name}_fib_s" in f and f"{name}_heapq_s" in f:
+            rows.append(
+                (f"FibonacciHeap {name}, n={n:,}", f[f"{name}_fib_s"], "s", "heapq", f[f"{name}_heapq_s"])
+            )
+    known = {
+        f"{name}_{kind}" for name in ("insert_extract", "mixed") for kind in ("fib_s", "heapq_s", "ratio")
+    }
+    rows += [
+        (f"heap {key}", value, "", "-", float("nan")) for key, value in f.items() if key not in known | {"n"}
+    ]
+    return rows
+
+
+def _assignment_rows(quick: bool) -> list[Row]:
+    rows: list[Row] = []
+    for peers in (3, 10):
+        f = bench_assignment(peers, 2_000 if quick else 20_000, repeat=3 if quick else 5)
+        rows.append(
+            (
+                f"owner computation, {peers} peers",
+                f["ours_per_s"],
+                "/s",
+                "bit-string loop",
+                f["prototype_per_s"],
+            )
+        )
+    return rows
+
+
+def _schedule_rows(quick: bool) -> list[Row]:
+    rows: list[Row] = []
+    for peers in (3, 10):
+        f = bench_schedule(peers, 200 if quick else 2_000)
+        rows.append(
+            (
+                f"schedule_workflow, {peers} peers (persisted)",
+                f["schedules_per_s"],
+                "/s",
+                "prototype, in memory",
+                PROTOTYPE_SCHEDULES_PER_S[peers],
+            )
+        )
+    return rows
+
+
+def _number(value: float) -> str:
+    if value != value:
+        return "-"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.2f}" if abs(value) >= 1 else f"{value:.4f}"
+
+
+def _print_table(rows: list[Row]) -> None:
+    print(f"{'benchmark':<44}{'ours':>10} {'unit':<6}{'baseline':<24}{'value':>10}{'ours/base':>11}")
+    for what, ours, unit, base_name, base in rows:
+        ratio = ours / base if base == base and base else float("nan")
+        ratio_text = f"{ratio:.2f}x" if ratio == ratio else "-"
+        print(f"{what:<44}{_number(ours):>10} {unit:<6}{base_name:<24}{_number(base):>10}{ratio_text:>11}")
+
+
+def main(argv: list[str]) -> int:
+    quick = "--quick" in argv
+    sections: list[tuple[str, Callable[[bool], list[Row]]]] = [
+        ("codec", _codec_rows),
+        ("heap", _heap_rows),
+        ("assignment", _assignment_rows),
+        ("schedule", _schedule_rows),
+    ]
+    rows: list[Row] = []
+    notes: list[str] = []
+    failed = False
+    for name, section in sections:
+        try:
+            rows += section(quick)
+        except ImportError as exc:
+            notes.append(f"{name}: skipped ({exc})")
+        except Exception as exc:  # a broken section must not hide the others' figures
+            failed = True
+            notes.append(f"{name}: FAILED: {exc!r}")
+            traceback.print_exc()
+    print(f"ipld-scheduler benchmarks{' (quick)' if quick else ''}; us/op and s: lower is better, /s: higher")
+    _print_table(rows)
+    for note in notes:
+        print(f"note: {note}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,77 @@
+"""The installed CLI against real js-ipfs daemons (``--ipfs-api``): blocks live in IPFS and travel over it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest_plugins = ["conftest_ipfs"]
+pytestmark = [pytest.mark.ipfs, pytest.mark.timeout(120)]
+
+SCRIPT = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "ipld-scheduler"
+
+
+def cli(repo: Path, api: str, *args: str, code: int = 0) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if k not in ("P2P_PEER_ID", "IPFS_API", "IPLD_SCHEDULER_REPO")}
+    proc = subprocess.run(
+        [str(SCRIPT), "--repo", str(repo), "--ipfs-api", api, "--json", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert proc.returncode == code, (args, proc.stdout, proc.stderr)
+    data: dict[str, Any] = json.loads(proc.stdout)
+    return data
+
+
+def test_history_written_through_one_daemon_merges_on_another(
+    tmp_path: Path, ipfs_api_urls: list[str]
+) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    cli(a, ipfs_api_urls[0], "init", "--peer-id", "alpha", "--peers", "beta")
+    for i in range(4):
+        cli(
+            a, ipfs_api_urls[0], "schedule", "--id", f"wf-{i}", "--tags", "p2p_eligible", "--run", f"echo {i}"
+        )
+    heads = cli(a, ipfs_api_urls[0], "status")["clock"]["heads"]
+    assert cli(a, ipfs_api_urls[0], "status")["store"] == "KuboStore"
+
+    cli(b, ipfs_api_urls[1], "init", "--peer-id", "beta", "--peers", "alpha")
+    merged = cli(b, ipfs_api_urls[1], "merge", *heads)
+    assert merged["success"] is True and merged["applied"] >= 5 and merged["fetched"] >= 5
+    owners_a = {w["workflow_id"]: w["owner"] for w in cli(a, ipfs_api_urls[0], "workflows")["workflows"]}
+    owners_b = {w["workflow_id"]: w["owner"] for w in cli(b, ipfs_api_urls[1], "workflows")["workflows"]}
+    assert owners_a == owners_b and len(owners_a) == 4
+
+    # inspect finds blocks the repo never held by asking its daemon (which fetches over bitswap).
+    event = cli(a, ipfs_api_urls[0], "log", "--kind", "schedule", "--limit", "1")["events"][0]
+    block = cli(b, ipfs_api_urls[1], "inspect", event["cid"])
+    assert block["data"]["kind"] == "schedule" and block["codec"] == "dag-cbor"
+
+
+def test_an_unreachable_ipfs_api_is_reported_with_what_to_do(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("P2P_PEER_ID", "IPFS_API")}
+    proc = subprocess.run(
+        [
+            str(SCRIPT),
+            "--repo",
+            str(tmp_path / "r"),
+            "--ipfs-api",
+            "http://127.0.0.1:9",
+            "init",
+            "--peer-id",
+            "x",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert proc.returncode == 4, (proc.stdout, proc.stderr)
+    assert "http://127.0.0.1:9" in proc.stderr and "daemon running" in proc.stderr

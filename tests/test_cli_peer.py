@@ -1,0 +1,176 @@
+"""``ipld-scheduler run`` in the foreground, and the other commands talking to it through ``<repo>/api``.
+
+Real processes throughout: the peer is the installed console script, the commands are new processes,
+workflows are executed as real subprocesses by the peer, and shutdown is by real signals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+pytestmark = pytest.mark.timeout(120)
+
+SCRIPT = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "ipld-scheduler"
+
+
+def _env() -> dict[str, str]:
+    drop = {"P2P_PEER_ID", "P2P_BOOTSTRAP_PEERS", "IPFS_API", "IPLD_SCHEDULER_REPO"}
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
+def cli(repo: Path, *args: str, code: int = 0) -> dict[str, Any]:
+    proc = subprocess.run(
+        [str(SCRIPT), "--repo", str(repo), "--json", *args],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == code, (args, proc.stdout, proc.stderr)
+    data: dict[str, Any] = json.loads(proc.stdout)
+    return data
+
+
+class Served:
+    def __init__(self, repo: Path, *extra: str) -> None:
+        self.repo = repo
+        self.proc = subprocess.Popen(
+            [str(SCRIPT), "--repo", str(repo), "--json", "run", "--fast", *extra],
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait(timeout=10)
+            raise AssertionError(f"run did not start: {self.proc.stderr.read() if self.proc.stderr else ''}")
+        self.ready: dict[str, Any] = json.loads(line)
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        out, _err = self.proc.communicate(timeout=30)
+        return self.proc.returncode, out
+
+
+@pytest.fixture
+def peer(tmp_path: Path) -> Iterator[Served]:
+    repo = tmp_path / "solo"
+    cli(repo, "init", "--peer-id", "solo")
+    served = Served(repo)
+    try:
+        yield served
+    finally:
+        served.stop(signal.SIGKILL)
+
+
+def _wait(predicate: Any, what: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_commands_go_through_the_running_peer_which_runs_the_work(peer: Served) -> None:
+    repo = peer.repo
+    assert peer.ready["event"] == "ready" and peer.ready["peer_id"] == "solo"
+    assert (repo / "api").read_text().strip() == peer.ready["api"]
+    status = cli(repo, "status")
+    assert status["mode"] == "peer" and status["api"] == peer.ready["api"]
+
+    cli(
+        repo, "schedule", "--id", "ok", "--tags", "p2p_eligible", "--run", "echo hello from $0; echo oops >&2"
+    )
+    cli(repo, "schedule", "--id", "bad", "--tags", "code_gen", "--run", "echo partial; exit 3")
+    # several commands at once: none of them fights the peer (or each other) for the repo lock
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(
+            pool.map(
+                lambda i: cli(repo, "schedule", "--id", f"par-{i}", "--tags", "p2p_only", "--run", "true"),
+                range(4),
+            )
+        )
+    assert all(a["success"] for a in answers)
+
+    done = _wait(
+        lambda: cli(repo, "results", "bad") if cli(repo, "results", "bad")["runs"] else None, "a result"
+    )
+    assert done["status"] == "failed" and done["exit_code"] == 3
+    assert done["runs"][0]["stdout"].startswith("partial") and done["runs"][0]["peer"] == "solo"
+    ok = _wait(lambda: (r := cli(repo, "results", "ok"))["status"] == "completed" and r, "the other result")
+    assert (
+        ok["exit_code"] == 0 and "hello from" in ok["runs"][0]["stdout"] and "oops" in ok["runs"][0]["stderr"]
+    )
+
+    peers = cli(repo, "peers")
+    assert peers["liveness_known"] is True
+    assert {r["peer_id"]: r["liveness"] for r in peers["peers"]} == {"solo": "alive"}
+
+    _wait(lambda: cli(repo, "status")["workflows_by_status"].get("completed") == 5, "every run to finish")
+    with urllib.request.urlopen(peer.ready["metrics"], timeout=10) as response:
+        text = response.read().decode()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("ipld_scheduler_workflows", (("status", "completed"),))] == 5
+    assert samples[("ipld_scheduler_workflows", (("status", "failed"),))] == 1
+    assert samples[("ipld_scheduler_execution_duration_seconds_count", (("status", "success"),))] == 5
+    assert samples[("ipld_scheduler_peers", (("state", "alive"),))] == 1
+
+    dashboard = subprocess.run(
+        [str(SCRIPT), "--repo", str(repo), "--json", "dashboard"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert json.loads(dashboard.stdout)["dashboard"] == peer.ready["dashboard"]
+
+    code, out = peer.stop(signal.SIGTERM)
+    assert code == 0 and json.loads(out.splitlines()[-1])["event"] == "stopped"
+    assert not (repo / "api").exists()
+    after = cli(repo, "results", "ok")  # the repo opens directly again, with everything in it
+    assert after["status"] == "completed"
+    assert cli(repo, "status")["mode"] == "direct"
+
+
+def test_sigint_stops_cleanly_and_a_second_peer_is_refused(peer: Served) -> None:
+    second = subprocess.run(
+        [str(SCRIPT), "--repo", str(peer.repo), "run"], env=_env(), capture_output=True, text=True, timeout=30
+    )
+    assert second.returncode == 4 and "already serves" in second.stderr
+    code, _ = peer.stop(signal.SIGINT)
+    assert code == 0 and not (peer.repo / "api").exists()
+
+
+def test_a_killed_peer_leaves_a_stale_api_file_that_is_ignored(peer: Served) -> None:
+    peer.stop(signal.SIGKILL)
+    assert (peer.repo / "api").exists()
+    status = cli(peer.repo, "status")
+    assert status["mode"] == "direct" and status["peer_id"] == "solo"
+    again = Served(peer.repo)  # and a new peer takes over the repo (and the file)
+    try:
+        assert (peer.repo / "api").read_text().strip() == again.ready["api"]
+        assert cli(peer.repo, "status")["mode"] == "peer"
+    finally:
+        assert again.stop()[0] == 0

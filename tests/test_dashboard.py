@@ -1,0 +1,177 @@
+"""The web dashboard in a real headless Chromium, served by the installed ``ipld-scheduler`` script.
+
+Asserts what a person would see: the peer, its members and their liveness, workflows with status and
+owner, the recent DAG with clickable CIDs, and live updates when work is scheduled from another
+process. Saves ``docs/dashboard.png`` for the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / ".venv" / "bin" / "ipld-scheduler"
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def _env() -> dict[str, str]:
+    drop = {"P2P_PEER_ID", "P2P_BOOTSTRAP_PEERS", "IPFS_API", "IPLD_SCHEDULER_REPO"}
+    return {k: v for k, v in os.environ.items() if k not in drop}
+
+
+def cli(repo: Path, *args: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [str(SCRIPT), "--repo", str(repo), "--json", *args],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+    data: dict[str, Any] = json.loads(proc.stdout)
+    return data
+
+
+def _serve(repo: Path, *argv: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    proc = subprocess.Popen(
+        [str(SCRIPT), "--repo", str(repo), "--json", *argv],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait(timeout=10)
+        raise AssertionError(f"server did not start: {proc.stderr.read() if proc.stderr else ''}")
+    ready: dict[str, Any] = json.loads(line)
+    assert ready["event"] == "ready"
+    return proc, ready
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """A repo with history, served by ``ipld-scheduler run`` (peer runtime, liveness, execution)."""
+    if not CHROMIUM.exists():
+        pytest.skip("needs /usr/bin/chromium (apt-get install chromium)")
+    repo = tmp_path / "alpha"
+    cli(repo, "init", "--peer-id", "alpha", "--peers", "beta,gamma")
+    for i in range(6):
+        cli(
+            repo,
+            "schedule",
+            "--id",
+            f"nightly-{i}",
+            "--name",
+            f"Nightly job {i}",
+            "--tags",
+            "data_processing",
+        )
+    cli(
+        repo,
+        "schedule",
+        "--id",
+        "scrape-<b>bold</b>",
+        "--tags",
+        "web_scrape",
+        "--name",
+        "<script>alert(1)</script>",
+    )
+    proc, ready = _serve(repo, *_server_argv())
+    try:
+        yield repo, ready
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+        assert proc.returncode == 0
+        assert not (repo / "api").exists()
+
+
+def _server_argv() -> list[str]:
+    try:
+        import ipld_scheduler.daemon  # noqa: F401
+    except ImportError:
+        return ["dashboard"]
+    return ["run", "--fast", "--no-execute"]
+
+
+def test_dashboard_shows_peers_workflows_and_the_dag_live(served: tuple[Path, dict[str, Any]]) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    repo, ready = served
+    url = ready["dashboard"]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(url)
+            expect(page.locator("#peer-id")).to_have_text("alpha")
+            expect(page.locator("#connection")).to_have_text("live")
+            expect(page.locator("#num-peers")).to_have_text("3")
+            expect(page.locator("#total-workflows")).to_have_text("7")
+
+            peers = page.locator("#peers tbody tr")
+            expect(peers).to_have_count(3)
+            expect(peers.filter(has_text="alpha (this peer)")).to_have_count(1)
+
+            rows = page.locator("#workflows tbody tr")
+            expect(rows).to_have_count(7)
+            statuses = {r["workflow_id"]: r for r in cli(repo, "workflows")["workflows"]}
+            first = rows.filter(has_text="nightly-0")
+            expect(first).to_contain_text(statuses["nightly-0"]["owner"])
+            expect(first).to_contain_text(statuses["nightly-0"]["status"])
+            # Hostile names are shown as text, never run as markup.
+            expect(rows.filter(has_text="<script>alert(1)</script>")).to_have_count(1)
+            expect(page.locator("#workflows b")).to_have_count(0)
+
+            events = page.locator("#events tbody tr")
+            expect(events.first).to_contain_text("schedule")
+            expect(page.locator("#dag-graph circle").first).to_be_visible()
+
+            # Live: work scheduled by another process appears without a reload.
+            cli(
+                repo,
+                "schedule",
+                "--id",
+                "late-arrival",
+                "--tags",
+                "code_gen",
+                "--name",
+                "Scheduled while watching",
+            )
+            expect(rows.filter(has_text="late-arrival")).to_have_count(1, timeout=10_000)
+            expect(page.locator("#total-workflows")).to_have_text("8")
+            page.screenshot(path=str(ROOT / "docs" / "dashboard.png"), full_page=True)
+
+            # Every CID links to its block, shown as DAG-JSON whose links are links again.
+            page.locator("#events tbody tr").first.locator("a.cid").first.click()
+            expect(page.locator("h1")).to_contain_text("block")
+            dag = page.locator("pre.dagjson")
+            expect(dag).to_contain_text('"kind": "schedule"')
+            expect(dag).to_contain_text('"bytes"')
+            dag.locator("a.cid").first.click()
+            expect(page.locator("pre.dagjson")).to_contain_text('"type": "workflow"')
+            missing = page.goto(url + "block/bafyreigbtj4x7ip5legnfznufuopl4sg4knzc2cof6duas4b3q2fy6swua")
+            assert missing is not None and missing.status == 404
+            expect(page.locator("body")).to_contain_text("not in this replica")
+        finally:
+            browser.close()

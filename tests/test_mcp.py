@@ -1,0 +1,208 @@
+"""The MCP server, started as ``ipld-scheduler mcp`` in a subprocess and driven by the official SDK client."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+
+from ipld_scheduler import mcp_tools
+
+SCRIPT = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "ipld-scheduler"
+
+PROTOTYPE_TOOLS = {
+    "initialize_p2p_scheduler",
+    "schedule_p2p_workflow",
+    "get_next_p2p_workflow",
+    "add_p2p_peer",
+    "remove_p2p_peer",
+    "get_p2p_scheduler_status",
+    "calculate_peer_distance",
+    "get_workflow_tags",
+    "merge_merkle_clock",
+    "get_assigned_workflows",
+}
+
+
+def _env(repo: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("P2P_PEER_ID", "P2P_BOOTSTRAP_PEERS", "IPFS_API")}
+    env.update({"IPLD_SCHEDULER_REPO": str(repo), **extra})
+    return env
+
+
+def _answer(result: Any) -> dict[str, Any]:
+    """The tool's JSON object: structured content when the SDK gives it, else the text block."""
+    assert not result.is_error, result.content
+    if isinstance(result.structured_content, dict):
+        data = result.structured_content
+        return data.get("result", data) if set(data) == {"result"} else data
+    return json.loads(result.content[0].text)
+
+
+async def _call(client: Client, tool: str, **arguments: Any) -> dict[str, Any]:
+    return _answer(await client.call_tool(tool, arguments))
+
+
+def _stdio(repo: Path, **env: str) -> Client:
+    """A client that starts ``ipld-scheduler mcp`` (enter it inside the test's own task: anyio
+    cancel scopes cannot span pytest-asyncio's fixture setup and teardown tasks)."""
+    params = StdioServerParameters(command=str(SCRIPT), args=["mcp"], env=_env(repo, **env))
+    return Client(params, read_timeout_seconds=60)
+
+
+async def test_stdio_server_lists_the_prototype_tools_with_their_parameters(tmp_path: Path) -> None:
+    async with _stdio(tmp_path / "repo", P2P_PEER_ID="alpha") as client:
+        listed = await client.list_tools()
+    tools = {t.name: t for t in listed.tools}
+    assert set(tools) >= PROTOTYPE_TOOLS
+    assert {"inspect_cid", "get_workflow_result", "list_workflows"} <= set(tools)
+    schedule = tools["schedule_p2p_workflow"].input_schema
+    assert set(schedule["properties"]) == {"workflow_id", "name", "tags", "priority", "metadata"}
+    assert set(schedule["required"]) == {"workflow_id", "name", "tags"}
+    assert set(tools["initialize_p2p_scheduler"].input_schema["properties"]) == {"peer_id", "peers"}
+    assert set(tools["calculate_peer_distance"].input_schema["properties"]) == {"hash1", "hash2"}
+
+
+async def test_tools_work_before_initialize_and_persist_in_the_repo(tmp_path: Path) -> None:
+    async with _stdio(tmp_path / "repo", P2P_PEER_ID="alpha") as client:
+        await _session(client)
+
+
+async def _session(stdio_client: Client) -> None:
+    status = await _call(stdio_client, "get_p2p_scheduler_status")
+    assert status["success"] is True and status["peer_id"] == "alpha"
+    init = await _call(stdio_client, "initialize_p2p_scheduler", peer_id="alpha", peers=["beta", "gamma"])
+    assert init["success"] is True and init["num_peers"] == 3
+    wrong = await _call(stdio_client, "initialize_p2p_scheduler", peer_id="mallory")
+    assert wrong["success"] is False and "belongs to peer 'alpha'" in wrong["error"]
+
+    scheduled = []
+    for i in range(12):
+        answer = await _call(
+            stdio_client,
+            "schedule_p2p_workflow",
+            workflow_id=f"wf-{i}",
+            name=f"job {i}",
+            tags=["p2p_eligible"],
+            priority=float(i),
+            metadata={"i": str(i)},
+        )
+        assert answer["success"] is True and answer["assigned_peer"] in {"alpha", "beta", "gamma"}
+        scheduled.append(answer)
+    refused = await _call(
+        stdio_client, "schedule_p2p_workflow", workflow_id="gh", name="gh", tags=["github_api"]
+    )
+    assert refused["success"] is False and "GitHub API" in refused["reason"]
+
+    assigned = await _call(stdio_client, "get_assigned_workflows")
+    local = sorted(a["workflow_id"] for a in scheduled if a["is_local"])
+    assert assigned["assigned_workflows"] == local
+    nxt = await _call(stdio_client, "get_next_p2p_workflow")
+    assert (nxt["workflow"] or {}).get("workflow_id") == (
+        min(local, key=lambda w: int(w[3:])) if local else None
+    )
+
+    listing = await _call(stdio_client, "list_workflows")
+    assert listing["total"] == 12
+    cid = scheduled[0]["event_cid"]
+    block = await _call(stdio_client, "inspect_cid", cid=cid)
+    assert block["type"] == "event" and block["data"]["kind"] == "schedule"
+    assert block["data"]["body"]["workflow"] == {"/": scheduled[0]["workflow_cid"]}
+    bad = await _call(stdio_client, "inspect_cid", cid="not-a-cid")
+    assert bad == {"success": False, "error": bad["error"], "code": "invalid"}
+
+    result = await _call(stdio_client, "get_workflow_result", workflow_id="wf-0")
+    assert result["success"] is True and result["runs"] == []
+    missing = await _call(stdio_client, "get_workflow_result", workflow_id="nope")
+    assert missing["code"] == "not_found"
+
+    distance = await _call(stdio_client, "calculate_peer_distance", hash1="ff00", hash2="0f00")
+    assert distance["distance"] == 4 and distance["success"] is True
+    tags = await _call(stdio_client, "get_workflow_tags")
+    assert "p2p_eligible" in tags["p2p_tags"]
+
+    added = await _call(stdio_client, "add_p2p_peer", peer_id="delta")
+    assert added["success"] is True and "delta" in added["peers"]
+    removed = await _call(stdio_client, "remove_p2p_peer", peer_id="delta")
+    assert removed["removed"] is True
+
+    status = await _call(stdio_client, "get_p2p_scheduler_status")
+    merged = await _call(stdio_client, "merge_merkle_clock", other_clock=status["clock"])
+    assert merged["success"] is True and merged["applied"] == 0
+    foreign = await _call(
+        stdio_client,
+        "merge_merkle_clock",
+        heads=["bafyreigbtj4x7ip5legnfznufuopl4sg4knzc2cof6duas4b3q2fy6swua"],
+    )
+    assert foreign["success"] is False and foreign["rejected"]
+
+
+async def test_without_any_identity_tools_say_how_to_initialize(tmp_path: Path) -> None:
+    async with _stdio(tmp_path / "fresh") as client:
+        status = await _call(client, "get_p2p_scheduler_status")
+        assert status["success"] is False and status["code"] == "not_initialized"
+        assert "initialize_p2p_scheduler" in status["hint"]
+        init = await _call(client, "initialize_p2p_scheduler", peer_id="solo", peers="a,b")
+        assert init["success"] is True and init["peers"] == ["a", "b", "solo"]
+        status = await _call(client, "get_p2p_scheduler_status")
+        assert status["peer_id"] == "solo"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_streamable_http_transport(tmp_path: Path) -> None:
+    port = _free_port()
+    proc = subprocess.Popen(
+        [str(SCRIPT), "mcp", "--http", str(port)],
+        env=_env(tmp_path / "repo", P2P_PEER_ID="web"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(
+                        proc.stderr.read().decode() if proc.stderr else "no server"
+                    ) from None
+                time.sleep(0.1)
+        async with Client(f"http://127.0.0.1:{port}/mcp", read_timeout_seconds=60) as client:
+            answer = await _call(
+                client, "schedule_p2p_workflow", workflow_id="h1", name="over http", tags="p2p_only"
+            )
+            assert answer["success"] is True
+            status = await _call(client, "get_p2p_scheduler_status")
+            assert status["peer_id"] == "web" and status["total_workflows"] == 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+async def test_tools_are_importable_async_functions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("P2P_PEER_ID", "lib")
+    mcp_tools.configure(repo=tmp_path / "lib")
+    try:
+        answer = await mcp_tools.schedule_p2p_workflow("x", "x", ["code_gen"])
+        assert answer["success"] is True and answer["assigned_peer"] == "lib"
+        status = await mcp_tools.get_p2p_scheduler_status()
+        assert status["total_workflows"] == 1
+        assert (await mcp_tools.calculate_peer_distance("a", "b"))["distance"] == 1
+        assert (await mcp_tools.merge_merkle_clock())["code"] == "invalid"
+    finally:
+        mcp_tools.configure()

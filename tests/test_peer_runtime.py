@@ -1,0 +1,320 @@
+"""The peer runtime on the embedded network: real subprocesses, real repos, real signatures, no mocks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ipld_scheduler.announce import encode_announcement
+from ipld_scheduler.codec import decode, encode_block
+from ipld_scheduler.demo import Cluster
+from ipld_scheduler.embedded.network import EmbeddedNetwork
+from ipld_scheduler.model import Result, WorkflowDefinition
+from ipld_scheduler.options import PeerOptions
+from ipld_scheduler.peer import SeqAllocator
+from ipld_scheduler.replica import Replica
+from ipld_scheduler.repo import Repo
+
+pytestmark = pytest.mark.timeout(120)
+
+FAST = PeerOptions.fast(max_concurrent=2)
+
+
+def shell(wid: str, script: str, priority: float = 1.0, **extra: Any) -> WorkflowDefinition:
+    return WorkflowDefinition(
+        wid, wid, ["p2p_eligible"], priority, {}, {"steps": [{"name": "s", "run": script, **extra}]}
+    )
+
+
+async def wait(predicate: Any, timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def result_of(replica: Replica, wid: str) -> Result:
+    rec = replica.state.workflows[wid]
+    (run,) = rec.runs
+    data = replica.repo.get_block(run.result)  # type: ignore[arg-type]
+    assert data is not None
+    return Result.from_ipld(decode(data))
+
+
+def blob(replica: Replica, cid: Any) -> bytes:
+    data = replica.repo.get_block(cid)
+    assert data is not None
+    value = decode(data)
+    assert isinstance(value, bytes)
+    return value
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path) -> AsyncIterator[Cluster]:
+    made = Cluster(tmp_path, ["a", "b"], EmbeddedNetwork(1), FAST)
+    await made.start()
+    yield made
+    await made.stop()
+
+
+async def test_peers_run_real_workflows_and_record_results_with_logs(cluster: Cluster) -> None:
+    a = cluster.replica("a")
+    ids = [f"ok-{i}" for i in range(6)]
+    for i, wid in enumerate(ids):
+        await a.schedule_workflow(shell(wid, f"echo out-{i}; echo err-{i} >&2; pwd"))
+    await wait(lambda: cluster.finished(ids) and cluster.converged(), what="all complete and converged")
+    b = cluster.replica("b")
+    assert a.state.fingerprint() == b.state.fingerprint()
+    ran_by = set()
+    for i, wid in enumerate(ids):
+        rec = b.state.workflows[wid]
+        assert rec.status == "completed"
+        result = result_of(b, wid)  # b holds every result and log block, whoever ran it
+        ran_by.add(result.peer)
+        assert result.peer == rec.owner
+        assert (result.status, result.exit_code) == ("success", 0)
+        out = blob(b, result.stdout)
+        assert out.startswith(f"out-{i}\n".encode()) and b"/work/" in out
+        assert blob(b, result.stderr) == f"err-{i}\n".encode()
+        assert result.steps[0]["status"] == "success"
+    metrics = cluster.peer("a").metrics()
+    assert metrics["executions"]["succeeded"] + cluster.peer("b").metrics()["executions"]["succeeded"] == 6
+    assert metrics["events_written"] > 0 and metrics["sync_lag"] == 0
+
+
+async def test_failed_workflow_records_exit_status_and_stderr(cluster: Cluster) -> None:
+    a = cluster.replica("a")
+    await a.schedule_workflow(shell("bad", "echo broken >&2; exit 3"))
+    await wait(lambda: cluster.finished(["bad"]) and cluster.converged())
+    rec = a.state.workflows["bad"]
+    assert rec.status == "failed"
+    result = result_of(a, "bad")
+    assert (result.status, result.exit_code) == ("failure", 3)
+    assert blob(a, result.stderr) == b"broken\n"
+    assert result.stdout is None
+
+
+async def test_output_is_truncated_to_the_limit(tmp_path: Path) -> None:
+    made = Cluster(tmp_path, ["solo"], EmbeddedNetwork(), FAST.with_(output_limit=1000))
+    await made.start()
+    try:
+        replica = made.replica("solo")
+        await replica.schedule_workflow(shell("loud", "head -c 200000 /dev/zero | tr '\\0' x"))
+        await wait(lambda: made.finished(["loud"]))
+        out = blob(replica, result_of(replica, "loud").stdout)
+        assert len(out) <= 1000 and out.endswith(b"[output truncated]\n") and out.startswith(b"xxx")
+    finally:
+        await made.stop()
+
+
+async def test_concurrency_limit_is_respected(tmp_path: Path) -> None:
+    made = Cluster(tmp_path, ["solo"], EmbeddedNetwork(), FAST.with_(max_concurrent=2))
+    await made.start()
+    log = tmp_path / "spans.log"
+    try:
+        replica = made.replica("solo")
+        ids = [f"c{i}" for i in range(6)]
+        for wid in ids:
+            script = f"echo start $(date +%s.%N) >> {log}; sleep 0.3; echo end $(date +%s.%N) >> {log}"
+            await replica.schedule_workflow(shell(wid, script))
+        await wait(lambda: made.finished(ids), timeout=20)
+    finally:
+        await made.stop()
+    events = sorted(
+        (float(t), 1 if kind == "start" else -1)
+        for kind, t in (line.split() for line in log.read_text().splitlines())
+    )
+    level = peak = 0
+    for _, delta in events:
+        level += delta
+        peak = max(peak, level)
+    assert peak == 2  # the limit was reached, never exceeded
+
+
+async def test_priority_order_within_one_peer(tmp_path: Path) -> None:
+    made = Cluster(tmp_path, ["solo"], EmbeddedNetwork(), FAST.with_(max_concurrent=1, execute=False))
+    await made.start()
+    log = tmp_path / "order.log"
+    try:
+        replica = made.replica("solo")
+        for wid, prio in [("low", 9.0), ("high", 1.0), ("mid", 5.0)]:
+            await replica.schedule_workflow(shell(wid, f"echo {wid} >> {log}", priority=prio))
+    finally:
+        await made.stop()
+    made = Cluster(tmp_path, ["solo"], EmbeddedNetwork(), FAST.with_(max_concurrent=1))
+    await made.start()  # same repo: the queue is rebuilt from the DAG
+    try:
+        await wait(lambda: made.finished(["low", "high", "mid"]))
+    finally:
+        await made.stop()
+    assert log.read_text().split() == ["high", "mid", "low"]
+
+
+async def test_cancel_event_stops_the_running_step(cluster: Cluster, tmp_path: Path) -> None:
+    a, b = cluster.replica("a"), cluster.replica("b")
+    pidfile = tmp_path / "sleeper.pid"
+    await a.schedule_workflow(shell("long", f"echo $$ > {pidfile}; exec sleep 60"))
+    await wait(lambda: pidfile.exists() and pidfile.read_text().strip() != "", what="the job to start")
+    pid = int(pidfile.read_text())
+    owner = a.state.workflows["long"].owner
+    canceller = b if owner == "a" else a  # the peer that does NOT run it cancels, over the network
+    await wait(lambda: "long" in canceller.state.workflows)
+    started = time.monotonic()
+    await canceller.cancel("long", "no longer needed")
+    await wait(lambda: not _alive(pid), timeout=10, what="the step process to die")
+    assert time.monotonic() - started < 5
+    await wait(lambda: cluster.converged())
+    rec = a.state.workflows["long"]
+    assert rec.status == "cancelled" and not rec.completions and not rec.failures
+    assert cluster.peer(owner or "").metrics()["executions"]["cancelled"] == 1
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0): treat it as dead
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_hostile_announcements_are_counted_and_harmless(cluster: Cluster) -> None:
+    a, b = cluster.replica("a"), cluster.replica("b")
+    await wait(lambda: a.state.members["b"].key is not None, what="a to learn b's key")
+    net = cluster.network
+    heads_before = a.clock.heads
+    net.publish("mallory", b"\xff\x00garbage")
+    net.publish("mallory", encode_announcement(_stranger(), [], 1))
+    forged = encode_announcement(_imposter("b"), [encode_block({"evil": 1})[0]], 10**9)
+    net.publish("b", forged)
+    too_many = [encode_block({"i": i})[0] for i in range(70)]
+    net.publish("b", encode_announcement(b.signer, too_many, 10**12))
+    await wait(
+        lambda: (
+            {"undecodable", "non-member", "bad-signature", "oversized"}
+            <= set(cluster.peer("a").metrics()["rejected"])
+        ),
+        what="every rejection to be counted",
+    )
+    rejected = cluster.peer("a").metrics()["rejected"]
+    assert rejected["undecodable"] == 1 and rejected["non-member"] == 1 and rejected["bad-signature"] == 1
+    assert a.clock.heads == heads_before
+    # the peers still work
+    await a.schedule_workflow(shell("after-attack", "true"))
+    await wait(lambda: cluster.finished(["after-attack"]) and cluster.converged())
+
+
+def _stranger() -> Any:
+    from ipld_scheduler.identity import Signer
+
+    return Signer.generate("mallory")
+
+
+def _imposter(peer: str) -> Any:
+    from ipld_scheduler.identity import Signer
+
+    return Signer.generate(peer)
+
+
+async def test_a_head_whose_history_cannot_be_fetched_is_never_adopted(cluster: Cluster) -> None:
+    a, b = cluster.replica("a"), cluster.replica("b")
+    await wait(lambda: a.state.members["b"].key is not None)
+    orphan, _ = encode_block({"nobody": "holds this"})
+    cluster.network.publish("b", encode_announcement(b.signer, [orphan], 10**15))
+    await wait(
+        lambda: cluster.peer("a").metrics()["sync_dropped"]["unadoptable"] >= 1, what="the failed merge"
+    )
+    assert orphan not in a.clock
+    assert a.repo.wanted() == []  # the dirty marker was cleared: nothing half-done remains
+    await a.schedule_workflow(shell("still-fine", "true"))
+    await wait(lambda: cluster.finished(["still-fine"]))
+
+
+async def test_rebroadcasts_are_quiet_once_converged(cluster: Cluster, tmp_path: Path) -> None:
+    await cluster.replica("a").schedule_workflow(shell("q", "true"))
+    await wait(lambda: cluster.finished(["q"]) and cluster.converged())
+    await asyncio.sleep(0.5)
+    before = {p: dict(cluster.peer(p).counters) for p in cluster.live}
+    await asyncio.sleep(2.0)
+    sent = suppressed = rebroadcasts = 0
+    for p in cluster.live:
+        now = cluster.peer(p).counters
+        rebroadcasts += now["rebroadcasts"] - before[p].get("rebroadcasts", 0)
+        sent += now["heads_announced"] - before[p].get("heads_announced", 0)
+        suppressed += now["heads_suppressed"] - before[p].get("heads_suppressed", 0)
+    assert rebroadcasts >= 10  # heartbeats keep flowing...
+    assert suppressed > 0 and sent < rebroadcasts  # ...but most carry no head
+
+
+async def test_idle_peer_takes_queued_work_from_a_busy_one(tmp_path: Path) -> None:
+    # "c" never executes: its queue only grows, so a and b (idle) must take what is beyond its next picks
+    options = FAST.with_(max_concurrent=2, balance_min_backlog=1)
+    made = Cluster(
+        tmp_path, ["a", "b", "c"], EmbeddedNetwork(2), options, per_peer={"c": options.with_(execute=False)}
+    )
+    await made.start()
+    try:
+        c = made.replica("c")
+        ids = [f"w{i:02d}" for i in range(30)]
+        for wid in ids:
+            await c.schedule_workflow(shell(wid, "sleep 0.05"))
+        owned_by_c = [w for w in ids if c.state.workflows[w].winner.ranking[0] == "c"]  # type: ignore[union-attr]
+        assert len(owned_by_c) > 3
+        keep = options.max_concurrent + options.balance_min_backlog  # c's next picks are never taken
+        await wait(
+            lambda: (
+                sum(c.state.workflows[w].status == "completed" for w in owned_by_c) >= len(owned_by_c) - keep
+            ),
+            timeout=30,
+            what="c's spare work to be taken over",
+        )
+        await wait(made.converged)
+        moved = [w for w in owned_by_c if c.state.workflows[w].status == "completed"]
+        assert len(moved) == len(owned_by_c) - keep
+        for wid in moved:
+            rec = c.state.workflows[wid]
+            assert rec.transfer is not None and rec.transfer[1] in ("a", "b")
+            assert len(rec.runs) == 1  # taken, never run twice
+        left = [w for w in owned_by_c if w not in moved]
+        assert all(c.state.workflows[w].status == "pending" for w in left)
+        transfers = sum(made.peer(p).metrics()["transfers_written"] for p in ("a", "b"))
+        assert transfers >= len(moved)
+    finally:
+        await made.stop()
+
+
+async def test_seq_numbers_survive_a_restart(tmp_path: Path) -> None:
+    repo = Repo.open(tmp_path / "r")
+    seq = SeqAllocator(repo, reserve=10)
+    used = [seq.next() for _ in range(13)]
+    repo.close()
+    repo = Repo.open(tmp_path / "r")  # as after kill -9: whatever was used, the next run starts above it
+    assert SeqAllocator(repo, reserve=10).next() > max(used)
+    repo.close()
+
+
+async def test_peer_keeps_running_when_publishing_fails(tmp_path: Path) -> None:
+    made = Cluster(tmp_path, ["a", "b"], EmbeddedNetwork(), FAST)
+    await made.start()
+    try:
+        made.network.max_message_bytes = 10  # every publish now raises inside the broadcaster
+        await asyncio.sleep(0.5)
+        assert made.peer("a").metrics()["announcements"]["publish_errors"] > 0
+        made.network.max_message_bytes = 64 * 1024
+        await made.replica("a").schedule_workflow(shell("x", "true"))
+        await wait(lambda: made.finished(["x"]) and made.converged())
+        assert made.peer("a").metrics()["loop_errors"] == {}
+    finally:
+        await made.stop()
