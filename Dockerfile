@@ -21,6 +21,7 @@ WORKDIR /opt/ipld-scheduler
 
 # Dependencies and package in one layer; only what the build needs is in the context (.dockerignore).
 COPY pyproject.toml README.md ./
+COPY schemas ./schemas
 COPY ipld_scheduler ./ipld_scheduler
 RUN pip install . \
     && ipld-scheduler --version

@@ -51,6 +51,7 @@ class Liveness:
         self.unhealthy_after = unhealthy_after
         self.started = started
         self._last: dict[str, float] = {}
+        self._quorum_since: float | None = None
 
     def heard(self, peer: str, now: float) -> bool:
         """Record a sign of life; True when the peer was not alive just before (it came back)."""
@@ -86,6 +87,20 @@ class Liveness:
         keep = set(peers)
         for peer in [p for p in self._last if p not in keep]:
             del self._last[peer]
+
+    def quorum_settled(self, alive: int, present: int, now: float, *, settle: float) -> bool:
+        """True once :func:`has_quorum` has held continuously for ``settle`` seconds.
+
+        Right after a partition heals (or we restart), peers are heard one announcement at a time:
+        the first few we hear restore the majority while the rest still look silent. Acting at once
+        would evict peers that are back; waiting ``settle`` lets the view fill in first.
+        """
+        if not has_quorum(alive, present):
+            self._quorum_since = None
+            return False
+        if self._quorum_since is None:
+            self._quorum_since = now
+        return now - self._quorum_since >= settle
 
     def reset(self, peer: str, now: float) -> None:
         """Start ``peer``'s grace period afresh (e.g. it just rejoined)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Final
 
 from .codec import CID
@@ -45,7 +45,7 @@ class ModelError(ValueError):
     """A value that is not a well-formed block of its type; the message names the field."""
 
 
-class WorkflowTag(str, Enum):
+class WorkflowTag(StrEnum):
     """Tags that decide whether a workflow may run on the P2P network (values are the wire form)."""
 
     GITHUB_API = "github_api"
@@ -296,7 +296,7 @@ class WorkflowDefinition:
 # --- Event ------------------------------------------------------------------------------------
 
 
-class EventKind(str, Enum):
+class EventKind(StrEnum):
     """What an event records. The value is the wire spelling."""
 
     SCHEDULE = "schedule"

@@ -590,6 +590,11 @@ class Peer:
 
     async def _evict(self, present: list[str], now: float) -> None:
         opts = self.options
+        if opts.evict_quorum:
+            alive = 1 + sum(1 for h in self._health.values() if h is Health.ALIVE)
+            settle = max(opts.unknown_after, 2 * opts.rebroadcast_interval * (1 + opts.rebroadcast_jitter))
+            if not self.detector.quorum_settled(alive, len(present), now, settle=settle):
+                return
         for plan in plan_evictions(
             self.peer_id, present, self._health, stagger=opts.evict_stagger, quorum=opts.evict_quorum
         ):

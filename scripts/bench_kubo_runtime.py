@@ -166,6 +166,9 @@ async def _merge_once(api_url: str, repo_dir: Path, heads: list[str], concurrenc
         }
     finally:
         await replica.close()
+        rpc = getattr(replica.store, "rpc", None)  # open_replica's KuboStore does not own its client
+        if rpc is not None:
+            await rpc.close()
 
 
 def _fresh_daemon(root: Path, name: str, net: ipfs_net.IpfsNet) -> ipfs_net.IpfsNet:

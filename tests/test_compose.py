@@ -228,7 +228,12 @@ def test_dockerfile_ships_the_helpers() -> None:
     assert re.search(r"^USER scheduler$", dockerfile, re.M), "peers must not run workflows as root"
     assert 'ENTRYPOINT ["ipld-scheduler"]' in dockerfile
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
-    for needed in ("!pyproject.toml", "!README.md", "!ipld_scheduler/", "!docker/mesh.py", "!docker/seed.sh"):
+    needed_paths = ["!pyproject.toml", "!README.md", "!ipld_scheduler/", "!docker/mesh.py", "!docker/seed.sh"]
+    for link in (p for p in (ROOT / "ipld_scheduler").rglob("*") if p.is_symlink()):
+        top = link.resolve().relative_to(ROOT).parts[0]  # e.g. ipld_scheduler/schemas -> ../schemas
+        needed_paths.append(f"!{top}/")
+        assert f"COPY {top} ./{top}" in dockerfile, f"{link} points outside the package: COPY {top} too"
+    for needed in needed_paths:
         assert needed in ignore, f".dockerignore drops {needed[1:]} from the build context"
     done = subprocess.run(["sh", "-n", str(ROOT / "docker" / "seed.sh")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -75,7 +75,7 @@ async def lossy_run(root: Path, seed: int, peers: int, workflows: int) -> tuple[
     return cluster, time.monotonic() - started
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
 @given(seed=st.integers(0, 2**32 - 1))
 def test_fifteen_peers_converge_on_a_lossy_network_for_any_seed(seed: int) -> None:
     async def scenario(root: Path) -> None:

@@ -126,3 +126,13 @@ def test_exactly_one_live_peer_evicts_without_delay(live: list[str], target: str
         if plan.peer == target and plan.delay == 0
     ]
     assert len(first) == 1
+
+
+def test_quorum_must_hold_for_a_while_before_anyone_is_evicted() -> None:
+    live = detector()
+    assert not live.quorum_settled(3, 6, 10.0, settle=1.0)  # no majority
+    assert not live.quorum_settled(5, 6, 11.0, settle=1.0)  # majority just came back (a heal)
+    assert not live.quorum_settled(5, 6, 11.5, settle=1.0)
+    assert live.quorum_settled(4, 6, 12.0, settle=1.0)
+    assert not live.quorum_settled(2, 6, 12.1, settle=1.0)  # lost it again: the clock restarts
+    assert not live.quorum_settled(4, 6, 12.2, settle=1.0)

@@ -146,6 +146,23 @@ def test_result_fields_match_model() -> None:
     assert SCHEMA.representation_kinds(Named("Log")) == {"bytes"}
 
 
+@pytest.mark.parametrize("kind", sorted(EVENT_KINDS))
+def test_body_field_kinds_match_model_checks(kind: str) -> None:
+    """For every body field, the model's checker accepts exactly the data model kinds the schema names."""
+    _, body = _event_member(kind)
+    for field in body.fields:
+        allowed = SCHEMA.representation_kinds(field.type)
+        check = model._BODY_CHECKS[field.name]
+        for sample_kind, sample in KIND_SAMPLES.items():
+            try:
+                check(sample)
+            except ModelError:
+                accepted = False
+            else:
+                accepted = True
+            assert accepted == (sample_kind in allowed), (kind, field.name, sample_kind)
+
+
 def _all_structs() -> list[tuple[str, Struct]]:
     out = [("Workflow", SCHEMA.struct("Workflow")), ("Result", SCHEMA.struct("Result"))]
     for kind in sorted(EVENT_KINDS):
