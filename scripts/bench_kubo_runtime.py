@@ -11,9 +11,13 @@ integration tests and docker-compose.yml use (``tests/workers/kubo_cluster.py``)
 2. **blocks/s written**: a burst of schedules on peer 0 (``--burst``, ``--burst-concurrency`` HTTP
    requests in flight), blocks counted by peer 0's ``ipld_scheduler_blocks_written_total``; and how
    fast the burst replicates (until peer 2 lists all of it);
+   For comparison, the write path alone: sequential ``Replica.schedule_workflow`` on daemon 0, in
+   process (no HTTP, no runtime, nobody replicating);
 3. **catch-up of a late joiner**: a fresh replica on a fresh, empty daemon merges the whole history
    from the heads, with ``fetch_concurrency`` 1 (sequential) and N (concurrent), events/s and
-   blocks/s; then a late ``ipld-scheduler run`` process, end to end (spawn to converged heads).
+   blocks/s; the same history as one CAR exported by a live peer (``/api/v1/export``) and imported;
+   then a late ``ipld-scheduler run`` process (added as a member first), end to end (spawn until it
+   holds the history).
 
 Prints one JSON document (``--json``) or a short report. Numbers depend on machine load.
 
@@ -28,6 +32,7 @@ import importlib.util
 import json
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -44,7 +49,7 @@ if importlib.util.find_spec("ipld_scheduler") is None:  # not installed: use thi
     sys.path.insert(2, str(ROOT))
 
 import ipfs_net  # noqa: E402
-from kubo_cluster import PeerCluster, PeerProcess, wait_for  # noqa: E402
+from kubo_cluster import PeerCluster, PeerProcess, cli_command, wait_for  # noqa: E402
 
 from ipld_scheduler.codec import CID  # noqa: E402
 from ipld_scheduler.repo import Repo  # noqa: E402
@@ -194,9 +199,14 @@ def bench_catch_up(
             )
         finally:
             late.remove()
+    car = bench_car(cluster[0], root, net)
     # end to end: a late `ipld-scheduler run` process on another empty daemon
     late = _fresh_daemon(root, "latepeer-", net)
     peer = cluster.add("late", late.api_urls[0])
+    added = subprocess.run(
+        cli_command(cluster[0].repo, "add-peer", peer.peer_id), capture_output=True, text=True, timeout=60
+    )
+    assert added.returncode == 0, added.stderr
     try:
         t0 = time.perf_counter()
         peer.start()
@@ -217,7 +227,81 @@ def bench_catch_up(
     finally:
         peer.stop()
         late.remove()
-    return {"history_events": events, "dag_heads": len(heads), "replica_merge": runs, "late_process": process}
+    return {
+        "history_events": events,
+        "dag_heads": len(heads),
+        "replica_merge": runs,
+        "car_from_peer": car,
+        "late_process": process,
+    }
+
+
+async def _import(car: bytes, repo_dir: Path, api_url: str | None) -> tuple[int, float]:
+    replica = await open_replica("bench-car", [], repo=Repo.open(repo_dir), ipfs_api=api_url)
+    try:
+        t0 = time.perf_counter()
+        report = await replica.import_car(car)
+        return report.applied, time.perf_counter() - t0
+    finally:
+        await replica.close()
+        rpc = getattr(replica.store, "rpc", None)
+        if rpc is not None:
+            await rpc.close()
+
+
+def bench_car(origin: PeerProcess, root: Path, net: ipfs_net.IpfsNet) -> dict[str, Any]:
+    """The alternative catch-up: one CAR of the whole history from a live peer's API, imported locally.
+
+    Imported into an embedded-store replica, and into a Kubo-backed replica on a fresh daemon (whose
+    merge asks the daemon, i.e. bitswap, for each block before it looks in the CAR).
+    """
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(origin.api_url + "/api/v1/export", timeout=120) as resp:
+        car = resp.read()
+    exported = time.perf_counter() - t0
+    events, embedded = asyncio.run(_import(car, root / "car-embedded", None))
+    late = _fresh_daemon(root, "latecar-", net)
+    try:
+        kubo_events, kubo = asyncio.run(_import(car, root / "car-kubo", late.api_urls[0]))
+    finally:
+        late.remove()
+    return {
+        "car_bytes": len(car),
+        "export_s": round(exported, 2),
+        "events": events,
+        "import_embedded_s": round(embedded, 2),
+        "events_per_s_embedded": round(events / (exported + embedded), 1),
+        "import_kubo_store_s": round(kubo, 2),
+        "events_per_s_kubo_store": round(kubo_events / (exported + kubo), 1),
+    }
+
+
+async def _write_path(api_url: str, repo_dir: Path, count: int) -> dict[str, Any]:
+    """Sequential schedules straight on a replica (no HTTP, no runtime): the write path alone."""
+    from ipld_scheduler.model import WorkflowDefinition
+
+    replica = await open_replica("bench-writer", [], repo=Repo.open(repo_dir), ipfs_api=api_url)
+    try:
+        t0 = time.perf_counter()
+        for i in range(count):
+            answer = await replica.schedule_workflow(
+                WorkflowDefinition(f"w-{i}", f"w-{i}", ["p2p_eligible"], 1.0)
+            )
+            assert answer["success"], answer
+        elapsed = time.perf_counter() - t0
+        blocks = replica.counters["blocks_written"]
+        return {
+            "schedules": count,
+            "seconds": round(elapsed, 2),
+            "blocks_per_s": round(count * 2 / elapsed, 1),
+            "events_per_s": round(count / elapsed, 1),
+            "blocks_written_total": blocks,
+        }
+    finally:
+        await replica.close()
+        rpc = getattr(replica.store, "rpc", None)
+        if rpc is not None:
+            await rpc.close()
 
 
 def main() -> None:
@@ -245,6 +329,9 @@ def main() -> None:
             results["setup_s"] = round(time.perf_counter() - t0, 2)
             results["latency"] = bench_latency(cluster, args.latency_samples, args.gap)
             results["burst"] = bench_burst(cluster, args.burst, args.burst_concurrency)
+            results["write_path_in_process"] = asyncio.run(
+                _write_path(net.api_urls[0], root / "writer", args.burst)
+            )
             results["catch_up"] = bench_catch_up(cluster, net, root / "late", concurrencies)
         finally:
             cluster.stop()
@@ -272,6 +359,17 @@ def main() -> None:
             f"({run['events']} events, {run['blocks_fetched']} blocks in {run['seconds']} s, DAG height "
             f"{run['height']})"
         )
+    car = catch["car_from_peer"]
+    print(
+        f"catch-up from one CAR of peer 0's history ({car['car_bytes']} bytes, export {car['export_s']} s): "
+        f"{car['events_per_s_embedded']} events/s into an embedded replica, "
+        f"{car['events_per_s_kubo_store']} events/s into a Kubo-backed one"
+    )
+    wp = results["write_path_in_process"]
+    print(
+        f"write path alone (replica.schedule_workflow, sequential, daemon 0): {wp['blocks_per_s']} blocks/s "
+        f"({wp['events_per_s']} events/s)"
+    )
     proc = catch["late_process"]
     print(
         f"late `ipld-scheduler run` process: ready in {proc['ready_s']} s, caught up on {proc['events']} "

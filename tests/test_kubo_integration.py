@@ -86,7 +86,18 @@ def wait_converged(peers: list[PeerProcess], timeout: float = 30.0) -> list[str]
         heads = [sorted(p.api.status()["clock"]["heads"]) for p in peers]
         return heads[0] if all(h == heads[0] for h in heads) else None
 
-    return wait_for(same, timeout, "the peers' clocks to converge")
+    def diagnose() -> str:
+        lines = []
+        for peer in peers:
+            try:
+                clock = peer.api.status()["clock"]
+                lines.append(f"{peer.peer_id}: {clock['events']} events, heads {sorted(clock['heads'])}")
+            except Exception as exc:
+                lines.append(f"{peer.peer_id}: {exc!r}")
+            lines.append(peer.log_tail(10))
+        return "\n".join(lines)
+
+    return wait_for(same, timeout, "the peers' clocks to converge", diagnose=diagnose)
 
 
 def wait_finished(
@@ -236,7 +247,7 @@ def test_event_parents_are_links_on_every_daemon(cluster: PeerCluster, ipfs_net:
 
 def test_kill_9_peer_its_work_completes_elsewhere(cluster: PeerCluster) -> None:
     origin = cluster[0]
-    candidates = {p.peer_id: p for p in cluster[1:]}
+    candidates = {p.peer_id: p for p in cluster.peers[1:3]}
     ids: list[str] = []
     victim: PeerProcess | None = None
 
@@ -245,7 +256,7 @@ def test_kill_9_peer_its_work_completes_elsewhere(cluster: PeerCluster) -> None:
         for wid in ids:
             row = view.get(wid)
             if row and row["status"] == "running" and row["owner"] in candidates:
-                return candidates[row["owner"]]
+                return candidates[str(row["owner"])]
         return None
 
     for batch in range(4):  # until a candidate owns something (each batch: 1 - (1/3)^6 likely)
@@ -261,6 +272,7 @@ def test_kill_9_peer_its_work_completes_elsewhere(cluster: PeerCluster) -> None:
     assert victim is not None, "neither candidate peer was assigned work in four batches"
     view = origin.api.workflows()
     unfinished = [w for w in ids if view[w]["owner"] == victim.peer_id and view[w]["status"] != "completed"]
+    assert unfinished, "the victim was picked while running one of its workflows"
     victim.stop(kill=True)  # SIGKILL to its process group, then its workflow processes
     survivors = [p for p in cluster if p is not victim]
     try:
@@ -272,14 +284,19 @@ def test_kill_9_peer_its_work_completes_elsewhere(cluster: PeerCluster) -> None:
                 row = views[peer.peer_id][wid]
                 assert row["owner"] != victim.peer_id
                 by_others = [r for r in row["results"] if r["peer"] != victim.peer_id]
-                assert any(r["status"] == "completed" for r in by_others), json.dumps([wid, victim.peer_id, row])
+                assert any(r["status"] == "success" for r in by_others), json.dumps(
+                    [wid, victim.peer_id, row]
+                )
         for wid in unfinished:
             answer = survivors[0].api.results(wid)
             assert answer is not None
             run = next(r for r in answer["runs"] if r["peer"] != victim.peer_id)
             assert run["stdout"] == f"ran {wid} on {run['peer']}\n"
     finally:
-        victim.start()
+        try:
+            victim.start()
+        except AssertionError as exc:  # report, but do not hide why the test itself failed
+            print(f"could not restart {victim.peer_id}: {exc}", file=sys.stderr)
     # restarted on the same repo, the peer rejoins and catches up on what it missed
     cluster.wait_live(list(cluster), timeout=30)
     wait_finished([victim], ids, timeout=30)
@@ -320,6 +337,9 @@ def test_late_joiner_on_an_empty_daemon_catches_up(
         for node in ipfs_net:
             late_net[0].rpc("swarm/connect", node.swarm_addr, timeout=15.0)
         late = cluster.add("late", late_net.api_urls[0])
+        # membership is explicit: a member adds the newcomer (peers ignore announcements of strangers)
+        added = cli(cluster[0].repo, "add-peer", late.peer_id)
+        assert added["success"], added
         started = time.monotonic()
         late.start()
         everyone = list(cluster)
