@@ -280,6 +280,7 @@ def demo_options(*, balance: bool = True, **overrides: Any) -> PeerOptions:
         "max_concurrent": 2,
         "balance": balance,
         "fetch_timeout": 2.0,
+        "transfer_settle": 0.5,
     }
     base.update(overrides)
     return PeerOptions.fast(**base)
@@ -489,6 +490,9 @@ async def _demo(
     killed_at: float | None = None
     failover_s: float | None = None
     evicted_at: float | None = None
+    completed_at: float | None = None
+    orphaned: list[str] = []
+    orphans_done_s: float | None = None
     restarted = False
     await cluster.start()
     try:
@@ -522,7 +526,10 @@ async def _demo(
         try:
             while time.monotonic() < deadline:
                 done = done_count()
+                if completed_at is None and done == len(ids):
+                    completed_at = time.monotonic()
                 if victim is not None and killed_at is None and done >= len(ids) // 3:
+                    orphaned = cluster.observer().state.assigned_to(victim)
                     await cluster.kill(victim)
                     killed_at = time.monotonic()
                 if killed_at is not None and evicted_at is None:
@@ -530,6 +537,8 @@ async def _demo(
                     if entry is not None and not entry.present:
                         evicted_at = time.monotonic()
                         failover_s = evicted_at - killed_at
+                if killed_at is not None and orphans_done_s is None and cluster.finished(orphaned):
+                    orphans_done_s = time.monotonic() - killed_at
                 if live_display is not None:
                     _update_progress(live_display, bars, cluster, peer_ids, done, victim)
                 if done == len(ids) and cluster.finished(ids) and cluster.converged():
@@ -573,6 +582,9 @@ async def _demo(
                 "killed": victim,
                 "kill_after_completed": len(ids) // 3 if victim else None,
                 "failover_s": round(failover_s, 3) if failover_s is not None else None,
+                "orphaned": len(orphaned),
+                "orphans_done_s": round(orphans_done_s, 3) if orphans_done_s is not None else None,
+                "completion_s": round(completed_at - started, 3) if completed_at is not None else None,
                 "balance": balance,
                 "network": dict(network.stats),
             }

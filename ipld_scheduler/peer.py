@@ -25,11 +25,13 @@ Two rules keep duplicate runs rare without ever losing work (at-least-once):
 * *newest claimer runs*: before running a workflow, if a live member other than us holds a newer
   claim on it and nobody finished it, we hand it over with a ``transfer`` instead of running it too
   (a rejoining peer whose work was taken over meanwhile, or a restart finding its claim superseded);
-* *balance from the back*: an idle peer (empty queue, a free slot) takes one queued, unclaimed
-  workflow from the live peer with the largest backlog, only beyond what that owner will start next,
-  choosing the item whose assignment ranking places it highest (two idle peers pick different items),
-  and a workflow it took is claimed at once, so it can never be taken from it again (no thrash).
-  Concurrent transfers of one item are resolved by the fold (last writer by (height, CID) wins).
+* *balance from the back, next in line only*: an idle peer (empty queue, a free slot) takes one
+  queued, unclaimed workflow from a busier live peer, only beyond what that owner will start next,
+  and only a workflow for which it is *next in line* (the best-ranked present member after the
+  owner: the peer failover would pick), so two idle peers never take the same workflow. It claims
+  after ``transfer_settle`` seconds, so an owner's racing claim arrives first and the rule above
+  hands the workflow back; a workflow taken is then claimed, so it is never taken again (no thrash).
+  Any concurrent transfers left are resolved by the fold (last writer by (height, CID) wins).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ import re
 import shutil
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -59,7 +61,7 @@ from .replica import Replica
 from .repo import Repo
 from .state import CANCELLED, PENDING, RUNNING, WorkflowRecord
 
-__all__ = ["Peer", "SeqAllocator"]
+__all__ = ["Peer", "SeqAllocator", "balance_offer"]
 
 log = logging.getLogger(__name__)
 
@@ -650,7 +652,7 @@ class Peer:
             await self._start(wid, recovered=True)
 
     async def _balance(self) -> None:
-        """Idle? Take one queued, unclaimed workflow from the live peer with the largest spare backlog."""
+        """Idle? Take one queued, unclaimed workflow from a busier live peer (see :func:`balance_offer`)."""
         state = self.replica.state
         opts = self.options
         for wid in list(self._settling):
@@ -661,10 +663,9 @@ class Peer:
                 del self._settling[wid]
         if len(self._running) >= opts.max_concurrent or len(state.queue) > 0:
             return
-        best: tuple[int, str, list[WorkflowRecord]] | None = None
-        for peer, health in self._health.items():
-            if health is not Health.ALIVE:
-                continue
+        peers = [self.peer_id, *(p for p, h in self._health.items() if h is Health.ALIVE)]
+        loads: dict[str, tuple[int, list[WorkflowRecord]]] = {}
+        for peer in peers:
             pending, running = [], 0
             for wid in state.assigned_to(peer):
                 rec = state.workflows[wid]
@@ -672,19 +673,15 @@ class Peer:
                     running += 1
                 elif rec.status == PENDING and self._runnable(rec):
                     pending.append(rec)
-            free = max(0, opts.max_concurrent - running)
-            spare = sorted(pending, key=_queue_key)[free + opts.balance_min_backlog :]
-            if spare and (best is None or (len(spare), peer) > (best[0], best[1])):
-                best = (len(spare), peer, spare)
-        if best is None:
-            return
-        count, owner, spare = best
-        chosen = min(reversed(spare), key=lambda rec: self._rank_of(rec))
-        if chosen.status != PENDING or chosen.owner != owner:
+            loads[peer] = (running, pending)
+        loads[self.peer_id] = (len(self._running), [])  # our own view of ourselves is the freshest
+        present = set(state.present())
+        chosen = balance_offer(self.peer_id, loads, present, opts.max_concurrent, opts.balance_min_backlog)
+        if chosen is None:
             return
         await self.replica.write(
             "transfer",
-            {"id": chosen.workflow_id, "to": self.peer_id, "reason": f"idle; {owner} has {count} spare"},
+            {"id": chosen.workflow_id, "to": self.peer_id, "reason": f"idle; {chosen.owner} is busy"},
         )
         self.counters["transfers_written"] += 1
         # Claim only after a concurrent transfer of the same item (another idle peer) had time to
@@ -692,10 +689,6 @@ class Peer:
         settle = opts.transfer_settle
         self._settling[chosen.workflow_id] = self._now() + settle
         asyncio.get_running_loop().call_later(settle, self._work_wakeup.set)
-
-    def _rank_of(self, rec: WorkflowRecord) -> int:
-        ranking = rec.winner.ranking if rec.winner is not None else []
-        return ranking.index(self.peer_id) if self.peer_id in ranking else len(ranking)
 
     # --- metrics ------------------------------------------------------------------------------
 
@@ -788,6 +781,44 @@ async def _wait_event(event: asyncio.Event, timeout: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+def balance_offer(
+    me: str,
+    loads: Mapping[str, tuple[int, list[WorkflowRecord]]],
+    present: Collection[str],
+    max_concurrent: int,
+    min_backlog: int,
+) -> WorkflowRecord | None:
+    """Which workflow idle peer ``me`` should take over, if any. Pure, and the same on every peer.
+
+    ``loads`` maps live peers to (workflows they run, their queued unclaimed workflows). A busy peer's
+    *spare* work is its queue beyond what it will start next (free slots plus ``min_backlog``): the
+    owner's own next claims are never raced. Each spare workflow has exactly one peer allowed to take
+    it, its *next in line*: the best-ranked present member other than its owner, i.e. the peer its
+    failover would pick. So two idle peers never go for the same workflow (whatever their liveness
+    views), and nothing depends on who else looks idle. ``me`` takes the back-most such workflow of
+    the donor with the most spare work.
+    """
+    running_here, queued_here = loads.get(me, (0, []))
+    if queued_here or running_here >= max_concurrent:
+        return None
+    best: tuple[int, str] | None = None
+    chosen: WorkflowRecord | None = None
+    for donor, (running, queued) in loads.items():
+        if donor == me or not queued:
+            continue
+        keep = max(0, max_concurrent - running) + min_backlog
+        spare = sorted(queued, key=_queue_key)[keep:]
+        mine = [rec for rec in spare if _next_in_line(rec, donor, present) == me]
+        if mine and (best is None or (len(spare), donor) > best):
+            best, chosen = (len(spare), donor), mine[-1]
+    return chosen
+
+
+def _next_in_line(rec: WorkflowRecord, owner: str, present: Collection[str]) -> str | None:
+    ranking = rec.winner.ranking if rec.winner is not None else []
+    return next((p for p in ranking if p != owner and p in present), None)
 
 
 def _queue_key(rec: WorkflowRecord) -> tuple[float, int, bytes]:

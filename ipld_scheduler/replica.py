@@ -330,7 +330,10 @@ class Replica:
         errors = []
         for store in (() if self._store_is_repo else (self.store,)) + tuple(sources):
             try:
-                return await asyncio.wait_for(store.get(cid), self.fetch_timeout)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+                # that races a fast store.get, leaving a merge worker blocked forever on stop.
+                async with asyncio.timeout(self.fetch_timeout):
+                    return await store.get(cid)
             except (BlockNotFound, StoreError, TimeoutError) as exc:
                 errors.append(str(exc) or type(exc).__name__)
         raise BlockNotFound(cid, "; ".join(errors) or "no source holds it")

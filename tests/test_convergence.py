@@ -105,7 +105,9 @@ async def test_fifteen_peers_fifty_workflows_each_converge(tmp_path: Path) -> No
         # every peer's queue is exactly the workflows it owns that are still pending
         for peer in cluster.live:
             state = cluster.replica(peer).state
-            pending = sorted(w for w, r in state.workflows.items() if r.owner == peer and r.status == "pending")
+            pending = sorted(
+                w for w, r in state.workflows.items() if r.owner == peer and r.status == "pending"
+            )
             assert sorted(state.queued()) == pending
     finally:
         await cluster.stop()
@@ -114,11 +116,16 @@ async def test_fifteen_peers_fifty_workflows_each_converge(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("groups", "evicted"),
     [
-        ([["a", "b", "c", "d"], ["e", "f"]], {"e", "f"}),  # the majority evicts the minority, never the reverse
+        (
+            [["a", "b", "c", "d"], ["e", "f"]],
+            {"e", "f"},
+        ),  # the majority evicts the minority, never the reverse
         ([["a", "b", "c"], ["d", "e", "f"]], set()),  # no side has a majority: nobody is evicted
     ],
 )
-async def test_partition_heals_and_converges(tmp_path: Path, groups: list[list[str]], evicted: set[str]) -> None:
+async def test_partition_heals_and_converges(
+    tmp_path: Path, groups: list[list[str]], evicted: set[str]
+) -> None:
     options = PeerOptions.fast(execute=False, unknown_after=0.4, unhealthy_after=1.0, evict_stagger=0.2)
     ids = sorted(p for g in groups for p in g)
     net = EmbeddedNetwork(5, drop=0.1)
@@ -143,7 +150,9 @@ async def test_partition_heals_and_converges(tmp_path: Path, groups: list[list[s
         assert all(cluster.peer(p).metrics()["evictions_written"] == 0 for p in minority)
         net.heal()
         assert await cluster.wait_for(
-            lambda: settled(cluster) and all(cluster.replica(p).state.is_present(q) for p in ids for q in ids),
+            lambda: (
+                settled(cluster) and all(cluster.replica(p).state.is_present(q) for p in ids for q in ids)
+            ),
             timeout=20,
         ), "did not converge with everyone present after the heal"
         assert_identical(cluster)
@@ -151,6 +160,8 @@ async def test_partition_heals_and_converges(tmp_path: Path, groups: list[list[s
         evictions = {p: cluster.peer(p).metrics()["evictions_written"] for p in ids}
         assert rejoins == {p: (1 if p in evicted else 0) for p in ids}, (rejoins, evictions)
         state = first.state
-        assert {w for w, r in state.workflows.items() if r.winner} == {f"g{i}-{n}" for i in range(2) for n in range(5)}
+        assert {w for w, r in state.workflows.items() if r.winner} == {
+            f"g{i}-{n}" for i in range(2) for n in range(5)
+        }
     finally:
         await cluster.stop()

@@ -116,6 +116,9 @@ async def test_fetch_verifies_what_a_peer_serves() -> None:
     _, other = encode_block({"z": 4})
 
     class Liar(MemoryStore):
+        async def has(self, wanted):  # type: ignore[no-untyped-def]
+            return True
+
         async def get(self, wanted):  # type: ignore[no-untyped-def]
             return other
 

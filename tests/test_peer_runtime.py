@@ -17,7 +17,7 @@ from ipld_scheduler.demo import Cluster
 from ipld_scheduler.embedded.network import EmbeddedNetwork
 from ipld_scheduler.model import Result, WorkflowDefinition
 from ipld_scheduler.options import PeerOptions
-from ipld_scheduler.peer import SeqAllocator
+from ipld_scheduler.peer import SeqAllocator, balance_offer
 from ipld_scheduler.replica import Replica
 from ipld_scheduler.repo import Repo
 
@@ -316,5 +316,38 @@ async def test_peer_keeps_running_when_publishing_fails(tmp_path: Path) -> None:
         await made.replica("a").schedule_workflow(shell("x", "true"))
         await wait(lambda: made.finished(["x"]) and made.converged())
         assert made.peer("a").metrics()["loop_errors"] == {}
+    finally:
+        await made.stop()
+
+
+def _queued(replica: Replica, owner: str) -> list[Any]:
+    state = replica.state
+    return [state.workflows[w] for w in state.assigned_to(owner) if state.workflows[w].status == "pending"]
+
+
+async def test_balance_offer_gives_each_spare_workflow_to_exactly_one_idle_peer(tmp_path: Path) -> None:
+    made = Cluster(tmp_path, ["a", "b", "c", "d"], EmbeddedNetwork(), FAST.with_(execute=False))
+    await made.start()
+    try:
+        d = made.replica("d")
+        for n in range(40):
+            await d.schedule_workflow(shell(f"s{n:02d}", "true"))
+        state = d.state
+        present = set(state.present())
+        busiest = max("abcd", key=lambda p: len(_queued(d, p)))
+        loads = {p: (0, _queued(d, p)) for p in "abcd"}
+        for p in "abcd":
+            if p != busiest:
+                loads[p] = (0, [])  # everyone else idle
+        picks = {p: balance_offer(p, loads, present, 2, 1) for p in "abcd"}
+        assert picks[busiest] is None  # busy peers take nothing
+        taken = [r.workflow_id for r in picks.values() if r is not None]
+        assert taken and len(taken) == len(set(taken))  # idle peers never collide
+        spare = sorted(loads[busiest][1], key=lambda r: (r.effective_priority, r.winner.stamp))[3:]
+        assert {w for w in taken} <= {r.workflow_id for r in spare}  # the owner's next 3 are never taken
+        for peer, rec in picks.items():
+            if rec is not None and rec.winner is not None:  # the taker is the one failover would pick
+                assert next(p for p in rec.winner.ranking if p != busiest) == peer
+        assert balance_offer("a", {**loads, "a": (2, [])}, present, 2, 1) is None  # no free slot
     finally:
         await made.stop()
