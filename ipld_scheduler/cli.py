@@ -828,6 +828,8 @@ async def _translate_startup_errors(settings: Settings, coro: Coroutine[Any, Any
         raise ops.Refused(str(exc)) from None
     except RepoError as exc:
         raise ops.Unavailable(str(exc)) from None
+    except OSError as exc:  # e.g. the port is taken
+        raise ops.Unavailable(f"cannot serve: {exc.strerror or exc}") from None
 
 
 @cli.command()
@@ -880,7 +882,7 @@ def dashboard(ctx: click.Context, open_browser: bool, host: str, port: int) -> N
             await server.stop()
             await scheduler.close()
 
-    _run_async(settings, main_loop())
+    _run_async(settings, _translate_startup_errors(settings, main_loop()))
 
 
 def _open(url: str) -> None:

@@ -20,7 +20,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -476,6 +476,7 @@ async def _demo(
     root: Path,
     options: PeerOptions | None,
     faults: dict[str, Any] | None,
+    jobs: Sequence[WorkflowDefinition] | None,
 ) -> dict[str, Any]:
     rng = random.Random(f"demo/{seed}")
     peer_ids = [f"peer-{i + 1}" for i in range(peers)]
@@ -483,7 +484,7 @@ async def _demo(
         seed, **(faults if faults is not None else {"drop": 0.05, "duplicate": 0.05, "delay": (0.0, 0.01)})
     )
     cluster = Cluster(root, peer_ids, network, options or demo_options(balance=balance))
-    work = demo_workflows(workflows, seed)
+    work = list(jobs) if jobs is not None else demo_workflows(workflows, seed)
     ids = [w.workflow_id for w in work]
     victim = peer_ids[rng.randrange(len(peer_ids))] if kill and peers > 1 else None
     started = time.monotonic()
@@ -626,13 +627,15 @@ def run_demo(
     root: Path | None = None,
     options: PeerOptions | None = None,
     faults: dict[str, Any] | None = None,
+    jobs: Sequence[WorkflowDefinition] | None = None,
 ) -> dict[str, Any]:
     """Run the demo and return its summary (printing a rich report, or ONE JSON object with ``json_output``).
 
     Three embedded peers (each its own repo on disk) run ``workflows`` real jobs; one peer chosen by
     ``seed`` is killed once a third of the work is done, its open work fails over after 2 s of
     silence, and it is restarted at the end to show recovery and rejoin. ``faults`` overrides the
-    network's fault injection (default: 5 % drop, 5 % duplicates, up to 10 ms delay).
+    network's fault injection (default: 5 % drop, 5 % duplicates, up to 10 ms delay); ``jobs``
+    replaces the workload (benchmarks), ``workflows`` is then ignored.
     """
     if peers < 1 or workflows < 0:
         raise ValueError("the demo needs at least one peer and a non-negative number of workflows")
@@ -656,6 +659,7 @@ def run_demo(
                 root=base,
                 options=options,
                 faults=faults,
+                jobs=jobs,
             )
         )
     finally:

@@ -20,8 +20,11 @@ Must not: decide anything the state fold decides. Every decision that matters to
 event in the DAG, so whatever a peer's timers or options, all peers derive the same owners, queues and
 statuses. Wall-clock time is never read; the monotonic clock only decides *when* to act.
 
-Two rules keep duplicate runs rare without ever losing work (at-least-once):
+Three rules keep duplicate runs rare without ever losing work (at-least-once):
 
+* *catch up first*: after (re)starting, nothing runs until we merged what the first peer we heard
+  announced (or ``unknown_after`` passed alone): a restarted repo may be stale, its work failed over,
+  finished or cancelled meanwhile;
 * *newest claimer runs*: before running a workflow, if a live member other than us holds a newer
   claim on it and nobody finished it, we hand it over with a ``transfer`` instead of running it too
   (a rejoining peer whose work was taken over meanwhile, or a restart finding its claim superseded);

@@ -102,6 +102,12 @@ async def test_fifteen_peers_fifty_workflows_each_converge(tmp_path: Path) -> No
         replica = cluster.replica("p07")
         assert sum(1 for r in replica.state.workflows.values() if r.winner) == 750
         assert elapsed < 60
+        # every member's own key survived the key-less peer-adds others wrote for it, so every
+        # announcement can be verified (and forged ones refused)
+        for peer in cluster.live:
+            members = cluster.replica(peer).state.members
+            assert all(entry.key is not None for entry in members.values())
+            assert cluster.peer(peer).gate.accepted > 0
         # every peer's queue is exactly the workflows it owns that are still pending
         for peer in cluster.live:
             state = cluster.replica(peer).state

@@ -17,7 +17,7 @@ from ipld_scheduler.demo import Cluster
 from ipld_scheduler.embedded.network import EmbeddedNetwork
 from ipld_scheduler.model import Result, WorkflowDefinition
 from ipld_scheduler.options import PeerOptions
-from ipld_scheduler.peer import SeqAllocator, balance_offer
+from ipld_scheduler.peer import Peer, SeqAllocator, balance_offer
 from ipld_scheduler.replica import Replica
 from ipld_scheduler.repo import Repo
 
@@ -351,3 +351,33 @@ async def test_balance_offer_gives_each_spare_workflow_to_exactly_one_idle_peer(
         assert balance_offer("a", {**loads, "a": (2, [])}, present, 2, 1) is None  # no free slot
     finally:
         await made.stop()
+
+
+async def test_daemon_serves_until_stopped_and_releases_the_repo(tmp_path: Path) -> None:
+    from ipld_scheduler.daemon import serve
+
+    stop = asyncio.Event()
+    started: list[Peer] = []
+
+    async def ready(peer: Peer) -> None:
+        started.append(peer)
+        await peer.replica.schedule_workflow(shell("d1", "echo from the daemon"))
+
+    task = asyncio.create_task(
+        serve(tmp_path / "repo", peer_id="solo", peers=[], ipfs_api=None, options=FAST, ready=ready, stop=stop)
+    )
+    await wait(lambda: bool(started) and started[0].replica.state.workflows["d1"].status == "completed")
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    with Repo.open(tmp_path / "repo") as repo:  # the lock was released: a new process could take over
+        assert repo.config()["peer_id"] == "solo"
+    # a second run on the same repo, cancelled instead of stopped, also cleans up
+    again = asyncio.create_task(
+        serve(tmp_path / "repo", peer_id=None, peers=[], ipfs_api=None, options=FAST, stop=asyncio.Event())
+    )
+    await asyncio.sleep(0.5)
+    again.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await again
+    with Repo.open(tmp_path / "repo") as repo:
+        assert repo.processed_count() > 0

@@ -391,8 +391,8 @@ class PeerCluster:
         return [p.peer_id for p in self.peers]
 
     def start(self, *, timeout: float = 90.0) -> None:
-        """Start every peer (concurrently: each spends ~1 s importing), then wait until they all
-        list each other as live members."""
+        """Start every peer (concurrently: each spends ~1 s importing), then wait until the cluster
+        settled (:meth:`wait_settled`)."""
         try:
             errors: list[BaseException] = []
 
@@ -409,7 +409,7 @@ class PeerCluster:
                 t.join()
             if errors:
                 raise errors[0]
-            self.wait_live(self.peers, timeout=timeout)
+            self.wait_settled(self.peers, timeout=timeout)
         except BaseException:
             self.stop()
             raise
@@ -441,6 +441,45 @@ class PeerCluster:
             return True
 
         wait_for(live, timeout, f"{sorted(ids)} to see each other alive", diagnose=self.diagnose)
+
+    def wait_settled(
+        self, peers: Sequence[PeerProcess] | None = None, *, timeout: float = 60.0, stable_for: float = 2.0
+    ) -> None:
+        """Until the running peers agree on their clock heads and all see each other as live members,
+        continuously for ``stable_for`` seconds.
+
+        Peers starting together on a loaded machine may evict one another (with ``--fast`` a member
+        silent for 1.5 s is evicted) and then rejoin; tests that count runs start from a settled cluster.
+        """
+        running = [p for p in (peers if peers is not None else self.peers) if p.running()]
+        ids = {p.peer_id for p in running}
+        since: list[float] = []
+
+        def agreed() -> bool:
+            heads = []
+            for peer in running:
+                rows = {r["peer_id"]: r for r in peer.api.peers()["peers"]}
+                for other in ids - {peer.peer_id}:
+                    row = rows.get(other)
+                    if row is None or not row["member"] or row["liveness"] != "alive":
+                        return False
+                heads.append(sorted(peer.api.status()["clock"]["heads"]))
+            return all(h == heads[0] for h in heads)
+
+        def settled() -> bool:
+            try:
+                ok = agreed()
+            except (OSError, ApiError, ValueError, KeyError):
+                ok = False
+            now = time.monotonic()
+            if not ok:
+                since.clear()
+                return False
+            if not since:
+                since.append(now)
+            return now - since[0] >= stable_for
+
+        wait_for(settled, timeout, f"{sorted(ids)} to settle", interval=0.1, diagnose=self.diagnose)
 
     def diagnose(self) -> str:
         parts = []
