@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__, ops
-from .web.client import Scheduler, connect
+from .web.client import Scheduler, connect, initialize
 
 __all__ = ["EXIT_CODES", "cli", "main"]
 
@@ -267,15 +267,7 @@ def init(ctx: click.Context, peer_id: str | None, peers: str | None) -> None:
     members = _split(peers) or _split(os.environ.get("P2P_BOOTSTRAP_PEERS"))
 
     async def action(scheduler: Scheduler) -> dict[str, Any]:
-        if scheduler.mode == "peer":
-            current = await scheduler.call("status")
-            if wanted and current["peer_id"] != wanted:
-                raise ops.Refused(
-                    f"repo {settings.repo} is served by peer {current['peer_id']!r}, not {wanted!r}: "
-                    "use another --repo"
-                )
-            for member in members:
-                await scheduler.call("add_peer", peer_id=member)
+        await initialize(scheduler, wanted, members, "use another --repo")
         return {**(await _status_with_mode(scheduler)), "initialized": True}
 
     data = _run_async(settings, _with_scheduler(settings, action, peer_id=wanted, peers=members, create=True))

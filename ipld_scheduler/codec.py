@@ -66,7 +66,8 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _b58decode(text: str) -> bytes:
+def base58_decode(text: str) -> bytes:
+    """Decode base58btc (CIDv0 strings, multibase ``z``); raises CodecError on foreign characters."""
     alphabet = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
     num = 0
     for ch in text:
@@ -121,7 +122,7 @@ class CID:
         if not isinstance(value, str) or not value:
             raise CodecError(f"CID: expected a string, got {value!r}")
         if value.startswith("Qm") and len(value) == 46:
-            return cls.from_bytes(_b58decode(value))
+            return cls.from_bytes(base58_decode(value))
         if value[0] not in "bB":
             raise CodecError(
                 f"CID: only base32 ('b...') CIDv1 or base58 CIDv0 strings are accepted: {value!r}"

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from . import ops
-from .web.client import Scheduler, connect
+from .web.client import Scheduler, connect, initialize
 
 __all__ = [
     "TOOLS",
@@ -135,16 +135,9 @@ async def initialize_p2p_scheduler(
     wanted = (peer_id or "").strip() or os.environ.get("P2P_PEER_ID") or None
 
     async def action(scheduler: Scheduler) -> dict[str, Any]:
-        status = await scheduler.call("status")
-        if wanted and status["peer_id"] != wanted:
-            raise ops.Refused(
-                f"this repo belongs to peer {status['peer_id']!r}, not {wanted!r}: "
-                "configure another repo (IPLD_SCHEDULER_REPO) for another peer"
-            )
-        for member in members:
-            if member not in status["peers"]:
-                await scheduler.call("add_peer", peer_id=member)
-        return {**(await scheduler.call("status")), "initialized": True}
+        return await initialize(
+            scheduler, wanted, members, "configure another repo (IPLD_SCHEDULER_REPO) for another peer"
+        )
 
     return await _using(action, peer_id=wanted, peers=members, create=True)
 

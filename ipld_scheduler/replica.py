@@ -385,6 +385,7 @@ class Replica:
         finally:
             for task in [joined, *workers]:
                 task.cancel()
+            await asyncio.gather(joined, *workers, return_exceptions=True)
         report.applied = await self._apply_ready(plan)
         for cid, reason in plan.rejected:
             report.rejected.append((str(cid), reason))
@@ -501,4 +502,3 @@ class _CarBlocks:
 
     async def close(self) -> None:
         self._blocks.clear()
-

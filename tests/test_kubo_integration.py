@@ -100,6 +100,29 @@ def wait_converged(peers: list[PeerProcess], timeout: float = 30.0) -> list[str]
     return wait_for(same, timeout, "the peers' clocks to converge", diagnose=diagnose)
 
 
+DERIVED = ("original_owner", "owner", "status", "claimed_by", "results")
+
+
+def same_dag_views(peers: list[PeerProcess], ids: list[str], timeout: float = 60.0) -> list[dict[str, Any]]:
+    """What each peer derives for ``ids`` (the ``DERIVED`` fields), read at a moment when all of them
+    hold the same heads and none changed while it was read."""
+
+    def attempt() -> list[dict[str, Any]] | None:
+        snapshots = []
+        for peer in peers:
+            before = peer.api.status()["clock"]["heads"]
+            view = peer.api.workflows()
+            if peer.api.status()["clock"]["heads"] != before:
+                return None  # it changed while we read it
+            derived = {wid: [view[wid][k] for k in DERIVED] if wid in view else None for wid in ids}
+            snapshots.append((sorted(before), derived))
+        if all(h == snapshots[0][0] for h, _ in snapshots):
+            return [v for _, v in snapshots]
+        return None
+
+    return wait_for(attempt, timeout, "a moment when every peer holds the same DAG")
+
+
 def wait_finished(
     peers: list[PeerProcess], ids: list[str], timeout: float, statuses: tuple[str, ...] = ("completed",)
 ) -> dict[str, dict[str, dict[str, Any]]]:
@@ -205,19 +228,7 @@ def test_every_peer_derives_the_same_owner(cluster: PeerCluster) -> None:
         derived = {wid: view[wid]["original_owner"] for wid in BATCH}
         assert derived == owners, f"{peer_id} derives other owners than the scheduling peer"
     # whenever two peers hold the same DAG, everything derived from it is the same: owner, status...
-    keys = ("original_owner", "owner", "status", "claimed_by", "results")
-
-    def same_dag_views() -> list[dict[str, list[Any]]] | None:
-        snapshots = []
-        for peer in cluster:
-            before = peer.api.status()["clock"]["heads"]
-            view = peer.api.workflows()
-            if peer.api.status()["clock"]["heads"] != before:
-                return None  # it changed while we read it
-            snapshots.append((sorted(before), {wid: [view[wid][k] for k in keys] for wid in BATCH}))
-        return [v for _, v in snapshots] if all(h == snapshots[0][0] for h, _ in snapshots) else None
-
-    derived_views = wait_for(same_dag_views, 60, "a moment when every peer holds the same DAG")
+    derived_views = same_dag_views(list(cluster), BATCH)
     assert all(v == derived_views[0] for v in derived_views), derived_views
 
 
@@ -401,16 +412,16 @@ def test_late_joiner_on_an_empty_daemon_catches_up(
         status = late.api.status()
         assert status["clock"]["events"] >= history + 1, status["clock"]
         assert sorted(status["clock"]["heads"]) == heads
-        reference = cluster[0].api.workflows()
-        mine = late.api.workflows()
-        assert set(mine) == set(reference)
-        for wid, row in reference.items():
-            assert mine[wid]["original_owner"] == row["original_owner"], wid
-            assert mine[wid]["status"] == row["status"], wid
-        answer = late.api.results(BATCH[0])
-        assert answer is not None
-        owner = reference[BATCH[0]]["original_owner"]
-        assert answer["runs"][0]["stdout"] == f"ran {BATCH[0]} on {owner}\n"
+        everything = sorted(cluster[0].api.workflows())
+        assert set(late.api.workflows()) == set(everything)
+        reference, mine = same_dag_views([cluster[0], late], everything)
+        assert mine == reference, "the late joiner derives another state from the same DAG"
+        for wid in BATCH:  # results and logs, fetched from the other daemons over bitswap
+            answer = late.api.results(wid)
+            assert answer is not None and answer == cluster[0].api.results(wid), wid
+            assert answer["runs"] and all(
+                r["stdout"] == f"ran {wid} on {r['peer']}\n" for r in answer["runs"]
+            )
         print(f"late joiner caught up on {status['clock']['events']} events in {elapsed:.1f} s")
     finally:
         if late is not None:

@@ -363,8 +363,9 @@ async def test_daemon_serves_until_stopped_and_releases_the_repo(tmp_path: Path)
         started.append(peer)
         await peer.replica.schedule_workflow(shell("d1", "echo from the daemon"))
 
+    repo_dir = tmp_path / "repo"
     task = asyncio.create_task(
-        serve(tmp_path / "repo", peer_id="solo", peers=[], ipfs_api=None, options=FAST, ready=ready, stop=stop)
+        serve(repo_dir, peer_id="solo", peers=[], ipfs_api=None, options=FAST, ready=ready, stop=stop)
     )
     await wait(lambda: bool(started) and started[0].replica.state.workflows["d1"].status == "completed")
     stop.set()

@@ -38,7 +38,7 @@ from typing import Any, Final, Self
 
 import aiohttp
 
-from ..codec import CID, MAX_BLOCK_SIZE, CodecError, cid_for, decode, verify_block
+from ..codec import CID, MAX_BLOCK_SIZE, CodecError, base58_decode, cid_for, decode, verify_block
 
 __all__ = [
     "KuboError",
@@ -112,19 +112,8 @@ def decode_multibase(value: str) -> bytes:
         alphabet = base64.urlsafe_b64decode if prefix in "uU" else base64.b64decode
         return alphabet(body + "=" * (-len(body) % 4))
     if prefix == "z":
-        return _b58(body)
+        return base58_decode(body)
     raise ValueError(f"unsupported multibase prefix {prefix!r}")
-
-
-def _b58(text: str) -> bytes:
-    alphabet = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-    num = 0
-    for ch in text:
-        idx = alphabet.find(ch)
-        if idx < 0:
-            raise ValueError(f"{ch!r} is not base58btc")
-        num = num * 58 + idx
-    return b"\x00" * (len(text) - len(text.lstrip("1"))) + num.to_bytes((num.bit_length() + 7) // 8, "big")
 
 
 def _normalise_url(api_url: str) -> str:

@@ -71,6 +71,23 @@ class Scheduler(Protocol):
     async def close(self) -> None: ...
 
 
+async def initialize(
+    scheduler: Scheduler, wanted: str | None, members: list[str], hint: str
+) -> dict[str, Any]:
+    """Check the scheduler is the peer the caller asked for and record any members it lacks.
+
+    Shared by ``ipld-scheduler init`` and the ``initialize_p2p_scheduler`` MCP tool; ``hint`` says
+    how the caller picks another repo.
+    """
+    status = await scheduler.call("status")
+    if wanted and status["peer_id"] != wanted:
+        raise ops.Refused(f"this repo belongs to peer {status['peer_id']!r}, not {wanted!r}: {hint}")
+    for member in members:
+        if member not in status["peers"]:
+            await scheduler.call("add_peer", peer_id=member)
+    return {**(await scheduler.call("status")), "initialized": True}
+
+
 # --- the api file ------------------------------------------------------------------------------
 
 
