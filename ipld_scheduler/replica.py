@@ -323,17 +323,23 @@ class Replica:
             return cid in self.clock
         return self.repo.has_block(cid)
 
-    async def _fetch(self, cid: CID, sources: Sequence[BlockStore]) -> bytes:
+    async def _fetch(self, cid: CID, sources: Sequence[BlockStore]) -> tuple[bytes, bool]:
+        """Bytes for ``cid`` and whether they came from outside our store (and must be put there).
+
+        Explicit sources (a CAR being imported, another in-process replica) are asked before our
+        own store, because over Kubo the store means a bitswap round trip per block.
+        """
         data = self.repo.get_block(cid)
         if data is not None:
-            return data
+            return data, False
         errors = []
-        for store in (() if self._store_is_repo else (self.store,)) + tuple(sources):
+        own = () if self._store_is_repo else (self.store,)
+        for store in (*sources, *own):
             try:
                 # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
                 # that races a fast store.get, leaving a merge worker blocked forever on stop.
                 async with asyncio.timeout(self.fetch_timeout):
-                    return await store.get(cid)
+                    return await store.get(cid), store is not self.store
             except (BlockNotFound, StoreError, TimeoutError) as exc:
                 errors.append(str(exc) or type(exc).__name__)
         raise BlockNotFound(cid, "; ".join(errors) or "no source holds it")
@@ -349,6 +355,7 @@ class Replica:
         cids = [CID.parse(h) for h in heads]
         plan = MergePlan(self._known, **({"max_pending": max_pending} if max_pending else {}))
         report = MergeReport()
+        external: set[CID] = set()
         queue: asyncio.Queue[CID] = asyncio.Queue()
         for cid in plan.want(cids):
             queue.put_nowait(cid)
@@ -361,10 +368,12 @@ class Replica:
                 cid = await queue.get()
                 try:
                     try:
-                        data = await self._fetch(cid, sources)
+                        data, foreign = await self._fetch(cid, sources)
                     except (BlockNotFound, StoreError) as exc:
                         plan.fail(cid, str(exc))
                         continue
+                    if foreign:
+                        external.add(cid)
                     report.fetched += 1
                     try:
                         for more in plan.receive(cid, data):
@@ -386,7 +395,7 @@ class Replica:
             for task in [joined, *workers]:
                 task.cancel()
             await asyncio.gather(joined, *workers, return_exceptions=True)
-        report.applied = await self._apply_ready(plan)
+        report.applied = await self._apply_ready(plan, external)
         for cid, reason in plan.rejected:
             report.rejected.append((str(cid), reason))
             self.rejections[reason.split(":")[0]] += 1
@@ -397,7 +406,9 @@ class Replica:
             await self._notify()
         return report
 
-    async def _apply_ready(self, plan: MergePlan, *, verify: bool = True, batch: int = 500) -> int:
+    async def _apply_ready(
+        self, plan: MergePlan, external: set[CID], *, verify: bool = True, batch: int = 500
+    ) -> int:
         applied = 0
         pending_blocks: list[tuple[CID, bytes]] = []
         processed: list[CID] = []
@@ -420,13 +431,22 @@ class Replica:
             processed.append(cid)
             applied += 1
             if len(processed) >= batch:
-                self.repo.commit(blocks=pending_blocks, processed=processed, heads=self.clock.head_cids)
+                await self._persist(pending_blocks, processed, external)
                 pending_blocks, processed = [], []
                 await asyncio.sleep(0)
         if processed:
-            self.repo.commit(blocks=pending_blocks, processed=processed, heads=self.clock.head_cids)
+            await self._persist(pending_blocks, processed, external)
         self.counters["events_merged"] += applied
         return applied
+
+    async def _persist(
+        self, blocks: list[tuple[CID, bytes]], processed: list[CID], external: set[CID]
+    ) -> None:
+        """Commit merged events; blocks that came from a CAR or another replica go to our store
+        first (over Kubo that makes them fetchable by other nodes and readable by ``ipfs dag get``)."""
+        if not self._store_is_repo and external:
+            await self.store.put_many([(cid, data) for cid, data in blocks if cid in external])
+        self.repo.commit(blocks=blocks, processed=processed, heads=self.clock.head_cids)
 
     async def merge_clock(self, other: MerkleClock | Iterable[str | CID]) -> MergeReport:
         """Seed-compatible merge: another replica's clock (blocks read from its store) or head CIDs."""

@@ -48,7 +48,7 @@ async def open_replica(
             from .kubo.rpc import KuboRPC
             from .kubo.store import KuboStore
 
-            store = KuboStore(KuboRPC(ipfs_api))
+            store = KuboStore(KuboRPC(ipfs_api), owns_rpc=True)
         else:
             from .embedded.store import EmbeddedStore
 

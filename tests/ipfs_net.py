@@ -320,7 +320,7 @@ class IpfsNet:
 
     # --- running --------------------------------------------------------------------------------
 
-    def start(self, *, timeout: float = 60.0, detach: bool = False) -> None:
+    def start(self, *, timeout: float = 120.0, detach: bool = False) -> None:
         """Start every stopped daemon, wait until all are ready, then connect them all-to-all.
 
         ``detach`` puts the daemons in their own session so they outlive this process (the CLI);
@@ -440,7 +440,7 @@ class IpfsNet:
             list(pool.map(self.stop_node, range(len(self.nodes))))
         _attached.discard(self)
 
-    def restart_node(self, index: int, *, grace: float = 10.0, timeout: float = 60.0) -> None:
+    def restart_node(self, index: int, *, grace: float = 10.0, timeout: float = 120.0) -> None:
         """Stop one daemon and start it again on the same repo and ports, then reconnect the swarm.
 
         ``grace`` is passed to :meth:`stop_node`: js-ipfs waits up to 5 s for open HTTP streams (a pubsub
@@ -454,7 +454,7 @@ class IpfsNet:
         self.save()
         self.connect_all()
 
-    def ensure_running(self, *, timeout: float = 60.0) -> None:
+    def ensure_running(self, *, timeout: float = 120.0) -> None:
         """Start again any daemon that was stopped or died (e.g. by an earlier failing test)."""
         dead = [node for node in self.nodes if node.pid is None or not _alive(node.pid)]
         if not dead:
