@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import Any, Final
 
-from .codec import CID
+from .codec import CID, CodecError, decode, decode_canonical, keys_in_order, link_of, links_of
 
 __all__ = [
     "EVENT_KINDS",
@@ -411,6 +411,11 @@ class Event:
         """Every CID this event points at: parents first, then body links (workflow, result...)."""
         return [*self.parents, *(v for v in self.body.values() if type(v) is CID)]
 
+    @staticmethod
+    def from_block(data: bytes) -> Event:
+        """Strictly decode and validate the bytes of an event block (see ``_event_from_block``)."""
+        return _event_from_block(data)
+
     @classmethod
     def from_ipld(cls, data: Any) -> Event:
         # Hot path (every event replayed or received): checks are inlined in the order of the
@@ -472,6 +477,33 @@ class Event:
         _set_v(event, FORMAT_VERSION)
         return event
 
+
+_EV_WIRE_ORDER: Final = ("v", "key", "sig", "body", "kind", "author", "height", "parents")
+
+
+def _event_from_block(data: bytes) -> Event:
+    """Decode + validate an event block in one pass over its items (the hot path of sync and replay).
+
+    ``codec.decode_canonical`` proves the bytes canonical; this converts the only places links may
+    stand (parents, link fields of the body) and checks key order, and ``Event.from_ipld`` checks
+    every field's type, so no item escapes validation. Anything unexpected falls back to the
+    generic ``decode`` so errors carry its precise messages.
+    """
+    raw = decode_canonical(data)
+    if type(raw) is not dict or tuple(raw) != _EV_WIRE_ORDER:
+        return Event.from_ipld(decode(data))
+    parents = raw["parents"]
+    body = raw["body"]
+    if type(parents) is not list or type(body) is not dict or not keys_in_order(tuple(body)):
+        return Event.from_ipld(decode(data))
+    try:
+        raw["parents"] = links_of(parents)
+        for name in body:
+            if name in _LINK_FIELDS:
+                body[name] = link_of(body[name])
+    except CodecError as exc:
+        raise ModelError(f"event: {exc}") from exc
+    return Event.from_ipld(raw)
 
 _EVENT_FIELDS: Final = ("kind", "author", "height", "parents", "body", "key", "sig", "v")
 if tuple(f.name for f in fields(Event)) != _EVENT_FIELDS:  # keep the fast path in step with the class

@@ -115,7 +115,7 @@ class Replica:
     def _replay(self) -> None:
         """Rebuild memory from the repo's processed log; signatures were checked at ingest."""
         for _seq, cid, data in self.repo.processed_log():
-            event = Event.from_ipld(decode(data))
+            event = Event.from_block(data)
             workflow, result = self._local_extras(event)
             self.state.apply(cid, event, workflow, result)
             self.clock.apply(cid, event)
@@ -231,7 +231,7 @@ class Replica:
         data = self.repo.get_block(cid)
         if data is None:
             return ()
-        return Event.from_ipld(decode(data)).parents
+        return Event.from_block(data).parents
 
     async def get_next_workflow(self) -> WorkflowDefinition | None:
         """Pop this peer's best workflow by recording a ``claim`` (so the pop survives restarts)."""
@@ -462,7 +462,7 @@ class Replica:
         seen: set[CID] = set()
         for _seq, cid, data in self.repo.processed_log():
             yield cid, data
-            event = Event.from_ipld(decode(data))
+            event = Event.from_block(data)
             stack = [c for c in event.body.values() if type(c) is CID]
             while stack:
                 link = stack.pop()

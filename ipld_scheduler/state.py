@@ -175,6 +175,8 @@ class State:
         self.members: dict[str, MemberEntry] = {}
         self.workflows: dict[str, WorkflowRecord] = {}
         self.by_owner: dict[str, set[str]] = {}
+        self.open: set[str] = set()
+        """Ids of scheduled, unfinished workflows: what a membership change can move (never history)."""
         self.queue: FibonacciHeap[tuple[float, int, bytes], str] = FibonacciHeap()
         self._handles: dict[str, Any] = {}
         self._handle_keys: dict[str, tuple[float, int, bytes]] = {}
@@ -307,7 +309,7 @@ class State:
         if not present:
             return set(self.by_owner.get(peer, ()))
         # A (re)joining peer may outrank current owners of open work it was a member for.
-        return {wid for wid, rec in self.workflows.items() if rec.status not in FINISHED}
+        return set(self.open)
 
     # --- derived values -----------------------------------------------------------------------
 
@@ -348,6 +350,10 @@ class State:
         rec.status = self._status(rec, new_owner)
         rec.owner = new_owner
         wid = rec.workflow_id
+        if rec.status in FINISHED or rec.winner is None:
+            self.open.discard(wid)
+        else:
+            self.open.add(wid)
         if old_owner is not None and old_owner != new_owner:
             group = self.by_owner.get(old_owner)
             if group is not None:

@@ -47,9 +47,9 @@ _BODY_LINK_KINDS: Final = {
 
 def decode_typed(kind: BlockKind, data: bytes) -> Any:
     """Decode and validate one block as the type its referrer promised; raises ModelError/CodecError."""
-    value = decode(data)
     if kind is BlockKind.EVENT:
-        return Event.from_ipld(value)
+        return Event.from_block(data)
+    value = decode(data)
     if kind is BlockKind.WORKFLOW:
         return WorkflowDefinition.from_ipld(value)
     if kind is BlockKind.RESULT:
