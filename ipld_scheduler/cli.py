@@ -713,6 +713,24 @@ def _announce(settings: Settings, payload: dict[str, Any], text: str) -> None:
 @click.option("--no-execute", is_flag=True, help="Replicate only; never run workflows here.")
 @click.option("--max-concurrent", type=click.IntRange(min=1), default=None, help="Workflows run at once.")
 @click.option("--fast", is_flag=True, help="Short heartbeat and failure-detection timings (tests, demos).")
+@click.option(
+    "--heartbeat",
+    type=click.FloatRange(min=0.01),
+    default=None,
+    help="Seconds between head re-broadcasts (the liveness heartbeat). Default 15, --fast 0.2.",
+)
+@click.option(
+    "--unknown-after",
+    type=click.FloatRange(min=0.01),
+    default=None,
+    help="Seconds of silence before a peer is 'unknown' (no action yet). Default 30.",
+)
+@click.option(
+    "--unhealthy-after",
+    type=click.FloatRange(min=0.01),
+    default=None,
+    help="Seconds of silence before a peer is 'unhealthy' and evicted; its work fails over. Default 60.",
+)
 @json_option
 @click.pass_context
 def run(
@@ -725,6 +743,9 @@ def run(
     no_execute: bool,
     max_concurrent: int | None,
     fast: bool,
+    heartbeat: float | None,
+    unknown_after: float | None,
+    unhealthy_after: float | None,
 ) -> None:
     """Run this peer in the foreground: sync, execute owned work, serve API, dashboard and metrics.
 
@@ -751,7 +772,17 @@ def run(
         changes["execute"] = False
     if max_concurrent is not None:
         changes["max_concurrent"] = max_concurrent
-    options = PeerOptions.fast(**changes) if fast else PeerOptions(**changes)
+    for name, value in (
+        ("rebroadcast_interval", heartbeat),
+        ("unknown_after", unknown_after),
+        ("unhealthy_after", unhealthy_after),
+    ):
+        if value is not None:
+            changes[name] = value
+    try:
+        options = PeerOptions.fast(**changes) if fast else PeerOptions(**changes)
+    except ValueError as exc:
+        _fail(settings, "invalid", str(exc))
 
     async def main_loop() -> None:
         from .web.client import find_running_peer

@@ -174,3 +174,55 @@ def test_a_killed_peer_leaves_a_stale_api_file_that_is_ignored(peer: Served) -> 
         assert cli(peer.repo, "status")["mode"] == "peer"
     finally:
         assert again.stop()[0] == 0
+
+
+def test_liveness_timings_are_configurable(tmp_path: Path) -> None:
+    repo = tmp_path / "timed"
+    cli(repo, "init", "--peer-id", "timed", "--peers", "timed,absent")
+    # Without --fast: the explicit knobs alone must bring 'unhealthy' within seconds, not the 60 s default.
+    served = Served.__new__(Served)
+    served.repo = repo
+    served.proc = subprocess.Popen(
+        [
+            str(SCRIPT),
+            "--repo",
+            str(repo),
+            "--json",
+            "run",
+            "--heartbeat",
+            "0.2",
+            "--unknown-after",
+            "0.5",
+            "--unhealthy-after",
+            "1.0",
+        ],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert served.proc.stdout is not None
+        assert json.loads(served.proc.stdout.readline())["event"] == "ready"
+        row = _wait(
+            lambda: next(
+                (
+                    p
+                    for p in cli(repo, "peers")["peers"]
+                    if p["peer_id"] == "absent" and (p["liveness"] == "unhealthy" or not p["member"])
+                ),
+                None,
+            ),
+            "the silent member to be reported unhealthy (or already evicted)",
+            timeout=20.0,
+        )
+        assert row["peer_id"] == "absent"
+    finally:
+        served.stop(signal.SIGKILL)
+
+
+def test_inconsistent_liveness_timings_are_refused(tmp_path: Path) -> None:
+    repo = tmp_path / "bad"
+    cli(repo, "init", "--peer-id", "bad")
+    data = cli(repo, "run", "--unknown-after", "5", "--unhealthy-after", "2", code=2)
+    assert data["success"] is False and "unhealthy_after" in data["error"]
