@@ -266,18 +266,23 @@ def _validate_step(step: Any, where: str, budget: _Budget) -> None:
         raise RunSpecError(f"{where}: too many steps (the limit is {MAX_STEPS} per run)")
     if budget.script_bytes > MAX_TOTAL_SCRIPT_BYTES:
         raise RunSpecError(f"{where}.run: scripts exceed {MAX_TOTAL_SCRIPT_BYTES} bytes in total")
-    if "env" in step:
-        _env(step["env"], f"{where}.env")
+    _check_common(step, where)
     if "working_directory" in step:
         _relative_dir(step["working_directory"], f"{where}.working_directory")
-    if "timeout_s" in step:
-        _timeout(step["timeout_s"], f"{where}.timeout_s")
-    if "continue_on_error" in step:
-        _flag(step["continue_on_error"], f"{where}.continue_on_error")
     if "shell" in step and step["shell"] not in SHELLS:
         raise RunSpecError(f"{where}.shell: must be one of {', '.join(SHELLS)}, got {_short(step['shell'])}")
-    if "if" in step:
-        _condition(step["if"], f"{where}.if")
+
+
+def _check_common(spec: Mapping[str, Any], where: str) -> None:
+    """The optional fields steps and jobs share, with the same meaning and limits."""
+    if "env" in spec:
+        _env(spec["env"], f"{where}.env")
+    if "timeout_s" in spec:
+        _timeout(spec["timeout_s"], f"{where}.timeout_s")
+    if "continue_on_error" in spec:
+        _flag(spec["continue_on_error"], f"{where}.continue_on_error")
+    if "if" in spec:
+        _condition(spec["if"], f"{where}.if")
 
 
 def _validate_steps(value: Any, where: str, budget: _Budget) -> None:
@@ -336,14 +341,7 @@ def validate_run(run: Mapping[str, Any]) -> None:
                 )
         seen.add(job_id)
         _validate_steps(job["steps"], f"{where}.steps", budget)
-        if "env" in job:
-            _env(job["env"], f"{where}.env")
-        if "timeout_s" in job:
-            _timeout(job["timeout_s"], f"{where}.timeout_s")
-        if "continue_on_error" in job:
-            _flag(job["continue_on_error"], f"{where}.continue_on_error")
-        if "if" in job:
-            _condition(job["if"], f"{where}.if")
+        _check_common(job, where)
         if "runs_on" in job:
             labels = _list(job["runs_on"], f"{where}.runs_on")
             if len(labels) > MAX_RUNS_ON:
