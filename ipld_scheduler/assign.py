@@ -24,6 +24,7 @@ from .codec import CID
 __all__ = [
     "calculate_hamming_distance",
     "clock_hash",
+    "combine",
     "combined_hash",
     "hamming",
     "owner",
@@ -69,8 +70,9 @@ def clock_hash(parents: Sequence[CID]) -> bytes:
     return hashlib.sha256(b"".join(p.raw for p in parents)).digest()
 
 
-def combined_hash(parents: Sequence[CID], workflow: CID) -> bytes:
-    return hashlib.sha256(clock_hash(parents) + workflow.digest).digest()
+def combine(clock: bytes, workflow: CID) -> bytes:
+    """SHA-256(clock_hash || task_hash): the point in hash space the members are measured against."""
+    return hashlib.sha256(clock + workflow.digest).digest()
 
 
 def rank(combined: bytes, members: Iterable[str]) -> list[str]:
@@ -94,3 +96,8 @@ def owner(combined: bytes, members: Iterable[str]) -> str | None:
         if best is None or key < best:
             best = key
     return None if best is None else best[2]
+
+
+def combined_hash(parents: Sequence[CID], workflow: CID) -> bytes:
+    """The full rule from an event's parents, for callers that hold no precomputed clock hash."""
+    return combine(clock_hash(parents), workflow)

@@ -505,6 +505,7 @@ def _event_from_block(data: bytes) -> Event:
         raise ModelError(f"event: {exc}") from exc
     return Event.from_ipld(raw)
 
+
 _EVENT_FIELDS: Final = ("kind", "author", "height", "parents", "body", "key", "sig", "v")
 if tuple(f.name for f in fields(Event)) != _EVENT_FIELDS:  # keep the fast path in step with the class
     raise ImportError("Event fields changed: update Event.from_ipld's slot setters")

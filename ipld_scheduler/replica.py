@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from . import assign
 from .car import read_car, write_car
 from .clock import MerkleClock
 from .codec import CID, CodecError, decode, encode_block
@@ -160,6 +159,7 @@ class Replica:
             if not self._store_is_repo:
                 await self.store.put_many(all_blocks)
             self.repo.commit(blocks=all_blocks, processed=[cid], heads=[cid])
+            # Fold what the blocks say, not the caller's objects: the state must equal a replay.
             extras: dict[CID, Any] = {}
             for link, raw in blocks:
                 if kind == "schedule" and link == body.get("workflow"):
@@ -220,18 +220,12 @@ class Replica:
             "assigned_peer": owner,
             "is_local": is_local,
             "queue_size": len(self.state.queue) if is_local else None,
-            "clock_hash": assign.clock_hash(self._parents_of(winner.cid)).hex(),
+            "clock_hash": winner.clock.hex(),
             "event_cid": str(winner.cid),
             "workflow_cid": str(winner.workflow_cid),
             "status": rec.status,
             "existing": existing,
         }
-
-    def _parents_of(self, cid: CID) -> tuple[CID, ...]:
-        data = self.repo.get_block(cid)
-        if data is None:
-            return ()
-        return Event.from_block(data).parents
 
     async def get_next_workflow(self) -> WorkflowDefinition | None:
         """Pop this peer's best workflow by recording a ``claim`` (so the pop survives restarts)."""

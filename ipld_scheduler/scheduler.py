@@ -207,7 +207,6 @@ class P2PWorkflowScheduler:
 
 
 _default: P2PWorkflowScheduler | None = None
-_default_args: tuple[str | None, tuple[str, ...]] | None = None
 _default_lock = threading.Lock()
 
 
@@ -223,12 +222,11 @@ def get_scheduler(peer_id: str | None = None, peers: Iterable[str] | None = None
     Later calls with *different* arguments raise instead of silently returning a scheduler that
     ignores them (the prototype's behaviour).
     """
-    global _default, _default_args
+    global _default
     with _default_lock:
         wanted_id = peer_id or os.environ.get("P2P_PEER_ID") or None
         wanted_peers = tuple(peers) if peers is not None else tuple(_env_peers())
         if _default is not None:
-            assert _default_args is not None
             if peer_id is not None and peer_id != _default.peer_id:
                 raise SchedulerError(
                     f"get_scheduler: already running as {_default.peer_id!r}; call reset_scheduler() first"
@@ -246,15 +244,13 @@ def get_scheduler(peer_id: str | None = None, peers: Iterable[str] | None = None
             repo=os.environ.get("IPLD_SCHEDULER_REPO") or None,
             ipfs_api=os.environ.get("IPFS_API") or None,
         )
-        _default_args = (wanted_id, wanted_peers)
         return _default
 
 
 def reset_scheduler() -> None:
     """Close and forget the process-wide scheduler (tests, or switching identity)."""
-    global _default, _default_args
+    global _default
     with _default_lock:
         if _default is not None:
             _default.close()
         _default = None
-        _default_args = None

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from .assign import combined_hash, owner, rank
+from .assign import clock_hash, combine, owner, rank
 from .codec import CID
 from .heap import FibonacciHeap
 from .model import Event, Result, WorkflowDefinition
@@ -96,6 +96,8 @@ class Schedule:
     workflow_cid: CID
     workflow: WorkflowDefinition
     members: tuple[str, ...]
+    clock: bytes
+    """SHA-256 of the parents' CID bytes: the head set the schedule event was created on."""
     combined: bytes
     _ranking: list[str] | None = None
 
@@ -290,14 +292,9 @@ class State:
     ) -> str:
         members = tuple(present_members(before)) or (event.author,)
         workflow_cid = event.body["workflow"]
+        clock = clock_hash(event.parents)
         sched = Schedule(
-            cid,
-            stamp,
-            event.author,
-            workflow_cid,
-            workflow,
-            members,
-            combined_hash(event.parents, workflow_cid),
+            cid, stamp, event.author, workflow_cid, workflow, members, clock, combine(clock, workflow_cid)
         )
         rec = self._record(workflow.workflow_id)
         rec.schedules[cid] = sched
