@@ -7,17 +7,16 @@ from one command to the next is in the repo. (The running-peer mode is in ``test
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runner import SCRIPT, clean_env
 
 from ipld_scheduler.repo import Repo
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / ".venv" / "bin" / "ipld-scheduler"
 EXAMPLE = ROOT / "examples" / "github-actions" / "nightly-data.yml"
 PEERS = "beta,gamma"
 
@@ -28,27 +27,13 @@ COMMANDS = [
 ]  # fmt: skip
 
 
-def _clean_env(**extra: str) -> dict[str, str]:
-    drop = {
-        "P2P_PEER_ID",
-        "P2P_BOOTSTRAP_PEERS",
-        "IPFS_API",
-        "IPLD_SCHEDULER_REPO",
-        "WORKFLOW_TAG",
-        "WORKFLOW_TYPE",
-    }
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    env.update(extra)
-    return env
-
-
 def run_cli(
     repo: Path | None, *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None
 ) -> subprocess.CompletedProcess[str]:
     argv = [str(SCRIPT), *(["--repo", str(repo)] if repo is not None else []), *args]
     proc = subprocess.run(
         argv,
-        env=env or _clean_env(),
+        env=env or clean_env(),
         input=stdin.decode() if stdin else None,
         capture_output=True,
         text=True,
@@ -94,12 +79,12 @@ def test_every_command_has_complete_help() -> None:
 
 def test_shell_completion_is_available() -> None:
     proc = subprocess.run(
-        [str(SCRIPT)], env=_clean_env(_IPLD_SCHEDULER_COMPLETE="bash_source"), capture_output=True, text=True
+        [str(SCRIPT)], env=clean_env(_IPLD_SCHEDULER_COMPLETE="bash_source"), capture_output=True, text=True
     )
     assert proc.returncode == 0 and "_ipld_scheduler_completion" in proc.stdout
     words = subprocess.run(
         [str(SCRIPT)],
-        env=_clean_env(
+        env=clean_env(
             _IPLD_SCHEDULER_COMPLETE="bash_complete", COMP_WORDS="ipld-scheduler sch", COMP_CWORD="1"
         ),
         capture_output=True,
@@ -222,7 +207,7 @@ def test_missing_repo_says_how_to_create_one(tmp_path: Path) -> None:
 
 
 def test_env_configures_repo_and_identity(tmp_path: Path) -> None:
-    env = _clean_env(
+    env = clean_env(
         IPLD_SCHEDULER_REPO=str(tmp_path / "envrepo"), P2P_PEER_ID="envpeer", P2P_BOOTSTRAP_PEERS="x,y"
     )
     proc = run_cli(None, "--json", "schedule", "--id", "e1", "--tags", "p2p_eligible", env=env)
@@ -251,7 +236,7 @@ def test_a_repo_locked_by_a_process_without_api_is_reported(repo: Path) -> None:
 
 
 def test_schedule_from_a_github_actions_file(repo: Path) -> None:
-    env = _clean_env(WORKFLOW_TAG="code_gen")
+    env = clean_env(WORKFLOW_TAG="code_gen")
     answer = ok_json(
         repo, "schedule", "--workflow-file", str(EXAMPLE), "--job", "crunch", "--id", "nightly", env=env
     )

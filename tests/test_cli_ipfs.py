@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runner import SCRIPT, cli_json
 
 pytest_plugins = ["conftest_ipfs"]
 pytestmark = [pytest.mark.ipfs, pytest.mark.timeout(120)]
 
-SCRIPT = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "ipld-scheduler"
-
 
 def cli(repo: Path, api: str, *args: str, code: int = 0) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if k not in ("P2P_PEER_ID", "IPFS_API", "IPLD_SCHEDULER_REPO")}
-    proc = subprocess.run(
-        [str(SCRIPT), "--repo", str(repo), "--ipfs-api", api, "--json", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
-    assert proc.returncode == code, (args, proc.stdout, proc.stderr)
-    data: dict[str, Any] = json.loads(proc.stdout)
-    return data
+    return cli_json(repo, *args, code=code, ipfs_api=api, timeout=90)
 
 
 def test_history_written_through_one_daemon_merges_on_another(

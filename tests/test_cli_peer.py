@@ -7,7 +7,6 @@ workflows are executed as real subprocesses by the peer, and shutdown is by real
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -18,29 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runner import SCRIPT, clean_env, cli_json
 from prometheus_client.parser import text_string_to_metric_families
 
 pytestmark = pytest.mark.timeout(120)
 
-SCRIPT = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "ipld-scheduler"
-
-
-def _env() -> dict[str, str]:
-    drop = {"P2P_PEER_ID", "P2P_BOOTSTRAP_PEERS", "IPFS_API", "IPLD_SCHEDULER_REPO"}
-    return {k: v for k, v in os.environ.items() if k not in drop}
-
 
 def cli(repo: Path, *args: str, code: int = 0) -> dict[str, Any]:
-    proc = subprocess.run(
-        [str(SCRIPT), "--repo", str(repo), "--json", *args],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == code, (args, proc.stdout, proc.stderr)
-    data: dict[str, Any] = json.loads(proc.stdout)
-    return data
+    return cli_json(repo, *args, code=code)
 
 
 class Served:
@@ -48,7 +32,7 @@ class Served:
         self.repo = repo
         self.proc = subprocess.Popen(
             [str(SCRIPT), "--repo", str(repo), "--json", "run", "--fast", *extra],
-            env=_env(),
+            env=clean_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -139,7 +123,7 @@ def test_commands_go_through_the_running_peer_which_runs_the_work(peer: Served) 
 
     dashboard = subprocess.run(
         [str(SCRIPT), "--repo", str(repo), "--json", "dashboard"],
-        env=_env(),
+        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=30,
@@ -156,7 +140,11 @@ def test_commands_go_through_the_running_peer_which_runs_the_work(peer: Served) 
 
 def test_sigint_stops_cleanly_and_a_second_peer_is_refused(peer: Served) -> None:
     second = subprocess.run(
-        [str(SCRIPT), "--repo", str(peer.repo), "run"], env=_env(), capture_output=True, text=True, timeout=30
+        [str(SCRIPT), "--repo", str(peer.repo), "run"],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert second.returncode == 4 and "already serves" in second.stderr
     code, _ = peer.stop(signal.SIGINT)
@@ -196,7 +184,7 @@ def test_liveness_timings_are_configurable(tmp_path: Path) -> None:
             "--unhealthy-after",
             "1.0",
         ],
-        env=_env(),
+        env=clean_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -8,7 +8,6 @@ process. Saves ``docs/dashboard.png`` for the README.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -16,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runner import SCRIPT, clean_env, cli_json
 
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / ".venv" / "bin" / "ipld-scheduler"
 CHROMIUM = Path("/usr/bin/chromium")
 JOBS = 10
 """Nightly jobs scheduled over three members: alpha owns none of them in only (2/3)^10 < 2% of runs."""
@@ -34,28 +33,14 @@ ARGS = [
 ]
 
 
-def _env() -> dict[str, str]:
-    drop = {"P2P_PEER_ID", "P2P_BOOTSTRAP_PEERS", "IPFS_API", "IPLD_SCHEDULER_REPO"}
-    return {k: v for k, v in os.environ.items() if k not in drop}
-
-
 def cli(repo: Path, *args: str) -> dict[str, Any]:
-    proc = subprocess.run(
-        [str(SCRIPT), "--repo", str(repo), "--json", *args],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
-    data: dict[str, Any] = json.loads(proc.stdout)
-    return data
+    return cli_json(repo, *args)
 
 
 def _serve(repo: Path, *argv: str) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     proc = subprocess.Popen(
         [str(SCRIPT), "--repo", str(repo), "--json", *argv],
-        env=_env(),
+        env=clean_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
