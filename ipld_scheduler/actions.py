@@ -66,6 +66,8 @@ from ipld_scheduler.executor import (
     validate_run,
 )
 
+from .errors import InvalidInput
+
 __all__ = [
     "MAX_YAML_BYTES",
     "UnsupportedWorkflow",
@@ -119,7 +121,7 @@ _CONDITIONS: Final = {
 }
 
 
-class UnsupportedWorkflow(ValueError):
+class UnsupportedWorkflow(InvalidInput, ValueError):
     """The workflow file is malformed or needs something a bare peer cannot provide; the message
     names the job/step and the reason."""
 

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from .codec import CID, CodecError, decode, encode
+from .errors import InvalidInput
 from .identity import Signer, verify_bytes
 
 __all__ = [
@@ -69,7 +70,7 @@ REASONS: Final = ("oversized", "undecodable", "malformed", "own", "non-member", 
 _KEYS: Final = frozenset({"v", "peer", "heads", "seq", "sig"})
 
 
-class AnnounceError(ValueError):
+class AnnounceError(InvalidInput, ValueError):
     """An announcement that cannot be accepted; ``reason`` is one of :data:`REASONS`."""
 
     def __init__(self, reason: str, detail: str) -> None:

@@ -14,13 +14,14 @@ from collections.abc import Iterable, Iterator
 from typing import BinaryIO, Final
 
 from .codec import CID, MAX_BLOCK_SIZE, CodecError, decode, encode, verify_block
+from .errors import InvalidInput
 
 __all__ = ["CarError", "read_car", "write_car"]
 
 MAX_HEADER: Final = 64 * 1024
 
 
-class CarError(ValueError):
+class CarError(InvalidInput, ValueError):
     """Not a well-formed CARv1 archive, or a block in it does not match its CID."""
 
 

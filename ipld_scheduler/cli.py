@@ -36,22 +36,23 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__, ops
+from .errors import (
+    EXIT_EMPTY,
+    EXIT_INTERRUPTED,
+    EXIT_NOT_FOUND,
+    EXIT_REFUSED,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+)
 from .web.client import Scheduler, connect, initialize
 
 __all__ = ["EXIT_CODES", "cli", "main"]
 
 T = TypeVar("T")
 
-EXIT_OK: Final = 0
-EXIT_REFUSED: Final = 1
-EXIT_USAGE: Final = 2
-EXIT_NOT_FOUND: Final = 3
-EXIT_UNAVAILABLE: Final = 4
-EXIT_EMPTY: Final = 5
-EXIT_INTERRUPTED: Final = 130
-
 EXIT_CODES: Final[dict[str, int]] = {
     "refused": EXIT_REFUSED,
+    "conflict": EXIT_REFUSED,
     "invalid": EXIT_USAGE,
     "not_found": EXIT_NOT_FOUND,
     "unavailable": EXIT_UNAVAILABLE,

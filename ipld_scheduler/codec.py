@@ -22,6 +22,8 @@ from typing import Any, Final
 
 import cbor2
 
+from .errors import InvalidInput
+
 __all__ = [
     "CID",
     "DAG_CBOR",
@@ -51,7 +53,7 @@ _LINK_HEAD: Final = b"\x00" + _PREFIX  # tag-42 payload: multibase identity pref
 _Tag = cbor2.CBORTag
 
 
-class CodecError(ValueError):
+class CodecError(InvalidInput, ValueError):
     """Bytes or values that are not valid, canonical DAG-CBOR (the message names the broken rule)."""
 
 

@@ -19,11 +19,12 @@ import math
 from typing import Any
 
 from .codec import CID
+from .errors import InvalidInput
 
 __all__ = ["DagJsonError", "dumps", "to_dag_json"]
 
 
-class DagJsonError(ValueError):
+class DagJsonError(InvalidInput, ValueError):
     """The value has no DAG-JSON form (the message says which rule it breaks)."""
 
 

@@ -78,6 +78,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
+from .errors import InvalidInput
+
 __all__ = [
     "KILL_GRACE_S",
     "MAX_JOBS",
@@ -121,7 +123,7 @@ _ENV_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _JOB_ID: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
-class RunSpecError(ValueError):
+class RunSpecError(InvalidInput, ValueError):
     """The run section is malformed or exceeds a bound; the message names the offending field."""
 
 

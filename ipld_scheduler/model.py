@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from .codec import CID, CodecError, decode, decode_canonical, keys_in_order, link_of, links_of
+from .errors import InvalidInput
 
 __all__ = [
     "EVENT_KINDS",
@@ -28,6 +29,7 @@ __all__ = [
     "ModelError",
     "Result",
     "WorkflowDefinition",
+    "WorkflowStatus",
     "WorkflowTag",
     "eligibility",
     "normalize_tags",
@@ -41,8 +43,22 @@ MAX_PARENTS: Final = 256
 MAX_METADATA_ENTRIES: Final = 256
 
 
-class ModelError(ValueError):
+class ModelError(InvalidInput, ValueError):
     """A value that is not a well-formed block of its type; the message names the field."""
+
+
+class WorkflowStatus(StrEnum):
+    """A workflow's status as the fold derives it (values are what the CLI, API and metrics show)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.CANCELLED)
 
 
 class WorkflowTag(StrEnum):

@@ -21,6 +21,7 @@ from typing import Any, Final
 from . import assign
 from .codec import CID, CodecError, decode
 from .dagjson import DagJsonError, to_dag_json
+from .errors import InvalidInput, IpldSchedulerError, NotFound, Refused, Unavailable, error_class
 from .model import Event, ModelError, Result, WorkflowDefinition, WorkflowTag, eligibility
 from .ports import BlockNotFound, StoreError
 from .replica import Replica, SchedulerError
@@ -80,53 +81,16 @@ TAG_DESCRIPTIONS: Final[dict[str, str]] = {
 # --- errors ------------------------------------------------------------------------------------
 
 
-class OpError(Exception):
-    """A request that cannot be carried out; ``code``/``http_status`` say whose problem it is."""
+OpError = IpldSchedulerError
+"""Every failure an operation reports; ``code``/``http_status``/``exit_code`` say whose problem it is."""
 
-    code: str = "invalid"
-    http_status: int = 400
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"success": False, "error": self.message, "code": self.code}
-
-
-class InvalidArgument(OpError):
-    """The caller's input is malformed (bad CID, bad tag, bad YAML): fix the input and retry."""
-
-
-class NotFound(OpError):
-    """Not in this replica's DAG (yet): schedule it, or merge the peer that has it."""
-
-    code = "not_found"
-    http_status = 404
-
-
-class Refused(OpError):
-    """Well-formed, but the scheduler's rules forbid it (already finished, conflicting definition...)."""
-
-    code = "refused"
-    http_status = 409
-
-
-class Unavailable(OpError):
-    """A backend (IPFS API, the repo, a running peer) cannot serve the request right now."""
-
-    code = "unavailable"
-    http_status = 503
-
-
-_ERRORS: Final[dict[str, type[OpError]]] = {
-    cls.code: cls for cls in (InvalidArgument, NotFound, Refused, Unavailable)
-}
+InvalidArgument = InvalidInput
+"""The caller's input is malformed (bad CID, bad tag, bad YAML): fix the input and retry."""
 
 
 def error_from_code(code: str, message: str) -> OpError:
     """Rebuild the error a remote peer reported, so remote and direct callers see the same class."""
-    return _ERRORS.get(code, OpError)(message)
+    return error_class(code)(message)
 
 
 # --- argument helpers --------------------------------------------------------------------------

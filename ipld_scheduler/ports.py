@@ -13,15 +13,16 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from .codec import CID
+from .errors import NotFound, Unavailable
 
 __all__ = ["Announcement", "BlockNotFound", "BlockStore", "Broadcaster", "StoreError"]
 
 
-class StoreError(Exception):
+class StoreError(Unavailable):
     """The store failed to read or write (I/O, daemon unreachable, corrupt data on disk)."""
 
 
-class BlockNotFound(StoreError, KeyError):
+class BlockNotFound(NotFound, StoreError, KeyError):
     """The block is not held locally and could not be fetched within the store's timeout."""
 
     def __init__(self, cid: CID, detail: str = "") -> None:

@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 from .car import read_car, write_car
 from .clock import MerkleClock
 from .codec import CID, CodecError, decode, encode_block
+from .errors import Refused
 from .identity import Signer, verify_event
 from .model import Event, ModelError, Result, WorkflowDefinition, eligibility
 from .ports import BlockNotFound, BlockStore, StoreError
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 HeadsListener = Callable[[tuple[CID, ...]], Awaitable[None] | None]
 
 
-class SchedulerError(Exception):
+class SchedulerError(Refused):
     """A request the scheduler refuses; the message says what to do instead."""
 
 

@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .codec import CID, MAX_BLOCK_SIZE, CodecError, verify_block
+from .errors import Unavailable
 
 __all__ = ["DB_NAME", "KEY_NAME", "LOCK_NAME", "Repo", "RepoError", "RepoLocked"]
 
@@ -71,7 +72,7 @@ PRAGMA user_version = {SCHEMA_VERSION};
 _TABLES: Final = frozenset({"blocks", "heads", "processed", "wanted", "config", "meta"})
 
 
-class RepoError(Exception):
+class RepoError(Unavailable):
     """The repo cannot be used as asked: not a repo, corrupt, closed, or a commit breaking an invariant."""
 
 

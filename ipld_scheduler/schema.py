@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Final, TypeAlias
 
 from .codec import CID
+from .errors import InvalidInput
 
 __all__ = [
     "ROOT_TYPES",
@@ -57,7 +58,7 @@ MAX_DEPTH: Final = 96
 by decoded blocks; it keeps hand-built values from exhausting the stack)."""
 
 
-class SchemaError(ValueError):
+class SchemaError(InvalidInput, ValueError):
     """A value that does not match its schema type, or schema text that is not valid.
 
     ``path`` names where: ``Event(schedule).body.workflow`` or ``Result.steps[2].name`` for values,

@@ -26,18 +26,18 @@ from typing import Any, Final
 from .assign import clock_hash, combine, owner, rank
 from .codec import CID
 from .heap import FibonacciHeap
-from .model import Event, Result, WorkflowDefinition
+from .model import Event, Result, WorkflowDefinition, WorkflowStatus
 
 __all__ = ["MemberEntry", "State", "WorkflowRecord"]
 
 Stamp = tuple[int, bytes]
 _ZERO: Final[Stamp] = (0, b"")
 
-PENDING: Final = "pending"
-RUNNING: Final = "running"
-COMPLETED: Final = "completed"
-FAILED: Final = "failed"
-CANCELLED: Final = "cancelled"
+PENDING: Final = WorkflowStatus.PENDING
+RUNNING: Final = WorkflowStatus.RUNNING
+COMPLETED: Final = WorkflowStatus.COMPLETED
+FAILED: Final = WorkflowStatus.FAILED
+CANCELLED: Final = WorkflowStatus.CANCELLED
 FINISHED: Final = frozenset({COMPLETED, FAILED, CANCELLED})
 
 

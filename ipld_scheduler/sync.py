@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from .codec import CID, CodecError, decode, verify_block
+from .errors import IpldSchedulerError
 from .model import Event, ModelError, Result, WorkflowDefinition
 
 __all__ = ["BlockKind", "MergePlan", "Pending", "SyncError", "decode_typed"]
@@ -26,7 +27,7 @@ __all__ = ["BlockKind", "MergePlan", "Pending", "SyncError", "decode_typed"]
 DEFAULT_MAX_PENDING: Final = 200_000
 
 
-class SyncError(Exception):
+class SyncError(IpldSchedulerError):
     """A merge cannot proceed (too much unknown history at once)."""
 
 

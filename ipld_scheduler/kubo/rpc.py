@@ -39,6 +39,7 @@ from typing import Any, Final, Self
 import aiohttp
 
 from ..codec import CID, MAX_BLOCK_SIZE, CodecError, base58_decode, cid_for, decode, verify_block
+from ..errors import Unavailable
 
 __all__ = [
     "KuboError",
@@ -62,15 +63,15 @@ _TIMEOUT_WORDS: Final = re.compile(r"deadline exceeded|timed out|timeout", re.IG
 _CODEC_NAMES: Final = {0x71: "dag-cbor", 0x55: "raw", 0x70: "dag-pb", 0x0129: "dag-json"}
 
 
-class KuboError(Exception):
-    """The daemon refused or failed a call; ``message`` is its JSON ``Message`` when it sent one."""
+class KuboError(Unavailable):
+    """The daemon refused or failed a call: ``message`` is its JSON ``Message``, ``rpc_code`` its ``Code``."""
 
     def __init__(
         self, message: str, code: int | None = None, status: int | None = None, *, endpoint: str = ""
     ) -> None:
         super().__init__(message)
         self.message = message
-        self.code = code
+        self.rpc_code = code
         self.status = status
         self.endpoint = endpoint
 
