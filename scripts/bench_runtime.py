@@ -33,10 +33,10 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 from ipld_scheduler.codec import CID  # noqa: E402
-from ipld_scheduler.demo import Cluster  # noqa: E402
 from ipld_scheduler.embedded.network import EmbeddedNetwork  # noqa: E402
 from ipld_scheduler.model import WorkflowDefinition  # noqa: E402
 from ipld_scheduler.options import PeerOptions  # noqa: E402
+from ipld_scheduler.testing import Cluster  # noqa: E402
 
 LOSSY: dict[str, Any] = {"drop": 0.3, "duplicate": 0.15, "delay": (0.0, 0.005), "reorder": 0.25}
 SYNC_ONLY = PeerOptions.fast(execute=False, evict=False, unknown_after=60.0, unhealthy_after=120.0)

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ipld_scheduler.demo import Cluster
 from ipld_scheduler.embedded.network import EmbeddedNetwork
 from ipld_scheduler.model import WorkflowDefinition
 from ipld_scheduler.options import PeerOptions
 from ipld_scheduler.replica import SchedulerError
+from ipld_scheduler.testing import Cluster
 
 pytestmark = pytest.mark.timeout(180)
 

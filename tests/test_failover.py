@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from ipld_scheduler.demo import Cluster
 from ipld_scheduler.embedded.network import EmbeddedNetwork
 from ipld_scheduler.model import WorkflowDefinition
 from ipld_scheduler.options import PeerOptions
+from ipld_scheduler.testing import Cluster
 
 pytestmark = pytest.mark.timeout(120)
 

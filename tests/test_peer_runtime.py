@@ -13,13 +13,13 @@ import pytest
 
 from ipld_scheduler.announce import encode_announcement
 from ipld_scheduler.codec import decode, encode_block
-from ipld_scheduler.demo import Cluster
 from ipld_scheduler.embedded.network import EmbeddedNetwork
 from ipld_scheduler.model import Result, WorkflowDefinition
 from ipld_scheduler.options import PeerOptions
 from ipld_scheduler.peer import Peer, SeqAllocator, balance_offer
 from ipld_scheduler.replica import Replica
 from ipld_scheduler.repo import Repo
+from ipld_scheduler.testing import Cluster
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,0 +1,134 @@
+"""An embedded cluster on one event loop: the harness tests, benchmarks and the demo build on.
+
+Owns: :class:`Cluster` (N peers, each with its own repo on disk, joined by an
+:class:`~ipld_scheduler.embedded.network.EmbeddedNetwork`; start, kill like ``kill -9``, restart on the
+same repo). Must not: decide anything the runtime or the fold decide; it wires and observes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .embedded.memory import MemoryStore
+from .embedded.network import EmbeddedNetwork
+from .embedded.store import EmbeddedStore
+from .options import PeerOptions
+from .peer import Peer
+from .ports import BlockStore
+from .replica import Replica
+from .repo import Repo
+from .state import FINISHED
+
+__all__ = ["Cluster"]
+
+
+
+@dataclass
+class _Member:
+    peer_id: str
+    repo: Repo
+    replica: Replica
+    peer: Peer
+
+
+@dataclass
+class Cluster:
+    """Embedded peers on one event loop; each peer keeps its own repo under ``root / peer_id``.
+
+    ``memory_blocks`` keeps each peer's served block store in memory (the repo still persists the
+    DAG); the default serves blocks from the repo itself, like a daemon would.
+    """
+
+    root: Path
+    peer_ids: list[str]
+    network: EmbeddedNetwork
+    options: PeerOptions
+    memory_blocks: bool = False
+    per_peer: dict[str, PeerOptions] = field(default_factory=dict)
+    """Options for particular peers (the others use ``options``)."""
+    members: dict[str, _Member] = field(default_factory=dict)
+    killed: set[str] = field(default_factory=set)
+    _memory: dict[str, MemoryStore] = field(default_factory=dict)
+
+    async def start(self) -> None:
+        for peer_id in self.peer_ids:
+            await self.start_peer(peer_id)
+
+    async def start_peer(self, peer_id: str) -> Peer:
+        """Open (or reopen, after a kill) ``peer_id``'s repo and run its runtime."""
+        repo = Repo.open(self.root / peer_id)
+        local: BlockStore = (
+            self._memory.setdefault(peer_id, MemoryStore()) if self.memory_blocks else EmbeddedStore(repo)
+        )
+        store, broadcaster = self.network.endpoint(peer_id, local)
+        self.network.revive(peer_id)
+        replica = await Replica.open(repo, store, peer_id, self.peer_ids, store_is_repo=False)
+        options = self.per_peer.get(peer_id, self.options)
+        peer = Peer(replica, broadcaster, options, workdir=self.root / peer_id / "work", seed=peer_id)
+        await peer.start()
+        self.members[peer_id] = _Member(peer_id, repo, replica, peer)
+        self.killed.discard(peer_id)
+        return peer
+
+    async def kill(self, peer_id: str) -> None:
+        """Like ``kill -9``: the endpoint goes silent at once, loops and running jobs die, no goodbye."""
+        member = self.members.pop(peer_id)
+        self.network.kill(peer_id)
+        await member.peer.stop(graceful=False)
+        await member.replica.close()
+        self.killed.add(peer_id)
+
+    async def restart(self, peer_id: str) -> Peer:
+        return await self.start_peer(peer_id)
+
+    async def stop(self) -> None:
+        for peer_id in list(self.members):
+            member = self.members.pop(peer_id)
+            await member.peer.stop()
+            await member.peer.broadcaster.close()
+            await member.replica.close()
+
+    # --- observation ----------------------------------------------------------------------------
+
+    def peer(self, peer_id: str) -> Peer:
+        return self.members[peer_id].peer
+
+    def replica(self, peer_id: str) -> Replica:
+        return self.members[peer_id].replica
+
+    @property
+    def live(self) -> list[str]:
+        return sorted(self.members)
+
+    def observer(self) -> Replica:
+        return self.members[self.live[0]].replica
+
+    def converged(self) -> bool:
+        """Every live peer holds the same heads (so the same DAG, so the same state)."""
+        heads = {tuple(self.members[p].replica.clock.head_cids) for p in self.live}
+        return len(heads) == 1
+
+    def finished(self, workflow_ids: Iterable[str]) -> bool:
+        """Every live peer sees every listed workflow finished."""
+        ids = list(workflow_ids)
+        for peer_id in self.live:
+            workflows = self.members[peer_id].replica.state.workflows
+            for wid in ids:
+                rec = workflows.get(wid)
+                if rec is None or rec.status not in FINISHED:
+                    return False
+        return True
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float, poll: float = 0.02) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            await asyncio.sleep(poll)
+        return predicate()
+
+
