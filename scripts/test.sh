@@ -16,11 +16,15 @@ fi
 
 bash scripts/install-test-ipfs.sh
 
-if [ ! -x /usr/bin/chromium ]; then
+# Debian packages: chromium (dashboard browser test), bubblewrap (the job sandbox).
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/bwrap ] || missing+=(bubblewrap)
+if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
-        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >/dev/null
     else
-        echo "note: /usr/bin/chromium missing (sudo apt-get install chromium): the dashboard browser test will skip" >&2
+        echo "note: missing ${missing[*]} (sudo apt-get install ${missing[*]}): tests that need them skip" >&2
     fi
 fi
 
