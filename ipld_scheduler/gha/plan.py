@@ -16,7 +16,9 @@ The act run spec (the ``run`` of a Workflow block; the executor's act engine rea
 
     {
       "engine":   "act",                    # literal; selects the act engine
-      "workflow": "<the whole YAML text>",  # str, <= MAX_YAML_BYTES UTF-8 bytes; act gets it via -W
+      "workflow": "<the YAML text>",        # str, <= MAX_YAML_BYTES UTF-8 bytes; act gets it via -W:
+                                            #   the file minus its x-ipld-scheduler block, which act
+                                            #   rejects (act_workflow_text)
       "job":      "<job id>",               # str, GitHub job id syntax; act -j JOB (act also runs the
                                             #   jobs it needs, transitively, before it)
       "event":    "<event name>",           # str; act's positional event (push, workflow_dispatch, ...)
@@ -70,6 +72,7 @@ __all__ = [
     "WorkflowMetadata",
     "WorkflowPlan",
     "act_run_spec",
+    "act_workflow_text",
     "default_event",
     "expand_matrix",
     "load_workflow",
@@ -699,6 +702,47 @@ def plan_workflow(yaml_text: str, *, docker_available: bool | None = None) -> Wo
 # --- the run spec --------------------------------------------------------------------------------
 
 
+def act_workflow_text(yaml_text: str) -> str:
+    """The file as act should read it: without the ``x-ipld-scheduler`` block, which act (like
+    GitHub) rejects as an unknown top-level key. The block's lines are cut out of the text, so
+    everything else keeps its bytes; when that does not give the same document (an anchor defined in
+    the block and used elsewhere), the document is written out again without the block."""
+    doc = load_workflow(yaml_text)
+    if X_BLOCK not in doc:
+        return yaml_text
+    loader = _Loader(yaml_text)
+    try:
+        root = loader.get_single_node()
+    finally:
+        loader.dispose()
+    assert isinstance(root, MappingNode)  # load_workflow checked it is a map
+    key, value = next((k, v) for k, v in root.value if isinstance(k, ScalarNode) and k.value == X_BLOCK)
+    start = yaml_text.rfind("\n", 0, key.start_mark.index) + 1
+    end = value.end_mark.index
+    # A block value ends where the next key starts: give back the blank and comment lines before it.
+    while True:
+        previous = yaml_text.rfind("\n", start, max(start, end - 1)) + 1
+        line = yaml_text[previous:end]
+        if previous <= start or (line.strip() and not line.lstrip().startswith("#")):
+            break
+        end = previous
+    line_end = yaml_text.find("\n", end)
+    rest = yaml_text[end : len(yaml_text) if line_end < 0 else line_end]
+    at_line_start = end == 0 or yaml_text[end - 1] == "\n"
+    if not at_line_start and (not rest.strip() or rest.strip().startswith("#")):
+        end = len(yaml_text) if line_end < 0 else line_end + 1
+    if yaml_text[start : key.start_mark.index].strip():
+        start = key.start_mark.index  # a flow map on one line: cut the key and value only
+    cut = yaml_text[:start] + yaml_text[end:]
+    expected = {k: v for k, v in doc.items() if k != X_BLOCK}
+    try:
+        if load_workflow(cut) == expected:
+            return cut
+    except WorkflowFileError:
+        pass
+    return yaml.safe_dump(expected, sort_keys=False, allow_unicode=True)
+
+
 def default_event(plan: WorkflowPlan) -> str:
     """The event act simulates: ``push`` when the file triggers on it (act's own default), else the
     file's first trigger, else ``push``."""
@@ -720,7 +764,7 @@ def act_run_spec(
     job = plan.job(job_id)
     spec: dict[str, Any] = {
         "engine": ENGINE,
-        "workflow": yaml_text,
+        "workflow": act_workflow_text(yaml_text),
         "job": job.job_id,
         "event": event if event is not None else default_event(plan),
     }
