@@ -22,8 +22,10 @@ The act run spec (the ``run`` of a Workflow block; the executor's act engine rea
       "job":      "<job id>",               # str, GitHub job id syntax; act -j JOB (act also runs the
                                             #   jobs it needs, transitively, before it)
       "event":    "<event name>",           # str; act's positional event (push, workflow_dispatch, ...)
-      "matrix":   {"python": "3.12", ...},  # optional: one leg's values (act --matrix k:v for each
-                                            #   key); absent = every leg of the job
+      "matrix":   {"python": "3.12", ...},  # optional: one leg's values, absent = every leg of the
+                                            #   job; act selects a leg with --matrix k:v per key
+                                            #   (it compares scalars as text: pass the scalar keys,
+                                            #   a map or list value cannot be given that way)
       "runs_on":  ["ubuntu-latest", ...],   # optional: the labels act must map to the host
                                             #   (-P LABEL=-self-hosted): the leg's, or for a whole
                                             #   matrix job the union over its legs; absent when
