@@ -32,7 +32,7 @@ sed -e "/^[[:space:]]*from[[:space:]]/s/$module/ipld_scheduler/" \
     -e "/^[[:space:]]*import[[:space:]]/s/$module/ipld_scheduler.scheduler/" \
     "$src" > "$work/test_prototype.py"
 
-if grep -n 'ipfs_datasets_py' "$work/test_prototype.py" >&2; then
+if grep -nE '^[[:space:]]*(from|import)[[:space:]]+ipfs_datasets_py' "$work/test_prototype.py" >&2; then
     echo "$0: import lines above were not rewritten" >&2
     exit 2
 fi
