@@ -293,25 +293,13 @@ def get_scheduler(peer_id: str | None = None, peers: Iterable[str] | None = None
     """
     global _scheduler_instance
     with _default_lock:
-        current = _scheduler_instance
-        if current is not None:
-            if peer_id is not None and peer_id != current.peer_id:
-                warnings.warn(
-                    f"get_scheduler: already running as {current.peer_id!r}; peer_id {peer_id!r} ignored "
-                    "(call reset_scheduler() first to switch)",
-                    UserWarning,
-                    stacklevel=2,
-                )
-            if peers is not None and not set(peers) <= set(current.replica.state.members):
-                warnings.warn(
-                    "get_scheduler: peers differ from the running scheduler's and are ignored; "
-                    "use add_peer()",
-                    UserWarning,
-                    stacklevel=2,
-                )
-            return current
-        wanted_id = peer_id or os.environ.get("P2P_PEER_ID") or f"peer-{os.getpid()}"
+        wanted_id = peer_id or os.environ.get("P2P_PEER_ID") or None
         wanted_peers = tuple(peers) if peers is not None else tuple(_env_peers())
+        if _scheduler_instance is not None:
+            _warn_ignored(_scheduler_instance, peer_id, wanted_peers if peers is not None else None)
+            return _scheduler_instance
+        if wanted_id is None:
+            wanted_id = f"peer-{os.getpid()}"
         _scheduler_instance = P2PWorkflowScheduler(
             wanted_id,
             wanted_peers,
@@ -319,6 +307,24 @@ def get_scheduler(peer_id: str | None = None, peers: Iterable[str] | None = None
             ipfs_api=os.environ.get("IPFS_API") or None,
         )
         return _scheduler_instance
+
+
+def _warn_ignored(
+    current: P2PWorkflowScheduler, peer_id: str | None, peers: tuple[str, ...] | None
+) -> None:
+    if peer_id is not None and peer_id != current.peer_id:
+        warnings.warn(
+            f"get_scheduler: already running as {current.peer_id!r}; peer_id {peer_id!r} ignored "
+            "(call reset_scheduler() first to switch)",
+            UserWarning,
+            stacklevel=3,
+        )
+    if peers is not None and not set(peers) <= set(current.replica.state.members):
+        warnings.warn(
+            "get_scheduler: peers differ from the running scheduler's and are ignored; use add_peer()",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def reset_scheduler() -> None:
