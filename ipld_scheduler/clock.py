@@ -316,19 +316,24 @@ class MerkleClock:
 
     def apply(self, cid: CID, event: Event) -> bool:
         """Record an admitted event; False (and no change) if it was already applied."""
-        if cid in self._heights:
+        heights = self._heights
+        if cid in heights:
             return False
-        self._require_dag("apply")
-        self._heights[cid] = event.height
+        if self._position is not None:
+            self._require_dag("apply")
+        height = event.height
+        heights[cid] = height
         heads = self._heads
         head_parents = self._head_parents
-        for parent in event.parents:
-            heads.discard(parent)
-            head_parents.pop(parent, None)
+        parents = event.parents
+        for parent in parents:
+            if parent in heads:
+                heads.remove(parent)
+                del head_parents[parent]
         heads.add(cid)
-        head_parents[cid] = event.parents
-        if event.height > self._max_height:
-            self._max_height = event.height
+        head_parents[cid] = parents
+        if height > self._max_height:
+            self._max_height = height
         return True
 
     def unknown(self, cids: Iterable[CID]) -> list[CID]:
