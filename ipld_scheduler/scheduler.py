@@ -19,6 +19,7 @@ import shutil
 import tempfile
 import threading
 import warnings
+import weakref
 from collections.abc import Coroutine, Iterable
 from concurrent.futures import Future
 from pathlib import Path
@@ -83,6 +84,16 @@ class _LoopThread:
         self.loop.close()
 
 
+def _shut_down(loop: _LoopThread, replica: Replica, tmp: str | None) -> None:
+    """Close a scheduler's replica, stop its loop thread, delete its temporary repo (once)."""
+    try:
+        loop.run(replica.close())
+    finally:
+        loop.stop()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 class P2PWorkflowScheduler:
     """A peer of the scheduler network, driven synchronously.
 
@@ -116,6 +127,9 @@ class P2PWorkflowScheduler:
             self._cleanup_tmp()
             raise
         self._closed = False
+        # The prototype had nothing to close, so its callers never close: a scheduler that is
+        # dropped (or alive at exit) still releases its repo lock, thread and temporary repo.
+        self._finalizer = weakref.finalize(self, _shut_down, self._loop, self.replica, self._tmp)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -123,11 +137,8 @@ class P2PWorkflowScheduler:
         if self._closed:
             return
         self._closed = True
-        try:
-            self._loop.run(self.replica.close())
-        finally:
-            self._loop.stop()
-            self._cleanup_tmp()
+        self._tmp = None
+        self._finalizer()
 
     def _cleanup_tmp(self) -> None:
         if self._tmp is not None:

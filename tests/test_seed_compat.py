@@ -9,6 +9,7 @@ pin what each of those means here: derived from the DAG, with no wall clock in a
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import itertools
 import math
@@ -16,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -317,6 +319,25 @@ def test_timestamp_never_changes_an_assignment(tmp_path: Path) -> None:
             )
     assert outcomes[0] == outcomes[1] == outcomes[2]
     assert len({peer for peer, _, _ in outcomes[0][0]}) >= 2
+
+
+def test_a_dropped_scheduler_releases_its_repo_thread_and_temporary_directory(tmp_path: Path) -> None:
+    # The prototype had nothing to close, so code written for it never calls close().
+    before = {t.ident for t in threading.enumerate()}
+    s = P2PWorkflowScheduler("peer1", ["peer2"])
+    temp_repo = s.repo_path
+    (thread,) = [t for t in threading.enumerate() if t.ident not in before]
+    assert temp_repo.is_dir() and thread.is_alive()
+    del s
+    gc.collect()
+    assert not temp_repo.exists()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    kept = tmp_path / "kept"
+    P2PWorkflowScheduler("peer1", repo=kept).schedule_workflow(WorkflowDefinition("w", "w", ["code_gen"]))
+    gc.collect()
+    with P2PWorkflowScheduler("peer1", repo=kept) as again:  # the lock was released
+        assert again.get_owner("w") is not None
 
 
 # --- WorkflowDefinition ------------------------------------------------------------------------
