@@ -188,7 +188,7 @@ class MerkleClock:
         Never the peer id or the timestamp.
         """
         position = self._position
-        if position is None or self._heads or position == (0, None):
+        if position is None or self._heads:
             return head_set_hash(self._heads)
         return _position_hash(*position)
 
@@ -290,8 +290,8 @@ class MerkleClock:
         return _check_counter(self._max_height + 1)
 
     def _is_anchored(self) -> bool:
-        """Whether the clock stands for a head set (a DAG view, a position with heads, or empty)."""
-        return self._position is None or bool(self._heads) or self._position == (0, None)
+        """Whether the clock stands for a head set (a DAG view, maybe empty, or a position with heads)."""
+        return self._position is None or bool(self._heads)
 
     def _require_dag(self, what: str) -> None:
         if self._position is not None:
