@@ -156,6 +156,8 @@ class RunOutcome:
     duration_s: float
     steps: tuple[StepResult, ...]
     reason: str | None
+    outputs: tuple[tuple[str, str], ...] = ()
+    """Job outputs (GitHub Actions ``outputs:``), sorted by name; empty for plain runs."""
 
 
 # --- validation --------------------------------------------------------------------------------
@@ -737,6 +739,14 @@ class _Runner:
 # --- entry point -------------------------------------------------------------------------------
 
 
+def _valid_env(env: Mapping[str, str] | None) -> bool:
+    try:
+        _env(env or {}, "extra_env")
+    except RunSpecError:
+        return False
+    return True
+
+
 def _refused(started: float, reason: str) -> RunOutcome:
     return RunOutcome("refused", None, time.monotonic() - started, (), reason)
 
@@ -762,6 +772,18 @@ async def execute(
     group before the ``CancelledError`` propagates.
     """
     started = time.monotonic()
+    box = sandbox if sandbox is not None else Sandbox()
+    if isinstance(run, Mapping) and run.get("engine") == "act":
+        from .gha.act import run_job  # the GitHub Actions engine sits beside this module
+
+        return await run_job(
+            run,
+            workdir=Path(workdir),
+            sandbox=box,
+            cancel=cancel,
+            output_limit=output_limit,
+            extra_env=_env(extra_env or {}, "extra_env") if _valid_env(extra_env) else None,
+        )
     try:
         validate_run(run)
         extra = _env(extra_env or {}, "extra_env")
@@ -775,7 +797,6 @@ async def execute(
     except OSError as exc:
         return _refused(started, f"workdir {str(workdir)!r} is not usable: {exc}")
 
-    box = sandbox if sandbox is not None else Sandbox()
     try:
         box.prepare(Path(workdir))
     except OSError as exc:
