@@ -48,8 +48,9 @@ Semantics (like GitHub Actions, with deliberate differences marked *):
   rest of the daemon's environment) and ``HOME`` = the workdir, overlaid by workflow env, job env,
   step env, then ``extra_env`` (the peer's own values win, e.g. a workflow id it wants to pass in).
 * Every process is started through ``sandbox.Sandbox`` (bubblewrap where installed: the repo is
-  hidden, the workdir appears at ``sandbox.JOB_DIR``, rlimits apply). A run without ``timeout_s``
-  gets the sandbox policy's default wall time.
+  hidden, the workdir keeps its path or appears at ``sandbox.JOB_DIR``, rlimits apply). A run
+  without ``timeout_s`` gets the sandbox policy's default wall time. Under bubblewrap each step
+  has a private ``/tmp``: files that must outlive a step belong in the workdir.
 * A failing step (non-zero exit, or timeout) fails its job and later steps are skipped, unless the
   step has ``continue_on_error``. ``if: always()`` steps still run, ``failure()`` steps run only
   after a failure. A job runs when all its needs succeeded (``success()``), unconditionally
@@ -739,14 +740,6 @@ class _Runner:
 # --- entry point -------------------------------------------------------------------------------
 
 
-def _valid_env(env: Mapping[str, str] | None) -> bool:
-    try:
-        _env(env or {}, "extra_env")
-    except RunSpecError:
-        return False
-    return True
-
-
 def _refused(started: float, reason: str) -> RunOutcome:
     return RunOutcome("refused", None, time.monotonic() - started, (), reason)
 
@@ -772,17 +765,24 @@ async def execute(
     group before the ``CancelledError`` propagates.
     """
     started = time.monotonic()
-    box = sandbox if sandbox is not None else Sandbox()
+    try:
+        box = sandbox if sandbox is not None else Sandbox()
+    except SandboxError as exc:
+        return _refused(started, f"no sandbox for the job: {exc}")
     if isinstance(run, Mapping) and run.get("engine") == "act":
         from .gha.act import run_job  # the GitHub Actions engine sits beside this module
 
+        try:
+            act_env = _env(extra_env or {}, "extra_env")
+        except RunSpecError as exc:
+            return _refused(started, str(exc))
         return await run_job(
             run,
             workdir=Path(workdir),
             sandbox=box,
             cancel=cancel,
             output_limit=output_limit,
-            extra_env=_env(extra_env or {}, "extra_env") if _valid_env(extra_env) else None,
+            extra_env=act_env,
         )
     try:
         validate_run(run)

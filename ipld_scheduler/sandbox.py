@@ -13,9 +13,10 @@ Two modes:
 
 * **bubblewrap** (``/usr/bin/bwrap``, Debian ``bubblewrap``): the job sees the host read-only
   (``--ro-bind / /``), a fresh ``/tmp`` and ``/dev``, its own workdir bound read-write at
-  ``JOB_DIR``, every hidden path replaced by an empty tmpfs (the peer's repo with its key and
-  database, the daemon's home), its own PID namespace (the whole tree dies with bubblewrap, even a
-  process that called ``setsid``), no capabilities, and optionally no network. When the daemon runs
+  its own path (``JOB_DIR`` when a 0700 parent bars the job's uid), every hidden path replaced
+  by an empty tmpfs (the peer's repo with its key and database, the daemon's home), its own PID
+  namespace (the whole tree dies with bubblewrap, even a process that called ``setsid``), no
+  capabilities, and optionally no network. When the daemon runs
   as root the job runs as an unprivileged uid (``nobody`` by default): root inside bubblewrap
   keeps ``CAP_SYS_ADMIN`` and could simply unmount the tmpfs hiding the repo, and the kernel does not
   apply ``RLIMIT_NPROC`` to root.
@@ -36,10 +37,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import os
 import resource
 import shutil
 import signal
+import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +64,8 @@ __all__ = [
 ]
 
 JOB_DIR: Final = "/tmp/job"
-"""Where the job's workdir appears inside bubblewrap (the host path may be unreachable for its uid)."""
+"""Where the job's workdir appears inside bubblewrap when its own path is unreachable for the job's
+uid (a parent directory that is 0700 and not hidden); otherwise it keeps its host path."""
 NOBODY: Final = 65534
 DEFAULT_WALL_TIME_S: Final = 3600
 """A run without its own ``timeout_s`` is stopped after one hour."""
@@ -130,7 +134,8 @@ class SandboxPolicy:
     """What a job may see and use. Defaults suit a peer; the runtime adds its repo to ``hide``.
 
     ``hide``: paths replaced by an empty directory (bubblewrap only). ``expose``: paths bound back
-    read-only after hiding (an interpreter installed under a hidden home). ``hide_home``: also hide
+    read-only after hiding (an interpreter installed under a hidden home). ``writable``: host paths
+    bound read-write (a shared cache; tests that watch a job from outside). ``hide_home``: also hide
     the daemon's home directory. ``uid``/``gid``: who the job runs as under bubblewrap; None picks
     ``NOBODY`` when the daemon is root and keeps the daemon's uid otherwise. ``bubblewrap``: None
     uses it when installed, False forces the fallback, True refuses to run without it.
@@ -141,6 +146,7 @@ class SandboxPolicy:
     network: bool = True
     hide: tuple[Path, ...] = ()
     expose: tuple[Path, ...] = ()
+    writable: tuple[Path, ...] = ()
     hide_home: bool = True
     uid: int | None = None
     gid: int | None = None
@@ -188,6 +194,13 @@ class Sandbox:
             found = None
         if self.policy.bubblewrap is True and found is None:
             raise SandboxError("the sandbox policy requires bubblewrap, and bwrap is not installed")
+        self._broken: str | None = None
+        if found is not None:
+            self._broken = _probe(found)
+            if self._broken is not None:
+                if self.policy.bubblewrap is True:
+                    raise SandboxError(f"bubblewrap cannot create a sandbox here: {self._broken}")
+                found = None
         self._bwrap = found
         self._prlimit = shutil.which("prlimit")
         euid = os.geteuid()
@@ -219,9 +232,11 @@ class Sandbox:
 
     def isolation(self) -> Isolation:
         missing: list[str] = []
+        if self._broken is not None:
+            missing.append(f"bubblewrap is installed but cannot create a sandbox here ({self._broken})")
         if self._bwrap is None:
             missing += [
-                "bubblewrap is not installed: the job can read every file the daemon's user can, "
+                "no bubblewrap: the job can read every file the daemon's user can, "
                 "including the peer's key and database",
                 "no PID namespace: a job process that calls setsid survives the kill",
                 "the job runs as the daemon's uid and shares its network and /tmp",
@@ -252,7 +267,35 @@ class Sandbox:
         if self._bwrap is None:
             return str(target)
         rel = target.relative_to(base)
-        return JOB_DIR if rel == Path(".") else f"{JOB_DIR}/{rel.as_posix()}"
+        mount = self._mount_point(base)
+        return mount if rel == Path(".") else f"{mount}/{rel.as_posix()}"
+
+    def _covers(self) -> tuple[Path, ...]:
+        """Directories the sandbox builds afresh (tmpfs): parents inside them are created 0755."""
+        return (Path("/tmp"), *(p for p in self._hidden))
+
+    def _reachable(self, directory: Path) -> bool:
+        try:
+            st = os.stat(directory)
+        except OSError:
+            return False
+        if self._uid == 0:
+            return True
+        if st.st_uid == self._uid:
+            return bool(st.st_mode & 0o100)
+        if st.st_gid == self._gid:
+            return bool(st.st_mode & 0o010)
+        return bool(st.st_mode & 0o001)
+
+    def _mount_point(self, base: Path) -> str:
+        """The workdir's path inside bubblewrap: its own, when the job's uid can walk to it."""
+        covers = self._covers()
+        for parent in base.parents:
+            if parent == Path("/") or any(parent.is_relative_to(c) for c in covers):
+                continue
+            if not self._reachable(parent):
+                return JOB_DIR
+        return str(base)
 
     def environment(self, *layers: Mapping[str, str]) -> dict[str, str]:
         """The allow-listed daemon variables, overlaid by ``layers`` in order (later wins)."""
@@ -276,24 +319,38 @@ class Sandbox:
 
     def _bwrap_argv(self, workdir: Path, cwd: str, expose: Sequence[Path]) -> list[str]:
         assert self._bwrap is not None
-        argv = [self._bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-        for path in self._hidden:
+        argv = [self._bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+        argv += ["--perms", "1777", "--tmpfs", "/tmp"]  # like the host's: every uid may write
+        made: list[Path] = [Path("/tmp")]  # fresh tmpfs mounts, in the order they are made
+
+        def open_parents(path: Path) -> None:
+            # bubblewrap creates missing directories 0700: a dropped uid could not pass them.
+            for parent in reversed(path.parents):
+                if parent not in made and any(parent.is_relative_to(m) for m in made):
+                    argv.extend(["--perms", "0755", "--dir", str(parent)])
+                    made.append(parent)
+
+        for path in sorted(self._hidden, key=lambda p: len(p.parts)):
             if path.is_dir():
-                argv += ["--tmpfs", str(path)]
+                open_parents(path)
+                argv.extend(["--tmpfs", str(path)])
+                made.append(path)
             elif path.exists():
-                argv += ["--ro-bind", "/dev/null", str(path)]
+                argv.extend(["--ro-bind", "/dev/null", str(path)])
         for path in (*self.policy.expose, *expose):
             resolved = Path(path).resolve()
-            if not resolved.exists():
-                continue
-            # bubblewrap creates missing mount points 0700: open the way through a hidden parent.
-            for hidden in self._hidden:
-                if resolved.is_relative_to(hidden) and resolved != hidden:
-                    for ancestor in reversed(resolved.parents):
-                        if ancestor.is_relative_to(hidden) and ancestor != hidden:
-                            argv += ["--perms", "0755", "--dir", str(ancestor)]
-            argv += ["--ro-bind", str(resolved), str(resolved)]
-        argv += ["--bind", str(Path(workdir).resolve()), JOB_DIR, "--chdir", cwd]
+            if resolved.exists():
+                open_parents(resolved)
+                argv.extend(["--ro-bind", str(resolved), str(resolved)])
+        for path in self.policy.writable:
+            resolved = Path(path).resolve()
+            if resolved.exists():
+                open_parents(resolved)
+                argv.extend(["--bind", str(resolved), str(resolved)])
+        base = Path(workdir).resolve()
+        mount = self._mount_point(base)
+        open_parents(Path(mount))
+        argv += ["--bind", str(base), mount, "--chdir", cwd]
         argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent"]
         if self._setpriv is None:
             argv += ["--cap-drop", "ALL"]
@@ -386,6 +443,20 @@ class Sandbox:
         """SIGKILL the group. Under bubblewrap this ends the PID namespace, so every process of the
         job dies, including any that left the group."""
         _killpg(proc.pid, signal.SIGKILL)
+
+
+@functools.lru_cache(maxsize=4)
+def _probe(bwrap: str) -> str | None:
+    """None when ``bwrap`` can build the sandbox we use (user or mount namespaces may be off)."""
+    argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+    argv += ["--unshare-pid", "--die-with-parent", "--", "true"]
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=20, env={}, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return str(exc)[:200]
+    if done.returncode != 0:
+        return done.stderr.decode(errors="replace").strip()[:200] or f"exit status {done.returncode}"
+    return None
 
 
 def _rlimit_setter(limits: tuple[tuple[int, int], ...]) -> Any:

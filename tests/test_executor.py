@@ -201,7 +201,7 @@ async def test_working_directory_is_relative_to_workdir(tmp_path: Path) -> None:
     }
     outcome = await execute(run, workdir=tmp_path)
     root, sub, dotdot = (Path(s.stdout.decode().strip()) for s in outcome.steps)
-    inside = Path(Sandbox().inside(tmp_path))  # JOB_DIR under bubblewrap, the workdir itself without
+    inside = Path(Sandbox().inside(tmp_path))  # the path the job sees (JOB_DIR if its own is unreachable)
     assert root == inside == dotdot
     assert sub == inside / "sub" / "deeper"
 

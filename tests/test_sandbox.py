@@ -10,14 +10,16 @@ import asyncio
 import os
 import shutil
 import socket
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ipld_scheduler.errors import InvalidInput
 from ipld_scheduler.executor import execute
-from ipld_scheduler.sandbox import JOB_DIR, IsolationMode, Limits, Sandbox, SandboxPolicy
+from ipld_scheduler.sandbox import IsolationMode, Limits, Sandbox, SandboxPolicy
 
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 SECRET = "s3cr3t-key-material-7f1d"
@@ -74,7 +76,7 @@ async def test_job_cannot_see_the_daemon_environment_or_processes(
     assert result.stdout.endswith(b"end\n")
     assert SECRET.encode() not in result.stdout + result.stderr
     assert b"AWS_SECRET_ACCESS_KEY" not in result.stdout
-    assert f"HOME={JOB_DIR}".encode() in result.stdout
+    assert f"HOME={Sandbox().inside(tmp_path)}".encode() in result.stdout
 
 
 async def test_fallback_clears_the_environment_and_says_what_is_missing(
@@ -217,3 +219,41 @@ async def test_partial_output_is_kept_on_timeout_and_cancel(tmp_path: Path) -> N
     run = {"steps": [step("talk", "echo partial; sleep 30")]}
     outcome = await execute(run, workdir=tmp_path, sandbox=Sandbox(), cancel=cancel)
     assert outcome.status == "cancelled" and outcome.steps[0].stdout == b"partial\n"
+
+
+async def test_a_bubblewrap_that_cannot_start_falls_back_and_says_so(tmp_path: Path) -> None:
+    box = Sandbox(bwrap="/bin/false")
+    isolation = box.isolation()
+    assert isolation.mode is IsolationMode.RLIMITS
+    assert any("cannot create a sandbox" in line for line in isolation.missing)
+    outcome = await execute({"steps": [step("ok", "echo ran")]}, workdir=tmp_path, sandbox=box)
+    assert outcome.status == "success" and outcome.steps[0].stdout == b"ran\n"
+
+
+def test_limits_are_validated() -> None:
+    with pytest.raises(InvalidInput, match="processes"):
+        Limits(processes=0)
+    with pytest.raises(InvalidInput, match="wall_time_s"):
+        Limits(wall_time_s=True)
+
+
+@needs_bwrap
+async def test_only_the_workdir_and_writable_paths_can_be_written(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # the job may run as another uid
+    elsewhere = Path(tempfile.mkdtemp(dir="/var/tmp"))  # on the host's disk, outside /tmp
+    elsewhere.chmod(0o777)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    box = Sandbox(SandboxPolicy(writable=(shared,)))
+    marker = f"d-{tmp_path.name}"
+    script = f"set +e; echo a > {shared}/a; echo b > {elsewhere}/b; echo c > c; echo d > /tmp/{marker}"
+    try:
+        outcome = await execute({"steps": [step("write", script)]}, workdir=workdir, sandbox=box)
+        assert outcome.status == "success"  # the private /tmp is writable for the job's uid
+        assert (shared / "a").read_text() == "a\n" and (workdir / "c").read_text() == "c\n"
+        assert not (elsewhere / "b").exists() and not Path("/tmp", marker).exists()
+        assert b"Read-only file system" in outcome.steps[0].stderr
+    finally:
+        shutil.rmtree(elsewhere)
