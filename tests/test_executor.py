@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ipld_scheduler import executor
 from ipld_scheduler.executor import (
     KILL_GRACE_S,
     MAX_SCRIPT_BYTES,
@@ -27,7 +29,18 @@ from ipld_scheduler.executor import (
     execute,
     validate_run,
 )
-from ipld_scheduler.sandbox import Sandbox
+from ipld_scheduler.sandbox import Sandbox, SandboxPolicy
+
+
+@pytest.fixture(autouse=True, params=["bubblewrap", "rlimits"])
+def sandbox_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs under bubblewrap (when installed) and under the rlimits fallback: the
+    step semantics must not depend on the sandbox."""
+    if request.param == "rlimits":
+        monkeypatch.setattr(executor, "Sandbox", lambda: Sandbox(SandboxPolicy(bubblewrap=False)))
+    elif shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed")
+    return str(request.param)
 
 
 def step(name: str, script: str, **extra: Any) -> dict[str, Any]:
@@ -201,7 +214,9 @@ async def test_working_directory_is_relative_to_workdir(tmp_path: Path) -> None:
     }
     outcome = await execute(run, workdir=tmp_path)
     root, sub, dotdot = (Path(s.stdout.decode().strip()) for s in outcome.steps)
-    inside = Path(Sandbox().inside(tmp_path))  # the path the job sees (JOB_DIR if its own is unreachable)
+    inside = Path(
+        executor.Sandbox().inside(tmp_path)
+    )  # the path the job sees (JOB_DIR if its own is unreachable)
     assert root == inside == dotdot
     assert sub == inside / "sub" / "deeper"
 

@@ -19,7 +19,7 @@ import pytest
 
 from ipld_scheduler.errors import InvalidInput
 from ipld_scheduler.executor import execute
-from ipld_scheduler.sandbox import IsolationMode, Limits, Sandbox, SandboxPolicy
+from ipld_scheduler.sandbox import JOB_DIR, IsolationMode, Limits, Sandbox, SandboxPolicy
 
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 SECRET = "s3cr3t-key-material-7f1d"
@@ -257,3 +257,18 @@ async def test_only_the_workdir_and_writable_paths_can_be_written(tmp_path: Path
         assert b"Read-only file system" in outcome.steps[0].stderr
     finally:
         shutil.rmtree(elsewhere)
+
+
+@needs_bwrap
+@pytest.mark.skipif(os.geteuid() != 0, reason="the remap matters when the job runs as another uid")
+async def test_a_workdir_behind_a_private_directory_appears_at_job_dir(tmp_path: Path) -> None:
+    top = Path(tempfile.mkdtemp(dir="/var/tmp"))  # 0700, owned by root, neither hidden nor /tmp
+    try:
+        workdir = top / "run"
+        workdir.mkdir()
+        assert Sandbox().inside(workdir) == JOB_DIR
+        outcome = await execute({"steps": [step("p", "pwd; echo hi > f")]}, workdir=workdir)
+        assert outcome.status == "success" and outcome.steps[0].stdout == f"{JOB_DIR}\n".encode()
+        assert (workdir / "f").read_text() == "hi\n"
+    finally:
+        shutil.rmtree(top)
