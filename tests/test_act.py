@@ -229,6 +229,16 @@ async def test_bad_specs_are_refused_with_the_field_named(
     assert list(tmp_path.iterdir()) == []
 
 
+async def test_step_output_is_bounded(tmp_path: Path) -> None:
+    workflow = "on: push\njobs:\n  loud:\n    runs-on: ubuntu-latest\n    steps:\n      - run: seq 1 100000\n"
+    outcome = await execute(
+        {"engine": "act", "workflow": workflow, "job": "loud"}, workdir=tmp_path, output_limit=1000
+    )
+    assert outcome.status == "success"
+    (loud,) = (s for s in outcome.steps if s.name == "seq 1 100000")
+    assert len(loud.stdout) <= 1000 and loud.stdout_truncated and loud.stdout.startswith(b"1\n2\n3\n")
+
+
 def test_parse_log_survives_hostile_lines() -> None:
     lines = [
         b"not json",

@@ -101,6 +101,7 @@ class ActLogRow:
     outcome: str  # success | failure | skipped | cancelled
     duration_s: float
     output: bytes = b""
+    output_truncated: bool = False
 
 
 @dataclass
@@ -112,6 +113,8 @@ class _Log:
     exit_codes: dict[str, int] = field(default_factory=dict)  # step key -> "exit status N"
     job_result: str | None = None
     truncated: bool = False
+    output_limit: int = MAX_LOG_LINE * 16  # bytes of output kept per step
+    cut: set[str] = field(default_factory=set)  # step keys whose output was cut
 
 
 def _scalar(value: Any, where: str) -> str:
@@ -229,6 +232,7 @@ def _feed(log: _Log, line: bytes) -> None:
                 outcome=result if result in ("success", "failure", "skipped", "cancelled") else "failure",
                 duration_s=duration,
                 output=bytes(log.output.pop(key, b"")),
+                output_truncated=key in log.cut,
             )
         )
         extra = log.messages.pop(key, None)
@@ -240,7 +244,12 @@ def _feed(log: _Log, line: bytes) -> None:
         log.exit_codes[key] = int(exited[1])
         return
     if entry.get("raw_output") is True:
-        log.output.setdefault(key, bytearray()).extend(text.encode("utf-8", "replace"))
+        kept = log.output.setdefault(key, bytearray())
+        data = text.encode("utf-8", "replace")
+        space = log.output_limit - len(kept)
+        if len(data) > space:
+            log.cut.add(key)
+        kept.extend(data[: max(0, space)])
     elif "stepID" in entry and text and not text.startswith("⭐"):
         log.messages.setdefault(key, bytearray()).extend(text.encode("utf-8", "replace") + b"\n")
 
@@ -356,7 +365,11 @@ def _outcome_steps(log: _Log) -> tuple[StepResult, ...]:
         code = log.exit_codes.get(f"{row.stage}\0{row.step_id}") if row.step_id else None
         if code is None and status == "success":
             code = 0
-        steps.append(StepResult(row.name, code, row.duration_s, row.output, stderr, False, False, status))
+        steps.append(
+            StepResult(
+                row.name, code, row.duration_s, row.output, stderr, row.output_truncated, False, status
+            )
+        )
     # A step still running when act was stopped: keep what it printed.
     for key, data in log.output.items():
         name = key.split("\0", 1)[1] or "(running step)"
@@ -421,9 +434,9 @@ async def run_job(
             return RunOutcome("failure", None, time.monotonic() - started, (), reason)
 
     loop = asyncio.get_running_loop()
-    log = _Log()
+    log = _Log(output_limit=output_limit)
     closed = [loop.create_future(), loop.create_future()]
-    readers = [_Reader(log, MAX_LOG_BYTES, closed[0]), _Reader(None, output_limit, closed[1])]
+    readers = [_Reader(log, 0, closed[0]), _Reader(None, output_limit, closed[1])]
     transports: list[asyncio.ReadTransport] = []
     write_fds: list[int] = []
     try:
