@@ -81,7 +81,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
             "echo ok",
         )
     hostile = ["--id", "scrape-<b>bold</b>", "--name", "<script>alert(1)</script>"]
-    cli(repo, "schedule", *hostile, "--tags", "web_scrape")
+    cli(repo, "schedule", "--manual", *hostile, "--tags", "web_scrape")
     proc, ready = _serve(repo, *_server_argv())
     try:
         yield repo, ready
