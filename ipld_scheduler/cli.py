@@ -1,10 +1,16 @@
 """The ``ipld-scheduler`` command line: parse arguments, reach the scheduler, print the answer.
 
-Owns: command and option names, help texts, exit codes, human output (rich tables) and ``--json``
-output (the operation's dict, unchanged, one JSON document on stdout), and the foreground servers
-(``run``, ``dashboard``, ``mcp``) with their signal handling.
+Owns: command and option names, help texts, human output (rich tables, never cut when stdout is
+not a terminal) and ``--json`` output (the operation's dict, unchanged, one JSON document on
+stdout; usage errors too), and the foreground servers (``run``, ``dashboard``, ``mcp``) with their
+signal handling. Settings come from :class:`~ipld_scheduler.config.Config`; exit codes from the
+error's class in :mod:`ipld_scheduler.errors` (the one mapping).
 
-Every command reaches the scheduler through :func:`ipld_scheduler.web.client.connect`: the peer
+Imports are lazy: ``--help``, ``--version`` and usage errors load click and this module only
+(``scripts/bench_cli.py`` measures it); rich, asyncio, aiohttp and the replica load when a
+command needs them.
+
+Every command reaches the scheduler through :func:`ipld_scheduler.client.connect`: the peer
 that ``ipld-scheduler run`` serves for this repo when one answers (so a CLI never fights a running
 peer for the repo lock), else the repo opened directly for the length of the command.
 
