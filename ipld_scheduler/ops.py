@@ -222,9 +222,18 @@ async def schedule(
     priority: Any = 1.0,
     metadata: Mapping[str, Any] | None = None,
     run: Mapping[str, Any] | str | None = None,
+    require_run: bool = False,
 ) -> dict[str, Any]:
     """Schedule a workflow (idempotent by id and definition). A refusal is ``success: false`` with
-    ``reason`` (as in the prototype), not an exception: it is an answer about the workflow."""
+    ``reason`` (as in the prototype), not an exception: it is an answer about the workflow.
+
+    ``require_run``: refuse (:class:`InvalidInput`) a workflow with nothing to run, which no peer
+    would ever start; front ends set it unless the caller takes work itself with ``next``."""
+    if require_run and not run:
+        raise InvalidArgument(
+            "nothing to run: give a command (CLI --run, MCP command) or a GitHub Actions workflow "
+            "file, or mark it manual (CLI --manual, MCP manual=true) if a worker takes it with `next`"
+        )
     if isinstance(run, str):
         run = _run_section(_text(run, "run", limit=64 * 1024))
     if run is not None:
@@ -248,6 +257,16 @@ async def schedule(
     answer = await replica.schedule_workflow(workflow)
     if not answer["success"]:
         answer.setdefault("assigned_peer", None)
+        import difflib
+
+        known = [tag.value for tag in WorkflowTag]
+        guesses = [
+            f"{close[0]!r} for {tag!r}"
+            for tag in workflow.tags
+            if tag not in known and (close := difflib.get_close_matches(tag, known, n=1))
+        ]
+        if guesses and isinstance(answer.get("reason"), str):
+            answer["reason"] += f" (did you mean {', '.join(guesses)}?)"
     return answer
 
 

@@ -25,8 +25,10 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
+from .backends import open_replica
 from .clock import MerkleClock
 from .codec import CID
+from .config import Config
 from .model import WorkflowDefinition
 from .ports import BlockStore
 from .replica import MergeReport, Replica, SchedulerError
@@ -35,30 +37,6 @@ from .repo import Repo
 __all__ = ["P2PWorkflowScheduler", "WorkflowQueueView", "get_scheduler", "open_replica", "reset_scheduler"]
 
 T = TypeVar("T")
-
-
-async def open_replica(
-    peer_id: str | None,
-    peers: Iterable[str] | None = None,
-    *,
-    repo: Repo,
-    ipfs_api: str | None = None,
-    store: BlockStore | None = None,
-) -> Replica:
-    """Open a replica on the chosen backend: an explicit store, Kubo at ``ipfs_api``, or embedded."""
-    store_is_repo = False
-    if store is None:
-        if ipfs_api:
-            from .kubo.rpc import KuboRPC
-            from .kubo.store import KuboStore
-
-            store = KuboStore(KuboRPC(ipfs_api), owns_rpc=True)
-        else:
-            from .embedded.store import EmbeddedStore
-
-            store = EmbeddedStore(repo)
-            store_is_repo = True
-    return await Replica.open(repo, store, peer_id, peers, store_is_repo=store_is_repo)
 
 
 class _LoopThread:
@@ -290,8 +268,7 @@ _default_lock = threading.Lock()
 
 
 def _env_peers() -> list[str]:
-    raw = os.environ.get("P2P_BOOTSTRAP_PEERS", "")
-    return [p.strip() for p in raw.split(",") if p.strip()]
+    return list(Config.load().bootstrap_peers)
 
 
 def get_scheduler(peer_id: str | None = None, peers: Iterable[str] | None = None) -> P2PWorkflowScheduler:
@@ -304,7 +281,8 @@ def get_scheduler(peer_id: str | None = None, peers: Iterable[str] | None = None
     """
     global _scheduler_instance
     with _default_lock:
-        wanted_id = peer_id or os.environ.get("P2P_PEER_ID") or None
+        config = Config.load(peer_id=peer_id)
+        wanted_id = config.peer_id
         wanted_peers = tuple(peers) if peers is not None else tuple(_env_peers())
         if _scheduler_instance is not None:
             _warn_ignored(_scheduler_instance, peer_id, wanted_peers if peers is not None else None)
@@ -314,8 +292,8 @@ def get_scheduler(peer_id: str | None = None, peers: Iterable[str] | None = None
         _scheduler_instance = P2PWorkflowScheduler(
             wanted_id,
             wanted_peers,
-            repo=os.environ.get("IPLD_SCHEDULER_REPO") or None,
-            ipfs_api=os.environ.get("IPFS_API") or None,
+            repo=None if config.repo_is_default else config.repo,
+            ipfs_api=config.ipfs_api,
         )
         return _scheduler_instance
 
