@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from .codec import CID, CodecError, decode, encode, encode_block, verify_block
 from .errors import InvalidInput, Refused
 from .identity import Signer, verify_bytes
-from .model import MAX_ID_LEN, ModelError, normalize_tags
+from .model import MAX_ID_LEN, MAX_TAGS, ModelError, normalize_tags
 
 __all__ = [
     "ADMIN_ROLE",
@@ -76,7 +76,7 @@ MAX_GENESIS_BYTES: Final = 64 * 1024
 MAX_TOKEN_CHARS: Final = 4096
 MAX_ADMINS: Final = 32
 MAX_ROLES: Final = 32
-MAX_ROLE_TAGS: Final = 64
+MAX_ROLE_TAGS: Final = MAX_TAGS
 MAX_ADDRS: Final = 16
 MAX_ADDR_LEN: Final = 512
 NONCE_BYTES: Final = 16
