@@ -14,14 +14,15 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ipld_scheduler.assign import combine, rank
-from ipld_scheduler.codec import cid_for
+from ipld_scheduler.codec import CID, cid_for, encode_block
 from ipld_scheduler.genesis import Genesis, Policy, RoleRights, invite
-from ipld_scheduler.identity import Signer
-from ipld_scheduler.model import EventKind, WorkflowDefinition
+from ipld_scheduler.identity import Signer, verify_event
+from ipld_scheduler.model import Event, EventKind, WorkflowDefinition
 from ipld_scheduler.reasons import Reject
 from ipld_scheduler.trust import (
     POLICY_KIND,
@@ -699,3 +700,100 @@ def test_authorize_is_a_pure_function(
     assert authorize(kind, author, k, reordered, again, facts) == first
     assert authorize(kind, author, k, body, view, facts) == first
     assert view == again  # authorize changed nothing
+
+
+# --- real signed events, any delivery order ---------------------------------------------------------
+
+_PRIVATE = {
+    name: Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"k" + name.encode()).digest())
+    for name in ("root", "alice", "bob", "eve")
+}
+_SIGNED_GENESIS = Genesis.create(
+    "lab", {"root": Signer("root", _PRIVATE["root"]).public_key}, POLICY, bytes(16)
+)
+_SIGNED_NETWORK = _SIGNED_GENESIS.cid
+_SIGNED_G = Membership.from_genesis(_SIGNED_GENESIS, _SIGNED_NETWORK)
+_STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(["root", "root", "alice", "bob"]),  # the name the event claims
+        st.sampled_from(["own", "own", "own", "eve"]),  # whose private key signs it (eve: the stranger)
+        st.sampled_from([K.PEER_ADD, K.PEER_ADD, K.PEER_REMOVE, K.EVICT, K.CHECKPOINT]),
+        st.sampled_from(["alice", "bob", "eve"]),  # target peer
+        st.sampled_from([(), ("worker",), ("admin",)]),
+        st.lists(st.integers(0, 50), min_size=1, max_size=3),  # parents, as indexes into a pool
+        st.sampled_from([False, False, False, True]),  # reckless: may link refused events
+    ),
+    min_size=1,
+    max_size=14,
+)
+
+
+def _build(steps: list[Any]) -> tuple[list[CID], dict[CID, Event]]:
+    """Signed events; most link only events accepted so far (as honest peers do), some link anything."""
+    events: dict[CID, Event] = {}
+    order: list[CID] = []
+    heights: dict[CID, int] = {_SIGNED_NETWORK: 0}
+    for author, signer_name, kind, peer, roles, picks, reckless in steps:
+        accepted = [c for c, v in _fold(order, events)[0].items() if v is None]
+        pool = [_SIGNED_NETWORK, *(order if reckless else accepted)]
+        parents = tuple(sorted({pool[i % len(pool)] for i in picks}, key=lambda c: c.raw))
+        body: dict[str, Any] = {"peer": peer}
+        if kind == K.PEER_ADD:
+            body["key"] = Signer(peer, _PRIVATE[peer]).public_key
+            body["roles"] = list(roles)
+        elif kind == K.CHECKPOINT:
+            body = {"state": cid_for(b"state")}
+        private = _PRIVATE[author if signer_name == "own" else "eve"]
+        height = 1 + max(heights[p] for p in parents)
+        event = Signer(author, private).sign(Event(kind.value, author, height, parents, body, b""))
+        cid, _ = encode_block(event.to_ipld())
+        heights[cid] = height
+        events[cid] = event
+        order.append(cid)
+    return order, events
+
+
+def _fold(
+    order: list[CID], events: dict[CID, Event]
+) -> tuple[dict[CID, Reject | None], dict[CID, Membership]]:
+    """What the fold will do: judge each event on its parents' views; a refused event's descendants too."""
+    views: dict[CID, Membership] = {_SIGNED_NETWORK: _SIGNED_G}
+    verdicts: dict[CID, Reject | None] = {}
+    for cid in order:
+        event = events[cid]
+        if any(p not in views for p in event.parents):
+            verdicts[cid] = Reject.POISONED_HISTORY
+            continue
+        if not verify_event(event):
+            verdicts[cid] = Reject.BAD_SIGNATURE
+            continue
+        before = Membership.join_all([views[p] for p in event.parents])
+        verdict = authorize(event.kind, event.author, event.key, event.body, before)
+        verdicts[cid] = verdict
+        if verdict is None:
+            views[cid] = before.apply(event.kind, event.author, event.body, (event.height, cid.raw))
+    return verdicts, views
+
+
+@SETTINGS
+@given(_STEPS, st.randoms(use_true_random=False))
+def test_every_delivery_order_gives_the_same_verdicts_and_a_stranger_never_gets_in(
+    steps: list[Any], rnd: Any
+) -> None:
+    order, events = _build(steps)
+    verdicts, views = _fold(order, events)
+    # another topological order: repeatedly deliver a random event whose parents have arrived
+    pending, delivered, shuffled = list(order), {_SIGNED_NETWORK}, []
+    while pending:
+        ready = [c for c in pending if all(p in delivered for p in events[c].parents)]
+        pick = rnd.choice(ready)
+        pending.remove(pick)
+        delivered.add(pick)
+        shuffled.append(pick)
+    again, views_again = _fold(shuffled, events)
+    assert again == verdicts
+    assert views_again == views
+    eve = Signer("eve", _PRIVATE["eve"]).public_key
+    for cid, event in events.items():
+        if event.key == eve:
+            assert verdicts[cid] is not None, "an event signed by a key no admin bound was accepted"
