@@ -426,6 +426,18 @@ class AuthorUsage:
     events: int
     bytes: int
 
+    @classmethod
+    def within(cls, own: Iterable[tuple[int, int]], height: int, size: int, window: int) -> AuthorUsage:
+        """Usage of an event at ``height`` of ``size`` bytes, given ``own``: (height, bytes) of the
+        author's *other* events in its causal past (the fold finds them; older ones may be included)."""
+        low = height - window
+        events, total = 1, size
+        for h, n in own:
+            if low < h <= height:
+                events += 1
+                total += n
+        return cls(events, total)
+
 
 # --- the rules ------------------------------------------------------------------------------------
 

@@ -560,6 +560,13 @@ def test_rate_limits_count_the_authors_window() -> None:
     assert authorize(K.CHECKPOINT, "bob", key("bob"), {}, off, usage=many) is None
 
 
+def test_author_usage_counts_only_the_window() -> None:
+    own = [(1, 100), (5, 10), (6, 20), (9, 40)]
+    assert AuthorUsage.within(own, 10, 7, 5) == AuthorUsage(events=3, bytes=67)  # heights 6..10
+    assert AuthorUsage.within([], 3, 7, 5) == AuthorUsage(events=1, bytes=7)
+    assert AuthorUsage.within(own, 10, 7, 0) == AuthorUsage(events=1, bytes=7)
+
+
 def test_unknown_kinds_are_refused() -> None:
     assert authorize("launch-missiles", "root", key("root"), {}, G) is Reject.MALFORMED
 
