@@ -31,7 +31,7 @@ import base64
 import re
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -319,8 +319,8 @@ class Genesis:
 
     name: str
     admins: tuple[tuple[str, bytes], ...]
-    policy: Policy = field(default_factory=Policy)
-    nonce: bytes = b"\x00" * NONCE_BYTES
+    policy: Policy
+    nonce: bytes
 
     def __post_init__(self) -> None:
         if type(self.name) is not str or not 0 < len(self.name) <= MAX_ID_LEN:
@@ -504,21 +504,9 @@ def invite(
         addr_list,
     )
     _check_invite_fields(unsigned)
-    signed = Invite(**{**_fields(unsigned), "sig": admin.sign_bytes(unsigned.signing_bytes())})
+    signed = replace(unsigned, sig=admin.sign_bytes(unsigned.signing_bytes()))
     body = {"key": signed.one_time_key, "peer": signed.peer, "roles": list(signed.roles), "invite": True}
     return Invitation(signed.to_token(), signed, body)
-
-
-def _fields(inv: Invite) -> dict[str, Any]:
-    return {
-        "genesis": inv.genesis,
-        "peer": inv.peer,
-        "roles": inv.roles,
-        "seed": inv.seed,
-        "admin": inv.admin,
-        "addrs": inv.addrs,
-        "sig": inv.sig,
-    }
 
 
 def _check_invite_fields(inv: Invite) -> None:
