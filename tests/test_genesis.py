@@ -351,3 +351,79 @@ def test_invite_refuses_bad_arguments() -> None:
 
 def test_network_cid_type() -> None:
     assert isinstance(NETWORK, CID) and str(NETWORK).startswith("b")
+
+
+# --- fuzzing: nothing but the module's own errors ever escapes ------------------------------------
+
+_IPLD = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**64), 2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40)
+    | st.binary(max_size=40)
+    | st.just(NETWORK),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=4),
+    max_leaves=12,
+)
+_GENESIS_PATHS = [
+    ("v",),
+    ("kind",),
+    ("name",),
+    ("nonce",),
+    ("admins",),
+    ("admins", "root"),
+    ("policy",),
+    ("policy", "roles"),
+    ("policy", "roles", "worker"),
+    ("policy", "roles", "worker", "tags"),
+    ("policy", "roles", "worker", "run"),
+    ("policy", "rate_bytes"),
+    ("policy", "logs_local"),
+]
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(_GENESIS_PATHS), _IPLD)
+def test_fuzzed_genesis_fields_decode_canonically_or_raise_genesis_error(
+    path: tuple[str, ...], value: Any
+) -> None:
+    try:
+        data = _mutated(path, value)
+    except IpldSchedulerError:
+        return  # not encodable as DAG-CBOR in the first place
+    try:
+        decoded = Genesis.from_block(data)
+    except GenesisError:
+        return
+    assert decoded.encode()[1] == data  # whatever decodes re-encodes to the same bytes: one CID
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=400))
+def test_fuzzed_genesis_bytes_raise_genesis_error(data: bytes) -> None:
+    with pytest.raises(GenesisError):
+        Genesis.from_block(data)
+
+
+_INVITE_FIELDS = sorted(_GOOD)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(_INVITE_FIELDS), _IPLD)
+def test_fuzzed_token_fields_are_refused_with_invite_errors(name: str, value: Any) -> None:
+    if value == _GOOD[name] and type(value) is type(_GOOD[name]):
+        return
+    try:
+        token = _signed({**_GOOD, name: value})
+    except IpldSchedulerError:
+        return
+    with pytest.raises((InviteError, InviteRefused)):
+        verify_invite(token, NETWORK, GENESIS)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(max_size=600) | st.binary(max_size=400).map(_token_of))
+def test_fuzzed_token_text_raises_invite_error(text: str) -> None:
+    with pytest.raises(InviteError):
+        read_invite(text)

@@ -804,3 +804,43 @@ def test_every_delivery_order_gives_the_same_verdicts_and_a_stranger_never_gets_
     for cid, event in events.items():
         if event.key == eve:
             assert verdicts[cid] is not None, "an event signed by a key no admin bound was accepted"
+
+
+_TAGS_ANY = st.lists(st.sampled_from(["p2p_only", "gpu", "web_scrape"]), unique=True).map(
+    lambda t: tuple(sorted(t))
+)
+_JUNK = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**64), 2**64 - 1)
+    | st.text(max_size=10)
+    | st.binary(max_size=40)
+    | st.sampled_from(["alice", "bob", "w1", "admin", key("x"), key("bob")]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from([*K, POLICY_KIND]),
+    st.sampled_from(["root", "alice", "bob"]),
+    st.dictionaries(
+        st.sampled_from(["id", "peer", "to", "key", "roles", "rotate", "invite", "policy", "priority"]), _JUNK
+    ),
+    st.none()
+    | st.builds(
+        WorkflowFacts, st.just("w1"), _PEERS, st.none() | _PEERS, st.none() | _PEERS, st.none() | _PEERS
+    )
+    | st.builds(Submission, _TAGS_ANY, st.booleans(), st.integers(0, 10**6), st.integers(0, 10**6)),
+)
+def test_fuzzed_bodies_get_a_verdict_never_an_exception(
+    kind: str, author: str, body: dict[str, Any], facts: WorkflowFacts | Submission | None
+) -> None:
+    dag, head = _team()
+    view = dag.views[head]
+    verdict = authorize(kind, author, key(author), body, view, facts)
+    assert verdict is None or isinstance(verdict, Reject)
+    if verdict is None:
+        after = view.apply(kind, author, body, (9, b"z"))  # an allowed event always applies
+        assert after.join(view) == view.join(after)
