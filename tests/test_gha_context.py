@@ -85,7 +85,9 @@ def test_pull_request_needs_a_base_and_dispatch_carries_inputs(tmp_path: Path) -
     dispatch = from_checkout(tmp_path / "src", event="workflow_dispatch", inputs={"level": "3"})
     assert dispatch.event["inputs"] == {"level": "3"}
     with pytest.raises(ContextError, match="event"):
-        from_checkout(tmp_path / "src", event="release")
+        from_checkout(tmp_path / "src", event="Release!")
+    other = from_checkout(tmp_path / "src", event="schedule")
+    assert other.ref == "refs/heads/feature/x" and set(other.event) == {"repository"}
 
 
 def test_a_detached_head_or_no_commit_is_refused(tmp_path: Path) -> None:

@@ -212,7 +212,7 @@ def _repository(checkout: Path) -> str:
 
 
 def _payload(
-    event: EventName,
+    event: EventName | None,
     *,
     repository: str,
     sha: str,
@@ -232,6 +232,8 @@ def _payload(
         return {"ref": ref, "after": sha, "deleted": False, "repository": repo}
     if event is EventName.WORKFLOW_DISPATCH:
         return {"ref": ref, "inputs": dict(inputs), "repository": repo}
+    if event is not EventName.PULL_REQUEST:
+        return {"repository": repo}
     return {
         "action": "synchronize",
         "number": number,
@@ -258,13 +260,12 @@ def from_checkout(
     ``local/<directory name>``. ``ref``: ``refs/heads/<branch>`` (a detached HEAD refuses: name a
     branch). ``pull_request`` needs ``base_ref`` (the branch the pull request targets); its ``ref`` is
     ``refs/pull/<pr_number>/merge`` as on GitHub, with the checkout's branch as the head.
-    ``workflow_dispatch`` carries ``inputs``.
+    ``workflow_dispatch`` carries ``inputs``. Any other event (``schedule``, ``release``, ...) gets
+    the branch ref and a payload holding only ``repository``.
     """
-    try:
-        name = EventName(event)
-    except ValueError:
-        allowed = ", ".join(e.value for e in EventName)
-        raise ContextError(f"event {str(event)[:40]!r}: a context is taken for {allowed}") from None
+    if not isinstance(event, str) or not _EVENT.fullmatch(event):
+        raise ContextError(f"event {str(event)[:40]!r}: expected an event name such as push")
+    name = EventName(event) if event in {e.value for e in EventName} else None
     checkout = Path(checkout)
     sha = _git(checkout, "rev-parse", "--verify", "HEAD^{commit}")
     if sha is None:
@@ -301,4 +302,4 @@ def from_checkout(
         inputs=given,
         number=pr_number,
     )
-    return GithubContext(repository, sha, ref, ref_name, name.value, payload)
+    return GithubContext(repository, sha, ref, ref_name, str(event), payload)
