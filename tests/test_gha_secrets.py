@@ -13,6 +13,7 @@ from ipld_scheduler.gha.secrets import (
     SecretPolicy,
     Secrets,
     load_secrets,
+    load_vars,
     parse_dotenv,
     scrub,
     secrets_for,
@@ -90,11 +91,13 @@ jobs:
       - id: out
         env:
           TOKEN: ${{ secrets.API_TOKEN }}
+          REGION: ${{ vars.REGION }}
         run: |
           printf 'sha=%s\\n' "$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1)"
           echo "token=$TOKEN"
           echo "stderr=$TOKEN" >&2
           echo "leak=$TOKEN" >> "$GITHUB_OUTPUT"
+          echo "region=$REGION"
 """
 
 
@@ -106,12 +109,14 @@ async def test_a_trusted_job_sees_the_secret_masked_and_an_untrusted_one_does_no
     secrets = load_secrets(write(tmp_path / "secrets.env", FILE, 0o600))
     policy = SecretPolicy(frozenset({"peer-trusted"}))
     given = secrets_for("peer-trusted" if trusted else "peer-stranger", policy, secrets)
+    variables = load_vars(write(tmp_path / "vars.env", "region='eu $x'\n", 0o644)) if trusted else {}
     workdir = tmp_path / "run"
     outcome = await run_job(
         {"engine": "act", "workflow": JOB, "job": "use"},
         workdir=workdir,
         sandbox=Sandbox(SandboxPolicy(network=False)),
         secrets=given,
+        variables=variables,
     )
     assert outcome.status == "success", outcome
     (step,) = (s for s in outcome.steps if s.name.startswith("printf"))
@@ -120,6 +125,7 @@ async def test_a_trusted_job_sees_the_secret_masked_and_an_untrusted_one_does_no
     assert seen["sha"] == hashlib.sha256(expected.encode()).hexdigest()  # verbatim, nothing expanded
     assert seen["token"] == ("***" if trusted else "")
     assert seen["stderr"] == ("***" if trusted else "")
+    assert seen["region"] == ("eu $x" if trusted else "")
     everything = b"".join(s.stdout + s.stderr + s.name.encode() for s in outcome.steps)
     assert TOKEN.encode() not in everything
     assert TOKEN not in repr(outcome.outputs) and TOKEN not in (outcome.reason or "")

@@ -19,14 +19,15 @@ Run directory (the executor's workdir; everything the job writes stays in it)::
     workspace/   the job's source tree (materialized there by the caller, else empty), made a git
                  repository so act's ``actions/checkout`` of the job's own repository copies it
     home/        HOME: act's caches and config; no ``.actrc`` of the tree is ever read
-    workflow.yml event.json empty.env artifacts/ actions/
+    workflow.yml event.json artifacts/ actions/
     context.yml  the github context values act reads first (``gha/context.py``), as --env-file
     secrets.yml  the secrets handed to this job (0600, JSON read by act as YAML), deleted after
+    vars.yml     the peer's variables handed to this job (``vars.*``), same format
     pinned/      the job's pinned actions, materialized from blocks (``gha/pin.py``)
 
 act runs with its working directory at the run directory and ``-C workspace``, and explicit
 ``--env-file``/``--var-file``/``--secret-file`` (empty unless the peer gives secrets), so a
-``.actrc``, ``.env`` or ``.secrets`` file inside the submitted tree is never read.
+``.actrc``, ``.env``, ``.vars`` or ``.secrets`` file inside the submitted tree is never read.
 
 Optional typed inputs (keyword-only; absent = the behaviour before they existed): ``store`` with
 ``workspace_root`` (a ``gha/workspace.py`` tree materialized as ``workspace/``) and ``actions``
@@ -361,6 +362,7 @@ def _prepare_dir(
     secret_file: Path | None,
     context: GithubContext | None,
     secrets: Secrets | None,
+    variables: Mapping[str, str],
 ) -> Path:
     workspace = workdir / "workspace"
     workspace.mkdir(exist_ok=True)
@@ -369,11 +371,11 @@ def _prepare_dir(
     (workdir / "workflow.yml").write_text(spec.workflow, encoding="utf-8")
     event = context.event_json() if context is not None else b"{}\n"
     (workdir / "event.json").write_bytes(event)
-    (workdir / "empty.env").write_text("", encoding="utf-8")
     # JSON is YAML: act reads a .yml env/secret file with a YAML parser, so values stay verbatim
     # (its dotenv reader would expand $VARS and escapes inside them).
     env = context.act_env() if context is not None else {}
     (workdir / "context.yml").write_text(json.dumps(env, sort_keys=True) + "\n", encoding="utf-8")
+    (workdir / "vars.yml").write_text(json.dumps(dict(variables), sort_keys=True) + "\n", encoding="utf-8")
     if secret_file is not None and not secrets:  # a dotenv file given as is (older callers)
         _write_private(workdir / SECRETS_FILE, b"")
         _write_private(workdir / "secrets.env", Path(secret_file).read_bytes())
@@ -394,7 +396,7 @@ def _act_argv(
         argv += ["-P", f"{label}=-self-hosted"]
     argv += ["-C", inside("workspace"), "-e", inside("event.json")]
     argv += ["--artifact-server-path", inside("artifacts"), "--action-cache-path", inside("actions")]
-    argv += ["--env-file", inside("context.yml"), "--var-file", inside("empty.env")]
+    argv += ["--env-file", inside("context.yml"), "--var-file", inside("vars.yml")]
     argv += ["--secret-file", inside(secret_name)]
     if not network:
         argv += ["--artifact-server-addr", "127.0.0.1", "--cache-server-addr", "127.0.0.1"]
@@ -444,15 +446,16 @@ async def run_job(
     actions: Mapping[str, PinnedAction] | None = None,
     context: GithubContext | None = None,
     secrets: Secrets | None = None,
+    variables: Mapping[str, str] | None = None,
 ) -> RunOutcome:
     """Run the act job ``run`` in ``workdir`` through ``sandbox``; never raises for a bad spec.
 
     ``workdir/workspace`` may already hold the job's source tree (``gha.workspace.materialize``),
     or ``workspace_root`` names it in ``store``. ``actions`` (pinned, in ``store``) run offline;
     ``context`` sets ``github.*``; ``secrets`` reach the job as ``secrets.*`` and are masked in the
-    outcome (module docstring). ``timeout_s`` defaults to the sandbox policy's wall time. Cancel
-    and timeout stop act's whole process tree (SIGTERM, then SIGKILL after ``KILL_GRACE_S``); the
-    rows logged so far are kept.
+    outcome, ``variables`` as ``vars.*`` (module docstring). ``timeout_s`` defaults to the sandbox
+    policy's wall time. Cancel and timeout stop act's whole process tree (SIGTERM, then SIGKILL
+    after ``KILL_GRACE_S``); the rows logged so far are kept.
     """
     started = time.monotonic()
     try:
@@ -470,6 +473,7 @@ async def run_job(
             actions=actions or {},
             context=context,
             secrets=secrets,
+            variables=variables or {},
             started=started,
         )
     finally:  # the secrets never outlive the run, whatever happened to it
@@ -530,6 +534,7 @@ async def _run_job(
     actions: Mapping[str, PinnedAction],
     context: GithubContext | None,
     secrets: Secrets | None,
+    variables: Mapping[str, str],
     started: float,
 ) -> RunOutcome:
     try:
@@ -542,7 +547,7 @@ async def _run_job(
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         local = await _materialize_inputs(workdir, store, workspace_root, actions)
-        workspace = _prepare_dir(workdir, spec, secret_file, context, secrets)
+        workspace = _prepare_dir(workdir, spec, secret_file, context, secrets, variables)
         sandbox.prepare(workdir)
     except (OSError, InvalidInput) as exc:
         return RunOutcome("failure", None, time.monotonic() - started, (), f"cannot prepare the run: {exc}")

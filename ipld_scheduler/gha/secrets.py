@@ -1,9 +1,10 @@
 """A peer's own secrets for GitHub Actions jobs, and which jobs get them.
 
-Owns: reading the peer's local secrets file (dotenv: ``NAME=value`` lines, ``#`` comments, optional
-``export``, values optionally in single quotes (literal) or double quotes (``\\n``, ``\\"``,
-``\\\\`` escapes)), refusing one that other users can read, the trust rule (:class:`SecretPolicy`,
-:func:`secrets_for`), and scrubbing secret values out of job output (:func:`scrub`).
+Owns: reading the peer's local secrets file and its variables file (:func:`load_vars`), both
+dotenv: ``NAME=value`` lines, ``#`` comments, optional ``export``, values optionally in single
+quotes (literal) or double quotes (``\\n``, ``\\"``, ``\\\\`` escapes); refusing a secrets file
+that other users can read; the trust rule (:class:`SecretPolicy`, :func:`secrets_for`); and
+scrubbing secret values out of job output (:func:`scrub`).
 
 Must not: put a secret in a block, a log line, an error message, an argv or a ``repr``: secrets
 reach act only through a 0600 file in the run directory (``gha/act.py`` deletes it after the run),
@@ -31,6 +32,7 @@ __all__ = [
     "Secrets",
     "SecretsFileError",
     "load_secrets",
+    "load_vars",
     "scrub",
     "secrets_for",
 ]
@@ -148,6 +150,23 @@ def load_secrets(path: Path) -> Secrets:
     except UnicodeDecodeError:
         raise SecretsFileError(f"the secrets file {path} is not UTF-8") from None
     return Secrets(parse_dotenv(text))
+
+
+def load_vars(path: Path) -> dict[str, str]:
+    """Read the peer's configuration variables (``vars.*``): same format and bounds as the secrets
+    file, but not secret, so any mode is accepted. They never go into blocks either."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise SecretsFileError(f"cannot read the variables file {path}: {exc.strerror}") from exc
+    if len(data) > MAX_FILE_BYTES:
+        raise SecretsFileError(f"the variables file {path} is larger than {MAX_FILE_BYTES} bytes")
+    try:
+        return parse_dotenv(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise SecretsFileError(f"the variables file {path} is not UTF-8") from None
 
 
 def secrets_for(submitter: str | None, policy: SecretPolicy, secrets: Secrets) -> Secrets:
