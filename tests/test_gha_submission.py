@@ -11,11 +11,12 @@ from test_pin import copy_reachable, git, make_action_source
 
 from ipld_scheduler.codec import decode, encode
 from ipld_scheduler.embedded.memory import MemoryStore
+from ipld_scheduler.errors import InvalidInput
 from ipld_scheduler.gha.act import act_binary, run_job
 from ipld_scheduler.gha.context import GithubContext
 from ipld_scheduler.gha.pin import ActionSource, actions_from_ipld
 from ipld_scheduler.gha.plan import WorkflowFileError
-from ipld_scheduler.gha.submission import prepare
+from ipld_scheduler.gha.submission import JobInputs, prepare
 from ipld_scheduler.gha.workspace import materialize
 from ipld_scheduler.sandbox import Sandbox, SandboxPolicy
 
@@ -83,6 +84,14 @@ async def test_workspace_modes_and_the_block_fields(tmp_path: Path) -> None:
     fields = decode(encode(head.block_fields()))
     assert fields["workspace"] == head.workspace
     assert GithubContext.from_ipld(fields["context"]) == head.context
+    for bad, message in (
+        ({"workspace": "bafy..."}, "workspace"),
+        ({"actions": {"x": 1}}, "actions"),
+        ({"context": {"sha": "x"}}, "context"),
+        ({"secrets": {}}, "unknown"),
+    ):
+        with pytest.raises(InvalidInput, match=message):
+            JobInputs.from_block_fields(bad)
     with pytest.raises(WorkflowFileError, match="several jobs"):
         await prepare(tmp_path / "app", workflow, None, store)
 
@@ -107,14 +116,16 @@ async def test_a_prepared_job_runs_offline_from_a_fresh_store(tmp_path: Path) ->
     executing = MemoryStore()
     roots = [fields["workspace"], *(p.tree for p in actions_from_ipld(fields["actions"]).values())]
     await copy_reachable(roots, scheduling, executing)
+    inputs = JobInputs.from_block_fields(fields)  # what executor.execute would do
+    assert inputs.actions == sub.actions and inputs.context == sub.context
     outcome = await run_job(
         sub.run,
         workdir=tmp_path / "run",
         sandbox=Sandbox(SandboxPolicy(network=False)),
         store=executing,
-        workspace_root=fields["workspace"],
-        actions=actions_from_ipld(fields["actions"]),
-        context=GithubContext.from_ipld(fields["context"]),
+        workspace_root=inputs.workspace,
+        actions=inputs.actions,
+        context=inputs.context,
     )
     assert outcome.status == "success", outcome
     printed = b"".join(s.stdout for s in outcome.steps)

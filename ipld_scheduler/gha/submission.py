@@ -26,14 +26,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..codec import CID
+from ..errors import InvalidInput
 from ..ports import BlockStore
 from .context import GithubContext, from_checkout
-from .pin import ActionSource, PinnedAction, actions_to_ipld
+from .pin import ActionSource, PinnedAction, actions_from_ipld, actions_to_ipld
 from .pin import pin_actions as pin_job_actions
 from .plan import MAX_YAML_BYTES, RefusalReason, WorkflowFileError, act_run_spec, default_event, plan_workflow
+from .secrets import Secrets
 from .workspace import DEFAULT_MAX_BYTES, WorkspaceError, pack
 
-__all__ = ["Submission", "WorkspaceMode", "prepare"]
+__all__ = ["JobInputs", "Submission", "WorkspaceMode", "prepare"]
 
 WorkspaceMode = Literal["head", "worktree", "none"]
 
@@ -60,6 +62,39 @@ class Submission:
         if self.context is not None:
             fields["context"] = self.context.to_ipld()
         return fields
+
+
+@dataclass(frozen=True)
+class JobInputs:
+    """What the executing peer hands ``gha.act.run_job`` besides the run spec: the block fields of a
+    Workflow decoded strictly (:meth:`from_block_fields`), plus the peer's own ``secrets`` and
+    ``variables`` (never from a block; chosen with ``gha.secrets.secrets_for``)."""
+
+    workspace: CID | None = None
+    actions: Mapping[str, PinnedAction] = field(default_factory=dict)
+    context: GithubContext | None = None
+    secrets: Secrets | None = None
+    variables: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_block_fields(
+        cls,
+        fields: Mapping[str, Any],
+        *,
+        secrets: Secrets | None = None,
+        variables: Mapping[str, str] | None = None,
+    ) -> JobInputs:
+        """``workspace``/``actions``/``context`` as a Workflow block carries them (each optional);
+        raises ``InvalidInput`` naming the first malformed one."""
+        unknown = sorted(str(k)[:40] for k in fields if k not in ("workspace", "actions", "context"))
+        if unknown:
+            raise InvalidInput(f"job inputs: unknown field(s) {', '.join(unknown)}")
+        workspace = fields.get("workspace")
+        if workspace is not None and not isinstance(workspace, CID):
+            raise InvalidInput("workspace: expected a link to a directory tree")
+        actions = actions_from_ipld(fields["actions"]) if "actions" in fields else {}
+        context = GithubContext.from_ipld(fields["context"]) if "context" in fields else None
+        return cls(workspace, actions, context, secrets, dict(variables or {}))
 
 
 def _read_workflow(path: Path) -> str:
