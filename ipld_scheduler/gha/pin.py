@@ -42,6 +42,7 @@ from .workspace import materialize, pack
 __all__ = [
     "DEFAULT_ACTION_MAX_BYTES",
     "MAX_ACTIONS",
+    "ActionFetchError",
     "ActionRef",
     "ActionSource",
     "PinError",

@@ -31,6 +31,7 @@ __all__ = [
     "SecretPolicy",
     "Secrets",
     "SecretsFileError",
+    "SecretsFileExposed",
     "load_secrets",
     "load_vars",
     "scrub",
