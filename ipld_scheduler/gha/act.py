@@ -77,7 +77,7 @@ __all__ = [
     "validate_spec",
 ]
 
-ACT_KEYS: Final = frozenset({"engine", "workflow", "job", "event", "matrix", "runs_on"})
+ACT_KEYS: Final = frozenset({"engine", "workflow", "job", "event", "matrix", "runs_on", "docker"})
 MAX_WORKFLOW_BYTES: Final = 256 * 1024
 MAX_LOG_LINE: Final = 64 * 1024
 MAX_LOG_BYTES: Final = 64 * 1024 * 1024
@@ -185,6 +185,10 @@ def validate_spec(run: Mapping[str, Any]) -> ActSpec:
             if not isinstance(label, str) or not _LABEL.fullmatch(label):
                 raise ActSpecError("run.runs_on: labels are short words ([A-Za-z0-9_.:-])")
         labels = tuple(items)
+    if "docker" in run:  # gha/plan.py marks jobs with services:, container: or docker:// steps
+        if run["docker"] is not True:
+            raise ActSpecError("run.docker: must be true when present")
+        raise ActSpecError("run.docker: the job needs Docker and this peer runs act in host mode only")
     return ActSpec(workflow, job, event, tuple(sorted(matrix)), labels)
 
 
