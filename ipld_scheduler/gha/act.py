@@ -36,8 +36,9 @@ Optional typed inputs (keyword-only; absent = the behaviour before they existed)
 and ``SHA_REF``/``GITHUB_REF``/``GITHUB_REPOSITORY``... in the env file; the workspace repository
 gets the context's branch and an ``origin`` remote of its repository), ``secrets``
 (``gha/secrets.py``; their values are replaced by ``***`` in every output the outcome carries).
-With the sandbox's network off, act's artifact and cache servers listen on 127.0.0.1 (act picks
-the outbound address otherwise, and there is none).
+act's artifact and cache servers always listen on 127.0.0.1, the artifact one on a port picked free
+per run (act's defaults, the outbound address and a fixed port, make two concurrent jobs collide and
+fail where there is no route).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import sys
 import time
 from collections.abc import Mapping
@@ -392,8 +394,15 @@ def _prepare_dir(
 SECRETS_FILE: Final = "secrets.yml"
 
 
+def _free_port() -> int:
+    """A loopback TCP port free right now (act needs a number it can also hand to the job)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def _act_argv(
-    act: Path, spec: ActSpec, inside: Any, local: Mapping[str, str], network: bool, secret_name: str
+    act: Path, spec: ActSpec, inside: Any, local: Mapping[str, str], secret_name: str
 ) -> list[str]:
     argv = [str(act), spec.event, "-W", inside("workflow.yml"), "-j", spec.job, "--json"]
     for label in dict.fromkeys(("ubuntu-latest", *spec.runs_on)):
@@ -402,8 +411,12 @@ def _act_argv(
     argv += ["--artifact-server-path", inside("artifacts"), "--action-cache-path", inside("actions")]
     argv += ["--env-file", inside("context.yml"), "--var-file", inside("vars.yml")]
     argv += ["--secret-file", inside(secret_name)]
-    if not network:
-        argv += ["--artifact-server-addr", "127.0.0.1", "--cache-server-addr", "127.0.0.1"]
+    # act's servers bind the host's outbound address on a fixed port by default, so two jobs at once
+    # collide ("address already in use") and a host without a route cannot start them. The job runs
+    # on this host, so loopback reaches them; the artifact port is picked free per run (the cache
+    # server's port 0 already means "any free port").
+    argv += ["--artifact-server-addr", "127.0.0.1", "--artifact-server-port", str(_free_port())]
+    argv += ["--cache-server-addr", "127.0.0.1", "--cache-server-port", "0"]
     for key, directory in sorted(local.items()):
         argv += ["--local-repository", f"{key}={inside(directory)}"]
     if local:
@@ -602,7 +615,7 @@ async def _run_job(
             transports.append(transport)
         try:
             proc = await sandbox.spawn(
-                _act_argv(act, spec, inside, local, sandbox.policy.network, secret_name),
+                _act_argv(act, spec, inside, local, secret_name),
                 workdir=workdir,
                 env=env,
                 cwd=workdir,
