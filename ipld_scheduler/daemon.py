@@ -56,7 +56,14 @@ async def serve(
         repo.close()
         raise
     broadcaster = make_broadcaster(replica.peer_id)
-    peer = Peer(replica, broadcaster, options, workdir=repo.path / "work")
+    peer = Peer(
+        replica,
+        broadcaster,
+        options,
+        workdir=repo.path / "work",
+        backend="kubo" if ipfs_api else "embedded",
+        reachable=None if ipfs_api else (),  # an embedded store's bus holds this process only
+    )
     try:
         await peer.start()
         log.info(

@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from ipld_scheduler.embedded.network import EmbeddedNetwork
 from ipld_scheduler.model import Result, WorkflowDefinition
 from ipld_scheduler.options import PeerOptions
 from ipld_scheduler.peer import Peer, SeqAllocator, balance_offer
+from ipld_scheduler.reasons import Reject
 from ipld_scheduler.replica import Replica
 from ipld_scheduler.repo import Repo
 from ipld_scheduler.testing import Cluster
@@ -85,9 +87,9 @@ async def test_peers_run_real_workflows_and_record_results_with_logs(cluster: Cl
         assert out.startswith(f"out-{i}\n".encode()) and b"/work/" in out
         assert blob(b, result.stderr) == f"err-{i}\n".encode()
         assert result.steps[0]["status"] == "success"
-    metrics = cluster.peer("a").metrics()
-    assert metrics["executions"]["succeeded"] + cluster.peer("b").metrics()["executions"]["succeeded"] == 6
-    assert metrics["events_written"] > 0 and metrics["sync_lag"] == 0
+    stats_a, stats_b = cluster.peer("a").stats, cluster.peer("b").stats
+    assert stats_a.executions_succeeded + stats_b.executions_succeeded == 6
+    assert a.counters["events_written"] > 0 and cluster.peer("a").snapshot().sync_pending_heads == 0
 
 
 async def test_failed_workflow_records_exit_status_and_stderr(cluster: Cluster) -> None:
@@ -174,7 +176,7 @@ async def test_cancel_event_stops_the_running_step(cluster: Cluster, tmp_path: P
     await wait(lambda: cluster.converged())
     rec = a.state.workflows["long"]
     assert rec.status == "cancelled" and not rec.completions and not rec.failures
-    assert cluster.peer(owner or "").metrics()["executions"]["cancelled"] == 1
+    assert cluster.peer(owner or "").stats.executions_cancelled == 1
 
 
 def _alive(pid: int) -> bool:
@@ -203,13 +205,14 @@ async def test_hostile_announcements_are_counted_and_harmless(cluster: Cluster) 
     net.publish("b", encode_announcement(b.signer, too_many, 10**12))
     await wait(
         lambda: (
-            {"undecodable", "non-member", "bad-signature", "oversized"}
-            <= set(cluster.peer("a").metrics()["rejected"])
+            {Reject.UNDECODABLE, Reject.NON_MEMBER, Reject.BAD_SIGNATURE, Reject.OVERSIZED}
+            <= set(cluster.peer("a").snapshot().rejected)
         ),
         what="every rejection to be counted",
     )
-    rejected = cluster.peer("a").metrics()["rejected"]
-    assert rejected["undecodable"] == 1 and rejected["non-member"] == 1 and rejected["bad-signature"] == 1
+    rejected = cluster.peer("a").snapshot().rejected
+    assert rejected[Reject.UNDECODABLE] == 1 and rejected[Reject.NON_MEMBER] == 1
+    assert rejected[Reject.BAD_SIGNATURE] == 1
     assert a.clock.heads == heads_before
     # the peers still work
     await a.schedule_workflow(shell("after-attack", "true"))
@@ -234,7 +237,7 @@ async def test_a_head_whose_history_cannot_be_fetched_is_never_adopted(cluster: 
     orphan, _ = encode_block({"nobody": "holds this"})
     cluster.network.publish("b", encode_announcement(b.signer, [orphan], 10**15))
     await wait(
-        lambda: cluster.peer("a").metrics()["sync_dropped"]["unadoptable"] >= 1, what="the failed merge"
+        lambda: cluster.peer("a").stats.heads_unadoptable >= 1, what="the failed merge"
     )
     assert orphan not in a.clock
     assert a.repo.wanted() == []  # the dirty marker was cleared: nothing half-done remains
@@ -246,14 +249,14 @@ async def test_rebroadcasts_are_quiet_once_converged(cluster: Cluster, tmp_path:
     await cluster.replica("a").schedule_workflow(shell("q", "true"))
     await wait(lambda: cluster.finished(["q"]) and cluster.converged())
     await asyncio.sleep(0.5)
-    before = {p: dict(cluster.peer(p).counters) for p in cluster.live}
+    before = {p: replace(cluster.peer(p).stats) for p in cluster.live}
     await asyncio.sleep(2.0)
     sent = suppressed = rebroadcasts = 0
     for p in cluster.live:
-        now = cluster.peer(p).counters
-        rebroadcasts += now["rebroadcasts"] - before[p].get("rebroadcasts", 0)
-        sent += now["heads_announced"] - before[p].get("heads_announced", 0)
-        suppressed += now["heads_suppressed"] - before[p].get("heads_suppressed", 0)
+        now = cluster.peer(p).stats
+        rebroadcasts += now.rebroadcasts - before[p].rebroadcasts
+        sent += now.heads_announced - before[p].heads_announced
+        suppressed += now.heads_suppressed - before[p].heads_suppressed
     assert rebroadcasts >= 10  # heartbeats keep flowing...
     assert suppressed > 0 and sent < rebroadcasts  # ...but most carry no head
 
@@ -289,7 +292,7 @@ async def test_idle_peer_takes_queued_work_from_a_busy_one(tmp_path: Path) -> No
             assert len(rec.runs) == 1  # taken, never run twice
         left = [w for w in owned_by_c if w not in moved]
         assert all(c.state.workflows[w].status == "pending" for w in left)
-        transfers = sum(made.peer(p).metrics()["transfers_written"] for p in ("a", "b"))
+        transfers = sum(made.peer(p).stats.transfers_written for p in ("a", "b"))
         assert transfers >= len(moved)
     finally:
         await made.stop()
@@ -311,11 +314,11 @@ async def test_peer_keeps_running_when_publishing_fails(tmp_path: Path) -> None:
     try:
         made.network.max_message_bytes = 10  # every publish now raises inside the broadcaster
         await asyncio.sleep(0.5)
-        assert made.peer("a").metrics()["announcements"]["publish_errors"] > 0
+        assert made.peer("a").stats.publish_errors > 0
         made.network.max_message_bytes = 64 * 1024
         await made.replica("a").schedule_workflow(shell("x", "true"))
         await wait(lambda: made.finished(["x"]) and made.converged())
-        assert made.peer("a").metrics()["loop_errors"] == {}
+        assert not made.peer("a").stats.loop_errors
     finally:
         await made.stop()
 
