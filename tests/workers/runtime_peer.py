@@ -77,12 +77,12 @@ async def report(peer: Peer, stop: asyncio.Event) -> None:
     while True:
         state = peer.replica.state
         statuses = {wid: rec.status for wid, rec in sorted(state.workflows.items()) if rec.winner}
-        metrics = peer.metrics()
+        snap = peer.snapshot()
         summary = {
             "statuses": statuses,
-            "running": metrics["executions"]["running"],
-            "recovered": metrics["executions"]["recovered"],
-            "announced": metrics["announcements"]["sent"],
+            "running": list(snap.executing),
+            "recovered": snap.stats.recovered_runs,
+            "announced": snap.stats.announcements_sent,
             "events": [str(c) for c in _all_events(peer)],
         }
         if statuses and all(s in ("completed", "failed", "cancelled") for s in statuses.values()):
