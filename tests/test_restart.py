@@ -130,7 +130,7 @@ async def test_an_interrupted_merge_resumes_from_the_dirty_marker(tmp_path: Path
     cluster = Cluster(tmp_path, ["a", "b"], net, options)
     await cluster.start()
     try:
-        await cluster.wait_for(cluster.converged, 5)
+        assert await cluster.wait_for(cluster.converged, 5)
         await cluster.kill("b")
         for n in range(5):
             await cluster.replica("a").schedule_workflow(
