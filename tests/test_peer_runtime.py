@@ -273,12 +273,28 @@ async def test_rebroadcasts_are_quiet_once_converged(tmp_path: Path) -> None:
 
 async def test_idle_peer_takes_queued_work_from_a_busy_one(tmp_path: Path) -> None:
     # "c" never executes: its queue only grows, so a and b (idle) must take what is beyond its next picks
-    options = FAST.with_(max_concurrent=2, balance_min_backlog=1)
+    # balancing decisions (who is idle, who is alive, when a transfer has settled) on a manual clock
+    options = FAST.with_(
+        max_concurrent=2,
+        balance_min_backlog=1,
+        rebroadcast_interval=1.0,
+        unknown_after=3.0,
+        unhealthy_after=6.0,
+        transfer_settle=1.0,
+        tick_interval=3600.0,
+    )
+    clock = ManualClock()
     made = Cluster(
-        tmp_path, ["a", "b", "c"], EmbeddedNetwork(2), options, per_peer={"c": options.with_(execute=False)}
+        tmp_path,
+        ["a", "b", "c"],
+        EmbeddedNetwork(2),
+        options,
+        per_peer={"c": options.with_(execute=False)},
+        clock=clock,
     )
     await made.start()
     try:
+        await wait(lambda: made.converged() and made.keys_known())
         c = made.replica("c")
         ids = [f"w{i:02d}" for i in range(30)]
         for wid in ids:
@@ -286,13 +302,19 @@ async def test_idle_peer_takes_queued_work_from_a_busy_one(tmp_path: Path) -> No
         owned_by_c = [w for w in ids if c.state.workflows[w].winner.ranking[0] == "c"]  # type: ignore[union-attr]
         assert len(owned_by_c) > 3
         keep = options.max_concurrent + options.balance_min_backlog  # c's next picks are never taken
-        await wait(
-            lambda: (
+
+        def taken_over() -> bool:
+            return (
                 sum(c.state.workflows[w].status == "completed" for w in owned_by_c) >= len(owned_by_c) - keep
-            ),
-            timeout=30,
-            what="c's spare work to be taken over",
-        )
+            )
+
+        for _ in range(400):
+            clock.advance(0.5)
+            await made.heartbeat_round()
+            if taken_over():
+                break
+            await wait(lambda: not any(made.peer(p).supervisor.running for p in "ab"), what="runs to end")
+        assert taken_over(), "c's spare work was not taken over"
         await wait(made.converged)
         moved = [w for w in owned_by_c if c.state.workflows[w].status == "completed"]
         assert len(moved) == len(owned_by_c) - keep

@@ -299,6 +299,7 @@ class Peer:
             await self.membership.recover()
             if opts.balance:
                 await self.membership.balance()
+            self.supervisor.wake()  # a held (settling) workflow may be due by this clock now
 
     # --- read side ----------------------------------------------------------------------------
 
