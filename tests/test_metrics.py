@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -137,6 +138,10 @@ async def test_runtime_report_adds_liveness_and_the_gates_rejections(replica: Re
     assert samples[("ipld_scheduler_announcements_received_total", ())] == 4
     assert samples[("ipld_scheduler_uptime_seconds", ())] == 0.0  # not started
     assert samples[("ipld_scheduler_sync_lag_heads", ())] == 0
+    snapshot = json.loads(json.dumps(peer.snapshot().to_dict()))  # the JSON form dashboards can use
+    assert snapshot["rejected"]["non_member"] == 1
+    assert snapshot["liveness"] == {"beta": "alive", "gamma": "unhealthy"}
+    assert snapshot["counters"]["announcements_received"] == 4
 
 
 async def test_a_never_heard_member_is_reported_and_not_unhealthy(replica: Replica) -> None:
