@@ -78,7 +78,7 @@ class MembershipActions:
                 },
             )
             self._stats.evictions_written += 1
-            log.warning(
+            log.info(
                 "peer %s evicted %s after %.1f s of silence; its open work moves to the others",
                 self.peer_id,
                 plan.peer,
@@ -93,7 +93,7 @@ class MembershipActions:
             return
         if self._membership_kind(entry.stamp[1]) != "evict":
             if not self._stats.removed_by_operator:
-                log.warning(
+                log.info(
                     "peer %s was removed by an operator: not rejoining",
                     self.peer_id,
                     extra={"event": "removed"},

@@ -279,9 +279,7 @@ class ExecutionSupervisor:
 
     def _finished(self, wid: str, outcome: RunOutcome) -> None:
         self._stats.recent_runs.append(RunRecord(wid, outcome.status, outcome.exit_code, outcome.duration_s))
-        level = logging.INFO if outcome.status in ("success", "cancelled") else logging.WARNING
-        log.log(
-            level,
+        log.info(
             "peer %s ran %s: %s, exit code %s, %.3f s%s",
             self.peer_id,
             wid,
