@@ -282,11 +282,14 @@ class SchedulerCollector:
         yield loops
         peers = GaugeMetricFamily(
             PREFIX + "peers",
-            "Present members other than this peer, by liveness as this peer hears them.",
+            "Present members by liveness as this peer hears them (itself counted alive).",
             labels=["state"],
         )
+        states = list(snap.liveness.values())
+        if self.replica.state.is_present(snap.peer_id):
+            states.append(str(Health.ALIVE))
         for health in Health:
-            peers.add_metric([str(health)], float(sum(1 for h in snap.liveness.values() if h == health)))
+            peers.add_metric([str(health)], float(sum(1 for h in states if h == health)))
         yield peers
         yield GaugeMetricFamily(
             PREFIX + "uptime_seconds", "Seconds since this peer's runtime started.", value=snap.uptime_seconds

@@ -131,7 +131,7 @@ async def test_runtime_report_adds_liveness_and_the_gates_rejections(replica: Re
     peer.watch.refresh(replica.state.present(), clock.now)
     samples = _samples(render(build_registry(replica, peer)))
     assert samples[("ipld_scheduler_peers", (("state", "unhealthy"),))] == 1
-    assert samples[("ipld_scheduler_peers", (("state", "alive"),))] == 1
+    assert samples[("ipld_scheduler_peers", (("state", "alive"),))] == 2  # beta, and alpha itself
     reasons = {dict(k[1])["reason"]: v for k, v in samples.items() if k[0] == "ipld_scheduler_rejected_total"}
     assert reasons == {"undecodable": 1, "non_member": 1, "own": 1, "bad_signature": 1}
     assert set(reasons) <= {str(r) for r in Reject}
