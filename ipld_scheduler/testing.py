@@ -192,7 +192,7 @@ class Cluster:
                             return False
             return True
 
-        if not await self.wait_for(heard, timeout):
+        if not await self.wait_for(heard, timeout, poll=0.002):
             raise AssertionError(f"heartbeats at t={now} were not all heard within {timeout} s")
         for peer_id in self.live:
             await self.peer(peer_id).tick()
@@ -200,5 +200,5 @@ class Cluster:
         def settled() -> bool:
             return all(len({tuple(self.replica(p).clock.head_cids) for p in group}) <= 1 for group in parts)
 
-        if not await self.wait_for(settled, timeout):
+        if not await self.wait_for(settled, timeout, poll=0.002):
             raise AssertionError(f"the writes of the round at t={now} did not converge within {timeout} s")

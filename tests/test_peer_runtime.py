@@ -299,7 +299,7 @@ async def test_idle_peer_takes_queued_work_from_a_busy_one(tmp_path: Path) -> No
         c = made.replica("c")
         ids = [f"w{i:02d}" for i in range(30)]
         for wid in ids:
-            await c.schedule_workflow(shell(wid, "sleep 0.05"))
+            await c.schedule_workflow(shell(wid, "true"))
         owned_by_c = [w for w in ids if c.state.workflows[w].winner.ranking[0] == "c"]  # type: ignore[union-attr]
         assert len(owned_by_c) > 3
         keep = options.max_concurrent + options.balance_min_backlog  # c's next picks are never taken
