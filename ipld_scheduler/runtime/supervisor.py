@@ -375,9 +375,7 @@ class ExecutionSupervisor:
             record = _read_run_file(path) or {}
             token = record.get("token")
             if isinstance(token, str) and token:
-                groups = _process_groups_with(f"{RUN_TOKEN_ENV}={token}".encode())
-                for pgid in groups:
-                    _kill_group(pgid)
+                groups = _kill_groups_with(f"{RUN_TOKEN_ENV}={token}".encode())
                 killed += len(groups)
                 if groups:
                     log.warning(
@@ -431,16 +429,22 @@ def _process_groups_with(marker: bytes) -> set[int]:
     return groups
 
 
-def _kill_group(pgid: int) -> None:
-    """SIGTERM, a short grace, then SIGKILL."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGTERM)
+def _kill_groups_with(marker: bytes) -> set[int]:
+    """SIGTERM the process groups holding ``marker``, a short grace, then SIGKILL what is left.
+
+    A process counts as gone once it no longer shows ``marker`` (a zombie's environment is empty:
+    whoever adopted the orphan may never reap it).
+    """
+    groups = _process_groups_with(marker)
+    for pgid in groups:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGTERM)
     deadline = time.monotonic() + KILL_GRACE_S
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return
+    left = set(groups)
+    while left and time.monotonic() < deadline:
         time.sleep(0.02)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
+        left = _process_groups_with(marker)
+    for pgid in left:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+    return groups
