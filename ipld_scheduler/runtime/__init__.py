@@ -5,7 +5,8 @@
 * :mod:`.announcer`: announcing heads, jittered rebroadcast that doubles as the heartbeat;
 * :mod:`.watch`: who we hear (liveness view of the members, persisted "ever heard" set);
 * :mod:`.syncqueue`: received announcements through the gate, queued merges, "caught up";
-* :mod:`.supervisor`: claim, run with the executor, record the Result; crash leftovers;
+* :mod:`.supervisor`: claim, run with the executor, record the Result;
+* :mod:`.leftovers`: run files, and killing what a crashed incarnation's runs left running;
 * :mod:`.membership`: evict, rejoin, recover orphaned claims, balance;
 * :mod:`.peer`: :class:`~.peer.Peer`, the only module that knows all the parts.
 

@@ -7,10 +7,10 @@ balancing transfer settles, turning a :class:`~ipld_scheduler.executor.RunOutcom
 :class:`~ipld_scheduler.model.Result` with bounded log blobs, and crash safety:
 
 * every attempt runs in a fresh work directory ``work/<workflow>/<attempt>-<token>``, never shared;
-* each running job has a small run file ``<repo>/runs/<token>.run`` and its processes carry
-  ``IPLD_SCHEDULER_RUN_TOKEN=<token>`` in their environment; a restarted peer
-  (:meth:`ExecutionSupervisor.reap_leftovers`) kills the process groups of the tokens its previous
-  incarnation left, before anything is re-run, so an orphan never races its re-run.
+* each running job has a run file (:class:`~.leftovers.RunFiles`) and its processes carry its token
+  in their environment; a restarted peer (:meth:`ExecutionSupervisor.reap_leftovers`) kills the
+  process groups its previous incarnation left before anything is re-run, so an orphan never races
+  its re-run.
 
 Must not: decide ownership (the fold does), evict or balance (the membership part does), or read the
 liveness detector (it is handed ``is_alive``).
@@ -19,14 +19,9 @@ liveness detector (it is handed ``is_alive``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
-import os
 import secrets
 import shutil
-import signal
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +33,7 @@ from ..model import Result, WorkflowDefinition
 from ..options import PeerOptions
 from ..replica import Replica
 from ..state import CANCELLED, WorkflowRecord
+from .leftovers import RUN_TOKEN_ENV, RunFiles
 from .policy import dir_name, joined_log, step_row
 from .stats import RunRecord, Stats
 
@@ -45,11 +41,8 @@ __all__ = ["RUN_TOKEN_ENV", "ExecutionSupervisor"]
 
 log = logging.getLogger(__name__)
 
-RUN_TOKEN_ENV: Final = "IPLD_SCHEDULER_RUN_TOKEN"
 MAX_REASON: Final = 4096
 MAX_STEP_ROWS: Final = 256
-MAX_RUN_FILE: Final = 4096
-KILL_GRACE_S: Final = 2.0
 
 
 @dataclass(slots=True)
@@ -81,7 +74,7 @@ class ExecutionSupervisor:
         self._options = options
         self._stats = stats
         self.workdir = workdir
-        self.runs_dir = replica.repo.path / "runs"
+        self.run_files = RunFiles(replica.repo.path / "runs", workdir)
         self._now = clock
         self._is_alive = is_alive
         self._caught_up = caught_up
@@ -255,10 +248,10 @@ class ExecutionSupervisor:
         wid = execution.workflow_id
         self._stats.executions_started += 1
         workdir = self.workdir / dir_name(wid) / f"{execution.attempt}-{execution.token}"
-        run_file = self.runs_dir / f"{execution.token}.run"
+        run_file: Path | None = None
         try:
             workdir.mkdir(parents=True, exist_ok=False)
-            self._write_run_file(run_file, execution, workdir)
+            run_file = self.run_files.record(execution.token, wid, execution.attempt, workdir)
             outcome = await self._outcome(workflow, workdir, execution)
             self._finished(wid, outcome)
             if execution.cancelled_by_event and outcome.status == "cancelled":
@@ -275,7 +268,8 @@ class ExecutionSupervisor:
             self._running.pop(wid, None)
             self._wakeup.set()
             shutil.rmtree(workdir, ignore_errors=True)
-            run_file.unlink(missing_ok=True)
+            if run_file is not None:
+                run_file.unlink(missing_ok=True)
 
     def _finished(self, wid: str, outcome: RunOutcome) -> None:
         self._stats.recent_runs.append(RunRecord(wid, outcome.status, outcome.exit_code, outcome.duration_s))
@@ -348,103 +342,18 @@ class ExecutionSupervisor:
 
     # --- crash leftovers ----------------------------------------------------------------------------
 
-    def _write_run_file(self, path: Path, execution: _Execution, workdir: Path) -> None:
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
-        record = {
-            "token": execution.token,
-            "workflow_id": execution.workflow_id,
-            "attempt": execution.attempt,
-            "workdir": str(workdir),
-            "supervisor_pid": os.getpid(),
-        }
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, path)
-
     def reap_leftovers(self) -> int:
-        """Kill the process groups of runs a previous incarnation left (kill -9); returns how many.
-
-        A run file names a token; every process of that run (and its children) carries the token in its
-        environment, whatever process group a step made. Found by scanning ``/proc`` (Linux); elsewhere
-        the run files are only cleared.
-        """
-        if not self.runs_dir.is_dir():
-            return 0
+        """Kill what runs of a previous incarnation left (:class:`~.leftovers.RunFiles`); how many groups."""
         killed = 0
-        for path in sorted(self.runs_dir.glob("*.run")):
-            record = _read_run_file(path) or {}
-            token = record.get("token")
-            if isinstance(token, str) and token:
-                groups = _kill_groups_with(f"{RUN_TOKEN_ENV}={token}".encode())
-                killed += len(groups)
-                if groups:
-                    log.warning(
-                        "peer %s killed %d leftover process group(s) of %s from its previous run",
-                        self.peer_id,
-                        len(groups),
-                        record.get("workflow_id"),
-                        extra={"event": "leftover_killed", "workflow": record.get("workflow_id")},
-                    )
-                workdir = record.get("workdir")
-                if isinstance(workdir, str) and Path(workdir).resolve().is_relative_to(
-                    self.workdir.resolve()
-                ):
-                    shutil.rmtree(workdir, ignore_errors=True)
-            path.unlink(missing_ok=True)
-        for tmp in self.runs_dir.glob("*.tmp"):
-            tmp.unlink(missing_ok=True)
+        for leftover in self.run_files.reap():
+            killed += len(leftover.groups)
+            if leftover.groups:
+                log.warning(
+                    "peer %s killed %d leftover process group(s) of %s from its previous run",
+                    self.peer_id,
+                    len(leftover.groups),
+                    leftover.workflow_id,
+                    extra={"event": "leftover_killed", "workflow": leftover.workflow_id},
+                )
         self._stats.leftovers_killed += killed
         return killed
-
-
-def _read_run_file(path: Path) -> dict[str, object] | None:
-    try:
-        with path.open("rb") as fh:
-            raw = fh.read(MAX_RUN_FILE + 1)
-        value = json.loads(raw) if len(raw) <= MAX_RUN_FILE else None
-    except (OSError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _process_groups_with(marker: bytes) -> set[int]:
-    """Process groups of the processes whose environment holds ``marker`` (``KEY=value``), never ours."""
-    groups: set[int] = set()
-    own = os.getpgid(0)
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return groups
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            env = (entry / "environ").read_bytes()
-            if marker not in env.split(b"\0"):
-                continue
-            pgid = os.getpgid(int(entry.name))
-        except (OSError, ProcessLookupError):
-            continue
-        if pgid != own:
-            groups.add(pgid)
-    return groups
-
-
-def _kill_groups_with(marker: bytes) -> set[int]:
-    """SIGTERM the process groups holding ``marker``, a short grace, then SIGKILL what is left.
-
-    A process counts as gone once it no longer shows ``marker`` (a zombie's environment is empty:
-    whoever adopted the orphan may never reap it).
-    """
-    groups = _process_groups_with(marker)
-    for pgid in groups:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + KILL_GRACE_S
-    left = set(groups)
-    while left and time.monotonic() < deadline:
-        time.sleep(0.02)
-        left = _process_groups_with(marker)
-    for pgid in left:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
-    return groups
