@@ -28,6 +28,7 @@ __all__ = [
     "EventKind",
     "ModelError",
     "Result",
+    "RunOutcome",
     "WorkflowDefinition",
     "WorkflowStatus",
     "WorkflowTag",
@@ -535,7 +536,22 @@ _set_kind, _set_author, _set_height, _set_parents, _set_body, _set_key, _set_sig
 
 _RESULT_REQUIRED: Final = frozenset({"v", "id", "peer", "type", "status", "duration_ms"})
 _RESULT_OPTIONAL: Final = frozenset({"steps", "reason", "stderr", "stdout", "exit_code"})
-RESULT_STATUSES: Final = frozenset({"success", "failure", "timeout", "cancelled", "refused"})
+
+
+class RunOutcome(StrEnum):
+    """How one run ended: a Result block's ``status`` (values are the wire spelling).
+
+    ``SUCCESS`` is recorded with a ``complete`` event, every other outcome with ``fail``.
+    """
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    REFUSED = "refused"
+
+
+RESULT_STATUSES: Final = frozenset(o.value for o in RunOutcome)
 
 
 @dataclass(frozen=True, slots=True)
@@ -553,6 +569,11 @@ class Result:
     stderr: CID | None = None
     steps: tuple[Mapping[str, Any], ...] = ()
 
+    @property
+    def outcome(self) -> RunOutcome:
+        """``status`` as the enum (a Result built in code may carry an unchecked string)."""
+        return RunOutcome(self.status)
+
     def to_ipld(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "v": FORMAT_VERSION,
@@ -561,7 +582,7 @@ class Result:
             "type": "result",
             "steps": [dict(s) for s in self.steps],
             "reason": self.reason,
-            "status": self.status,
+            "status": str(self.status),
             "stderr": self.stderr,
             "stdout": self.stdout,
             "exit_code": self.exit_code,
@@ -589,7 +610,7 @@ class Result:
         return cls(
             workflow_id=_str(data["id"], "result.id", MAX_ID_LEN),
             peer=_str(data["peer"], "result.peer", MAX_ID_LEN),
-            status=status,
+            status=RunOutcome(status),
             duration_ms=_int(data["duration_ms"], "result.duration_ms"),
             exit_code=exit_code,
             reason=None if "reason" not in data else _str(data["reason"], "result.reason", 4096, empty=True),

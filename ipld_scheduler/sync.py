@@ -15,14 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
-from .codec import CID, CodecError, decode, verify_block
+from .blocks import BlockKind, decode_typed, links_of
+from .codec import CID, CodecError, verify_block
 from .errors import IpldSchedulerError
-from .model import Event, ModelError, Result, WorkflowDefinition
+from .model import Event, ModelError
+from .reasons import Reject
 
-__all__ = ["BlockKind", "MergePlan", "Pending", "SyncError", "decode_typed"]
+__all__ = ["BlockKind", "MergePlan", "Pending", "Rejection", "SyncError", "decode_typed"]
 
 DEFAULT_MAX_PENDING: Final = 200_000
 
@@ -31,46 +32,12 @@ class SyncError(IpldSchedulerError):
     """A merge cannot proceed (too much unknown history at once)."""
 
 
-class BlockKind(StrEnum):
-    EVENT = "event"
-    WORKFLOW = "workflow"
-    RESULT = "result"
-    BLOB = "blob"
+class Rejection(NamedTuple):
+    """A block or event a merge refused: the fixed ``reason`` is counted, the ``detail`` only logged."""
 
-
-_BODY_LINK_KINDS: Final = {
-    "workflow": BlockKind.WORKFLOW,
-    "result": BlockKind.RESULT,
-    "schedule": BlockKind.EVENT,
-    "state": BlockKind.BLOB,
-}
-
-
-def decode_typed(kind: BlockKind, data: bytes) -> Any:
-    """Decode and validate one block as the type its referrer promised; raises ModelError/CodecError."""
-    if kind is BlockKind.EVENT:
-        return Event.from_block(data)
-    value = decode(data)
-    if kind is BlockKind.WORKFLOW:
-        return WorkflowDefinition.from_ipld(value)
-    if kind is BlockKind.RESULT:
-        return Result.from_ipld(value)
-    if type(value) is not bytes:
-        raise ModelError("log blob: expected a byte string")
-    return value
-
-
-def links_of(kind: BlockKind, value: Any) -> list[tuple[CID, BlockKind]]:
-    """The typed links a decoded block contributes to the walk."""
-    if kind is BlockKind.EVENT:
-        out = [(p, BlockKind.EVENT) for p in value.parents]
-        for name, item in value.body.items():
-            if type(item) is CID:
-                out.append((item, _BODY_LINK_KINDS.get(name, BlockKind.BLOB)))
-        return out
-    if kind is BlockKind.RESULT:
-        return [(c, BlockKind.BLOB) for c in (value.stdout, value.stderr) if c is not None]
-    return []
+    cid: CID
+    reason: Reject
+    detail: str
 
 
 @dataclass(slots=True)
@@ -96,8 +63,8 @@ class MergePlan:
         self._max = max_pending
         self._pending: dict[CID, Pending] = {}
         self._inflight: set[CID] = set()
-        self._failed: dict[CID, str] = {}
-        self.rejected: list[tuple[CID, str]] = []
+        self._failed: dict[CID, Reject] = {}
+        self.rejected: list[Rejection] = []
         self.bytes_received = 0
 
     # --- input --------------------------------------------------------------------------------
@@ -131,7 +98,7 @@ class MergePlan:
             verify_block(cid, data)
             value = decode_typed(entry.kind, data)
         except (CodecError, ModelError) as exc:
-            self.fail(cid, f"invalid {entry.kind.value} block: {exc}")
+            self.fail(cid, f"invalid {entry.kind.value} block: {exc}", Reject.INVALID_BLOCK)
             return []
         entry.data = data
         entry.value = value
@@ -140,12 +107,16 @@ class MergePlan:
         entry.waiting = {c: k for c, k in links if not self._known(c, k)}
         return self._want(links)
 
-    def fail(self, cid: CID, reason: str) -> None:
+    def fail(self, cid: CID, detail: str, reason: Reject = Reject.MISSING_BLOCK) -> None:
         """A block could not be fetched or was invalid: nothing that needs it will be released."""
         self._inflight.discard(cid)
         self._pending.pop(cid, None)
         self._failed[cid] = reason
-        self.rejected.append((cid, reason))
+        self.rejected.append(Rejection(cid, reason, detail))
+
+    def refuse(self, cid: CID, reason: Reject, detail: str) -> None:
+        """A held event failed an admission check (signature, clock, membership): count it."""
+        self.rejected.append(Rejection(cid, reason, detail))
 
     # --- output -------------------------------------------------------------------------------
 
@@ -218,4 +189,5 @@ class MergePlan:
         for cid in list(self._pending):
             entry = self._pending.pop(cid)
             if entry.kind is BlockKind.EVENT and entry.data is not None:
-                self.rejected.append((cid, "history incomplete: a linked block could not be fetched"))
+                detail = "history incomplete: a linked block could not be fetched"
+                self.rejected.append(Rejection(cid, Reject.POISONED_HISTORY, detail))
