@@ -278,20 +278,22 @@ class State:
         kind = payload.kind
         self.kinds[kind] = self.kinds.get(kind, 0) + 1
         touched: set[str] = set()
-        match payload:
-            case PeerAdd(peer=peer, key=key):
-                # Only a peer's own peer-add sets its key: no member can vouch a key for another.
-                own_key = key if event.author == peer else None
-                view = self._membership(stamp, event.author, peer, True, own_key, before, touched)
-            case PeerRemove(peer=peer) | Evict(peer=peer):
-                view = self._membership(stamp, event.author, peer, False, None, before, touched)
-            case _:
-                view = before
-        self.views[cid] = view
-        match payload:
+        self.views[cid] = before  # membership events replace it with the view they create
+        match payload:  # most frequent kinds first
+            case Claim(id=wid):
+                self._record(wid).claims[cid] = Run(cid, stamp, event.author)
+                touched.add(wid)
+            case Complete(id=wid, result=link):
+                run = Run.finished(cid, stamp, event.author, link, result, RunOutcome.SUCCESS)
+                self._record(wid).completions[cid] = run
+                touched.add(wid)
             case ScheduleEvent():
                 assert workflow is not None, "schedule events are applied with their workflow"
                 touched.add(self._schedule(cid, stamp, event, payload, workflow, before))
+            case Fail(id=wid, result=link):
+                run = Run.finished(cid, stamp, event.author, link, result, RunOutcome.FAILURE)
+                self._record(wid).failures[cid] = run
+                touched.add(wid)
             case Cancel(id=wid):
                 self._record(wid).cancels[cid] = stamp
                 touched.add(wid)
@@ -300,24 +302,19 @@ class State:
                 if rec.priority is None or stamp > rec.priority[0]:
                     rec.priority = (stamp, priority)
                 touched.add(wid)
-            case Claim(id=wid):
-                self._record(wid).claims[cid] = Run(cid, stamp, event.author)
-                touched.add(wid)
-            case Complete(id=wid, result=link):
-                run = Run.finished(cid, stamp, event.author, link, result, RunOutcome.SUCCESS)
-                self._record(wid).completions[cid] = run
-                touched.add(wid)
-            case Fail(id=wid, result=link):
-                run = Run.finished(cid, stamp, event.author, link, result, RunOutcome.FAILURE)
-                self._record(wid).failures[cid] = run
-                touched.add(wid)
             case Transfer(id=wid, to=target):
                 rec = self._record(wid)
                 if rec.transfer is None or stamp > rec.transfer[0]:
                     rec.transfer = (stamp, target)
                 touched.add(wid)
-            case PeerAdd() | PeerRemove() | Evict() | Checkpoint():
-                pass
+            case PeerAdd(peer=peer, key=key):
+                # Only a peer's own peer-add sets its key: no member can vouch a key for another.
+                own_key = key if event.author == peer else None
+                self.views[cid] = self._membership(stamp, event.author, peer, True, own_key, before, touched)
+            case PeerRemove(peer=peer) | Evict(peer=peer):
+                self.views[cid] = self._membership(stamp, event.author, peer, False, None, before, touched)
+            case Checkpoint():
+                pass  # reserved: carries no state the fold derives yet
         for wid in touched:
             self._refresh(self.workflows[wid])
         return touched
