@@ -13,15 +13,43 @@ Must not: do I/O, sign, or fold state. The kinds of blocks are :class:`~ipld_sch
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
-from .codec import CID, decode, encode_block
+from .codec import CID, DAG_CBOR, CodecError, decode, encode_block
 from .events import BlockKind, Link, payload_of
 from .model import Event, ModelError, Result, WorkflowDefinition
 
-__all__ = ["Block", "BlockKind", "decode_typed", "encode_value", "identify", "links_of"]
+__all__ = [
+    "CODEC_NAMES",
+    "Block",
+    "BlockKind",
+    "UnsupportedCodec",
+    "codec_name",
+    "decode_typed",
+    "encode_value",
+    "identify",
+    "links_of",
+    "require_dag_cbor",
+]
 
 V = TypeVar("V")
+
+CODEC_NAMES: Final = {0x71: "dag-cbor", 0x55: "raw", 0x70: "dag-pb", 0x0129: "dag-json"}
+"""Multicodec names of the codecs a user is likely to meet (for messages and ``inspect``)."""
+
+
+class UnsupportedCodec(CodecError):
+    """A block of the DAG names a codec other than DAG-CBOR (every block type here is DAG-CBOR)."""
+
+
+def codec_name(cid: CID) -> str:
+    return CODEC_NAMES.get(cid.codec, hex(cid.codec))
+
+
+def require_dag_cbor(cid: CID) -> None:
+    """Refuse a link to a non-DAG-CBOR block before its bytes are parsed (say what it is instead)."""
+    if cid.codec != DAG_CBOR:
+        raise UnsupportedCodec(f"codec {codec_name(cid)} not supported: every block of the DAG is dag-cbor")
 
 
 @dataclass(frozen=True, slots=True)

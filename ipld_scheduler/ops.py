@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final
 
 from . import assign
-from .blocks import identify
+from .blocks import codec_name, identify
 from .codec import CID, CodecError, decode
 from .dagjson import DagJsonError, to_dag_json
 from .errors import InvalidInput, IpldSchedulerError, NotFound, Refused, Unavailable, error_class
@@ -425,8 +425,6 @@ async def distance(hash1: str, hash2: str) -> dict[str, Any]:
 
 # --- blocks, log, results ----------------------------------------------------------------------
 
-_CODECS: Final = {0x71: "dag-cbor", 0x55: "raw", 0x70: "dag-pb", 0x0129: "dag-json"}
-
 
 async def _block(replica: Replica, cid: CID) -> bytes:
     """From the repo, else from the store (a Kubo store may fetch it over bitswap)."""
@@ -448,7 +446,7 @@ async def inspect(replica: Replica, cid: str) -> dict[str, Any]:
     """A block as DAG-JSON (links ``{"/": cid}``, bytes ``{"/": {"bytes": base64}}``)."""
     parsed = _cid(cid)
     data = await _block(replica, parsed)
-    codec = _CODECS.get(parsed.codec, hex(parsed.codec))
+    codec = codec_name(parsed)
     if parsed.codec == 0x71:
         try:
             value: Any = decode(data)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
-from .blocks import BlockKind, decode_typed, links_of
+from .blocks import BlockKind, UnsupportedCodec, decode_typed, links_of, require_dag_cbor
 from .codec import CID, CodecError, verify_block
 from .errors import IpldSchedulerError
 from .model import Event, ModelError
@@ -96,7 +96,11 @@ class MergePlan:
         self._inflight.discard(cid)
         try:
             verify_block(cid, data)
+            require_dag_cbor(cid)
             value = decode_typed(entry.kind, data)
+        except UnsupportedCodec as exc:
+            self.fail(cid, f"{entry.kind.value} block {cid}: {exc}", Reject.UNSUPPORTED_CODEC)
+            return []
         except (CodecError, ModelError) as exc:
             self.fail(cid, f"invalid {entry.kind.value} block: {exc}", Reject.INVALID_BLOCK)
             return []

@@ -63,7 +63,12 @@ async def run(workflows: int) -> dict[str, float]:
         replay_s = time.perf_counter() - start
         assert len(again.clock) == len(target.clock)
         await again.close()
-    return {"events": events, "write/s": events / write_s, "merge/s": events / merge_s, "replay/s": events / replay_s}
+    return {
+        "events": events,
+        "write/s": events / write_s,
+        "merge/s": events / merge_s,
+        "replay/s": events / replay_s,
+    }
 
 
 def main(argv: list[str]) -> None:
@@ -72,7 +77,8 @@ def main(argv: list[str]) -> None:
     print(f"events per run: {int(rounds[0]['events'])}")
     for key in ("write/s", "merge/s", "replay/s"):
         values = [r[key] for r in rounds]
-        print(f"{key:>9}: {statistics.median(values):10,.0f} events/s  (runs: {', '.join(f'{v:,.0f}' for v in values)})")
+        runs = ", ".join(f"{v:,.0f}" for v in values)
+        print(f"{key:>9}: {statistics.median(values):10,.0f} events/s  (runs: {runs})")
 
 
 if __name__ == "__main__":
