@@ -28,7 +28,7 @@ __all__ = [
     "EventKind",
     "ModelError",
     "Result",
-    "RunOutcome",
+    "ResultStatus",
     "WorkflowDefinition",
     "WorkflowStatus",
     "WorkflowTag",
@@ -538,10 +538,11 @@ _RESULT_REQUIRED: Final = frozenset({"v", "id", "peer", "type", "status", "durat
 _RESULT_OPTIONAL: Final = frozenset({"steps", "reason", "stderr", "stdout", "exit_code"})
 
 
-class RunOutcome(StrEnum):
-    """How one run ended: a Result block's ``status`` (values are the wire spelling).
+class ResultStatus(StrEnum):
+    """How one run ended, as a Result block's ``status`` says (values are the wire spelling).
 
-    ``SUCCESS`` is recorded with a ``complete`` event, every other outcome with ``fail``.
+    ``SUCCESS`` is recorded with a ``complete`` event, every other outcome with ``fail``. (Not to
+    be confused with ``executor.RunOutcome``, what the executor hands the runtime.)
     """
 
     SUCCESS = "success"
@@ -551,7 +552,7 @@ class RunOutcome(StrEnum):
     REFUSED = "refused"
 
 
-RESULT_STATUSES: Final = frozenset(o.value for o in RunOutcome)
+RESULT_STATUSES: Final = frozenset(o.value for o in ResultStatus)
 
 
 @dataclass(frozen=True, slots=True)
@@ -570,9 +571,9 @@ class Result:
     steps: tuple[Mapping[str, Any], ...] = ()
 
     @property
-    def outcome(self) -> RunOutcome:
+    def outcome(self) -> ResultStatus:
         """``status`` as the enum (a Result built in code may carry an unchecked string)."""
-        return RunOutcome(self.status)
+        return ResultStatus(self.status)
 
     def to_ipld(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -610,7 +611,7 @@ class Result:
         return cls(
             workflow_id=_str(data["id"], "result.id", MAX_ID_LEN),
             peer=_str(data["peer"], "result.peer", MAX_ID_LEN),
-            status=RunOutcome(status),
+            status=ResultStatus(status),
             duration_ms=_int(data["duration_ms"], "result.duration_ms"),
             exit_code=exit_code,
             reason=None if "reason" not in data else _str(data["reason"], "result.reason", 4096, empty=True),

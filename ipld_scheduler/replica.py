@@ -38,7 +38,7 @@ from .events import (
     body_of,
 )
 from .identity import Signer, verify_event
-from .model import Event, EventKind, ModelError, Result, RunOutcome, WorkflowDefinition, eligibility
+from .model import Event, EventKind, ModelError, Result, ResultStatus, WorkflowDefinition, eligibility
 from .ports import BlockNotFound, BlockStore, StoreError
 from .reasons import Reject
 from .repo import Repo
@@ -325,7 +325,7 @@ class Replica:
         """Store a result block (plus its log blobs) and the ``complete``/``fail`` event naming it."""
         block = encode_value(result)
         payload: Payload
-        if result.outcome is RunOutcome.SUCCESS:
+        if result.outcome is ResultStatus.SUCCESS:
             payload = Complete(workflow_id, block.cid)
         else:
             payload = Fail(workflow_id, block.cid, result.reason[:1024] if result.reason else None)

@@ -40,7 +40,7 @@ from .events import (
 )
 from .events import Schedule as ScheduleEvent
 from .heap import FibonacciHeap
-from .model import Event, Result, RunOutcome, WorkflowDefinition, WorkflowStatus
+from .model import Event, Result, ResultStatus, WorkflowDefinition, WorkflowStatus
 
 __all__ = ["MemberEntry", "State", "WorkflowRecord"]
 
@@ -136,7 +136,7 @@ class Run:
     stamp: Stamp
     peer: str
     result: CID | None = None
-    status: RunOutcome | None = None
+    status: ResultStatus | None = None
     exit_code: int | None = None
     duration_ms: int | None = None
     reason: str | None = None
@@ -146,7 +146,7 @@ class Run:
 
     @classmethod
     def finished(
-        cls, cid: CID, stamp: Stamp, peer: str, link: CID, result: Result | None, implied: RunOutcome
+        cls, cid: CID, stamp: Stamp, peer: str, link: CID, result: Result | None, implied: ResultStatus
     ) -> Run:
         if result is None:
             return cls(cid, stamp, peer, link, implied)
@@ -284,14 +284,14 @@ class State:
                 self._record(wid).claims[cid] = Run(cid, stamp, event.author)
                 touched.add(wid)
             case Complete(id=wid, result=link):
-                run = Run.finished(cid, stamp, event.author, link, result, RunOutcome.SUCCESS)
+                run = Run.finished(cid, stamp, event.author, link, result, ResultStatus.SUCCESS)
                 self._record(wid).completions[cid] = run
                 touched.add(wid)
             case ScheduleEvent():
                 assert workflow is not None, "schedule events are applied with their workflow"
                 touched.add(self._schedule(cid, stamp, event, payload, workflow, before))
             case Fail(id=wid, result=link):
-                run = Run.finished(cid, stamp, event.author, link, result, RunOutcome.FAILURE)
+                run = Run.finished(cid, stamp, event.author, link, result, ResultStatus.FAILURE)
                 self._record(wid).failures[cid] = run
                 touched.add(wid)
             case Cancel(id=wid):
