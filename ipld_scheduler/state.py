@@ -192,13 +192,17 @@ class WorkflowRecord:
         """Finished executions in stamp order: more than one completion is a visible duplicate."""
         return sorted([*self.completions.values(), *self.failures.values()], key=lambda r: r.stamp)
 
-    def to_dict(self, owner: str | None) -> dict[str, Any]:
-        """JSON view; ``owner`` is :meth:`State.owner`'s answer (see :meth:`State.describe`)."""
+    def to_dict(self, owner: str | None = None) -> dict[str, Any]:
+        """JSON view with ``owner`` as :meth:`State.owner` answers it; readers call :meth:`State.row`.
+
+        Without ``owner`` the cached one is shown, which for a finished record may be stale (kept
+        for callers that only look at other fields).
+        """
         winner = self.winner
         return {
             "workflow_id": self.workflow_id,
             "status": self.status,
-            "owner": owner,
+            "owner": owner if owner is not None else self.owner,
             "priority": self.effective_priority,
             "name": winner.workflow.name if winner else None,
             "tags": list(winner.workflow.tags) if winner else [],
