@@ -2,9 +2,12 @@
 
 Owns: field names and meaning, the mapping between dataclasses and IPLD data (the shapes written in
 ``schemas/*.ipldsch``; ``tests/test_schemas.py`` checks the two agree), tag normalisation and the
-P2P eligibility rule. Must not: do I/O, sign, hash or touch CBOR bytes (that is ``codec`` and
-``identity``). Everything decoded from the network passes ``*.from_ipld``, which raises
-:class:`ModelError` naming the offending field rather than trusting any shape.
+P2P eligibility rule, and the enums the rest of the package spells kinds and statuses with
+(:class:`EventKind`, :class:`WorkflowStatus`, :class:`ResultStatus`). ``Event`` is the generic
+signed envelope; the typed payload of each kind is in ``events``. Must not: do I/O, sign, hash or
+touch CBOR bytes (that is ``codec`` and ``identity``). Everything decoded from the network passes
+``*.from_ipld``, which raises :class:`ModelError` naming the offending field rather than trusting
+any shape.
 
 Dicts built here list their keys in DAG-CBOR order (shorter first, then bytewise) so the codec's
 fast path never has to re-sort them.

@@ -8,7 +8,9 @@ CLI talking to a running peer fails exactly as one opening the repo directly.
 Must not: print, parse command lines, speak HTTP or MCP, open repos, or keep state: each function
 takes a :class:`~ipld_scheduler.replica.Replica` (plus plain arguments) and returns a dict built
 from the replica's derived state and its blocks. Anything a user sees about a workflow comes from
-the DAG, never from a side table, so every peer answers the same.
+the DAG, never from a side table, so every peer answers the same: owners from ``State.owner``
+(the one source), runs (status, exit code, duration, reason) from what the fold recorded; only log
+blobs are read from blocks.
 """
 
 from __future__ import annotations

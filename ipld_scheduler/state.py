@@ -13,6 +13,10 @@ they arrive in. Every rule is therefore a join over sets:
 * status is a precedence over the sets of completions, failures, cancels and claims;
 * priority and transfers are last-writer-wins registers.
 
+``apply`` dispatches with ``match`` on the event's typed payload (``events``); per finished run it
+records what readers need (outcome, exit code, duration, reason, log links, steps, result CID),
+and :meth:`State.owner` is the one answer to "who owns this workflow".
+
 Must not: read clocks, local config, ``hash()`` or set iteration order for anything that affects
 the result, or do I/O. Events arrive here already decoded, signature-checked and causally admitted.
 """

@@ -1,10 +1,12 @@
 """Merge planning, sans I/O: which blocks to fetch behind announced heads, and which events are ready.
 
 Owns: the walk from unknown heads down to blocks already applied (never further, so the cost is
-proportional to what is new), typing each wanted block by the link that named it (a parent is an
-event, ``body.workflow`` a Workflow, ``body.result`` a Result, a result's ``stdout`` a log blob),
-strict decoding of what arrives, and releasing events in causal order once everything they link
-to is held. Bounded: at most ``max_pending`` blocks in flight or buffered.
+proportional to what is new), following each block's typed links (``blocks.links_of``: a parent
+is an event, a payload's links are typed by its ``events`` class, a result's ``stdout`` is a log
+blob), decoding each arrival once as that type (non-DAG-CBOR codecs are refused by name), and
+releasing events in causal order, with the values decoded, once everything they link to is held.
+Every refusal is a :class:`Rejection` with a fixed :class:`~ipld_scheduler.reasons.Reject` and a
+detail for the log. Bounded: at most ``max_pending`` blocks in flight or buffered.
 
 Must not: fetch, store, verify signatures or fold state; the caller does I/O and hands bytes in,
 like h11's ``receive_data``/``next_event``. A block that cannot be fetched or decoded poisons
