@@ -143,3 +143,22 @@ async def test_refusals_are_counted_by_fixed_reason_not_detail(replica: Replica)
     assert all(type(reason) is Reject for reason in replica.rejections)
     assert report.to_dict()["rejected_by_reason"] == {"bad_height": 3, "bad_signature": 1}
     assert any("height 5 is not 1 + max parent height (2)" in detail for _cid, detail in report.rejected)
+
+
+async def test_untyped_writes_are_validated_before_anything_is_written(replica: Replica) -> None:
+    from ipld_scheduler.model import ModelError
+
+    before = (replica.clock.heads, replica.repo.processed_count())
+    with pytest.raises(ModelError, match="schedule"):
+        await replica.write("claim", {"id": "w1"})
+    with pytest.raises(ValueError):
+        await replica.write("explode", {"id": "w1"})
+    assert (replica.clock.heads, replica.repo.processed_count()) == before
+    typed = await replica.append(ev.Reprioritize("w1", 2.0))
+    untyped = await replica.write("reprioritize", {"id": "w1", "priority": 3.0})
+    assert [
+        ev.payload_of(e) for e in map(Event.from_block, map(replica.repo.get_block, (typed, untyped)))
+    ] == [
+        ev.Reprioritize("w1", 2.0),
+        ev.Reprioritize("w1", 3.0),
+    ]
