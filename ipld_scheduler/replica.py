@@ -461,19 +461,20 @@ class Replica:
         applied = 0
         pending_blocks: list[tuple[CID, bytes]] = []
         processed: list[CID] = []
-        for cid, event, extras, blocks in plan.ready():
+        for ready in plan.ready():
+            cid, event = ready.event.cid, ready.event.value
             refusal = self._admission(event, verify=verify)
             if refusal is not None:
                 plan.refuse(cid, *refusal)
                 continue
             try:
-                workflow, result = self._local_extras(event, extras)
+                workflow, result = self._local_extras(event, ready.values)
             except (StoreError, CodecError, ModelError) as exc:
                 plan.refuse(cid, Reject.INVALID_BLOCK, f"linked block unusable: {exc}")
                 continue
             self.state.apply(cid, event, workflow, result)
             self.clock.apply(cid, event)
-            pending_blocks.extend(blocks)
+            pending_blocks.extend(ready.pairs)
             processed.append(cid)
             applied += 1
             if len(processed) >= batch:

@@ -19,19 +19,36 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
-from .blocks import BlockKind, UnsupportedCodec, decode_typed, links_of, require_dag_cbor
+from .blocks import Block, BlockKind, UnsupportedCodec, decode_typed, links_of, require_dag_cbor
 from .codec import CID, CodecError, verify_block
 from .errors import IpldSchedulerError
 from .model import Event, ModelError
 from .reasons import Reject
 
-__all__ = ["BlockKind", "MergePlan", "Pending", "Rejection", "SyncError", "decode_typed"]
+__all__ = ["BlockKind", "MergePlan", "Pending", "Ready", "Rejection", "SyncError", "decode_typed"]
 
 DEFAULT_MAX_PENDING: Final = 200_000
 
 
 class SyncError(IpldSchedulerError):
     """A merge cannot proceed (too much unknown history at once)."""
+
+
+class Ready(NamedTuple):
+    """An event released by :meth:`MergePlan.ready`, with the blocks it brings along."""
+
+    event: Block[Event]
+    linked: list[Block[Any]]
+    """Non-event blocks its payload links to (workflow, result, log blobs), each decoded once."""
+
+    @property
+    def values(self) -> dict[CID, Any]:
+        return {b.cid: b.value for b in self.linked}
+
+    @property
+    def pairs(self) -> list[tuple[CID, bytes]]:
+        """The blocks to persist with the event, its own first."""
+        return [self.event.pair, *(b.pair for b in self.linked)]
 
 
 class Rejection(NamedTuple):
@@ -134,12 +151,12 @@ class MergePlan:
     def done(self) -> bool:
         return not self._inflight
 
-    def ready(self) -> list[tuple[CID, Event, dict[CID, Any], list[tuple[CID, bytes]]]]:
+    def ready(self) -> list[Ready]:
         """Events whose whole closure is held, parents first (ordered by height, then CID).
 
-        Each item carries the decoded non-event blocks it links to and the raw blocks to persist
-        with it (its own bytes first). Released entries leave the plan; events that depend on a
-        failed block are dropped and reported in ``rejected``.
+        Each item carries the event's block and the non-event blocks it links to, as triples
+        decoded once on arrival. Released entries leave the plan; events that depend on a failed
+        block are dropped and reported in ``rejected``.
         """
         complete = self._complete_set()
         events = sorted(
@@ -148,8 +165,7 @@ class MergePlan:
         )
         out = []
         for entry in events:
-            extras: dict[CID, Any] = {}
-            blocks: list[tuple[CID, bytes]] = [(entry.cid, entry.data)]  # type: ignore[list-item]
+            linked: dict[CID, Block[Any]] = {}
             stack = [
                 c
                 for c in entry.waiting
@@ -158,16 +174,16 @@ class MergePlan:
             while stack:
                 link = stack.pop()
                 dep = self._pending.get(link)
-                if dep is None or link in extras:
+                if dep is None or dep.data is None or link in linked:
                     continue
-                extras[link] = dep.value
-                blocks.append((link, dep.data))  # type: ignore[arg-type]
+                linked[link] = Block(link, dep.data, dep.value)
                 stack.extend(c for c in dep.waiting if c in self._pending)
-            out.append((entry.cid, entry.value, extras, blocks))
-        for cid, _event, extras, _blocks in out:
-            self._pending.pop(cid, None)
-            for link in extras:
-                self._pending.pop(link, None)
+            assert entry.data is not None  # complete entries have arrived
+            out.append(Ready(Block(entry.cid, entry.data, entry.value), list(linked.values())))
+        for item in out:
+            self._pending.pop(item.event.cid, None)
+            for block in item.linked:
+                self._pending.pop(block.cid, None)
         if self.done:
             self._drop_poisoned()
         return out
