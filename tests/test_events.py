@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ipld_scheduler import events as ev
 from ipld_scheduler.blocks import BlockKind, encode_value, links_of
-from ipld_scheduler.codec import CID, cid_for, encode_block
+from ipld_scheduler.codec import CID, cid_for, decode, encode_block
 from ipld_scheduler.identity import Signer
 from ipld_scheduler.model import Event, EventKind
 from ipld_scheduler.reasons import Reject
@@ -162,3 +162,20 @@ async def test_untyped_writes_are_validated_before_anything_is_written(replica: 
         ev.Reprioritize("w1", 2.0),
         ev.Reprioritize("w1", 3.0),
     ]
+
+
+def test_result_and_workflow_blocks_keep_their_cids() -> None:
+    """The status enum and the block triple change no bytes (CIDs from the previous release)."""
+    from ipld_scheduler.model import Result, ResultStatus, WorkflowDefinition
+
+    steps = ({"name": "a", "exit_code": 0},)
+    timed_out = Result("w1", "peer-1", "timeout", 1500, reason="too slow", stdout=cid_for(b"o"), steps=steps)
+    assert str(encode_value(timed_out).cid) == "bafyreifh6y5cwslysehb7azkouqgcxblu2seukx72ompdf4l7a4psoq6jq"
+    done = Result("w1", "peer-1", ResultStatus.SUCCESS, 7, exit_code=0)
+    assert str(encode_value(done).cid) == "bafyreiajmcdkofqx6iisk5frhym2jaua6mu7uerkzd2424327ekikssodi"
+    workflow = WorkflowDefinition(
+        "w1", "one", ["p2p_eligible"], 2.0, {"k": "v"}, {"steps": [{"name": "run", "run": "echo"}]}
+    )
+    assert str(encode_value(workflow).cid) == "bafyreiau3ncllvo33np3m7pue6k7swmmurkmrac5eqwh5ryuzx74dsi3iu"
+    decoded = Result.from_ipld(decode(encode_value(timed_out).data))
+    assert decoded.status is ResultStatus.TIMEOUT and decoded.outcome is ResultStatus.TIMEOUT
