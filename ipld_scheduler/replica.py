@@ -196,7 +196,11 @@ class Replica:
         The untyped form (kind string and body dict), kept for callers that build bodies; the body
         is validated as the model validates a received event before anything is written.
         """
-        return await self._write(EventKind(kind), dict(body), None, blocks)
+        try:
+            typed = EventKind(kind)
+        except ValueError:
+            raise ModelError(f"event.kind: unknown kind {kind!r}") from None
+        return await self._write(typed, dict(body), None, blocks)
 
     async def _write(
         self,

@@ -151,7 +151,7 @@ async def test_untyped_writes_are_validated_before_anything_is_written(replica: 
     before = (replica.clock.heads, replica.repo.processed_count())
     with pytest.raises(ModelError, match="schedule"):
         await replica.write("claim", {"id": "w1"})
-    with pytest.raises(ValueError):
+    with pytest.raises(ModelError, match="unknown kind"):
         await replica.write("explode", {"id": "w1"})
     assert (replica.clock.heads, replica.repo.processed_count()) == before
     typed = await replica.append(ev.Reprioritize("w1", 2.0))
