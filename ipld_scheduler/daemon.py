@@ -31,6 +31,7 @@ from .options import PeerOptions
 from .peer import Peer
 from .replica import Replica
 from .repo import Repo
+from .sandbox import Sandbox, SandboxPolicy
 
 __all__ = ["liveness_of", "serve"]
 
@@ -46,8 +47,11 @@ async def serve(
     options: PeerOptions,
     ready: Callable[[Peer], Awaitable[None]] | None = None,
     stop: asyncio.Event | None = None,
+    sandbox: SandboxPolicy | None = None,
 ) -> None:
-    """Run the peer in ``repo_path`` until ``stop`` is set (or the task is cancelled); always clean up."""
+    """Run the peer in ``repo_path`` until ``stop`` is set (or the task is cancelled); always clean up.
+
+    ``sandbox``: how jobs are confined (default: bubblewrap hiding the repo, see ``sandbox``)."""
     repo = Repo.open(repo_path)
     backend = open_backend(repo, ipfs_api, options)
     try:
@@ -69,6 +73,7 @@ async def serve(
         workdir=repo.path / "work",
         backend="kubo" if ipfs_api else "embedded",
         reachable=None if ipfs_api else (),  # an embedded store's bus holds this process only
+        sandbox=None if sandbox is None else Sandbox(sandbox),
     )
     try:
         await peer.start()

@@ -27,6 +27,7 @@ from ipld_scheduler.daemon import serve
 from ipld_scheduler.model import WorkflowDefinition
 from ipld_scheduler.options import PeerOptions
 from ipld_scheduler.peer import Peer
+from ipld_scheduler.sandbox import SandboxPolicy
 
 
 def say(*parts: object) -> None:
@@ -70,8 +71,17 @@ async def main() -> None:
         say("READY", len(replica.clock))
         asyncio.get_running_loop().create_task(report(peer, stop))
 
+    # The jobs append to files in the test's directory for the test to read; bubblewrap would run a
+    # root daemon's jobs as nobody, who cannot write there (isolation itself: tests/test_sandbox.py).
     await serve(
-        args.repo, peer_id=args.peer_id, peers=[], ipfs_api=None, options=options, ready=ready, stop=stop
+        args.repo,
+        peer_id=args.peer_id,
+        peers=[],
+        ipfs_api=None,
+        options=options,
+        ready=ready,
+        stop=stop,
+        sandbox=SandboxPolicy(bubblewrap=False),
     )
 
 
