@@ -473,6 +473,9 @@ def workflow_source(path: str) -> str:
     is_flag=True,
     help="Nothing to run: the workflow waits in its owner's queue until `ipld-scheduler next` takes it.",
 )
+@click.option(
+    "--retries", type=click.IntRange(0, 100), default=0, help="Re-run a failed run up to N times (backoff)."
+)
 @json_option
 @click.pass_context
 def schedule(
@@ -486,6 +489,7 @@ def schedule(
     workflow_file: str | None,
     job: str | None,
     manual: bool,
+    retries: int,
 ) -> None:
     """Schedule a workflow; every peer derives the same owner for it.
 
@@ -539,6 +543,8 @@ def schedule(
         _fail(settings, exc)
     if not manual:
         args["require_run"] = True
+    if retries:
+        args["retries"] = retries
     data = _call(settings, "schedule", **args)
     _show(settings, data, _human_schedule)
     if not data["success"]:
@@ -576,6 +582,17 @@ def cancel(ctx: click.Context, workflow_id: str, reason: str) -> None:
     settings = _settings(ctx)
     data = _call(settings, "cancel", workflow_id=workflow_id, reason=reason)
     _show(settings, data, lambda c, d: c.print(f"cancelled {d['workflow_id']} (event {d['event_cid']})"))
+
+
+@cli.command()
+@click.argument("workflow_id")
+@json_option
+@click.pass_context
+def retry(ctx: click.Context, workflow_id: str) -> None:
+    """Run a failed or cancelled workflow again as a new attempt (`results` lists every attempt)."""
+    settings = _settings(ctx)
+    data = _call(settings, "retry", workflow_id=workflow_id)
+    _show(settings, data, lambda c, d: c.print(f"retrying {d['workflow_id']}: attempt {d['attempt']}"))
 
 
 @cli.command()
@@ -736,7 +753,8 @@ def _human_results(console: Console, data: dict[str, Any]) -> None:
         seconds = "-" if run["duration_ms"] is None else f"{run['duration_ms'] / 1000:.2f} s"
         outcome = RUN_OUTCOMES.get(str(run["status"]), str(run["status"]))
         console.print(
-            f"[bold]run {index}[/] on {run['peer']}: {outcome}, exit code {run['exit_code']}, {seconds}"
+            f"[bold]run {index}[/] (attempt {run.get('attempt', 0)}) on {run['peer']}: {outcome}, "
+            f"exit code {run['exit_code']}, {seconds}"
         )
         if run.get("reason"):
             console.print(f"  reason: {run['reason']}")

@@ -4,7 +4,8 @@ Owns: tool names, parameter names and descriptions (the prototype's: ``initializ
 ``schedule_p2p_workflow``, ``get_next_p2p_workflow``, ``add_p2p_peer``, ``remove_p2p_peer``,
 ``get_p2p_scheduler_status``, ``calculate_peer_distance``, ``get_workflow_tags``,
 ``merge_merkle_clock``, ``get_assigned_workflows``; and ``list_workflows``, ``get_workflow_result``,
-``inspect_cid``, ``get_event_log``, ``cancel_workflow``, ``reprioritize_workflow``), the answer
+``inspect_cid``, ``get_event_log``, ``cancel_workflow``, ``retry_workflow``,
+``reprioritize_workflow``), the answer
 convention (a JSON object with ``success``; failures are ``success: false`` with ``error`` and
 ``code``, never an exception, so an assistant can read and correct), and the server over stdio
 or streamable HTTP built with the official ``mcp`` SDK (2.x: ``mcp.server.mcpserver.MCPServer``).
@@ -51,6 +52,7 @@ __all__ = [
     "merge_merkle_clock",
     "remove_p2p_peer",
     "reprioritize_workflow",
+    "retry_workflow",
     "schedule_p2p_workflow",
     "serve_mcp",
 ]
@@ -117,7 +119,9 @@ async def _using(
         return _error(exc)
 
 
-_WRITES: Final = frozenset({"schedule", "next", "add_peer", "remove_peer", "cancel", "reprioritize", "merge"})
+_WRITES: Final = frozenset(
+    {"schedule", "next", "add_peer", "remove_peer", "cancel", "retry", "reprioritize", "merge"}
+)
 """Operations that write to the DAG: on a repo without identity they give it one (``P2P_PEER_ID``,
 else generated), as the prototype's scheduler did on first use. Reads report ``not_initialized``
 with a hint instead, so ``initialize_p2p_scheduler`` can still choose the name."""
@@ -167,11 +171,13 @@ async def schedule_p2p_workflow(
     metadata: dict[str, Any] | None = None,
     command: str | None = None,
     manual: bool = False,
+    retries: int = 0,
 ) -> dict[str, Any]:
     """Schedule a workflow on the P2P network. Needs a P2P tag (p2p_eligible, p2p_only, code_gen,
     web_scrape, data_processing); otherwise success is false with the reason. ``command`` is the
     shell command (bash) the owning peer runs; without one the call is refused (code ``invalid``)
-    unless ``manual`` is true: then the workflow waits until get_next_p2p_workflow takes it."""
+    unless ``manual`` is true: then the workflow waits until get_next_p2p_workflow takes it.
+    ``retries``: how many times the owner re-runs a failed run by itself (exponential backoff)."""
     return await _op(
         "schedule",
         workflow_id=workflow_id,
@@ -181,6 +187,7 @@ async def schedule_p2p_workflow(
         metadata=metadata,
         run=command,
         require_run=not manual,
+        retries=retries,
     )
 
 
@@ -269,6 +276,11 @@ async def cancel_workflow(workflow_id: str, reason: str = "") -> dict[str, Any]:
     return await _op("cancel", workflow_id=workflow_id, reason=reason)
 
 
+async def retry_workflow(workflow_id: str) -> dict[str, Any]:
+    """Run a failed or cancelled workflow again as a new attempt (both attempts stay in its results)."""
+    return await _op("retry", workflow_id=workflow_id)
+
+
 async def reprioritize_workflow(workflow_id: str, priority: float) -> dict[str, Any]:
     """Change a workflow's priority (lower runs first)."""
     return await _op("reprioritize", workflow_id=workflow_id, priority=priority)
@@ -290,6 +302,7 @@ TOOLS: Final[tuple[Callable[..., Awaitable[dict[str, Any]]], ...]] = (
     inspect_cid,
     get_event_log,
     cancel_workflow,
+    retry_workflow,
     reprioritize_workflow,
 )
 

@@ -57,6 +57,7 @@ __all__ = [
     "remove_peer",
     "reprioritize",
     "results",
+    "retry",
     "schedule",
     "status",
     "tags",
@@ -237,9 +238,13 @@ async def schedule(
     metadata: Mapping[str, Any] | None = None,
     run: Mapping[str, Any] | str | None = None,
     require_run: bool = False,
+    retries: Any = 0,
 ) -> dict[str, Any]:
     """Schedule a workflow (idempotent by id and definition). A refusal is ``success: false`` with
     ``reason`` (as in the prototype), not an exception: it is an answer about the workflow.
+
+    ``retries``: how many times the owner retries a failed run by itself, with exponential backoff
+    (stored in the schedule event, not the Workflow block; re-scheduling keeps the first budget).
 
     ``require_run``: refuse (:class:`InvalidInput`) a workflow with nothing to run, which no peer
     would ever start; front ends set it unless the caller takes work itself with ``next``."""
@@ -268,7 +273,7 @@ async def schedule(
         )
     except ModelError as exc:
         raise InvalidArgument(str(exc)) from None
-    answer = await replica.schedule_workflow(workflow)
+    answer = await replica.schedule_workflow(workflow, _retries(retries))
     if not answer["success"]:
         answer.setdefault("assigned_peer", None)
         import difflib
@@ -303,6 +308,37 @@ async def cancel(replica: Replica, workflow_id: str, reason: str = "") -> dict[s
     except SchedulerError as exc:
         raise Refused(str(exc)) from None
     return {"success": True, "workflow_id": rec.workflow_id, "event_cid": str(cid), "status": rec.status}
+
+
+def _retries(value: Any) -> int:
+    from .model import MAX_RETRIES
+
+    if value is None:
+        return 0
+    if type(value) is not int or not 0 <= value <= MAX_RETRIES:
+        raise InvalidArgument(f"retries: expected an integer from 0 to {MAX_RETRIES}, got {value!r}")
+    return value
+
+
+async def retry(replica: Replica, workflow_id: str) -> dict[str, Any]:
+    """Run a failed or cancelled workflow again as a new attempt (a ``retry`` event in the DAG)."""
+    rec = _record(replica, workflow_id)
+    if rec.status not in (WorkflowStatus.FAILED, WorkflowStatus.CANCELLED):
+        raise Refused(
+            f"workflow {rec.workflow_id!r} is {rec.status}; only failed or cancelled workflows are retried"
+        )
+    try:
+        cid = await replica.retry(rec.workflow_id)
+    except SchedulerError as exc:
+        raise Refused(str(exc)) from None
+    return {
+        "success": True,
+        "workflow_id": rec.workflow_id,
+        "attempt": rec.attempt,
+        "event_cid": str(cid),
+        "status": rec.status,
+        "owner": replica.state.owner(rec.workflow_id),
+    }
 
 
 async def reprioritize(replica: Replica, workflow_id: str, priority: Any) -> dict[str, Any]:
@@ -588,6 +624,7 @@ def _run_row(replica: Replica, run: Run, limit: int) -> dict[str, Any]:
     stderr, err_cut = _text_blob(replica, run.stderr, limit)
     return {
         "peer": run.peer,
+        "attempt": run.attempt,
         "status": run.status,
         "result_cid": str(run.result) if run.result else None,
         "exit_code": run.exit_code,
@@ -615,6 +652,7 @@ async def results(replica: Replica, workflow_id: str, max_log_bytes: Any = LOG_T
         "owner": replica.state.owner(rec.workflow_id),
         "claimed_by": sorted({r.peer for r in rec.claims.values()}),
         "exit_code": latest["exit_code"] if latest else None,
+        "attempt": rec.attempt,
         "runs": runs,
         "count": len(runs),
     }
@@ -705,6 +743,7 @@ OPERATIONS: Final[dict[str, Operation]] = {
     "add_peer": add_peer,
     "remove_peer": remove_peer,
     "cancel": cancel,
+    "retry": retry,
     "reprioritize": reprioritize,
     "inspect": inspect,
     "log": log,

@@ -40,7 +40,9 @@ from .events import (
     PeerAdd,
     PeerRemove,
     Reprioritize,
+    Retry,
     Schedule,
+    attempt_field,
     body_of,
 )
 from .identity import Signer, verify_event
@@ -48,7 +50,7 @@ from .model import Event, EventKind, ModelError, Result, ResultStatus, WorkflowD
 from .ports import BlockNotFound, BlockStore, StoreError
 from .reasons import Reject
 from .repo import Repo
-from .state import FINISHED, State, WorkflowRecord
+from .state import CANCELLED, FAILED, FINISHED, State, WorkflowRecord
 from .sync import MergePlan, SyncError
 
 __all__ = ["MergeReport", "Replica", "SchedulerError"]
@@ -244,7 +246,9 @@ class Replica:
 
     # --- seed-compatible operations -----------------------------------------------------------
 
-    async def schedule_workflow(self, workflow: WorkflowDefinition) -> dict[str, Any]:
+    async def schedule_workflow(self, workflow: WorkflowDefinition, retries: int = 0) -> dict[str, Any]:
+        """Queue ``workflow``; ``retries``: automatic retry budget, kept in the schedule event's body
+        (not the Workflow block, so the definition and its CID are the same with or without it)."""
         reason = eligibility(workflow.tags)
         if reason is not None:
             return {
@@ -268,7 +272,7 @@ class Replica:
                     "tags": list(workflow.tags),
                 }
             return self._assignment(rec, existing=True)
-        await self.append(Schedule(wcid), [block])
+        await self.append(Schedule(wcid, retries or None), [block])
         return self._assignment(self.state.workflows[workflow.workflow_id], existing=False)
 
     def _assignment(self, rec: WorkflowRecord, *, existing: bool) -> dict[str, Any]:
@@ -296,7 +300,7 @@ class Replica:
             return None
         rec = self.state.workflows[wid]
         assert rec.winner is not None
-        await self.append(Claim(wid, rec.winner.cid))
+        await self.append(Claim(wid, rec.winner.cid, attempt_field(rec.attempt)))
         return rec.winner.workflow
 
     def require(self, workflow_id: str) -> WorkflowRecord:
@@ -311,7 +315,16 @@ class Replica:
         rec = self.require(workflow_id)
         if rec.status in FINISHED:
             raise SchedulerError(f"workflow {workflow_id!r} is already {rec.status}")
-        return await self.append(Cancel(workflow_id, reason or None))
+        return await self.append(Cancel(workflow_id, reason or None, attempt_field(rec.attempt)))
+
+    async def retry(self, workflow_id: str) -> CID:
+        """Open the next attempt of a failed or cancelled workflow (a ``retry`` event)."""
+        rec = self.require(workflow_id)
+        if rec.status not in (FAILED, CANCELLED):
+            raise SchedulerError(
+                f"workflow {workflow_id!r} is {rec.status}; only failed or cancelled ones are retried"
+            )
+        return await self.append(Retry(workflow_id, rec.attempt + 1))
 
     async def reprioritize(self, workflow_id: str, priority: float) -> CID:
         self.require(workflow_id)
@@ -330,15 +343,17 @@ class Replica:
         return True
 
     async def record_result(
-        self, workflow_id: str, result: Result, blocks: Sequence[tuple[CID, bytes]] = ()
+        self, workflow_id: str, result: Result, blocks: Sequence[tuple[CID, bytes]] = (), attempt: int = 0
     ) -> CID:
-        """Store a result block (plus its log blobs) and the ``complete``/``fail`` event naming it."""
+        """Store a result block (plus its log blobs) and the ``complete``/``fail`` event naming it
+        (``attempt``: the attempt the run belongs to, as its claim said)."""
         block = encode_value(result)
         payload: Payload
         if result.outcome is ResultStatus.SUCCESS:
-            payload = Complete(workflow_id, block.cid)
+            payload = Complete(workflow_id, block.cid, attempt_field(attempt))
         else:
-            payload = Fail(workflow_id, block.cid, result.reason[:1024] if result.reason else None)
+            reason = result.reason[:1024] if result.reason else None
+            payload = Fail(workflow_id, block.cid, reason, attempt_field(attempt))
         return await self.append(payload, [*blocks, block])
 
     # --- queries ------------------------------------------------------------------------------

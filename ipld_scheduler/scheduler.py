@@ -172,8 +172,9 @@ class P2PWorkflowScheduler:
     def repo_path(self) -> Path:
         return self._repo.path
 
-    def schedule_workflow(self, workflow: WorkflowDefinition) -> dict[str, Any]:
-        return self._run(self.replica.schedule_workflow(workflow))
+    def schedule_workflow(self, workflow: WorkflowDefinition, retries: int = 0) -> dict[str, Any]:
+        """``retries``: automatic retry budget for failed runs (see ``ops.schedule``)."""
+        return self._run(self.replica.schedule_workflow(workflow, retries))
 
     def get_next_workflow(self) -> WorkflowDefinition | None:
         return self._run(self.replica.get_next_workflow())

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Final
 
 from ..codec import CID, encode_block
+from ..events import Claim, attempt_field
 from ..executor import RunOutcome, execute
 from ..model import Result, WorkflowDefinition
 from ..options import PeerOptions
@@ -36,6 +37,7 @@ from ..sandbox import Sandbox
 from ..state import CANCELLED, WorkflowRecord
 from .leftovers import RUN_TOKEN_ENV, RunFiles
 from .policy import dir_name, joined_log, step_row
+from .retries import RetryPlanner
 from .stats import RunRecord, Stats
 
 __all__ = ["RUN_TOKEN_ENV", "ExecutionSupervisor"]
@@ -55,6 +57,8 @@ class _Execution:
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     cancelled_by_event: bool = False
+    dag_attempt: int = 0
+    """The workflow's attempt in the DAG when we claimed it (``retry`` events open new ones)."""
 
 
 class ExecutionSupervisor:
@@ -87,6 +91,8 @@ class ExecutionSupervisor:
         self._held: dict[str, float] = {}
         self._wakeup = asyncio.Event()
         self.active = False
+        self.retries = RetryPlanner(replica, clock)
+        """Writes ``retry`` events for failed workflows we own while their budget lasts."""
 
     # --- views for the other parts -------------------------------------------------------------
 
@@ -142,7 +148,8 @@ class ExecutionSupervisor:
         """The state changed: stop runs a ``cancel`` event finished, look for new work."""
         for execution in self._running.values():
             rec = self._replica.state.workflows.get(execution.workflow_id)
-            if rec is not None and rec.status == CANCELLED and not execution.cancel.is_set():
+            stopped = rec is not None and rec.status == CANCELLED and rec.attempt == execution.dag_attempt
+            if stopped and not execution.cancel.is_set():
                 execution.cancelled_by_event = True
                 execution.cancel.set()
         self._wakeup.set()
@@ -155,6 +162,8 @@ class ExecutionSupervisor:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
+            if self.active:
+                await self.retries.run_due()
             while self.has_free_slot() and self.active:
                 wid = await self.next_runnable()
                 if wid is None:
@@ -206,11 +215,12 @@ class ExecutionSupervisor:
 
     def newer_live_claimer(self, rec: WorkflowRecord) -> str | None:
         """A live member other than us whose claim is newer than all of ours (it may be running it)."""
-        if rec.completions or rec.failures:
+        if rec.of_attempt(rec.completions) or rec.of_attempt(rec.failures):
             return None
-        mine = max((r.stamp for r in rec.claims.values() if r.peer == self.peer_id), default=(0, b""))
+        claims = rec.of_attempt(rec.claims)
+        mine = max((r.stamp for r in claims if r.peer == self.peer_id), default=(0, b""))
         best = None
-        for run in rec.claims.values():
+        for run in claims:
             if run.peer == self.peer_id or run.stamp <= mine:
                 continue
             if not self._replica.state.is_present(run.peer) or not self._is_alive(run.peer):
@@ -226,10 +236,10 @@ class ExecutionSupervisor:
         rec = self._replica.state.workflows[wid]
         assert rec.winner is not None
         attempt = 1 + sum(1 for r in rec.claims.values() if r.peer == self.peer_id)
-        execution = _Execution(wid, attempt, self._now(), secrets.token_hex(8))
+        execution = _Execution(wid, attempt, self._now(), secrets.token_hex(8), dag_attempt=rec.attempt)
         self._running[wid] = execution  # before the await: the loop must not pick it twice
         try:
-            await self._replica.write("claim", {"id": wid, "schedule": rec.winner.cid})
+            await self._replica.append(Claim(wid, rec.winner.cid, attempt_field(rec.attempt)))
         except BaseException:
             self._running.pop(wid, None)
             raise
@@ -258,14 +268,14 @@ class ExecutionSupervisor:
             run_file = self.run_files.record(execution.token, wid, execution.attempt, workdir)
             outcome = await self._outcome(workflow, workdir, execution)
             self._finished(wid, outcome)
-            if execution.cancelled_by_event and outcome.status == "cancelled":
-                # The cancel event already finishes the workflow; a result would turn it into "failed".
-                self._stats.executions_cancelled += 1
-                return
+            # A run stopped by a cancel records its partial output too: the fold files a "cancelled"
+            # result under the cancel, so the workflow stays cancelled (never turns "failed").
             result, blocks = self.result(wid, outcome)
-            await self._replica.record_result(wid, result, blocks)
+            await self._replica.record_result(wid, result, blocks, attempt=execution.dag_attempt)
             if outcome.status == "success":
                 self._stats.executions_succeeded += 1
+            elif execution.cancelled_by_event and outcome.status == "cancelled":
+                self._stats.executions_cancelled += 1
             else:
                 self._stats.executions_failed += 1
         finally:

@@ -36,6 +36,7 @@ ROUTES: Final[dict[str, Route]] = {
         Route("schedule", "POST", "/workflows"),
         Route("results", "GET", "/results"),
         Route("cancel", "POST", "/cancel"),
+        Route("retry", "POST", "/retry"),
         Route("reprioritize", "POST", "/reprioritize"),
         Route("next", "POST", "/next"),
         Route("assigned", "GET", "/assigned"),
