@@ -90,7 +90,8 @@ def test_absent_optional_fields_stay_absent_on_the_wire() -> None:
     assert ev.body_of(ev.Cancel("w1")) == (EventKind.CANCEL, {"id": "w1"})
     assert ev.body_of(ev.Cancel("w1", "")) == (EventKind.CANCEL, {"id": "w1", "reason": ""})
     assert ev.body_of(ev.PeerAdd("p")) == (EventKind.PEER_ADD, {"peer": "p"})
-    assert ev.body_of(ev.Claim("w1", S, ev.attempt_field(0))) == (EventKind.CLAIM, {"id": "w1", "schedule": S})
+    claim = ev.Claim("w1", S, ev.attempt_field(0))
+    assert ev.body_of(claim) == (EventKind.CLAIM, {"id": "w1", "schedule": S})
 
 
 @pytest.fixture

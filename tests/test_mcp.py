@@ -63,10 +63,10 @@ async def test_stdio_server_lists_the_prototype_tools_with_their_parameters(tmp_
         listed = await client.list_tools()
     tools = {t.name: t for t in listed.tools}
     assert set(tools) >= PROTOTYPE_TOOLS
-    assert {"inspect_cid", "get_workflow_result", "list_workflows"} <= set(tools)
+    assert {"inspect_cid", "get_workflow_result", "list_workflows", "retry_workflow"} <= set(tools)
     schedule = tools["schedule_p2p_workflow"].input_schema
     assert set(schedule["properties"]) == {
-        "workflow_id", "name", "tags", "priority", "metadata", "command", "manual",
+        "workflow_id", "name", "tags", "priority", "metadata", "command", "manual", "retries",
     }  # fmt: skip
     assert set(schedule["required"]) == {"workflow_id", "name", "tags"}  # the prototype's call still fits
     assert set(schedule["required"]) == {"workflow_id", "name", "tags"}

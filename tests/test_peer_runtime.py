@@ -180,9 +180,13 @@ async def test_cancel_event_stops_the_running_step(cluster: Cluster, tmp_path: P
     assert time.monotonic() - started < 5
     await wait(lambda: cluster.converged())
     rec = a.state.workflows["long"]
-    assert rec.status == "cancelled" and not rec.completions and not rec.failures
+    assert rec.status == "cancelled" and not rec.completions
     # the step died first; the supervisor then sees the executor return "cancelled" (checked wait)
     await wait(lambda: cluster.peer(owner or "").stats.executions_cancelled == 1, what="the run to end")
+    # ... and records what it printed as a "cancelled" result, filed under the cancel (issue 12)
+    await wait(lambda: len(a.state.workflows["long"].failures) == 1, what="the cancelled run's result")
+    [run] = a.state.workflows["long"].runs
+    assert run.status == "cancelled" and a.state.workflows["long"].status == "cancelled"
 
 
 def _alive(pid: int) -> bool:
