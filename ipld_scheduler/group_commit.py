@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import queue
 import sqlite3
 import threading
@@ -26,9 +27,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
-__all__ = ["GroupWriter", "WriterClosed", "WriterStats", "await_write"]
+__all__ = ["GroupWriter", "WriterClosed", "WriterStats"]
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 MAX_GROUP: Final = 1024
 """Most writes in one transaction: bounds the transaction (and its WAL growth) under a flood."""
@@ -49,8 +52,10 @@ class WriterStats:
 
 @dataclass(slots=True)
 class _Pending(Generic[T]):
+    """A queued write and how to report its outcome (``settle(True, value)`` or ``settle(False, exc)``)."""
+
     op: Callable[[sqlite3.Connection], T]
-    future: concurrent.futures.Future[T]
+    settle: Callable[[bool, Any], None]
 
 
 _STOP: Final = object()
@@ -94,14 +99,53 @@ class GroupWriter:
         statements only and becomes the future's exception.
         """
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def settle(ok: bool, value: Any) -> None:
+            if not future.set_running_or_notify_cancel():
+                return  # its caller cancelled the future; the write was committed (or failed) anyway
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+        self._enqueue(_Pending(op, settle))
+        return future
+
+    def submit_async(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """:meth:`submit` for the running event loop: the returned future resolves on that loop.
+
+        One thread hop each way and nothing else (no ``wrap_future`` chain): the loop is woken once,
+        when the transaction is durable. Cancelling the future (or the task awaiting it) only stops
+        the wait: once submitted, a write is committed or fails as if it were awaited.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+
+        def deliver(ok: bool, value: Any) -> None:
+            if future.cancelled():
+                if not ok and isinstance(value, Exception):
+                    _log_unawaited(value)
+                return
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+        def settle(ok: bool, value: Any) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile: nobody is waiting
+                loop.call_soon_threadsafe(deliver, ok, value)
+
+        self._enqueue(_Pending(op, settle))
+        return future
+
+    def _enqueue(self, pending: _Pending[Any]) -> None:
         with self._lock:
             if self._closed:
                 raise WriterClosed(f"{self._name} is closed")
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
-            self._queue.put(_Pending(op, future))
-        return future
+            self._queue.put(pending)
 
     def call(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """Submit and block the calling thread until durable (the synchronous API's path)."""
@@ -138,11 +182,9 @@ class GroupWriter:
                     stopping = True
                     break
                 group.append(item)
-            self._commit([p for p in group if p.future.set_running_or_notify_cancel()])
+            self._commit(group)
 
     def _commit(self, group: list[_Pending[Any]]) -> None:
-        if not group:
-            return
         conn = self._conn
         outcomes: list[tuple[bool, Any]] = []
         try:
@@ -165,7 +207,7 @@ class GroupWriter:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             for pending in group:
-                pending.future.set_exception(exc)
+                pending.settle(False, exc)
             if not isinstance(exc, Exception):
                 raise
             return
@@ -173,27 +215,8 @@ class GroupWriter:
         self._writes += len(group)
         self._largest = max(self._largest, len(group))
         for pending, (ok, value) in zip(group, outcomes, strict=True):
-            if ok:
-                pending.future.set_result(value)
-            else:
-                pending.future.set_exception(value)
+            pending.settle(ok, value)
 
 
-async def await_write(future: concurrent.futures.Future[T]) -> T:
-    """Await a submitted write from asyncio without blocking the loop.
-
-    Cancelling the awaiting task does not cancel the write: once submitted it is committed (or fails)
-    as if awaited, so a caller's cancellation never leaves it unsure whether the write happened
-    because of a race with the writer thread; it only stops waiting.
-    """
-    wrapped = asyncio.wrap_future(future)
-    try:
-        return await asyncio.shield(wrapped)
-    except asyncio.CancelledError:
-        wrapped.add_done_callback(_consume)
-        raise
-
-
-def _consume(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
+def _log_unawaited(exc: Exception) -> None:
+    log.warning("a write whose waiter was cancelled failed: %s", exc)

@@ -31,6 +31,7 @@ exactly as current as the log says.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import fcntl
@@ -51,7 +52,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .codec import CID, MAX_BLOCK_SIZE, CodecError, verify_block
 from .errors import Unavailable
-from .group_commit import GroupWriter, WriterClosed, WriterStats, await_write
+from .group_commit import GroupWriter, WriterClosed, WriterStats
 
 __all__ = ["DB_NAME", "KEY_NAME", "LOCK_NAME", "DerivedRows", "Repo", "RepoError", "RepoLocked"]
 
@@ -493,7 +494,7 @@ class Repo:
         """:meth:`commit` for asyncio: same arguments and errors; the loop runs while the disk works.
 
         Writes submitted concurrently (other tasks, other threads) share one transaction and one
-        fsync. Cancelling the awaiting task does not cancel the write (see ``await_write``).
+        fsync. Cancelling the awaiting task only stops the wait: the write is committed (or fails) anyway.
         """
         change = _change(blocks, processed, heads, wanted_add, wanted_remove, derived)
         if not change.empty:
@@ -539,10 +540,17 @@ class Repo:
 
     # --- internals ------------------------------------------------------------------------------
 
-    def _submit(self, op: Callable[[sqlite3.Connection], T]) -> Any:
+    def _submit(self, op: Callable[[sqlite3.Connection], T]) -> concurrent.futures.Future[T]:
         _ = self._conn  # refuse on a closed repo
         try:
             return self._writer.submit(op)
+        except WriterClosed:
+            raise RepoError(f"repo {self.path} is closed") from None
+
+    def _submit_async(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        _ = self._conn
+        try:
+            return self._writer.submit_async(op)
         except WriterClosed:
             raise RepoError(f"repo {self.path} is closed") from None
 
@@ -555,9 +563,9 @@ class Repo:
         return result
 
     async def _await(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        future = self._submit(op)
+        future = self._submit_async(op)
         try:
-            result: T = await await_write(future)
+            result: T = await future
         except sqlite3.Error as exc:
             raise self._translated(exc, op) from exc
         return result
