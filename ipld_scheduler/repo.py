@@ -494,7 +494,9 @@ class Repo:
         """:meth:`commit` for asyncio: same arguments and errors; the loop runs while the disk works.
 
         Writes submitted concurrently (other tasks, other threads) share one transaction and one
-        fsync. Cancelling the awaiting task only stops the wait: the write is committed (or fails) anyway.
+        fsync. The write is queued before this coroutine first suspends, so writes commit in the order
+        their callers called ``commit_async`` (or ``commit``). Cancelling the awaiting task only stops
+        the wait: the write is committed (or fails) anyway.
         """
         change = _change(blocks, processed, heads, wanted_add, wanted_remove, derived)
         if not change.empty:
