@@ -84,6 +84,7 @@ class GroupWriter:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._broken: WriterClosed | None = None
         self._commits = 0
         self._writes = 0
         self._largest = 0
@@ -142,6 +143,8 @@ class GroupWriter:
         with self._lock:
             if self._closed:
                 raise WriterClosed(f"{self._name} is closed")
+            if self._broken is not None:
+                raise self._broken
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
@@ -167,6 +170,22 @@ class GroupWriter:
     # --- the writer thread ------------------------------------------------------------------------
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # a bug here must not leave callers waiting forever
+            log.exception("%s stopped", self._name)
+            failure = WriterClosed(f"{self._name} stopped: {exc!r}")
+            with self._lock:
+                self._broken = failure
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    return
+                if item is not _STOP:
+                    item.settle(False, failure)
+
+    def _loop(self) -> None:
         stopping = False
         while not stopping:
             first = self._queue.get()
@@ -185,11 +204,16 @@ class GroupWriter:
             self._commit(group)
 
     def _commit(self, group: list[_Pending[Any]]) -> None:
+        """One transaction for ``group``; a lone write needs no savepoint (its failure is the group's)."""
         conn = self._conn
         outcomes: list[tuple[bool, Any]] = []
+        alone = len(group) == 1
         try:
             conn.execute("BEGIN IMMEDIATE")
             for pending in group:
+                if alone:
+                    outcomes.append((True, pending.op(conn)))
+                    continue
                 conn.execute("SAVEPOINT write")
                 try:
                     outcomes.append((True, pending.op(conn)))
@@ -206,9 +230,10 @@ class GroupWriter:
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
+            failure = exc if isinstance(exc, Exception) else WriterClosed(f"{self._name} stopped: {exc!r}")
             for pending in group:
-                pending.settle(False, exc)
-            if not isinstance(exc, Exception):
+                pending.settle(False, failure)
+            if failure is not exc:
                 raise
             return
         self._commits += 1

@@ -212,17 +212,23 @@ class _Change:
         """Runs on the writer thread: verify every block first, so a bad one writes nothing."""
         for cid, data in self.blocks:
             verify_block(cid, data)
-        conn.executemany(
-            "INSERT OR IGNORE INTO blocks (cid, data) VALUES (?, ?)", [(c.raw, d) for c, d in self.blocks]
-        )
-        conn.executemany(
-            "INSERT OR IGNORE INTO processed (cid) VALUES (?)", [(c.raw,) for c in self.processed]
-        )
+        if self.blocks:  # statements with nothing to do are skipped: each costs a few microseconds
+            conn.executemany(
+                "INSERT OR IGNORE INTO blocks (cid, data) VALUES (?, ?)", [(c.raw, d) for c, d in self.blocks]
+            )
+        if self.processed:
+            conn.executemany(
+                "INSERT OR IGNORE INTO processed (cid) VALUES (?)", [(c.raw,) for c in self.processed]
+            )
         if self.heads is not None:
             conn.execute("DELETE FROM heads")
             conn.executemany("INSERT OR IGNORE INTO heads (cid) VALUES (?)", [(c.raw,) for c in self.heads])
-        conn.executemany("INSERT OR IGNORE INTO wanted (cid) VALUES (?)", [(c.raw,) for c in self.wanted_add])
-        conn.executemany("DELETE FROM wanted WHERE cid = ?", [(c.raw,) for c in self.wanted_remove])
+        if self.wanted_add:
+            conn.executemany(
+                "INSERT OR IGNORE INTO wanted (cid) VALUES (?)", [(c.raw,) for c in self.wanted_add]
+            )
+        if self.wanted_remove:
+            conn.executemany("DELETE FROM wanted WHERE cid = ?", [(c.raw,) for c in self.wanted_remove])
         if self.derived is not None:
             _write_derived(conn, self.derived)
 
@@ -562,6 +568,8 @@ class Repo:
             result: T = future.result()
         except sqlite3.Error as exc:
             raise self._translated(exc, op) from exc
+        except WriterClosed as exc:
+            raise RepoError(f"repo {self.path}: {exc}") from exc
         return result
 
     async def _await(self, op: Callable[[sqlite3.Connection], T]) -> T:
@@ -570,6 +578,8 @@ class Repo:
             result: T = await future
         except sqlite3.Error as exc:
             raise self._translated(exc, op) from exc
+        except WriterClosed as exc:
+            raise RepoError(f"repo {self.path}: {exc}") from exc
         return result
 
     def _translated(self, exc: sqlite3.Error, op: object) -> RepoError:

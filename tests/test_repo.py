@@ -826,3 +826,23 @@ def test_a_version_1_repo_gains_the_derived_tables_on_open(tmp_path: Path) -> No
     conn = sqlite3.connect(tmp_path / "peer" / DB_NAME)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     conn.close()
+
+
+class _Crash(BaseException):
+    """Not an Exception: what a bug or an interrupt inside the writer thread looks like."""
+
+
+async def test_a_dead_writer_thread_fails_its_waiters_instead_of_hanging(tmp_path: Path) -> None:
+    def broken_disk() -> None:
+        raise _Crash("the writer thread dies")
+
+    repo = Repo.open(tmp_path / "peer", before_commit=broken_disk)
+    try:
+        with pytest.raises(RepoError, match="stopped: _Crash"):
+            await asyncio.wait_for(repo.commit_async(blocks=[block(1)]), 10)
+        with pytest.raises(RepoError, match="stopped: _Crash"):  # refused (or drained) from now on
+            repo.commit(blocks=[block(2)])
+    finally:
+        repo.close()
+    with Repo.open(tmp_path / "peer") as reopened:
+        assert reopened.has_blocks([block(1)[0], block(2)[0]]) == set()
