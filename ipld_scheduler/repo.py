@@ -41,7 +41,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -508,6 +508,28 @@ class Repo:
         if not change.empty:
             await self._await(change)
 
+    def queue_commit(
+        self,
+        *,
+        blocks: Iterable[tuple[CID, bytes]] = (),
+        processed: Sequence[CID] = (),
+        heads: Sequence[CID] | None = None,
+        wanted_add: Sequence[CID] = (),
+        wanted_remove: Sequence[CID] = (),
+        derived: DerivedRows | None = None,
+    ) -> Awaitable[None]:
+        """Queue the write now (from a running event loop) and return what to await for its durability.
+
+        For pipelining: a caller holding a lock can queue its write, release the lock, and await
+        durability outside it, so the writes of successive lock holders share a commit while keeping
+        the order in which they were queued. The returned awaitable must be awaited (it raises as
+        :meth:`commit` would).
+        """
+        change = _change(blocks, processed, heads, wanted_add, wanted_remove, derived)
+        if change.empty:
+            return _done()
+        return self._settled(self._submit_async(change), change)
+
     # --- derived state --------------------------------------------------------------------------
 
     def derived_get(self, version: int, key: bytes) -> bytes | None:
@@ -573,7 +595,9 @@ class Repo:
         return result
 
     async def _await(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        future = self._submit_async(op)
+        return await self._settled(self._submit_async(op), op)
+
+    async def _settled(self, future: asyncio.Future[T], op: Callable[[sqlite3.Connection], T]) -> T:
         try:
             result: T = await future
         except sqlite3.Error as exc:
@@ -640,6 +664,10 @@ def _change(
         list(wanted_remove),
         derived,
     )
+
+
+async def _done() -> None:
+    return None
 
 
 def _config_rows(values: Mapping[str, Any]) -> Callable[[sqlite3.Connection], None]:

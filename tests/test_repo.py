@@ -846,3 +846,32 @@ async def test_a_dead_writer_thread_fails_its_waiters_instead_of_hanging(tmp_pat
         repo.close()
     with Repo.open(tmp_path / "peer") as reopened:
         assert reopened.has_blocks([block(1)[0], block(2)[0]]) == set()
+
+
+async def test_queued_commits_keep_their_order_and_share_a_commit(tmp_path: Path) -> None:
+    """What a lock holder does to pipeline: queue under the lock, await durability after releasing it."""
+    entered, release = threading.Event(), threading.Event()
+
+    def first_stalls() -> None:
+        entered.set()
+        release.wait(10)
+
+    with Repo.open(tmp_path / "peer", before_commit=first_stalls) as repo:
+        first = repo.queue_commit(blocks=[block(0)])
+        deadline = time.monotonic() + 10
+        while not entered.is_set():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.001)
+        lock = asyncio.Lock()
+        durable = []
+        for n in (1, 2, 3):
+            async with lock:
+                durable.append(repo.queue_commit(**event_change(n)))  # type: ignore[arg-type]
+        refused = repo.queue_commit(processed=[unheld(4)])
+        nothing = repo.queue_commit()
+        release.set()
+        await asyncio.wait_for(asyncio.gather(first, *durable, nothing), 10)
+        with pytest.raises(RepoError, match=f"missing: {unheld(4)}"):
+            await refused
+        assert repo.writer_stats.commits == 2
+        assert [cid for _, cid, _ in repo.processed_log()] == [block(n)[0] for n in (1, 2, 3)]
