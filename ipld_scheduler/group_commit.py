@@ -144,7 +144,7 @@ class GroupWriter:
             if self._closed:
                 raise WriterClosed(f"{self._name} is closed")
             if self._broken is not None:
-                raise self._broken
+                raise WriterClosed(str(self._broken))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
