@@ -536,28 +536,34 @@ class Repo:
         rows = self._query("SELECT value FROM derived WHERE version = ? AND key = ?", (version, bytes(key)))
         return bytes(rows[0][0]) if rows else None
 
-    def derived_items(self, version: int, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
-        """Rows of ``version`` whose key starts with ``prefix``, in key order, paged like the log."""
-        last: bytes | None = None
-        while True:
-            if last is None:
-                rows = self._query(
-                    "SELECT key, value FROM derived WHERE version = ? AND key >= ? ORDER BY key LIMIT ?",
-                    (version, prefix, _LOG_PAGE),
-                )
-            else:
-                rows = self._query(
-                    "SELECT key, value FROM derived WHERE version = ? AND key > ? ORDER BY key LIMIT ?",
-                    (version, last, _LOG_PAGE),
-                )
+    def derived_items(
+        self, version: int, prefix: bytes = b"", *, reverse: bool = False, limit: int | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Rows of ``version`` whose key starts with ``prefix``, in key order (``reverse``: newest-first
+        for keys that sort by time, as ``log --limit 10`` wants), at most ``limit``; paged like the log,
+        so an index scan holds no statement open and sees commits made meanwhile."""
+        low, high = bytes(prefix), _prefix_end(bytes(prefix))
+        left = limit
+        while left is None or left > 0:
+            page = _LOG_PAGE if left is None else min(_LOG_PAGE, left)
+            upper = "" if high is None else " AND key < ?"
+            order = "DESC" if reverse else "ASC"
+            sql = (
+                f"SELECT key, value FROM derived WHERE version = ? AND key >= ?{upper}"
+                f" ORDER BY key {order} LIMIT ?"
+            )
+            params = [version, low, *([] if high is None else [high]), page]
+            rows = self._query(sql, params)
             for key, value in rows:
-                key = bytes(key)
-                if not key.startswith(prefix):
-                    return
-                yield key, bytes(value)
-                last = key
-            if len(rows) < _LOG_PAGE:
+                yield bytes(key), bytes(value)
+            if left is not None:
+                left -= len(rows)
+            if len(rows) < page:
                 return
+            if reverse:
+                high = bytes(rows[-1][0])
+            else:
+                low = bytes(rows[-1][0]) + b"\x00"  # the next key after the last one returned
 
     def derived_seq(self, version: int) -> int | None:
         """The processed ``seq`` the derived rows of ``version`` reflect; None if never written.
@@ -664,6 +670,14 @@ def _change(
         list(wanted_remove),
         derived,
     )
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    """The least key above every key starting with ``prefix``; None when there is none (all 0xff)."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        return None
+    return trimmed[:-1] + bytes([trimmed[-1] + 1])
 
 
 async def _done() -> None:

@@ -875,3 +875,19 @@ async def test_queued_commits_keep_their_order_and_share_a_commit(tmp_path: Path
             await refused
         assert repo.writer_stats.commits == 2
         assert [cid for _, cid, _ in repo.processed_log()] == [block(n)[0] for n in (1, 2, 3)]
+
+
+def test_derived_items_scan_an_index_forwards_backwards_and_limited(repo: Repo) -> None:
+    """Keys built to sort by time make a log index: newest-first with a limit is ``log --limit``."""
+    log_rows = {b"log/" + n.to_bytes(4, "big"): b"%d" % n for n in range(300)}
+    edge = {b"log\xff": b"after the prefix", b"lo": b"before it", b"\xff\xff": b"all ff"}
+    repo.commit(derived=DerivedRows(1, put={**log_rows, **edge}))
+    ordered = sorted(log_rows.items())
+    assert list(repo.derived_items(1, b"log/")) == ordered
+    assert list(repo.derived_items(1, b"log/", reverse=True)) == ordered[::-1]
+    assert list(repo.derived_items(1, b"log/", reverse=True, limit=10)) == ordered[::-1][:10]
+    assert list(repo.derived_items(1, b"log/", limit=129)) == ordered[:129]
+    assert list(repo.derived_items(1, b"log/", limit=0)) == []
+    assert list(repo.derived_items(1, b"\xff")) == [(b"\xff\xff", b"all ff")]
+    everything = sorted({**log_rows, **edge}.items())
+    assert list(repo.derived_items(1, reverse=True)) == everything[::-1]
