@@ -417,6 +417,7 @@ class Commit:
     heads: list[CID] | None
     wanted_add: list[CID]
     wanted_remove: list[CID]
+    derived: dict[bytes, bytes] | None
 
     def apply(self, repo: Repo) -> None:
         repo.commit(
@@ -425,6 +426,7 @@ class Commit:
             heads=self.heads,
             wanted_add=self.wanted_add,
             wanted_remove=self.wanted_remove,
+            derived=None if self.derived is None else DerivedRows(1, put=self.derived),
         )
 
 
@@ -435,6 +437,8 @@ COMMIT = st.builds(
     heads=st.none() | st.lists(ANY_CID, max_size=3),
     wanted_add=st.lists(ANY_CID, max_size=3),
     wanted_remove=st.lists(ANY_CID, max_size=3),
+    derived=st.none()
+    | st.dictionaries(st.sampled_from([b"a", b"b", b"c"]), st.binary(max_size=3), max_size=2),
 )
 
 
@@ -446,6 +450,8 @@ def test_repo_matches_a_model_of_atomic_commits(steps: list[Commit | None]) -> N
     log: list[CID] = []
     heads: set[CID] = set()
     wanted: set[CID] = set()
+    derived: dict[bytes, bytes] = {}
+    mark: int | None = None
     with tempfile.TemporaryDirectory() as tmp:
         repo = Repo.open(tmp)
         try:
@@ -461,6 +467,9 @@ def test_repo_matches_a_model_of_atomic_commits(steps: list[Commit | None]) -> N
                     log += [cid for cid in dict.fromkeys(step.processed) if cid not in log]
                     heads = heads if step.heads is None else set(step.heads)
                     wanted = (wanted | set(step.wanted_add)) - set(step.wanted_remove)
+                    if step.derived is not None:
+                        derived.update(step.derived)
+                        mark = len(log)
                 else:
                     with pytest.raises(RepoError, match="commit refused"):
                         step.apply(repo)
@@ -469,6 +478,8 @@ def test_repo_matches_a_model_of_atomic_commits(steps: list[Commit | None]) -> N
                 assert repo.processed_count() == len(log)
                 assert repo.heads() == sorted(heads)
                 assert repo.wanted() == sorted(wanted)
+                assert dict(repo.derived_items(1)) == derived
+                assert repo.derived_seq(1) == mark
         finally:
             repo.close()
 
