@@ -16,7 +16,8 @@ Owns: running, in one process and one table,
   commit) next to 100 one-at-a-time, with the number of transactions they took; 1000 events in one commit
   next to one-at-a-time; and how late a 5 ms heartbeat task runs during durable writes, awaited through
   the writer thread vs the old synchronous commit on the event loop (on this disk, and with each commit
-  made 4 ms slower in the writer thread, standing in for a loaded disk).
+  made 4 ms slower in the writer thread, standing in for a loaded disk); and presence / block lookups
+  for a whole DAG level in one query vs one query per CID.
 
 Must not: leave files behind (repos live in temporary directories) or fail as a whole because one
 part is missing: a section whose module cannot be imported is skipped with a note.
@@ -254,7 +255,19 @@ async def _repo_figures(repo: Repo, root: Path, quick: bool) -> dict[str, float]
         await repo.commit_async(blocks=batch, processed=[cid for cid, _ in batch], heads=[batch[-1][0]])
         batch_runs.append(time.perf_counter() - start)
 
+    level = [cid for cid, _ in _events("awaited-0", per_round)] + [cid for cid, _ in _events("absent", 200)]
+    lookups = 3 if quick else 9
+    batched = _rate(lambda: repo.has_blocks(level), len(level), lookups)
+    single = _rate(lambda: [repo.has_block(cid) for cid in level], len(level), lookups)
+    batched_get = _rate(lambda: repo.get_blocks(level), len(level), lookups)
+    single_get = _rate(lambda: [repo.get_block(cid) for cid in level], len(level), lookups)
+
     return {
+        "level_size": float(len(level)),
+        "has_many_us_per_cid": 1e6 / batched,
+        "has_one_us_per_cid": 1e6 / single,
+        "get_many_us_per_cid": 1e6 / batched_get,
+        "get_one_us_per_cid": 1e6 / single_get,
         "fsync_floor_us": statistics.median(floor),
         "single_us": statistics.median(e for e, _ in awaited) / per_round * 1e6,
         "inline_us": statistics.median(e for e, _ in inline) / per_round * 1e6,
@@ -400,6 +413,20 @@ def _repo_rows(quick: bool) -> list[Row]:
             "ms",
             "sync commit on loop",
             f["slow_disk_inline_heartbeat_late_ms"],
+        ),
+        (
+            f"presence of a {f['level_size']:.0f}-CID level, per CID",
+            f["has_many_us_per_cid"],
+            "us",
+            "one query per CID",
+            f["has_one_us_per_cid"],
+        ),
+        (
+            f"blocks of a {f['level_size']:.0f}-CID level, per CID",
+            f["get_many_us_per_cid"],
+            "us",
+            "one query per CID",
+            f["get_one_us_per_cid"],
         ),
     ]
 
