@@ -1,10 +1,16 @@
 """The ``ipld-scheduler`` command line: parse arguments, reach the scheduler, print the answer.
 
-Owns: command and option names, help texts, exit codes, human output (rich tables) and ``--json``
-output (the operation's dict, unchanged, one JSON document on stdout), and the foreground servers
-(``run``, ``dashboard``, ``mcp``) with their signal handling.
+Owns: command and option names, help texts, human output (rich tables, never cut when stdout is
+not a terminal) and ``--json`` output (the operation's dict, unchanged, one JSON document on
+stdout; usage errors too), and the foreground servers (``run``, ``dashboard``, ``mcp``) with their
+signal handling. Settings come from :class:`~ipld_scheduler.config.Config`; exit codes from the
+error's class in :mod:`ipld_scheduler.errors` (the one mapping).
 
-Every command reaches the scheduler through :func:`ipld_scheduler.web.client.connect`: the peer
+Imports are lazy: ``--help``, ``--version`` and usage errors load click and this module only
+(``scripts/bench_cli.py`` measures it); rich, asyncio, aiohttp and the replica load when a
+command needs them.
+
+Every command reaches the scheduler through :func:`ipld_scheduler.client.connect`: the peer
 that ``ipld-scheduler run`` serves for this repo when one answers (so a CLI never fights a running
 peer for the repo lock), else the repo opened directly for the length of the command.
 
@@ -20,44 +26,47 @@ repo, repo locked by a process that serves no API, IPFS API unreachable); 5 noth
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import difflib
 import json
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from . import __version__, ops
+from . import __version__
+from .config import ENV_BOOTSTRAP_PEERS, ENV_IPFS_API, ENV_PEER_ID, ENV_REPO, Config, split_list
 from .errors import (
     EXIT_EMPTY,
     EXIT_INTERRUPTED,
-    EXIT_NOT_FOUND,
     EXIT_REFUSED,
-    EXIT_UNAVAILABLE,
-    EXIT_USAGE,
+    InvalidInput,
+    IpldSchedulerError,
+    Unavailable,
 )
-from .web.client import Scheduler, connect, initialize
 
-__all__ = ["EXIT_CODES", "cli", "main"]
+if TYPE_CHECKING:
+    import asyncio
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from .client import Scheduler
+
+__all__ = ["cli", "main"]
 
 T = TypeVar("T")
 
-EXIT_CODES: Final[dict[str, int]] = {
-    "refused": EXIT_REFUSED,
-    "conflict": EXIT_REFUSED,
-    "invalid": EXIT_USAGE,
-    "not_found": EXIT_NOT_FOUND,
-    "unavailable": EXIT_UNAVAILABLE,
-    "not_initialized": EXIT_UNAVAILABLE,
-}
+LOG_TEXT_LIMIT: Final = 64 * 1024
+"""Default of ``results --max-log-bytes`` (``ops.LOG_TEXT_LIMIT``; a test checks they agree)."""
+
+WIDE: Final = 100_000
+"""Console width when stdout is not a terminal: pipes and CI logs get whole lines, never ``…``."""
 
 EPILOG: Final = """\b
 Exit codes: 0 ok, 1 refused by the scheduler, 2 bad input, 3 not found,
@@ -67,35 +76,41 @@ Shell completion (bash): eval "$(_IPLD_SCHEDULER_COMPLETE=bash_source ipld-sched
 (zsh: zsh_source, fish: fish_source)."""
 
 
-def default_repo() -> Path:
-    """Per-user data directory (``platformdirs``), e.g. ``~/.local/share/ipld-scheduler/repo``."""
-    import platformdirs
+def _console(*, stderr: bool = False) -> Console:
+    """A rich console; when its stream is not a terminal, wide enough that nothing is cut."""
+    from rich.console import Console
 
-    return Path(platformdirs.user_data_dir("ipld-scheduler", appauthor=False)) / "repo"
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() else WIDE
+    return Console(file=stream, soft_wrap=True, highlight=False, width=width)
 
 
 @dataclass
 class Settings:
-    repo: Path
-    ipfs_api: str | None
+    config: Config
     json_output: bool
+    _out: Console | None = field(default=None, repr=False)
+    _err: Console | None = field(default=None, repr=False)
+
+    @property
+    def repo(self) -> Path:
+        return self.config.repo
+
+    @property
+    def ipfs_api(self) -> str | None:
+        return self.config.ipfs_api
 
     @property
     def out(self) -> Console:
-        return Console(soft_wrap=True, highlight=False)
+        if self._out is None:
+            self._out = _console()
+        return self._out
 
     @property
     def err(self) -> Console:
-        return Console(stderr=True, soft_wrap=True, highlight=False)
-
-
-class CommandFailed(Exception):
-    """An error already classified for output (``code``) with the message to show."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        if self._err is None:
+            self._err = _console(stderr=True)
+        return self._err
 
 
 # --- plumbing ----------------------------------------------------------------------------------
@@ -111,25 +126,34 @@ def _emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
-def _fail(settings: Settings, code: str, message: str) -> NoReturn:
-    """Report and exit: JSON envelope on stdout in ``--json`` mode, always a line on stderr."""
-    if settings.json_output:
-        _emit_json({"success": False, "error": message, "code": code})
-    settings.err.print(f"[bold red]Error:[/] {message}", markup=True, highlight=False)
-    sys.exit(EXIT_CODES.get(code, EXIT_REFUSED))
+_ARGV_JSON = False
+"""``--json`` appeared on the command line (set by :func:`main` before parsing, so errors raised
+before a subcommand's own ``--json`` is parsed, usage errors included, are JSON too)."""
+
+
+def _wants_json(args: Sequence[str]) -> bool:
+    return "--json" in (args[: list(args).index("--")] if "--" in args else args)
+
+
+def _fail(settings: Settings, error: IpldSchedulerError) -> NoReturn:
+    """Report and exit with the error's own exit code (:mod:`ipld_scheduler.errors` maps it once):
+    JSON envelope on stdout in ``--json`` mode, always one line on stderr."""
+    if settings.json_output or _ARGV_JSON:
+        _emit_json(error.to_dict())
+    settings.err.print(f"[bold red]Error:[/] {error.message}", markup=True, highlight=False)
+    sys.exit(error.exit_code)
 
 
 def _run_async(settings: Settings, coro: Coroutine[Any, Any, T]) -> T:
+    import asyncio
+
     try:
         return asyncio.run(coro)
-    except ops.OpError as exc:
-        _fail(settings, exc.code, exc.message)
-    except CommandFailed as exc:
-        _fail(settings, exc.code, exc.message)
+    except IpldSchedulerError as exc:
+        _fail(settings, exc)
     except KeyboardInterrupt:
         settings.err.print("interrupted")
         sys.exit(EXIT_INTERRUPTED)
-    raise AssertionError("unreachable")
 
 
 async def _with_scheduler(
@@ -137,11 +161,20 @@ async def _with_scheduler(
     action: Callable[[Scheduler], Awaitable[T]],
     *,
     peer_id: str | None = None,
-    peers: list[str] | None = None,
+    peers: Sequence[str] = (),
     create: bool = False,
 ) -> T:
+    from .client import connect
+
+    config = settings.config
     scheduler = await connect(
-        settings.repo, ipfs_api=settings.ipfs_api, peer_id=peer_id, peers=peers or [], create=create
+        config.repo,
+        ipfs_api=config.ipfs_api,
+        peer_id=peer_id,
+        peers=peers,
+        new_peer_id=config.peer_id,
+        new_peers=config.bootstrap_peers,
+        create=create,
     )
     try:
         return await action(scheduler)
@@ -163,8 +196,15 @@ def _show(settings: Settings, data: dict[str, Any], human: Callable[[Console, di
         human(settings.out, data)
 
 
-def _split(value: str | None) -> list[str]:
-    return [item.strip() for item in (value or "").split(",") if item.strip()]
+def _plural(count: int, noun: str, plural: str | None = None) -> str:
+    """``1 workflow``, ``2 workflows``."""
+    return f"{count} {noun if count == 1 else (plural or noun + 's')}"
+
+
+def _table(*columns: str, title: str | None = None) -> Table:
+    from rich.table import Table
+
+    return Table(*columns, title=title)
 
 
 def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -186,48 +226,70 @@ def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
+class _Group(click.Group):
+    """A group that answers a misspelled command with the closest one (``Did you mean 'status'?``)."""
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as exc:
+            name = args[0] if args else ""
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1, cutoff=0.6)
+            if close and "No such command" in exc.message:
+                raise click.UsageError(f"No such command {name!r}. Did you mean {close[0]!r}?", ctx) from None
+            raise
+
+
 # --- the group ---------------------------------------------------------------------------------
 
 
 @click.group(
+    cls=_Group,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110},
     epilog=EPILOG,
 )
 @click.option(
     "--repo",
-    envvar="IPLD_SCHEDULER_REPO",
+    envvar=ENV_REPO,
     type=click.Path(file_okay=False, path_type=Path),
-    default=default_repo,
+    default=None,
     show_default="per-user data dir",
-    help="Peer repo (identity, blocks, clock). Env: IPLD_SCHEDULER_REPO.",
+    help=f"Peer repo (identity, blocks, clock). Env: {ENV_REPO}.",
 )
 @click.option(
     "--ipfs-api",
-    envvar="IPFS_API",
+    envvar=ENV_IPFS_API,
     default=None,
     metavar="URL",
     help="Kubo-compatible RPC API (e.g. http://127.0.0.1:5001) to keep blocks in IPFS; "
-    "embedded store when absent. Env: IPFS_API.",
+    f"embedded store when absent. Env: {ENV_IPFS_API}.",
 )
 @click.option("--json", "json_output", is_flag=True, help="Machine-readable output for every command.")
 @click.version_option(__version__, prog_name="ipld-scheduler")
 @click.pass_context
-def cli(ctx: click.Context, repo: Path, ipfs_api: str | None, json_output: bool) -> None:
+def cli(ctx: click.Context, repo: Path | None, ipfs_api: str | None, json_output: bool) -> None:
     """Peer-to-peer workflow scheduler whose whole state lives in IPFS as IPLD blocks.
 
     Every command persists through the repo. While `ipld-scheduler run` serves the repo, the other
     commands talk to that running peer (through the URL it writes to <repo>/api); otherwise they
     open the repo directly.
     """
-    ctx.obj = Settings(
-        repo=Path(repo).expanduser().absolute(), ipfs_api=ipfs_api or None, json_output=json_output
-    )
+    try:
+        config = Config.load(repo=repo, ipfs_api=ipfs_api)
+    except IpldSchedulerError as exc:
+        ctx.obj = Settings(config=Config(repo=Path(".")), json_output=json_output)
+        _fail(ctx.obj, exc)
+    ctx.obj = Settings(config=config, json_output=json_output)
 
 
 # --- identity and membership -------------------------------------------------------------------
 
 
 def _human_status(console: Console, data: dict[str, Any]) -> None:
+    from rich.table import Table
+
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
@@ -256,18 +318,28 @@ async def _status_with_mode(scheduler: Scheduler) -> dict[str, Any]:
     return {**data, "mode": scheduler.mode, "api": scheduler.url}
 
 
+def _identity(settings: Settings, peer_id: str | None, peers: str | None) -> tuple[str | None, list[str]]:
+    """``--peer-id``/``--peers`` over ``P2P_PEER_ID``/``P2P_BOOTSTRAP_PEERS``, validated by ``Config``."""
+    try:
+        config = Config.load(repo=settings.repo, ipfs_api=settings.ipfs_api, peer_id=peer_id, peers=peers)
+    except IpldSchedulerError as exc:
+        _fail(settings, exc)
+    return config.peer_id, list(config.bootstrap_peers)
+
+
 @cli.command()
-@click.option("--peer-id", help="This peer's id (kept in the repo). Env: P2P_PEER_ID.")
-@click.option("--peers", help="Comma-separated ids of the other members. Env: P2P_BOOTSTRAP_PEERS.")
+@click.option("--peer-id", help=f"This peer's id (kept in the repo). Env: {ENV_PEER_ID}.")
+@click.option("--peers", help=f"Comma-separated ids of the other members. Env: {ENV_BOOTSTRAP_PEERS}.")
 @json_option
 @click.pass_context
 def init(ctx: click.Context, peer_id: str | None, peers: str | None) -> None:
     """Create (or reopen) the repo with this peer's identity and record the initial members."""
     settings = _settings(ctx)
-    wanted = peer_id or os.environ.get("P2P_PEER_ID") or None
-    members = _split(peers) or _split(os.environ.get("P2P_BOOTSTRAP_PEERS"))
+    wanted, members = _identity(settings, peer_id, peers)
 
     async def action(scheduler: Scheduler) -> dict[str, Any]:
+        from .client import initialize
+
         await initialize(scheduler, wanted, members, "use another --repo")
         return {**(await _status_with_mode(scheduler)), "initialized": True}
 
@@ -290,7 +362,7 @@ def _human_membership(verb: str) -> Callable[[Console, dict[str, Any]], None]:
         changed = data.get(verb)
         state = verb if changed else f"already {'absent' if verb == 'removed' else 'present'}"
         console.print(
-            f"{data['peer_id']}: {state}; members ({data['num_peers']}): {', '.join(data['peers'])}"
+            f"{data['peer_id']}: {state}; {_plural(data['num_peers'], 'member')}: {', '.join(data['peers'])}"
         )
 
     return human
@@ -320,7 +392,7 @@ def remove_peer(ctx: click.Context, peer_id: str, reason: str) -> None:
 
 
 def _human_peers(console: Console, data: dict[str, Any]) -> None:
-    table = Table("peer", "member", "liveness", "assigned", title=f"peers seen by {data['peer_id']}")
+    table = _table("peer", "member", "liveness", "assigned", title=f"peers seen by {data['peer_id']}")
     for row in data["peers"]:
         name = row["peer_id"] + (" (this peer)" if row["self"] else "")
         liveness = row["liveness"] or ("-" if not data["liveness_known"] else "not heard")
@@ -357,9 +429,28 @@ def _read_text_file(path: str) -> str:
         with open(path, encoding="utf-8") as fh:
             return fh.read(2 * 1024 * 1024 + 1)
     except FileNotFoundError:
-        raise ops.InvalidArgument(f"workflow file {path!r} does not exist") from None
+        raise InvalidInput(f"workflow file {path!r} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ops.InvalidArgument(f"cannot read workflow file {path!r}: {exc}") from None
+        raise InvalidInput(f"cannot read workflow file {path!r}: {exc}") from None
+
+
+def _git_root(directory: Path) -> Path | None:
+    """The work tree root of the git repository holding ``directory`` (a ``.git`` dir or file)."""
+    for candidate in (directory, *directory.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return None
+
+
+def workflow_source(path: str) -> str:
+    """How a workflow file is named in ids and metadata: relative to its git repository's root,
+    else to the current directory, else its file name; never an absolute path (which differs per
+    checkout and per machine, so the same file would get a different id everywhere)."""
+    resolved = Path(path).resolve()
+    for base in (_git_root(resolved.parent), Path.cwd().resolve()):
+        if base is not None and resolved.is_relative_to(base):
+            return resolved.relative_to(base).as_posix()
+    return resolved.name
 
 
 @cli.command()
@@ -377,6 +468,11 @@ def _read_text_file(path: str) -> str:
     help="GitHub Actions workflow YAML to run on the P2P network (see docs/github-actions.md).",
 )
 @click.option("--job", help="With --workflow-file: the job to run (plus the jobs it needs).")
+@click.option(
+    "--manual",
+    is_flag=True,
+    help="Nothing to run: the workflow waits in its owner's queue until `ipld-scheduler next` takes it.",
+)
 @json_option
 @click.pass_context
 def schedule(
@@ -389,20 +485,29 @@ def schedule(
     command: str | None,
     workflow_file: str | None,
     job: str | None,
+    manual: bool,
 ) -> None:
     """Schedule a workflow; every peer derives the same owner for it.
 
     Tags come from --tags, or with --workflow-file from WORKFLOW_TAG/WORKFLOW_TYPE (env of this
     process or of the file) and the file's `x-ipld-scheduler` block. Without a P2P tag
     (p2p_eligible, p2p_only, code_gen, web_scrape, data_processing) the workflow is refused
-    (exit 1) because it needs the GitHub API.
+    (exit 1) because it needs the GitHub API. A workflow needs something to run (--run or
+    --workflow-file) unless --manual says a worker takes it with `ipld-scheduler next`.
+
+    With --workflow-file the id defaults to FILE:JOB, FILE relative to the git repository root
+    (else to the current directory), so every checkout names the same workflow alike.
     """
     settings = _settings(ctx)
-    if command and workflow_file:
-        _fail(settings, "invalid", "give either --run or --workflow-file, not both")
-    if job and not workflow_file:
-        _fail(settings, "invalid", "--job needs --workflow-file")
+    from . import ops
+
     try:
+        if command and workflow_file:
+            raise InvalidInput("give either --run or --workflow-file, not both")
+        if job and not workflow_file:
+            raise InvalidInput("--job needs --workflow-file")
+        if manual and (command or workflow_file):
+            raise InvalidInput("--manual is for workflows without --run or --workflow-file")
         meta = ops.parse_metadata(metadata)
         if workflow_file:
             env_tags = ",".join(
@@ -413,25 +518,27 @@ def schedule(
                 job=job,
                 workflow_id=workflow_id,
                 name=name,
-                tags=_split(tags) or None,
+                tags=list(split_list(tags)) or None,
                 priority=priority,
                 metadata=meta,
                 env_tags=env_tags or None,
-                source=workflow_file,
+                source=workflow_source(workflow_file),
             )
         else:
             if not workflow_id:
-                raise ops.InvalidArgument("--id is required (or give --workflow-file)")
+                raise InvalidInput("--id is required (or give --workflow-file)")
             args = {
                 "workflow_id": workflow_id,
                 "name": name if name is not None else workflow_id,
-                "tags": _split(tags),
+                "tags": list(split_list(tags)),
                 "priority": 1.0 if priority is None else priority,
                 "metadata": meta,
                 "run": command,
             }
-    except ops.OpError as exc:
-        _fail(settings, exc.code, exc.message)
+    except IpldSchedulerError as exc:
+        _fail(settings, exc)
+    if not manual:
+        args["require_run"] = True
     data = _call(settings, "schedule", **args)
     _show(settings, data, _human_schedule)
     if not data["success"]:
@@ -485,9 +592,41 @@ def reprioritize(ctx: click.Context, workflow_id: str, priority: float) -> None:
 
 # --- queries -----------------------------------------------------------------------------------
 
+def _one_of(values: Callable[[], Sequence[str]], what: str) -> Callable[..., str | None]:
+    """A click callback accepting one of ``values()`` (loaded only when the option is given, so
+    ``--help`` imports no model), refusing anything else as bad input (exit 2) with a suggestion."""
+
+    def check(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+        if value is None:
+            return None
+        known = sorted(values())
+        if value not in known:
+            close = difflib.get_close_matches(value, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise click.BadParameter(f"unknown {what} {value!r}{hint}; one of {', '.join(known)}")
+        return value
+
+    return check
+
+
+def _workflow_statuses() -> list[str]:
+    from .model import WorkflowStatus
+
+    return [status.value for status in WorkflowStatus]
+
+
+def _event_kinds() -> list[str]:
+    from .model import EVENT_KINDS
+
+    return list(EVENT_KINDS)
+
+
+RUN_OUTCOMES: Final = {"success": "completed", "failure": "failed", "timeout": "timed out"}
+"""A run's result status told in the workflow statuses' words (``cancelled``/``refused`` as they are)."""
+
 
 def _workflow_table(rows: list[dict[str, Any]], title: str) -> Table:
-    table = Table("id", "name", "status", "owner", "priority", "tags", title=title)
+    table = _table("id", "name", "status", "owner", "priority", "tags", title=title)
     for row in rows:
         table.add_row(
             row["workflow_id"],
@@ -513,7 +652,12 @@ def assigned(ctx: click.Context) -> None:
 
 
 @cli.command()
-@click.option("--status", "status_", help="Only workflows with this status (pending, running, completed...).")
+@click.option(
+    "--status",
+    "status_",
+    callback=_one_of(_workflow_statuses, "status"),
+    help="Only workflows with this status (pending, running, completed, failed, cancelled).",
+)
 @click.option("--owner", help="Only workflows owned by this peer.")
 @click.option("--limit", type=click.IntRange(min=0), help="At most this many.")
 @json_option
@@ -522,11 +666,13 @@ def workflows(ctx: click.Context, status_: str | None, owner: str | None, limit:
     """Every workflow in the DAG with its status and owner."""
     settings = _settings(ctx)
     data = _call(settings, "workflows", status=status_, owner=owner, limit=limit)
-    _show(settings, data, lambda c, d: c.print(_workflow_table(d["workflows"], f"{d['total']} workflows")))
+    _show(
+        settings, data, lambda c, d: c.print(_workflow_table(d["workflows"], _plural(d["total"], "workflow")))
+    )
 
 
 def _human_tags(console: Console, data: dict[str, Any]) -> None:
-    table = Table("tag", "P2P", "meaning", "in use")
+    table = _table("tag", "P2P", "meaning", "in use")
     for tag in data["tags"]:
         p2p = "yes" if tag in data["p2p_tags"] else "no"
         table.add_row(tag, p2p, data["descriptions"].get(tag, ""), str(data["in_use"].get(tag, 0)))
@@ -554,7 +700,8 @@ def inspect(ctx: click.Context, cid: str) -> None:
 
 
 def _human_log(console: Console, data: dict[str, Any]) -> None:
-    table = Table("seq", "height", "kind", "author", "workflow/peer", "cid", title=f"{data['count']} events")
+    table = _table("seq", "height", "kind", "author", "workflow/peer", title=_plural(data["count"], "event"))
+    table.add_column("cid", overflow="fold", no_wrap=False, min_width=20)
     for row in data["events"]:
         subject = row["workflow_id"] or str(row["body"].get("peer", ""))
         table.add_row(str(row["seq"]), str(row["height"]), row["kind"], row["author"], subject, row["cid"])
@@ -562,7 +709,11 @@ def _human_log(console: Console, data: dict[str, Any]) -> None:
 
 
 @cli.command()
-@click.option("--kind", help="Only events of this kind (schedule, claim, complete, peer-add...).")
+@click.option(
+    "--kind",
+    callback=_one_of(_event_kinds, "event kind"),
+    help="Only events of this kind (schedule, claim, complete, fail, peer-add...).",
+)
 @click.option("--author", help="Only events written by this peer.")
 @click.option("--workflow", help="Only events about this workflow id.")
 @click.option("--limit", type=click.IntRange(min=0), help="Only the last N matching events.")
@@ -583,8 +734,9 @@ def _human_results(console: Console, data: dict[str, Any]) -> None:
         console.print("no recorded run yet")
     for index, run in enumerate(data["runs"], 1):
         seconds = "-" if run["duration_ms"] is None else f"{run['duration_ms'] / 1000:.2f} s"
+        outcome = RUN_OUTCOMES.get(str(run["status"]), str(run["status"]))
         console.print(
-            f"[bold]run {index}[/] on {run['peer']}: {run['status']}, exit code {run['exit_code']}, {seconds}"
+            f"[bold]run {index}[/] on {run['peer']}: {outcome}, exit code {run['exit_code']}, {seconds}"
         )
         if run.get("reason"):
             console.print(f"  reason: {run['reason']}")
@@ -597,7 +749,7 @@ def _human_results(console: Console, data: dict[str, Any]) -> None:
 
 @cli.command()
 @click.argument("workflow_id")
-@click.option("--max-log-bytes", type=click.IntRange(min=0), default=ops.LOG_TEXT_LIMIT, show_default=True)
+@click.option("--max-log-bytes", type=click.IntRange(min=0), default=LOG_TEXT_LIMIT, show_default=True)
 @json_option
 @click.pass_context
 def results(ctx: click.Context, workflow_id: str, max_log_bytes: int) -> None:
@@ -616,7 +768,9 @@ def merge(ctx: click.Context, heads: tuple[str, ...]) -> None:
     settings = _settings(ctx)
     data = _call(settings, "merge", heads=list(heads))
     _show(
-        settings, data, lambda c, d: c.print(f"applied {d['applied']} events, rejected {len(d['rejected'])}")
+        settings,
+        data,
+        lambda c, d: c.print(f"applied {_plural(d['applied'], 'event')}, rejected {len(d['rejected'])}"),
     )
     if not data["success"]:
         sys.exit(EXIT_REFUSED)
@@ -644,12 +798,12 @@ def export_(ctx: click.Context, target: str) -> None:
     try:
         Path(target).write_bytes(data)
     except OSError as exc:
-        _fail(settings, "invalid", f"cannot write {target}: {exc.strerror}")
+        _fail(settings, InvalidInput(f"cannot write {target}: {exc.strerror}"))
     summary = {**summary, "path": str(Path(target).absolute())}
     _show(
         settings,
         summary,
-        lambda c, d: c.print(f"wrote {d['blocks']} blocks ({d['size']} bytes) to {d['path']}"),
+        lambda c, d: c.print(f"wrote {_plural(d['blocks'], 'block')} ({d['size']} bytes) to {d['path']}"),
     )
 
 
@@ -663,7 +817,7 @@ def import_(ctx: click.Context, source: str) -> None:
     try:
         data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
     except OSError as exc:
-        _fail(settings, "invalid", f"cannot read {source}: {exc.strerror}")
+        _fail(settings, InvalidInput(f"cannot read {source}: {exc.strerror}"))
 
     async def action(scheduler: Scheduler) -> dict[str, Any]:
         return await scheduler.import_car(data)
@@ -673,7 +827,8 @@ def import_(ctx: click.Context, source: str) -> None:
         settings,
         answer,
         lambda c, d: c.print(
-            f"applied {d['applied']} events, fetched {d['fetched']} blocks, rejected {len(d['rejected'])}"
+            f"applied {_plural(d['applied'], 'event')}, fetched {_plural(d['fetched'], 'block')}, "
+            f"rejected {len(d['rejected'])}"
         ),
     )
     if not answer["success"]:
@@ -683,24 +838,94 @@ def import_(ctx: click.Context, source: str) -> None:
 # --- servers -----------------------------------------------------------------------------------
 
 
-def _stop_on_signals(stop: asyncio.Event) -> None:
+def _stop_on_signals(stop: asyncio.Event, received: list[int]) -> None:
+    """SIGTERM and SIGINT set ``stop`` (and are recorded: Ctrl-C ends the command with 130)."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
+
+    def handle(sig: int) -> None:
+        received.append(sig)
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, handle, sig)
 
 
-def _announce(settings: Settings, payload: dict[str, Any], text: str) -> None:
-    """One line when a server is up: JSON for scripts and tests, a sentence for people."""
-    if settings.json_output:
-        click.echo(json.dumps(payload), nl=True)
+def _exit_if_interrupted(received: list[int]) -> None:
+    if signal.SIGINT in received:
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _announce(settings: Settings, payload: dict[str, Any], text: str, *, stdout: bool = False) -> None:
+    """One line when a server is up: a JSON document (with ``success``) for scripts and tests, a
+    sentence for people (on stderr, or on stdout when it is the command's answer, as a URL is)."""
+    if settings.json_output or _ARGV_JSON:
+        click.echo(json.dumps({"success": True, **payload}), nl=True)
+    elif stdout:
+        click.echo(text)
     else:
         settings.err.print(text)
     sys.stdout.flush()
 
 
+_TIMING_OPTIONS: Final = {
+    "rebroadcast_interval": "--heartbeat",
+    "unknown_after": "--unknown-after",
+    "unhealthy_after": "--unhealthy-after",
+    "max_concurrent": "--max-concurrent",
+}
+"""``PeerOptions`` fields the CLI sets -> the option a user typed, for refusals in their words."""
+
+
+def _peer_options(
+    fast: bool, no_execute: bool, max_concurrent: int | None, timings: dict[str, float | None]
+) -> Any:
+    """Build ``PeerOptions`` from the flags; inconsistent combinations are :class:`InvalidInput`
+    naming the options (``--heartbeat 10 --unknown-after 5``), never ``PeerOptions`` fields."""
+    from .options import PeerOptions
+
+    changes: dict[str, Any] = {name: value for name, value in timings.items() if value is not None}
+    if no_execute:
+        changes["execute"] = False
+    if max_concurrent is not None:
+        changes["max_concurrent"] = max_concurrent
+    base = PeerOptions.fast() if fast else PeerOptions()
+    effective = {name: changes.get(name, getattr(base, name)) for name in timings}
+    heartbeat, unknown, unhealthy = (
+        effective["rebroadcast_interval"],
+        effective["unknown_after"],
+        effective["unhealthy_after"],
+    )
+    def said(option: str, name: str, value: float) -> str:
+        given = timings.get(name) is not None
+        return f"{option} ({value:g} s{'' if given else ', the default' + (' with --fast' if fast else '')})"
+
+    if unhealthy is not None and unknown is not None and unhealthy < unknown:
+        raise InvalidInput(
+            f"{said('--unhealthy-after', 'unhealthy_after', unhealthy)} must be at least "
+            f"{said('--unknown-after', 'unknown_after', unknown)}"
+        )
+    if unknown is not None and heartbeat is not None and heartbeat >= unknown:
+        raise InvalidInput(
+            f"{said('--heartbeat', 'rebroadcast_interval', heartbeat)} must be shorter than "
+            f"{said('--unknown-after', 'unknown_after', unknown)}: a peer would look silent between "
+            "two of its own heartbeats"
+        )
+    try:
+        return PeerOptions.fast(**changes) if fast else PeerOptions(**changes)
+    except ValueError as exc:
+        message = str(exc)
+        for name, option in _TIMING_OPTIONS.items():
+            message = message.replace(f"PeerOptions.{name}", option).replace(name, option)
+        raise InvalidInput(message) from None
+
+
 @cli.command()
-@click.option("--peer-id", help="This peer's id (first run only; then kept in the repo). Env: P2P_PEER_ID.")
-@click.option("--peers", help="Comma-separated ids of other members. Env: P2P_BOOTSTRAP_PEERS.")
+@click.option(
+    "--peer-id", help=f"This peer's id (first run only; then kept in the repo). Env: {ENV_PEER_ID}."
+)
+@click.option("--peers", help=f"Comma-separated ids of other members. Env: {ENV_BOOTSTRAP_PEERS}.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address of the API/dashboard server.")
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="0 picks a free port."
@@ -724,13 +949,27 @@ def _announce(settings: Settings, payload: dict[str, Any], text: str) -> None:
     "--unknown-after",
     type=click.FloatRange(min=0.01),
     default=None,
-    help="Seconds of silence before a peer is 'unknown' (no action yet). Default 30.",
+    help="Seconds of silence before a peer is 'unknown' (no action yet); more than --heartbeat. Default 30.",
 )
 @click.option(
     "--unhealthy-after",
     type=click.FloatRange(min=0.01),
     default=None,
     help="Seconds of silence before a peer is 'unhealthy' and evicted; its work fails over. Default 60.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default=None,
+    help="Daemon log on stderr: claims, runs, merges, evictions.  [default: INFO]",
+)
+@click.option("-v", "--verbose", count=True, help="More log detail (-v is --log-level DEBUG).")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log lines as text, or one JSON object per line.",
 )
 @json_option
 @click.pass_context
@@ -747,53 +986,56 @@ def run(
     heartbeat: float | None,
     unknown_after: float | None,
     unhealthy_after: float | None,
+    log_level: str | None,
+    verbose: int,
+    log_format: str,
 ) -> None:
     """Run this peer in the foreground: sync, execute owned work, serve API, dashboard and metrics.
 
     Writes the API URL to <repo>/api while serving (other commands then go through it) and
-    removes it on SIGTERM/SIGINT, after which the repo is closed cleanly.
+    removes it on SIGTERM/SIGINT, after which the repo is closed cleanly (exit 0 on SIGTERM,
+    130 on Ctrl-C).
     """
     settings = _settings(ctx)
-    wanted = peer_id or os.environ.get("P2P_PEER_ID") or None
-    members = _split(peers) or _split(os.environ.get("P2P_BOOTSTRAP_PEERS"))
+    wanted, members = _identity(settings, peer_id, peers)
     if wanted is None and not (settings.repo / "repo.sqlite").exists():
         _fail(
             settings,
-            "not_initialized",
-            f"no repo at {settings.repo}: pass --peer-id NAME (or run `ipld-scheduler init --peer-id NAME`)",
+            _not_initialized(
+                f"no repo at {settings.repo}: pass --peer-id NAME "
+                "(or run `ipld-scheduler init --peer-id NAME`)"
+            ),
         )
+    try:
+        options = _peer_options(
+            fast,
+            no_execute,
+            max_concurrent,
+            {
+                "rebroadcast_interval": heartbeat,
+                "unknown_after": unknown_after,
+                "unhealthy_after": unhealthy_after,
+            },
+        )
+    except IpldSchedulerError as exc:
+        _fail(settings, exc)
+    from .logs import configure_logging
 
-    try:
-        from .daemon import serve
-        from .options import PeerOptions
-    except ImportError as exc:
-        _fail(settings, "unavailable", f"this installation has no peer runtime ({exc})")
-    changes: dict[str, Any] = {}
-    if no_execute:
-        changes["execute"] = False
-    if max_concurrent is not None:
-        changes["max_concurrent"] = max_concurrent
-    for name, value in (
-        ("rebroadcast_interval", heartbeat),
-        ("unknown_after", unknown_after),
-        ("unhealthy_after", unhealthy_after),
-    ):
-        if value is not None:
-            changes[name] = value
-    try:
-        options = PeerOptions.fast(**changes) if fast else PeerOptions(**changes)
-    except ValueError as exc:
-        _fail(settings, "invalid", str(exc))
+    configure_logging("DEBUG" if verbose else (log_level or "INFO").upper(), log_format)
+    received: list[int] = []
 
     async def main_loop() -> None:
-        from .web.client import find_running_peer
+        import asyncio
+
+        from .client import find_running_peer
+        from .daemon import serve
         from .web.server import WebServer
 
         if await find_running_peer(settings.repo):
-            raise ops.Unavailable(f"a peer already serves {settings.repo}; stop it first")
+            raise Unavailable(f"a peer already serves {settings.repo}; stop it first")
         stop = asyncio.Event()
         peer_stop = asyncio.Event()
-        _stop_on_signals(stop)
+        _stop_on_signals(stop, received)
         servers: list[WebServer] = []
 
         async def ready(peer: Any) -> None:
@@ -838,22 +1080,22 @@ def run(
                 await server.stop()
         _announce(settings, {"event": "stopped", "repo": str(settings.repo)}, "stopped")
 
-    _run_async(settings, _translate_startup_errors(settings, main_loop()))
+    _run_async(settings, _serving(main_loop()))
+    _exit_if_interrupted(received)
 
 
-async def _translate_startup_errors(settings: Settings, coro: Coroutine[Any, Any, T]) -> T:
-    """Repo and identity errors from a server's start-up, told like every other command's."""
-    from .replica import SchedulerError
-    from .repo import RepoError
+def _not_initialized(message: str) -> IpldSchedulerError:
+    from .client import NotInitialized
 
+    return NotInitialized(message)
+
+
+async def _serving(coro: Coroutine[Any, Any, T]) -> T:
+    """A server's start-up: a port that cannot be bound is the one failure outside the error tree."""
     try:
         return await coro
-    except SchedulerError as exc:
-        raise ops.Refused(str(exc)) from None
-    except RepoError as exc:
-        raise ops.Unavailable(str(exc)) from None
     except OSError as exc:  # e.g. the port is taken
-        raise ops.Unavailable(f"cannot serve: {exc.strerror or exc}") from None
+        raise Unavailable(f"cannot serve: {exc.strerror or exc}") from None
 
 
 @cli.command()
@@ -863,28 +1105,40 @@ async def _translate_startup_errors(settings: Settings, coro: Coroutine[Any, Any
 @json_option
 @click.pass_context
 def dashboard(ctx: click.Context, open_browser: bool, host: str, port: int) -> None:
-    """Show the dashboard URL of the running peer; with none, serve one over the repo until Ctrl-C.
+    """Print the dashboard URL of the running peer; with none, serve one over the repo until Ctrl-C.
 
-    A dashboard served this way shows the repo's DAG (no liveness, no execution) and, like `run`,
+    The URL is printed on stdout (with --json: {"success", "event", "dashboard", "api", ...}). A
+    dashboard served this way shows the repo's DAG (no liveness, no execution) and, like `run`,
     publishes <repo>/api so other commands go through it meanwhile.
     """
     settings = _settings(ctx)
+    received: list[int] = []
 
     async def main_loop() -> None:
-        from .web.client import DirectScheduler, find_running_peer, open_direct
+        import asyncio
+
+        from .client import DirectScheduler, find_running_peer, open_direct
         from .web.server import WebServer
 
         url = await find_running_peer(settings.repo)
         if url is not None:
             _announce(
-                settings, {"event": "running", "dashboard": url + "/", "api": url}, f"dashboard: {url}/"
+                settings,
+                {"event": "running", "dashboard": url + "/", "api": url},
+                f"{url}/",
+                stdout=True,
             )
             if open_browser:
                 _open(url + "/")
             return
-        scheduler: DirectScheduler = await open_direct(settings.repo, ipfs_api=settings.ipfs_api)
+        scheduler: DirectScheduler = await open_direct(
+            settings.repo,
+            ipfs_api=settings.ipfs_api,
+            new_peer_id=settings.config.peer_id,
+            new_peers=settings.config.bootstrap_peers,
+        )
         stop = asyncio.Event()
-        _stop_on_signals(stop)
+        _stop_on_signals(stop, received)
         server = WebServer(scheduler.replica, None, host=host, port=port, mode="dashboard")
         try:
             url = await server.start()
@@ -897,8 +1151,11 @@ def dashboard(ctx: click.Context, open_browser: bool, host: str, port: int) -> N
                     "repo": str(settings.repo),
                     "pid": os.getpid(),
                 },
-                f"dashboard for {settings.repo}: {url}/  (Ctrl-C to stop)",
+                f"{url}/",
+                stdout=True,
             )
+            if not settings.json_output:
+                settings.err.print(f"dashboard for {settings.repo} (Ctrl-C to stop)")
             if open_browser:
                 _open(url + "/")
             await stop.wait()
@@ -906,7 +1163,8 @@ def dashboard(ctx: click.Context, open_browser: bool, host: str, port: int) -> N
             await server.stop()
             await scheduler.close()
 
-    _run_async(settings, _translate_startup_errors(settings, main_loop()))
+    _run_async(settings, _serving(main_loop()))
+    _exit_if_interrupted(received)
 
 
 def _open(url: str) -> None:
@@ -928,12 +1186,15 @@ def _open(url: str) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="With --http: address to listen on.")
 @click.pass_context
 def mcp(ctx: click.Context, http_port: int | None, host: str) -> None:
-    """MCP server (stdio by default) exposing the scheduler's tools to AI assistants."""
+    """MCP server (stdio by default) exposing the scheduler's tools to AI assistants.
+
+    A repo without identity takes P2P_PEER_ID, else a generated peer id (kept in the repo).
+    """
     settings = _settings(ctx)
     from .mcp_tools import serve_mcp
 
     try:
-        serve_mcp(repo=settings.repo, ipfs_api=settings.ipfs_api, http_port=http_port, host=host)
+        serve_mcp(config=settings.config, http_port=http_port, host=host)
     except KeyboardInterrupt:
         sys.exit(EXIT_INTERRUPTED)
 
@@ -941,7 +1202,14 @@ def mcp(ctx: click.Context, http_port: int | None, host: str) -> None:
 @cli.command()
 @click.option("--peers", "num_peers", type=click.IntRange(1, 50), default=3, show_default=True)
 @click.option("--workflows", "num_workflows", type=click.IntRange(0, 10_000), default=30, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Fixes the workload (jobs, tags, priorities, sizes) and which peer is killed; "
+    "timing-dependent figures (failovers, transfers) still vary between runs.",
+)
 @click.option("--kill/--no-kill", default=True, show_default=True, help="Kill one peer midway (failover).")
 @click.option("--balance/--no-balance", default=True, show_default=True, help="Idle peers take over backlog.")
 @json_option
@@ -951,10 +1219,8 @@ def demo(
 ) -> None:
     """Run an in-process network of peers, schedule work, kill a peer, and show that all agree."""
     settings = _settings(ctx)
-    try:
-        from .demo import run_demo
-    except ImportError as exc:
-        _fail(settings, "unavailable", f"this installation has no demo ({exc})")
+    from .demo import run_demo
+
     report = run_demo(
         peers=num_peers,
         workflows=num_workflows,
@@ -970,9 +1236,25 @@ def demo(
         sys.exit(EXIT_REFUSED)
 
 
-def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="ipld-scheduler")
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point: every failure, usage errors included, exits with its documented
+    code, and with ``--json`` anywhere on the line as a JSON envelope on stdout too."""
+    global _ARGV_JSON
+    args = list(sys.argv[1:] if argv is None else argv)
+    _ARGV_JSON = _wants_json(args)
+    try:
+        cli.main(args=args, prog_name="ipld-scheduler", standalone_mode=False)
+    except click.exceptions.Abort:  # Ctrl-C while click itself waits (prompts)
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as exc:
+        if _ARGV_JSON:
+            _emit_json(InvalidInput(exc.format_message()).to_dict())
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """``serve``: run one peer from its repo until told to stop; what ``ipld-scheduler run`` drives.
 
-Owns: wiring a repo to a backend (the Kubo wing when an IPFS API is given, else the embedded store),
-a broadcaster, a :class:`~ipld_scheduler.replica.Replica` and a :class:`~ipld_scheduler.peer.Peer`,
-and closing them in the right order however the run ends (stop event, cancellation, error).
+Owns: wiring a repo to its backend (chosen by :mod:`ipld_scheduler.backends`, checked before the
+peer starts), a broadcaster, a :class:`~ipld_scheduler.replica.Replica` and a
+:class:`~ipld_scheduler.peer.Peer`, and closing them in the right order however the run ends
+(stop event, cancellation, error).
 
 Must not: parse command lines, install signal handlers or serve HTTP (the CLI does, through the
 ``ready`` callback), or hold state outside the repo: a ``kill -9`` at any moment loses nothing that
@@ -12,23 +13,26 @@ Backends: with ``ipfs_api`` blocks live in the daemon (bitswap fetches what is m
 travel on its pubsub topic ``options.topic``. Without it the peer runs embedded: blocks in the repo and
 an in-process bus with nobody else on it, so a single-process peer (useful on one machine, and for
 ``scheduler`` users sharing state through CAR files or ``merge``).
+
+Also owns :func:`liveness_of`, the defensive read of a running peer's liveness view that the HTTP
+API and the metrics share (it lives here, below both, so neither imports the other).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .backends import open_backend
 from .options import PeerOptions
 from .peer import Peer
-from .ports import BlockStore, Broadcaster
 from .replica import Replica
 from .repo import Repo
 
-__all__ = ["serve"]
+__all__ = ["liveness_of", "serve"]
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +49,19 @@ async def serve(
 ) -> None:
     """Run the peer in ``repo_path`` until ``stop`` is set (or the task is cancelled); always clean up."""
     repo = Repo.open(repo_path)
-    closers: list[Callable[[], Awaitable[Any]]] = []
+    backend = open_backend(repo, ipfs_api, options)
     try:
-        store, store_is_repo, make_broadcaster, extra_closers = _backend(repo, ipfs_api, options)
-        closers.extend(extra_closers)
-        replica = await Replica.open(repo, store, peer_id, peers, store_is_repo=store_is_repo)
+        await backend.check()  # an unreachable IPFS API is one clear error before anything is served
+        replica = await Replica.open(
+            repo, backend.store, peer_id, peers, store_is_repo=backend.store_is_repo
+        )
     except BaseException:
-        for close in reversed(closers):
-            await _quietly(close)
+        if not backend.store_is_repo:
+            await _quietly(backend.store.close)
+        await backend.close()
         repo.close()
         raise
-    broadcaster = make_broadcaster(replica.peer_id)
+    broadcaster = backend.make_broadcaster(replica.peer_id)
     peer = Peer(replica, broadcaster, options, workdir=repo.path / "work")
     try:
         await peer.start()
@@ -63,7 +69,7 @@ async def serve(
             "peer %s serving %s (%s backend), %d events, heads %s",
             replica.peer_id,
             repo.path,
-            "kubo" if ipfs_api else "embedded",
+            backend.kind,
             len(replica.clock),
             ", ".join(replica.clock.heads) or "-",
         )
@@ -74,34 +80,30 @@ async def serve(
         await _quietly(peer.stop)
         await _quietly(broadcaster.close)
         await _quietly(replica.close)  # closes the store, then the repo
-        for close in reversed(closers):
-            await _quietly(close)
+        await _quietly(backend.close)
         log.info("peer %s stopped", replica.peer_id)
 
 
-def _backend(
-    repo: Repo, ipfs_api: str | None, options: PeerOptions
-) -> tuple[BlockStore, bool, Callable[[str], Broadcaster], list[Callable[[], Awaitable[Any]]]]:
-    """(store, store_is_repo, broadcaster factory, extra closers) for the chosen backend."""
-    if ipfs_api:
-        from .kubo.pubsub import KuboBroadcaster  # imported lazily: the embedded path needs no aiohttp
-        from .kubo.rpc import KuboRPC
-        from .kubo.store import KuboStore
+def liveness_of(peer: Any) -> dict[str, str] | None:
+    """Per-peer liveness from the runtime (``alive`` / ``unknown`` / ``unhealthy``), None without one.
 
-        rpc = KuboRPC(ipfs_api)
-        kubo_store = KuboStore(rpc, fetch_timeout=options.fetch_timeout)
-        return (
-            kubo_store,
-            False,
-            lambda _peer: KuboBroadcaster(rpc, options.topic, max_message_size=options.max_announce_bytes),
-            [rpc.close],
-        )
-    from .embedded.network import EmbeddedNetwork
-    from .embedded.store import EmbeddedStore
+    The runtime exposes ``liveness()`` returning a mapping of peer -> state (enum or string); read
+    defensively because a missing or failing runtime must not take the API down with it.
+    """
+    if peer is None:
+        return None
+    method = getattr(peer, "liveness", None)
+    if not callable(method):
+        return None
+    try:
+        raw = method()
+    except Exception:  # the dashboard must keep answering even if the runtime misbehaves
+        log.exception("peer.liveness() failed")
+        return None
+    if not isinstance(raw, Mapping):
+        return None
+    return {str(k): str(getattr(v, "value", v)) for k, v in raw.items()}
 
-    embedded = EmbeddedStore(repo)
-    network = EmbeddedNetwork(max_message_bytes=options.max_announce_bytes)
-    return embedded, True, lambda peer: network.endpoint(peer, embedded)[1], []
 
 
 async def _quietly(close: Callable[[], Awaitable[Any]]) -> None:

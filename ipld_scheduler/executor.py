@@ -44,8 +44,13 @@ checkout). Step results of a multi-job run are named ``"<job id>/<step name>"``.
 
 Semantics (like GitHub Actions, with deliberate differences marked *):
 
-* Environment: the peer's own environment, overlaid by workflow env, job env, step env, then
-  ``extra_env`` (the peer's own values win, e.g. a workflow id it wants to pass in).
+* Environment: the sandbox's allow-list of the peer's variables (``PATH``, locale; never the
+  rest of the daemon's environment) and ``HOME`` = the workdir, overlaid by workflow env, job env,
+  step env, then ``extra_env`` (the peer's own values win, e.g. a workflow id it wants to pass in).
+* Every process is started through ``sandbox.Sandbox`` (bubblewrap where installed: the repo is
+  hidden, the workdir keeps its path or appears at ``sandbox.JOB_DIR``, rlimits apply). A run
+  without ``timeout_s`` gets the sandbox policy's default wall time. Under bubblewrap each step
+  has a private ``/tmp``: files that must outlive a step belong in the workdir.
 * A failing step (non-zero exit, or timeout) fails its job and later steps are skipped, unless the
   step has ``continue_on_error``. ``if: always()`` steps still run, ``failure()`` steps run only
   after a failure. A job runs when all its needs succeeded (``success()``), unconditionally
@@ -56,8 +61,8 @@ Semantics (like GitHub Actions, with deliberate differences marked *):
   step could otherwise outlive it. ``cancelled()`` steps are therefore always recorded as skipped.
 * (*) Each step runs in its own process group and the whole group is killed when the step ends,
   so background processes never outlive their step (GitHub keeps them until the job ends).
-  A process that leaves the group with ``setsid`` is out of reach; containing that needs cgroups,
-  which is the sandbox's job, not this module's.
+  Under bubblewrap the step also has its own PID namespace, so even a process that left the group
+  with ``setsid`` dies; in the sandbox's fallback mode such a process is out of reach.
 * Timeouts and cancellation send SIGTERM to the group, then SIGKILL after ``KILL_GRACE_S``.
 
 POSIX only (process groups, ``killpg``).
@@ -70,7 +75,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import sys
 import time
 from collections.abc import Mapping
@@ -79,6 +83,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
 from .errors import InvalidInput
+from .sandbox import Sandbox, SandboxError
 
 __all__ = [
     "KILL_GRACE_S",
@@ -152,6 +157,8 @@ class RunOutcome:
     duration_s: float
     steps: tuple[StepResult, ...]
     reason: str | None
+    outputs: tuple[tuple[str, str], ...] = ()
+    """Job outputs (GitHub Actions ``outputs:``), sorted by name; empty for plain runs."""
 
 
 # --- validation --------------------------------------------------------------------------------
@@ -468,9 +475,11 @@ _ORPHAN_WAITERS: Final[set[asyncio.Future[int]]] = set()
 """Strong references to waits that outlive a cancelled ``execute`` (the loop only keeps weak ones)."""
 
 
-def _killpg(pgid: int, sig: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
+def _expose(step: _Step) -> tuple[Path, ...]:
+    """The interpreter running the peer may live under a hidden home: bind it back read-only."""
+    if step.shell != "python":
+        return ()
+    return tuple(dict.fromkeys((Path(sys.base_prefix), Path(sys.prefix))))
 
 
 def _argv(step: _Step) -> list[str]:
@@ -519,6 +528,7 @@ class _Runner:
         jobs: list[_Job],
         *,
         workdir: Path,
+        sandbox: Sandbox,
         base_env: dict[str, str],
         extra_env: dict[str, str],
         cancel: asyncio.Event | None,
@@ -528,6 +538,7 @@ class _Runner:
     ) -> None:
         self.jobs = jobs
         self.workdir = workdir
+        self.sandbox = sandbox
         self.base_env = base_env
         self.extra_env = extra_env
         self.cancel = cancel
@@ -646,16 +657,16 @@ class _Runner:
                 write_fds.append(write_fd)
                 captures.append((transport, capture))
             try:
-                proc = await asyncio.create_subprocess_exec(
-                    *_argv(step),
-                    stdin=asyncio.subprocess.DEVNULL,
+                proc = await self.sandbox.spawn(
+                    _argv(step),
+                    workdir=self.workdir,
+                    env=env,
+                    cwd=cwd,
+                    expose=_expose(step),
                     stdout=write_fds[0],
                     stderr=write_fds[1],
-                    cwd=cwd,
-                    env=env,
-                    start_new_session=True,
                 )
-            except OSError as exc:
+            except (OSError, SandboxError) as exc:
                 return failed_to_start(f"cannot start {step.shell}: {exc}")
             finally:
                 for fd in write_fds:
@@ -708,7 +719,7 @@ class _Runner:
             done, _ = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if waiter not in done:
                 cause = "cancel" if cancel_waiter is not None and cancel_waiter in done else limit_kind
-                _killpg(proc.pid, signal.SIGTERM)
+                self.sandbox.terminate(proc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(waiter), KILL_GRACE_S)
         except BaseException:
@@ -719,7 +730,7 @@ class _Runner:
             raise
         finally:
             # Also on normal exit: background children of the step die with it.
-            _killpg(proc.pid, signal.SIGKILL)
+            self.sandbox.kill(proc)
             if cancel_waiter is not None:
                 cancel_waiter.cancel()
         await waiter
@@ -740,14 +751,39 @@ async def execute(
     cancel: asyncio.Event | None = None,
     output_limit: int = 64 * 1024,
     extra_env: Mapping[str, str] | None = None,
+    sandbox: Sandbox | None = None,
 ) -> RunOutcome:
     """Run ``run`` in ``workdir`` and report the outcome; never raises for a bad spec.
+
+    ``sandbox``: how every process is confined (default ``Sandbox()``: bubblewrap when installed,
+    hiding the daemon's home; the runtime passes one that also hides its repo). A run spec with
+    ``"engine": "act"`` is a GitHub Actions job and goes to ``gha.act.run_job``.
+    Timed-out and cancelled runs keep the output their steps printed so far.
 
     Setting ``cancel`` stops the running step within about ``KILL_GRACE_S`` and returns
     ``status="cancelled"``. Cancelling the calling task also kills the running step's process
     group before the ``CancelledError`` propagates.
     """
     started = time.monotonic()
+    try:
+        box = sandbox if sandbox is not None else Sandbox()
+    except SandboxError as exc:
+        return _refused(started, f"no sandbox for the job: {exc}")
+    if isinstance(run, Mapping) and run.get("engine") == "act":
+        from .gha.act import run_job  # the GitHub Actions engine sits beside this module
+
+        try:
+            act_env = _env(extra_env or {}, "extra_env")
+        except RunSpecError as exc:
+            return _refused(started, str(exc))
+        return await run_job(
+            run,
+            workdir=Path(workdir),
+            sandbox=box,
+            cancel=cancel,
+            output_limit=output_limit,
+            extra_env=act_env,
+        )
     try:
         validate_run(run)
         extra = _env(extra_env or {}, "extra_env")
@@ -761,14 +797,19 @@ async def execute(
     except OSError as exc:
         return _refused(started, f"workdir {str(workdir)!r} is not usable: {exc}")
 
+    try:
+        box.prepare(Path(workdir))
+    except OSError as exc:
+        return _refused(started, f"workdir {str(workdir)!r} cannot be handed to the job: {exc}")
     runner = _Runner(
         _normalise(run),
         workdir=Path(workdir),
-        base_env={**os.environ, **run.get("env", {})},
+        sandbox=box,
+        base_env=box.environment({"HOME": box.inside(Path(workdir))}, run.get("env", {})),
         extra_env=extra,
         cancel=cancel,
         output_limit=output_limit,
-        run_timeout_s=run.get("timeout_s"),
+        run_timeout_s=run.get("timeout_s", box.policy.limits.wall_time_s),
         started=started,
     )
     await runner.run()

@@ -10,10 +10,12 @@ convention (a JSON object with ``success``; failures are ``success: false`` with
 or streamable HTTP built with the official ``mcp`` SDK (2.x: ``mcp.server.mcpserver.MCPServer``).
 
 Each tool is an ordinary async function, importable from here, that reaches the scheduler the way
-the CLI does (:func:`ipld_scheduler.web.client.connect`): the peer ``ipld-scheduler run`` serves
+the CLI does (:func:`ipld_scheduler.client.connect`): the peer ``ipld-scheduler run`` serves
 for the configured repo, else the repo itself, opened for the one call and closed again so the
 server never holds the repo lock between calls. Tools work before ``initialize_p2p_scheduler``:
-the repo's own peer id is used, or ``P2P_PEER_ID`` for a new repo.
+the repo's own peer id is used; a new repo takes ``P2P_PEER_ID``, else a generated id (the
+prototype's automatic peer-id detection), kept in the repo from then on. Errors become answers
+through :mod:`ipld_scheduler.errors` (``code``), the one mapping the CLI and HTTP API use too.
 
 Must not: implement an operation (:mod:`ipld_scheduler.ops` does), or write to stdout (stdio is
 the protocol channel; logs go to stderr).
@@ -21,14 +23,14 @@ the protocol channel; logs go to stderr).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from . import ops
-from .web.client import Scheduler, connect, initialize
+from .client import NotInitialized, Scheduler, connect, initialize
+from .config import Config
+from .errors import InvalidInput, IpldSchedulerError
 
 __all__ = [
     "TOOLS",
@@ -54,38 +56,35 @@ __all__ = [
 ]
 
 
-@dataclass
-class _Config:
-    repo: Path | None = None
-    ipfs_api: str | None = None
-
-    def repo_path(self) -> Path:
-        if self.repo is not None:
-            return self.repo
-        env = os.environ.get("IPLD_SCHEDULER_REPO")
-        if env:
-            return Path(env).expanduser().absolute()
-        from .cli import default_repo
-
-        return default_repo()
-
-    def api(self) -> str | None:
-        return self.ipfs_api if self.ipfs_api is not None else (os.environ.get("IPFS_API") or None)
+_overrides: Final[dict[str, Any]] = {}
+"""What :func:`configure` set (``repo``, ``ipfs_api``, or a whole ``config``); the rest comes from
+the environment at each call, through :class:`~ipld_scheduler.config.Config`."""
 
 
-_config: Final = _Config()
-
-
-def configure(*, repo: str | Path | None = None, ipfs_api: str | None = None) -> None:
+def configure(
+    *, repo: str | Path | None = None, ipfs_api: str | None = None, config: Config | None = None
+) -> None:
     """Point the tools at a repo (default: ``IPLD_SCHEDULER_REPO`` or the per-user data dir) and an
-    optional IPFS API (default: ``IPFS_API``)."""
-    _config.repo = Path(repo).expanduser().absolute() if repo is not None else None
-    _config.ipfs_api = ipfs_api
+    optional IPFS API (default: ``IPFS_API``), or at a whole :class:`Config` (the CLI's)."""
+    _overrides.clear()
+    if config is not None:
+        _overrides["config"] = config
+    if repo is not None:
+        _overrides["repo"] = repo
+    if ipfs_api is not None:
+        _overrides["ipfs_api"] = ipfs_api
 
 
-def _error(exc: ops.OpError) -> dict[str, Any]:
+def _config() -> Config:
+    config = _overrides.get("config")
+    if isinstance(config, Config):
+        return config
+    return Config.load(repo=_overrides.get("repo"), ipfs_api=_overrides.get("ipfs_api"))
+
+
+def _error(exc: IpldSchedulerError) -> dict[str, Any]:
     answer = exc.to_dict()
-    if exc.code == "not_initialized":
+    if isinstance(exc, NotInitialized):
         answer["hint"] = "call initialize_p2p_scheduler(peer_id=...) or set P2P_PEER_ID"
     return answer
 
@@ -96,24 +95,39 @@ async def _using(
     peer_id: str | None = None,
     peers: list[str] | None = None,
     create: bool = False,
+    automatic: bool = False,
 ) -> dict[str, Any]:
     try:
+        config = _config()
         scheduler = await connect(
-            _config.repo_path(), ipfs_api=_config.api(), peer_id=peer_id, peers=peers or [], create=create
+            config.repo,
+            ipfs_api=config.ipfs_api,
+            peer_id=peer_id,
+            peers=peers or [],
+            new_peer_id=config.peer_id,
+            new_peers=config.bootstrap_peers,
+            create=create,
+            automatic=automatic,
         )
         try:
             return await action(scheduler)
         finally:
             await scheduler.close()
-    except ops.OpError as exc:
+    except IpldSchedulerError as exc:
         return _error(exc)
+
+
+_WRITES: Final = frozenset({"schedule", "next", "add_peer", "remove_peer", "cancel", "reprioritize", "merge"})
+"""Operations that write to the DAG: on a repo without identity they give it one (``P2P_PEER_ID``,
+else generated), as the prototype's scheduler did on first use. Reads report ``not_initialized``
+with a hint instead, so ``initialize_p2p_scheduler`` can still choose the name."""
 
 
 async def _op(op: str, **arguments: Any) -> dict[str, Any]:
     async def action(scheduler: Scheduler) -> dict[str, Any]:
         return await scheduler.call(op, **arguments)
 
-    return await _using(action)
+    return await _using(action, automatic=op in _WRITES)
 
 
 def _peer_list(peers: list[str] | str | None) -> list[str]:
@@ -132,7 +146,10 @@ async def initialize_p2p_scheduler(
     """Give the repo its peer identity (first call only; later calls must name the same peer or none)
     and record the other members. Returns the scheduler status."""
     members = _peer_list(peers)
-    wanted = (peer_id or "").strip() or os.environ.get("P2P_PEER_ID") or None
+    try:
+        wanted = Config.load(peer_id=peer_id).peer_id
+    except IpldSchedulerError as exc:
+        return _error(exc)
 
     async def action(scheduler: Scheduler) -> dict[str, Any]:
         return await initialize(
@@ -148,11 +165,22 @@ async def schedule_p2p_workflow(
     tags: list[str] | str,
     priority: float = 1.0,
     metadata: dict[str, Any] | None = None,
+    command: str | None = None,
+    manual: bool = False,
 ) -> dict[str, Any]:
     """Schedule a workflow on the P2P network. Needs a P2P tag (p2p_eligible, p2p_only, code_gen,
-    web_scrape, data_processing); otherwise success is false with the reason."""
+    web_scrape, data_processing); otherwise success is false with the reason. ``command`` is the
+    shell command (bash) the owning peer runs; without one the call is refused (code ``invalid``)
+    unless ``manual`` is true: then the workflow waits until get_next_p2p_workflow takes it."""
     return await _op(
-        "schedule", workflow_id=workflow_id, name=name, tags=tags, priority=priority, metadata=metadata
+        "schedule",
+        workflow_id=workflow_id,
+        name=name,
+        tags=tags,
+        priority=priority,
+        metadata=metadata,
+        run=command,
+        require_run=not manual,
     )
 
 
@@ -180,7 +208,7 @@ async def calculate_peer_distance(hash1: str, hash2: str) -> dict[str, Any]:
     """Hamming distance (differing bits) between two hex hashes of equal length."""
     try:
         return await ops.distance(hash1, hash2)
-    except ops.OpError as exc:
+    except IpldSchedulerError as exc:
         return _error(exc)
 
 
@@ -188,7 +216,7 @@ async def get_workflow_tags() -> dict[str, Any]:
     """Known workflow tags and which of them make a workflow P2P-eligible."""
     try:
         return await ops.tags(None)
-    except ops.OpError as exc:  # pragma: no cover - tags() has no failure mode today
+    except IpldSchedulerError as exc:  # pragma: no cover - tags() has no failure mode today
         return _error(exc)
 
 
@@ -200,7 +228,7 @@ async def merge_merkle_clock(
     this peer's store; history that cannot be fetched is reported under ``rejected``."""
     source: Any = heads if heads is not None else other_clock
     if source is None:
-        return ops.InvalidArgument("give heads (CIDs) or other_clock (a dict with heads)").to_dict()
+        return InvalidInput("give heads (CIDs) or other_clock (a dict with heads)").to_dict()
     return await _op("merge", heads=source)
 
 
@@ -294,11 +322,12 @@ def serve_mcp(
     *,
     repo: str | Path | None = None,
     ipfs_api: str | None = None,
+    config: Config | None = None,
     http_port: int | None = None,
     host: str = "127.0.0.1",
 ) -> None:
     """Serve the tools over stdio, or over streamable HTTP at ``http://host:port/mcp``; blocks."""
-    configure(repo=repo, ipfs_api=ipfs_api)
+    configure(repo=repo, ipfs_api=ipfs_api, config=config)
     server = build_server()
     if http_port is None:
         server.run("stdio")

@@ -308,6 +308,16 @@ class WorkflowDefinition:
             "run": dict(self.run) if self.run is not None else None,
         }
 
+    def is_p2p_eligible(self) -> bool:
+        """Whether ``schedule_workflow`` accepts it: the rule of :func:`eligibility`, not the
+        prototype's two-tag test (its ``code_gen``-only workflows were refused)."""
+        return eligibility(self.tags) is None
+
+    def requires_github_api(self) -> bool:
+        """Whether it must stay on GitHub: not P2P eligible, and not ``p2p_only`` (``p2p_only``
+        with a GitHub tag is a contradiction, refused for both)."""
+        return not self.is_p2p_eligible() and WorkflowTag.P2P_ONLY not in self.tags
+
 
 # --- Event ------------------------------------------------------------------------------------
 

@@ -174,34 +174,36 @@ def workflow_from_actions(
 ) -> dict[str, Any]:
     """Arguments for :func:`schedule` from a GitHub Actions workflow file (pure; no replica).
 
-    Explicit arguments win over the file's ``x-ipld-scheduler`` block and ``WORKFLOW_TAG`` /
-    ``WORKFLOW_TYPE`` env; ``env_tags`` is the caller's own ``WORKFLOW_TAG`` env value, merged in so
-    a runner can hand work over without editing the file. The id defaults to ``<file>:<job>``.
+    The run is an act run spec (``gha.plan``): act runs ``job`` (and, before it, the jobs it needs)
+    with every matrix leg. Without ``job`` the file's only runnable job is chosen; a file with several
+    is an error listing them. A job no peer can run is refused with its reason. Explicit arguments win
+    over the file's ``x-ipld-scheduler`` block and ``WORKFLOW_TAG`` / ``WORKFLOW_TYPE`` env;
+    ``env_tags`` is the caller's own ``WORKFLOW_TAG`` env value, merged in so a runner can hand work
+    over without editing the file. The id defaults to ``<file>:<job>``.
     """
-    from .actions import UnsupportedWorkflow, actions_metadata, plan_from_actions
+    from .gha.plan import WorkflowFileError, act_run_spec, plan_workflow, workflow_metadata
 
     try:
-        run = plan_from_actions(yaml_text, job)
-        declared = actions_metadata(yaml_text)
-    except UnsupportedWorkflow as exc:
+        plan = plan_workflow(yaml_text)
+        chosen = plan.job(job) if job else plan.only_job()
+        run = act_run_spec(yaml_text, plan, chosen.job_id)
+        declared = workflow_metadata(yaml_text)
+    except WorkflowFileError as exc:
         raise InvalidArgument(f"workflow file{' ' + source if source else ''}: {exc}") from None
-    found_tags: list[str] = list(declared.get("tags", []))
+    found_tags: list[str] = list(declared.tags)
     if env_tags:
         found_tags += [t for t in env_tags.split(",") if t.strip()]
     if tags:
         found_tags = [t for t in (tags.split(",") if isinstance(tags, str) else tags) if t.strip()]
-    meta: dict[str, Any] = {"source": "github-actions"}
+    meta: dict[str, Any] = {"source": "github-actions", "engine": run["engine"], "job": chosen.job_id}
     if source:
         meta["workflow_file"] = source
-    if job:
-        meta["job"] = job
     meta.update(metadata or {})
-    label = job or "all"
     return {
-        "workflow_id": workflow_id or f"{source or 'workflow'}:{label}",
-        "name": name or declared.get("name") or label,
+        "workflow_id": workflow_id or f"{source or 'workflow'}:{chosen.job_id}",
+        "name": name or declared.name or chosen.name,
         "tags": found_tags,
-        "priority": priority if priority is not None else float(declared.get("priority", 1.0)),
+        "priority": next(p for p in (priority, declared.priority, 1.0) if p is not None),
         "metadata": meta,
         "run": run,
     }
@@ -220,9 +222,18 @@ async def schedule(
     priority: Any = 1.0,
     metadata: Mapping[str, Any] | None = None,
     run: Mapping[str, Any] | str | None = None,
+    require_run: bool = False,
 ) -> dict[str, Any]:
     """Schedule a workflow (idempotent by id and definition). A refusal is ``success: false`` with
-    ``reason`` (as in the prototype), not an exception: it is an answer about the workflow."""
+    ``reason`` (as in the prototype), not an exception: it is an answer about the workflow.
+
+    ``require_run``: refuse (:class:`InvalidInput`) a workflow with nothing to run, which no peer
+    would ever start; front ends set it unless the caller takes work itself with ``next``."""
+    if require_run and not run:
+        raise InvalidArgument(
+            "nothing to run: give a command (CLI --run, MCP command) or a GitHub Actions workflow "
+            "file, or mark it manual (CLI --manual, MCP manual=true) if a worker takes it with `next`"
+        )
     if isinstance(run, str):
         run = _run_section(_text(run, "run", limit=64 * 1024))
     if run is not None:
@@ -246,6 +257,16 @@ async def schedule(
     answer = await replica.schedule_workflow(workflow)
     if not answer["success"]:
         answer.setdefault("assigned_peer", None)
+        import difflib
+
+        known = [tag.value for tag in WorkflowTag]
+        guesses = [
+            f"{close[0]!r} for {tag!r}"
+            for tag in workflow.tags
+            if tag not in known and (close := difflib.get_close_matches(tag, known, n=1))
+        ]
+        if guesses and isinstance(answer.get("reason"), str):
+            answer["reason"] += f" (did you mean {', '.join(guesses)}?)"
     return answer
 
 

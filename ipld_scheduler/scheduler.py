@@ -3,7 +3,9 @@
 Owns: choosing the backend (Kubo over ``ipfs_api``, else the embedded on-disk store), owning an
 event-loop thread so sync callers can drive the async :class:`~ipld_scheduler.replica.Replica`,
 and the process-wide ``get_scheduler``/``reset_scheduler`` convenience with the env vars the seed
-documented (``P2P_PEER_ID``, ``P2P_BOOTSTRAP_PEERS``).
+documented (``P2P_PEER_ID``, ``P2P_BOOTSTRAP_PEERS``). The prototype's attribute surface
+(``clock``, ``peers``, ``workflow_queue``, ``get_status()['clock']``) is mapped here onto the
+replica; docs/compatibility.md lists each mapping and each deliberate difference.
 
 Must not: hold state of its own: everything lives in the replica and its repo, so opening the same
 repo in a new process sees the same scheduler.
@@ -16,45 +18,25 @@ import os
 import shutil
 import tempfile
 import threading
+import warnings
+import weakref
 from collections.abc import Coroutine, Iterable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
 
+from .backends import open_replica
 from .clock import MerkleClock
 from .codec import CID
+from .config import Config
 from .model import WorkflowDefinition
 from .ports import BlockStore
 from .replica import MergeReport, Replica, SchedulerError
 from .repo import Repo
 
-__all__ = ["P2PWorkflowScheduler", "get_scheduler", "open_replica", "reset_scheduler"]
+__all__ = ["P2PWorkflowScheduler", "WorkflowQueueView", "get_scheduler", "open_replica", "reset_scheduler"]
 
 T = TypeVar("T")
-
-
-async def open_replica(
-    peer_id: str | None,
-    peers: Iterable[str] | None = None,
-    *,
-    repo: Repo,
-    ipfs_api: str | None = None,
-    store: BlockStore | None = None,
-) -> Replica:
-    """Open a replica on the chosen backend: an explicit store, Kubo at ``ipfs_api``, or embedded."""
-    store_is_repo = False
-    if store is None:
-        if ipfs_api:
-            from .kubo.rpc import KuboRPC
-            from .kubo.store import KuboStore
-
-            store = KuboStore(KuboRPC(ipfs_api), owns_rpc=True)
-        else:
-            from .embedded.store import EmbeddedStore
-
-            store = EmbeddedStore(repo)
-            store_is_repo = True
-    return await Replica.open(repo, store, peer_id, peers, store_is_repo=store_is_repo)
 
 
 class _LoopThread:
@@ -78,6 +60,16 @@ class _LoopThread:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=5)
         self.loop.close()
+
+
+def _shut_down(loop: _LoopThread, replica: Replica, tmp: str | None) -> None:
+    """Close a scheduler's replica, stop its loop thread, delete its temporary repo (once)."""
+    try:
+        loop.run(replica.close())
+    finally:
+        loop.stop()
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 class P2PWorkflowScheduler:
@@ -113,6 +105,9 @@ class P2PWorkflowScheduler:
             self._cleanup_tmp()
             raise
         self._closed = False
+        # The prototype had nothing to close, so its callers never close: a scheduler that is
+        # dropped (or alive at exit) still releases its repo lock, thread and temporary repo.
+        self._finalizer = weakref.finalize(self, _shut_down, self._loop, self.replica, self._tmp)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -120,11 +115,8 @@ class P2PWorkflowScheduler:
         if self._closed:
             return
         self._closed = True
-        try:
-            self._loop.run(self.replica.close())
-        finally:
-            self._loop.stop()
-            self._cleanup_tmp()
+        self._tmp = None
+        self._finalizer()
 
     def _cleanup_tmp(self) -> None:
         if self._tmp is not None:
@@ -151,7 +143,30 @@ class P2PWorkflowScheduler:
 
     @property
     def clock(self) -> MerkleClock:
-        return self.replica.clock
+        """The replica's live Merkle clock (``counter`` = height, ``hash()`` = head-set hash)."""
+        clock = self.replica.clock
+        if not clock.peer_id:
+            clock.peer_id = self.peer_id
+        return clock
+
+    @clock.setter
+    def clock(self, value: MerkleClock) -> None:
+        raise SchedulerError(
+            "a scheduler's clock advances only by the events it records or merges: "
+            "MerkleClock.tick()/merge() return a prediction, not history; use merge_clock(other.clock) "
+            "to adopt another scheduler's history"
+        )
+
+    @property
+    def peers(self) -> frozenset[str]:
+        """Present members (this peer included), as the prototype's ``peers`` set; read-only:
+        change membership with ``add_peer``/``remove_peer`` (each one an event)."""
+        return frozenset(self.replica.state.present())
+
+    @property
+    def workflow_queue(self) -> WorkflowQueueView:
+        """A read-only view of this peer's queue with the prototype heap's reading methods."""
+        return WorkflowQueueView(self.replica)
 
     @property
     def repo_path(self) -> Path:
@@ -170,7 +185,9 @@ class P2PWorkflowScheduler:
         return self.replica.get_assigned_workflows()
 
     def get_status(self) -> dict[str, Any]:
-        return self.replica.get_status()
+        status = self.replica.get_status()
+        status["clock"] = self.clock.to_dict()  # heads/height/events plus the prototype's counter, hash...
+        return status
 
     def get_owner(self, workflow_id: str) -> str | None:
         return self.replica.get_owner(workflow_id)
@@ -195,6 +212,14 @@ class P2PWorkflowScheduler:
         return str(self._run(self.replica.reprioritize(workflow_id, priority)))
 
     def merge_clock(self, other: MerkleClock | Iterable[str | CID]) -> dict[str, Any]:
+        """Fetch and apply the history behind another clock's heads (or head CIDs): a union, so
+        merging twice changes nothing. A position without heads names no events: refused."""
+        if isinstance(other, MerkleClock) and other.is_position and not other.head_cids:
+            raise SchedulerError(
+                "merge_clock: this clock names no events (built from counter/parent_hash or by "
+                "tick()/merge()); pass another scheduler's clock, a from_dict() clock with heads, "
+                "or head CIDs"
+            )
         report: MergeReport = self._run(self.replica.merge_clock(other))
         return {"success": not report.rejected, **report.to_dict()}
 
@@ -206,51 +231,95 @@ class P2PWorkflowScheduler:
         return {"success": not report.rejected, **report.to_dict()}
 
 
-_default: P2PWorkflowScheduler | None = None
+class WorkflowQueueView:
+    """The prototype's ``scheduler.workflow_queue``: its reading methods over this peer's queue.
+
+    Read-only on purpose: popping goes through ``get_next_workflow`` (a ``claim`` event), and the
+    queue itself is derived from the DAG, so a direct insert or extract would be lost or undone.
+    """
+
+    __slots__ = ("_replica",)
+
+    def __init__(self, replica: Replica) -> None:
+        self._replica = replica
+
+    def size(self) -> int:
+        return len(self._replica.state.queue)
+
+    def __len__(self) -> int:
+        return self.size()
+
+    def is_empty(self) -> bool:
+        return self.size() == 0
+
+    def find_min(self) -> tuple[float, WorkflowDefinition] | None:
+        """(priority, workflow) of the workflow ``get_next_workflow`` would pop, without popping it."""
+        state = self._replica.state
+        wid = state.peek()
+        rec = state.workflows.get(wid) if wid is not None else None
+        if rec is None or rec.winner is None or rec.winner.workflow is None:
+            return None
+        return rec.effective_priority, rec.winner.workflow
+
+
+_scheduler_instance: P2PWorkflowScheduler | None = None
+"""The process-wide scheduler (the prototype's name: setting it to None forgets it without closing)."""
 _default_lock = threading.Lock()
 
 
 def _env_peers() -> list[str]:
-    raw = os.environ.get("P2P_BOOTSTRAP_PEERS", "")
-    return [p.strip() for p in raw.split(",") if p.strip()]
+    return list(Config.load().bootstrap_peers)
 
 
 def get_scheduler(peer_id: str | None = None, peers: Iterable[str] | None = None) -> P2PWorkflowScheduler:
     """The process-wide scheduler, created on first use from arguments or ``P2P_PEER_ID`` /
     ``P2P_BOOTSTRAP_PEERS`` (repo from ``IPLD_SCHEDULER_REPO``, Kubo from ``IPFS_API`` if set).
 
-    Later calls with *different* arguments raise instead of silently returning a scheduler that
-    ignores them (the prototype's behaviour).
+    Later calls return the same scheduler, as the prototype's did; arguments that disagree with it
+    (another ``peer_id``, peers it lacks) are ignored with a ``UserWarning`` saying so. Call
+    ``reset_scheduler()`` first to switch identity, ``add_peer`` to add members.
     """
-    global _default
+    global _scheduler_instance
     with _default_lock:
-        wanted_id = peer_id or os.environ.get("P2P_PEER_ID") or None
+        config = Config.load(peer_id=peer_id)
+        wanted_id = config.peer_id
         wanted_peers = tuple(peers) if peers is not None else tuple(_env_peers())
-        if _default is not None:
-            if peer_id is not None and peer_id != _default.peer_id:
-                raise SchedulerError(
-                    f"get_scheduler: already running as {_default.peer_id!r}; call reset_scheduler() first"
-                )
-            if peers is not None and not set(wanted_peers) <= set(_default.replica.state.members):
-                raise SchedulerError(
-                    "get_scheduler: peers differ from the running scheduler's; use add_peer()"
-                )
-            return _default
+        if _scheduler_instance is not None:
+            _warn_ignored(_scheduler_instance, peer_id, wanted_peers if peers is not None else None)
+            return _scheduler_instance
         if wanted_id is None:
             wanted_id = f"peer-{os.getpid()}"
-        _default = P2PWorkflowScheduler(
+        _scheduler_instance = P2PWorkflowScheduler(
             wanted_id,
             wanted_peers,
-            repo=os.environ.get("IPLD_SCHEDULER_REPO") or None,
-            ipfs_api=os.environ.get("IPFS_API") or None,
+            repo=None if config.repo_is_default else config.repo,
+            ipfs_api=config.ipfs_api,
         )
-        return _default
+        return _scheduler_instance
+
+
+def _warn_ignored(
+    current: P2PWorkflowScheduler, peer_id: str | None, peers: tuple[str, ...] | None
+) -> None:
+    if peer_id is not None and peer_id != current.peer_id:
+        warnings.warn(
+            f"get_scheduler: already running as {current.peer_id!r}; peer_id {peer_id!r} ignored "
+            "(call reset_scheduler() first to switch)",
+            UserWarning,
+            stacklevel=3,
+        )
+    if peers is not None and not set(peers) <= set(current.replica.state.members):
+        warnings.warn(
+            "get_scheduler: peers differ from the running scheduler's and are ignored; use add_peer()",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def reset_scheduler() -> None:
     """Close and forget the process-wide scheduler (tests, or switching identity)."""
-    global _default
+    global _scheduler_instance
     with _default_lock:
-        if _default is not None:
-            _default.close()
-        _default = None
+        if _scheduler_instance is not None:
+            _scheduler_instance.close()
+        _scheduler_instance = None

@@ -95,7 +95,17 @@ def test_shell_completion_is_available() -> None:
 
 def test_state_persists_between_invocations(repo: Path) -> None:
     answers = [
-        ok_json(repo, "schedule", "--id", f"wf-{i}", "--tags", "p2p_eligible", "--priority", str(10 - i))
+        ok_json(
+            repo,
+            "schedule",
+            "--manual",
+            "--id",
+            f"wf-{i}",
+            "--tags",
+            "p2p_eligible",
+            "--priority",
+            str(10 - i),
+        )
         for i in range(10)
     ]
     local = [a for a in answers if a["is_local"]]
@@ -111,13 +121,15 @@ def test_state_persists_between_invocations(repo: Path) -> None:
         taken = ok_json(repo, "next")
         assert taken["workflow"]["workflow_id"] == best["workflow_id"]
         assert ok_json(repo, "status")["workflows_by_status"]["running"] == 1
-    again = ok_json(repo, "schedule", "--id", "wf-0", "--tags", "p2p_eligible", "--priority", "10")
+    again = ok_json(
+        repo, "schedule", "--manual", "--id", "wf-0", "--tags", "p2p_eligible", "--priority", "10"
+    )
     assert again["existing"] is True and ok_json(repo, "status")["total_workflows"] == 10
 
 
 def test_json_output_keys_are_stable(repo: Path) -> None:
     scheduled = ok_json(
-        repo, "schedule", "--id", "a", "--name", "A", "--tags", "code_gen", "--metadata", "k=v"
+        repo, "schedule", "--manual", "--id", "a", "--name", "A", "--tags", "code_gen", "--metadata", "k=v"
     )
     assert set(scheduled) == {
         "success", "workflow_id", "assigned_peer", "is_local", "queue_size", "clock_hash", "event_cid",
@@ -169,11 +181,11 @@ def test_json_output_keys_are_stable(repo: Path) -> None:
         ),
         (["cancel", "ghost"], 3, "unknown workflow"),
         (["results", "ghost"], 3, "unknown workflow"),
-        (["schedule", "--id", "gh", "--tags", "github_api"], 1, "requires GitHub API"),
-        (["schedule", "--id", "x", "--tags", "p2p_only,unit_test"], 1, "conflicting tags"),
+        (["schedule", "--manual", "--id", "gh", "--tags", "github_api"], 1, "requires GitHub API"),
+        (["schedule", "--manual", "--id", "x", "--tags", "p2p_only,unit_test"], 1, "conflicting tags"),
         (["schedule", "--tags", "p2p_only"], 2, "--id is required"),
-        (["schedule", "--id", "x", "--priority", "soon"], 2, "not a valid float"),
-        (["schedule", "--id", "x", "--metadata", "novalue"], 2, "KEY=VALUE"),
+        (["schedule", "--manual", "--id", "x", "--priority", "soon"], 2, "not a valid float"),
+        (["schedule", "--manual", "--id", "x", "--metadata", "novalue"], 2, "KEY=VALUE"),
         (["schedule", "--id", "x", "--run", "true", "--workflow-file", "f.yml"], 2, "not both"),
         (["schedule", "--workflow-file", "/nonexistent.yml"], 2, "does not exist"),
         (["log", "--kind", "explode"], 2, "unknown event kind"),
@@ -210,7 +222,7 @@ def test_env_configures_repo_and_identity(tmp_path: Path) -> None:
     env = clean_env(
         IPLD_SCHEDULER_REPO=str(tmp_path / "envrepo"), P2P_PEER_ID="envpeer", P2P_BOOTSTRAP_PEERS="x,y"
     )
-    proc = run_cli(None, "--json", "schedule", "--id", "e1", "--tags", "p2p_eligible", env=env)
+    proc = run_cli(None, "--json", "schedule", "--manual", "--id", "e1", "--tags", "p2p_eligible", env=env)
     assert proc.returncode == 0, proc.stderr
     status = json.loads(run_cli(None, "--json", "status", env=env).stdout)
     assert status["peer_id"] == "envpeer" and status["peers"] == ["envpeer", "x", "y"]
@@ -273,7 +285,7 @@ def test_hostile_workflow_files_are_refused_with_the_reason(repo: Path, tmp_path
 
 def test_export_and_import_move_the_dag_between_repos(repo: Path, tmp_path: Path) -> None:
     for i in range(5):
-        ok_json(repo, "schedule", "--id", f"wf-{i}", "--tags", "web_scrape")
+        ok_json(repo, "schedule", "--manual", "--id", f"wf-{i}", "--tags", "web_scrape")
     car = tmp_path / "dag.car"
     summary = ok_json(repo, "export", str(car))
     assert (
@@ -302,7 +314,7 @@ def test_export_and_import_move_the_dag_between_repos(repo: Path, tmp_path: Path
 
 
 def test_inspect_and_log_show_the_dag(repo: Path) -> None:
-    answer = ok_json(repo, "schedule", "--id", "w", "--tags", "p2p_eligible")
+    answer = ok_json(repo, "schedule", "--manual", "--id", "w", "--tags", "p2p_eligible")
     ok_json(repo, "cancel", "w", "--reason", "changed my mind")
     printed = run_cli(repo, "inspect", answer["event_cid"])
     block = json.loads(printed.stdout)
@@ -318,7 +330,7 @@ def test_inspect_and_log_show_the_dag(repo: Path) -> None:
 
 def test_membership_commands_move_work(repo: Path) -> None:
     for i in range(8):
-        ok_json(repo, "schedule", "--id", f"wf-{i}", "--tags", "p2p_eligible")
+        ok_json(repo, "schedule", "--manual", "--id", f"wf-{i}", "--tags", "p2p_eligible")
     on_beta = [w["workflow_id"] for w in ok_json(repo, "workflows", "--owner", "beta")["workflows"]]
     removed = ok_json(repo, "remove-peer", "beta", "--reason", "retired")
     assert removed["removed"] is True and "beta" not in removed["peers"]

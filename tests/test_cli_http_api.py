@@ -14,11 +14,11 @@ import aiohttp
 import pytest
 
 from ipld_scheduler import ops
+from ipld_scheduler.backends import open_replica
+from ipld_scheduler.client import DirectScheduler, RemoteScheduler, find_running_peer
 from ipld_scheduler.replica import Replica
 from ipld_scheduler.repo import Repo
-from ipld_scheduler.scheduler import open_replica
 from ipld_scheduler.web.api import ROUTES
-from ipld_scheduler.web.client import DirectScheduler, RemoteScheduler, find_running_peer
 from ipld_scheduler.web.server import WebServer
 
 

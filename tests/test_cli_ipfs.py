@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_runner import SCRIPT, cli_json
+from cli_runner import SCRIPT, clean_env, cli_json
 
 pytest_plugins = ["conftest_ipfs"]
 pytestmark = [pytest.mark.ipfs, pytest.mark.timeout(120)]
@@ -63,3 +65,36 @@ def test_an_unreachable_ipfs_api_is_reported_with_what_to_do(tmp_path: Path) -> 
     )
     assert proc.returncode == 4, (proc.stdout, proc.stderr)
     assert "http://127.0.0.1:9" in proc.stderr and "daemon running" in proc.stderr
+
+
+def test_a_served_repo_whose_ipfs_daemon_goes_down_fails_like_direct_mode(
+    tmp_path: Path, ipfs_net: Any
+) -> None:
+    """Issue 12: `schedule` through a daemon whose IPFS API is down exited 2 (HTTP 500); direct mode 4."""
+    ipfs_net.ensure_running()
+    index = len(ipfs_net.api_urls) - 1
+    api = ipfs_net.api_urls[index]
+    repo = tmp_path / "served"
+    cli(repo, api, "init", "--peer-id", "delta")
+    run = subprocess.Popen(
+        [str(SCRIPT), "--repo", str(repo), "--ipfs-api", api, "--json", "run", "--fast"],
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert run.stdout is not None
+        ready = json.loads(run.stdout.readline())
+        assert ready["event"] == "ready" and ready["success"] is True
+        ipfs_net.stop_node(index)
+        through_peer = cli(repo, api, "schedule", "--id", "w", "--tags", "p2p_only", "--run", "true", code=4)
+        assert through_peer["code"] == "unavailable" and through_peer["success"] is False
+    finally:
+        run.send_signal(signal.SIGTERM)
+        run.communicate(timeout=30)
+    try:
+        direct = cli(repo, api, "schedule", "--id", "w", "--tags", "p2p_only", "--run", "true", code=4)
+        assert direct["code"] == through_peer["code"]
+    finally:
+        ipfs_net.ensure_running()

@@ -148,7 +148,7 @@ def test_sigint_stops_cleanly_and_a_second_peer_is_refused(peer: Served) -> None
     )
     assert second.returncode == 4 and "already serves" in second.stderr
     code, _ = peer.stop(signal.SIGINT)
-    assert code == 0 and not (peer.repo / "api").exists()
+    assert code == 130 and not (peer.repo / "api").exists()  # Ctrl-C: a clean stop, exit 130
 
 
 def test_a_killed_peer_leaves_a_stale_api_file_that_is_ignored(peer: Served) -> None:
@@ -213,4 +213,20 @@ def test_inconsistent_liveness_timings_are_refused(tmp_path: Path) -> None:
     repo = tmp_path / "bad"
     cli(repo, "init", "--peer-id", "bad")
     data = cli(repo, "run", "--unknown-after", "5", "--unhealthy-after", "2", code=2)
-    assert data["success"] is False and "unhealthy_after" in data["error"]
+    assert data["success"] is False and "--unhealthy-after" in data["error"]
+    assert "PeerOptions" not in data["error"] and "unhealthy_after" not in data["error"]
+
+
+def test_run_logs_what_it_does_as_json_lines_when_asked(tmp_path: Path) -> None:
+    """Issue 12 item 5: the daemon printed nothing after its banner (logging never configured)."""
+    repo = tmp_path / "logged"
+    cli(repo, "init", "--peer-id", "logged")
+    served = Served(repo, "--log-format", "json", "--log-level", "info")
+    served.proc.send_signal(signal.SIGTERM)
+    _out, err = served.proc.communicate(timeout=30)
+    records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert records, err
+    assert all({"ts", "level", "logger", "message"} <= set(r) for r in records)
+    assert any(r["logger"] == "ipld_scheduler.daemon" and "serving" in r["message"] for r in records)
+    assert any("stopped" in r["message"] for r in records)
+    assert served.proc.returncode == 0

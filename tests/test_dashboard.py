@@ -23,6 +23,8 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
 JOBS = 10
+LATE = 3
+"""Workflows another peer scheduled, imported after alpha's own: low heights arriving last."""
 """Nightly jobs scheduled over three members: alpha owns none of them in only (2/3)^10 < 2% of runs."""
 ARGS = [
     "--no-sandbox",
@@ -81,7 +83,13 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
             "echo ok",
         )
     hostile = ["--id", "scrape-<b>bold</b>", "--name", "<script>alert(1)</script>"]
-    cli(repo, "schedule", *hostile, "--tags", "web_scrape")
+    cli(repo, "schedule", "--manual", *hostile, "--tags", "web_scrape")
+    beta = tmp_path / "beta"
+    cli(beta, "init", "--peer-id", "beta", "--peers", "alpha,gamma")
+    for i in range(LATE):
+        cli(beta, "schedule", "--manual", "--id", f"from-beta-{i}", "--tags", "p2p_eligible")
+    cli(beta, "export", str(tmp_path / "beta.car"))
+    cli(repo, "import", str(tmp_path / "beta.car"))
     proc, ready = _serve(repo, *_server_argv())
     try:
         yield repo, ready
@@ -116,14 +124,14 @@ def test_dashboard_shows_peers_workflows_and_the_dag_live(served: tuple[Path, di
             expect(page.locator("#peer-id")).to_have_text("alpha")
             expect(page.locator("#connection")).to_have_text("live")
             expect(page.locator("#num-peers")).to_have_text("3")
-            expect(page.locator("#total-workflows")).to_have_text(str(JOBS + 1))
+            expect(page.locator("#total-workflows")).to_have_text(str(JOBS + 1 + LATE))
 
             peers = page.locator("#peers tbody tr")
             expect(peers).to_have_count(3)
             expect(peers.filter(has_text="alpha (this peer)")).to_have_count(1)
 
             rows = page.locator("#workflows tbody tr")
-            expect(rows).to_have_count(JOBS + 1)
+            expect(rows).to_have_count(JOBS + 1 + LATE)
             owners = {r["workflow_id"]: r["owner"] for r in cli(repo, "workflows")["workflows"]}
             for wid, owner in owners.items():
                 expect(rows.filter(has_text=wid).locator("td").nth(3)).to_have_text(owner)
@@ -145,6 +153,7 @@ def test_dashboard_shows_peers_workflows_and_the_dag_live(served: tuple[Path, di
             cli(
                 repo,
                 "schedule",
+                "--manual",
                 "--id",
                 "late-arrival",
                 "--tags",
@@ -153,8 +162,16 @@ def test_dashboard_shows_peers_workflows_and_the_dag_live(served: tuple[Path, di
                 "Scheduled while watching",
             )
             expect(rows.filter(has_text="late-arrival")).to_have_count(1, timeout=10_000)
-            expect(page.locator("#total-workflows")).to_have_text(str(JOBS + 2))
+            expect(page.locator("#total-workflows")).to_have_text(str(JOBS + 2 + LATE))
             page.screenshot(path=str(ROOT / "docs" / "dashboard.png"), full_page=True)
+
+            # The event table is in the DAG's order (HEIGHT descending, then CID), not by arrival.
+            order = events.evaluate_all(
+                "rows => rows.map(r => [Number(r.cells[0].textContent),"
+                " r.cells[4].querySelector('a').getAttribute('href')])"
+            )
+            assert len(order) >= JOBS + 2
+            assert order == sorted(order, key=lambda row: (-row[0], row[1])), order
 
             # Every CID links to its block, shown as DAG-JSON whose links are links again.
             events.filter(has_text="late-arrival").first.locator("a.cid").first.click()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ipld_scheduler import executor
 from ipld_scheduler.executor import (
     KILL_GRACE_S,
     MAX_SCRIPT_BYTES,
@@ -27,6 +29,18 @@ from ipld_scheduler.executor import (
     execute,
     validate_run,
 )
+from ipld_scheduler.sandbox import Sandbox, SandboxPolicy
+
+
+@pytest.fixture(autouse=True, params=["bubblewrap", "rlimits"])
+def sandbox_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test here runs under bubblewrap (when installed) and under the rlimits fallback: the
+    step semantics must not depend on the sandbox."""
+    if request.param == "rlimits":
+        monkeypatch.setattr(executor, "Sandbox", lambda: Sandbox(SandboxPolicy(bubblewrap=False)))
+    elif shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed")
+    return str(request.param)
 
 
 def step(name: str, script: str, **extra: Any) -> dict[str, Any]:
@@ -46,20 +60,40 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
-async def wait_dead(pid: int, within: float = 2.0) -> bool:
+async def wait_dead(mark: str, within: float = 2.0) -> bool:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:
-        if not alive(pid):
+        if not any(alive(pid) for pid in marked_pids(mark)):
             return True
         await asyncio.sleep(0.05)
-    return not alive(pid)
+    return not any(alive(pid) for pid in marked_pids(mark))
 
 
-BACKGROUND_SLEEP = "sleep 30 & echo $! > bg.pid\n"
+# The job may run in its own PID namespace, so the pid it sees is not the host's: the background
+# sleep carries a marker (the workdir's inode, the same inside and outside the sandbox) in its
+# environment, and the test finds it on the host by that marker.
+BACKGROUND_SLEEP = "BG_MARK=$(stat -c %i .) sleep 30 & echo $! > bg.pid\n"
 
 
-def background_pid(workdir: Path) -> int:
-    return int((workdir / "bg.pid").read_text().strip())
+def marked_pids(mark: str) -> list[int]:
+    found = []
+    needle = f"BG_MARK={mark}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def background_pid(workdir: Path) -> str:
+    """The marker of the background sleep the step started (it must have started)."""
+    assert (workdir / "bg.pid").read_text().strip(), "the background process never started"
+    return str(workdir.stat().st_ino)
 
 
 # --- exit codes, capture ------------------------------------------------------------------------
@@ -160,12 +194,13 @@ async def test_env_layers_parent_run_job_step_extra(tmp_path: Path, monkeypatch:
     }
     outcome = await execute(run, workdir=tmp_path, extra_env={"D": "extra"})
     assert outcome.steps[0].name == "j/show"
-    assert outcome.steps[0].stdout == b"run job step extra parent\n"
+    # The daemon's own variables never reach a job (only the sandbox's allow-list does).
+    assert outcome.steps[0].stdout == b"run job step extra \n"
     # the simple steps form layers the same way, minus the job level
     outcome = await execute(
         {"env": env, "steps": [step("show", script, env={"C": "step"})]}, workdir=tmp_path
     )
-    assert outcome.steps[0].stdout == b"run run step run parent\n"
+    assert outcome.steps[0].stdout == b"run run step run \n"
 
 
 async def test_working_directory_is_relative_to_workdir(tmp_path: Path) -> None:
@@ -179,8 +214,11 @@ async def test_working_directory_is_relative_to_workdir(tmp_path: Path) -> None:
     }
     outcome = await execute(run, workdir=tmp_path)
     root, sub, dotdot = (Path(s.stdout.decode().strip()) for s in outcome.steps)
-    assert root == tmp_path.resolve() == dotdot
-    assert sub == tmp_path.resolve() / "sub" / "deeper"
+    inside = Path(
+        executor.Sandbox().inside(tmp_path)
+    )  # the path the job sees (JOB_DIR if its own is unreachable)
+    assert root == inside == dotdot
+    assert sub == inside / "sub" / "deeper"
 
 
 @pytest.mark.parametrize("directory", ["..", "../elsewhere", "a/../../b", "/tmp", "/"])

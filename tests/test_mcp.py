@@ -65,7 +65,10 @@ async def test_stdio_server_lists_the_prototype_tools_with_their_parameters(tmp_
     assert set(tools) >= PROTOTYPE_TOOLS
     assert {"inspect_cid", "get_workflow_result", "list_workflows"} <= set(tools)
     schedule = tools["schedule_p2p_workflow"].input_schema
-    assert set(schedule["properties"]) == {"workflow_id", "name", "tags", "priority", "metadata"}
+    assert set(schedule["properties"]) == {
+        "workflow_id", "name", "tags", "priority", "metadata", "command", "manual",
+    }  # fmt: skip
+    assert set(schedule["required"]) == {"workflow_id", "name", "tags"}  # the prototype's call still fits
     assert set(schedule["required"]) == {"workflow_id", "name", "tags"}
     assert set(tools["initialize_p2p_scheduler"].input_schema["properties"]) == {"peer_id", "peers"}
     assert set(tools["calculate_peer_distance"].input_schema["properties"]) == {"hash1", "hash2"}
@@ -94,11 +97,12 @@ async def _session(stdio_client: Client) -> None:
             tags=["p2p_eligible"],
             priority=float(i),
             metadata={"i": str(i)},
+            manual=True,
         )
         assert answer["success"] is True and answer["assigned_peer"] in {"alpha", "beta", "gamma"}
         scheduled.append(answer)
     refused = await _call(
-        stdio_client, "schedule_p2p_workflow", workflow_id="gh", name="gh", tags=["github_api"]
+        stdio_client, "schedule_p2p_workflow", workflow_id="gh", name="gh", tags=["github_api"], manual=True
     )
     assert refused["success"] is False and "GitHub API" in refused["reason"]
 
@@ -156,6 +160,40 @@ async def test_without_any_identity_tools_say_how_to_initialize(tmp_path: Path) 
         assert status["peer_id"] == "solo"
 
 
+async def test_a_fresh_repo_without_peer_id_still_schedules_under_a_generated_identity(
+    tmp_path: Path,
+) -> None:
+    """Issue 12: MCP with a fresh repo and no P2P_PEER_ID refused to schedule."""
+    async with _stdio(tmp_path / "fresh") as client:
+        answer = await _call(
+            client, "schedule_p2p_workflow", workflow_id="w", name="w", tags=["code_gen"], command="echo hi"
+        )
+        assert answer["success"] is True, answer
+        status = await _call(client, "get_p2p_scheduler_status")
+    assert status["peer_id"].startswith("peer-") and status["total_workflows"] == 1
+    assert answer["assigned_peer"] == status["peer_id"]
+    # The identity is the repo's from now on: a new server process sees the same peer.
+    async with _stdio(tmp_path / "fresh") as client:
+        again = await _call(client, "get_p2p_scheduler_status")
+    assert again["peer_id"] == status["peer_id"]
+
+
+async def test_a_workflow_with_nothing_to_run_is_refused_at_schedule_time(tmp_path: Path) -> None:
+    """Issue 12: every schedule_p2p_workflow call created a workflow that stayed pending forever."""
+    async with _stdio(tmp_path / "repo", P2P_PEER_ID="alpha") as client:
+        refused = await _call(
+            client, "schedule_p2p_workflow", workflow_id="idle", name="idle", tags="p2p_only"
+        )
+        listing = await _call(client, "list_workflows")
+        manual = await _call(
+            client, "schedule_p2p_workflow", workflow_id="pull", name="pull", tags="p2p_only", manual=True
+        )
+        taken = await _call(client, "get_next_p2p_workflow")
+    assert refused["success"] is False and refused["code"] == "invalid"
+    assert "nothing to run" in refused["error"] and listing["total"] == 0
+    assert manual["success"] is True and taken["workflow"]["workflow_id"] == "pull"
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -184,7 +222,12 @@ async def test_streamable_http_transport(tmp_path: Path) -> None:
                 time.sleep(0.1)
         async with Client(f"http://127.0.0.1:{port}/mcp", read_timeout_seconds=60) as client:
             answer = await _call(
-                client, "schedule_p2p_workflow", workflow_id="h1", name="over http", tags="p2p_only"
+                client,
+                "schedule_p2p_workflow",
+                workflow_id="h1",
+                name="over http",
+                tags="p2p_only",
+                command="true",
             )
             assert answer["success"] is True
             status = await _call(client, "get_p2p_scheduler_status")
@@ -198,7 +241,7 @@ async def test_tools_are_importable_async_functions(tmp_path: Path, monkeypatch:
     monkeypatch.setenv("P2P_PEER_ID", "lib")
     mcp_tools.configure(repo=tmp_path / "lib")
     try:
-        answer = await mcp_tools.schedule_p2p_workflow("x", "x", ["code_gen"])
+        answer = await mcp_tools.schedule_p2p_workflow("x", "x", ["code_gen"], command="echo x")
         assert answer["success"] is True and answer["assigned_peer"] == "lib"
         status = await mcp_tools.get_p2p_scheduler_status()
         assert status["total_workflows"] == 1

@@ -1,11 +1,11 @@
 """The JSON API of a running peer: aiohttp routes under ``/api/v1/`` that call :mod:`ipld_scheduler.ops`.
 
-Owns: the route table (:data:`ROUTES`, shared with :mod:`.client` so both sides agree on paths and
-methods), how request arguments reach an operation (path and query for GET/DELETE, a JSON object
-body for POST), the error envelope ``{"success": false, "error", "code"}`` with the HTTP status
-of the :class:`~ipld_scheduler.ops.OpError`, the CAR export/import routes, the ``id`` probe the CLI
-uses to tell a live peer from a stale ``<repo>/api`` file, and the server-sent-event stream the
-dashboard follows.
+Owns: serving the route table (:data:`.routes.ROUTES`, shared with :mod:`ipld_scheduler.client`
+so both sides agree on paths and methods), how request arguments reach an operation (path and
+query for GET/DELETE, a JSON object body for POST), the error envelope ``{"success": false,
+"error", "code"}`` with the HTTP status :mod:`ipld_scheduler.errors` gives the error's class (the
+only mapping), the CAR export/import routes, the ``id`` probe the CLI uses to tell a live peer
+from a stale ``<repo>/api`` file, and the server-sent-event stream the dashboard follows.
 
 Must not: implement an operation, hold state beyond the request, or be reachable from other web
 pages: writes need ``Content-Type: application/json`` (or the CAR type), which a cross-site form
@@ -22,14 +22,17 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from aiohttp import web
 
 from .. import ops
+from ..daemon import liveness_of
+from ..errors import InvalidInput, IpldSchedulerError, NotFound
 from ..replica import Replica
+from .routes import API_PREFIX, CAR_MEDIA_TYPE, ROUTES, Route
 
 __all__ = [
     "API_PREFIX",
@@ -43,48 +46,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-API_PREFIX: Final = "/api/v1"
-CAR_MEDIA_TYPE: Final = "application/vnd.ipld.car"
 MAX_BODY: Final = 256 * 1024 * 1024
 """Largest request body (a CAR import of a big DAG); JSON bodies are checked against 1 MiB."""
 MAX_JSON_BODY: Final = 1024 * 1024
 SSE_REFRESH_S: Final = 2.0
 """Idle period after which the event stream re-sends the overview (liveness changes with time)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """One operation over HTTP. Path parameters are written ``{name}``; other arguments travel as
-    query parameters (GET, DELETE) or as a JSON object body (POST)."""
-
-    op: str
-    method: str
-    path: str
-
-
-ROUTES: Final[dict[str, Route]] = {
-    r.op: r
-    for r in (
-        Route("status", "GET", "/status"),
-        Route("workflows", "GET", "/workflows"),
-        Route("schedule", "POST", "/workflows"),
-        Route("results", "GET", "/results"),
-        Route("cancel", "POST", "/cancel"),
-        Route("reprioritize", "POST", "/reprioritize"),
-        Route("next", "POST", "/next"),
-        Route("assigned", "GET", "/assigned"),
-        Route("tags", "GET", "/tags"),
-        Route("peers", "GET", "/peers"),
-        Route("add_peer", "POST", "/peers"),
-        Route("remove_peer", "DELETE", "/peers"),
-        Route("inspect", "GET", "/blocks/{cid}"),
-        Route("log", "GET", "/log"),
-        Route("merge", "POST", "/merge"),
-        Route("overview", "GET", "/overview"),
-    )
-}
-"""Operation name -> route. Workflow and peer ids travel as arguments, never in the path: ids may
-contain ``/`` (``.github/workflows/ci.yml:build``)."""
 
 
 @dataclass
@@ -109,27 +75,6 @@ class ApiContext:
 CONTEXT: Final = web.AppKey("ipld_scheduler_context", ApiContext)
 
 
-def liveness_of(peer: Any) -> dict[str, str] | None:
-    """Per-peer liveness from the runtime (``alive`` / ``unknown`` / ``unhealthy``), None without one.
-
-    The runtime exposes ``liveness()`` returning a mapping of peer -> state (enum or string); read
-    defensively because a missing or failing runtime must not take the API down with it.
-    """
-    if peer is None:
-        return None
-    method = getattr(peer, "liveness", None)
-    if not callable(method):
-        return None
-    try:
-        raw = method()
-    except Exception:  # the dashboard must keep answering even if the runtime misbehaves
-        log.exception("peer.liveness() failed")
-        return None
-    if not isinstance(raw, Mapping):
-        return None
-    return {str(k): str(getattr(v, "value", v)) for k, v in raw.items()}
-
-
 def _accepted(fn: ops.Operation) -> set[str]:
     return {n for n in inspect.signature(fn).parameters if n not in ("replica", "liveness")}
 
@@ -138,26 +83,26 @@ async def _arguments(request: web.Request, route: Route) -> dict[str, Any]:
     args: dict[str, Any] = {}
     if route.method == "POST":
         if request.content_type != "application/json":
-            raise ops.InvalidArgument(
+            raise InvalidInput(
                 "send the arguments as a JSON object with Content-Type: application/json"
             )
         if request.content_length is not None and request.content_length > MAX_JSON_BODY:
-            raise ops.InvalidArgument(f"JSON body larger than {MAX_JSON_BODY} bytes")
+            raise InvalidInput(f"JSON body larger than {MAX_JSON_BODY} bytes")
         raw = await request.read()
         if len(raw) > MAX_JSON_BODY:
-            raise ops.InvalidArgument(f"JSON body larger than {MAX_JSON_BODY} bytes")
+            raise InvalidInput(f"JSON body larger than {MAX_JSON_BODY} bytes")
         try:
             body = json.loads(raw or b"{}")
         except ValueError as exc:
-            raise ops.InvalidArgument(f"body is not valid JSON: {exc}") from None
+            raise InvalidInput(f"body is not valid JSON: {exc}") from None
         if not isinstance(body, dict):
-            raise ops.InvalidArgument("body must be a JSON object of arguments")
+            raise InvalidInput("body must be a JSON object of arguments")
         args.update(body)
     else:
         for key in request.query:
             values = request.query.getall(key)
             if len(values) > 1:
-                raise ops.InvalidArgument(f"query parameter {key!r} given more than once")
+                raise InvalidInput(f"query parameter {key!r} given more than once")
             args[key] = values[0]
     args.update(request.match_info)
     return args
@@ -173,7 +118,7 @@ def _handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
         args = await _arguments(request, route)
         unknown = sorted(set(args) - accepted)
         if unknown:
-            raise ops.InvalidArgument(
+            raise InvalidInput(
                 f"{route.op}: unknown argument(s) {', '.join(unknown)}; "
                 f"accepted: {', '.join(sorted(accepted))}"
             )
@@ -182,7 +127,7 @@ def _handler(route: Route) -> Callable[[web.Request], Awaitable[web.StreamRespon
         try:
             answer = await fn(ctx.replica, **args)
         except TypeError as exc:
-            raise ops.InvalidArgument(f"{route.op}: {exc}") from None
+            raise InvalidInput(f"{route.op}: {exc}") from None
         return web.json_response(answer)
 
     return handle
@@ -195,15 +140,13 @@ async def _errors(
     """Every failure becomes the JSON error envelope; a bug is a 500 that says so, never a hang."""
     try:
         return await handler(request)
-    except ops.OpError as exc:
+    except IpldSchedulerError as exc:
         return web.json_response(exc.to_dict(), status=exc.http_status)
     except web.HTTPException as exc:
         if exc.status < 400 or not request.path.startswith(API_PREFIX):
             raise
-        return web.json_response(
-            {"success": False, "error": exc.reason, "code": "not_found" if exc.status == 404 else "invalid"},
-            status=exc.status,
-        )
+        cause = NotFound if exc.status == 404 else InvalidInput
+        return web.json_response(cause(exc.reason).to_dict(), status=exc.status)
     except (asyncio.CancelledError, ConnectionResetError):
         raise
     except Exception as exc:
@@ -276,7 +219,7 @@ async def _export(request: web.Request) -> web.Response:
 
 async def _import(request: web.Request) -> web.Response:
     if request.content_type != CAR_MEDIA_TYPE:
-        raise ops.InvalidArgument(f"send the CAR bytes with Content-Type: {CAR_MEDIA_TYPE}")
+        raise InvalidInput(f"send the CAR bytes with Content-Type: {CAR_MEDIA_TYPE}")
     data = await request.read()
     return web.json_response(await ops.import_car(request.app[CONTEXT].replica, data))
 

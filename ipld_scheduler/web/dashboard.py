@@ -21,6 +21,7 @@ from typing import Final
 from aiohttp import web
 
 from .. import ops
+from ..errors import IpldSchedulerError
 from .api import CONTEXT
 
 __all__ = ["STATIC_DIR", "add_dashboard_routes"]
@@ -46,7 +47,7 @@ async def _block(request: web.Request) -> web.Response:
     cid = request.match_info["cid"]
     try:
         answer = await ops.inspect(ctx.replica, cid)
-    except ops.OpError as exc:
+    except IpldSchedulerError as exc:
         body = f"<p class='muted'>{html.escape(exc.message)}</p>"
         return web.Response(text=_page(cid, body), content_type="text/html", status=exc.http_status)
     pretty = json.dumps(answer["data"], indent=2, ensure_ascii=False)

@@ -18,10 +18,10 @@ from typing import Any
 
 from aiohttp import web
 
+from ..client import remove_api_file, write_api_file
 from ..metrics import CONTENT_TYPE, build_registry, render
 from ..replica import Replica
 from .api import ApiContext, add_api_routes, host_guard
-from .client import remove_api_file, write_api_file
 from .dashboard import add_dashboard_routes
 
 __all__ = ["WebServer", "build_app"]

@@ -37,7 +37,7 @@ function renderPeers(peers) {
   fillTable("peers", peers.map((p) => [
     el("span", {class: "mono"}, p.peer_id, p.self ? " (this peer)" : ""),
     p.member ? badge("member", "alive") : badge("removed"),
-    p.liveness ? badge(p.liveness) : el("span", {class: "muted"}, "not reported"),
+    p.liveness ? badge(p.liveness) : el("span", {class: "muted"}, "not heard"),
     String(p.assigned),
   ]));
 }
@@ -61,8 +61,14 @@ function renderQueue(queue) {
   document.getElementById("queue-empty").hidden = queue.length > 0;
 }
 
+// Newest first by the DAG's own order: height descending, then CID (so concurrent events at one
+// height keep a stable order on every peer, whatever order they arrived in).
+function byHeightThenCid(a, b) {
+  return (b.height - a.height) || (a.cid < b.cid ? -1 : a.cid > b.cid ? 1 : 0);
+}
+
 function renderEvents(events) {
-  const rows = events.slice().reverse();
+  const rows = events.slice().sort(byHeightThenCid);
   fillTable("events", rows.map((e) => [
     String(e.height),
     el("span", {}, el("span", {class: "badge", style: "background:" + (KIND_COLOURS[e.kind] || "#e5e7eb")}, e.kind)),

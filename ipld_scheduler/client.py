@@ -7,8 +7,13 @@ either :class:`RemoteScheduler` (a thin HTTP client of :mod:`.api`'s routes) or
 :class:`DirectScheduler` (opens the repo, calls :mod:`ipld_scheduler.ops`, closes it) behind one
 interface, :class:`Scheduler`, so a command never knows which one it got.
 
-Must not: implement an operation or interpret answers: remote errors are rebuilt as the same
-:class:`~ipld_scheduler.ops.OpError` classes the operations raise, so both paths fail alike.
+Also owns which identity a repo *without* one takes: the caller's (``--peer-id``, ``P2P_PEER_ID``,
+resolved by :mod:`ipld_scheduler.config`), or with ``automatic`` (the MCP server) a generated one,
+as the prototype's automatic peer-id detection promised.
+
+Must not: implement an operation, interpret answers or read the environment: remote errors are
+rebuilt as the same :mod:`ipld_scheduler.errors` classes the operations raise (one mapping, by
+``code``), so both paths fail alike. aiohttp is imported only when a running peer is probed.
 """
 
 from __future__ import annotations
@@ -18,16 +23,17 @@ import contextlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import quote
 
-import aiohttp
+from .errors import InvalidInput, Refused, Unavailable, error_class
+from .web.routes import API_PREFIX, CAR_MEDIA_TYPE, ROUTES
 
-from .. import ops
-from ..ports import StoreError
-from ..replica import Replica, SchedulerError
-from ..repo import DB_NAME, Repo, RepoError, RepoLocked
-from .api import API_PREFIX, CAR_MEDIA_TYPE, ROUTES
+if TYPE_CHECKING:
+    import aiohttp
+
+    from .replica import Replica
+    from .repo import Repo
 
 __all__ = [
     "API_FILE",
@@ -36,8 +42,11 @@ __all__ = [
     "RemoteScheduler",
     "Scheduler",
     "api_file",
+    "automatic_peer_id",
     "connect",
     "find_running_peer",
+    "initialize",
+    "open_direct",
     "remove_api_file",
     "write_api_file",
 ]
@@ -50,8 +59,8 @@ LOCK_RETRY_S: Final = 5.0
 written, or just removed) before reporting the lock."""
 
 
-class NotInitialized(ops.Unavailable):
-    """The repo has no peer identity yet; the message says how to give it one."""
+class NotInitialized(Unavailable):
+    """The repo has no peer identity yet; the message says how to give it one (exit 4, HTTP 503)."""
 
     code = "not_initialized"
 
@@ -81,7 +90,7 @@ async def initialize(
     """
     status = await scheduler.call("status")
     if wanted and status["peer_id"] != wanted:
-        raise ops.Refused(f"this repo belongs to peer {status['peer_id']!r}, not {wanted!r}: {hint}")
+        raise Refused(f"this repo belongs to peer {status['peer_id']!r}, not {wanted!r}: {hint}")
     for member in members:
         if member not in status["peers"]:
             await scheduler.call("add_peer", peer_id=member)
@@ -122,6 +131,8 @@ async def find_running_peer(repo_path: str | Path) -> str | None:
         return None
     if not url.startswith(("http://", "https://")):
         return None
+    import aiohttp
+
     timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
     try:
         async with (
@@ -148,25 +159,28 @@ class RemoteScheduler:
 
     def __init__(self, url: str, *, timeout: float = REQUEST_TIMEOUT_S) -> None:
         self.url: str | None = url
+        import aiohttp
+
         self._base = url.rstrip("/") + API_PREFIX
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
+        self._client_error: type[Exception] = aiohttp.ClientError
 
     async def _answer(self, response: aiohttp.ClientResponse) -> dict[str, Any]:
         try:
             body = await response.json(content_type=None)
         except ValueError:
             text = (await response.text())[:200]
-            raise ops.Unavailable(f"peer at {self.url} answered HTTP {response.status}: {text}") from None
+            raise Unavailable(f"peer at {self.url} answered HTTP {response.status}: {text}") from None
         if response.status >= 400 or not isinstance(body, dict):
             if isinstance(body, dict) and "error" in body:
-                raise ops.error_from_code(str(body.get("code", "")), str(body["error"]))
-            raise ops.Unavailable(f"peer at {self.url} answered HTTP {response.status}")
+                raise error_class(str(body.get("code", "")))(str(body["error"]))
+            raise Unavailable(f"peer at {self.url} answered HTTP {response.status}")
         return body
 
     async def call(self, op: str, **arguments: Any) -> dict[str, Any]:
         route = ROUTES.get(op)
         if route is None:
-            raise ops.InvalidArgument(f"unknown operation {op!r}")
+            raise InvalidInput(f"unknown operation {op!r}")
         path = route.path
         for name in list(arguments):
             if "{" + name + "}" in path:
@@ -180,10 +194,8 @@ class RemoteScheduler:
         try:
             async with self._session.request(route.method, self._base + path, **kwargs) as response:
                 return await self._answer(response)
-        except aiohttp.ClientError as exc:
-            raise ops.Unavailable(
-                f"the peer serving this repo at {self.url} stopped answering: {exc}"
-            ) from None
+        except self._client_error as exc:
+            raise Unavailable(f"the peer serving this repo at {self.url} stopped answering: {exc}") from None
 
     async def export_car(self) -> tuple[bytes, dict[str, Any]]:
         try:
@@ -193,8 +205,8 @@ class RemoteScheduler:
                 data = await response.read()
                 roots = [r for r in response.headers.get("X-Roots", "").split(",") if r]
                 blocks = int(response.headers.get("X-Blocks", "0"))
-        except aiohttp.ClientError as exc:
-            raise ops.Unavailable(f"the peer at {self.url} stopped answering: {exc}") from None
+        except self._client_error as exc:
+            raise Unavailable(f"the peer at {self.url} stopped answering: {exc}") from None
         return data, {"success": True, "roots": roots, "blocks": blocks, "size": len(data)}
 
     async def import_car(self, data: bytes) -> dict[str, Any]:
@@ -203,8 +215,8 @@ class RemoteScheduler:
                 self._base + "/import", data=data, headers={"Content-Type": CAR_MEDIA_TYPE}
             ) as response:
                 return await self._answer(response)
-        except aiohttp.ClientError as exc:
-            raise ops.Unavailable(f"the peer at {self.url} stopped answering: {exc}") from None
+        except self._client_error as exc:
+            raise Unavailable(f"the peer at {self.url} stopped answering: {exc}") from None
 
     async def close(self) -> None:
         await self._session.close()
@@ -223,29 +235,25 @@ class DirectScheduler:
         self.replica = replica
 
     async def call(self, op: str, **arguments: Any) -> dict[str, Any]:
+        from . import ops
+
         fn = ops.OPERATIONS.get(op)
         if fn is None:
-            raise ops.InvalidArgument(f"unknown operation {op!r}")
-        try:
-            return await fn(self.replica, **arguments)
-        except StoreError as exc:
-            raise ops.Unavailable(f"block store failed: {exc}") from None
+            raise InvalidInput(f"unknown operation {op!r}")
+        return await fn(self.replica, **arguments)
 
     async def export_car(self) -> tuple[bytes, dict[str, Any]]:
+        from . import ops
+
         return await ops.export_car(self.replica)
 
     async def import_car(self, data: bytes) -> dict[str, Any]:
-        try:
-            return await ops.import_car(self.replica, data)
-        except StoreError as exc:
-            raise ops.Unavailable(f"block store failed: {exc}") from None
+        from . import ops
+
+        return await ops.import_car(self.replica, data)
 
     async def close(self) -> None:
         await self.replica.close()
-
-
-def _env_peers() -> list[str]:
-    return [p.strip() for p in os.environ.get("P2P_BOOTSTRAP_PEERS", "").split(",") if p.strip()]
 
 
 async def open_direct(
@@ -254,53 +262,75 @@ async def open_direct(
     ipfs_api: str | None,
     peer_id: str | None = None,
     peers: Iterable[str] = (),
+    new_peer_id: str | None = None,
+    new_peers: Iterable[str] = (),
     create: bool = False,
+    automatic: bool = False,
 ) -> DirectScheduler:
     """Open the repo (waiting out a peer that is starting or stopping) and its replica."""
-    _check_exists(repo_path, create)
+    _check_exists(repo_path, create or automatic or bool(peer_id or new_peer_id))
     repo = await _open_repo(repo_path, False)
-    assert isinstance(repo, Repo)
-    return await _open_replica(repo, ipfs_api=ipfs_api, peer_id=peer_id, peers=peers)
+    assert not isinstance(repo, str)
+    return await _open_replica(
+        repo,
+        ipfs_api=ipfs_api,
+        peer_id=peer_id,
+        peers=peers,
+        new_peer_id=new_peer_id,
+        new_peers=new_peers,
+        automatic=automatic,
+    )
 
 
 def _check_exists(repo_path: Path, create: bool) -> None:
-    """``create`` (``init``) makes the directory; otherwise a missing repo is only created when
-    ``P2P_PEER_ID`` names the peer, as the prototype's env-configured scheduler did."""
-    if not (repo_path / DB_NAME).exists() and not create and not os.environ.get("P2P_PEER_ID", "").strip():
+    """``create`` (``init``, or an identity to give a new repo) makes the directory; otherwise a
+    missing repo is an error that says how to create one."""
+    from .repo import DB_NAME
+
+    if not create and not (repo_path / DB_NAME).exists():
         raise NotInitialized(
             f"no repo at {repo_path}: run `ipld-scheduler --repo {repo_path} init --peer-id NAME` "
             "(or set P2P_PEER_ID)"
         )
 
 
-async def _open_replica(
-    repo: Repo, *, ipfs_api: str | None, peer_id: str | None, peers: Iterable[str]
-) -> DirectScheduler:
-    """A repo without identity takes ``peer_id`` (or ``P2P_PEER_ID``) and the bootstrap peers."""
-    from ..scheduler import open_replica
+def automatic_peer_id() -> str:
+    """An identity for a repo nobody named: ``peer-<host>-<6 hex>``, kept in the repo from then on."""
+    import re
+    import secrets
+    import socket
 
-    env_id = os.environ.get("P2P_PEER_ID", "").strip() or None
+    host = re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname()).strip("-")[:40] or "host"
+    return f"peer-{host}-{secrets.token_hex(3)}"
+
+
+async def _open_replica(
+    repo: Repo,
+    *,
+    ipfs_api: str | None,
+    peer_id: str | None,
+    peers: Iterable[str],
+    new_peer_id: str | None = None,
+    new_peers: Iterable[str] = (),
+    automatic: bool = False,
+) -> DirectScheduler:
+    """``peer_id`` must match the repo's identity; a repo without one takes ``peer_id``, else
+    ``new_peer_id`` (``P2P_PEER_ID``) and ``new_peers``, else (``automatic``) a generated id."""
+    from .backends import open_replica
+
     try:
         stored = repo.config().get("peer_id")
-        wanted = peer_id or (None if stored else env_id)
+        wanted = peer_id or (None if stored else new_peer_id)
         if stored is None and wanted is None:
-            raise NotInitialized(
-                f"repo {repo.path} has no peer identity: run `ipld-scheduler init --peer-id NAME` "
-                "(or set P2P_PEER_ID)"
-            )
+            if not automatic:
+                raise NotInitialized(
+                    f"repo {repo.path} has no peer identity: run `ipld-scheduler init --peer-id NAME` "
+                    "(or set P2P_PEER_ID)"
+                )
+            wanted = automatic_peer_id()
         replica = await open_replica(
-            wanted, [*peers, *(_env_peers() if not stored else [])], repo=repo, ipfs_api=ipfs_api
+            wanted, [*peers, *(new_peers if not stored else [])], repo=repo, ipfs_api=ipfs_api
         )
-    except SchedulerError as exc:
-        repo.close()
-        raise ops.Refused(str(exc)) from None
-    except RepoError as exc:
-        repo.close()
-        raise ops.Unavailable(str(exc)) from None
-    except StoreError as exc:
-        repo.close()
-        where = f"the IPFS API at {ipfs_api}" if ipfs_api else "the block store"
-        raise ops.Unavailable(f"cannot use {where}: {exc}. Is the daemon running?") from None
     except BaseException:
         repo.close()
         raise
@@ -313,6 +343,8 @@ async def _open_repo(repo_path: Path, watch_api: bool) -> Repo | str:
     A locked repo is retried for :data:`LOCK_RETRY_S`: a peer that is starting holds the lock a
     moment before it publishes ``<repo>/api``, and one that is stopping removes the file first.
     """
+    from .repo import Repo, RepoLocked
+
     loop = asyncio.get_running_loop()
     deadline = loop.time() + LOCK_RETRY_S
     while True:
@@ -324,13 +356,11 @@ async def _open_repo(repo_path: Path, watch_api: bool) -> Repo | str:
                 if url is not None:
                     return url
             if loop.time() >= deadline:
-                raise ops.Unavailable(
+                raise Unavailable(
                     f"{exc}. If it is `ipld-scheduler run`, it has not published {api_file(repo_path)} "
                     "(or stopped answering); otherwise wait for it to finish"
                 ) from None
             await asyncio.sleep(0.1)
-        except RepoError as exc:
-            raise ops.Unavailable(str(exc)) from None
 
 
 async def connect(
@@ -339,17 +369,33 @@ async def connect(
     ipfs_api: str | None = None,
     peer_id: str | None = None,
     peers: Iterable[str] = (),
+    new_peer_id: str | None = None,
+    new_peers: Iterable[str] = (),
     create: bool = False,
+    automatic: bool = False,
     prefer_remote: bool = True,
 ) -> Scheduler:
-    """The running peer serving ``repo_path`` if one answers, else the repo opened directly."""
+    """The running peer serving ``repo_path`` if one answers, else the repo opened directly.
+
+    ``peer_id``/``peers``: the identity the caller insists on and members to record (flags);
+    ``new_peer_id``/``new_peers``: what a repo without identity takes (``P2P_PEER_ID`` /
+    ``P2P_BOOTSTRAP_PEERS``); ``automatic``: generate an identity when neither names one.
+    """
     path = Path(repo_path).absolute()
     if prefer_remote:
         url = await find_running_peer(path)
         if url is not None:
             return RemoteScheduler(url)
-    _check_exists(path, create)
+    _check_exists(path, create or automatic or bool(peer_id or new_peer_id))
     opened = await _open_repo(path, prefer_remote)
     if isinstance(opened, str):
         return RemoteScheduler(opened)
-    return await _open_replica(opened, ipfs_api=ipfs_api, peer_id=peer_id, peers=peers)
+    return await _open_replica(
+        opened,
+        ipfs_api=ipfs_api,
+        peer_id=peer_id,
+        peers=peers,
+        new_peer_id=new_peer_id,
+        new_peers=new_peers,
+        automatic=automatic,
+    )

