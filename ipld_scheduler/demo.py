@@ -62,7 +62,7 @@ jobs:
       - name: generate module
         run: printf 'def add(a, b):\\n    return a + b\\n' > mod.py
       - name: compile
-        shell: python
+        shell: python3 {0}
         run: |
           import py_compile
           py_compile.compile("mod.py", doraise=True)
@@ -75,7 +75,7 @@ jobs:
         n: [3, 5]
     steps:
       - name: test n=${{ matrix.n }}
-        shell: python
+        shell: python3 {0}
         run: |
           import time
           time.sleep(0.2)

@@ -310,6 +310,14 @@ def validate_run(run: Mapping[str, Any]) -> None:
     Strict on purpose: unknown keys are errors (a typo such as ``timeout`` for ``timeout_s`` would
     otherwise silently drop a limit), and every size is bounded because specs arrive from peers.
     """
+    if isinstance(run, Mapping) and run.get("engine") == "act":
+        from .gha.plan import ActRunSpecError, validate_act_run
+
+        try:
+            validate_act_run(run)
+        except ActRunSpecError as exc:
+            raise RunSpecError(str(exc)) from exc
+        return
     _map_keys(run, _TOP_KEYS, "run")
     if ("steps" in run) == ("jobs" in run):
         raise RunSpecError("run: exactly one of 'steps' or 'jobs' is required")

@@ -250,22 +250,23 @@ def test_a_repo_locked_by_a_process_without_api_is_reported(repo: Path) -> None:
 def test_schedule_from_a_github_actions_file(repo: Path) -> None:
     env = clean_env(WORKFLOW_TAG="code_gen")
     answer = ok_json(
-        repo, "schedule", "--workflow-file", str(EXAMPLE), "--job", "crunch", "--id", "nightly", env=env
+        repo, "schedule", "--workflow-file", str(EXAMPLE), "--job", "crunch", "--id", "nightly",
+        "--priority", "0.5", env=env,
     )
     assert answer["success"] is True
     listing = ok_json(repo, "workflows")["workflows"][0]
     assert listing["name"] == "Nightly data crunch" and listing["priority"] == 0.5
     assert listing["tags"] == ["code_gen", "data_processing", "p2p_eligible"]
     block = ok_json(repo, "inspect", listing["workflow_cid"])["data"]
-    assert [job["id"] for job in block["run"]["jobs"]] == ["prepare", "crunch.1", "crunch.2"]
+    assert block["run"]["engine"] == "act" and block["run"]["job"] == "crunch"
+    assert "\nname: Nightly data crunch\n" in block["run"]["workflow"]
     assert block["metadata"]["job"] == "crunch"
 
 
 def test_hostile_workflow_files_are_refused_with_the_reason(repo: Path, tmp_path: Path) -> None:
     cases = {
         "syntax.yml": "jobs: [unclosed",
-        "docker.yml": "on: push\njobs:\n  b:\n    runs-on: x\n    container: node:20\n"
-        "    steps: [{run: echo}]\n",
+        "nojobs.yml": "on: push\nname: nothing to run\n",
         "bomb.yml": "a: &a [x, x, x, x, x, x, x, x, x]\n"
         + "".join(
             f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"

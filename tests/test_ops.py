@@ -225,7 +225,8 @@ jobs:
     assert args["workflow_id"] == ".github/workflows/n.yml:crunch"
     assert args["name"] == "Nightly data" and args["priority"] == 0.5
     assert args["tags"] == ["data_processing", "p2p_eligible"]
-    assert args["run"]["jobs"][0]["steps"][0]["run"] == "echo crunching"
+    assert args["run"]["engine"] == "act" and args["run"]["job"] == "crunch"
+    assert "echo crunching" in args["run"]["workflow"]
     assert args["metadata"]["job"] == "crunch"
     env = ops.workflow_from_actions(yaml_text, env_tags="code_gen", priority=2.0)
     assert "code_gen" in env["tags"] and env["priority"] == 2.0
