@@ -580,15 +580,15 @@ class Repo:
         _ = self._conn  # refuse on a closed repo
         try:
             return self._writer.submit(op)
-        except WriterClosed:
-            raise RepoError(f"repo {self.path} is closed") from None
+        except WriterClosed as exc:  # closed meanwhile, or its thread died
+            raise RepoError(f"repo {self.path}: {exc}") from None
 
     def _submit_async(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         _ = self._conn
         try:
             return self._writer.submit_async(op)
-        except WriterClosed:
-            raise RepoError(f"repo {self.path} is closed") from None
+        except WriterClosed as exc:  # closed meanwhile, or its thread died
+            raise RepoError(f"repo {self.path}: {exc}") from None
 
     def _wait(self, op: Callable[[sqlite3.Connection], T]) -> T:
         future = self._submit(op)
