@@ -6,7 +6,10 @@ transaction, each write in its own ``SAVEPOINT`` (a refused write is rolled back
 stay), and that transaction's single ``COMMIT`` (one fsync under WAL + ``synchronous=FULL``) acknowledges
 them all, in submission order. Under load groups form by themselves while the previous fsync runs, so N
 concurrent writers pay about one fsync, and an asyncio caller awaits its write without the event loop
-ever waiting on the disk.
+ever waiting on the disk. A synchronous caller (``call``) that finds nothing queued and nobody committing
+commits its write on its own thread instead (it would block either way), saving two thread hops; the
+connection is then used by one thread at a time, under the commit lock, and order is kept because
+that happens only when no earlier write is still unsettled.
 
 Must not: know the schema (a write is a function of the connection), wait on a timer to collect a bigger
 group, or acknowledge a write before the ``COMMIT`` that holds it has returned. Lives beside
@@ -85,6 +88,10 @@ class GroupWriter:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._broken: WriterClosed | None = None
+        self._commit_lock = threading.Lock()
+        """Held by whoever runs a transaction: the writer thread, or a synchronous caller inline."""
+        self._unsettled = 0
+        """Writes queued and not yet settled (under ``_lock``): an inline commit needs zero."""
         self._commits = 0
         self._writes = 0
         self._largest = 0
@@ -141,18 +148,50 @@ class GroupWriter:
 
     def _enqueue(self, pending: _Pending[Any]) -> None:
         with self._lock:
-            if self._closed:
-                raise WriterClosed(f"{self._name} is closed")
-            if self._broken is not None:
-                raise WriterClosed(str(self._broken))
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-                self._thread.start()
-            self._queue.put(pending)
+            self._enqueue_locked(pending)
+
+    def _enqueue_locked(self, pending: _Pending[Any]) -> None:
+        if self._closed:
+            raise WriterClosed(f"{self._name} is closed")
+        if self._broken is not None:
+            raise WriterClosed(str(self._broken))
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+            self._thread.start()
+        self._unsettled += 1
+        self._queue.put(pending)
 
     def call(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        """Submit and block the calling thread until durable (the synchronous API's path)."""
-        return self.submit(op).result()
+        """Run ``op`` durably and block the calling thread until then (the synchronous API's path).
+
+        With nothing unsettled and nobody committing, the transaction runs right here (no thread hop);
+        otherwise the write is queued behind the earlier ones and shares their next transaction.
+        """
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        future.set_running_or_notify_cancel()
+
+        def settle(ok: bool, value: Any) -> None:
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+        pending = _Pending(op, settle)
+        with self._lock:
+            inline = (
+                not self._closed
+                and self._broken is None
+                and self._unsettled == 0
+                and self._commit_lock.acquire(blocking=False)
+            )
+            if not inline:
+                self._enqueue_locked(pending)
+        if inline:
+            try:
+                self._commit([pending])
+            finally:
+                self._commit_lock.release()
+        return future.result()
 
     def close(self) -> None:
         """Refuse new writes, commit every queued one, stop the thread, close the connection."""
@@ -165,7 +204,8 @@ class GroupWriter:
                 self._queue.put(_STOP)
         if thread is not None and thread is not threading.current_thread():
             thread.join()
-        self._conn.close()
+        with self._commit_lock:  # an inline commit may still be running on a caller's thread
+            self._conn.close()
 
     # --- the writer thread ------------------------------------------------------------------------
 
@@ -192,16 +232,21 @@ class GroupWriter:
             if first is _STOP:
                 return
             group: list[_Pending[Any]] = [first]
-            while len(group) < self._max_group:
+            with self._commit_lock:
+                while len(group) < self._max_group:
+                    try:
+                        item = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if item is _STOP:
+                        stopping = True
+                        break
+                    group.append(item)
                 try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stopping = True
-                    break
-                group.append(item)
-            self._commit(group)
+                    self._commit(group)
+                finally:
+                    with self._lock:
+                        self._unsettled -= len(group)
 
     def _commit(self, group: list[_Pending[Any]]) -> None:
         """One transaction for ``group``; a lone write needs no savepoint (its failure is the group's)."""

@@ -15,11 +15,12 @@ the 2-core dev box (1 event + 1 block per commit / 100 per commit, sustained): W
 (29,000 events/s), rollback journal with FULL 850 / 140 commits/s, same guarantee, so WAL. CIDs are stored
 as raw bytes in BLOB keys, which SQLite compares with memcmp, so ``ORDER BY cid`` is :class:`CID` order.
 
-Two connections: every write goes through one writer thread (:class:`~ipld_scheduler.group_commit.
-GroupWriter`) that commits whatever writes are waiting in one transaction and one fsync, in submission
-order; reads use a second connection, which WAL lets read while the writer commits, so neither a read nor
-an ``await`` of a write ever waits on the disk on the event loop. A write is visible to every read that
-starts after it was acknowledged.
+Two connections: writes go through one writer (:class:`~ipld_scheduler.group_commit.GroupWriter`) whose
+thread commits whatever writes are waiting in one transaction and one fsync, in submission order (a
+synchronous ``commit`` that finds nothing pending runs its transaction on its own thread, saving the
+hops); reads use a second connection, which WAL lets read while the writer commits, so neither a read
+nor an ``await`` of a write ever waits on the disk on the event loop. A write is visible to every read
+that starts after it was acknowledged.
 
 Derived state (the fold's results, persisted so opening a repo need not replay history) lives in the
 ``derived`` table under a version number chosen by the caller (bump it when the fold changes, and old rows
@@ -591,9 +592,9 @@ class Repo:
             raise RepoError(f"repo {self.path}: {exc}") from None
 
     def _wait(self, op: Callable[[sqlite3.Connection], T]) -> T:
-        future = self._submit(op)
+        _ = self._conn  # refuse on a closed repo
         try:
-            result: T = future.result()
+            result: T = self._writer.call(op)
         except sqlite3.Error as exc:
             raise self._translated(exc, op) from exc
         except WriterClosed as exc:

@@ -851,8 +851,14 @@ async def test_a_dead_writer_thread_fails_its_waiters_instead_of_hanging(tmp_pat
     try:
         with pytest.raises(RepoError, match="stopped: _Crash"):
             await asyncio.wait_for(repo.commit_async(blocks=[block(1)]), 10)
-        with pytest.raises(RepoError, match="stopped: _Crash"):  # refused (or drained) from now on
+        deadline = time.monotonic() + 10
+        while any(t.name == "repo-writer peer" for t in threading.enumerate()):
+            assert time.monotonic() < deadline, "the writer thread did not end"
+            await asyncio.sleep(0.001)
+        with pytest.raises(RepoError, match="stopped: _Crash"):  # refused from now on, by either API
             repo.commit(blocks=[block(2)])
+        with pytest.raises(RepoError, match="stopped: _Crash"):
+            await repo.commit_async(blocks=[block(2)])
     finally:
         repo.close()
     with Repo.open(tmp_path / "peer") as reopened:
@@ -902,3 +908,43 @@ def test_derived_items_scan_an_index_forwards_backwards_and_limited(repo: Repo) 
     assert list(repo.derived_items(1, b"\xff")) == [(b"\xff\xff", b"all ff")]
     everything = sorted({**log_rows, **edge}.items())
     assert list(repo.derived_items(1, reverse=True)) == everything[::-1]
+
+
+def test_a_synchronous_commit_with_nothing_pending_runs_on_the_callers_thread(tmp_path: Path) -> None:
+    """No thread hop when nothing is queued: the calling thread runs the transaction (it waits anyway)."""
+    committers: list[str] = []
+
+    def record() -> None:
+        committers.append(threading.current_thread().name)
+
+    with Repo.open(tmp_path / "peer", before_commit=record) as repo:
+        repo.commit(**event_change(1))  # type: ignore[arg-type]
+        worker = threading.Thread(target=lambda: repo.commit(**event_change(2)), name="caller")  # type: ignore[arg-type]
+        worker.start()
+        worker.join()
+        assert committers == [threading.current_thread().name, "caller"]
+        assert not [t for t in threading.enumerate() if t.name.startswith("repo-writer")]
+        assert repo.writer_stats.commits == 2
+
+
+async def test_a_synchronous_commit_waits_behind_an_unsettled_write(tmp_path: Path) -> None:
+    """While an awaited write is inside its commit, a synchronous one from another thread must queue
+    behind it (not commit inline first): submission order is commit order."""
+    entered, release = threading.Event(), threading.Event()
+
+    def first_stalls() -> None:
+        if not entered.is_set():
+            entered.set()
+            release.wait(10)
+
+    with Repo.open(tmp_path / "peer", before_commit=first_stalls) as repo:
+        first = asyncio.create_task(repo.commit_async(**event_change(1)))  # type: ignore[arg-type]
+        deadline = time.monotonic() + 10
+        while not entered.is_set():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.001)
+        second = asyncio.create_task(asyncio.to_thread(repo.commit, **event_change(2)))  # type: ignore[arg-type]
+        release.set()
+        await asyncio.wait_for(asyncio.gather(first, second), 10)
+        assert [cid for _, cid, _ in repo.processed_log()] == [block(1)[0], block(2)[0]]
+        assert repo.heads() == [block(2)[0]]
