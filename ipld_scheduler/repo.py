@@ -32,7 +32,6 @@ exactly as current as the log says.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import errno
 import fcntl
@@ -576,13 +575,6 @@ class Repo:
         return int(rows[0][0]) if rows else None
 
     # --- internals ------------------------------------------------------------------------------
-
-    def _submit(self, op: Callable[[sqlite3.Connection], T]) -> concurrent.futures.Future[T]:
-        _ = self._conn  # refuse on a closed repo
-        try:
-            return self._writer.submit(op)
-        except WriterClosed as exc:  # closed meanwhile, or its thread died
-            raise RepoError(f"repo {self.path}: {exc}") from None
 
     def _submit_async(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         _ = self._conn

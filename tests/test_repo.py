@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ipld_scheduler.codec import CID, MAX_BLOCK_SIZE, CodecError, cid_for, decode, encode_block
-from ipld_scheduler.repo import DB_NAME, KEY_NAME, DerivedRows, Repo, RepoError, RepoLocked, _Change
+from ipld_scheduler.repo import DB_NAME, KEY_NAME, DerivedRows, Repo, RepoError, RepoLocked
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -751,20 +751,17 @@ async def test_cancelling_the_waiter_does_not_cancel_the_write(tmp_path: Path) -
         assert repo.heads() == [block(1)[0]]
 
 
-def test_close_commits_writes_still_queued(tmp_path: Path) -> None:
+async def test_close_commits_writes_still_queued(tmp_path: Path) -> None:
     repo = Repo.open(tmp_path / "peer", before_commit=lambda: time.sleep(0.05))
-    futures = [repo._submit(_change_of(n)) for n in range(20)]  # queued, nobody waiting
-    repo.close()
-    assert all(future.done() and future.exception() is None for future in futures)
+    queued = [repo.queue_commit(**event_change(n)) for n in range(20)]  # type: ignore[arg-type]
+    repo.close()  # nobody awaited them yet: close commits them before letting go of the lock
+    await asyncio.wait_for(asyncio.gather(*queued), 10)
     with Repo.open(tmp_path / "peer") as reopened:
         assert reopened.processed_count() == 20
     with pytest.raises(RepoError, match="is closed"):
-        asyncio.run(repo.commit_async(blocks=[block(1)]))
-
-
-def _change_of(n: int) -> _Change:
-    cid, data = block(n)
-    return _Change([(cid, data)], [cid], [cid], [], [], None)
+        await repo.commit_async(blocks=[block(1)])
+    with pytest.raises(RepoError, match="is closed"):
+        repo.queue_commit(blocks=[block(1)])
 
 
 # --- batched lookups -------------------------------------------------------------------------
