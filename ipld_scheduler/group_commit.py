@@ -65,7 +65,8 @@ _STOP: Final = object()
 
 
 class GroupWriter:
-    """Owns ``conn`` from construction on: no other thread may use it. Thread-safe ``submit``.
+    """Owns ``conn`` from construction on: nothing else may use it. ``submit_async`` and ``call`` are
+    thread-safe.
 
     ``before_commit`` runs on the writer thread inside each transaction, just before ``COMMIT``: tests
     put a slow or blocked disk there, which is exactly where a real fsync spends its time.
@@ -100,27 +101,11 @@ class GroupWriter:
     def stats(self) -> WriterStats:
         return WriterStats(self._commits, self._writes, self._largest)
 
-    def submit(self, op: Callable[[sqlite3.Connection], T]) -> concurrent.futures.Future[T]:
-        """Queue ``op``; the future completes once the transaction holding it is durable (or failed).
-
-        ``op`` runs on the writer thread inside a savepoint; whatever it raises rolls back its own
-        statements only and becomes the future's exception.
-        """
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def settle(ok: bool, value: Any) -> None:
-            if not future.set_running_or_notify_cancel():
-                return  # its caller cancelled the future; the write was committed (or failed) anyway
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
-
-        self._enqueue(_Pending(op, settle))
-        return future
-
     def submit_async(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
-        """:meth:`submit` for the running event loop: the returned future resolves on that loop.
+        """Queue ``op`` from the running event loop; the returned future resolves on that loop once the
+        transaction holding the write is durable (or failed). ``op`` runs on the writer thread inside
+        a savepoint; whatever it raises rolls back its own statements only and becomes the future's
+        exception.
 
         One thread hop each way and nothing else (no ``wrap_future`` chain): the loop is woken once,
         when the transaction is durable. Cancelling the future (or the task awaiting it) only stops
