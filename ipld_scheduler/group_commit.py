@@ -68,8 +68,9 @@ class GroupWriter:
     """Owns ``conn`` from construction on: nothing else may use it. ``submit_async`` and ``call`` are
     thread-safe.
 
-    ``before_commit`` runs on the writer thread inside each transaction, just before ``COMMIT``: tests
-    put a slow or blocked disk there, which is exactly where a real fsync spends its time.
+    ``before_commit`` runs inside each transaction just before ``COMMIT``, on the thread running it (the
+    writer thread, or a synchronous caller's): tests put a slow or blocked disk there, which is exactly
+    where a real fsync spends its time.
     """
 
     def __init__(
