@@ -281,8 +281,8 @@ class Repo:
     ) -> Repo:
         """Lock the directory first, so only the process that holds the lock ever touches the database.
 
-        ``before_commit`` is called on the writer thread inside every transaction just before its
-        ``COMMIT`` (where the fsync happens): tests put a slow or stalled disk there.
+        ``before_commit`` is called inside every transaction just before its ``COMMIT`` (where the
+        fsync happens), on the thread committing it: tests put a slow or stalled disk there.
         """
         path = Path(path).absolute()
         db_path = path / DB_NAME
