@@ -26,12 +26,14 @@ def block(n: int) -> tuple[CID, bytes]:
     return encode_block({"n": n, "body": "x" * n})
 
 
-@pytest.fixture(params=["memory", "embedded"])
+@pytest.fixture(params=["memory", "embedded", "embedded-offload"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[BlockStore]:
     made: BlockStore = (
         MemoryStore()
         if request.param == "memory"
-        else EmbeddedStore(Repo.open(tmp_path / "peer"), close_repo=True)
+        else EmbeddedStore(
+            Repo.open(tmp_path / "peer"), close_repo=True, offload_writes=request.param == "embedded-offload"
+        )
     )
     yield made
     await made.close()
@@ -206,10 +208,10 @@ async def test_embedded_put_many_commits_derived_rows_in_the_same_transaction(tm
         assert repo.derived_get(1, b"k") == b"v" and repo.has_block(good[0])
 
 
-async def test_concurrent_embedded_puts_share_commits(tmp_path: Path) -> None:
+async def test_concurrent_offloaded_embedded_puts_share_commits(tmp_path: Path) -> None:
     blocks = [block(n) for n in range(100, 200)]
     with Repo.open(tmp_path / "peer") as repo:
-        store = EmbeddedStore(repo)
+        store = EmbeddedStore(repo, offload_writes=True)
         await asyncio.gather(*(store.put(cid, data) for cid, data in blocks))
         assert repo.has_blocks([cid for cid, _ in blocks]) == {cid for cid, _ in blocks}
         stats = repo.writer_stats

@@ -10,7 +10,7 @@ unless asked to: the runtime commits heads and processed marks through the same 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import ParamSpec, TypeVar
 
 from ..codec import CID
@@ -26,15 +26,18 @@ T = TypeVar("T")
 class EmbeddedStore:
     """Blocks live in the repo's block table, so a ``put`` is as durable as a clock commit.
 
-    Writes go to the repo's writer thread and are awaited (the loop runs during the fsync; concurrent
-    puts share one). Reads run inline: tens of microseconds on the repo's read connection, which never
-    waits for a commit, is cheaper than a thread hop.
+    With ``offload_writes=True`` writes go to the repo's writer thread and are awaited (the loop runs
+    during the fsync; concurrent puts share one). The default keeps the old behaviour, a synchronous
+    commit on the calling thread (the loop waits out the fsync, nothing else runs meanwhile), until the
+    runtime is ready for a put that yields: see the report of the ``repo`` branch. Reads run inline:
+    tens of microseconds on the repo's read connection, which never waits for a commit.
     """
 
-    def __init__(self, repo: Repo, *, close_repo: bool = False) -> None:
+    def __init__(self, repo: Repo, *, close_repo: bool = False, offload_writes: bool = False) -> None:
         """``close_repo=True`` hands the repo's lifetime to the store (for tests and one-off tools)."""
         self.repo = repo
         self._close_repo = close_repo
+        self._offload = offload_writes
         self._closed = False
 
     async def get(self, cid: CID) -> bytes:
@@ -49,7 +52,7 @@ class EmbeddedStore:
 
     async def put(self, cid: CID, data: bytes) -> None:
         """Raise :class:`~ipld_scheduler.codec.CodecError` when ``data`` does not hash to ``cid``."""
-        await self._write(self.repo.commit_async, blocks=((cid, data),))
+        await self._write(blocks=((cid, data),))
 
     async def put_many(
         self, blocks: Iterable[tuple[CID, bytes]], *, derived: DerivedRows | None = None
@@ -58,7 +61,7 @@ class EmbeddedStore:
 
         ``derived`` rows (see :class:`~ipld_scheduler.repo.DerivedRows`) commit in the same transaction.
         """
-        await self._write(self.repo.commit_async, blocks=list(blocks), derived=derived)
+        await self._write(blocks=list(blocks), derived=derived)
 
     async def has(self, cid: CID) -> bool:
         return self._call(self.repo.has_block, cid)
@@ -86,10 +89,15 @@ class EmbeddedStore:
         except RepoError as exc:
             raise StoreError(str(exc)) from exc
 
-    async def _write(self, method: Callable[P, Awaitable[None]], *args: P.args, **kwargs: P.kwargs) -> None:
+    async def _write(
+        self, *, blocks: Iterable[tuple[CID, bytes]], derived: DerivedRows | None = None
+    ) -> None:
         if self._closed:
             raise StoreError(f"block store over {self.repo.path} is closed")
         try:
-            await method(*args, **kwargs)
+            if self._offload:
+                await self.repo.commit_async(blocks=blocks, derived=derived)
+            else:
+                self.repo.commit(blocks=blocks, derived=derived)
         except RepoError as exc:
             raise StoreError(str(exc)) from exc
