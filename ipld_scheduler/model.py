@@ -239,9 +239,9 @@ def _pinned_actions(value: Any, name: str) -> dict[str, Any]:
 
 
 def _github_context(value: Any, name: str) -> dict[str, Any]:
-    """The ``github`` context's shape (no links, known keys); ``gha.context`` checks each value."""
+    """The ``github`` context's shape (exact keys, no links); ``gha.context`` checks each value."""
     context = _map(value, name, len(_CONTEXT_KEYS))
-    _exact_keys(context, frozenset(), _CONTEXT_KEYS, name)
+    _exact_keys(context, _CONTEXT_KEYS, frozenset(), name)
     for key, item in context.items():
         if key == "event":
             _plain(_map(item, f"{name}.event"), f"{name}.event")

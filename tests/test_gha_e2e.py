@@ -227,3 +227,28 @@ def test_cli_schedule_from_a_checkout_links_the_tree_and_refuses_an_oversized_on
     assert "not in a git checkout" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     data = cli_json(repo, "inspect", json.loads(proc.stdout)["workflow_cid"])["data"]
     assert "workspace" not in data and "context" not in data
+
+
+async def test_job_inputs_that_do_not_decode_give_a_refused_result(tmp_path: Path) -> None:
+    """The block's shape passes the model, but the context is not a valid ``github`` context: the
+    owner records a refusal naming the field rather than running the job without it."""
+    args = ops.workflow_from_actions(WORKFLOW, workflow_id="bad-context", tags=["p2p_eligible"])
+    cluster = Cluster(tmp_path / "peers", ["solo"], EmbeddedNetwork(), RUNS)
+    await cluster.start()
+    try:
+        solo = cluster.replica("solo")
+        context = {
+            "repository": "acme/app",
+            "sha": "not-a-commit",
+            "ref": "refs/heads/main",
+            "ref_name": "main",
+            "event_name": "push",
+            "event": {},
+        }
+        answer = await ops.schedule(solo, **args, job_inputs={"context": context})
+        assert answer["success"] is True
+        await wait(lambda: cluster.finished(["bad-context"]), "the refusal")
+        result, _out = result_of(solo, "bad-context")
+        assert result.status == "refused" and result.reason is not None and "sha" in result.reason
+    finally:
+        await cluster.stop()

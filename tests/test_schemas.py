@@ -242,8 +242,14 @@ workflows = st.builds(
     ),
     context=st.none()
     | st.fixed_dictionaries(
-        {"sha": st.just("b" * 40), "event_name": st.sampled_from(["push", "pull_request"])},
-        optional={"ref": st.just("refs/heads/main"), "event": plain_maps},
+        {
+            "repository": st.just("o/r"),
+            "sha": st.just("b" * 40),
+            "ref": st.just("refs/heads/main"),
+            "ref_name": st.just("main"),
+            "event_name": st.sampled_from(["push", "pull_request"]),
+            "event": plain_maps,
+        }
     ),
 )
 
@@ -585,6 +591,16 @@ def test_schema_is_a_schema() -> None:
         SCHEMA.struct("Event")
 
 
+CONTEXT = {
+    "repository": "o/r",
+    "sha": "d" * 40,
+    "ref": "refs/heads/main",
+    "ref_name": "main",
+    "event_name": "push",
+    "event": {"after": "d" * 40},
+}
+
+
 def test_job_inputs_are_written_only_when_present() -> None:
     """A workflow without a workspace, actions or context encodes as before (same CID)."""
     plain = WorkflowDefinition("w", "w", ["p2p_eligible"], 1.0, {"k": "v"}, {"steps": []})
@@ -599,7 +615,7 @@ def test_job_inputs_are_written_only_when_present() -> None:
         {"steps": []},
         workspace=tree,
         actions={"o/r@v1": {"commit": "c" * 40, "tree": tree}},
-        context={"sha": "d" * 40},
+        context=CONTEXT,
     )
     data = full.to_ipld()
     assert list(data) == [
@@ -627,9 +643,10 @@ def test_job_inputs_are_written_only_when_present() -> None:
         ("actions", {"o/r@v1": {"commit": "c" * 40}}),
         ("actions", {"o/r@v1": {"commit": "c" * 40, "tree": "not-a-link"}}),
         ("actions", {"o/r@v1": {"commit": "c" * 40, "tree": cid_for(b"t"), "extra": 1}}),
-        ("context", {"sha": cid_for(b"a link")}),
-        ("context", {"event": {"deep": [cid_for(b"a link")]}}),
-        ("context", {"unknown": "x"}),
+        ("context", {**CONTEXT, "sha": cid_for(b"a link")}),
+        ("context", {**CONTEXT, "event": {"deep": [cid_for(b"a link")]}}),
+        ("context", {**CONTEXT, "unknown": "x"}),
+        ("context", {"sha": "d" * 40}),
     ],
 )
 def test_malformed_job_inputs_are_rejected(field: str, value: Any) -> None:
