@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from cli_runner import SCRIPT, clean_env, cli_json
@@ -31,6 +32,14 @@ from ipld_scheduler.options import PeerOptions
 from ipld_scheduler.replica import Replica
 from ipld_scheduler.sandbox import SandboxPolicy
 from ipld_scheduler.testing import Cluster
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "workers"))
+from kubo_cluster import PeerCluster, cli_command, peer_env, wait_for
+
+if TYPE_CHECKING:
+    from ipfs_net import IpfsNet
+
+pytest_plugins = ["conftest_ipfs"]
 
 pytestmark = [
     pytest.mark.timeout(240),
@@ -252,3 +261,59 @@ async def test_job_inputs_that_do_not_decode_give_a_refused_result(tmp_path: Pat
         assert result.status == "refused" and result.reason is not None and "sha" in result.reason
     finally:
         await cluster.stop()
+
+
+@pytest.mark.ipfs
+def test_on_js_ipfs_daemons_the_workspace_travels_over_bitswap(ipfs_net: IpfsNet, tmp_path: Path) -> None:
+    """Peer 0 (on daemon 0, executing nothing) schedules from the checkout through its HTTP API; peer 1
+    (on daemon 1) owns the job and gets the tree from daemon 0 by bitswap: nothing else has it."""
+    ipfs_net.ensure_running()
+    make_checkout(tmp_path / "app")
+    (tmp_path / "app" / ".github" / "workflows" / "ci.yml").write_text(
+        WORKFLOW.split("      - id: greet")[0]  # no action to pin: checkout, cat, github.sha
+    )
+    git(tmp_path / "app", "commit", "-qam", "no action")
+    sha = git(tmp_path / "app", "rev-parse", "HEAD")
+    peers = PeerCluster(tmp_path / "peers", ipfs_net.api_urls[:2], 2)
+    peers[0].extra = ["--no-execute"]
+    try:
+        peers.start()
+        submitter, runner = peers[0], peers[1]
+        workflow = str(tmp_path / "app" / ".github" / "workflows" / "ci.yml")
+        chosen = None
+        for attempt in range(24):
+            proc = subprocess.run(
+                cli_command(
+                    submitter.repo,
+                    "schedule",
+                    "--workflow-file",
+                    workflow,
+                    "--tags",
+                    "p2p_eligible",
+                    "--id",
+                    f"bitswap-{attempt}",
+                ),
+                env=peer_env(),
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+            answer = json.loads(proc.stdout)
+            assert answer["workspace"], answer
+            if answer["assigned_peer"] == runner.peer_id:
+                chosen = answer
+                break
+        assert chosen is not None, f"{runner.peer_id} owned none of 24 workflows"
+        wid = chosen["workflow_id"]
+
+        def done() -> dict[str, Any] | None:
+            data = runner.api.results(wid)
+            return data if data and data["status"] in ("completed", "failed") else None
+
+        data = wait_for(done, 120, f"{runner.peer_id} to run {wid}", diagnose=lambda: runner.log_tail())
+        (run,) = data["runs"]
+        assert run["peer"] == runner.peer_id and run["status"] == "success", run
+        assert "the tracked file's content" in run["stdout"] and f"sha={sha}" in run["stdout"]
+    finally:
+        peers.stop()
