@@ -422,6 +422,9 @@ def _human_schedule(console: Console, data: dict[str, Any]) -> None:
     again = " (already scheduled)" if data.get("existing") else ""
     console.print(f"scheduled {data['workflow_id']}{again} -> {where}")
     console.print(f"[dim]event {data['event_cid']}  workflow {data['workflow_cid']}[/]")
+    if data.get("workspace") or data.get("actions"):
+        pinned = f"  pinned {', '.join(data['actions'])}" if data.get("actions") else ""
+        console.print(f"[dim]workspace {data.get('workspace') or '(none)'}{pinned}[/]")
 
 
 def _read_text_file(path: str) -> str:
