@@ -548,3 +548,31 @@ async def test_mcp_retry_workflow_tool(tmp_path: Path, monkeypatch: pytest.Monke
         assert bad["code"] == "invalid"
     finally:
         mcp_tools.configure()
+
+
+async def test_a_run_whose_attempt_was_superseded_is_stopped(tmp_path: Path) -> None:
+    """Attempt 1 runs; then a late success of attempt 0 arrives (a duplicate run elsewhere): the
+    workflow is completed, attempt 1 is void, and its run is stopped rather than left to finish."""
+    counter = tmp_path / "count"
+    script = f"n=$(( $(cat {counter} 2>/dev/null || echo 0) + 1 )); echo $n > {counter}; "
+    script += f"[ $n -ge 2 ] || exit 3; echo second; exec {SLEEP}"
+    cluster = Cluster(tmp_path / "net", ["a"], EmbeddedNetwork(1), PeerOptions.fast(), sandbox=OBSERVED)
+    await cluster.start()
+    try:
+        replica = cluster.replica("a")
+        state = replica.state
+        await ops.schedule(replica, "w", "w", ["p2p_eligible"], run=script)
+        assert await cluster.wait_for(lambda: state.workflows["w"].status == WorkflowStatus.FAILED, 30)
+        await ops.retry(replica, "w")
+        assert await cluster.wait_for(
+            lambda: state.workflows["w"].status == WorkflowStatus.RUNNING and _sleeping(), 30
+        )
+        late = Result("w", "elsewhere", ResultStatus.SUCCESS, 5, 0)
+        await replica.record_result("w", late, attempt=0)
+        rec = state.workflows["w"]
+        assert (rec.status, rec.attempt) == (WorkflowStatus.COMPLETED, 0)
+        assert await cluster.wait_for(lambda: len(rec.runs) == 3 and not _sleeping(), 30)
+        assert [(r.attempt, r.status) for r in rec.runs] == [(0, "failure"), (0, "success"), (1, "cancelled")]
+        assert rec.status == WorkflowStatus.COMPLETED
+    finally:
+        await cluster.stop()

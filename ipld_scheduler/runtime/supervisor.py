@@ -149,10 +149,11 @@ class ExecutionSupervisor:
         self._running.clear()
 
     def on_heads(self) -> None:
-        """The state changed: stop runs a ``cancel`` event finished, look for new work."""
+        """The state changed: stop runs a ``cancel`` event finished (or whose attempt is no longer the
+        workflow's current one), look for new work."""
         for execution in self._running.values():
             rec = self._replica.state.workflows.get(execution.workflow_id)
-            stopped = rec is not None and rec.status == CANCELLED and rec.attempt == execution.dag_attempt
+            stopped = rec is not None and (rec.status == CANCELLED or rec.attempt != execution.dag_attempt)
             if stopped and not execution.cancel.is_set():
                 execution.cancelled_by_event = True
                 execution.cancel.set()
