@@ -463,15 +463,20 @@ class State:
 
     @staticmethod
     def _attempt_status(rec: WorkflowRecord, attempt: int, owner_now: str | None) -> WorkflowStatus:
-        if rec.of_attempt(rec.completions, attempt):
-            return COMPLETED
-        failures = rec.of_attempt(rec.failures, attempt)
-        if any(not run.cancelled for run in failures):
-            return FAILED
-        if failures or rec.of_attempt(rec.cancels, attempt):
+        for run in rec.completions.values():
+            if run.attempt == attempt:
+                return COMPLETED
+        stopped = False
+        for run in rec.failures.values():
+            if run.attempt == attempt:
+                if run.status is not ResultStatus.CANCELLED:
+                    return FAILED
+                stopped = True
+        if stopped or any(run.attempt == attempt for run in rec.cancels.values()):
             return CANCELLED
-        if any(run.peer == owner_now for run in rec.of_attempt(rec.claims, attempt)):
-            return RUNNING
+        for run in rec.claims.values():
+            if run.attempt == attempt and run.peer == owner_now:
+                return RUNNING
         return PENDING
 
     @staticmethod

@@ -12,6 +12,9 @@ balancing transfer settles, turning a :class:`~ipld_scheduler.executor.RunOutcom
   process groups its previous incarnation left before anything is re-run, so an orphan never races
   its re-run.
 
+Failed workflows this peer owns are retried while their schedule's budget lasts by the
+:class:`~.retries.RetryPlanner` the execute loop consults on every wake-up.
+
 Must not: decide ownership (the fold does), evict or balance (the membership part does), or read the
 liveness detector (it is handed ``is_alive``).
 """
