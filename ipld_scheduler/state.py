@@ -137,7 +137,7 @@ class Schedule:
 
 @dataclass(slots=True)
 class Run:
-    """A claim, completion or failure: who did what, and under which event.
+    """A claim, completion, failure, cancel or retry: who did what, under which event, for which attempt.
 
     For a completion or failure the fold also records what the Result block says (outcome, exit
     code, duration, reason, log links, steps), so readers never go back to the block. A result
