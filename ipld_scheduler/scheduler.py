@@ -209,6 +209,10 @@ class P2PWorkflowScheduler:
     def cancel_workflow(self, workflow_id: str, reason: str = "") -> str:
         return str(self._run(self.replica.cancel(workflow_id, reason)))
 
+    def retry_workflow(self, workflow_id: str) -> str:
+        """Open the next attempt of a failed or cancelled workflow; the ``retry`` event's CID."""
+        return str(self._run(self.replica.retry(workflow_id)))
+
     def reprioritize_workflow(self, workflow_id: str, priority: float) -> str:
         return str(self._run(self.replica.reprioritize(workflow_id, priority)))
 

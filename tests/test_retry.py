@@ -530,6 +530,24 @@ def test_a_cancelled_run_keeps_its_partial_output_and_can_be_retried(peer: Serve
     assert done["status"] == "cancelled" and [r["attempt"] for r in done["runs"]] == [0, 1]
 
 
+def test_python_api_retries(tmp_path: Path) -> None:
+    from ipld_scheduler.replica import SchedulerError
+    from ipld_scheduler.scheduler import P2PWorkflowScheduler
+
+    sched = P2PWorkflowScheduler("solo", [], repo=tmp_path / "solo")
+    try:
+        answer = sched.schedule_workflow(WF, retries=3)
+        assert answer["success"] is True
+        assert sched.replica.state.workflows["job"].winner.retries == 3  # type: ignore[union-attr]
+        with pytest.raises(SchedulerError, match="only failed or cancelled"):
+            sched.retry_workflow("job")
+        sched.cancel_workflow("job")
+        cid = sched.retry_workflow("job")
+        assert cid.startswith("bafy") and sched.get_workflow("job")["attempt"] == 1  # type: ignore[index]
+    finally:
+        sched.close()
+
+
 async def test_mcp_retry_workflow_tool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("P2P_PEER_ID", "lib")
     mcp_tools.configure(repo=tmp_path / "lib")
