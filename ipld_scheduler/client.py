@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import quote
 
 from .errors import InvalidInput, Refused, Unavailable, error_class
-from .web.routes import API_PREFIX, CAR_MEDIA_TYPE, ROUTES
+from .routes import API_PREFIX, CAR_MEDIA_TYPE, ROUTES
 
 if TYPE_CHECKING:
     import aiohttp

@@ -47,7 +47,7 @@ from ..replica import Replica
 from ..sandbox import Sandbox, SandboxPolicy
 from .announcer import Announcer
 from .membership import MembershipActions
-from .stats import Snapshot, Stats
+from .stats import Loop, Snapshot, Stats
 from .supervisor import ExecutionSupervisor
 from .syncqueue import SyncQueue
 from .watch import MemberWatch
@@ -168,14 +168,14 @@ class Peer:
         self._log_start()
         if not self._others_reachable():
             self.sync.check_caught_up_alone("no other member can be reached through this backend")
-        loops: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-            ("receive", lambda: self.sync.receive(self.broadcaster)),
-            ("announce", self.announcer.run),
-            ("sync", self.sync.run),
-            ("tick", self._tick_loop),
+        loops: list[tuple[Loop, Callable[[], Awaitable[None]]]] = [
+            (Loop.RECEIVE, lambda: self.sync.receive(self.broadcaster)),
+            (Loop.ANNOUNCE, self.announcer.run),
+            (Loop.SYNC, self.sync.run),
+            (Loop.TICK, self._tick_loop),
         ]
         if opts.execute:
-            loops.append(("execute", self.supervisor.run))
+            loops.append((Loop.EXECUTE, self.supervisor.run))
         for name, loop in loops:
             self._tasks.append(asyncio.create_task(self._guard(name, loop), name=f"{self.peer_id}:{name}"))
 
@@ -201,7 +201,7 @@ class Peer:
         self._tasks.clear()
         await self.supervisor.close()
 
-    async def _guard(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+    async def _guard(self, name: Loop, loop: Callable[[], Awaitable[None]]) -> None:
         """Keep a loop alive through bugs: log, count, back off, restart. Cancellation ends it."""
         while True:
             try:

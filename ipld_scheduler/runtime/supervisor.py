@@ -28,12 +28,13 @@ from pathlib import Path
 from typing import Final
 
 from ..codec import CID, encode_block
+from ..events import Claim, Transfer
 from ..executor import RunOutcome, execute
-from ..model import Result, WorkflowDefinition
+from ..model import Result, ResultStatus, WorkflowDefinition, WorkflowStatus
 from ..options import PeerOptions
 from ..replica import Replica
 from ..sandbox import Sandbox
-from ..state import CANCELLED, WorkflowRecord
+from ..state import WorkflowRecord
 from .leftovers import RUN_TOKEN_ENV, RunFiles
 from .policy import dir_name, joined_log, step_row
 from .stats import RunRecord, Stats
@@ -142,7 +143,7 @@ class ExecutionSupervisor:
         """The state changed: stop runs a ``cancel`` event finished, look for new work."""
         for execution in self._running.values():
             rec = self._replica.state.workflows.get(execution.workflow_id)
-            if rec is not None and rec.status == CANCELLED and not execution.cancel.is_set():
+            if rec is not None and rec.status is WorkflowStatus.CANCELLED and not execution.cancel.is_set():
                 execution.cancelled_by_event = True
                 execution.cancel.set()
         self._wakeup.set()
@@ -190,10 +191,7 @@ class ExecutionSupervisor:
         newer = self.newer_live_claimer(rec)
         if newer is None:
             return False
-        await self._replica.write(
-            "transfer",
-            {"id": rec.workflow_id, "to": newer, "reason": "a live peer holds a newer claim on it"},
-        )
+        await self._replica.append(Transfer(rec.workflow_id, newer, "a live peer holds a newer claim on it"))
         self._stats.handovers_written += 1
         log.info(
             "peer %s handed %s over to %s, which holds a newer claim",
@@ -229,7 +227,7 @@ class ExecutionSupervisor:
         execution = _Execution(wid, attempt, self._now(), secrets.token_hex(8))
         self._running[wid] = execution  # before the await: the loop must not pick it twice
         try:
-            await self._replica.write("claim", {"id": wid, "schedule": rec.winner.cid})
+            await self._replica.append(Claim(wid, rec.winner.cid))
         except BaseException:
             self._running.pop(wid, None)
             raise
@@ -258,13 +256,13 @@ class ExecutionSupervisor:
             run_file = self.run_files.record(execution.token, wid, execution.attempt, workdir)
             outcome = await self._outcome(workflow, workdir, execution)
             self._finished(wid, outcome)
-            if execution.cancelled_by_event and outcome.status == "cancelled":
+            if execution.cancelled_by_event and outcome.status is ResultStatus.CANCELLED:
                 # The cancel event already finishes the workflow; a result would turn it into "failed".
                 self._stats.executions_cancelled += 1
                 return
             result, blocks = self.result(wid, outcome)
             await self._replica.record_result(wid, result, blocks)
-            if outcome.status == "success":
+            if outcome.status is ResultStatus.SUCCESS:
                 self._stats.executions_succeeded += 1
             else:
                 self._stats.executions_failed += 1
@@ -298,7 +296,7 @@ class ExecutionSupervisor:
         self, workflow: WorkflowDefinition, workdir: Path, execution: _Execution
     ) -> RunOutcome:
         if workflow.run is None:
-            return RunOutcome("success", 0, 0.0, (), None)
+            return RunOutcome(ResultStatus.SUCCESS, 0, 0.0, (), None)
         try:
             return await execute(
                 workflow.run,
@@ -317,7 +315,8 @@ class ExecutionSupervisor:
             raise
         except Exception as exc:  # the executor promises not to raise; if it does, record why
             log.exception("peer %s: executor failed on %s", self.peer_id, workflow.workflow_id)
-            return RunOutcome("failure", None, self._now() - execution.started, (), f"executor error: {exc}")
+            reason = f"executor error: {exc}"
+            return RunOutcome(ResultStatus.FAILURE, None, self._now() - execution.started, (), reason)
 
     def result(self, wid: str, outcome: RunOutcome) -> tuple[Result, list[tuple[CID, bytes]]]:
         """The Result of a run plus its stdout/stderr blobs (partial output of cut runs included)."""

@@ -1,11 +1,12 @@
 """The JSON API of a running peer: aiohttp routes under ``/api/v1/`` that call :mod:`ipld_scheduler.ops`.
 
-Owns: serving the route table (:data:`.routes.ROUTES`, shared with :mod:`ipld_scheduler.client`
-so both sides agree on paths and methods), how request arguments reach an operation (path and
-query for GET/DELETE, a JSON object body for POST), the error envelope ``{"success": false,
-"error", "code"}`` with the HTTP status :mod:`ipld_scheduler.errors` gives the error's class (the
-only mapping), the CAR export/import routes, the ``id`` probe the CLI uses to tell a live peer
-from a stale ``<repo>/api`` file, and the server-sent-event stream the dashboard follows.
+Owns: serving the route table (:data:`ipld_scheduler.routes.ROUTES`, shared with
+:mod:`ipld_scheduler.client` so both sides agree on paths and methods), how request arguments reach
+an operation (path and query for GET/DELETE, a JSON object body for POST), the error envelope
+``{"success": false, "error", "code"}`` with the HTTP status :mod:`ipld_scheduler.errors` gives the
+error's class (the only mapping), the CAR export/import routes, the ``id`` probe the CLI uses to
+tell a live peer from a stale ``<repo>/api`` file, and the server-sent-event stream the dashboard
+follows.
 
 Must not: implement an operation, hold state beyond the request, or be reachable from other web
 pages: writes need ``Content-Type: application/json`` (or the CAR type), which a cross-site form
@@ -32,7 +33,7 @@ from .. import ops
 from ..daemon import liveness_of
 from ..errors import InvalidInput, IpldSchedulerError, NotFound
 from ..replica import Replica
-from .routes import API_PREFIX, CAR_MEDIA_TYPE, ROUTES, Route
+from ..routes import API_PREFIX, CAR_MEDIA_TYPE, ROUTES, Route
 
 __all__ = [
     "API_PREFIX",
