@@ -96,7 +96,7 @@ class Cluster:
             replica,
             broadcaster,
             options,
-            workdir=self.root / peer_id / "work",
+            workdir=self.root / f"{peer_id}.work",  # beside the repo, inside the cluster's root
             seed=peer_id,
             clock=self.clock,
             sandbox=None if self.sandbox is None else Sandbox(self.sandbox),

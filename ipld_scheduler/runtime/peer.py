@@ -51,6 +51,7 @@ from .stats import Loop, Snapshot, Stats
 from .supervisor import ExecutionSupervisor
 from .syncqueue import SyncQueue
 from .watch import MemberWatch
+from .workroot import work_root
 
 __all__ = ["Peer"]
 
@@ -85,7 +86,7 @@ class Peer:
         self.replica = replica
         self.broadcaster = broadcaster
         self.options = opts = options or PeerOptions()
-        self.workdir = Path(workdir) if workdir is not None else replica.repo.path / "work"
+        self.workdir = Path(workdir) if workdir is not None else work_root(replica.repo.path)
         self.peer_id = replica.peer_id
         self.backend = backend or type(broadcaster).__name__
         self.reachable = None if reachable is None else frozenset(reachable)
@@ -119,7 +120,7 @@ class Peer:
             opts,
             self.stats,
             workdir=self.workdir,
-            sandbox=sandbox or Sandbox(SandboxPolicy(hide=(replica.repo.path,))),
+            sandbox=sandbox or Sandbox(SandboxPolicy(hide=(replica.repo.path, self.workdir))),
             clock=clock,
             is_alive=lambda peer: self.watch.is_alive(peer),
             caught_up=self.sync.caught_up,

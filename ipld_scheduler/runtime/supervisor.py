@@ -6,7 +6,8 @@ until the sync queue has caught up), the *newest claimer runs* rule (hand a work
 balancing transfer settles, turning a :class:`~ipld_scheduler.executor.RunOutcome` into a
 :class:`~ipld_scheduler.model.Result` with bounded log blobs, and crash safety:
 
-* every attempt runs in a fresh work directory ``work/<workflow>/<attempt>-<token>``, never shared;
+* every attempt runs in a fresh work directory ``<work root>/<workflow>/<attempt>-<token>``, never
+  shared, removed when the run ends (the work root is outside the repo: :mod:`.workroot`);
 * each running job has a run file (:class:`~.leftovers.RunFiles`) and its processes carry its token
   in their environment; a restarted peer (:meth:`ExecutionSupervisor.reap_leftovers`) kills the
   process groups its previous incarnation left before anything is re-run, so an orphan never races
@@ -19,6 +20,7 @@ liveness detector (it is handed ``is_alive``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import shutil
@@ -124,8 +126,8 @@ class ExecutionSupervisor:
     # --- lifecycle ------------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Prepare directories and kill what a previous incarnation left running; then accept work."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        """Kill what a previous incarnation left running; then accept work. (The work root is made
+        by the first run: a peer that never runs a job leaves nothing in the user's cache.)"""
         self.reap_leftovers()
         self.active = True
         self._wakeup.set()
@@ -252,6 +254,7 @@ class ExecutionSupervisor:
         workdir = self.workdir / dir_name(wid) / f"{execution.attempt}-{execution.token}"
         run_file: Path | None = None
         try:
+            self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
             workdir.mkdir(parents=True, exist_ok=False)
             run_file = self.run_files.record(execution.token, wid, execution.attempt, workdir)
             outcome = await self._outcome(workflow, workdir, execution)
@@ -270,6 +273,8 @@ class ExecutionSupervisor:
             self._running.pop(wid, None)
             self._wakeup.set()
             shutil.rmtree(workdir, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                workdir.parent.rmdir()  # the workflow's directory, once no attempt of it is left
             if run_file is not None:
                 run_file.unlink(missing_ok=True)
 
