@@ -342,12 +342,13 @@ def _render_report(console: Any, summary: dict[str, Any]) -> None:
     console.print(
         "[dim]owned: owner at schedule time; evicted: evict events written; took: idle transfers written[/]"
     )
-    ok = summary["completed"] == summary["workflows"] and summary["lost"] == 0
+    completed, failed = summary[WorkflowStatus.COMPLETED], summary[WorkflowStatus.FAILED]
+    ok = completed == summary["workflows"] and summary[LOST] == 0
     verdict = "[green]every workflow completed[/]" if ok else "[red]NOT every workflow completed[/]"
     conv = "[green]identical heads on every live peer[/]" if summary["converged"] else "[red]heads differ[/]"
     console.print(
-        f"{verdict}: {summary['completed']}/{summary['workflows']} completed, {summary['failed']} failed, "
-        f"{summary['lost']} lost; {summary['failovers']} failovers, {summary['transfers']} transfers, "
+        f"{verdict}: {completed}/{summary['workflows']} completed, {failed} failed, "
+        f"{summary[LOST]} lost; {summary['failovers']} failovers, {summary['transfers']} transfers, "
         f"{summary['duplicates']} duplicate runs; {conv}; {summary['elapsed_s']:.1f} s "
         f"(seed {summary['seed']})"
     )
