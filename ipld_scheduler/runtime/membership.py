@@ -16,10 +16,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from ..codec import CID, CodecError, decode
+from ..blocks import BlockKind, decode_typed
+from ..codec import CID, CodecError
 from ..events import Evict, PeerAdd, Transfer, payload_of
 from ..liveness import Health, plan_evictions
-from ..model import Event, ModelError
+from ..model import ModelError
 from ..options import PeerOptions
 from ..replica import Replica
 from ..state import PENDING, RUNNING, WorkflowRecord
@@ -101,10 +102,13 @@ class MembershipActions:
         log.info("peer %s rejoined after being evicted", self.peer_id, extra={"event": "rejoin"})
 
     def _evicted_by(self, raw: bytes) -> bool:
-        """Whether the event with CID bytes ``raw`` (our presence's last writer) is an ``evict``."""
+        """Whether the event with CID bytes ``raw`` (our presence's last writer) is an ``evict``.
+
+        Read once per rejoin check, only while we are absent; the fold's member entry keeps the
+        presence stamp, not the kind that set it."""
         try:
             data = self._replica.repo.get_block(CID.from_bytes(raw))
-            return data is not None and isinstance(payload_of(Event.from_ipld(decode(data))), Evict)
+            return data is not None and isinstance(payload_of(decode_typed(BlockKind.EVENT, data)), Evict)
         except (CodecError, ModelError, ValueError):
             return False
 
