@@ -181,6 +181,13 @@ class Repo:
         lock_fd = _acquire_lock(path)
         try:
             conn = _connect(db_path)
+            from .repo_perms import secure_repo_dir
+
+            try:
+                secure_repo_dir(path)  # 0700 directory, 0600 files (key, database, -wal/-shm, token)
+            except BaseException:
+                conn.close()
+                raise
         except BaseException:
             os.close(lock_fd)  # closing the descriptor releases the flock
             raise
