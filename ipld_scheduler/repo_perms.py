@@ -29,7 +29,7 @@ DIR_MODE: Final = 0o700
 FILE_MODE: Final = 0o600
 _SECRETS: Final = frozenset({"key", "api-token"})
 """Files whose loose mode is worth a warning (they may have been read); others (a database SQLite
-just created under the umask) are tightened with an info line."""
+just created under the umask) are tightened with a debug line."""
 
 
 class RepoPermissionError(Refused):
@@ -53,7 +53,7 @@ def secure_repo_dir(path: str | Path) -> list[Path]:
     """Make ``path`` 0700, its regular files 0600 and its subdirectories 0700; returns what changed.
 
     Symlinks and special files are left as they are. Each change is logged; a key or token that was
-    readable by others is a warning, since it may have been read.
+    readable by others is a warning, since it may have been read; the rest is a debug line.
     """
     root = Path(path)
     changed: list[Path] = []
@@ -72,6 +72,6 @@ def secure_repo_dir(path: str | Path) -> list[Path]:
                 changed.append(Path(entry.path))
     for item in changed:
         mode = DIR_MODE if item.is_dir() else FILE_MODE
-        level = logging.WARNING if item.name in _SECRETS else logging.INFO
+        level = logging.WARNING if item.name in _SECRETS else logging.DEBUG
         log.log(level, "%s was readable beyond its owner; tightened to %o", item, mode)
     return changed

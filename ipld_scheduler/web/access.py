@@ -111,7 +111,8 @@ def read_token(repo_path: str | Path, *, strict: bool = False) -> str | None:
         st = os.fstat(fd)
         _checked_stat(path, st, strict=strict)
         if st.st_mode & 0o077:
-            os.fchmod(fd, 0o600)
+            with contextlib.suppress(OSError):  # a read-only mount (compose's seed): read it as it is
+                os.fchmod(fd, 0o600)
         data = os.read(fd, _MAX_TOKEN_FILE + 1)
     finally:
         os.close(fd)
