@@ -1061,7 +1061,8 @@ def run(
                     "pid": os.getpid(),
                 },
                 f"peer {peer.replica.peer_id} serving {settings.repo}\n"
-                f"  dashboard {url}/\n  metrics   {server.metrics_url}\n  (Ctrl-C to stop)",
+                f"  dashboard {url}/ (log in with `ipld-scheduler dashboard --open`)\n"
+                f"  metrics   {server.metrics_url}\n  (Ctrl-C to stop)",
             )
 
         async def shutdown() -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import quote
 
-from .errors import InvalidInput, Refused, Unavailable, error_class
+from .errors import InvalidInput, Refused, Unauthorized, Unavailable, error_class
 from .web.routes import API_PREFIX, CAR_MEDIA_TYPE, ROUTES
 
 if TYPE_CHECKING:
@@ -140,14 +140,20 @@ def auth_headers(repo_path: str | Path) -> dict[str, str]:
 async def find_running_peer(repo_path: str | Path) -> str | None:
     """The URL of a live server for this repo, or None (no file, or it does not answer for this repo).
 
-    The probe carries the repo's token: a server that refuses it is not this repo's.
+    The probe carries the repo's token: a server that refuses it is not this repo's (or the token
+    was replaced since it started; :func:`connect` says so if the repo stays locked).
     """
+    return (await _probe(repo_path))[0]
+
+
+async def _probe(repo_path: str | Path) -> tuple[str | None, bool]:
+    """(URL of this repo's live server or None, whether the server in ``<repo>/api`` refused our token)."""
     try:
         url = api_file(repo_path).read_text(encoding="utf-8").strip()
     except OSError:
-        return None
+        return None, False
     if not url.startswith(("http://", "https://")):
-        return None
+        return None, False
     import aiohttp
 
     timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
@@ -156,14 +162,14 @@ async def find_running_peer(repo_path: str | Path) -> str | None:
             aiohttp.ClientSession(timeout=timeout, headers=auth_headers(repo_path)) as session,
             session.get(url + API_PREFIX + "/id") as response,
         ):
-            if response.status != 200:  # 401: a server of another repo (or our token was replaced)
-                return None
+            if response.status != 200:
+                return None, response.status == 401
             identity = await response.json()
     except (aiohttp.ClientError, TimeoutError, ValueError):
-        return None
+        return None, False
     if not isinstance(identity, dict) or identity.get("repo") != str(Path(repo_path).absolute()):
-        return None
-    return url
+        return None, False
+    return url, False
 
 
 # --- remote ------------------------------------------------------------------------------------
@@ -374,14 +380,21 @@ async def _open_repo(repo_path: Path, watch_api: bool) -> Repo | str:
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + LOCK_RETRY_S
+    refused = False
     while True:
         try:
             return Repo.open(repo_path)
         except RepoLocked as exc:
             if watch_api:
-                url = await find_running_peer(repo_path)
+                url, refused = await _probe(repo_path)
                 if url is not None:
                     return url
+            if loop.time() >= deadline and refused:
+                raise Unauthorized(
+                    f"{exc}, and its API ({api_file(repo_path)}) refuses the token in "
+                    f"{Path(repo_path) / 'api-token'}: was the file replaced while the peer ran? "
+                    "restart the peer to serve the new token"
+                ) from None
             if loop.time() >= deadline:
                 raise Unavailable(
                     f"{exc}. If it is `ipld-scheduler run`, it has not published {api_file(repo_path)} "

@@ -7,7 +7,9 @@ Owns: tool names, parameter names and descriptions (the prototype's: ``initializ
 ``inspect_cid``, ``get_event_log``, ``cancel_workflow``, ``reprioritize_workflow``), the answer
 convention (a JSON object with ``success``; failures are ``success: false`` with ``error`` and
 ``code``, never an exception, so an assistant can read and correct), and the server over stdio
-or streamable HTTP built with the official ``mcp`` SDK (2.x: ``mcp.server.mcpserver.MCPServer``).
+or streamable HTTP built with the official ``mcp`` SDK (2.x: ``mcp.server.mcpserver.MCPServer``);
+over HTTP behind :class:`AccessGuard` (the repo's API token, Host and Origin checks of
+:mod:`ipld_scheduler.web.access`, the same rules as the HTTP API).
 
 Each tool is an ordinary async function, importable from here, that reaches the scheduler the way
 the CLI does (:func:`ipld_scheduler.client.connect`): the peer ``ipld-scheduler run`` serves

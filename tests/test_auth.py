@@ -297,3 +297,18 @@ def test_token_files_are_read_strictly(tmp_path: Path) -> None:
     (tmp_path / "api-token").write_text("<script>" * 8)
     with pytest.raises(TokenFileError):
         read_token(tmp_path)
+
+
+def test_a_token_replaced_under_a_running_peer_is_named_as_the_cause(peer: Served) -> None:
+    (peer.repo / "api-token").write_text("r" * 43 + "\n")
+    proc = subprocess.run(
+        [str(SCRIPT), "--repo", str(peer.repo), "--json", "status"],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    answer = json.loads(proc.stdout)
+    assert proc.returncode == 1 and answer["code"] == "unauthorized", answer
+    assert "refuses the token" in answer["error"]
+
