@@ -218,11 +218,18 @@ def test_a_loose_repo_is_made_private_when_it_is_opened(tmp_path: Path) -> None:
         assert served.token == first.token  # the token survives restarts
     finally:
         assert served.stop()[0] == 0
+    # a file the repo did not write loses only what others could do with it
+    script = repo / "notes.sh"
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o775)
+    (repo / "key").chmod(0o755)
     # a command that opens the repo directly fixes it too
     os.chmod(repo / "repo.sqlite", 0o644)
     os.chmod(repo, 0o755)
     assert cli_json(repo, "status")["mode"] == "direct"
-    assert _modes(repo)["loose"] == 0o700 and _modes(repo)["repo.sqlite"] == 0o600
+    modes = _modes(repo)
+    assert modes["loose"] == 0o700 and modes["repo.sqlite"] == 0o600 and modes["key"] == 0o600
+    assert modes["notes.sh"] == 0o700
 
 
 async def test_a_non_loopback_host_needs_a_private_token_and_says_so(tmp_path: Path) -> None:
@@ -311,4 +318,3 @@ def test_a_token_replaced_under_a_running_peer_is_named_as_the_cause(peer: Serve
     answer = json.loads(proc.stdout)
     assert proc.returncode == 1 and answer["code"] == "unauthorized", answer
     assert "refuses the token" in answer["error"]
-
