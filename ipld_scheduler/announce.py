@@ -15,10 +15,10 @@ Trust policy (why each rule exists):
 * ``undecodable``: not canonical DAG-CBOR. ``malformed``: valid DAG-CBOR of the wrong shape
   (missing/extra fields, wrong types, duplicate or non-link heads, unknown version).
 * ``own``: claims to come from this peer; we never need our own heads back.
-* ``non-member``: the peer has never appeared in the membership we hold. Admission is by a
+* ``non_member``: the peer has never appeared in the membership we hold. Admission is by a
   ``peer-add`` some member writes (or the peer list a peer starts with); strangers could otherwise
   make us fetch arbitrary DAGs. ``accept_strangers=True`` treats them like unverified members.
-* ``bad-signature``: the member's key is known (from its own ``peer-add``) and the signature does not
+* ``bad_signature``: the member's key is known (from its own ``peer-add``) and the signature does not
   verify with it. Removed and evicted members keep their key, so a returning peer's announcements are
   still verified and its rejoin event can be fetched.
 * ``replayed``: ``seq`` not greater than the last verified ``seq`` from that peer. Sequence numbers
@@ -43,6 +43,7 @@ from typing import Any, Final, Protocol
 from .codec import CID, CodecError, decode, encode
 from .errors import InvalidInput
 from .identity import Signer, verify_bytes
+from .reasons import Reject
 
 __all__ = [
     "ANNOUNCE_VERSION",
@@ -66,16 +67,26 @@ MAX_SEQ: Final = 2**63 - 1
 DOMAIN: Final = b"ipld-scheduler/announce/v1\x00"
 """Prefix of the signed bytes, so an announcement signature can never pass for an event signature."""
 
-REASONS: Final = ("oversized", "undecodable", "malformed", "own", "non-member", "bad-signature", "replayed")
+REASONS: Final = (
+    Reject.OVERSIZED,
+    Reject.UNDECODABLE,
+    Reject.MALFORMED,
+    Reject.OWN,
+    Reject.NON_MEMBER,
+    Reject.BAD_SIGNATURE,
+    Reject.REPLAYED,
+)
+"""The reasons the gate may count; a metric label takes no other value."""
 _KEYS: Final = frozenset({"v", "peer", "heads", "seq", "sig"})
 
 
 class AnnounceError(InvalidInput, ValueError):
-    """An announcement that cannot be accepted; ``reason`` is one of :data:`REASONS`."""
+    """An announcement that cannot be accepted: ``reason`` in :data:`REASONS`, ``detail`` for logs."""
 
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: Reject, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
+        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,30 +118,30 @@ def decode_announcement(
 ) -> HeadsMessage:
     """Strictly decode ``data``; raises :class:`AnnounceError` (oversized, undecodable or malformed)."""
     if len(data) > max_bytes:
-        raise AnnounceError("oversized", f"{len(data)} bytes > {max_bytes}")
+        raise AnnounceError(Reject.OVERSIZED, f"{len(data)} bytes > {max_bytes}")
     try:
         value = decode(bytes(data))
     except CodecError as exc:
-        raise AnnounceError("undecodable", str(exc)) from None
+        raise AnnounceError(Reject.UNDECODABLE, str(exc)) from None
     if type(value) is not dict or value.keys() != _KEYS:
-        raise AnnounceError("malformed", f"expected exactly the fields {sorted(_KEYS)}")
+        raise AnnounceError(Reject.MALFORMED, f"expected exactly the fields {sorted(_KEYS)}")
     if type(value["v"]) is not int or value["v"] != ANNOUNCE_VERSION:
-        raise AnnounceError("malformed", f"unsupported version {value['v']!r}")
+        raise AnnounceError(Reject.MALFORMED, f"unsupported version {value['v']!r}")
     peer, heads, seq, sig = value["peer"], value["heads"], value["seq"], value["sig"]
     if type(peer) is not str or not 0 < len(peer) <= MAX_PEER_ID:
-        raise AnnounceError("malformed", "peer: expected a string of 1..256 characters")
+        raise AnnounceError(Reject.MALFORMED, "peer: expected a string of 1..256 characters")
     if type(seq) is not int or not 0 <= seq <= MAX_SEQ:
-        raise AnnounceError("malformed", "seq: expected a non-negative 64-bit integer")
+        raise AnnounceError(Reject.MALFORMED, "seq: expected a non-negative 64-bit integer")
     if type(sig) is not bytes or len(sig) != 64:
-        raise AnnounceError("malformed", "sig: expected 64 bytes")
+        raise AnnounceError(Reject.MALFORMED, "sig: expected 64 bytes")
     if type(heads) is not list:
-        raise AnnounceError("malformed", "heads: expected a list")
+        raise AnnounceError(Reject.MALFORMED, "heads: expected a list")
     if len(heads) > max_heads:
-        raise AnnounceError("oversized", f"{len(heads)} heads > {max_heads}")
+        raise AnnounceError(Reject.OVERSIZED, f"{len(heads)} heads > {max_heads}")
     if any(type(h) is not CID for h in heads):
-        raise AnnounceError("malformed", "heads: expected links")
+        raise AnnounceError(Reject.MALFORMED, "heads: expected links")
     if len(set(heads)) != len(heads):
-        raise AnnounceError("malformed", "heads: duplicate links")
+        raise AnnounceError(Reject.MALFORMED, "heads: duplicate links")
     return HeadsMessage(peer, tuple(heads), seq, sig)
 
 
@@ -145,7 +156,7 @@ class Verdict:
 
     message: HeadsMessage | None
     verified: bool
-    reason: str | None = None
+    reason: Reject | None = None
 
     @property
     def accepted(self) -> bool:
@@ -171,7 +182,7 @@ class AnnouncementGate:
         self.max_heads = max_heads
         self.accept_strangers = accept_strangers
         self.last_seq: dict[str, int] = {}
-        self.rejected: Counter[str] = Counter()
+        self.rejected: Counter[Reject] = Counter()
         self.accepted = 0
         self.unverified = 0
 
@@ -182,19 +193,19 @@ class AnnouncementGate:
         except AnnounceError as exc:
             return self._reject(None, exc.reason)
         if msg.peer == self.local_peer:
-            return self._reject(msg, "own")
+            return self._reject(msg, Reject.OWN)
         entry = members.get(msg.peer)
         key = entry.key if entry is not None else None
         if key is None:
             if entry is None and not self.accept_strangers:
-                return self._reject(msg, "non-member")
+                return self._reject(msg, Reject.NON_MEMBER)
             self.unverified += 1
             return Verdict(msg, verified=False)
         if not verify_bytes(key, msg.sig, signing_bytes(msg.peer, msg.heads, msg.seq)):
-            return self._reject(msg, "bad-signature")
+            return self._reject(msg, Reject.BAD_SIGNATURE)
         last = self.last_seq.get(msg.peer)
         if last is not None and msg.seq <= last:
-            return self._reject(msg, "replayed")
+            return self._reject(msg, Reject.REPLAYED)
         self.last_seq[msg.peer] = msg.seq
         self.accepted += 1
         return Verdict(msg, verified=True)
@@ -203,8 +214,12 @@ class AnnouncementGate:
         self.last_seq.pop(peer, None)
 
     def stats(self) -> dict[str, Any]:
-        return {"accepted": self.accepted, "unverified": self.unverified, "rejected": dict(self.rejected)}
+        return {
+            "accepted": self.accepted,
+            "unverified": self.unverified,
+            "rejected": {str(k): v for k, v in self.rejected.items()},
+        }
 
-    def _reject(self, msg: HeadsMessage | None, reason: str) -> Verdict:
+    def _reject(self, msg: HeadsMessage | None, reason: Reject) -> Verdict:
         self.rejected[reason] += 1
         return Verdict(msg, verified=False, reason=reason)

@@ -102,8 +102,10 @@ def read_car(
         header = decode(stream.read(size))
     except CodecError as exc:
         raise CarError(f"CAR header is not DAG-CBOR: {exc}") from exc
-    if type(header) is not dict or header.get("version") != 1 or type(header.get("roots")) is not list:
-        raise CarError("only CARv1 archives ({roots, version: 1}) are supported")
+    # ``type(...) is int``: ``True`` and ``1.0`` compare equal to 1 but are not the version number.
+    version = header.get("version") if type(header) is dict else None
+    if type(version) is not int or version != 1 or type(header.get("roots")) is not list:
+        raise CarError(f"only CARv1 archives ({{roots, version: 1}}) are supported, got version {version!r}")
     roots = header["roots"]
     if any(type(r) is not CID for r in roots):
         raise CarError("CAR roots must be links")

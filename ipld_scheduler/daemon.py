@@ -14,7 +14,7 @@ travel on its pubsub topic ``options.topic``. Without it the peer runs embedded:
 an in-process bus with nobody else on it, so a single-process peer (useful on one machine, and for
 ``scheduler`` users sharing state through CAR files or ``merge``).
 
-Also owns :func:`liveness_of`, the defensive read of a running peer's liveness view that the HTTP
+Also owns :func:`liveness_of`, the read of a running peer's liveness view that the HTTP
 API and the metrics share (it lives here, below both, so neither imports the other).
 """
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from .options import PeerOptions
 from .peer import Peer
 from .replica import Replica
 from .repo import Repo
+from .sandbox import Sandbox, SandboxPolicy
 
 __all__ = ["liveness_of", "serve"]
 
@@ -46,8 +47,11 @@ async def serve(
     options: PeerOptions,
     ready: Callable[[Peer], Awaitable[None]] | None = None,
     stop: asyncio.Event | None = None,
+    sandbox: SandboxPolicy | None = None,
 ) -> None:
-    """Run the peer in ``repo_path`` until ``stop`` is set (or the task is cancelled); always clean up."""
+    """Run the peer in ``repo_path`` until ``stop`` is set (or the task is cancelled); always clean up.
+
+    ``sandbox``: how jobs are confined (default: bubblewrap hiding the repo, see ``sandbox``)."""
     repo = Repo.open(repo_path)
     backend = open_backend(repo, ipfs_api, options)
     try:
@@ -62,7 +66,15 @@ async def serve(
         repo.close()
         raise
     broadcaster = backend.make_broadcaster(replica.peer_id)
-    peer = Peer(replica, broadcaster, options, workdir=repo.path / "work")
+    peer = Peer(
+        replica,
+        broadcaster,
+        options,
+        workdir=repo.path / "work",
+        backend="kubo" if ipfs_api else "embedded",
+        reachable=None if ipfs_api else (),  # an embedded store's bus holds this process only
+        sandbox=None if sandbox is None else Sandbox(sandbox),
+    )
     try:
         await peer.start()
         log.info(
@@ -84,25 +96,9 @@ async def serve(
         log.info("peer %s stopped", replica.peer_id)
 
 
-def liveness_of(peer: Any) -> dict[str, str] | None:
-    """Per-peer liveness from the runtime (``alive`` / ``unknown`` / ``unhealthy``), None without one.
-
-    The runtime exposes ``liveness()`` returning a mapping of peer -> state (enum or string); read
-    defensively because a missing or failing runtime must not take the API down with it.
-    """
-    if peer is None:
-        return None
-    method = getattr(peer, "liveness", None)
-    if not callable(method):
-        return None
-    try:
-        raw = method()
-    except Exception:  # the dashboard must keep answering even if the runtime misbehaves
-        log.exception("peer.liveness() failed")
-        return None
-    if not isinstance(raw, Mapping):
-        return None
-    return {str(k): str(getattr(v, "value", v)) for k, v in raw.items()}
+def liveness_of(peer: Peer | None) -> dict[str, str] | None:
+    """Per-peer liveness from the runtime (``alive`` / ``unknown`` / ``unhealthy``), None without one."""
+    return None if peer is None else peer.liveness()
 
 
 

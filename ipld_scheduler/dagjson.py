@@ -6,9 +6,10 @@ JSON shapes, per the DAG-JSON spec: a link is ``{"/": "<cid>"}``, bytes are
 UTF-8 bytes, and integers stay integers (floats are always written with a fraction or exponent, so
 ``1.0`` and ``1`` stay distinguishable as they are in DAG-CBOR).
 
-Must not: decode CBOR, fetch blocks or know what an event is. It is a display format: the one
-thing DAG-JSON cannot express, a map whose only key is ``"/"``, is refused with
-:class:`DagJsonError` rather than printed as something that would read back as a link.
+Must not: decode CBOR, fetch blocks or know what an event is. It is a display format: what
+DAG-JSON reserves, any map with a ``"/"`` key (``{"/": "x"}`` and ``{"/": "x", "k": 1}`` alike, the
+namespace the spec keeps for links and bytes), is refused with :class:`DagJsonError` rather than
+printed as something that would read back as a link or not at all.
 """
 
 from __future__ import annotations
@@ -58,8 +59,10 @@ def to_dag_json(value: Any, _depth: int = 0) -> Any:
     if isinstance(value, list | tuple):
         return [to_dag_json(item, _depth + 1) for item in value]
     if isinstance(value, dict):
-        if len(value) == 1 and "/" in value:
-            raise DagJsonError("a map whose only key is '/' would read back as a link or bytes")
+        if "/" in value:
+            raise DagJsonError(
+                "a map with the key '/' is reserved in DAG-JSON for links and bytes; encoders must refuse it"
+            )
         out: dict[str, Any] = {}
         for key in sorted(value, key=lambda k: _key_order(k) if isinstance(k, str) else b""):
             if not isinstance(key, str):

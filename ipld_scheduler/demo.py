@@ -451,13 +451,13 @@ async def _demo(
         observer = cluster.observer()
         summary = summarize(observer, ids, peer_ids, killed=victim)
         for peer_id in cluster.live:
-            metrics = cluster.peer(peer_id).metrics()
+            snap = cluster.peer(peer_id).snapshot()
             stats = summary["peers"].setdefault(peer_id, {})
-            stats["evictions_written"] = metrics["evictions_written"]
-            stats["transfers_written"] = metrics["transfers_written"]
-            stats["rejoins"] = metrics["rejoins"]
-            stats["recovered_runs"] = metrics["executions"]["recovered"]
-            stats["rejected_announcements"] = sum(metrics["rejected"].values())
+            stats["evictions_written"] = snap.stats.evictions_written
+            stats["transfers_written"] = snap.stats.transfers_written
+            stats["rejoins"] = snap.stats.rejoins
+            stats["recovered_runs"] = snap.stats.recovered_runs
+            stats["rejected_announcements"] = sum(snap.rejected.values())
         if victim is not None:
             summary["peers"][victim]["restarted"] = restarted
         summary.update(
@@ -488,14 +488,13 @@ def _update_progress(
     display.update(bars["all"], completed=done)
     for peer_id in peer_ids:
         if peer_id in cluster.members:
-            metrics = cluster.peer(peer_id).metrics()
-            running = metrics["executions"]["running"]
+            snap = cluster.peer(peer_id).snapshot()
             info = (
-                f"ran {metrics['executions']['succeeded'] + metrics['executions']['failed']}, "
-                f"queue {metrics['queue_size']}, running {', '.join(running) or '-'}"
+                f"ran {snap.stats.executions_succeeded + snap.stats.executions_failed}, "
+                f"queue {snap.queue_length}, running {', '.join(snap.executing) or '-'}"
             )
-            if metrics["evictions_written"]:
-                info += f", evicted {metrics['evictions_written']}"
+            if snap.stats.evictions_written:
+                info += f", evicted {snap.stats.evictions_written}"
         else:
             info = "[red]killed[/]"
         display.update(bars[peer_id], info=info)

@@ -9,8 +9,14 @@ Health (REFERENCE.md §2: separate "silent" from "unhealthy", never fail work on
 * ``unknown``: silent longer than that, but not ``unhealthy_after``: shown in status, nothing done;
 * ``unhealthy``: silent longer than ``unhealthy_after``: a live peer writes an ``evict`` event.
 
-A member never heard since we started counts from our start, which is the grace period of a
-freshly (re)started peer.
+Silence is counted from the last time we heard a member or, for one not heard yet, from when it was
+added or from our start, whichever is later (the grace period of a new member or of a freshly
+(re)started peer: ``add-peer bob`` on a peer up for an hour does not evict bob a second later).
+
+A member we have **never** heard through this backend (``heard_before`` lists those heard in earlier
+runs) can go ``unknown`` but never ``unhealthy``: we cannot tell "dead" from "unreachable from here"
+(two embedded-store processes never hear each other), and evicting on no evidence would let a
+misconfigured peer evict the whole cluster. Peers that did hear it evict it when it goes silent.
 
 Must not: read a clock, do I/O or change state. Its answers are local opinions; the only effect they
 ever have is an ``evict`` (or ``peer-add``) event the runtime writes, and the state fold decides what
@@ -44,13 +50,22 @@ class Health(StrEnum):
 class Liveness:
     """Last-heard bookkeeping. ``now`` values must come from one monotonic clock."""
 
-    def __init__(self, *, unknown_after: float, unhealthy_after: float, started: float) -> None:
+    def __init__(
+        self,
+        *,
+        unknown_after: float,
+        unhealthy_after: float,
+        started: float,
+        heard_before: Iterable[str] = (),
+    ) -> None:
         if not 0 <= unknown_after <= unhealthy_after:
             raise ValueError("liveness needs 0 <= unknown_after <= unhealthy_after")
         self.unknown_after = unknown_after
         self.unhealthy_after = unhealthy_after
         self.started = started
         self._last: dict[str, float] = {}
+        self._added: dict[str, float] = {}
+        self._ever: set[str] = set(heard_before)
         self._quorum_since: float | None = None
 
     def heard(self, peer: str, now: float) -> bool:
@@ -59,17 +74,28 @@ class Liveness:
         previous = self._last.get(peer)
         if previous is None or now > previous:
             self._last[peer] = now
+        self._ever.add(peer)
         return not was_alive
 
     def last_heard(self, peer: str) -> float | None:
         return self._last.get(peer)
 
+    def ever_heard(self, peer: str) -> bool:
+        """Heard at least once, in this run or (``heard_before``) an earlier one."""
+        return peer in self._ever
+
+    def _since(self, peer: str) -> float:
+        last = self._last.get(peer)
+        if last is not None:
+            return last
+        return max(self.started, self._added.get(peer, self.started))
+
     def silence(self, peer: str, now: float) -> float:
-        return max(0.0, now - self._last.get(peer, self.started))
+        return max(0.0, now - self._since(peer))
 
     def health(self, peer: str, now: float) -> Health:
         quiet = self.silence(peer, now)
-        if quiet > self.unhealthy_after:
+        if quiet > self.unhealthy_after and peer in self._ever:
             return Health.UNHEALTHY
         if quiet > self.unknown_after:
             return Health.UNKNOWN
@@ -77,16 +103,28 @@ class Liveness:
 
     def unhealthy_since(self, peer: str) -> float:
         """The monotonic time at which ``peer`` became (or will become) unhealthy if it stays silent."""
-        return self._last.get(peer, self.started) + self.unhealthy_after
+        return self._since(peer) + self.unhealthy_after
 
     def classify(self, peers: Iterable[str], now: float) -> dict[str, Health]:
         return {peer: self.health(peer, now) for peer in peers}
+
+    def joined(self, present: Iterable[str], now: float) -> None:
+        """Note when each present member was first seen present; forget members no longer present.
+
+        A member removed and added again starts a new grace period from its new addition.
+        """
+        keep = set(present)
+        for peer in keep:
+            self._added.setdefault(peer, now)
+        for peer in [p for p in self._added if p not in keep]:
+            del self._added[peer]
 
     def retain(self, peers: Iterable[str]) -> None:
         """Forget everyone else: memory stays bounded by the membership, whatever was heard."""
         keep = set(peers)
         for peer in [p for p in self._last if p not in keep]:
             del self._last[peer]
+        self._ever &= keep
 
     def quorum_settled(self, alive: int, present: int, now: float, *, settle: float) -> bool:
         """True once :func:`has_quorum` has held continuously for ``settle`` seconds.

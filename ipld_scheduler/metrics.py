@@ -1,41 +1,49 @@
-"""Prometheus metrics of one peer, read from the replica (and the runtime, when one runs) at scrape time.
+"""Prometheus metrics of one peer, read at scrape time from the replica and the runtime's typed Stats.
 
-Owns: metric names, help texts and labels, and the collector that turns the replica's derived state,
-its counters and the runtime's ``metrics()`` dict into Prometheus families:
+Owns: metric names, help texts and labels, and the collector. Names follow the Prometheus conventions:
+counters end in ``_total``, units are base units in the name (``_seconds``), each quantity is exposed
+once, and every label value comes from a closed enum (``reasons.Reject``, ``model.WorkflowStatus``,
+``liveness.Health``, the fixed tuples below): nothing a peer sends becomes a label.
 
-* ``ipld_scheduler_workflows{status}``: workflows by derived status (the same on every peer);
-* ``ipld_scheduler_queue_length``: this peer's queue;
-* ``ipld_scheduler_events_written_total``, ``..._blocks_written_total``, ``..._blocks_fetched_total``,
-  ``..._events_merged_total``: DAG traffic of this process;
-* ``ipld_scheduler_sync_lag_heads``: announced heads not merged yet (the runtime's count, else the
-  repo's ``wanted`` markers, which a merge in progress leaves behind);
-* ``ipld_scheduler_rejected_total{reason}``: refused events and announcements, by reason;
-* ``ipld_scheduler_execution_duration_seconds{status}``: histogram of this peer's runs, taken from
-  the result blocks in the DAG (so it survives restarts and needs no second bookkeeping);
-* ``ipld_scheduler_peers{state}``: members by liveness (``alive``/``unknown``/``unhealthy``) when a
-  runtime reports it, plus ``ipld_scheduler_members``.
+From the replica (always): ``workflows{status}``, ``queue_length``, ``dag_events``, ``heads``,
+``members``, ``events_written_total``, ``blocks_written_total``, ``blocks_fetched_total``,
+``events_merged_total``, ``rejected_total{reason}``, ``sync_lag_heads`` and
+``execution_duration_seconds{status}`` (a histogram of this peer's runs, from its result blocks, so
+it survives restarts). From a running :class:`~ipld_scheduler.runtime.peer.Peer` in addition: its
+:class:`~ipld_scheduler.runtime.stats.Stats` counters (announcements, merges, runs, evictions,
+rejoins, transfers...), ``peers{state}``, ``uptime_seconds``, ``caught_up``, ``running_workflows``,
+``unheard_members``, ``unreachable_members``.
 
-Must not: keep counters of its own that could disagree with the replica (a collector reads, it does
-not count), write to the DAG, or serve HTTP beyond rendering the text exposition.
+Must not: keep counters of its own that could disagree with the replica or the runtime (a collector
+reads, it does not count), write to the DAG, or serve HTTP beyond rendering the text exposition.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import re
-from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from collections.abc import Iterable
+from typing import Final
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
 from .codec import CID, CodecError, decode
-from .model import ModelError, Result
+from .liveness import Health
+from .model import ModelError, Result, WorkflowStatus
+from .reasons import Reject
 from .replica import Replica
+from .runtime.peer import Peer
+from .runtime.stats import Snapshot
 
-__all__ = ["CONTENT_TYPE", "DURATION_BUCKETS", "SchedulerCollector", "build_registry", "render"]
+__all__ = [
+    "CONTENT_TYPE",
+    "DURATION_BUCKETS",
+    "METRIC_NAMES",
+    "SchedulerCollector",
+    "build_registry",
+    "render",
+]
 
 log = logging.getLogger(__name__)
 
@@ -43,44 +51,99 @@ CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 DURATION_BUCKETS: Final = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
 """Seconds; workflow runs span sub-second scripts to hour-long jobs."""
 
+PREFIX: Final = "ipld_scheduler_"
+
 _REPLICA_COUNTERS: Final = {
     "events_written": "Events this process wrote to the DAG.",
     "blocks_written": "Blocks (events, workflows, results, logs) this process wrote.",
     "blocks_fetched": "Blocks this process fetched while merging other peers' heads.",
     "events_merged": "Events from other peers this process merged.",
 }
-_LIVENESS_STATES: Final = ("alive", "unknown", "unhealthy")
-_NAME_OK: Final = re.compile(r"[^a-zA-Z0-9_]")
+
+_RUNTIME_COUNTERS: Final = {
+    # Stats field -> (metric name without prefix and _total, help)
+    "announcements_sent": ("announcements_sent", "Head announcements (and heartbeats) this peer published."),
+    "announcements_received": ("announcements_received", "Announcements received, before the gate's checks."),
+    "rebroadcasts": ("rebroadcasts", "Periodic rebroadcast rounds (each doubles as a heartbeat)."),
+    "heads_announced": ("heads_announced", "Heads carried by this peer's announcements."),
+    "heads_suppressed": (
+        "heads_suppressed",
+        "Heads left out of a rebroadcast because another peer announced them lately.",
+    ),
+    "publish_errors": ("publish_errors", "Announcements the broadcaster failed to publish."),
+    "merges": ("merges", "Merges of announced heads into the replica."),
+    "merge_errors": ("merge_errors", "Merges that failed as a whole (retried with backoff)."),
+    "claims_written": ("claims_written", "Claim events this peer wrote before running a workflow."),
+    "executions_started": ("runs_started", "Workflow runs this peer started."),
+    "recovered_runs": ("runs_recovered", "Runs restarted after a restart of this peer (its earlier claims)."),
+    "leftovers_killed": (
+        "leftover_process_groups_killed",
+        "Process groups of an earlier incarnation's runs killed at start.",
+    ),
+    "evictions_written": ("evictions", "Evict events this peer wrote for silent members."),
+    "rejoins": ("rejoins", "Times this peer re-added itself after being evicted."),
+    "transfers_written": ("transfers", "Workflows this idle peer took over from a busier one."),
+    "transfers_lost": ("transfers_lost", "Takeovers that lost to a concurrent transfer by another peer."),
+    "handovers_written": ("handovers", "Workflows handed to a live peer holding a newer claim."),
+}
+
+_SYNC_DROPS: Final = {
+    "queue_full": "sync_queue_full",
+    "unverified_full": "sync_unverified_full",
+    "backoff": "sync_backoff",
+    "unadoptable": "heads_unadoptable",
+}
+_RUN_RESULTS: Final = {
+    "success": "executions_succeeded",
+    "failure": "executions_failed",
+    "cancelled": "executions_cancelled",
+}
+LOOPS: Final = ("announce", "execute", "receive", "sync", "tick")
+
+METRIC_NAMES: Final = frozenset(
+    {
+        *(
+            PREFIX + n
+            for n in ("workflows", "queue_length", "dag_events", "heads", "members", "sync_lag_heads")
+        ),
+        *(PREFIX + n + "_total" for n in _REPLICA_COUNTERS),
+        PREFIX + "rejected_total",
+        PREFIX + "execution_duration_seconds",
+        *(PREFIX + n + "_total" for n, _ in _RUNTIME_COUNTERS.values()),
+        *(PREFIX + n for n in ("sync_dropped_total", "runs_finished_total", "loop_errors_total")),
+        *(
+            PREFIX + n
+            for n in (
+                "peers",
+                "uptime_seconds",
+                "caught_up",
+                "running_workflows",
+                "unheard_members",
+                "unreachable_members",
+            )
+        ),
+    }
+)
+"""Every family name this collector can expose (counters with their ``_total``)."""
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, int | float) and math.isfinite(value):
-        return float(value)
-    return None
+def _reason(raw: str) -> Reject:
+    """A replica rejection key as a :class:`Reject` (free text from older code maps to ``other``)."""
+    try:
+        return Reject(str(raw).strip().lower().replace("-", "_").replace(" ", "_"))
+    except ValueError:
+        return Reject.OTHER
 
 
 class SchedulerCollector:
-    """Reads ``replica`` (and ``peer``, the runtime, if given) on every scrape."""
+    """Reads ``replica`` (and ``peer``, the runtime, if one runs) on every scrape."""
 
-    def __init__(self, replica: Replica, peer: Any = None) -> None:
+    def __init__(self, replica: Replica, peer: Peer | None = None) -> None:
         self.replica = replica
         self.peer = peer
         self._durations: dict[CID, tuple[str, float] | None] = {}
 
     # --- sources ---------------------------------------------------------------------------------
-
-    def _peer_metrics(self) -> dict[str, Any]:
-        method = getattr(self.peer, "metrics", None)
-        if not callable(method):
-            return {}
-        try:
-            raw = method()
-        except Exception:  # a scrape must not fail because the runtime is mid-shutdown
-            log.exception("peer.metrics() failed")
-            return {}
-        return dict(raw) if isinstance(raw, Mapping) else {}
 
     def _own_durations(self) -> list[tuple[str, float]]:
         """(status, seconds) of every run this peer recorded, from result blocks (cached by CID)."""
@@ -105,73 +168,80 @@ class SchedulerCollector:
             result = Result.from_ipld(decode(data))
         except (CodecError, ModelError):
             return None
-        return result.status, result.duration_ms / 1000.0
+        status = (
+            result.status if result.status in ("success", "failure", "timeout", "cancelled") else "failure"
+        )
+        return status, result.duration_ms / 1000.0
 
     # --- families ----------------------------------------------------------------------------------
 
     def collect(self) -> Iterable[Metric]:
-        replica = self.replica
-        peer_metrics = self._peer_metrics()
+        snap = self.peer.snapshot() if self.peer is not None else None
         yield from self._state_families()
-        yield from self._counter_families(peer_metrics)
-
-        lag = GaugeMetricFamily(
-            "ipld_scheduler_sync_lag_heads", "Announced heads whose history is not merged yet."
-        )
-        value = _number(peer_metrics.get("sync_lag"))
-        lag.add_metric([], value if value is not None else float(len(replica.repo.wanted())))
+        yield from self._replica_counters()
+        lag = GaugeMetricFamily(PREFIX + "sync_lag_heads", "Announced heads whose history is not merged yet.")
+        pending = snap.sync_pending_heads if snap is not None else len(self.replica.repo.wanted())
+        lag.add_metric([], float(pending))
         yield lag
-
-        rejected = CounterMetricFamily(
-            "ipld_scheduler_rejected", "Events and announcements refused, by reason.", labels=["reason"]
-        )
-        reasons: dict[str, float] = {k: float(v) for k, v in replica.rejections.items()}
-        extra = peer_metrics.get("rejected")
-        if isinstance(extra, Mapping):
-            for reason, count in extra.items():
-                number = _number(count)
-                if number is not None:
-                    reasons[str(reason)] = reasons.get(str(reason), 0.0) + number
-        for reason, count in sorted(reasons.items()):
-            rejected.add_metric([reason], count)
-        yield rejected
-
+        yield self._rejected(snap)
         yield self._durations_family()
-        yield from self._peer_families()
-        yield from self._runtime_gauges(peer_metrics)
+        if snap is not None:
+            yield from self._runtime_families(snap)
 
     def _state_families(self) -> Iterable[Metric]:
         replica = self.replica
-        summary = replica.state.summary()
+        by_status: dict[str, int] = replica.state.summary()["by_status"]
         workflows = GaugeMetricFamily(
-            "ipld_scheduler_workflows", "Workflows in the DAG by derived status.", labels=["status"]
+            PREFIX + "workflows",
+            "Workflows in the DAG by derived status (the same on every peer).",
+            labels=["status"],
         )
-        by_status: dict[str, int] = summary["by_status"]
-        for status in sorted({"pending", "running", "completed", "failed", "cancelled", *by_status}):
-            workflows.add_metric([status], float(by_status.get(status, 0)))
+        for status in WorkflowStatus:
+            workflows.add_metric([str(status)], float(by_status.get(str(status), 0)))
         yield workflows
         yield GaugeMetricFamily(
-            "ipld_scheduler_queue_length",
-            "Workflows queued for this peer.",
-            value=float(len(replica.state.queue)),
+            PREFIX + "queue_length", "Workflows queued for this peer.", value=float(len(replica.state.queue))
         )
         yield GaugeMetricFamily(
-            "ipld_scheduler_dag_events", "Events applied to this replica.", value=float(len(replica.clock))
+            PREFIX + "dag_events",
+            "Events applied to this replica (its Merkle clock's size).",
+            value=float(len(replica.clock)),
         )
         yield GaugeMetricFamily(
-            "ipld_scheduler_heads", "Current Merkle clock heads.", value=float(len(replica.clock.head_cids))
+            PREFIX + "heads", "Current Merkle clock heads.", value=float(len(replica.clock.head_cids))
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "members",
+            "Present members of the scheduler network.",
+            value=float(len(replica.state.present())),
         )
 
-    def _counter_families(self, peer_metrics: Mapping[str, Any]) -> Iterable[Metric]:
+    def _replica_counters(self) -> Iterable[Metric]:
         for name, help_text in _REPLICA_COUNTERS.items():
-            value = _number(peer_metrics.get(name))
-            if value is None:
-                value = float(self.replica.counters.get(name, 0))
-            yield CounterMetricFamily(f"ipld_scheduler_{name}", help_text, value=value)
+            yield CounterMetricFamily(
+                PREFIX + name, help_text, value=float(self.replica.counters.get(name, 0))
+            )
+
+    def _rejected(self, snap: Snapshot | None) -> Metric:
+        family = CounterMetricFamily(
+            PREFIX + "rejected",
+            "Events, blocks and announcements refused, by reason (details are in the log).",
+            labels=["reason"],
+        )
+        counts: dict[Reject, float] = {}
+        for raw, count in self.replica.rejections.items():
+            reason = _reason(raw)
+            counts[reason] = counts.get(reason, 0.0) + float(count)
+        if snap is not None:
+            for reason, count in snap.rejected.items():
+                counts[reason] = counts.get(reason, 0.0) + float(count)
+        for reason, value in sorted(counts.items()):
+            family.add_metric([str(reason)], value)
+        return family
 
     def _durations_family(self) -> Metric:
         family = HistogramMetricFamily(
-            "ipld_scheduler_execution_duration_seconds",
+            PREFIX + "execution_duration_seconds",
             "Duration of this peer's workflow runs, from their result blocks.",
             labels=["status"],
         )
@@ -184,40 +254,69 @@ class SchedulerCollector:
             family.add_metric([status], buckets, sum(values))
         return family
 
-    def _peer_families(self) -> Iterable[Metric]:
-        from .web.api import liveness_of
-
-        state = self.replica.state
-        members = state.present()
+    def _runtime_families(self, snap: Snapshot) -> Iterable[Metric]:
+        stats = snap.stats
+        for field_name, (name, help_text) in _RUNTIME_COUNTERS.items():
+            yield CounterMetricFamily(PREFIX + name, help_text, value=float(getattr(stats, field_name)))
+        dropped = CounterMetricFamily(
+            PREFIX + "sync_dropped",
+            "Announced heads not queued for merging, by cause (bounded queue, backoff, unfetchable history).",
+            labels=["cause"],
+        )
+        for cause, field_name in _SYNC_DROPS.items():
+            dropped.add_metric([cause], float(getattr(stats, field_name)))
+        yield dropped
+        finished = CounterMetricFamily(
+            PREFIX + "runs_finished",
+            "Workflow runs this peer finished, by result (timeouts count as failure).",
+            labels=["result"],
+        )
+        for result, field_name in _RUN_RESULTS.items():
+            finished.add_metric([result], float(getattr(stats, field_name)))
+        yield finished
+        loops = CounterMetricFamily(
+            PREFIX + "loop_errors", "Runtime loops restarted after an unexpected error.", labels=["loop"]
+        )
+        for loop in LOOPS:
+            loops.add_metric([loop], float(stats.loop_errors.get(loop, 0)))
+        yield loops
+        peers = GaugeMetricFamily(
+            PREFIX + "peers",
+            "Present members by liveness as this peer hears them (itself counted alive).",
+            labels=["state"],
+        )
+        states = list(snap.liveness.values())
+        if self.replica.state.is_present(snap.peer_id):
+            states.append(str(Health.ALIVE))
+        for health in Health:
+            peers.add_metric([str(health)], float(sum(1 for h in states if h == health)))
+        yield peers
         yield GaugeMetricFamily(
-            "ipld_scheduler_members", "Present members of the scheduler network.", value=float(len(members))
+            PREFIX + "uptime_seconds", "Seconds since this peer's runtime started.", value=snap.uptime_seconds
         )
-        liveness = liveness_of(self.peer)
-        if liveness is None:
-            return
-        family = GaugeMetricFamily(
-            "ipld_scheduler_peers", "Present members by liveness as this peer sees them.", labels=["state"]
+        yield GaugeMetricFamily(
+            PREFIX + "caught_up",
+            "1 once this peer caught up after starting (it executes only then), else 0.",
+            value=1.0 if snap.caught_up else 0.0,
         )
-        counts = dict.fromkeys(_LIVENESS_STATES, 0)
-        for member in members:
-            label = liveness.get(member, "unknown")
-            counts[label] = counts.get(label, 0) + 1
-        for label, count in sorted(counts.items()):
-            family.add_metric([label], float(count))
-        yield family
-
-    def _runtime_gauges(self, peer_metrics: Mapping[str, Any]) -> Iterable[Metric]:
-        """Other numeric values the runtime reports, as ``ipld_scheduler_peer_<name>`` gauges."""
-        skip = {"sync_lag", "rejected", *_REPLICA_COUNTERS}
-        for key, raw in sorted(peer_metrics.items()):
-            value = _number(raw)
-            if key in skip or value is None:
-                continue
-            name = "ipld_scheduler_peer_" + _NAME_OK.sub("_", str(key)).strip("_").lower()
-            yield GaugeMetricFamily(name, f"Runtime value {key!r} reported by the peer.", value=value)
+        yield GaugeMetricFamily(
+            PREFIX + "running_workflows",
+            "Workflows this peer is running now.",
+            value=float(len(snap.executing)),
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "unheard_members",
+            "Present members never heard through this backend (never evicted by this peer).",
+            value=float(len(snap.unheard)),
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "unreachable_members",
+            "Present members this backend cannot reach at all (an embedded store in another process).",
+            value=float(len(snap.unreachable)),
+        )
 
 
-def build_registry(replica: Replica, peer: Any = None) -> CollectorRegistry:
+def build_registry(replica: Replica, peer: Peer | None = None) -> CollectorRegistry:
     """A registry of its own per served replica (never the global one: tests run several peers)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SchedulerCollector(replica, peer))

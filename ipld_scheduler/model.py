@@ -2,9 +2,12 @@
 
 Owns: field names and meaning, the mapping between dataclasses and IPLD data (the shapes written in
 ``schemas/*.ipldsch``; ``tests/test_schemas.py`` checks the two agree), tag normalisation and the
-P2P eligibility rule. Must not: do I/O, sign, hash or touch CBOR bytes (that is ``codec`` and
-``identity``). Everything decoded from the network passes ``*.from_ipld``, which raises
-:class:`ModelError` naming the offending field rather than trusting any shape.
+P2P eligibility rule, and the enums the rest of the package spells kinds and statuses with
+(:class:`EventKind`, :class:`WorkflowStatus`, :class:`ResultStatus`). ``Event`` is the generic
+signed envelope; the typed payload of each kind is in ``events``. Must not: do I/O, sign, hash or
+touch CBOR bytes (that is ``codec`` and ``identity``). Everything decoded from the network passes
+``*.from_ipld``, which raises :class:`ModelError` naming the offending field rather than trusting
+any shape.
 
 Dicts built here list their keys in DAG-CBOR order (shorter first, then bytewise) so the codec's
 fast path never has to re-sort them.
@@ -28,6 +31,7 @@ __all__ = [
     "EventKind",
     "ModelError",
     "Result",
+    "ResultStatus",
     "WorkflowDefinition",
     "WorkflowStatus",
     "WorkflowTag",
@@ -545,7 +549,25 @@ _set_kind, _set_author, _set_height, _set_parents, _set_body, _set_key, _set_sig
 
 _RESULT_REQUIRED: Final = frozenset({"v", "id", "peer", "type", "status", "duration_ms"})
 _RESULT_OPTIONAL: Final = frozenset({"steps", "reason", "stderr", "stdout", "exit_code"})
-RESULT_STATUSES: Final = frozenset({"success", "failure", "timeout", "cancelled", "refused"})
+
+
+class ResultStatus(StrEnum):
+    """How one run ended, as a Result block's ``status`` says (values are the wire spelling).
+
+    ``SUCCESS`` is recorded with a ``complete`` event, every other outcome with ``fail``. (Not to
+    be confused with ``executor.RunOutcome``, what the executor hands the runtime.)
+    """
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    REFUSED = "refused"
+
+
+RESULT_STATUSES: Final = frozenset(o.value for o in ResultStatus)
+_RESULT_STATUS: Final = {o.value: o for o in ResultStatus}
+"""value -> member: a dict lookup, where ``ResultStatus(value)`` costs a microsecond per result."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -563,6 +585,12 @@ class Result:
     stderr: CID | None = None
     steps: tuple[Mapping[str, Any], ...] = ()
 
+    @property
+    def outcome(self) -> ResultStatus:
+        """``status`` as the enum (a Result built in code may carry an unchecked string)."""
+        status = self.status
+        return status if type(status) is ResultStatus else ResultStatus(status)
+
     def to_ipld(self) -> dict[str, Any]:
         data: dict[str, Any] = {
             "v": FORMAT_VERSION,
@@ -571,7 +599,7 @@ class Result:
             "type": "result",
             "steps": [dict(s) for s in self.steps],
             "reason": self.reason,
-            "status": self.status,
+            "status": str(self.status),
             "stderr": self.stderr,
             "stdout": self.stdout,
             "exit_code": self.exit_code,
@@ -599,7 +627,7 @@ class Result:
         return cls(
             workflow_id=_str(data["id"], "result.id", MAX_ID_LEN),
             peer=_str(data["peer"], "result.peer", MAX_ID_LEN),
-            status=status,
+            status=_RESULT_STATUS[status],
             duration_ms=_int(data["duration_ms"], "result.duration_ms"),
             exit_code=exit_code,
             reason=None if "reason" not in data else _str(data["reason"], "result.reason", 4096, empty=True),

@@ -8,7 +8,9 @@ CLI talking to a running peer fails exactly as one opening the repo directly.
 Must not: print, parse command lines, speak HTTP or MCP, open repos, or keep state: each function
 takes a :class:`~ipld_scheduler.replica.Replica` (plus plain arguments) and returns a dict built
 from the replica's derived state and its blocks. Anything a user sees about a workflow comes from
-the DAG, never from a side table, so every peer answers the same.
+the DAG, never from a side table, so every peer answers the same: owners from ``State.owner``
+(the one source), runs (status, exit code, duration, reason) from what the fold recorded; only log
+blobs are read from blocks.
 """
 
 from __future__ import annotations
@@ -19,14 +21,15 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final
 
 from . import assign
+from .blocks import codec_name, identify
 from .codec import CID, CodecError, decode
 from .dagjson import DagJsonError, to_dag_json
 from .errors import InvalidInput, IpldSchedulerError, NotFound, Refused, Unavailable, error_class
-from .model import Event, ModelError, Result, WorkflowDefinition, WorkflowTag, eligibility
+from .model import Event, EventKind, ModelError, WorkflowDefinition, WorkflowStatus, WorkflowTag, eligibility
 from .ports import BlockNotFound, StoreError
 from .replica import Replica, SchedulerError
 from .repo import RepoError
-from .state import FINISHED, WorkflowRecord
+from .state import FINISHED, Run, WorkflowRecord
 
 __all__ = [
     "LOG_TEXT_LIMIT",
@@ -147,6 +150,17 @@ def parse_metadata(pairs: Iterable[str]) -> dict[str, str]:
             raise InvalidArgument(f"metadata {pair!r}: expected KEY=VALUE")
         out[key.strip()] = value
     return out
+
+
+def _status(value: Any) -> WorkflowStatus | None:
+    """A ``--status`` filter: one of the statuses, or nothing (an unknown one is the caller's error)."""
+    if value is None or value == "":
+        return None
+    try:
+        return WorkflowStatus(value)
+    except ValueError:
+        choices = ", ".join(s.value for s in WorkflowStatus)
+        raise InvalidArgument(f"status: unknown status {value!r}; one of {choices}") from None
 
 
 def _record(replica: Replica, workflow_id: Any) -> WorkflowRecord:
@@ -378,7 +392,7 @@ async def assigned(replica: Replica) -> dict[str, Any]:
         "assigned_workflows": ids,
         "count": len(ids),
         "queue": replica.state.queued(),
-        "workflows": [replica.state.workflows[w].to_dict() for w in ids],
+        "workflows": [replica.state.row(replica.state.workflows[w]) for w in ids],
     }
 
 
@@ -406,12 +420,17 @@ async def workflows(
 ) -> dict[str, Any]:
     """Workflows in id order, optionally filtered by status and owner."""
     cap = _limit(limit)
+    wanted = _status(status)
+    state = replica.state
     rows = []
-    for wid in sorted(replica.state.workflows):
-        rec = replica.state.workflows[wid]
-        if rec.winner is None or (status and rec.status != status) or (owner and rec.owner != owner):
+    for wid in sorted(state.workflows):
+        rec = state.workflows[wid]
+        if rec.winner is None or (wanted and rec.status is not wanted):
             continue
-        rows.append(rec.to_dict())
+        row = state.row(rec)
+        if owner and row["owner"] != owner:
+            continue
+        rows.append(row)
     total = len(rows)
     if cap is not None:
         rows = rows[:cap]
@@ -428,8 +447,6 @@ async def distance(hash1: str, hash2: str) -> dict[str, Any]:
 
 
 # --- blocks, log, results ----------------------------------------------------------------------
-
-_CODECS: Final = {0x71: "dag-cbor", 0x55: "raw", 0x70: "dag-pb", 0x0129: "dag-json"}
 
 
 async def _block(replica: Replica, cid: CID) -> bytes:
@@ -448,23 +465,11 @@ async def _block(replica: Replica, cid: CID) -> bytes:
         raise Unavailable(f"cannot read block {cid}: {exc}") from None
 
 
-def _kind_of(value: Any) -> str | None:
-    if isinstance(value, dict):
-        if "kind" in value and "parents" in value and "sig" in value:
-            return "event"
-        kind = value.get("type")
-        if isinstance(kind, str):
-            return kind
-    if isinstance(value, bytes):
-        return "blob"
-    return None
-
-
 async def inspect(replica: Replica, cid: str) -> dict[str, Any]:
     """A block as DAG-JSON (links ``{"/": cid}``, bytes ``{"/": {"bytes": base64}}``)."""
     parsed = _cid(cid)
     data = await _block(replica, parsed)
-    codec = _CODECS.get(parsed.codec, hex(parsed.codec))
+    codec = codec_name(parsed)
     if parsed.codec == 0x71:
         try:
             value: Any = decode(data)
@@ -482,7 +487,7 @@ async def inspect(replica: Replica, cid: str) -> dict[str, Any]:
         "cid": str(parsed),
         "codec": codec,
         "size": len(data),
-        "type": _kind_of(value),
+        "type": identify(value) if parsed.codec == 0x71 else None,
         "links": links,
         "data": rendered,
     }
@@ -522,7 +527,7 @@ def _events(replica: Replica, after: int = 0) -> Iterable[tuple[int, CID, Event,
     ids = _schedule_ids(replica)
     try:
         for seq, cid, data in replica.repo.processed_log(after):
-            event = Event.from_ipld(decode(data))
+            event = Event.from_block(data)
             wid = event.body.get("id")
             if not isinstance(wid, str):
                 wid = ids.get(cid)
@@ -539,15 +544,18 @@ async def log(
     limit: Any = None,
 ) -> dict[str, Any]:
     """Applied events in causal order (the repo's commit order), filtered; ``limit`` keeps the last N."""
-    from .model import EVENT_KINDS
-
     cap = _limit(limit)
-    if kind and kind not in EVENT_KINDS:
-        raise InvalidArgument(f"kind: unknown event kind {kind!r}; one of {', '.join(sorted(EVENT_KINDS))}")
+    wanted: EventKind | None = None
+    if kind:
+        try:
+            wanted = EventKind(kind)
+        except ValueError:
+            choices = ", ".join(sorted(k.value for k in EventKind))
+            raise InvalidArgument(f"kind: unknown event kind {kind!r}; one of {choices}") from None
     rows = [
         _event_row(seq, cid, event, wid)
         for seq, cid, event, wid in _events(replica)
-        if (not kind or event.kind == kind)
+        if (wanted is None or event.kind == wanted)
         and (not author or event.author == author)
         and (not workflow or wid == workflow)
     ]
@@ -574,33 +582,23 @@ def _text_blob(replica: Replica, cid: CID | None, limit: int) -> tuple[str | Non
     return raw[:limit].decode("utf-8", errors="replace"), len(raw) > limit
 
 
-def _run_row(replica: Replica, peer: str, status: str | None, cid: CID | None, limit: int) -> dict[str, Any]:
-    row: dict[str, Any] = {"peer": peer, "status": status, "result_cid": str(cid) if cid else None}
-    data = replica.repo.get_block(cid) if cid is not None else None
-    result = None
-    if data is not None:
-        try:
-            result = Result.from_ipld(decode(data))
-        except (CodecError, ModelError):
-            result = None
-    if result is None:
-        row.update(exit_code=None, duration_ms=None, reason=None, steps=[], stdout=None, stderr=None)
-        row.update(stdout_truncated=False, stderr_truncated=False)
-        return row
-    stdout, out_cut = _text_blob(replica, result.stdout, limit)
-    stderr, err_cut = _text_blob(replica, result.stderr, limit)
-    row.update(
-        status=result.status,
-        exit_code=result.exit_code,
-        duration_ms=result.duration_ms,
-        reason=result.reason,
-        steps=[to_dag_json(dict(s)) for s in result.steps],
-        stdout=stdout,
-        stderr=stderr,
-        stdout_truncated=out_cut,
-        stderr_truncated=err_cut,
-    )
-    return row
+def _run_row(replica: Replica, run: Run, limit: int) -> dict[str, Any]:
+    """One finished run as the fold recorded it; only the log blobs are read from the repo."""
+    stdout, out_cut = _text_blob(replica, run.stdout, limit)
+    stderr, err_cut = _text_blob(replica, run.stderr, limit)
+    return {
+        "peer": run.peer,
+        "status": run.status,
+        "result_cid": str(run.result) if run.result else None,
+        "exit_code": run.exit_code,
+        "duration_ms": run.duration_ms,
+        "reason": run.reason,
+        "steps": [to_dag_json(dict(s)) for s in run.steps],
+        "stdout": stdout,
+        "stderr": stderr,
+        "stdout_truncated": out_cut,
+        "stderr_truncated": err_cut,
+    }
 
 
 async def results(replica: Replica, workflow_id: str, max_log_bytes: Any = LOG_TEXT_LIMIT) -> dict[str, Any]:
@@ -608,13 +606,13 @@ async def results(replica: Replica, workflow_id: str, max_log_bytes: Any = LOG_T
     rec = _record(replica, workflow_id)
     cap = _limit(max_log_bytes, "max_log_bytes")
     limit = LOG_TEXT_LIMIT if cap is None else cap
-    runs = [_run_row(replica, r.peer, r.status, r.result, limit) for r in rec.runs]
+    runs = [_run_row(replica, r, limit) for r in rec.runs]
     latest = runs[-1] if runs else None
     return {
         "success": True,
         "workflow_id": rec.workflow_id,
         "status": rec.status,
-        "owner": rec.owner,
+        "owner": replica.state.owner(rec.workflow_id),
         "claimed_by": sorted({r.peer for r in rec.claims.values()}),
         "exit_code": latest["exit_code"] if latest else None,
         "runs": runs,

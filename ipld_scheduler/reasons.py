@@ -27,6 +27,7 @@ class Reject(StrEnum):
     # events and blocks (merge / import)
     NOT_CANONICAL = "not_canonical"
     INVALID_BLOCK = "invalid_block"
+    UNSUPPORTED_CODEC = "unsupported_codec"
     BAD_HEIGHT = "bad_height"
     UNKNOWN_PARENT = "unknown_parent"
     KEY_MISMATCH = "key_mismatch"

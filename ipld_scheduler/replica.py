@@ -3,7 +3,13 @@
 Owns: the order of effects for every write (tick -> sign -> encode -> put blocks -> commit blocks,
 processed mark and heads in one repo transaction -> fold into memory), replay of the repo at open,
 merging remote heads through a :class:`~ipld_scheduler.sync.MergePlan` with a bounded pool of
-fetchers, CAR export/import, and the seed-compatible async operations.
+fetchers, admission of merged events (signature, clock, key) with refusals counted in
+``rejections`` by :class:`~ipld_scheduler.reasons.Reject` only, CAR export/import (each block
+once), and the seed-compatible async operations.
+
+Writes take a typed payload (:meth:`Replica.append` with an ``events`` class; :meth:`Replica.write`
+keeps the kind-and-dict form and validates it) and :class:`~ipld_scheduler.blocks.Block` triples,
+so the fold uses the values the caller encoded instead of decoding them again.
 
 Must not: know which backend it runs on (it sees a ``BlockStore``), run workflows, or talk to the
 broadcast channel: the peer runtime does those and subscribes to ``on_heads``.
@@ -20,16 +26,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from .blocks import Block, BlockKind, decode_typed, encode_value, links_of
 from .car import read_car, write_car
 from .clock import MerkleClock
-from .codec import CID, CodecError, decode, encode_block
+from .codec import CID, CodecError
 from .errors import Refused
+from .events import (
+    Cancel,
+    Claim,
+    Complete,
+    Fail,
+    Payload,
+    PeerAdd,
+    PeerRemove,
+    Reprioritize,
+    Schedule,
+    body_of,
+)
 from .identity import Signer, verify_event
-from .model import Event, ModelError, Result, WorkflowDefinition, eligibility
+from .model import Event, EventKind, ModelError, Result, ResultStatus, WorkflowDefinition, eligibility
 from .ports import BlockNotFound, BlockStore, StoreError
+from .reasons import Reject
 from .repo import Repo
-from .state import State, WorkflowRecord
-from .sync import BlockKind, MergePlan, SyncError, decode_typed
+from .state import FINISHED, State, WorkflowRecord
+from .sync import MergePlan, SyncError
 
 __all__ = ["MergeReport", "Replica", "SchedulerError"]
 
@@ -44,18 +64,24 @@ class SchedulerError(Refused):
 
 @dataclass
 class MergeReport:
-    """What one merge did: applied events, refused ones with reasons, and blocks fetched."""
+    """What one merge did: applied events, refused ones, and blocks fetched.
+
+    ``rejected`` holds ``(cid, detail)`` pairs for people and logs; ``reasons`` counts the same
+    refusals by their fixed :class:`~ipld_scheduler.reasons.Reject` (what metrics may label).
+    """
 
     applied: int = 0
     fetched: int = 0
     rejected: list[tuple[str, str]] = field(default_factory=list)
     heads: list[str] = field(default_factory=list)
+    reasons: Counter[Reject] = field(default_factory=Counter)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "applied": self.applied,
             "fetched": self.fetched,
             "rejected": self.rejected,
+            "rejected_by_reason": {str(r): n for r, n in sorted(self.reasons.items())},
             "heads": self.heads,
         }
 
@@ -73,7 +99,8 @@ class Replica:
         self._store_is_repo = store_is_repo
         self._write_lock = asyncio.Lock()
         self.on_heads: list[HeadsListener] = []
-        self.rejections: Counter[str] = Counter()
+        self.rejections: Counter[Reject] = Counter()
+        """Refused events and blocks by fixed reason (the detail text goes to the log only)."""
         self.counters: Counter[str] = Counter()
         self.fetch_concurrency = 16
         self.fetch_timeout = 30.0
@@ -123,13 +150,16 @@ class Replica:
     def _local_extras(
         self, event: Event, extras: Mapping[CID, Any] | None = None
     ) -> tuple[WorkflowDefinition | None, Result | None]:
+        """The workflow or result an event's payload links to: from ``extras`` (values decoded with
+        the event, never decoded again), else read from the repo."""
         workflow = result = None
-        link = event.body.get("workflow") if event.kind == "schedule" else None
-        if link is not None:
-            workflow = (extras or {}).get(link) or self._load(link, BlockKind.WORKFLOW)
-        link = event.body.get("result") if event.kind in ("complete", "fail") else None
-        if link is not None:
-            result = (extras or {}).get(link) or self._load(link, BlockKind.RESULT)
+        match event.kind:
+            case EventKind.SCHEDULE:
+                link = event.body["workflow"]
+                workflow = (extras or {}).get(link) or self._load(link, BlockKind.WORKFLOW)
+            case EventKind.COMPLETE | EventKind.FAIL:
+                link = event.body["result"]
+                result = (extras or {}).get(link) or self._load(link, BlockKind.RESULT)
         return workflow, result
 
     def _load(self, cid: CID, kind: BlockKind) -> Any:
@@ -143,37 +173,67 @@ class Replica:
             entry = self.state.members.get(peer)
             if peer == self.peer_id:
                 if entry is None or not entry.present or entry.key != self.signer.public_key:
-                    await self.write("peer-add", {"peer": peer, "key": self.signer.public_key})
+                    await self.append(PeerAdd(peer, self.signer.public_key))
             elif entry is None:
-                await self.write("peer-add", {"peer": peer})
+                await self.append(PeerAdd(peer))
 
     # --- writing ------------------------------------------------------------------------------
 
+    async def append(self, payload: Payload, blocks: Sequence[Block[Any] | tuple[CID, bytes]] = ()) -> CID:
+        """Append one signed event carrying ``payload``, with the blocks it links to (see :meth:`write`).
+
+        Blocks given as :class:`~ipld_scheduler.blocks.Block` are folded from the value they carry;
+        bare ``(cid, bytes)`` pairs are decoded once, as the type the payload's link promises.
+        """
+        kind, body = body_of(payload)
+        return await self._write(kind, body, payload, blocks)
+
     async def write(
-        self, kind: str, body: Mapping[str, Any], blocks: Sequence[tuple[CID, bytes]] = ()
+        self, kind: str, body: Mapping[str, Any], blocks: Sequence[Block[Any] | tuple[CID, bytes]] = ()
     ) -> CID:
-        """Append one signed event linking all heads; durable before it is applied or announced."""
+        """Append one signed event linking all heads; durable before it is applied or announced.
+
+        The untyped form (kind string and body dict), kept for callers that build bodies; the body
+        is validated as the model validates a received event before anything is written.
+        """
+        try:
+            typed = EventKind(kind)
+        except ValueError:
+            raise ModelError(f"event.kind: unknown kind {kind!r}") from None
+        return await self._write(typed, dict(body), None, blocks)
+
+    async def _write(
+        self,
+        kind: EventKind,
+        body: dict[str, Any],
+        payload: Payload | None,
+        blocks: Sequence[Block[Any] | tuple[CID, bytes]],
+    ) -> CID:
         async with self._write_lock:
-            event = self.signer.sign(self.clock.tick(kind, body))
-            cid, data = encode_block(event.to_ipld())
-            all_blocks = [*blocks, (cid, data)]
+            event = self.signer.sign(self.clock.tick(kind.value, body))
+            if payload is None:  # an untyped body: refuse what every other peer would refuse
+                Event.from_ipld(event.to_ipld())
+            own = encode_value(event)
+            typed = [b if isinstance(b, Block) else None for b in blocks]
+            pairs = [b.pair if isinstance(b, Block) else b for b in blocks]
+            all_blocks = [*pairs, own.pair]
             if not self._store_is_repo:
                 await self.store.put_many(all_blocks)
-            self.repo.commit(blocks=all_blocks, processed=[cid], heads=[cid])
+            self.repo.commit(blocks=all_blocks, processed=[own.cid], heads=[own.cid])
             # Fold what the blocks say, not the caller's objects: the state must equal a replay.
             extras: dict[CID, Any] = {}
-            for link, raw in blocks:
-                if kind == "schedule" and link == body.get("workflow"):
-                    extras[link] = decode_typed(BlockKind.WORKFLOW, raw)
-                elif kind in ("complete", "fail") and link == body.get("result"):
-                    extras[link] = decode_typed(BlockKind.RESULT, raw)
+            wanted = dict(links_of(BlockKind.EVENT, event))
+            for block, (link, raw) in zip(typed, pairs, strict=True):
+                link_kind = wanted.get(link)
+                if link_kind in (BlockKind.WORKFLOW, BlockKind.RESULT):
+                    extras[link] = block.value if block is not None else decode_typed(link_kind, raw)
             workflow, result = self._local_extras(event, extras)
-            self.state.apply(cid, event, workflow, result)
-            self.clock.apply(cid, event)
+            self.state.apply(own.cid, event, workflow, result)
+            self.clock.apply(own.cid, event)
             self.counters["events_written"] += 1
             self.counters["blocks_written"] += len(all_blocks)
         await self._notify()
-        return cid
+        return own.cid
 
     async def _notify(self) -> None:
         heads = self.clock.head_cids
@@ -193,7 +253,8 @@ class Replica:
                 "reason": reason,
                 "tags": list(workflow.tags),
             }
-        wcid, wdata = encode_block(workflow.to_ipld())
+        block = encode_value(workflow)
+        wcid = block.cid
         rec = self.state.workflows.get(workflow.workflow_id)
         if rec is not None and rec.winner is not None:
             if rec.winner.workflow_cid != wcid:
@@ -207,7 +268,7 @@ class Replica:
                     "tags": list(workflow.tags),
                 }
             return self._assignment(rec, existing=True)
-        await self.write("schedule", {"workflow": wcid}, [(wcid, wdata)])
+        await self.append(Schedule(wcid), [block])
         return self._assignment(self.state.workflows[workflow.workflow_id], existing=False)
 
     def _assignment(self, rec: WorkflowRecord, *, existing: bool) -> dict[str, Any]:
@@ -235,7 +296,7 @@ class Replica:
             return None
         rec = self.state.workflows[wid]
         assert rec.winner is not None
-        await self.write("claim", {"id": wid, "schedule": rec.winner.cid})
+        await self.append(Claim(wid, rec.winner.cid))
         return rec.winner.workflow
 
     def require(self, workflow_id: str) -> WorkflowRecord:
@@ -248,42 +309,37 @@ class Replica:
 
     async def cancel(self, workflow_id: str, reason: str = "") -> CID:
         rec = self.require(workflow_id)
-        if rec.status in ("completed", "failed", "cancelled"):
+        if rec.status in FINISHED:
             raise SchedulerError(f"workflow {workflow_id!r} is already {rec.status}")
-        body: dict[str, Any] = {"id": workflow_id}
-        if reason:
-            body["reason"] = reason
-        return await self.write("cancel", body)
+        return await self.append(Cancel(workflow_id, reason or None))
 
     async def reprioritize(self, workflow_id: str, priority: float) -> CID:
         self.require(workflow_id)
-        return await self.write("reprioritize", {"id": workflow_id, "priority": float(priority)})
+        return await self.append(Reprioritize(workflow_id, float(priority)))
 
     async def add_peer(self, peer_id: str) -> bool:
         if self.state.is_present(peer_id):
             return False
-        await self.write("peer-add", {"peer": peer_id})
+        await self.append(PeerAdd(peer_id))
         return True
 
     async def remove_peer(self, peer_id: str, reason: str = "") -> bool:
         if not self.state.is_present(peer_id):
             return False
-        body: dict[str, Any] = {"peer": peer_id}
-        if reason:
-            body["reason"] = reason
-        await self.write("peer-remove", body)
+        await self.append(PeerRemove(peer_id, reason or None))
         return True
 
     async def record_result(
         self, workflow_id: str, result: Result, blocks: Sequence[tuple[CID, bytes]] = ()
     ) -> CID:
         """Store a result block (plus its log blobs) and the ``complete``/``fail`` event naming it."""
-        rcid, rdata = encode_block(result.to_ipld())
-        kind = "complete" if result.status == "success" else "fail"
-        body: dict[str, Any] = {"id": workflow_id, "result": rcid}
-        if kind == "fail" and result.reason:
-            body["reason"] = result.reason[:1024]
-        return await self.write(kind, body, [*blocks, (rcid, rdata)])
+        block = encode_value(result)
+        payload: Payload
+        if result.outcome is ResultStatus.SUCCESS:
+            payload = Complete(workflow_id, block.cid)
+        else:
+            payload = Fail(workflow_id, block.cid, result.reason[:1024] if result.reason else None)
+        return await self.append(payload, [*blocks, block])
 
     # --- queries ------------------------------------------------------------------------------
 
@@ -365,7 +421,7 @@ class Replica:
                     try:
                         data, foreign = await self._fetch(cid, sources)
                     except (BlockNotFound, StoreError) as exc:
-                        plan.fail(cid, str(exc))
+                        plan.fail(cid, str(exc), Reject.MISSING_BLOCK)
                         continue
                     if foreign:
                         external.add(cid)
@@ -374,7 +430,7 @@ class Replica:
                         for more in plan.receive(cid, data):
                             queue.put_nowait(more)
                     except SyncError as exc:
-                        plan.fail(cid, str(exc))
+                        plan.fail(cid, str(exc), Reject.TOO_DEEP)
                         raise
                 finally:
                     queue.task_done()
@@ -391,9 +447,11 @@ class Replica:
                 task.cancel()
             await asyncio.gather(joined, *workers, return_exceptions=True)
         report.applied = await self._apply_ready(plan, external)
-        for cid, reason in plan.rejected:
-            report.rejected.append((str(cid), reason))
-            self.rejections[reason.split(":")[0]] += 1
+        for cid, reason, detail in plan.rejected:
+            report.rejected.append((str(cid), detail))
+            report.reasons[reason] += 1
+            self.rejections[reason] += 1
+            log.info("merge refused %s (%s): %s", cid, reason, detail)
         self.repo.commit(wanted_remove=cids)
         report.heads = self.clock.heads
         self.counters["blocks_fetched"] += report.fetched
@@ -407,22 +465,20 @@ class Replica:
         applied = 0
         pending_blocks: list[tuple[CID, bytes]] = []
         processed: list[CID] = []
-        for cid, event, extras, blocks in plan.ready():
-            reason = None
-            if verify and not verify_event(event):
-                reason = "bad signature"
-            reason = reason or self.clock.check(event) or self.state.admit(event)
-            if reason is not None:
-                plan.rejected.append((cid, reason))
+        for ready in plan.ready():
+            cid, event = ready.event.cid, ready.event.value
+            refusal = self._admission(event, verify=verify)
+            if refusal is not None:
+                plan.refuse(cid, *refusal)
                 continue
             try:
-                workflow, result = self._local_extras(event, extras)
+                workflow, result = self._local_extras(event, ready.values)
             except (StoreError, CodecError, ModelError) as exc:
-                plan.rejected.append((cid, f"linked block unusable: {exc}"))
+                plan.refuse(cid, Reject.INVALID_BLOCK, f"linked block unusable: {exc}")
                 continue
             self.state.apply(cid, event, workflow, result)
             self.clock.apply(cid, event)
-            pending_blocks.extend(blocks)
+            pending_blocks.extend(ready.pairs)
             processed.append(cid)
             applied += 1
             if len(processed) >= batch:
@@ -433,6 +489,19 @@ class Replica:
             await self._persist(pending_blocks, processed, external)
         self.counters["events_merged"] += applied
         return applied
+
+    def _admission(self, event: Event, *, verify: bool) -> tuple[Reject, str] | None:
+        """Why a causally complete event is refused, as a fixed reason and a detail for the log."""
+        if verify and not verify_event(event):
+            return Reject.BAD_SIGNATURE, f"event by {event.author!r} has a bad signature"
+        detail = self.clock.check(event)
+        if detail is not None:  # the clock owns the rule; classify its answer without parsing text
+            unknown = any(parent not in self.clock for parent in event.parents)
+            return (Reject.UNKNOWN_PARENT if unknown else Reject.BAD_HEIGHT), detail
+        detail = self.state.admit(event)
+        if detail is not None:
+            return Reject.KEY_MISMATCH, detail
+        return None
 
     async def _persist(
         self, blocks: list[tuple[CID, bytes]], processed: list[CID], external: set[CID]
@@ -453,24 +522,30 @@ class Replica:
     # --- CAR ----------------------------------------------------------------------------------
 
     def dag_blocks(self) -> Iterable[tuple[CID, bytes]]:
-        """Every block of the DAG we hold: applied events and everything they link to."""
+        """Every block of the DAG we hold, each once: applied events and everything they link to.
+
+        Events come in commit order (parents first); a payload link to an event (a claim's
+        ``schedule``) names one already written, so only non-event links are followed here.
+        """
         seen: set[CID] = set()
         for _seq, cid, data in self.repo.processed_log():
+            if cid in seen:
+                continue
+            seen.add(cid)
             yield cid, data
             event = Event.from_block(data)
-            stack = [c for c in event.body.values() if type(c) is CID]
+            stack = [link for link in links_of(BlockKind.EVENT, event)[len(event.parents) :]]
             while stack:
-                link = stack.pop()
-                if link in seen:
+                link, kind = stack.pop()
+                if link in seen or kind is BlockKind.EVENT:
                     continue
-                seen.add(link)
                 raw = self.repo.get_block(link)
                 if raw is None:
                     continue
+                seen.add(link)
                 yield link, raw
-                value = decode(raw)
-                if type(value) is dict and value.get("type") == "result":
-                    stack.extend(value[k] for k in ("stdout", "stderr") if type(value.get(k)) is CID)
+                if kind is BlockKind.RESULT:
+                    stack.extend(links_of(kind, decode_typed(kind, raw)))
 
     def export_car(self, target: str | Path | BinaryIO) -> dict[str, Any]:
         roots = list(self.clock.head_cids)

@@ -13,6 +13,10 @@ they arrive in. Every rule is therefore a join over sets:
 * status is a precedence over the sets of completions, failures, cancels and claims;
 * priority and transfers are last-writer-wins registers.
 
+``apply`` dispatches with ``match`` on the event's typed payload (``events``); per finished run it
+records what readers need (outcome, exit code, duration, reason, log links, steps, result CID),
+and :meth:`State.owner` is the one answer to "who owns this workflow".
+
 Must not: read clocks, local config, ``hash()`` or set iteration order for anything that affects
 the result, or do I/O. Events arrive here already decoded, signature-checked and causally admitted.
 """
@@ -25,8 +29,22 @@ from typing import Any, Final
 
 from .assign import clock_hash, combine, owner, rank
 from .codec import CID
+from .events import (
+    Cancel,
+    Checkpoint,
+    Claim,
+    Complete,
+    Evict,
+    Fail,
+    PeerAdd,
+    PeerRemove,
+    Reprioritize,
+    Transfer,
+    payload_of,
+)
+from .events import Schedule as ScheduleEvent
 from .heap import FibonacciHeap
-from .model import Event, Result, WorkflowDefinition, WorkflowStatus
+from .model import Event, Result, ResultStatus, WorkflowDefinition, WorkflowStatus
 
 __all__ = ["MemberEntry", "State", "WorkflowRecord"]
 
@@ -110,13 +128,45 @@ class Schedule:
 
 @dataclass(slots=True)
 class Run:
-    """A claim, completion or failure: who did what, and under which event."""
+    """A claim, completion or failure: who did what, and under which event.
+
+    For a completion or failure the fold also records what the Result block says (outcome, exit
+    code, duration, reason, log links, steps), so readers never go back to the block. A result
+    the fold was not given (never the case for events applied by a replica) leaves them ``None``
+    and the outcome implied by the event kind.
+    """
 
     cid: CID
     stamp: Stamp
     peer: str
     result: CID | None = None
-    status: str | None = None
+    status: ResultStatus | None = None
+    exit_code: int | None = None
+    duration_ms: int | None = None
+    reason: str | None = None
+    stdout: CID | None = None
+    stderr: CID | None = None
+    steps: tuple[Mapping[str, Any], ...] = ()
+
+    @classmethod
+    def finished(
+        cls, cid: CID, stamp: Stamp, peer: str, link: CID, result: Result | None, implied: ResultStatus
+    ) -> Run:
+        if result is None:
+            return cls(cid, stamp, peer, link, implied)
+        return cls(
+            cid,
+            stamp,
+            peer,
+            link,
+            result.outcome,
+            result.exit_code,
+            result.duration_ms,
+            result.reason,
+            result.stdout,
+            result.stderr,
+            result.steps,
+        )
 
 
 @dataclass(slots=True)
@@ -131,7 +181,9 @@ class WorkflowRecord:
     priority: tuple[Stamp, float] | None = None
     transfer: tuple[Stamp, str] | None = None
     owner: str | None = None
-    status: str = PENDING
+    """Cache for unfinished records, kept current by membership changes; for a finished record it
+    is what it was when the run ended. Readers ask :meth:`State.owner`, the one source."""
+    status: WorkflowStatus = PENDING
 
     @property
     def effective_priority(self) -> float:
@@ -145,7 +197,11 @@ class WorkflowRecord:
         return sorted([*self.completions.values(), *self.failures.values()], key=lambda r: r.stamp)
 
     def to_dict(self, owner: str | None = None) -> dict[str, Any]:
-        """JSON view; ``owner`` comes from :meth:`State.owner` (a finished record's cache may be stale)."""
+        """JSON view with ``owner`` as :meth:`State.owner` answers it; readers call :meth:`State.row`.
+
+        Without ``owner`` the cached one is shown, which for a finished record may be stale (kept
+        for callers that only look at other fields).
+        """
         winner = self.winner
         return {
             "workflow_id": self.workflow_id,
@@ -225,61 +281,79 @@ class State:
             return set()
         before = self.view_before(event)
         stamp: Stamp = (event.height, cid.raw)
-        kind = event.kind
-        body = event.body
+        payload = payload_of(event)
         self.events += 1
+        kind = payload.kind
         self.kinds[kind] = self.kinds.get(kind, 0) + 1
-        view = before
         touched: set[str] = set()
-        if kind in ("peer-add", "peer-remove", "evict"):
-            peer = body["peer"]
-            present = kind == "peer-add"
-            old = before.get(peer)
-            # Only a peer's own peer-add sets its key: no member can vouch a key for another.
-            own_key = body.get("key") if present and event.author == peer else None
-            if own_key is not None:
-                key, key_stamp = own_key, stamp
-            else:
-                key, key_stamp = (old.key, old.key_stamp) if old is not None else (None, _ZERO)
-            entry = MemberEntry(present, stamp, key, event.author, key_stamp)
-            changed = dict(before)
-            changed[peer] = entry
-            view = changed
-            mine = self.members.get(peer)
-            was = mine is not None and mine.present
-            joined = entry if mine is None else _join(mine, entry)
-            if joined != mine:
-                self.members[peer] = joined
-                if was != joined.present:
-                    touched |= self._membership_changed(peer, joined.present)
-        self.views[cid] = view
-        if kind == "schedule":
-            assert workflow is not None, "schedule events are applied with their workflow"
-            touched.add(self._schedule(cid, stamp, event, workflow, before))
-        elif kind in ("cancel", "reprioritize", "claim", "complete", "fail", "transfer"):
-            wid = body["id"]
-            rec = self._record(wid)
-            if kind == "cancel":
-                rec.cancels[cid] = stamp
-            elif kind == "reprioritize":
+        self.views[cid] = before  # membership events replace it with the view they create
+        match payload:  # most frequent kinds first
+            case Claim(id=wid):
+                self._record(wid).claims[cid] = Run(cid, stamp, event.author)
+                touched.add(wid)
+            case Complete(id=wid, result=link):
+                run = Run.finished(cid, stamp, event.author, link, result, ResultStatus.SUCCESS)
+                self._record(wid).completions[cid] = run
+                touched.add(wid)
+            case ScheduleEvent():
+                assert workflow is not None, "schedule events are applied with their workflow"
+                touched.add(self._schedule(cid, stamp, event, payload, workflow, before))
+            case Fail(id=wid, result=link):
+                run = Run.finished(cid, stamp, event.author, link, result, ResultStatus.FAILURE)
+                self._record(wid).failures[cid] = run
+                touched.add(wid)
+            case Cancel(id=wid):
+                self._record(wid).cancels[cid] = stamp
+                touched.add(wid)
+            case Reprioritize(id=wid, priority=priority):
+                rec = self._record(wid)
                 if rec.priority is None or stamp > rec.priority[0]:
-                    rec.priority = (stamp, body["priority"])
-            elif kind == "claim":
-                rec.claims[cid] = Run(cid, stamp, event.author)
-            elif kind == "complete":
-                rec.completions[cid] = Run(
-                    cid, stamp, event.author, body["result"], result.status if result else "success"
-                )
-            elif kind == "fail":
-                rec.failures[cid] = Run(
-                    cid, stamp, event.author, body["result"], result.status if result else "failure"
-                )
-            elif kind == "transfer" and (rec.transfer is None or stamp > rec.transfer[0]):
-                rec.transfer = (stamp, body["to"])
-            touched.add(wid)
+                    rec.priority = (stamp, priority)
+                touched.add(wid)
+            case Transfer(id=wid, to=target):
+                rec = self._record(wid)
+                if rec.transfer is None or stamp > rec.transfer[0]:
+                    rec.transfer = (stamp, target)
+                touched.add(wid)
+            case PeerAdd(peer=peer, key=key):
+                # Only a peer's own peer-add sets its key: no member can vouch a key for another.
+                own_key = key if event.author == peer else None
+                self.views[cid] = self._membership(stamp, event.author, peer, True, own_key, before, touched)
+            case PeerRemove(peer=peer) | Evict(peer=peer):
+                self.views[cid] = self._membership(stamp, event.author, peer, False, None, before, touched)
+            case Checkpoint():
+                pass  # reserved: carries no state the fold derives yet
         for wid in touched:
             self._refresh(self.workflows[wid])
         return touched
+
+    def _membership(
+        self,
+        stamp: Stamp,
+        author: str,
+        peer: str,
+        present: bool,
+        own_key: bytes | None,
+        before: View,
+        touched: set[str],
+    ) -> View:
+        """The view after a membership event for ``peer``; joins it into the overall membership."""
+        old = before.get(peer)
+        key: bytes | None = own_key
+        key_stamp = stamp
+        if own_key is None:
+            key, key_stamp = (old.key, old.key_stamp) if old is not None else (None, _ZERO)
+        entry = MemberEntry(present, stamp, key, author, key_stamp)
+        changed = dict(before)
+        changed[peer] = entry
+        mine = self.members.get(peer)
+        was = mine is not None and mine.present
+        joined = entry if mine is None else _join(mine, entry)
+        if joined != mine:
+            self.members[peer] = joined
+            if was != joined.present:
+                touched |= self._membership_changed(peer, joined.present)
+        return changed
 
     def _record(self, wid: str) -> WorkflowRecord:
         rec = self.workflows.get(wid)
@@ -288,10 +362,16 @@ class State:
         return rec
 
     def _schedule(
-        self, cid: CID, stamp: Stamp, event: Event, workflow: WorkflowDefinition, before: View
+        self,
+        cid: CID,
+        stamp: Stamp,
+        event: Event,
+        payload: ScheduleEvent,
+        workflow: WorkflowDefinition,
+        before: View,
     ) -> str:
         members = tuple(present_members(before)) or (event.author,)
-        workflow_cid = event.body["workflow"]
+        workflow_cid = payload.workflow
         clock = clock_hash(event.parents)
         sched = Schedule(
             cid, stamp, event.author, workflow_cid, workflow, members, clock, combine(clock, workflow_cid)
@@ -328,7 +408,7 @@ class State:
             return winner.ranking[0] if winner.ranking else None
         return owner(winner.combined, self.present())
 
-    def _status(self, rec: WorkflowRecord, owner_now: str | None) -> str:
+    def _status(self, rec: WorkflowRecord, owner_now: str | None) -> WorkflowStatus:
         if rec.winner is None:
             return PENDING
         if rec.completions:
@@ -411,6 +491,10 @@ class State:
         if rec is None or rec.winner is None:
             return None
         return rec.to_dict(self.owner(workflow_id))
+
+    def row(self, rec: WorkflowRecord) -> dict[str, Any]:
+        """:meth:`WorkflowRecord.to_dict` with the owner from :meth:`owner` (the one source)."""
+        return rec.to_dict(self.owner(rec.workflow_id))
 
     def assigned_to(self, peer: str) -> list[str]:
         """Ids of unfinished workflows ``peer`` owns, sorted."""

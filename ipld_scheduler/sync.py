@@ -1,10 +1,12 @@
 """Merge planning, sans I/O: which blocks to fetch behind announced heads, and which events are ready.
 
 Owns: the walk from unknown heads down to blocks already applied (never further, so the cost is
-proportional to what is new), typing each wanted block by the link that named it (a parent is an
-event, ``body.workflow`` a Workflow, ``body.result`` a Result, a result's ``stdout`` a log blob),
-strict decoding of what arrives, and releasing events in causal order once everything they link
-to is held. Bounded: at most ``max_pending`` blocks in flight or buffered.
+proportional to what is new), following each block's typed links (``blocks.links_of``: a parent
+is an event, a payload's links are typed by its ``events`` class, a result's ``stdout`` is a log
+blob), decoding each arrival once as that type (non-DAG-CBOR codecs are refused by name), and
+releasing events in causal order, with the values decoded, once everything they link to is held.
+Every refusal is a :class:`Rejection` with a fixed :class:`~ipld_scheduler.reasons.Reject` and a
+detail for the log. Bounded: at most ``max_pending`` blocks in flight or buffered.
 
 Must not: fetch, store, verify signatures or fold state; the caller does I/O and hands bytes in,
 like h11's ``receive_data``/``next_event``. A block that cannot be fetched or decoded poisons
@@ -15,14 +17,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
-from .codec import CID, CodecError, decode, verify_block
+from .blocks import Block, BlockKind, UnsupportedCodec, decode_typed, links_of, require_dag_cbor
+from .codec import CID, CodecError, verify_block
 from .errors import IpldSchedulerError
-from .model import Event, ModelError, Result, WorkflowDefinition
+from .model import Event, ModelError
+from .reasons import Reject
 
-__all__ = ["BlockKind", "MergePlan", "Pending", "SyncError", "decode_typed"]
+__all__ = ["BlockKind", "MergePlan", "Pending", "Ready", "Rejection", "SyncError", "decode_typed"]
 
 DEFAULT_MAX_PENDING: Final = 200_000
 
@@ -31,46 +34,29 @@ class SyncError(IpldSchedulerError):
     """A merge cannot proceed (too much unknown history at once)."""
 
 
-class BlockKind(StrEnum):
-    EVENT = "event"
-    WORKFLOW = "workflow"
-    RESULT = "result"
-    BLOB = "blob"
+class Ready(NamedTuple):
+    """An event released by :meth:`MergePlan.ready`, with the blocks it brings along."""
+
+    event: Block[Event]
+    linked: list[Block[Any]]
+    """Non-event blocks its payload links to (workflow, result, log blobs), each decoded once."""
+
+    @property
+    def values(self) -> dict[CID, Any]:
+        return {b.cid: b.value for b in self.linked}
+
+    @property
+    def pairs(self) -> list[tuple[CID, bytes]]:
+        """The blocks to persist with the event, its own first."""
+        return [self.event.pair, *(b.pair for b in self.linked)]
 
 
-_BODY_LINK_KINDS: Final = {
-    "workflow": BlockKind.WORKFLOW,
-    "result": BlockKind.RESULT,
-    "schedule": BlockKind.EVENT,
-    "state": BlockKind.BLOB,
-}
+class Rejection(NamedTuple):
+    """A block or event a merge refused: the fixed ``reason`` is counted, the ``detail`` only logged."""
 
-
-def decode_typed(kind: BlockKind, data: bytes) -> Any:
-    """Decode and validate one block as the type its referrer promised; raises ModelError/CodecError."""
-    if kind is BlockKind.EVENT:
-        return Event.from_block(data)
-    value = decode(data)
-    if kind is BlockKind.WORKFLOW:
-        return WorkflowDefinition.from_ipld(value)
-    if kind is BlockKind.RESULT:
-        return Result.from_ipld(value)
-    if type(value) is not bytes:
-        raise ModelError("log blob: expected a byte string")
-    return value
-
-
-def links_of(kind: BlockKind, value: Any) -> list[tuple[CID, BlockKind]]:
-    """The typed links a decoded block contributes to the walk."""
-    if kind is BlockKind.EVENT:
-        out = [(p, BlockKind.EVENT) for p in value.parents]
-        for name, item in value.body.items():
-            if type(item) is CID:
-                out.append((item, _BODY_LINK_KINDS.get(name, BlockKind.BLOB)))
-        return out
-    if kind is BlockKind.RESULT:
-        return [(c, BlockKind.BLOB) for c in (value.stdout, value.stderr) if c is not None]
-    return []
+    cid: CID
+    reason: Reject
+    detail: str
 
 
 @dataclass(slots=True)
@@ -96,8 +82,8 @@ class MergePlan:
         self._max = max_pending
         self._pending: dict[CID, Pending] = {}
         self._inflight: set[CID] = set()
-        self._failed: dict[CID, str] = {}
-        self.rejected: list[tuple[CID, str]] = []
+        self._failed: dict[CID, Reject] = {}
+        self.rejected: list[Rejection] = []
         self.bytes_received = 0
 
     # --- input --------------------------------------------------------------------------------
@@ -129,9 +115,13 @@ class MergePlan:
         self._inflight.discard(cid)
         try:
             verify_block(cid, data)
+            require_dag_cbor(cid)
             value = decode_typed(entry.kind, data)
+        except UnsupportedCodec as exc:
+            self.fail(cid, f"{entry.kind.value} block {cid}: {exc}", Reject.UNSUPPORTED_CODEC)
+            return []
         except (CodecError, ModelError) as exc:
-            self.fail(cid, f"invalid {entry.kind.value} block: {exc}")
+            self.fail(cid, f"invalid {entry.kind.value} block: {exc}", Reject.INVALID_BLOCK)
             return []
         entry.data = data
         entry.value = value
@@ -140,12 +130,16 @@ class MergePlan:
         entry.waiting = {c: k for c, k in links if not self._known(c, k)}
         return self._want(links)
 
-    def fail(self, cid: CID, reason: str) -> None:
+    def fail(self, cid: CID, detail: str, reason: Reject = Reject.MISSING_BLOCK) -> None:
         """A block could not be fetched or was invalid: nothing that needs it will be released."""
         self._inflight.discard(cid)
         self._pending.pop(cid, None)
         self._failed[cid] = reason
-        self.rejected.append((cid, reason))
+        self.rejected.append(Rejection(cid, reason, detail))
+
+    def refuse(self, cid: CID, reason: Reject, detail: str) -> None:
+        """A held event failed an admission check (signature, clock, membership): count it."""
+        self.rejected.append(Rejection(cid, reason, detail))
 
     # --- output -------------------------------------------------------------------------------
 
@@ -157,12 +151,12 @@ class MergePlan:
     def done(self) -> bool:
         return not self._inflight
 
-    def ready(self) -> list[tuple[CID, Event, dict[CID, Any], list[tuple[CID, bytes]]]]:
+    def ready(self) -> list[Ready]:
         """Events whose whole closure is held, parents first (ordered by height, then CID).
 
-        Each item carries the decoded non-event blocks it links to and the raw blocks to persist
-        with it (its own bytes first). Released entries leave the plan; events that depend on a
-        failed block are dropped and reported in ``rejected``.
+        Each item carries the event's block and the non-event blocks it links to, as triples
+        decoded once on arrival. Released entries leave the plan; events that depend on a failed
+        block are dropped and reported in ``rejected``.
         """
         complete = self._complete_set()
         events = sorted(
@@ -171,8 +165,7 @@ class MergePlan:
         )
         out = []
         for entry in events:
-            extras: dict[CID, Any] = {}
-            blocks: list[tuple[CID, bytes]] = [(entry.cid, entry.data)]  # type: ignore[list-item]
+            linked: dict[CID, Block[Any]] = {}
             stack = [
                 c
                 for c in entry.waiting
@@ -181,16 +174,16 @@ class MergePlan:
             while stack:
                 link = stack.pop()
                 dep = self._pending.get(link)
-                if dep is None or link in extras:
+                if dep is None or dep.data is None or link in linked:
                     continue
-                extras[link] = dep.value
-                blocks.append((link, dep.data))  # type: ignore[arg-type]
+                linked[link] = Block(link, dep.data, dep.value)
                 stack.extend(c for c in dep.waiting if c in self._pending)
-            out.append((entry.cid, entry.value, extras, blocks))
-        for cid, _event, extras, _blocks in out:
-            self._pending.pop(cid, None)
-            for link in extras:
-                self._pending.pop(link, None)
+            assert entry.data is not None  # complete entries have arrived
+            out.append(Ready(Block(entry.cid, entry.data, entry.value), list(linked.values())))
+        for item in out:
+            self._pending.pop(item.event.cid, None)
+            for block in item.linked:
+                self._pending.pop(block.cid, None)
         if self.done:
             self._drop_poisoned()
         return out
@@ -218,4 +211,5 @@ class MergePlan:
         for cid in list(self._pending):
             entry = self._pending.pop(cid)
             if entry.kind is BlockKind.EVENT and entry.data is not None:
-                self.rejected.append((cid, "history incomplete: a linked block could not be fetched"))
+                detail = "history incomplete: a linked block could not be fetched"
+                self.rejected.append(Rejection(cid, Reject.POISONED_HISTORY, detail))

@@ -2,7 +2,11 @@
 
 Owns: :class:`Cluster` (N peers, each with its own repo on disk, joined by an
 :class:`~ipld_scheduler.embedded.network.EmbeddedNetwork`; start, kill like ``kill -9``, restart on the
-same repo). Must not: decide anything the runtime or the fold decide; it wires and observes.
+same repo) and :class:`ManualClock`. With a manual clock the peers' time-dependent decisions
+(liveness, eviction, failover, balancing, catching up) happen only when a test advances the clock and
+calls :meth:`Cluster.heartbeat_round`: deterministic, with no real-time window anywhere.
+
+Must not: decide anything the runtime or the fold decide; it wires and observes.
 """
 
 from __future__ import annotations
@@ -21,10 +25,26 @@ from .peer import Peer
 from .ports import BlockStore
 from .replica import Replica
 from .repo import Repo
+from .sandbox import Sandbox, SandboxPolicy
 from .state import FINISHED
 
-__all__ = ["Cluster"]
+__all__ = ["Cluster", "ManualClock"]
 
+
+class ManualClock:
+    """A monotonic clock that moves only when told to (``advance``)."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        if seconds < 0:
+            raise ValueError("a monotonic clock never goes back")
+        self.now += seconds
+        return self.now
 
 
 @dataclass
@@ -50,6 +70,10 @@ class Cluster:
     memory_blocks: bool = False
     per_peer: dict[str, PeerOptions] = field(default_factory=dict)
     """Options for particular peers (the others use ``options``)."""
+    clock: Callable[[], float] = time.monotonic
+    """The peers' monotonic clock (a :class:`ManualClock` for deterministic liveness tests)."""
+    sandbox: SandboxPolicy | None = None
+    """Job isolation for every peer (default: the runtime's, bubblewrap hiding each peer's repo)."""
     members: dict[str, _Member] = field(default_factory=dict)
     killed: set[str] = field(default_factory=set)
     _memory: dict[str, MemoryStore] = field(default_factory=dict)
@@ -68,7 +92,15 @@ class Cluster:
         self.network.revive(peer_id)
         replica = await Replica.open(repo, store, peer_id, self.peer_ids, store_is_repo=False)
         options = self.per_peer.get(peer_id, self.options)
-        peer = Peer(replica, broadcaster, options, workdir=self.root / peer_id / "work", seed=peer_id)
+        peer = Peer(
+            replica,
+            broadcaster,
+            options,
+            workdir=self.root / peer_id / "work",
+            seed=peer_id,
+            clock=self.clock,
+            sandbox=None if self.sandbox is None else Sandbox(self.sandbox),
+        )
         await peer.start()
         self.members[peer_id] = _Member(peer_id, repo, replica, peer)
         self.killed.discard(peer_id)
@@ -124,6 +156,7 @@ class Cluster:
         return True
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float, poll: float = 0.02) -> bool:
+        """Poll ``predicate`` until it holds or ``timeout`` real seconds pass; callers assert the result."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if predicate():
@@ -131,4 +164,45 @@ class Cluster:
             await asyncio.sleep(poll)
         return predicate()
 
+    def keys_known(self) -> bool:
+        """Every live peer knows every live peer's key (so heartbeats verify, and count)."""
+        return all(
+            (entry := self.replica(p).state.members.get(q)) is not None and entry.key is not None
+            for p in self.live
+            for q in self.live
+        )
 
+    async def heartbeat_round(
+        self, groups: Iterable[Iterable[str]] | None = None, timeout: float = 10.0
+    ) -> None:
+        """At the current clock time: every live peer sends its heartbeat, then every live peer ticks.
+
+        ``groups``: peers that can hear each other (default: all live peers, one group); the round
+        waits (checked) until each peer heard every other present member of its group at this time,
+        then ticks each peer once, and waits until whatever the ticks wrote has converged per group.
+        """
+        now = self.clock()
+        parts = [sorted(set(g) & set(self.live)) for g in groups] if groups is not None else [self.live]
+        for peer_id in self.live:
+            await self.peer(peer_id).announcer.rebroadcast()
+
+        def heard() -> bool:
+            for group in parts:
+                for p in group:
+                    detector = self.peer(p).detector
+                    state = self.replica(p).state
+                    for q in group:
+                        if q != p and state.is_present(q) and detector.last_heard(q) != now:
+                            return False
+            return True
+
+        if not await self.wait_for(heard, timeout, poll=0.002):
+            raise AssertionError(f"heartbeats at t={now} were not all heard within {timeout} s")
+        for peer_id in self.live:
+            await self.peer(peer_id).tick()
+
+        def settled() -> bool:
+            return all(len({tuple(self.replica(p).clock.head_cids) for p in group}) <= 1 for group in parts)
+
+        if not await self.wait_for(settled, timeout, poll=0.002):
+            raise AssertionError(f"the writes of the round at t={now} did not converge within {timeout} s")

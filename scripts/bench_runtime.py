@@ -43,7 +43,7 @@ SYNC_ONLY = PeerOptions.fast(execute=False, evict=False, unknown_after=60.0, unh
 
 
 def _settled(cluster: Cluster) -> bool:
-    return cluster.converged() and all(cluster.peer(p).metrics()["sync_lag"] == 0 for p in cluster.live)
+    return cluster.converged() and all(cluster.peer(p).sync.pending == 0 for p in cluster.live)
 
 
 async def convergence(peers: int, total: int, faults: dict[str, Any], seed: int) -> dict[str, float]:

@@ -20,6 +20,7 @@ bash scripts/install-test-ipfs.sh
 missing=()
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/bwrap ] || missing+=(bubblewrap)
+[ -x /usr/bin/promtool ] || missing+=(prometheus)
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}") >/dev/null

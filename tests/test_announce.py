@@ -18,6 +18,7 @@ from ipld_scheduler.announce import (
 )
 from ipld_scheduler.codec import CID, encode, encode_block
 from ipld_scheduler.identity import Signer
+from ipld_scheduler.reasons import Reject
 
 
 @dataclass(frozen=True)
@@ -53,17 +54,17 @@ def test_verified_member_is_accepted_and_replays_are_rejected() -> None:
     view = members(alice=ALICE.public_key)
     first = encode_announcement(ALICE, HEADS, 5)
     assert gate.check(first, view).verified
-    assert gate.check(first, view).reason == "replayed"
-    assert gate.check(encode_announcement(ALICE, HEADS, 4), view).reason == "replayed"
+    assert gate.check(first, view).reason is Reject.REPLAYED
+    assert gate.check(encode_announcement(ALICE, HEADS, 4), view).reason is Reject.REPLAYED
     assert gate.check(encode_announcement(ALICE, HEADS, 6), view).verified
-    assert gate.rejected == {"replayed": 2}
+    assert gate.rejected == {Reject.REPLAYED: 2}
     assert gate.accepted == 2
 
 
 def test_signature_must_match_the_members_key() -> None:
     gate = AnnouncementGate("carol")
     forged = encode_announcement(Signer(ALICE.peer_id, Signer.generate("x")._key), HEADS, 1)
-    assert gate.check(forged, members(alice=ALICE.public_key)).reason == "bad-signature"
+    assert gate.check(forged, members(alice=ALICE.public_key)).reason is Reject.BAD_SIGNATURE
     # a forged high seq must not lock the real peer out: seq only advances after verification
     assert gate.check(encode_announcement(ALICE, HEADS, 0), members(alice=ALICE.public_key)).verified
 
@@ -74,12 +75,12 @@ def test_tampered_heads_break_the_signature() -> None:
     value["heads"] = value["heads"][:1]
     tampered = cbor2.dumps(value)
     gate = AnnouncementGate("bob")
-    assert gate.check(tampered, members(alice=ALICE.public_key)).reason == "bad-signature"
+    assert gate.check(tampered, members(alice=ALICE.public_key)).reason is Reject.BAD_SIGNATURE
 
 
 def test_strangers_are_rejected_unless_allowed() -> None:
     data = encode_announcement(ALICE, HEADS, 1)
-    assert AnnouncementGate("bob").check(data, {}).reason == "non-member"
+    assert AnnouncementGate("bob").check(data, {}).reason is Reject.NON_MEMBER
     open_gate = AnnouncementGate("bob", accept_strangers=True)
     verdict = open_gate.check(data, {})
     assert verdict.accepted and not verdict.verified
@@ -97,12 +98,14 @@ def test_member_without_known_key_gives_unverified_heads_that_do_not_advance_seq
 
 def test_own_messages_are_dropped() -> None:
     gate = AnnouncementGate("alice")
-    assert gate.check(encode_announcement(ALICE, HEADS, 1), members(alice=ALICE.public_key)).reason == "own"
+    assert (
+        gate.check(encode_announcement(ALICE, HEADS, 1), members(alice=ALICE.public_key)).reason is Reject.OWN
+    )
 
 
 def test_oversized_payload_is_rejected_before_decoding() -> None:
     gate = AnnouncementGate("bob", max_bytes=1024)
-    assert gate.check(b"\xa0" + b"\x00" * 2000, {}).reason == "oversized"
+    assert gate.check(b"\xa0" + b"\x00" * 2000, {}).reason is Reject.OVERSIZED
 
 
 def test_too_many_heads_is_oversized() -> None:
@@ -110,22 +113,25 @@ def test_too_many_heads_is_oversized() -> None:
     data = encode_announcement(ALICE, heads, 1)
     with pytest.raises(AnnounceError) as err:
         decode_announcement(data, max_heads=64)
-    assert err.value.reason == "oversized"
+    assert err.value.reason is Reject.OVERSIZED
 
 
 @pytest.mark.parametrize(
     ("value", "reason"),
     [
-        ({"v": 1, "seq": 1, "peer": "alice", "heads": []}, "malformed"),  # no sig
-        ({"v": 2, "seq": 1, "sig": b"x" * 64, "peer": "alice", "heads": []}, "malformed"),
-        ({"v": 1, "seq": -1, "sig": b"x" * 64, "peer": "alice", "heads": []}, "malformed"),
-        ({"v": 1, "seq": 1, "sig": b"x" * 63, "peer": "alice", "heads": []}, "malformed"),
-        ({"v": 1, "seq": 1, "sig": b"x" * 64, "peer": "", "heads": []}, "malformed"),
-        ({"v": 1, "seq": 1, "sig": b"x" * 64, "peer": "alice", "heads": ["bafy"]}, "malformed"),
-        ({"v": 1, "seq": 1, "sig": b"x" * 64, "peer": "alice", "heads": [HEADS[0], HEADS[0]]}, "malformed"),
-        ({"v": 1, "seq": 1, "sig": b"x" * 64, "peer": "alice", "heads": {}}, "malformed"),
-        ({"v": 1, "x": 0, "seq": 1, "sig": b"x" * 64, "peer": "alice", "heads": []}, "malformed"),
-        ([1, 2, 3], "malformed"),
+        ({"v": 1, "seq": 1, "peer": "alice", "heads": []}, Reject.MALFORMED),  # no sig
+        ({"v": 2, "seq": 1, "sig": b"x" * 64, "peer": "alice", "heads": []}, Reject.MALFORMED),
+        ({"v": 1, "seq": -1, "sig": b"x" * 64, "peer": "alice", "heads": []}, Reject.MALFORMED),
+        ({"v": 1, "seq": 1, "sig": b"x" * 63, "peer": "alice", "heads": []}, Reject.MALFORMED),
+        ({"v": 1, "seq": 1, "sig": b"x" * 64, "peer": "", "heads": []}, Reject.MALFORMED),
+        ({"v": 1, "seq": 1, "sig": b"x" * 64, "peer": "alice", "heads": ["bafy"]}, Reject.MALFORMED),
+        (
+            {"v": 1, "seq": 1, "sig": b"x" * 64, "peer": "alice", "heads": [HEADS[0], HEADS[0]]},
+            Reject.MALFORMED,
+        ),
+        ({"v": 1, "seq": 1, "sig": b"x" * 64, "peer": "alice", "heads": {}}, Reject.MALFORMED),
+        ({"v": 1, "x": 0, "seq": 1, "sig": b"x" * 64, "peer": "alice", "heads": []}, Reject.MALFORMED),
+        ([1, 2, 3], Reject.MALFORMED),
     ],
 )
 def test_wrong_shapes_are_malformed(value: object, reason: str) -> None:
@@ -139,9 +145,9 @@ def test_non_canonical_cbor_is_undecodable() -> None:
     # keys in the wrong order: valid CBOR, not DAG-CBOR
     shuffled = cbor2.dumps({k: value[k] for k in reversed(list(value))})
     gate = AnnouncementGate("bob")
-    assert gate.check(shuffled, members(alice=ALICE.public_key)).reason == "undecodable"
-    assert gate.check(b"\xff\xff", {}).reason == "undecodable"
-    assert gate.rejected == {"undecodable": 2}
+    assert gate.check(shuffled, members(alice=ALICE.public_key)).reason is Reject.UNDECODABLE
+    assert gate.check(b"\xff\xff", {}).reason is Reject.UNDECODABLE
+    assert gate.rejected == {Reject.UNDECODABLE: 2}
 
 
 def test_signature_is_domain_separated_from_events() -> None:

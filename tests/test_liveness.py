@@ -24,12 +24,33 @@ def test_silence_goes_alive_then_unknown_then_unhealthy() -> None:
     assert live.health("b", 71.0) is Health.ALIVE
 
 
-def test_never_heard_peers_count_from_our_start() -> None:
-    live = detector(started=100.0)
+def test_peers_heard_in_an_earlier_run_count_from_our_start() -> None:
+    live = Liveness(unknown_after=30.0, unhealthy_after=60.0, started=100.0, heard_before=["ghost"])
     assert live.health("ghost", 129.0) is Health.ALIVE
     assert live.health("ghost", 131.0) is Health.UNKNOWN
     assert live.health("ghost", 161.0) is Health.UNHEALTHY
     assert live.unhealthy_since("ghost") == 160.0
+
+
+def test_a_member_never_heard_is_unknown_forever_never_unhealthy() -> None:
+    live = detector(started=100.0)
+    assert live.health("stranger", 129.0) is Health.ALIVE  # grace period
+    assert live.health("stranger", 131.0) is Health.UNKNOWN
+    assert live.health("stranger", 10_000.0) is Health.UNKNOWN  # cannot tell "dead" from "unreachable"
+    assert not live.ever_heard("stranger")
+    live.heard("stranger", 10_001.0)
+    assert live.health("stranger", 10_062.0) is Health.UNHEALTHY  # heard once: now silence counts
+
+
+def test_a_member_added_later_counts_from_its_addition_not_our_start() -> None:
+    live = Liveness(unknown_after=30.0, unhealthy_after=60.0, started=0.0, heard_before=["bob"])
+    live.joined(["alice"], 0.0)
+    live.joined(["alice", "bob"], 3600.0)  # add-peer bob on a peer up for an hour
+    assert live.health("bob", 3601.0) is Health.ALIVE
+    assert live.unhealthy_since("bob") == 3660.0
+    live.joined(["alice"], 3700.0)  # removed, then added again: a new grace period
+    live.joined(["alice", "bob"], 7200.0)
+    assert live.health("bob", 7229.0) is Health.ALIVE
 
 
 def test_out_of_order_hearing_never_moves_time_back() -> None:

@@ -1,41 +1,51 @@
-"""Prometheus metrics: values read from a real replica (and a runtime's report), served over real HTTP."""
+"""Prometheus metrics: values read from a real replica and a real peer runtime, served over real HTTP."""
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ipld_scheduler import ops
+from ipld_scheduler.announce import encode_announcement
 from ipld_scheduler.codec import encode_block
-from ipld_scheduler.metrics import DURATION_BUCKETS, build_registry, render
+from ipld_scheduler.embedded.memory import MemoryStore
+from ipld_scheduler.embedded.network import EmbeddedNetwork
+from ipld_scheduler.identity import Signer
+from ipld_scheduler.metrics import DURATION_BUCKETS, METRIC_NAMES, build_registry, render
 from ipld_scheduler.model import Result
+from ipld_scheduler.options import PeerOptions
+from ipld_scheduler.peer import Peer
+from ipld_scheduler.ports import Announcement
+from ipld_scheduler.reasons import Reject
 from ipld_scheduler.replica import Replica
 from ipld_scheduler.repo import Repo
 from ipld_scheduler.scheduler import open_replica
 from ipld_scheduler.web.server import WebServer
 
 
-class FakeRuntime:
-    """Stands in for ``peer.Peer``: the two read-only methods the collector uses."""
+class FakeClock:
+    """The monotonic clock a test advances by hand."""
 
-    def __init__(self, replica: Replica) -> None:
-        self.replica = replica
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
 
-    def liveness(self) -> dict[str, str]:
-        return {"alpha": "alive", "beta": "unhealthy", "gamma": "unknown"}
+    def __call__(self) -> float:
+        return self.now
 
-    def metrics(self) -> dict[str, Any]:
-        return {
-            "sync_lag": 7,
-            "rejected": {"bad signature": 2, "not a member": 1},
-            "uptime_s": 12.5,
-            "merges": 3,
-        }
+
+def runtime(replica: Replica, clock: FakeClock) -> Peer:
+    """A real peer runtime on ``replica`` (not started: its parts are driven directly)."""
+    network = EmbeddedNetwork()
+    _, broadcaster = network.endpoint(replica.peer_id, MemoryStore())
+    return Peer(replica, broadcaster, PeerOptions.fast(), clock=clock)
 
 
 @pytest.fixture
@@ -107,21 +117,87 @@ async def test_execution_durations_form_a_histogram_of_this_peers_runs(replica: 
     assert len([k for k in samples if k[0] == f"{name}_bucket"]) == len(DURATION_BUCKETS) + 1
 
 
-async def test_runtime_report_adds_liveness_lag_and_rejections(replica: Replica) -> None:
-    replica.rejections["bad signature"] += 1
-    samples = _samples(render(build_registry(replica, FakeRuntime(replica))))
-    assert samples[("ipld_scheduler_peers", (("state", "alive"),))] == 1
+async def test_runtime_report_adds_liveness_and_the_gates_rejections(replica: Replica) -> None:
+    clock = FakeClock()
+    peer = runtime(replica, clock)
+    replica.rejections["bad signature"] += 1  # free text from the merge path maps onto the enum
+    peer.handle_message(Announcement("x", b"\xff\x00garbage"))
+    peer.handle_message(Announcement("x", encode_announcement(Signer.generate("mallory"), [], 1)))
+    peer.handle_message(Announcement("x", encode_announcement(Signer.generate("beta"), [], 1)))  # key unknown
+    peer.handle_message(Announcement("x", encode_announcement(replica.signer, [], 1)))
+    peer.watch.heard("gamma", clock.now)
+    clock.now += 61.0  # gamma silent past unhealthy_after
+    peer.watch.heard("beta", clock.now)
+    peer.watch.refresh(replica.state.present(), clock.now)
+    samples = _samples(render(build_registry(replica, peer)))
     assert samples[("ipld_scheduler_peers", (("state", "unhealthy"),))] == 1
-    assert samples[("ipld_scheduler_peers", (("state", "unknown"),))] == 1
-    assert samples[("ipld_scheduler_sync_lag_heads", ())] == 7
-    assert samples[("ipld_scheduler_rejected_total", (("reason", "bad signature"),))] == 3
-    assert samples[("ipld_scheduler_rejected_total", (("reason", "not a member"),))] == 1
-    assert samples[("ipld_scheduler_peer_uptime_s", ())] == 12.5
+    assert samples[("ipld_scheduler_peers", (("state", "alive"),))] == 2  # beta, and alpha itself
+    reasons = {dict(k[1])["reason"]: v for k, v in samples.items() if k[0] == "ipld_scheduler_rejected_total"}
+    assert reasons == {"undecodable": 1, "non_member": 1, "own": 1, "bad_signature": 1}
+    assert set(reasons) <= {str(r) for r in Reject}
+    assert samples[("ipld_scheduler_announcements_received_total", ())] == 4
+    assert samples[("ipld_scheduler_uptime_seconds", ())] == 0.0  # not started
+    assert samples[("ipld_scheduler_sync_lag_heads", ())] == 0
+    snapshot = json.loads(json.dumps(peer.snapshot().to_dict()))  # the JSON form dashboards can use
+    assert snapshot["rejected"]["non_member"] == 1
+    assert snapshot["liveness"] == {"beta": "alive", "gamma": "unhealthy"}
+    assert snapshot["counters"]["announcements_received"] == 4
+
+
+async def test_a_never_heard_member_is_reported_and_not_unhealthy(replica: Replica) -> None:
+    clock = FakeClock()
+    peer = runtime(replica, clock)
+    peer.watch.refresh(replica.state.present(), clock.now)
+    clock.now += 3600.0
+    peer.watch.refresh(replica.state.present(), clock.now)
+    samples = _samples(render(build_registry(replica, peer)))
+    assert samples[("ipld_scheduler_unheard_members", ())] == 2
+    assert samples[("ipld_scheduler_peers", (("state", "unknown"),))] == 2
+    assert samples[("ipld_scheduler_peers", (("state", "unhealthy"),))] == 0
+
+
+def _check_names(text: bytes) -> list[str]:
+    """The Prometheus naming rules promtool's linter applies, checked by hand (when promtool is absent)."""
+    problems = []
+    names = set()
+    for family in text_string_to_metric_families(text.decode()):
+        names.add(family.name)
+        if not family.documentation or "reported by the peer" in family.documentation:
+            problems.append(f"{family.name}: no real help text")
+        if family.type == "counter":
+            if any(not s.name.endswith(("_total", "_created")) for s in family.samples):
+                problems.append(f"{family.name}: counter samples must end in _total")
+        elif family.name.endswith("_total"):
+            problems.append(f"{family.name}: only counters end in _total")
+        if re.search(r"_(s|ms|secs|milliseconds|kb|mb)(_|$)", family.name):
+            problems.append(f"{family.name}: use base units (_seconds, _bytes)")
+    for duplicate in (
+        "ipld_scheduler_peer_queue_size",
+        "ipld_scheduler_peer_events",
+        "ipld_scheduler_peer_uptime_s",
+    ):
+        if duplicate in names:
+            problems.append(f"{duplicate}: duplicates another family")
+    return problems
+
+
+async def test_a_real_scrape_follows_prometheus_naming(replica: Replica, tmp_path: Path) -> None:
+    await _run_locally(replica, [0.2])
+    peer = runtime(replica, FakeClock())
+    peer.handle_message(Announcement("x", b"\xff"))
+    text = render(build_registry(replica, peer))
+    assert _check_names(text) == []
+    exposed = {f.name for f in text_string_to_metric_families(text.decode())}
+    assert {n.removesuffix("_total") for n in METRIC_NAMES} == exposed  # every family documented, none extra
+    promtool = shutil.which("promtool")
+    if promtool is not None:  # Debian package "prometheus" (scripts/test.sh installs it)
+        done = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, timeout=60)
+        assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
 
 
 async def test_metrics_are_served_over_http_on_the_api_and_a_separate_port(replica: Replica) -> None:
     await _run_locally(replica, [1.0], status="failure")
-    server = WebServer(replica, FakeRuntime(replica), metrics_port=0, advertise=False)
+    server = WebServer(replica, runtime(replica, FakeClock()), metrics_port=0, advertise=False)
     await server.start()
     try:
         assert server.url is not None and server.metrics_url is not None

@@ -176,7 +176,9 @@ async def test_close_ends_the_message_stream() -> None:
 
     task = asyncio.create_task(consume())
     await ends["a"][1].publish(b"one")
-    await asyncio.sleep(0.01)
+    async with asyncio.timeout(5):  # delivered (checked), then closed
+        while not received:
+            await asyncio.sleep(0.005)
     await ends["b"][1].close()
     await asyncio.wait_for(task, 1.0)
     assert received == [b"one"]

@@ -225,8 +225,8 @@ jobs:
     assert args["workflow_id"] == ".github/workflows/n.yml:crunch"
     assert args["name"] == "Nightly data" and args["priority"] == 0.5
     assert args["tags"] == ["data_processing", "p2p_eligible"]
-    assert args["run"]["engine"] == "act" and args["run"]["job"] == "crunch"
-    assert "echo crunching" in args["run"]["workflow"]
+    run = args["run"]  # an act run spec (gha.plan): the job, and the file act reads
+    assert run["engine"] == "act" and run["job"] == "crunch" and "echo crunching" in run["workflow"]
     assert args["metadata"]["job"] == "crunch"
     env = ops.workflow_from_actions(yaml_text, env_tags="code_gen", priority=2.0)
     assert "code_gen" in env["tags"] and env["priority"] == 2.0
@@ -267,3 +267,57 @@ def test_errors_rebuild_from_their_code() -> None:
         err = cls("boom")
         again = ops.error_from_code(err.to_dict()["code"], "boom")
         assert type(again) is cls and again.http_status == err.http_status
+
+
+async def test_finished_workflows_report_the_current_owner_not_a_stale_cache(replica: Replica) -> None:
+    """One source for the owner: after the owner of a finished workflow leaves, every view agrees."""
+    for i in range(40):
+        answer = await ops.schedule(replica, f"o{i}", "job", "p2p_eligible")
+        if answer["assigned_peer"] == "beta":
+            break
+    else:
+        raise AssertionError("no workflow landed on beta")
+    wid = answer["workflow_id"]
+    result = Result(wid, "beta", "success", 5, exit_code=0)
+    await replica.record_result(wid, result)
+    await ops.remove_peer(replica, "beta")
+    now = replica.state.owner(wid)
+    assert now not in (None, "beta")
+    [row] = [
+        w for w in (await ops.workflows(replica, status="completed"))["workflows"] if w["workflow_id"] == wid
+    ]
+    assert row["owner"] == now
+    assert wid not in [w["workflow_id"] for w in (await ops.workflows(replica, owner="beta"))["workflows"]]
+    assert (await ops.results(replica, wid))["owner"] == now
+    with pytest.raises(ops.InvalidArgument, match="unknown status"):
+        await ops.workflows(replica, status="bogus")
+
+
+async def test_the_fold_records_what_result_readers_need(replica: Replica) -> None:
+    wid = await _schedule_local(replica)
+    await ops.next_workflow(replica)
+    steps = ({"name": "build", "exit_code": 3},)
+    result = Result(wid, "alpha", "timeout", 77, exit_code=3, reason="too slow", steps=steps)
+    await replica.record_result(wid, result)
+    [run] = replica.state.workflows[wid].runs
+    assert (run.status, run.exit_code, run.duration_ms, run.reason) == ("timeout", 3, 77, "too slow")
+    assert run.steps == steps
+    answer = await ops.results(replica, wid)
+    assert answer["status"] == "failed" and answer["runs"][0]["status"] == "timeout"
+    assert answer["runs"][0]["steps"] == [{"name": "build", "exit_code": 3}]
+
+
+async def test_replay_records_the_same_runs_as_the_writer(tmp_path: Path) -> None:
+    first = await _open(tmp_path / "alpha", "alpha")
+    try:
+        wid = await _schedule_local(first)
+        await ops.next_workflow(first)
+        await first.record_result(wid, Result(wid, "alpha", "failure", 9, exit_code=2, reason="boom"))
+        written = first.state.workflows[wid].runs
+    finally:
+        await first.close()
+    again = await _open(tmp_path / "alpha", "alpha")
+    try:
+        assert again.state.workflows[wid].runs == written
+    finally:
+        await again.close()

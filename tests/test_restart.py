@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -33,8 +34,8 @@ class Worker:
         self.done: dict[str, Any] | None = None
 
     @classmethod
-    async def start(cls, repo: Path, marker: Path, schedule: int = 0) -> Worker:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    async def start(cls, repo: Path, marker: Path, schedule: int = 0, sleep: float = 0.4) -> Worker:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "IPLD_TEST_SLEEP": str(sleep)}
         argv = [str(WORKER), str(repo), "solo", "--schedule", str(schedule), "--marker", str(marker)]
         proc = await asyncio.create_subprocess_exec(
             sys.executable, *argv, stdout=asyncio.subprocess.PIPE, env=env
@@ -123,6 +124,48 @@ async def test_sigkilled_peer_resumes_with_acknowledged_events_and_reruns_its_cl
     assert {w for (w, _), s in seen.items() if "end" in s} == set(done["statuses"])
 
 
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
+    except FileNotFoundError:
+        return False
+
+
+async def test_a_restarted_peer_kills_the_job_its_killed_incarnation_left_before_rerunning(
+    tmp_path: Path,
+) -> None:
+    """Issue 12.3: kill -9 of the peer leaves its job running; the restart kills it, then re-runs."""
+    repo, marker = tmp_path / "repo", tmp_path / "marker"
+    marker.mkdir()
+    first = await Worker.start(repo, marker, schedule=1, sleep=600)
+    await first.until(lambda w: len(running(w)) == 1 and (marker / "pids").exists())
+    (orphan,) = [int(p) for p in (marker / "pids").read_text().split()]
+    await first.kill()
+    try:
+        await _rerun_after_the_leftover_is_killed(repo, marker, orphan)
+    finally:  # never leave the 600 s job behind, whatever failed
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(os.getpgid(orphan), signal.SIGKILL)
+
+
+async def _rerun_after_the_leftover_is_killed(repo: Path, marker: Path, orphan: int) -> None:
+    assert _alive(orphan), "the job should outlive its peer's kill -9 (own process group)"
+    assert list((repo / "runs").glob("*.run")), "the run file names the job for the next incarnation"
+
+    second = await Worker.start(repo, marker, sleep=0.1)
+    await second.until(lambda w: ("r00", "2") in runs(marker))  # the re-run started...
+    assert not _alive(orphan)  # ...after the leftover was killed
+    await second.until(lambda w: w.done is not None, timeout=60)
+    assert await second.proc.wait() == 0
+    assert second.done is not None and second.done["leftovers_killed"] == 1
+    seen = runs(marker)
+    assert seen[("r00", "1")] == {"start"} and seen[("r00", "2")] == {"start", "end"}
+    assert list((repo / "runs").glob("*.run")) == []
+    work = [p for p in (repo / "work").rglob("*") if p.is_dir() and p.parent.parent == repo / "work"]
+    assert work == [], "the leftover's work directory was removed"
+
+
 async def test_an_interrupted_merge_resumes_from_the_dirty_marker(tmp_path: Path) -> None:
     """The replica marks heads ``wanted`` before fetching; a peer restarted after a crash merges them."""
     options = PeerOptions.fast(execute=False, evict=False)
@@ -130,7 +173,7 @@ async def test_an_interrupted_merge_resumes_from_the_dirty_marker(tmp_path: Path
     cluster = Cluster(tmp_path, ["a", "b"], net, options)
     await cluster.start()
     try:
-        await cluster.wait_for(cluster.converged, 5)
+        assert await cluster.wait_for(cluster.converged, 5)
         await cluster.kill("b")
         for n in range(5):
             await cluster.replica("a").schedule_workflow(

@@ -10,27 +10,15 @@ kind or enum value, a link inside free-form data) are refused by BOTH the schema
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from ipld_scheduler import model
-from ipld_scheduler.codec import CID, cid_for, decode, encode
-from ipld_scheduler.identity import Signer
-from ipld_scheduler.model import (
-    EVENT_KINDS,
-    RESULT_STATUSES,
-    Event,
-    ModelError,
-    Result,
-    WorkflowDefinition,
-    WorkflowTag,
-)
-from ipld_scheduler.schema import (
+from ipld_schema import (
     ROOT_TYPES,
     Enum,
     LinkOf,
@@ -45,6 +33,20 @@ from ipld_scheduler.schema import (
     load_schemas,
     parse,
     validate,
+)
+
+from ipld_scheduler import events as typed_events
+from ipld_scheduler import model
+from ipld_scheduler.codec import CID, cid_for, decode, encode
+from ipld_scheduler.identity import Signer
+from ipld_scheduler.model import (
+    EVENT_KINDS,
+    RESULT_STATUSES,
+    Event,
+    ModelError,
+    Result,
+    WorkflowDefinition,
+    WorkflowTag,
 )
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
@@ -117,6 +119,27 @@ def test_event_kinds_match_model() -> None:
     kind_enum = SCHEMA["EventKind"]
     assert isinstance(kind_enum, Enum) and kind_enum.values == EVENT_KINDS
     assert "kind" in model._EV_REQUIRED
+
+
+@pytest.mark.parametrize("kind", sorted(EVENT_KINDS))
+def test_event_payload_classes_match_the_schema_bodies(kind: str) -> None:
+    """``events``: one class per kind whose fields are the body's, optional exactly when the schema
+    says so, and whose links point where the schema's typed links (``&Workflow``...) point."""
+    [cls] = [c for c in get_args(typed_events.Payload) if c.kind == kind]
+    _envelope, body = _event_member(kind)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    assert set(fields) == body.required | body.optional
+    for name, field in fields.items():
+        has_default = field.default is not dataclasses.MISSING
+        assert has_default == (name in body.optional), name
+        assert not has_default or field.default is None, name
+    linked = {f.name: f.type.target for f in body.fields if isinstance(f.type, LinkOf)}
+    sample = {name: cid_for(name.encode()) if name in linked else "x" for name in fields}
+    links = cls(**sample).links()
+    expected = {"Workflow": "workflow", "Result": "result", "Event": "event", "Any": "blob"}
+    assert {cid: kind.value for cid, kind in links} == {
+        sample[name]: expected.get(target, "blob") for name, target in linked.items()
+    }
 
 
 @pytest.mark.parametrize("kind", sorted(EVENT_KINDS))

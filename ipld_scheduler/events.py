@@ -1,0 +1,233 @@
+"""One frozen dataclass per event kind: the typed payload of a signed :class:`~ipld_scheduler.model.Event`.
+
+Owns: the payload classes (:class:`Schedule`, :class:`Cancel`, ... :class:`Checkpoint`), each with
+its :class:`~ipld_scheduler.model.EventKind`, typed fields and its own typed links, and the two
+conversions between them and the generic envelope, written once: :func:`payload_of` (a validated
+envelope's body -> payload) and :func:`body_of` (payload -> the kind and body the clock ticks with).
+The state fold dispatches on these classes with ``match``; writers build them instead of dicts.
+
+Must not: validate bytes or shapes (``model.Event.from_ipld`` has already done that, so
+:func:`payload_of` only reads fields), sign, or change the wire: :func:`body_of` produces exactly
+the body dicts the model writes, so the same event has the same CID as before these classes existed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, ClassVar, Final
+
+from .codec import CID
+from .model import Event, EventKind
+
+__all__ = [
+    "BlockKind",
+    "Cancel",
+    "Checkpoint",
+    "Claim",
+    "Complete",
+    "Evict",
+    "Fail",
+    "Payload",
+    "PeerAdd",
+    "PeerRemove",
+    "Reprioritize",
+    "Schedule",
+    "Transfer",
+    "body_of",
+    "payload_of",
+]
+
+
+class BlockKind(StrEnum):
+    """What a block is, as the link that names it promises (see :mod:`ipld_scheduler.blocks`)."""
+
+    EVENT = "event"
+    WORKFLOW = "workflow"
+    RESULT = "result"
+    BLOB = "blob"
+
+
+Link = tuple[CID, BlockKind]
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """Queue a workflow; its owner follows from the event's parents and the workflow's CID."""
+
+    kind: ClassVar[EventKind] = EventKind.SCHEDULE
+    workflow: CID
+
+    def links(self) -> list[Link]:
+        return [(self.workflow, BlockKind.WORKFLOW)]
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Withdraw a workflow."""
+
+    kind: ClassVar[EventKind] = EventKind.CANCEL
+    id: str
+    reason: str | None = None
+
+    def links(self) -> list[Link]:
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class Reprioritize:
+    """Change a queued workflow's priority (last writer wins)."""
+
+    kind: ClassVar[EventKind] = EventKind.REPRIORITIZE
+    id: str
+    priority: float
+
+    def links(self) -> list[Link]:
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAdd:
+    """Admit a member; ``key`` is its Ed25519 public key, honoured only when the member adds itself."""
+
+    kind: ClassVar[EventKind] = EventKind.PEER_ADD
+    peer: str
+    key: bytes | None = None
+
+    def links(self) -> list[Link]:
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class PeerRemove:
+    """A member leaves."""
+
+    kind: ClassVar[EventKind] = EventKind.PEER_REMOVE
+    peer: str
+    reason: str | None = None
+
+    def links(self) -> list[Link]:
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The author starts running the workflow that the ``schedule`` event queued."""
+
+    kind: ClassVar[EventKind] = EventKind.CLAIM
+    id: str
+    schedule: CID
+
+    def links(self) -> list[Link]:
+        return [(self.schedule, BlockKind.EVENT)]
+
+
+@dataclass(frozen=True, slots=True)
+class Complete:
+    """A run succeeded; ``result`` is its Result block."""
+
+    kind: ClassVar[EventKind] = EventKind.COMPLETE
+    id: str
+    result: CID
+
+    def links(self) -> list[Link]:
+        return [(self.result, BlockKind.RESULT)]
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    """A run did not succeed (failure, timeout, cancelled or refused); ``result`` says how."""
+
+    kind: ClassVar[EventKind] = EventKind.FAIL
+    id: str
+    result: CID
+    reason: str | None = None
+
+    def links(self) -> list[Link]:
+        return [(self.result, BlockKind.RESULT)]
+
+
+@dataclass(frozen=True, slots=True)
+class Evict:
+    """A member judged dead by another is removed (same effect on membership as ``peer-remove``)."""
+
+    kind: ClassVar[EventKind] = EventKind.EVICT
+    peer: str
+    reason: str | None = None
+
+    def links(self) -> list[Link]:
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """Hand an open workflow to another member (last writer wins)."""
+
+    kind: ClassVar[EventKind] = EventKind.TRANSFER
+    id: str
+    to: str
+    reason: str | None = None
+
+    def links(self) -> list[Link]:
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Reserved: a snapshot of derived state (``state`` links an opaque block). The fold ignores it."""
+
+    kind: ClassVar[EventKind] = EventKind.CHECKPOINT
+    state: CID
+
+    def links(self) -> list[Link]:
+        return [(self.state, BlockKind.BLOB)]
+
+
+Payload = (
+    Schedule
+    | Cancel
+    | Reprioritize
+    | PeerAdd
+    | PeerRemove
+    | Claim
+    | Complete
+    | Fail
+    | Evict
+    | Transfer
+    | Checkpoint
+)
+
+_Reader = Callable[[Mapping[str, Any]], Payload]
+_READERS: Final[dict[str, _Reader]] = {
+    EventKind.SCHEDULE: lambda b: Schedule(b["workflow"]),
+    EventKind.CANCEL: lambda b: Cancel(b["id"], b.get("reason")),
+    EventKind.REPRIORITIZE: lambda b: Reprioritize(b["id"], b["priority"]),
+    EventKind.PEER_ADD: lambda b: PeerAdd(b["peer"], b.get("key")),
+    EventKind.PEER_REMOVE: lambda b: PeerRemove(b["peer"], b.get("reason")),
+    EventKind.CLAIM: lambda b: Claim(b["id"], b["schedule"]),
+    EventKind.COMPLETE: lambda b: Complete(b["id"], b["result"]),
+    EventKind.FAIL: lambda b: Fail(b["id"], b["result"], b.get("reason")),
+    EventKind.EVICT: lambda b: Evict(b["peer"], b.get("reason")),
+    EventKind.TRANSFER: lambda b: Transfer(b["id"], b["to"], b.get("reason")),
+    EventKind.CHECKPOINT: lambda b: Checkpoint(b["state"]),
+}
+"""Keyed by the kind's string value (StrEnum members hash as their values), so lookups by the
+envelope's ``kind`` string need no conversion."""
+
+_OPTIONAL: Final = ("reason", "key")
+"""Fields written only when set: an absent ``reason`` and an empty one are different blocks."""
+
+
+def payload_of(event: Event) -> Payload:
+    """The typed payload of a validated envelope (``Event.from_ipld`` checked every field)."""
+    return _READERS[event.kind](event.body)
+
+
+def body_of(payload: Payload) -> tuple[EventKind, dict[str, Any]]:
+    """The kind and body dict to tick and sign: the wire form, fields left out when ``None``."""
+    body = {name: getattr(payload, name) for name in payload.__slots__}
+    for name in _OPTIONAL:
+        if body.get(name, 0) is None:
+            del body[name]
+    return payload.kind, body

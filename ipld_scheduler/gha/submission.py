@@ -1,0 +1,191 @@
+"""Everything a GitHub Actions job needs from the scheduling machine, prepared in one call.
+
+Owns: :func:`prepare`, which turns a checkout, a workflow file and a job into a :class:`Submission`:
+the act run spec (``gha/plan.py``), the job's source tree as blocks (``gha/workspace.py``), its
+pinned actions (``gha/pin.py``) and its ``github`` context (``gha/context.py``); and the
+Workflow-block fields that carry them (:meth:`Submission.block_fields`).
+
+Must not: schedule anything, write events, or run jobs. It reads the checkout with git and, when
+pinning, fetches actions with git from the :class:`~.pin.ActionSource`; all blocks go to the store
+it is handed.
+
+Workspace modes: ``head`` (tracked files of the ``HEAD`` commit), ``worktree`` (what ``git add -A``
+would commit now: tracked files with their uncommitted changes, plus untracked files that are not
+ignored; built in a temporary index, the checkout's own index is untouched), ``none`` (no tree).
+The context's ``sha`` is always ``HEAD``'s.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ..codec import CID
+from ..errors import InvalidInput
+from ..ports import BlockStore
+from .context import GithubContext, from_checkout
+from .pin import ActionSource, PinnedAction, actions_from_ipld, actions_to_ipld
+from .pin import pin_actions as pin_job_actions
+from .plan import MAX_YAML_BYTES, RefusalReason, WorkflowFileError, act_run_spec, default_event, plan_workflow
+from .secrets import Secrets
+from .workspace import DEFAULT_MAX_BYTES, WorkspaceError, pack
+
+__all__ = ["JobInputs", "Submission", "WorkspaceMode", "prepare"]
+
+WorkspaceMode = Literal["head", "worktree", "none"]
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A prepared act job: ``run`` (the act run spec), ``workspace`` (root CID of the source tree, or
+    None), ``actions`` (``owner/repo@ref`` -> pinned commit and tree; empty unless pinned) and
+    ``context`` (the ``github`` context)."""
+
+    run: Mapping[str, Any]
+    workspace: CID | None
+    actions: Mapping[str, PinnedAction] = field(default_factory=dict)
+    context: GithubContext | None = None
+
+    def block_fields(self) -> dict[str, Any]:
+        """The proposed optional top-level Workflow fields: ``workspace`` (link), ``actions``
+        (``{key: {commit, tree: link}}``) and ``context`` (map); absent ones are left out."""
+        fields: dict[str, Any] = {}
+        if self.workspace is not None:
+            fields["workspace"] = self.workspace
+        if self.actions:
+            fields["actions"] = actions_to_ipld(self.actions)
+        if self.context is not None:
+            fields["context"] = self.context.to_ipld()
+        return fields
+
+
+@dataclass(frozen=True)
+class JobInputs:
+    """What the executing peer hands ``gha.act.run_job`` besides the run spec: the block fields of a
+    Workflow decoded strictly (:meth:`from_block_fields`), plus the peer's own ``secrets`` and
+    ``variables`` (never from a block; chosen with ``gha.secrets.secrets_for``)."""
+
+    workspace: CID | None = None
+    actions: Mapping[str, PinnedAction] = field(default_factory=dict)
+    context: GithubContext | None = None
+    secrets: Secrets | None = None
+    variables: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_block_fields(
+        cls,
+        fields: Mapping[str, Any],
+        *,
+        secrets: Secrets | None = None,
+        variables: Mapping[str, str] | None = None,
+    ) -> JobInputs:
+        """``workspace``/``actions``/``context`` as a Workflow block carries them (each optional);
+        raises ``InvalidInput`` naming the first malformed one."""
+        unknown = sorted(str(k)[:40] for k in fields if k not in ("workspace", "actions", "context"))
+        if unknown:
+            raise InvalidInput(f"job inputs: unknown field(s) {', '.join(unknown)}")
+        workspace = fields.get("workspace")
+        if workspace is not None and not isinstance(workspace, CID):
+            raise InvalidInput("workspace: expected a link to a directory tree")
+        actions = actions_from_ipld(fields["actions"]) if "actions" in fields else {}
+        context = GithubContext.from_ipld(fields["context"]) if "context" in fields else None
+        return cls(workspace, actions, context, secrets, dict(variables or {}))
+
+
+def _read_workflow(path: Path) -> str:
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_YAML_BYTES + 1)
+    except OSError as exc:
+        raise WorkflowFileError(RefusalReason.NOT_A_WORKFLOW, f"cannot read {path}: {exc.strerror}") from exc
+    if len(data) > MAX_YAML_BYTES:
+        raise WorkflowFileError(RefusalReason.FILE_TOO_LARGE, f"{path} is larger than {MAX_YAML_BYTES} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise WorkflowFileError(RefusalReason.INVALID_YAML, f"{path} is not UTF-8") from None
+
+
+def _worktree_tree(checkout: Path) -> str:
+    """The tree ``git add -A`` would commit now, written with a temporary index."""
+    with tempfile.TemporaryDirectory(prefix="ipld-index-") as tmp:
+        env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
+
+        def git(*args: str) -> str:
+            try:
+                done = subprocess.run(
+                    ["git", "-C", str(checkout), *args],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
+                    check=True,
+                )
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise WorkspaceError(f"cannot read the working tree of {checkout}: {exc}") from exc
+            return done.stdout.strip()
+
+        git("read-tree", "HEAD")
+        git("add", "-A", "--", ".")
+        return git("write-tree")
+
+
+def _with_needs(plan_jobs: Mapping[str, Any], job_id: str) -> list[str]:
+    """``job_id`` and every job it needs, transitively (act ``-j`` runs them all)."""
+    order: list[str] = []
+    todo = [job_id]
+    while todo:
+        current = todo.pop()
+        if current in order or current not in plan_jobs:
+            continue
+        order.append(current)
+        todo.extend(plan_jobs[current].needs)
+    return order
+
+
+async def prepare(
+    checkout: Path,
+    workflow_file: Path,
+    job: str | None,
+    store: BlockStore,
+    *,
+    pin_actions: bool = False,
+    workspace: WorkspaceMode = "head",
+    event: str | None = None,
+    source: ActionSource | None = None,
+    base_ref: str | None = None,
+    inputs: Mapping[str, str] | None = None,
+    limit: int = DEFAULT_MAX_BYTES,
+) -> Submission:
+    """Plan ``job`` (None: the file's only job) of ``workflow_file``, pack the checkout's tree per
+    ``workspace``, pin the actions of the job and of the jobs it needs when ``pin_actions``, and take
+    the ``github`` context of ``checkout`` for ``event`` (default: the file's, as ``plan`` picks it).
+
+    Raises ``WorkflowFileError`` (the job cannot be scheduled), ``WorkspaceError`` (tree too large,
+    not a checkout), ``ContextError`` (detached HEAD, ``pull_request`` without ``base_ref``),
+    ``PinError``/``ActionFetchError`` (an action cannot be pinned)."""
+    if workspace not in ("head", "worktree", "none"):
+        raise WorkspaceError(f"workspace mode {str(workspace)[:20]!r}: expected head, worktree or none")
+    checkout = Path(checkout)
+    text = _read_workflow(Path(workflow_file))
+    plan = plan_workflow(text)
+    job_plan = plan.job(job) if job is not None else plan.only_job()
+    chosen_event = event if event is not None else default_event(plan)
+    run = act_run_spec(text, plan, job_plan.job_id, event=chosen_event)
+    context = from_checkout(checkout, event=chosen_event, base_ref=base_ref, inputs=inputs)
+    root: CID | None = None
+    if workspace == "head":
+        root = await pack(checkout, store, limit=limit)
+    elif workspace == "worktree":
+        root = await pack(checkout, store, limit=limit, rev=_worktree_tree(checkout))
+    pinned: dict[str, PinnedAction] = {}
+    if pin_actions:
+        jobs = {each.job_id: each for each in plan.jobs}
+        uses = [u for job_id in _with_needs(jobs, job_plan.job_id) for u in jobs[job_id].uses]
+        pinned = await pin_job_actions(uses, store, source=source)
+    return Submission(run, root, pinned, context)

@@ -1,0 +1,168 @@
+"""Announcing heads: at once after a local write, and every ``rebroadcast_interval`` (±jitter).
+
+Owns: :class:`SeqAllocator` (announcement sequence numbers that survive crashes), :class:`Announcer`
+(the announce loop, the go-ds-crdt rule that heads someone else announced lately are not repeated,
+and chunking into messages of at most ``max_announce_heads``). The periodic message is sent even
+with no head in it: it is the heartbeat liveness listens for.
+
+Must not: receive, merge or decide liveness; it only publishes through the ``Broadcaster`` port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from ..announce import encode_announcement
+from ..codec import CID
+from ..options import PeerOptions
+from ..ports import Broadcaster
+from ..replica import Replica
+from ..repo import Repo
+from .stats import Stats
+
+__all__ = ["Announcer", "SeqAllocator", "wait_event"]
+
+log = logging.getLogger(__name__)
+
+SEQ_META_KEY: Final = "announce-seq"
+SEQ_RESERVE: Final = 1024
+
+
+class SeqAllocator:
+    """Announcement sequence numbers that keep growing across restarts, crash included.
+
+    Numbers are reserved in blocks of ``SEQ_RESERVE`` written to the repo *before* any of them is
+    used, so after a ``kill -9`` the next run starts above everything ever sent (receivers drop
+    non-increasing ``seq`` as replays). One small durable write per thousand announcements.
+    """
+
+    def __init__(self, repo: Repo, reserve: int = SEQ_RESERVE) -> None:
+        self._repo = repo
+        self._reserve = reserve
+        raw = repo.get_meta(SEQ_META_KEY)
+        self._next = int.from_bytes(raw, "big") if raw else 0
+        self._limit = self._next
+
+    def next(self) -> int:
+        if self._next >= self._limit:
+            self._limit = self._next + self._reserve
+            self._repo.put_meta(SEQ_META_KEY, self._limit.to_bytes(8, "big"))
+        value = self._next
+        self._next += 1
+        return value
+
+
+class Announcer:
+    """Publishes this replica's heads; ``request()`` asks for an immediate announcement."""
+
+    def __init__(
+        self,
+        replica: Replica,
+        broadcaster: Broadcaster,
+        options: PeerOptions,
+        stats: Stats,
+        *,
+        clock: Callable[[], float],
+        rng: random.Random,
+    ) -> None:
+        self._replica = replica
+        self._broadcaster = broadcaster
+        self._options = options
+        self._stats = stats
+        self._now = clock
+        self._rng = rng
+        self._seq: SeqAllocator | None = None
+        self._heard: OrderedDict[CID, float] = OrderedDict()
+        self._now_requested = asyncio.Event()
+
+    def open(self) -> None:
+        """Reserve sequence numbers (durably) and ask for a first announcement."""
+        self._seq = SeqAllocator(self._replica.repo)
+        self._now_requested.set()
+
+    def request(self) -> None:
+        self._now_requested.set()
+
+    def heard(self, heads: Sequence[CID], now: float) -> None:
+        """Another peer announced ``heads``: the next rebroadcast need not repeat them."""
+        for head in heads:
+            self._heard[head] = now
+            self._heard.move_to_end(head)
+        while len(self._heard) > 4 * self._options.max_pending_heads:
+            self._heard.popitem(last=False)
+
+    def interval(self) -> float:
+        opts = self._options
+        return opts.rebroadcast_interval * self._rng.uniform(
+            1 - opts.rebroadcast_jitter, 1 + opts.rebroadcast_jitter
+        )
+
+    async def run(self) -> None:
+        """The announce loop (until cancelled)."""
+        deadline = self._now() + self.interval()
+        while True:
+            await wait_event(self._now_requested, max(0.0, deadline - self._now()))
+            if self._now_requested.is_set():
+                self._now_requested.clear()
+                await self.announce(list(self._replica.clock.head_cids))
+                self._stats.announcements_immediate += 1
+            elif self._now() >= deadline:
+                await self.rebroadcast()
+            else:
+                continue
+            deadline = self._now() + self.interval()
+
+    async def rebroadcast(self) -> None:
+        """One periodic round: the heads nobody else announced lately (possibly none: a heartbeat).
+
+        "Lately" = within our longest possible interval, so a head that someone re-announced since
+        our last round is not repeated (go-ds-crdt's rule).
+        """
+        now = self._now()
+        opts = self._options
+        window = opts.rebroadcast_interval * (1 + opts.rebroadcast_jitter)
+        all_heads = self._replica.clock.head_cids
+        heads = [h for h in all_heads if self._heard.get(h, -1e18) < now - window]
+        await self.announce(heads)
+        self._stats.rebroadcasts += 1
+        self._stats.heads_suppressed += len(all_heads) - len(heads)
+
+    async def announce(self, heads: list[CID]) -> None:
+        """Publish ``heads`` (possibly none: a heartbeat) in messages of at most ``max_announce_heads``."""
+        if self._seq is None:
+            raise RuntimeError("Announcer.announce before open()")
+        step = self._options.max_announce_heads
+        chunks = [heads[i : i + step] for i in range(0, len(heads), step)] or [[]]
+        for chunk in chunks:
+            data = encode_announcement(self._replica.signer, chunk, self._seq.next())
+            try:
+                await self._broadcaster.publish(data)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a daemon restarting, no listener yet...: the next round retries
+                self._stats.publish_errors += 1
+                log.debug("peer %s: publish failed: %s", self._replica.peer_id, exc)
+                return
+            self._stats.announcements_sent += 1
+            self._stats.heads_announced += len(chunk)
+
+
+async def wait_event(event: asyncio.Event, timeout: float) -> bool:
+    """Wait for ``event`` at most ``timeout`` seconds.
+
+    ``asyncio.timeout`` rather than ``wait_for``: on Python 3.11, ``wait_for`` can swallow a
+    cancellation that races with the event being set, leaving a stopping peer's loop running.
+    """
+    if event.is_set():
+        return True
+    try:
+        async with asyncio.timeout(max(0.0, timeout)):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True

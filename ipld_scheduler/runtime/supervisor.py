@@ -1,0 +1,364 @@
+"""Execution: claim a workflow, run it with the executor, record its Result; clean up after crashes.
+
+Owns: the running executions of this peer (at most ``max_concurrent``), the execute loop (which waits
+until the sync queue has caught up), the *newest claimer runs* rule (hand a workflow over with a
+``transfer`` when a live member holds a newer claim and nobody finished it), claims held back while a
+balancing transfer settles, turning a :class:`~ipld_scheduler.executor.RunOutcome` into a
+:class:`~ipld_scheduler.model.Result` with bounded log blobs, and crash safety:
+
+* every attempt runs in a fresh work directory ``work/<workflow>/<attempt>-<token>``, never shared;
+* each running job has a run file (:class:`~.leftovers.RunFiles`) and its processes carry its token
+  in their environment; a restarted peer (:meth:`ExecutionSupervisor.reap_leftovers`) kills the
+  process groups its previous incarnation left before anything is re-run, so an orphan never races
+  its re-run.
+
+Must not: decide ownership (the fold does), evict or balance (the membership part does), or read the
+liveness detector (it is handed ``is_alive``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from ..codec import CID, encode_block
+from ..executor import RunOutcome, execute
+from ..model import Result, WorkflowDefinition
+from ..options import PeerOptions
+from ..replica import Replica
+from ..sandbox import Sandbox
+from ..state import CANCELLED, WorkflowRecord
+from .leftovers import RUN_TOKEN_ENV, RunFiles
+from .policy import dir_name, joined_log, step_row
+from .stats import RunRecord, Stats
+
+__all__ = ["RUN_TOKEN_ENV", "ExecutionSupervisor"]
+
+log = logging.getLogger(__name__)
+
+MAX_REASON: Final = 4096
+MAX_STEP_ROWS: Final = 256
+
+
+@dataclass(slots=True)
+class _Execution:
+    workflow_id: str
+    attempt: int
+    started: float
+    token: str
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    cancelled_by_event: bool = False
+
+
+class ExecutionSupervisor:
+    """Runs what this peer owns. ``run()`` is the loop; ``start()`` runs one workflow now."""
+
+    def __init__(
+        self,
+        replica: Replica,
+        options: PeerOptions,
+        stats: Stats,
+        *,
+        workdir: Path,
+        sandbox: Sandbox,
+        clock: Callable[[], float],
+        is_alive: Callable[[str], bool],
+        caught_up: asyncio.Event,
+    ) -> None:
+        self._replica = replica
+        self._options = options
+        self._stats = stats
+        self.workdir = workdir
+        self.sandbox = sandbox
+        """Every job process runs inside it (the repo, keys and database hidden; see ``sandbox``)."""
+        self.run_files = RunFiles(replica.repo.path / "runs", workdir)
+        self._now = clock
+        self._is_alive = is_alive
+        self._caught_up = caught_up
+        self.peer_id = replica.peer_id
+        self._running: dict[str, _Execution] = {}
+        self._held: dict[str, float] = {}
+        self._wakeup = asyncio.Event()
+        self.active = False
+
+    # --- views for the other parts -------------------------------------------------------------
+
+    @property
+    def running(self) -> list[str]:
+        return sorted(self._running)
+
+    def is_running(self, wid: str) -> bool:
+        return wid in self._running
+
+    def has_free_slot(self) -> bool:
+        return len(self._running) < self._options.max_concurrent
+
+    def runnable(self, rec: WorkflowRecord) -> bool:
+        winner = rec.winner
+        return winner is not None and (
+            winner.workflow.run is not None or self._options.run_without_run_section
+        )
+
+    def hold(self, wid: str, until: float) -> None:
+        """Do not claim ``wid`` before ``until`` (a balancing transfer settling)."""
+        self._held[wid] = until
+        asyncio.get_running_loop().call_later(max(0.0, until - self._now()), self._wakeup.set)
+
+    def held(self) -> list[str]:
+        return list(self._held)
+
+    def release(self, wid: str) -> None:
+        self._held.pop(wid, None)
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Prepare directories and kill what a previous incarnation left running; then accept work."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.reap_leftovers()
+        self.active = True
+        self._wakeup.set()
+
+    async def close(self) -> None:
+        """Kill running workflows (their claims stay: a restart re-runs them)."""
+        self.active = False
+        tasks = [e.task for e in self._running.values() if e.task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._running.clear()
+
+    def on_heads(self) -> None:
+        """The state changed: stop runs a ``cancel`` event finished, look for new work."""
+        for execution in self._running.values():
+            rec = self._replica.state.workflows.get(execution.workflow_id)
+            if rec is not None and rec.status == CANCELLED and not execution.cancel.is_set():
+                execution.cancelled_by_event = True
+                execution.cancel.set()
+        self._wakeup.set()
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """The execute loop: after catching up, start the best runnable workflows while slots are free."""
+        await self._caught_up.wait()
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self.has_free_slot() and self.active:
+                wid = await self.next_runnable()
+                if wid is None:
+                    break
+                await self.start(wid)
+
+    def _eligible(self, wid: str, now: float) -> bool:
+        if wid in self._running or not self.runnable(self._replica.state.workflows[wid]):
+            return False
+        until = self._held.get(wid)
+        return until is None or until <= now
+
+    async def next_runnable(self) -> str | None:
+        """The best workflow in our queue that we should run now (handing over superseded ones)."""
+        state = self._replica.state
+        while True:
+            top = state.peek()
+            if top is None:
+                return None
+            now = self._now()
+            if self._eligible(top, now):
+                chosen: str | None = top
+            else:
+                chosen = next((w for w in state.queued() if self._eligible(w, now)), None)
+            if chosen is None:
+                return None
+            self._held.pop(chosen, None)
+            if not await self.hand_over_if_superseded(state.workflows[chosen]):
+                return chosen
+
+    async def hand_over_if_superseded(self, rec: WorkflowRecord) -> bool:
+        """*Newest claimer runs*: True (and a ``transfer`` written) when a live peer's claim is newer."""
+        newer = self.newer_live_claimer(rec)
+        if newer is None:
+            return False
+        await self._replica.write(
+            "transfer",
+            {"id": rec.workflow_id, "to": newer, "reason": "a live peer holds a newer claim on it"},
+        )
+        self._stats.handovers_written += 1
+        log.info(
+            "peer %s handed %s over to %s, which holds a newer claim",
+            self.peer_id,
+            rec.workflow_id,
+            newer,
+            extra={"event": "handover", "workflow": rec.workflow_id, "member": newer},
+        )
+        return True
+
+    def newer_live_claimer(self, rec: WorkflowRecord) -> str | None:
+        """A live member other than us whose claim is newer than all of ours (it may be running it)."""
+        if rec.completions or rec.failures:
+            return None
+        mine = max((r.stamp for r in rec.claims.values() if r.peer == self.peer_id), default=(0, b""))
+        best = None
+        for run in rec.claims.values():
+            if run.peer == self.peer_id or run.stamp <= mine:
+                continue
+            if not self._replica.state.is_present(run.peer) or not self._is_alive(run.peer):
+                continue
+            if best is None or run.stamp > best.stamp:
+                best = run
+        return None if best is None else best.peer
+
+    # --- one run ----------------------------------------------------------------------------------
+
+    async def start(self, wid: str, *, recovered: bool = False) -> None:
+        """Claim ``wid`` and start running it (``recovered``: our claim from before a restart)."""
+        rec = self._replica.state.workflows[wid]
+        assert rec.winner is not None
+        attempt = 1 + sum(1 for r in rec.claims.values() if r.peer == self.peer_id)
+        execution = _Execution(wid, attempt, self._now(), secrets.token_hex(8))
+        self._running[wid] = execution  # before the await: the loop must not pick it twice
+        try:
+            await self._replica.write("claim", {"id": wid, "schedule": rec.winner.cid})
+        except BaseException:
+            self._running.pop(wid, None)
+            raise
+        self._stats.claims_written += 1
+        if recovered:
+            self._stats.recovered_runs += 1
+        log.info(
+            "peer %s %s %s (attempt %d)",
+            self.peer_id,
+            "re-runs, after a restart," if recovered else "claimed",
+            wid,
+            attempt,
+            extra={"event": "rerun" if recovered else "claim", "workflow": wid, "attempt": attempt},
+        )
+        execution.task = asyncio.create_task(
+            self._run(execution, rec.winner.workflow), name=f"{self.peer_id}:run:{wid}"
+        )
+
+    async def _run(self, execution: _Execution, workflow: WorkflowDefinition) -> None:
+        wid = execution.workflow_id
+        self._stats.executions_started += 1
+        workdir = self.workdir / dir_name(wid) / f"{execution.attempt}-{execution.token}"
+        run_file: Path | None = None
+        try:
+            workdir.mkdir(parents=True, exist_ok=False)
+            run_file = self.run_files.record(execution.token, wid, execution.attempt, workdir)
+            outcome = await self._outcome(workflow, workdir, execution)
+            self._finished(wid, outcome)
+            if execution.cancelled_by_event and outcome.status == "cancelled":
+                # The cancel event already finishes the workflow; a result would turn it into "failed".
+                self._stats.executions_cancelled += 1
+                return
+            result, blocks = self.result(wid, outcome)
+            await self._replica.record_result(wid, result, blocks)
+            if outcome.status == "success":
+                self._stats.executions_succeeded += 1
+            else:
+                self._stats.executions_failed += 1
+        finally:
+            self._running.pop(wid, None)
+            self._wakeup.set()
+            shutil.rmtree(workdir, ignore_errors=True)
+            if run_file is not None:
+                run_file.unlink(missing_ok=True)
+
+    def _finished(self, wid: str, outcome: RunOutcome) -> None:
+        self._stats.recent_runs.append(RunRecord(wid, outcome.status, outcome.exit_code, outcome.duration_s))
+        log.info(
+            "peer %s ran %s: %s, exit code %s, %.3f s%s",
+            self.peer_id,
+            wid,
+            outcome.status,
+            "-" if outcome.exit_code is None else outcome.exit_code,
+            outcome.duration_s,
+            f" ({outcome.reason[:200]})" if outcome.reason else "",
+            extra={
+                "event": "run",
+                "workflow": wid,
+                "status": outcome.status,
+                "exit_code": outcome.exit_code,
+                "duration_seconds": round(outcome.duration_s, 4),
+            },
+        )
+
+    async def _outcome(
+        self, workflow: WorkflowDefinition, workdir: Path, execution: _Execution
+    ) -> RunOutcome:
+        if workflow.run is None:
+            return RunOutcome("success", 0, 0.0, (), None)
+        try:
+            return await execute(
+                workflow.run,
+                workdir=workdir,
+                cancel=execution.cancel,
+                sandbox=self.sandbox,
+                output_limit=self._options.output_limit,
+                extra_env={
+                    "IPLD_SCHEDULER_WORKFLOW_ID": workflow.workflow_id,
+                    "IPLD_SCHEDULER_PEER_ID": self.peer_id,
+                    "IPLD_SCHEDULER_ATTEMPT": str(execution.attempt),
+                    RUN_TOKEN_ENV: execution.token,
+                },
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the executor promises not to raise; if it does, record why
+            log.exception("peer %s: executor failed on %s", self.peer_id, workflow.workflow_id)
+            return RunOutcome("failure", None, self._now() - execution.started, (), f"executor error: {exc}")
+
+    def result(self, wid: str, outcome: RunOutcome) -> tuple[Result, list[tuple[CID, bytes]]]:
+        """The Result of a run plus its stdout/stderr blobs (partial output of cut runs included)."""
+        blocks: list[tuple[CID, bytes]] = []
+        links: dict[str, CID | None] = {}
+        for stream in ("stdout", "stderr"):
+            raw = joined_log(outcome.steps, stream, self._options.output_limit)
+            if raw:
+                cid, data = encode_block(raw)
+                blocks.append((cid, data))
+                links[stream] = cid
+            else:
+                links[stream] = None
+        reason = outcome.reason[:MAX_REASON] if outcome.reason else None
+        result = Result(
+            workflow_id=wid,
+            peer=self.peer_id,
+            status=outcome.status,
+            duration_ms=max(0, int(outcome.duration_s * 1000)),
+            exit_code=outcome.exit_code,
+            reason=reason,
+            stdout=links["stdout"],
+            stderr=links["stderr"],
+            steps=tuple(step_row(s) for s in outcome.steps[:MAX_STEP_ROWS]),
+        )
+        return result, blocks
+
+    # --- crash leftovers ----------------------------------------------------------------------------
+
+    def reap_leftovers(self) -> int:
+        """Kill what runs of a previous incarnation left (:class:`~.leftovers.RunFiles`); how many groups."""
+        killed = 0
+        for leftover in self.run_files.reap():
+            killed += len(leftover.groups)
+            if leftover.groups:
+                log.warning(
+                    "peer %s killed %d leftover process group(s) of %s from its previous run",
+                    self.peer_id,
+                    len(leftover.groups),
+                    leftover.workflow_id,
+                    extra={"event": "leftover_killed", "workflow": leftover.workflow_id},
+                )
+        self._stats.leftovers_killed += killed
+        return killed

@@ -1,0 +1,85 @@
+"""Merge and replay speed of the replica: the paths the typed-event reshape touches.
+
+Prints, for one history of ``N`` events (schedules, claims and completions with result blocks
+written by one peer):
+
+* **write**: events per second through ``Replica.write`` (sign, encode, commit, fold);
+* **merge**: events per second merged into a fresh replica from a CAR (verify, decode, fold, commit);
+* **replay**: events per second when a replica reopens its repo (decode and fold only).
+
+Must not: leave files behind (repos live in a temporary directory). Usage:
+``python scripts/bench_merge.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+_REPO = Path(__file__).resolve().parent.parent
+if str(_REPO) not in sys.path:
+    sys.path.insert(0, str(_REPO))
+
+from ipld_scheduler.embedded.store import EmbeddedStore  # noqa: E402
+from ipld_scheduler.model import Result, WorkflowDefinition  # noqa: E402
+from ipld_scheduler.replica import Replica  # noqa: E402
+from ipld_scheduler.repo import Repo  # noqa: E402
+
+
+async def _open(path: Path, peer: str) -> Replica:
+    repo = Repo.open(path)
+    return await Replica.open(repo, EmbeddedStore(repo), peer, store_is_repo=True)
+
+
+async def run(workflows: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        source = await _open(root / "a", "alice")
+        start = time.perf_counter()
+        for i in range(workflows):
+            wf = WorkflowDefinition(f"wf-{i}", f"job {i}", ["p2p_eligible"], float(i % 7))
+            await source.schedule_workflow(wf)
+            await source.get_next_workflow()
+            await source.record_result(f"wf-{i}", Result(f"wf-{i}", "alice", "success", 5, 0))
+        write_s = time.perf_counter() - start
+        events = len(source.clock)
+        car = root / "dag.car"
+        source.export_car(car)
+        await source.close()
+
+        target = await _open(root / "b", "bob")
+        start = time.perf_counter()
+        report = await target.import_car(car)
+        merge_s = time.perf_counter() - start
+        assert not report.rejected, report.rejected[:3]
+        await target.close()
+
+        start = time.perf_counter()
+        again = await _open(root / "b", "bob")
+        replay_s = time.perf_counter() - start
+        assert len(again.clock) == len(target.clock)
+        await again.close()
+    return {
+        "events": events,
+        "write/s": events / write_s,
+        "merge/s": events / merge_s,
+        "replay/s": events / replay_s,
+    }
+
+
+def main(argv: list[str]) -> None:
+    quick = "--quick" in argv
+    rounds = [asyncio.run(run(300 if quick else 1000)) for _ in range(1 if quick else 3)]
+    print(f"events per run: {int(rounds[0]['events'])}")
+    for key in ("write/s", "merge/s", "replay/s"):
+        values = [r[key] for r in rounds]
+        runs = ", ".join(f"{v:,.0f}" for v in values)
+        print(f"{key:>9}: {statistics.median(values):10,.0f} events/s  (runs: {runs})")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
