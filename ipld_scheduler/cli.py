@@ -1127,8 +1127,8 @@ def dashboard(ctx: click.Context, open_browser: bool, host: str, port: int) -> N
     async def main_loop() -> None:
         import asyncio
 
+        from .access import read_token
         from .client import DirectScheduler, find_running_peer, open_direct
-        from .web.access import read_token
         from .web.server import WebServer
 
         url = await find_running_peer(settings.repo)
@@ -1188,7 +1188,7 @@ def _login_url(url: str, token: str | None) -> str:
 
 def _check_exposed(settings: Settings, host: str) -> None:
     """Beyond loopback: an existing token file must be private (else refused), and say it loudly."""
-    from .web.access import check_exposable, is_loopback
+    from .access import check_exposable, is_loopback
 
     if is_loopback(host):
         return

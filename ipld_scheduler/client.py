@@ -3,7 +3,7 @@
 Owns: the ``<repo>/api`` discovery rule (the way the ``ipfs`` CLI finds its daemon): a live
 ``ipld-scheduler run`` writes its URL there; a client reads it, probes ``/api/v1/id`` and uses the
 server only if it answers *for this repo*, so a stale file (crash, reused port) is ignored. Every
-request carries the repo's API token (``<repo>/api-token``, :mod:`.web.access`) as
+request carries the repo's API token (``<repo>/api-token``, :mod:`.access`) as
 ``Authorization: Bearer``: whoever can read the repo may drive its peer, nobody else. Then
 either :class:`RemoteScheduler` (a thin HTTP client of :mod:`.api`'s routes) or
 :class:`DirectScheduler` (opens the repo, calls :mod:`ipld_scheduler.ops`, closes it) behind one
@@ -131,7 +131,7 @@ def remove_api_file(repo_path: str | Path, url: str | None = None) -> None:
 
 def auth_headers(repo_path: str | Path) -> dict[str, str]:
     """``Authorization: Bearer`` with the repo's API token (``<repo>/api-token``), if it has one."""
-    from .web.access import read_token
+    from .access import read_token
 
     token = read_token(repo_path)
     return {"Authorization": f"Bearer {token}"} if token else {}
@@ -250,7 +250,7 @@ class RemoteScheduler:
 
 
 def _remote(url: str, repo_path: Path) -> RemoteScheduler:
-    from .web.access import read_token
+    from .access import read_token
 
     return RemoteScheduler(url, token=read_token(repo_path))
 

@@ -9,7 +9,7 @@ convention (a JSON object with ``success``; failures are ``success: false`` with
 ``code``, never an exception, so an assistant can read and correct), and the server over stdio
 or streamable HTTP built with the official ``mcp`` SDK (2.x: ``mcp.server.mcpserver.MCPServer``);
 over HTTP behind :class:`AccessGuard` (the repo's API token, Host and Origin checks of
-:mod:`ipld_scheduler.web.access`, the same rules as the HTTP API).
+:mod:`ipld_scheduler.access`, the same rules as the HTTP API).
 
 Each tool is an ordinary async function, importable from here, that reaches the scheduler the way
 the CLI does (:func:`ipld_scheduler.client.connect`): the peer ``ipld-scheduler run`` serves
@@ -333,7 +333,7 @@ def serve_mcp(
 
     Over HTTP every request needs the repo's API token (``Authorization: Bearer``, the token in
     ``<repo>/api-token``, created here if the repo has none) and passes the same Host and Origin
-    checks as the HTTP API (:mod:`ipld_scheduler.web.access`); anything else gets the JSON error
+    checks as the HTTP API (:mod:`ipld_scheduler.access`); anything else gets the JSON error
     envelope with 401 or 403 before the MCP transport sees it.
     """
     configure(repo=repo, ipfs_api=ipfs_api, config=config)
@@ -351,7 +351,7 @@ async def _serve_http(server: Any, host: str, port: int) -> None:
 
     import uvicorn
 
-    from .web.access import check_exposable, ensure_token, is_loopback
+    from .access import check_exposable, ensure_token, is_loopback
 
     repo_path = _config().repo
     loopback = is_loopback(host)
@@ -373,7 +373,7 @@ async def _serve_http(server: Any, host: str, port: int) -> None:
 
 
 class AccessGuard:
-    """ASGI wrapper of the MCP app: Host, Origin and bearer-token checks of :mod:`.web.access`,
+    """ASGI wrapper of the MCP app: Host, Origin and bearer-token checks of :mod:`.access`,
     answered with the error envelope, exactly as the HTTP API answers them."""
 
     def __init__(self, app: Any, token: str, *, loopback_only: bool) -> None:
@@ -384,7 +384,7 @@ class AccessGuard:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         import json
 
-        from .web.access import bearer, host_refusal, origin_refusal, token_matches, unauthorized
+        from .access import bearer, host_refusal, origin_refusal, token_matches, unauthorized
 
         if scope.get("type") != "http":
             await self.app(scope, receive, send)

@@ -20,9 +20,9 @@ import aiohttp
 import pytest
 from cli_runner import SCRIPT, clean_env, cli_json
 
+from ipld_scheduler.access import TokenFileError, cookie_name, ensure_token, read_token
 from ipld_scheduler.client import RemoteScheduler
 from ipld_scheduler.errors import Unauthorized
-from ipld_scheduler.web.access import TokenFileError, cookie_name, ensure_token, read_token
 
 pytestmark = pytest.mark.timeout(120)
 

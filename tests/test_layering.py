@@ -64,6 +64,7 @@ LAYERS: dict[str, int] = {
     "testing": FACES,
     "ops": OPERATIONS,
     "client": OPERATIONS,
+    "access": OPERATIONS,
     "peer": RUNTIME,
     "runtime": RUNTIME,
     "executor": RUNTIME,
@@ -77,6 +78,7 @@ LAYERS: dict[str, int] = {
     "logs": RUNTIME,
     "replica": REPLICA,
     "repo": REPLICA,
+    "repo_perms": REPLICA,
     "embedded": REPLICA,
     "kubo": REPLICA,
     **dict.fromkeys(

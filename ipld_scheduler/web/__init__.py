@@ -1,6 +1,6 @@
 """HTTP face of a running peer: the route table (``routes``), the JSON API (``api``), the dashboard
-(``dashboard``), who may call them (``access``: the repo's API token, Host and Origin checks) and the
-server that assembles them and advertises itself in ``<repo>/api`` (``server``).
+(``dashboard``), who may call them (:mod:`ipld_scheduler.access`: the API token, Host and Origin checks), and
+the server that assembles them and advertises itself in ``<repo>/api`` (``server``).
 Its client, the connection layer of the CLI and MCP, is :mod:`ipld_scheduler.client`.
 
 Must not: implement an operation. Every route calls :mod:`ipld_scheduler.ops`.

@@ -33,12 +33,11 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from .. import ops
+from .. import access, ops
+from ..access import bearer, cookie_name, cookie_value, host_refusal, origin_refusal, token_matches
 from ..daemon import liveness_of
 from ..errors import InvalidInput, IpldSchedulerError, NotFound
 from ..replica import Replica
-from . import access
-from .access import bearer, cookie_name, cookie_value, host_refusal, origin_refusal, token_matches
 from .routes import API_PREFIX, CAR_MEDIA_TYPE, ROUTES, Route
 
 __all__ = [

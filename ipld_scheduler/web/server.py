@@ -19,10 +19,10 @@ from typing import Any
 
 from aiohttp import web
 
+from ..access import ensure_token, is_loopback
 from ..client import remove_api_file, write_api_file
 from ..metrics import CONTENT_TYPE, build_registry, render
 from ..replica import Replica
-from .access import ensure_token, is_loopback
 from .api import ApiContext, access_guard, add_api_routes
 from .dashboard import add_dashboard_routes
 
@@ -82,8 +82,8 @@ class WebServer:
         """Listen, then write ``<repo>/api``; returns the URL (with the port actually bound).
 
         The repo's API token is created here if it has none; beyond loopback the token file must be
-        a 0600 regular file of ours (:class:`.access.TokenFileError` otherwise) and a warning says
-        the API is exposed.
+        a 0600 regular file of ours (:class:`~ipld_scheduler.access.TokenFileError` otherwise) and
+        a warning says the API is exposed.
         """
         loopback = is_loopback(self.host)
         self.token = ensure_token(self._repo_path, strict=not loopback)

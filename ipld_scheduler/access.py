@@ -7,8 +7,9 @@ serving beyond loopback), how a request proves it holds the token (``Authorizati
 the dashboard cookie the server derives from it), and the header checks every server applies
 first: the ``Host`` must name a loopback host while serving on loopback (DNS rebinding), and an
 ``Origin`` (or ``Sec-Fetch-Site``) must not name another site (cross-site requests). Both the
-aiohttp server (:mod:`.api`) and the MCP server's ASGI wrapper (:mod:`ipld_scheduler.mcp_tools`)
-decide with these functions, so the two answer alike.
+aiohttp server (:mod:`.web.api`) and the MCP server's ASGI wrapper (:mod:`ipld_scheduler.mcp_tools`)
+decide with these functions, so the two answer alike. It sits with :mod:`.client` (which sends
+the token) below the faces that check it.
 
 Must not: import aiohttp or any server framework (the client reads the token with it too), or
 compare secrets with ``==`` (:func:`hmac.compare_digest` only).
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
-from ..errors import IpldSchedulerError, Refused, Unauthorized
+from .errors import IpldSchedulerError, Refused, Unauthorized
 
 __all__ = [
     "COOKIE_PREFIX",
