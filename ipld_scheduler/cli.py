@@ -1222,7 +1222,8 @@ def _open(url: str) -> None:
 def mcp(ctx: click.Context, http_port: int | None, host: str) -> None:
     """MCP server (stdio by default) exposing the scheduler's tools to AI assistants.
 
-    A repo without identity takes P2P_PEER_ID, else a generated peer id (kept in the repo).
+    A repo without identity takes P2P_PEER_ID, else a generated peer id (kept in the repo). Over
+    --http every request needs `Authorization: Bearer <token>` with the token in <repo>/api-token.
     """
     settings = _settings(ctx)
     from .mcp_tools import serve_mcp
