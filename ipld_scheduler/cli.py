@@ -422,6 +422,9 @@ def _human_schedule(console: Console, data: dict[str, Any]) -> None:
     again = " (already scheduled)" if data.get("existing") else ""
     console.print(f"scheduled {data['workflow_id']}{again} -> {where}")
     console.print(f"[dim]event {data['event_cid']}  workflow {data['workflow_cid']}[/]")
+    if data.get("workspace") or data.get("actions"):
+        pinned = f"  pinned {', '.join(data['actions'])}" if data.get("actions") else ""
+        console.print(f"[dim]workspace {data.get('workspace') or '(none)'}{pinned}[/]")
 
 
 def _read_text_file(path: str) -> str:
@@ -440,6 +443,25 @@ def _git_root(directory: Path) -> Path | None:
         if (candidate / ".git").exists():
             return candidate
     return None
+
+
+def _git_checkout(directory: Path) -> Path | None:
+    """The top of the git work tree holding ``directory``, as git itself says (None: not one, or no git)."""
+    import subprocess
+
+    if _git_root(directory) is None:
+        return None
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(directory), "rev-parse", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Path(done.stdout.strip()) if done.stdout.strip() else None
 
 
 def workflow_source(path: str) -> str:
@@ -469,6 +491,33 @@ def workflow_source(path: str) -> str:
 )
 @click.option("--job", help="With --workflow-file: the job to run (plus the jobs it needs).")
 @click.option(
+    "--workspace",
+    type=click.Choice(["head", "worktree", "none"]),
+    default="head",
+    show_default=True,
+    help="With --workflow-file in a git checkout: send the tracked files of HEAD, the working tree "
+    "as `git add -A` would commit it, or no files.",
+)
+@click.option(
+    "--workspace-limit",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="BYTES",
+    help="Refuse a workspace with more file content than this.  [default: 100 MiB]",
+)
+@click.option(
+    "--pin-actions",
+    is_flag=True,
+    help="Resolve the job's `uses:` actions here and send them as blocks: peers run them offline.",
+)
+@click.option(
+    "--event",
+    type=click.Choice(["push", "pull_request", "workflow_dispatch"]),
+    default=None,
+    help="The event the job sees (github.event_name).  [default: push if the file triggers on it]",
+)
+@click.option("--base-ref", metavar="REF", help="With --event pull_request: the branch it targets.")
+@click.option(
     "--manual",
     is_flag=True,
     help="Nothing to run: the workflow waits in its owner's queue until `ipld-scheduler next` takes it.",
@@ -485,6 +534,11 @@ def schedule(
     command: str | None,
     workflow_file: str | None,
     job: str | None,
+    workspace: str,
+    workspace_limit: int | None,
+    pin_actions: bool,
+    event: str | None,
+    base_ref: str | None,
     manual: bool,
 ) -> None:
     """Schedule a workflow; every peer derives the same owner for it.
@@ -496,7 +550,9 @@ def schedule(
     --workflow-file) unless --manual says a worker takes it with `ipld-scheduler next`.
 
     With --workflow-file the id defaults to FILE:JOB, FILE relative to the git repository root
-    (else to the current directory), so every checkout names the same workflow alike.
+    (else to the current directory), so every checkout names the same workflow alike. Inside a git
+    checkout the job's source tree (--workspace), its `github` context (--event, --base-ref) and,
+    with --pin-actions, its actions go along as blocks; outside one it runs in an empty workspace.
     """
     settings = _settings(ctx)
     from . import ops
@@ -509,7 +565,34 @@ def schedule(
         if manual and (command or workflow_file):
             raise InvalidInput("--manual is for workflows without --run or --workflow-file")
         meta = ops.parse_metadata(metadata)
-        if workflow_file:
+        checkout = _git_checkout(Path(workflow_file).resolve().parent) if workflow_file else None
+        if workflow_file and checkout is None and (pin_actions or event or base_ref):
+            raise InvalidInput("--pin-actions, --event and --base-ref need a workflow file in a git checkout")
+        if workflow_file and checkout is not None:
+            env_tags = ",".join(
+                filter(None, (os.environ.get("WORKFLOW_TAG"), os.environ.get("WORKFLOW_TYPE")))
+            )
+            args = {
+                "checkout": str(checkout),
+                "workflow_file": str(Path(workflow_file).resolve()),
+                "job": job,
+                "pin_actions": pin_actions,
+                "workspace": workspace,
+                "event": event,
+                "base_ref": base_ref,
+                "workspace_limit": workspace_limit,
+                "workflow_id": workflow_id,
+                "name": name,
+                "tags": list(split_list(tags)) or None,
+                "priority": priority,
+                "metadata": meta,
+                "env_tags": env_tags or None,
+                "source": workflow_source(workflow_file),
+            }
+        elif workflow_file:
+            settings.err.print(
+                f"note: {workflow_file} is not in a git checkout: the job runs in an empty workspace"
+            )
             env_tags = ",".join(
                 filter(None, (os.environ.get("WORKFLOW_TAG"), os.environ.get("WORKFLOW_TYPE")))
             )
@@ -537,9 +620,12 @@ def schedule(
             }
     except IpldSchedulerError as exc:
         _fail(settings, exc)
-    if not manual:
-        args["require_run"] = True
-    data = _call(settings, "schedule", **args)
+    if checkout is not None:
+        data = _call(settings, "schedule_actions", **args)
+    else:
+        if not manual:
+            args["require_run"] = True
+        data = _call(settings, "schedule", **args)
     _show(settings, data, _human_schedule)
     if not data["success"]:
         sys.exit(EXIT_REFUSED)
@@ -946,6 +1032,14 @@ def _peer_options(
 @click.option("--max-concurrent", type=click.IntRange(min=1), default=None, help="Workflows run at once.")
 @click.option("--fast", is_flag=True, help="Short heartbeat and failure-detection timings (tests, demos).")
 @click.option(
+    "--trust-submitter",
+    "trust_submitter",
+    multiple=True,
+    metavar="PEER",
+    help="Hand <repo>/secrets.env and <repo>/vars.env to GitHub Actions jobs PEER scheduled; repeatable. "
+    "Default: nobody's.",
+)
+@click.option(
     "--heartbeat",
     type=click.FloatRange(min=0.01),
     default=None,
@@ -989,6 +1083,7 @@ def run(
     no_execute: bool,
     max_concurrent: int | None,
     fast: bool,
+    trust_submitter: tuple[str, ...],
     heartbeat: float | None,
     unknown_after: float | None,
     unhealthy_after: float | None,
@@ -1023,6 +1118,8 @@ def run(
                 "unhealthy_after": unhealthy_after,
             },
         )
+        if trust_submitter:
+            options = options.with_(trusted_submitters=tuple(dict.fromkeys(trust_submitter)))
     except IpldSchedulerError as exc:
         _fail(settings, exc)
     from .logs import configure_logging

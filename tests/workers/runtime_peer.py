@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def workflow(n: int, marker: Path) -> WorkflowDefinition:
     script = (
         f'echo "$IPLD_SCHEDULER_WORKFLOW_ID $IPLD_SCHEDULER_ATTEMPT start" >> {log}; '
         f"echo $$ >> {marker / 'pids'}; "
-        f"sleep ${{IPLD_TEST_SLEEP:-0.4}}; "
+        f"sleep $(cat {marker / 'sleep'}); "  # jobs never see the daemon's environment: a file says
         f'echo "$IPLD_SCHEDULER_WORKFLOW_ID $IPLD_SCHEDULER_ATTEMPT end" >> {log}'
     )
     return WorkflowDefinition(
@@ -55,6 +56,7 @@ async def main() -> None:
     parser.add_argument("--schedule", type=int, default=0)
     parser.add_argument("--marker", type=Path, required=True)
     args = parser.parse_args()
+    (args.marker / "sleep").write_text(os.environ.get("IPLD_TEST_SLEEP", "0.4"))  # this incarnation's
     stop = asyncio.Event()
     options = PeerOptions.fast(max_concurrent=2, unknown_after=0.3)
 
