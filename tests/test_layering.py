@@ -79,6 +79,7 @@ LAYERS: dict[str, int] = {
     "replica": REPLICA,
     "repo": REPLICA,
     "repo_perms": REPLICA,
+    "group_commit": REPLICA,
     "embedded": REPLICA,
     "kubo": REPLICA,
     **dict.fromkeys(
