@@ -422,6 +422,9 @@ def _human_schedule(console: Console, data: dict[str, Any]) -> None:
     again = " (already scheduled)" if data.get("existing") else ""
     console.print(f"scheduled {data['workflow_id']}{again} -> {where}")
     console.print(f"[dim]event {data['event_cid']}  workflow {data['workflow_cid']}[/]")
+    if data.get("workspace") or data.get("actions"):
+        pinned = f"  pinned {', '.join(data['actions'])}" if data.get("actions") else ""
+        console.print(f"[dim]workspace {data.get('workspace') or '(none)'}{pinned}[/]")
 
 
 def _read_text_file(path: str) -> str:
@@ -440,6 +443,25 @@ def _git_root(directory: Path) -> Path | None:
         if (candidate / ".git").exists():
             return candidate
     return None
+
+
+def _git_checkout(directory: Path) -> Path | None:
+    """The top of the git work tree holding ``directory``, as git itself says (None: not one, or no git)."""
+    import subprocess
+
+    if _git_root(directory) is None:
+        return None
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(directory), "rev-parse", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Path(done.stdout.strip()) if done.stdout.strip() else None
 
 
 def workflow_source(path: str) -> str:
@@ -469,6 +491,33 @@ def workflow_source(path: str) -> str:
 )
 @click.option("--job", help="With --workflow-file: the job to run (plus the jobs it needs).")
 @click.option(
+    "--workspace",
+    type=click.Choice(["head", "worktree", "none"]),
+    default="head",
+    show_default=True,
+    help="With --workflow-file in a git checkout: send the tracked files of HEAD, the working tree "
+    "as `git add -A` would commit it, or no files.",
+)
+@click.option(
+    "--workspace-limit",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="BYTES",
+    help="Refuse a workspace with more file content than this.  [default: 100 MiB]",
+)
+@click.option(
+    "--pin-actions",
+    is_flag=True,
+    help="Resolve the job's `uses:` actions here and send them as blocks: peers run them offline.",
+)
+@click.option(
+    "--event",
+    type=click.Choice(["push", "pull_request", "workflow_dispatch"]),
+    default=None,
+    help="The event the job sees (github.event_name).  [default: push if the file triggers on it]",
+)
+@click.option("--base-ref", metavar="REF", help="With --event pull_request: the branch it targets.")
+@click.option(
     "--manual",
     is_flag=True,
     help="Nothing to run: the workflow waits in its owner's queue until `ipld-scheduler next` takes it.",
@@ -485,6 +534,11 @@ def schedule(
     command: str | None,
     workflow_file: str | None,
     job: str | None,
+    workspace: str,
+    workspace_limit: int | None,
+    pin_actions: bool,
+    event: str | None,
+    base_ref: str | None,
     manual: bool,
 ) -> None:
     """Schedule a workflow; every peer derives the same owner for it.
@@ -496,7 +550,9 @@ def schedule(
     --workflow-file) unless --manual says a worker takes it with `ipld-scheduler next`.
 
     With --workflow-file the id defaults to FILE:JOB, FILE relative to the git repository root
-    (else to the current directory), so every checkout names the same workflow alike.
+    (else to the current directory), so every checkout names the same workflow alike. Inside a git
+    checkout the job's source tree (--workspace), its `github` context (--event, --base-ref) and,
+    with --pin-actions, its actions go along as blocks; outside one it runs in an empty workspace.
     """
     settings = _settings(ctx)
     from . import ops
@@ -509,7 +565,34 @@ def schedule(
         if manual and (command or workflow_file):
             raise InvalidInput("--manual is for workflows without --run or --workflow-file")
         meta = ops.parse_metadata(metadata)
-        if workflow_file:
+        checkout = _git_checkout(Path(workflow_file).resolve().parent) if workflow_file else None
+        if workflow_file and checkout is None and (pin_actions or event or base_ref):
+            raise InvalidInput("--pin-actions, --event and --base-ref need a workflow file in a git checkout")
+        if workflow_file and checkout is not None:
+            env_tags = ",".join(
+                filter(None, (os.environ.get("WORKFLOW_TAG"), os.environ.get("WORKFLOW_TYPE")))
+            )
+            args = {
+                "checkout": str(checkout),
+                "workflow_file": str(Path(workflow_file).resolve()),
+                "job": job,
+                "pin_actions": pin_actions,
+                "workspace": workspace,
+                "event": event,
+                "base_ref": base_ref,
+                "workspace_limit": workspace_limit,
+                "workflow_id": workflow_id,
+                "name": name,
+                "tags": list(split_list(tags)) or None,
+                "priority": priority,
+                "metadata": meta,
+                "env_tags": env_tags or None,
+                "source": workflow_source(workflow_file),
+            }
+        elif workflow_file:
+            settings.err.print(
+                f"note: {workflow_file} is not in a git checkout: the job runs in an empty workspace"
+            )
             env_tags = ",".join(
                 filter(None, (os.environ.get("WORKFLOW_TAG"), os.environ.get("WORKFLOW_TYPE")))
             )
@@ -537,9 +620,12 @@ def schedule(
             }
     except IpldSchedulerError as exc:
         _fail(settings, exc)
-    if not manual:
-        args["require_run"] = True
-    data = _call(settings, "schedule", **args)
+    if checkout is not None:
+        data = _call(settings, "schedule_actions", **args)
+    else:
+        if not manual:
+            args["require_run"] = True
+        data = _call(settings, "schedule", **args)
     _show(settings, data, _human_schedule)
     if not data["success"]:
         sys.exit(EXIT_REFUSED)
@@ -926,7 +1012,13 @@ def _peer_options(
     "--peer-id", help=f"This peer's id (first run only; then kept in the repo). Env: {ENV_PEER_ID}."
 )
 @click.option("--peers", help=f"Comma-separated ids of other members. Env: {ENV_BOOTSTRAP_PEERS}.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address of the API/dashboard server.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address of the API/dashboard server. Anything but loopback exposes the API (token required, "
+    "<repo>/api-token must be 0600) and is warned about.",
+)
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="0 picks a free port."
 )
@@ -939,6 +1031,14 @@ def _peer_options(
 @click.option("--no-execute", is_flag=True, help="Replicate only; never run workflows here.")
 @click.option("--max-concurrent", type=click.IntRange(min=1), default=None, help="Workflows run at once.")
 @click.option("--fast", is_flag=True, help="Short heartbeat and failure-detection timings (tests, demos).")
+@click.option(
+    "--trust-submitter",
+    "trust_submitter",
+    multiple=True,
+    metavar="PEER",
+    help="Hand <repo>/secrets.env and <repo>/vars.env to GitHub Actions jobs PEER scheduled; repeatable. "
+    "Default: nobody's.",
+)
 @click.option(
     "--heartbeat",
     type=click.FloatRange(min=0.01),
@@ -983,6 +1083,7 @@ def run(
     no_execute: bool,
     max_concurrent: int | None,
     fast: bool,
+    trust_submitter: tuple[str, ...],
     heartbeat: float | None,
     unknown_after: float | None,
     unhealthy_after: float | None,
@@ -1017,6 +1118,8 @@ def run(
                 "unhealthy_after": unhealthy_after,
             },
         )
+        if trust_submitter:
+            options = options.with_(trusted_submitters=tuple(dict.fromkeys(trust_submitter)))
     except IpldSchedulerError as exc:
         _fail(settings, exc)
     from .logs import configure_logging
@@ -1031,6 +1134,7 @@ def run(
         from .daemon import serve
         from .web.server import WebServer
 
+        _check_exposed(settings, host)
         if await find_running_peer(settings.repo):
             raise Unavailable(f"a peer already serves {settings.repo}; stop it first")
         stop = asyncio.Event()
@@ -1054,7 +1158,8 @@ def run(
                     "pid": os.getpid(),
                 },
                 f"peer {peer.replica.peer_id} serving {settings.repo}\n"
-                f"  dashboard {url}/\n  metrics   {server.metrics_url}\n  (Ctrl-C to stop)",
+                f"  dashboard {url}/ (log in with `ipld-scheduler dashboard --open`)\n"
+                f"  metrics   {server.metrics_url}\n  (Ctrl-C to stop)",
             )
 
         async def shutdown() -> None:
@@ -1100,16 +1205,18 @@ async def _serving(coro: Coroutine[Any, Any, T]) -> T:
 
 @cli.command()
 @click.option("--open", "open_browser", is_flag=True, help="Open it in a web browser.")
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="With no running peer: where to serve.")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True)
 @json_option
 @click.pass_context
 def dashboard(ctx: click.Context, open_browser: bool, host: str, port: int) -> None:
     """Print the dashboard URL of the running peer; with none, serve one over the repo until Ctrl-C.
 
-    The URL is printed on stdout (with --json: {"success", "event", "dashboard", "api", ...}). A
-    dashboard served this way shows the repo's DAG (no liveness, no execution) and, like `run`,
-    publishes <repo>/api so other commands go through it meanwhile.
+    The URL is printed on stdout (with --json: {"success", "event", "dashboard", "api", ...}). It
+    carries the repo's API token once (/?token=...): the server trades it for a browser cookie and
+    drops it from the address bar. Treat the printed URL like the token itself. A dashboard served
+    this way shows the repo's DAG (no liveness, no execution) and, like `run`, publishes <repo>/api
+    so other commands go through it meanwhile.
     """
     settings = _settings(ctx)
     received: list[int] = []
@@ -1117,20 +1224,23 @@ def dashboard(ctx: click.Context, open_browser: bool, host: str, port: int) -> N
     async def main_loop() -> None:
         import asyncio
 
+        from .access import read_token
         from .client import DirectScheduler, find_running_peer, open_direct
         from .web.server import WebServer
 
         url = await find_running_peer(settings.repo)
         if url is not None:
+            login = _login_url(url, read_token(settings.repo))
             _announce(
                 settings,
-                {"event": "running", "dashboard": url + "/", "api": url},
-                f"{url}/",
+                {"event": "running", "dashboard": login, "api": url},
+                login,
                 stdout=True,
             )
             if open_browser:
-                _open(url + "/")
+                _open(login)
             return
+        _check_exposed(settings, host)
         scheduler: DirectScheduler = await open_direct(
             settings.repo,
             ipfs_api=settings.ipfs_api,
@@ -1142,22 +1252,23 @@ def dashboard(ctx: click.Context, open_browser: bool, host: str, port: int) -> N
         server = WebServer(scheduler.replica, None, host=host, port=port, mode="dashboard")
         try:
             url = await server.start()
+            login = _login_url(url, server.token)
             _announce(
                 settings,
                 {
                     "event": "ready",
-                    "dashboard": url + "/",
+                    "dashboard": login,
                     "api": url,
                     "repo": str(settings.repo),
                     "pid": os.getpid(),
                 },
-                f"{url}/",
+                login,
                 stdout=True,
             )
             if not settings.json_output:
                 settings.err.print(f"dashboard for {settings.repo} (Ctrl-C to stop)")
             if open_browser:
-                _open(url + "/")
+                _open(login)
             await stop.wait()
         finally:
             await server.stop()
@@ -1165,6 +1276,26 @@ def dashboard(ctx: click.Context, open_browser: bool, host: str, port: int) -> N
 
     _run_async(settings, _serving(main_loop()))
     _exit_if_interrupted(received)
+
+
+def _login_url(url: str, token: str | None) -> str:
+    """The dashboard URL that carries the token once; the server trades it for a cookie."""
+    return f"{url}/?token={token}" if token else f"{url}/"
+
+
+def _check_exposed(settings: Settings, host: str) -> None:
+    """Beyond loopback: an existing token file must be private (else refused), and say it loudly."""
+    from .access import check_exposable, is_loopback
+
+    if is_loopback(host):
+        return
+    check_exposable(settings.repo)
+    settings.err.print(
+        f"WARNING: serving the HTTP API on {host}, beyond this machine. Anyone who reaches it with the "
+        f"token in {settings.repo / 'api-token'} can schedule commands that run as this user; the "
+        "token travels in clear over plain HTTP, so put TLS in front of it on a shared network.",
+        markup=False,
+    )
 
 
 def _open(url: str) -> None:
@@ -1188,7 +1319,8 @@ def _open(url: str) -> None:
 def mcp(ctx: click.Context, http_port: int | None, host: str) -> None:
     """MCP server (stdio by default) exposing the scheduler's tools to AI assistants.
 
-    A repo without identity takes P2P_PEER_ID, else a generated peer id (kept in the repo).
+    A repo without identity takes P2P_PEER_ID, else a generated peer id (kept in the repo). Over
+    --http every request needs `Authorization: Bearer <token>` with the token in <repo>/api-token.
     """
     settings = _settings(ctx)
     from .mcp_tools import serve_mcp

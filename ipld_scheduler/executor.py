@@ -81,11 +81,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .errors import InvalidInput
 from .model import ResultStatus
 from .sandbox import Sandbox, SandboxError
+
+if TYPE_CHECKING:
+    from .gha.submission import JobInputs
+    from .ports import BlockStore
 
 __all__ = [
     "KILL_GRACE_S",
@@ -794,8 +798,14 @@ async def execute(
     output_limit: int = 64 * 1024,
     extra_env: Mapping[str, str] | None = None,
     sandbox: Sandbox | None = None,
+    store: BlockStore | None = None,
+    job_inputs: JobInputs | None = None,
 ) -> RunOutcome:
     """Run ``run`` in ``workdir`` and report the outcome; never raises for a bad spec.
+
+    ``store`` and ``job_inputs`` (act runs only): where the job's workspace and pinned actions are
+    fetched from, and the job's inputs (``gha.submission.JobInputs``: workspace root, pinned actions,
+    ``github`` context, the secrets and variables this peer hands it).
 
     ``sandbox``: how every process is confined (default ``Sandbox()``: bubblewrap when installed,
     hiding the daemon's home; the runtime passes one that also hides its repo). A run spec with
@@ -825,6 +835,12 @@ async def execute(
             cancel=cancel,
             output_limit=output_limit,
             extra_env=act_env,
+            store=store,
+            workspace_root=None if job_inputs is None else job_inputs.workspace,
+            actions=None if job_inputs is None else job_inputs.actions,
+            context=None if job_inputs is None else job_inputs.context,
+            secrets=None if job_inputs is None else job_inputs.secrets,
+            variables=None if job_inputs is None else job_inputs.variables,
         )
     try:
         validate_run(run)

@@ -16,6 +16,7 @@ fast path never has to re-sort them.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from enum import StrEnum
@@ -211,7 +212,42 @@ def _plain(value: Any, name: str, depth: int = 0) -> Any:
 # --- Workflow ---------------------------------------------------------------------------------
 
 _WF_REQUIRED: Final = frozenset({"v", "id", "name", "tags", "type", "metadata", "priority"})
-_WF_OPTIONAL: Final = frozenset({"run"})
+_WF_OPTIONAL: Final = frozenset({"run", "workspace", "actions", "context"})
+MAX_PINNED_ACTIONS: Final = 64
+_CONTEXT_KEYS: Final = frozenset({"repository", "sha", "ref", "ref_name", "event_name", "event"})
+_ACTION_KEY: Final = re.compile(
+    r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}/[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}@[A-Za-z0-9_][A-Za-z0-9_./+-]{0,199}"
+)
+_COMMIT: Final = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
+def _pinned_actions(value: Any, name: str) -> dict[str, Any]:
+    """``{"owner/repo@ref": {"commit": hex, "tree": link}}``: the shape only; ``gha.pin`` reads the values."""
+    actions = _map(value, name, MAX_PINNED_ACTIONS)
+    if not actions:
+        raise ModelError(f"{name}: an empty map is written as no field")
+    for key, pin in actions.items():
+        if type(key) is not str or not _ACTION_KEY.fullmatch(key):
+            raise ModelError(f"{name}: key {str(key)[:80]!r} is not owner/repo@ref")
+        _exact_keys(
+            _map(pin, f"{name}.{key}", 2), frozenset({"commit", "tree"}), frozenset(), f"{name}.{key}"
+        )
+        if type(pin["commit"]) is not str or not _COMMIT.fullmatch(pin["commit"]):
+            raise ModelError(f"{name}.{key}.commit: expected a full commit hash")
+        _link(pin["tree"], f"{name}.{key}.tree")
+    return actions
+
+
+def _github_context(value: Any, name: str) -> dict[str, Any]:
+    """The ``github`` context's shape (exact keys, no links); ``gha.context`` checks each value."""
+    context = _map(value, name, len(_CONTEXT_KEYS))
+    _exact_keys(context, _CONTEXT_KEYS, frozenset(), name)
+    for key, item in context.items():
+        if key == "event":
+            _plain(_map(item, f"{name}.event"), f"{name}.event")
+        else:
+            _str(item, f"{name}.{key}", 255)
+    return context
 
 
 @dataclass(frozen=True, init=False)
@@ -228,6 +264,9 @@ class WorkflowDefinition:
     priority: float = 1.0
     metadata: Mapping[str, Any] | None = None
     run: Mapping[str, Any] | None = None
+    workspace: CID | None = None
+    actions: Mapping[str, Any] | None = None
+    context: Mapping[str, Any] | None = None
 
     def __init__(
         self,
@@ -237,6 +276,10 @@ class WorkflowDefinition:
         priority: float = 1.0,
         metadata: Mapping[str, Any] | None = None,
         run: Mapping[str, Any] | None = None,
+        *,
+        workspace: CID | None = None,
+        actions: Mapping[str, Any] | None = None,
+        context: Mapping[str, Any] | None = None,
     ) -> None:
         object.__setattr__(self, "workflow_id", _str(workflow_id, "workflow_id", MAX_ID_LEN))
         object.__setattr__(self, "name", _str(name, "name", empty=True))
@@ -251,12 +294,25 @@ class WorkflowDefinition:
             _plain(_map(dict(run), "run", 64), "run")
             run = dict(run)
         object.__setattr__(self, "run", run)
+        # A GitHub Actions job's inputs (gha/submission.py): its source tree, pinned actions and
+        # ``github`` context. Absent unless given, so workflows without them keep their CIDs.
+        object.__setattr__(self, "workspace", None if workspace is None else _link(workspace, "workspace"))
+        pinned = (
+            None if actions is None else _pinned_actions({k: dict(v) for k, v in actions.items()}, "actions")
+        )
+        object.__setattr__(self, "actions", pinned)
+        object.__setattr__(
+            self, "context", None if context is None else _github_context(dict(context), "context")
+        )
 
     def __hash__(self) -> int:
         return hash((self.workflow_id, self.name, self.tags, self.priority))
 
     def to_ipld(self) -> dict[str, Any]:
-        # Keys listed in DAG-CBOR order (v, id, run, name, tags, type, metadata, priority).
+        # Keys listed in DAG-CBOR order (v, id, run, name, tags, type, [actions, context,] metadata,
+        # priority[, workspace]).
+        if self.workspace is not None or self.actions is not None or self.context is not None:
+            return self._to_ipld_with_inputs()
         if self.run is None:
             return {
                 "v": FORMAT_VERSION,
@@ -299,7 +355,36 @@ class WorkflowDefinition:
             _float(data["priority"], "workflow.priority"),
             _map(data["metadata"], "workflow.metadata"),
             run,
+            workspace=_link(data["workspace"], "workflow.workspace") if "workspace" in data else None,
+            actions=_pinned_actions(data["actions"], "workflow.actions") if "actions" in data else None,
+            context=_github_context(data["context"], "workflow.context") if "context" in data else None,
         )
+
+    def _to_ipld_with_inputs(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"v": FORMAT_VERSION, "id": self.workflow_id}
+        if self.run is not None:
+            data["run"] = dict(self.run)
+        data.update(name=self.name, tags=list(self.tags), type="workflow")
+        if self.actions is not None:
+            data["actions"] = {k: dict(v) for k, v in self.actions.items()}
+        if self.context is not None:
+            data["context"] = dict(self.context)
+        data.update(metadata=dict(self.metadata or {}), priority=self.priority)
+        if self.workspace is not None:
+            data["workspace"] = self.workspace
+        return data
+
+    def job_inputs(self) -> dict[str, Any]:
+        """The ``workspace``/``actions``/``context`` fields present, as the block carries them
+        (``gha.submission.JobInputs.from_block_fields`` decodes them)."""
+        fields: dict[str, Any] = {}
+        if self.workspace is not None:
+            fields["workspace"] = self.workspace
+        if self.actions is not None:
+            fields["actions"] = self.actions
+        if self.context is not None:
+            fields["context"] = self.context
+        return fields
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly view for CLI, MCP and dashboard output (seed-compatible key names)."""
@@ -310,6 +395,17 @@ class WorkflowDefinition:
             "priority": self.priority,
             "metadata": dict(self.metadata or {}),
             "run": dict(self.run) if self.run is not None else None,
+            **({"workspace": str(self.workspace)} if self.workspace is not None else {}),
+            **(
+                {
+                    "actions": {
+                        k: {"commit": v["commit"], "tree": str(v["tree"])} for k, v in self.actions.items()
+                    }
+                }
+                if self.actions is not None
+                else {}
+            ),
+            **({"context": dict(self.context)} if self.context is not None else {}),
         }
 
     def is_p2p_eligible(self) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any, Final
 
 from . import assign
@@ -58,6 +59,7 @@ __all__ = [
     "reprioritize",
     "results",
     "schedule",
+    "schedule_actions",
     "status",
     "tags",
     "workflow_from_actions",
@@ -237,12 +239,15 @@ async def schedule(
     metadata: Mapping[str, Any] | None = None,
     run: Mapping[str, Any] | str | None = None,
     require_run: bool = False,
+    job_inputs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Schedule a workflow (idempotent by id and definition). A refusal is ``success: false`` with
     ``reason`` (as in the prototype), not an exception: it is an answer about the workflow.
 
     ``require_run``: refuse (:class:`InvalidInput`) a workflow with nothing to run, which no peer
-    would ever start; front ends set it unless the caller takes work itself with ``next``."""
+    would ever start; front ends set it unless the caller takes work itself with ``next``.
+    ``job_inputs``: a GitHub Actions job's ``workspace``/``actions``/``context`` block fields
+    (:func:`schedule_actions` passes them; not for remote callers: they hold links)."""
     if require_run and not run:
         raise InvalidArgument(
             "nothing to run: give a command (CLI --run, MCP command) or a GitHub Actions workflow "
@@ -265,6 +270,7 @@ async def schedule(
             _priority(priority),
             dict(metadata) if metadata else None,
             run,
+            **dict(job_inputs or {}),
         )
     except ModelError as exc:
         raise InvalidArgument(str(exc)) from None
@@ -281,6 +287,83 @@ async def schedule(
         ]
         if guesses and isinstance(answer.get("reason"), str):
             answer["reason"] += f" (did you mean {', '.join(guesses)}?)"
+    return answer
+
+
+async def schedule_actions(
+    replica: Replica,
+    checkout: str,
+    workflow_file: str,
+    *,
+    job: str | None = None,
+    pin_actions: bool = False,
+    workspace: str = "head",
+    event: str | None = None,
+    base_ref: str | None = None,
+    workspace_limit: int | None = None,
+    action_source: str | None = None,
+    workflow_id: str | None = None,
+    name: str | None = None,
+    tags: Iterable[str] | str | None = None,
+    priority: float | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    env_tags: str | None = None,
+    source: str = "",
+) -> dict[str, Any]:
+    """Schedule a job of a GitHub Actions workflow file in the git checkout ``checkout`` with its
+    inputs: the tree per ``workspace`` (``head``, ``worktree`` or ``none``) as blocks in this peer's
+    store, the actions it uses pinned when ``pin_actions``, and the ``github`` context for ``event``
+    (``gha.submission.prepare``), linked from the Workflow block. Paths are read on the machine
+    running the operation (the CLI's, or the local peer it talks to). ``workspace_limit``: bytes of
+    file content (default ``gha.workspace.DEFAULT_MAX_BYTES``, also what executing peers accept).
+    The other arguments are :func:`workflow_from_actions`'s; the answer is :func:`schedule`'s plus
+    ``workspace`` (root CID or null) and ``actions`` (pinned keys)."""
+    from .gha.pin import ActionSource
+    from .gha.submission import prepare
+    from .gha.workspace import DEFAULT_MAX_BYTES, WorkspaceError
+
+    if workspace not in ("head", "worktree", "none"):
+        raise InvalidArgument(f"workspace: expected head, worktree or none, got {str(workspace)[:20]!r}")
+    limit = _limit(workspace_limit, "workspace_limit")
+    path = Path(_text(workflow_file, "workflow_file", limit=4096))
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read(2 * 1024 * 1024 + 1).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(f"cannot read workflow file {str(path)!r}: {exc}") from None
+    args = workflow_from_actions(
+        text,
+        job=job,
+        workflow_id=workflow_id,
+        name=name,
+        tags=tags,
+        priority=priority,
+        metadata=metadata,
+        env_tags=env_tags,
+        source=source,
+    )
+    try:
+        submission = await prepare(
+            Path(_text(checkout, "checkout", limit=4096)),
+            path,
+            job,
+            replica.store,
+            pin_actions=bool(pin_actions),
+            workspace=workspace,  # type: ignore[arg-type]  # checked above
+            event=event,
+            base_ref=base_ref,
+            source=ActionSource(action_source) if action_source else None,
+            limit=DEFAULT_MAX_BYTES if limit is None else limit,
+        )
+    except WorkspaceError as exc:
+        raise InvalidArgument(
+            f"workspace: {exc} (send less with --workspace none, or raise --workspace-limit; executing "
+            f"peers accept at most {DEFAULT_MAX_BYTES} bytes)"
+        ) from None
+    args["run"] = dict(submission.run)
+    answer = await schedule(replica, **args, require_run=True, job_inputs=submission.block_fields())
+    answer["workspace"] = None if submission.workspace is None else str(submission.workspace)
+    answer["actions"] = sorted(submission.actions)
     return answer
 
 
@@ -698,6 +781,7 @@ Operation = Callable[..., Awaitable[dict[str, Any]]]
 
 OPERATIONS: Final[dict[str, Operation]] = {
     "schedule": schedule,
+    "schedule_actions": schedule_actions,
     "next": next_workflow,
     "status": status,
     "assigned": assigned,

@@ -60,6 +60,9 @@ class PeerOptions:
     run_without_run_section: bool = False
     """Workflows without a ``run`` section are left in the queue for a manual ``get_next_workflow``
     unless this is set, in which case they are claimed and completed with nothing to run."""
+    trusted_submitters: tuple[str, ...] = ()
+    """Peers whose GitHub Actions jobs get this peer's secrets and variables (``<repo>/secrets.env``,
+    ``<repo>/vars.env``); ``run --trust-submitter NAME``. Empty: nobody's."""
     recent_durations: int = 256
     """How many recent execution durations ``metrics()`` keeps."""
 

@@ -1,21 +1,31 @@
 """The two seams between the deterministic core and the outside world (cf. go-ds-crdt's DAGSyncer and
 Broadcaster): a content-addressed block store and a broadcaster of head announcements.
 
-Owns: the interfaces and the errors they raise. Must not: contain an implementation. The runtime,
+Owns: the interfaces and the errors they raise, and the two-line fallbacks that let callers use the
+optional batched lookups on any store. Must not: contain a store implementation. The runtime,
 the facade and the sync loop see only these; the embedded wing (on-disk store, in-process network)
 and the Kubo wing (RPC client, pubsub) implement them, and tests swap in their own.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from .codec import CID
 from .errors import NotFound, Unavailable
 
-__all__ = ["Announcement", "BlockNotFound", "BlockStore", "Broadcaster", "StoreError"]
+__all__ = [
+    "Announcement",
+    "BatchedBlockStore",
+    "BlockNotFound",
+    "BlockStore",
+    "Broadcaster",
+    "StoreError",
+    "get_many",
+    "has_many",
+]
 
 
 class StoreError(Unavailable):
@@ -50,6 +60,34 @@ class BlockStore(Protocol):
     async def has(self, cid: CID) -> bool: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class BatchedBlockStore(BlockStore, Protocol):
+    """A store that answers for a whole level of a DAG walk in one lookup (the embedded and memory stores).
+
+    Kept apart from :class:`BlockStore` so stores without it (Kubo, a CAR source) still satisfy the
+    port; callers use :func:`has_many` and :func:`get_many`, which fall back to one call per CID.
+    """
+
+    async def has_many(self, cids: Sequence[CID]) -> set[CID]: ...
+
+    async def get_many(self, cids: Sequence[CID]) -> dict[CID, bytes]: ...
+
+
+async def has_many(store: BlockStore, cids: Sequence[CID]) -> set[CID]:
+    """Which of ``cids`` ``store`` holds locally: one batched lookup when it can, else one ``has`` each."""
+    if isinstance(store, BatchedBlockStore):
+        return await store.has_many(cids)
+    return {cid for cid in dict.fromkeys(cids) if await store.has(cid)}
+
+
+async def get_many(store: BlockStore, cids: Sequence[CID]) -> dict[CID, bytes]:
+    """The blocks among ``cids`` that ``store`` has locally (never fetched); batched when it can."""
+    if isinstance(store, BatchedBlockStore):
+        return await store.get_many(cids)
+    held = await has_many(store, cids)
+    return {cid: await store.get(cid) for cid in dict.fromkeys(cids) if cid in held}
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,10 +14,24 @@ Layout decisions: SQLite in WAL mode with ``synchronous=FULL`` fsyncs the WAL on
 the 2-core dev box (1 event + 1 block per commit / 100 per commit, sustained): WAL 3,700 / 290 commits/s
 (29,000 events/s), rollback journal with FULL 850 / 140 commits/s, same guarantee, so WAL. CIDs are stored
 as raw bytes in BLOB keys, which SQLite compares with memcmp, so ``ORDER BY cid`` is :class:`CID` order.
+
+Two connections: writes go through one writer (:class:`~ipld_scheduler.group_commit.GroupWriter`) whose
+thread commits whatever writes are waiting in one transaction and one fsync, in submission order (a
+synchronous ``commit`` that finds nothing pending runs its transaction on its own thread, saving the
+hops); reads use a second connection, which WAL lets read while the writer commits, so neither a read
+nor an ``await`` of a write ever waits on the disk on the event loop. A write is visible to every read
+that starts after it was acknowledged.
+
+Derived state (the fold's results, persisted so opening a repo need not replay history) lives in the
+``derived`` table under a version number chosen by the caller (bump it when the fold changes, and old rows
+are simply not read). Rows change in the same transaction as the blocks and processed marks they derive
+from, and ``derived_mark`` records the processed ``seq`` they reflect, so after any crash the rows are
+exactly as current as the log says.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import fcntl
@@ -27,18 +41,22 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .codec import CID, MAX_BLOCK_SIZE, CodecError, verify_block
 from .errors import Unavailable
+from .group_commit import GroupWriter, WriterClosed, WriterStats
 
-__all__ = ["DB_NAME", "KEY_NAME", "LOCK_NAME", "Repo", "RepoError", "RepoLocked"]
+__all__ = ["DB_NAME", "KEY_NAME", "LOCK_NAME", "DerivedRows", "Repo", "RepoError", "RepoLocked"]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +65,22 @@ KEY_NAME: Final = "key"
 LOCK_NAME: Final = "lock"
 
 APPLICATION_ID: Final = 0x49504C44  # "IPLD": tells our database apart from any other SQLite file
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 _LOG_PAGE: Final = 128
 """Rows per query in :meth:`Repo.processed_log`: bounds memory without holding a statement open."""
 _MAX_BATCH: Final = 512
 """Largest ``IN (...)`` list; smaller batches are padded to a power of two so few statements get prepared."""
+
+_DERIVED_SCHEMA: Final = """
+CREATE TABLE derived (
+    version INTEGER NOT NULL,
+    key     BLOB NOT NULL,
+    value   BLOB NOT NULL,
+    PRIMARY KEY (version, key)
+) WITHOUT ROWID;
+CREATE TABLE derived_mark (version INTEGER PRIMARY KEY, seq INTEGER NOT NULL);
+"""
+"""Schema version 2: persisted derived state (added to a version-1 repo on open)."""
 
 _SCHEMA: Final = f"""
 CREATE TABLE blocks (
@@ -66,10 +95,13 @@ CREATE TABLE processed (
 CREATE TABLE wanted (cid BLOB PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE config (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+{_DERIVED_SCHEMA}
 PRAGMA application_id = {APPLICATION_ID};
 PRAGMA user_version = {SCHEMA_VERSION};
 """
-_TABLES: Final = frozenset({"blocks", "heads", "processed", "wanted", "config", "meta"})
+_TABLES: Final = frozenset(
+    {"blocks", "heads", "processed", "wanted", "config", "meta", "derived", "derived_mark"}
+)
 
 
 class RepoError(Unavailable):
@@ -143,19 +175,100 @@ def _to_cid(raw: bytes, where: str) -> CID:
         raise RepoError(f"corrupt {where} row in the repo: {exc}") from exc
 
 
+@dataclass(frozen=True, slots=True)
+class DerivedRows:
+    """Changes to the derived state at ``version``, committed with the blocks they derive from.
+
+    ``clear`` first deletes every row of ``version`` (a rebuild); then ``delete`` removes keys and ``put``
+    sets them. Keys and values are opaque bytes to the repo (the caller encodes them).
+    """
+
+    version: int
+    put: Mapping[bytes, bytes] = field(default_factory=dict)
+    delete: Sequence[bytes] = ()
+    clear: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    """One commit's rows, materialised on the caller's thread; verified and written on the writer's."""
+
+    blocks: list[tuple[CID, bytes]]
+    processed: list[CID]
+    heads: list[CID] | None
+    wanted_add: list[CID]
+    wanted_remove: list[CID]
+    derived: DerivedRows | None
+
+    @property
+    def empty(self) -> bool:
+        return (
+            not (self.blocks or self.processed or self.wanted_add or self.wanted_remove)
+            and self.heads is None
+            and self.derived is None
+        )
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        """Runs on the writer thread: verify every block first, so a bad one writes nothing."""
+        for cid, data in self.blocks:
+            verify_block(cid, data)
+        if self.blocks:  # statements with nothing to do are skipped: each costs a few microseconds
+            conn.executemany(
+                "INSERT OR IGNORE INTO blocks (cid, data) VALUES (?, ?)", [(c.raw, d) for c, d in self.blocks]
+            )
+        if self.processed:
+            conn.executemany(
+                "INSERT OR IGNORE INTO processed (cid) VALUES (?)", [(c.raw,) for c in self.processed]
+            )
+        if self.heads is not None:
+            conn.execute("DELETE FROM heads")
+            conn.executemany("INSERT OR IGNORE INTO heads (cid) VALUES (?)", [(c.raw,) for c in self.heads])
+        if self.wanted_add:
+            conn.executemany(
+                "INSERT OR IGNORE INTO wanted (cid) VALUES (?)", [(c.raw,) for c in self.wanted_add]
+            )
+        if self.wanted_remove:
+            conn.executemany("DELETE FROM wanted WHERE cid = ?", [(c.raw,) for c in self.wanted_remove])
+        if self.derived is not None:
+            _write_derived(conn, self.derived)
+
+
+def _write_derived(conn: sqlite3.Connection, rows: DerivedRows) -> None:
+    version = rows.version
+    if rows.clear:
+        conn.execute("DELETE FROM derived WHERE version = ?", (version,))
+    conn.executemany(
+        "DELETE FROM derived WHERE version = ? AND key = ?", [(version, bytes(k)) for k in rows.delete]
+    )
+    conn.executemany(
+        "INSERT OR REPLACE INTO derived (version, key, value) VALUES (?, ?, ?)",
+        [(version, bytes(k), bytes(v)) for k, v in rows.put.items()],
+    )
+    conn.execute(
+        "INSERT OR REPLACE INTO derived_mark (version, seq)"
+        " VALUES (?, (SELECT coalesce(max(seq), 0) FROM processed))",
+        (version,),
+    )
+
+
 class Repo:
     """One peer directory, opened by at most one process; all methods are thread-safe.
 
-    Synchronous on purpose: a commit is one fsync of a few kilobytes, and keeping it off the event
-    loop is the caller's choice (``asyncio.to_thread`` works, the connection is shared under a lock).
+    Each write method comes twice: ``commit`` blocks its thread until the write is durable (scripts,
+    the synchronous facade, other threads); ``await commit_async(...)`` hands the write to the writer
+    thread and lets the event loop run until it is durable. Both go through the same queue, so writes
+    are committed in the order they were submitted, whichever API submitted them, and concurrent ones
+    share a transaction and its fsync. Reads are synchronous: they run on their own connection and never
+    wait for a commit (tens of microseconds).
     """
 
     path: Path
 
-    def __init__(self, path: Path, conn: sqlite3.Connection, lock_fd: int) -> None:
-        """Use :meth:`open`; this only adopts an already locked directory and connection."""
+    def __init__(self, path: Path, reader: sqlite3.Connection, writer: GroupWriter, lock_fd: int) -> None:
+        """Use :meth:`open`; this only adopts an already locked directory and its two connections."""
         self.path = path
-        self._db: sqlite3.Connection | None = conn
+        self._db: sqlite3.Connection | None = reader
+        self._writer = writer
         self._lock_fd = lock_fd
         self._mutex = threading.RLock()
         self._key: Ed25519PrivateKey | None = None
@@ -163,8 +276,14 @@ class Repo:
     # --- lifecycle ------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path, *, create: bool = True) -> Repo:
-        """Lock the directory first, so only the process that holds the lock ever touches the database."""
+    def open(
+        cls, path: str | Path, *, create: bool = True, before_commit: Callable[[], None] | None = None
+    ) -> Repo:
+        """Lock the directory first, so only the process that holds the lock ever touches the database.
+
+        ``before_commit`` is called inside every transaction just before its ``COMMIT`` (where the
+        fsync happens), on the thread committing it: tests put a slow or stalled disk there.
+        """
         path = Path(path).absolute()
         db_path = path / DB_NAME
         if path.exists() and not path.is_dir():
@@ -181,21 +300,43 @@ class Repo:
         lock_fd = _acquire_lock(path)
         try:
             conn = _connect(db_path)
+            try:
+                reader = _connect_reader(db_path)
+            except BaseException:
+                conn.close()
+                raise
+            from .repo_perms import secure_repo_dir
+
+            try:
+                secure_repo_dir(path)  # 0700 directory, 0600 files (key, database, -wal/-shm, token)
+            except BaseException:
+                reader.close()
+                conn.close()
+                raise
         except BaseException:
             os.close(lock_fd)  # closing the descriptor releases the flock
             raise
-        return cls(path, conn, lock_fd)
+        writer = GroupWriter(conn, name=f"repo-writer {path.name}", before_commit=before_commit)
+        return cls(path, reader, writer, lock_fd)
 
     def close(self) -> None:
-        """Release the lock only after SQLite has closed, so the next holder never sees a live connection."""
+        """Commit what is queued, then release the lock only after SQLite has closed both connections,
+        so the next holder never sees a live connection."""
         with self._mutex:
             if self._db is None:
                 return
-            db, self._db = self._db, None
+            reader, self._db = self._db, None
+        try:
+            self._writer.close()
+        finally:
             try:
-                db.close()
+                reader.close()
             finally:
                 os.close(self._lock_fd)
+
+    async def close_async(self) -> None:
+        """:meth:`close` without blocking the loop while queued writes are committed."""
+        await asyncio.to_thread(self.close)
 
     def __enter__(self) -> Repo:
         return self
@@ -208,6 +349,11 @@ class Repo:
     def __repr__(self) -> str:
         state = "closed" if self._db is None else "open"
         return f"Repo({str(self.path)!r}, {state})"
+
+    @property
+    def writer_stats(self) -> WriterStats:
+        """How many transactions (fsyncs) the writes so far took: group commit's effect, measurable."""
+        return self._writer.stats
 
     @property
     def _conn(self) -> sqlite3.Connection:
@@ -243,18 +389,16 @@ class Repo:
 
     def update_config(self, **values: Any) -> None:
         """Merge ``values`` into the config like ``dict.update``; values must survive a JSON round trip."""
-        try:
-            rows = [
-                (key, json.dumps(value, allow_nan=False, sort_keys=True)) for key, value in values.items()
-            ]
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"config values must be JSON-serialisable: {exc}") from exc
-        with self._writing() as conn:
-            conn.executemany("INSERT OR REPLACE INTO config (key, value) VALUES (?, ?)", rows)
+        self._wait(_config_rows(values))
+
+    async def update_config_async(self, **values: Any) -> None:
+        await self._await(_config_rows(values))
 
     def put_meta(self, key: str, value: bytes) -> None:
-        with self._writing() as conn:
-            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, bytes(value)))
+        self._wait(_meta_row(key, value))
+
+    async def put_meta_async(self, key: str, value: bytes) -> None:
+        await self._await(_meta_row(key, value))
 
     def get_meta(self, key: str) -> bytes | None:
         rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
@@ -266,6 +410,15 @@ class Repo:
         """Re-hash on every read: a flipped bit on disk must surface here, not as a wrong decision later."""
         rows = self._query("SELECT data FROM blocks WHERE cid = ?", (cid.raw,))
         return self._checked(cid, rows[0][0]) if rows else None
+
+    def get_blocks(self, cids: Sequence[CID]) -> dict[CID, bytes]:
+        """The held ones among ``cids``, each re-hashed, one query per few hundred CIDs."""
+        by_raw = {cid.raw: cid for cid in cids}
+        found: dict[CID, bytes] = {}
+        for raw, data in self._rows_in("SELECT cid, data FROM blocks WHERE cid IN ({marks})", list(by_raw)):
+            cid = by_raw[bytes(raw)]
+            found[cid] = self._checked(cid, data)
+        return found
 
     def has_block(self, cid: CID) -> bool:
         return bool(self._query("SELECT 1 FROM blocks WHERE cid = ?", (cid.raw,)))
@@ -288,6 +441,10 @@ class Repo:
 
     def processed_count(self) -> int:
         return int(self._query("SELECT count(*) FROM processed")[0][0])
+
+    def last_seq(self) -> int:
+        """The ``seq`` of the newest processed event (0 when none): what :meth:`derived_seq` compares to."""
+        return int(self._query("SELECT coalesce(max(seq), 0) FROM processed")[0][0])
 
     def processed_log(self, after: int = 0) -> Iterator[tuple[int, CID, bytes]]:
         """Replay source for rebuilding state at start-up: commit order is a topological order.
@@ -322,61 +479,144 @@ class Repo:
         heads: Sequence[CID] | None = None,
         wanted_add: Sequence[CID] = (),
         wanted_remove: Sequence[CID] = (),
+        derived: DerivedRows | None = None,
     ) -> None:
-        """Apply everything in one durable transaction, or nothing.
+        """Apply everything in one durable transaction, or nothing; return once it is durable.
 
-        Blocks are verified before the transaction starts (a mismatch raises :class:`CodecError`);
+        Blocks are verified before anything is written (a mismatch raises :class:`CodecError`);
         duplicates are ignored. ``processed`` is appended in the given order, skipping CIDs already in
         the log. ``heads``, when given, replaces the head set. ``wanted_add`` is applied before
-        ``wanted_remove``, so a CID in both ends up not wanted. A processed CID or head whose block is
-        neither held nor in ``blocks`` raises :class:`RepoError` and nothing is written.
+        ``wanted_remove``, so a CID in both ends up not wanted. ``derived`` changes the derived state
+        and marks it current up to the newest processed event. A processed CID or head whose block is
+        neither held nor in ``blocks`` (nor in a write committed before this one) raises
+        :class:`RepoError` and nothing is written.
         """
-        block_rows: list[tuple[bytes, bytes]] = []
-        for cid, data in blocks:
-            data = bytes(data)
-            verify_block(cid, data)
-            block_rows.append((cid.raw, data))
-        processed_rows = [(cid.raw,) for cid in processed]
-        head_rows = None if heads is None else [(cid.raw,) for cid in heads]
-        add_rows = [(cid.raw,) for cid in wanted_add]
-        remove_rows = [(cid.raw,) for cid in wanted_remove]
-        if not (block_rows or processed_rows or add_rows or remove_rows) and head_rows is None:
-            return
-        try:
-            with self._writing() as conn:
-                conn.executemany("INSERT OR IGNORE INTO blocks (cid, data) VALUES (?, ?)", block_rows)
-                conn.executemany("INSERT OR IGNORE INTO processed (cid) VALUES (?)", processed_rows)
-                if head_rows is not None:
-                    conn.execute("DELETE FROM heads")
-                    conn.executemany("INSERT OR IGNORE INTO heads (cid) VALUES (?)", head_rows)
-                conn.executemany("INSERT OR IGNORE INTO wanted (cid) VALUES (?)", add_rows)
-                conn.executemany("DELETE FROM wanted WHERE cid = ?", remove_rows)
-        except RepoError as exc:
-            if isinstance(exc.__cause__, sqlite3.IntegrityError):  # a FOREIGN KEY: see _refusal
-                raise self._refusal(
-                    exc.__cause__, block_rows, [*processed, *(heads or ())]
-                ) from exc.__cause__
-            raise
+        change = _change(blocks, processed, heads, wanted_add, wanted_remove, derived)
+        if not change.empty:
+            self._wait(change)
+
+    async def commit_async(
+        self,
+        *,
+        blocks: Iterable[tuple[CID, bytes]] = (),
+        processed: Sequence[CID] = (),
+        heads: Sequence[CID] | None = None,
+        wanted_add: Sequence[CID] = (),
+        wanted_remove: Sequence[CID] = (),
+        derived: DerivedRows | None = None,
+    ) -> None:
+        """:meth:`commit` for asyncio: same arguments and errors; the loop runs while the disk works.
+
+        Writes submitted concurrently (other tasks, other threads) share one transaction and one
+        fsync. The write is queued before this coroutine first suspends, so writes commit in the order
+        their callers called ``commit_async`` (or ``commit``). Cancelling the awaiting task only stops
+        the wait: the write is committed (or fails) anyway.
+        """
+        change = _change(blocks, processed, heads, wanted_add, wanted_remove, derived)
+        if not change.empty:
+            await self._await(change)
+
+    def queue_commit(
+        self,
+        *,
+        blocks: Iterable[tuple[CID, bytes]] = (),
+        processed: Sequence[CID] = (),
+        heads: Sequence[CID] | None = None,
+        wanted_add: Sequence[CID] = (),
+        wanted_remove: Sequence[CID] = (),
+        derived: DerivedRows | None = None,
+    ) -> Awaitable[None]:
+        """Queue the write now (from a running event loop) and return what to await for its durability.
+
+        For pipelining: a caller holding a lock can queue its write, release the lock, and await
+        durability outside it, so the writes of successive lock holders share a commit while keeping
+        the order in which they were queued. The returned awaitable must be awaited (it raises as
+        :meth:`commit` would).
+        """
+        change = _change(blocks, processed, heads, wanted_add, wanted_remove, derived)
+        if change.empty:
+            return _done()
+        return self._settled(self._submit_async(change), change)
+
+    # --- derived state --------------------------------------------------------------------------
+
+    def derived_get(self, version: int, key: bytes) -> bytes | None:
+        rows = self._query("SELECT value FROM derived WHERE version = ? AND key = ?", (version, bytes(key)))
+        return bytes(rows[0][0]) if rows else None
+
+    def derived_items(
+        self, version: int, prefix: bytes = b"", *, reverse: bool = False, limit: int | None = None
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Rows of ``version`` whose key starts with ``prefix``, in key order (``reverse``: newest-first
+        for keys that sort by time, as ``log --limit 10`` wants), at most ``limit``; paged like the log,
+        so an index scan holds no statement open and sees commits made meanwhile."""
+        low, high = bytes(prefix), _prefix_end(bytes(prefix))
+        left = limit
+        while left is None or left > 0:
+            page = _LOG_PAGE if left is None else min(_LOG_PAGE, left)
+            upper = "" if high is None else " AND key < ?"
+            order = "DESC" if reverse else "ASC"
+            sql = (
+                f"SELECT key, value FROM derived WHERE version = ? AND key >= ?{upper}"
+                f" ORDER BY key {order} LIMIT ?"
+            )
+            params = [version, low, *([] if high is None else [high]), page]
+            rows = self._query(sql, params)
+            for key, value in rows:
+                yield bytes(key), bytes(value)
+            if left is not None:
+                left -= len(rows)
+            if len(rows) < page:
+                return
+            if reverse:
+                high = bytes(rows[-1][0])
+            else:
+                low = bytes(rows[-1][0]) + b"\x00"  # the next key after the last one returned
+
+    def derived_seq(self, version: int) -> int | None:
+        """The processed ``seq`` the derived rows of ``version`` reflect; None if never written.
+
+        Equal to :meth:`last_seq` when they are current; smaller when later commits carried no
+        ``derived`` (fold ``processed_log(after=derived_seq)`` to catch up).
+        """
+        rows = self._query("SELECT seq FROM derived_mark WHERE version = ?", (version,))
+        return int(rows[0][0]) if rows else None
 
     # --- internals ------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _writing(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE .. COMMIT, which returns once the WAL is fsynced; errors as in :meth:`_query`."""
-        with self._mutex:
-            conn = self._conn
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    yield conn
-                    conn.execute("COMMIT")
-                except BaseException:
-                    # A failed COMMIT can leave the transaction open; some errors make SQLite end it itself.
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise RepoError(f"repo {self.path}: {exc}") from exc
+    def _submit_async(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        _ = self._conn
+        try:
+            return self._writer.submit_async(op)
+        except WriterClosed as exc:  # closed meanwhile, or its thread died
+            raise RepoError(f"repo {self.path}: {exc}") from None
+
+    def _wait(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        _ = self._conn  # refuse on a closed repo
+        try:
+            result: T = self._writer.call(op)
+        except sqlite3.Error as exc:
+            raise self._translated(exc, op) from exc
+        except WriterClosed as exc:
+            raise RepoError(f"repo {self.path}: {exc}") from exc
+        return result
+
+    async def _await(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._settled(self._submit_async(op), op)
+
+    async def _settled(self, future: asyncio.Future[T], op: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            result: T = await future
+        except sqlite3.Error as exc:
+            raise self._translated(exc, op) from exc
+        except WriterClosed as exc:
+            raise RepoError(f"repo {self.path}: {exc}") from exc
+        return result
+
+    def _translated(self, exc: sqlite3.Error, op: object) -> RepoError:
+        if isinstance(exc, sqlite3.IntegrityError) and isinstance(op, _Change):  # a FOREIGN KEY
+            return self._refusal(exc, op.blocks, [*op.processed, *(op.heads or ())])
+        return RepoError(f"repo {self.path}: {exc}")
 
     def _checked(self, cid: CID, data: bytes) -> bytes:
         data = bytes(data)
@@ -386,23 +626,23 @@ class Repo:
             raise RepoError(f"repo {self.path}: stored block {cid} is corrupt ({exc})") from exc
         return data
 
-    def _present(self, table: str, cids: Sequence[CID]) -> set[CID]:
-        by_raw = {cid.raw: cid for cid in cids}
-        raws = list(by_raw)
-        found: set[CID] = set()
+    def _rows_in(self, sql: str, raws: list[bytes]) -> Iterator[Any]:
+        """Run ``sql`` (with an ``IN ({marks})``) over ``raws`` in padded chunks."""
         for start in range(0, len(raws), _MAX_BATCH):
             chunk = _padded(raws[start : start + _MAX_BATCH])
-            marks = ",".join("?" * len(chunk))
-            sql = f"SELECT cid FROM {table} WHERE cid IN ({marks})"  # table is one of two literals
-            found.update(by_raw[raw] for (raw,) in self._query(sql, chunk))
-        return found
+            yield from self._query(sql.format(marks=",".join("?" * len(chunk))), chunk)
+
+    def _present(self, table: str, cids: Sequence[CID]) -> set[CID]:
+        by_raw = {cid.raw: cid for cid in cids}
+        sql = f"SELECT cid FROM {table} WHERE cid IN ({{marks}})"  # table is one of two literals
+        return {by_raw[bytes(raw)] for (raw,) in self._rows_in(sql, list(by_raw))}
 
     def _refusal(
-        self, cause: sqlite3.IntegrityError, block_rows: list[tuple[bytes, bytes]], named: list[CID]
+        self, cause: sqlite3.IntegrityError, block_rows: list[tuple[CID, bytes]], named: list[CID]
     ) -> RepoError:
         """Name the offending CID; the FOREIGN KEY message from SQLite alone would not help anyone."""
-        incoming = {raw for raw, _ in block_rows}
-        candidates = [cid for cid in dict.fromkeys(named) if cid.raw not in incoming]
+        incoming = {cid for cid, _ in block_rows}
+        candidates = [cid for cid in dict.fromkeys(named) if cid not in incoming]
         held = self.has_blocks(candidates)
         missing = [cid for cid in candidates if cid not in held]
         if not missing:
@@ -412,6 +652,58 @@ class Repo:
             f"commit refused, nothing written: processed events and heads must name blocks the repo holds "
             f"or that the same commit adds; missing: {what}"
         )
+
+
+def _change(
+    blocks: Iterable[tuple[CID, bytes]],
+    processed: Sequence[CID],
+    heads: Sequence[CID] | None,
+    wanted_add: Sequence[CID],
+    wanted_remove: Sequence[CID],
+    derived: DerivedRows | None,
+) -> _Change:
+    """Copy the caller's arguments (a generator, a bytearray) before another thread reads them."""
+    return _Change(
+        [(cid, bytes(data)) for cid, data in blocks],
+        list(processed),
+        None if heads is None else list(heads),
+        list(wanted_add),
+        list(wanted_remove),
+        derived,
+    )
+
+
+def _prefix_end(prefix: bytes) -> bytes | None:
+    """The least key above every key starting with ``prefix``; None when there is none (all 0xff)."""
+    trimmed = prefix.rstrip(b"\xff")
+    if not trimmed:
+        return None
+    return trimmed[:-1] + bytes([trimmed[-1] + 1])
+
+
+async def _done() -> None:
+    return None
+
+
+def _config_rows(values: Mapping[str, Any]) -> Callable[[sqlite3.Connection], None]:
+    try:
+        rows = [(key, json.dumps(value, allow_nan=False, sort_keys=True)) for key, value in values.items()]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"config values must be JSON-serialisable: {exc}") from exc
+
+    def write(conn: sqlite3.Connection) -> None:
+        conn.executemany("INSERT OR REPLACE INTO config (key, value) VALUES (?, ?)", rows)
+
+    return write
+
+
+def _meta_row(key: str, value: bytes) -> Callable[[sqlite3.Connection], None]:
+    row = (key, bytes(value))
+
+    def write(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", row)
+
+    return write
 
 
 def _connect(db_path: Path) -> sqlite3.Connection:
@@ -428,6 +720,16 @@ def _connect(db_path: Path) -> sqlite3.Connection:
     except BaseException:
         conn.close()
         raise
+    return conn
+
+
+def _connect_reader(db_path: Path) -> sqlite3.Connection:
+    """The read connection: WAL lets it read the last committed state while the writer commits."""
+    try:
+        conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False, cached_statements=64)
+        conn.execute("PRAGMA query_only = ON")
+    except sqlite3.Error as exc:
+        raise RepoError(f"cannot open {db_path}: {exc}") from exc
     return conn
 
 
@@ -448,6 +750,11 @@ def _prepare(conn: sqlite3.Connection, db_path: Path) -> None:
         raise RepoError(
             f"{db_path} has schema version {version}; this ipld-scheduler reads up to {SCHEMA_VERSION}"
         )
+    if version == 1 and tables == _TABLES - {"derived", "derived_mark"}:
+        conn.executescript(
+            f"BEGIN IMMEDIATE; {_DERIVED_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        )
+        tables = set(_TABLES)
     if missing := _TABLES - tables:
         raise RepoError(f"{db_path} is missing tables {sorted(missing)}: the repo is damaged")
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]

@@ -10,24 +10,35 @@ Owns: running, in one process and one table,
   character), at 3 and 10 peers;
 * end-to-end ``P2PWorkflowScheduler.schedule_workflow`` throughput at 3 and 10 peers (each call signs
   and stores blocks in a temporary repo), next to the prototype's in-memory figures from
-  REFERENCE.md §1 (28.7k/s at 3 peers, 10k/s at 10: a recorded figure, not re-run here).
+  REFERENCE.md §1 (28.7k/s at 3 peers, 10k/s at 10: a recorded figure, not re-run here);
+* the repo's durable write path (``bench_repo``): the fsync floor of the disk the repos live on, measured
+  in the same run; one-at-a-time awaited commits next to that floor; 100 concurrent awaited writes (group
+  commit) next to 100 one-at-a-time, with the number of transactions they took; 1000 events in one commit
+  next to one-at-a-time; and how late a 5 ms heartbeat task runs during durable writes, awaited through
+  the writer thread vs the old synchronous commit on the event loop (on this disk, and with each commit
+  made 4 ms slower in the writer thread, standing in for a loaded disk); and presence / block lookups
+  for a whole DAG level in one query vs one query per CID.
 
 Must not: leave files behind (repos live in temporary directories) or fail as a whole because one
 part is missing: a section whose module cannot be imported is skipped with a note.
-Usage: ``python scripts/bench.py [--quick]``.
+Usage: ``python scripts/bench.py [--quick] [--only SECTION[,SECTION]]`` (sections: codec, heap, assignment,
+schedule, repo).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib
+import os
 import statistics
 import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 _SCRIPTS = Path(__file__).resolve().parent
 _REPO = _SCRIPTS.parent
@@ -35,13 +46,24 @@ for _path in (_SCRIPTS, _REPO):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
+if TYPE_CHECKING:
+    from ipld_scheduler.codec import CID
+    from ipld_scheduler.repo import Repo
+
 PROTOTYPE_SCHEDULES_PER_S: dict[int, float] = {3: 28_700.0, 10: 10_000.0}
 """The prototype's in-memory ``schedule_workflow`` throughput (REFERENCE.md §1), for comparison only."""
 
 Row = tuple[str, float, str, str, float]
 """(what, our figure, unit, baseline name, baseline figure); ratio = ours / baseline."""
 
-__all__ = ["PROTOTYPE_SCHEDULES_PER_S", "bench_assignment", "bench_schedule", "main", "prototype_owner"]
+__all__ = [
+    "PROTOTYPE_SCHEDULES_PER_S",
+    "bench_assignment",
+    "bench_repo",
+    "bench_schedule",
+    "main",
+    "prototype_owner",
+]
 
 
 # --- assignment -------------------------------------------------------------------------------------
@@ -134,6 +156,170 @@ def bench_schedule(peer_count: int, n: int) -> dict[str, float]:
     return {"schedules_per_s": n / elapsed, "local_share": local / n}
 
 
+# --- the repo's durable write path -----------------------------------------------------------------
+
+
+def fsync_floor_us(directory: Path, count: int) -> float:
+    """Median microseconds to make one 4 KiB page durable in ``directory``: ``pwrite`` into a preallocated
+    file, then ``fdatasync``. That is the least a WAL commit needs (SQLite overwrites a reused WAL file
+    and syncs its data), so no durable commit on this disk can beat it."""
+    path = directory / "fsync-floor"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        page, pages = b"\x00" * 4096, 64
+        os.write(fd, page * pages)
+        os.fsync(fd)
+        times = []
+        for n in range(count):
+            start = time.perf_counter()
+            os.pwrite(fd, page, (n % pages) * 4096)
+            os.fdatasync(fd)
+            times.append(time.perf_counter() - start)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return statistics.median(times) * 1e6
+
+
+SLOW_DISK_S = 0.004
+"""A commit's extra time on a slow disk, injected in the writer thread (issue 8 measured 3.6 ms)."""
+
+
+def _events(tag: str, n: int) -> list[tuple[CID, bytes]]:
+    """``n`` distinct blocks about the size of a signed schedule event."""
+    from ipld_scheduler.codec import encode_block
+
+    return [encode_block({"tag": tag, "seq": i, "parents": [], "pad": "x" * 300}) for i in range(n)]
+
+
+async def _with_heartbeat(work: Callable[[], Awaitable[None]], period: float = 0.005) -> tuple[float, float]:
+    """Run ``work`` beside a task sleeping ``period`` in a loop: (seconds ``work`` took, the worst delay
+    of a heartbeat beyond its period). A loop blocked on the disk shows up as a late heartbeat."""
+    worst = 0.0
+    stop = False
+
+    async def heartbeat() -> None:
+        nonlocal worst
+        while not stop:
+            start = time.perf_counter()
+            await asyncio.sleep(period)
+            worst = max(worst, time.perf_counter() - start - period)
+
+    beat = asyncio.create_task(heartbeat())
+    await asyncio.sleep(period * 2)
+    start = time.perf_counter()
+    await work()
+    elapsed = time.perf_counter() - start
+    stop = True
+    await beat
+    return elapsed, worst
+
+
+async def _repo_figures(repo: Repo, root: Path, quick: bool) -> dict[str, float]:
+    rounds, per_round = (5, 20) if quick else (10, 50)
+    floor: list[float] = []
+    awaited: list[tuple[float, float]] = []
+    inline: list[tuple[float, float]] = []
+    for round_number in range(rounds):  # interleaved, so a load spike hits every variant alike
+        floor.append(fsync_floor_us(root, per_round))
+        one = _events(f"awaited-{round_number}", per_round)
+        old = _events(f"inline-{round_number}", per_round)
+
+        async def awaited_commits(events: list[tuple[CID, bytes]] = one) -> None:
+            for cid, data in events:
+                await repo.commit_async(blocks=[(cid, data)], processed=[cid], heads=[cid])
+
+        async def inline_commits(events: list[tuple[CID, bytes]] = old) -> None:
+            for cid, data in events:  # the old path: the event loop waits out each fsync
+                repo.commit(blocks=[(cid, data)], processed=[cid], heads=[cid])
+                await asyncio.sleep(0)
+
+        awaited.append(await _with_heartbeat(awaited_commits))
+        inline.append(await _with_heartbeat(inline_commits))
+
+    group_runs, group_commits = [], []
+    for round_number in range(rounds):
+        group = _events(f"group-{round_number}", 100)
+        before = repo.writer_stats.commits
+        start = time.perf_counter()
+        await asyncio.gather(
+            *(repo.commit_async(blocks=[(cid, data)], processed=[cid], heads=[cid]) for cid, data in group)
+        )
+        group_runs.append(time.perf_counter() - start)
+        group_commits.append(repo.writer_stats.commits - before)
+
+    batch_runs = []
+    for round_number in range(3 if quick else 5):
+        batch = _events(f"batch-{round_number}", 1000)
+        start = time.perf_counter()
+        await repo.commit_async(blocks=batch, processed=[cid for cid, _ in batch], heads=[batch[-1][0]])
+        batch_runs.append(time.perf_counter() - start)
+
+    level = [cid for cid, _ in _events("awaited-0", per_round)] + [cid for cid, _ in _events("absent", 200)]
+    lookups = 3 if quick else 9
+    batched = _rate(lambda: repo.has_blocks(level), len(level), lookups)
+    single = _rate(lambda: [repo.has_block(cid) for cid in level], len(level), lookups)
+    batched_get = _rate(lambda: repo.get_blocks(level), len(level), lookups)
+    single_get = _rate(lambda: [repo.get_block(cid) for cid in level], len(level), lookups)
+
+    return {
+        "level_size": float(len(level)),
+        "has_many_us_per_cid": 1e6 / batched,
+        "has_one_us_per_cid": 1e6 / single,
+        "get_many_us_per_cid": 1e6 / batched_get,
+        "get_one_us_per_cid": 1e6 / single_get,
+        "fsync_floor_us": statistics.median(floor),
+        "single_us": statistics.median(e for e, _ in awaited) / per_round * 1e6,
+        "inline_us": statistics.median(e for e, _ in inline) / per_round * 1e6,
+        "single_heartbeat_late_ms": statistics.median(late for _, late in awaited) * 1e3,
+        "inline_heartbeat_late_ms": statistics.median(late for _, late in inline) * 1e3,
+        "group100_us_per_write": statistics.median(group_runs) / 100 * 1e6,
+        "group100_commits": statistics.median(group_commits),
+        "batch1000_us_per_event": statistics.median(batch_runs) / 1000 * 1e6,
+    }
+
+
+def bench_repo(quick: bool) -> dict[str, float]:
+    """Durable write figures on a repo in a temporary directory (see the module docstring)."""
+    from ipld_scheduler.repo import Repo
+
+    with tempfile.TemporaryDirectory(prefix="ipld-bench-repo-") as tmp, Repo.open(Path(tmp) / "peer") as repo:
+
+        async def run() -> dict[str, float]:
+            for cid, data in _events("warm-up", 20):
+                await repo.commit_async(blocks=[(cid, data)], processed=[cid], heads=[cid])
+            return await _repo_figures(repo, Path(tmp), quick)
+
+        figures = asyncio.run(run())
+    with (
+        tempfile.TemporaryDirectory(prefix="ipld-bench-repo-") as tmp,
+        Repo.open(Path(tmp) / "peer", before_commit=lambda: time.sleep(SLOW_DISK_S)) as slow,
+    ):
+
+        async def stalls() -> tuple[float, float]:
+            awaited, inline = [], []
+            for round_number in range(3 if quick else 5):
+                one, old = _events(f"a-{round_number}", 20), _events(f"i-{round_number}", 20)
+
+                async def awaited_commits(events: list[tuple[CID, bytes]] = one) -> None:
+                    for cid, data in events:
+                        await slow.commit_async(blocks=[(cid, data)], processed=[cid], heads=[cid])
+
+                async def inline_commits(events: list[tuple[CID, bytes]] = old) -> None:
+                    for cid, data in events:
+                        slow.commit(blocks=[(cid, data)], processed=[cid], heads=[cid])
+                        await asyncio.sleep(0)
+
+                awaited.append((await _with_heartbeat(awaited_commits))[1])
+                inline.append((await _with_heartbeat(inline_commits))[1])
+            return statistics.median(awaited), statistics.median(inline)
+
+        late_awaited, late_inline = asyncio.run(stalls())
+    figures["slow_disk_heartbeat_late_ms"] = late_awaited * 1e3
+    figures["slow_disk_inline_heartbeat_late_ms"] = late_inline * 1e3
+    return figures
+
+
 # --- the table --------------------------------------------------------------------------------------
 
 
@@ -203,6 +389,48 @@ def _schedule_rows(quick: bool) -> list[Row]:
     return rows
 
 
+def _repo_rows(quick: bool) -> list[Row]:
+    f = bench_repo(quick)
+    floor, single = f["fsync_floor_us"], f["single_us"]
+    return [
+        ("fsync floor (4 KiB pwrite+fdatasync)", floor, "us", "-", float("nan")),
+        ("durable commit, one at a time (sync, on loop)", f["inline_us"], "us/op", "fsync floor", floor),
+        ("durable commit, one at a time (awaited)", single, "us/op", "fsync floor", floor),
+        ("durable commit, one at a time (awaited)", single, "us/op", "sync commit on loop", f["inline_us"]),
+        ("group commit, 100 concurrent writes", f["group100_us_per_write"], "us/op", "one at a time", single),
+        ("  transactions for those 100 writes", f["group100_commits"], "", "one per write", 100.0),
+        ("1000 events in one commit", f["batch1000_us_per_event"], "us/ev", "one at a time", single),
+        (
+            "5 ms heartbeat lateness, durable writes",
+            f["single_heartbeat_late_ms"],
+            "ms",
+            "sync commit on loop",
+            f["inline_heartbeat_late_ms"],
+        ),
+        (
+            f"  same, disk {SLOW_DISK_S * 1e3:.0f} ms slower per commit",
+            f["slow_disk_heartbeat_late_ms"],
+            "ms",
+            "sync commit on loop",
+            f["slow_disk_inline_heartbeat_late_ms"],
+        ),
+        (
+            f"presence of a {f['level_size']:.0f}-CID level, per CID",
+            f["has_many_us_per_cid"],
+            "us",
+            "one query per CID",
+            f["has_one_us_per_cid"],
+        ),
+        (
+            f"blocks of a {f['level_size']:.0f}-CID level, per CID",
+            f["get_many_us_per_cid"],
+            "us",
+            "one query per CID",
+            f["get_one_us_per_cid"],
+        ),
+    ]
+
+
 def _number(value: float) -> str:
     if value != value:
         return "-"
@@ -226,7 +454,14 @@ def main(argv: list[str]) -> int:
         ("heap", _heap_rows),
         ("assignment", _assignment_rows),
         ("schedule", _schedule_rows),
+        ("repo", _repo_rows),
     ]
+    if "--only" in argv[:-1]:
+        wanted = set(argv[argv.index("--only") + 1].split(","))
+        if unknown := wanted - {name for name, _ in sections}:
+            print(f"unknown section(s) {sorted(unknown)}; known: {[name for name, _ in sections]}")
+            return 2
+        sections = [(name, section) for name, section in sections if name in wanted]
     rows: list[Row] = []
     notes: list[str] = []
     failed = False

@@ -7,12 +7,12 @@ Pins two rules of issue 8:
     ``status in ("completed", "failed")``), matches on one (``case "claim":``), or keys a dispatch
     table by them (a dict literal whose keys are two or more such spellings). Docstrings, help text
     and messages are untouched: only comparisons, ``match`` patterns and dict keys count.
-(b) layers: faces (cli, web, mcp_tools, demo, scheduler, testing) -> operations (ops, client, routes) ->
-    runtime (peer and its parts, executor, daemon, sandbox, gha, actions, metrics, backends, config,
-    logs) -> replica (replica, repo, embedded, kubo) -> core (codec, model, events, blocks, clock,
-    state, assign, heap, sync, identity, car, dagjson, reasons, errors, options, liveness, announce,
-    ports, trust, genesis). A module may import its own layer or lower ones, never a higher one
-    (lazy imports inside functions included).
+(b) layers: faces (cli, web, mcp_tools, demo, scheduler, testing) -> operations (ops, client,
+    routes, access) -> runtime (peer and its parts, executor, daemon, sandbox, gha, actions, metrics,
+    backends, config, logs) -> replica (replica, repo, group_commit, embedded, kubo) -> core (codec,
+    model, events, blocks, clock, state, assign, heap, sync, identity, car, dagjson, reasons, errors,
+    options, liveness, announce, ports, trust, genesis). A module may import its own layer or lower
+    ones, never a higher one (lazy imports inside functions included).
 
 Each rule has a test over the modules the core owns and a whole-package test; all of them are
 strict (issue 8's "done when"). A stop cause, a step status or act's job result that happens to be
@@ -64,6 +64,7 @@ LAYERS: dict[str, int] = {
     "ops": OPERATIONS,
     "client": OPERATIONS,
     "routes": OPERATIONS,
+    "access": OPERATIONS,
     "peer": RUNTIME,
     "runtime": RUNTIME,
     "executor": RUNTIME,
@@ -77,6 +78,8 @@ LAYERS: dict[str, int] = {
     "logs": RUNTIME,
     "replica": REPLICA,
     "repo": REPLICA,
+    "repo_perms": REPLICA,
+    "group_commit": REPLICA,
     "embedded": REPLICA,
     "kubo": REPLICA,
     **dict.fromkeys(

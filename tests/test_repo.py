@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -23,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ipld_scheduler.codec import CID, MAX_BLOCK_SIZE, CodecError, cid_for, decode, encode_block
-from ipld_scheduler.repo import DB_NAME, KEY_NAME, Repo, RepoError, RepoLocked
+from ipld_scheduler.repo import DB_NAME, KEY_NAME, DerivedRows, Repo, RepoError, RepoLocked
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -416,6 +417,7 @@ class Commit:
     heads: list[CID] | None
     wanted_add: list[CID]
     wanted_remove: list[CID]
+    derived: dict[bytes, bytes] | None
 
     def apply(self, repo: Repo) -> None:
         repo.commit(
@@ -424,6 +426,7 @@ class Commit:
             heads=self.heads,
             wanted_add=self.wanted_add,
             wanted_remove=self.wanted_remove,
+            derived=None if self.derived is None else DerivedRows(1, put=self.derived),
         )
 
 
@@ -434,6 +437,8 @@ COMMIT = st.builds(
     heads=st.none() | st.lists(ANY_CID, max_size=3),
     wanted_add=st.lists(ANY_CID, max_size=3),
     wanted_remove=st.lists(ANY_CID, max_size=3),
+    derived=st.none()
+    | st.dictionaries(st.sampled_from([b"a", b"b", b"c"]), st.binary(max_size=3), max_size=2),
 )
 
 
@@ -445,6 +450,8 @@ def test_repo_matches_a_model_of_atomic_commits(steps: list[Commit | None]) -> N
     log: list[CID] = []
     heads: set[CID] = set()
     wanted: set[CID] = set()
+    derived: dict[bytes, bytes] = {}
+    mark: int | None = None
     with tempfile.TemporaryDirectory() as tmp:
         repo = Repo.open(tmp)
         try:
@@ -460,6 +467,9 @@ def test_repo_matches_a_model_of_atomic_commits(steps: list[Commit | None]) -> N
                     log += [cid for cid in dict.fromkeys(step.processed) if cid not in log]
                     heads = heads if step.heads is None else set(step.heads)
                     wanted = (wanted | set(step.wanted_add)) - set(step.wanted_remove)
+                    if step.derived is not None:
+                        derived.update(step.derived)
+                        mark = len(log)
                 else:
                     with pytest.raises(RepoError, match="commit refused"):
                         step.apply(repo)
@@ -468,6 +478,8 @@ def test_repo_matches_a_model_of_atomic_commits(steps: list[Commit | None]) -> N
                 assert repo.processed_count() == len(log)
                 assert repo.heads() == sorted(heads)
                 assert repo.wanted() == sorted(wanted)
+                assert dict(repo.derived_items(1)) == derived
+                assert repo.derived_seq(1) == mark
         finally:
             repo.close()
 
@@ -475,16 +487,19 @@ def test_repo_matches_a_model_of_atomic_commits(steps: list[Commit | None]) -> N
 # --- crash safety ----------------------------------------------------------------------------
 
 CRASH_WRITER = ROOT / "tests" / "crash" / "commit_loop.py"
+GROUP_WRITER = ROOT / "tests" / "crash" / "group_loop.py"
 
 
-def run_writer_until_killed(path: Path, rng: random.Random) -> list[tuple[int, str]]:
+def run_writer_until_killed(
+    path: Path, rng: random.Random, writer: Path = CRASH_WRITER
+) -> list[tuple[int, str]]:
     """Start the writer, SIGKILL it 50-300 ms after its first acknowledgement; return all it acknowledged.
 
     Timed from the first acknowledgement rather than from start-up so a loaded machine (slow imports, slow
     fsyncs) still yields a kill in the middle of the commit loop, not before it began.
     """
     child = subprocess.Popen(
-        [sys.executable, str(CRASH_WRITER), str(path)], env=CHILD_ENV, stdout=subprocess.PIPE, text=True
+        [sys.executable, str(writer), str(path)], env=CHILD_ENV, stdout=subprocess.PIPE, text=True
     )
     assert child.stdout is not None
     lines: list[str] = []
@@ -511,8 +526,8 @@ def run_writer_until_killed(path: Path, rng: random.Random) -> list[tuple[int, s
     acked = []
     for line in lines:
         if line.endswith("\n"):  # a line cut by the kill was never fully acknowledged
-            seq, cid = line.split()
-            acked.append((int(seq), cid))
+            *seq, cid = line.split()
+            acked.append((int(seq[0]) if seq else 0, cid))
     return acked
 
 
@@ -559,3 +574,374 @@ def test_commit_throughput_batches_amortise_the_fsync(repo: Repo, capsys: pytest
         print(f"\nrepo commits/s, 1 event each: {single:.0f}; events/s in commits of 100: {batched:.0f}")
     assert batched > 3 * single
     assert repo.processed_count() == 600
+
+
+def test_sigkill_never_loses_an_acknowledged_group_commit(tmp_path: Path) -> None:
+    """Concurrent awaited writes (group commit) with derived rows: every acknowledged one survives, and no
+    crash leaves an event without its derived row or the derived mark behind the log."""
+    seed = random.randrange(1 << 32)
+    rng = random.Random(seed)
+    path = tmp_path / "peer"
+    acked: set[str] = set()
+    for _kill in range(3):
+        acked.update(cid for _, cid in run_writer_until_killed(path, rng, GROUP_WRITER))
+        with Repo.open(path, create=False) as repo:
+            log = [str(cid) for _, cid, _ in repo.processed_log()]
+            assert acked <= set(log), f"seed {seed}: acknowledged writes missing"
+            derived = {CID.from_bytes(key[len(b"event/") :]) for key, _ in repo.derived_items(1, b"event/")}
+            assert {str(cid) for cid in derived} == set(log), f"seed {seed}"
+            assert repo.derived_seq(1) == repo.last_seq() > 0
+            assert [str(cid) for cid in repo.heads()] == [log[-1]]
+            assert repo.writer_stats.commits == 0  # reads only: the writer thread never started
+
+
+# --- the writer thread and group commit ------------------------------------------------------
+
+
+def event_change(n: int) -> dict[str, object]:
+    cid, data = block(n)
+    return {"blocks": [(cid, data)], "processed": [cid], "heads": [cid]}
+
+
+async def test_an_awaited_write_leaves_the_loop_running_while_its_commit_is_stuck(tmp_path: Path) -> None:
+    """The disk is stalled inside the transaction (where the fsync happens) until the loop itself releases
+    it: only possible if the loop keeps running while the write is in flight. Reads meanwhile see the
+    last committed state, without waiting for the writer."""
+    entered, release = threading.Event(), threading.Event()
+
+    def stalled_disk() -> None:
+        entered.set()
+        if not release.wait(10):
+            raise RuntimeError("the event loop never released the disk: it was blocked by the write")
+
+    with Repo.open(tmp_path / "peer", before_commit=stalled_disk) as repo:
+        cid = block(1)[0]
+        write = asyncio.create_task(repo.commit_async(**event_change(1)))  # type: ignore[arg-type]
+        deadline = time.monotonic() + 10
+        while not entered.is_set():
+            assert time.monotonic() < deadline, "the writer thread never reached the commit"
+            await asyncio.sleep(0.001)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not write.done()
+        assert not repo.is_processed(cid) and repo.heads() == []  # not committed yet, and reads answer
+        release.set()
+        await asyncio.wait_for(write, 10)
+        assert repo.is_processed(cid) and repo.heads() == [cid]  # a read after the awaited write sees it
+
+
+async def test_a_slow_fsync_does_not_stop_a_ticking_task(tmp_path: Path) -> None:
+    """A real slow disk (the writer thread sleeps 0.2 s in every commit): a 10 ms ticker keeps ticking
+    through awaited writes, and stops dead through the same write made synchronously on the loop."""
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    with Repo.open(tmp_path / "peer", before_commit=lambda: time.sleep(0.2)) as repo:
+        running = asyncio.create_task(ticker())
+        try:
+            await asyncio.sleep(0.02)
+            before = ticks
+            for n in range(3):
+                await repo.commit_async(**event_change(n))  # type: ignore[arg-type]
+            awaited_ticks = ticks - before
+            before = ticks
+            repo.commit(**event_change(3))  # type: ignore[arg-type]
+            blocking_ticks = ticks - before
+        finally:
+            running.cancel()
+        assert blocking_ticks == 0
+        assert awaited_ticks >= 6, f"the loop ticked {awaited_ticks} times in 0.6 s of awaited commits"
+        assert repo.processed_count() == 4
+
+
+async def test_concurrent_writes_share_one_commit(tmp_path: Path) -> None:
+    """The first write holds the disk; the 99 submitted meanwhile are committed together, one fsync."""
+    entered, release = threading.Event(), threading.Event()
+
+    def first_stalls() -> None:
+        entered.set()
+        release.wait(10)
+
+    with Repo.open(tmp_path / "peer", before_commit=first_stalls) as repo:
+        first = asyncio.create_task(repo.commit_async(**event_change(0)))  # type: ignore[arg-type]
+        deadline = time.monotonic() + 10
+        while not entered.is_set():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.001)
+        rest = [
+            asyncio.create_task(repo.commit_async(**event_change(n)))  # type: ignore[arg-type]
+            for n in range(1, 100)
+        ]
+        await asyncio.sleep(0)  # let every task submit its write
+        release.set()
+        await asyncio.wait_for(asyncio.gather(first, *rest), 10)
+        stats = repo.writer_stats
+        assert (stats.commits, stats.writes, stats.largest_group) == (2, 100, 99)
+        # submission order is commit order: the log and the last head follow the tasks' order
+        assert [cid for _, cid, _ in repo.processed_log()] == [block(n)[0] for n in range(100)]
+        assert repo.heads() == [block(99)[0]]
+
+
+async def test_a_refused_write_in_a_group_is_rolled_back_alone(tmp_path: Path) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def first_stalls() -> None:
+        entered.set()
+        release.wait(10)
+
+    good, bad_block = block(1), (block(2)[0], block(3)[1])
+    with Repo.open(tmp_path / "peer", before_commit=first_stalls) as repo:
+        first = asyncio.create_task(repo.commit_async(blocks=[block(0)]))
+        deadline = time.monotonic() + 10
+        while not entered.is_set():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.001)
+        writes = [
+            repo.commit_async(blocks=[good], wanted_add=[unheld(1)]),
+            repo.commit_async(processed=[unheld(5)]),  # names a block nobody holds
+            repo.commit_async(blocks=[bad_block], heads=[bad_block[0]]),  # bytes don't match the CID
+            repo.commit_async(processed=[good[0]], heads=[good[0]]),  # needs the first write's block
+        ]
+        tasks = [asyncio.create_task(w) for w in writes]
+        await asyncio.sleep(0)
+        release.set()
+        outcomes = await asyncio.wait_for(asyncio.gather(first, *tasks, return_exceptions=True), 10)
+        assert outcomes[0] is None and outcomes[1] is None and outcomes[4] is None
+        assert isinstance(outcomes[2], RepoError) and f"missing: {unheld(5)}" in str(outcomes[2])
+        assert isinstance(outcomes[3], CodecError)
+        assert repo.writer_stats.commits == 2
+        assert snapshot(repo) == ([good[0]], [unheld(1)], [(1, good[0])], {block(0)[0], good[0]})
+
+
+async def test_sync_and_async_writes_from_threads_commit_in_submission_order(repo: Repo) -> None:
+    a, b = block(1), block(2)
+    pending = asyncio.create_task(repo.commit_async(blocks=[a], processed=[a[0]]))
+    await asyncio.sleep(0)
+    await asyncio.to_thread(repo.commit, blocks=[b], processed=[b[0]])  # submitted after the first
+    await pending
+    assert [cid for _, cid, _ in repo.processed_log()] == [a[0], b[0]]
+    await repo.update_config_async(peer_id="p")
+    await repo.put_meta_async("k", b"v")
+    assert (repo.config(), repo.get_meta("k")) == ({"peer_id": "p"}, b"v")
+
+
+async def test_cancelling_the_waiter_does_not_cancel_the_write(tmp_path: Path) -> None:
+    entered, release = threading.Event(), threading.Event()
+
+    def stalled_disk() -> None:
+        entered.set()
+        release.wait(10)
+
+    with Repo.open(tmp_path / "peer", before_commit=stalled_disk) as repo:
+        waiter = asyncio.create_task(repo.commit_async(**event_change(1)))  # type: ignore[arg-type]
+        deadline = time.monotonic() + 10
+        while not entered.is_set():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.001)
+        waiter.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        release.set()
+    with Repo.open(tmp_path / "peer") as repo:  # close() committed what was in flight
+        assert repo.heads() == [block(1)[0]]
+
+
+async def test_close_commits_writes_still_queued(tmp_path: Path) -> None:
+    repo = Repo.open(tmp_path / "peer", before_commit=lambda: time.sleep(0.05))
+    queued = [repo.queue_commit(**event_change(n)) for n in range(20)]  # type: ignore[arg-type]
+    repo.close()  # nobody awaited them yet: close commits them before letting go of the lock
+    await asyncio.wait_for(asyncio.gather(*queued), 10)
+    with Repo.open(tmp_path / "peer") as reopened:
+        assert reopened.processed_count() == 20
+    with pytest.raises(RepoError, match="is closed"):
+        await repo.commit_async(blocks=[block(1)])
+    with pytest.raises(RepoError, match="is closed"):
+        repo.queue_commit(blocks=[block(1)])
+
+
+# --- batched lookups -------------------------------------------------------------------------
+
+
+def test_get_blocks_returns_the_held_ones_verified(tmp_path: Path) -> None:
+    blocks = [block(n) for n in range(700)]
+    with Repo.open(tmp_path / "peer") as repo:
+        repo.commit(blocks=blocks[::2])
+        asked = [cid for cid, _ in blocks] + [unheld(1)]
+        assert repo.get_blocks(asked) == dict(blocks[::2])
+        assert repo.get_blocks([]) == {}
+    conn = sqlite3.connect(tmp_path / "peer" / DB_NAME)
+    with conn:
+        conn.execute("UPDATE blocks SET data = ? WHERE cid = ?", (blocks[2][1] + b"x", blocks[2][0].raw))
+    conn.close()
+    with Repo.open(tmp_path / "peer") as repo, pytest.raises(RepoError, match="corrupt"):
+        repo.get_blocks([blocks[0][0], blocks[2][0]])
+
+
+# --- derived state ---------------------------------------------------------------------------
+
+
+def test_derived_rows_commit_with_their_blocks_and_mark_the_log_position(repo: Repo) -> None:
+    a, b, c = block(1), block(2), block(3)
+    assert repo.derived_seq(1) is None and repo.last_seq() == 0
+    repo.commit(blocks=[a], processed=[a[0]], derived=DerivedRows(1, put={b"w/a": b"1", b"w/b": b"2"}))
+    assert (repo.derived_seq(1), repo.last_seq()) == (1, 1)
+    repo.commit(blocks=[b], processed=[b[0]])  # no derived: the mark stays behind the log
+    assert (repo.derived_seq(1), repo.last_seq()) == (1, 2)
+    repo.commit(
+        blocks=[c], processed=[c[0]], derived=DerivedRows(1, put={b"w/c": b"3", b"x": b"9"}, delete=[b"w/a"])
+    )
+    assert (repo.derived_seq(1), repo.last_seq()) == (3, 3)
+    assert list(repo.derived_items(1, b"w/")) == [(b"w/b", b"2"), (b"w/c", b"3")]
+    assert repo.derived_get(1, b"x") == b"9" and repo.derived_get(2, b"x") is None
+    repo.commit(derived=DerivedRows(2, put={b"x": b"new"}))  # another fold version, side by side
+    repo.commit(derived=DerivedRows(1, clear=True, put={b"only": b"1"}))
+    assert list(repo.derived_items(1)) == [(b"only", b"1")]
+    assert list(repo.derived_items(2)) == [(b"x", b"new")]
+
+
+def test_derived_rows_are_refused_with_the_rest_of_their_commit(repo: Repo) -> None:
+    with pytest.raises(RepoError, match="commit refused"):
+        repo.commit(processed=[unheld(1)], derived=DerivedRows(1, put={b"k": b"v"}))
+    assert repo.derived_seq(1) is None and list(repo.derived_items(1)) == []
+
+
+def test_derived_items_pages_through_many_rows(repo: Repo) -> None:
+    rows = {b"k/%05d" % n: b"%d" % n for n in range(300)}
+    repo.commit(derived=DerivedRows(1, put={**rows, b"l/0": b"", b"k": b"short"}))
+    assert list(repo.derived_items(1, b"k/")) == sorted(rows.items())
+    assert len(list(repo.derived_items(1))) == 302
+
+
+def test_a_version_1_repo_gains_the_derived_tables_on_open(tmp_path: Path) -> None:
+    cid, data = block(1)
+    with Repo.open(tmp_path / "peer") as repo:
+        repo.commit(blocks=[(cid, data)], processed=[cid], heads=[cid])
+    conn = sqlite3.connect(tmp_path / "peer" / DB_NAME)
+    with conn:
+        conn.execute("DROP TABLE derived")
+        conn.execute("DROP TABLE derived_mark")
+    conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    with Repo.open(tmp_path / "peer") as repo:
+        assert repo.heads() == [cid] and repo.derived_seq(1) is None
+        repo.commit(derived=DerivedRows(1, put={b"k": b"v"}))
+        assert repo.derived_seq(1) == 1
+    conn = sqlite3.connect(tmp_path / "peer" / DB_NAME)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    conn.close()
+
+
+class _Crash(BaseException):
+    """Not an Exception: what a bug or an interrupt inside the writer thread looks like."""
+
+
+async def test_a_dead_writer_thread_fails_its_waiters_instead_of_hanging(tmp_path: Path) -> None:
+    def broken_disk() -> None:
+        raise _Crash("the writer thread dies")
+
+    repo = Repo.open(tmp_path / "peer", before_commit=broken_disk)
+    try:
+        with pytest.raises(RepoError, match="stopped: _Crash"):
+            await asyncio.wait_for(repo.commit_async(blocks=[block(1)]), 10)
+        deadline = time.monotonic() + 10
+        while any(t.name == "repo-writer peer" for t in threading.enumerate()):
+            assert time.monotonic() < deadline, "the writer thread did not end"
+            await asyncio.sleep(0.001)
+        with pytest.raises(RepoError, match="stopped: _Crash"):  # refused from now on, by either API
+            repo.commit(blocks=[block(2)])
+        with pytest.raises(RepoError, match="stopped: _Crash"):
+            await repo.commit_async(blocks=[block(2)])
+    finally:
+        repo.close()
+    with Repo.open(tmp_path / "peer") as reopened:
+        assert reopened.has_blocks([block(1)[0], block(2)[0]]) == set()
+
+
+async def test_queued_commits_keep_their_order_and_share_a_commit(tmp_path: Path) -> None:
+    """What a lock holder does to pipeline: queue under the lock, await durability after releasing it."""
+    entered, release = threading.Event(), threading.Event()
+
+    def first_stalls() -> None:
+        entered.set()
+        release.wait(10)
+
+    with Repo.open(tmp_path / "peer", before_commit=first_stalls) as repo:
+        first = repo.queue_commit(blocks=[block(0)])
+        deadline = time.monotonic() + 10
+        while not entered.is_set():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.001)
+        lock = asyncio.Lock()
+        durable = []
+        for n in (1, 2, 3):
+            async with lock:
+                durable.append(repo.queue_commit(**event_change(n)))  # type: ignore[arg-type]
+        refused = repo.queue_commit(processed=[unheld(4)])
+        nothing = repo.queue_commit()
+        release.set()
+        await asyncio.wait_for(asyncio.gather(first, *durable, nothing), 10)
+        with pytest.raises(RepoError, match=f"missing: {unheld(4)}"):
+            await refused
+        assert repo.writer_stats.commits == 2
+        assert [cid for _, cid, _ in repo.processed_log()] == [block(n)[0] for n in (1, 2, 3)]
+
+
+def test_derived_items_scan_an_index_forwards_backwards_and_limited(repo: Repo) -> None:
+    """Keys built to sort by time make a log index: newest-first with a limit is ``log --limit``."""
+    log_rows = {b"log/" + n.to_bytes(4, "big"): b"%d" % n for n in range(300)}
+    edge = {b"log\xff": b"after the prefix", b"lo": b"before it", b"\xff\xff": b"all ff"}
+    repo.commit(derived=DerivedRows(1, put={**log_rows, **edge}))
+    ordered = sorted(log_rows.items())
+    assert list(repo.derived_items(1, b"log/")) == ordered
+    assert list(repo.derived_items(1, b"log/", reverse=True)) == ordered[::-1]
+    assert list(repo.derived_items(1, b"log/", reverse=True, limit=10)) == ordered[::-1][:10]
+    assert list(repo.derived_items(1, b"log/", limit=129)) == ordered[:129]
+    assert list(repo.derived_items(1, b"log/", limit=0)) == []
+    assert list(repo.derived_items(1, b"\xff")) == [(b"\xff\xff", b"all ff")]
+    everything = sorted({**log_rows, **edge}.items())
+    assert list(repo.derived_items(1, reverse=True)) == everything[::-1]
+
+
+def test_a_synchronous_commit_with_nothing_pending_runs_on_the_callers_thread(tmp_path: Path) -> None:
+    """No thread hop when nothing is queued: the calling thread runs the transaction (it waits anyway)."""
+    committers: list[str] = []
+
+    def record() -> None:
+        committers.append(threading.current_thread().name)
+
+    with Repo.open(tmp_path / "peer", before_commit=record) as repo:
+        repo.commit(**event_change(1))  # type: ignore[arg-type]
+        worker = threading.Thread(target=lambda: repo.commit(**event_change(2)), name="caller")  # type: ignore[arg-type]
+        worker.start()
+        worker.join()
+        assert committers == [threading.current_thread().name, "caller"]
+        assert not [t for t in threading.enumerate() if t.name.startswith("repo-writer")]
+        assert repo.writer_stats.commits == 2
+
+
+async def test_a_synchronous_commit_waits_behind_an_unsettled_write(tmp_path: Path) -> None:
+    """While an awaited write is inside its commit, a synchronous one from another thread must queue
+    behind it (not commit inline first): submission order is commit order."""
+    entered, release = threading.Event(), threading.Event()
+
+    def first_stalls() -> None:
+        if not entered.is_set():
+            entered.set()
+            release.wait(10)
+
+    with Repo.open(tmp_path / "peer", before_commit=first_stalls) as repo:
+        first = asyncio.create_task(repo.commit_async(**event_change(1)))  # type: ignore[arg-type]
+        deadline = time.monotonic() + 10
+        while not entered.is_set():
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.001)
+        second = asyncio.create_task(asyncio.to_thread(repo.commit, **event_change(2)))  # type: ignore[arg-type]
+        release.set()
+        await asyncio.wait_for(asyncio.gather(first, second), 10)
+        assert [cid for _, cid, _ in repo.processed_log()] == [block(1)[0], block(2)[0]]
+        assert repo.heads() == [block(2)[0]]

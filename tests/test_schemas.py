@@ -232,6 +232,25 @@ workflows = st.builds(
     priority=finite | st.integers(min_value=-100, max_value=100),
     metadata=st.none() | plain_maps,
     run=st.none() | plain_maps,
+    workspace=st.none() | cids,
+    actions=st.none()
+    | st.dictionaries(
+        st.sampled_from(["actions/setup-node@v4", "o/r@main", "a.b/c-d@v1.2/x"]),
+        st.fixed_dictionaries({"commit": st.sampled_from(["a" * 40, "0" * 64]), "tree": cids}),
+        min_size=1,
+        max_size=3,
+    ),
+    context=st.none()
+    | st.fixed_dictionaries(
+        {
+            "repository": st.just("o/r"),
+            "sha": st.just("b" * 40),
+            "ref": st.just("refs/heads/main"),
+            "ref_name": st.just("main"),
+            "event_name": st.sampled_from(["push", "pull_request"]),
+            "event": plain_maps,
+        }
+    ),
 )
 
 # What the test (not the model) believes each body field holds; the schema agreement tests above
@@ -570,3 +589,87 @@ def test_schema_is_a_schema() -> None:
         SCHEMA["NoSuchType"]
     with pytest.raises(SchemaError):
         SCHEMA.struct("Event")
+
+
+CONTEXT = {
+    "repository": "o/r",
+    "sha": "d" * 40,
+    "ref": "refs/heads/main",
+    "ref_name": "main",
+    "event_name": "push",
+    "event": {"after": "d" * 40},
+}
+
+
+def test_job_inputs_are_written_only_when_present() -> None:
+    """A workflow without a workspace, actions or context encodes as before (same CID)."""
+    plain = WorkflowDefinition("w", "w", ["p2p_eligible"], 1.0, {"k": "v"}, {"steps": []})
+    assert set(plain.to_ipld()) == model._WF_REQUIRED | {"run"}
+    tree = cid_for(b"tree")
+    full = WorkflowDefinition(
+        "w",
+        "w",
+        ["p2p_eligible"],
+        1.0,
+        {"k": "v"},
+        {"steps": []},
+        workspace=tree,
+        actions={"o/r@v1": {"commit": "c" * 40, "tree": tree}},
+        context=CONTEXT,
+    )
+    data = full.to_ipld()
+    assert list(data) == [
+        "v",
+        "id",
+        "run",
+        "name",
+        "tags",
+        "type",
+        "actions",
+        "context",
+        "metadata",
+        "priority",
+        "workspace",
+    ]
+    validate("Workflow", data, SCHEMA)
+    assert WorkflowDefinition.from_ipld(data) == full
+    assert full.job_inputs() == {"workspace": tree, "actions": data["actions"], "context": data["context"]}
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("workspace", "bafy-not-a-link"),
+        ("actions", {"o/r@v1": {"commit": "c" * 40}}),
+        ("actions", {"o/r@v1": {"commit": "c" * 40, "tree": "not-a-link"}}),
+        ("actions", {"o/r@v1": {"commit": "c" * 40, "tree": cid_for(b"t"), "extra": 1}}),
+        ("context", {**CONTEXT, "sha": cid_for(b"a link")}),
+        ("context", {**CONTEXT, "event": {"deep": [cid_for(b"a link")]}}),
+        ("context", {**CONTEXT, "unknown": "x"}),
+        ("context", {"sha": "d" * 40}),
+    ],
+)
+def test_malformed_job_inputs_are_rejected(field: str, value: Any) -> None:
+    data = WorkflowDefinition("w", "w", ["p2p_eligible"]).to_ipld()
+    data[field] = value
+    with pytest.raises(ModelError):
+        WorkflowDefinition.from_ipld(data)
+    with pytest.raises(SchemaError):
+        validate("Workflow", data, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    "actions",
+    [
+        {},
+        {"not a key": {"commit": "c" * 40, "tree": cid_for(b"t")}},
+        {"o/r@v1": {"commit": "short", "tree": cid_for(b"t")}},
+        {f"o/r@v{i}": {"commit": "c" * 40, "tree": cid_for(b"t")} for i in range(65)},
+    ],
+)
+def test_job_input_rules_beyond_the_schema(actions: dict[str, Any]) -> None:
+    """Key syntax, commit hashes and 1..64 entries: rules only ``from_ipld`` states."""
+    data = WorkflowDefinition("w", "w", ["p2p_eligible"]).to_ipld()
+    data["actions"] = actions
+    with pytest.raises(ModelError):
+        WorkflowDefinition.from_ipld(data)

@@ -10,7 +10,7 @@ only because this store accepted a block a real one would refuse is worse than n
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from ..codec import CID, verify_block
 from ..ports import BlockNotFound
@@ -50,6 +50,12 @@ class MemoryStore:
 
     async def has(self, cid: CID) -> bool:
         return cid in self._blocks
+
+    async def has_many(self, cids: Sequence[CID]) -> set[CID]:
+        return {cid for cid in cids if cid in self._blocks}
+
+    async def get_many(self, cids: Sequence[CID]) -> dict[CID, bytes]:
+        return {cid: self._blocks[cid] for cid in cids if cid in self._blocks}
 
     async def close(self) -> None:
         return None

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Final
 
 from ..codec import CID, encode_block
+from ..errors import IpldSchedulerError
 from ..events import Claim, Transfer
 from ..executor import RunOutcome, execute
 from ..model import Result, ResultStatus, WorkflowDefinition, WorkflowStatus
@@ -37,6 +38,7 @@ from ..options import PeerOptions
 from ..replica import Replica
 from ..sandbox import Sandbox
 from ..state import WorkflowRecord
+from .jobinputs import job_inputs
 from .leftovers import RUN_TOKEN_ENV, RunFiles
 from .policy import dir_name, joined_log, step_row
 from .stats import RunRecord, Stats
@@ -58,6 +60,8 @@ class _Execution:
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     cancelled_by_event: bool = False
+    submitter: str | None = None
+    """Author of the winning ``schedule`` event: whom the secrets policy is asked about."""
 
 
 class ExecutionSupervisor:
@@ -226,7 +230,7 @@ class ExecutionSupervisor:
         rec = self._replica.state.workflows[wid]
         assert rec.winner is not None
         attempt = 1 + sum(1 for r in rec.claims.values() if r.peer == self.peer_id)
-        execution = _Execution(wid, attempt, self._now(), secrets.token_hex(8))
+        execution = _Execution(wid, attempt, self._now(), secrets.token_hex(8), submitter=rec.winner.author)
         self._running[wid] = execution  # before the await: the loop must not pick it twice
         try:
             await self._replica.append(Claim(wid, rec.winner.cid))
@@ -303,11 +307,18 @@ class ExecutionSupervisor:
         if workflow.run is None:
             return RunOutcome(ResultStatus.SUCCESS, 0, 0.0, (), None)
         try:
+            inputs = job_inputs(workflow, execution.submitter, self._options, self._replica.repo.path)
+        except IpldSchedulerError as exc:
+            reason = str(exc)[:MAX_REASON]
+            return RunOutcome(ResultStatus.REFUSED, None, self._now() - execution.started, (), reason)
+        try:
             return await execute(
                 workflow.run,
                 workdir=workdir,
                 cancel=execution.cancel,
                 sandbox=self.sandbox,
+                store=self._replica.store,
+                job_inputs=inputs,
                 output_limit=self._options.output_limit,
                 extra_env={
                     "IPLD_SCHEDULER_WORKFLOW_ID": workflow.workflow_id,

@@ -11,9 +11,7 @@ Prints one line per fact, flushed at once so the parent can SIGKILL us at any mo
 
 Each workflow appends ``<wid> <attempt> start|end`` to ``DIR/runs.log`` so the parent can see which
 runs were cut short by the kill, and its shell's pid to ``DIR/pids``; it sleeps ``$IPLD_TEST_SLEEP``
-seconds (default 0.4) in between, read at run time from ``DIR/sleep``, which each worker writes when
-it starts: the sandbox hands a job only its allow-listed variables, never this process's environment,
-and the script is fixed when the workflow is scheduled.
+seconds (default 0.4) in between.
 """
 
 from __future__ import annotations
@@ -43,7 +41,7 @@ def workflow(n: int, marker: Path) -> WorkflowDefinition:
     script = (
         f'echo "$IPLD_SCHEDULER_WORKFLOW_ID $IPLD_SCHEDULER_ATTEMPT start" >> {log}; '
         f"echo $$ >> {marker / 'pids'}; "
-        f'sleep "$(cat {marker / "sleep"})"; '
+        f"sleep $(cat {marker / 'sleep'}); "  # jobs never see the daemon's environment: a file says
         f'echo "$IPLD_SCHEDULER_WORKFLOW_ID $IPLD_SCHEDULER_ATTEMPT end" >> {log}'
     )
     return WorkflowDefinition(
@@ -58,7 +56,7 @@ async def main() -> None:
     parser.add_argument("--schedule", type=int, default=0)
     parser.add_argument("--marker", type=Path, required=True)
     args = parser.parse_args()
-    (args.marker / "sleep").write_text(str(float(os.environ.get("IPLD_TEST_SLEEP", "0.4"))))
+    (args.marker / "sleep").write_text(os.environ.get("IPLD_TEST_SLEEP", "0.4"))  # this incarnation's
     stop = asyncio.Event()
     options = PeerOptions.fast(max_concurrent=2, unknown_after=0.3)
 
