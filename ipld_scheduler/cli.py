@@ -1030,7 +1030,13 @@ def _peer_options(
     "--peer-id", help=f"This peer's id (first run only; then kept in the repo). Env: {ENV_PEER_ID}."
 )
 @click.option("--peers", help=f"Comma-separated ids of other members. Env: {ENV_BOOTSTRAP_PEERS}.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address of the API/dashboard server.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address of the API/dashboard server. Anything but loopback exposes the API (token required, "
+    "<repo>/api-token must be 0600) and is warned about.",
+)
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="0 picks a free port."
 )
@@ -1146,6 +1152,7 @@ def run(
         from .daemon import serve
         from .web.server import WebServer
 
+        _check_exposed(settings, host)
         if await find_running_peer(settings.repo):
             raise Unavailable(f"a peer already serves {settings.repo}; stop it first")
         stop = asyncio.Event()
@@ -1169,7 +1176,8 @@ def run(
                     "pid": os.getpid(),
                 },
                 f"peer {peer.replica.peer_id} serving {settings.repo}\n"
-                f"  dashboard {url}/\n  metrics   {server.metrics_url}\n  (Ctrl-C to stop)",
+                f"  dashboard {url}/ (log in with `ipld-scheduler dashboard --open`)\n"
+                f"  metrics   {server.metrics_url}\n  (Ctrl-C to stop)",
             )
 
         async def shutdown() -> None:
@@ -1215,16 +1223,18 @@ async def _serving(coro: Coroutine[Any, Any, T]) -> T:
 
 @cli.command()
 @click.option("--open", "open_browser", is_flag=True, help="Open it in a web browser.")
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="With no running peer: where to serve.")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True)
 @json_option
 @click.pass_context
 def dashboard(ctx: click.Context, open_browser: bool, host: str, port: int) -> None:
     """Print the dashboard URL of the running peer; with none, serve one over the repo until Ctrl-C.
 
-    The URL is printed on stdout (with --json: {"success", "event", "dashboard", "api", ...}). A
-    dashboard served this way shows the repo's DAG (no liveness, no execution) and, like `run`,
-    publishes <repo>/api so other commands go through it meanwhile.
+    The URL is printed on stdout (with --json: {"success", "event", "dashboard", "api", ...}). It
+    carries the repo's API token once (/?token=...): the server trades it for a browser cookie and
+    drops it from the address bar. Treat the printed URL like the token itself. A dashboard served
+    this way shows the repo's DAG (no liveness, no execution) and, like `run`, publishes <repo>/api
+    so other commands go through it meanwhile.
     """
     settings = _settings(ctx)
     received: list[int] = []
@@ -1232,20 +1242,23 @@ def dashboard(ctx: click.Context, open_browser: bool, host: str, port: int) -> N
     async def main_loop() -> None:
         import asyncio
 
+        from .access import read_token
         from .client import DirectScheduler, find_running_peer, open_direct
         from .web.server import WebServer
 
         url = await find_running_peer(settings.repo)
         if url is not None:
+            login = _login_url(url, read_token(settings.repo))
             _announce(
                 settings,
-                {"event": "running", "dashboard": url + "/", "api": url},
-                f"{url}/",
+                {"event": "running", "dashboard": login, "api": url},
+                login,
                 stdout=True,
             )
             if open_browser:
-                _open(url + "/")
+                _open(login)
             return
+        _check_exposed(settings, host)
         scheduler: DirectScheduler = await open_direct(
             settings.repo,
             ipfs_api=settings.ipfs_api,
@@ -1257,22 +1270,23 @@ def dashboard(ctx: click.Context, open_browser: bool, host: str, port: int) -> N
         server = WebServer(scheduler.replica, None, host=host, port=port, mode="dashboard")
         try:
             url = await server.start()
+            login = _login_url(url, server.token)
             _announce(
                 settings,
                 {
                     "event": "ready",
-                    "dashboard": url + "/",
+                    "dashboard": login,
                     "api": url,
                     "repo": str(settings.repo),
                     "pid": os.getpid(),
                 },
-                f"{url}/",
+                login,
                 stdout=True,
             )
             if not settings.json_output:
                 settings.err.print(f"dashboard for {settings.repo} (Ctrl-C to stop)")
             if open_browser:
-                _open(url + "/")
+                _open(login)
             await stop.wait()
         finally:
             await server.stop()
@@ -1280,6 +1294,26 @@ def dashboard(ctx: click.Context, open_browser: bool, host: str, port: int) -> N
 
     _run_async(settings, _serving(main_loop()))
     _exit_if_interrupted(received)
+
+
+def _login_url(url: str, token: str | None) -> str:
+    """The dashboard URL that carries the token once; the server trades it for a cookie."""
+    return f"{url}/?token={token}" if token else f"{url}/"
+
+
+def _check_exposed(settings: Settings, host: str) -> None:
+    """Beyond loopback: an existing token file must be private (else refused), and say it loudly."""
+    from .access import check_exposable, is_loopback
+
+    if is_loopback(host):
+        return
+    check_exposable(settings.repo)
+    settings.err.print(
+        f"WARNING: serving the HTTP API on {host}, beyond this machine. Anyone who reaches it with the "
+        f"token in {settings.repo / 'api-token'} can schedule commands that run as this user; the "
+        "token travels in clear over plain HTTP, so put TLS in front of it on a shared network.",
+        markup=False,
+    )
 
 
 def _open(url: str) -> None:
@@ -1303,7 +1337,8 @@ def _open(url: str) -> None:
 def mcp(ctx: click.Context, http_port: int | None, host: str) -> None:
     """MCP server (stdio by default) exposing the scheduler's tools to AI assistants.
 
-    A repo without identity takes P2P_PEER_ID, else a generated peer id (kept in the repo).
+    A repo without identity takes P2P_PEER_ID, else a generated peer id (kept in the repo). Over
+    --http every request needs `Authorization: Bearer <token>` with the token in <repo>/api-token.
     """
     settings = _settings(ctx)
     from .mcp_tools import serve_mcp

@@ -8,7 +8,9 @@ Owns: tool names, parameter names and descriptions (the prototype's: ``initializ
 ``reprioritize_workflow``), the answer
 convention (a JSON object with ``success``; failures are ``success: false`` with ``error`` and
 ``code``, never an exception, so an assistant can read and correct), and the server over stdio
-or streamable HTTP built with the official ``mcp`` SDK (2.x: ``mcp.server.mcpserver.MCPServer``).
+or streamable HTTP built with the official ``mcp`` SDK (2.x: ``mcp.server.mcpserver.MCPServer``);
+over HTTP behind :class:`AccessGuard` (the repo's API token, Host and Origin checks of
+:mod:`ipld_scheduler.access`, the same rules as the HTTP API).
 
 Each tool is an ordinary async function, importable from here, that reaches the scheduler the way
 the CLI does (:func:`ipld_scheduler.client.connect`): the peer ``ipld-scheduler run`` serves
@@ -35,6 +37,7 @@ from .errors import InvalidInput, IpldSchedulerError
 
 __all__ = [
     "TOOLS",
+    "AccessGuard",
     "add_p2p_peer",
     "build_server",
     "calculate_peer_distance",
@@ -339,10 +342,81 @@ def serve_mcp(
     http_port: int | None = None,
     host: str = "127.0.0.1",
 ) -> None:
-    """Serve the tools over stdio, or over streamable HTTP at ``http://host:port/mcp``; blocks."""
+    """Serve the tools over stdio, or over streamable HTTP at ``http://host:port/mcp``; blocks.
+
+    Over HTTP every request needs the repo's API token (``Authorization: Bearer``, the token in
+    ``<repo>/api-token``, created here if the repo has none) and passes the same Host and Origin
+    checks as the HTTP API (:mod:`ipld_scheduler.access`); anything else gets the JSON error
+    envelope with 401 or 403 before the MCP transport sees it.
+    """
     configure(repo=repo, ipfs_api=ipfs_api, config=config)
     server = build_server()
     if http_port is None:
         server.run("stdio")
-    else:
-        server.run("streamable-http", host=host, port=http_port)
+        return
+    import asyncio
+
+    asyncio.run(_serve_http(server, host, http_port))
+
+
+async def _serve_http(server: Any, host: str, port: int) -> None:
+    import sys
+
+    import uvicorn
+
+    from .access import check_exposable, ensure_token, is_loopback
+
+    repo_path = _config().repo
+    loopback = is_loopback(host)
+    if not loopback:
+        check_exposable(repo_path)
+    repo_path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    token = ensure_token(repo_path, strict=not loopback)
+    app = AccessGuard(server.streamable_http_app(host=host), token, loopback_only=loopback)
+    shown = f"[{host}]" if ":" in host else host
+    print(
+        f"MCP over streamable HTTP at http://{shown}:{port}/mcp; send `Authorization: Bearer <token>` "
+        f"with the token in {repo_path / 'api-token'}"
+        + ("" if loopback else f"\nWARNING: listening on {host}, beyond this machine; use TLS in front"),
+        file=sys.stderr,
+        flush=True,
+    )
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning")
+    await uvicorn.Server(config).serve()
+
+
+class AccessGuard:
+    """ASGI wrapper of the MCP app: Host, Origin and bearer-token checks of :mod:`.access`,
+    answered with the error envelope, exactly as the HTTP API answers them."""
+
+    def __init__(self, app: Any, token: str, *, loopback_only: bool) -> None:
+        self.app = app
+        self.token = token
+        self.loopback_only = loopback_only
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        import json
+
+        from .access import bearer, host_refusal, origin_refusal, token_matches, unauthorized
+
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+            return
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope.get("headers", []):
+            headers.setdefault(raw_name.decode("latin-1").lower(), raw_value.decode("latin-1"))
+        host = headers.get("host")
+        refusal = host_refusal(host, loopback_only=self.loopback_only) or origin_refusal(
+            headers.get("origin"), headers.get("sec-fetch-site"), host
+        )
+        if refusal is None and not token_matches(bearer(headers.get("authorization")), self.token):
+            refusal = unauthorized("MCP over HTTP")
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps(refusal.to_dict()).encode()
+        sent = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if refusal.http_status == 401:
+            sent.append((b"www-authenticate", b'Bearer realm="ipld-scheduler"'))
+        await send({"type": "http.response.start", "status": refusal.http_status, "headers": sent})
+        await send({"type": "http.response.body", "body": body})

@@ -305,6 +305,14 @@ class Repo:
             except BaseException:
                 conn.close()
                 raise
+            from .repo_perms import secure_repo_dir
+
+            try:
+                secure_repo_dir(path)  # 0700 directory, 0600 files (key, database, -wal/-shm, token)
+            except BaseException:
+                reader.close()
+                conn.close()
+                raise
         except BaseException:
             os.close(lock_fd)  # closing the descriptor releases the flock
             raise

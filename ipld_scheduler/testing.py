@@ -57,7 +57,8 @@ class _Member:
 
 @dataclass
 class Cluster:
-    """Embedded peers on one event loop; each peer keeps its own repo under ``root / peer_id``.
+    """Embedded peers on one event loop; each peer keeps its own repo under ``root / peer_id`` and runs
+    its jobs under ``root / "<peer_id>.work"`` (beside the repo, never in it, never in the user's cache).
 
     ``memory_blocks`` keeps each peer's served block store in memory (the repo still persists the
     DAG); the default serves blocks from the repo itself, like a daemon would.
@@ -96,7 +97,7 @@ class Cluster:
             replica,
             broadcaster,
             options,
-            workdir=self.root / peer_id / "work",
+            workdir=self.root / f"{peer_id}.work",  # beside the repo, inside the cluster's root
             seed=peer_id,
             clock=self.clock,
             sandbox=None if self.sandbox is None else Sandbox(self.sandbox),

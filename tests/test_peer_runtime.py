@@ -88,7 +88,8 @@ async def test_peers_run_real_workflows_and_record_results_with_logs(cluster: Cl
         assert result.peer == rec.owner
         assert (result.status, result.exit_code) == ("success", 0)
         out = blob(b, result.stdout)
-        assert out.startswith(f"out-{i}\n".encode()) and b"/work/" in out
+        assert out.startswith(f"out-{i}\n".encode())
+        assert f"/{result.peer}.work/{wid}-".encode() in out  # the cluster's work root, beside the repo
         assert blob(b, result.stderr) == f"err-{i}\n".encode()
         assert result.steps[0]["status"] == "success"
     stats_a, stats_b = cluster.peer("a").stats, cluster.peer("b").stats

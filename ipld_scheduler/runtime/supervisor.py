@@ -6,7 +6,8 @@ until the sync queue has caught up), the *newest claimer runs* rule (hand a work
 balancing transfer settles, turning a :class:`~ipld_scheduler.executor.RunOutcome` into a
 :class:`~ipld_scheduler.model.Result` with bounded log blobs, and crash safety:
 
-* every attempt runs in a fresh work directory ``work/<workflow>/<attempt>-<token>``, never shared;
+* every attempt runs in a fresh work directory ``<work root>/<workflow>/<attempt>-<token>``, never
+  shared, removed when the run ends (the work root is outside the repo: :mod:`.workroot`);
 * each running job has a run file (:class:`~.leftovers.RunFiles`) and its processes carry its token
   in their environment; a restarted peer (:meth:`ExecutionSupervisor.reap_leftovers`) kills the
   process groups its previous incarnation left before anything is re-run, so an orphan never races
@@ -22,6 +23,7 @@ liveness detector (it is handed ``is_alive``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import shutil
@@ -32,13 +34,13 @@ from typing import Final
 
 from ..codec import CID, encode_block
 from ..errors import IpldSchedulerError
-from ..events import Claim, attempt_field
+from ..events import Claim, Transfer, attempt_field
 from ..executor import RunOutcome, execute
-from ..model import Result, WorkflowDefinition
+from ..model import Result, ResultStatus, WorkflowDefinition, WorkflowStatus
 from ..options import PeerOptions
 from ..replica import Replica
 from ..sandbox import Sandbox
-from ..state import CANCELLED, WorkflowRecord
+from ..state import WorkflowRecord
 from .jobinputs import job_inputs
 from .leftovers import RUN_TOKEN_ENV, RunFiles
 from .policy import dir_name, joined_log, step_row
@@ -136,8 +138,8 @@ class ExecutionSupervisor:
     # --- lifecycle ------------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Prepare directories and kill what a previous incarnation left running; then accept work."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        """Kill what a previous incarnation left running; then accept work. (The work root is made
+        by the first run: a peer that never runs a job leaves nothing in the user's cache.)"""
         self.reap_leftovers()
         self.active = True
         self._wakeup.set()
@@ -156,7 +158,9 @@ class ExecutionSupervisor:
         workflow's current one), look for new work."""
         for execution in self._running.values():
             rec = self._replica.state.workflows.get(execution.workflow_id)
-            stopped = rec is not None and (rec.status == CANCELLED or rec.attempt != execution.dag_attempt)
+            stopped = rec is not None and (
+                rec.status is WorkflowStatus.CANCELLED or rec.attempt != execution.dag_attempt
+            )
             if stopped and not execution.cancel.is_set():
                 execution.cancelled_by_event = True
                 execution.cancel.set()
@@ -207,10 +211,7 @@ class ExecutionSupervisor:
         newer = self.newer_live_claimer(rec)
         if newer is None:
             return False
-        await self._replica.write(
-            "transfer",
-            {"id": rec.workflow_id, "to": newer, "reason": "a live peer holds a newer claim on it"},
-        )
+        await self._replica.append(Transfer(rec.workflow_id, newer, "a live peer holds a newer claim on it"))
         self._stats.handovers_written += 1
         log.info(
             "peer %s handed %s over to %s, which holds a newer claim",
@@ -273,6 +274,7 @@ class ExecutionSupervisor:
         workdir = self.workdir / dir_name(wid) / f"{execution.attempt}-{execution.token}"
         run_file: Path | None = None
         try:
+            self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
             workdir.mkdir(parents=True, exist_ok=False)
             run_file = self.run_files.record(execution.token, wid, execution.attempt, workdir)
             outcome = await self._outcome(workflow, workdir, execution)
@@ -281,9 +283,9 @@ class ExecutionSupervisor:
             # result under the cancel, so the workflow stays cancelled (never turns "failed").
             result, blocks = self.result(wid, outcome)
             await self._replica.record_result(wid, result, blocks, attempt=execution.dag_attempt)
-            if outcome.status == "success":
+            if outcome.status is ResultStatus.SUCCESS:
                 self._stats.executions_succeeded += 1
-            elif execution.cancelled_by_event and outcome.status == "cancelled":
+            elif execution.cancelled_by_event and outcome.status is ResultStatus.CANCELLED:
                 self._stats.executions_cancelled += 1
             else:
                 self._stats.executions_failed += 1
@@ -291,6 +293,8 @@ class ExecutionSupervisor:
             self._running.pop(wid, None)
             self._wakeup.set()
             shutil.rmtree(workdir, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                workdir.parent.rmdir()  # the workflow's directory, once no attempt of it is left
             if run_file is not None:
                 run_file.unlink(missing_ok=True)
 
@@ -317,11 +321,12 @@ class ExecutionSupervisor:
         self, workflow: WorkflowDefinition, workdir: Path, execution: _Execution
     ) -> RunOutcome:
         if workflow.run is None:
-            return RunOutcome("success", 0, 0.0, (), None)
+            return RunOutcome(ResultStatus.SUCCESS, 0, 0.0, (), None)
         try:
             inputs = job_inputs(workflow, execution.submitter, self._options, self._replica.repo.path)
         except IpldSchedulerError as exc:
-            return RunOutcome("refused", None, self._now() - execution.started, (), str(exc)[:MAX_REASON])
+            reason = str(exc)[:MAX_REASON]
+            return RunOutcome(ResultStatus.REFUSED, None, self._now() - execution.started, (), reason)
         try:
             return await execute(
                 workflow.run,
@@ -342,7 +347,8 @@ class ExecutionSupervisor:
             raise
         except Exception as exc:  # the executor promises not to raise; if it does, record why
             log.exception("peer %s: executor failed on %s", self.peer_id, workflow.workflow_id)
-            return RunOutcome("failure", None, self._now() - execution.started, (), f"executor error: {exc}")
+            reason = f"executor error: {exc}"
+            return RunOutcome(ResultStatus.FAILURE, None, self._now() - execution.started, (), reason)
 
     def result(self, wid: str, outcome: RunOutcome) -> tuple[Result, list[tuple[CID, bytes]]]:
         """The Result of a run plus its stdout/stderr blobs (partial output of cut runs included)."""
