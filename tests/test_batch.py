@@ -1,0 +1,91 @@
+"""Batch scheduling (issue 11.4): one durable commit, answers in input order, owners by the rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ipld_scheduler.embedded.store import EmbeddedStore
+from ipld_scheduler.model import WorkflowDefinition
+from ipld_scheduler.replica import Replica
+from ipld_scheduler.repo import Repo
+
+MEMBERS = [f"peer-{i}" for i in range(5)]
+
+
+async def _open(path: Path, peer: str = "peer-0") -> Replica:
+    repo = Repo.open(path)
+    return await Replica.open(repo, EmbeddedStore(repo), peer, MEMBERS, store_is_repo=True)
+
+
+def wf(n: int, *, tags: tuple[str, ...] = ("p2p_eligible",), priority: float = 1.0) -> WorkflowDefinition:
+    return WorkflowDefinition(f"w{n}", f"job {n}", list(tags), priority)
+
+
+async def test_a_batch_is_one_commit_with_answers_in_input_order(tmp_path: Path) -> None:
+    replica = await _open(tmp_path / "a")
+    try:
+        before = replica.repo.writer_stats.commits
+        batch = [wf(n) for n in range(50)]
+        answers = await replica.schedule_many(batch)
+        assert replica.repo.writer_stats.commits == before + 1
+        assert [a["workflow_id"] for a in answers] == [w.workflow_id for w in batch]
+        seed_keys = set((await replica.schedule_workflow(wf(0))).keys())
+        for answer in answers:
+            assert answer["success"] and set(answer) == seed_keys and answer["existing"] is False
+            # the owner is the fold's (the documented rule over the event's parents and the CID)
+            assert answer["assigned_peer"] == replica.state.owner(answer["workflow_id"])
+            assert answer["assigned_peer"] in MEMBERS
+        assert len({a["event_cid"] for a in answers}) == 50
+        assert len(replica.clock.head_cids) == 1
+    finally:
+        await replica.close()
+
+
+async def test_a_batch_replays_and_merges_to_the_same_state(tmp_path: Path) -> None:
+    a = await _open(tmp_path / "a")
+    answers = await a.schedule_many([wf(n, priority=n % 3) for n in range(30)])
+    fingerprint = a.state.fingerprint()
+    heads = a.clock.head_cids
+    b = await _open(tmp_path / "b", "peer-1")
+    try:
+        report = await b.merge_clock(a.clock)
+        assert not report.rejected
+        assert all(head in b.clock for head in heads)
+        for answer in answers:
+            assert b.state.owner(answer["workflow_id"]) == answer["assigned_peer"]
+    finally:
+        await b.close()
+        await a.close()
+    again = await _open(tmp_path / "a")
+    try:
+        assert again.state.fingerprint() == fingerprint
+    finally:
+        await again.close()
+
+
+async def test_refusals_repeats_and_known_ids_are_answered_per_workflow(tmp_path: Path) -> None:
+    replica = await _open(tmp_path / "a")
+    try:
+        await replica.schedule_workflow(wf(1))
+        other_w1 = WorkflowDefinition("w1", "another", ["p2p_eligible"], 9.0)
+        batch = [
+            wf(1),
+            wf(2),
+            wf(3, tags=("unit_test",)),
+            wf(2),
+            other_w1,
+            WorkflowDefinition("w2", "x", ["p2p_eligible"]),
+        ]
+        answers = await replica.schedule_many(batch)
+        assert [a["workflow_id"] for a in answers] == ["w1", "w2", "w3", "w2", "w1", "w2"]
+        assert answers[0]["success"] and answers[0]["existing"] is True
+        assert answers[1]["success"] and answers[1]["existing"] is False
+        assert not answers[2]["success"] and "reason" in answers[2]
+        assert answers[3]["success"] and answers[3]["existing"] is True
+        assert answers[3]["event_cid"] == answers[1]["event_cid"]
+        assert not answers[4]["success"] and "another definition" in answers[4]["reason"]
+        assert not answers[5]["success"] and "another definition" in answers[5]["reason"]
+        assert sum(1 for r in replica.state.workflows.values() if r.winner is not None) == 2
+        assert await replica.schedule_many([]) == []
+    finally:
+        await replica.close()
