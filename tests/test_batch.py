@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
+
+from cli_runner import SCRIPT, clean_env, cli_json
 
 from ipld_scheduler.embedded.store import EmbeddedStore
 from ipld_scheduler.model import WorkflowDefinition
@@ -89,3 +93,83 @@ async def test_refusals_repeats_and_known_ids_are_answered_per_workflow(tmp_path
         assert await replica.schedule_many([]) == []
     finally:
         await replica.close()
+
+
+# --- the CLI: schedule --from-file -----------------------------------------------------------------
+
+
+def test_cli_schedules_a_jsonl_file_in_one_commit(tmp_path: Path) -> None:
+    repo = tmp_path / "alpha"
+    cli_json(repo, "init", "--peer-id", "alpha", "--peers", "beta,gamma")
+    jobs = tmp_path / "jobs.jsonl"
+    lines = [
+        {"workflow_id": "j1", "tags": ["p2p_eligible"], "run": "echo 1", "priority": 2},
+        {"workflow_id": "j2", "name": "second", "tags": "data_processing", "run": "echo 2"},
+        {"workflow_id": "j3", "tags": ["unit_test"], "run": "echo 3"},  # needs the GitHub API
+        {"workflow_id": "j4", "tags": ["p2p_eligible"], "manual": True},
+    ]
+    jobs.write_text(
+        "\n".join(json.dumps(line) for line in lines[:2])
+        + "\n\n"
+        + "\n".join(json.dumps(line) for line in lines[2:])
+        + "\n"
+    )
+    data = cli_json(repo, "schedule", "--from-file", str(jobs), code=1)  # one refused: exit 1
+    assert [r["workflow_id"] for r in data["results"]] == ["j1", "j2", "j3", "j4"]
+    assert [r["success"] for r in data["results"]] == [True, True, False, True]
+    assert data["scheduled"] == 3
+    assert all(r["assigned_peer"] in ("alpha", "beta", "gamma") for r in data["results"] if r["success"])
+    listed = {w["workflow_id"] for w in cli_json(repo, "workflows")["workflows"]}
+    assert {"j1", "j2", "j4"} <= listed and "j3" not in listed
+
+
+def test_cli_names_each_bad_line_and_schedules_nothing(tmp_path: Path) -> None:
+    repo = tmp_path / "alpha"
+    cli_json(repo, "init", "--peer-id", "alpha")
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(
+        json.dumps({"workflow_id": "ok", "tags": ["p2p_eligible"], "run": "true"})
+        + "\n"
+        + json.dumps({"workflow_id": "norun", "tags": ["p2p_eligible"]})
+        + "\n"
+        + json.dumps({"workflow_id": "x", "colour": "red", "run": "true"})
+        + "\n"
+        + json.dumps({"workflow_id": "p", "priority": "high", "run": "true"})
+        + "\n"
+    )
+    proc = subprocess.run(
+        [str(SCRIPT), "--repo", str(repo), "schedule", "--from-file", str(jobs)],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    err = proc.stderr
+    assert f"{jobs}:2: nothing to run" in err
+    assert f"{jobs}:3: unknown field(s) 'colour'" in err
+    assert f"{jobs}:4:" in err and f"{jobs}:1:" not in err
+    assert cli_json(repo, "workflows")["workflows"] == []
+    jobs.write_text('{"workflow_id": "a", "run": "true"}\nnot json\n')
+    proc = subprocess.run(
+        [str(SCRIPT), "--repo", str(repo), "schedule", "--from-file", str(jobs)],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and f"{jobs}:2: not a JSON object" in proc.stderr
+
+
+def test_the_sync_facade_schedules_a_batch_like_one_at_a_time(tmp_path: Path) -> None:
+    from ipld_scheduler import P2PWorkflowScheduler
+
+    batch = [wf(n) for n in range(20)]
+    with P2PWorkflowScheduler("peer-0", MEMBERS, repo=tmp_path / "a") as many:
+        answers = many.schedule_workflows(iter(batch))
+        assert [a["workflow_id"] for a in answers] == [w.workflow_id for w in batch]
+        assert all(a["success"] for a in answers)
+        for answer in answers:
+            assert many.get_owner(answer["workflow_id"]) == answer["assigned_peer"]
+        one = many.schedule_workflow(batch[0])
+        assert set(one) == set(answers[0]) and one["existing"] is True
