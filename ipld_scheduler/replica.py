@@ -1,7 +1,9 @@
 """One peer's replica of the shared DAG: the asyncio shell around the pure core.
 
-Owns: the order of effects for every write (tick -> sign -> encode -> put blocks -> commit blocks,
-processed mark and heads in one repo transaction -> fold into memory), replay of the repo at open,
+Owns: the order of effects for every write (tick -> sign -> encode -> put blocks -> queue the commit
+of blocks, processed mark and heads as one repo transaction -> fold into memory -> wait until durable
+-> announce; commits queue in causal order, merged batches included, so concurrent writes share an
+fsync and the processed log stays a topological order), replay of the repo at open,
 merging remote heads through a :class:`~ipld_scheduler.sync.MergePlan` with a bounded pool of
 fetchers, admission of merged events (signature, clock, key) with refusals counted in
 ``rejections`` by :class:`~ipld_scheduler.reasons.Reject` only, CAR export/import (each block
@@ -29,7 +31,7 @@ from typing import Any, BinaryIO
 from .blocks import Block, BlockKind, decode_typed, encode_value, links_of
 from .car import read_car, write_car
 from .clock import MerkleClock
-from .codec import CID, CodecError
+from .codec import CID, CodecError, verify_block
 from .errors import Refused
 from .events import (
     Cancel,
@@ -137,7 +139,7 @@ class Replica:
 
     async def close(self) -> None:
         await self.store.close()
-        self.repo.close()
+        await self.repo.close_async()  # queued writes commit on the writer thread, not on the loop
 
     def _replay(self) -> None:
         """Rebuild memory from the repo's processed log; signatures were checked at ingest."""
@@ -191,7 +193,7 @@ class Replica:
     async def write(
         self, kind: str, body: Mapping[str, Any], blocks: Sequence[Block[Any] | tuple[CID, bytes]] = ()
     ) -> CID:
-        """Append one signed event linking all heads; durable before it is applied or announced.
+        """Append one signed event linking all heads; durable before it is announced or returned.
 
         The untyped form (kind string and body dict), kept for callers that build bodies; the body
         is validated as the model validates a received event before anything is written.
@@ -216,11 +218,10 @@ class Replica:
             own = encode_value(event)
             typed = [b if isinstance(b, Block) else None for b in blocks]
             pairs = [b.pair if isinstance(b, Block) else b for b in blocks]
+            for block, (link, raw) in zip(typed, pairs, strict=True):
+                if block is None:  # bare bytes from the caller: refused here, before anything is queued
+                    verify_block(link, raw)
             all_blocks = [*pairs, own.pair]
-            if not self._store_is_repo:
-                await self.store.put_many(all_blocks)
-            # Durable before it is applied; the loop runs meanwhile (the fsync is on the repo's writer).
-            await self.repo.commit_async(blocks=all_blocks, processed=[own.cid], heads=[own.cid])
             # Fold what the blocks say, not the caller's objects: the state must equal a replay.
             extras: dict[CID, Any] = {}
             wanted = dict(links_of(BlockKind.EVENT, event))
@@ -229,10 +230,17 @@ class Replica:
                 if link_kind in (BlockKind.WORKFLOW, BlockKind.RESULT):
                     extras[link] = block.value if block is not None else decode_typed(link_kind, raw)
             workflow, result = self._local_extras(event, extras)
+            if not self._store_is_repo:
+                await self.store.put_many(all_blocks)
+            # Queued in the order events are ticked, then folded at once so the next write links it;
+            # durable (on the repo's writer thread, the loop running) before it is announced or
+            # returned. Concurrent writers' commits share a transaction and its fsync.
+            durable = self.repo.queue_commit(blocks=all_blocks, processed=[own.cid], heads=[own.cid])
             self.state.apply(own.cid, event, workflow, result)
             self.clock.apply(own.cid, event)
             self.counters["events_written"] += 1
             self.counters["blocks_written"] += len(all_blocks)
+        await durable
         await self._notify()
         return own.cid
 

@@ -77,6 +77,7 @@ LAYERS: dict[str, int] = {
     "logs": RUNTIME,
     "replica": REPLICA,
     "repo": REPLICA,
+    "group_commit": REPLICA,
     "embedded": REPLICA,
     "kubo": REPLICA,
     **dict.fromkeys(
