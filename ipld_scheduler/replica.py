@@ -293,7 +293,7 @@ class Replica:
         items = list(workflows)
         answers: list[dict[str, Any] | None] = [None] * len(items)
         fresh: dict[str, Block[WorkflowDefinition]] = {}
-        repeated: list[int] = []
+        repeated: set[int] = set()
         async with self._write_lock:
             for index, workflow in enumerate(items):
                 reason = eligibility(workflow.tags)
@@ -311,7 +311,7 @@ class Replica:
                 if held is not None and held != block.cid:
                     answers[index] = _refusal(workflow, _other_definition(workflow, held))
                 elif first is not None:
-                    repeated.append(index)
+                    repeated.add(index)
                 elif rec is not None and rec.winner is not None:
                     answers[index] = self._assignment(rec, existing=True)
                 else:
@@ -323,6 +323,8 @@ class Replica:
                     for block, own in zip(fresh.values(), written, strict=True)
                     for pair in (block.pair, own.pair)
                 ]
+                if not self._store_is_repo:  # over Kubo: fetchable by other nodes, as in one-by-one writes
+                    await self.store.put_many(blocks)
                 await self.repo.commit_async(
                     blocks=blocks, processed=[own.cid for own in written], heads=[written[-1].cid]
                 )

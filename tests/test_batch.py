@@ -173,3 +173,21 @@ def test_the_sync_facade_schedules_a_batch_like_one_at_a_time(tmp_path: Path) ->
             assert many.get_owner(answer["workflow_id"]) == answer["assigned_peer"]
         one = many.schedule_workflow(batch[0])
         assert set(one) == set(answers[0]) and one["existing"] is True
+
+
+async def test_a_batch_puts_its_blocks_in_a_store_that_is_not_the_repo(tmp_path: Path) -> None:
+    """Over Kubo the store serves other nodes: a batch's blocks must reach it, as one-by-one writes' do."""
+    from ipld_scheduler.blocks import encode_value
+    from ipld_scheduler.codec import CID
+    from ipld_scheduler.embedded.memory import MemoryStore
+
+    store = MemoryStore()
+    replica = await Replica.open(Repo.open(tmp_path / "a"), store, "peer-0", MEMBERS)
+    try:
+        batch = [wf(n) for n in range(5)]
+        answers = await replica.schedule_many(batch)
+        for answer, workflow in zip(answers, batch, strict=True):
+            assert await store.has(CID.parse(answer["event_cid"]))
+            assert await store.has(encode_value(workflow).cid)
+    finally:
+        await replica.close()
