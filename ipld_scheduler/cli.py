@@ -477,6 +477,12 @@ def workflow_source(path: str) -> str:
 
 @cli.command()
 @click.option(
+    "--from-file",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
+    help="JSON Lines, one job per line with the fields below (workflow_id, name, tags, priority, "
+    "metadata, run, manual): all scheduled with one durable commit ('-': stdin).",
+)
+@click.option(
     "--id", "workflow_id", help="Workflow id (unique; re-scheduling the same definition is a no-op)."
 )
 @click.option("--name", help="Display name (default: the id, or the workflow file's name).")
@@ -529,6 +535,7 @@ def workflow_source(path: str) -> str:
 @click.pass_context
 def schedule(
     ctx: click.Context,
+    from_file: str | None,
     workflow_id: str | None,
     name: str | None,
     tags: str | None,
@@ -561,6 +568,11 @@ def schedule(
     settings = _settings(ctx)
     from . import ops
 
+    if from_file is not None:
+        if workflow_id or name or tags or priority is not None or metadata or command or workflow_file:
+            _fail(settings, InvalidInput("--from-file takes each job's fields from the file: give no others"))
+        _schedule_from_file(settings, from_file, manual)
+        return
     try:
         if command and workflow_file:
             raise InvalidInput("give either --run or --workflow-file, not both")
@@ -644,6 +656,64 @@ def _human_next(console: Console, data: dict[str, Any]) -> None:
         return
     console.print(f"{workflow['workflow_id']}  {workflow['name']}  priority {workflow['priority']}")
     console.print(f"tags: {', '.join(workflow['tags'])}; {data['queue_size']} left in the queue")
+
+
+MAX_JOBS_FILE_BYTES = 64 * 1024 * 1024
+"""Largest ``schedule --from-file`` input read."""
+
+
+def _schedule_from_file(settings: Settings, path: str, manual: bool) -> None:
+    """``schedule --from-file``: every line a job object; bad lines are named ``FILE:LINE``."""
+    import json
+
+    try:
+        if path == "-":
+            raw = sys.stdin.buffer.read(MAX_JOBS_FILE_BYTES + 1)
+        else:
+            with open(path, "rb") as fh:
+                raw = fh.read(MAX_JOBS_FILE_BYTES + 1)
+    except OSError as exc:
+        _fail(settings, InvalidInput(f"cannot read {path!r}: {exc.strerror or exc}"))
+    name = "stdin" if path == "-" else path
+    if len(raw) > MAX_JOBS_FILE_BYTES:
+        _fail(settings, InvalidInput(f"{name}: larger than {MAX_JOBS_FILE_BYTES} bytes; split it"))
+    jobs: list[Any] = []
+    where: list[str] = []
+    problems: list[str] = []
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            jobs.append(json.loads(line.decode("utf-8")))
+            where.append(f"{name}:{number}")
+        except (UnicodeDecodeError, ValueError) as exc:
+            problems.append(f"{name}:{number}: not a JSON object: {str(exc)[:200]}")
+    if problems:
+        more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        shown = "\n".join(problems[:20]) + more
+        _fail(settings, InvalidInput(f"{len(problems)} unreadable lines, nothing scheduled:\n{shown}"))
+    if not jobs:
+        _fail(settings, InvalidInput(f"{name}: no jobs (one JSON object per line)"))
+    data = _call(settings, "schedule_many", jobs=jobs, require_run=not manual, where=where)
+    _show(settings, data, _human_batch)
+    if not data["success"]:
+        sys.exit(EXIT_REFUSED)
+
+
+def _human_batch(console: Console, data: dict[str, Any]) -> None:
+    results = data["results"]
+    for answer in results:
+        if not answer["success"]:
+            console.print(f"[red]not scheduled[/] {answer['workflow_id']}: {answer['reason']}")
+        else:
+            where = "this peer" if answer["is_local"] else answer["assigned_peer"]
+            again = " (already scheduled)" if answer.get("existing") else ""
+            console.print(f"scheduled {answer['workflow_id']}{again} -> {where}")
+    refused = sum(1 for r in results if not r["success"])
+    console.print(
+        f"{_plural(data['scheduled'], 'new workflow')} in one commit; {len(results) - refused} of "
+        f"{len(results)} accepted"
+    )
 
 
 @cli.command("next")

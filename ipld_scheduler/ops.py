@@ -253,6 +253,21 @@ async def schedule(
     would ever start; front ends set it unless the caller takes work itself with ``next``.
     ``job_inputs``: a GitHub Actions job's ``workspace``/``actions``/``context`` block fields
     (:func:`schedule_actions` passes them; not for remote callers: they hold links)."""
+    workflow = _workflow(workflow_id, name, tags, priority, metadata, run, require_run, job_inputs)
+    return _explained(await replica.schedule_workflow(workflow, _retries(retries)), workflow)
+
+
+def _workflow(
+    workflow_id: str,
+    name: str | None,
+    tags: Iterable[str] | str | None,
+    priority: Any,
+    metadata: Mapping[str, Any] | None,
+    run: Mapping[str, Any] | str | None,
+    require_run: bool,
+    job_inputs: Mapping[str, Any] | None,
+) -> WorkflowDefinition:
+    """The workflow :func:`schedule` would schedule, validated (:class:`InvalidArgument` if not)."""
     if require_run and not run:
         raise InvalidArgument(
             "nothing to run: give a command (CLI --run, MCP command) or a GitHub Actions workflow "
@@ -268,7 +283,7 @@ async def schedule(
         except RunSpecError as exc:
             raise InvalidArgument(f"run: {exc}") from None
     try:
-        workflow = WorkflowDefinition(
+        return WorkflowDefinition(
             _text(workflow_id, "workflow_id", limit=256),
             _text(name if name is not None else workflow_id, "name", empty=True),
             tags if tags is not None else (),
@@ -279,7 +294,10 @@ async def schedule(
         )
     except ModelError as exc:
         raise InvalidArgument(str(exc)) from None
-    answer = await replica.schedule_workflow(workflow, _retries(retries))
+
+
+def _explained(answer: dict[str, Any], workflow: WorkflowDefinition) -> dict[str, Any]:
+    """A refusal names no owner, and suggests the known tag closest to each unknown one."""
     if not answer["success"]:
         answer.setdefault("assigned_peer", None)
         import difflib
@@ -293,6 +311,85 @@ async def schedule(
         if guesses and isinstance(answer.get("reason"), str):
             answer["reason"] += f" (did you mean {', '.join(guesses)}?)"
     return answer
+
+
+MAX_BATCH: Final = 10_000
+"""Most workflows one :func:`schedule_many` call takes (a bound on one request's memory and commit)."""
+
+JOB_FIELDS: Final = frozenset({"workflow_id", "name", "tags", "priority", "metadata", "run", "manual"})
+"""The fields of one job of :func:`schedule_many`: :func:`schedule`'s, plus ``manual`` (nothing to run)."""
+
+
+async def schedule_many(
+    replica: Replica, jobs: Any, require_run: bool = False, where: Any = None
+) -> dict[str, Any]:
+    """Schedule a batch with one durable commit: ``results`` holds one :func:`schedule` answer per job,
+    in input order, each owner by the same rule as one at a time; ``scheduled`` counts new workflows.
+
+    Each job is a mapping of :data:`JOB_FIELDS`. Every job is checked before anything is written: if
+    any is invalid, nothing is scheduled and :class:`InvalidArgument` lists each bad job, named by
+    ``where[i]`` (the CLI passes ``FILE:LINE``) or ``jobs[i]``. With ``require_run`` a job needs
+    ``run`` unless it says ``"manual": true``."""
+    if not isinstance(jobs, list | tuple):
+        raise InvalidArgument("jobs: expected a list of job objects")
+    if len(jobs) > MAX_BATCH:
+        raise InvalidArgument(f"jobs: at most {MAX_BATCH} per batch, got {len(jobs)}")
+    labels = list(where) if isinstance(where, list | tuple) and len(where) == len(jobs) else None
+    workflows: list[WorkflowDefinition] = []
+    problems: list[str] = []
+    for index, job in enumerate(jobs):
+        label = str(labels[index])[:300] if labels is not None else f"jobs[{index}]"
+        try:
+            workflows.append(_job(job))
+        except InvalidArgument as exc:
+            problems.append(f"{label}: {exc}")
+        else:
+            if require_run and not workflows[-1].run and not (isinstance(job, Mapping) and job.get("manual")):
+                problems.append(
+                    f'{label}: nothing to run: give "run", or "manual": true if a worker takes it'
+                )
+    if problems:
+        shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
+        raise InvalidArgument(
+            f"{len(problems)} of {len(jobs)} jobs invalid, nothing scheduled:\n" + "\n".join(shown)
+        )
+    answers = await replica.schedule_many(workflows)
+    results = [_explained(answer, workflow) for answer, workflow in zip(answers, workflows, strict=True)]
+    return {
+        "success": all(r["success"] for r in results),
+        "scheduled": sum(1 for r in results if r["success"] and not r["existing"]),
+        "results": results,
+    }
+
+
+def _job(job: Any) -> WorkflowDefinition:
+    if not isinstance(job, Mapping):
+        raise InvalidArgument(f"expected a JSON object, got {type(job).__name__}")
+    unknown = sorted(str(key)[:40] for key in job if key not in JOB_FIELDS)
+    if unknown:
+        raise InvalidArgument(
+            f"unknown field(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(JOB_FIELDS))}"
+        )
+    if "workflow_id" not in job:
+        raise InvalidArgument("workflow_id is required")
+    if "manual" in job and not isinstance(job["manual"], bool):
+        raise InvalidArgument("manual: expected true or false")
+    metadata = job.get("metadata")
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise InvalidArgument("metadata: expected an object")
+    run = job.get("run")
+    if run is not None and not isinstance(run, str | Mapping):
+        raise InvalidArgument("run: expected a command string or a run section object")
+    return _workflow(
+        job["workflow_id"],
+        job.get("name"),
+        job.get("tags"),
+        job.get("priority", 1.0),
+        metadata,
+        run,
+        False,
+        None,
+    )
 
 
 async def schedule_actions(
@@ -823,6 +920,7 @@ Operation = Callable[..., Awaitable[dict[str, Any]]]
 OPERATIONS: Final[dict[str, Operation]] = {
     "schedule": schedule,
     "schedule_actions": schedule_actions,
+    "schedule_many": schedule_many,
     "next": next_workflow,
     "status": status,
     "assigned": assigned,

@@ -400,6 +400,11 @@ class Repo:
     async def put_meta_async(self, key: str, value: bytes) -> None:
         await self._await(_meta_row(key, value))
 
+    def queue_meta(self, key: str, value: bytes) -> Awaitable[None]:
+        """:meth:`put_meta` queued now (from a running loop), like :meth:`queue_commit`: for a caller
+        that cannot await (a synchronous callback) and must not block the loop on the fsync."""
+        return self._settled(self._submit_async(_meta_row(key, value)), _meta_row(key, value))
+
     def get_meta(self, key: str) -> bytes | None:
         rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
         return bytes(rows[0][0]) if rows else None

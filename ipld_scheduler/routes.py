@@ -36,6 +36,7 @@ ROUTES: Final[dict[str, Route]] = {
         Route("workflows", "GET", "/workflows"),
         Route("schedule", "POST", "/workflows"),
         Route("schedule_actions", "POST", "/workflows/actions"),
+        Route("schedule_many", "POST", "/workflows/batch"),
         Route("results", "GET", "/results"),
         Route("cancel", "POST", "/cancel"),
         Route("retry", "POST", "/retry"),

@@ -176,6 +176,11 @@ class P2PWorkflowScheduler:
         """``retries``: automatic retry budget for failed runs (see ``ops.schedule``)."""
         return self._run(self.replica.schedule_workflow(workflow, retries))
 
+    def schedule_workflows(self, workflows: Iterable[WorkflowDefinition]) -> list[dict[str, Any]]:
+        """:meth:`schedule_workflow` for many, with one durable commit: one answer per workflow, in
+        input order, with the same keys and owners (see ``Replica.schedule_many``)."""
+        return self._run(self.replica.schedule_many(workflows))
+
     def get_next_workflow(self) -> WorkflowDefinition | None:
         return self._run(self.replica.get_next_workflow())
 

@@ -82,6 +82,17 @@ class Cluster:
     async def start(self) -> None:
         for peer_id in self.peer_ids:
             await self.start_peer(peer_id)
+        await self.reannounce()
+
+    async def reannounce(self) -> None:
+        """Every live peer announces all its heads once more.
+
+        Writes yield while they become durable, so a peer may announce before another's endpoint
+        exists; peers do not re-announce after a merge, and a manual clock never rebroadcasts.
+        """
+        for peer_id in self.live:
+            peer = self.peer(peer_id)
+            await peer.announcer.announce(list(peer.replica.clock.head_cids))
 
     async def start_peer(self, peer_id: str) -> Peer:
         """Open (or reopen, after a kill) ``peer_id``'s repo and run its runtime."""
@@ -91,7 +102,10 @@ class Cluster:
         )
         store, broadcaster = self.network.endpoint(peer_id, local)
         self.network.revive(peer_id)
-        replica = await Replica.open(repo, store, peer_id, self.peer_ids, store_is_repo=False)
+        # Served from the repo, a write is one transaction: the replica's commit stores the blocks.
+        replica = await Replica.open(
+            repo, store, peer_id, self.peer_ids, store_is_repo=not self.memory_blocks
+        )
         options = self.per_peer.get(peer_id, self.options)
         peer = Peer(
             replica,

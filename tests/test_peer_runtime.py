@@ -344,10 +344,10 @@ async def test_idle_peer_takes_queued_work_from_a_busy_one(tmp_path: Path) -> No
 async def test_seq_numbers_survive_a_restart(tmp_path: Path) -> None:
     repo = Repo.open(tmp_path / "r")
     seq = SeqAllocator(repo, reserve=10)
-    used = [seq.next() for _ in range(13)]
+    used = [await seq.next() for _ in range(13)]
     repo.close()
     repo = Repo.open(tmp_path / "r")  # as after kill -9: whatever was used, the next run starts above it
-    assert SeqAllocator(repo, reserve=10).next() > max(used)
+    assert await SeqAllocator(repo, reserve=10).next() > max(used)
     repo.close()
 
 

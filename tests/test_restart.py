@@ -207,6 +207,6 @@ async def test_an_interrupted_merge_resumes_from_the_dirty_marker(tmp_path: Path
         assert await cluster.wait_for(cluster.converged, 10), "b did not resume the merge"
         b = cluster.replica("b")
         assert {f"late-{n}" for n in range(5)} <= set(b.state.workflows)
-        assert b.repo.wanted() == []
+        assert await cluster.wait_for(lambda: b.repo.wanted() == [], 5)  # cleared once durable
     finally:
         await cluster.stop()
