@@ -250,6 +250,14 @@ class State:
         views = self.views
         return _merge_views([views[p] for p in event.parents])
 
+    def set_root(self, genesis: CID) -> None:
+        """Root the fold at a network's genesis (the parent of the first events): an empty view.
+
+        The genesis admins are members for authorization (``authority``), not workers: a peer works
+        (ranks for ownership) once a ``peer-add`` of it is applied.
+        """
+        self.views.setdefault(genesis, _EMPTY_VIEW)
+
     def admit(self, event: Event) -> str | None:
         """Why a causally complete event must be refused (None when it is acceptable).
 

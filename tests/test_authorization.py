@@ -1,0 +1,273 @@
+"""Authorization wired into admission: the fold (``authority`` + ``state``) and a real ``Replica``.
+
+Fold level: random DAGs of real Ed25519-signed events (members, a stranger with its own name or a
+member's name, events linking refused ones, claims and completions linking other events) folded in
+creation order and in random dependency orders give identical verdicts and identical state, and the
+state with the stranger's events equals the state without them.
+
+Replica level (a real replica on its on-disk repo, the embedded store): a stranger's events delivered
+by merge and by CAR import never change state; a member acting outside its rights (cancel someone
+else's workflow, claim work it does not own, complete without a claim) is refused with the fixed
+reason, counted, and never becomes a head.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ipld_scheduler.authority import Authority
+from ipld_scheduler.blocks import encode_value
+from ipld_scheduler.codec import CID
+from ipld_scheduler.events import Cancel, Claim, Complete, Payload, PeerAdd, PeerRemove, Schedule, body_of
+from ipld_scheduler.genesis import Genesis
+from ipld_scheduler.identity import Signer
+from ipld_scheduler.model import Event, WorkflowDefinition
+from ipld_scheduler.network import Network
+from ipld_scheduler.reasons import Reject
+from ipld_scheduler.state import State
+
+
+def _private(name: str) -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"test-key:" + name.encode()).digest())
+
+
+def signer(name: str, key_of: str | None = None) -> Signer:
+    """``name`` signing with the key of ``key_of`` (its own by default): impersonation when they differ."""
+    return Signer(name, _private(key_of or name))
+
+
+ROOT = signer("root")
+NET = Network.of(Genesis.create("test", {"root": ROOT.public_key}, nonce=bytes(16)))
+ROLES = ["submitter", "worker"]
+
+
+class Dag:
+    """Signed events on top of the genesis, with the workflow each schedule links and its dependencies."""
+
+    def __init__(self) -> None:
+        self.events: dict[CID, Event] = {}
+        self.workflows: dict[CID, WorkflowDefinition] = {}
+        self.deps: dict[CID, tuple[CID, ...]] = {}
+        self.order: list[CID] = []
+
+    def height(self, cid: CID) -> int:
+        return 0 if cid == NET.cid else self.events[cid].height
+
+    def add(
+        self,
+        who: Signer,
+        payload: Payload,
+        parents: list[CID] | None = None,
+        workflow: WorkflowDefinition | None = None,
+    ) -> CID:
+        chosen = sorted(set(parents or [NET.cid]))
+        kind, body = body_of(payload)
+        unsigned = Event(
+            kind.value, who.peer_id, 1 + max(self.height(p) for p in chosen), tuple(chosen), body, b""
+        )
+        event = who.sign(unsigned)
+        cid = encode_value(event).cid
+        linked = [c for c, _ in payload.links() if c in self.events]
+        self.events[cid] = event
+        self.deps[cid] = tuple(p for p in (*chosen, *linked) if p != NET.cid)
+        if workflow is not None:
+            self.workflows[cid] = workflow
+        self.order.append(cid)
+        return cid
+
+
+def fold(dag: Dag, order: list[CID]) -> tuple[dict[CID, Reject | None], State]:
+    """What a replica does for each causally complete event: admit, then apply the allowed ones."""
+    authority, state = Authority(NET.genesis, NET.cid), State(local_peer="a")
+    state.set_root(NET.cid)
+    verdicts: dict[CID, Reject | None] = {}
+    for cid in order:
+        event, workflow = dag.events[cid], dag.workflows.get(cid)
+        verdict = authority.admit(cid, event, state, workflow)
+        verdicts[cid] = verdict
+        if verdict is None:
+            state.apply(cid, event, workflow)
+    return verdicts, state
+
+
+def _team() -> tuple[Dag, CID]:
+    dag = Dag()
+    head = dag.add(ROOT, PeerAdd("a", signer("a").public_key, ROLES))
+    head = dag.add(ROOT, PeerAdd("b", signer("b").public_key, ROLES), [head])
+    return dag, head
+
+
+def _workflow(i: int) -> WorkflowDefinition:
+    return WorkflowDefinition(f"wf-{i}", f"job {i}", ("p2p_eligible",))
+
+
+# --- the fold, example by example ---------------------------------------------------------------
+
+
+def test_a_stranger_changes_nothing_whatever_name_it_takes() -> None:
+    dag, head = _team()
+    for who in (signer("eve"), signer("a", key_of="eve"), signer("root", key_of="eve")):
+        wf = _workflow(len(dag.order))
+        dag.add(who, Schedule(encode_value(wf).cid), [head], wf)
+        dag.add(who, PeerAdd(who.peer_id, who.public_key), [head])
+    verdicts, state = fold(dag, dag.order)
+    assert [verdicts[c] for c in dag.order[2:]] == [
+        Reject.UNKNOWN_AUTHOR,
+        Reject.UNKNOWN_AUTHOR,
+        Reject.KEY_MISMATCH,
+        Reject.KEY_MISMATCH,
+        Reject.KEY_MISMATCH,
+        Reject.KEY_MISMATCH,
+    ]
+    assert state.workflows == {} and sorted(state.members) == ["a", "b"]
+
+
+def test_a_key_less_peer_add_creates_no_slot_and_events_under_that_name_are_refused() -> None:
+    dag, head = _team()
+    slot = dag.add(ROOT, PeerAdd("c"), [head])
+    wf = _workflow(1)
+    squat = dag.add(signer("c"), Schedule(encode_value(wf).cid), [head], wf)
+    verdicts, state = fold(dag, dag.order)
+    assert verdicts[slot] is Reject.KEY_NOT_BOUND and verdicts[squat] is Reject.UNKNOWN_AUTHOR
+    assert "c" not in state.members and state.workflows == {}
+
+
+def test_members_act_only_within_their_rights() -> None:
+    dag, head = _team()
+    wf = _workflow(1)
+    sched = dag.add(signer("a"), Schedule(encode_value(wf).cid), [head], wf)
+    dag_state = fold(dag, dag.order)[1]
+    owner = dag_state.owner("wf-1")
+    other = "b" if owner == "a" else "a"
+    cancel_by_b = dag.add(signer("b"), Cancel("wf-1", None, sched), [sched])
+    claim_by_other = dag.add(signer(other), Claim("wf-1", sched), [sched])
+    complete_unclaimed = dag.add(signer(owner or "a"), Complete("wf-1", sched), [sched])
+    claim = dag.add(signer(owner or "a"), Claim("wf-1", sched), [sched])
+    complete_by_other = dag.add(signer(other), Complete("wf-1", sched, claim), [claim])
+    complete = dag.add(signer(owner or "a"), Complete("wf-1", sched, claim), [claim])
+    cancel_without_schedule = dag.add(signer("a"), Cancel("wf-1"), [sched])
+    unknown = dag.add(signer("a"), Cancel("wf-9", None, sched), [sched])
+    verdicts, state = fold(dag, dag.order)
+    assert verdicts[cancel_by_b] is Reject.NOT_SUBMITTER
+    assert verdicts[claim_by_other] is Reject.NOT_OWNER
+    assert verdicts[complete_unclaimed] is Reject.NOT_CLAIMER
+    assert verdicts[complete_by_other] is Reject.NOT_CLAIMER
+    assert verdicts[cancel_without_schedule] is Reject.UNKNOWN_WORKFLOW
+    assert verdicts[unknown] is Reject.UNKNOWN_WORKFLOW
+    assert verdicts[claim] is None and verdicts[complete] is None
+    rec = state.workflows["wf-1"]
+    assert state.describe("wf-1") is not None and rec.status == "completed"
+    assert list(rec.completions) == [complete] and list(rec.claims) == [claim] and not rec.cancels
+    assert "wf-9" not in state.workflows
+
+
+def test_an_event_on_a_refused_parent_is_poisoned_and_a_parentless_one_is_foreign() -> None:
+    dag, head = _team()
+    bad = dag.add(signer("eve"), PeerAdd("eve", signer("eve").public_key), [head])
+    wf = _workflow(1)
+    child = dag.add(signer("a"), Schedule(encode_value(wf).cid), [bad], wf)
+    verdicts, state = fold(dag, dag.order)
+    assert verdicts[child] is Reject.POISONED_HISTORY and state.workflows == {}
+    orphan = signer("a").sign(Event("peer-add", "a", 1, (), {"peer": "a"}, b""))
+    assert (
+        Authority(NET.genesis, NET.cid).admit(encode_value(orphan).cid, orphan, State())
+        is Reject.UNKNOWN_PARENT
+    )
+
+
+# --- the property ---------------------------------------------------------------------------------
+
+ACTORS = ["a", "b", "c", "root", "eve", "eve-as-a"]
+_STEP = st.tuples(
+    st.sampled_from(["add", "remove", "schedule", "schedule", "claim", "claim", "complete", "cancel"]),
+    st.integers(0, len(ACTORS) - 1),
+    st.integers(0, 10**6),
+    st.lists(st.integers(0, 10**6), min_size=1, max_size=3),
+)
+
+
+def _actor(i: int) -> Signer:
+    name = ACTORS[i]
+    return signer("a", key_of="eve") if name == "eve-as-a" else signer(name)
+
+
+def _build(steps: list[Any]) -> Dag:
+    """A random DAG: honest authors link only events they accepted (as replicas do), the stranger
+    links anything; the authors' own rights are random, so many honest-looking events are refused."""
+    dag = Dag()
+    authority, state = Authority(NET.genesis, NET.cid), State()
+    state.set_root(NET.cid)
+    accepted: list[CID] = [NET.cid]
+    schedules: list[CID] = []
+    claims: list[tuple[CID, str]] = []
+    for n, (action, who_i, pick, parent_picks) in enumerate(steps):
+        who = _actor(who_i)
+        pool = [NET.cid, *dag.order] if who.public_key == signer("eve").public_key else accepted
+        parents = [pool[p % len(pool)] for p in parent_picks]
+        before = len(dag.order)
+        if action == "add":
+            peer = ["a", "b", "c"][pick % 3]
+            dag.add(
+                ROOT if who.peer_id != "eve" else who, PeerAdd(peer, signer(peer).public_key, ROLES), parents
+            )
+        elif action == "remove":
+            dag.add(ROOT, PeerRemove(["a", "b", "c"][pick % 3]), parents)
+        elif action == "schedule":
+            wf = _workflow(n)
+            schedules.append(dag.add(who, Schedule(encode_value(wf).cid), parents, wf))
+        elif action in ("claim", "cancel") and schedules:
+            sched = schedules[pick % len(schedules)]
+            wid = dag.workflows[sched].workflow_id
+            payload: Payload = Claim(wid, sched) if action == "claim" else Cancel(wid, None, sched)
+            cid = dag.add(who, payload, [*parents, sched] if sched in pool else parents)
+            if action == "claim":
+                claims.append((cid, wid))
+        elif action == "complete" and claims:
+            claim, wid = claims[pick % len(claims)]
+            parents = [*parents, claim] if claim in pool else parents
+            dag.add(who, Complete(wid, claim, claim), parents)
+        if len(dag.order) > before:
+            cid = dag.order[-1]
+            if authority.admit(cid, dag.events[cid], state, dag.workflows.get(cid)) is None:
+                state.apply(cid, dag.events[cid], dag.workflows.get(cid))
+                accepted.append(cid)
+    return dag
+
+
+def _dependency_order(dag: Dag, rnd: Any) -> list[CID]:
+    pending, delivered, out = list(dag.order), set(), []
+    while pending:
+        ready = [c for c in pending if all(d in delivered for d in dag.deps[c])]
+        pick = rnd.choice(ready)
+        pending.remove(pick)
+        delivered.add(pick)
+        out.append(pick)
+    return out
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_STEP, min_size=1, max_size=30), st.randoms(use_true_random=False))
+def test_any_delivery_order_gives_the_same_state_and_a_stranger_never_changes_it(
+    steps: list[Any], rnd: Any
+) -> None:
+    dag = _build(steps)
+    verdicts, state = fold(dag, dag.order)
+    again, state_again = fold(dag, _dependency_order(dag, rnd))
+    assert again == verdicts
+    assert state_again.fingerprint() == state.fingerprint()
+    assert state_again.queued() == state.queued()
+    eve = signer("eve").public_key
+    strangers = {c for c, e in dag.events.items() if e.key == eve}
+    assert all(verdicts[c] is not None for c in strangers)
+    # without the stranger's events (and what builds on them) the state is the same
+    dropped = set(strangers)
+    for cid in dag.order:
+        if any(d in dropped for d in dag.deps[cid]):
+            dropped.add(cid)
+    _, honest = fold(dag, [c for c in dag.order if c not in dropped])
+    assert honest.fingerprint() == state.fingerprint()
