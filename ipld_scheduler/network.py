@@ -28,8 +28,17 @@ from .codec import CID
 from .errors import Refused
 from .genesis import Genesis
 from .identity import Signer
+from .repo import Repo
 
-__all__ = ["DEV_ADMIN", "DEV_ROLES", "DevNetwork", "DevNetworkRefused", "Network", "dev_network"]
+__all__ = [
+    "DEV_ADMIN",
+    "DEV_ROLES",
+    "DevNetwork",
+    "DevNetworkRefused",
+    "Network",
+    "dev_network",
+    "recorded_network",
+]
 
 DEV_ADMIN: Final = "dev-admin"
 """Name of the development network's admin (its key exists only in this process)."""
@@ -92,3 +101,28 @@ def dev_network() -> DevNetwork:
         if _dev is None:
             _dev = DevNetwork()
         return _dev
+
+
+def recorded_network(repo: Repo) -> Network | None:
+    """The network ``repo`` recorded when it was created (None: none yet).
+
+    The development network of *this* process comes back as itself; one of another process is
+    refused (its admin key died with that process, so no member could ever be admitted again).
+    """
+    stored = repo.config().get("network")
+    if stored is None:
+        return None
+    current = dev_network().network
+    if stored == str(current.cid):
+        return current
+    cid = CID.parse(stored)
+    block = repo.get_block(cid)
+    if block is None:
+        raise DevNetworkRefused(f"repo {repo.path} records network {stored} but lacks its genesis block")
+    network = Network.from_block(block, cid)
+    if network.genesis.admin_key(DEV_ADMIN) is not None and network.genesis.name == "development":
+        raise DevNetworkRefused(
+            f"repo {repo.path} belongs to the development network of another process, which ended "
+            "with it: open it with its own network, or use a new repo"
+        )
+    return network

@@ -240,6 +240,8 @@ class State:
         self._handle_keys: dict[str, tuple[float, int, bytes]] = {}
         self.events = 0
         self.kinds: dict[str, int] = {}
+        self._keys_by_admins = False
+        """In a network (``set_root``) keys are bound by the admins' authorized ``peer-add``."""
 
     # --- membership ---------------------------------------------------------------------------
 
@@ -257,6 +259,7 @@ class State:
         (ranks for ownership) once a ``peer-add`` of it is applied.
         """
         self.views.setdefault(genesis, _EMPTY_VIEW)
+        self._keys_by_admins = True
 
     def admit(self, event: Event) -> str | None:
         """Why a causally complete event must be refused (None when it is acceptable).
@@ -325,7 +328,7 @@ class State:
                 touched.add(wid)
             case PeerAdd(peer=peer, key=key):
                 # Only a peer's own peer-add sets its key: no member can vouch a key for another.
-                own_key = key if event.author == peer else None
+                own_key = key if event.author == peer or self._keys_by_admins else None
                 self.views[cid] = self._membership(stamp, event.author, peer, True, own_key, before, touched)
             case PeerRemove(peer=peer) | Evict(peer=peer):
                 self.views[cid] = self._membership(stamp, event.author, peer, False, None, before, touched)

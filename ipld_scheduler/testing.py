@@ -20,6 +20,7 @@ from pathlib import Path
 from .embedded.memory import MemoryStore
 from .embedded.network import EmbeddedNetwork
 from .embedded.store import EmbeddedStore
+from .network import dev_network
 from .options import PeerOptions
 from .peer import Peer
 from .ports import BlockStore
@@ -90,7 +91,9 @@ class Cluster:
         )
         store, broadcaster = self.network.endpoint(peer_id, local)
         self.network.revive(peer_id)
-        replica = await Replica.open(repo, store, peer_id, self.peer_ids, store_is_repo=False)
+        replica = await Replica.open(
+            repo, store, peer_id, self.peer_ids, store_is_repo=False, network=dev_network().network
+        )
         options = self.per_peer.get(peer_id, self.options)
         peer = Peer(
             replica,

@@ -13,9 +13,12 @@ reason, counted, and never becomes a head.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from pathlib import Path
 from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,12 +26,15 @@ from hypothesis import strategies as st
 from ipld_scheduler.authority import Authority
 from ipld_scheduler.blocks import encode_value
 from ipld_scheduler.codec import CID
+from ipld_scheduler.embedded.memory import MemoryStore
 from ipld_scheduler.events import Cancel, Claim, Complete, Payload, PeerAdd, PeerRemove, Schedule, body_of
 from ipld_scheduler.genesis import Genesis
 from ipld_scheduler.identity import Signer
-from ipld_scheduler.model import Event, WorkflowDefinition
-from ipld_scheduler.network import Network
+from ipld_scheduler.model import Event, Result, ResultStatus, WorkflowDefinition
+from ipld_scheduler.network import DevNetworkRefused, Network, dev_network
 from ipld_scheduler.reasons import Reject
+from ipld_scheduler.replica import NotAuthorized, Replica, SchedulerError
+from ipld_scheduler.repo import Repo
 from ipld_scheduler.state import State
 
 
@@ -271,3 +277,108 @@ def test_any_delivery_order_gives_the_same_state_and_a_stranger_never_changes_it
             dropped.add(cid)
     _, honest = fold(dag, [c for c in dag.order if c not in dropped])
     assert honest.fingerprint() == state.fingerprint()
+
+
+# --- through a real replica ----------------------------------------------------------------------
+
+
+async def _replica(path: Path, peer: str, peers: list[str], network: Network, **kw: Any) -> Replica:
+    return await Replica.open(Repo.open(path / peer), MemoryStore(), peer, peers, network=network, **kw)
+
+
+async def _stranger_history(path: Path, network: Network) -> Replica:
+    """A stranger's replica of ``network``: its own repo, key and admin-free writes (no check on write)."""
+    eve = await _replica(path, "eve", [], network)
+    eve.authority = None  # the stranger's own tooling skips authorization when it writes
+    wf = _workflow(7)
+    await eve.append(Schedule(encode_value(wf).cid), [encode_value(wf)])
+    await eve.append(PeerAdd("eve", eve.signer.public_key, ["admin"]))
+    return eve
+
+
+def test_a_strangers_events_by_merge_and_car_import_never_change_state(tmp_path: Path) -> None:
+    async def main() -> None:
+        net = Network.of(Genesis.create("team", {"root": ROOT.public_key}, nonce=bytes(16)))
+        a = await _replica(tmp_path, "a", [], net)
+        assert a.state.members == {} and a.clock.root == net.cid  # a holds no key binding yet
+        eve = await _stranger_history(tmp_path, net)
+        before = a.state.fingerprint()
+        report = await a.merge_clock(eve.clock)
+        assert report.applied == 0 and report.reasons[Reject.UNKNOWN_AUTHOR] >= 1
+        car = tmp_path / "eve.car"
+        eve.export_car(car)
+        imported = await a.import_car(car)
+        assert imported.applied == 0 and sum(imported.reasons.values()) >= 2
+        assert a.state.fingerprint() == before and a.clock.heads == [] and a.state.workflows == {}
+        assert a.rejections[Reject.UNKNOWN_AUTHOR] >= 2
+        await a.close()
+        await eve.close()
+
+    asyncio.run(main())
+
+
+def test_in_the_dev_network_members_merge_and_act_only_within_their_rights(tmp_path: Path) -> None:
+    async def main() -> None:
+        net = dev_network().network
+        a = await _replica(tmp_path, "a", ["a", "b"], net)
+        b = await _replica(tmp_path, "b", ["a", "b"], net)
+        await b.merge_clock(a.clock)
+        await a.merge_clock(b.clock)
+        assert a.state.present() == b.state.present() == ["a", "b"]
+        for i in range(6):
+            await a.schedule_workflow(_workflow(i))
+        await b.merge_clock(a.clock)
+        assert b.state.fingerprint() == a.state.fingerprint()
+        on_a = a.state.assigned_to("a")
+        on_b = b.state.assigned_to("b")
+        assert on_a and on_b, "six workflows over two peers: each owns some"
+        with pytest.raises(NotAuthorized) as cancel:
+            await b.cancel(on_a[0])  # a submitted it
+        assert cancel.value.reason is Reject.NOT_SUBMITTER
+        rec = b.state.workflows[on_a[0]]
+        assert rec.winner is not None
+        with pytest.raises(NotAuthorized) as claim:
+            await b.append(Claim(on_a[0], rec.winner.cid))  # a owns it
+        assert claim.value.reason is Reject.NOT_OWNER
+        with pytest.raises(NotAuthorized) as complete:
+            await b.record_result(on_b[0], Result(on_b[0], "b", ResultStatus.SUCCESS, 5))  # unclaimed
+        assert complete.value.reason is Reject.NOT_CLAIMER
+        # the same refusals hold when such events arrive by merge: forged with authorization off
+        b.authority = None
+        await b.append(Claim(on_a[0], rec.winner.cid))
+        b_heads = b.clock.head_cids
+        report = await a.merge_heads(b_heads, [b.store])
+        assert report.reasons[Reject.NOT_OWNER] == 1 and report.applied == 0
+        assert a.state.workflows[on_a[0]].claims == {} and set(a.clock.head_cids).isdisjoint(b_heads)
+        workflow = await a.get_next_workflow()
+        assert workflow is not None and workflow.workflow_id in on_a
+        await a.close()
+        await b.close()
+
+    asyncio.run(main())
+
+
+def test_the_dev_network_refuses_car_imports_unless_opted_in(tmp_path: Path) -> None:
+    async def main() -> None:
+        net = dev_network().network
+        a = await _replica(tmp_path, "a", ["a"], net)
+        c = await _replica(tmp_path, "c", ["c"], net)
+        mine = tmp_path / "c.car"
+        c.export_car(mine)
+        assert (await a.import_car(mine)).applied == 1  # same process, same dev network: fine
+        eve = await _stranger_history(tmp_path, Network.of(Genesis.create("x", {"root": ROOT.public_key})))
+        outside = tmp_path / "eve.car"
+        eve.export_car(outside)
+        with pytest.raises(DevNetworkRefused):
+            await a.import_car(outside)
+        await a.close()
+        await c.close()
+        opted = await _replica(tmp_path, "d", ["d"], net, allow_dev_network=True)
+        report = await opted.import_car(outside)  # opted in: imported, and still refused one by one
+        assert report.applied == 0 and report.reasons[Reject.MISSING_BLOCK] == 1
+        await opted.close()
+        with pytest.raises(SchedulerError, match="belongs to network"):
+            other = Network.of(Genesis.create("x", {"root": ROOT.public_key}))
+            await _replica(tmp_path, "a", ["a"], other)
+
+    asyncio.run(main())
