@@ -286,7 +286,12 @@ class Replica:
         return await self._write(kind, body, payload, blocks, signer)
 
     async def write(
-        self, kind: str, body: Mapping[str, Any], blocks: Sequence[Block[Any] | tuple[CID, bytes]] = ()
+        self,
+        kind: str,
+        body: Mapping[str, Any],
+        blocks: Sequence[Block[Any] | tuple[CID, bytes]] = (),
+        *,
+        signer: Signer | None = None,
     ) -> CID:
         """Append one signed event linking all heads; durable before it is applied or announced.
 
@@ -297,7 +302,7 @@ class Replica:
             typed = EventKind(kind)
         except ValueError:
             raise ModelError(f"event.kind: unknown kind {kind!r}") from None
-        return await self._write(typed, dict(body), None, blocks)
+        return await self._write(typed, dict(body), None, blocks, signer)
 
     async def _write(
         self,
@@ -665,6 +670,9 @@ class Replica:
         ``schedule``) names one already written, so only non-event links are followed here.
         """
         seen: set[CID] = set()
+        if self.network is not None:  # the root, so a CAR also carries the network it belongs to
+            seen.add(self.network.cid)
+            yield self.network.cid, self.network.block
         for _seq, cid, data in self.repo.processed_log():
             if cid in seen:
                 continue
@@ -696,12 +704,14 @@ class Replica:
     def _refuse_foreign_car(self, blocks: Mapping[CID, bytes]) -> None:
         """In the development network: refuse a CAR holding an event that does not descend from
         this process's genesis through blocks of the CAR or of this replica (a CAR from outside)."""
-        for data in blocks.values():
+        events: dict[CID, Event] = {}
+        for cid, data in blocks.items():
             try:
-                event = Event.from_block(data)
+                events[cid] = Event.from_block(data)
             except (CodecError, ModelError):
-                continue  # workflows, results, logs: judged by the merge like every block
-            if not event.parents or any(p not in blocks and p not in self.clock for p in event.parents):
+                continue  # workflows, results, logs, a genesis: judged by the merge like every block
+        for event in events.values():
+            if not event.parents or any(p not in events and p not in self.clock for p in event.parents):
                 raise DevNetworkRefused(
                     "this CAR holds history from outside this process's development network: "
                     "pass allow_dev_network=True (--dev-network) to import it anyway (its events "

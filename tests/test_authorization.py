@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runner import SCRIPT, clean_env
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -325,13 +328,15 @@ def test_in_the_dev_network_members_merge_and_act_only_within_their_rights(tmp_p
         await b.merge_clock(a.clock)
         await a.merge_clock(b.clock)
         assert a.state.present() == b.state.present() == ["a", "b"]
-        for i in range(6):
+        for i in range(40):  # owners follow from CIDs (dev keys are per process): until both own some
             await a.schedule_workflow(_workflow(i))
+            if i >= 5 and a.state.assigned_to("a") and a.state.assigned_to("b"):
+                break
         await b.merge_clock(a.clock)
         assert b.state.fingerprint() == a.state.fingerprint()
         on_a = a.state.assigned_to("a")
         on_b = b.state.assigned_to("b")
-        assert on_a and on_b, "six workflows over two peers: each owns some"
+        assert on_a and on_b, "each peer owns some of the workflows"
         with pytest.raises(NotAuthorized) as cancel:
             await b.cancel(on_a[0])  # a submitted it
         assert cancel.value.reason is Reject.NOT_SUBMITTER
@@ -375,10 +380,61 @@ def test_the_dev_network_refuses_car_imports_unless_opted_in(tmp_path: Path) -> 
         await c.close()
         opted = await _replica(tmp_path, "d", ["d"], net, allow_dev_network=True)
         report = await opted.import_car(outside)  # opted in: imported, and still refused one by one
-        assert report.applied == 0 and report.reasons[Reject.MISSING_BLOCK] == 1
+        assert report.applied == 0 and report.reasons[Reject.POISONED_HISTORY] == 2  # its root is no event
         await opted.close()
         with pytest.raises(SchedulerError, match="belongs to network"):
             other = Network.of(Genesis.create("x", {"root": ROOT.public_key}))
             await _replica(tmp_path, "a", ["a"], other)
 
     asyncio.run(main())
+
+
+# --- the CLI: found, invite, join ----------------------------------------------------------------
+
+
+def _cli(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(SCRIPT), "--repo", str(repo), "--json", *args],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _ok(repo: Path, *args: str) -> dict[str, Any]:
+    proc = _cli(repo, *args)
+    assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
+    data: dict[str, Any] = json.loads(proc.stdout)
+    return data
+
+
+def test_found_invite_join_and_a_strangers_car_changes_nothing(tmp_path: Path) -> None:
+    alpha, beta, eve, thief = (tmp_path / n for n in ("alpha", "beta", "eve", "thief"))
+    assert _ok(alpha, "init", "--peer-id", "alpha", "--network", "team")["peers"] == ["alpha"]
+    slot = _cli(alpha, "add-peer", "mallory")
+    assert slot.returncode != 0 and "anyone could take" in slot.stdout + slot.stderr
+    token = _ok(alpha, "invite", "beta", "--roles", "submitter,worker")["token"]
+    _ok(alpha, "export", str(tmp_path / "a.car"))
+    joined = _ok(beta, "join", token, "--car", str(tmp_path / "a.car"))
+    assert joined["peer"] == "beta"
+    assert _ok(beta, "status")["peers"] == ["alpha", "beta"]
+    _ok(beta, "schedule", "--manual", "--id", "wf-1", "--tags", "p2p_eligible")
+    _ok(beta, "export", str(tmp_path / "b.car"))
+    assert _ok(alpha, "import", str(tmp_path / "b.car"))["applied"] >= 2
+    assert [w["workflow_id"] for w in _ok(alpha, "workflows")["workflows"]] == ["wf-1"]
+    assert _ok(alpha, "status")["peers"] == ["alpha", "beta"]
+    # the token is single use: with the redemption in the history, a second redemption is refused
+    _ok(alpha, "export", str(tmp_path / "a2.car"))
+    reused = _cli(thief, "join", token, "--car", str(tmp_path / "a2.car"))
+    assert reused.returncode != 0 and "cannot be redeemed" in reused.stdout + reused.stderr
+    # a stranger's network of the same name: its CAR changes nothing on alpha
+    _ok(eve, "init", "--peer-id", "alpha", "--network", "team")
+    _ok(eve, "schedule", "--manual", "--id", "evil", "--tags", "p2p_eligible")
+    _ok(eve, "export", str(tmp_path / "eve.car"))
+    before = _ok(alpha, "status")["clock"]
+    proc = _cli(alpha, "import", str(tmp_path / "eve.car"))
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 1 and report["applied"] == 0 and report["rejected_by_reason"]
+    assert _ok(alpha, "status")["clock"] == before
+    assert [w["workflow_id"] for w in _ok(alpha, "workflows")["workflows"]] == ["wf-1"]

@@ -64,6 +64,7 @@ LAYERS: dict[str, int] = {
     "testing": FACES,
     "ops": OPERATIONS,
     "client": OPERATIONS,
+    "joining": OPERATIONS,
     "peer": RUNTIME,
     "runtime": RUNTIME,
     "executor": RUNTIME,
