@@ -26,19 +26,24 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ipld_scheduler.announce import encode_announcement
 from ipld_scheduler.authority import Authority
 from ipld_scheduler.blocks import encode_value
 from ipld_scheduler.codec import CID
 from ipld_scheduler.embedded.memory import MemoryStore
+from ipld_scheduler.embedded.network import EmbeddedNetwork
 from ipld_scheduler.events import Cancel, Claim, Complete, Payload, PeerAdd, PeerRemove, Schedule, body_of
 from ipld_scheduler.genesis import Genesis
 from ipld_scheduler.identity import Signer
 from ipld_scheduler.model import Event, Result, ResultStatus, WorkflowDefinition
 from ipld_scheduler.network import DevNetworkRefused, Network, dev_network
+from ipld_scheduler.options import PeerOptions
 from ipld_scheduler.reasons import Reject
 from ipld_scheduler.replica import NotAuthorized, Replica, SchedulerError
 from ipld_scheduler.repo import Repo
+from ipld_scheduler.sandbox import SandboxPolicy
 from ipld_scheduler.state import State
+from ipld_scheduler.testing import Cluster
 
 
 def _private(name: str) -> Ed25519PrivateKey:
@@ -438,3 +443,81 @@ def test_found_invite_join_and_a_strangers_car_changes_nothing(tmp_path: Path) -
     assert proc.returncode == 1 and report["applied"] == 0 and report["rejected_by_reason"]
     assert _ok(alpha, "status")["clock"] == before
     assert [w["workflow_id"] for w in _ok(alpha, "workflows")["workflows"]] == ["wf-1"]
+
+
+# --- over the embedded network, with real peers that execute --------------------------------------
+
+
+async def _until(predicate: Any, timeout: float = 20.0) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+def _job(wid: str, marker: Path) -> WorkflowDefinition:
+    return WorkflowDefinition(
+        wid, wid, ["p2p_eligible"], 1.0, {}, {"steps": [{"name": "s", "run": f"touch {marker}"}]}
+    )
+
+
+async def test_forged_events_relayed_over_the_embedded_network_never_run_or_change_state(
+    tmp_path: Path,
+) -> None:
+    """b relays (announces, serves the blocks of) events forged by a stranger under b's name and by
+    b itself outside its rights; a fetches them over the network, refuses each, runs none."""
+    cluster = Cluster(
+        tmp_path, ["a", "b"], EmbeddedNetwork(1), PeerOptions.fast(), sandbox=SandboxPolicy(bubblewrap=False)
+    )
+    await cluster.start()
+    try:
+        a, b = cluster.replica("a"), cluster.replica("b")
+        assert await _until(lambda: cluster.converged() and cluster.keys_known())
+        wid = ""
+        for i in range(20):  # one of a's workflows that a owns, so that b's claim of it is out of line
+            wid = f"honest-{i}"
+            await a.schedule_workflow(_job(wid, tmp_path / f"{wid}.marker"))
+            if a.state.owner(wid) == "a":
+                break
+        assert await _until(lambda: cluster.finished([wid]) and cluster.converged())
+        assert a.state.owner(wid) == "a"
+        before = a.state.fingerprint()
+        rec = a.state.workflows[wid]
+        assert rec.winner is not None
+        parents = list(a.clock.head_cids)
+        forged: list[tuple[CID, bytes]] = []
+        heads: list[CID] = []
+        evil = tmp_path / "evil.marker"
+        height = 1 + max(a.clock.height_of(p) for p in parents)
+
+        def forge(who: Signer, payload: Payload) -> None:
+            kind, body = body_of(payload)
+            event = encode_value(who.sign(Event(kind.value, who.peer_id, height, tuple(parents), body, b"")))
+            forged.append(event.pair)
+            heads.append(event.cid)
+
+        for who in (Signer("b", Ed25519PrivateKey.generate()), Signer("eve", Ed25519PrivateKey.generate())):
+            block = encode_value(_job(f"evil-{who.peer_id}", evil))
+            forged.append(block.pair)
+            forge(who, Schedule(block.cid))
+        # b itself, with its real key, outside its rights: cancel a's workflow, claim it
+        forge(b.signer, Cancel(wid, None, rec.winner.cid))
+        forge(b.signer, Claim(wid, rec.winner.cid))
+        await b.store.put_many(forged)
+        refused_before = sum(a.rejections.values())
+        seq = cluster.peer("a").gate.last_seq.get("b", 0) + 1  # the next seq: b's own stay valid
+        cluster.network.publish("b", encode_announcement(b.signer, heads, seq))
+        assert await _until(lambda: sum(a.rejections.values()) >= refused_before + len(heads))
+        assert a.rejections[Reject.KEY_MISMATCH] >= 1 and a.rejections[Reject.UNKNOWN_AUTHOR] >= 1
+        assert a.rejections[Reject.NOT_SUBMITTER] >= 1 and a.rejections[Reject.NOT_OWNER] >= 1
+        assert a.state.fingerprint() == before and not set(heads) & set(a.clock.head_cids)
+        # the peers keep working; by the time later work has run, nothing forged was queued or run
+        later = tmp_path / "later.marker"
+        await a.schedule_workflow(_job("later", later))
+        assert await _until(lambda: cluster.finished(["later"]) and cluster.converged())
+        assert later.exists() and not evil.exists()
+        assert rec.cancels == {} and "evil-b" not in a.state.workflows and "evil-eve" not in a.state.workflows
+    finally:
+        await cluster.stop()
