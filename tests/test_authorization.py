@@ -521,3 +521,15 @@ async def test_forged_events_relayed_over_the_embedded_network_never_run_or_chan
         assert rec.cancels == {} and "evil-b" not in a.state.workflows and "evil-eve" not in a.state.workflows
     finally:
         await cluster.stop()
+
+
+def test_the_dev_network_refuses_a_kubo_backend_unless_opted_in(tmp_path: Path) -> None:
+    from ipld_scheduler import P2PWorkflowScheduler
+    from ipld_scheduler.errors import Unavailable
+
+    with pytest.raises(DevNetworkRefused, match="allow_dev_network"):
+        P2PWorkflowScheduler("a", ["a"], repo=tmp_path / "a", ipfs_api="http://127.0.0.1:9")
+    with pytest.raises(Unavailable):  # opted in: it goes on to the node (none listens on port 9)
+        P2PWorkflowScheduler(
+            "a", ["a"], repo=tmp_path / "b", ipfs_api="http://127.0.0.1:9", allow_dev_network=True
+        )
