@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
 from .errors import Unavailable
+from .network import DevNetworkRefused, Network
 
 if TYPE_CHECKING:
     from .options import PeerOptions
@@ -139,6 +140,8 @@ async def open_replica(
     ipfs_api: str | None = None,
     store: BlockStore | None = None,
     check: bool = True,
+    network: Network | None = None,
+    allow_dev_network: bool = False,
 ) -> Replica:
     """A replica of ``repo`` on an explicit ``store``, else on the backend :func:`open_backend` picks.
 
@@ -148,14 +151,27 @@ async def open_replica(
     """
     from .replica import Replica
 
+    if network is not None and network.dev and ipfs_api and not allow_dev_network:
+        raise DevNetworkRefused(
+            "the development network stays in its process: pass allow_dev_network=True "
+            "(--dev-network) to use it with a Kubo node anyway, or create a real network (init --network)"
+        )
     if store is not None:
-        return await Replica.open(repo, store, peer_id, peers)
+        return await Replica.open(
+            repo, store, peer_id, peers, network=network, allow_dev_network=allow_dev_network
+        )
     backend = open_backend(repo, ipfs_api, store_only=True)  # closing the replica closes the client
     try:
         if check:
             await backend.check()
         return await Replica.open(
-            repo, backend.store, peer_id, peers, store_is_repo=backend.store_is_repo
+            repo,
+            backend.store,
+            peer_id,
+            peers,
+            store_is_repo=backend.store_is_repo,
+            network=network,
+            allow_dev_network=allow_dev_network,
         )
     except BaseException:
         if not backend.store_is_repo:

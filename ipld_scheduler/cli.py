@@ -330,12 +330,18 @@ def _identity(settings: Settings, peer_id: str | None, peers: str | None) -> tup
 @cli.command()
 @click.option("--peer-id", help=f"This peer's id (kept in the repo). Env: {ENV_PEER_ID}.")
 @click.option("--peers", help=f"Comma-separated ids of the other members. Env: {ENV_BOOTSTRAP_PEERS}.")
+@click.option("--network", "network_name", help="Found a new network NAME with this peer as its admin.")
 @json_option
 @click.pass_context
-def init(ctx: click.Context, peer_id: str | None, peers: str | None) -> None:
-    """Create (or reopen) the repo with this peer's identity and record the initial members."""
+def init(ctx: click.Context, peer_id: str | None, peers: str | None, network_name: str | None) -> None:
+    """Create (or reopen) the repo with this peer's identity and record the initial members.
+
+    With --network NAME the repo founds a network (a genesis block naming this peer's key as the
+    admin); others join it with `invite` and `join` (docs/trust.md)."""
     settings = _settings(ctx)
     wanted, members = _identity(settings, peer_id, peers)
+    if network_name is not None:
+        _found_network(settings, wanted, network_name)
 
     async def action(scheduler: Scheduler) -> dict[str, Any]:
         from .client import initialize
@@ -345,6 +351,85 @@ def init(ctx: click.Context, peer_id: str | None, peers: str | None) -> None:
 
     data = _run_async(settings, _with_scheduler(settings, action, peer_id=wanted, peers=members, create=True))
     _show(settings, data, _human_status)
+
+
+def _found_network(settings: Settings, peer_id: str | None, name: str) -> None:
+    from .joining import found
+    from .repo import Repo
+
+    if peer_id is None:
+        _fail(settings, InvalidInput("init --network needs --peer-id (or P2P_PEER_ID)"))
+    try:
+        repo = Repo.open(settings.config.repo)
+        try:
+            found(repo, name, peer_id)
+        finally:
+            repo.close()
+    except IpldSchedulerError as exc:
+        _fail(settings, exc)
+
+
+def _direct_replica(settings: Settings, scheduler: Scheduler) -> Any:
+    from .errors import Refused
+
+    replica = getattr(scheduler, "replica", None)
+    if replica is None:
+        _fail(settings, Refused("stop the running peer first: this command works on the repo directly"))
+    return replica
+
+
+@cli.command("invite")
+@click.argument("peer_id")
+@click.option("--roles", default="submitter,worker", show_default=True, help="Comma-separated roles.")
+@json_option
+@click.pass_context
+def invite_cmd(ctx: click.Context, peer_id: str, roles: str) -> None:
+    """(Admin) Invite PEER_ID: writes its peer-add with a one-time key and prints the token to hand over.
+
+    The token is a secret until used: whoever redeems it first gets the name."""
+    settings = _settings(ctx)
+
+    async def action(scheduler: Scheduler) -> dict[str, Any]:
+        from .joining import invite
+
+        role_list = [r.strip() for r in roles.split(",") if r.strip()]
+        return await invite(_direct_replica(settings, scheduler), peer_id, role_list)
+
+    data = _run_async(settings, _with_scheduler(settings, action))
+    _show(settings, data, lambda console, d: console.print(d["token"]))
+
+
+@cli.command("join")
+@click.argument("token")
+@click.option(
+    "--car", "car_path", required=True, type=click.Path(dir_okay=False), help="A CAR exported by a member."
+)
+@json_option
+@click.pass_context
+def join_cmd(ctx: click.Context, token: str, car_path: str) -> None:
+    """Join the network TOKEN (from `invite`) names, in a new repo, with history from a member's CAR."""
+    settings = _settings(ctx)
+    from .joining import prepare_join, redeem
+    from .repo import Repo
+
+    try:
+        data = Path(car_path).read_bytes()
+        repo = Repo.open(settings.config.repo)
+        try:
+            inv = prepare_join(repo, token, data)
+        finally:
+            repo.close()
+    except (OSError, IpldSchedulerError) as exc:
+        _fail(settings, exc if isinstance(exc, IpldSchedulerError) else InvalidInput(str(exc)))
+
+    async def action(scheduler: Scheduler) -> dict[str, Any]:
+        replica = _direct_replica(settings, scheduler)
+        imported = await scheduler.import_car(data)
+        joined = await redeem(replica, inv)
+        return {**joined, "imported": imported.get("applied")}
+
+    result = _run_async(settings, _with_scheduler(settings, action, peer_id=inv.peer))
+    _show(settings, result, lambda console, d: console.print(f"joined {d['network']} as {d['peer']}"))
 
 
 @cli.command()
@@ -370,12 +455,21 @@ def _human_membership(verb: str) -> Callable[[Console, dict[str, Any]], None]:
 
 @cli.command("add-peer")
 @click.argument("peer_id")
+@click.option("--key", help="(Network repos) PEER_ID's Ed25519 public key, 64 hex digits; else use `invite`.")
+@click.option("--roles", default=None, help="(Network repos) Comma-separated roles to grant.")
 @json_option
 @click.pass_context
-def add_peer(ctx: click.Context, peer_id: str) -> None:
-    """Record PEER_ID as a member (a peer-add event); new work may be assigned to it."""
+def add_peer(ctx: click.Context, peer_id: str, key: str | None, roles: str | None) -> None:
+    """Record PEER_ID as a member (a peer-add event); new work may be assigned to it.
+
+    In a network (init --network) only an admin adds peers, and only with --key or by `invite`."""
     settings = _settings(ctx)
-    _show(settings, _call(settings, "add_peer", peer_id=peer_id), _human_membership("added"))
+    extra: dict[str, Any] = {}
+    if key is not None:
+        extra["key"] = key
+    if roles is not None:
+        extra["roles"] = sorted({r.strip() for r in roles.split(",") if r.strip()})
+    _show(settings, _call(settings, "add_peer", peer_id=peer_id, **extra), _human_membership("added"))
 
 
 @cli.command("remove-peer")

@@ -361,8 +361,14 @@ async def _open_replica(
                     "(or set P2P_PEER_ID)"
                 )
             wanted = automatic_peer_id()
+        from .network import recorded_network
+
         replica = await open_replica(
-            wanted, [*peers, *(new_peers if not stored else [])], repo=repo, ipfs_api=ipfs_api
+            wanted,
+            [*peers, *(new_peers if not stored else [])],
+            repo=repo,
+            ipfs_api=ipfs_api,
+            network=recorded_network(repo),  # None: a repo of no network (unauthenticated legacy mode)
         )
     except BaseException:
         repo.close()

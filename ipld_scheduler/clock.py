@@ -112,6 +112,7 @@ class MerkleClock:
         "_heights",
         "_max_height",
         "_position",
+        "_root",
         "peer_id",
         "source",
         "timestamp",
@@ -137,6 +138,7 @@ class MerkleClock:
         self._heights: dict[CID, int] = {}
         self._head_parents: dict[CID, tuple[CID, ...]] = {}
         self._max_height = counter
+        self._root: tuple[CID, ...] = ()
         # (counter, parent_hash) for a position; None for a DAG view (which may still be empty).
         self._position: tuple[int, str | None] | None = (
             (counter, parent_hash) if counter or parent_hash is not None or head_cids else None
@@ -198,7 +200,23 @@ class MerkleClock:
         return self.hash()
 
     def __len__(self) -> int:
-        return len(self._heights)
+        return len(self._heights) - len(self._root)
+
+    def set_root(self, genesis: CID) -> None:
+        """Root this DAG view at a network's genesis block: height 0, the parent of the first events.
+
+        The root counts as applied (``cid in clock``: never fetched as an event) but is no head and
+        no event (``len``, ``heads`` and ``hash`` are those of the events alone).
+        """
+        self._require_dag("set_root")
+        if self._heights:
+            raise ClockError("set_root: the clock already holds events")
+        self._root = (genesis,)
+        self._heights[genesis] = 0
+
+    @property
+    def root(self) -> CID | None:
+        return self._root[0] if self._root else None
 
     def __contains__(self, cid: object) -> bool:
         return cid in self._heights
@@ -265,7 +283,7 @@ class MerkleClock:
         if body is None:
             raise ClockError("tick: kind given without body")
         self._require_dag("tick(kind, body)")
-        parents = self.head_cids
+        parents = self.head_cids or self._root
         height = 1 + max((self._heights[p] for p in parents), default=0)
         return Event(kind=kind, author=author, height=height, parents=parents, body=dict(body), key=b"")
 

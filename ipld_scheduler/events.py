@@ -54,6 +54,10 @@ class BlockKind(StrEnum):
 Link = tuple[CID, BlockKind]
 
 
+def _opt_event(link: CID | None) -> list[Link]:
+    return [] if link is None else [(link, BlockKind.EVENT)]
+
+
 @dataclass(frozen=True, slots=True)
 class Schedule:
     """Queue a workflow; its owner follows from the event's parents and the workflow's CID."""
@@ -74,11 +78,13 @@ class Cancel:
     kind: ClassVar[EventKind] = EventKind.CANCEL
     id: str
     reason: str | None = None
+    schedule: CID | None = None
+    """The schedule event this cancel is about (its submitter may cancel; see docs/trust.md)."""
     attempt: int | None = None
     """The attempt it stops (absent: attempt 0, the first run); likewise on claim/complete/fail."""
 
     def links(self) -> list[Link]:
-        return []
+        return _opt_event(self.schedule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,18 +94,23 @@ class Reprioritize:
     kind: ClassVar[EventKind] = EventKind.REPRIORITIZE
     id: str
     priority: float
+    schedule: CID | None = None
 
     def links(self) -> list[Link]:
-        return []
+        return _opt_event(self.schedule)
 
 
 @dataclass(frozen=True, slots=True)
 class PeerAdd:
-    """Admit a member; ``key`` is its Ed25519 public key, honoured only when the member adds itself."""
+    """Admit a member; ``key`` binds its Ed25519 public key (admins only, see ``trust``); ``roles``,
+    ``rotate`` and ``invite`` as docs/trust.md describes (written only when set)."""
 
     kind: ClassVar[EventKind] = EventKind.PEER_ADD
     peer: str
     key: bytes | None = None
+    roles: list[str] | None = None
+    rotate: bool | None = None
+    invite: bool | None = None
 
     def links(self) -> list[Link]:
         return []
@@ -137,10 +148,12 @@ class Complete:
     kind: ClassVar[EventKind] = EventKind.COMPLETE
     id: str
     result: CID
+    claim: CID | None = None
+    """The claim this run finishes: only its author may complete it (docs/trust.md)."""
     attempt: int | None = None
 
     def links(self) -> list[Link]:
-        return [(self.result, BlockKind.RESULT)]
+        return [(self.result, BlockKind.RESULT), *_opt_event(self.claim)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,10 +164,11 @@ class Fail:
     id: str
     result: CID
     reason: str | None = None
+    claim: CID | None = None
     attempt: int | None = None
 
     def links(self) -> list[Link]:
-        return [(self.result, BlockKind.RESULT)]
+        return [(self.result, BlockKind.RESULT), *_opt_event(self.claim)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,9 +191,10 @@ class Transfer:
     id: str
     to: str
     reason: str | None = None
+    schedule: CID | None = None
 
     def links(self) -> list[Link]:
-        return []
+        return _opt_event(self.schedule)
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,9 +215,11 @@ class Retry:
     kind: ClassVar[EventKind] = EventKind.RETRY
     id: str
     attempt: int
+    schedule: CID | None = None
+    """The schedule event of the workflow it retries (its submitter, an admin or the owner may retry)."""
 
     def links(self) -> list[Link]:
-        return []
+        return _opt_event(self.schedule)
 
 
 def attempt_field(attempt: int) -> int | None:
@@ -228,22 +245,30 @@ Payload = (
 _Reader = Callable[[Mapping[str, Any]], Payload]
 _READERS: Final[dict[str, _Reader]] = {
     EventKind.SCHEDULE: lambda b: Schedule(b["workflow"], b.get("retries")),
-    EventKind.CANCEL: lambda b: Cancel(b["id"], b.get("reason"), b.get("attempt")),
-    EventKind.REPRIORITIZE: lambda b: Reprioritize(b["id"], b["priority"]),
-    EventKind.PEER_ADD: lambda b: PeerAdd(b["peer"], b.get("key")),
+    EventKind.CANCEL: lambda b: Cancel(
+        b["id"], b.get("reason"), schedule=b.get("schedule"), attempt=b.get("attempt")
+    ),
+    EventKind.REPRIORITIZE: lambda b: Reprioritize(b["id"], b["priority"], b.get("schedule")),
+    EventKind.PEER_ADD: lambda b: PeerAdd(
+        b["peer"], b.get("key"), b.get("roles"), b.get("rotate"), b.get("invite")
+    ),
     EventKind.PEER_REMOVE: lambda b: PeerRemove(b["peer"], b.get("reason")),
     EventKind.CLAIM: lambda b: Claim(b["id"], b["schedule"], b.get("attempt")),
-    EventKind.COMPLETE: lambda b: Complete(b["id"], b["result"], b.get("attempt")),
-    EventKind.FAIL: lambda b: Fail(b["id"], b["result"], b.get("reason"), b.get("attempt")),
+    EventKind.COMPLETE: lambda b: Complete(
+        b["id"], b["result"], claim=b.get("claim"), attempt=b.get("attempt")
+    ),
+    EventKind.FAIL: lambda b: Fail(
+        b["id"], b["result"], b.get("reason"), claim=b.get("claim"), attempt=b.get("attempt")
+    ),
     EventKind.EVICT: lambda b: Evict(b["peer"], b.get("reason")),
-    EventKind.TRANSFER: lambda b: Transfer(b["id"], b["to"], b.get("reason")),
+    EventKind.TRANSFER: lambda b: Transfer(b["id"], b["to"], b.get("reason"), b.get("schedule")),
     EventKind.CHECKPOINT: lambda b: Checkpoint(b["state"]),
-    EventKind.RETRY: lambda b: Retry(b["id"], b["attempt"]),
+    EventKind.RETRY: lambda b: Retry(b["id"], b["attempt"], b.get("schedule")),
 }
 """Keyed by the kind's string value (StrEnum members hash as their values), so lookups by the
 envelope's ``kind`` string need no conversion."""
 
-_OPTIONAL: Final = ("reason", "key", "attempt", "retries")
+_OPTIONAL: Final = ("reason", "key", "attempt", "retries", "schedule", "claim", "roles", "rotate", "invite")
 """Fields written only when set: an absent ``reason`` and an empty one are different blocks."""
 
 

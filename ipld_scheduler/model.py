@@ -164,6 +164,24 @@ def _bytes(value: Any, name: str, size: int) -> bytes:
     return value
 
 
+def _true(value: Any, name: str) -> bool:
+    """A flag written only when set (``peer-add``'s ``rotate`` / ``invite``): absent means false."""
+    if value is not True:
+        raise ModelError(f"{name}: expected true (leave the field out for false)")
+    return value
+
+
+def _role_list(value: Any, name: str) -> list[str]:
+    """Role names (``trust`` checks each name's grammar): a sorted list of unique short strings."""
+    if type(value) is not list or len(value) > 16:
+        raise ModelError(f"{name}: expected a list of at most 16 role names")
+    for role in value:
+        _str(role, name, 32)
+    if value != sorted(set(value)):
+        raise ModelError(f"{name}: role names must be sorted and unique")
+    return value
+
+
 def _map(value: Any, name: str, limit: int = MAX_METADATA_ENTRIES) -> dict[str, Any]:
     if type(value) is not dict or len(value) > limit:
         raise ModelError(f"{name}: expected a map of at most {limit} entries")
@@ -449,17 +467,17 @@ EVENT_KINDS: Final = frozenset(k.value for k in EventKind)
 # kind -> (required body fields, optional body fields); value checkers live in _BODY_CHECKS.
 _BODY_FIELDS: Final[dict[str, tuple[frozenset[str], frozenset[str]]]] = {
     "schedule": (frozenset({"workflow"}), frozenset({"retries"})),
-    "cancel": (frozenset({"id"}), frozenset({"reason", "attempt"})),
-    "reprioritize": (frozenset({"id", "priority"}), frozenset()),
-    "peer-add": (frozenset({"peer"}), frozenset({"key"})),
+    "cancel": (frozenset({"id"}), frozenset({"reason", "schedule", "attempt"})),
+    "reprioritize": (frozenset({"id", "priority"}), frozenset({"schedule"})),
+    "peer-add": (frozenset({"peer"}), frozenset({"key", "roles", "rotate", "invite"})),
     "peer-remove": (frozenset({"peer"}), frozenset({"reason"})),
     "claim": (frozenset({"id", "schedule"}), frozenset({"attempt"})),
-    "complete": (frozenset({"id", "result"}), frozenset({"attempt"})),
-    "fail": (frozenset({"id", "result"}), frozenset({"reason", "attempt"})),
+    "complete": (frozenset({"id", "result"}), frozenset({"claim", "attempt"})),
+    "fail": (frozenset({"id", "result"}), frozenset({"reason", "claim", "attempt"})),
     "evict": (frozenset({"peer"}), frozenset({"reason"})),
-    "transfer": (frozenset({"id", "to"}), frozenset({"reason"})),
+    "transfer": (frozenset({"id", "to"}), frozenset({"reason", "schedule"})),
     "checkpoint": (frozenset({"state"}), frozenset()),
-    "retry": (frozenset({"id", "attempt"}), frozenset()),
+    "retry": (frozenset({"id", "attempt"}), frozenset({"schedule"})),
 }
 _BODY_CHECKS: Final[dict[str, Any]] = {
     "workflow": lambda v: _link(v, "body.workflow"),
@@ -474,11 +492,15 @@ _BODY_CHECKS: Final[dict[str, Any]] = {
     "key": lambda v: _bytes(v, "body.key", 32),
     "attempt": lambda v: _int(v, "body.attempt", 1, MAX_ATTEMPT),
     "retries": lambda v: _int(v, "body.retries", 1, MAX_RETRIES),
+    "claim": lambda v: _link(v, "body.claim"),
+    "roles": lambda v: _role_list(v, "body.roles"),
+    "rotate": lambda v: _true(v, "body.rotate"),
+    "invite": lambda v: _true(v, "body.invite"),
 }
 _EV_REQUIRED: Final = frozenset({"v", "key", "sig", "body", "kind", "author", "height", "parents"})
 _BODY_ALLOWED: Final = {kind: (req, req | opt) for kind, (req, opt) in _BODY_FIELDS.items()}
 """kind -> (required, required | optional): precomputed so decoding an event builds no sets."""
-_LINK_FIELDS: Final = frozenset({"workflow", "schedule", "result", "state"})
+_LINK_FIELDS: Final = frozenset({"workflow", "schedule", "result", "state", "claim"})
 _body_orders: dict[tuple[str, ...], tuple[str, ...] | None] = {}
 """Cache: body key tuple -> keys in DAG-CBOR order (None when already ordered); bounded."""
 

@@ -547,9 +547,25 @@ def _membership(replica: Replica) -> dict[str, Any]:
     return {"num_peers": len(members), "peers": members}
 
 
-async def add_peer(replica: Replica, peer_id: str) -> dict[str, Any]:
+async def add_peer(
+    replica: Replica, peer_id: str, key: str | None = None, roles: list[str] | None = None
+) -> dict[str, Any]:
+    """Admit ``peer_id``; in a network an admin must bind its key (``key``: 64 hex digits) or invite it."""
     peer = _text(peer_id, "peer_id", limit=256)
-    added = await replica.add_peer(peer)
+    raw = None
+    if key is not None:
+        try:
+            raw = bytes.fromhex(key)
+        except ValueError:
+            raw = b""
+        if len(raw) != 32:
+            raise InvalidInput("key: expected an Ed25519 public key as 64 hex digits")
+    elif replica.network is not None and not replica.network.dev:
+        raise Refused(
+            f"adding {peer!r} needs its key (--key HEX, shown by `peers` on that peer) or an invitation "
+            f"(`ipld-scheduler invite {peer}`): a name without a key would be a slot anyone could take"
+        )
+    added = await replica.add_peer(peer, raw, roles)
     return {"success": True, "peer_id": peer, "added": added, **_membership(replica)}
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from .authority import Authority
 from .blocks import Block, BlockKind, decode_typed, encode_value, links_of
 from .car import read_car, write_car
 from .clock import MerkleClock
@@ -49,13 +50,14 @@ from .events import (
 )
 from .identity import Signer, verify_event
 from .model import Event, EventKind, ModelError, Result, ResultStatus, WorkflowDefinition, eligibility
+from .network import DEV_ROLES, DevNetworkRefused, Network, dev_network
 from .ports import BlockNotFound, BlockStore, StoreError, get_many
 from .reasons import Reject
 from .repo import Repo
 from .state import CANCELLED, FAILED, FINISHED, State, WorkflowRecord
 from .sync import MergePlan, Ready, SyncError
 
-__all__ = ["MergeReport", "Replica", "SchedulerError"]
+__all__ = ["MergeReport", "NotAuthorized", "Replica", "SchedulerError"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,28 @@ HeadsListener = Callable[[tuple[CID, ...]], Awaitable[None] | None]
 
 class SchedulerError(Refused):
     """A request the scheduler refuses; the message says what to do instead."""
+
+
+class NotAuthorized(SchedulerError):
+    """This peer may not write that event: every peer would refuse it (``reason`` says why)."""
+
+    def __init__(self, message: str, reason: Reject) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _record_network(repo: Repo, network: Network) -> None:
+    """Record the genesis in the repo (config ``network`` and the block), or refuse another network's repo."""
+    stored = repo.config().get("network")
+    if stored is not None and stored != str(network.cid):
+        raise SchedulerError(
+            f"repo {repo.path} belongs to network {stored}, not {network.cid}: use another --repo"
+        )
+    if stored is None:
+        if next(iter(repo.processed_log()), None) is not None:
+            raise SchedulerError(f"repo {repo.path} holds history of no network: use another --repo")
+        repo.commit(blocks=[(network.cid, network.block)])
+        repo.update_config(network=str(network.cid))
 
 
 @dataclass
@@ -93,13 +117,30 @@ class MergeReport:
 class Replica:
     """Async core object. Create with :meth:`open`; every mutation is an event in the DAG."""
 
-    def __init__(self, repo: Repo, store: BlockStore, signer: Signer, *, store_is_repo: bool) -> None:
+    def __init__(
+        self,
+        repo: Repo,
+        store: BlockStore,
+        signer: Signer,
+        *,
+        store_is_repo: bool,
+        network: Network | None = None,
+        allow_dev_network: bool = False,
+    ) -> None:
         self.repo = repo
         self.store = store
         self.signer = signer
         self.peer_id = signer.peer_id
         self.clock = MerkleClock(source=store)
         self.state = State(local_peer=self.peer_id)
+        self.network = network
+        """The network this replica belongs to (None: the unauthenticated legacy mode, no genesis)."""
+        self.allow_dev_network = allow_dev_network
+        self.authority: Authority | None = None
+        if network is not None:
+            self.authority = Authority(network.genesis, network.cid)
+            self.clock.set_root(network.cid)
+            self.state.set_root(network.cid)
         self._store_is_repo = store_is_repo
         self._write_lock = asyncio.Lock()
         self.on_heads: list[HeadsListener] = []
@@ -120,8 +161,15 @@ class Replica:
         peers: Iterable[str] | None = None,
         *,
         store_is_repo: bool = False,
+        network: Network | None = None,
+        allow_dev_network: bool = False,
     ) -> Replica:
-        """Load (or create) the replica in ``repo``: replay applied events, then record new peers."""
+        """Load (or create) the replica in ``repo``: replay applied events, then record new peers.
+
+        With ``network`` the repo records its genesis (config ``network`` and the block) and every
+        event is authorized in the fold; a repo of another network is refused. In the process's
+        development network the peer signs with its dev key and the dev admin admits ``peers``.
+        """
         config = repo.config()
         stored_id = config.get("peer_id")
         if peer_id is None:
@@ -134,7 +182,20 @@ class Replica:
             )
         if stored_id is None:
             await repo.update_config_async(peer_id=peer_id)
-        replica = cls(repo, store, Signer(peer_id, repo.load_or_create_key()), store_is_repo=store_is_repo)
+        if network is not None:
+            _record_network(repo, network)
+        if network is not None and network.dev:
+            signer = dev_network().signer_for(peer_id)
+        else:
+            signer = Signer(peer_id, repo.load_or_create_key())
+        replica = cls(
+            repo,
+            store,
+            signer,
+            store_is_repo=store_is_repo,
+            network=network,
+            allow_dev_network=allow_dev_network,
+        )
         replica._replay()
         await replica._ensure_members([peer_id, *(peers or ())])
         return replica
@@ -148,6 +209,8 @@ class Replica:
         for _seq, cid, data in self.repo.processed_log():
             event = Event.from_block(data)
             workflow, result = self._local_extras(event)
+            if self.authority is not None and self.authority.admit(cid, event, self.state, workflow):
+                continue  # admitted at ingest: only a changed rule can refuse it now, so it stays out
             self.state.apply(cid, event, workflow, result)
             self.clock.apply(cid, event)
 
@@ -173,6 +236,9 @@ class Replica:
         return decode_typed(kind, data)
 
     async def _ensure_members(self, peers: Iterable[str]) -> None:
+        if self.network is not None:
+            await self._ensure_network_members(peers)
+            return
         for peer in dict.fromkeys(p for p in peers if p):
             entry = self.state.members.get(peer)
             if peer == self.peer_id:
@@ -181,19 +247,55 @@ class Replica:
             elif entry is None:
                 await self.append(PeerAdd(peer))
 
+    async def _ensure_network_members(self, peers: Iterable[str]) -> None:
+        """In a network: the dev admin admits this peer and the listed ones with their dev keys and
+        roles; elsewhere a genesis admin makes itself a worker, and the others need ``peer-add --key``
+        or an invitation (a listed name without a key creates no slot)."""
+        assert self.network is not None and self.authority is not None
+        if self.network.dev:
+            dev = dev_network()
+            for peer in dict.fromkeys(p for p in (self.peer_id, *peers) if p):
+                if not self.state.is_present(peer):
+                    await self.append(PeerAdd(peer, dev.key_of(peer), list(DEV_ROLES)), signer=dev.admin)
+            return
+        view = self.authority.current(self.clock.head_cids)
+        member = view.get(self.peer_id)
+        bound = None if member is None or member.binding is None else member.binding.key
+        if bound == self.signer.public_key and not self.state.is_present(self.peer_id):
+            await self.append(PeerAdd(self.peer_id, self.signer.public_key))
+        if member is None or not member.is_admin or bound != self.signer.public_key:
+            return
+        for peer in dict.fromkeys(p for p in peers if p and p != self.peer_id):
+            other = view.get(peer)  # an admin makes listed peers with a bound key (e.g. genesis admins) work
+            if other is not None and other.binding is not None and not self.state.is_present(peer):
+                await self.append(PeerAdd(peer))
+
     # --- writing ------------------------------------------------------------------------------
 
-    async def append(self, payload: Payload, blocks: Sequence[Block[Any] | tuple[CID, bytes]] = ()) -> CID:
+    async def append(
+        self,
+        payload: Payload,
+        blocks: Sequence[Block[Any] | tuple[CID, bytes]] = (),
+        *,
+        signer: Signer | None = None,
+    ) -> CID:
         """Append one signed event carrying ``payload``, with the blocks it links to (see :meth:`write`).
+
+        ``signer``: another identity held in this process (the development network's admin).
 
         Blocks given as :class:`~ipld_scheduler.blocks.Block` are folded from the value they carry;
         bare ``(cid, bytes)`` pairs are decoded once, as the type the payload's link promises.
         """
         kind, body = body_of(payload)
-        return await self._write(kind, body, payload, blocks)
+        return await self._write(kind, body, payload, blocks, signer)
 
     async def write(
-        self, kind: str, body: Mapping[str, Any], blocks: Sequence[Block[Any] | tuple[CID, bytes]] = ()
+        self,
+        kind: str,
+        body: Mapping[str, Any],
+        blocks: Sequence[Block[Any] | tuple[CID, bytes]] = (),
+        *,
+        signer: Signer | None = None,
     ) -> CID:
         """Append one signed event linking all heads; durable before it is announced or returned.
 
@@ -204,7 +306,7 @@ class Replica:
             typed = EventKind(kind)
         except ValueError:
             raise ModelError(f"event.kind: unknown kind {kind!r}") from None
-        return await self._write(typed, dict(body), None, blocks)
+        return await self._write(typed, dict(body), None, blocks, signer)
 
     async def _write(
         self,
@@ -212,9 +314,12 @@ class Replica:
         body: dict[str, Any],
         payload: Payload | None,
         blocks: Sequence[Block[Any] | tuple[CID, bytes]],
+        signer: Signer | None = None,
     ) -> CID:
         async with self._write_lock:
-            event = self.signer.sign(self.clock.tick(kind.value, body))
+            if self.authority is not None:
+                body = self._with_links(kind, body)
+            event = (signer or self.signer).sign(self.clock.tick(kind.value, body))
             if payload is None:  # an untyped body: refuse what every other peer would refuse
                 Event.from_ipld(event.to_ipld())
             own = encode_value(event)
@@ -232,6 +337,12 @@ class Replica:
                 if link_kind in (BlockKind.WORKFLOW, BlockKind.RESULT):
                     extras[link] = block.value if block is not None else decode_typed(link_kind, raw)
             workflow, result = self._local_extras(event, extras)
+            if self.authority is not None:  # never write what every peer would refuse
+                refusal = self.authority.admit(own.cid, event, self.state, workflow)
+                if refusal is not None:
+                    raise NotAuthorized(
+                        f"{event.author} may not write this {kind.value} event here ({refusal})", refusal
+                    )
             if not self._store_is_repo:
                 await self.store.put_many(all_blocks)
             # Queued in the order events are ticked, then folded at once so the next write links it;
@@ -245,6 +356,21 @@ class Replica:
         await durable
         await self._notify()
         return own.cid
+
+    def _with_links(self, kind: EventKind, body: dict[str, Any]) -> dict[str, Any]:
+        """The body with the links authorization judges it by, when the caller left them out:
+        ``schedule`` (the defining schedule) for cancel/reprioritize/transfer/retry, ``claim`` (this peer's
+        newest claim) for complete/fail."""
+        rec = self.state.workflows.get(body.get("id", "")) if "id" in body else None
+        if rec is None or rec.winner is None:
+            return body
+        if kind in (EventKind.CANCEL, EventKind.REPRIORITIZE, EventKind.TRANSFER, EventKind.RETRY):
+            return {"schedule": rec.winner.cid, **body}  # a link the caller gave wins
+        if kind in (EventKind.COMPLETE, EventKind.FAIL):
+            mine = [run for run in rec.claims.values() if run.peer == self.peer_id]
+            if mine:
+                return {"claim": max(mine, key=lambda run: run.stamp).cid, **body}
+        return body
 
     async def _notify(self) -> None:
         heads = self.clock.head_cids
@@ -321,6 +447,15 @@ class Replica:
                 else:
                     fresh[workflow.workflow_id] = block
             written = self._chain([Schedule(block.cid) for block in fresh.values()])
+            if self.authority is not None:  # never write what every peer would refuse: all or none
+                for block, own in zip(fresh.values(), written, strict=True):
+                    refusal = self.authority.admit(own.cid, own.value, self.state, block.value)
+                    if refusal is not None:
+                        raise NotAuthorized(
+                            f"{own.value.author} may not schedule {block.value.workflow_id!r} here"
+                            f" ({refusal}); nothing in this batch was written",
+                            refusal,
+                        )
             if written:
                 blocks = [
                     pair
@@ -406,7 +541,7 @@ class Replica:
         rec = self.require(workflow_id)
         if rec.status in FINISHED:
             raise SchedulerError(f"workflow {workflow_id!r} is already {rec.status}")
-        return await self.append(Cancel(workflow_id, reason or None, attempt_field(rec.attempt)))
+        return await self.append(Cancel(workflow_id, reason or None, attempt=attempt_field(rec.attempt)))
 
     async def retry(self, workflow_id: str) -> CID:
         """Open the next attempt of a failed or cancelled workflow (a ``retry`` event)."""
@@ -421,16 +556,25 @@ class Replica:
         self.require(workflow_id)
         return await self.append(Reprioritize(workflow_id, float(priority)))
 
-    async def add_peer(self, peer_id: str) -> bool:
+    async def add_peer(
+        self, peer_id: str, key: bytes | None = None, roles: Sequence[str] | None = None
+    ) -> bool:
+        """Admit ``peer_id``. In a network only an admin binds a key (``key``); in the development
+        network the dev admin admits it with its dev key and the dev roles."""
         if self.state.is_present(peer_id):
             return False
-        await self.append(PeerAdd(peer_id))
+        signer = None
+        if self.network is not None and self.network.dev:
+            dev = dev_network()
+            signer, key, roles = dev.admin, key or dev.key_of(peer_id), roles or DEV_ROLES
+        await self.append(PeerAdd(peer_id, key, sorted(roles) if roles else None), signer=signer)
         return True
 
     async def remove_peer(self, peer_id: str, reason: str = "") -> bool:
         if not self.state.is_present(peer_id):
             return False
-        await self.append(PeerRemove(peer_id, reason or None))
+        signer = dev_network().admin if self.network is not None and self.network.dev else None
+        await self.append(PeerRemove(peer_id, reason or None), signer=signer)
         return True
 
     async def record_result(
@@ -441,10 +585,10 @@ class Replica:
         block = encode_value(result)
         payload: Payload
         if result.outcome is ResultStatus.SUCCESS:
-            payload = Complete(workflow_id, block.cid, attempt_field(attempt))
+            payload = Complete(workflow_id, block.cid, attempt=attempt_field(attempt))
         else:
             reason = result.reason[:1024] if result.reason else None
-            payload = Fail(workflow_id, block.cid, reason, attempt_field(attempt))
+            payload = Fail(workflow_id, block.cid, reason, attempt=attempt_field(attempt))
         return await self.append(payload, [*blocks, block])
 
     # --- queries ------------------------------------------------------------------------------
@@ -607,6 +751,11 @@ class Replica:
             except (StoreError, CodecError, ModelError) as exc:
                 plan.refuse(cid, Reject.INVALID_BLOCK, f"linked block unusable: {exc}")
                 continue
+            if self.authority is not None:
+                verdict = self.authority.admit(cid, event, self.state, workflow)
+                if verdict is not None:
+                    plan.refuse(cid, verdict, f"{event.kind} by {event.author!r} not authorized: {verdict}")
+                    continue
             self.state.apply(cid, event, workflow, result)
             self.clock.apply(cid, event)
             pending_blocks.extend(item.pairs)
@@ -621,6 +770,8 @@ class Replica:
         if detail is not None:  # the clock owns the rule; classify its answer without parsing text
             unknown = any(parent not in self.clock for parent in event.parents)
             return (Reject.UNKNOWN_PARENT if unknown else Reject.BAD_HEIGHT), detail
+        if self.authority is not None:
+            return None  # authorization (key binding included) runs once the linked blocks are read
         detail = self.state.admit(event)
         if detail is not None:
             return Reject.KEY_MISMATCH, detail
@@ -654,6 +805,9 @@ class Replica:
         ``schedule``) names one already written, so only non-event links are followed here.
         """
         seen: set[CID] = set()
+        if self.network is not None:  # the root, so a CAR also carries the network it belongs to
+            seen.add(self.network.cid)
+            yield self.network.cid, self.network.block
         for _seq, cid, data in self.repo.processed_log():
             if cid in seen:
                 continue
@@ -682,6 +836,23 @@ class Replica:
             count = write_car(target, roots, self.dag_blocks())
         return {"roots": [str(r) for r in roots], "blocks": count}
 
+    def _refuse_foreign_car(self, blocks: Mapping[CID, bytes]) -> None:
+        """In the development network: refuse a CAR holding an event that does not descend from
+        this process's genesis through blocks of the CAR or of this replica (a CAR from outside)."""
+        events: dict[CID, Event] = {}
+        for cid, data in blocks.items():
+            try:
+                events[cid] = Event.from_block(data)
+            except (CodecError, ModelError):
+                continue  # workflows, results, logs, a genesis: judged by the merge like every block
+        for event in events.values():
+            if not event.parents or any(p not in events and p not in self.clock for p in event.parents):
+                raise DevNetworkRefused(
+                    "this CAR holds history from outside this process's development network: "
+                    "pass allow_dev_network=True (--dev-network) to import it anyway (its events "
+                    "are still authorized one by one), or use a real network"
+                )
+
     async def import_car(self, source: str | Path | bytes | BinaryIO) -> MergeReport:
         """Read a CAR (every block verified), then merge its roots as heads from those blocks."""
         if isinstance(source, bytes):
@@ -691,7 +862,10 @@ class Replica:
         else:
             stream = source
         roots, blocks = read_car(stream)
-        staged = _CarBlocks(dict(blocks))
+        held = dict(blocks)
+        if self.network is not None and self.network.dev and not self.allow_dev_network:
+            self._refuse_foreign_car(held)
+        staged = _CarBlocks(held)
         return await self.merge_heads(roots, [staged])
 
 

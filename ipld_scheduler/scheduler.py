@@ -30,6 +30,7 @@ from .clock import MerkleClock
 from .codec import CID
 from .config import Config
 from .model import WorkflowDefinition
+from .network import Network, dev_network, recorded_network
 from .ports import BlockStore
 from .replica import MergeReport, Replica, SchedulerError
 from .repo import Repo
@@ -78,6 +79,8 @@ class P2PWorkflowScheduler:
     ``repo``: directory of the embedded store and this peer's identity (a temporary one, deleted
     on close, when None). ``ipfs_api``: a Kubo RPC URL (e.g. ``http://127.0.0.1:5001``) to keep
     blocks in IPFS instead. A repo held open by another process raises ``RepoLocked``.
+    ``network``: the network to belong to (see docs/trust.md); without one, the process-local
+    development network, which refuses ``ipfs_api`` and CAR imports unless ``allow_dev_network``.
     """
 
     def __init__(
@@ -88,6 +91,8 @@ class P2PWorkflowScheduler:
         repo: str | Path | None = None,
         ipfs_api: str | None = None,
         store: BlockStore | None = None,
+        network: Network | None = None,
+        allow_dev_network: bool = False,
     ) -> None:
         self._tmp: str | None = None
         if repo is None:
@@ -97,7 +102,15 @@ class P2PWorkflowScheduler:
         self._loop = _LoopThread()
         try:
             self.replica: Replica = self._loop.run(
-                open_replica(peer_id, list(peers or ()), repo=self._repo, ipfs_api=ipfs_api, store=store)
+                open_replica(
+                    peer_id,
+                    list(peers or ()),
+                    repo=self._repo,
+                    ipfs_api=ipfs_api,
+                    store=store,
+                    network=network or recorded_network(self._repo) or dev_network().network,
+                    allow_dev_network=allow_dev_network,
+                )
             )
         except BaseException:
             self._loop.stop()

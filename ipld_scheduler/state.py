@@ -289,6 +289,8 @@ class State:
         self.kinds: dict[str, int] = {}
         self.retryable: set[str] = set()
         """Ids of failed workflows whose schedule's retry budget is not used up (for the runtime)."""
+        self._keys_by_admins = False
+        """In a network (``set_root``) keys are bound by the admins' authorized ``peer-add``."""
 
     # --- membership ---------------------------------------------------------------------------
 
@@ -298,6 +300,15 @@ class State:
             return _EMPTY_VIEW
         views = self.views
         return _merge_views([views[p] for p in event.parents])
+
+    def set_root(self, genesis: CID) -> None:
+        """Root the fold at a network's genesis (the parent of the first events): an empty view.
+
+        The genesis admins are members for authorization (``authority``), not workers: a peer works
+        (ranks for ownership) once a ``peer-add`` of it is applied.
+        """
+        self.views.setdefault(genesis, _EMPTY_VIEW)
+        self._keys_by_admins = True
 
     def admit(self, event: Event) -> str | None:
         """Why a causally complete event must be refused (None when it is acceptable).
@@ -369,7 +380,7 @@ class State:
                 touched.add(wid)
             case PeerAdd(peer=peer, key=key):
                 # Only a peer's own peer-add sets its key: no member can vouch a key for another.
-                own_key = key if event.author == peer else None
+                own_key = key if event.author == peer or self._keys_by_admins else None
                 self.views[cid] = self._membership(stamp, event.author, peer, True, own_key, before, touched)
             case PeerRemove(peer=peer) | Evict(peer=peer):
                 self.views[cid] = self._membership(stamp, event.author, peer, False, None, before, touched)

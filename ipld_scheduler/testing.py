@@ -20,6 +20,7 @@ from pathlib import Path
 from .embedded.memory import MemoryStore
 from .embedded.network import EmbeddedNetwork
 from .embedded.store import EmbeddedStore
+from .network import dev_network
 from .options import PeerOptions
 from .peer import Peer
 from .ports import BlockStore
@@ -104,7 +105,12 @@ class Cluster:
         self.network.revive(peer_id)
         # Served from the repo, a write is one transaction: the replica's commit stores the blocks.
         replica = await Replica.open(
-            repo, store, peer_id, self.peer_ids, store_is_repo=not self.memory_blocks
+            repo,
+            store,
+            peer_id,
+            self.peer_ids,
+            store_is_repo=not self.memory_blocks,
+            network=dev_network().network,
         )
         options = self.per_peer.get(peer_id, self.options)
         peer = Peer(

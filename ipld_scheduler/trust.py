@@ -535,6 +535,10 @@ def _about_workflow(
             return None if author == facts.submitter or writer.is_admin else Reject.NOT_SUBMITTER
         case EventKind.CLAIM:
             return None if author == facts.owner else Reject.NOT_OWNER
+        case EventKind.RETRY:  # a user (submitter, admin) or the owner's automatic retry budget
+            if author in (facts.submitter, facts.owner) or writer.is_admin:
+                return None
+            return Reject.NOT_SUBMITTER
         case EventKind.COMPLETE | EventKind.FAIL:
             return None if facts.claimer is not None and author == facts.claimer else Reject.NOT_CLAIMER
         case EventKind.TRANSFER:
@@ -555,6 +559,7 @@ _WORKFLOW_KINDS: Final = frozenset(
         EventKind.COMPLETE,
         EventKind.FAIL,
         EventKind.TRANSFER,
+        EventKind.RETRY,
     }
 )
 

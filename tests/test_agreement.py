@@ -14,6 +14,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from ipld_scheduler.genesis import Genesis
+from ipld_scheduler.identity import Signer
+from ipld_scheduler.repo import Repo
+
 WORKER = Path(__file__).parent / "workers" / "agreement.py"
 PEERS = ["peer-a", "peer-b", "peer-c"]
 
@@ -29,12 +33,28 @@ def _run(args: list[str], seed: int) -> str:
 
 def test_three_processes_agree_on_every_owner(tmp_path: Path) -> None:
     cars = {}
+    keys = {}
+    for peer in PEERS:  # one network whose admins are the three peers (their repo keys)
+        repo = Repo.open(tmp_path / peer)
+        keys[peer] = Signer(peer, repo.load_or_create_key()).public_key
+        repo.close()
+    genesis = tmp_path / "genesis.block"
+    genesis.write_bytes(Genesis.create("agreement", keys).encode()[1])
     for n, peer in enumerate(PEERS):
         cars[peer] = tmp_path / f"{peer}.car"
         start = n * 334
         count = min(334, 1000 - start)
         _run(
-            ["write", str(tmp_path / peer), peer, ",".join(PEERS), str(start), str(count), str(cars[peer])],
+            [
+                "write",
+                str(tmp_path / peer),
+                peer,
+                ",".join(PEERS),
+                str(start),
+                str(count),
+                str(cars[peer]),
+                str(genesis),
+            ],
             seed=n + 1,
         )
     views = {}

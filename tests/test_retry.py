@@ -106,11 +106,11 @@ class Author:
         link, _ = encode_block(result.to_ipld())
         number = attempt_field(self.attempt() if attempt is None else attempt)
         if status is ResultStatus.SUCCESS:
-            return self.write(Complete("job", link, number), result=result)
-        return self.write(Fail("job", link, None, number), result=result)
+            return self.write(Complete("job", link, attempt=number), result=result)
+        return self.write(Fail("job", link, None, attempt=number), result=result)
 
     def cancel(self) -> CID:
-        return self.write(Cancel("job", "stop", attempt_field(self.attempt())))
+        return self.write(Cancel("job", "stop", attempt=attempt_field(self.attempt())))
 
     def retry(self, attempt: int | None = None) -> CID:
         return self.write(Retry("job", self.attempt() + 1 if attempt is None else attempt))

@@ -266,6 +266,10 @@ BODY_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "reason": st.text(max_size=40),
     "priority": finite,
     "key": st.binary(min_size=32, max_size=32),
+    "claim": cids,
+    "roles": st.lists(st.sampled_from(["admin", "submitter", "worker"]), unique=True).map(sorted),
+    "rotate": st.just(True),
+    "invite": st.just(True),
     "attempt": st.integers(min_value=1, max_value=model.MAX_ATTEMPT),
     "retries": st.integers(min_value=1, max_value=model.MAX_RETRIES),
 }

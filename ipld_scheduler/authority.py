@@ -1,0 +1,129 @@
+"""Event admission by authorization: the per-event trust views of one network and each event's verdict.
+
+Owns: the network's root (the genesis CID, whose view is ``Membership.from_genesis``), one
+:class:`~ipld_scheduler.trust.Membership` view and one :class:`~ipld_scheduler.trust.Handoffs` view per
+admitted event (the join of its parents' views, then the event's own change), and the facts
+``trust.authorize`` needs, all read from the event's causal past (docs/trust.md, "What the fold must
+compute"):
+
+* ``schedule``: :class:`~ipld_scheduler.trust.Submission` of the workflow block it links;
+* ``claim`` / ``cancel`` / ``reprioritize`` / ``transfer``: the schedule event the body links
+  (``schedule``), its author (the submitter) and its ranking; the owner at this event from this event's
+  membership and handoff views;
+* ``complete`` / ``fail``: the author of the claim the body links (``claim``).
+
+A linked event counts only when it was admitted and sits below the event (smaller height), so it was
+applied before the event whatever the delivery order; otherwise the event is about no workflow
+(``UNKNOWN_WORKFLOW``) and creates nothing. An event with a parent that has no view (refused, or from
+another network) is ``POISONED_HISTORY``; an event with no parents does not descend from the genesis
+(``UNKNOWN_PARENT``). Rate usage is not computed here yet (``usage=None``; the gate limits rates).
+
+Must not: do I/O, read a clock, verify signatures (the replica did), or change the scheduler state:
+:meth:`Authority.admit` records views only for events it allows, and the caller then applies them to
+``State``. Reads ``State`` only for the schedule and claim records of linked events.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from .codec import CID
+from .events import Cancel, Claim, Complete, Fail, Reprioritize, Retry, Transfer, payload_of
+from .genesis import Genesis
+from .model import Event, EventKind, WorkflowDefinition
+from .reasons import Reject
+from .state import State
+from .trust import Handoffs, Membership, Submission, WorkflowFacts, authorize
+
+__all__ = ["Authority"]
+
+_EMPTY_HANDOFFS: Final = Handoffs.empty()
+
+
+class Authority:
+    """Trust views of one network, keyed by event CID; the genesis CID is the root."""
+
+    def __init__(self, genesis: Genesis, network: CID) -> None:
+        self.genesis = genesis
+        self.network = network
+        self.views: dict[CID, Membership] = {network: Membership.from_genesis(genesis, network)}
+        self._handoffs: dict[CID, Handoffs] = {network: _EMPTY_HANDOFFS}
+
+    def view(self, cid: CID) -> Membership | None:
+        """The membership after an admitted event (or at the genesis); None for anything else."""
+        return self.views.get(cid)
+
+    def current(self, heads: tuple[CID, ...]) -> Membership:
+        """The membership at a head set (the genesis view for none): what a new event would see."""
+        views = [self.views[h] for h in heads if h in self.views]
+        return Membership.join_all(views) if views else self.views[self.network]
+
+    def admit(
+        self, cid: CID, event: Event, state: State, workflow: WorkflowDefinition | None = None
+    ) -> Reject | None:
+        """The verdict on ``event`` (None: allowed, and its views are recorded); call parents first.
+
+        ``state`` must hold every event admitted so far (for linked schedules and claims);
+        ``workflow`` is the block a ``schedule`` links.
+        """
+        if cid in self.views:
+            return None
+        if not event.parents:
+            return Reject.UNKNOWN_PARENT
+        views: list[Membership] = []
+        handoffs: list[Handoffs] = []
+        for parent in event.parents:
+            view = self.views.get(parent)
+            if view is None:
+                return Reject.POISONED_HISTORY
+            views.append(view)
+            handoffs.append(self._handoffs[parent])
+        before = Membership.join_all(views)
+        hand = handoffs[0]
+        for other in handoffs[1:]:
+            hand = hand.join(other)
+        facts: WorkflowFacts | Submission | None = None
+        payload = payload_of(event)
+        if event.kind == EventKind.SCHEDULE:
+            if workflow is None:
+                return Reject.MALFORMED
+            facts = Submission.of(workflow)
+        else:
+            facts = _workflow_facts(payload, event.height, before, hand, state)
+        verdict = authorize(event.kind, event.author, event.key, event.body, before, facts)
+        if verdict is not None:
+            return verdict
+        stamp = (event.height, cid.raw)
+        self.views[cid] = before.apply(event.kind, event.author, event.body, stamp)
+        if isinstance(payload, Transfer):
+            hand = hand.apply(payload.id, payload.to, event.author, stamp)
+        self._handoffs[cid] = hand
+        return None
+
+
+def _workflow_facts(
+    payload: object, height: int, before: Membership, hand: Handoffs, state: State
+) -> WorkflowFacts | None:
+    """Facts for an event about a workflow, from the events its body links (None: no such workflow)."""
+    match payload:
+        case (
+            Claim(id=wid, schedule=link)
+            | Cancel(id=wid, schedule=link)
+            | Reprioritize(id=wid, schedule=link)
+            | Transfer(id=wid, schedule=link)
+            | Retry(id=wid, schedule=link)
+        ):
+            rec = state.workflows.get(wid)
+            sched = None if rec is None or link is None else rec.schedules.get(link)
+            if sched is None or sched.stamp[0] >= height:
+                return None
+            return WorkflowFacts.at(
+                wid, sched.author, sched.ranking, sched.combined, sched.stamp, before, hand.get(wid)
+            )
+        case Complete(id=wid, claim=link) | Fail(id=wid, claim=link):
+            rec = state.workflows.get(wid)
+            run = None if rec is None or link is None else rec.claims.get(link)
+            if run is None or run.stamp[0] >= height:
+                return WorkflowFacts(wid, "", None, None, None) if rec is not None else None
+            return WorkflowFacts(wid, "", None, None, run.peer)
+    return None

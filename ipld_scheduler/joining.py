@@ -1,0 +1,109 @@
+"""Founding, inviting and joining a network: the operations behind ``init --network``, ``invite``, ``join``.
+
+Owns the three steps of docs/trust.md's join protocol as operations on a repo or a replica:
+
+* :func:`found` (``init --network NAME``): a genesis naming this peer (its repo key) as the admin,
+  recorded in the repo before the replica opens, which then makes the admin a working member;
+* :func:`invite` (``invite NAME --roles ...``): the admin writes ``peer-add {peer, key: <one-time
+  key>, roles, invite: true}`` and gets the token (``genesis.invite``) to hand over;
+* :func:`prepare_join` and :func:`redeem` (``join TOKEN --car FILE``): the new peer checks the token
+  against the genesis block found in the admin's CAR, records the network and its name in a new repo,
+  imports the CAR (where the admin's ``peer-add`` is), then writes ``peer-add {peer, key: <its own
+  key>}`` signed by the one-time key. The admin learns the new key when it imports the new peer's CAR
+  (or over the network when both run).
+
+Must not: keep a token or a one-time key anywhere (the token is printed once; the one-time key
+signs one event and is dropped), or accept a token for another network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .car import read_car
+from .codec import CID
+from .errors import InvalidInput, Refused
+from .genesis import Genesis, Invite, read_invite, verify_invite
+from .genesis import invite as make_invite
+from .network import Network
+from .replica import Replica
+from .repo import Repo
+
+__all__ = ["found", "invite", "prepare_join", "redeem"]
+
+
+def found(repo: Repo, name: str, peer_id: str) -> Network:
+    """A new network named ``name`` whose admin is ``peer_id`` with the repo's key; recorded in ``repo``."""
+    config = repo.config()
+    if config.get("network") is not None:
+        raise Refused(f"repo {repo.path} already belongs to network {config['network']}")
+    if config.get("peer_id") not in (None, peer_id):
+        raise Refused(f"repo {repo.path} belongs to peer {config['peer_id']!r}, not {peer_id!r}")
+    if next(iter(repo.processed_log()), None) is not None:
+        raise Refused(f"repo {repo.path} already holds history: found a network in a new repo")
+    from .identity import Signer
+
+    key = Signer(peer_id, repo.load_or_create_key()).public_key
+    network = Network.of(Genesis.create(name, {peer_id: key}))
+    repo.commit(blocks=[(network.cid, network.block)])
+    repo.update_config(peer_id=peer_id, network=str(network.cid))
+    return network
+
+
+async def invite(replica: Replica, name: str, roles: Iterable[str]) -> dict[str, Any]:
+    """Write the admin's ``peer-add`` for ``name`` with a one-time key; the token for the invitee."""
+    network = replica.network
+    if network is None or network.dev:
+        raise Refused("invitations need a network: create one with `ipld-scheduler init --network NAME`")
+    made = make_invite(network.cid, name, roles, replica.signer)
+    event = await replica.write("peer-add", dict(made.peer_add))
+    return {
+        "peer": name,
+        "roles": list(made.invite.roles),
+        "network": str(network.cid),
+        "token": made.token,
+        "event_cid": str(event),
+    }
+
+
+def prepare_join(repo: Repo, token: str, car: bytes) -> Invite:
+    """Check ``token`` against the genesis block in ``car`` and record the network and name in ``repo``."""
+    inv = read_invite(token)
+    _roots, blocks = read_car(_stream(car))
+    held: dict[CID, bytes] = dict(blocks)
+    block = held.get(inv.genesis)
+    if block is None:
+        raise InvalidInput(
+            f"the CAR lacks the genesis block {inv.genesis}: export it from a peer of that network"
+        )
+    network = Network.from_block(block, inv.genesis)
+    verify_invite(inv, network.cid, network.genesis)
+    config = repo.config()
+    if config.get("network") not in (None, str(network.cid)) or config.get("peer_id") not in (None, inv.peer):
+        raise Refused(f"repo {repo.path} already belongs to another peer or network: join with a new repo")
+    repo.commit(blocks=[(network.cid, network.block)])
+    repo.update_config(peer_id=inv.peer, network=str(network.cid))
+    return inv
+
+
+async def redeem(replica: Replica, inv: Invite) -> dict[str, Any]:
+    """Write the redemption (own key, signed by the one-time key); refused loudly if already used."""
+    from .replica import NotAuthorized
+
+    try:
+        event = await replica.write(
+            "peer-add", inv.redeem_body(replica.signer.public_key), signer=inv.one_time_signer()
+        )
+    except NotAuthorized as exc:
+        raise Refused(
+            f"the invitation for {inv.peer!r} cannot be redeemed here ({exc.reason}): it was used "
+            "already, or the admin's peer-add is not in the history imported; ask the admin for a new one"
+        ) from exc
+    return {"peer": inv.peer, "roles": list(inv.roles), "network": str(inv.genesis), "event_cid": str(event)}
+
+
+def _stream(data: bytes) -> Any:
+    import io
+
+    return io.BytesIO(data)
