@@ -48,7 +48,7 @@ PINNED: list[tuple[ev.Payload, str]] = [
     # Retries (attempt fields are absent for attempt 0, so every pin above is unchanged):
     (ev.Retry("w1", 1), "bafyreigu5mriuegeut4grlnazdbqhiy7csbaq576sopvxtvodf7dvimyby"),
     (ev.Claim("w1", S, 1), "bafyreigrqr5hah4hxuhtkwrzl5ugx3n3gekn2wzxskpjdbcxmyqpztjwae"),
-    (ev.Fail("w1", R, "cancelled", 2), "bafyreidxcor6cvml3lzjnd2txpl3zylv4ebgkspmmzvxgyqjue7vkglhei"),
+    (ev.Fail("w1", R, "cancelled", attempt=2), "bafyreidxcor6cvml3lzjnd2txpl3zylv4ebgkspmmzvxgyqjue7vkglhei"),
     (ev.Schedule(W, 3), "bafyreihl6vtdhzpjo5izzesxagfpru65gzsqjelgxv75kv2ofahweec5ha"),
 ]
 
