@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .blocks import Block, BlockKind, decode_typed, encode_value, links_of
+from .blocks import Block, BlockKind, UnsupportedCodec, decode_typed, encode_value, links_of, require_dag_cbor
 from .car import read_car, write_car
 from .clock import MerkleClock
-from .codec import CID, CodecError
-from .errors import Refused
+from .codec import CID, DAG_CBOR, CodecError, verify_block
+from .errors import InvalidInput, Refused
 from .events import (
     Cancel,
     Claim,
@@ -48,8 +48,9 @@ from .model import Event, EventKind, ModelError, Result, ResultStatus, WorkflowD
 from .ports import BlockNotFound, BlockStore, StoreError
 from .reasons import Reject
 from .repo import Repo
+from .staging import CarSource, Progress, Stage, Staging
 from .state import FINISHED, State, WorkflowRecord
-from .sync import MergePlan, SyncError
+from .sync import MergePlan, Ready, SyncError
 
 __all__ = ["MergeReport", "Replica", "SchedulerError"]
 
@@ -104,6 +105,12 @@ class Replica:
         self.counters: Counter[str] = Counter()
         self.fetch_concurrency = 16
         self.fetch_timeout = 30.0
+        self.memory_blocks = 20_000
+        """A merge holds at most this many unknown blocks in memory, then walks on through a staging file."""
+        self.bulk_threshold = 64
+        """Over a store that exports CARs (Kubo), more unknown blocks than this behind the heads switch
+        the merge from one ``get`` per level to a ``dag/export`` of each head."""
+        self.stage_batch = 4096
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -401,9 +408,35 @@ class Replica:
         sources: Sequence[BlockStore] = (),
         *,
         max_pending: int | None = None,
+        progress: Progress | None = None,
     ) -> MergeReport:
-        """Fetch the history behind ``heads`` and apply it; a head with incomplete history is not adopted."""
+        """Fetch the history behind ``heads`` and apply it; a head with incomplete history is not adopted.
+
+        No bound on history depth: up to ``max_pending`` (capped at :attr:`memory_blocks`) unknown
+        blocks are walked in memory; a longer history is walked level by level into a staging file
+        (at most :attr:`fetch_concurrency` fetches in flight) and folded parents-first from there.
+        Over a store that exports CARs, more than :attr:`bulk_threshold` unknown blocks switch to one
+        ``dag/export`` per head instead of a round trip per level.
+        """
         cids = [CID.parse(h) for h in heads]
+        limit = min(max_pending or self.memory_blocks, self.memory_blocks)
+        bulk = self._bulk_source()
+        if bulk is not None:
+            limit = min(limit, self.bulk_threshold + 4 * len(cids))
+        try:
+            return await self._merge_in_memory(cids, sources, max_pending=limit)
+        except SyncError:
+            log.info("merge of %d head(s): more than %d unknown blocks, walking on disk", len(cids), limit)
+        return await self._merge_staged(cids, sources, bulk, progress)
+
+    async def _merge_in_memory(
+        self,
+        cids: list[CID],
+        sources: Sequence[BlockStore] = (),
+        *,
+        max_pending: int | None = None,
+    ) -> MergeReport:
+        """The walk held in a :class:`MergePlan`; raises :class:`SyncError` past ``max_pending`` blocks."""
         plan = MergePlan(self._known, **({"max_pending": max_pending} if max_pending else {}))
         report = MergeReport()
         external: set[CID] = set()
@@ -556,39 +589,311 @@ class Replica:
             count = write_car(target, roots, self.dag_blocks())
         return {"roots": [str(r) for r in roots], "blocks": count}
 
-    async def import_car(self, source: str | Path | bytes | BinaryIO) -> MergeReport:
-        """Read a CAR (every block verified), then merge its roots as heads from those blocks."""
+    async def import_car(
+        self, source: str | Path | bytes | BinaryIO, *, progress: Progress | None = None
+    ) -> MergeReport:
+        """Stream a CAR (every block verified) into a staging file, then fold its events parents-first.
+
+        Memory is bounded by :attr:`stage_batch` blocks and one fold page, whatever the history's
+        length. Every event the CAR holds is admitted like a merged one (signature, clock, key, linked
+        blocks present); a root that ends up unapplied is reported as refused.
+        """
         if isinstance(source, bytes):
-            stream: BinaryIO = io.BytesIO(source)
-        elif isinstance(source, str | Path):
-            stream = io.BytesIO(Path(source).read_bytes())
-        else:
-            stream = source
+            return await self._import_stream(io.BytesIO(source), progress)
+        if isinstance(source, str | Path):
+            with open(source, "rb") as fh:
+                return await self._import_stream(fh, progress)
+        return await self._import_stream(source, progress)
+
+    async def _import_stream(self, stream: BinaryIO, progress: Progress | None) -> MergeReport:
         roots, blocks = read_car(stream)
-        staged = _CarBlocks(dict(blocks))
-        return await self.merge_heads(roots, [staged])
+        report = MergeReport()
+        with Staging(self.repo.path) as staging:
+            batch: list[tuple[CID, bytes]] = []
+            events: list[tuple[int, CID]] = []
+            read = 0
+            for cid, data in blocks:
+                read += 1
+                if cid in self.clock:
+                    continue
+                batch.append((cid, data))
+                height = _event_height(cid, data)
+                if height is not None:
+                    events.append((height, cid))
+                if len(batch) >= self.stage_batch:
+                    staging.put_many(batch, events)
+                    batch, events = [], []
+                    if progress is not None:
+                        progress(Stage.READ, read)
+                    await asyncio.sleep(0)
+            staging.put_many(batch, events)
+            if progress is not None:
+                progress(Stage.READ, read)
+            report.fetched = staging.blocks
+            await self._fold_staged(staging, report, external=True, progress=progress)
+            refused = {cid for cid, _ in report.rejected}
+            for root in roots:
+                if root not in self.clock and str(root) not in refused:
+                    self._refuse_root(report, root, staging.get(root))
+        return await self._finish(report, roots)
 
-
-class _CarBlocks:
-    """A read-only BlockStore over blocks read from a CAR, used as a merge source."""
-
-    def __init__(self, blocks: dict[CID, bytes]) -> None:
-        self._blocks = blocks
-
-    async def get(self, cid: CID) -> bytes:
+    def _refuse_root(self, report: MergeReport, root: CID, data: bytes | None) -> None:
+        """Say why a CAR root was not applied (the fold only sees blocks that parse as events)."""
+        if data is None:
+            self._refused(report, root, Reject.MISSING_BLOCK, f"CAR root {root} is not in the CAR")
+            return
         try:
-            return self._blocks[cid]
-        except KeyError:
-            raise BlockNotFound(cid, "not in the CAR") from None
+            require_dag_cbor(root)
+            decode_typed(BlockKind.EVENT, data)
+        except UnsupportedCodec as exc:
+            self._refused(report, root, Reject.UNSUPPORTED_CODEC, f"event block {root}: {exc}")
+        except (CodecError, ModelError) as exc:
+            self._refused(report, root, Reject.INVALID_BLOCK, f"invalid event block: {exc}")
 
-    async def put(self, cid: CID, data: bytes) -> None:
-        raise StoreError("CAR sources are read-only")
+    # --- bulk catch-up ------------------------------------------------------------------------
 
-    async def put_many(self, blocks: Iterable[tuple[CID, bytes]]) -> None:
-        raise StoreError("CAR sources are read-only")
+    def _bulk_source(self) -> CarSource | None:
+        if self._store_is_repo or not isinstance(self.store, CarSource):
+            return None
+        return self.store
 
-    async def has(self, cid: CID) -> bool:
-        return cid in self._blocks
+    async def _finish(self, report: MergeReport, heads: Sequence[CID]) -> MergeReport:
+        self.repo.commit(wanted_remove=heads)
+        report.heads = self.clock.heads
+        self.counters["blocks_fetched"] += report.fetched
+        if report.applied:
+            await self._notify()
+        return report
 
-    async def close(self) -> None:
-        self._blocks.clear()
+    def _refused(self, report: MergeReport, cid: CID, reason: Reject, detail: str) -> None:
+        report.rejected.append((str(cid), detail))
+        report.reasons[reason] += 1
+        self.rejections[reason] += 1
+        log.info("merge refused %s (%s): %s", cid, reason, detail)
+
+    def _held(self, cid: CID) -> bool:
+        return cid in self.clock or self.repo.has_block(cid)
+
+    async def _merge_staged(
+        self,
+        heads: list[CID],
+        sources: Sequence[BlockStore],
+        bulk: CarSource | None,
+        progress: Progress | None,
+    ) -> MergeReport:
+        """A merge with no bound on depth: blocks go to a staging file, then fold parents-first."""
+        report = MergeReport()
+        self.repo.commit(wanted_add=heads)
+        with Staging(self.repo.path) as staging:
+            if bulk is not None:
+                for head in heads:
+                    await self._stage_export(bulk, head, staging, progress)
+            external = await self._walk_staged(heads, sources, staging, report, progress)
+            report.fetched = staging.blocks
+            await self._fold_staged(staging, report, external=external, progress=progress)
+        return await self._finish(report, heads)
+
+    async def _stage_export(
+        self, bulk: CarSource, head: CID, staging: Staging, progress: Progress | None
+    ) -> None:
+        """Stage the CAR the store exports for ``head``; stop once a long run of blocks is already held
+        (the rest of a DFS export is mostly history we have; the walk fetches anything it missed)."""
+        if self._held(head):
+            return
+        batch: list[tuple[CID, bytes]] = []
+        events: list[tuple[int, CID]] = []
+        known_run = 0
+        blocks = bulk.export_blocks(head)
+        try:
+            async for cid, data in blocks:
+                if self._held(cid):
+                    known_run += 1
+                    if known_run >= 256:
+                        break
+                    continue
+                known_run = 0
+                batch.append((cid, data))
+                height = _event_height(cid, data)
+                if height is not None:
+                    events.append((height, cid))
+                if len(batch) >= self.stage_batch:
+                    staging.put_many(batch, events)
+                    batch, events = [], []
+                    if progress is not None:
+                        progress(Stage.READ, staging.blocks)
+        except (StoreError, InvalidInput) as exc:
+            log.info("dag/export of %s failed (%s); fetching block by block", head, exc)
+        finally:
+            await blocks.aclose()  # type: ignore[attr-defined]
+        staging.put_many(batch, events)
+        self.counters["car_exports"] += 1
+
+    async def _walk_staged(
+        self,
+        heads: list[CID],
+        sources: Sequence[BlockStore],
+        staging: Staging,
+        report: MergeReport,
+        progress: Progress | None,
+    ) -> bool:
+        """Walk down from ``heads`` level by level to known blocks, fetching what staging lacks.
+
+        At most :attr:`fetch_concurrency` fetches are in flight; memory holds one level. Returns
+        whether any block came from outside our own store (and must be put there).
+        """
+        external = False
+        frontier: dict[CID, BlockKind] = dict.fromkeys(heads, BlockKind.EVENT)
+        gate = asyncio.Semaphore(self.fetch_concurrency)
+
+        async def fetch(cid: CID) -> tuple[CID, bytes | None, bool, str]:
+            async with gate:
+                try:
+                    data, foreign = await self._fetch(cid, sources)
+                    return cid, data, foreign, ""
+                except (BlockNotFound, StoreError) as exc:
+                    return cid, None, False, str(exc)
+
+        walked = 0
+        while frontier:
+            todo = {c: k for c, k in frontier.items() if not self._known(c, k)}
+            staged = staging.get_many(list(todo))
+            missing = [c for c in todo if c not in staged]
+            fetched = {}
+            for cid, data, foreign, error in await asyncio.gather(*(fetch(c) for c in missing)):
+                if data is None:
+                    self._refused(report, cid, Reject.MISSING_BLOCK, error or "no source holds it")
+                    continue
+                fetched[cid] = data
+                external = external or foreign
+            frontier = {}
+            new_blocks: list[tuple[CID, bytes]] = []
+            events: list[tuple[int, CID]] = []
+            marked: list[CID] = []
+            for cid, kind in todo.items():
+                if cid in staged:
+                    data, done = staged[cid]
+                    if done:
+                        continue
+                    marked.append(cid)
+                elif cid in fetched:
+                    data = fetched[cid]
+                else:
+                    continue
+                try:
+                    verify_block(cid, data)
+                    require_dag_cbor(cid)
+                    value = decode_typed(kind, data)
+                except UnsupportedCodec as exc:
+                    self._refused(report, cid, Reject.UNSUPPORTED_CODEC, f"{kind.value} block {cid}: {exc}")
+                    continue
+                except (CodecError, ModelError) as exc:
+                    self._refused(report, cid, Reject.INVALID_BLOCK, f"invalid {kind.value} block: {exc}")
+                    continue
+                if cid in fetched:
+                    new_blocks.append((cid, data))
+                if kind is BlockKind.EVENT:
+                    events.append((value.height, cid))
+                for link, link_kind in links_of(kind, value):
+                    frontier.setdefault(link, link_kind)
+            staging.put_many(new_blocks, events, walked=True)
+            staging.mark_walked(marked)
+            walked += len(todo)
+            if progress is not None and new_blocks:
+                progress(Stage.WALK, walked)
+            await asyncio.sleep(0)
+        return external
+
+    async def _fold_staged(
+        self, staging: Staging, report: MergeReport, *, external: bool, progress: Progress | None
+    ) -> None:
+        """Admit and apply staged events parents-first, a page at a time, each with its linked blocks."""
+        for page in staging.events_in_order(2000):
+            items: list[Ready] = []
+            for cid, data in page:
+                if cid in self.clock:
+                    continue
+                event = Event.from_block(data)  # indexed only after it parsed as an event
+                linked = self._staged_links(cid, event, staging, report)
+                if linked is not None:
+                    items.append(Ready(Block(cid, data, event), linked))
+            report.applied += await self._apply_items(items, report, external=external)
+            if progress is not None:
+                progress(Stage.FOLD, report.applied)
+
+    def _staged_links(
+        self, cid: CID, event: Event, staging: Staging, report: MergeReport
+    ) -> list[Block[Any]] | None:
+        """The non-event blocks ``event`` links to that we do not hold yet, decoded once; None (and a
+        refusal) when one is missing or malformed, or a linked event is not applied."""
+        linked: dict[CID, Block[Any]] = {}
+        stack = list(links_of(BlockKind.EVENT, event)[len(event.parents) :])
+        while stack:
+            link, kind = stack.pop()
+            if link in linked:
+                continue
+            if kind is BlockKind.EVENT:  # checked when applied: it may be earlier in the same page
+                continue
+            if self.repo.has_block(link):
+                continue
+            data = staging.get(link)
+            if data is None:
+                self._refused(
+                    report, cid, Reject.MISSING_BLOCK, f"linked {kind.value} block {link} is missing"
+                )
+                return None
+            try:
+                require_dag_cbor(link)
+                value = decode_typed(kind, data)
+            except (CodecError, ModelError) as exc:
+                self._refused(report, cid, Reject.INVALID_BLOCK, f"linked {kind.value} block unusable: {exc}")
+                return None
+            linked[link] = Block(link, data, value)
+            stack.extend(links_of(kind, value))
+        return list(linked.values())
+
+    async def _apply_items(self, items: Sequence[Ready], report: MergeReport, *, external: bool) -> int:
+        """:meth:`_apply_ready` for events released by a staged fold; refusals go to ``report``."""
+        applied = 0
+        pending_blocks: list[tuple[CID, bytes]] = []
+        processed: list[CID] = []
+        for ready in items:
+            cid, event = ready.event.cid, ready.event.value
+            unapplied = [
+                link
+                for link, kind in links_of(BlockKind.EVENT, event)[len(event.parents) :]
+                if kind is BlockKind.EVENT and link not in self.clock
+            ]
+            if unapplied:
+                detail = f"linked event {unapplied[0]} is not applied"
+                self._refused(report, cid, Reject.POISONED_HISTORY, detail)
+                continue
+            refusal = self._admission(event, verify=True)
+            if refusal is not None:
+                self._refused(report, cid, *refusal)
+                continue
+            try:
+                workflow, result = self._local_extras(event, ready.values)
+            except (StoreError, CodecError, ModelError) as exc:
+                self._refused(report, cid, Reject.INVALID_BLOCK, f"linked block unusable: {exc}")
+                continue
+            self.state.apply(cid, event, workflow, result)
+            self.clock.apply(cid, event)
+            pending_blocks.extend(ready.pairs)
+            processed.append(cid)
+            applied += 1
+        if processed:
+            outside = {c for c, _ in pending_blocks} if external else set()
+            await self._persist(pending_blocks, processed, outside)
+            await asyncio.sleep(0)
+        self.counters["events_merged"] += applied
+        return applied
+
+
+def _event_height(cid: CID, data: bytes) -> int | None:
+    """The height of a block that parses as an event (a candidate for the fold), else None."""
+    if cid.codec != DAG_CBOR:
+        return None
+    try:
+        return Event.from_block(data).height
+    except (CodecError, ModelError):
+        return None

@@ -79,6 +79,7 @@ LAYERS: dict[str, int] = {
     "repo": REPLICA,
     "embedded": REPLICA,
     "kubo": REPLICA,
+    "staging": REPLICA,
     **dict.fromkeys(
         [
             "codec",

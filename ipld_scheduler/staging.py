@@ -1,0 +1,147 @@
+"""Scratch space for one bulk catch-up: blocks on disk, event candidates indexed by (height, CID).
+
+Owns: a throw-away SQLite file next to the repo (no journal, no fsync: it dies with the import)
+holding blocks a CAR or a deep walk brought in before they are admitted, a ``walked`` mark for the
+walk, and an index of the blocks that parse as events, so the replica can fold them parents-first in
+pages of a few thousand. Memory stays bounded by a page, not by the history.
+
+Must not: decide what is valid or applied (the replica admits each event as a merge would), or
+leave anything behind: :meth:`Staging.close` deletes the file, and nothing here is ever read as
+part of the repo.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol, runtime_checkable
+
+from .codec import CID
+
+__all__ = ["CarSource", "Progress", "Stage", "Staging"]
+
+_CHUNK = 500
+
+
+class Stage(StrEnum):
+    """What a bulk catch-up is doing, for progress displays."""
+
+    READ = "read"
+    """Blocks read from a CAR (or a ``dag/export`` stream) into staging: the count is blocks."""
+    WALK = "walk"
+    """Blocks walked down from the heads: the count is blocks."""
+    FOLD = "fold"
+    """Events admitted and applied: the count is events."""
+
+
+Progress = Callable[[Stage, int], None]
+"""Called with the stage and its running count, a few times per thousand blocks."""
+
+
+@runtime_checkable
+class CarSource(Protocol):
+    """A block store that can stream the whole DAG under a CID as verified blocks (``dag/export``).
+
+    The replica asks it instead of one ``get`` per level when a merge finds a long history behind a
+    head; it may stop iterating early (``aclose``), and blocks the stream lacks are fetched one by one.
+    """
+
+    def export_blocks(self, cid: CID) -> AsyncIterator[tuple[CID, bytes]]: ...
+
+
+class Staging:
+    """Blocks awaiting admission, by CID, plus ``(height, cid)`` for those that parse as events."""
+
+    def __init__(self, directory: Path) -> None:
+        fd, name = tempfile.mkstemp(prefix=".staging-", suffix=".sqlite", dir=directory)
+        os.close(fd)
+        self.path = Path(name)
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=MEMORY", "cache_size=-16000"):
+            self._db.execute(f"PRAGMA {pragma}")
+        self._db.executescript(
+            "CREATE TABLE blocks (cid BLOB PRIMARY KEY, data BLOB NOT NULL, walked INTEGER NOT NULL)"
+            " WITHOUT ROWID;"
+            "CREATE TABLE events (height INTEGER NOT NULL, cid BLOB NOT NULL, PRIMARY KEY (height, cid))"
+            " WITHOUT ROWID;"
+        )
+        self.blocks = 0
+        self.events = 0
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._db.close()
+        self.path.unlink(missing_ok=True)
+
+    def put_many(
+        self,
+        blocks: Sequence[tuple[CID, bytes]],
+        events: Sequence[tuple[int, CID]] = (),
+        *,
+        walked: bool = False,
+    ) -> None:
+        """Stage blocks (already verified against their CIDs) and index the ones that are events."""
+        with self._db:
+            before = self._db.total_changes
+            self._db.executemany(
+                "INSERT OR IGNORE INTO blocks VALUES (?, ?, ?)", [(c.raw, d, int(walked)) for c, d in blocks]
+            )
+            self.blocks += self._db.total_changes - before
+            before = self._db.total_changes
+            self._db.executemany(
+                "INSERT OR IGNORE INTO events VALUES (?, ?)", [(h, c.raw) for h, c in events]
+            )
+            self.events += self._db.total_changes - before
+
+    def mark_walked(self, cids: Sequence[CID]) -> None:
+        with self._db:
+            for part in _chunks([c.raw for c in cids]):
+                marks = ",".join("?" * len(part))
+                self._db.execute(f"UPDATE blocks SET walked = 1 WHERE cid IN ({marks})", part)
+
+    def get_many(self, cids: Sequence[CID]) -> dict[CID, tuple[bytes, bool]]:
+        """``cid -> (data, walked)`` for the staged ones among ``cids``."""
+        by_raw = {c.raw: c for c in cids}
+        out: dict[CID, tuple[bytes, bool]] = {}
+        for part in _chunks(list(by_raw)):
+            marks = ",".join("?" * len(part))
+            for raw, data, walked in self._db.execute(
+                f"SELECT cid, data, walked FROM blocks WHERE cid IN ({marks})", part
+            ):
+                out[by_raw[bytes(raw)]] = (bytes(data), bool(walked))
+        return out
+
+    def get(self, cid: CID) -> bytes | None:
+        row = self._db.execute("SELECT data FROM blocks WHERE cid = ?", (cid.raw,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def events_in_order(self, page: int = 2000) -> Iterator[list[tuple[CID, bytes]]]:
+        """Staged events, parents first (by height, then CID bytes), a page at a time (keyset paging)."""
+        last_height, last_cid = 0, b""
+        while True:
+            rows = self._db.execute(
+                "SELECT e.height, e.cid, b.data FROM events AS e JOIN blocks AS b ON b.cid = e.cid"
+                " WHERE (e.height, e.cid) > (?, ?) ORDER BY e.height, e.cid LIMIT ?",
+                (last_height, last_cid, page),
+            ).fetchall()
+            if not rows:
+                return
+            last_height, last_cid = rows[-1][0], bytes(rows[-1][1])
+            yield [(CID.from_bytes(bytes(raw)), bytes(data)) for _h, raw, data in rows]
+
+
+def _chunks(raws: list[bytes]) -> Iterator[list[bytes]]:
+    for start in range(0, len(raws), _CHUNK):
+        yield raws[start : start + _CHUNK]
