@@ -61,12 +61,13 @@ class Staging:
         fd, name = tempfile.mkstemp(prefix=".staging-", suffix=".sqlite", dir=directory)
         os.close(fd)
         self.path = Path(name)
-        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(self.path, check_same_thread=False)
         for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=MEMORY", "cache_size=-16000"):
             self._db.execute(f"PRAGMA {pragma}")
         self._db.executescript(
-            "CREATE TABLE blocks (cid BLOB PRIMARY KEY, data BLOB NOT NULL, walked INTEGER NOT NULL)"
-            " WITHOUT ROWID;"
+            # A rowid table with a unique index: appends stay cheap (rows are not ordered by CID).
+            "CREATE TABLE blocks (id INTEGER PRIMARY KEY, cid BLOB NOT NULL UNIQUE, data BLOB NOT NULL,"
+            " walked INTEGER NOT NULL);"
             "CREATE TABLE events (height INTEGER NOT NULL, cid BLOB NOT NULL, PRIMARY KEY (height, cid))"
             " WITHOUT ROWID;"
         )
@@ -96,7 +97,8 @@ class Staging:
         with self._db:
             before = self._db.total_changes
             self._db.executemany(
-                "INSERT OR IGNORE INTO blocks VALUES (?, ?, ?)", [(c.raw, d, int(walked)) for c, d in blocks]
+                "INSERT OR IGNORE INTO blocks (cid, data, walked) VALUES (?, ?, ?)",
+                [(c.raw, d, int(walked)) for c, d in blocks],
             )
             self.blocks += self._db.total_changes - before
             before = self._db.total_changes
