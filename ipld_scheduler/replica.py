@@ -761,7 +761,11 @@ class Replica:
             staged = staging.get_many(list(todo))
             missing = [c for c in todo if c not in staged]
             fetched = {}
-            for cid, data, foreign, error in await asyncio.gather(*(fetch(c) for c in missing)):
+            if len(missing) == 1:  # a chain: no task to spawn
+                results = [await fetch(missing[0])]
+            else:
+                results = await asyncio.gather(*(fetch(c) for c in missing))
+            for cid, data, foreign, error in results:
                 if data is None:
                     self._refused(report, cid, Reject.MISSING_BLOCK, error or "no source holds it")
                     continue

@@ -71,8 +71,24 @@ class Staging:
             "CREATE TABLE events (height INTEGER NOT NULL, cid BLOB NOT NULL, PRIMARY KEY (height, cid))"
             " WITHOUT ROWID;"
         )
-        self.blocks = 0
-        self.events = 0
+        self._blocks = 0
+        self._events = 0
+        self._buffer: dict[CID, tuple[bytes, bool]] = {}
+        self._buffer_events: list[tuple[int, CID]] = []
+        self.buffer_limit = 4096
+        """Blocks held in memory before one transaction writes them (a walk stages a level at a time)."""
+
+    @property
+    def blocks(self) -> int:
+        """Distinct blocks staged so far."""
+        self.flush()
+        return self._blocks
+
+    @property
+    def events(self) -> int:
+        """Distinct event candidates indexed so far."""
+        self.flush()
+        return self._events
 
     def __enter__(self) -> Staging:
         return self
@@ -93,21 +109,36 @@ class Staging:
         *,
         walked: bool = False,
     ) -> None:
-        """Stage blocks (already verified against their CIDs) and index the ones that are events."""
+        """Stage blocks (already verified against their CIDs) and index the ones that are events.
+
+        Buffered: written in one transaction per :attr:`buffer_limit` blocks; reads see the buffer.
+        """
+        for cid, data in blocks:
+            self._buffer.setdefault(cid, (data, walked))
+        self._buffer_events.extend(events)
+        if len(self._buffer) >= self.buffer_limit:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffer and not self._buffer_events:
+            return
+        rows = [(c.raw, d, int(w)) for c, (d, w) in self._buffer.items()]
         with self._db:
             before = self._db.total_changes
-            self._db.executemany(
-                "INSERT OR IGNORE INTO blocks (cid, data, walked) VALUES (?, ?, ?)",
-                [(c.raw, d, int(walked)) for c, d in blocks],
-            )
-            self.blocks += self._db.total_changes - before
+            self._db.executemany("INSERT OR IGNORE INTO blocks (cid, data, walked) VALUES (?, ?, ?)", rows)
+            self._blocks += self._db.total_changes - before
             before = self._db.total_changes
             self._db.executemany(
-                "INSERT OR IGNORE INTO events VALUES (?, ?)", [(h, c.raw) for h, c in events]
+                "INSERT OR IGNORE INTO events VALUES (?, ?)", [(h, c.raw) for h, c in self._buffer_events]
             )
-            self.events += self._db.total_changes - before
+            self._events += self._db.total_changes - before
+        self._buffer.clear()
+        self._buffer_events.clear()
 
     def mark_walked(self, cids: Sequence[CID]) -> None:
+        if not cids:
+            return
+        self.flush()
         with self._db:
             for part in _chunks([c.raw for c in cids]):
                 marks = ",".join("?" * len(part))
@@ -115,8 +146,16 @@ class Staging:
 
     def get_many(self, cids: Sequence[CID]) -> dict[CID, tuple[bytes, bool]]:
         """``cid -> (data, walked)`` for the staged ones among ``cids``."""
-        by_raw = {c.raw: c for c in cids}
         out: dict[CID, tuple[bytes, bool]] = {}
+        by_raw: dict[bytes, CID] = {}
+        for cid in cids:
+            hit = self._buffer.get(cid)
+            if hit is not None:
+                out[cid] = hit
+            else:
+                by_raw[cid.raw] = cid
+        if not self._blocks:  # nothing written yet: the buffer is everything
+            return out
         for part in _chunks(list(by_raw)):
             marks = ",".join("?" * len(part))
             for raw, data, walked in self._db.execute(
@@ -126,11 +165,15 @@ class Staging:
         return out
 
     def get(self, cid: CID) -> bytes | None:
+        hit = self._buffer.get(cid)
+        if hit is not None:
+            return hit[0]
         row = self._db.execute("SELECT data FROM blocks WHERE cid = ?", (cid.raw,)).fetchone()
         return None if row is None else bytes(row[0])
 
     def events_in_order(self, page: int = 2000) -> Iterator[list[tuple[CID, bytes]]]:
         """Staged events, parents first (by height, then CID bytes), a page at a time (keyset paging)."""
+        self.flush()
         last_height, last_cid = 0, b""
         while True:
             rows = self._db.execute(
