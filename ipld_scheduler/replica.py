@@ -699,12 +699,29 @@ class Replica:
         self, bulk: CarSource, head: CID, staging: Staging, progress: Progress | None
     ) -> None:
         """Stage the CAR the store exports for ``head``; stop once a long run of blocks is already held
-        (the rest of a DFS export is mostly history we have; the walk fetches anything it missed)."""
+        (the rest of a DFS export is mostly history we have; the walk fetches anything it missed).
+
+        An export walks depth-first, parents before payloads, one block at a time: while it descends,
+        the payload blocks its events name (workflows, results) are fetched alongside (at most
+        :attr:`fetch_concurrency` at once), so the daemon finds them local when the walk comes back up.
+        """
         if self._held(head):
             return
         batch: list[tuple[CID, bytes]] = []
         events: list[tuple[int, CID]] = []
         known_run = 0
+        gate = asyncio.Semaphore(self.fetch_concurrency)
+        prefetches: set[asyncio.Task[None]] = set()
+        asked: set[CID] = set()
+
+        async def prefetch(cid: CID) -> None:
+            async with gate:
+                try:
+                    data = await self.store.get(cid)
+                except (BlockNotFound, StoreError):
+                    return  # the walk will try again and report it
+                staging.put_many([(cid, data)])
+
         blocks = bulk.export_blocks(head)
         try:
             async for cid, data in blocks:
@@ -718,6 +735,12 @@ class Replica:
                 height = _event_height(cid, data)
                 if height is not None:
                     events.append((height, cid))
+                    for link in _payload_links(data):
+                        if link not in asked and not self._held(link):
+                            asked.add(link)
+                            task = asyncio.create_task(prefetch(link))
+                            prefetches.add(task)
+                            task.add_done_callback(prefetches.discard)
                 if len(batch) >= self.stage_batch:
                     staging.put_many(batch, events)
                     batch, events = [], []
@@ -727,6 +750,9 @@ class Replica:
             log.info("dag/export of %s failed (%s); fetching block by block", head, exc)
         finally:
             await blocks.aclose()  # type: ignore[attr-defined]
+            for task in list(prefetches):
+                task.cancel()
+            await asyncio.gather(*prefetches, return_exceptions=True)
         staging.put_many(batch, events)
         self.counters["car_exports"] += 1
 
@@ -914,6 +940,24 @@ class Replica:
             await asyncio.sleep(0)
         self.counters["events_merged"] += applied
         return applied
+
+
+def _payload_links(data: bytes) -> list[CID]:
+    """CIDs in an event-looking block's body (its payload links), read leniently: a prefetch hint."""
+    try:
+        body = cbor2.loads(data).get("body")
+    except Exception:  # any malformed block is simply not prefetched from
+        return []
+    if type(body) is not dict:
+        return []
+    out = []
+    for value in body.values():
+        if isinstance(value, cbor2.CBORTag) and value.tag == 42 and isinstance(value.value, bytes):
+            try:
+                out.append(CID.from_bytes(value.value[1:]))
+            except CodecError:
+                continue
+    return out
 
 
 def _event_height(cid: CID, data: bytes) -> int | None:

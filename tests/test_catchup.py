@@ -9,20 +9,26 @@ the state of the peer that wrote the history, refuse what a merge refuses, and l
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from history import write_history_car
 
 from ipld_scheduler.car import CarDecoder, CarError, read_car, write_car
-from ipld_scheduler.codec import CID
+from ipld_scheduler.codec import CID, CodecError
 from ipld_scheduler.embedded.network import EmbeddedNetwork
 from ipld_scheduler.embedded.store import EmbeddedStore
-from ipld_scheduler.model import WorkflowDefinition
+from ipld_scheduler.kubo.rpc import KuboRPC
+from ipld_scheduler.kubo.store import KuboStore
+from ipld_scheduler.model import Event, ModelError, WorkflowDefinition
 from ipld_scheduler.reasons import Reject
 from ipld_scheduler.replica import Replica
 from ipld_scheduler.repo import Repo
 from ipld_scheduler.staging import Stage
+
+pytest_plugins = ["conftest_ipfs"]
 
 EVENTS = 600
 
@@ -158,3 +164,67 @@ def test_car_decoder_fed_byte_by_byte_equals_read_car(source: Replica) -> None:
         CarDecoder().feed(bytes(tampered))
     with pytest.raises(CarError, match="exceeds"):
         CarDecoder().feed(b"\xff\xff\xff\x7f")
+
+
+# --- over js-ipfs daemons ----------------------------------------------------------------------
+
+KUBO_EVENTS = 2000
+PER_LEVEL_EVENTS = 150
+
+
+def _event_at_height(car: bytes, height: int) -> CID:
+    _roots, blocks = read_car(io.BytesIO(car))
+    for cid, data in blocks:
+        try:
+            event = Event.from_block(data)
+        except (CodecError, ModelError):
+            continue
+        if event.height == height:
+            return cid
+    raise AssertionError(f"no event at height {height}")
+
+
+async def _kubo_joiner(path: Path, api: str, peer: str) -> Replica:
+    repo = Repo.open(path)
+    return await Replica.open(repo, KuboStore(KuboRPC(api, timeout=60.0), owns_rpc=True), peer)
+
+
+@pytest.mark.ipfs
+@pytest.mark.timeout(600)
+async def test_a_late_joiner_over_js_ipfs_takes_the_history_as_one_car(
+    tmp_path: Path, ipfs_api_urls: list[str], ipfs_clients: list[KuboRPC]
+) -> None:
+    """Node 0 holds a 2,000-event history; a joiner on node 1 gets it through one ``dag/export``
+    (node 1 fetches over bitswap inside the daemon), a joiner on node 2 takes the per-level path
+    (one ``block/get`` round trip per level) for a prefix; the CAR path must be far faster per event."""
+    car_path = tmp_path / "history.car"
+    roots, _blocks = write_history_car(car_path, KUBO_EVENTS)
+    car = car_path.read_bytes()
+    await ipfs_clients[0].dag_import(car, pin_roots=True, timeout=120)
+    prefix = _event_at_height(car, PER_LEVEL_EVENTS)
+
+    per_level = await _kubo_joiner(tmp_path / "level", ipfs_api_urls[2], "dave")
+    per_level.bulk_threshold = 10**9  # the old path: a MergePlan walked by block/get
+    try:
+        start = time.perf_counter()
+        report = await per_level.merge_heads([prefix])
+        level_s = time.perf_counter() - start
+        assert not report.rejected and report.applied == PER_LEVEL_EVENTS
+        assert per_level.counters["car_exports"] == 0
+    finally:
+        await per_level.close()
+
+    joiner = await _kubo_joiner(tmp_path / "car", ipfs_api_urls[1], "carol")
+    try:
+        start = time.perf_counter()
+        report = await joiner.merge_heads(roots)
+        car_s = time.perf_counter() - start
+        assert not report.rejected, report.rejected[:3]
+        assert report.applied == KUBO_EVENTS
+        assert set(roots) <= set(joiner.clock.head_cids)
+        assert joiner.counters["car_exports"] == 1
+    finally:
+        await joiner.close()
+    level_rate, car_rate = PER_LEVEL_EVENTS / level_s, KUBO_EVENTS / car_s
+    print(f"\nper level: {level_rate:.0f}/s, {level_s:.1f} s; CAR: {car_rate:.0f}/s, {car_s:.1f} s")
+    assert car_rate > 3 * level_rate, (level_rate, car_rate)
