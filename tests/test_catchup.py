@@ -9,11 +9,15 @@ the state of the peer that wrote the history, refuse what a merge refuses, and l
 from __future__ import annotations
 
 import io
+import os
+import pty
+import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from cli_runner import SCRIPT, clean_env, cli_json
 from history import write_history_car
 
 from ipld_scheduler.car import CarDecoder, CarError, read_car, write_car
@@ -234,3 +238,43 @@ async def test_a_late_joiner_over_js_ipfs_takes_the_history_as_one_car(
     level_rate, car_rate = PER_LEVEL_EVENTS / level_s, KUBO_EVENTS / car_s
     print(f"\nper level: {level_rate:.0f}/s, {level_s:.1f} s; CAR: {car_rate:.0f}/s, {car_s:.1f} s")
     assert car_rate > 0.5 * level_rate, (level_rate, car_rate)
+
+
+# --- the CLI -----------------------------------------------------------------------------------
+
+
+def test_cli_import_shows_progress_on_a_terminal_and_only_the_report_with_json(tmp_path: Path) -> None:
+    car = tmp_path / "history.car"
+    roots, _blocks = write_history_car(car, 1500)
+    plain, fancy = tmp_path / "plain", tmp_path / "fancy"
+    for repo, peer in ((plain, "bob"), (fancy, "carol")):
+        cli_json(repo, "init", "--peer-id", peer)
+    report = cli_json(plain, "import", str(car))
+    assert report["success"] is True and report["applied"] == 1500 and not report["rejected"]
+    assert {str(r) for r in roots} <= set(report["heads"])
+
+    # A terminal on stderr: run under a pseudo-terminal and read what it shows.
+    parent, child = pty.openpty()
+    proc = subprocess.Popen(
+        [str(SCRIPT), "--repo", str(fancy), "import", str(car)],
+        env=clean_env(COLUMNS="100"),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=child,
+    )
+    os.close(child)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(parent, 4096)
+        except OSError:  # EIO once the child side is closed
+            break
+        if not chunk:
+            break
+        shown += chunk
+    out, _ = proc.communicate(timeout=120)
+    os.close(parent)
+    assert proc.returncode == 0, shown[-2000:]
+    text = shown.decode(errors="replace")
+    assert "blocks read" in text and "events applied" in text and "1,500" in text
+    assert "applied 1500 events" in out.decode()
