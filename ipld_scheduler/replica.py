@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ import cbor2
 from .blocks import Block, BlockKind, UnsupportedCodec, decode_typed, encode_value, links_of, require_dag_cbor
 from .car import read_car, write_car
 from .clock import MerkleClock
-from .codec import CID, DAG_CBOR, CodecError, verify_block
+from .codec import CID, DAG_CBOR, CodecError, encode, verify_block
 from .errors import InvalidInput, Refused
 from .events import (
     Cancel,
@@ -50,7 +51,7 @@ from .model import Event, EventKind, ModelError, Result, ResultStatus, WorkflowD
 from .ports import BlockNotFound, BlockStore, StoreError
 from .reasons import Reject
 from .repo import Repo
-from .staging import CarSource, Progress, Stage, Staging
+from .staging import CarSource, Progress, SignatureWorker, Stage, Staging
 from .state import FINISHED, State, WorkflowRecord
 from .sync import MergePlan, Ready, SyncError
 
@@ -113,6 +114,8 @@ class Replica:
         """Over a store that exports CARs (Kubo), more unknown blocks than this behind the heads switch
         the merge from one ``get`` per level to a ``dag/export`` of each head."""
         self.stage_batch = 4096
+        self.parallel_verify_from = 20_000
+        """A staged fold of at least this many events checks signatures in a worker process."""
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -838,35 +841,78 @@ class Replica:
     async def _fold_staged(
         self, staging: Staging, report: MergeReport, *, external: bool, progress: Progress | None
     ) -> None:
-        """Admit and apply staged events parents-first, a page at a time, each with its linked blocks."""
-        for page in staging.events_in_order(2000):
-            items: list[Ready] = []
-            events: list[tuple[CID, bytes, Event]] = []
-            for cid, data in page:
-                if cid in self.clock:
-                    continue
-                try:
-                    events.append((cid, data, Event.from_block(data)))
-                except (CodecError, ModelError):
-                    continue  # it only looked like an event: a linked block, folded with its event
-            links = {
-                link
-                for _cid, _data, event in events
-                for link, kind in links_of(BlockKind.EVENT, event)[len(event.parents) :]
-                if kind is not BlockKind.EVENT
-            }
-            held = self.repo.has_blocks(list(links))
-            cache = {
-                c: d for c, (d, _walked) in staging.get_many([c for c in links if c not in held]).items()
-            }
-            cache.update(dict.fromkeys(held, b""))
-            for cid, data, event in events:
-                linked = self._staged_links(cid, event, staging, report, cache)
-                if linked is not None:
-                    items.append(Ready(Block(cid, data, event), linked))
-            report.applied += await self._apply_items(items, report, external=external)
-            if progress is not None:
-                progress(Stage.FOLD, report.applied)
+        """Admit and apply staged events parents-first, a page at a time, each with its linked blocks.
+
+        For long histories (at least :attr:`parallel_verify_from` events, and more than one CPU)
+        signatures are checked in a worker process (:class:`~ipld_scheduler.staging.SignatureWorker`)
+        one page ahead of the fold: it verifies page N+1 while this process applies page N. Refusals
+        are the same either way.
+        """
+        worker = None
+        if staging.events >= self.parallel_verify_from and (os.cpu_count() or 1) > 1:
+            try:
+                worker = await SignatureWorker.start()
+            except OSError as exc:
+                log.info("no signature worker (%s): checking in this process", exc)
+        ahead: tuple[list[Ready], asyncio.Task[list[bool]] | None] | None = None
+        try:
+            for page in staging.events_in_order(2000):
+                items = self._page_items(page, staging, report)
+                task = None
+                if worker is not None and items:
+                    triples = [_signed_message(ready.event.value) for ready in items]
+                    task = asyncio.create_task(worker.verify(triples))
+                if ahead is not None:
+                    await self._apply_page(*ahead, report, external, progress)
+                ahead = (items, task)
+            if ahead is not None:
+                await self._apply_page(*ahead, report, external, progress)
+        finally:
+            if ahead is not None and ahead[1] is not None:
+                ahead[1].cancel()
+            if worker is not None:
+                await worker.close()
+
+    async def _apply_page(
+        self,
+        items: list[Ready],
+        verified: asyncio.Task[list[bool]] | None,
+        report: MergeReport,
+        external: bool,
+        progress: Progress | None,
+    ) -> None:
+        flags = await verified if verified is not None else None
+        report.applied += await self._apply_items(items, report, external=external, verified=flags)
+        if progress is not None:
+            progress(Stage.FOLD, report.applied)
+
+    def _page_items(
+        self, page: list[tuple[CID, bytes]], staging: Staging, report: MergeReport
+    ) -> list[Ready]:
+        """A page of staged events not applied yet, decoded, each with the blocks it links to."""
+        items: list[Ready] = []
+        events: list[tuple[CID, bytes, Event]] = []
+        for cid, data in page:
+            if cid in self.clock:
+                continue
+            try:
+                events.append((cid, data, Event.from_block(data)))
+            except (CodecError, ModelError):
+                continue  # it only looked like an event: a linked block, folded with its event
+        links = {
+            link
+            for _cid, _data, event in events
+            for link, kind in links_of(BlockKind.EVENT, event)[len(event.parents) :]
+            if kind is not BlockKind.EVENT
+        }
+        held = self.repo.has_blocks(list(links))
+        cache = {c: d for c, (d, _walked) in staging.get_many([c for c in links if c not in held]).items()}
+        cache.update(dict.fromkeys(held, b""))
+        for cid, data, event in events:
+            linked = self._staged_links(cid, event, staging, report, cache)
+            if linked is not None:
+                items.append(Ready(Block(cid, data, event), linked))
+        return items
 
     def _staged_links(
         self, cid: CID, event: Event, staging: Staging, report: MergeReport, cache: Mapping[CID, bytes]
@@ -904,13 +950,28 @@ class Replica:
             stack.extend(links_of(kind, value))
         return list(linked.values())
 
-    async def _apply_items(self, items: Sequence[Ready], report: MergeReport, *, external: bool) -> int:
-        """:meth:`_apply_ready` for events released by a staged fold; refusals go to ``report``."""
+    async def _apply_items(
+        self,
+        items: Sequence[Ready],
+        report: MergeReport,
+        *,
+        external: bool,
+        verified: Sequence[bool] | None = None,
+    ) -> int:
+        """:meth:`_apply_ready` for events released by a staged fold; refusals go to ``report``.
+
+        ``verified``, when given, holds each item's signature check, done elsewhere (a worker process).
+        """
         applied = 0
         pending_blocks: list[tuple[CID, bytes]] = []
         processed: list[CID] = []
-        for ready in items:
+        for index, ready in enumerate(items):
             cid, event = ready.event.cid, ready.event.value
+            if verified is not None and not verified[index]:
+                self._refused(
+                    report, cid, Reject.BAD_SIGNATURE, f"event by {event.author!r} has a bad signature"
+                )
+                continue
             unapplied = [
                 link
                 for link, kind in links_of(BlockKind.EVENT, event)[len(event.parents) :]
@@ -920,7 +981,7 @@ class Replica:
                 detail = f"linked event {unapplied[0]} is not applied"
                 self._refused(report, cid, Reject.POISONED_HISTORY, detail)
                 continue
-            refusal = self._admission(event, verify=True)
+            refusal = self._admission(event, verify=verified is None)
             if refusal is not None:
                 self._refused(report, cid, *refusal)
                 continue
@@ -940,6 +1001,11 @@ class Replica:
             await asyncio.sleep(0)
         self.counters["events_merged"] += applied
         return applied
+
+
+def _signed_message(event: Event) -> tuple[bytes, bytes, bytes]:
+    """What :func:`~ipld_scheduler.identity.verify_event` checks: key, signature, unsigned encoding."""
+    return event.key, event.sig, encode(event.unsigned_ipld())
 
 
 def _payload_links(data: bytes) -> list[CID]:

@@ -12,8 +12,11 @@ part of the repo.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
+import struct
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from enum import StrEnum
@@ -23,7 +26,7 @@ from typing import Protocol, runtime_checkable
 
 from .codec import CID
 
-__all__ = ["CarSource", "Progress", "Stage", "Staging"]
+__all__ = ["CarSource", "Progress", "SignatureWorker", "Stage", "Staging", "verify_signatures"]
 
 _CHUNK = 500
 
@@ -185,6 +188,86 @@ class Staging:
                 return
             last_height, last_cid = rows[-1][0], bytes(rows[-1][1])
             yield [(CID.from_bytes(bytes(raw)), bytes(data)) for _h, raw, data in rows]
+
+
+def verify_signatures(triples: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
+    """``(public key, signature, message)`` -> valid? (Ed25519), as ``identity.verify_event`` decides."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    out = []
+    for key, sig, message in triples:
+        try:
+            Ed25519PublicKey.from_public_bytes(key).verify(sig, message)
+        except (InvalidSignature, ValueError):
+            out.append(False)
+        else:
+            out.append(True)
+    return out
+
+
+_FRAME = struct.Struct(">I")
+_WORKER = "from ipld_scheduler.staging import _verifier_main; _verifier_main()"
+
+
+class SignatureWorker:
+    """A child Python process checking signatures for a fold, one batch at a time, over a pipe.
+
+    A plain subprocess (``python -c``), not multiprocessing: spawn would re-import the caller's main
+    module and fork is unsafe with the repo's writer thread. Frames: ``count`` then, per item, three
+    length-prefixed byte strings; the answer is ``count`` bytes of 0/1.
+    """
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self._proc = proc
+
+    @classmethod
+    async def start(cls) -> SignatureWorker:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _WORKER, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+        )
+        return cls(proc)
+
+    async def verify(self, triples: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        parts = [_FRAME.pack(len(triples))]
+        for triple in triples:
+            for item in triple:
+                parts += (_FRAME.pack(len(item)), item)
+        self._proc.stdin.write(b"".join(parts))
+        await self._proc.stdin.drain()
+        answer = await self._proc.stdout.readexactly(len(triples))
+        return [flag == 1 for flag in answer]
+
+    async def close(self) -> None:
+        if self._proc.returncode is None:
+            assert self._proc.stdin is not None
+            self._proc.stdin.close()
+            try:
+                await asyncio.wait_for(self._proc.wait(), 5.0)
+            except TimeoutError:
+                self._proc.kill()
+                await self._proc.wait()
+
+
+def _verifier_main() -> None:
+    """The worker's loop: read a frame from stdin, answer on stdout, until stdin closes."""
+    source, sink = sys.stdin.buffer, sys.stdout.buffer
+
+    def read(n: int) -> bytes:
+        data = source.read(n)
+        if len(data) != n:
+            raise SystemExit(0)
+        return data
+
+    while True:
+        (count,) = _FRAME.unpack(read(4))
+        triples = []
+        for _ in range(count):
+            key, sig, message = (read(_FRAME.unpack(read(4))[0]) for _ in range(3))
+            triples.append((key, sig, message))
+        sink.write(bytes(verify_signatures(triples)))
+        sink.flush()
 
 
 def _chunks(raws: list[bytes]) -> Iterator[list[bytes]]:

@@ -13,20 +13,24 @@ import os
 import pty
 import subprocess
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from cli_runner import SCRIPT, clean_env, cli_json
-from history import write_history_car
+from history import history_blocks, write_history_car
 
+from ipld_scheduler.blocks import encode_value
 from ipld_scheduler.car import CarDecoder, CarError, read_car, write_car
+from ipld_scheduler.clock import MerkleClock
 from ipld_scheduler.codec import CID, CodecError
 from ipld_scheduler.embedded.network import EmbeddedNetwork
 from ipld_scheduler.embedded.store import EmbeddedStore
 from ipld_scheduler.kubo.rpc import KuboRPC
 from ipld_scheduler.kubo.store import KuboStore
-from ipld_scheduler.model import Event, ModelError, WorkflowDefinition
+from ipld_scheduler.model import Event, EventKind, ModelError, WorkflowDefinition
 from ipld_scheduler.reasons import Reject
 from ipld_scheduler.replica import Replica
 from ipld_scheduler.repo import Repo
@@ -146,6 +150,29 @@ async def test_a_late_joiner_catches_up_over_the_embedded_network(source: Replic
     finally:
         await joiner.close()
         del source_store
+
+
+@pytest.mark.parametrize("worker", [False, True], ids=["in-process", "worker-process"])
+async def test_a_forged_signature_is_refused_with_or_without_the_signature_worker(
+    tmp_path: Path, worker: bool
+) -> None:
+    clock = MerkleClock()
+    blocks = list(history_blocks(300, clock=clock))
+    tip = Event.from_block(blocks[-1][1])
+    forged_event = replace(clock.tick(EventKind.PEER_REMOVE.value, {"peer": "mallory"}), author=tip.author)
+    forged_event = replace(forged_event, key=tip.key, sig=bytes(64))
+    forged = encode_value(forged_event)
+    buffer = io.BytesIO()
+    write_car(buffer, [forged.cid], [*blocks, forged.pair])
+    target = await _open(tmp_path / "bob", "bob")
+    target.parallel_verify_from = 1 if worker else 10**9
+    try:
+        report = await target.import_car(buffer.getvalue())
+        assert report.applied == 300
+        assert report.reasons == Counter({Reject.BAD_SIGNATURE: 1})
+        assert forged.cid not in target.clock and blocks[-1][0] in target.clock
+    finally:
+        await target.close()
 
 
 def test_car_decoder_fed_byte_by_byte_equals_read_car(source: Replica) -> None:
