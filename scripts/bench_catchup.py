@@ -10,7 +10,8 @@ CAR read into a dict first, failing past ``max_pending`` = 200000 unknown blocks
   N-event history (blocks fetched over the in-process block exchange).
 
 Each case runs in its own process (peak RSS is that process's own). Usage:
-``python scripts/bench_catchup.py [--quick]`` (quick: 2k events; full: 10k and 100k imports, 10k joiner).
+``python scripts/bench_catchup.py [--quick]`` (quick: 2k events; full: 10k, 100k and 120k imports (the
+last past the old 200000-block cap), 10k joiner).
 Must not: leave files behind (everything lives in a temporary directory).
 """
 
@@ -163,7 +164,7 @@ def main(argv: list[str]) -> None:
         _case(argv[1:])
         return
     quick = "--quick" in argv
-    imports = [2_000] if quick else [10_000, 100_000]
+    imports = [2_000] if quick else [10_000, 100_000, 120_000]  # 120k: past the old 200000-block cap
     joiner = 2_000 if quick else 10_000
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
