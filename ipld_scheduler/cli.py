@@ -478,6 +478,12 @@ def workflow_source(path: str) -> str:
 
 @cli.command()
 @click.option(
+    "--from-file",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
+    help="JSON Lines, one job per line with the fields below (workflow_id, name, tags, priority, "
+    "metadata, run, manual): all scheduled with one durable commit ('-': stdin).",
+)
+@click.option(
     "--id", "workflow_id", help="Workflow id (unique; re-scheduling the same definition is a no-op)."
 )
 @click.option("--name", help="Display name (default: the id, or the workflow file's name).")
@@ -523,10 +529,14 @@ def workflow_source(path: str) -> str:
     is_flag=True,
     help="Nothing to run: the workflow waits in its owner's queue until `ipld-scheduler next` takes it.",
 )
+@click.option(
+    "--retries", type=click.IntRange(0, 100), default=0, help="Re-run a failed run up to N times (backoff)."
+)
 @json_option
 @click.pass_context
 def schedule(
     ctx: click.Context,
+    from_file: str | None,
     workflow_id: str | None,
     name: str | None,
     tags: str | None,
@@ -541,6 +551,7 @@ def schedule(
     event: str | None,
     base_ref: str | None,
     manual: bool,
+    retries: int,
 ) -> None:
     """Schedule a workflow; every peer derives the same owner for it.
 
@@ -558,6 +569,11 @@ def schedule(
     settings = _settings(ctx)
     from . import ops
 
+    if from_file is not None:
+        if workflow_id or name or tags or priority is not None or metadata or command or workflow_file:
+            _fail(settings, InvalidInput("--from-file takes each job's fields from the file: give no others"))
+        _schedule_from_file(settings, from_file, manual)
+        return
     try:
         if command and workflow_file:
             raise InvalidInput("give either --run or --workflow-file, not both")
@@ -621,6 +637,8 @@ def schedule(
             }
     except IpldSchedulerError as exc:
         _fail(settings, exc)
+    if retries:
+        args["retries"] = retries
     if checkout is not None:
         data = _call(settings, "schedule_actions", **args)
     else:
@@ -639,6 +657,64 @@ def _human_next(console: Console, data: dict[str, Any]) -> None:
         return
     console.print(f"{workflow['workflow_id']}  {workflow['name']}  priority {workflow['priority']}")
     console.print(f"tags: {', '.join(workflow['tags'])}; {data['queue_size']} left in the queue")
+
+
+MAX_JOBS_FILE_BYTES = 64 * 1024 * 1024
+"""Largest ``schedule --from-file`` input read."""
+
+
+def _schedule_from_file(settings: Settings, path: str, manual: bool) -> None:
+    """``schedule --from-file``: every line a job object; bad lines are named ``FILE:LINE``."""
+    import json
+
+    try:
+        if path == "-":
+            raw = sys.stdin.buffer.read(MAX_JOBS_FILE_BYTES + 1)
+        else:
+            with open(path, "rb") as fh:
+                raw = fh.read(MAX_JOBS_FILE_BYTES + 1)
+    except OSError as exc:
+        _fail(settings, InvalidInput(f"cannot read {path!r}: {exc.strerror or exc}"))
+    name = "stdin" if path == "-" else path
+    if len(raw) > MAX_JOBS_FILE_BYTES:
+        _fail(settings, InvalidInput(f"{name}: larger than {MAX_JOBS_FILE_BYTES} bytes; split it"))
+    jobs: list[Any] = []
+    where: list[str] = []
+    problems: list[str] = []
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            jobs.append(json.loads(line.decode("utf-8")))
+            where.append(f"{name}:{number}")
+        except (UnicodeDecodeError, ValueError) as exc:
+            problems.append(f"{name}:{number}: not a JSON object: {str(exc)[:200]}")
+    if problems:
+        more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        shown = "\n".join(problems[:20]) + more
+        _fail(settings, InvalidInput(f"{len(problems)} unreadable lines, nothing scheduled:\n{shown}"))
+    if not jobs:
+        _fail(settings, InvalidInput(f"{name}: no jobs (one JSON object per line)"))
+    data = _call(settings, "schedule_many", jobs=jobs, require_run=not manual, where=where)
+    _show(settings, data, _human_batch)
+    if not data["success"]:
+        sys.exit(EXIT_REFUSED)
+
+
+def _human_batch(console: Console, data: dict[str, Any]) -> None:
+    results = data["results"]
+    for answer in results:
+        if not answer["success"]:
+            console.print(f"[red]not scheduled[/] {answer['workflow_id']}: {answer['reason']}")
+        else:
+            where = "this peer" if answer["is_local"] else answer["assigned_peer"]
+            again = " (already scheduled)" if answer.get("existing") else ""
+            console.print(f"scheduled {answer['workflow_id']}{again} -> {where}")
+    refused = sum(1 for r in results if not r["success"])
+    console.print(
+        f"{_plural(data['scheduled'], 'new workflow')} in one commit; {len(results) - refused} of "
+        f"{len(results)} accepted"
+    )
 
 
 @cli.command("next")
@@ -663,6 +739,17 @@ def cancel(ctx: click.Context, workflow_id: str, reason: str) -> None:
     settings = _settings(ctx)
     data = _call(settings, "cancel", workflow_id=workflow_id, reason=reason)
     _show(settings, data, lambda c, d: c.print(f"cancelled {d['workflow_id']} (event {d['event_cid']})"))
+
+
+@cli.command()
+@click.argument("workflow_id")
+@json_option
+@click.pass_context
+def retry(ctx: click.Context, workflow_id: str) -> None:
+    """Run a failed or cancelled workflow again as a new attempt (`results` lists every attempt)."""
+    settings = _settings(ctx)
+    data = _call(settings, "retry", workflow_id=workflow_id)
+    _show(settings, data, lambda c, d: c.print(f"retrying {d['workflow_id']}: attempt {d['attempt']}"))
 
 
 @cli.command()
@@ -824,7 +911,8 @@ def _human_results(console: Console, data: dict[str, Any]) -> None:
         seconds = "-" if run["duration_ms"] is None else f"{run['duration_ms'] / 1000:.2f} s"
         outcome = RUN_OUTCOMES.get(str(run["status"]), str(run["status"]))
         console.print(
-            f"[bold]run {index}[/] on {run['peer']}: {outcome}, exit code {run['exit_code']}, {seconds}"
+            f"[bold]run {index}[/] (attempt {run.get('attempt', 0)}) on {run['peer']}: {outcome}, "
+            f"exit code {run['exit_code']}, {seconds}"
         )
         if run.get("reason"):
             console.print(f"  reason: {run['reason']}")
@@ -1050,7 +1138,13 @@ def _peer_options(
     "--peer-id", help=f"This peer's id (first run only; then kept in the repo). Env: {ENV_PEER_ID}."
 )
 @click.option("--peers", help=f"Comma-separated ids of other members. Env: {ENV_BOOTSTRAP_PEERS}.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address of the API/dashboard server.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address of the API/dashboard server. Anything but loopback exposes the API (token required, "
+    "<repo>/api-token must be 0600) and is warned about.",
+)
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=0, show_default=True, help="0 picks a free port."
 )
@@ -1166,6 +1260,7 @@ def run(
         from .daemon import serve
         from .web.server import WebServer
 
+        _check_exposed(settings, host)
         if await find_running_peer(settings.repo):
             raise Unavailable(f"a peer already serves {settings.repo}; stop it first")
         stop = asyncio.Event()
@@ -1189,7 +1284,8 @@ def run(
                     "pid": os.getpid(),
                 },
                 f"peer {peer.replica.peer_id} serving {settings.repo}\n"
-                f"  dashboard {url}/\n  metrics   {server.metrics_url}\n  (Ctrl-C to stop)",
+                f"  dashboard {url}/ (log in with `ipld-scheduler dashboard --open`)\n"
+                f"  metrics   {server.metrics_url}\n  (Ctrl-C to stop)",
             )
 
         async def shutdown() -> None:
@@ -1235,16 +1331,18 @@ async def _serving(coro: Coroutine[Any, Any, T]) -> T:
 
 @cli.command()
 @click.option("--open", "open_browser", is_flag=True, help="Open it in a web browser.")
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="With no running peer: where to serve.")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True)
 @json_option
 @click.pass_context
 def dashboard(ctx: click.Context, open_browser: bool, host: str, port: int) -> None:
     """Print the dashboard URL of the running peer; with none, serve one over the repo until Ctrl-C.
 
-    The URL is printed on stdout (with --json: {"success", "event", "dashboard", "api", ...}). A
-    dashboard served this way shows the repo's DAG (no liveness, no execution) and, like `run`,
-    publishes <repo>/api so other commands go through it meanwhile.
+    The URL is printed on stdout (with --json: {"success", "event", "dashboard", "api", ...}). It
+    carries the repo's API token once (/?token=...): the server trades it for a browser cookie and
+    drops it from the address bar. Treat the printed URL like the token itself. A dashboard served
+    this way shows the repo's DAG (no liveness, no execution) and, like `run`, publishes <repo>/api
+    so other commands go through it meanwhile.
     """
     settings = _settings(ctx)
     received: list[int] = []
@@ -1252,20 +1350,23 @@ def dashboard(ctx: click.Context, open_browser: bool, host: str, port: int) -> N
     async def main_loop() -> None:
         import asyncio
 
+        from .access import read_token
         from .client import DirectScheduler, find_running_peer, open_direct
         from .web.server import WebServer
 
         url = await find_running_peer(settings.repo)
         if url is not None:
+            login = _login_url(url, read_token(settings.repo))
             _announce(
                 settings,
-                {"event": "running", "dashboard": url + "/", "api": url},
-                f"{url}/",
+                {"event": "running", "dashboard": login, "api": url},
+                login,
                 stdout=True,
             )
             if open_browser:
-                _open(url + "/")
+                _open(login)
             return
+        _check_exposed(settings, host)
         scheduler: DirectScheduler = await open_direct(
             settings.repo,
             ipfs_api=settings.ipfs_api,
@@ -1277,22 +1378,23 @@ def dashboard(ctx: click.Context, open_browser: bool, host: str, port: int) -> N
         server = WebServer(scheduler.replica, None, host=host, port=port, mode="dashboard")
         try:
             url = await server.start()
+            login = _login_url(url, server.token)
             _announce(
                 settings,
                 {
                     "event": "ready",
-                    "dashboard": url + "/",
+                    "dashboard": login,
                     "api": url,
                     "repo": str(settings.repo),
                     "pid": os.getpid(),
                 },
-                f"{url}/",
+                login,
                 stdout=True,
             )
             if not settings.json_output:
                 settings.err.print(f"dashboard for {settings.repo} (Ctrl-C to stop)")
             if open_browser:
-                _open(url + "/")
+                _open(login)
             await stop.wait()
         finally:
             await server.stop()
@@ -1300,6 +1402,26 @@ def dashboard(ctx: click.Context, open_browser: bool, host: str, port: int) -> N
 
     _run_async(settings, _serving(main_loop()))
     _exit_if_interrupted(received)
+
+
+def _login_url(url: str, token: str | None) -> str:
+    """The dashboard URL that carries the token once; the server trades it for a cookie."""
+    return f"{url}/?token={token}" if token else f"{url}/"
+
+
+def _check_exposed(settings: Settings, host: str) -> None:
+    """Beyond loopback: an existing token file must be private (else refused), and say it loudly."""
+    from .access import check_exposable, is_loopback
+
+    if is_loopback(host):
+        return
+    check_exposable(settings.repo)
+    settings.err.print(
+        f"WARNING: serving the HTTP API on {host}, beyond this machine. Anyone who reaches it with the "
+        f"token in {settings.repo / 'api-token'} can schedule commands that run as this user; the "
+        "token travels in clear over plain HTTP, so put TLS in front of it on a shared network.",
+        markup=False,
+    )
 
 
 def _open(url: str) -> None:
@@ -1323,7 +1445,8 @@ def _open(url: str) -> None:
 def mcp(ctx: click.Context, http_port: int | None, host: str) -> None:
     """MCP server (stdio by default) exposing the scheduler's tools to AI assistants.
 
-    A repo without identity takes P2P_PEER_ID, else a generated peer id (kept in the repo).
+    A repo without identity takes P2P_PEER_ID, else a generated peer id (kept in the repo). Over
+    --http every request needs `Authorization: Bearer <token>` with the token in <repo>/api-token.
     """
     settings = _settings(ctx)
     from .mcp_tools import serve_mcp

@@ -2,7 +2,9 @@
 
 Owns: the ``<repo>/api`` discovery rule (the way the ``ipfs`` CLI finds its daemon): a live
 ``ipld-scheduler run`` writes its URL there; a client reads it, probes ``/api/v1/id`` and uses the
-server only if it answers *for this repo*, so a stale file (crash, reused port) is ignored. Then
+server only if it answers *for this repo*, so a stale file (crash, reused port) is ignored. Every
+request carries the repo's API token (``<repo>/api-token``, :mod:`.access`) as
+``Authorization: Bearer``: whoever can read the repo may drive its peer, nobody else. Then
 either :class:`RemoteScheduler` (a thin HTTP client of :mod:`.api`'s routes) or
 :class:`DirectScheduler` (opens the repo, calls :mod:`ipld_scheduler.ops`, closes it) behind one
 interface, :class:`Scheduler`, so a command never knows which one it got.
@@ -26,8 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 from urllib.parse import quote
 
-from .errors import InvalidInput, Refused, Unavailable, error_class
-from .web.routes import API_PREFIX, CAR_MEDIA_TYPE, ROUTES
+from .errors import InvalidInput, Refused, Unauthorized, Unavailable, error_class
+from .routes import API_PREFIX, CAR_MEDIA_TYPE, ROUTES
 
 if TYPE_CHECKING:
     import aiohttp
@@ -42,6 +44,7 @@ __all__ = [
     "RemoteScheduler",
     "Scheduler",
     "api_file",
+    "auth_headers",
     "automatic_peer_id",
     "connect",
     "find_running_peer",
@@ -105,10 +108,13 @@ def api_file(repo_path: str | Path) -> Path:
 
 
 def write_api_file(repo_path: str | Path, url: str) -> None:
-    """Atomically (write, fsync, rename), so a reader never sees half a URL."""
+    """Atomically (write, fsync, rename), so a reader never sees half a URL; mode 0600 like the
+    rest of the repo."""
     target = api_file(repo_path)
     tmp = target.with_name(f".{API_FILE}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w", encoding="utf-8") as fh:
         fh.write(url + "\n")
         fh.flush()
         os.fsync(fh.fileno())
@@ -123,30 +129,47 @@ def remove_api_file(repo_path: str | Path, url: str | None = None) -> None:
             target.unlink()
 
 
+def auth_headers(repo_path: str | Path) -> dict[str, str]:
+    """``Authorization: Bearer`` with the repo's API token (``<repo>/api-token``), if it has one."""
+    from .access import read_token
+
+    token = read_token(repo_path)
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 async def find_running_peer(repo_path: str | Path) -> str | None:
-    """The URL of a live server for this repo, or None (no file, or it does not answer for this repo)."""
+    """The URL of a live server for this repo, or None (no file, or it does not answer for this repo).
+
+    The probe carries the repo's token: a server that refuses it is not this repo's (or the token
+    was replaced since it started; :func:`connect` says so if the repo stays locked).
+    """
+    return (await _probe(repo_path))[0]
+
+
+async def _probe(repo_path: str | Path) -> tuple[str | None, bool]:
+    """(URL of this repo's live server or None, whether the server in ``<repo>/api`` refused our token)."""
     try:
         url = api_file(repo_path).read_text(encoding="utf-8").strip()
     except OSError:
-        return None
+        return None, False
     if not url.startswith(("http://", "https://")):
-        return None
+        return None, False
     import aiohttp
 
     timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
     try:
         async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
+            aiohttp.ClientSession(timeout=timeout, headers=auth_headers(repo_path)) as session,
             session.get(url + API_PREFIX + "/id") as response,
         ):
             if response.status != 200:
-                return None
+                return None, response.status == 401
             identity = await response.json()
     except (aiohttp.ClientError, TimeoutError, ValueError):
-        return None
+        return None, False
     if not isinstance(identity, dict) or identity.get("repo") != str(Path(repo_path).absolute()):
-        return None
-    return url
+        return None, False
+    return url, False
 
 
 # --- remote ------------------------------------------------------------------------------------
@@ -157,12 +180,16 @@ class RemoteScheduler:
 
     mode = "peer"
 
-    def __init__(self, url: str, *, timeout: float = REQUEST_TIMEOUT_S) -> None:
+    def __init__(self, url: str, *, token: str | None = None, timeout: float = REQUEST_TIMEOUT_S) -> None:
+        """``token``: the serving repo's API token (sent as ``Authorization: Bearer``)."""
         self.url: str | None = url
         import aiohttp
 
         self._base = url.rstrip("/") + API_PREFIX
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=timeout), headers=headers
+        )
         self._client_error: type[Exception] = aiohttp.ClientError
 
     async def _answer(self, response: aiohttp.ClientResponse) -> dict[str, Any]:
@@ -220,6 +247,12 @@ class RemoteScheduler:
 
     async def close(self) -> None:
         await self._session.close()
+
+
+def _remote(url: str, repo_path: Path) -> RemoteScheduler:
+    from .access import read_token
+
+    return RemoteScheduler(url, token=read_token(repo_path))
 
 
 # --- direct ------------------------------------------------------------------------------------
@@ -347,14 +380,21 @@ async def _open_repo(repo_path: Path, watch_api: bool) -> Repo | str:
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + LOCK_RETRY_S
+    refused = False
     while True:
         try:
             return Repo.open(repo_path)
         except RepoLocked as exc:
             if watch_api:
-                url = await find_running_peer(repo_path)
+                url, refused = await _probe(repo_path)
                 if url is not None:
                     return url
+            if loop.time() >= deadline and refused:
+                raise Unauthorized(
+                    f"{exc}, and its API ({api_file(repo_path)}) refuses the token in "
+                    f"{Path(repo_path) / 'api-token'}: was the file replaced while the peer ran? "
+                    "restart the peer to serve the new token"
+                ) from None
             if loop.time() >= deadline:
                 raise Unavailable(
                     f"{exc}. If it is `ipld-scheduler run`, it has not published {api_file(repo_path)} "
@@ -385,11 +425,11 @@ async def connect(
     if prefer_remote:
         url = await find_running_peer(path)
         if url is not None:
-            return RemoteScheduler(url)
+            return _remote(url, path)
     _check_exists(path, create or automatic or bool(peer_id or new_peer_id))
     opened = await _open_repo(path, prefer_remote)
     if isinstance(opened, str):
-        return RemoteScheduler(opened)
+        return _remote(opened, path)
     return await _open_replica(
         opened,
         ipfs_api=ipfs_api,

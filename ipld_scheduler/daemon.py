@@ -70,7 +70,6 @@ async def serve(
         replica,
         broadcaster,
         options,
-        workdir=repo.path / "work",
         backend="kubo" if ipfs_api else "embedded",
         reachable=None if ipfs_api else (),  # an embedded store's bus holds this process only
         sandbox=None if sandbox is None else Sandbox(sandbox),

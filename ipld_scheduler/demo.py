@@ -7,8 +7,8 @@ one of them a GitHub Actions file), the progress display and the final report.
 
 Must not: decide anything the runtime or the fold decide (the demo only schedules work, kills a peer
 and observes), or read any state but the replicas': every number in the report comes from the DAG
-(result blocks carry who ran what and how long), so the report reads the same from every peer.
-Tests and benchmarks reuse :class:`Cluster` and :func:`demo_workflows`.
+(the state fold records who ran what, how it ended and how long it took), so the report reads the
+same from every peer. The cluster harness itself is :class:`ipld_scheduler.testing.Cluster`.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
 from .actions import plan_from_actions
-from .codec import CodecError, decode
 from .embedded.network import EmbeddedNetwork
-from .model import ModelError, Result, WorkflowDefinition
+from .model import ResultStatus, WorkflowDefinition, WorkflowStatus
 from .options import PeerOptions
 from .replica import Replica
 from .state import FINISHED, State
@@ -176,14 +176,21 @@ def demo_options(*, balance: bool = True, **overrides: Any) -> PeerOptions:
 # --- the report -----------------------------------------------------------------------------------
 
 
-def _result_of(replica: Replica, cid: Any) -> Result | None:
-    data = replica.repo.get_block(cid) if cid is not None else None
-    if data is None:
-        return None
-    try:
-        return Result.from_ipld(decode(data))
-    except (CodecError, ModelError):
-        return None
+LOST: Final = "lost"
+"""The report's status for a workflow that no replica knows or that never finished."""
+_REPORTED: Final = (WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.CANCELLED)
+
+
+@dataclass(slots=True)
+class _PeerTally:
+    """One peer's line of the report: runs it finished (successful or not) and time spent."""
+
+    runs: int = 0
+    completed: int = 0
+    failed: int = 0
+    busy_s: float = 0.0
+    original_share: int = 0
+    killed: bool = False
 
 
 def summarize(
@@ -196,32 +203,31 @@ def summarize(
     """Who ran what and how long, failovers, transfers and duplicates, from ``replica``'s DAG alone."""
     state: State = replica.state
     rows: list[dict[str, Any]] = []
-    per_peer: dict[str, dict[str, Any]] = {
-        p: {"runs": 0, "completed": 0, "failed": 0, "busy_s": 0.0, "original_share": 0, "killed": p == killed}
-        for p in peer_ids
-    }
-    counts = {"completed": 0, "failed": 0, "cancelled": 0, "lost": 0}
+    tallies = {p: _PeerTally(killed=p == killed) for p in peer_ids}
+    counts = dict.fromkeys([*map(str, _REPORTED), LOST], 0)
     failovers = transfers = duplicates = 0
     for wid in workflow_ids:
         rec = state.workflows.get(wid)
         if rec is None or rec.winner is None:
-            counts["lost"] += 1
-            rows.append({"workflow_id": wid, "status": "lost"})
+            counts[LOST] += 1
+            rows.append({"workflow_id": wid, "status": LOST})
             continue
         original = rec.winner.ranking[0] if rec.winner.ranking else None
-        if original in per_peer:
-            per_peer[original]["original_share"] += 1
-        status = rec.status if rec.status in FINISHED else "lost"
+        if original in tallies:
+            tallies[original].original_share += 1
+        status = str(rec.status) if rec.status in FINISHED else LOST
         counts[status] += 1
         runs = []
-        for run in rec.runs:
-            result = _result_of(replica, run.result)
-            seconds = result.duration_ms / 1000 if result is not None else 0.0
+        for run in rec.runs:  # outcome and duration as the fold recorded them from the Result
+            seconds = (run.duration_ms or 0) / 1000
             runs.append({"peer": run.peer, "status": run.status, "duration_s": round(seconds, 3)})
-            stats = per_peer.setdefault(run.peer, {"runs": 0, "completed": 0, "failed": 0, "busy_s": 0.0})
-            stats["runs"] += 1
-            stats["completed" if run.status == "success" else "failed"] += 1
-            stats["busy_s"] = round(stats["busy_s"] + seconds, 3)
+            tally = tallies.setdefault(run.peer, _PeerTally())
+            tally.runs += 1
+            if run.status is ResultStatus.SUCCESS:
+                tally.completed += 1
+            else:
+                tally.failed += 1
+            tally.busy_s = round(tally.busy_s + seconds, 3)
         duplicates += max(0, len(runs) - 1)
         ran_by = runs[0]["peer"] if runs else None
         moved = rec.transfer is not None and rec.transfer[0] > rec.winner.stamp
@@ -251,6 +257,7 @@ def summarize(
                 "note": note,
             }
         )
+    per_peer = {p: asdict(t) for p, t in tallies.items()}
     total_runs = sum(p["runs"] for p in per_peer.values())
     fair = total_runs / len(peer_ids) if peer_ids else 0.0
     busy = [p["busy_s"] for p in per_peer.values()]
@@ -299,10 +306,9 @@ def _render_report(console: Any, summary: dict[str, Any]) -> None:
         table.add_column(column, justify=justify, no_wrap=column == "job")  # type: ignore[arg-type]
     for row in summary["rows"]:
         runs = row.get("runs", [])
-        ran = (
-            ", ".join(f"[{'green' if r['status'] == 'success' else 'red'}]{r['peer']}[/]" for r in runs)
-            or f"[yellow]{row['status']}[/]"
-        )
+        colours = ("green" if r["status"] == ResultStatus.SUCCESS else "red" for r in runs)
+        ran = ", ".join(f"[{c}]{r['peer']}[/]" for c, r in zip(colours, runs, strict=True))
+        ran = ran or f"[yellow]{row['status']}[/]"
         table.add_row(
             row["workflow_id"],
             (row.get("name") or "")[:18],
@@ -336,12 +342,13 @@ def _render_report(console: Any, summary: dict[str, Any]) -> None:
     console.print(
         "[dim]owned: owner at schedule time; evicted: evict events written; took: idle transfers written[/]"
     )
-    ok = summary["completed"] == summary["workflows"] and summary["lost"] == 0
+    completed, failed = summary[WorkflowStatus.COMPLETED], summary[WorkflowStatus.FAILED]
+    ok = completed == summary["workflows"] and summary[LOST] == 0
     verdict = "[green]every workflow completed[/]" if ok else "[red]NOT every workflow completed[/]"
     conv = "[green]identical heads on every live peer[/]" if summary["converged"] else "[red]heads differ[/]"
     console.print(
-        f"{verdict}: {summary['completed']}/{summary['workflows']} completed, {summary['failed']} failed, "
-        f"{summary['lost']} lost; {summary['failovers']} failovers, {summary['transfers']} transfers, "
+        f"{verdict}: {completed}/{summary['workflows']} completed, {failed} failed, "
+        f"{summary[LOST]} lost; {summary['failovers']} failovers, {summary['transfers']} transfers, "
         f"{summary['duplicates']} duplicate runs; {conv}; {summary['elapsed_s']:.1f} s "
         f"(seed {summary['seed']})"
     )

@@ -96,8 +96,17 @@ class Unavailable(IpldSchedulerError):
     http_status = 503
 
 
+class Unauthorized(IpldSchedulerError):
+    """A local interface (HTTP API, dashboard, MCP over HTTP) was called without the repo's API token
+    (``<repo>/api-token``) or with a wrong one: exit 1, HTTP 401."""
+
+    code = "unauthorized"
+    exit_code = EXIT_REFUSED
+    http_status = 401
+
+
 _BY_CODE: Final[dict[str, type[IpldSchedulerError]]] = {
-    cls.code: cls for cls in (InvalidInput, NotFound, Refused, Conflict, Unavailable)
+    cls.code: cls for cls in (InvalidInput, NotFound, Refused, Conflict, Unavailable, Unauthorized)
 }
 
 

@@ -33,8 +33,10 @@ __all__ = [
     "PeerAdd",
     "PeerRemove",
     "Reprioritize",
+    "Retry",
     "Schedule",
     "Transfer",
+    "attempt_field",
     "body_of",
     "payload_of",
 ]
@@ -58,6 +60,8 @@ class Schedule:
 
     kind: ClassVar[EventKind] = EventKind.SCHEDULE
     workflow: CID
+    retries: int | None = None
+    """Automatic retry budget: how many times the owner retries a failed run (absent: none)."""
 
     def links(self) -> list[Link]:
         return [(self.workflow, BlockKind.WORKFLOW)]
@@ -70,6 +74,8 @@ class Cancel:
     kind: ClassVar[EventKind] = EventKind.CANCEL
     id: str
     reason: str | None = None
+    attempt: int | None = None
+    """The attempt it stops (absent: attempt 0, the first run); likewise on claim/complete/fail."""
 
     def links(self) -> list[Link]:
         return []
@@ -118,6 +124,7 @@ class Claim:
     kind: ClassVar[EventKind] = EventKind.CLAIM
     id: str
     schedule: CID
+    attempt: int | None = None
 
     def links(self) -> list[Link]:
         return [(self.schedule, BlockKind.EVENT)]
@@ -130,6 +137,7 @@ class Complete:
     kind: ClassVar[EventKind] = EventKind.COMPLETE
     id: str
     result: CID
+    attempt: int | None = None
 
     def links(self) -> list[Link]:
         return [(self.result, BlockKind.RESULT)]
@@ -143,6 +151,7 @@ class Fail:
     id: str
     result: CID
     reason: str | None = None
+    attempt: int | None = None
 
     def links(self) -> list[Link]:
         return [(self.result, BlockKind.RESULT)]
@@ -184,6 +193,23 @@ class Checkpoint:
         return [(self.state, BlockKind.BLOB)]
 
 
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Run a failed or cancelled workflow again as ``attempt`` (the current attempt + 1)."""
+
+    kind: ClassVar[EventKind] = EventKind.RETRY
+    id: str
+    attempt: int
+
+    def links(self) -> list[Link]:
+        return []
+
+
+def attempt_field(attempt: int) -> int | None:
+    """The wire form of an attempt number: absent (``None``) for attempt 0, so old blocks keep their CIDs."""
+    return attempt or None
+
+
 Payload = (
     Schedule
     | Cancel
@@ -196,26 +222,28 @@ Payload = (
     | Evict
     | Transfer
     | Checkpoint
+    | Retry
 )
 
 _Reader = Callable[[Mapping[str, Any]], Payload]
 _READERS: Final[dict[str, _Reader]] = {
-    EventKind.SCHEDULE: lambda b: Schedule(b["workflow"]),
-    EventKind.CANCEL: lambda b: Cancel(b["id"], b.get("reason")),
+    EventKind.SCHEDULE: lambda b: Schedule(b["workflow"], b.get("retries")),
+    EventKind.CANCEL: lambda b: Cancel(b["id"], b.get("reason"), b.get("attempt")),
     EventKind.REPRIORITIZE: lambda b: Reprioritize(b["id"], b["priority"]),
     EventKind.PEER_ADD: lambda b: PeerAdd(b["peer"], b.get("key")),
     EventKind.PEER_REMOVE: lambda b: PeerRemove(b["peer"], b.get("reason")),
-    EventKind.CLAIM: lambda b: Claim(b["id"], b["schedule"]),
-    EventKind.COMPLETE: lambda b: Complete(b["id"], b["result"]),
-    EventKind.FAIL: lambda b: Fail(b["id"], b["result"], b.get("reason")),
+    EventKind.CLAIM: lambda b: Claim(b["id"], b["schedule"], b.get("attempt")),
+    EventKind.COMPLETE: lambda b: Complete(b["id"], b["result"], b.get("attempt")),
+    EventKind.FAIL: lambda b: Fail(b["id"], b["result"], b.get("reason"), b.get("attempt")),
     EventKind.EVICT: lambda b: Evict(b["peer"], b.get("reason")),
     EventKind.TRANSFER: lambda b: Transfer(b["id"], b["to"], b.get("reason")),
     EventKind.CHECKPOINT: lambda b: Checkpoint(b["state"]),
+    EventKind.RETRY: lambda b: Retry(b["id"], b["attempt"]),
 }
 """Keyed by the kind's string value (StrEnum members hash as their values), so lookups by the
 envelope's ``kind`` string need no conversion."""
 
-_OPTIONAL: Final = ("reason", "key")
+_OPTIONAL: Final = ("reason", "key", "attempt", "retries")
 """Fields written only when set: an absent ``reason`` and an empty one are different blocks."""
 
 

@@ -79,10 +79,12 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Final
 
 from .errors import InvalidInput
+from .model import ResultStatus
 from .sandbox import Sandbox, SandboxError
 
 if TYPE_CHECKING:
@@ -98,6 +100,8 @@ __all__ = [
     "RunOutcome",
     "RunSpecError",
     "StepResult",
+    "StepStatus",
+    "StopCause",
     "execute",
     "validate_run",
 ]
@@ -136,6 +140,25 @@ class RunSpecError(InvalidInput, ValueError):
     """The run section is malformed or exceeds a bound; the message names the offending field."""
 
 
+class StepStatus(StrEnum):
+    """How one step ended (values are what a Result block's step rows say)."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    SKIPPED = "skipped"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+
+
+class StopCause(StrEnum):
+    """What cut a step short: the cancel event, or whose deadline fired (run, job or step)."""
+
+    CANCEL = "cancel"
+    RUN = "run"
+    JOB = "job"
+    STEP = "step"
+
+
 @dataclass(frozen=True)
 class StepResult:
     """What one step did. ``exit_code`` is None when the step never ran to an exit of its own
@@ -148,7 +171,7 @@ class StepResult:
     stderr: bytes
     stdout_truncated: bool
     stderr_truncated: bool
-    status: str  # "success" | "failure" | "skipped" | "timeout" | "cancelled"
+    status: StepStatus
 
 
 @dataclass(frozen=True)
@@ -156,7 +179,7 @@ class RunOutcome:
     """What the run did. ``exit_code`` is 0 on success, the exit code of the first step that failed
     the run on failure, else None. ``reason`` explains any status other than success."""
 
-    status: str  # "success" | "failure" | "timeout" | "cancelled" | "refused"
+    status: ResultStatus
     exit_code: int | None
     duration_s: float
     steps: tuple[StepResult, ...]
@@ -514,22 +537,26 @@ def _argv(step: _Step) -> list[str]:
 
 
 def _failure_reason(name: str, step: _Step, result: StepResult) -> str:
-    if result.status == "timeout":
+    if result.status is StepStatus.TIMEOUT:
         return f"step {name!r} exceeded its {step.timeout_s} s timeout"
     if result.exit_code is None:
         return f"step {name!r} could not run: {result.stderr.decode(errors='replace')}"
     return f"step {name!r} failed with exit code {result.exit_code}"
 
 
+_FAILED_STEP: Final = {StepStatus.FAILURE: ResultStatus.FAILURE, StepStatus.TIMEOUT: ResultStatus.TIMEOUT}
+"""Step statuses that fail their job, and the run outcome each leads to."""
+
+
 def _skipped(name: str) -> StepResult:
-    return StepResult(name, None, 0.0, b"", b"", False, False, "skipped")
+    return StepResult(name, None, 0.0, b"", b"", False, False, StepStatus.SKIPPED)
 
 
 @dataclass
 class _Fatal:
     """The first thing that failed the run: decides RunOutcome status, exit code and reason."""
 
-    status: str
+    status: ResultStatus
     exit_code: int | None
     reason: str
 
@@ -558,33 +585,35 @@ class _Runner:
         self.run_timeout_s = run_timeout_s
         self.run_deadline = None if run_timeout_s is None else started + run_timeout_s
         self.results: list[StepResult] = []
-        self.stop: str | None = None  # "cancelled" | "timeout": nothing more runs
+        self.stop: ResultStatus | None = None  # CANCELLED | TIMEOUT: nothing more runs
         self.fatal: _Fatal | None = None
 
     def _check_stop(self) -> None:
         if self.stop is None and self.cancel is not None and self.cancel.is_set():
-            self.stop = "cancelled"
+            self.stop = ResultStatus.CANCELLED
         if self.stop is None and self.run_deadline is not None and time.monotonic() >= self.run_deadline:
-            self.stop = "timeout"
+            self.stop = ResultStatus.TIMEOUT
 
     async def run(self) -> None:
-        conclusions: dict[str, str] = {}  # job id -> "success" | "failure" | "skipped"
+        conclusions: dict[str, StepStatus] = {}  # job id -> SUCCESS | FAILURE | SKIPPED
         failed_lineage: dict[str, bool] = {}  # job id -> it or an ancestor failed
         for job in self.jobs:
             self._check_stop()
-            lineage = any(conclusions[n] == "failure" or failed_lineage[n] for n in job.needs)
+            lineage = any(conclusions[n] is StepStatus.FAILURE or failed_lineage[n] for n in job.needs)
             failed_lineage[job.id] = lineage
             wanted = {
-                "success()": all(conclusions[n] == "success" for n in job.needs),
+                "success()": all(conclusions[n] is StepStatus.SUCCESS for n in job.needs),
                 "always()": True,
                 "failure()": lineage,
             }.get(job.condition, False)
             if self.stop is not None or not wanted:
                 self.results.extend(_skipped(job.prefix + step.name) for step in job.steps)
-                conclusions[job.id] = "skipped"
+                conclusions[job.id] = StepStatus.SKIPPED
                 continue
             failed = await self._run_job(job)
-            conclusions[job.id] = "failure" if failed and not job.continue_on_error else "success"
+            conclusions[job.id] = (
+                StepStatus.FAILURE if failed and not job.continue_on_error else StepStatus.SUCCESS
+            )
 
     async def _run_job(self, job: _Job) -> bool:
         """Run one job's steps; True when the job failed."""
@@ -597,26 +626,27 @@ class _Runner:
             self._check_stop()
             if job_deadline is not None and not job_over and time.monotonic() >= job_deadline:
                 job_over = failed = True
-                self._set_fatal(job, "timeout", None, job_timeout)
+                self._set_fatal(job, ResultStatus.TIMEOUT, None, job_timeout)
             wanted = {"success()": not failed, "always()": True, "failure()": failed}
             if job_over or self.stop is not None or not wanted.get(step.condition, False):
                 self.results.append(_skipped(name))
                 continue
             result, cause = await self._run_step(step, name, job, job_deadline)
             self.results.append(result)
-            if cause == "cancel":
-                self.stop = "cancelled"
-            elif cause == "run":
-                self.stop = "timeout"
-            elif cause == "job":
+            if cause is StopCause.CANCEL:
+                self.stop = ResultStatus.CANCELLED
+            elif cause is StopCause.RUN:
+                self.stop = ResultStatus.TIMEOUT
+            elif cause is StopCause.JOB:
                 job_over = failed = True
-                self._set_fatal(job, "timeout", None, job_timeout)
-            elif result.status in ("failure", "timeout") and not step.continue_on_error:
+                self._set_fatal(job, ResultStatus.TIMEOUT, None, job_timeout)
+            elif result.status in _FAILED_STEP and not step.continue_on_error:
                 failed = True
-                self._set_fatal(job, result.status, result.exit_code, _failure_reason(name, step, result))
+                status = _FAILED_STEP[result.status]
+                self._set_fatal(job, status, result.exit_code, _failure_reason(name, step, result))
         return failed
 
-    def _set_fatal(self, job: _Job, status: str, exit_code: int | None, reason: str) -> None:
+    def _set_fatal(self, job: _Job, status: ResultStatus, exit_code: int | None, reason: str) -> None:
         if self.fatal is None and not job.continue_on_error:
             self.fatal = _Fatal(status, exit_code, reason)
 
@@ -633,25 +663,27 @@ class _Runner:
 
     async def _run_step(
         self, step: _Step, name: str, job: _Job, job_deadline: float | None
-    ) -> tuple[StepResult, str | None]:
-        """Run one step; the second value names what stopped it early: "cancel", "run", "job",
-        "step" (whose deadline fired) or None when it exited on its own."""
+    ) -> tuple[StepResult, StopCause | None]:
+        """Run one step; the second value names what stopped it early (the cancel event or whose
+        deadline fired), None when it exited on its own."""
         started = time.monotonic()
         limits = [
             (deadline, kind)
             for deadline, kind in (
-                (self.run_deadline, "run"),
-                (job_deadline, "job"),
-                (None if step.timeout_s is None else started + step.timeout_s, "step"),
+                (self.run_deadline, StopCause.RUN),
+                (job_deadline, StopCause.JOB),
+                (None if step.timeout_s is None else started + step.timeout_s, StopCause.STEP),
             )
             if deadline is not None
         ]
         deadline, limit_kind = min(limits) if limits else (None, None)
 
-        def failed_to_start(message: str) -> tuple[StepResult, str | None]:
+        def failed_to_start(message: str) -> tuple[StepResult, StopCause | None]:
             data = message.encode()
             return (
-                StepResult(name, None, time.monotonic() - started, b"", data, False, False, "failure"),
+                StepResult(
+                    name, None, time.monotonic() - started, b"", data, False, False, StepStatus.FAILURE
+                ),
                 None,
             )
 
@@ -700,10 +732,10 @@ class _Runner:
 
         (_, out), (_, err) = captures
         if cause is None:
-            status = "success" if returncode == 0 else "failure"
+            status = StepStatus.SUCCESS if returncode == 0 else StepStatus.FAILURE
             exit_code = returncode
         else:
-            status = "cancelled" if cause == "cancel" else "timeout"
+            status = StepStatus.CANCELLED if cause is StopCause.CANCEL else StepStatus.TIMEOUT
             exit_code = None
         result = StepResult(
             name=name,
@@ -718,19 +750,21 @@ class _Runner:
         return result, cause
 
     async def _supervise(
-        self, proc: asyncio.subprocess.Process, deadline: float | None, limit_kind: str | None
-    ) -> str | None:
+        self, proc: asyncio.subprocess.Process, deadline: float | None, limit_kind: StopCause | None
+    ) -> StopCause | None:
         """Wait for the step to exit, the cancel event, or the deadline; always leave the whole
         process group dead, even when this task itself is cancelled."""
         waiter = asyncio.ensure_future(proc.wait())
         cancel_waiter = asyncio.ensure_future(self.cancel.wait()) if self.cancel is not None else None
-        cause: str | None = None
+        cause: StopCause | None = None
         try:
             pending = {waiter} if cancel_waiter is None else {waiter, cancel_waiter}
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
             done, _ = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if waiter not in done:
-                cause = "cancel" if cancel_waiter is not None and cancel_waiter in done else limit_kind
+                cause = (
+                    StopCause.CANCEL if cancel_waiter is not None and cancel_waiter in done else limit_kind
+                )
                 self.sandbox.terminate(proc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(waiter), KILL_GRACE_S)
@@ -753,7 +787,7 @@ class _Runner:
 
 
 def _refused(started: float, reason: str) -> RunOutcome:
-    return RunOutcome("refused", None, time.monotonic() - started, (), reason)
+    return RunOutcome(ResultStatus.REFUSED, None, time.monotonic() - started, (), reason)
 
 
 async def execute(
@@ -839,11 +873,11 @@ async def execute(
     await runner.run()
     duration = time.monotonic() - started
     steps = tuple(runner.results)
-    if runner.stop == "cancelled":
-        return RunOutcome("cancelled", None, duration, steps, "cancelled by request")
-    if runner.stop == "timeout":
+    if runner.stop is ResultStatus.CANCELLED:
+        return RunOutcome(ResultStatus.CANCELLED, None, duration, steps, "cancelled by request")
+    if runner.stop is ResultStatus.TIMEOUT:
         reason = f"run exceeded its {runner.run_timeout_s} s timeout"
-        return RunOutcome("timeout", None, duration, steps, reason)
+        return RunOutcome(ResultStatus.TIMEOUT, None, duration, steps, reason)
     if runner.fatal is not None:
         return RunOutcome(runner.fatal.status, runner.fatal.exit_code, duration, steps, runner.fatal.reason)
-    return RunOutcome("success", 0, duration, steps, None)
+    return RunOutcome(ResultStatus.SUCCESS, 0, duration, steps, None)

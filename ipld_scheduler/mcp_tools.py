@@ -4,10 +4,13 @@ Owns: tool names, parameter names and descriptions (the prototype's: ``initializ
 ``schedule_p2p_workflow``, ``get_next_p2p_workflow``, ``add_p2p_peer``, ``remove_p2p_peer``,
 ``get_p2p_scheduler_status``, ``calculate_peer_distance``, ``get_workflow_tags``,
 ``merge_merkle_clock``, ``get_assigned_workflows``; and ``list_workflows``, ``get_workflow_result``,
-``inspect_cid``, ``get_event_log``, ``cancel_workflow``, ``reprioritize_workflow``), the answer
+``inspect_cid``, ``get_event_log``, ``cancel_workflow``, ``retry_workflow``,
+``reprioritize_workflow``), the answer
 convention (a JSON object with ``success``; failures are ``success: false`` with ``error`` and
 ``code``, never an exception, so an assistant can read and correct), and the server over stdio
-or streamable HTTP built with the official ``mcp`` SDK (2.x: ``mcp.server.mcpserver.MCPServer``).
+or streamable HTTP built with the official ``mcp`` SDK (2.x: ``mcp.server.mcpserver.MCPServer``);
+over HTTP behind :class:`AccessGuard` (the repo's API token, Host and Origin checks of
+:mod:`ipld_scheduler.access`, the same rules as the HTTP API).
 
 Each tool is an ordinary async function, importable from here, that reaches the scheduler the way
 the CLI does (:func:`ipld_scheduler.client.connect`): the peer ``ipld-scheduler run`` serves
@@ -34,6 +37,7 @@ from .errors import InvalidInput, IpldSchedulerError
 
 __all__ = [
     "TOOLS",
+    "AccessGuard",
     "add_p2p_peer",
     "build_server",
     "calculate_peer_distance",
@@ -51,6 +55,7 @@ __all__ = [
     "merge_merkle_clock",
     "remove_p2p_peer",
     "reprioritize_workflow",
+    "retry_workflow",
     "schedule_p2p_workflow",
     "serve_mcp",
 ]
@@ -117,7 +122,9 @@ async def _using(
         return _error(exc)
 
 
-_WRITES: Final = frozenset({"schedule", "next", "add_peer", "remove_peer", "cancel", "reprioritize", "merge"})
+_WRITES: Final = frozenset(
+    {"schedule", "next", "add_peer", "remove_peer", "cancel", "retry", "reprioritize", "merge"}
+)
 """Operations that write to the DAG: on a repo without identity they give it one (``P2P_PEER_ID``,
 else generated), as the prototype's scheduler did on first use. Reads report ``not_initialized``
 with a hint instead, so ``initialize_p2p_scheduler`` can still choose the name."""
@@ -167,11 +174,13 @@ async def schedule_p2p_workflow(
     metadata: dict[str, Any] | None = None,
     command: str | None = None,
     manual: bool = False,
+    retries: int = 0,
 ) -> dict[str, Any]:
     """Schedule a workflow on the P2P network. Needs a P2P tag (p2p_eligible, p2p_only, code_gen,
     web_scrape, data_processing); otherwise success is false with the reason. ``command`` is the
     shell command (bash) the owning peer runs; without one the call is refused (code ``invalid``)
-    unless ``manual`` is true: then the workflow waits until get_next_p2p_workflow takes it."""
+    unless ``manual`` is true: then the workflow waits until get_next_p2p_workflow takes it.
+    ``retries``: how many times the owner re-runs a failed run by itself (exponential backoff)."""
     return await _op(
         "schedule",
         workflow_id=workflow_id,
@@ -181,6 +190,7 @@ async def schedule_p2p_workflow(
         metadata=metadata,
         run=command,
         require_run=not manual,
+        retries=retries,
     )
 
 
@@ -269,6 +279,11 @@ async def cancel_workflow(workflow_id: str, reason: str = "") -> dict[str, Any]:
     return await _op("cancel", workflow_id=workflow_id, reason=reason)
 
 
+async def retry_workflow(workflow_id: str) -> dict[str, Any]:
+    """Run a failed or cancelled workflow again as a new attempt (both attempts stay in its results)."""
+    return await _op("retry", workflow_id=workflow_id)
+
+
 async def reprioritize_workflow(workflow_id: str, priority: float) -> dict[str, Any]:
     """Change a workflow's priority (lower runs first)."""
     return await _op("reprioritize", workflow_id=workflow_id, priority=priority)
@@ -290,6 +305,7 @@ TOOLS: Final[tuple[Callable[..., Awaitable[dict[str, Any]]], ...]] = (
     inspect_cid,
     get_event_log,
     cancel_workflow,
+    retry_workflow,
     reprioritize_workflow,
 )
 
@@ -326,10 +342,81 @@ def serve_mcp(
     http_port: int | None = None,
     host: str = "127.0.0.1",
 ) -> None:
-    """Serve the tools over stdio, or over streamable HTTP at ``http://host:port/mcp``; blocks."""
+    """Serve the tools over stdio, or over streamable HTTP at ``http://host:port/mcp``; blocks.
+
+    Over HTTP every request needs the repo's API token (``Authorization: Bearer``, the token in
+    ``<repo>/api-token``, created here if the repo has none) and passes the same Host and Origin
+    checks as the HTTP API (:mod:`ipld_scheduler.access`); anything else gets the JSON error
+    envelope with 401 or 403 before the MCP transport sees it.
+    """
     configure(repo=repo, ipfs_api=ipfs_api, config=config)
     server = build_server()
     if http_port is None:
         server.run("stdio")
-    else:
-        server.run("streamable-http", host=host, port=http_port)
+        return
+    import asyncio
+
+    asyncio.run(_serve_http(server, host, http_port))
+
+
+async def _serve_http(server: Any, host: str, port: int) -> None:
+    import sys
+
+    import uvicorn
+
+    from .access import check_exposable, ensure_token, is_loopback
+
+    repo_path = _config().repo
+    loopback = is_loopback(host)
+    if not loopback:
+        check_exposable(repo_path)
+    repo_path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    token = ensure_token(repo_path, strict=not loopback)
+    app = AccessGuard(server.streamable_http_app(host=host), token, loopback_only=loopback)
+    shown = f"[{host}]" if ":" in host else host
+    print(
+        f"MCP over streamable HTTP at http://{shown}:{port}/mcp; send `Authorization: Bearer <token>` "
+        f"with the token in {repo_path / 'api-token'}"
+        + ("" if loopback else f"\nWARNING: listening on {host}, beyond this machine; use TLS in front"),
+        file=sys.stderr,
+        flush=True,
+    )
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning")
+    await uvicorn.Server(config).serve()
+
+
+class AccessGuard:
+    """ASGI wrapper of the MCP app: Host, Origin and bearer-token checks of :mod:`.access`,
+    answered with the error envelope, exactly as the HTTP API answers them."""
+
+    def __init__(self, app: Any, token: str, *, loopback_only: bool) -> None:
+        self.app = app
+        self.token = token
+        self.loopback_only = loopback_only
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        import json
+
+        from .access import bearer, host_refusal, origin_refusal, token_matches, unauthorized
+
+        if scope.get("type") != "http":
+            await self.app(scope, receive, send)
+            return
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope.get("headers", []):
+            headers.setdefault(raw_name.decode("latin-1").lower(), raw_value.decode("latin-1"))
+        host = headers.get("host")
+        refusal = host_refusal(host, loopback_only=self.loopback_only) or origin_refusal(
+            headers.get("origin"), headers.get("sec-fetch-site"), host
+        )
+        if refusal is None and not token_matches(bearer(headers.get("authorization")), self.token):
+            refusal = unauthorized("MCP over HTTP")
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps(refusal.to_dict()).encode()
+        sent = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if refusal.http_status == 401:
+            sent.append((b"www-authenticate", b'Bearer realm="ipld-scheduler"'))
+        await send({"type": "http.response.start", "status": refusal.http_status, "headers": sent})
+        await send({"type": "http.response.body", "body": body})

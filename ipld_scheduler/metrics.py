@@ -3,13 +3,15 @@
 Owns: metric names, help texts and labels, and the collector. Names follow the Prometheus conventions:
 counters end in ``_total``, units are base units in the name (``_seconds``), each quantity is exposed
 once, and every label value comes from a closed enum (``reasons.Reject``, ``model.WorkflowStatus``,
-``liveness.Health``, the fixed tuples below): nothing a peer sends becomes a label.
+``model.ResultStatus``, ``liveness.Health``, ``runtime.stats.Loop`` and ``SyncDrop``): nothing a peer
+sends becomes a label.
 
 From the replica (always): ``workflows{status}``, ``queue_length``, ``dag_events``, ``heads``,
 ``members``, ``events_written_total``, ``blocks_written_total``, ``blocks_fetched_total``,
 ``events_merged_total``, ``rejected_total{reason}``, ``sync_lag_heads`` and
-``execution_duration_seconds{status}`` (a histogram of this peer's runs, from its result blocks, so
-it survives restarts). From a running :class:`~ipld_scheduler.runtime.peer.Peer` in addition: its
+``execution_duration_seconds{status}`` (a histogram of this peer's runs, from the runs the state fold
+recorded, so it survives restarts and never re-reads a Result block). From a running
+:class:`~ipld_scheduler.runtime.peer.Peer` in addition: its
 :class:`~ipld_scheduler.runtime.stats.Stats` counters (announcements, merges, runs, evictions,
 rejoins, transfers...), ``peers{state}``, ``uptime_seconds``, ``caught_up``, ``running_workflows``,
 ``unheard_members``, ``unreachable_members``.
@@ -28,13 +30,12 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
-from .codec import CID, CodecError, decode
 from .liveness import Health
-from .model import ModelError, Result, WorkflowStatus
+from .model import ResultStatus, WorkflowStatus
 from .reasons import Reject
 from .replica import Replica
 from .runtime.peer import Peer
-from .runtime.stats import Snapshot
+from .runtime.stats import Loop, Snapshot, SyncDrop
 
 __all__ = [
     "CONTENT_TYPE",
@@ -87,18 +88,8 @@ _RUNTIME_COUNTERS: Final = {
     "handovers_written": ("handovers", "Workflows handed to a live peer holding a newer claim."),
 }
 
-_SYNC_DROPS: Final = {
-    "queue_full": "sync_queue_full",
-    "unverified_full": "sync_unverified_full",
-    "backoff": "sync_backoff",
-    "unadoptable": "heads_unadoptable",
-}
-_RUN_RESULTS: Final = {
-    "success": "executions_succeeded",
-    "failure": "executions_failed",
-    "cancelled": "executions_cancelled",
-}
-LOOPS: Final = ("announce", "execute", "receive", "sync", "tick")
+_DURATION_STATUS: Final = {s: s for s in ResultStatus} | {ResultStatus.REFUSED: ResultStatus.FAILURE}
+"""Run outcome -> histogram label: a refusal counts as a failure (it took no time worth a series)."""
 
 METRIC_NAMES: Final = frozenset(
     {
@@ -127,51 +118,25 @@ METRIC_NAMES: Final = frozenset(
 """Every family name this collector can expose (counters with their ``_total``)."""
 
 
-def _reason(raw: str) -> Reject:
-    """A replica rejection key as a :class:`Reject` (free text from older code maps to ``other``)."""
-    try:
-        return Reject(str(raw).strip().lower().replace("-", "_").replace(" ", "_"))
-    except ValueError:
-        return Reject.OTHER
-
-
 class SchedulerCollector:
     """Reads ``replica`` (and ``peer``, the runtime, if one runs) on every scrape."""
 
     def __init__(self, replica: Replica, peer: Peer | None = None) -> None:
         self.replica = replica
         self.peer = peer
-        self._durations: dict[CID, tuple[str, float] | None] = {}
 
     # --- sources ---------------------------------------------------------------------------------
 
-    def _own_durations(self) -> list[tuple[str, float]]:
-        """(status, seconds) of every run this peer recorded, from result blocks (cached by CID)."""
+    def _own_durations(self) -> list[tuple[ResultStatus, float]]:
+        """(outcome, seconds) of every run this peer recorded, as the state fold recorded them."""
         me = self.replica.peer_id
-        out: list[tuple[str, float]] = []
+        out: list[tuple[ResultStatus, float]] = []
         for rec in self.replica.state.workflows.values():
             for run in (*rec.completions.values(), *rec.failures.values()):
-                if run.peer != me or run.result is None:
+                if run.peer != me or run.status is None or run.duration_ms is None:
                     continue
-                if run.result not in self._durations:
-                    self._durations[run.result] = self._load_duration(run.result)
-                found = self._durations[run.result]
-                if found is not None:
-                    out.append(found)
+                out.append((_DURATION_STATUS[run.status], run.duration_ms / 1000.0))
         return out
-
-    def _load_duration(self, cid: CID) -> tuple[str, float] | None:
-        data = self.replica.repo.get_block(cid)
-        if data is None:
-            return None
-        try:
-            result = Result.from_ipld(decode(data))
-        except (CodecError, ModelError):
-            return None
-        status = (
-            result.status if result.status in ("success", "failure", "timeout", "cancelled") else "failure"
-        )
-        return status, result.duration_ms / 1000.0
 
     # --- families ----------------------------------------------------------------------------------
 
@@ -229,8 +194,7 @@ class SchedulerCollector:
             labels=["reason"],
         )
         counts: dict[Reject, float] = {}
-        for raw, count in self.replica.rejections.items():
-            reason = _reason(raw)
+        for reason, count in self.replica.rejections.items():
             counts[reason] = counts.get(reason, 0.0) + float(count)
         if snap is not None:
             for reason, count in snap.rejected.items():
@@ -242,16 +206,16 @@ class SchedulerCollector:
     def _durations_family(self) -> Metric:
         family = HistogramMetricFamily(
             PREFIX + "execution_duration_seconds",
-            "Duration of this peer's workflow runs, from their result blocks.",
+            "Duration of this peer's workflow runs, as their results recorded them.",
             labels=["status"],
         )
-        by_status: dict[str, list[float]] = {}
+        by_status: dict[ResultStatus, list[float]] = {}
         for status, seconds in self._own_durations():
             by_status.setdefault(status, []).append(seconds)
         for status, values in sorted(by_status.items()):
             buckets = [(str(le), float(sum(1 for v in values if v <= le))) for le in DURATION_BUCKETS]
             buckets.append(("+Inf", float(len(values))))
-            family.add_metric([status], buckets, sum(values))
+            family.add_metric([str(status)], buckets, sum(values))
         return family
 
     def _runtime_families(self, snap: Snapshot) -> Iterable[Metric]:
@@ -263,22 +227,24 @@ class SchedulerCollector:
             "Announced heads not queued for merging, by cause (bounded queue, backoff, unfetchable history).",
             labels=["cause"],
         )
-        for cause, field_name in _SYNC_DROPS.items():
-            dropped.add_metric([cause], float(getattr(stats, field_name)))
+        for cause in SyncDrop:
+            dropped.add_metric([str(cause)], float(stats.sync_dropped(cause)))
         yield dropped
         finished = CounterMetricFamily(
             PREFIX + "runs_finished",
             "Workflow runs this peer finished, by result (timeouts count as failure).",
             labels=["result"],
         )
-        for result, field_name in _RUN_RESULTS.items():
-            finished.add_metric([result], float(getattr(stats, field_name)))
+        for result in ResultStatus:
+            count = stats.finished(result)
+            if count is not None:
+                finished.add_metric([str(result)], float(count))
         yield finished
         loops = CounterMetricFamily(
             PREFIX + "loop_errors", "Runtime loops restarted after an unexpected error.", labels=["loop"]
         )
-        for loop in LOOPS:
-            loops.add_metric([loop], float(stats.loop_errors.get(loop, 0)))
+        for loop in Loop:
+            loops.add_metric([str(loop)], float(stats.loop_errors.get(loop, 0)))
         yield loops
         peers = GaugeMetricFamily(
             PREFIX + "peers",

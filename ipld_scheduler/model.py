@@ -436,23 +436,30 @@ class EventKind(StrEnum):
     EVICT = "evict"
     TRANSFER = "transfer"
     CHECKPOINT = "checkpoint"
+    RETRY = "retry"
 
+
+MAX_ATTEMPT: Final = 2**31 - 1
+"""Bound on ``attempt`` in event bodies (absent means attempt 0, so a present one is at least 1)."""
+MAX_RETRIES: Final = 100
+"""Bound on a schedule's automatic retry budget (``retries`` in the schedule event's body)."""
 
 EVENT_KINDS: Final = frozenset(k.value for k in EventKind)
 
 # kind -> (required body fields, optional body fields); value checkers live in _BODY_CHECKS.
 _BODY_FIELDS: Final[dict[str, tuple[frozenset[str], frozenset[str]]]] = {
-    "schedule": (frozenset({"workflow"}), frozenset()),
-    "cancel": (frozenset({"id"}), frozenset({"reason"})),
+    "schedule": (frozenset({"workflow"}), frozenset({"retries"})),
+    "cancel": (frozenset({"id"}), frozenset({"reason", "attempt"})),
     "reprioritize": (frozenset({"id", "priority"}), frozenset()),
     "peer-add": (frozenset({"peer"}), frozenset({"key"})),
     "peer-remove": (frozenset({"peer"}), frozenset({"reason"})),
-    "claim": (frozenset({"id", "schedule"}), frozenset()),
-    "complete": (frozenset({"id", "result"}), frozenset()),
-    "fail": (frozenset({"id", "result"}), frozenset({"reason"})),
+    "claim": (frozenset({"id", "schedule"}), frozenset({"attempt"})),
+    "complete": (frozenset({"id", "result"}), frozenset({"attempt"})),
+    "fail": (frozenset({"id", "result"}), frozenset({"reason", "attempt"})),
     "evict": (frozenset({"peer"}), frozenset({"reason"})),
     "transfer": (frozenset({"id", "to"}), frozenset({"reason"})),
     "checkpoint": (frozenset({"state"}), frozenset()),
+    "retry": (frozenset({"id", "attempt"}), frozenset()),
 }
 _BODY_CHECKS: Final[dict[str, Any]] = {
     "workflow": lambda v: _link(v, "body.workflow"),
@@ -465,6 +472,8 @@ _BODY_CHECKS: Final[dict[str, Any]] = {
     "reason": lambda v: _str(v, "body.reason", empty=True),
     "priority": lambda v: _float(v, "body.priority"),
     "key": lambda v: _bytes(v, "body.key", 32),
+    "attempt": lambda v: _int(v, "body.attempt", 1, MAX_ATTEMPT),
+    "retries": lambda v: _int(v, "body.retries", 1, MAX_RETRIES),
 }
 _EV_REQUIRED: Final = frozenset({"v", "key", "sig", "body", "kind", "author", "height", "parents"})
 _BODY_ALLOWED: Final = {kind: (req, req | opt) for kind, (req, opt) in _BODY_FIELDS.items()}

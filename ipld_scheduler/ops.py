@@ -59,6 +59,7 @@ __all__ = [
     "remove_peer",
     "reprioritize",
     "results",
+    "retry",
     "schedule",
     "schedule_actions",
     "status",
@@ -241,14 +242,33 @@ async def schedule(
     run: Mapping[str, Any] | str | None = None,
     require_run: bool = False,
     job_inputs: Mapping[str, Any] | None = None,
+    retries: Any = 0,
 ) -> dict[str, Any]:
     """Schedule a workflow (idempotent by id and definition). A refusal is ``success: false`` with
     ``reason`` (as in the prototype), not an exception: it is an answer about the workflow.
+
+    ``retries``: how many times the owner retries a failed run by itself, with exponential backoff
+    (stored in the schedule event, not the Workflow block; re-scheduling keeps the first budget).
 
     ``require_run``: refuse (:class:`InvalidInput`) a workflow with nothing to run, which no peer
     would ever start; front ends set it unless the caller takes work itself with ``next``.
     ``job_inputs``: a GitHub Actions job's ``workspace``/``actions``/``context`` block fields
     (:func:`schedule_actions` passes them; not for remote callers: they hold links)."""
+    workflow = _workflow(workflow_id, name, tags, priority, metadata, run, require_run, job_inputs)
+    return _explained(await replica.schedule_workflow(workflow, _retries(retries)), workflow)
+
+
+def _workflow(
+    workflow_id: str,
+    name: str | None,
+    tags: Iterable[str] | str | None,
+    priority: Any,
+    metadata: Mapping[str, Any] | None,
+    run: Mapping[str, Any] | str | None,
+    require_run: bool,
+    job_inputs: Mapping[str, Any] | None,
+) -> WorkflowDefinition:
+    """The workflow :func:`schedule` would schedule, validated (:class:`InvalidArgument` if not)."""
     if require_run and not run:
         raise InvalidArgument(
             "nothing to run: give a command (CLI --run, MCP command) or a GitHub Actions workflow "
@@ -264,7 +284,7 @@ async def schedule(
         except RunSpecError as exc:
             raise InvalidArgument(f"run: {exc}") from None
     try:
-        workflow = WorkflowDefinition(
+        return WorkflowDefinition(
             _text(workflow_id, "workflow_id", limit=256),
             _text(name if name is not None else workflow_id, "name", empty=True),
             tags if tags is not None else (),
@@ -275,7 +295,10 @@ async def schedule(
         )
     except ModelError as exc:
         raise InvalidArgument(str(exc)) from None
-    answer = await replica.schedule_workflow(workflow)
+
+
+def _explained(answer: dict[str, Any], workflow: WorkflowDefinition) -> dict[str, Any]:
+    """A refusal names no owner, and suggests the known tag closest to each unknown one."""
     if not answer["success"]:
         answer.setdefault("assigned_peer", None)
         import difflib
@@ -289,6 +312,85 @@ async def schedule(
         if guesses and isinstance(answer.get("reason"), str):
             answer["reason"] += f" (did you mean {', '.join(guesses)}?)"
     return answer
+
+
+MAX_BATCH: Final = 10_000
+"""Most workflows one :func:`schedule_many` call takes (a bound on one request's memory and commit)."""
+
+JOB_FIELDS: Final = frozenset({"workflow_id", "name", "tags", "priority", "metadata", "run", "manual"})
+"""The fields of one job of :func:`schedule_many`: :func:`schedule`'s, plus ``manual`` (nothing to run)."""
+
+
+async def schedule_many(
+    replica: Replica, jobs: Any, require_run: bool = False, where: Any = None
+) -> dict[str, Any]:
+    """Schedule a batch with one durable commit: ``results`` holds one :func:`schedule` answer per job,
+    in input order, each owner by the same rule as one at a time; ``scheduled`` counts new workflows.
+
+    Each job is a mapping of :data:`JOB_FIELDS`. Every job is checked before anything is written: if
+    any is invalid, nothing is scheduled and :class:`InvalidArgument` lists each bad job, named by
+    ``where[i]`` (the CLI passes ``FILE:LINE``) or ``jobs[i]``. With ``require_run`` a job needs
+    ``run`` unless it says ``"manual": true``."""
+    if not isinstance(jobs, list | tuple):
+        raise InvalidArgument("jobs: expected a list of job objects")
+    if len(jobs) > MAX_BATCH:
+        raise InvalidArgument(f"jobs: at most {MAX_BATCH} per batch, got {len(jobs)}")
+    labels = list(where) if isinstance(where, list | tuple) and len(where) == len(jobs) else None
+    workflows: list[WorkflowDefinition] = []
+    problems: list[str] = []
+    for index, job in enumerate(jobs):
+        label = str(labels[index])[:300] if labels is not None else f"jobs[{index}]"
+        try:
+            workflows.append(_job(job))
+        except InvalidArgument as exc:
+            problems.append(f"{label}: {exc}")
+        else:
+            if require_run and not workflows[-1].run and not (isinstance(job, Mapping) and job.get("manual")):
+                problems.append(
+                    f'{label}: nothing to run: give "run", or "manual": true if a worker takes it'
+                )
+    if problems:
+        shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
+        raise InvalidArgument(
+            f"{len(problems)} of {len(jobs)} jobs invalid, nothing scheduled:\n" + "\n".join(shown)
+        )
+    answers = await replica.schedule_many(workflows)
+    results = [_explained(answer, workflow) for answer, workflow in zip(answers, workflows, strict=True)]
+    return {
+        "success": all(r["success"] for r in results),
+        "scheduled": sum(1 for r in results if r["success"] and not r["existing"]),
+        "results": results,
+    }
+
+
+def _job(job: Any) -> WorkflowDefinition:
+    if not isinstance(job, Mapping):
+        raise InvalidArgument(f"expected a JSON object, got {type(job).__name__}")
+    unknown = sorted(str(key)[:40] for key in job if key not in JOB_FIELDS)
+    if unknown:
+        raise InvalidArgument(
+            f"unknown field(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(JOB_FIELDS))}"
+        )
+    if "workflow_id" not in job:
+        raise InvalidArgument("workflow_id is required")
+    if "manual" in job and not isinstance(job["manual"], bool):
+        raise InvalidArgument("manual: expected true or false")
+    metadata = job.get("metadata")
+    if metadata is not None and not isinstance(metadata, Mapping):
+        raise InvalidArgument("metadata: expected an object")
+    run = job.get("run")
+    if run is not None and not isinstance(run, str | Mapping):
+        raise InvalidArgument("run: expected a command string or a run section object")
+    return _workflow(
+        job["workflow_id"],
+        job.get("name"),
+        job.get("tags"),
+        job.get("priority", 1.0),
+        metadata,
+        run,
+        False,
+        None,
+    )
 
 
 async def schedule_actions(
@@ -310,6 +412,7 @@ async def schedule_actions(
     metadata: Mapping[str, Any] | None = None,
     env_tags: str | None = None,
     source: str = "",
+    retries: Any = 0,
 ) -> dict[str, Any]:
     """Schedule a job of a GitHub Actions workflow file in the git checkout ``checkout`` with its
     inputs: the tree per ``workspace`` (``head``, ``worktree`` or ``none``) as blocks in this peer's
@@ -362,7 +465,9 @@ async def schedule_actions(
             f"peers accept at most {DEFAULT_MAX_BYTES} bytes)"
         ) from None
     args["run"] = dict(submission.run)
-    answer = await schedule(replica, **args, require_run=True, job_inputs=submission.block_fields())
+    answer = await schedule(
+        replica, **args, require_run=True, job_inputs=submission.block_fields(), retries=retries
+    )
     answer["workspace"] = None if submission.workspace is None else str(submission.workspace)
     answer["actions"] = sorted(submission.actions)
     return answer
@@ -387,6 +492,37 @@ async def cancel(replica: Replica, workflow_id: str, reason: str = "") -> dict[s
     except SchedulerError as exc:
         raise Refused(str(exc)) from None
     return {"success": True, "workflow_id": rec.workflow_id, "event_cid": str(cid), "status": rec.status}
+
+
+def _retries(value: Any) -> int:
+    from .model import MAX_RETRIES
+
+    if value is None:
+        return 0
+    if type(value) is not int or not 0 <= value <= MAX_RETRIES:
+        raise InvalidArgument(f"retries: expected an integer from 0 to {MAX_RETRIES}, got {value!r}")
+    return value
+
+
+async def retry(replica: Replica, workflow_id: str) -> dict[str, Any]:
+    """Run a failed or cancelled workflow again as a new attempt (a ``retry`` event in the DAG)."""
+    rec = _record(replica, workflow_id)
+    if rec.status not in (WorkflowStatus.FAILED, WorkflowStatus.CANCELLED):
+        raise Refused(
+            f"workflow {rec.workflow_id!r} is {rec.status}; only failed or cancelled workflows are retried"
+        )
+    try:
+        cid = await replica.retry(rec.workflow_id)
+    except SchedulerError as exc:
+        raise Refused(str(exc)) from None
+    return {
+        "success": True,
+        "workflow_id": rec.workflow_id,
+        "attempt": rec.attempt,
+        "event_cid": str(cid),
+        "status": rec.status,
+        "owner": replica.state.owner(rec.workflow_id),
+    }
 
 
 async def reprioritize(replica: Replica, workflow_id: str, priority: Any) -> dict[str, Any]:
@@ -672,6 +808,7 @@ def _run_row(replica: Replica, run: Run, limit: int) -> dict[str, Any]:
     stderr, err_cut = _text_blob(replica, run.stderr, limit)
     return {
         "peer": run.peer,
+        "attempt": run.attempt,
         "status": run.status,
         "result_cid": str(run.result) if run.result else None,
         "exit_code": run.exit_code,
@@ -699,6 +836,7 @@ async def results(replica: Replica, workflow_id: str, max_log_bytes: Any = LOG_T
         "owner": replica.state.owner(rec.workflow_id),
         "claimed_by": sorted({r.peer for r in rec.claims.values()}),
         "exit_code": latest["exit_code"] if latest else None,
+        "attempt": rec.attempt,
         "runs": runs,
         "count": len(runs),
     }
@@ -788,6 +926,7 @@ Operation = Callable[..., Awaitable[dict[str, Any]]]
 OPERATIONS: Final[dict[str, Operation]] = {
     "schedule": schedule,
     "schedule_actions": schedule_actions,
+    "schedule_many": schedule_many,
     "next": next_workflow,
     "status": status,
     "assigned": assigned,
@@ -795,6 +934,7 @@ OPERATIONS: Final[dict[str, Operation]] = {
     "add_peer": add_peer,
     "remove_peer": remove_peer,
     "cancel": cancel,
+    "retry": retry,
     "reprioritize": reprioritize,
     "inspect": inspect,
     "log": log,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 from .codec import CID
 from .errors import NotFound, Unavailable
@@ -75,17 +75,30 @@ class BatchedBlockStore(BlockStore, Protocol):
     async def get_many(self, cids: Sequence[CID]) -> dict[CID, bytes]: ...
 
 
+_BATCHED: dict[type, bool] = {}
+
+
+def _batched(store: BlockStore) -> bool:
+    """``isinstance(store, BatchedBlockStore)``, remembered per class: a protocol check inspects every
+    member each time, and a merge asks once per DAG level."""
+    kind = type(store)
+    known = _BATCHED.get(kind)
+    if known is None:
+        known = _BATCHED[kind] = isinstance(store, BatchedBlockStore)
+    return known
+
+
 async def has_many(store: BlockStore, cids: Sequence[CID]) -> set[CID]:
     """Which of ``cids`` ``store`` holds locally: one batched lookup when it can, else one ``has`` each."""
-    if isinstance(store, BatchedBlockStore):
-        return await store.has_many(cids)
+    if _batched(store):
+        return await cast(BatchedBlockStore, store).has_many(cids)
     return {cid for cid in dict.fromkeys(cids) if await store.has(cid)}
 
 
 async def get_many(store: BlockStore, cids: Sequence[CID]) -> dict[CID, bytes]:
     """The blocks among ``cids`` that ``store`` has locally (never fetched); batched when it can."""
-    if isinstance(store, BatchedBlockStore):
-        return await store.get_many(cids)
+    if _batched(store):
+        return await cast(BatchedBlockStore, store).get_many(cids)
     held = await has_many(store, cids)
     return {cid: await store.get(cid) for cid in dict.fromkeys(cids) if cid in held}
 

@@ -1,7 +1,9 @@
 """One peer's replica of the shared DAG: the asyncio shell around the pure core.
 
-Owns: the order of effects for every write (tick -> sign -> encode -> put blocks -> commit blocks,
-processed mark and heads in one repo transaction -> fold into memory), replay of the repo at open,
+Owns: the order of effects for every write (tick -> sign -> encode -> put blocks -> queue the commit
+of blocks, processed mark and heads as one repo transaction -> fold into memory -> wait until durable
+-> announce; commits queue in causal order, merged batches included, so concurrent writes share an
+fsync and the processed log stays a topological order), replay of the repo at open,
 merging remote heads through a :class:`~ipld_scheduler.sync.MergePlan` with a bounded pool of
 fetchers, admission of merged events (signature, clock, key) with refusals counted in
 ``rejections`` by :class:`~ipld_scheduler.reasons.Reject` only, CAR export/import (each block
@@ -43,16 +45,18 @@ from .events import (
     PeerAdd,
     PeerRemove,
     Reprioritize,
+    Retry,
     Schedule,
+    attempt_field,
     body_of,
 )
 from .identity import Signer, verify_event
 from .model import Event, EventKind, ModelError, Result, ResultStatus, WorkflowDefinition, eligibility
-from .ports import BlockNotFound, BlockStore, StoreError
+from .ports import BlockNotFound, BlockStore, StoreError, get_many
 from .reasons import Reject
 from .repo import Repo
 from .staging import CarSource, Progress, SignatureWorker, Stage, Staging
-from .state import FINISHED, State, WorkflowRecord
+from .state import CANCELLED, FAILED, FINISHED, State, WorkflowRecord
 from .sync import MergePlan, Ready, SyncError
 
 __all__ = ["MergeReport", "Replica", "SchedulerError"]
@@ -141,7 +145,7 @@ class Replica:
                 f"repo {repo.path} belongs to peer {stored_id!r}, not {peer_id!r}: use another --repo"
             )
         if stored_id is None:
-            repo.update_config(peer_id=peer_id)
+            await repo.update_config_async(peer_id=peer_id)
         replica = cls(repo, store, Signer(peer_id, repo.load_or_create_key()), store_is_repo=store_is_repo)
         replica._replay()
         await replica._ensure_members([peer_id, *(peers or ())])
@@ -149,7 +153,7 @@ class Replica:
 
     async def close(self) -> None:
         await self.store.close()
-        self.repo.close()
+        await self.repo.close_async()  # queued writes commit on the writer thread, not on the loop
 
     def _replay(self) -> None:
         """Rebuild memory from the repo's processed log; signatures were checked at ingest."""
@@ -203,7 +207,7 @@ class Replica:
     async def write(
         self, kind: str, body: Mapping[str, Any], blocks: Sequence[Block[Any] | tuple[CID, bytes]] = ()
     ) -> CID:
-        """Append one signed event linking all heads; durable before it is applied or announced.
+        """Append one signed event linking all heads; durable before it is announced or returned.
 
         The untyped form (kind string and body dict), kept for callers that build bodies; the body
         is validated as the model validates a received event before anything is written.
@@ -228,10 +232,10 @@ class Replica:
             own = encode_value(event)
             typed = [b if isinstance(b, Block) else None for b in blocks]
             pairs = [b.pair if isinstance(b, Block) else b for b in blocks]
+            for block, (link, raw) in zip(typed, pairs, strict=True):
+                if block is None:  # bare bytes from the caller: refused here, before anything is queued
+                    verify_block(link, raw)
             all_blocks = [*pairs, own.pair]
-            if not self._store_is_repo:
-                await self.store.put_many(all_blocks)
-            self.repo.commit(blocks=all_blocks, processed=[own.cid], heads=[own.cid])
             # Fold what the blocks say, not the caller's objects: the state must equal a replay.
             extras: dict[CID, Any] = {}
             wanted = dict(links_of(BlockKind.EVENT, event))
@@ -240,10 +244,17 @@ class Replica:
                 if link_kind in (BlockKind.WORKFLOW, BlockKind.RESULT):
                     extras[link] = block.value if block is not None else decode_typed(link_kind, raw)
             workflow, result = self._local_extras(event, extras)
+            if not self._store_is_repo:
+                await self.store.put_many(all_blocks)
+            # Queued in the order events are ticked, then folded at once so the next write links it;
+            # durable (on the repo's writer thread, the loop running) before it is announced or
+            # returned. Concurrent writers' commits share a transaction and its fsync.
+            durable = self.repo.queue_commit(blocks=all_blocks, processed=[own.cid], heads=[own.cid])
             self.state.apply(own.cid, event, workflow, result)
             self.clock.apply(own.cid, event)
             self.counters["events_written"] += 1
             self.counters["blocks_written"] += len(all_blocks)
+        await durable
         await self._notify()
         return own.cid
 
@@ -256,7 +267,9 @@ class Replica:
 
     # --- seed-compatible operations -----------------------------------------------------------
 
-    async def schedule_workflow(self, workflow: WorkflowDefinition) -> dict[str, Any]:
+    async def schedule_workflow(self, workflow: WorkflowDefinition, retries: int = 0) -> dict[str, Any]:
+        """Queue ``workflow``; ``retries``: automatic retry budget, kept in the schedule event's body
+        (not the Workflow block, so the definition and its CID are the same with or without it)."""
         reason = eligibility(workflow.tags)
         if reason is not None:
             return {
@@ -280,8 +293,90 @@ class Replica:
                     "tags": list(workflow.tags),
                 }
             return self._assignment(rec, existing=True)
-        await self.append(Schedule(wcid), [block])
+        await self.append(Schedule(wcid, retries or None), [block])
         return self._assignment(self.state.workflows[workflow.workflow_id], existing=False)
+
+    async def schedule_many(self, workflows: Iterable[WorkflowDefinition]) -> list[dict[str, Any]]:
+        """Schedule ``workflows`` with one durable commit; one answer per input, in input order,
+        each with :meth:`schedule_workflow`'s keys.
+
+        Every new workflow gets its own signed ``schedule`` event, chained in input order (the first
+        links all current heads, each next one the previous), so each owner follows the documented
+        rule exactly as if they had been scheduled one by one. Refusals are per workflow, as in
+        :meth:`schedule_workflow`; an id repeated in the batch is scheduled once: a later copy with
+        the same definition answers ``existing``, another definition is refused.
+        """
+        items = list(workflows)
+        answers: list[dict[str, Any] | None] = [None] * len(items)
+        fresh: dict[str, Block[WorkflowDefinition]] = {}
+        repeated: set[int] = set()
+        async with self._write_lock:
+            for index, workflow in enumerate(items):
+                reason = eligibility(workflow.tags)
+                if reason is not None:
+                    answers[index] = _refusal(workflow, reason)
+                    continue
+                block = encode_value(workflow)
+                first = fresh.get(workflow.workflow_id)
+                rec = self.state.workflows.get(workflow.workflow_id)
+                held = (
+                    first.cid
+                    if first is not None
+                    else (rec.winner.workflow_cid if rec and rec.winner else None)
+                )
+                if held is not None and held != block.cid:
+                    answers[index] = _refusal(workflow, _other_definition(workflow, held))
+                elif first is not None:
+                    repeated.add(index)
+                elif rec is not None and rec.winner is not None:
+                    answers[index] = self._assignment(rec, existing=True)
+                else:
+                    fresh[workflow.workflow_id] = block
+            written = self._chain([Schedule(block.cid) for block in fresh.values()])
+            if written:
+                blocks = [
+                    pair
+                    for block, own in zip(fresh.values(), written, strict=True)
+                    for pair in (block.pair, own.pair)
+                ]
+                if not self._store_is_repo:  # over Kubo: fetchable by other nodes, as in one-by-one writes
+                    await self.store.put_many(blocks)
+                await self.repo.commit_async(
+                    blocks=blocks, processed=[own.cid for own in written], heads=[written[-1].cid]
+                )
+                for block, own in zip(fresh.values(), written, strict=True):
+                    self.state.apply(own.cid, own.value, block.value, None)
+                    self.clock.apply(own.cid, own.value)
+                self.counters["events_written"] += len(written)
+                self.counters["blocks_written"] += len(blocks)
+        if written:
+            await self._notify()
+        for index, workflow in enumerate(items):
+            if answers[index] is None:
+                rec = self.state.workflows[workflow.workflow_id]
+                answers[index] = self._assignment(rec, existing=index in repeated)
+        return [answer for answer in answers if answer is not None]
+
+    def _chain(self, payloads: Sequence[Payload]) -> list[Block[Event]]:
+        """Signed events for ``payloads``, each linking the one before (the first: every head);
+        nothing is recorded: the caller commits them, then applies them in this order."""
+        out: list[Block[Event]] = []
+        for payload in payloads:
+            kind, body = body_of(payload)
+            if not out:
+                unsigned = self.clock.tick(kind.value, body)
+            else:
+                prev = out[-1]
+                unsigned = Event(
+                    kind=kind.value,
+                    author="",
+                    height=prev.value.height + 1,
+                    parents=(prev.cid,),
+                    body=body,
+                    key=b"",
+                )
+            out.append(encode_value(self.signer.sign(unsigned)))
+        return out
 
     def _assignment(self, rec: WorkflowRecord, *, existing: bool) -> dict[str, Any]:
         winner = rec.winner
@@ -308,7 +403,7 @@ class Replica:
             return None
         rec = self.state.workflows[wid]
         assert rec.winner is not None
-        await self.append(Claim(wid, rec.winner.cid))
+        await self.append(Claim(wid, rec.winner.cid, attempt_field(rec.attempt)))
         return rec.winner.workflow
 
     def require(self, workflow_id: str) -> WorkflowRecord:
@@ -323,7 +418,16 @@ class Replica:
         rec = self.require(workflow_id)
         if rec.status in FINISHED:
             raise SchedulerError(f"workflow {workflow_id!r} is already {rec.status}")
-        return await self.append(Cancel(workflow_id, reason or None))
+        return await self.append(Cancel(workflow_id, reason or None, attempt_field(rec.attempt)))
+
+    async def retry(self, workflow_id: str) -> CID:
+        """Open the next attempt of a failed or cancelled workflow (a ``retry`` event)."""
+        rec = self.require(workflow_id)
+        if rec.status not in (FAILED, CANCELLED):
+            raise SchedulerError(
+                f"workflow {workflow_id!r} is {rec.status}; only failed or cancelled ones are retried"
+            )
+        return await self.append(Retry(workflow_id, rec.attempt + 1))
 
     async def reprioritize(self, workflow_id: str, priority: float) -> CID:
         self.require(workflow_id)
@@ -342,15 +446,17 @@ class Replica:
         return True
 
     async def record_result(
-        self, workflow_id: str, result: Result, blocks: Sequence[tuple[CID, bytes]] = ()
+        self, workflow_id: str, result: Result, blocks: Sequence[tuple[CID, bytes]] = (), attempt: int = 0
     ) -> CID:
-        """Store a result block (plus its log blobs) and the ``complete``/``fail`` event naming it."""
+        """Store a result block (plus its log blobs) and the ``complete``/``fail`` event naming it
+        (``attempt``: the attempt the run belongs to, as its claim said)."""
         block = encode_value(result)
         payload: Payload
         if result.outcome is ResultStatus.SUCCESS:
-            payload = Complete(workflow_id, block.cid)
+            payload = Complete(workflow_id, block.cid, attempt_field(attempt))
         else:
-            payload = Fail(workflow_id, block.cid, result.reason[:1024] if result.reason else None)
+            reason = result.reason[:1024] if result.reason else None
+            payload = Fail(workflow_id, block.cid, reason, attempt_field(attempt))
         return await self.append(payload, [*blocks, block])
 
     # --- queries ------------------------------------------------------------------------------
@@ -382,30 +488,54 @@ class Replica:
     # --- merging ------------------------------------------------------------------------------
 
     def _known(self, cid: CID, kind: BlockKind) -> bool:
-        if kind is BlockKind.EVENT:
-            return cid in self.clock
-        return self.repo.has_block(cid)
+        """Where a merge's walk stops: events already applied (in memory). Other blocks count as
+        unknown here, so each DAG level's are looked up in one repo query (:meth:`_fetch_level`)
+        instead of one query per link; a held one is read from the repo, not fetched."""
+        return kind is BlockKind.EVENT and cid in self.clock
 
-    async def _fetch(self, cid: CID, sources: Sequence[BlockStore]) -> tuple[bytes, bool]:
-        """Bytes for ``cid`` and whether they came from outside our store (and must be put there).
+    async def _fetch_level(
+        self, level: Sequence[CID], sources: Sequence[BlockStore]
+    ) -> tuple[dict[CID, bytes], set[CID], dict[CID, str]]:
+        """One DAG level's blocks: (bytes by CID, those from outside our store, errors by CID).
 
-        Explicit sources (a CAR being imported, another in-process replica) are asked before our
-        own store, because over Kubo the store means a bitswap round trip per block.
+        Our repo is asked once for the whole level, explicit sources (a CAR being imported, another
+        in-process replica) next, batched where they can, before our own store, because over Kubo
+        the store means a bitswap round trip per block.
         """
-        data = self.repo.get_block(cid)
-        if data is not None:
-            return data, False
-        errors = []
-        own = () if self._store_is_repo else (self.store,)
-        for store in (*sources, *own):
+        found = self.repo.get_blocks(level)
+        missing = [cid for cid in level if cid not in found]
+        foreign: set[CID] = set()
+        errors: dict[CID, list[str]] = {cid: [] for cid in missing}
+        for source in sources:
+            if not missing:
+                break
             try:
-                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
-                # that races a fast store.get, leaving a merge worker blocked forever on stop.
-                async with asyncio.timeout(self.fetch_timeout):
-                    return await store.get(cid), store is not self.store
-            except (BlockNotFound, StoreError, TimeoutError) as exc:
-                errors.append(str(exc) or type(exc).__name__)
-        raise BlockNotFound(cid, "; ".join(errors) or "no source holds it")
+                got = await get_many(source, missing)
+            except StoreError as exc:
+                for cid in missing:
+                    errors[cid].append(str(exc) or type(exc).__name__)
+                continue
+            found.update(got)
+            foreign.update(got)
+            missing = [cid for cid in missing if cid not in got]
+        if missing:
+            limit = asyncio.Semaphore(self.fetch_concurrency)
+
+            async def one(cid: CID) -> None:
+                async with limit:
+                    try:
+                        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a
+                        # cancellation that races a fast store.get, leaving a merge blocked on stop.
+                        async with asyncio.timeout(self.fetch_timeout):
+                            found[cid] = await self.store.get(cid)
+                    except (BlockNotFound, StoreError, TimeoutError) as exc:
+                        errors[cid].append(str(exc) or type(exc).__name__)
+
+            await asyncio.gather(*(one(cid) for cid in missing))
+        failed = {
+            cid: "; ".join(why) or "no source holds it" for cid, why in errors.items() if cid not in found
+        }
+        return found, foreign, failed
 
     async def merge_heads(
         self,
@@ -417,11 +547,12 @@ class Replica:
     ) -> MergeReport:
         """Fetch the history behind ``heads`` and apply it; a head with incomplete history is not adopted.
 
-        No bound on history depth: up to ``max_pending`` (capped at :attr:`memory_blocks`) unknown
-        blocks are walked in memory; a longer history is walked level by level into a staging file
-        (at most :attr:`fetch_concurrency` fetches in flight) and folded parents-first from there.
-        Over a store that exports CARs, more than :attr:`bulk_threshold` unknown blocks switch to one
-        ``dag/export`` per head instead of a round trip per level.
+        The walk goes one DAG level at a time: one repo query per level for what is held, the rest
+        fetched concurrently (at most ``fetch_concurrency`` at once). No bound on history depth: up
+        to ``max_pending`` (capped at :attr:`memory_blocks`) unknown blocks are walked in memory; a
+        longer history is walked on level by level into a staging file and folded parents-first
+        from there. Over a store that exports CARs, more than :attr:`bulk_threshold` unknown blocks
+        switch to one ``dag/export`` per head instead of a round trip per level.
         """
         cids = [CID.parse(h) for h in heads]
         limit = min(max_pending or self.memory_blocks, self.memory_blocks)
@@ -445,52 +576,31 @@ class Replica:
         plan = MergePlan(self._known, **({"max_pending": max_pending} if max_pending else {}))
         report = MergeReport()
         external: set[CID] = set()
-        queue: asyncio.Queue[CID] = asyncio.Queue()
-        for cid in plan.want(cids):
-            queue.put_nowait(cid)
-        if not queue.empty():
-            self.repo.commit(wanted_add=cids)
-
-        async def worker() -> None:
-            # Each queued CID is one unit of work; the walk is over when every unit is done.
-            while True:
-                cid = await queue.get()
+        level = plan.want(cids)
+        if level:
+            await self.repo.commit_async(wanted_add=cids)
+        while level:
+            found, foreign, failed = await self._fetch_level(level, sources)
+            external.update(foreign)
+            following: list[CID] = []
+            for cid in level:
+                if cid in failed:
+                    plan.fail(cid, str(BlockNotFound(cid, failed[cid])), Reject.MISSING_BLOCK)
+                    continue
+                report.fetched += 1
                 try:
-                    try:
-                        data, foreign = await self._fetch(cid, sources)
-                    except (BlockNotFound, StoreError) as exc:
-                        plan.fail(cid, str(exc), Reject.MISSING_BLOCK)
-                        continue
-                    if foreign:
-                        external.add(cid)
-                    report.fetched += 1
-                    try:
-                        for more in plan.receive(cid, data):
-                            queue.put_nowait(more)
-                    except SyncError as exc:
-                        plan.fail(cid, str(exc), Reject.TOO_DEEP)
-                        raise
-                finally:
-                    queue.task_done()
-
-        workers = [asyncio.create_task(worker()) for _ in range(self.fetch_concurrency)]
-        joined = asyncio.create_task(queue.join())
-        try:
-            done, _ = await asyncio.wait([joined, *workers], return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task is not joined and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
-        finally:
-            for task in [joined, *workers]:
-                task.cancel()
-            await asyncio.gather(joined, *workers, return_exceptions=True)
+                    following.extend(plan.receive(cid, found[cid]))
+                except SyncError as exc:
+                    plan.fail(cid, str(exc), Reject.TOO_DEEP)
+                    raise
+            level = following
         report.applied = await self._apply_ready(plan, external)
         for cid, reason, detail in plan.rejected:
             report.rejected.append((str(cid), detail))
             report.reasons[reason] += 1
             self.rejections[reason] += 1
             log.info("merge refused %s (%s): %s", cid, reason, detail)
-        self.repo.commit(wanted_remove=cids)
+        await self.repo.commit_async(wanted_remove=cids)
         report.heads = self.clock.heads
         self.counters["blocks_fetched"] += report.fetched
         if report.applied:
@@ -501,32 +611,43 @@ class Replica:
         self, plan: MergePlan, external: set[CID], *, verify: bool = True, batch: int = 500
     ) -> int:
         applied = 0
+        ready = plan.ready()
+        for start in range(0, len(ready), batch):
+            # Under the write lock: a local write that ticks on top of these events must queue its
+            # commit after theirs, so the processed log stays a topological order.
+            async with self._write_lock:
+                pending_blocks, processed = self._apply_admitted(plan, ready[start : start + batch], verify)
+                durable = self.repo.queue_commit(
+                    blocks=pending_blocks, processed=processed, heads=self.clock.head_cids
+                )
+            await self._persist(durable, pending_blocks, external)
+            applied += len(processed)
+            await asyncio.sleep(0)
+        self.counters["events_merged"] += applied
+        return applied
+
+    def _apply_admitted(
+        self, plan: MergePlan, ready: Sequence[Ready], verify: bool
+    ) -> tuple[list[tuple[CID, bytes]], list[CID]]:
+        """Fold the admitted ones among ``ready`` into memory; their blocks and CIDs, to commit."""
         pending_blocks: list[tuple[CID, bytes]] = []
         processed: list[CID] = []
-        for ready in plan.ready():
-            cid, event = ready.event.cid, ready.event.value
+        for item in ready:
+            cid, event = item.event.cid, item.event.value
             refusal = self._admission(event, verify=verify)
             if refusal is not None:
                 plan.refuse(cid, *refusal)
                 continue
             try:
-                workflow, result = self._local_extras(event, ready.values)
+                workflow, result = self._local_extras(event, item.values)
             except (StoreError, CodecError, ModelError) as exc:
                 plan.refuse(cid, Reject.INVALID_BLOCK, f"linked block unusable: {exc}")
                 continue
             self.state.apply(cid, event, workflow, result)
             self.clock.apply(cid, event)
-            pending_blocks.extend(ready.pairs)
+            pending_blocks.extend(item.pairs)
             processed.append(cid)
-            applied += 1
-            if len(processed) >= batch:
-                await self._persist(pending_blocks, processed, external)
-                pending_blocks, processed = [], []
-                await asyncio.sleep(0)
-        if processed:
-            await self._persist(pending_blocks, processed, external)
-        self.counters["events_merged"] += applied
-        return applied
+        return pending_blocks, processed
 
     def _admission(self, event: Event, *, verify: bool) -> tuple[Reject, str] | None:
         """Why a causally complete event is refused, as a fixed reason and a detail for the log."""
@@ -542,13 +663,16 @@ class Replica:
         return None
 
     async def _persist(
-        self, blocks: list[tuple[CID, bytes]], processed: list[CID], external: set[CID]
+        self, durable: Awaitable[None], blocks: list[tuple[CID, bytes]], external: set[CID]
     ) -> None:
-        """Commit merged events; blocks that came from a CAR or another replica go to our store
-        first (over Kubo that makes them fetchable by other nodes and readable by ``ipfs dag get``)."""
-        if not self._store_is_repo and external:
-            await self.store.put_many([(cid, data) for cid, data in blocks if cid in external])
-        self.repo.commit(blocks=blocks, processed=processed, heads=self.clock.head_cids)
+        """Wait for a queued commit of merged events; blocks that came from a CAR or another replica
+        also go to our store (over Kubo that makes them fetchable by other nodes and readable by
+        ``ipfs dag get``). The commit was queued first, so its order among local writes is fixed."""
+        try:
+            if not self._store_is_repo and external:
+                await self.store.put_many([(cid, data) for cid, data in blocks if cid in external])
+        finally:
+            await durable
 
     async def merge_clock(self, other: MerkleClock | Iterable[str | CID]) -> MergeReport:
         """Seed-compatible merge: another replica's clock (blocks read from its store) or head CIDs."""
@@ -663,7 +787,7 @@ class Replica:
         return self.store
 
     async def _finish(self, report: MergeReport, heads: Sequence[CID]) -> MergeReport:
-        self.repo.commit(wanted_remove=heads)
+        await self.repo.commit_async(wanted_remove=heads)
         report.heads = self.clock.heads
         self.counters["blocks_fetched"] += report.fetched
         if report.applied:
@@ -688,7 +812,7 @@ class Replica:
     ) -> MergeReport:
         """A merge with no bound on depth: blocks go to a staging file, then fold parents-first."""
         report = MergeReport()
-        self.repo.commit(wanted_add=heads)
+        await self.repo.commit_async(wanted_add=heads)
         with Staging(self.repo.path) as staging:
             if bulk is not None:
                 for head in heads:
@@ -774,32 +898,17 @@ class Replica:
         """
         external = False
         frontier: dict[CID, BlockKind] = dict.fromkeys(heads, BlockKind.EVENT)
-        gate = asyncio.Semaphore(self.fetch_concurrency)
-
-        async def fetch(cid: CID) -> tuple[CID, bytes | None, bool, str]:
-            async with gate:
-                try:
-                    data, foreign = await self._fetch(cid, sources)
-                    return cid, data, foreign, ""
-                except (BlockNotFound, StoreError) as exc:
-                    return cid, None, False, str(exc)
-
         walked = 0
         while frontier:
             todo = {c: k for c, k in frontier.items() if not self._known(c, k)}
             staged = staging.get_many(list(todo))
             missing = [c for c in todo if c not in staged]
-            fetched = {}
-            if len(missing) == 1:  # a chain: no task to spawn
-                results = [await fetch(missing[0])]
-            else:
-                results = await asyncio.gather(*(fetch(c) for c in missing))
-            for cid, data, foreign, error in results:
-                if data is None:
-                    self._refused(report, cid, Reject.MISSING_BLOCK, error or "no source holds it")
-                    continue
-                fetched[cid] = data
-                external = external or foreign
+            fetched: dict[CID, bytes] = {}
+            if missing:
+                fetched, foreign, failed = await self._fetch_level(missing, sources)
+                external = external or bool(foreign)
+                for cid, error in failed.items():
+                    self._refused(report, cid, Reject.MISSING_BLOCK, str(BlockNotFound(cid, error)))
             frontier = {}
             new_blocks: list[tuple[CID, bytes]] = []
             events: list[tuple[int, CID]] = []
@@ -961,8 +1070,25 @@ class Replica:
         """:meth:`_apply_ready` for events released by a staged fold; refusals go to ``report``.
 
         ``verified``, when given, holds each item's signature check, done elsewhere (a worker process).
+        Folded and queued under the write lock, as :meth:`_apply_ready` does, so a local write that
+        ticks on top of these events commits after them.
         """
-        applied = 0
+        async with self._write_lock:
+            pending_blocks, processed = self._fold_items(items, report, verified)
+            if not processed:
+                return 0
+            durable = self.repo.queue_commit(
+                blocks=pending_blocks, processed=processed, heads=self.clock.head_cids
+            )
+        outside = {c for c, _ in pending_blocks} if external else set()
+        await self._persist(durable, pending_blocks, outside)
+        await asyncio.sleep(0)
+        self.counters["events_merged"] += len(processed)
+        return len(processed)
+
+    def _fold_items(
+        self, items: Sequence[Ready], report: MergeReport, verified: Sequence[bool] | None
+    ) -> tuple[list[tuple[CID, bytes]], list[CID]]:
         pending_blocks: list[tuple[CID, bytes]] = []
         processed: list[CID] = []
         for index, ready in enumerate(items):
@@ -994,13 +1120,23 @@ class Replica:
             self.clock.apply(cid, event)
             pending_blocks.extend(ready.pairs)
             processed.append(cid)
-            applied += 1
-        if processed:
-            outside = {c for c, _ in pending_blocks} if external else set()
-            await self._persist(pending_blocks, processed, outside)
-            await asyncio.sleep(0)
-        self.counters["events_merged"] += applied
-        return applied
+        return pending_blocks, processed
+
+
+def _refusal(workflow: WorkflowDefinition, reason: str) -> dict[str, Any]:
+    return {
+        "success": False,
+        "workflow_id": workflow.workflow_id,
+        "reason": reason,
+        "tags": list(workflow.tags),
+    }
+
+
+def _other_definition(workflow: WorkflowDefinition, held: CID) -> str:
+    return (
+        f"workflow id {workflow.workflow_id!r} is already scheduled with another definition "
+        f"({held}); cancel it or use a new id"
+    )
 
 
 def _signed_message(event: Event) -> tuple[bytes, bytes, bytes]:

@@ -305,6 +305,14 @@ class Repo:
             except BaseException:
                 conn.close()
                 raise
+            from .repo_perms import secure_repo_dir
+
+            try:
+                secure_repo_dir(path)  # 0700 directory, 0600 files (key, database, -wal/-shm, token)
+            except BaseException:
+                reader.close()
+                conn.close()
+                raise
         except BaseException:
             os.close(lock_fd)  # closing the descriptor releases the flock
             raise
@@ -391,6 +399,11 @@ class Repo:
 
     async def put_meta_async(self, key: str, value: bytes) -> None:
         await self._await(_meta_row(key, value))
+
+    def queue_meta(self, key: str, value: bytes) -> Awaitable[None]:
+        """:meth:`put_meta` queued now (from a running loop), like :meth:`queue_commit`: for a caller
+        that cannot await (a synchronous callback) and must not block the loop on the fsync."""
+        return self._settled(self._submit_async(_meta_row(key, value)), _meta_row(key, value))
 
     def get_meta(self, key: str) -> bytes | None:
         rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))

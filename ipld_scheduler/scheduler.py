@@ -172,8 +172,14 @@ class P2PWorkflowScheduler:
     def repo_path(self) -> Path:
         return self._repo.path
 
-    def schedule_workflow(self, workflow: WorkflowDefinition) -> dict[str, Any]:
-        return self._run(self.replica.schedule_workflow(workflow))
+    def schedule_workflow(self, workflow: WorkflowDefinition, retries: int = 0) -> dict[str, Any]:
+        """``retries``: automatic retry budget for failed runs (see ``ops.schedule``)."""
+        return self._run(self.replica.schedule_workflow(workflow, retries))
+
+    def schedule_workflows(self, workflows: Iterable[WorkflowDefinition]) -> list[dict[str, Any]]:
+        """:meth:`schedule_workflow` for many, with one durable commit: one answer per workflow, in
+        input order, with the same keys and owners (see ``Replica.schedule_many``)."""
+        return self._run(self.replica.schedule_many(workflows))
 
     def get_next_workflow(self) -> WorkflowDefinition | None:
         return self._run(self.replica.get_next_workflow())
@@ -207,6 +213,10 @@ class P2PWorkflowScheduler:
 
     def cancel_workflow(self, workflow_id: str, reason: str = "") -> str:
         return str(self._run(self.replica.cancel(workflow_id, reason)))
+
+    def retry_workflow(self, workflow_id: str) -> str:
+        """Open the next attempt of a failed or cancelled workflow; the ``retry`` event's CID."""
+        return str(self._run(self.replica.retry(workflow_id)))
 
     def reprioritize_workflow(self, workflow_id: str, priority: float) -> str:
         return str(self._run(self.replica.reprioritize(workflow_id, priority)))

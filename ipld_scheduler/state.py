@@ -10,7 +10,13 @@ they arrive in. Every rule is therefore a join over sets:
   bytes); height grows along every causal chain, so a later event always wins over its ancestors
   and concurrent ones are ordered by their CIDs;
 * a workflow's defining schedule is the minimum-stamp schedule event for its id;
-* status is a precedence over the sets of completions, failures, cancels and claims;
+* runs are per attempt: a ``retry`` event for attempt n+1 opens a new attempt once attempt n has a
+  failure or cancel and no completion; the current attempt is the longest such chain in the set
+  (concurrent retries of the same attempt are one attempt), and claims, completions, failures and
+  cancels count for the attempt their body names (absent: attempt 0);
+* status is a precedence over the current attempt's completions, failures, cancels and claims
+  (completed > failed > cancelled > running > pending); a failure whose Result says ``cancelled``
+  (a run stopped by a cancel, recorded with its partial output) counts as a cancel, not a failure;
 * priority and transfers are last-writer-wins registers.
 
 ``apply`` dispatches with ``match`` on the event's typed payload (``events``); per finished run it
@@ -39,6 +45,7 @@ from .events import (
     PeerAdd,
     PeerRemove,
     Reprioritize,
+    Retry,
     Transfer,
     payload_of,
 )
@@ -118,6 +125,8 @@ class Schedule:
     """SHA-256 of the parents' CID bytes: the head set the schedule event was created on."""
     combined: bytes
     _ranking: list[str] | None = None
+    retries: int = 0
+    """Automatic retry budget from the schedule event's body (0: none)."""
 
     @property
     def ranking(self) -> list[str]:
@@ -128,7 +137,7 @@ class Schedule:
 
 @dataclass(slots=True)
 class Run:
-    """A claim, completion or failure: who did what, and under which event.
+    """A claim, completion, failure, cancel or retry: who did what, under which event, for which attempt.
 
     For a completion or failure the fold also records what the Result block says (outcome, exit
     code, duration, reason, log links, steps), so readers never go back to the block. A result
@@ -147,13 +156,22 @@ class Run:
     stdout: CID | None = None
     stderr: CID | None = None
     steps: tuple[Mapping[str, Any], ...] = ()
+    attempt: int = 0
+    """The attempt the event names (0 when its body has none)."""
 
     @classmethod
     def finished(
-        cls, cid: CID, stamp: Stamp, peer: str, link: CID, result: Result | None, implied: ResultStatus
+        cls,
+        cid: CID,
+        stamp: Stamp,
+        peer: str,
+        link: CID,
+        result: Result | None,
+        implied: ResultStatus,
+        attempt: int | None = None,
     ) -> Run:
         if result is None:
-            return cls(cid, stamp, peer, link, implied)
+            return cls(cid, stamp, peer, link, implied, attempt=attempt or 0)
         return cls(
             cid,
             stamp,
@@ -166,7 +184,13 @@ class Run:
             result.stdout,
             result.stderr,
             result.steps,
+            attempt or 0,
         )
+
+    @property
+    def cancelled(self) -> bool:
+        """A run stopped by a cancel: filed under the cancel, never as a failure."""
+        return self.status is ResultStatus.CANCELLED
 
 
 @dataclass(slots=True)
@@ -177,7 +201,11 @@ class WorkflowRecord:
     claims: dict[CID, Run] = field(default_factory=dict)
     completions: dict[CID, Run] = field(default_factory=dict)
     failures: dict[CID, Run] = field(default_factory=dict)
-    cancels: dict[CID, Stamp] = field(default_factory=dict)
+    cancels: dict[CID, Run] = field(default_factory=dict)
+    retries: dict[CID, Run] = field(default_factory=dict)
+    """``retry`` events; ``attempt`` is the attempt each one opens."""
+    attempt: int = 0
+    """The current attempt (derived from ``retries`` and the runs, see the module docstring)."""
     priority: tuple[Stamp, float] | None = None
     transfer: tuple[Stamp, str] | None = None
     owner: str | None = None
@@ -195,6 +223,19 @@ class WorkflowRecord:
     def runs(self) -> list[Run]:
         """Finished executions in stamp order: more than one completion is a visible duplicate."""
         return sorted([*self.completions.values(), *self.failures.values()], key=lambda r: r.stamp)
+
+    def of_attempt(self, runs: Mapping[CID, Run], attempt: int | None = None) -> list[Run]:
+        """The runs in ``runs`` (claims, completions...) that count for ``attempt`` (default: current)."""
+        wanted = self.attempt if attempt is None else attempt
+        return [r for r in runs.values() if r.attempt == wanted]
+
+    @property
+    def duplicates(self) -> int:
+        """Finished runs beyond the first, per attempt (a retried attempt's new run is no duplicate)."""
+        per: dict[int, int] = {}
+        for run in self.runs:
+            per[run.attempt] = per.get(run.attempt, 0) + 1
+        return sum(n - 1 for n in per.values())
 
     def to_dict(self, owner: str | None = None) -> dict[str, Any]:
         """JSON view with ``owner`` as :meth:`State.owner` answers it; readers call :meth:`State.row`.
@@ -216,9 +257,15 @@ class WorkflowRecord:
             "claimed_by": sorted({r.peer for r in self.claims.values()}),
             "completions": len(self.completions),
             "failures": len(self.failures),
-            "duplicates": max(0, len(self.completions) + len(self.failures) - 1),
+            "duplicates": self.duplicates,
+            "attempt": self.attempt,
             "results": [
-                {"peer": r.peer, "status": r.status, "result_cid": str(r.result) if r.result else None}
+                {
+                    "peer": r.peer,
+                    "status": r.status,
+                    "result_cid": str(r.result) if r.result else None,
+                    "attempt": r.attempt,
+                }
                 for r in self.runs
             ],
         }
@@ -240,6 +287,8 @@ class State:
         self._handle_keys: dict[str, tuple[float, int, bytes]] = {}
         self.events = 0
         self.kinds: dict[str, int] = {}
+        self.retryable: set[str] = set()
+        """Ids of failed workflows whose schedule's retry budget is not used up (for the runtime)."""
 
     # --- membership ---------------------------------------------------------------------------
 
@@ -288,22 +337,25 @@ class State:
         touched: set[str] = set()
         self.views[cid] = before  # membership events replace it with the view they create
         match payload:  # most frequent kinds first
-            case Claim(id=wid):
-                self._record(wid).claims[cid] = Run(cid, stamp, event.author)
+            case Claim(id=wid, attempt=attempt):
+                self._record(wid).claims[cid] = Run(cid, stamp, event.author, attempt=attempt or 0)
                 touched.add(wid)
-            case Complete(id=wid, result=link):
-                run = Run.finished(cid, stamp, event.author, link, result, ResultStatus.SUCCESS)
+            case Complete(id=wid, result=link, attempt=attempt):
+                run = Run.finished(cid, stamp, event.author, link, result, ResultStatus.SUCCESS, attempt)
                 self._record(wid).completions[cid] = run
                 touched.add(wid)
             case ScheduleEvent():
                 assert workflow is not None, "schedule events are applied with their workflow"
                 touched.add(self._schedule(cid, stamp, event, payload, workflow, before))
-            case Fail(id=wid, result=link):
-                run = Run.finished(cid, stamp, event.author, link, result, ResultStatus.FAILURE)
+            case Fail(id=wid, result=link, attempt=attempt):
+                run = Run.finished(cid, stamp, event.author, link, result, ResultStatus.FAILURE, attempt)
                 self._record(wid).failures[cid] = run
                 touched.add(wid)
-            case Cancel(id=wid):
-                self._record(wid).cancels[cid] = stamp
+            case Cancel(id=wid, attempt=attempt):
+                self._record(wid).cancels[cid] = Run(cid, stamp, event.author, attempt=attempt or 0)
+                touched.add(wid)
+            case Retry(id=wid, attempt=attempt):
+                self._record(wid).retries[cid] = Run(cid, stamp, event.author, attempt=attempt)
                 touched.add(wid)
             case Reprioritize(id=wid, priority=priority):
                 rec = self._record(wid)
@@ -376,6 +428,7 @@ class State:
         sched = Schedule(
             cid, stamp, event.author, workflow_cid, workflow, members, clock, combine(clock, workflow_cid)
         )
+        sched.retries = payload.retries or 0
         rec = self._record(workflow.workflow_id)
         rec.schedules[cid] = sched
         if rec.winner is None or stamp < rec.winner.stamp:
@@ -408,25 +461,56 @@ class State:
             return winner.ranking[0] if winner.ranking else None
         return owner(winner.combined, self.present())
 
+    @staticmethod
+    def _attempt_status(rec: WorkflowRecord, attempt: int, owner_now: str | None) -> WorkflowStatus:
+        for run in rec.completions.values():
+            if run.attempt == attempt:
+                return COMPLETED
+        stopped = False
+        for run in rec.failures.values():
+            if run.attempt == attempt:
+                if run.status is not ResultStatus.CANCELLED:
+                    return FAILED
+                stopped = True
+        if stopped or any(run.attempt == attempt for run in rec.cancels.values()):
+            return CANCELLED
+        for run in rec.claims.values():
+            if run.attempt == attempt and run.peer == owner_now:
+                return RUNNING
+        return PENDING
+
+    @staticmethod
+    def _current_attempt(rec: WorkflowRecord) -> int:
+        """The longest chain 0, 1, ... n where each retry follows an attempt that failed or was
+        cancelled and did not complete: a function of the set, whatever order it arrived in."""
+        if not rec.retries:
+            return 0
+        requested = {run.attempt for run in rec.retries.values()}
+        attempt = 0
+        while attempt + 1 in requested:
+            if rec.of_attempt(rec.completions, attempt):
+                break
+            if not rec.of_attempt(rec.failures, attempt) and not rec.of_attempt(rec.cancels, attempt):
+                break
+            attempt += 1
+        return attempt
+
     def _status(self, rec: WorkflowRecord, owner_now: str | None) -> WorkflowStatus:
         if rec.winner is None:
             return PENDING
-        if rec.completions:
-            return COMPLETED
-        if rec.failures:
-            return FAILED
-        if rec.cancels:
-            return CANCELLED
-        if any(run.peer == owner_now for run in rec.claims.values()):
-            return RUNNING
-        return PENDING
+        return self._attempt_status(rec, rec.attempt, owner_now)
 
     def _refresh(self, rec: WorkflowRecord) -> None:
         old_owner = rec.owner
         new_owner = self.owner_of(rec)
+        rec.attempt = self._current_attempt(rec)
         rec.status = self._status(rec, new_owner)
         rec.owner = new_owner
         wid = rec.workflow_id
+        if rec.status == FAILED and rec.winner is not None and rec.attempt < rec.winner.retries:
+            self.retryable.add(wid)
+        else:
+            self.retryable.discard(wid)
         if rec.status in FINISHED or rec.winner is None:
             self.open.discard(wid)
         else:
@@ -527,6 +611,7 @@ class State:
                     str(rec.winner.cid) if rec.winner else None,
                     tuple(sorted(str(c) for c in rec.claims)),
                     tuple(sorted(str(c) for c in rec.completions)),
+                    rec.attempt,
                 )
             )
         rows.append(("members", tuple(sorted((p, e.present) for p, e in self.members.items()))))

@@ -57,7 +57,8 @@ class _Member:
 
 @dataclass
 class Cluster:
-    """Embedded peers on one event loop; each peer keeps its own repo under ``root / peer_id``.
+    """Embedded peers on one event loop; each peer keeps its own repo under ``root / peer_id`` and runs
+    its jobs under ``root / "<peer_id>.work"`` (beside the repo, never in it, never in the user's cache).
 
     ``memory_blocks`` keeps each peer's served block store in memory (the repo still persists the
     DAG); the default serves blocks from the repo itself, like a daemon would.
@@ -81,6 +82,17 @@ class Cluster:
     async def start(self) -> None:
         for peer_id in self.peer_ids:
             await self.start_peer(peer_id)
+        await self.reannounce()
+
+    async def reannounce(self) -> None:
+        """Every live peer announces all its heads once more.
+
+        Writes yield while they become durable, so a peer may announce before another's endpoint
+        exists; peers do not re-announce after a merge, and a manual clock never rebroadcasts.
+        """
+        for peer_id in self.live:
+            peer = self.peer(peer_id)
+            await peer.announcer.announce(list(peer.replica.clock.head_cids))
 
     async def start_peer(self, peer_id: str) -> Peer:
         """Open (or reopen, after a kill) ``peer_id``'s repo and run its runtime."""
@@ -90,13 +102,16 @@ class Cluster:
         )
         store, broadcaster = self.network.endpoint(peer_id, local)
         self.network.revive(peer_id)
-        replica = await Replica.open(repo, store, peer_id, self.peer_ids, store_is_repo=False)
+        # Served from the repo, a write is one transaction: the replica's commit stores the blocks.
+        replica = await Replica.open(
+            repo, store, peer_id, self.peer_ids, store_is_repo=not self.memory_blocks
+        )
         options = self.per_peer.get(peer_id, self.options)
         peer = Peer(
             replica,
             broadcaster,
             options,
-            workdir=self.root / peer_id / "work",
+            workdir=self.root / f"{peer_id}.work",  # beside the repo, inside the cluster's root
             seed=peer_id,
             clock=self.clock,
             sandbox=None if self.sandbox is None else Sandbox(self.sandbox),

@@ -21,8 +21,13 @@ Owns: running, in one process and one table,
 
 Must not: leave files behind (repos live in temporary directories) or fail as a whole because one
 part is missing: a section whose module cannot be imported is skipped with a note.
+* durable scheduling through a replica (``bench_durable``): one-at-a-time signed, durable
+  ``schedule_workflow`` next to the fsync floor measured in the same run (target: floor + 100 us), 100
+  concurrent calls next to one at a time, and ``Replica.schedule_many`` batches (one commit each) at 10
+  and 50 peers next to the prototype's in-memory rate (REFERENCE.md §1: 10k/s, 2.1k/s; targets 2x, 5x).
+
 Usage: ``python scripts/bench.py [--quick] [--only SECTION[,SECTION]]`` (sections: codec, heap, assignment,
-schedule, repo).
+schedule, durable, repo).
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ if TYPE_CHECKING:
     from ipld_scheduler.codec import CID
     from ipld_scheduler.repo import Repo
 
-PROTOTYPE_SCHEDULES_PER_S: dict[int, float] = {3: 28_700.0, 10: 10_000.0}
+PROTOTYPE_SCHEDULES_PER_S: dict[int, float] = {3: 28_700.0, 10: 10_000.0, 50: 2_100.0}
 """The prototype's in-memory ``schedule_workflow`` throughput (REFERENCE.md §1), for comparison only."""
 
 Row = tuple[str, float, str, str, float]
@@ -59,6 +64,7 @@ Row = tuple[str, float, str, str, float]
 __all__ = [
     "PROTOTYPE_SCHEDULES_PER_S",
     "bench_assignment",
+    "bench_durable",
     "bench_repo",
     "bench_schedule",
     "main",
@@ -154,6 +160,72 @@ def bench_schedule(peer_count: int, n: int) -> dict[str, float]:
             local += result["assigned_peer"] == members[0]
         elapsed = time.perf_counter() - start
     return {"schedules_per_s": n / elapsed, "local_share": local / n}
+
+
+# --- durable scheduling through the replica (what a daemon does per request) -----------------------
+
+
+def bench_durable(quick: bool) -> dict[str, float]:
+    """Signed, durable ``schedule_workflow`` on a replica over the embedded store (one repo, one
+    transaction per write, commits on the writer thread): one at a time, 100 concurrent, and
+    ``schedule_many`` batches at 10 and 50 peers; the fsync floor of the same disk in the same run."""
+    from ipld_scheduler import WorkflowDefinition
+    from ipld_scheduler.embedded.store import EmbeddedStore
+    from ipld_scheduler.replica import Replica
+    from ipld_scheduler.repo import Repo
+
+    n = 200 if quick else 1_000
+    figures: dict[str, float] = {}
+
+    def jobs(tag: str, count: int) -> list[WorkflowDefinition]:
+        return [
+            WorkflowDefinition(f"{tag}-{i}", f"job {i}", tags=["p2p_eligible"], priority=i % 10)
+            for i in range(count)
+        ]
+
+    async def run(root: Path) -> None:
+        async def opened(name: str, peers: int) -> Replica:
+            repo = Repo.open(root / name)
+            members = [f"peer-{i:02d}" for i in range(peers)]
+            return await Replica.open(repo, EmbeddedStore(repo), members[0], members, store_is_repo=True)
+
+        replica = await opened("single", 10)
+        try:
+            for workflow in jobs("warm", 20):
+                await replica.schedule_workflow(workflow)
+            start = time.perf_counter()
+            for workflow in jobs("one", n):
+                await replica.schedule_workflow(workflow)
+            figures["one_at_a_time_us"] = (time.perf_counter() - start) / n * 1e6
+            rounds = [jobs(f"c{r}", 100) for r in range(max(2, n // 100))]
+            start = time.perf_counter()
+            for batch in rounds:
+                await asyncio.gather(*(replica.schedule_workflow(w) for w in batch))
+            figures["concurrent100_us"] = (time.perf_counter() - start) / (100 * len(rounds)) * 1e6
+        finally:
+            await replica.close()
+        if not hasattr(Replica, "schedule_many"):
+            return
+        for peers in (10, 50):
+            replica = await opened(f"batch-{peers}", peers)
+            try:
+                await replica.schedule_many(jobs("warm", 20))
+                rates = []
+                for r in range(3):
+                    batch = jobs(f"b{r}", n)
+                    start = time.perf_counter()
+                    answers = await replica.schedule_many(batch)
+                    rates.append(len(batch) / (time.perf_counter() - start))
+                    if not all(a["success"] for a in answers):
+                        raise AssertionError("schedule_many refused a workflow")
+                figures[f"batch_{peers}_per_s"] = statistics.median(rates)
+            finally:
+                await replica.close()
+
+    with tempfile.TemporaryDirectory(prefix="ipld-bench-durable-") as tmp:
+        figures["fsync_floor_us"] = fsync_floor_us(Path(tmp), 50 if quick else 200)
+        asyncio.run(run(Path(tmp)))
+    return figures
 
 
 # --- the repo's durable write path -----------------------------------------------------------------
@@ -389,6 +461,32 @@ def _schedule_rows(quick: bool) -> list[Row]:
     return rows
 
 
+def _durable_rows(quick: bool) -> list[Row]:
+    f = bench_durable(quick)
+    floor = f["fsync_floor_us"]
+    rows: list[Row] = [
+        ("fsync floor (4 KiB pwrite+fdatasync)", floor, "us", "-", float("nan")),
+        ("durable schedule, one at a time, 10 peers", f["one_at_a_time_us"], "us/op", "fsync floor", floor),
+        ("  same, above the floor", f["one_at_a_time_us"] - floor, "us/op", "target", 100.0),
+        (
+            "durable schedule, 100 concurrent",
+            f["concurrent100_us"],
+            "us/op",
+            "one at a time",
+            f["one_at_a_time_us"],
+        ),
+    ]
+    for peers, target in ((10, 2.0), (50, 5.0)):
+        key = f"batch_{peers}_per_s"
+        if key in f:
+            prototype = PROTOTYPE_SCHEDULES_PER_S[peers]
+            rows.append(
+                (f"schedule_many, {peers} peers (durable)", f[key], "/s", "prototype, in memory", prototype)
+            )
+            rows.append((f"  target: {target:g}x the prototype", f[key], "/s", "target", target * prototype))
+    return rows
+
+
 def _repo_rows(quick: bool) -> list[Row]:
     f = bench_repo(quick)
     floor, single = f["fsync_floor_us"], f["single_us"]
@@ -454,6 +552,7 @@ def main(argv: list[str]) -> int:
         ("heap", _heap_rows),
         ("assignment", _assignment_rows),
         ("schedule", _schedule_rows),
+        ("durable", _durable_rows),
         ("repo", _repo_rows),
     ]
     if "--only" in argv[:-1]:

@@ -256,7 +256,8 @@ def bench_car(origin: PeerProcess, root: Path, net: ipfs_net.IpfsNet) -> dict[st
     merge asks the daemon, i.e. bitswap, for each block before it looks in the CAR).
     """
     t0 = time.perf_counter()
-    with urllib.request.urlopen(origin.api_url + "/api/v1/export", timeout=120) as resp:
+    export = urllib.request.Request(origin.api_url + "/api/v1/export", headers=origin.api.auth)
+    with urllib.request.urlopen(export, timeout=120) as resp:
         car = resp.read()
     exported = time.perf_counter() - t0
     events, embedded = asyncio.run(_import(car, root / "car-embedded", None))

@@ -165,7 +165,7 @@ def test_json_output_keys_are_stable(repo: Path) -> None:
     listing = ok_json(repo, "workflows")
     assert set(listing["workflows"][0]) >= {"workflow_id", "name", "status", "owner", "priority", "tags"}
     assert set(ok_json(repo, "results", "a")) == {
-        "success", "workflow_id", "status", "owner", "claimed_by", "exit_code", "runs", "count",
+        "success", "workflow_id", "status", "owner", "claimed_by", "exit_code", "runs", "count", "attempt",
     }  # fmt: skip
     assert ok_json(repo, "status", "--json") == ok_json(repo, "--json", "status")
 

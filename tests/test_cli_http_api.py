@@ -28,7 +28,7 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Replica, WebServer, Remo
     server = WebServer(replica, None, mode="dashboard")
     await server.start()
     assert server.url is not None
-    remote = RemoteScheduler(server.url)
+    remote = RemoteScheduler(server.url, token=server.token)
     try:
         yield replica, server, remote
     finally:
@@ -112,7 +112,7 @@ async def test_writes_need_json_and_a_loopback_host(
     served: tuple[Replica, WebServer, RemoteScheduler],
 ) -> None:
     _replica, server, _remote = served
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {server.token}"}) as session:
         # A cross-site form can only send "simple" content types: refused.
         async with session.post(
             server.url + "/api/v1/next", data="{}", headers={"Content-Type": "text/plain"}
@@ -123,7 +123,7 @@ async def test_writes_need_json_and_a_loopback_host(
         ) as r:
             assert r.status == 400
         async with session.get(server.url + "/api/v1/status", headers={"Host": "attacker.example:80"}) as r:
-            assert r.status == 421
+            assert r.status == 403 and (await r.json())["code"] == "forbidden"
         async with session.post(
             server.url + "/api/v1/workflows", data="[1, 2]", headers={"Content-Type": "application/json"}
         ) as r:
@@ -150,7 +150,7 @@ async def test_event_stream_pushes_a_new_overview_when_heads_move(
 ) -> None:
     _replica, server, remote = served
     async with (
-        aiohttp.ClientSession() as session,
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {server.token}"}) as session,
         session.get(server.url + "/api/v1/events") as response,
     ):
         assert response.headers["Content-Type"].startswith("text/event-stream")

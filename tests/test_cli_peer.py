@@ -128,7 +128,8 @@ def test_commands_go_through_the_running_peer_which_runs_the_work(peer: Served) 
         text=True,
         timeout=30,
     )
-    assert json.loads(dashboard.stdout)["dashboard"] == peer.ready["dashboard"]
+    token = (repo / "api-token").read_text().strip()
+    assert json.loads(dashboard.stdout)["dashboard"] == peer.ready["dashboard"] + "?token=" + token
 
     code, out = peer.stop(signal.SIGTERM)
     assert code == 0 and json.loads(out.splitlines()[-1])["event"] == "stopped"

@@ -116,11 +116,26 @@ def test_dashboard_shows_peers_workflows_and_the_dag_live(served: tuple[Path, di
     repo, ready = served
     url = ready["dashboard"]
     served_by_peer = "metrics" in ready
+    # The way a person opens it: `ipld-scheduler dashboard` prints the URL that carries the token once.
+    if served_by_peer:
+        login = cli(repo, "dashboard")["dashboard"]
+    else:  # served by `dashboard` itself, which printed the login URL
+        login, url = url, url.split("?token=")[0]
+    assert login.startswith(url + "?token=")
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
         try:
+            stranger = browser.new_page()
+            refused = stranger.goto(url)  # no token, no cookie: nothing but the error envelope
+            assert refused is not None and refused.status == 401
+            assert json.loads(stranger.locator("body").inner_text())["code"] == "unauthorized"
+            stranger.close()
+
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(url)
+            page.goto(login)
+            assert page.url == url  # the token left the address bar (and the history) at once
+            cookies = page.context.cookies()
+            assert [(c["httpOnly"], c["sameSite"]) for c in cookies] == [(True, "Strict")]
             expect(page.locator("#peer-id")).to_have_text("alpha")
             expect(page.locator("#connection")).to_have_text("live")
             expect(page.locator("#num-peers")).to_have_text("3")

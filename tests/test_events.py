@@ -45,6 +45,11 @@ PINNED: list[tuple[ev.Payload, str]] = [
     (ev.Evict("peer-2", "silent"), "bafyreicbyk3wqc7ej4uspbqussxak4d35cc6dxqk2tvamatnoty6wrn65u"),
     (ev.Transfer("w1", "peer-2", "idle"), "bafyreie55vumkiyetjjgu2azqrp6aljctey3gnzgi7eesbhyo7o6yrbhuu"),
     (ev.Checkpoint(S), "bafyreigaft4abxsudneb5t4m62d32jgcwv5jlq4iaskddjtnvnij7mztfm"),
+    # Retries (attempt fields are absent for attempt 0, so every pin above is unchanged):
+    (ev.Retry("w1", 1), "bafyreigu5mriuegeut4grlnazdbqhiy7csbaq576sopvxtvodf7dvimyby"),
+    (ev.Claim("w1", S, 1), "bafyreigrqr5hah4hxuhtkwrzl5ugx3n3gekn2wzxskpjdbcxmyqpztjwae"),
+    (ev.Fail("w1", R, "cancelled", 2), "bafyreidxcor6cvml3lzjnd2txpl3zylv4ebgkspmmzvxgyqjue7vkglhei"),
+    (ev.Schedule(W, 3), "bafyreihl6vtdhzpjo5izzesxagfpru65gzsqjelgxv75kv2ofahweec5ha"),
 ]
 
 
@@ -85,6 +90,8 @@ def test_absent_optional_fields_stay_absent_on_the_wire() -> None:
     assert ev.body_of(ev.Cancel("w1")) == (EventKind.CANCEL, {"id": "w1"})
     assert ev.body_of(ev.Cancel("w1", "")) == (EventKind.CANCEL, {"id": "w1", "reason": ""})
     assert ev.body_of(ev.PeerAdd("p")) == (EventKind.PEER_ADD, {"peer": "p"})
+    claim = ev.Claim("w1", S, ev.attempt_field(0))
+    assert ev.body_of(claim) == (EventKind.CLAIM, {"id": "w1", "schedule": S})
 
 
 @pytest.fixture

@@ -56,6 +56,9 @@ async def test_killing_one_of_three_peers_completes_all_hundred_with_none_lost(t
 
         assert await cluster.wait_for(lambda: completed() >= 30, 60)
         victim = "c"
+        assert await cluster.wait_for(
+            lambda: all(w in cluster.replica(victim).state.workflows for w in ids), 30
+        )
         claimed_when_killed = {
             w
             for w in ids
@@ -118,6 +121,7 @@ async def _manual_cluster(tmp_path: Path, peers: list[str], start: list[str] | N
     cluster = Cluster(tmp_path, peers, EmbeddedNetwork(4), MANUAL, clock=ManualClock())
     for peer_id in start if start is not None else peers:
         await cluster.start_peer(peer_id)
+    await cluster.reannounce()  # what a peer announced before another's endpoint existed
     assert await cluster.wait_for(lambda: cluster.converged() and cluster.keys_known(), 10)
     return cluster
 

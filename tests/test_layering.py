@@ -7,17 +7,18 @@ Pins two rules of issue 8:
     ``status in ("completed", "failed")``), matches on one (``case "claim":``), or keys a dispatch
     table by them (a dict literal whose keys are two or more such spellings). Docstrings, help text
     and messages are untouched: only comparisons, ``match`` patterns and dict keys count.
-(b) layers: faces (cli, web, mcp_tools, demo, scheduler, testing) -> operations (ops, client) ->
-    runtime (peer and its parts, executor, daemon, sandbox, gha, actions, metrics, backends, config,
-    logs) -> replica (replica, repo, embedded, kubo) -> core (codec, model, events, blocks, clock,
-    state, assign, heap, sync, identity, car, dagjson, reasons, errors, options, liveness, announce,
-    ports, trust, genesis). A module may import its own layer or lower ones, never a higher one
-    (lazy imports inside functions included).
+(b) layers: faces (cli, web, mcp_tools, demo, scheduler, testing) -> operations (ops, client,
+    routes, access) -> runtime (peer and its parts, executor, daemon, sandbox, gha, actions, metrics,
+    backends, config, logs) -> replica (replica, repo, group_commit, embedded, kubo) -> core (codec,
+    model, events, blocks, clock, state, assign, heap, sync, identity, car, dagjson, reasons, errors,
+    options, liveness, announce, ports, trust, genesis). A module may import its own layer or lower
+    ones, never a higher one (lazy imports inside functions included).
 
-Each rule has a strict test over the modules the core owns and a whole-package test. The
-whole-package tests are ``xfail(strict=False)`` while modules other branches are reshaping (the
-peer runtime split, the metrics module, the CLI) still break them; the lead removes the marks
-after merging those branches.
+Each rule has a test over the modules the core owns and a whole-package test; all of them are
+strict (issue 8's "done when"). A stop cause, a step status or act's job result that happens to be
+spelled like a kind or status (``"cancel"``, ``"cancelled"``) gets an enum of its own
+(``executor.StopCause``, ``executor.StepStatus``, ``gha.act.ActResult``) or uses
+``model.ResultStatus``.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ from __future__ import annotations
 import ast
 from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from ipld_scheduler.model import EventKind, WorkflowStatus
 
@@ -64,6 +63,8 @@ LAYERS: dict[str, int] = {
     "testing": FACES,
     "ops": OPERATIONS,
     "client": OPERATIONS,
+    "routes": OPERATIONS,
+    "access": OPERATIONS,
     "peer": RUNTIME,
     "runtime": RUNTIME,
     "executor": RUNTIME,
@@ -77,6 +78,8 @@ LAYERS: dict[str, int] = {
     "logs": RUNTIME,
     "replica": REPLICA,
     "repo": REPLICA,
+    "repo_perms": REPLICA,
+    "group_commit": REPLICA,
     "embedded": REPLICA,
     "kubo": REPLICA,
     "staging": REPLICA,
@@ -233,17 +236,10 @@ def test_core_modules_import_only_their_layer_or_lower() -> None:
     assert _violations("imports", CORE_OWNED) == []
 
 
-# Remaining on this branch: demo's status tables, executor's and gha.act's "cancel"/"cancelled"
-# (a stop cause and act's job result, spelled like a kind/status), peer's "evict"/"cancelled"
-# comparisons and status table: files of the shell, exec, gha and runtime helpers.
-@pytest.mark.xfail(strict=False, reason="demo/executor/gha/peer are reshaped on other branches (issue 8)")
 def test_no_module_spells_kinds_or_statuses_as_strings() -> None:
     assert _violations("literals", None) == []
 
 
-# Remaining on this branch: metrics imports web.api (the runtime helper moves what it needs) and
-# client (operations) imports web.routes (a face): the route table belongs below both.
-@pytest.mark.xfail(strict=False, reason="metrics -> web.api, client -> web.routes (issue 8)")
 def test_no_module_imports_a_higher_layer() -> None:
     assert _violations("imports", None) == []
 

@@ -10,9 +10,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 
 from ipld_scheduler import mcp_tools
 
@@ -63,10 +66,10 @@ async def test_stdio_server_lists_the_prototype_tools_with_their_parameters(tmp_
         listed = await client.list_tools()
     tools = {t.name: t for t in listed.tools}
     assert set(tools) >= PROTOTYPE_TOOLS
-    assert {"inspect_cid", "get_workflow_result", "list_workflows"} <= set(tools)
+    assert {"inspect_cid", "get_workflow_result", "list_workflows", "retry_workflow"} <= set(tools)
     schedule = tools["schedule_p2p_workflow"].input_schema
     assert set(schedule["properties"]) == {
-        "workflow_id", "name", "tags", "priority", "metadata", "command", "manual",
+        "workflow_id", "name", "tags", "priority", "metadata", "command", "manual", "retries",
     }  # fmt: skip
     assert set(schedule["required"]) == {"workflow_id", "name", "tags"}  # the prototype's call still fits
     assert set(schedule["required"]) == {"workflow_id", "name", "tags"}
@@ -200,14 +203,16 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def test_streamable_http_transport(tmp_path: Path) -> None:
+async def test_streamable_http_transport_needs_the_repo_token(tmp_path: Path) -> None:
     port = _free_port()
+    repo = tmp_path / "repo"
     proc = subprocess.Popen(
         [str(SCRIPT), "mcp", "--http", str(port)],
-        env=_env(tmp_path / "repo", P2P_PEER_ID="web"),
+        env=_env(repo, P2P_PEER_ID="web"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    url = f"http://127.0.0.1:{port}/mcp"
     try:
         deadline = time.monotonic() + 20
         while True:
@@ -220,7 +225,32 @@ async def test_streamable_http_transport(tmp_path: Path) -> None:
                         proc.stderr.read().decode() if proc.stderr else "no server"
                     ) from None
                 time.sleep(0.1)
-        async with Client(f"http://127.0.0.1:{port}/mcp", read_timeout_seconds=60) as client:
+        token_file = repo / "api-token"
+        token = token_file.read_text().strip()
+        assert token_file.stat().st_mode & 0o777 == 0o600 and len(token) >= 32
+
+        # Without the token, or with a wrong one, the SDK client cannot even initialize (the SDK
+        # reports the 401 as an internal error of the session; the raw requests below show the 401).
+        for headers in ({}, {"Authorization": "Bearer " + "x" * 43}):
+            with pytest.raises(BaseException, match="unhandled errors"):
+                async with Client(
+                    streamable_http_client(url, http_client=create_mcp_http_client(headers=headers)),
+                    read_timeout_seconds=20,
+                ) as client:
+                    await _call(client, "get_p2p_scheduler_status")
+        async with aiohttp.ClientSession() as session:
+            body = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
+            async with session.post(url, json=body) as r:
+                assert r.status == 401 and (await r.json())["code"] == "unauthorized"
+                assert r.headers["WWW-Authenticate"].startswith("Bearer")
+            bearer = {"Authorization": f"Bearer {token}"}
+            async with session.post(url, json=body, headers={**bearer, "Origin": "http://evil.example"}) as r:
+                assert r.status == 403 and (await r.json())["code"] == "forbidden"
+            async with session.post(url, json=body, headers={**bearer, "Host": "evil.example"}) as r:
+                assert r.status == 403 and (await r.json())["code"] == "forbidden"
+
+        http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
+        async with Client(streamable_http_client(url, http_client=http), read_timeout_seconds=60) as client:
             answer = await _call(
                 client,
                 "schedule_p2p_workflow",

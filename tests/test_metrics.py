@@ -120,7 +120,7 @@ async def test_execution_durations_form_a_histogram_of_this_peers_runs(replica: 
 async def test_runtime_report_adds_liveness_and_the_gates_rejections(replica: Replica) -> None:
     clock = FakeClock()
     peer = runtime(replica, clock)
-    replica.rejections["bad signature"] += 1  # free text from the merge path maps onto the enum
+    replica.rejections[Reject.BAD_SIGNATURE] += 1  # the merge path counts by the same enum
     peer.handle_message(Announcement("x", b"\xff\x00garbage"))
     peer.handle_message(Announcement("x", encode_announcement(Signer.generate("mallory"), [], 1)))
     peer.handle_message(Announcement("x", encode_announcement(Signer.generate("beta"), [], 1)))  # key unknown

@@ -35,7 +35,12 @@ class Worker:
 
     @classmethod
     async def start(cls, repo: Path, marker: Path, schedule: int = 0, sleep: float = 0.4) -> Worker:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "IPLD_TEST_SLEEP": str(sleep)}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "IPLD_TEST_SLEEP": str(sleep),
+            "XDG_CACHE_HOME": str(_cache(repo)),  # the default work root, kept inside the test's tmp dir
+        }
         argv = [str(WORKER), str(repo), "solo", "--schedule", str(schedule), "--marker", str(marker)]
         proc = await asyncio.create_subprocess_exec(
             sys.executable, *argv, stdout=asyncio.subprocess.PIPE, env=env
@@ -124,6 +129,17 @@ async def test_sigkilled_peer_resumes_with_acknowledged_events_and_reruns_its_cl
     assert {w for (w, _), s in seen.items() if "end" in s} == set(done["statuses"])
 
 
+def _cache(repo: Path) -> Path:
+    return repo.parent / "cache"
+
+
+def _attempt_dirs(repo: Path) -> list[Path]:
+    """``<work root>/<workflow>/<attempt>-<token>`` directories of the repo's peer (outside the repo)."""
+    roots = list((_cache(repo) / "ipld-scheduler" / "work").glob(f"{repo.name}-*"))
+    assert len(roots) == 1, f"one work root per repo, got {roots}"
+    return [p for p in roots[0].glob("*/*") if p.is_dir()]
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:
@@ -141,6 +157,8 @@ async def test_a_restarted_peer_kills_the_job_its_killed_incarnation_left_before
     first = await Worker.start(repo, marker, schedule=1, sleep=600)
     await first.until(lambda w: len(running(w)) == 1 and (marker / "pids").exists())
     (orphan,) = [int(p) for p in (marker / "pids").read_text().split()]
+    assert len(_attempt_dirs(repo)) == 1, "the running job has its work directory outside the repo"
+    assert not (repo / "work").exists()
     await first.kill()
     try:
         await _rerun_after_the_leftover_is_killed(repo, marker, orphan)
@@ -162,8 +180,7 @@ async def _rerun_after_the_leftover_is_killed(repo: Path, marker: Path, orphan: 
     seen = runs(marker)
     assert seen[("r00", "1")] == {"start"} and seen[("r00", "2")] == {"start", "end"}
     assert list((repo / "runs").glob("*.run")) == []
-    work = [p for p in (repo / "work").rglob("*") if p.is_dir() and p.parent.parent == repo / "work"]
-    assert work == [], "the leftover's work directory was removed"
+    assert _attempt_dirs(repo) == [], "the leftover's work directory was removed"
 
 
 async def test_an_interrupted_merge_resumes_from_the_dirty_marker(tmp_path: Path) -> None:
@@ -190,6 +207,6 @@ async def test_an_interrupted_merge_resumes_from_the_dirty_marker(tmp_path: Path
         assert await cluster.wait_for(cluster.converged, 10), "b did not resume the merge"
         b = cluster.replica("b")
         assert {f"late-{n}" for n in range(5)} <= set(b.state.workflows)
-        assert b.repo.wanted() == []
+        assert await cluster.wait_for(lambda: b.repo.wanted() == [], 5)  # cleared once durable
     finally:
         await cluster.stop()

@@ -53,7 +53,7 @@ def uid_processes(uid: int) -> list[int]:
 @needs_bwrap
 async def test_job_cannot_read_the_repo_key_by_absolute_path(tmp_path: Path) -> None:
     repo = make_repo(tmp_path)
-    workdir = repo / "work" / "wf" / "1"  # the daemon's default: workdirs inside the repo
+    workdir = repo / "work" / "wf" / "1"  # a workdir inside a hidden tree, as under the hidden work root
     workdir.mkdir(parents=True)
     box = Sandbox(SandboxPolicy(hide=(repo,)))
     key = repo / "identity.key"

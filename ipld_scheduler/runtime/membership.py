@@ -16,9 +16,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from ..codec import CID, CodecError, decode
+from ..blocks import BlockKind, decode_typed
+from ..codec import CID, CodecError
+from ..events import Evict, PeerAdd, Transfer, payload_of
 from ..liveness import Health, plan_evictions
-from ..model import Event, ModelError
+from ..model import ModelError
 from ..options import PeerOptions
 from ..replica import Replica
 from ..state import PENDING, RUNNING, WorkflowRecord
@@ -70,13 +72,8 @@ class MembershipActions:
             if now < due or not self._replica.state.is_present(plan.peer):
                 continue
             silent = detector.silence(plan.peer, now)
-            await self._replica.write(
-                "evict",
-                {
-                    "peer": plan.peer,
-                    "reason": f"silent for {silent:.1f} s (unhealthy after {opts.unhealthy_after} s)",
-                },
-            )
+            reason = f"silent for {silent:.1f} s (unhealthy after {opts.unhealthy_after} s)"
+            await self._replica.append(Evict(plan.peer, reason))
             self._stats.evictions_written += 1
             log.info(
                 "peer %s evicted %s after %.1f s of silence; its open work moves to the others",
@@ -91,7 +88,7 @@ class MembershipActions:
         entry = self._replica.state.members.get(self.peer_id)
         if entry is None or entry.present:
             return
-        if self._membership_kind(entry.stamp[1]) != "evict":
+        if not self._evicted_by(entry.stamp[1]):
             if not self._stats.removed_by_operator:
                 log.info(
                     "peer %s was removed by an operator: not rejoining",
@@ -100,16 +97,20 @@ class MembershipActions:
                 )
             self._stats.removed_by_operator = True  # respected: an operator's peer-remove stands
             return
-        await self._replica.write("peer-add", {"peer": self.peer_id, "key": self._replica.signer.public_key})
+        await self._replica.append(PeerAdd(self.peer_id, self._replica.signer.public_key))
         self._stats.rejoins += 1
         log.info("peer %s rejoined after being evicted", self.peer_id, extra={"event": "rejoin"})
 
-    def _membership_kind(self, raw: bytes) -> str | None:
+    def _evicted_by(self, raw: bytes) -> bool:
+        """Whether the event with CID bytes ``raw`` (our presence's last writer) is an ``evict``.
+
+        Read once per rejoin check, only while we are absent; the fold's member entry keeps the
+        presence stamp, not the kind that set it."""
         try:
             data = self._replica.repo.get_block(CID.from_bytes(raw))
-            return None if data is None else str(Event.from_ipld(decode(data)).kind)
+            return data is not None and isinstance(payload_of(decode_typed(BlockKind.EVENT, data)), Evict)
         except (CodecError, ModelError, ValueError):
-            return None
+            return False
 
     async def recover(self) -> None:
         """Re-run what the DAG says we run but no task of ours does (we restarted): at-least-once."""
@@ -156,10 +157,8 @@ class MembershipActions:
         )
         if chosen is None:
             return
-        await self._replica.write(
-            "transfer",
-            {"id": chosen.workflow_id, "to": self.peer_id, "reason": f"idle; {chosen.owner} is busy"},
-        )
+        reason = f"idle; {chosen.owner} is busy"
+        await self._replica.append(Transfer(chosen.workflow_id, self.peer_id, reason))
         self._stats.transfers_written += 1
         log.info(
             "peer %s took %s over from %s (idle here, busy there)",

@@ -47,10 +47,11 @@ from ..replica import Replica
 from ..sandbox import Sandbox, SandboxPolicy
 from .announcer import Announcer
 from .membership import MembershipActions
-from .stats import Snapshot, Stats
+from .stats import Loop, Snapshot, Stats
 from .supervisor import ExecutionSupervisor
 from .syncqueue import SyncQueue
 from .watch import MemberWatch
+from .workroot import work_root
 
 __all__ = ["Peer"]
 
@@ -85,7 +86,7 @@ class Peer:
         self.replica = replica
         self.broadcaster = broadcaster
         self.options = opts = options or PeerOptions()
-        self.workdir = Path(workdir) if workdir is not None else replica.repo.path / "work"
+        self.workdir = Path(workdir) if workdir is not None else work_root(replica.repo.path)
         self.peer_id = replica.peer_id
         self.backend = backend or type(broadcaster).__name__
         self.reachable = None if reachable is None else frozenset(reachable)
@@ -119,7 +120,7 @@ class Peer:
             opts,
             self.stats,
             workdir=self.workdir,
-            sandbox=sandbox or Sandbox(SandboxPolicy(hide=(replica.repo.path,))),
+            sandbox=sandbox or Sandbox(SandboxPolicy(hide=(replica.repo.path, self.workdir))),
             clock=clock,
             is_alive=lambda peer: self.watch.is_alive(peer),
             caught_up=self.sync.caught_up,
@@ -168,14 +169,14 @@ class Peer:
         self._log_start()
         if not self._others_reachable():
             self.sync.check_caught_up_alone("no other member can be reached through this backend")
-        loops: list[tuple[str, Callable[[], Awaitable[None]]]] = [
-            ("receive", lambda: self.sync.receive(self.broadcaster)),
-            ("announce", self.announcer.run),
-            ("sync", self.sync.run),
-            ("tick", self._tick_loop),
+        loops: list[tuple[Loop, Callable[[], Awaitable[None]]]] = [
+            (Loop.RECEIVE, lambda: self.sync.receive(self.broadcaster)),
+            (Loop.ANNOUNCE, self.announcer.run),
+            (Loop.SYNC, self.sync.run),
+            (Loop.TICK, self._tick_loop),
         ]
         if opts.execute:
-            loops.append(("execute", self.supervisor.run))
+            loops.append((Loop.EXECUTE, self.supervisor.run))
         for name, loop in loops:
             self._tasks.append(asyncio.create_task(self._guard(name, loop), name=f"{self.peer_id}:{name}"))
 
@@ -201,7 +202,7 @@ class Peer:
         self._tasks.clear()
         await self.supervisor.close()
 
-    async def _guard(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+    async def _guard(self, name: Loop, loop: Callable[[], Awaitable[None]]) -> None:
         """Keep a loop alive through bugs: log, count, back off, restart. Cancellation ends it."""
         while True:
             try:

@@ -97,7 +97,7 @@ def step_row(step: StepResult) -> dict[str, Any]:
     """A step's row in a Result (the model's IPLD shape, hence a plain map)."""
     row: dict[str, Any] = {
         "name": step.name[:256],
-        "status": step.status,
+        "status": str(step.status),  # the wire form: the plain string, never the enum
         "duration_ms": max(0, int(step.duration_s * 1000)),
     }
     if step.exit_code is not None:

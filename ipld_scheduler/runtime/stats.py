@@ -12,12 +12,33 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
+from ..model import ResultStatus
 from ..reasons import Reject
 from .policy import percentile
 
-__all__ = ["RunRecord", "Snapshot", "Stats"]
+__all__ = ["Loop", "RunRecord", "Snapshot", "Stats", "SyncDrop"]
+
+
+class Loop(StrEnum):
+    """The peer's long-running loops (the ``loop`` label of ``loop_errors_total``)."""
+
+    ANNOUNCE = "announce"
+    EXECUTE = "execute"
+    RECEIVE = "receive"
+    SYNC = "sync"
+    TICK = "tick"
+
+
+class SyncDrop(StrEnum):
+    """Why an announced head was not queued for merging (the ``cause`` label of ``sync_dropped_total``)."""
+
+    QUEUE_FULL = "queue_full"
+    UNVERIFIED_FULL = "unverified_full"
+    BACKOFF = "backoff"
+    UNADOPTABLE = "unadoptable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +46,7 @@ class RunRecord:
     """One finished run of this peer (kept in a bounded window)."""
 
     workflow_id: str
-    status: str
+    status: ResultStatus
     exit_code: int | None
     duration_s: float
 
@@ -65,11 +86,36 @@ class Stats:
     handovers_written: int = 0
     removed_by_operator: bool = False
     # whole runtime
-    loop_errors: Counter[str] = field(default_factory=Counter)
+    loop_errors: Counter[Loop] = field(default_factory=Counter)
     """Restarts of each loop (``announce``, ``receive``, ``sync``, ``tick``, ``execute``) after a bug."""
     sync_lags: deque[float] = field(default_factory=lambda: deque(maxlen=256))
     """Seconds from first hearing a head to holding it, recent merges."""
     recent_runs: deque[RunRecord] = field(default_factory=lambda: deque(maxlen=256))
+
+    def sync_dropped(self, cause: SyncDrop) -> int:
+        """The counter behind one ``sync_dropped_total`` label."""
+        match cause:
+            case SyncDrop.QUEUE_FULL:
+                return self.sync_queue_full
+            case SyncDrop.UNVERIFIED_FULL:
+                return self.sync_unverified_full
+            case SyncDrop.BACKOFF:
+                return self.sync_backoff
+            case SyncDrop.UNADOPTABLE:
+                return self.heads_unadoptable
+
+    def finished(self, status: ResultStatus) -> int | None:
+        """Runs finished with ``status`` (the ``result`` label of ``runs_finished_total``); timeouts
+        and refusals count as failures, so only SUCCESS, FAILURE and CANCELLED have a counter."""
+        match status:
+            case ResultStatus.SUCCESS:
+                return self.executions_succeeded
+            case ResultStatus.FAILURE:
+                return self.executions_failed
+            case ResultStatus.CANCELLED:
+                return self.executions_cancelled
+            case _:
+                return None
 
     def sync_lag_quantiles(self) -> tuple[float | None, float | None]:
         """(p50, p95) of recent sync lags in seconds."""
@@ -114,7 +160,7 @@ class Snapshot:
         p50, p95 = s.sync_lag_quantiles()
         data.update(
             counters=counters,
-            loop_errors=dict(s.loop_errors),
+            loop_errors={str(k): v for k, v in s.loop_errors.items()},
             sync_lag_seconds={"p50": p50, "p95": p95, "samples": len(s.sync_lags)},
             recent_runs=[asdict(r) for r in s.recent_runs],
         )

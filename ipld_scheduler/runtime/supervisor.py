@@ -6,11 +6,15 @@ until the sync queue has caught up), the *newest claimer runs* rule (hand a work
 balancing transfer settles, turning a :class:`~ipld_scheduler.executor.RunOutcome` into a
 :class:`~ipld_scheduler.model.Result` with bounded log blobs, and crash safety:
 
-* every attempt runs in a fresh work directory ``work/<workflow>/<attempt>-<token>``, never shared;
+* every attempt runs in a fresh work directory ``<work root>/<workflow>/<attempt>-<token>``, never
+  shared, removed when the run ends (the work root is outside the repo: :mod:`.workroot`);
 * each running job has a run file (:class:`~.leftovers.RunFiles`) and its processes carry its token
   in their environment; a restarted peer (:meth:`ExecutionSupervisor.reap_leftovers`) kills the
   process groups its previous incarnation left before anything is re-run, so an orphan never races
   its re-run.
+
+Failed workflows this peer owns are retried while their schedule's budget lasts by the
+:class:`~.retries.RetryPlanner` the execute loop consults on every wake-up.
 
 Must not: decide ownership (the fold does), evict or balance (the membership part does), or read the
 liveness detector (it is handed ``is_alive``).
@@ -19,6 +23,7 @@ liveness detector (it is handed ``is_alive``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import shutil
@@ -29,15 +34,17 @@ from typing import Final
 
 from ..codec import CID, encode_block
 from ..errors import IpldSchedulerError
+from ..events import Claim, Transfer, attempt_field
 from ..executor import RunOutcome, execute
-from ..model import Result, WorkflowDefinition
+from ..model import Result, ResultStatus, WorkflowDefinition, WorkflowStatus
 from ..options import PeerOptions
 from ..replica import Replica
 from ..sandbox import Sandbox
-from ..state import CANCELLED, WorkflowRecord
+from ..state import WorkflowRecord
 from .jobinputs import job_inputs
 from .leftovers import RUN_TOKEN_ENV, RunFiles
 from .policy import dir_name, joined_log, step_row
+from .retries import RetryPlanner
 from .stats import RunRecord, Stats
 
 __all__ = ["RUN_TOKEN_ENV", "ExecutionSupervisor"]
@@ -59,6 +66,8 @@ class _Execution:
     cancelled_by_event: bool = False
     submitter: str | None = None
     """Author of the winning ``schedule`` event: whom the secrets policy is asked about."""
+    dag_attempt: int = 0
+    """The workflow's attempt in the DAG when we claimed it (``retry`` events open new ones)."""
 
 
 class ExecutionSupervisor:
@@ -91,6 +100,8 @@ class ExecutionSupervisor:
         self._held: dict[str, float] = {}
         self._wakeup = asyncio.Event()
         self.active = False
+        self.retries = RetryPlanner(replica, clock)
+        """Writes ``retry`` events for failed workflows we own while their budget lasts."""
 
     # --- views for the other parts -------------------------------------------------------------
 
@@ -127,8 +138,8 @@ class ExecutionSupervisor:
     # --- lifecycle ------------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Prepare directories and kill what a previous incarnation left running; then accept work."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        """Kill what a previous incarnation left running; then accept work. (The work root is made
+        by the first run: a peer that never runs a job leaves nothing in the user's cache.)"""
         self.reap_leftovers()
         self.active = True
         self._wakeup.set()
@@ -143,10 +154,14 @@ class ExecutionSupervisor:
         self._running.clear()
 
     def on_heads(self) -> None:
-        """The state changed: stop runs a ``cancel`` event finished, look for new work."""
+        """The state changed: stop runs a ``cancel`` event finished (or whose attempt is no longer the
+        workflow's current one), look for new work."""
         for execution in self._running.values():
             rec = self._replica.state.workflows.get(execution.workflow_id)
-            if rec is not None and rec.status == CANCELLED and not execution.cancel.is_set():
+            stopped = rec is not None and (
+                rec.status is WorkflowStatus.CANCELLED or rec.attempt != execution.dag_attempt
+            )
+            if stopped and not execution.cancel.is_set():
                 execution.cancelled_by_event = True
                 execution.cancel.set()
         self._wakeup.set()
@@ -159,6 +174,8 @@ class ExecutionSupervisor:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
+            if self.active:
+                await self.retries.run_due()
             while self.has_free_slot() and self.active:
                 wid = await self.next_runnable()
                 if wid is None:
@@ -194,10 +211,7 @@ class ExecutionSupervisor:
         newer = self.newer_live_claimer(rec)
         if newer is None:
             return False
-        await self._replica.write(
-            "transfer",
-            {"id": rec.workflow_id, "to": newer, "reason": "a live peer holds a newer claim on it"},
-        )
+        await self._replica.append(Transfer(rec.workflow_id, newer, "a live peer holds a newer claim on it"))
         self._stats.handovers_written += 1
         log.info(
             "peer %s handed %s over to %s, which holds a newer claim",
@@ -210,11 +224,12 @@ class ExecutionSupervisor:
 
     def newer_live_claimer(self, rec: WorkflowRecord) -> str | None:
         """A live member other than us whose claim is newer than all of ours (it may be running it)."""
-        if rec.completions or rec.failures:
+        if rec.of_attempt(rec.completions) or rec.of_attempt(rec.failures):
             return None
-        mine = max((r.stamp for r in rec.claims.values() if r.peer == self.peer_id), default=(0, b""))
+        claims = rec.of_attempt(rec.claims)
+        mine = max((r.stamp for r in claims if r.peer == self.peer_id), default=(0, b""))
         best = None
-        for run in rec.claims.values():
+        for run in claims:
             if run.peer == self.peer_id or run.stamp <= mine:
                 continue
             if not self._replica.state.is_present(run.peer) or not self._is_alive(run.peer):
@@ -231,9 +246,10 @@ class ExecutionSupervisor:
         assert rec.winner is not None
         attempt = 1 + sum(1 for r in rec.claims.values() if r.peer == self.peer_id)
         execution = _Execution(wid, attempt, self._now(), secrets.token_hex(8), submitter=rec.winner.author)
+        execution.dag_attempt = rec.attempt
         self._running[wid] = execution  # before the await: the loop must not pick it twice
         try:
-            await self._replica.write("claim", {"id": wid, "schedule": rec.winner.cid})
+            await self._replica.append(Claim(wid, rec.winner.cid, attempt_field(rec.attempt)))
         except BaseException:
             self._running.pop(wid, None)
             raise
@@ -258,24 +274,27 @@ class ExecutionSupervisor:
         workdir = self.workdir / dir_name(wid) / f"{execution.attempt}-{execution.token}"
         run_file: Path | None = None
         try:
+            self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
             workdir.mkdir(parents=True, exist_ok=False)
             run_file = self.run_files.record(execution.token, wid, execution.attempt, workdir)
             outcome = await self._outcome(workflow, workdir, execution)
             self._finished(wid, outcome)
-            if execution.cancelled_by_event and outcome.status == "cancelled":
-                # The cancel event already finishes the workflow; a result would turn it into "failed".
-                self._stats.executions_cancelled += 1
-                return
+            # A run stopped by a cancel records its partial output too: the fold files a "cancelled"
+            # result under the cancel, so the workflow stays cancelled (never turns "failed").
             result, blocks = self.result(wid, outcome)
-            await self._replica.record_result(wid, result, blocks)
-            if outcome.status == "success":
+            await self._replica.record_result(wid, result, blocks, attempt=execution.dag_attempt)
+            if outcome.status is ResultStatus.SUCCESS:
                 self._stats.executions_succeeded += 1
+            elif execution.cancelled_by_event and outcome.status is ResultStatus.CANCELLED:
+                self._stats.executions_cancelled += 1
             else:
                 self._stats.executions_failed += 1
         finally:
             self._running.pop(wid, None)
             self._wakeup.set()
             shutil.rmtree(workdir, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                workdir.parent.rmdir()  # the workflow's directory, once no attempt of it is left
             if run_file is not None:
                 run_file.unlink(missing_ok=True)
 
@@ -302,11 +321,12 @@ class ExecutionSupervisor:
         self, workflow: WorkflowDefinition, workdir: Path, execution: _Execution
     ) -> RunOutcome:
         if workflow.run is None:
-            return RunOutcome("success", 0, 0.0, (), None)
+            return RunOutcome(ResultStatus.SUCCESS, 0, 0.0, (), None)
         try:
             inputs = job_inputs(workflow, execution.submitter, self._options, self._replica.repo.path)
         except IpldSchedulerError as exc:
-            return RunOutcome("refused", None, self._now() - execution.started, (), str(exc)[:MAX_REASON])
+            reason = str(exc)[:MAX_REASON]
+            return RunOutcome(ResultStatus.REFUSED, None, self._now() - execution.started, (), reason)
         try:
             return await execute(
                 workflow.run,
@@ -327,7 +347,8 @@ class ExecutionSupervisor:
             raise
         except Exception as exc:  # the executor promises not to raise; if it does, record why
             log.exception("peer %s: executor failed on %s", self.peer_id, workflow.workflow_id)
-            return RunOutcome("failure", None, self._now() - execution.started, (), f"executor error: {exc}")
+            reason = f"executor error: {exc}"
+            return RunOutcome(ResultStatus.FAILURE, None, self._now() - execution.started, (), reason)
 
     def result(self, wid: str, outcome: RunOutcome) -> tuple[Result, list[tuple[CID, bytes]]]:
         """The Result of a run plus its stdout/stderr blobs (partial output of cut runs included)."""

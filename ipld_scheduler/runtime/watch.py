@@ -10,6 +10,7 @@ read a clock itself (``now`` is passed in).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from typing import Final
@@ -62,7 +63,11 @@ class MemberWatch:
         came_back = self.detector.heard(peer, now)
         if peer not in self._persisted and len(self._persisted) < MAX_REMEMBERED:
             self._persisted.add(peer)
-            self._replica.repo.put_meta(self._meta_key, encode(sorted(self._persisted)))
+            # Queued, not awaited: a hint for the next start, never worth stalling the loop on its fsync.
+            written = asyncio.ensure_future(
+                self._replica.repo.queue_meta(self._meta_key, encode(sorted(self._persisted)))
+            )
+            written.add_done_callback(_log_failure)
         if came_back and self.health.get(peer, Health.ALIVE) is not Health.ALIVE:
             log.info(
                 "peer %s hears %s again", self.peer_id, peer, extra={"event": "member_back", "member": peer}
@@ -99,3 +104,8 @@ class MemberWatch:
     def liveness(self, present: Iterable[str], now: float) -> dict[str, Health]:
         """Health of ``present`` members at ``now`` (us: alive)."""
         return {p: Health.ALIVE if p == self.peer_id else self.detector.health(p, now) for p in present}
+
+
+def _log_failure(written: asyncio.Future[None]) -> None:
+    if not written.cancelled() and (exc := written.exception()) is not None:
+        log.warning("the record of members heard was not saved: %s", exc)

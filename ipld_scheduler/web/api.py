@@ -1,16 +1,22 @@
 """The JSON API of a running peer: aiohttp routes under ``/api/v1/`` that call :mod:`ipld_scheduler.ops`.
 
-Owns: serving the route table (:data:`.routes.ROUTES`, shared with :mod:`ipld_scheduler.client`
-so both sides agree on paths and methods), how request arguments reach an operation (path and
-query for GET/DELETE, a JSON object body for POST), the error envelope ``{"success": false,
-"error", "code"}`` with the HTTP status :mod:`ipld_scheduler.errors` gives the error's class (the
-only mapping), the CAR export/import routes, the ``id`` probe the CLI uses to tell a live peer
-from a stale ``<repo>/api`` file, and the server-sent-event stream the dashboard follows.
+Owns: serving the route table (:data:`ipld_scheduler.routes.ROUTES`, shared with
+:mod:`ipld_scheduler.client` so both sides agree on paths and methods), how request arguments reach
+an operation (path and query for GET/DELETE, a JSON object body for POST), the error envelope
+``{"success": false, "error", "code"}`` with the HTTP status :mod:`ipld_scheduler.errors` gives the
+error's class (the only mapping), the CAR export/import routes, the ``id`` probe the CLI uses to
+tell a live peer from a stale ``<repo>/api`` file, and the server-sent-event stream the dashboard
+follows.
+
+Also owns :func:`access_guard`, the middleware in front of every route (API, dashboard, metrics):
+it applies :mod:`.access`'s checks and answers refusals with the same envelope (401 with
+``WWW-Authenticate: Bearer``, 403 for a foreign ``Origin`` or a rebinding ``Host``).
 
 Must not: implement an operation, hold state beyond the request, or be reachable from other web
-pages: writes need ``Content-Type: application/json`` (or the CAR type), which a cross-site form
-cannot send without a CORS preflight that we never answer, and the ``Host`` header must name a
-loopback host when the server listens on loopback (so DNS rebinding cannot reach it either).
+pages: every request needs the repo's token (bearer header, or the dashboard's SameSite=Strict
+cookie), a foreign ``Origin`` is refused, writes need ``Content-Type: application/json`` (or the CAR
+type), which a cross-site form cannot send without a CORS preflight that we never answer, and the
+``Host`` header must name a loopback host when the server listens on loopback (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -28,11 +34,12 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from .. import ops
+from .. import access, ops
+from ..access import bearer, cookie_name, cookie_value, host_refusal, origin_refusal, token_matches
 from ..daemon import liveness_of
 from ..errors import InvalidInput, IpldSchedulerError, NotFound
 from ..replica import Replica
-from .routes import API_PREFIX, CAR_MEDIA_TYPE, ROUTES, Route
+from ..routes import API_PREFIX, CAR_MEDIA_TYPE, ROUTES, Route
 
 __all__ = [
     "API_PREFIX",
@@ -40,6 +47,7 @@ __all__ = [
     "ROUTES",
     "ApiContext",
     "Route",
+    "access_guard",
     "add_api_routes",
     "liveness_of",
 ]
@@ -157,35 +165,62 @@ async def _errors(
         )
 
 
-_LOOPBACK_NAMES: Final = frozenset({"localhost", "127.0.0.1", "[::1]", "::1"})
+def _refused(exc: IpldSchedulerError) -> web.Response:
+    response = web.json_response(exc.to_dict(), status=exc.http_status)
+    if exc.http_status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="ipld-scheduler"'
+    return response
 
 
-def _hostname(host: str) -> str:
-    """``Host`` header without its port (``[::1]:80`` -> ``[::1]``, ``a:80`` -> ``a``)."""
-    if host.startswith("["):
-        return host.split("]", 1)[0] + "]"
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+def _cookie_login(request: web.Request, token: str) -> web.Response:
+    """``GET /...?token=<token>`` (the URL ``ipld-scheduler dashboard`` prints): trade the token for an
+    HttpOnly, SameSite=Strict cookie and redirect to the same URL without it, so the token leaves the
+    address bar and the history at once."""
+    if not token_matches(request.query.get("token"), token):
+        return _refused(access.unauthorized("the dashboard"))
+    clean = request.rel_url.with_query([(k, v) for k, v in request.query.items() if k != "token"])
+    response = web.Response(
+        status=303,
+        headers={"Location": str(clean), "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+    )
+    response.set_cookie(
+        cookie_name(request.url.port),
+        cookie_value(token),
+        httponly=True,
+        samesite="Strict",
+        path="/",
+    )
+    return response
 
 
-def host_guard(loopback_only: bool) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """Refuse requests whose ``Host`` is not a loopback name while serving on loopback (DNS rebinding)."""
+def access_guard(
+    token: str, *, loopback_only: bool, open_metrics: bool
+) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Every request, in this order: a loopback ``Host`` while serving on loopback (DNS rebinding),
+    no foreign ``Origin``/``Sec-Fetch-Site`` (cross-site requests), then the repo's token as a bearer
+    header or the dashboard cookie. ``open_metrics``: ``GET /metrics`` needs no token (loopback
+    only, as Prometheus scrapes it)."""
+    session = cookie_value(token)
 
     @web.middleware
     async def guard(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if loopback_only:
-            host = _hostname(request.host or "")
-            if host.lower() not in _LOOPBACK_NAMES:
-                return web.json_response(
-                    {
-                        "success": False,
-                        "error": f"Host {request.host!r} is not served here",
-                        "code": "invalid",
-                    },
-                    status=421,
-                )
-        return await handler(request)
+        host = request.headers.get("Host")
+        refusal = host_refusal(host, loopback_only=loopback_only) or origin_refusal(
+            request.headers.get("Origin"), request.headers.get("Sec-Fetch-Site"), host
+        )
+        if refusal is not None:
+            return _refused(refusal)
+        if open_metrics and request.path == "/metrics" and request.method in ("GET", "HEAD"):
+            return await handler(request)
+        if token_matches(bearer(request.headers.get("Authorization")), token):
+            return await handler(request)
+        if token_matches(request.cookies.get(cookie_name(request.url.port)), session):
+            return await handler(request)
+        if request.method == "GET" and "token" in request.query:
+            return _cookie_login(request, token)
+        return _refused(access.unauthorized())
 
     return guard
 

@@ -146,11 +146,12 @@ class ApiError(Exception):
 
 
 class PeerAPI:
-    """The JSON API of a running peer (``/api/v1``), over ``urllib``."""
+    """The JSON API of a running peer (``/api/v1``), over ``urllib``, with the repo's API token."""
 
-    def __init__(self, url: str, *, timeout: float = 15.0) -> None:
+    def __init__(self, url: str, *, token: str | None = None, timeout: float = 15.0) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.auth = {"Authorization": f"Bearer {token}"} if token else {}
 
     def call(
         self,
@@ -166,7 +167,7 @@ class PeerAPI:
             url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
         data = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if body is not None else {}
-        request = urllib.request.Request(url, data=data, method=method, headers=headers)
+        request = urllib.request.Request(url, data=data, method=method, headers={**headers, **self.auth})
         try:
             with urllib.request.urlopen(request, timeout=timeout or self.timeout) as resp:
                 answer: dict[str, Any] = json.loads(resp.read())
@@ -245,7 +246,7 @@ class PeerProcess:
     def api(self) -> PeerAPI:
         if not self.api_url:
             raise RuntimeError(f"{self.peer_id} is not running")
-        return PeerAPI(self.api_url)
+        return PeerAPI(self.api_url, token=(self.repo / "api-token").read_text().strip())
 
     @property
     def log_path(self) -> Path:

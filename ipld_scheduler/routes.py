@@ -1,10 +1,11 @@
-"""The route table of the HTTP API, shared by the server (:mod:`.api`) and :mod:`ipld_scheduler.client`.
+"""The route table of the HTTP API, shared by the server (:mod:`.web.api`) and :mod:`.client`.
 
 Owns: the API prefix, the CAR media type and :data:`ROUTES` (operation name -> method and path), so
 both sides agree on paths and methods without the client importing the server (or aiohttp's web
-framework).
+framework). It sits in the operations layer, beside :mod:`.ops` and :mod:`.client`, below the web
+face that serves it.
 
-Must not: import aiohttp or anything that serves or sends requests.
+Must not: import aiohttp, anything that serves or sends requests, or any module above it.
 """
 
 from __future__ import annotations
@@ -35,8 +36,10 @@ ROUTES: Final[dict[str, Route]] = {
         Route("workflows", "GET", "/workflows"),
         Route("schedule", "POST", "/workflows"),
         Route("schedule_actions", "POST", "/workflows/actions"),
+        Route("schedule_many", "POST", "/workflows/batch"),
         Route("results", "GET", "/results"),
         Route("cancel", "POST", "/cancel"),
+        Route("retry", "POST", "/retry"),
         Route("reprioritize", "POST", "/reprioritize"),
         Route("next", "POST", "/next"),
         Route("assigned", "GET", "/assigned"),
