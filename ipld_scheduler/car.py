@@ -16,7 +16,7 @@ from typing import BinaryIO, Final
 from .codec import CID, MAX_BLOCK_SIZE, CodecError, decode, encode, verify_block
 from .errors import InvalidInput
 
-__all__ = ["CarError", "read_car", "write_car"]
+__all__ = ["CarDecoder", "CarError", "read_car", "write_car"]
 
 MAX_HEADER: Final = 64 * 1024
 
@@ -131,3 +131,91 @@ def read_car(
         raise CarError(f"more than {max_blocks} blocks in CAR")
 
     return roots, blocks()
+
+
+def _header_roots(raw: bytes) -> list[CID]:
+    try:
+        header = decode(raw)
+    except CodecError as exc:
+        raise CarError(f"CAR header is not DAG-CBOR: {exc}") from exc
+    version = header.get("version") if type(header) is dict else None
+    if type(version) is not int or version != 1 or type(header.get("roots")) is not list:
+        raise CarError(f"only CARv1 archives ({{roots, version: 1}}) are supported, got version {version!r}")
+    roots = header["roots"]
+    if any(type(r) is not CID for r in roots):
+        raise CarError("CAR roots must be links")
+    return list(roots)
+
+
+def _parse_section(section: bytes) -> tuple[CID, bytes]:
+    cut = _split_cid(section)
+    try:
+        cid = CID.from_bytes(section[:cut])
+        data = section[cut:]
+        verify_block(cid, data)
+    except CodecError as exc:
+        raise CarError(f"bad block in CAR: {exc}") from exc
+    return cid, data
+
+
+def _peek_uvarint(buf: bytearray | bytes, pos: int) -> tuple[int, int] | None:
+    """``(value, next position)`` of the varint at ``pos``, or None while its bytes are incomplete."""
+    value = shift = 0
+    while pos < len(buf):
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise CarError("varint too long")
+    return None
+
+
+class CarDecoder:
+    """A push parser for CARv1 bytes arriving in chunks (an HTTP stream), sans I/O.
+
+    ``feed(chunk)`` returns the blocks completed by the chunk, each verified against its CID; the
+    header's roots are in ``roots`` once parsed. Memory is bounded by one section (at most a block
+    plus its CID) and the unparsed tail of the last chunk. ``close()`` raises on a truncated stream.
+    """
+
+    def __init__(self, *, max_blocks: int = 10_000_000) -> None:
+        self.roots: list[CID] | None = None
+        self.blocks = 0
+        self._max_blocks = max_blocks
+        self._buf = bytearray()
+
+    def feed(self, chunk: bytes) -> list[tuple[CID, bytes]]:
+        self._buf += chunk
+        out: list[tuple[CID, bytes]] = []
+        pos = 0
+        buf = self._buf
+        while True:
+            peeked = _peek_uvarint(buf, pos)
+            if peeked is None:
+                break
+            length, start = peeked
+            limit = MAX_HEADER if self.roots is None else MAX_BLOCK_SIZE + 128
+            if length == 0 or length > limit:
+                what = "header" if self.roots is None else "section"
+                raise CarError(f"CAR {what} of {length} bytes is empty or exceeds its limit")
+            if start + length > len(buf):
+                break
+            raw = bytes(buf[start : start + length])
+            pos = start + length
+            if self.roots is None:
+                self.roots = _header_roots(raw)
+                continue
+            self.blocks += 1
+            if self.blocks > self._max_blocks:
+                raise CarError(f"more than {self._max_blocks} blocks in CAR")
+            out.append(_parse_section(raw))
+        del buf[:pos]
+        return out
+
+    def close(self) -> None:
+        """The stream ended: anything left unparsed (or no header at all) is a truncated archive."""
+        if self._buf or self.roots is None:
+            raise CarError("truncated CAR stream")

@@ -32,7 +32,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn, TypeVar
@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from .client import Scheduler
+    from .staging import Progress
 
 __all__ = ["cli", "main"]
 
@@ -859,6 +860,7 @@ def reprioritize(ctx: click.Context, workflow_id: str, priority: float) -> None:
 
 # --- queries -----------------------------------------------------------------------------------
 
+
 def _one_of(values: Callable[[], Sequence[str]], what: str) -> Callable[..., str | None]:
     """A click callback accepting one of ``values()`` (loaded only when the option is given, so
     ``--help`` imports no model), refusing anything else as bad input (exit 2) with a suggestion."""
@@ -1080,27 +1082,62 @@ def export_(ctx: click.Context, target: str) -> None:
 @json_option
 @click.pass_context
 def import_(ctx: click.Context, source: str) -> None:
-    """Verify every block of a CAR file (or '-' for stdin) and merge its roots as heads."""
+    """Verify every block of a CAR file (or '-' for stdin) and fold its events, parents first.
+
+    With no peer serving the repo the file is streamed (memory bounded by a batch of blocks, whatever
+    the history's length) and a terminal shows progress; ``--json`` prints only the final report.
+    """
     settings = _settings(ctx)
-    try:
-        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
-    except OSError as exc:
-        _fail(settings, InvalidInput(f"cannot read {source}: {exc.strerror}"))
 
     async def action(scheduler: Scheduler) -> dict[str, Any]:
-        return await scheduler.import_car(data)
+        from . import ops
+        from .client import DirectScheduler
+
+        try:
+            stream = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {source}: {exc.strerror}") from None
+        with stream, _import_progress(settings) as progress:
+            if isinstance(scheduler, DirectScheduler):
+                return await ops.import_car(scheduler.replica, stream, progress)
+            return await scheduler.import_car(stream.read())  # a running peer takes the bytes
 
     answer = _run_async(settings, _with_scheduler(settings, action))
     _show(
         settings,
         answer,
         lambda c, d: c.print(
-            f"applied {_plural(d['applied'], 'event')}, fetched {_plural(d['fetched'], 'block')}, "
+            f"applied {_plural(d['applied'], 'event')}, read {_plural(d['fetched'], 'new block')}, "
             f"rejected {len(d['rejected'])}"
         ),
     )
     if not answer["success"]:
         sys.exit(EXIT_REFUSED)
+
+
+@contextlib.contextmanager
+def _import_progress(settings: Settings) -> Iterator[Progress | None]:
+    """A rich progress display on stderr (blocks read, events applied) when it is a terminal."""
+    if settings.json_output or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import Progress as Bar
+    from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from .staging import Stage
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:,}"))
+    with Bar(*columns, TimeElapsedColumn(), console=settings.err, transient=False) as bar:
+        tasks = {
+            Stage.READ: bar.add_task("blocks read", total=None),
+            Stage.WALK: bar.add_task("blocks walked", total=None, visible=False),
+            Stage.FOLD: bar.add_task("events applied", total=None),
+        }
+
+        def update(stage: Stage, count: int) -> None:
+            bar.update(tasks[stage], completed=count, visible=True)
+
+        yield update
 
 
 # --- servers -----------------------------------------------------------------------------------
@@ -1165,6 +1202,7 @@ def _peer_options(
         effective["unknown_after"],
         effective["unhealthy_after"],
     )
+
     def said(option: str, name: str, value: float) -> str:
         given = timings.get(name) is not None
         return f"{option} ({value:g} s{'' if given else ', the default' + (' with --fast' if fast else '')})"

@@ -19,7 +19,7 @@ import asyncio
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 from . import assign
 from .blocks import codec_name, identify
@@ -30,6 +30,7 @@ from .model import Event, EventKind, ModelError, WorkflowDefinition, WorkflowSta
 from .ports import BlockNotFound, StoreError
 from .replica import Replica, SchedulerError
 from .repo import RepoError
+from .staging import Progress
 from .state import FINISHED, Run, WorkflowRecord
 
 __all__ = [
@@ -898,12 +899,17 @@ async def export_car(replica: Replica) -> tuple[bytes, dict[str, Any]]:
     return data, {"success": True, **summary, "size": len(data)}
 
 
-async def import_car(replica: Replica, data: bytes) -> dict[str, Any]:
-    """Verify every block of a CAR and merge its roots; malformed CARs are the caller's input error."""
+async def import_car(
+    replica: Replica, data: bytes | BinaryIO, progress: Progress | None = None
+) -> dict[str, Any]:
+    """Verify every block of a CAR (bytes, or a stream read in batches) and fold its events parents
+    first; malformed CARs are the caller's input error. ``progress`` sees blocks read, events applied."""
     from .car import CarError
 
     try:
-        report = await replica.import_car(bytes(data))
+        report = await replica.import_car(
+            data if not isinstance(data, bytes | bytearray | memoryview) else bytes(data), progress=progress
+        )
     except (CarError, CodecError) as exc:
         raise InvalidArgument(f"not a valid CAR: {exc}") from None
     return {"success": not report.rejected, **report.to_dict()}

@@ -22,18 +22,21 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import os
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import cbor2
+
 from .authority import Authority
-from .blocks import Block, BlockKind, decode_typed, encode_value, links_of
+from .blocks import Block, BlockKind, UnsupportedCodec, decode_typed, encode_value, links_of, require_dag_cbor
 from .car import read_car, write_car
 from .clock import MerkleClock
-from .codec import CID, CodecError, verify_block
-from .errors import Refused
+from .codec import CID, DAG_CBOR, CodecError, encode, verify_block
+from .errors import InvalidInput, Refused
 from .events import (
     Cancel,
     Claim,
@@ -54,6 +57,7 @@ from .network import DEV_ROLES, DevNetworkRefused, Network, dev_network
 from .ports import BlockNotFound, BlockStore, StoreError, get_many
 from .reasons import Reject
 from .repo import Repo
+from .staging import CarSource, Progress, SignatureWorker, Stage, Staging
 from .state import CANCELLED, FAILED, FINISHED, State, WorkflowRecord
 from .sync import MergePlan, Ready, SyncError
 
@@ -149,6 +153,14 @@ class Replica:
         self.counters: Counter[str] = Counter()
         self.fetch_concurrency = 16
         self.fetch_timeout = 30.0
+        self.memory_blocks = 20_000
+        """A merge holds at most this many unknown blocks in memory, then walks on through a staging file."""
+        self.bulk_threshold = 64
+        """Over a store that exports CARs (Kubo), more unknown blocks than this behind the heads switch
+        the merge from one ``get`` per level to a ``dag/export`` of each head."""
+        self.stage_batch = 4096
+        self.parallel_verify_from = 20_000
+        """A staged fold of at least this many events checks signatures in a worker process."""
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -675,12 +687,36 @@ class Replica:
         sources: Sequence[BlockStore] = (),
         *,
         max_pending: int | None = None,
+        progress: Progress | None = None,
     ) -> MergeReport:
         """Fetch the history behind ``heads`` and apply it; a head with incomplete history is not adopted.
 
         The walk goes one DAG level at a time: one repo query per level for what is held, the rest
-        fetched concurrently (at most ``fetch_concurrency`` at once)."""
+        fetched concurrently (at most ``fetch_concurrency`` at once). No bound on history depth: up
+        to ``max_pending`` (capped at :attr:`memory_blocks`) unknown blocks are walked in memory; a
+        longer history is walked on level by level into a staging file and folded parents-first
+        from there. Over a store that exports CARs, more than :attr:`bulk_threshold` unknown blocks
+        switch to one ``dag/export`` per head instead of a round trip per level.
+        """
         cids = [CID.parse(h) for h in heads]
+        limit = min(max_pending or self.memory_blocks, self.memory_blocks)
+        bulk = self._bulk_source()
+        if bulk is not None:
+            limit = min(limit, self.bulk_threshold + 4 * len(cids))
+        try:
+            return await self._merge_in_memory(cids, sources, max_pending=limit)
+        except SyncError:
+            log.info("merge of %d head(s): more than %d unknown blocks, walking on disk", len(cids), limit)
+        return await self._merge_staged(cids, sources, bulk, progress)
+
+    async def _merge_in_memory(
+        self,
+        cids: list[CID],
+        sources: Sequence[BlockStore] = (),
+        *,
+        max_pending: int | None = None,
+    ) -> MergeReport:
+        """The walk held in a :class:`MergePlan`; raises :class:`SyncError` past ``max_pending`` blocks."""
         plan = MergePlan(self._known, **({"max_pending": max_pending} if max_pending else {}))
         report = MergeReport()
         external: set[CID] = set()
@@ -853,20 +889,421 @@ class Replica:
                     "are still authorized one by one), or use a real network"
                 )
 
-    async def import_car(self, source: str | Path | bytes | BinaryIO) -> MergeReport:
-        """Read a CAR (every block verified), then merge its roots as heads from those blocks."""
+    async def import_car(
+        self, source: str | Path | bytes | BinaryIO, *, progress: Progress | None = None
+    ) -> MergeReport:
+        """Stream a CAR (every block verified) into a staging file, then fold its events parents-first.
+
+        Memory is bounded by :attr:`stage_batch` blocks and one fold page, whatever the history's
+        length. Every event the CAR holds is admitted like a merged one (signature, clock, key, linked
+        blocks present); a root that ends up unapplied is reported as refused.
+        """
         if isinstance(source, bytes):
-            stream: BinaryIO = io.BytesIO(source)
-        elif isinstance(source, str | Path):
-            stream = io.BytesIO(Path(source).read_bytes())
-        else:
-            stream = source
+            return await self._import_stream(io.BytesIO(source), progress)
+        if isinstance(source, str | Path):
+            with open(source, "rb") as fh:
+                return await self._import_stream(fh, progress)
+        return await self._import_stream(source, progress)
+
+    async def _import_stream(self, stream: BinaryIO, progress: Progress | None) -> MergeReport:
         roots, blocks = read_car(stream)
-        held = dict(blocks)
-        if self.network is not None and self.network.dev and not self.allow_dev_network:
-            self._refuse_foreign_car(held)
-        staged = _CarBlocks(held)
-        return await self.merge_heads(roots, [staged])
+        report = MergeReport()
+        dev_check = self.network is not None and self.network.dev and not self.allow_dev_network
+        dev_events: dict[CID, bytes] = {}  # development networks only (small, in-process histories)
+        with Staging(self.repo.path) as staging:
+            batch: list[tuple[CID, bytes]] = []
+            events: list[tuple[int, CID]] = []
+            read = 0
+            for cid, data in blocks:
+                read += 1
+                if cid in self.clock:
+                    continue
+                batch.append((cid, data))
+                height = _event_height(cid, data)
+                if height is not None:
+                    events.append((height, cid))
+                    if dev_check:
+                        dev_events[cid] = data
+                if len(batch) >= self.stage_batch:
+                    staging.put_many(batch, events)
+                    batch, events = [], []
+                    if progress is not None:
+                        progress(Stage.READ, read)
+                    await asyncio.sleep(0)
+            staging.put_many(batch, events)
+            if progress is not None:
+                progress(Stage.READ, read)
+            if dev_check:
+                self._refuse_foreign_car(dev_events)
+            report.fetched = staging.blocks
+            await self._fold_staged(staging, report, external=True, progress=progress)
+            refused = {cid for cid, _ in report.rejected}
+            for root in roots:
+                if root not in self.clock and str(root) not in refused:
+                    self._refuse_root(report, root, staging.get(root))
+        return await self._finish(report, roots)
+
+    def _refuse_root(self, report: MergeReport, root: CID, data: bytes | None) -> None:
+        """Say why a CAR root was not applied (the fold only sees blocks that parse as events)."""
+        if data is None:
+            self._refused(report, root, Reject.MISSING_BLOCK, f"CAR root {root} is not in the CAR")
+            return
+        try:
+            require_dag_cbor(root)
+            decode_typed(BlockKind.EVENT, data)
+        except UnsupportedCodec as exc:
+            self._refused(report, root, Reject.UNSUPPORTED_CODEC, f"event block {root}: {exc}")
+        except (CodecError, ModelError) as exc:
+            self._refused(report, root, Reject.INVALID_BLOCK, f"invalid event block: {exc}")
+
+    # --- bulk catch-up ------------------------------------------------------------------------
+
+    def _bulk_source(self) -> CarSource | None:
+        if self._store_is_repo or not isinstance(self.store, CarSource):
+            return None
+        return self.store
+
+    async def _finish(self, report: MergeReport, heads: Sequence[CID]) -> MergeReport:
+        await self.repo.commit_async(wanted_remove=heads)
+        report.heads = self.clock.heads
+        self.counters["blocks_fetched"] += report.fetched
+        if report.applied:
+            await self._notify()
+        return report
+
+    def _refused(self, report: MergeReport, cid: CID, reason: Reject, detail: str) -> None:
+        report.rejected.append((str(cid), detail))
+        report.reasons[reason] += 1
+        self.rejections[reason] += 1
+        log.info("merge refused %s (%s): %s", cid, reason, detail)
+
+    def _held(self, cid: CID) -> bool:
+        return cid in self.clock or self.repo.has_block(cid)
+
+    async def _merge_staged(
+        self,
+        heads: list[CID],
+        sources: Sequence[BlockStore],
+        bulk: CarSource | None,
+        progress: Progress | None,
+    ) -> MergeReport:
+        """A merge with no bound on depth: blocks go to a staging file, then fold parents-first."""
+        report = MergeReport()
+        await self.repo.commit_async(wanted_add=heads)
+        with Staging(self.repo.path) as staging:
+            if bulk is not None:
+                for head in heads:
+                    await self._stage_export(bulk, head, staging, progress)
+            external = await self._walk_staged(heads, sources, staging, report, progress)
+            report.fetched = staging.blocks
+            await self._fold_staged(staging, report, external=external, progress=progress)
+        return await self._finish(report, heads)
+
+    async def _stage_export(
+        self, bulk: CarSource, head: CID, staging: Staging, progress: Progress | None
+    ) -> None:
+        """Stage the CAR the store exports for ``head``; stop once a long run of blocks is already held
+        (the rest of a DFS export is mostly history we have; the walk fetches anything it missed).
+
+        An export walks depth-first, parents before payloads, one block at a time: while it descends,
+        the payload blocks its events name (workflows, results) are fetched alongside (at most
+        :attr:`fetch_concurrency` at once), so the daemon finds them local when the walk comes back up.
+        """
+        if self._held(head):
+            return
+        batch: list[tuple[CID, bytes]] = []
+        events: list[tuple[int, CID]] = []
+        known_run = 0
+        gate = asyncio.Semaphore(self.fetch_concurrency)
+        prefetches: set[asyncio.Task[None]] = set()
+        asked: set[CID] = set()
+
+        async def prefetch(cid: CID) -> None:
+            async with gate:
+                try:
+                    data = await self.store.get(cid)
+                except (BlockNotFound, StoreError):
+                    return  # the walk will try again and report it
+                staging.put_many([(cid, data)])
+
+        blocks = bulk.export_blocks(head)
+        try:
+            async for cid, data in blocks:
+                if self._held(cid):
+                    known_run += 1
+                    if known_run >= 256:
+                        break
+                    continue
+                known_run = 0
+                batch.append((cid, data))
+                height = _event_height(cid, data)
+                if height is not None:
+                    events.append((height, cid))
+                    for link in _payload_links(data):
+                        if link not in asked and not self._held(link):
+                            asked.add(link)
+                            task = asyncio.create_task(prefetch(link))
+                            prefetches.add(task)
+                            task.add_done_callback(prefetches.discard)
+                if len(batch) >= self.stage_batch:
+                    staging.put_many(batch, events)
+                    batch, events = [], []
+                    if progress is not None:
+                        progress(Stage.READ, staging.blocks)
+        except (StoreError, InvalidInput) as exc:
+            log.info("dag/export of %s failed (%s); fetching block by block", head, exc)
+        finally:
+            await blocks.aclose()  # type: ignore[attr-defined]
+            for task in list(prefetches):
+                task.cancel()
+            await asyncio.gather(*prefetches, return_exceptions=True)
+        staging.put_many(batch, events)
+        self.counters["car_exports"] += 1
+
+    async def _walk_staged(
+        self,
+        heads: list[CID],
+        sources: Sequence[BlockStore],
+        staging: Staging,
+        report: MergeReport,
+        progress: Progress | None,
+    ) -> bool:
+        """Walk down from ``heads`` level by level to known blocks, fetching what staging lacks.
+
+        At most :attr:`fetch_concurrency` fetches are in flight; memory holds one level. Returns
+        whether any block came from outside our own store (and must be put there).
+        """
+        external = False
+        frontier: dict[CID, BlockKind] = dict.fromkeys(heads, BlockKind.EVENT)
+        walked = 0
+        while frontier:
+            todo = {c: k for c, k in frontier.items() if not self._known(c, k)}
+            staged = staging.get_many(list(todo))
+            missing = [c for c in todo if c not in staged]
+            fetched: dict[CID, bytes] = {}
+            if missing:
+                fetched, foreign, failed = await self._fetch_level(missing, sources)
+                external = external or bool(foreign)
+                for cid, error in failed.items():
+                    self._refused(report, cid, Reject.MISSING_BLOCK, str(BlockNotFound(cid, error)))
+            frontier = {}
+            new_blocks: list[tuple[CID, bytes]] = []
+            events: list[tuple[int, CID]] = []
+            marked: list[CID] = []
+            for cid, kind in todo.items():
+                if cid in staged:
+                    data, done = staged[cid]
+                    if done:
+                        continue
+                    marked.append(cid)
+                elif cid in fetched:
+                    data = fetched[cid]
+                else:
+                    continue
+                try:
+                    verify_block(cid, data)
+                    require_dag_cbor(cid)
+                    value = decode_typed(kind, data)
+                except UnsupportedCodec as exc:
+                    self._refused(report, cid, Reject.UNSUPPORTED_CODEC, f"{kind.value} block {cid}: {exc}")
+                    continue
+                except (CodecError, ModelError) as exc:
+                    self._refused(report, cid, Reject.INVALID_BLOCK, f"invalid {kind.value} block: {exc}")
+                    continue
+                if cid in fetched:
+                    new_blocks.append((cid, data))
+                if kind is BlockKind.EVENT:
+                    events.append((value.height, cid))
+                for link, link_kind in links_of(kind, value):
+                    frontier.setdefault(link, link_kind)
+            staging.put_many(new_blocks, events, walked=True)
+            staging.mark_walked(marked)
+            walked += len(todo)
+            if progress is not None and new_blocks:
+                progress(Stage.WALK, walked)
+            await asyncio.sleep(0)
+        return external
+
+    async def _fold_staged(
+        self, staging: Staging, report: MergeReport, *, external: bool, progress: Progress | None
+    ) -> None:
+        """Admit and apply staged events parents-first, a page at a time, each with its linked blocks.
+
+        For long histories (at least :attr:`parallel_verify_from` events, and more than one CPU)
+        signatures are checked in a worker process (:class:`~ipld_scheduler.staging.SignatureWorker`)
+        one page ahead of the fold: it verifies page N+1 while this process applies page N. Refusals
+        are the same either way.
+        """
+        worker = None
+        if staging.events >= self.parallel_verify_from and (os.cpu_count() or 1) > 1:
+            try:
+                worker = await SignatureWorker.start()
+            except OSError as exc:
+                log.info("no signature worker (%s): checking in this process", exc)
+        ahead: tuple[list[Ready], asyncio.Task[list[bool]] | None] | None = None
+        try:
+            for page in staging.events_in_order(2000):
+                items = self._page_items(page, staging, report)
+                task = None
+                if worker is not None and items:
+                    triples = [_signed_message(ready.event.value) for ready in items]
+                    task = asyncio.create_task(worker.verify(triples))
+                if ahead is not None:
+                    await self._apply_page(*ahead, report, external, progress)
+                ahead = (items, task)
+            if ahead is not None:
+                await self._apply_page(*ahead, report, external, progress)
+        finally:
+            if ahead is not None and ahead[1] is not None:
+                ahead[1].cancel()
+            if worker is not None:
+                await worker.close()
+
+    async def _apply_page(
+        self,
+        items: list[Ready],
+        verified: asyncio.Task[list[bool]] | None,
+        report: MergeReport,
+        external: bool,
+        progress: Progress | None,
+    ) -> None:
+        flags = await verified if verified is not None else None
+        report.applied += await self._apply_items(items, report, external=external, verified=flags)
+        if progress is not None:
+            progress(Stage.FOLD, report.applied)
+
+    def _page_items(
+        self, page: list[tuple[CID, bytes]], staging: Staging, report: MergeReport
+    ) -> list[Ready]:
+        """A page of staged events not applied yet, decoded, each with the blocks it links to."""
+        items: list[Ready] = []
+        events: list[tuple[CID, bytes, Event]] = []
+        for cid, data in page:
+            if cid in self.clock:
+                continue
+            try:
+                events.append((cid, data, Event.from_block(data)))
+            except (CodecError, ModelError):
+                continue  # it only looked like an event: a linked block, folded with its event
+        links = {
+            link
+            for _cid, _data, event in events
+            for link, kind in links_of(BlockKind.EVENT, event)[len(event.parents) :]
+            if kind is not BlockKind.EVENT
+        }
+        held = self.repo.has_blocks(list(links))
+        cache = {c: d for c, (d, _walked) in staging.get_many([c for c in links if c not in held]).items()}
+        cache.update(dict.fromkeys(held, b""))
+        for cid, data, event in events:
+            linked = self._staged_links(cid, event, staging, report, cache)
+            if linked is not None:
+                items.append(Ready(Block(cid, data, event), linked))
+        return items
+
+    def _staged_links(
+        self, cid: CID, event: Event, staging: Staging, report: MergeReport, cache: Mapping[CID, bytes]
+    ) -> list[Block[Any]] | None:
+        """The non-event blocks ``event`` links to that we do not hold yet, decoded once; None (and a
+        refusal) when one is missing or malformed. ``cache`` holds the page's direct links (``b""``
+        for one already in the repo); deeper links (a result's logs) are looked up one by one."""
+        linked: dict[CID, Block[Any]] = {}
+        stack = list(links_of(BlockKind.EVENT, event)[len(event.parents) :])
+        while stack:
+            link, kind = stack.pop()
+            if link in linked:
+                continue
+            if kind is BlockKind.EVENT:  # checked when applied: it may be earlier in the same page
+                continue
+            data = cache.get(link)
+            if data == b"":  # held in the repo already (no block is empty bytes)
+                continue
+            if data is None:
+                if self.repo.has_block(link):
+                    continue
+                data = staging.get(link)
+            if data is None:
+                self._refused(
+                    report, cid, Reject.MISSING_BLOCK, f"linked {kind.value} block {link} is missing"
+                )
+                return None
+            try:
+                require_dag_cbor(link)
+                value = decode_typed(kind, data)
+            except (CodecError, ModelError) as exc:
+                self._refused(report, cid, Reject.INVALID_BLOCK, f"linked {kind.value} block unusable: {exc}")
+                return None
+            linked[link] = Block(link, data, value)
+            stack.extend(links_of(kind, value))
+        return list(linked.values())
+
+    async def _apply_items(
+        self,
+        items: Sequence[Ready],
+        report: MergeReport,
+        *,
+        external: bool,
+        verified: Sequence[bool] | None = None,
+    ) -> int:
+        """:meth:`_apply_ready` for events released by a staged fold; refusals go to ``report``.
+
+        ``verified``, when given, holds each item's signature check, done elsewhere (a worker process).
+        Folded and queued under the write lock, as :meth:`_apply_ready` does, so a local write that
+        ticks on top of these events commits after them.
+        """
+        async with self._write_lock:
+            pending_blocks, processed = self._fold_items(items, report, verified)
+            if not processed:
+                return 0
+            durable = self.repo.queue_commit(
+                blocks=pending_blocks, processed=processed, heads=self.clock.head_cids
+            )
+        outside = {c for c, _ in pending_blocks} if external else set()
+        await self._persist(durable, pending_blocks, outside)
+        await asyncio.sleep(0)
+        self.counters["events_merged"] += len(processed)
+        return len(processed)
+
+    def _fold_items(
+        self, items: Sequence[Ready], report: MergeReport, verified: Sequence[bool] | None
+    ) -> tuple[list[tuple[CID, bytes]], list[CID]]:
+        pending_blocks: list[tuple[CID, bytes]] = []
+        processed: list[CID] = []
+        for index, ready in enumerate(items):
+            cid, event = ready.event.cid, ready.event.value
+            if verified is not None and not verified[index]:
+                self._refused(
+                    report, cid, Reject.BAD_SIGNATURE, f"event by {event.author!r} has a bad signature"
+                )
+                continue
+            unapplied = [
+                link
+                for link, kind in links_of(BlockKind.EVENT, event)[len(event.parents) :]
+                if kind is BlockKind.EVENT and link not in self.clock
+            ]
+            if unapplied:
+                detail = f"linked event {unapplied[0]} is not applied"
+                self._refused(report, cid, Reject.POISONED_HISTORY, detail)
+                continue
+            refusal = self._admission(event, verify=verified is None)
+            if refusal is not None:
+                self._refused(report, cid, *refusal)
+                continue
+            try:
+                workflow, result = self._local_extras(event, ready.values)
+            except (StoreError, CodecError, ModelError) as exc:
+                self._refused(report, cid, Reject.INVALID_BLOCK, f"linked block unusable: {exc}")
+                continue
+            if self.authority is not None:
+                verdict = self.authority.admit(cid, event, self.state, workflow)
+                if verdict is not None:
+                    detail = f"{event.kind} by {event.author!r} not authorized: {verdict}"
+                    self._refused(report, cid, verdict, detail)
+                    continue
+            self.state.apply(cid, event, workflow, result)
+            self.clock.apply(cid, event)
+            pending_blocks.extend(ready.pairs)
+            processed.append(cid)
+        return pending_blocks, processed
 
 
 def _refusal(workflow: WorkflowDefinition, reason: str) -> dict[str, Any]:
@@ -885,32 +1322,42 @@ def _other_definition(workflow: WorkflowDefinition, held: CID) -> str:
     )
 
 
-class _CarBlocks:
-    """A read-only BlockStore over blocks read from a CAR, used as a merge source."""
+def _signed_message(event: Event) -> tuple[bytes, bytes, bytes]:
+    """What :func:`~ipld_scheduler.identity.verify_event` checks: key, signature, unsigned encoding."""
+    return event.key, event.sig, encode(event.unsigned_ipld())
 
-    def __init__(self, blocks: dict[CID, bytes]) -> None:
-        self._blocks = blocks
 
-    async def get(self, cid: CID) -> bytes:
-        try:
-            return self._blocks[cid]
-        except KeyError:
-            raise BlockNotFound(cid, "not in the CAR") from None
+def _payload_links(data: bytes) -> list[CID]:
+    """CIDs in an event-looking block's body (its payload links), read leniently: a prefetch hint."""
+    try:
+        body = cbor2.loads(data).get("body")
+    except Exception:  # any malformed block is simply not prefetched from
+        return []
+    if type(body) is not dict:
+        return []
+    out = []
+    for value in body.values():
+        if isinstance(value, cbor2.CBORTag) and value.tag == 42 and isinstance(value.value, bytes):
+            try:
+                out.append(CID.from_bytes(value.value[1:]))
+            except CodecError:
+                continue
+    return out
 
-    async def put(self, cid: CID, data: bytes) -> None:
-        raise StoreError("CAR sources are read-only")
 
-    async def put_many(self, blocks: Iterable[tuple[CID, bytes]]) -> None:
-        raise StoreError("CAR sources are read-only")
+def _event_height(cid: CID, data: bytes) -> int | None:
+    """The height a block claims if it looks like an event (a candidate for the fold), else None.
 
-    async def has(self, cid: CID) -> bool:
-        return cid in self._blocks
-
-    async def has_many(self, cids: Sequence[CID]) -> set[CID]:
-        return {cid for cid in cids if cid in self._blocks}
-
-    async def get_many(self, cids: Sequence[CID]) -> dict[CID, bytes]:
-        return {cid: self._blocks[cid] for cid in cids if cid in self._blocks}
-
-    async def close(self) -> None:
-        self._blocks.clear()
+    Only an ordering hint, read with cbor2's lenient decoder (a few microseconds): the fold decodes
+    each candidate strictly, and the clock refuses an event whose height is not 1 + its parents'.
+    """
+    if cid.codec != DAG_CBOR:
+        return None
+    try:
+        raw = cbor2.loads(data)
+    except Exception:  # any malformed block is simply not a candidate
+        return None
+    if type(raw) is not dict or "sig" not in raw or "parents" not in raw:
+        return None
+    height = raw.get("height")
+    return height if type(height) is int and 1 <= height <= 2**62 else None

@@ -84,6 +84,7 @@ LAYERS: dict[str, int] = {
     "group_commit": REPLICA,
     "embedded": REPLICA,
     "kubo": REPLICA,
+    "staging": REPLICA,
     **dict.fromkeys(
         [
             "codec",

@@ -467,6 +467,26 @@ class KuboRPC:
         async with self._open("dag/export", params, timeout=client_timeout) as resp:
             return await _read_bounded(resp, max_size, "dag/export")
 
+    async def dag_export_stream(
+        self, cid: CID, *, timeout: float | None = None, chunk: int = 1 << 16
+    ) -> AsyncIterator[bytes]:
+        """The CARv1 of the DAG under ``cid`` as it arrives, in chunks of at most ``chunk`` bytes.
+
+        For exports too long to hold: the caller parses as it reads (``car.CarDecoder``) and may stop
+        early by closing the generator, which closes the response (the daemon stops walking).
+        ``timeout`` bounds the whole export on the daemon and on the client.
+        """
+        client_timeout, params = self._timeouts(timeout)
+        params.append(("arg", str(cid)))
+        async with self._open("dag/export", params, timeout=client_timeout) as resp:
+            try:
+                async for data in resp.content.iter_chunked(chunk):
+                    yield data
+            except aiohttp.ClientError as exc:
+                raise KuboError(
+                    f"dag/export stream broke: {type(exc).__name__}: {exc}", endpoint="dag/export"
+                ) from exc
+
     async def dag_import(
         self, car: bytes, *, pin_roots: bool = True, timeout: float | None = None
     ) -> list[CID]:

@@ -1,6 +1,7 @@
 """``KuboStore``: the :class:`~ipld_scheduler.ports.BlockStore` backed by an IPFS daemon's block API.
 
-Owns: turning BlockStore calls into ``block/put`` / ``block/get`` / ``block/stat`` and daemon failures
+Owns: turning BlockStore calls into ``block/put`` / ``block/get`` / ``block/stat`` (and a bulk
+``dag/export`` stream for long catch-ups) and daemon failures
 into :class:`~ipld_scheduler.ports.BlockNotFound` / :class:`~ipld_scheduler.ports.StoreError`.
 
 Must not: re-encode blocks (``dag/put`` would change whole-number floats and so the CID), cache
@@ -10,8 +11,9 @@ blocks (the daemon's repo is the cache), or decide which blocks to keep (pinning
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 
+from ..car import CarDecoder
 from ..codec import CID
 from ..ports import BlockNotFound, StoreError
 from .rpc import KuboError, KuboRPC, KuboTimeout, KuboUnavailable
@@ -29,11 +31,18 @@ class KuboStore:
     """
 
     def __init__(
-        self, rpc: KuboRPC, *, fetch_timeout: float = 30.0, concurrency: int = 16, owns_rpc: bool = False
+        self,
+        rpc: KuboRPC,
+        *,
+        fetch_timeout: float = 30.0,
+        concurrency: int = 16,
+        owns_rpc: bool = False,
+        export_timeout: float = 600.0,
     ) -> None:
         self.rpc = rpc
         self.fetch_timeout = fetch_timeout
         self.concurrency = concurrency
+        self.export_timeout = export_timeout
         self._owns_rpc = owns_rpc
 
     async def get(self, cid: CID) -> bytes:
@@ -74,6 +83,23 @@ class KuboStore:
             if isinstance(first, StoreError):
                 raise first from None
             raise StoreError(f"put_many: {first}") from first
+
+    async def export_blocks(self, cid: CID) -> AsyncIterator[tuple[CID, bytes]]:
+        """Every block of the DAG under ``cid`` from one ``dag/export`` (the node fetches what it lacks
+        over bitswap, inside the daemon), each verified against its CID as it is parsed.
+
+        Implements :class:`~ipld_scheduler.staging.CarSource`: a merge that finds a long history
+        behind a head streams it from here instead of one ``block/get`` round trip per level. Errors
+        are :class:`StoreError` (daemon, transport) or :class:`~ipld_scheduler.car.CarError` (bytes).
+        """
+        decoder = CarDecoder()
+        try:
+            async for chunk in self.rpc.dag_export_stream(cid, timeout=self.export_timeout):
+                for block in decoder.feed(chunk):
+                    yield block
+        except KuboError as exc:
+            raise StoreError(f"exporting {cid}: {exc}") from exc
+        decoder.close()
 
     async def has(self, cid: CID) -> bool:
         try:

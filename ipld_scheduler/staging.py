@@ -1,0 +1,275 @@
+"""Scratch space for one bulk catch-up: blocks on disk, event candidates indexed by (height, CID).
+
+Owns: a throw-away SQLite file next to the repo (no journal, no fsync: it dies with the import)
+holding blocks a CAR or a deep walk brought in before they are admitted, a ``walked`` mark for the
+walk, and an index of the blocks that parse as events, so the replica can fold them parents-first in
+pages of a few thousand. Memory stays bounded by a page, not by the history.
+
+Must not: decide what is valid or applied (the replica admits each event as a merge would), or
+leave anything behind: :meth:`Staging.close` deletes the file, and nothing here is ever read as
+part of the repo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import struct
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol, runtime_checkable
+
+from .codec import CID
+
+__all__ = ["CarSource", "Progress", "SignatureWorker", "Stage", "Staging", "verify_signatures"]
+
+_CHUNK = 500
+
+
+class Stage(StrEnum):
+    """What a bulk catch-up is doing, for progress displays."""
+
+    READ = "read"
+    """Blocks read from a CAR (or a ``dag/export`` stream) into staging: the count is blocks."""
+    WALK = "walk"
+    """Blocks walked down from the heads: the count is blocks."""
+    FOLD = "fold"
+    """Events admitted and applied: the count is events."""
+
+
+Progress = Callable[[Stage, int], None]
+"""Called with the stage and its running count, a few times per thousand blocks."""
+
+
+@runtime_checkable
+class CarSource(Protocol):
+    """A block store that can stream the whole DAG under a CID as verified blocks (``dag/export``).
+
+    The replica asks it instead of one ``get`` per level when a merge finds a long history behind a
+    head; it may stop iterating early (``aclose``), and blocks the stream lacks are fetched one by one.
+    """
+
+    def export_blocks(self, cid: CID) -> AsyncIterator[tuple[CID, bytes]]: ...
+
+
+class Staging:
+    """Blocks awaiting admission, by CID, plus ``(height, cid)`` for those that parse as events."""
+
+    def __init__(self, directory: Path) -> None:
+        fd, name = tempfile.mkstemp(prefix=".staging-", suffix=".sqlite", dir=directory)
+        os.close(fd)
+        self.path = Path(name)
+        self._db = sqlite3.connect(self.path, check_same_thread=False)
+        for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=MEMORY", "cache_size=-16000"):
+            self._db.execute(f"PRAGMA {pragma}")
+        self._db.executescript(
+            # A rowid table with a unique index: appends stay cheap (rows are not ordered by CID).
+            "CREATE TABLE blocks (id INTEGER PRIMARY KEY, cid BLOB NOT NULL UNIQUE, data BLOB NOT NULL,"
+            " walked INTEGER NOT NULL);"
+            "CREATE TABLE events (height INTEGER NOT NULL, cid BLOB NOT NULL, PRIMARY KEY (height, cid))"
+            " WITHOUT ROWID;"
+        )
+        self._blocks = 0
+        self._events = 0
+        self._buffer: dict[CID, tuple[bytes, bool]] = {}
+        self._buffer_events: list[tuple[int, CID]] = []
+        self.buffer_limit = 4096
+        """Blocks held in memory before one transaction writes them (a walk stages a level at a time)."""
+
+    @property
+    def blocks(self) -> int:
+        """Distinct blocks staged so far."""
+        self.flush()
+        return self._blocks
+
+    @property
+    def events(self) -> int:
+        """Distinct event candidates indexed so far."""
+        self.flush()
+        return self._events
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._db.close()
+        self.path.unlink(missing_ok=True)
+
+    def put_many(
+        self,
+        blocks: Sequence[tuple[CID, bytes]],
+        events: Sequence[tuple[int, CID]] = (),
+        *,
+        walked: bool = False,
+    ) -> None:
+        """Stage blocks (already verified against their CIDs) and index the ones that are events.
+
+        Buffered: written in one transaction per :attr:`buffer_limit` blocks; reads see the buffer.
+        """
+        for cid, data in blocks:
+            self._buffer.setdefault(cid, (data, walked))
+        self._buffer_events.extend(events)
+        if len(self._buffer) >= self.buffer_limit:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffer and not self._buffer_events:
+            return
+        rows = [(c.raw, d, int(w)) for c, (d, w) in self._buffer.items()]
+        with self._db:
+            before = self._db.total_changes
+            self._db.executemany("INSERT OR IGNORE INTO blocks (cid, data, walked) VALUES (?, ?, ?)", rows)
+            self._blocks += self._db.total_changes - before
+            before = self._db.total_changes
+            self._db.executemany(
+                "INSERT OR IGNORE INTO events VALUES (?, ?)", [(h, c.raw) for h, c in self._buffer_events]
+            )
+            self._events += self._db.total_changes - before
+        self._buffer.clear()
+        self._buffer_events.clear()
+
+    def mark_walked(self, cids: Sequence[CID]) -> None:
+        if not cids:
+            return
+        self.flush()
+        with self._db:
+            for part in _chunks([c.raw for c in cids]):
+                marks = ",".join("?" * len(part))
+                self._db.execute(f"UPDATE blocks SET walked = 1 WHERE cid IN ({marks})", part)
+
+    def get_many(self, cids: Sequence[CID]) -> dict[CID, tuple[bytes, bool]]:
+        """``cid -> (data, walked)`` for the staged ones among ``cids``."""
+        out: dict[CID, tuple[bytes, bool]] = {}
+        by_raw: dict[bytes, CID] = {}
+        for cid in cids:
+            hit = self._buffer.get(cid)
+            if hit is not None:
+                out[cid] = hit
+            else:
+                by_raw[cid.raw] = cid
+        if not self._blocks:  # nothing written yet: the buffer is everything
+            return out
+        for part in _chunks(list(by_raw)):
+            marks = ",".join("?" * len(part))
+            for raw, data, walked in self._db.execute(
+                f"SELECT cid, data, walked FROM blocks WHERE cid IN ({marks})", part
+            ):
+                out[by_raw[bytes(raw)]] = (bytes(data), bool(walked))
+        return out
+
+    def get(self, cid: CID) -> bytes | None:
+        hit = self._buffer.get(cid)
+        if hit is not None:
+            return hit[0]
+        row = self._db.execute("SELECT data FROM blocks WHERE cid = ?", (cid.raw,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def events_in_order(self, page: int = 2000) -> Iterator[list[tuple[CID, bytes]]]:
+        """Staged events, parents first (by height, then CID bytes), a page at a time (keyset paging)."""
+        self.flush()
+        last_height, last_cid = 0, b""
+        while True:
+            rows = self._db.execute(
+                "SELECT e.height, e.cid, b.data FROM events AS e JOIN blocks AS b ON b.cid = e.cid"
+                " WHERE (e.height, e.cid) > (?, ?) ORDER BY e.height, e.cid LIMIT ?",
+                (last_height, last_cid, page),
+            ).fetchall()
+            if not rows:
+                return
+            last_height, last_cid = rows[-1][0], bytes(rows[-1][1])
+            yield [(CID.from_bytes(bytes(raw)), bytes(data)) for _h, raw, data in rows]
+
+
+def verify_signatures(triples: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
+    """``(public key, signature, message)`` -> valid? (Ed25519), as ``identity.verify_event`` decides."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    out = []
+    for key, sig, message in triples:
+        try:
+            Ed25519PublicKey.from_public_bytes(key).verify(sig, message)
+        except (InvalidSignature, ValueError):
+            out.append(False)
+        else:
+            out.append(True)
+    return out
+
+
+_FRAME = struct.Struct(">I")
+_WORKER = "from ipld_scheduler.staging import _verifier_main; _verifier_main()"
+
+
+class SignatureWorker:
+    """A child Python process checking signatures for a fold, one batch at a time, over a pipe.
+
+    A plain subprocess (``python -c``), not multiprocessing: spawn would re-import the caller's main
+    module and fork is unsafe with the repo's writer thread. Frames: ``count`` then, per item, three
+    length-prefixed byte strings; the answer is ``count`` bytes of 0/1.
+    """
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self._proc = proc
+
+    @classmethod
+    async def start(cls) -> SignatureWorker:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _WORKER, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+        )
+        return cls(proc)
+
+    async def verify(self, triples: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        parts = [_FRAME.pack(len(triples))]
+        for triple in triples:
+            for item in triple:
+                parts += (_FRAME.pack(len(item)), item)
+        self._proc.stdin.write(b"".join(parts))
+        await self._proc.stdin.drain()
+        answer = await self._proc.stdout.readexactly(len(triples))
+        return [flag == 1 for flag in answer]
+
+    async def close(self) -> None:
+        if self._proc.returncode is None:
+            assert self._proc.stdin is not None
+            self._proc.stdin.close()
+            try:
+                await asyncio.wait_for(self._proc.wait(), 5.0)
+            except TimeoutError:
+                self._proc.kill()
+                await self._proc.wait()
+
+
+def _verifier_main() -> None:
+    """The worker's loop: read a frame from stdin, answer on stdout, until stdin closes."""
+    source, sink = sys.stdin.buffer, sys.stdout.buffer
+
+    def read(n: int) -> bytes:
+        data = source.read(n)
+        if len(data) != n:
+            raise SystemExit(0)
+        return data
+
+    while True:
+        (count,) = _FRAME.unpack(read(4))
+        triples = []
+        for _ in range(count):
+            key, sig, message = (read(_FRAME.unpack(read(4))[0]) for _ in range(3))
+            triples.append((key, sig, message))
+        sink.write(bytes(verify_signatures(triples)))
+        sink.flush()
+
+
+def _chunks(raws: list[bytes]) -> Iterator[list[bytes]]:
+    for start in range(0, len(raws), _CHUNK):
+        yield raws[start : start + _CHUNK]

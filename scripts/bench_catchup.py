@@ -1,0 +1,195 @@
+"""Bulk catch-up speed (issue 11, item 3): CAR import and an embedded late joiner, new path vs old.
+
+Prints, each figure next to its baseline measured in the same run (the old code path, kept as
+``Replica._merge_in_memory``: the whole history in a :class:`~ipld_scheduler.sync.MergePlan`, the
+CAR read into a dict first, failing past ``max_pending`` = 200000 unknown blocks):
+
+* **import N**: a full-history CAR of N signed events (a peer-add, then schedules with their
+  workflow blocks; ``tests/history.py``) imported into a fresh repo: seconds, events/s, peak RSS;
+* **late joiner N**: a fresh peer on the embedded network merging the heads of a peer that holds an
+  N-event history (blocks fetched over the in-process block exchange).
+
+Each case runs in its own process (peak RSS is that process's own). Usage:
+``python scripts/bench_catchup.py [--quick]`` (quick: 2k events; full: 10k, 100k and 120k imports (the
+last past the old 200000-block cap), 10k joiner).
+Must not: leave files behind (everything lives in a temporary directory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+_ROOT = Path(__file__).resolve().parent.parent
+for _path in (_ROOT, _ROOT / "tests"):
+    if str(_path) not in sys.path:
+        sys.path.insert(0, str(_path))
+
+from history import write_history_car  # noqa: E402
+
+from ipld_scheduler.car import read_car  # noqa: E402
+from ipld_scheduler.codec import CID  # noqa: E402
+from ipld_scheduler.embedded.network import EmbeddedNetwork  # noqa: E402
+from ipld_scheduler.embedded.store import EmbeddedStore  # noqa: E402
+from ipld_scheduler.ports import BlockNotFound, StoreError  # noqa: E402
+from ipld_scheduler.replica import MergeReport, Replica  # noqa: E402
+from ipld_scheduler.repo import Repo  # noqa: E402
+from ipld_scheduler.sync import DEFAULT_MAX_PENDING, SyncError  # noqa: E402
+
+
+class _DictSource:
+    """The old import's source: every block of the CAR held in memory."""
+
+    def __init__(self, blocks: dict[CID, bytes]) -> None:
+        self._blocks = blocks
+
+    async def get(self, cid: CID) -> bytes:
+        try:
+            return self._blocks[cid]
+        except KeyError:
+            raise BlockNotFound(cid, "not in the CAR") from None
+
+    async def put(self, cid: CID, data: bytes) -> None:
+        raise StoreError("read-only")
+
+    async def put_many(self, blocks: Any) -> None:
+        raise StoreError("read-only")
+
+    async def has(self, cid: CID) -> bool:
+        return cid in self._blocks
+
+    async def close(self) -> None:
+        self._blocks.clear()
+
+
+async def _open(path: Path, peer: str) -> Replica:
+    repo = Repo.open(path)
+    return await Replica.open(repo, EmbeddedStore(repo), peer, store_is_repo=True)
+
+
+async def _import(car: Path, work: Path, old: bool) -> dict[str, Any]:
+    target = await _open(work / "target", "bob")
+    start = time.perf_counter()
+    try:
+        if old:
+            with open(car, "rb") as fh:
+                roots, blocks = read_car(fh)
+                source = _DictSource(dict(blocks))
+            report = await target._merge_in_memory(roots, [source], max_pending=DEFAULT_MAX_PENDING)
+        else:
+            report = await target.import_car(car)
+    except SyncError as exc:
+        return {"error": str(exc).split(";")[0], "seconds": time.perf_counter() - start}
+    finally:
+        await target.close()
+    return _figures(report, time.perf_counter() - start)
+
+
+async def _joiner(car: Path, work: Path, old: bool) -> dict[str, Any]:
+    source = await _open(work / "source", "alice")
+    loaded = await source.import_car(car)
+    assert not loaded.rejected, loaded.rejected[:3]
+    network = EmbeddedNetwork(seed=1)
+    network.endpoint("alice", source.store)
+    repo = Repo.open(work / "joiner")
+    store, _ = network.endpoint("carol", EmbeddedStore(repo))
+    joiner = await Replica.open(repo, store, "carol")
+    start = time.perf_counter()
+    try:
+        if old:
+            report = await joiner._merge_in_memory(
+                list(source.clock.head_cids), max_pending=DEFAULT_MAX_PENDING
+            )
+        else:
+            report = await joiner.merge_heads(source.clock.head_cids)
+    except SyncError as exc:
+        return {"error": str(exc).split(";")[0], "seconds": time.perf_counter() - start}
+    finally:
+        await joiner.close()
+        await source.close()
+    return _figures(report, time.perf_counter() - start)
+
+
+def _figures(report: MergeReport, seconds: float) -> dict[str, Any]:
+    assert not report.rejected, report.rejected[:3]
+    return {"events": report.applied, "seconds": seconds, "rate": report.applied / seconds}
+
+
+def _case(argv: list[str]) -> None:
+    """Child process: ``--case import|joiner --events N --old 0|1 --car PATH --work DIR``."""
+    args = dict(zip(argv[::2], argv[1::2], strict=True))
+    car, work, old = Path(args["--car"]), Path(args["--work"]), args["--old"] == "1"
+    run = _import if args["--case"] == "import" else _joiner
+    figures = asyncio.run(run(car, work, old))
+    figures["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(figures))
+
+
+def _child(case: str, car: Path, root: Path, old: bool) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(dir=root) as work:
+        argv = ["--case", case, "--car", str(car), "--work", work, "--old", "1" if old else "0"]
+        out = subprocess.run(
+            [sys.executable, __file__, *argv], capture_output=True, text=True, check=False, timeout=3600
+        )
+    if out.returncode != 0:
+        return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
+    answer: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return answer
+
+
+def _show(label: str, new: dict[str, Any], old: dict[str, Any] | None) -> None:
+    def one(f: dict[str, Any]) -> str:
+        if "error" in f:
+            took = f" after {f['seconds']:.1f} s" if "seconds" in f else ""
+            return f"FAILS ({f['error']}{took})"
+        return f"{f['seconds']:6.2f} s  {f['rate']:7,.0f} events/s  RSS {f['rss_mb']:4.0f} MB"
+
+    line = f"{label:<22} new: {one(new)}"
+    if old is not None:
+        line += f"   | old: {one(old)}"
+        if "error" not in new and "error" not in old:
+            line += f"   x{old['seconds'] / new['seconds']:.1f}"
+    print(line, flush=True)
+
+
+def main(argv: list[str]) -> None:
+    if "--case" in argv:
+        _case(argv[1:])
+        return
+    quick = "--quick" in argv
+    imports = [2_000] if quick else [10_000, 100_000, 120_000]  # 120k: past the old 200000-block cap
+    joiner = 2_000 if quick else 10_000
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for events in sorted({*imports, joiner}):
+            car = root / f"history-{events}.car"
+            start = time.perf_counter()
+            _roots, blocks = write_history_car(car, events)
+            print(
+                f"history of {events:,} events: {blocks:,} blocks, {car.stat().st_size / 1e6:.1f} MB CAR "
+                f"(built in {time.perf_counter() - start:.1f} s)",
+                flush=True,
+            )
+            if events in imports:
+                _show(
+                    f"import {events:,}",
+                    _child("import", car, root, False),
+                    _child("import", car, root, True),
+                )
+            if events == joiner:
+                _show(
+                    f"late joiner {events:,}",
+                    _child("joiner", car, root, False),
+                    _child("joiner", car, root, True),
+                )
+
+
+if __name__ == "__main__":
+    main(sys.argv)
