@@ -23,12 +23,12 @@ import pytest
 from cli_runner import SCRIPT, clean_env, cli_json
 
 pytest_plugins = ["conftest_ipfs"]
-pytestmark = [pytest.mark.ipfs, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.timeout(120)]
 
 WORKFLOWS = [f"build-{i}" for i in range(6)]
 
 
-def cli(repo: Path, api: str, *args: str, code: int = 0) -> dict[str, Any]:
+def cli(repo: Path, api: str | None, *args: str, code: int = 0) -> dict[str, Any]:
     return cli_json(repo, *args, code=code, ipfs_api=api, timeout=60)
 
 
@@ -44,11 +44,19 @@ def wait_for(what: str, check: Any, seconds: float = 30.0) -> Any:
 
 
 @contextmanager
-def running(repo: Path, api: str, log: Path) -> Iterator[dict[str, Any]]:
+def running(repo: Path, api: str | None, log: Path) -> Iterator[dict[str, Any]]:
     """``ipld-scheduler --repo REPO --ipfs-api API --json run --fast`` until the block ends (SIGTERM)."""
     with log.open("w") as err:
         proc = subprocess.Popen(
-            [str(SCRIPT), "--repo", str(repo), "--ipfs-api", api, "--json", "run", "--fast"],
+            [
+                str(SCRIPT),
+                "--repo",
+                str(repo),
+                *(["--ipfs-api", api] if api else []),
+                "--json",
+                "run",
+                "--fast",
+            ],
             env=clean_env(),
             stdout=subprocess.PIPE,
             stderr=err,
@@ -80,6 +88,7 @@ def rejected(metrics_url: str) -> dict[str, float]:
     }
 
 
+@pytest.mark.ipfs
 def test_two_machines_join_run_and_split_the_work(tmp_path: Path, ipfs_net: Any) -> None:
     ipfs_net.ensure_running()
     api_a, api_b, api_stranger = ipfs_net.api_urls[:3]
@@ -141,3 +150,34 @@ def test_two_machines_join_run_and_split_the_work(tmp_path: Path, ipfs_net: Any)
         f"\njoin flow {join_seconds:.2f} s; {len(WORKFLOWS)} workflows scheduled to all completed on A "
         f"{latency:.2f} s"
     )
+
+
+@pytest.mark.ipfs
+@pytest.mark.xfail(
+    strict=True,
+    reason="a member hears a newly joined peer only after its redeem event reached it by a CAR: "
+    "the invitation's peer-add binds the invitation key, bob signs his announcements with his own "
+    "key, so alice refuses them (bad_signature) and never fetches the redeem event that binds it",
+)
+def test_a_joined_peer_is_heard_without_importing_its_car(tmp_path: Path, ipfs_net: Any) -> None:
+    ipfs_net.ensure_running()
+    api_a, api_b = ipfs_net.api_urls[:2]
+    a, b, team_car = tmp_path / "A", tmp_path / "B", tmp_path / "team.car"
+    cli(a, api_a, "init", "--peer-id", "alice", "--network", "team")
+    token = cli(a, api_a, "invite", "bob", "--roles", "submitter,worker")["token"]
+    cli(a, api_a, "export", str(team_car))
+    cli(b, api_b, "join", token, "--car", str(team_car))
+    with running(a, api_a, tmp_path / "run-a.log"), running(b, api_b, tmp_path / "run-b.log"):
+        cli(b, api_b, "schedule", "--id", "from-bob", "--tags", "p2p_eligible", "--run", "true")
+        wait_for("A to see bob's workflow", lambda: "from-bob" in owners(a, api_a), seconds=10)
+
+
+def test_run_serves_a_network_repo_on_the_embedded_store(tmp_path: Path) -> None:
+    """`run` on an `init --network` repo replayed without its genesis root (KeyError) before."""
+    repo = tmp_path / "solo"
+    cli(repo, None, "init", "--peer-id", "alice", "--network", "team")
+    with running(repo, None, tmp_path / "run.log") as ready:
+        assert ready["peer_id"] == "alice"
+        cli(repo, None, "schedule", "--id", "w", "--tags", "p2p_eligible", "--run", "echo solo")
+        wait_for("w to complete", lambda: owners(repo, None).get("w") == ("alice", "completed"))
+    assert "executes at once" in (tmp_path / "run.log").read_text()
