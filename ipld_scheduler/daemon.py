@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends import open_backend
+from .network import recorded_network
 from .options import PeerOptions
 from .peer import Peer
 from .replica import Replica
@@ -57,7 +58,12 @@ async def serve(
     try:
         await backend.check()  # an unreachable IPFS API is one clear error before anything is served
         replica = await Replica.open(
-            repo, backend.store, peer_id, peers, store_is_repo=backend.store_is_repo
+            repo,
+            backend.store,
+            peer_id,
+            peers,
+            store_is_repo=backend.store_is_repo,
+            network=recorded_network(repo),  # a network repo's fold is rooted at its genesis
         )
     except BaseException:
         if not backend.store_is_repo:
