@@ -379,6 +379,7 @@ def test_the_dev_network_refuses_car_imports_unless_opted_in(tmp_path: Path) -> 
         eve = await _stranger_history(tmp_path, Network.of(Genesis.create("x", {"root": ROOT.public_key})))
         outside = tmp_path / "eve.car"
         eve.export_car(outside)
+        await eve.close()
         with pytest.raises(DevNetworkRefused):
             await a.import_car(outside)
         await a.close()

@@ -26,7 +26,11 @@ async def test_car_import_puts_blocks_into_the_node(
         heads = alpha.clock.heads
         owners = {f"k-{i}": alpha.get_owner(f"k-{i}") for i in range(5)}
 
-    with P2PWorkflowScheduler("beta", repo=tmp_path / "beta", ipfs_api=ipfs_api_urls[0]) as beta:
+    # Both schedulers live in this process, so its development network is the right one; a Kubo
+    # backend needs the explicit opt-in (the node could carry the history out of the process).
+    with P2PWorkflowScheduler(
+        "beta", repo=tmp_path / "beta", ipfs_api=ipfs_api_urls[0], allow_dev_network=True
+    ) as beta:
         report = beta.import_car(car)
         assert report["success"], report
         assert report["applied"] >= 7

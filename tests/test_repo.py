@@ -921,7 +921,7 @@ def test_a_synchronous_commit_with_nothing_pending_runs_on_the_callers_thread(tm
         worker.start()
         worker.join()
         assert committers == [threading.current_thread().name, "caller"]
-        assert not [t for t in threading.enumerate() if t.name.startswith("repo-writer")]
+        assert not [t for t in threading.enumerate() if t.name == "repo-writer peer"]  # this repo's
         assert repo.writer_stats.commits == 2
 
 
