@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from git_repo import git
 
 from ipld_scheduler.codec import decode, encode
 from ipld_scheduler.embedded.memory import MemoryStore
@@ -15,16 +15,6 @@ from ipld_scheduler.gha.act import act_binary, run_job
 from ipld_scheduler.gha.context import ContextError, GithubContext, from_checkout, repository_from_url
 from ipld_scheduler.gha.workspace import pack
 from ipld_scheduler.sandbox import Sandbox, SandboxPolicy
-
-
-def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo), *args],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip()
 
 
 def make_checkout(path: Path, *, branch: str = "feature/x", remote: str | None = None) -> str:
