@@ -26,18 +26,25 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def cli_json(
-    repo: Path, *args: str, code: int = 0, ipfs_api: str | None = None, timeout: float = 60.0
-) -> dict[str, Any]:
-    """``ipld-scheduler --repo REPO [--ipfs-api URL] --json ARGS``; asserts the exit code."""
+def cli_run(
+    repo: Path, *args: str, ipfs_api: str | None = None, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
+    """``ipld-scheduler --repo REPO [--ipfs-api URL] ARGS`` to its end, output captured as text."""
     api = ["--ipfs-api", ipfs_api] if ipfs_api else []
-    proc = subprocess.run(
-        [str(SCRIPT), "--repo", str(repo), *api, "--json", *args],
+    return subprocess.run(
+        [str(SCRIPT), "--repo", str(repo), *api, *args],
         env=clean_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
     )
+
+
+def cli_json(
+    repo: Path, *args: str, code: int = 0, ipfs_api: str | None = None, timeout: float = 60.0
+) -> dict[str, Any]:
+    """``ipld-scheduler --repo REPO [--ipfs-api URL] --json ARGS``; asserts the exit code."""
+    proc = cli_run(repo, "--json", *args, ipfs_api=ipfs_api, timeout=timeout)
     assert proc.returncode == code, (args, proc.stdout, proc.stderr)
     data: dict[str, Any] = json.loads(proc.stdout)
     return data

@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from cli_runner import SCRIPT, clean_env, cli_json
+from cli_runner import cli_json, cli_run
 from served_peer import Served, serving
 
 from ipld_scheduler.access import TokenFileError, cookie_name, ensure_token, read_token
@@ -29,13 +29,7 @@ pytestmark = pytest.mark.timeout(120)
 
 def _run_public(repo: Path) -> subprocess.CompletedProcess[str]:
     """``ipld-scheduler --json run --host 0.0.0.0`` to its end (for the runs refused at start)."""
-    return subprocess.run(
-        [str(SCRIPT), "--repo", str(repo), "--json", "run", "--host", "0.0.0.0"],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return cli_run(repo, "--json", "run", "--host", "0.0.0.0")
 
 
 def _free_port() -> int:
@@ -276,13 +270,7 @@ def test_token_files_are_read_strictly(tmp_path: Path) -> None:
 
 def test_a_token_replaced_under_a_running_peer_is_named_as_the_cause(peer: Served) -> None:
     (peer.repo / "api-token").write_text("r" * 43 + "\n")
-    proc = subprocess.run(
-        [str(SCRIPT), "--repo", str(peer.repo), "--json", "status"],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = cli_run(peer.repo, "--json", "status")
     answer = json.loads(proc.stdout)
     assert proc.returncode == 1 and answer["code"] == "unauthorized", answer
     assert "refuses the token" in answer["error"]

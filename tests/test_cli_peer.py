@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_runner import SCRIPT, clean_env, cli_json
+from cli_runner import cli_json, cli_run
 from prometheus_client.parser import text_string_to_metric_families
 from served_peer import Served, serving, wait_for
 
@@ -85,13 +84,7 @@ def test_commands_go_through_the_running_peer_which_runs_the_work(peer: Served) 
     assert samples[("ipld_scheduler_execution_duration_seconds_count", (("status", "success"),))] == 5
     assert samples[("ipld_scheduler_peers", (("state", "alive"),))] == 1
 
-    dashboard = subprocess.run(
-        [str(SCRIPT), "--repo", str(repo), "--json", "dashboard"],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    dashboard = cli_run(repo, "--json", "dashboard", timeout=30)
     token = (repo / "api-token").read_text().strip()
     assert json.loads(dashboard.stdout)["dashboard"] == peer.ready["dashboard"] + "?token=" + token
 
@@ -104,13 +97,7 @@ def test_commands_go_through_the_running_peer_which_runs_the_work(peer: Served) 
 
 
 def test_sigint_stops_cleanly_and_a_second_peer_is_refused(peer: Served) -> None:
-    second = subprocess.run(
-        [str(SCRIPT), "--repo", str(peer.repo), "run"],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    second = cli_run(peer.repo, "run", timeout=30)
     assert second.returncode == 4 and "already serves" in second.stderr
     code, _out, _err = peer.stop(signal.SIGINT)
     assert code == 130 and not (peer.repo / "api").exists()  # Ctrl-C: a clean stop, exit 130

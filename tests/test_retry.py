@@ -11,13 +11,12 @@ backoff measured on a manual clock. (c) The CLI against a running peer, and the 
 from __future__ import annotations
 
 import random
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_runner import SCRIPT, clean_env, cli_json
+from cli_runner import cli_json, cli_run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from served_peer import Served, serving, wait_for
@@ -476,13 +475,7 @@ def test_a_cancelled_run_keeps_its_partial_output_and_can_be_retried(peer: Serve
     [run] = done["runs"]
     assert run["status"] == "cancelled" and run["attempt"] == 0
     assert run["stdout"] == "partial-output\n"
-    human = subprocess.run(
-        [str(SCRIPT), "--repo", str(repo), "results", "slow"],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    human = cli_run(repo, "results", "slow")
     assert "run 1 (attempt 0) on solo: cancelled" in human.stdout and "partial-output" in human.stdout
 
     assert cli_json(repo, "retry", "slow")["attempt"] == 1
