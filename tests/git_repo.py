@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -15,3 +16,20 @@ def git(repo: Path, *args: str) -> str:
         text=True,
     )
     return done.stdout.strip()
+
+
+def commit_files(
+    path: Path, files: Mapping[str, str], *, branch: str = "main", remote: str | None = None
+) -> str:
+    """A new repository at ``path`` holding ``files`` (relative name -> text) in one commit on
+    ``branch``, with ``origin`` at ``remote`` when given; the commit's sha."""
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", branch)
+    for name, text in files.items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text)
+    git(path, "add", "-A")
+    git(path, "commit", "-qm", "one")
+    if remote is not None:
+        git(path, "remote", "add", "origin", remote)
+    return git(path, "rev-parse", "HEAD")

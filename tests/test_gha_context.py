@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from git_repo import git
+from git_repo import commit_files, git
 
 from ipld_scheduler.codec import decode, encode
 from ipld_scheduler.embedded.memory import MemoryStore
@@ -18,14 +18,7 @@ from ipld_scheduler.sandbox import Sandbox, SandboxPolicy
 
 
 def make_checkout(path: Path, *, branch: str = "feature/x", remote: str | None = None) -> str:
-    path.mkdir(parents=True)
-    git(path, "init", "-q", "-b", branch)
-    (path / "README").write_text("hello\n")
-    git(path, "add", "-A")
-    git(path, "commit", "-qm", "first")
-    if remote is not None:
-        git(path, "remote", "add", "origin", remote)
-    return git(path, "rev-parse", "HEAD")
+    return commit_files(path, {"README": "hello\n"}, branch=branch, remote=remote)
 
 
 @pytest.mark.parametrize(
