@@ -19,12 +19,16 @@ from cli_runner import SCRIPT, clean_env
 
 
 class Served:
-    """``ipld-scheduler --json run [--fast] ARGS`` until stopped; ``ready`` is its first line."""
+    """``ipld-scheduler [--ipfs-api URL] --json run [--fast] ARGS`` until stopped.
 
-    def __init__(self, repo: Path, *extra: str, fast: bool = True) -> None:
+    ``ready`` is its first line (parsed), ``url`` its API, ``token`` the repo's API token.
+    """
+
+    def __init__(self, repo: Path, *extra: str, fast: bool = True, ipfs_api: str | None = None) -> None:
         self.repo = repo
+        api = ["--ipfs-api", ipfs_api] if ipfs_api else []
         self.proc = subprocess.Popen(
-            [str(SCRIPT), "--repo", str(repo), "--json", "run", *(["--fast"] if fast else []), *extra],
+            [str(SCRIPT), "--repo", str(repo), *api, "--json", "run", *(["--fast"] if fast else []), *extra],
             env=clean_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -48,9 +52,11 @@ class Served:
 
 
 @contextmanager
-def serving(repo: Path, *extra: str, last: int = signal.SIGTERM) -> Iterator[Served]:
+def serving(
+    repo: Path, *extra: str, last: int = signal.SIGTERM, ipfs_api: str | None = None
+) -> Iterator[Served]:
     """A :class:`Served` peer on ``repo`` for the ``with`` block, stopped by ``last`` after it."""
-    served = Served(repo, *extra)
+    served = Served(repo, *extra, ipfs_api=ipfs_api)
     try:
         yield served
     finally:
