@@ -27,16 +27,26 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def cli_run(
-    repo: Path, *args: str, ipfs_api: str | None = None, timeout: float = 60.0
+    repo: Path | None,
+    *args: str,
+    ipfs_api: str | None = None,
+    timeout: float = 60.0,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``ipld-scheduler --repo REPO [--ipfs-api URL] ARGS`` to its end, output captured as text."""
+    """``ipld-scheduler [--repo REPO] [--ipfs-api URL] ARGS`` to its end, output captured as text.
+
+    ``env`` replaces :func:`clean_env` (build it with ``clean_env(**extra)``); ``cwd`` is where it runs.
+    """
+    where = ["--repo", str(repo)] if repo is not None else []
     api = ["--ipfs-api", ipfs_api] if ipfs_api else []
     return subprocess.run(
-        [str(SCRIPT), "--repo", str(repo), *api, *args],
-        env=clean_env(),
+        [str(SCRIPT), *where, *api, *args],
+        env=env if env is not None else clean_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
+        cwd=cwd,
     )
 
 
