@@ -29,7 +29,7 @@ from .repo import Repo
 from .sandbox import Sandbox, SandboxPolicy
 from .state import FINISHED
 
-__all__ = ["Cluster", "ManualClock"]
+__all__ = ["MANUAL_LIVENESS", "Cluster", "ManualClock"]
 
 
 class ManualClock:
@@ -46,6 +46,18 @@ class ManualClock:
             raise ValueError("a monotonic clock never goes back")
         self.now += seconds
         return self.now
+
+
+MANUAL_LIVENESS = PeerOptions.fast(
+    execute=False,
+    rebroadcast_interval=1.0,
+    unknown_after=3.0,
+    unhealthy_after=6.0,
+    evict_stagger=2.0,
+    tick_interval=3600.0,
+)
+"""Liveness for a :class:`ManualClock`: windows of a few seconds the test steps through, no execution,
+and a tick loop that stays out of the way (the test ticks)."""
 
 
 @dataclass

@@ -26,18 +26,35 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def cli_run(
+    repo: Path | None,
+    *args: str,
+    ipfs_api: str | None = None,
+    timeout: float = 60.0,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``ipld-scheduler [--repo REPO] [--ipfs-api URL] ARGS`` to its end, output captured as text.
+
+    ``env`` replaces :func:`clean_env` (build it with ``clean_env(**extra)``); ``cwd`` is where it runs.
+    """
+    where = ["--repo", str(repo)] if repo is not None else []
+    api = ["--ipfs-api", ipfs_api] if ipfs_api else []
+    return subprocess.run(
+        [str(SCRIPT), *where, *api, *args],
+        env=env if env is not None else clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
+
+
 def cli_json(
     repo: Path, *args: str, code: int = 0, ipfs_api: str | None = None, timeout: float = 60.0
 ) -> dict[str, Any]:
     """``ipld-scheduler --repo REPO [--ipfs-api URL] --json ARGS``; asserts the exit code."""
-    api = ["--ipfs-api", ipfs_api] if ipfs_api else []
-    proc = subprocess.run(
-        [str(SCRIPT), "--repo", str(repo), *api, "--json", *args],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    proc = cli_run(repo, "--json", *args, ipfs_api=ipfs_api, timeout=timeout)
     assert proc.returncode == code, (args, proc.stdout, proc.stderr)
     data: dict[str, Any] = json.loads(proc.stdout)
     return data

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import stat
 import subprocess
@@ -18,7 +17,8 @@ from typing import Any
 
 import aiohttp
 import pytest
-from cli_runner import SCRIPT, clean_env, cli_json
+from cli_runner import cli_json, cli_run
+from served_peer import Served, serving
 
 from ipld_scheduler.access import TokenFileError, cookie_name, ensure_token, read_token
 from ipld_scheduler.client import RemoteScheduler
@@ -27,32 +27,9 @@ from ipld_scheduler.errors import Unauthorized
 pytestmark = pytest.mark.timeout(120)
 
 
-class Served:
-    """``ipld-scheduler --json run --fast ARGS`` until stopped; ``ready`` is its first line."""
-
-    def __init__(self, repo: Path, *extra: str) -> None:
-        self.repo = repo
-        self.proc = subprocess.Popen(
-            [str(SCRIPT), "--repo", str(repo), "--json", "run", "--fast", *extra],
-            env=clean_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.wait(timeout=10)
-            raise AssertionError(f"run did not start: {self.proc.stderr.read() if self.proc.stderr else ''}")
-        self.ready: dict[str, Any] = json.loads(line)
-        self.url: str = self.ready["api"]
-        self.token = (repo / "api-token").read_text().strip()
-
-    def stop(self) -> tuple[int, str]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        _out, err = self.proc.communicate(timeout=30)
-        return self.proc.returncode, err
+def _run_public(repo: Path) -> subprocess.CompletedProcess[str]:
+    """``ipld-scheduler --json run --host 0.0.0.0`` to its end (for the runs refused at start)."""
+    return cli_run(repo, "--json", "run", "--host", "0.0.0.0")
 
 
 def _free_port() -> int:
@@ -65,11 +42,8 @@ def _free_port() -> int:
 def peer(tmp_path: Path) -> Iterator[Served]:
     repo = tmp_path / "solo"
     cli_json(repo, "init", "--peer-id", "solo")
-    served = Served(repo, "--metrics-port", str(_free_port()))
-    try:
+    with serving(repo, "--metrics-port", str(_free_port())) as served:
         yield served
-    finally:
-        served.stop()
 
 
 def _bearer(token: str) -> dict[str, str]:
@@ -239,26 +213,14 @@ async def test_a_non_loopback_host_needs_a_private_token_and_says_so(tmp_path: P
     token_file = repo / "api-token"
 
     token_file.chmod(0o644)  # may have leaked: refused, not silently fixed
-    refused = subprocess.run(
-        [str(SCRIPT), "--repo", str(repo), "--json", "run", "--host", "0.0.0.0"],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    refused = _run_public(repo)
     assert refused.returncode == 1 and "readable by other users" in json.loads(refused.stdout)["error"]
     assert not (repo / "api").exists()
 
     token_file.unlink()
     (repo / "elsewhere").write_text("a" * 43)
     token_file.symlink_to(repo / "elsewhere")
-    refused = subprocess.run(
-        [str(SCRIPT), "--repo", str(repo), "--json", "run", "--host", "0.0.0.0"],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    refused = _run_public(repo)
     assert refused.returncode == 1 and "not a regular file" in json.loads(refused.stdout)["error"]
     token_file.unlink()
 
@@ -308,13 +270,7 @@ def test_token_files_are_read_strictly(tmp_path: Path) -> None:
 
 def test_a_token_replaced_under_a_running_peer_is_named_as_the_cause(peer: Served) -> None:
     (peer.repo / "api-token").write_text("r" * 43 + "\n")
-    proc = subprocess.run(
-        [str(SCRIPT), "--repo", str(peer.repo), "--json", "status"],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = cli_run(peer.repo, "--json", "status")
     answer = json.loads(proc.stdout)
     assert proc.returncode == 1 and answer["code"] == "unauthorized", answer
     assert "refuses the token" in answer["error"]

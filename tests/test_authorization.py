@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_runner import SCRIPT, clean_env
+from cli_runner import cli_json, cli_run
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -400,20 +400,11 @@ def test_the_dev_network_refuses_car_imports_unless_opted_in(tmp_path: Path) -> 
 
 
 def _cli(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(SCRIPT), "--repo", str(repo), "--json", *args],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return cli_run(repo, "--json", *args, timeout=120)
 
 
 def _ok(repo: Path, *args: str) -> dict[str, Any]:
-    proc = _cli(repo, *args)
-    assert proc.returncode == 0, (args, proc.stdout, proc.stderr)
-    data: dict[str, Any] = json.loads(proc.stdout)
-    return data
+    return cli_json(repo, *args, timeout=120)
 
 
 def test_found_invite_join_and_a_strangers_car_changes_nothing(tmp_path: Path) -> None:

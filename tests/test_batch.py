@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
-from cli_runner import SCRIPT, clean_env, cli_json
+from cli_runner import cli_json, cli_run
 
 from ipld_scheduler.embedded.store import EmbeddedStore
 from ipld_scheduler.model import WorkflowDefinition
@@ -137,13 +136,7 @@ def test_cli_names_each_bad_line_and_schedules_nothing(tmp_path: Path) -> None:
         + json.dumps({"workflow_id": "p", "priority": "high", "run": "true"})
         + "\n"
     )
-    proc = subprocess.run(
-        [str(SCRIPT), "--repo", str(repo), "schedule", "--from-file", str(jobs)],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = cli_run(repo, "schedule", "--from-file", str(jobs))
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     err = proc.stderr
     assert f"{jobs}:2: nothing to run" in err
@@ -151,13 +144,7 @@ def test_cli_names_each_bad_line_and_schedules_nothing(tmp_path: Path) -> None:
     assert f"{jobs}:4:" in err and f"{jobs}:1:" not in err
     assert cli_json(repo, "workflows")["workflows"] == []
     jobs.write_text('{"workflow_id": "a", "run": "true"}\nnot json\n')
-    proc = subprocess.run(
-        [str(SCRIPT), "--repo", str(repo), "schedule", "--from-file", str(jobs)],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = cli_run(repo, "schedule", "--from-file", str(jobs))
     assert proc.returncode == 2 and f"{jobs}:2: not a JSON object" in proc.stderr
 
 

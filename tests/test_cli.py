@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_runner import SCRIPT, clean_env
+from cli_runner import SCRIPT, clean_env, cli_run
 
 from ipld_scheduler.repo import Repo
 
@@ -28,18 +28,9 @@ COMMANDS = [
 
 
 def run_cli(
-    repo: Path | None, *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None
+    repo: Path | None, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    argv = [str(SCRIPT), *(["--repo", str(repo)] if repo is not None else []), *args]
-    proc = subprocess.run(
-        argv,
-        env=env or clean_env(),
-        input=stdin.decode() if stdin else None,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return proc
+    return cli_run(repo, *args, env=env)
 
 
 def ok_json(repo: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_runner import SCRIPT, clean_env
+from cli_runner import SCRIPT, clean_env, cli_run
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "github-actions" / "nightly-data.yml"
@@ -26,8 +26,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 def run_cli(repo: Path | None, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    argv = [str(SCRIPT), *(["--repo", str(repo)] if repo is not None else []), *args]
-    return subprocess.run(argv, env=clean_env(), capture_output=True, text=True, timeout=60, cwd=cwd)
+    return cli_run(repo, *args, cwd=cwd)
 
 
 def ok_json(repo: Path, *args: str, cwd: Path | None = None) -> dict[str, Any]:
@@ -53,13 +52,7 @@ def test_a_malformed_ipfs_api_is_bad_input(repo: Path, value: str) -> None:
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert proc.stdout == "" and len(proc.stderr.strip().splitlines()) == 1
     assert "--ipfs-api" in proc.stderr and "http://127.0.0.1:5001" in proc.stderr
-    env_proc = subprocess.run(
-        [str(SCRIPT), "--repo", str(repo), "--json", "status"],
-        env=clean_env(IPFS_API=value),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    env_proc = cli_run(repo, "--json", "status", env=clean_env(IPFS_API=value))
     assert env_proc.returncode == 2 and "IPFS_API" in json.loads(env_proc.stdout)["error"]
 
 

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_runner import SCRIPT, clean_env, cli_json
+from cli_runner import SCRIPT, cli_json
+from served_peer import serving
 
 pytest_plugins = ["conftest_ipfs"]
 pytestmark = [pytest.mark.ipfs, pytest.mark.timeout(120)]
@@ -76,23 +75,11 @@ def test_a_served_repo_whose_ipfs_daemon_goes_down_fails_like_direct_mode(
     api = ipfs_net.api_urls[index]
     repo = tmp_path / "served"
     cli(repo, api, "init", "--peer-id", "delta")
-    run = subprocess.Popen(
-        [str(SCRIPT), "--repo", str(repo), "--ipfs-api", api, "--json", "run", "--fast"],
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert run.stdout is not None
-        ready = json.loads(run.stdout.readline())
-        assert ready["event"] == "ready" and ready["success"] is True
+    with serving(repo, ipfs_api=api) as run:
+        assert run.ready["event"] == "ready" and run.ready["success"] is True
         ipfs_net.stop_node(index)
         through_peer = cli(repo, api, "schedule", "--id", "w", "--tags", "p2p_only", "--run", "true", code=4)
         assert through_peer["code"] == "unavailable" and through_peer["success"] is False
-    finally:
-        run.send_signal(signal.SIGTERM)
-        run.communicate(timeout=30)
     try:
         direct = cli(repo, api, "schedule", "--id", "w", "--tags", "p2p_only", "--run", "true", code=4)
         assert direct["code"] == through_peer["code"]

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_runner import SCRIPT, clean_env, cli_json
+from cli_runner import cli_json, cli_run
 from prometheus_client.parser import text_string_to_metric_families
+from served_peer import Served, serving, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -27,50 +26,12 @@ def cli(repo: Path, *args: str, code: int = 0) -> dict[str, Any]:
     return cli_json(repo, *args, code=code)
 
 
-class Served:
-    def __init__(self, repo: Path, *extra: str) -> None:
-        self.repo = repo
-        self.proc = subprocess.Popen(
-            [str(SCRIPT), "--repo", str(repo), "--json", "run", "--fast", *extra],
-            env=clean_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.wait(timeout=10)
-            raise AssertionError(f"run did not start: {self.proc.stderr.read() if self.proc.stderr else ''}")
-        self.ready: dict[str, Any] = json.loads(line)
-
-    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        out, _err = self.proc.communicate(timeout=30)
-        return self.proc.returncode, out
-
-
 @pytest.fixture
 def peer(tmp_path: Path) -> Iterator[Served]:
     repo = tmp_path / "solo"
     cli(repo, "init", "--peer-id", "solo")
-    served = Served(repo)
-    try:
+    with serving(repo, last=signal.SIGKILL) as served:
         yield served
-    finally:
-        served.stop(signal.SIGKILL)
-
-
-def _wait(predicate: Any, what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def test_commands_go_through_the_running_peer_which_runs_the_work(peer: Served) -> None:
@@ -94,12 +55,14 @@ def test_commands_go_through_the_running_peer_which_runs_the_work(peer: Served) 
         )
     assert all(a["success"] for a in answers)
 
-    done = _wait(
+    done = wait_for(
         lambda: cli(repo, "results", "bad") if cli(repo, "results", "bad")["runs"] else None, "a result"
     )
     assert done["status"] == "failed" and done["exit_code"] == 3
     assert done["runs"][0]["stdout"].startswith("partial") and done["runs"][0]["peer"] == "solo"
-    ok = _wait(lambda: (r := cli(repo, "results", "ok"))["status"] == "completed" and r, "the other result")
+    ok = wait_for(
+        lambda: (r := cli(repo, "results", "ok"))["status"] == "completed" and r, "the other result"
+    )
     assert (
         ok["exit_code"] == 0 and "hello from" in ok["runs"][0]["stdout"] and "oops" in ok["runs"][0]["stderr"]
     )
@@ -108,7 +71,7 @@ def test_commands_go_through_the_running_peer_which_runs_the_work(peer: Served) 
     assert peers["liveness_known"] is True
     assert {r["peer_id"]: r["liveness"] for r in peers["peers"]} == {"solo": "alive"}
 
-    _wait(lambda: cli(repo, "status")["workflows_by_status"].get("completed") == 5, "every run to finish")
+    wait_for(lambda: cli(repo, "status")["workflows_by_status"].get("completed") == 5, "every run to finish")
     with urllib.request.urlopen(peer.ready["metrics"], timeout=10) as response:
         text = response.read().decode()
     samples = {
@@ -121,17 +84,11 @@ def test_commands_go_through_the_running_peer_which_runs_the_work(peer: Served) 
     assert samples[("ipld_scheduler_execution_duration_seconds_count", (("status", "success"),))] == 5
     assert samples[("ipld_scheduler_peers", (("state", "alive"),))] == 1
 
-    dashboard = subprocess.run(
-        [str(SCRIPT), "--repo", str(repo), "--json", "dashboard"],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    dashboard = cli_run(repo, "--json", "dashboard", timeout=30)
     token = (repo / "api-token").read_text().strip()
     assert json.loads(dashboard.stdout)["dashboard"] == peer.ready["dashboard"] + "?token=" + token
 
-    code, out = peer.stop(signal.SIGTERM)
+    code, out, _err = peer.stop(signal.SIGTERM)
     assert code == 0 and json.loads(out.splitlines()[-1])["event"] == "stopped"
     assert not (repo / "api").exists()
     after = cli(repo, "results", "ok")  # the repo opens directly again, with everything in it
@@ -140,15 +97,9 @@ def test_commands_go_through_the_running_peer_which_runs_the_work(peer: Served) 
 
 
 def test_sigint_stops_cleanly_and_a_second_peer_is_refused(peer: Served) -> None:
-    second = subprocess.run(
-        [str(SCRIPT), "--repo", str(peer.repo), "run"],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    second = cli_run(peer.repo, "run", timeout=30)
     assert second.returncode == 4 and "already serves" in second.stderr
-    code, _ = peer.stop(signal.SIGINT)
+    code, _out, _err = peer.stop(signal.SIGINT)
     assert code == 130 and not (peer.repo / "api").exists()  # Ctrl-C: a clean stop, exit 130
 
 
@@ -170,31 +121,12 @@ def test_liveness_timings_are_configurable(tmp_path: Path) -> None:
     cli(repo, "init", "--peer-id", "timed", "--peers", "timed,absent")
     # Without --fast, explicit knobs. 'absent' was listed but never heard through this backend: it is
     # reported 'unknown' and stays a member (never evicted for a silence nobody could have heard).
-    served = Served.__new__(Served)
-    served.repo = repo
-    served.proc = subprocess.Popen(
-        [
-            str(SCRIPT),
-            "--repo",
-            str(repo),
-            "--json",
-            "run",
-            "--heartbeat",
-            "0.2",
-            "--unknown-after",
-            "0.5",
-            "--unhealthy-after",
-            "1.0",
-        ],
-        env=clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    served = Served(
+        repo, "--heartbeat", "0.2", "--unknown-after", "0.5", "--unhealthy-after", "1.0", fast=False
     )
     try:
-        assert served.proc.stdout is not None
-        assert json.loads(served.proc.stdout.readline())["event"] == "ready"
-        row = _wait(
+        assert served.ready["event"] == "ready"
+        row = wait_for(
             lambda: next(
                 (
                     p
@@ -224,11 +156,10 @@ def test_run_logs_what_it_does_as_json_lines_when_asked(tmp_path: Path) -> None:
     repo = tmp_path / "logged"
     cli(repo, "init", "--peer-id", "logged")
     served = Served(repo, "--log-format", "json", "--log-level", "info")
-    served.proc.send_signal(signal.SIGTERM)
-    _out, err = served.proc.communicate(timeout=30)
+    code, _out, err = served.stop(signal.SIGTERM)
     records = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert records, err
     assert all({"ts", "level", "logger", "msg"} <= set(r) for r in records)
     assert any(r["logger"] == "ipld_scheduler.daemon" and "serving" in r["msg"] for r in records)
     assert any("stopped" in r["msg"] for r in records)
-    assert served.proc.returncode == 0
+    assert code == 0

@@ -16,7 +16,7 @@ from ipld_scheduler.embedded.network import EmbeddedNetwork
 from ipld_scheduler.model import WorkflowDefinition
 from ipld_scheduler.options import PeerOptions
 from ipld_scheduler.replica import SchedulerError
-from ipld_scheduler.testing import Cluster, ManualClock
+from ipld_scheduler.testing import MANUAL_LIVENESS, Cluster, ManualClock
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -133,14 +133,7 @@ async def test_partition_heals_and_converges(
     tmp_path: Path, groups: list[list[str]], evicted: set[str]
 ) -> None:
     # liveness on a manual clock: the test advances time and ticks, nothing depends on real-time windows
-    options = PeerOptions.fast(
-        execute=False,
-        rebroadcast_interval=1.0,
-        unknown_after=3.0,
-        unhealthy_after=6.0,
-        evict_stagger=2.0,
-        tick_interval=3600.0,
-    )
+    options = MANUAL_LIVENESS
     ids = sorted(p for g in groups for p in g)
     net = EmbeddedNetwork(5)
     clock = ManualClock()

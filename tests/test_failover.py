@@ -11,19 +11,12 @@ from ipld_scheduler.liveness import evict_order
 from ipld_scheduler.model import WorkflowDefinition
 from ipld_scheduler.options import PeerOptions
 from ipld_scheduler.sandbox import SandboxPolicy
-from ipld_scheduler.testing import Cluster, ManualClock
+from ipld_scheduler.testing import MANUAL_LIVENESS, Cluster, ManualClock
 
 pytestmark = pytest.mark.timeout(120)
 
 OPTIONS = PeerOptions.fast(max_concurrent=2, unknown_after=0.5, unhealthy_after=1.5, evict_stagger=0.3)
-MANUAL = PeerOptions.fast(
-    execute=False,
-    rebroadcast_interval=1.0,
-    unknown_after=3.0,
-    unhealthy_after=6.0,
-    evict_stagger=2.0,
-    tick_interval=3600.0,  # the tick loop stays out of the way: the test ticks
-)
+MANUAL = MANUAL_LIVENESS
 """Timings on the manual clock (seconds the test advances, never waits)."""
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from git_repo import commit_files, git
 
 from ipld_scheduler.codec import decode, encode
 from ipld_scheduler.embedded.memory import MemoryStore
@@ -17,25 +17,8 @@ from ipld_scheduler.gha.workspace import pack
 from ipld_scheduler.sandbox import Sandbox, SandboxPolicy
 
 
-def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo), *args],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip()
-
-
 def make_checkout(path: Path, *, branch: str = "feature/x", remote: str | None = None) -> str:
-    path.mkdir(parents=True)
-    git(path, "init", "-q", "-b", branch)
-    (path / "README").write_text("hello\n")
-    git(path, "add", "-A")
-    git(path, "commit", "-qm", "first")
-    if remote is not None:
-        git(path, "remote", "add", "origin", remote)
-    return git(path, "rev-parse", "HEAD")
+    return commit_files(path, {"README": "hello\n"}, branch=branch, remote=remote)
 
 
 @pytest.mark.parametrize(

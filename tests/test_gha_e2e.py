@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from cli_runner import SCRIPT, clean_env, cli_json
-from test_pin import git, make_action_source
+from git_repo import commit_files, git
+from test_pin import make_action_source
 
 from ipld_scheduler import ops
 from ipld_scheduler.codec import CID, decode
@@ -70,15 +71,11 @@ RUNS = NO_EXEC.with_(execute=True)
 
 
 def make_checkout(path: Path) -> str:
-    path.mkdir()
-    git(path, "init", "-q", "-b", "main")
-    (path / ".github" / "workflows").mkdir(parents=True)
-    (path / ".github" / "workflows" / "ci.yml").write_text(WORKFLOW)
-    (path / "tracked.txt").write_text("the tracked file's content\n")
-    git(path, "add", "-A")
-    git(path, "commit", "-qm", "one")
-    git(path, "remote", "add", "origin", "https://github.com/acme/app.git")
-    return git(path, "rev-parse", "HEAD")
+    return commit_files(
+        path,
+        {".github/workflows/ci.yml": WORKFLOW, "tracked.txt": "the tracked file's content\n"},
+        remote="https://github.com/acme/app.git",
+    )
 
 
 async def wait(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:

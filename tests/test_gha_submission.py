@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_pin import copy_reachable, git, make_action_source
+from git_repo import commit_files, git
+from test_pin import copy_reachable, make_action_source
 
 from ipld_scheduler.codec import decode, encode
 from ipld_scheduler.embedded.memory import MemoryStore
@@ -45,19 +46,15 @@ jobs:
 
 
 def make_checkout(path: Path) -> str:
-    path.mkdir()
-    git(path, "init", "-q", "-b", "main")
-    (path / ".github" / "workflows").mkdir(parents=True)
-    (path / ".github" / "workflows" / "ci.yml").write_text(WORKFLOW)
-    (path / "tracked.txt").write_text("committed\n")
-    (path / ".gitignore").write_text("ignored.txt\n")
-    git(path, "add", "-A")
-    git(path, "commit", "-qm", "one")
-    git(path, "remote", "add", "origin", "https://github.com/acme/app.git")
+    sha = commit_files(
+        path,
+        {".github/workflows/ci.yml": WORKFLOW, "tracked.txt": "committed\n", ".gitignore": "ignored.txt\n"},
+        remote="https://github.com/acme/app.git",
+    )
     (path / "tracked.txt").write_text("changed, not committed\n")
     (path / "untracked.txt").write_text("new\n")
     (path / "ignored.txt").write_text("secret-ish\n")
-    return git(path, "rev-parse", "HEAD")
+    return sha
 
 
 async def _tree(root: object, store: MemoryStore, dest: Path) -> dict[str, str]:

@@ -9,11 +9,11 @@ with the sandbox's network cut.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
+from git_repo import git
 
 from ipld_scheduler.codec import CID, decode, encode
 from ipld_scheduler.embedded.memory import MemoryStore
@@ -81,16 +81,6 @@ jobs:
         with: {n: "21"}
       - run: echo "${{ steps.greet.outputs.said }} ${{ steps.double.outputs.twice }}"
 """
-
-
-def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo), *args],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip()
 
 
 def make_action_source(base: Path, data: str = "v1 data") -> str:

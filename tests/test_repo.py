@@ -604,29 +604,43 @@ def event_change(n: int) -> dict[str, object]:
     return {"blocks": [(cid, data)], "processed": [cid], "heads": [cid]}
 
 
+class StalledDisk:
+    """A ``before_commit`` hook that holds a commit inside its transaction until the test releases it."""
+
+    def __init__(self, *, first_only: bool = False, unreleased: str = "") -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.first_only = first_only  # later commits pass straight through
+        self.unreleased = unreleased  # when set, a commit not released within 10 s raises this
+
+    def __call__(self) -> None:
+        if self.first_only and self.entered.is_set():
+            return
+        self.entered.set()
+        if not self.release.wait(10) and self.unreleased:
+            raise RuntimeError(self.unreleased)
+
+    async def reached(self) -> None:
+        """Return once a commit is held here; fail after 10 s."""
+        deadline = time.monotonic() + 10
+        while not self.entered.is_set():
+            assert time.monotonic() < deadline, "the writer thread never reached the commit"
+            await asyncio.sleep(0.001)
+
+
 async def test_an_awaited_write_leaves_the_loop_running_while_its_commit_is_stuck(tmp_path: Path) -> None:
     """The disk is stalled inside the transaction (where the fsync happens) until the loop itself releases
     it: only possible if the loop keeps running while the write is in flight. Reads meanwhile see the
     last committed state, without waiting for the writer."""
-    entered, release = threading.Event(), threading.Event()
-
-    def stalled_disk() -> None:
-        entered.set()
-        if not release.wait(10):
-            raise RuntimeError("the event loop never released the disk: it was blocked by the write")
-
-    with Repo.open(tmp_path / "peer", before_commit=stalled_disk) as repo:
+    disk = StalledDisk(unreleased="the event loop never released the disk: it was blocked by the write")
+    with Repo.open(tmp_path / "peer", before_commit=disk) as repo:
         cid = block(1)[0]
         write = asyncio.create_task(repo.commit_async(**event_change(1)))  # type: ignore[arg-type]
-        deadline = time.monotonic() + 10
-        while not entered.is_set():
-            assert time.monotonic() < deadline, "the writer thread never reached the commit"
-            await asyncio.sleep(0.001)
+        await disk.reached()
         for _ in range(20):
             await asyncio.sleep(0)
         assert not write.done()
         assert not repo.is_processed(cid) and repo.heads() == []  # not committed yet, and reads answer
-        release.set()
+        disk.release.set()
         await asyncio.wait_for(write, 10)
         assert repo.is_processed(cid) and repo.heads() == [cid]  # a read after the awaited write sees it
 
@@ -662,24 +676,16 @@ async def test_a_slow_fsync_does_not_stop_a_ticking_task(tmp_path: Path) -> None
 
 async def test_concurrent_writes_share_one_commit(tmp_path: Path) -> None:
     """The first write holds the disk; the 99 submitted meanwhile are committed together, one fsync."""
-    entered, release = threading.Event(), threading.Event()
-
-    def first_stalls() -> None:
-        entered.set()
-        release.wait(10)
-
-    with Repo.open(tmp_path / "peer", before_commit=first_stalls) as repo:
+    disk = StalledDisk()
+    with Repo.open(tmp_path / "peer", before_commit=disk) as repo:
         first = asyncio.create_task(repo.commit_async(**event_change(0)))  # type: ignore[arg-type]
-        deadline = time.monotonic() + 10
-        while not entered.is_set():
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.001)
+        await disk.reached()
         rest = [
             asyncio.create_task(repo.commit_async(**event_change(n)))  # type: ignore[arg-type]
             for n in range(1, 100)
         ]
         await asyncio.sleep(0)  # let every task submit its write
-        release.set()
+        disk.release.set()
         await asyncio.wait_for(asyncio.gather(first, *rest), 10)
         stats = repo.writer_stats
         assert (stats.commits, stats.writes, stats.largest_group) == (2, 100, 99)
@@ -689,19 +695,11 @@ async def test_concurrent_writes_share_one_commit(tmp_path: Path) -> None:
 
 
 async def test_a_refused_write_in_a_group_is_rolled_back_alone(tmp_path: Path) -> None:
-    entered, release = threading.Event(), threading.Event()
-
-    def first_stalls() -> None:
-        entered.set()
-        release.wait(10)
-
+    disk = StalledDisk()
     good, bad_block = block(1), (block(2)[0], block(3)[1])
-    with Repo.open(tmp_path / "peer", before_commit=first_stalls) as repo:
+    with Repo.open(tmp_path / "peer", before_commit=disk) as repo:
         first = asyncio.create_task(repo.commit_async(blocks=[block(0)]))
-        deadline = time.monotonic() + 10
-        while not entered.is_set():
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.001)
+        await disk.reached()
         writes = [
             repo.commit_async(blocks=[good], wanted_add=[unheld(1)]),
             repo.commit_async(processed=[unheld(5)]),  # names a block nobody holds
@@ -710,7 +708,7 @@ async def test_a_refused_write_in_a_group_is_rolled_back_alone(tmp_path: Path) -
         ]
         tasks = [asyncio.create_task(w) for w in writes]
         await asyncio.sleep(0)
-        release.set()
+        disk.release.set()
         outcomes = await asyncio.wait_for(asyncio.gather(first, *tasks, return_exceptions=True), 10)
         assert outcomes[0] is None and outcomes[1] is None and outcomes[4] is None
         assert isinstance(outcomes[2], RepoError) and f"missing: {unheld(5)}" in str(outcomes[2])
@@ -732,22 +730,14 @@ async def test_sync_and_async_writes_from_threads_commit_in_submission_order(rep
 
 
 async def test_cancelling_the_waiter_does_not_cancel_the_write(tmp_path: Path) -> None:
-    entered, release = threading.Event(), threading.Event()
-
-    def stalled_disk() -> None:
-        entered.set()
-        release.wait(10)
-
-    with Repo.open(tmp_path / "peer", before_commit=stalled_disk) as repo:
+    disk = StalledDisk()
+    with Repo.open(tmp_path / "peer", before_commit=disk) as repo:
         waiter = asyncio.create_task(repo.commit_async(**event_change(1)))  # type: ignore[arg-type]
-        deadline = time.monotonic() + 10
-        while not entered.is_set():
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.001)
+        await disk.reached()
         waiter.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiter
-        release.set()
+        disk.release.set()
     with Repo.open(tmp_path / "peer") as repo:  # close() committed what was in flight
         assert repo.heads() == [block(1)[0]]
 
@@ -865,18 +855,10 @@ async def test_a_dead_writer_thread_fails_its_waiters_instead_of_hanging(tmp_pat
 
 async def test_queued_commits_keep_their_order_and_share_a_commit(tmp_path: Path) -> None:
     """What a lock holder does to pipeline: queue under the lock, await durability after releasing it."""
-    entered, release = threading.Event(), threading.Event()
-
-    def first_stalls() -> None:
-        entered.set()
-        release.wait(10)
-
-    with Repo.open(tmp_path / "peer", before_commit=first_stalls) as repo:
+    disk = StalledDisk()
+    with Repo.open(tmp_path / "peer", before_commit=disk) as repo:
         first = repo.queue_commit(blocks=[block(0)])
-        deadline = time.monotonic() + 10
-        while not entered.is_set():
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.001)
+        await disk.reached()
         lock = asyncio.Lock()
         durable = []
         for n in (1, 2, 3):
@@ -884,7 +866,7 @@ async def test_queued_commits_keep_their_order_and_share_a_commit(tmp_path: Path
                 durable.append(repo.queue_commit(**event_change(n)))  # type: ignore[arg-type]
         refused = repo.queue_commit(processed=[unheld(4)])
         nothing = repo.queue_commit()
-        release.set()
+        disk.release.set()
         await asyncio.wait_for(asyncio.gather(first, *durable, nothing), 10)
         with pytest.raises(RepoError, match=f"missing: {unheld(4)}"):
             await refused
@@ -928,21 +910,12 @@ def test_a_synchronous_commit_with_nothing_pending_runs_on_the_callers_thread(tm
 async def test_a_synchronous_commit_waits_behind_an_unsettled_write(tmp_path: Path) -> None:
     """While an awaited write is inside its commit, a synchronous one from another thread must queue
     behind it (not commit inline first): submission order is commit order."""
-    entered, release = threading.Event(), threading.Event()
-
-    def first_stalls() -> None:
-        if not entered.is_set():
-            entered.set()
-            release.wait(10)
-
-    with Repo.open(tmp_path / "peer", before_commit=first_stalls) as repo:
+    disk = StalledDisk(first_only=True)
+    with Repo.open(tmp_path / "peer", before_commit=disk) as repo:
         first = asyncio.create_task(repo.commit_async(**event_change(1)))  # type: ignore[arg-type]
-        deadline = time.monotonic() + 10
-        while not entered.is_set():
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.001)
+        await disk.reached()
         second = asyncio.create_task(asyncio.to_thread(repo.commit, **event_change(2)))  # type: ignore[arg-type]
-        release.set()
+        disk.release.set()
         await asyncio.wait_for(asyncio.gather(first, second), 10)
         assert [cid for _, cid, _ in repo.processed_log()] == [block(1)[0], block(2)[0]]
         assert repo.heads() == [block(2)[0]]

@@ -11,17 +11,15 @@ backoff measured on a manual clock. (c) The CLI against a running peer, and the 
 from __future__ import annotations
 
 import random
-import signal
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_runner import SCRIPT, clean_env, cli_json
+from cli_runner import cli_json, cli_run
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from served_peer import Served, serving, wait_for
 
 from ipld_scheduler import mcp_tools, ops
 from ipld_scheduler.clock import MerkleClock
@@ -407,42 +405,12 @@ async def test_the_owner_retries_a_failed_run_with_exponential_backoff_on_its_cl
 # --- (c) the CLI against a running peer, and the MCP tool ---------------------------------------
 
 
-class Served:
-    def __init__(self, repo: Path) -> None:
-        self.repo = repo
-        self.proc = subprocess.Popen(
-            [str(SCRIPT), "--repo", str(repo), "--json", "run", "--fast"],
-            env=clean_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        assert self.proc.stdout.readline(), "run did not start"
-
-
 @pytest.fixture
 def peer(tmp_path: Path) -> Iterator[Served]:
     repo = tmp_path / "solo"
     cli_json(repo, "init", "--peer-id", "solo")
-    served = Served(repo)
-    try:
+    with serving(repo) as served:
         yield served
-    finally:
-        if served.proc.poll() is None:
-            served.proc.send_signal(signal.SIGTERM)
-        served.proc.communicate(timeout=30)
-
-
-def _wait(predicate: Any, what: str, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def test_cli_retry_reruns_a_failed_job_and_results_show_both_attempts(peer: Served) -> None:
@@ -457,10 +425,10 @@ def test_cli_retry_reruns_a_failed_job_and_results_show_both_attempts(peer: Serv
         "--run",
         "echo try $IPLD_SCHEDULER_ATTEMPT; exit 3",
     )
-    _wait(lambda: cli_json(repo, "results", "bad")["status"] == "failed", "the first run to fail")
+    wait_for(lambda: cli_json(repo, "results", "bad")["status"] == "failed", "the first run to fail")
     answer = cli_json(repo, "retry", "bad")
     assert answer["success"] is True and answer["attempt"] == 1 and answer["status"] == "pending"
-    done = _wait(
+    done = wait_for(
         lambda: (r := cli_json(repo, "results", "bad"))["status"] == "failed" and r["attempt"] == 1 and r,
         "the retry to run",
     )
@@ -472,7 +440,7 @@ def test_cli_retry_reruns_a_failed_job_and_results_show_both_attempts(peer: Serv
     refused = cli_json(repo, "retry", "nope", code=3)
     assert refused == {"success": False, "error": refused["error"], "code": "not_found"}
     cli_json(repo, "schedule", "--id", "ok", "--tags", "code_gen", "--run", "true")
-    _wait(lambda: cli_json(repo, "results", "ok")["status"] == "completed", "ok to complete")
+    wait_for(lambda: cli_json(repo, "results", "ok")["status"] == "completed", "ok to complete")
     assert cli_json(repo, "retry", "ok", code=1)["code"] == "refused"
 
 
@@ -495,27 +463,23 @@ def test_a_cancelled_run_keeps_its_partial_output_and_can_be_retried(peer: Serve
     cli_json(
         repo, "schedule", "--id", "slow", "--tags", "code_gen", "--run", f"echo partial-output; exec {SLEEP}"
     )
-    _wait(
+    wait_for(
         lambda: _sleeping() and cli_json(repo, "results", "slow")["status"] == "running", "the job to print"
     )
     assert cli_json(repo, "retry", "slow", code=1)["code"] == "refused"  # running: nothing to retry
     cli_json(repo, "cancel", "slow")
-    done = _wait(lambda: (r := cli_json(repo, "results", "slow"))["runs"] and r, "the cancelled run's result")
+    done = wait_for(
+        lambda: (r := cli_json(repo, "results", "slow"))["runs"] and r, "the cancelled run's result"
+    )
     assert done["status"] == "cancelled"
     [run] = done["runs"]
     assert run["status"] == "cancelled" and run["attempt"] == 0
     assert run["stdout"] == "partial-output\n"
-    human = subprocess.run(
-        [str(SCRIPT), "--repo", str(repo), "results", "slow"],
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    human = cli_run(repo, "results", "slow")
     assert "run 1 (attempt 0) on solo: cancelled" in human.stdout and "partial-output" in human.stdout
 
     assert cli_json(repo, "retry", "slow")["attempt"] == 1
-    _wait(
+    wait_for(
         lambda: (
             (r := cli_json(repo, "results", "slow"))["status"] == "running"
             and r["attempt"] == 1
@@ -524,7 +488,7 @@ def test_a_cancelled_run_keeps_its_partial_output_and_can_be_retried(peer: Serve
         "attempt 1 to start",
     )
     cli_json(repo, "cancel", "slow")  # stops attempt 1 (the cancel names it)
-    done = _wait(
+    done = wait_for(
         lambda: len((r := cli_json(repo, "results", "slow"))["runs"]) == 2 and r, "attempt 1's result"
     )
     assert done["status"] == "cancelled" and [r["attempt"] for r in done["runs"]] == [0, 1]

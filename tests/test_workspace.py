@@ -8,18 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from git_repo import git
 
 from ipld_scheduler.codec import CID, encode_block
 from ipld_scheduler.embedded.memory import MemoryStore
 from ipld_scheduler.gha.workspace import CHUNK_SIZE, WorkspaceError, materialize, pack, raw_cid
-
-
-def git(repo: Path, *args: str) -> None:
-    subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo), *args],
-        check=True,
-        capture_output=True,
-    )
 
 
 def make_checkout(path: Path) -> Path:
