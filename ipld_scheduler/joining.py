@@ -59,6 +59,7 @@ async def invite(replica: Replica, name: str, roles: Iterable[str]) -> dict[str,
     made = make_invite(network.cid, name, roles, replica.signer)
     event = await replica.write("peer-add", dict(made.peer_add))
     return {
+        "success": True,
         "peer": name,
         "roles": list(made.invite.roles),
         "network": str(network.cid),
@@ -100,7 +101,13 @@ async def redeem(replica: Replica, inv: Invite) -> dict[str, Any]:
             f"the invitation for {inv.peer!r} cannot be redeemed here ({exc.reason}): it was used "
             "already, or the admin's peer-add is not in the history imported; ask the admin for a new one"
         ) from exc
-    return {"peer": inv.peer, "roles": list(inv.roles), "network": str(inv.genesis), "event_cid": str(event)}
+    return {
+        "success": True,
+        "peer": inv.peer,
+        "roles": list(inv.roles),
+        "network": str(inv.genesis),
+        "event_cid": str(event),
+    }
 
 
 def _stream(data: bytes) -> Any:

@@ -412,10 +412,12 @@ def test_found_invite_join_and_a_strangers_car_changes_nothing(tmp_path: Path) -
     assert _ok(alpha, "init", "--peer-id", "alpha", "--network", "team")["peers"] == ["alpha"]
     slot = _cli(alpha, "add-peer", "mallory")
     assert slot.returncode != 0 and "anyone could take" in slot.stdout + slot.stderr
-    token = _ok(alpha, "invite", "beta", "--roles", "submitter,worker")["token"]
+    invitation = _ok(alpha, "invite", "beta", "--roles", "submitter,worker")
+    assert invitation["success"] is True and invitation["peer"] == "beta"
+    token = invitation["token"]
     _ok(alpha, "export", str(tmp_path / "a.car"))
     joined = _ok(beta, "join", token, "--car", str(tmp_path / "a.car"))
-    assert joined["peer"] == "beta"
+    assert joined["success"] is True and joined["peer"] == "beta"
     assert _ok(beta, "status")["peers"] == ["alpha", "beta"]
     _ok(beta, "schedule", "--manual", "--id", "wf-1", "--tags", "p2p_eligible")
     _ok(beta, "export", str(tmp_path / "b.car"))
