@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import random
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -40,7 +39,7 @@ def assert_identical(cluster: Cluster) -> None:
         assert replica.state.fingerprint() == first
 
 
-async def lossy_run(root: Path, seed: int, peers: int, workflows: int) -> tuple[Cluster, float]:
+async def lossy_run(root: Path, seed: int, peers: int, workflows: int) -> Cluster:
     """Schedule ``workflows`` from random peers, with random cancels and reprioritisations, on a lossy net."""
     rng = random.Random(seed)
     ids = [f"p{i:02d}" for i in range(peers)]
@@ -69,17 +68,16 @@ async def lossy_run(root: Path, seed: int, peers: int, workflows: int) -> tuple[
     plan: dict[str, list[int]] = {p: [] for p in ids}
     for n in range(workflows):
         plan[ids[rng.randrange(peers)]].append(n)
-    started = time.monotonic()
     await asyncio.gather(*(writer(p, plan[p]) for p in ids))
     assert await cluster.wait_for(lambda: settled(cluster), timeout=90, poll=0.05), "no convergence"
-    return cluster, time.monotonic() - started
+    return cluster  # how fast: scripts/bench_runtime.py, not a timed test
 
 
 @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
 @given(seed=st.integers(0, 2**32 - 1))
 def test_fifteen_peers_converge_on_a_lossy_network_for_any_seed(seed: int) -> None:
     async def scenario(root: Path) -> None:
-        cluster, _ = await lossy_run(root, seed, peers=15, workflows=50)
+        cluster = await lossy_run(root, seed, peers=15, workflows=50)
         try:
             assert_identical(cluster)
             replica = cluster.replica("p00")
@@ -96,12 +94,11 @@ def test_fifteen_peers_converge_on_a_lossy_network_for_any_seed(seed: int) -> No
 
 
 async def test_fifteen_peers_fifty_workflows_each_converge(tmp_path: Path) -> None:
-    cluster, elapsed = await lossy_run(tmp_path, seed=0, peers=15, workflows=750)
+    cluster = await lossy_run(tmp_path, seed=0, peers=15, workflows=750)
     try:
         assert_identical(cluster)
         replica = cluster.replica("p07")
         assert sum(1 for r in replica.state.workflows.values() if r.winner) == 750
-        assert elapsed < 60
         # every member's own key survived the key-less peer-adds others wrote for it, so every
         # announcement can be verified (and forged ones refused)
         for peer in cluster.live:

@@ -179,14 +179,12 @@ async def test_cancel_event_stops_the_running_step(cluster: Cluster, tmp_path: P
     owner = a.state.workflows["long"].owner
     canceller = b if owner == "a" else a  # the peer that does NOT run it cancels, over the network
     await wait(lambda: "long" in canceller.state.workflows)
-    started = time.monotonic()
     # only the submitter (a) or an admin may cancel: when b must, it writes as the dev network's admin
     admin = None if canceller is a else dev_network().admin
     winner = a.state.workflows["long"].winner
     assert winner is not None
     await canceller.append(Cancel("long", "no longer needed", winner.cid), signer=admin)
-    await wait(lambda: not _alive(pid), timeout=10, what="the step process to die")
-    assert time.monotonic() - started < 5
+    await wait(lambda: not _alive(pid), timeout=5, what="the step process to die (the job sleeps 60 s)")
     await wait(lambda: cluster.converged())
     rec = a.state.workflows["long"]
     assert rec.status == "cancelled" and not rec.completions
