@@ -98,17 +98,7 @@ def read_car(
     size = _read_uvarint(stream)
     if size is None or size == 0 or size > MAX_HEADER:
         raise CarError("missing or oversized CAR header")
-    try:
-        header = decode(stream.read(size))
-    except CodecError as exc:
-        raise CarError(f"CAR header is not DAG-CBOR: {exc}") from exc
-    # ``type(...) is int``: ``True`` and ``1.0`` compare equal to 1 but are not the version number.
-    version = header.get("version") if type(header) is dict else None
-    if type(version) is not int or version != 1 or type(header.get("roots")) is not list:
-        raise CarError(f"only CARv1 archives ({{roots, version: 1}}) are supported, got version {version!r}")
-    roots = header["roots"]
-    if any(type(r) is not CID for r in roots):
-        raise CarError("CAR roots must be links")
+    roots = _header_roots(stream.read(size))
 
     def blocks() -> Iterator[tuple[CID, bytes]]:
         for _ in range(max_blocks):
@@ -120,20 +110,14 @@ def read_car(
             section = stream.read(length)
             if len(section) != length:
                 raise CarError("truncated CAR section")
-            cut = _split_cid(section)
-            try:
-                cid = CID.from_bytes(section[:cut])
-                data = section[cut:]
-                verify_block(cid, data)
-            except CodecError as exc:
-                raise CarError(f"bad block in CAR: {exc}") from exc
-            yield cid, data
+            yield _parse_section(section)
         raise CarError(f"more than {max_blocks} blocks in CAR")
 
     return roots, blocks()
 
 
 def _header_roots(raw: bytes) -> list[CID]:
+    """The roots of a CARv1 header; ``type(...) is int``: ``True`` and ``1.0`` equal 1 but are not it."""
     try:
         header = decode(raw)
     except CodecError as exc:
