@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from .actions import plan_from_actions
 from .embedded.network import EmbeddedNetwork
+from .gha.plan import act_run_spec, plan_workflow
 from .model import ResultStatus, WorkflowDefinition, WorkflowStatus
 from .options import PeerOptions
 from .replica import Replica
@@ -140,7 +140,7 @@ def demo_workflows(count: int, seed: int = 0) -> list[WorkflowDefinition]:
     for index in range(count):
         wid = f"wf-{index:03d}"
         if index % 12 == 5:
-            run = plan_from_actions(_ACTIONS_YAML)
+            run = act_run_spec(_ACTIONS_YAML, plan_workflow(_ACTIONS_YAML), "test")  # act runs lint first
             out.append(
                 WorkflowDefinition(wid, "actions lint+test", ["code_gen", "p2p_eligible"], 2.0, {}, run)
             )

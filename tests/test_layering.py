@@ -72,7 +72,6 @@ LAYERS: dict[str, int] = {
     "daemon": RUNTIME,
     "sandbox": RUNTIME,
     "gha": RUNTIME,
-    "actions": RUNTIME,
     "metrics": RUNTIME,
     "backends": RUNTIME,
     "config": RUNTIME,
