@@ -29,7 +29,7 @@ from .repo import Repo
 from .sandbox import Sandbox, SandboxPolicy
 from .state import FINISHED
 
-__all__ = ["MANUAL_LIVENESS", "Cluster", "ManualClock"]
+__all__ = ["MANUAL_LIVENESS", "Cluster", "ManualClock", "eventually", "wait_until"]
 
 
 class ManualClock:
@@ -190,12 +190,7 @@ class Cluster:
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float, poll: float = 0.02) -> bool:
         """Poll ``predicate`` until it holds or ``timeout`` real seconds pass; callers assert the result."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            await asyncio.sleep(poll)
-        return predicate()
+        return await eventually(predicate, timeout, poll)
 
     def keys_known(self) -> bool:
         """Every live peer knows every live peer's key (so heartbeats verify, and count)."""
@@ -239,3 +234,21 @@ class Cluster:
 
         if not await self.wait_for(settled, timeout, poll=0.002):
             raise AssertionError(f"the writes of the round at t={now} did not converge within {timeout} s")
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float, poll: float = 0.02) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` real seconds pass; the caller asserts the result."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(poll)
+    return predicate()
+
+
+async def wait_until(
+    predicate: Callable[[], bool], what: str = "condition", timeout: float = 15.0, poll: float = 0.02
+) -> None:
+    """:func:`eventually`, failing with ``AssertionError`` naming ``what`` when the deadline passes."""
+    if not await eventually(predicate, timeout, poll):
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -43,7 +43,7 @@ from ipld_scheduler.replica import NotAuthorized, Replica, SchedulerError
 from ipld_scheduler.repo import Repo
 from ipld_scheduler.sandbox import SandboxPolicy
 from ipld_scheduler.state import State
-from ipld_scheduler.testing import Cluster
+from ipld_scheduler.testing import Cluster, eventually
 
 
 def _private(name: str) -> Ed25519PrivateKey:
@@ -444,12 +444,7 @@ def test_found_invite_join_and_a_strangers_car_changes_nothing(tmp_path: Path) -
 
 
 async def _until(predicate: Any, timeout: float = 20.0) -> bool:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.02)
-    return False
+    return await eventually(predicate, timeout)
 
 
 def _job(wid: str, marker: Path) -> WorkflowDefinition:

@@ -30,6 +30,7 @@ from ipld_scheduler.executor import (
     validate_run,
 )
 from ipld_scheduler.sandbox import Sandbox, SandboxPolicy
+from ipld_scheduler.testing import eventually
 
 
 @pytest.fixture(autouse=True, params=["bubblewrap", "rlimits"])
@@ -61,12 +62,7 @@ def alive(pid: int) -> bool:
 
 
 async def wait_dead(mark: str, within: float = 2.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if not any(alive(pid) for pid in marked_pids(mark)):
-            return True
-        await asyncio.sleep(0.05)
-    return not any(alive(pid) for pid in marked_pids(mark))
+    return await eventually(lambda: not any(alive(pid) for pid in marked_pids(mark)), within, poll=0.05)
 
 
 # The job may run in its own PID namespace, so the pid it sees is not the host's: the background

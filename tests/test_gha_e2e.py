@@ -10,11 +10,9 @@ The CLI test runs the console script on a repo of its own.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +30,7 @@ from ipld_scheduler.model import Result
 from ipld_scheduler.options import PeerOptions
 from ipld_scheduler.replica import Replica
 from ipld_scheduler.sandbox import SandboxPolicy
-from ipld_scheduler.testing import Cluster
+from ipld_scheduler.testing import Cluster, wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "workers"))
 from kubo_cluster import PeerCluster, cli_command, peer_env, wait_for
@@ -79,12 +77,7 @@ def make_checkout(path: Path) -> str:
 
 
 async def wait(predicate: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    await wait_until(predicate, what, timeout, poll=0.05)
 
 
 def result_of(replica: Replica, wid: str) -> tuple[Result, str]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -24,7 +23,7 @@ from ipld_scheduler.reasons import Reject
 from ipld_scheduler.replica import Replica
 from ipld_scheduler.repo import Repo
 from ipld_scheduler.sandbox import SandboxPolicy
-from ipld_scheduler.testing import Cluster, ManualClock
+from ipld_scheduler.testing import Cluster, ManualClock, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -41,12 +40,7 @@ def shell(wid: str, script: str, priority: float = 1.0, **extra: Any) -> Workflo
 
 
 async def wait(predicate: Any, timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    await wait_until(predicate, what, timeout)
 
 
 def result_of(replica: Replica, wid: str) -> Result:

@@ -14,7 +14,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 
 from ipld_scheduler.codec import CID, MAX_BLOCK_SIZE, CodecError, cid_for, decode, encode_block
 from ipld_scheduler.repo import DB_NAME, KEY_NAME, DerivedRows, Repo, RepoError, RepoLocked
+from ipld_scheduler.testing import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -960,7 +961,7 @@ async def test_a_slow_disk_never_delays_a_heartbeat(tmp_path: Path) -> None:
     try:
         # its first announcement reserves sequence numbers durably; from then on reservations
         # are made ahead, in the background
-        assert await _within(lambda: bool(heard), 5)
+        assert await eventually(lambda: bool(heard), 5, poll=0.01)
         slow.set()
 
         def worst_gap(since: float) -> float:
@@ -989,13 +990,6 @@ async def test_a_slow_disk_never_delays_a_heartbeat(tmp_path: Path) -> None:
         await replica.close()
 
 
-async def _within(predicate: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
 
 
 async def test_concurrent_writes_of_a_replica_share_commits_and_replay_in_order(tmp_path: Path) -> None:
