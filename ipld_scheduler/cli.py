@@ -49,6 +49,7 @@ from .errors import (
     IpldSchedulerError,
     Unavailable,
 )
+from .wording import plural
 
 if TYPE_CHECKING:
     import asyncio
@@ -197,9 +198,6 @@ def _show(settings: Settings, data: dict[str, Any], human: Callable[[Console, di
         human(settings.out, data)
 
 
-def _plural(count: int, noun: str, plural: str | None = None) -> str:
-    """``1 workflow``, ``2 workflows``."""
-    return f"{count} {noun if count == 1 else (plural or noun + 's')}"
 
 
 def _table(*columns: str, title: str | None = None) -> Table:
@@ -448,7 +446,7 @@ def _human_membership(verb: str) -> Callable[[Console, dict[str, Any]], None]:
         changed = data.get(verb)
         state = verb if changed else f"already {'absent' if verb == 'removed' else 'present'}"
         console.print(
-            f"{data['peer_id']}: {state}; {_plural(data['num_peers'], 'member')}: {', '.join(data['peers'])}"
+            f"{data['peer_id']}: {state}; {plural(data['num_peers'], 'member')}: {', '.join(data['peers'])}"
         )
 
     return human
@@ -806,7 +804,7 @@ def _human_batch(console: Console, data: dict[str, Any]) -> None:
             console.print(f"scheduled {answer['workflow_id']}{again} -> {where}")
     refused = sum(1 for r in results if not r["success"])
     console.print(
-        f"{_plural(data['scheduled'], 'new workflow')} in one commit; {len(results) - refused} of "
+        f"{plural(data['scheduled'], 'new workflow')} in one commit; {len(results) - refused} of "
         f"{len(results)} accepted"
     )
 
@@ -936,7 +934,7 @@ def workflows(ctx: click.Context, status_: str | None, owner: str | None, limit:
     settings = _settings(ctx)
     data = _call(settings, "workflows", status=status_, owner=owner, limit=limit)
     _show(
-        settings, data, lambda c, d: c.print(_workflow_table(d["workflows"], _plural(d["total"], "workflow")))
+        settings, data, lambda c, d: c.print(_workflow_table(d["workflows"], plural(d["total"], "workflow")))
     )
 
 
@@ -969,7 +967,7 @@ def inspect(ctx: click.Context, cid: str) -> None:
 
 
 def _human_log(console: Console, data: dict[str, Any]) -> None:
-    table = _table("seq", "height", "kind", "author", "workflow/peer", title=_plural(data["count"], "event"))
+    table = _table("seq", "height", "kind", "author", "workflow/peer", title=plural(data["count"], "event"))
     table.add_column("cid", overflow="fold", no_wrap=False, min_width=20)
     for row in data["events"]:
         subject = row["workflow_id"] or str(row["body"].get("peer", ""))
@@ -1040,7 +1038,7 @@ def merge(ctx: click.Context, heads: tuple[str, ...]) -> None:
     _show(
         settings,
         data,
-        lambda c, d: c.print(f"applied {_plural(d['applied'], 'event')}, rejected {len(d['rejected'])}"),
+        lambda c, d: c.print(f"applied {plural(d['applied'], 'event')}, rejected {len(d['rejected'])}"),
     )
     if not data["success"]:
         sys.exit(EXIT_REFUSED)
@@ -1073,7 +1071,7 @@ def export_(ctx: click.Context, target: str) -> None:
     _show(
         settings,
         summary,
-        lambda c, d: c.print(f"wrote {_plural(d['blocks'], 'block')} ({d['size']} bytes) to {d['path']}"),
+        lambda c, d: c.print(f"wrote {plural(d['blocks'], 'block')} ({d['size']} bytes) to {d['path']}"),
     )
 
 
@@ -1107,7 +1105,7 @@ def import_(ctx: click.Context, source: str) -> None:
         settings,
         answer,
         lambda c, d: c.print(
-            f"applied {_plural(d['applied'], 'event')}, read {_plural(d['fetched'], 'new block')}, "
+            f"applied {plural(d['applied'], 'event')}, read {plural(d['fetched'], 'new block')}, "
             f"rejected {len(d['rejected'])}"
         ),
     )

@@ -32,6 +32,7 @@ from .options import PeerOptions
 from .replica import Replica
 from .state import FINISHED, State
 from .testing import Cluster
+from .wording import plural
 
 __all__ = ["demo_options", "demo_workflows", "run_demo", "summarize"]
 
@@ -348,8 +349,9 @@ def _render_report(console: Any, summary: dict[str, Any]) -> None:
     conv = "[green]identical heads on every live peer[/]" if summary["converged"] else "[red]heads differ[/]"
     console.print(
         f"{verdict}: {completed}/{summary['workflows']} completed, {failed} failed, "
-        f"{summary[LOST]} lost; {summary['failovers']} failovers, {summary['transfers']} transfers, "
-        f"{summary['duplicates']} duplicate runs; {conv}; {summary['elapsed_s']:.1f} s "
+        f"{summary[LOST]} lost; {plural(summary['failovers'], 'failover')}, "
+        f"{plural(summary['transfers'], 'transfer')}, {plural(summary['duplicates'], 'duplicate run')}; "
+        f"{conv}; {summary['elapsed_s']:.1f} s "
         f"(seed {summary['seed']})"
     )
 

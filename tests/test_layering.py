@@ -61,6 +61,7 @@ LAYERS: dict[str, int] = {
     "demo": FACES,
     "scheduler": FACES,
     "testing": FACES,
+    "wording": FACES,
     "ops": OPERATIONS,
     "client": OPERATIONS,
     "joining": OPERATIONS,
