@@ -3,11 +3,12 @@
 Owns: :class:`Scrubber`, built from secret values: the byte patterns each value may appear as in
 what a job prints (the value itself, each line of a multi-line value, its base64 at the three byte
 alignments a longer encoded text can put it at, standard and URL-safe alphabets, its
-percent-encoding, its JSON string escaping and its hex form), and replacing every occurrence of any of
-them with ``***``. Overlapping occurrences are merged into one mask, so no part of either value is
-left. :meth:`Scrubber.head` scrubs the head of a stream that went on past what was captured: a value
-cut by the capture boundary is masked whole, never left half printed (the caller captures
-``limit + margin`` bytes).
+percent-encoding, its JSON string escaping and its hex form; whole, padded encodings of the
+value and of the value and a newline, as ``printf``/``echo ... | base64`` print them), and
+replacing every occurrence of any of them with ``***``. Overlapping occurrences are merged into
+one mask, so no part of either value is left. :meth:`Scrubber.head` scrubs the head of a stream
+that went on past what was captured: a value cut by the capture boundary is masked whole, never
+left half printed (the caller captures ``limit + margin`` bytes).
 
 Must not: do I/O, know where secrets come from (the runtime registers them:
 ``runtime/redaction.py``), or keep the values anywhere but in the patterns (``repr`` shows counts
@@ -65,7 +66,10 @@ def variants(value: str) -> set[bytes]:
             continue
         raw = piece.encode("utf-8", "surrogatepass")
         patterns.add(raw)
+        whole = [base64.b64encode(raw), base64.b64encode(raw + b"\n")]  # printf / echo | base64
         derived = [
+            *whole,
+            *(w.translate(_URLSAFE) for w in whole),
             *_base64_fragments(raw),
             quote(piece, safe="").encode(),
             quote(piece, safe="").lower().encode(),
