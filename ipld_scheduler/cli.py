@@ -1361,9 +1361,17 @@ def run(
         servers: list[WebServer] = []
 
         async def ready(peer: Any) -> None:
+            from .runtime.redaction import registered_values
+
             server = WebServer(peer.replica, peer, host=host, port=port, metrics_port=metrics_port)
             url = await server.start()
             servers.append(server)
+            isolation = peer.supervisor.sandbox.isolation().summary()
+            logs = (
+                "kept local (network policy logs_local)"
+                if peer.supervisor.logs_local()
+                else f"published, {len(registered_values(settings.repo))} registered secret value(s) masked"
+            )
             _announce(
                 settings,
                 {
@@ -1374,10 +1382,13 @@ def run(
                     "metrics": server.metrics_url,
                     "repo": str(settings.repo),
                     "pid": os.getpid(),
+                    "isolation": isolation,
+                    "job_logs": logs,
                 },
                 f"peer {peer.replica.peer_id} serving {settings.repo}\n"
                 f"  dashboard {url}/ (log in with `ipld-scheduler dashboard --open`)\n"
-                f"  metrics   {server.metrics_url}\n  (Ctrl-C to stop)",
+                f"  metrics   {server.metrics_url}\n"
+                f"  {isolation}\n  job logs: {logs}\n  (Ctrl-C to stop)",
             )
 
         async def shutdown() -> None:
