@@ -353,3 +353,34 @@ def test_run_says_what_isolation_the_peer_has_and_where_job_logs_go(tmp_path: Pa
     # two secrets, the repo's API token and its key (PEM body, seed hex and base64 forms)
     assert ready["job_logs"].startswith("published, ") and "masked" in ready["job_logs"]
     assert int(ready["job_logs"].split()[1]) >= 3
+
+
+@pytest.mark.parametrize("bubblewrap", [pytest.param(True, marks=needs_bwrap), False])
+async def test_a_jobs_environment_is_in_no_command_line(tmp_path: Path, bubblewrap: bool) -> None:
+    """Every local user can read every process's argv in /proc: the job's environment (its own
+    ``env:`` values, which may be secrets act was handed) reaches it as an environment, never as
+    arguments (no ``bwrap --setenv``)."""
+    started = tmp_path / "started"
+    script = f"touch {started}; sleep 30"
+    run = {"steps": [step("wait", script, env={"JOB_VALUE": SECRET})], "timeout_s": 30}
+    cancel = asyncio.Event()
+    box = Sandbox(SandboxPolicy(bubblewrap=bubblewrap, writable=(tmp_path,)))
+    task = asyncio.ensure_future(execute(run, workdir=tmp_path, cancel=cancel, sandbox=box))
+    deadline = time.monotonic() + 10
+    while not started.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    try:
+        assert started.exists(), "the job never started"
+        exposed = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if SECRET.encode() in (entry / "cmdline").read_bytes():
+                        exposed.append(entry.name)
+                except OSError:
+                    continue
+        assert exposed == []
+    finally:
+        cancel.set()
+        outcome = await task
+    assert outcome.status == "cancelled"
