@@ -1367,11 +1367,12 @@ def run(
             url = await server.start()
             servers.append(server)
             isolation = peer.supervisor.sandbox.isolation().summary()
-            logs = (
-                "kept local (network policy logs_local)"
-                if peer.supervisor.logs_local()
-                else f"published, {len(registered_values(settings.repo))} registered secret value(s) masked"
-            )
+            try:
+                masked = f"{len(registered_values(settings.repo))} registered secret value(s) masked"
+            except IpldSchedulerError as exc:
+                masked = f"NO JOB RUNS until this is fixed: {exc}"
+            logs = "kept local (network policy logs_local)" if peer.supervisor.logs_local() else "published"
+            logs += f", {masked}"
             _announce(
                 settings,
                 {

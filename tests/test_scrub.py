@@ -307,6 +307,22 @@ async def test_the_control_job_sees_the_repo_in_the_fallback(cluster: Cluster, t
     assert result.stdout is not None and b"not-a-secret-marker" in blob(b, result.stdout)
 
 
+async def test_a_peer_that_cannot_read_its_secrets_file_runs_nothing(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A malformed secrets file cannot be masked, so nothing runs: the run is refused, and the
+    reason names the file's line, never its content."""
+    for peer in ("a", "b"):
+        (tmp_path / peer / "secrets.env").write_text(f"OK=fine-value\nnot a line {SECRET}\n")
+    a, b = cluster.replica("a"), cluster.replica("b")
+    marker = tmp_path / "ran"
+    await a.schedule_workflow(shell("refused", f"touch {marker}"))
+    await wait_until(lambda: cluster.finished(["refused"]) and cluster.converged(), "refused", 30)
+    result = result_of(b, "refused")
+    assert result.status == "refused" and not marker.exists()
+    assert result.reason is not None and "line 2" in result.reason and SECRET not in result.reason
+
+
 # --- logs kept local by the network's policy ---------------------------------------------------
 
 

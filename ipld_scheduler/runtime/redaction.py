@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import logging
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -40,8 +39,6 @@ __all__ = [
     "registered_scrubber",
     "registered_values",
 ]
-
-log = logging.getLogger(__name__)
 
 SCRUB_ENV_FILE: Final = "scrub-env"
 LOGS_DIR: Final = "logs"
@@ -136,13 +133,13 @@ def _token_values(repo: Path) -> Iterator[str]:
 
 
 def registered_values(repo: Path, environ: Mapping[str, str] | None = None) -> tuple[str, ...]:
-    """Every value this peer masks in job output (module docstring); ``environ``: the daemon's."""
+    """Every value this peer masks in job output (module docstring); ``environ``: the daemon's.
+
+    Raises :class:`~ipld_scheduler.errors.InvalidInput` (naming the file and line, never a value)
+    when the secrets file or ``scrub-env`` cannot be read or parsed: the runtime then refuses to run
+    anything, since it could not mask what it does not know."""
     env = os.environ if environ is None else environ
-    values: list[str] = []
-    try:
-        values += secret_values(repo / SECRETS_FILE)
-    except InvalidInput as exc:  # unreadable or malformed: act jobs are refused it anyway
-        log.warning("secrets file not registered for scrubbing: %s", exc)
+    values: list[str] = list(secret_values(repo / SECRETS_FILE))
     values += _env_values(repo, env)
     values += _key_values(repo)
     values += _token_values(repo)
