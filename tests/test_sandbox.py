@@ -307,6 +307,16 @@ async def test_a_runtime_job_cannot_read_its_peers_repo_or_the_daemons_environme
             run = {"steps": [{"name": "steal", "run": script}]}
             await a.schedule_workflow(WorkflowDefinition(wid, wid, ["p2p_eligible"], 1.0, {}, run))
         await wait_until(lambda: cluster.finished(ids) and cluster.converged(), "thefts ran", 60)
+
+        def stored(wid: str) -> bool:  # the fold runs before merged blocks are durable
+            (run_row,) = b.state.workflows[wid].runs
+            data = None if run_row.result is None else b.repo.get_block(run_row.result)
+            if data is None:
+                return False
+            result = Result.from_ipld(decode(data))
+            return all(b.repo.has_block(c) for c in (result.stdout, result.stderr) if c is not None)
+
+        await wait_until(lambda: all(stored(w) for w in ids), "logs stored", 10)
         for wid in ids:
             (run_row,) = b.state.workflows[wid].runs
             data = b.repo.get_block(run_row.result)  # type: ignore[arg-type]

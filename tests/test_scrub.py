@@ -238,6 +238,15 @@ def blob(replica: Replica, cid: Any) -> bytes:
     return value
 
 
+def logs_held(replica: Replica, wid: str) -> bool:
+    (run,) = replica.state.workflows[wid].runs
+    data = None if run.result is None else replica.repo.get_block(run.result)
+    if data is None:
+        return False
+    result = Result.from_ipld(decode(data))
+    return all(replica.repo.has_block(c) for c in (result.stdout, result.stderr) if c is not None)
+
+
 def result_of(replica: Replica, wid: str) -> Result:
     (run,) = replica.state.workflows[wid].runs
     data = replica.repo.get_block(run.result)  # type: ignore[arg-type]
@@ -282,6 +291,7 @@ async def test_a_job_dumping_the_peers_secrets_and_key_publishes_none_of_them(
     for wid in ids:
         await a.schedule_workflow(shell(wid, script))
     await wait_until(lambda: cluster.finished(ids) and cluster.converged(), "dumps ran", 30)
+    await wait_until(lambda: all(logs_held(b, w) for w in ids), "logs stored", 10)
     for wid in ids:
         result = result_of(b, wid)
         runner = result.peer
@@ -303,6 +313,7 @@ async def test_the_control_job_sees_the_repo_in_the_fallback(cluster: Cluster, t
     a, b = cluster.replica("a"), cluster.replica("b")
     await a.schedule_workflow(shell("notes", f'cat "{tmp_path}/$IPLD_SCHEDULER_PEER_ID/notes.txt"'))
     await wait_until(lambda: cluster.finished(["notes"]) and cluster.converged(), "notes ran", 30)
+    await wait_until(lambda: all(logs_held(b, w) for w in ["notes"]), "logs stored", 10)
     result = result_of(b, "notes")
     assert result.stdout is not None and b"not-a-secret-marker" in blob(b, result.stdout)
 
@@ -318,6 +329,7 @@ async def test_a_peer_that_cannot_read_its_secrets_file_runs_nothing(
     marker = tmp_path / "ran"
     await a.schedule_workflow(shell("refused", f"touch {marker}"))
     await wait_until(lambda: cluster.finished(["refused"]) and cluster.converged(), "refused", 30)
+    await wait_until(lambda: all(logs_held(b, w) for w in ["refused"]), "logs stored", 10)
     result = result_of(b, "refused")
     assert result.status == "refused" and not marker.exists()
     assert result.reason is not None and "line 2" in result.reason and SECRET not in result.reason
@@ -377,6 +389,7 @@ async def test_a_network_that_keeps_logs_local_publishes_a_note_and_its_runner_s
             )
 
         await wait_until(done, "ran and synced", 30)
+        await wait_until(lambda: all(logs_held(r, w) for r in replicas for w in ids), "logs stored", 10)
         for wid in ids:
             result = result_of(a, wid)
             runner = a if result.peer == "a" else b
@@ -409,3 +422,59 @@ def test_the_default_policy_publishes_logs_and_keeps_the_genesis_encoding() -> N
     assert Policy.from_ipld(Policy().to_ipld()) == Policy()
     assert Policy.from_ipld(Policy(logs_local=True).to_ipld()).logs_local is True
 
+
+
+# --- a peer that keeps its logs local, stricter than its network --------------------------------
+
+
+async def test_a_peer_keeping_logs_local_publishes_notes_while_its_network_publishes(tmp_path: Path) -> None:
+    """``run --keep-logs-local`` on a only: a's runs publish the note, b's their logs."""
+    options = PeerOptions.fast(balance=False)
+    cluster = Cluster(
+        tmp_path,
+        ["a", "b"],
+        EmbeddedNetwork(1),
+        options,
+        sandbox=FALLBACK,
+        per_peer={"a": options.with_(keep_logs_local=True)},
+    )
+    await cluster.start()
+    try:
+        a, b = cluster.replica("a"), cluster.replica("b")
+        ids = [f"mixed-{i}" for i in range(8)]
+        for wid in ids:
+            await a.schedule_workflow(shell(wid, f"echo out-{wid}"))
+        await wait_until(lambda: cluster.finished(ids) and cluster.converged(), "mixed ran", 30)
+        # the fold runs before the merged blocks are durable: wait for the logs to be readable too
+        await wait_until(lambda: all(logs_held(r, w) for r in (a, b) for w in ids), "logs stored", 10)
+        ran_by = {result_of(b, wid).peer for wid in ids}
+        assert ran_by == {"a", "b"}, "both peers must run some (ownership spreads the ids)"
+        for wid in ids:
+            result = result_of(b, wid)
+            assert result.stdout is not None
+            if result.peer == "a":
+                assert blob(b, result.stdout) == b"[stdout kept local on peer a]\n"
+                assert (await results(a, wid))["runs"][0]["stdout"] == f"out-{wid}\n"
+            else:
+                assert blob(a, result.stdout) == f"out-{wid}\n".encode()
+    finally:
+        await cluster.stop()
+
+
+def test_run_keep_logs_local_says_so_and_results_show_the_log_on_the_peer(tmp_path: Path) -> None:
+    import signal
+
+    from cli_runner import cli_json
+    from served_peer import serving, wait_for
+
+    repo = tmp_path / "solo"
+    cli_json(repo, "init", "--peer-id", "solo")
+    with serving(repo, "--keep-logs-local", last=signal.SIGTERM) as served:
+        assert served.ready["job_logs"].startswith(f"kept local in {repo / 'logs'} (--keep-logs-local)")
+        cli_json(repo, "schedule", "--id", "q", "--tags", "p2p_eligible", "--run", "echo quiet-output")
+        done = wait_for(lambda: (r := cli_json(repo, "results", "q"))["runs"] and r, "the result")
+    (run,) = done["runs"]
+    assert run["stdout"] == "quiet-output\n" and run["exit_code"] == 0
+    kept = list((repo / "logs").iterdir())
+    assert [p.name for p in kept] == [run["result_cid"]]
+    assert (kept[0] / "stdout").read_bytes() == b"quiet-output\n"

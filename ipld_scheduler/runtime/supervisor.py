@@ -361,11 +361,17 @@ class ExecutionSupervisor:
             reason = f"executor error: {exc}"
             return RunOutcome(ResultStatus.FAILURE, None, self._now() - execution.started, (), reason)
 
+    @property
+    def keep_logs_local(self) -> bool:
+        """This peer's own rule (``run --keep-logs-local``), whatever the network's policy says."""
+        return self._options.keep_logs_local
+
     def logs_local(self) -> bool:
-        """Whether the network's policy, as this peer sees it now, keeps job logs off the network."""
+        """Whether job logs stay off the network: this peer's rule, or the network's policy as this
+        peer sees it now (either suffices: a peer can be stricter than its network, never looser)."""
         authority = self._replica.authority
-        if authority is None:
-            return False
+        if self._options.keep_logs_local or authority is None:
+            return self._options.keep_logs_local
         return authority.current(self._replica.clock.head_cids).policy.policy.logs_local
 
     def result(
