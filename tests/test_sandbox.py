@@ -360,6 +360,9 @@ def test_run_says_what_isolation_the_peer_has_and_where_job_logs_go(tmp_path: Pa
     else:
         assert str(repo.resolve()) in ready["isolation"] and "own PID namespace" in ready["isolation"]
     assert "env: allow-list PATH" in ready["isolation"]
+    assert "limits: cpu 3600 s, memory 8 GiB, 512 processes, files 4 GiB, 4096 open files, wall 3600 s" in (
+        ready["isolation"]
+    )
     # two secrets, the repo's API token and its key (PEM body, seed hex and base64 forms)
     assert ready["job_logs"].startswith("published, ") and "masked" in ready["job_logs"]
     assert int(ready["job_logs"].split()[1]) >= 3
