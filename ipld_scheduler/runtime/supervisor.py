@@ -413,7 +413,10 @@ class ExecutionSupervisor:
             steps=tuple({**row, "name": scrub.text(row["name"])} for row in rows),
         )
         if kept:
-            LocalLogs(self._replica.repo.path).write(encode_value(result).cid, kept)
+            try:
+                LocalLogs(self._replica.repo.path).write(encode_value(result).cid, kept)
+            except OSError as exc:  # the logs are lost, never published instead
+                log.warning("peer %s could not keep the logs of %s: %s", self.peer_id, wid, exc)
         return result, blocks
 
     # --- crash leftovers ----------------------------------------------------------------------------
