@@ -64,6 +64,9 @@ Semantics (like GitHub Actions, with deliberate differences marked *):
   Under bubblewrap the step also has its own PID namespace, so even a process that left the group
   with ``setsid`` dies; in the sandbox's fallback mode such a process is out of reach.
 * Timeouts and cancellation send SIGTERM to the group, then SIGKILL after ``KILL_GRACE_S``.
+* Output is captured up to the output limit plus the ``scrubber``'s margin, masked of every
+  registered secret (``ipld_scheduler.scrub``), then cut to the limit: a value a step prints across
+  the limit, or a byte at a time, is masked whole.
 
 POSIX only (process groups, ``killpg``).
 """
