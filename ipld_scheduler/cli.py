@@ -1258,6 +1258,12 @@ def _peer_options(
     "Default: nobody's.",
 )
 @click.option(
+    "--keep-logs-local",
+    is_flag=True,
+    help="Publish no job output: logs stay in <repo>/logs (what the network policy logs_local does, "
+    "for this peer only; it can only be stricter than the policy).",
+)
+@click.option(
     "--heartbeat",
     type=click.FloatRange(min=0.01),
     default=None,
@@ -1302,6 +1308,7 @@ def run(
     max_concurrent: int | None,
     fast: bool,
     trust_submitter: tuple[str, ...],
+    keep_logs_local: bool,
     heartbeat: float | None,
     unknown_after: float | None,
     unhealthy_after: float | None,
@@ -1338,6 +1345,8 @@ def run(
         )
         if trust_submitter:
             options = options.with_(trusted_submitters=tuple(dict.fromkeys(trust_submitter)))
+        if keep_logs_local:
+            options = options.with_(keep_logs_local=True)
     except IpldSchedulerError as exc:
         _fail(settings, exc)
     from .logs import configure_logging
@@ -1361,9 +1370,21 @@ def run(
         servers: list[WebServer] = []
 
         async def ready(peer: Any) -> None:
+            from .runtime.redaction import registered_values
+
             server = WebServer(peer.replica, peer, host=host, port=port, metrics_port=metrics_port)
             url = await server.start()
             servers.append(server)
+            isolation = peer.supervisor.sandbox.isolation().summary()
+            try:
+                masked = f"{len(registered_values(settings.repo))} registered secret value(s) masked"
+            except IpldSchedulerError as exc:
+                masked = f"NO JOB RUNS until this is fixed: {exc}"
+            logs = "published"
+            if peer.supervisor.logs_local():
+                why = "--keep-logs-local" if peer.supervisor.keep_logs_local else "network policy logs_local"
+                logs = f"kept local in {settings.repo / 'logs'} ({why})"
+            logs += f", {masked}"
             _announce(
                 settings,
                 {
@@ -1374,10 +1395,13 @@ def run(
                     "metrics": server.metrics_url,
                     "repo": str(settings.repo),
                     "pid": os.getpid(),
+                    "isolation": isolation,
+                    "job_logs": logs,
                 },
                 f"peer {peer.replica.peer_id} serving {settings.repo}\n"
                 f"  dashboard {url}/ (log in with `ipld-scheduler dashboard --open`)\n"
-                f"  metrics   {server.metrics_url}\n  (Ctrl-C to stop)",
+                f"  metrics   {server.metrics_url}\n"
+                f"  {isolation}\n  job logs: {logs}\n  (Ctrl-C to stop)",
             )
 
         async def shutdown() -> None:

@@ -64,6 +64,9 @@ Semantics (like GitHub Actions, with deliberate differences marked *):
   Under bubblewrap the step also has its own PID namespace, so even a process that left the group
   with ``setsid`` dies; in the sandbox's fallback mode such a process is out of reach.
 * Timeouts and cancellation send SIGTERM to the group, then SIGKILL after ``KILL_GRACE_S``.
+* Output is captured up to the output limit plus the ``scrubber``'s margin, masked of every
+  registered secret (``ipld_scheduler.scrub``), then cut to the limit: a value a step prints across
+  the limit, or a byte at a time, is masked whole.
 
 POSIX only (process groups, ``killpg``).
 """
@@ -78,7 +81,7 @@ import shutil
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Final
@@ -86,6 +89,7 @@ from typing import TYPE_CHECKING, Any, Final
 from .errors import InvalidInput
 from .model import ResultStatus
 from .sandbox import Sandbox, SandboxError
+from .scrub import Scrubber
 
 if TYPE_CHECKING:
     from .gha.submission import JobInputs
@@ -103,6 +107,7 @@ __all__ = [
     "StepStatus",
     "StopCause",
     "execute",
+    "scrubbed",
     "validate_run",
 ]
 
@@ -574,6 +579,7 @@ class _Runner:
         output_limit: int,
         run_timeout_s: int | None,
         started: float,
+        scrubber: Scrubber,
     ) -> None:
         self.jobs = jobs
         self.workdir = workdir
@@ -582,6 +588,7 @@ class _Runner:
         self.extra_env = extra_env
         self.cancel = cancel
         self.output_limit = output_limit
+        self.scrubber = scrubber
         self.run_timeout_s = run_timeout_s
         self.run_deadline = None if run_timeout_s is None else started + run_timeout_s
         self.results: list[StepResult] = []
@@ -697,7 +704,8 @@ class _Runner:
         write_fds: list[int] = []
         try:
             for _ in range(2):
-                write_fd, transport, capture = await _open_capture(self.output_limit)
+                # A registered value crossing the limit must be seen whole to be masked whole.
+                write_fd, transport, capture = await _open_capture(self.output_limit + self.scrubber.margin)
                 write_fds.append(write_fd)
                 captures.append((transport, capture))
             try:
@@ -737,14 +745,16 @@ class _Runner:
         else:
             status = StepStatus.CANCELLED if cause is StopCause.CANCEL else StepStatus.TIMEOUT
             exit_code = None
+        stdout, stdout_cut = self.scrubber.head(bytes(out.data), self.output_limit, out.truncated)
+        stderr, stderr_cut = self.scrubber.head(bytes(err.data), self.output_limit, err.truncated)
         result = StepResult(
             name=name,
             exit_code=exit_code,
             duration_s=time.monotonic() - started,
-            stdout=bytes(out.data),
-            stderr=bytes(err.data),
-            stdout_truncated=out.truncated,
-            stderr_truncated=err.truncated,
+            stdout=stdout,
+            stderr=stderr,
+            stdout_truncated=stdout_cut,
+            stderr_truncated=stderr_cut,
             status=status,
         )
         return result, cause
@@ -800,12 +810,17 @@ async def execute(
     sandbox: Sandbox | None = None,
     store: BlockStore | None = None,
     job_inputs: JobInputs | None = None,
+    scrubber: Scrubber | None = None,
 ) -> RunOutcome:
     """Run ``run`` in ``workdir`` and report the outcome; never raises for a bad spec.
 
     ``store`` and ``job_inputs`` (act runs only): where the job's workspace and pinned actions are
     fetched from, and the job's inputs (``gha.submission.JobInputs``: workspace root, pinned actions,
     ``github`` context, the secrets and variables this peer hands it).
+
+    ``scrubber``: the values registered as secret on this peer (``runtime/redaction.py``); every
+    occurrence in the outcome (step output, reason, step names, job outputs), in any encoding
+    :mod:`ipld_scheduler.scrub` knows, is ``***``. A value crossing the output limit is masked whole.
 
     ``sandbox``: how every process is confined (default ``Sandbox()``: bubblewrap when installed,
     hiding the daemon's home; the runtime passes one that also hides its repo). A run spec with
@@ -828,7 +843,7 @@ async def execute(
             act_env = _env(extra_env or {}, "extra_env")
         except RunSpecError as exc:
             return _refused(started, str(exc))
-        return await run_job(
+        outcome = await run_job(
             run,
             workdir=Path(workdir),
             sandbox=box,
@@ -842,6 +857,7 @@ async def execute(
             secrets=None if job_inputs is None else job_inputs.secrets,
             variables=None if job_inputs is None else job_inputs.variables,
         )
+        return scrubbed(outcome, scrubber) if scrubber else outcome
     try:
         validate_run(run)
         extra = _env(extra_env or {}, "extra_env")
@@ -869,8 +885,14 @@ async def execute(
         output_limit=output_limit,
         run_timeout_s=run.get("timeout_s", box.policy.limits.wall_time_s),
         started=started,
+        scrubber=scrubber or Scrubber(),
     )
     await runner.run()
+    outcome = _outcome(runner, started)
+    return scrubbed(outcome, scrubber, captured=True) if scrubber else outcome
+
+
+def _outcome(runner: _Runner, started: float) -> RunOutcome:
     duration = time.monotonic() - started
     steps = tuple(runner.results)
     if runner.stop is ResultStatus.CANCELLED:
@@ -881,3 +903,27 @@ async def execute(
     if runner.fatal is not None:
         return RunOutcome(runner.fatal.status, runner.fatal.exit_code, duration, steps, runner.fatal.reason)
     return RunOutcome(ResultStatus.SUCCESS, 0, duration, steps, None)
+
+
+def scrubbed(outcome: RunOutcome, scrubber: Scrubber, *, captured: bool = False) -> RunOutcome:
+    """``outcome`` with every registered value masked in all it carries. ``captured``: the step
+    output was masked at capture already (the plain runner, which knows the limit); otherwise a cut
+    output (act's) also loses its last ``margin`` bytes, where a value may have been cut in half."""
+
+    def log(data: bytes, cut: bool) -> bytes:
+        if captured:
+            return data
+        return scrubber.head(data, len(data), cut)[0] if cut else scrubber.scrub(data)
+
+    steps = tuple(
+        replace(
+            step,
+            name=scrubber.text(step.name),
+            stdout=log(step.stdout, step.stdout_truncated),
+            stderr=log(step.stderr, step.stderr_truncated),
+        )
+        for step in outcome.steps
+    )
+    outputs = tuple((scrubber.text(k), scrubber.text(v)) for k, v in outcome.outputs)
+    reason = scrubber.text(outcome.reason) if outcome.reason else outcome.reason
+    return replace(outcome, steps=steps, outputs=outputs, reason=reason)

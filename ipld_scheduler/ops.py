@@ -818,10 +818,22 @@ def _text_blob(replica: Replica, cid: CID | None, limit: int) -> tuple[str | Non
     return raw[:limit].decode("utf-8", errors="replace"), len(raw) > limit
 
 
+def _log_text(replica: Replica, run: Run, stream: str, limit: int) -> tuple[str | None, bool]:
+    """A log this peer kept local (network policy ``logs_local``) wins over the note it published
+    in its place ("kept local on peer X", which every other peer shows)."""
+    from .runtime.redaction import LocalLogs
+
+    if run.result is not None and run.peer == replica.peer_id:
+        kept = LocalLogs(replica.repo.path).read(run.result, stream)
+        if kept is not None:
+            return kept[:limit].decode("utf-8", errors="replace"), len(kept) > limit
+    return _text_blob(replica, run.stdout if stream == "stdout" else run.stderr, limit)
+
+
 def _run_row(replica: Replica, run: Run, limit: int) -> dict[str, Any]:
     """One finished run as the fold recorded it; only the log blobs are read from the repo."""
-    stdout, out_cut = _text_blob(replica, run.stdout, limit)
-    stderr, err_cut = _text_blob(replica, run.stderr, limit)
+    stdout, out_cut = _log_text(replica, run, "stdout", limit)
+    stderr, err_cut = _log_text(replica, run, "stderr", limit)
     return {
         "peer": run.peer,
         "attempt": run.attempt,

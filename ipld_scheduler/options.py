@@ -63,6 +63,9 @@ class PeerOptions:
     trusted_submitters: tuple[str, ...] = ()
     """Peers whose GitHub Actions jobs get this peer's secrets and variables (``<repo>/secrets.env``,
     ``<repo>/vars.env``); ``run --trust-submitter NAME``. Empty: nobody's."""
+    keep_logs_local: bool = False
+    """Publish no job output, whatever the network's policy (``run --keep-logs-local``): logs stay
+    in ``<repo>/logs``; only stricter than the policy's ``logs_local``, never looser."""
     recent_durations: int = 256
     """How many recent execution durations ``metrics()`` keeps."""
 

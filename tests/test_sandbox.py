@@ -272,3 +272,128 @@ async def test_a_workdir_behind_a_private_directory_appears_at_job_dir(tmp_path:
         assert (workdir / "f").read_text() == "hi\n"
     finally:
         shutil.rmtree(top)
+
+
+@needs_bwrap
+async def test_a_runtime_job_cannot_read_its_peers_repo_or_the_daemons_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real runtime (embedded cluster, the runtime's own sandbox): a job that goes for its peer's
+    repo by absolute path (key, secrets file, API token, database), the daemon's environment and
+    /proc of the daemon reads nothing, and its published log shows the reads failing: nothing was
+    masked, because nothing was read (the scrubber is the second line, tests/test_scrub.py)."""
+    from ipld_scheduler.codec import decode
+    from ipld_scheduler.embedded.network import EmbeddedNetwork
+    from ipld_scheduler.model import Result, WorkflowDefinition
+    from ipld_scheduler.options import PeerOptions
+    from ipld_scheduler.testing import Cluster, wait_until
+
+    monkeypatch.setenv("CLOUD_SESSION_VALUE", SECRET)  # unregistered: only the allow-list keeps it out
+    cluster = Cluster(tmp_path, ["a", "b"], EmbeddedNetwork(1), PeerOptions.fast(balance=False))
+    await cluster.start()
+    try:
+        for peer in ("a", "b"):
+            repo = tmp_path / peer
+            cluster.members[peer].repo.load_or_create_key()
+            (repo / "notes.txt").write_text(SECRET + "-notes\n")
+        script = (
+            f'set +e; R="{tmp_path}/$IPLD_SCHEDULER_PEER_ID"; ls -a "$R"; cat "$R/key" "$R/notes.txt" '
+            f'"$R/repo.sqlite" "$R/api-token"; env; cat /proc/{os.getpid()}/environ; '
+            "tr '\\0' '\\n' < /proc/1/environ; pwd; echo end"
+        )
+        a, b = cluster.replica("a"), cluster.replica("b")
+        ids = [f"steal-{i}" for i in range(3)]
+        for wid in ids:
+            run = {"steps": [{"name": "steal", "run": script}]}
+            await a.schedule_workflow(WorkflowDefinition(wid, wid, ["p2p_eligible"], 1.0, {}, run))
+        await wait_until(lambda: cluster.finished(ids) and cluster.converged(), "thefts ran", 60)
+
+        def stored(wid: str) -> bool:  # the fold runs before merged blocks are durable
+            (run_row,) = b.state.workflows[wid].runs
+            data = None if run_row.result is None else b.repo.get_block(run_row.result)
+            if data is None:
+                return False
+            result = Result.from_ipld(decode(data))
+            return all(b.repo.has_block(c) for c in (result.stdout, result.stderr) if c is not None)
+
+        await wait_until(lambda: all(stored(w) for w in ids), "logs stored", 10)
+        for wid in ids:
+            (run_row,) = b.state.workflows[wid].runs
+            data = b.repo.get_block(run_row.result)  # type: ignore[arg-type]
+            assert data is not None
+            result = Result.from_ipld(decode(data))
+            assert result.stdout is not None and result.stderr is not None
+            out, err = (decode(b.repo.get_block(c) or b"") for c in (result.stdout, result.stderr))
+            assert isinstance(out, bytes) and isinstance(err, bytes)
+            repo = tmp_path / result.peer
+            key_lines = [ln for ln in (repo / "key").read_text().splitlines() if not ln.startswith("-----")]
+            for secret in (SECRET, *key_lines):
+                assert secret.encode() not in out + err, (wid, secret)
+            assert b"***" not in out + err  # nothing was read, so nothing needed masking
+            assert b"CLOUD_SESSION_VALUE" not in out
+            assert b"No such file" in err and out.endswith(b"end\n")
+            assert out.startswith(b".\n..\n") and b"notes.txt" not in out  # the repo is an empty dir
+            workdir = Path(out.rstrip(b"\n").split(b"\n")[-2].decode())
+            assert workdir.is_absolute() and not workdir.is_relative_to(repo)  # jobs run outside the repo
+    finally:
+        await cluster.stop()
+
+
+def test_run_says_what_isolation_the_peer_has_and_where_job_logs_go(tmp_path: Path) -> None:
+    """The foreground ``run`` (a real process) states its job isolation as the sandbox reports it on
+    this host, and whether job logs are published (masked) or kept local."""
+    import signal
+
+    from cli_runner import cli_json
+    from served_peer import serving
+
+    repo = tmp_path / "solo"
+    cli_json(repo, "init", "--peer-id", "solo")
+    (repo / "secrets.env").write_text("A=first-secret-value\nB=second-secret-value\n")
+    (repo / "secrets.env").chmod(0o600)
+    with serving(repo, last=signal.SIGTERM) as served:
+        ready = served.ready
+    expected = Sandbox(SandboxPolicy(hide=(repo,))).isolation()
+    assert ready["isolation"].startswith(f"job isolation: {expected.mode}")
+    if expected.mode is IsolationMode.RLIMITS:
+        assert "MISSING" in ready["isolation"] and "key" in ready["isolation"]
+    else:
+        assert str(repo.resolve()) in ready["isolation"] and "own PID namespace" in ready["isolation"]
+    assert "env: allow-list PATH" in ready["isolation"]
+    assert "limits: cpu 3600 s, memory 8 GiB, 512 processes, files 4 GiB, 4096 open files, wall 3600 s" in (
+        ready["isolation"]
+    )
+    # two secrets, the repo's API token and its key (PEM body, seed hex and base64 forms)
+    assert ready["job_logs"].startswith("published, ") and "masked" in ready["job_logs"]
+    assert int(ready["job_logs"].split()[1]) >= 3
+
+
+@pytest.mark.parametrize("bubblewrap", [pytest.param(True, marks=needs_bwrap), False])
+async def test_a_jobs_environment_is_in_no_command_line(tmp_path: Path, bubblewrap: bool) -> None:
+    """Every local user can read every process's argv in /proc: the job's environment (its own
+    ``env:`` values, which may be secrets act was handed) reaches it as an environment, never as
+    arguments (no ``bwrap --setenv``)."""
+    started = tmp_path / "started"
+    script = f"touch {started}; sleep 30"
+    run = {"steps": [step("wait", script, env={"JOB_VALUE": SECRET})], "timeout_s": 30}
+    cancel = asyncio.Event()
+    box = Sandbox(SandboxPolicy(bubblewrap=bubblewrap, writable=(tmp_path,)))
+    task = asyncio.ensure_future(execute(run, workdir=tmp_path, cancel=cancel, sandbox=box))
+    deadline = time.monotonic() + 10
+    while not started.exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    try:
+        assert started.exists(), "the job never started"
+        exposed = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if SECRET.encode() in (entry / "cmdline").read_bytes():
+                        exposed.append(entry.name)
+                except OSError:
+                    continue
+        assert exposed == []
+    finally:
+        cancel.set()
+        outcome = await task
+    assert outcome.status == "cancelled"

@@ -4,7 +4,8 @@ Owns: reading the peer's local secrets file and its variables file (:func:`load_
 dotenv: ``NAME=value`` lines, ``#`` comments, optional ``export``, values optionally in single
 quotes (literal) or double quotes (``\\n``, ``\\"``, ``\\\\`` escapes); refusing a secrets file
 that other users can read; the trust rule (:class:`SecretPolicy`, :func:`secrets_for`); and
-scrubbing secret values out of job output (:func:`scrub`).
+the values to scrub out of job output (:func:`secret_values`, :func:`scrub`; the masking itself
+is :mod:`ipld_scheduler.scrub`).
 
 Must not: put a secret in a block, a log line, an error message, an argv or a ``repr``: secrets
 reach act only through a 0600 file in the run directory (``gha/act.py`` deletes it after the run),
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Final
 
 from ..errors import InvalidInput, Refused
+from ..scrub import Scrubber
 
 __all__ = [
     "MAX_SECRETS",
@@ -35,13 +37,13 @@ __all__ = [
     "load_secrets",
     "load_vars",
     "scrub",
+    "secret_values",
     "secrets_for",
 ]
 
 MAX_SECRETS: Final = 256
 MAX_FILE_BYTES: Final = 1024 * 1024
 MAX_VALUE_BYTES: Final = 64 * 1024
-MASK: Final = b"***"
 _NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")
 _LINE: Final = re.compile(r"\s*(?:export\s+)?([^=\s]+)\s*=\s*(.*?)\s*")
 _ESCAPES: Final = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\", "$": "$"}
@@ -175,11 +177,29 @@ def secrets_for(submitter: str | None, policy: SecretPolicy, secrets: Secrets) -
     return secrets if policy.trusts(submitter) else Secrets()
 
 
+def secret_values(path: Path) -> tuple[str, ...]:
+    """The values of the secrets file at ``path`` for scrubbing job output (none when it is absent).
+
+    Unlike :func:`load_secrets` a loose mode is no refusal here: a file others could read must still
+    be masked. Raises :class:`SecretsFileError` when it cannot be read or parsed."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        return ()
+    except OSError as exc:
+        raise SecretsFileError(f"cannot read the secrets file {path}: {exc.strerror}") from exc
+    if len(data) > MAX_FILE_BYTES:
+        raise SecretsFileError(f"the secrets file {path} is larger than {MAX_FILE_BYTES} bytes")
+    try:
+        return tuple(parse_dotenv(data.decode("utf-8")).values())
+    except UnicodeDecodeError:
+        raise SecretsFileError(f"the secrets file {path} is not UTF-8") from None
+
+
 def scrub(data: bytes, values: Iterable[str]) -> bytes:
-    """``data`` with every secret value replaced by ``***`` (longest first, so a value containing
-    another is masked whole; each line of a multi-line value too). Empty and one-character values
-    are left: masking them would destroy the output and hide nothing."""
-    pieces = {v for value in values for v in (value, *value.splitlines()) if len(v.strip()) > 1}
-    for value in sorted(pieces, key=len, reverse=True):
-        data = data.replace(value.encode(), MASK)
-    return data
+    """``data`` with every secret value, in any of the forms :mod:`ipld_scheduler.scrub` knows
+    (plain, each line of a multi-line value, base64, percent- and JSON-escaped, hex), replaced by
+    ``***``. Empty and one-character values are left: masking them would destroy the output and
+    hide nothing."""
+    return Scrubber.of(values).scrub(data)

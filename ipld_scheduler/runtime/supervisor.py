@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
+from ..blocks import encode_value
 from ..codec import CID, encode_block
 from ..errors import IpldSchedulerError
 from ..events import Claim, Transfer, attempt_field
@@ -40,10 +41,12 @@ from ..model import Result, ResultStatus, WorkflowDefinition, WorkflowStatus
 from ..options import PeerOptions
 from ..replica import Replica
 from ..sandbox import Sandbox
+from ..scrub import Scrubber
 from ..state import WorkflowRecord
 from .jobinputs import job_inputs
 from .leftovers import RUN_TOKEN_ENV, RunFiles
 from .policy import dir_name, joined_log, step_row
+from .redaction import LocalLogs, registered_scrubber
 from .retries import RetryPlanner
 from .stats import RunRecord, Stats
 
@@ -277,11 +280,18 @@ class ExecutionSupervisor:
             self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
             workdir.mkdir(parents=True, exist_ok=False)
             run_file = self.run_files.record(execution.token, wid, execution.attempt, workdir)
-            outcome = await self._outcome(workflow, workdir, execution)
+            try:
+                scrubber = registered_scrubber(self._replica.repo.path)
+            except (IpldSchedulerError, ValueError) as exc:  # no run whose output could not be masked
+                reason = f"cannot register this peer's secrets for scrubbing: {exc}"[:MAX_REASON]
+                outcome = RunOutcome(ResultStatus.REFUSED, None, 0.0, (), reason)
+                scrubber = Scrubber()
+            else:
+                outcome = await self._outcome(workflow, workdir, execution, scrubber)
             self._finished(wid, outcome)
             # A run stopped by a cancel records its partial output too: the fold files a "cancelled"
             # result under the cancel, so the workflow stays cancelled (never turns "failed").
-            result, blocks = self.result(wid, outcome)
+            result, blocks = self.result(wid, outcome, scrubber)
             await self._replica.record_result(wid, result, blocks, attempt=execution.dag_attempt)
             if outcome.status is ResultStatus.SUCCESS:
                 self._stats.executions_succeeded += 1
@@ -318,7 +328,7 @@ class ExecutionSupervisor:
         )
 
     async def _outcome(
-        self, workflow: WorkflowDefinition, workdir: Path, execution: _Execution
+        self, workflow: WorkflowDefinition, workdir: Path, execution: _Execution, scrubber: Scrubber
     ) -> RunOutcome:
         if workflow.run is None:
             return RunOutcome(ResultStatus.SUCCESS, 0, 0.0, (), None)
@@ -335,6 +345,7 @@ class ExecutionSupervisor:
                 sandbox=self.sandbox,
                 store=self._replica.store,
                 job_inputs=inputs,
+                scrubber=scrubber,
                 output_limit=self._options.output_limit,
                 extra_env={
                     "IPLD_SCHEDULER_WORKFLOW_ID": workflow.workflow_id,
@@ -350,19 +361,46 @@ class ExecutionSupervisor:
             reason = f"executor error: {exc}"
             return RunOutcome(ResultStatus.FAILURE, None, self._now() - execution.started, (), reason)
 
-    def result(self, wid: str, outcome: RunOutcome) -> tuple[Result, list[tuple[CID, bytes]]]:
-        """The Result of a run plus its stdout/stderr blobs (partial output of cut runs included)."""
+    @property
+    def keep_logs_local(self) -> bool:
+        """This peer's own rule (``run --keep-logs-local``), whatever the network's policy says."""
+        return self._options.keep_logs_local
+
+    def logs_local(self) -> bool:
+        """Whether job logs stay off the network: this peer's rule, or the network's policy as this
+        peer sees it now (either suffices: a peer can be stricter than its network, never looser)."""
+        authority = self._replica.authority
+        if self._options.keep_logs_local or authority is None:
+            return self._options.keep_logs_local
+        return authority.current(self._replica.clock.head_cids).policy.policy.logs_local
+
+    def result(
+        self, wid: str, outcome: RunOutcome, scrubber: Scrubber | None = None
+    ) -> tuple[Result, list[tuple[CID, bytes]]]:
+        """The Result of a run plus its stdout/stderr blobs (partial output of cut runs included).
+
+        Every registered secret is masked (again: the executor masked at capture) in the logs, the
+        reason and the step rows. When the policy keeps logs local, the logs go to
+        ``<repo>/logs/<result CID>/`` and the Result links a one-line note naming this peer instead.
+        """
+        scrub = scrubber if scrubber is not None else Scrubber()
+        local = self.logs_local()
         blocks: list[tuple[CID, bytes]] = []
         links: dict[str, CID | None] = {}
+        kept: dict[str, bytes] = {}
         for stream in ("stdout", "stderr"):
-            raw = joined_log(outcome.steps, stream, self._options.output_limit)
+            raw = scrub.scrub(joined_log(outcome.steps, stream, self._options.output_limit))
+            if raw and local:
+                kept[stream] = raw
+                raw = f"[{stream} kept local on peer {self.peer_id}]\n".encode()
             if raw:
                 cid, data = encode_block(raw)
                 blocks.append((cid, data))
                 links[stream] = cid
             else:
                 links[stream] = None
-        reason = outcome.reason[:MAX_REASON] if outcome.reason else None
+        reason = scrub.text(outcome.reason)[:MAX_REASON] if outcome.reason else None
+        rows = tuple(step_row(s) for s in outcome.steps[:MAX_STEP_ROWS])
         result = Result(
             workflow_id=wid,
             peer=self.peer_id,
@@ -372,8 +410,13 @@ class ExecutionSupervisor:
             reason=reason,
             stdout=links["stdout"],
             stderr=links["stderr"],
-            steps=tuple(step_row(s) for s in outcome.steps[:MAX_STEP_ROWS]),
+            steps=tuple({**row, "name": scrub.text(row["name"])} for row in rows),
         )
+        if kept:
+            try:
+                LocalLogs(self._replica.repo.path).write(encode_value(result).cid, kept)
+            except OSError as exc:  # the logs are lost, never published instead
+                log.warning("peer %s could not keep the logs of %s: %s", self.peer_id, wid, exc)
         return result, blocks
 
     # --- crash leftovers ----------------------------------------------------------------------------
