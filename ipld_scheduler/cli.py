@@ -1015,16 +1015,59 @@ def _human_results(console: Console, data: dict[str, Any]) -> None:
                 click.echo(run[stream].rstrip("\n"))
 
 
+async def _fetch_artifacts(scheduler: Scheduler, data: dict[str, Any], dest: Path) -> dict[str, Any]:
+    """Write the artifacts of the latest run that recorded any into ``dest/<name>/``; blocks come
+    through the ``inspect`` operation (the repo's store, or the running peer, which fetches them
+    from the peer that ran the job)."""
+    from .codec import CID
+    from .errors import NotFound
+    from .gha.artifacts import InspectSource, fetch
+
+    runs = [run for run in data["runs"] if run.get("artifacts")]
+    if not runs:
+        raise NotFound(f"no run of {data['workflow_id']!r} recorded artifacts")
+
+    async def inspect(cid: str) -> dict[str, Any]:
+        return await scheduler.call("inspect", cid=cid)
+
+    links = [(name, CID.parse(cid)) for name, cid in sorted(runs[-1]["artifacts"].items())]
+    written = await fetch(links, InspectSource(inspect), dest)
+    return {"directory": str(dest), "result_cid": runs[-1]["result_cid"], "written": written}
+
+
+def _human_results_artifacts(console: Console, data: dict[str, Any]) -> None:
+    _human_results(console, data)
+    for run in data["runs"][-1:]:
+        for name, cid in sorted(run.get("artifacts", {}).items()):
+            console.print(f"artifact {name}: {cid}")
+    fetched = data.get("artifacts_fetched")
+    if fetched:
+        for name, size in fetched["written"].items():
+            console.print(f"wrote {name} ({size} bytes) to {os.path.join(fetched['directory'], name)}")
+
+
 @cli.command()
 @click.argument("workflow_id")
 @click.option("--max-log-bytes", type=click.IntRange(min=0), default=LOG_TEXT_LIMIT, show_default=True)
+@click.option(
+    "--artifacts",
+    "artifacts_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write the artifacts (actions/upload-artifact) of the latest run that has any to DIR/<name>/.",
+)
 @json_option
 @click.pass_context
-def results(ctx: click.Context, workflow_id: str, max_log_bytes: int) -> None:
-    """Exit status, duration and logs of each recorded run of WORKFLOW_ID."""
+def results(ctx: click.Context, workflow_id: str, max_log_bytes: int, artifacts_dir: Path | None) -> None:
+    """Exit status, duration and logs of each recorded run of WORKFLOW_ID (and its artifacts)."""
     settings = _settings(ctx)
-    data = _call(settings, "results", workflow_id=workflow_id, max_log_bytes=max_log_bytes)
-    _show(settings, data, _human_results)
+
+    async def action(scheduler: Scheduler) -> dict[str, Any]:
+        data = await scheduler.call("results", workflow_id=workflow_id, max_log_bytes=max_log_bytes)
+        if artifacts_dir is not None:
+            data["artifacts_fetched"] = await _fetch_artifacts(scheduler, data, artifacts_dir)
+        return data
+
+    _show(settings, _run_async(settings, _with_scheduler(settings, action)), _human_results_artifacts)
 
 
 @cli.command()
@@ -1264,6 +1307,19 @@ def _peer_options(
     "for this peer only; it can only be stricter than the policy).",
 )
 @click.option(
+    "--docker",
+    is_flag=True,
+    help="Run GitHub Actions jobs that need Docker (services:, container:, docker://) in act's container "
+    "mode. Fails at start (exit 4) when the Docker engine does not answer. Default: host mode only.",
+)
+@click.option(
+    "--docker-image",
+    metavar="IMAGE",
+    envvar="IPLD_SCHEDULER_DOCKER_IMAGE",
+    help="Image those jobs' labels map to (implies --docker). Default: catthehacker/ubuntu:act-latest. "
+    "Env: IPLD_SCHEDULER_DOCKER_IMAGE.",
+)
+@click.option(
     "--heartbeat",
     type=click.FloatRange(min=0.01),
     default=None,
@@ -1309,6 +1365,8 @@ def run(
     fast: bool,
     trust_submitter: tuple[str, ...],
     keep_logs_local: bool,
+    docker: bool,
+    docker_image: str | None,
     heartbeat: float | None,
     unknown_after: float | None,
     unhealthy_after: float | None,
@@ -1347,6 +1405,12 @@ def run(
             options = options.with_(trusted_submitters=tuple(dict.fromkeys(trust_submitter)))
         if keep_logs_local:
             options = options.with_(keep_logs_local=True)
+        if docker or docker_image:
+            from .gha.docker import DEFAULT_IMAGE, require_docker, validate_image
+
+            image = validate_image(docker_image or DEFAULT_IMAGE)
+            require_docker()
+            options = options.with_(docker_image=image)
     except IpldSchedulerError as exc:
         _fail(settings, exc)
     from .logs import configure_logging

@@ -92,6 +92,7 @@ from .sandbox import Sandbox, SandboxError
 from .scrub import Scrubber
 
 if TYPE_CHECKING:
+    from .codec import CID
     from .gha.submission import JobInputs
     from .ports import BlockStore
 
@@ -191,6 +192,8 @@ class RunOutcome:
     reason: str | None
     outputs: tuple[tuple[str, str], ...] = ()
     """Job outputs (GitHub Actions ``outputs:``), sorted by name; empty for plain runs."""
+    artifacts: tuple[tuple[str, CID], ...] = ()
+    """What an act job uploaded (``actions/upload-artifact``), stored as trees: (name, root) by name."""
 
 
 # --- validation --------------------------------------------------------------------------------
@@ -811,8 +814,11 @@ async def execute(
     store: BlockStore | None = None,
     job_inputs: JobInputs | None = None,
     scrubber: Scrubber | None = None,
+    docker_image: str | None = None,
 ) -> RunOutcome:
     """Run ``run`` in ``workdir`` and report the outcome; never raises for a bad spec.
+
+    ``docker_image`` (act runs only): act's container mode for jobs marked ``docker`` (``gha/docker.py``).
 
     ``store`` and ``job_inputs`` (act runs only): where the job's workspace and pinned actions are
     fetched from, and the job's inputs (``gha.submission.JobInputs``: workspace root, pinned actions,
@@ -856,6 +862,7 @@ async def execute(
             context=None if job_inputs is None else job_inputs.context,
             secrets=None if job_inputs is None else job_inputs.secrets,
             variables=None if job_inputs is None else job_inputs.variables,
+            docker_image=docker_image,
         )
         return scrubbed(outcome, scrubber) if scrubber else outcome
     try:

@@ -5,7 +5,7 @@ Owns: tool names, parameter names and descriptions (the prototype's: ``initializ
 ``get_p2p_scheduler_status``, ``calculate_peer_distance``, ``get_workflow_tags``,
 ``merge_merkle_clock``, ``get_assigned_workflows``; and ``list_workflows``, ``get_workflow_result``,
 ``inspect_cid``, ``get_event_log``, ``cancel_workflow``, ``retry_workflow``,
-``reprioritize_workflow``), the answer
+``reprioritize_workflow``; and ``schedule_github_actions``), the answer
 convention (a JSON object with ``success``; failures are ``success: false`` with ``error`` and
 ``code``, never an exception, so an assistant can read and correct), and the server over stdio
 or streamable HTTP built with the official ``mcp`` SDK (2.x: ``mcp.server.mcpserver.MCPServer``);
@@ -56,6 +56,7 @@ __all__ = [
     "remove_p2p_peer",
     "reprioritize_workflow",
     "retry_workflow",
+    "schedule_github_actions",
     "schedule_p2p_workflow",
     "serve_mcp",
 ]
@@ -123,7 +124,17 @@ async def _using(
 
 
 _WRITES: Final = frozenset(
-    {"schedule", "next", "add_peer", "remove_peer", "cancel", "retry", "reprioritize", "merge"}
+    {
+        "schedule",
+        "schedule_actions",
+        "next",
+        "add_peer",
+        "remove_peer",
+        "cancel",
+        "retry",
+        "reprioritize",
+        "merge",
+    }
 )
 """Operations that write to the DAG: on a repo without identity they give it one (``P2P_PEER_ID``,
 else generated), as the prototype's scheduler did on first use. Reads report ``not_initialized``
@@ -289,6 +300,47 @@ async def reprioritize_workflow(workflow_id: str, priority: float) -> dict[str, 
     return await _op("reprioritize", workflow_id=workflow_id, priority=priority)
 
 
+# --- GitHub Actions ------------------------------------------------------------------------------
+
+
+async def schedule_github_actions(
+    workflow_file: str,
+    job: str | None = None,
+    event: str | None = None,
+    pin_actions: bool = False,
+    workspace: str = "head",
+    tags: list[str] | str | None = None,
+    workflow_id: str | None = None,
+    priority: float | None = None,
+    base_ref: str | None = None,
+) -> dict[str, Any]:
+    """Schedule a job of a GitHub Actions workflow file that is inside a git checkout (what
+    ``ipld-scheduler schedule --workflow-file`` does): the owning peer runs it with act. The job's
+    source tree goes along as blocks (``workspace``: head = tracked files of HEAD, worktree =
+    with uncommitted changes, none = empty), with the ``github`` context of ``event`` (push,
+    pull_request with ``base_ref``, workflow_dispatch; default: the file's first trigger);
+    ``pin_actions`` stores the actions it uses so peers run them offline. ``job`` is required when
+    the file has several runnable jobs. Tags default to the file's (``x-ipld-scheduler.tags``,
+    WORKFLOW_TAG); the id to FILE:JOB. Paths are read where the scheduler runs."""
+    import os
+
+    env_tags = ",".join(filter(None, (os.environ.get("WORKFLOW_TAG"), os.environ.get("WORKFLOW_TYPE"))))
+    return await _op(
+        "schedule_actions",
+        checkout=None,
+        workflow_file=workflow_file,
+        job=job,
+        event=event,
+        pin_actions=pin_actions,
+        workspace=workspace,
+        tags=tags,
+        workflow_id=workflow_id,
+        priority=priority,
+        base_ref=base_ref,
+        env_tags=env_tags or None,
+    )
+
+
 TOOLS: Final[tuple[Callable[..., Awaitable[dict[str, Any]]], ...]] = (
     initialize_p2p_scheduler,
     schedule_p2p_workflow,
@@ -307,6 +359,7 @@ TOOLS: Final[tuple[Callable[..., Awaitable[dict[str, Any]]], ...]] = (
     cancel_workflow,
     retry_workflow,
     reprioritize_workflow,
+    schedule_github_actions,
 )
 
 

@@ -675,7 +675,29 @@ _set_kind, _set_author, _set_height, _set_parents, _set_body, _set_key, _set_sig
 # --- Result -----------------------------------------------------------------------------------
 
 _RESULT_REQUIRED: Final = frozenset({"v", "id", "peer", "type", "status", "duration_ms"})
-_RESULT_OPTIONAL: Final = frozenset({"steps", "reason", "stderr", "stdout", "exit_code"})
+_RESULT_OPTIONAL: Final = frozenset({"steps", "reason", "stderr", "stdout", "artifacts", "exit_code"})
+MAX_ARTIFACTS: Final = 64
+"""Artifacts one Result may link (``actions/upload-artifact`` names; ``gha/artifacts.py``)."""
+_BAD_ARTIFACT_CHARS: Final = frozenset('/\\\0"<>|*?:\r\n')
+
+
+def artifact_name(name: Any, where: str = "result.artifacts") -> str:
+    """An artifact name as ``actions/upload-artifact`` allows it: one path component of 1..255
+    characters without ``/ \\ NUL " < > | * ? :`` CR LF; else :class:`ModelError`."""
+    _str(name, where, 255)
+    if name in (".", "..") or _BAD_ARTIFACT_CHARS & set(name):
+        raise ModelError(f"{where}: invalid artifact name {name[:60]!r}")
+    return str(name)
+
+
+def _artifacts(value: Any) -> tuple[tuple[str, CID], ...]:
+    """``{name: link}``: at most ``MAX_ARTIFACTS`` entries, names checked by :func:`artifact_name`."""
+    if type(value) is not dict or not 0 < len(value) <= MAX_ARTIFACTS:
+        raise ModelError(f"result.artifacts: expected a map of 1..{MAX_ARTIFACTS} entries")
+    for name, link in value.items():
+        artifact_name(name)
+        _link(link, f"result.artifacts.{name[:60]}")
+    return tuple(sorted(value.items()))
 
 
 class ResultStatus(StrEnum):
@@ -711,6 +733,9 @@ class Result:
     stdout: CID | None = None
     stderr: CID | None = None
     steps: tuple[Mapping[str, Any], ...] = ()
+    artifacts: tuple[tuple[str, CID], ...] = ()
+    """``(name, root link)`` sorted by name: what the job uploaded, one ``gha/workspace.py`` tree
+    each; written as the ``artifacts`` map only when there is one, so other Results keep their CIDs."""
 
     @property
     def outcome(self) -> ResultStatus:
@@ -729,6 +754,7 @@ class Result:
             "status": str(self.status),
             "stderr": self.stderr,
             "stdout": self.stdout,
+            "artifacts": {name: link for name, link in self.artifacts} if self.artifacts else None,
             "exit_code": self.exit_code,
             "duration_ms": self.duration_ms,
         }
@@ -761,4 +787,5 @@ class Result:
             stdout=_link(data["stdout"], "result.stdout") if "stdout" in data else None,
             stderr=_link(data["stderr"], "result.stderr") if "stderr" in data else None,
             steps=tuple(steps),
+            artifacts=_artifacts(data["artifacts"]) if "artifacts" in data else (),
         )

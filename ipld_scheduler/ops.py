@@ -393,10 +393,27 @@ def _job(job: Any) -> WorkflowDefinition:
     )
 
 
+def _checkout_of(workflow_file: Path) -> Path | None:
+    """The top of the git work tree holding ``workflow_file`` (None: not in one, or no git)."""
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(workflow_file.resolve().parent), "rev-parse", "--show-toplevel"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Path(done.stdout.strip()) if done.stdout.strip() else None
+
+
 async def schedule_actions(
     replica: Replica,
-    checkout: str,
-    workflow_file: str,
+    checkout: str | None = None,
+    workflow_file: str = "",
     *,
     job: str | None = None,
     pin_actions: bool = False,
@@ -421,7 +438,8 @@ async def schedule_actions(
     running the operation (the CLI's, or the local peer it talks to). ``workspace_limit``: bytes of
     file content (default ``gha.workspace.DEFAULT_MAX_BYTES``, also what executing peers accept).
     The other arguments are :func:`workflow_from_actions`'s; the answer is :func:`schedule`'s plus
-    ``workspace`` (root CID or null) and ``actions`` (pinned keys)."""
+    ``workspace`` (root CID or null) and ``actions`` (pinned keys). ``checkout`` None: the git work
+    tree holding the file, and ``source`` (the id's file part) its path there, as the CLI names it."""
     from .gha.pin import ActionSource
     from .gha.submission import prepare
     from .gha.workspace import DEFAULT_MAX_BYTES, WorkspaceError
@@ -430,6 +448,13 @@ async def schedule_actions(
         raise InvalidArgument(f"workspace: expected head, worktree or none, got {str(workspace)[:20]!r}")
     limit = _limit(workspace_limit, "workspace_limit")
     path = Path(_text(workflow_file, "workflow_file", limit=4096))
+    if checkout is None:
+        found = _checkout_of(path)
+        if found is None:
+            raise InvalidArgument(f"workflow file {str(path)[:200]!r} is not in a git checkout")
+        checkout = str(found)
+        if not source and path.resolve().is_relative_to(found.resolve()):
+            source = path.resolve().relative_to(found.resolve()).as_posix()
     try:
         with open(path, "rb") as handle:
             text = handle.read(2 * 1024 * 1024 + 1).decode("utf-8")
@@ -818,6 +843,18 @@ def _text_blob(replica: Replica, cid: CID | None, limit: int) -> tuple[str | Non
     return raw[:limit].decode("utf-8", errors="replace"), len(raw) > limit
 
 
+def _artifact_links(replica: Replica, result: CID | None) -> dict[str, str]:
+    """``{name: root cid}`` of what the run uploaded (GitHub Actions artifacts), from its Result block."""
+    from .model import Result  # a separate line: this hunk stays apart from the shared imports
+
+    data = replica.repo.get_block(result) if result is not None else None
+    try:
+        value = Result.from_ipld(decode(data)) if data is not None else None
+    except (CodecError, ModelError):
+        return {}
+    return {name: str(root) for name, root in value.artifacts} if value is not None else {}
+
+
 def _log_text(replica: Replica, run: Run, stream: str, limit: int) -> tuple[str | None, bool]:
     """A log this peer kept local (network policy ``logs_local``) wins over the note it published
     in its place ("kept local on peer X", which every other peer shows)."""
@@ -835,6 +872,7 @@ def _run_row(replica: Replica, run: Run, limit: int) -> dict[str, Any]:
     stdout, out_cut = _log_text(replica, run, "stdout", limit)
     stderr, err_cut = _log_text(replica, run, "stderr", limit)
     return {
+        "artifacts": _artifact_links(replica, run.result),
         "peer": run.peer,
         "attempt": run.attempt,
         "status": run.status,

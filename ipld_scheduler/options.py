@@ -66,6 +66,10 @@ class PeerOptions:
     keep_logs_local: bool = False
     """Publish no job output, whatever the network's policy (``run --keep-logs-local``): logs stay
     in ``<repo>/logs``; only stricter than the policy's ``logs_local``, never looser."""
+    docker_image: str | None = None
+    """act's container mode for GitHub Actions jobs that need Docker (``services:``, ``container:``,
+    ``docker://``): the image their labels map to (``run --docker``, ``gha/docker.py``). None: host
+    mode only, and such jobs are refused."""
     recent_durations: int = 256
     """How many recent execution durations ``metrics()`` keeps."""
 

@@ -214,7 +214,7 @@ async def test_timeout_and_cancel_stop_acts_whole_tree_and_keep_partial_rows(
         ({"engine": "act", "workflow": "x", "job": "a", "matrix": {"k": {"nested": 1}}}, "run.matrix.k"),
         ({"engine": "act", "workflow": "x", "job": "a", "runs_on": ["bad label"]}, "run.runs_on"),
         ({"engine": "act", "workflow": "x", "job": "a", "extra": 1}, "run.extra"),
-        ({"engine": "act", "workflow": "x", "job": "a", "docker": True}, "run.docker"),
+        ({"engine": "act", "workflow": "x", "job": "a", "docker": "yes"}, "run.docker"),
     ],
 )
 async def test_bad_specs_are_refused_with_the_field_named(

@@ -279,3 +279,76 @@ async def test_tools_are_importable_async_functions(tmp_path: Path, monkeypatch:
         assert (await mcp_tools.merge_merkle_clock())["code"] == "invalid"
     finally:
         mcp_tools.configure()
+
+
+GHA_WORKFLOW = """\
+name: ci
+on: [push]
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    steps:
+      - uses: actions/checkout@v4
+      - run: cat tracked.txt
+  lint:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo lint
+"""
+
+
+async def test_schedule_github_actions_is_the_cli_operation_over_mcp(tmp_path: Path) -> None:
+    """The tool calls ``schedule_actions`` as ``schedule --workflow-file`` does: same id, the tree
+    as blocks linked from the Workflow block, the github context; refusals are answers."""
+    from git_repo import commit_files
+
+    sha = commit_files(
+        tmp_path / "app",
+        {".github/workflows/ci.yml": GHA_WORKFLOW, "tracked.txt": "tracked\n"},
+        remote="https://github.com/acme/app.git",
+    )
+    workflow = str(tmp_path / "app" / ".github" / "workflows" / "ci.yml")
+    async with _stdio(tmp_path / "repo", P2P_PEER_ID="alpha") as client:
+        listed = {t.name: t for t in (await client.list_tools()).tools}
+        params = listed["schedule_github_actions"].input_schema
+        assert set(params["required"]) == {"workflow_file"}
+        assert {"job", "event", "pin_actions", "workspace", "tags"} <= set(params["properties"])
+        several = await _call(client, "schedule_github_actions", workflow_file=workflow)
+        answer = await _call(
+            client, "schedule_github_actions", workflow_file=workflow, job="build", tags=["p2p_eligible"]
+        )
+        block = await _call(client, "inspect_cid", cid=answer["workflow_cid"])
+        tree = await _call(client, "inspect_cid", cid=answer["workspace"])
+        outside = tmp_path / "loose.yml"
+        outside.write_text(GHA_WORKFLOW)
+        loose = await _call(client, "schedule_github_actions", workflow_file=str(outside), job="lint")
+        github = await _call(
+            client, "schedule_github_actions", workflow_file=workflow, job="lint", tags="github_api"
+        )
+    assert several["success"] is False and several["code"] == "invalid" and "build" in several["error"]
+    assert answer["success"] is True, answer
+    assert answer["workflow_id"] == ".github/workflows/ci.yml:build"  # the CLI's id
+    assert block["data"]["workspace"] == {"/": answer["workspace"]}
+    assert block["data"]["context"]["sha"] == sha and block["data"]["run"]["engine"] == "act"
+    assert "tracked.txt" in tree["data"]["entries"]
+    assert loose["success"] is False and "not in a git checkout" in loose["error"]
+    assert github["success"] is False and "GitHub API" in github["reason"]
+
+    # Through a running peer (the tools then talk to its HTTP API): the same operation and answer.
+    peer = subprocess.Popen(
+        [str(SCRIPT), "--json", "run", "--no-execute"],
+        env=_env(tmp_path / "repo"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert peer.stdout is not None and json.loads(peer.stdout.readline())["event"] == "ready"
+        async with _stdio(tmp_path / "repo", P2P_PEER_ID="alpha") as client:
+            remote = await _call(
+                client, "schedule_github_actions", workflow_file=workflow, job="lint", tags="p2p_eligible"
+            )
+    finally:
+        peer.terminate()
+        peer.wait(timeout=30)
+    assert remote["success"] is True and remote["workflow_id"] == ".github/workflows/ci.yml:lint", remote

@@ -63,9 +63,12 @@ from ..codec import CID
 from ..errors import InvalidInput
 from ..executor import KILL_GRACE_S, PIPE_DRAIN_GRACE_S, RunOutcome, StepResult, StepStatus, StopCause
 from ..model import ResultStatus
-from ..ports import BlockStore
+from ..ports import BlockStore, StoreError
 from ..sandbox import Sandbox, SandboxError
+from .artifacts import ArtifactError
+from .artifacts import collect as collect_artifacts
 from .context import GithubContext
+from .docker import platform_flags
 from .pin import PinnedAction, fill_action_cache
 from .secrets import Secrets, scrub
 from .workspace import WorkspaceError, materialize
@@ -115,6 +118,7 @@ class ActSpec:
     event: str
     matrix: tuple[tuple[str, str], ...] = ()
     runs_on: tuple[str, ...] = ()
+    docker: bool = False
 
 
 class ActResult(StrEnum):
@@ -208,11 +212,9 @@ def validate_spec(run: Mapping[str, Any]) -> ActSpec:
             if not isinstance(label, str) or not _LABEL.fullmatch(label):
                 raise ActSpecError("run.runs_on: labels are short words ([A-Za-z0-9_.:-])")
         labels = tuple(items)
-    if "docker" in run:  # gha/plan.py marks jobs with services:, container: or docker:// steps
-        if run["docker"] is not True:
-            raise ActSpecError("run.docker: must be true when present")
-        raise ActSpecError("run.docker: the job needs Docker and this peer runs act in host mode only")
-    return ActSpec(workflow, job, event, tuple(sorted(matrix)), labels)
+    if "docker" in run and run["docker"] is not True:  # gha/plan.py marks jobs that need Docker
+        raise ActSpecError("run.docker: must be true when present")
+    return ActSpec(workflow, job, event, tuple(sorted(matrix)), labels, run.get("docker") is True)
 
 
 def act_binary() -> Path | None:
@@ -424,11 +426,15 @@ def _free_port() -> int:
 
 
 def _act_argv(
-    act: Path, spec: ActSpec, inside: Any, local: Mapping[str, str], secret_name: str
+    act: Path,
+    spec: ActSpec,
+    inside: Any,
+    local: Mapping[str, str],
+    secret_name: str,
+    docker_image: str | None = None,
 ) -> list[str]:
     argv = [str(act), spec.event, "-W", inside("workflow.yml"), "-j", spec.job, "--json"]
-    for label in dict.fromkeys(("ubuntu-latest", *spec.runs_on)):
-        argv += ["-P", f"{label}=-self-hosted"]
+    argv += platform_flags(spec.runs_on, docker_image if spec.docker else None)
     argv += ["-C", inside("workspace"), "-e", inside("event.json")]
     argv += ["--artifact-server-path", inside("artifacts"), "--action-cache-path", inside("actions")]
     argv += ["--env-file", inside("context.yml"), "--var-file", inside("vars.yml")]
@@ -484,8 +490,10 @@ async def run_job(
     context: GithubContext | None = None,
     secrets: Secrets | None = None,
     variables: Mapping[str, str] | None = None,
+    docker_image: str | None = None,
 ) -> RunOutcome:
     """Run the act job ``run`` in ``workdir`` through ``sandbox``; never raises for a bad spec.
+    A job marked ``docker`` runs in act's container mode with ``docker_image``, else is refused.
 
     ``workdir/workspace`` may already hold the job's source tree (``gha.workspace.materialize``),
     or ``workspace_root`` names it in ``store``. ``actions`` (pinned, in ``store``) run offline;
@@ -511,15 +519,30 @@ async def run_job(
             context=context,
             secrets=secrets,
             variables=variables or {},
+            docker_image=docker_image,
             started=started,
         )
     finally:  # the secrets never outlive the run, whatever happened to it
         for name in (SECRETS_FILE, "secrets.env"):
             with contextlib.suppress(OSError):
                 (Path(workdir) / name).unlink()
+    if store is not None and outcome.status is not ResultStatus.REFUSED:
+        outcome = await _with_artifacts(outcome, Path(workdir) / "artifacts", store)
     if secrets:
         outcome = _scrubbed(outcome, tuple(secrets.values.values()))
     return outcome
+
+
+async def _with_artifacts(outcome: RunOutcome, directory: Path, store: BlockStore) -> RunOutcome:
+    """What the job uploaded to act's artifact server, stored as trees (``gha/artifacts.py``).
+    Artifacts past the limits, or planted in the directory, fail the run with the reason."""
+    try:
+        return replace(outcome, artifacts=await collect_artifacts(directory, store))
+    except (ArtifactError, OSError, StoreError) as exc:
+        reason = f"artifacts not recorded: {str(exc)[:300]}"
+        if outcome.status is not ResultStatus.SUCCESS:
+            return replace(outcome, reason=f"{outcome.reason}; {reason}" if outcome.reason else reason)
+        return replace(outcome, status=ResultStatus.FAILURE, exit_code=None, reason=reason)
 
 
 def _scrubbed(outcome: RunOutcome, values: tuple[str, ...]) -> RunOutcome:
@@ -572,10 +595,13 @@ async def _run_job(
     context: GithubContext | None,
     secrets: Secrets | None,
     variables: Mapping[str, str],
+    docker_image: str | None,
     started: float,
 ) -> RunOutcome:
     try:
         spec = validate_spec(run)
+        if spec.docker and docker_image is None:
+            raise ActSpecError("run.docker: the job needs Docker and this peer runs act in host mode only")
     except ActSpecError as exc:
         return RunOutcome(ResultStatus.REFUSED, None, time.monotonic() - started, (), str(exc))
     act = act_binary()
@@ -639,7 +665,7 @@ async def _run_job(
             transports.append(transport)
         try:
             proc = await sandbox.spawn(
-                _act_argv(act, spec, inside, local, secret_name),
+                _act_argv(act, spec, inside, local, secret_name, docker_image),
                 workdir=workdir,
                 env=env,
                 cwd=workdir,

@@ -17,6 +17,10 @@ Format (same tree => same root CID, because DAG-CBOR maps are key-sorted and fil
 
 Limits (defaults; ``limit=`` overrides the total): ``DEFAULT_MAX_BYTES`` = 100 MiB of file
 content, ``MAX_FILES`` entries, ``MAX_DEPTH`` levels; exceeding one raises ``WorkspaceError``.
+
+The same format holds the artifacts a job uploads (``gha/artifacts.py`` packs them with
+:func:`pack_files`); :func:`materialize` reads from any :class:`BlockSource` (a store, or a reader
+that fetches through a running peer's API).
 """
 
 from __future__ import annotations
@@ -27,9 +31,10 @@ import os
 import posixpath
 import subprocess
 import tarfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from ..codec import CID, decode, encode_block
 from ..errors import InvalidInput
@@ -39,9 +44,11 @@ __all__ = [
     "CHUNK_SIZE",
     "DEFAULT_MAX_BYTES",
     "MAX_FILES",
+    "BlockSource",
     "WorkspaceError",
     "materialize",
     "pack",
+    "pack_files",
     "pack_tar",
     "raw_cid",
 ]
@@ -59,6 +66,13 @@ _RAW_PREFIX: Final = b"\x01\x55\x12\x20"
 
 class WorkspaceError(InvalidInput, ValueError):
     """The tree is too large, or a block of it is malformed or hostile; the message says which."""
+
+
+class BlockSource(Protocol):
+    """Where :func:`materialize` reads blocks: any ``ports.BlockStore``, or anything with ``get``
+    that verifies what it returns against the CID."""
+
+    async def get(self, cid: CID) -> bytes: ...
 
 
 def raw_cid(data: bytes) -> CID:
@@ -107,16 +121,6 @@ def _tree_from_tar(data: bytes, budget: _Budget) -> _Dir:
         for member in archive:
             if member.isdir() or member.name == "pax_global_header":
                 continue
-            parts = [p for p in member.name.split("/") if p]
-            if not parts or len(parts) > MAX_DEPTH:
-                raise WorkspaceError(f"path {member.name[:80]!r} is too deep")
-            node = root
-            for part in parts[:-1]:
-                child = node.entries.setdefault(_check_name(part), _Dir())
-                if not isinstance(child, _Dir):
-                    raise WorkspaceError(f"{member.name[:80]!r}: a file is also a directory")
-                node = child
-            name = _check_name(parts[-1])
             if member.issym():
                 content = member.linkname.encode()
                 mode = MODE_LINK
@@ -127,8 +131,25 @@ def _tree_from_tar(data: bytes, budget: _Budget) -> _Dir:
                 mode = MODE_EXEC if member.mode & 0o111 else MODE_FILE
             else:
                 continue  # submodules and special files are not part of a workspace
-            node.entries[name] = (mode, content)
+            _place(root, member.name, mode, content)
     return root
+
+
+def _place(root: _Dir, path: str, mode: int, content: bytes) -> None:
+    """Put a file (or symlink) at the relative ``path`` of the tree, creating its directories."""
+    parts = [p for p in path.split("/") if p]
+    if not parts or len(parts) > MAX_DEPTH:
+        raise WorkspaceError(f"path {path[:80]!r} is empty or too deep")
+    node = root
+    for part in parts[:-1]:
+        child = node.entries.setdefault(_check_name(part), _Dir())
+        if not isinstance(child, _Dir):
+            raise WorkspaceError(f"{path[:80]!r}: a file is also a directory")
+        node = child
+    name = _check_name(parts[-1])
+    if isinstance(node.entries.get(name), _Dir):
+        raise WorkspaceError(f"{path[:80]!r}: a directory is also a file")
+    node.entries[name] = (mode, content)
 
 
 def _encode(node: _Dir, blocks: dict[CID, bytes]) -> tuple[CID, int]:
@@ -169,6 +190,22 @@ async def pack_tar(data: bytes, store: BlockStore, *, limit: int = DEFAULT_MAX_B
     return root
 
 
+async def pack_files(
+    files: Iterable[tuple[str, bytes, bool]], store: BlockStore, *, limit: int = DEFAULT_MAX_BYTES
+) -> CID:
+    """Store regular files given as ``(relative posix path, content, executable)`` as one tree and
+    return its root CID (same files => same CID, whatever order they come in)."""
+    budget = _Budget(limit)
+    root = _Dir()
+    for path, content, executable in files:
+        budget.add(len(content), path[:80])
+        _place(root, path, MODE_EXEC if executable else MODE_FILE, content)
+    blocks: dict[CID, bytes] = {}
+    cid, _ = _encode(root, blocks)
+    await store.put_many(sorted(blocks.items()))
+    return cid
+
+
 async def pack(
     checkout: Path, store: BlockStore, *, limit: int = DEFAULT_MAX_BYTES, rev: str = "HEAD"
 ) -> CID:
@@ -201,7 +238,7 @@ def _entry(name: str, value: Any) -> tuple[CID, int, int]:
     return link, mode, size
 
 
-async def _content(store: BlockStore, link: CID, size: int, budget: _Budget, where: str) -> bytes:
+async def _content(store: BlockSource, link: CID, size: int, budget: _Budget, where: str) -> bytes:
     budget.add(size, where)  # the declared size first: refuse before fetching anything
     if link.raw[:4] == _RAW_PREFIX:
         data = await store.get(link)
@@ -222,7 +259,7 @@ async def _content(store: BlockStore, link: CID, size: int, budget: _Budget, whe
 
 
 async def _materialize_dir(
-    store: BlockStore, cid: CID, dest: Path, rel: str, budget: _Budget, depth: int
+    store: BlockSource, cid: CID, dest: Path, rel: str, budget: _Budget, depth: int
 ) -> None:
     if depth > MAX_DEPTH:
         raise WorkspaceError("the tree is nested too deeply")
@@ -254,8 +291,8 @@ async def _materialize_dir(
             handle.write(data)
 
 
-async def materialize(root: CID, store: BlockStore, dest: Path, *, limit: int = DEFAULT_MAX_BYTES) -> None:
-    """Write the tree ``root`` into the empty or missing directory ``dest``.
+async def materialize(root: CID, store: BlockSource, dest: Path, *, limit: int = DEFAULT_MAX_BYTES) -> int:
+    """Write the tree ``root`` into the empty or missing directory ``dest``; the bytes of content written.
 
     Refuses names that are not single path components (``..``, ``/x``, ``.git``), symlinks whose
     target leaves the tree, and totals beyond ``limit`` (checked from the declared sizes before each
@@ -275,3 +312,4 @@ async def materialize(root: CID, store: BlockStore, dest: Path, *, limit: int = 
             for created in budget.links:
                 created.unlink(missing_ok=True)
             raise WorkspaceError(f"{link.relative_to(dest)}: symlink resolves outside the tree")
+    return budget.bytes

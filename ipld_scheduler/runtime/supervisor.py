@@ -346,6 +346,7 @@ class ExecutionSupervisor:
                 store=self._replica.store,
                 job_inputs=inputs,
                 scrubber=scrubber,
+                docker_image=self._options.docker_image,
                 output_limit=self._options.output_limit,
                 extra_env={
                     "IPLD_SCHEDULER_WORKFLOW_ID": workflow.workflow_id,
@@ -411,6 +412,7 @@ class ExecutionSupervisor:
             stdout=links["stdout"],
             stderr=links["stderr"],
             steps=tuple({**row, "name": scrub.text(row["name"])} for row in rows),
+            artifacts=outcome.artifacts,
         )
         if kept:
             try:
