@@ -186,6 +186,8 @@ class RunOutcome:
     reason: str | None
     outputs: tuple[tuple[str, str], ...] = ()
     """Job outputs (GitHub Actions ``outputs:``), sorted by name; empty for plain runs."""
+    skipped: bool = False
+    """A GitHub Actions job act skipped (its ``if:``, or a needed job's result); status success."""
 
 
 # --- validation --------------------------------------------------------------------------------
@@ -841,6 +843,7 @@ async def execute(
             context=None if job_inputs is None else job_inputs.context,
             secrets=None if job_inputs is None else job_inputs.secrets,
             variables=None if job_inputs is None else job_inputs.variables,
+            needs=None if job_inputs is None else job_inputs.needs,
         )
     try:
         validate_run(run)

@@ -29,6 +29,7 @@ from ..codec import CID
 from ..errors import InvalidInput
 from ..ports import BlockStore
 from .context import GithubContext, from_checkout
+from .needs import NeededJob, Upstream, merge_needs
 from .pin import ActionSource, PinnedAction, actions_from_ipld, actions_to_ipld
 from .pin import pin_actions as pin_job_actions
 from .plan import MAX_YAML_BYTES, RefusalReason, WorkflowFileError, act_run_spec, default_event, plan_workflow
@@ -68,13 +69,22 @@ class Submission:
 class JobInputs:
     """What the executing peer hands ``gha.act.run_job`` besides the run spec: the block fields of a
     Workflow decoded strictly (:meth:`from_block_fields`), plus the peer's own ``secrets`` and
-    ``variables`` (never from a block; chosen with ``gha.secrets.secrets_for``)."""
+    ``variables`` (never from a block; chosen with ``gha.secrets.secrets_for``), and ``upstream``:
+    the finished workflows of its ``after`` list with their Result blocks, in ``after`` order
+    (empty when it has none; ``runtime.jobinputs.upstream_results`` finds them in the fold)."""
 
     workspace: CID | None = None
     actions: Mapping[str, PinnedAction] = field(default_factory=dict)
     context: GithubContext | None = None
     secrets: Secrets | None = None
     variables: Mapping[str, str] = field(default_factory=dict)
+    upstream: tuple[Upstream, ...] = ()
+
+    @property
+    def needs(self) -> dict[str, NeededJob] | None:
+        """The ``needs`` context the job gets from its upstream results (``gha.needs``); None when
+        it has no ``after`` list, so act runs the jobs it needs itself, in the same run."""
+        return merge_needs(self.upstream) if self.upstream else None
 
     @classmethod
     def from_block_fields(
@@ -83,6 +93,7 @@ class JobInputs:
         *,
         secrets: Secrets | None = None,
         variables: Mapping[str, str] | None = None,
+        upstream: tuple[Upstream, ...] = (),
     ) -> JobInputs:
         """``workspace``/``actions``/``context`` as a Workflow block carries them (each optional);
         raises ``InvalidInput`` naming the first malformed one."""
@@ -94,7 +105,7 @@ class JobInputs:
             raise InvalidInput("workspace: expected a link to a directory tree")
         actions = actions_from_ipld(fields["actions"]) if "actions" in fields else {}
         context = GithubContext.from_ipld(fields["context"]) if "context" in fields else None
-        return cls(workspace, actions, context, secrets, dict(variables or {}))
+        return cls(workspace, actions, context, secrets, dict(variables or {}), tuple(upstream))
 
 
 def _read_workflow(path: Path) -> str:

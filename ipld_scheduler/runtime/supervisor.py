@@ -41,7 +41,7 @@ from ..options import PeerOptions
 from ..replica import Replica
 from ..sandbox import Sandbox
 from ..state import WorkflowRecord
-from .jobinputs import job_inputs
+from .jobinputs import job_inputs, upstream_results
 from .leftovers import RUN_TOKEN_ENV, RunFiles
 from .policy import dir_name, joined_log, step_row
 from .retries import RetryPlanner
@@ -323,7 +323,11 @@ class ExecutionSupervisor:
         if workflow.run is None:
             return RunOutcome(ResultStatus.SUCCESS, 0, 0.0, (), None)
         try:
-            inputs = job_inputs(workflow, execution.submitter, self._options, self._replica.repo.path)
+            replica = self._replica
+            upstream = (
+                upstream_results(replica.state, replica.repo.get_block, workflow) if workflow.after else ()
+            )
+            inputs = job_inputs(workflow, execution.submitter, self._options, replica.repo.path, upstream)
         except IpldSchedulerError as exc:
             reason = str(exc)[:MAX_REASON]
             return RunOutcome(ResultStatus.REFUSED, None, self._now() - execution.started, (), reason)
@@ -373,6 +377,8 @@ class ExecutionSupervisor:
             stdout=links["stdout"],
             stderr=links["stderr"],
             steps=tuple(step_row(s) for s in outcome.steps[:MAX_STEP_ROWS]),
+            outputs=dict(outcome.outputs) or None,
+            skipped=outcome.skipped,
         )
         return result, blocks
 
