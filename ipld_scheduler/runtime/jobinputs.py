@@ -17,7 +17,7 @@ The trust decision is this peer's local configuration: it never influences what 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final
 
@@ -49,13 +49,15 @@ class UpstreamMissing(Unavailable):
     """A workflow of the ``after`` list is not finished here, or its Result block is not held."""
 
 
-def upstream_results(
-    state: State, get_block: Callable[[CID], bytes | None], workflow: WorkflowDefinition
+async def upstream_results(
+    state: State, get_block: Callable[[CID], Awaitable[bytes]], workflow: WorkflowDefinition
 ) -> tuple[Upstream, ...]:
     """The workflows ``workflow`` waits for (``after``, in its sorted order), each with the Result of
     its current attempt: its first completion, else its first failure (stamp order; a run stopped by
-    a cancel counts), else a ``cancelled`` Result for a workflow cancelled before any run. Results
-    are read from the repo (the fold applied their events with them, so they are held)."""
+    a cancel counts), else a ``cancelled`` Result for a workflow cancelled before any run.
+    ``get_block`` is the peer's block store: the fold applied their events with them, but a merge
+    makes blocks durable in the repo only after folding them, so the store (which fetches what is
+    missing) reads them, not the repo."""
     found: list[Upstream] = []
     for wid in workflow.after:
         rec = state.workflows.get(wid)
@@ -73,13 +75,12 @@ def upstream_results(
             found.append(Upstream(job if isinstance(job, str) else None, wid, None, made_up))
             continue
         link = runs[0].result
-        data = get_block(link)
-        if data is None:
-            raise UpstreamMissing(f"after: the result {link} of {wid!r} is not held by this peer")
         try:
-            result = Result.from_ipld(decode(data))
+            result = Result.from_ipld(decode(await get_block(link)))
         except (CodecError, ModelError) as exc:
             raise UpstreamMissing(f"after: the result of {wid!r} does not decode: {exc}") from None
+        except Exception as exc:  # the store could not get it (fetch timed out, peer gone)
+            raise UpstreamMissing(f"after: the result {link} of {wid!r} is unavailable: {exc}") from None
         found.append(Upstream(job if isinstance(job, str) else None, wid, link, result))
     return tuple(found)
 

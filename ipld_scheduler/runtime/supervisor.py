@@ -116,9 +116,12 @@ class ExecutionSupervisor:
         return len(self._running) < self._options.max_concurrent
 
     def runnable(self, rec: WorkflowRecord) -> bool:
+        """Whether this peer would run ``rec`` now (not waiting for other workflows: ``after``)."""
         winner = rec.winner
-        return winner is not None and (
-            winner.workflow.run is not None or self._options.run_without_run_section
+        return (
+            winner is not None
+            and rec.waiting is None
+            and (winner.workflow.run is not None or self._options.run_without_run_section)
         )
 
     def hold(self, wid: str, until: float) -> None:
@@ -325,7 +328,7 @@ class ExecutionSupervisor:
         try:
             replica = self._replica
             upstream = (
-                upstream_results(replica.state, replica.repo.get_block, workflow) if workflow.after else ()
+                await upstream_results(replica.state, replica.store.get, workflow) if workflow.after else ()
             )
             inputs = job_inputs(workflow, execution.submitter, self._options, replica.repo.path, upstream)
         except IpldSchedulerError as exc:
