@@ -362,3 +362,129 @@ async def result_of(replica: Replica, wid: str) -> tuple[Result, str]:
     result = Result.from_ipld(decode(await replica.store.get(run.result)))
     out = await replica.store.get(result.stdout) if result.stdout else None
     return result, decode(out).decode() if out else ""
+
+
+# --- the needs context as act stubs (pure) ------------------------------------------------------
+
+
+def test_stub_workflow_keeps_only_the_job_and_literal_stubs_of_its_needs() -> None:
+    from ipld_scheduler.gha.needs import NeededJob, NeedResult, NeedsError, stub_workflow
+    from ipld_scheduler.gha.plan import load_workflow
+
+    needed = {"build": NeededJob("build", NeedResult.SUCCESS, {"version": VERSION, "b": "x"})}
+    with pytest.raises(NeedsError, match="build"):
+        stub_workflow(PIPELINE, "test", {})
+    doc = load_workflow(stub_workflow(PIPELINE, "test", needed))
+    assert list(doc["jobs"]) == ["build", "test"] and doc["on"] == ["push"]
+    stub = doc["jobs"]["build"]
+    assert stub["outputs"] == {"b": "x", "version": "7.1 ${{ '$' }}{{ not evaluated }}"}
+    assert stub["steps"][0]["run"] == "true" and "if" not in stub
+    assert doc["jobs"]["test"] == load_workflow(PIPELINE)["jobs"]["test"]
+    assert stub_workflow(PIPELINE, "build", {}) == PIPELINE  # needs nothing: the file as it is
+    failed = load_workflow(
+        stub_workflow(BROKEN, "cleanup", {"broken": NeededJob("broken", NeedResult.CANCELLED)})
+    )
+    assert (
+        failed["jobs"]["broken"]["steps"][0]["run"] == "exit 1" and "outputs" not in failed["jobs"]["broken"]
+    )
+    skipped = load_workflow(
+        stub_workflow(BROKEN, "cleanup", {"broken": NeededJob("broken", NeedResult.SKIPPED)})
+    )
+    assert skipped["jobs"]["broken"]["if"] == "false"
+
+
+def test_matrix_legs_merge_as_on_github() -> None:
+    from ipld_scheduler.gha.needs import NeedResult, Upstream, merge_needs
+
+    def leg(status: str, outputs: dict[str, str] | None = None, skipped: bool = False) -> Upstream:
+        return Upstream("test", "w", None, Result("w", "p", status, 1, outputs=outputs, skipped=skipped))
+
+    merged = merge_needs([leg("success", {"a": "1", "b": "1"}), leg("success", {"b": "2"})])
+    assert merged["test"].result is NeedResult.SUCCESS and merged["test"].outputs == {"a": "1", "b": "2"}
+    assert merge_needs([leg("success"), leg("timeout")])["test"].result is NeedResult.FAILURE
+    assert merge_needs([leg("success"), leg("cancelled")])["test"].result is NeedResult.CANCELLED
+    assert merge_needs([leg("success", skipped=True)])["test"].result is NeedResult.SKIPPED
+    assert merge_needs([leg("success", skipped=True), leg("success")])["test"].result is NeedResult.SUCCESS
+    assert merge_needs([Upstream(None, "plain", None, Result("plain", "p", "success", 1))]) == {}
+
+
+def test_whole_workflow_units_ids_and_after() -> None:
+    assert not ops.whole_workflow(PIPELINE, "build") and ops.whole_workflow(PIPELINE, None)
+    jobs = ops.workflows_from_actions(PIPELINE, workflow_id="p", tags=["p2p_eligible"])
+    assert [(j["workflow_id"], j.get("after")) for j in jobs] == [
+        ("p:build", None),
+        ("p:test:1", ["p:build"]),
+        ("p:test:2", ["p:build"]),
+        ("p:report", ["p:test:1", "p:test:2"]),
+    ]
+    assert [j["name"] for j in jobs] == [
+        "pipeline / build",
+        "pipeline / test (one)",
+        "pipeline / test (two)",
+        "pipeline / report",
+    ]
+    assert jobs[1]["run"]["matrix"] == {"part": "one"} and jobs[1]["metadata"]["matrix_leg"] == 1
+    single = "on: push\njobs:\n  only:\n    runs-on: ubuntu-latest\n    steps: [{run: 'true'}]\n"
+    assert not ops.whole_workflow(single, None)  # one unit: scheduled as before, id FILE:JOB
+
+
+async def test_after_through_ops_and_the_batch(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path / "peers", ["a"], EmbeddedNetwork(1), PeerOptions.fast(execute=False))
+    await cluster.start()
+    try:
+        a = cluster.replica("a")
+        first = await ops.schedule(a, "late", "late", ["p2p_eligible"], run="true", after=["early"])
+        assert first["success"] and a.state.workflows["late"].waiting_for == ("early",)
+        with pytest.raises(ops.InvalidArgument, match="itself"):
+            await ops.schedule(a, "self", "self", ["p2p_eligible"], run="true", after=["self"])
+        batch = await ops.schedule_many(
+            a, [{"workflow_id": "early", "run": "true", "tags": ["p2p_eligible"], "after": ["earliest"]}]
+        )
+        assert batch["scheduled"] == 1 and a.state.workflows["early"].waiting is Waiting.NEEDS
+        shown = a.state.row(a.state.workflows["late"])
+        assert shown["waiting"] == "waiting-for-needs" and shown["waiting_for"] == ["early"]
+    finally:
+        await cluster.stop()
+
+
+def test_cli_schedules_a_whole_workflow_and_after(tmp_path: Path) -> None:
+    """The console script: a whole workflow from a checkout and from a loose file, ``--after``."""
+    from cli_runner import cli_json, cli_run
+
+    commit_files(tmp_path / "app", {".github/workflows/pipe.yml": PIPELINE})
+    repo = tmp_path / "repo"
+    cli_json(repo, "init", "--peer-id", "solo")
+    workflow = str(tmp_path / "app" / ".github" / "workflows" / "pipe.yml")
+    whole = cli_json(repo, "schedule", "--workflow-file", workflow, "--tags", "p2p_eligible")
+    ids = [r["workflow_id"] for r in whole["results"]]
+    assert whole["scheduled"] == 4 and whole["workspace"]
+    assert ids == [f".github/workflows/pipe.yml:{j}" for j in ("build", "test:1", "test:2", "report")]
+    loose = tmp_path / "pipe.yml"
+    loose.write_text(PIPELINE)
+    batch = cli_json(repo, "schedule", "--workflow-file", str(loose), "--tags", "p2p_eligible", "--id", "L")
+    assert [r["workflow_id"] for r in batch["results"]] == ["L:build", "L:test:1", "L:test:2", "L:report"]
+    shown = cli_json(repo, "workflows")
+    rows = {row["workflow_id"]: row for row in shown["workflows"]}
+    assert rows["L:report"]["status"] == "pending" and rows["L:report"]["waiting"] == "waiting-for-needs"
+    assert rows["L:report"]["waiting_for"] == ["L:test:1", "L:test:2"] and rows["L:build"]["waiting"] is None
+    after = cli_json(
+        repo,
+        "schedule",
+        "--id",
+        "z",
+        "--run",
+        "true",
+        "--tags",
+        "p2p_eligible",
+        "--after",
+        "L:report",
+        "--after",
+        "x",
+    )
+    assert after["success"] and after["status"] == "pending"
+    block = cli_json(repo, "inspect", after["workflow_cid"])["data"]
+    assert block["after"] == ["L:report", "x"]
+    refused = cli_run(
+        repo, "schedule", "--workflow-file", str(loose), "--tags", "p2p_eligible", "--after", "x"
+    )
+    assert refused.returncode == 2 and "--after" in refused.stderr
