@@ -1024,6 +1024,7 @@ def _run_row(replica: Replica, run: Run, limit: int) -> dict[str, Any]:
     """One finished run as the fold recorded it; only the log blobs are read from the repo."""
     stdout, out_cut = _text_blob(replica, run.stdout, limit)
     stderr, err_cut = _text_blob(replica, run.stderr, limit)
+    outputs, skipped = _job_outputs(replica, run.result)
     return {
         "peer": run.peer,
         "attempt": run.attempt,
@@ -1037,7 +1038,23 @@ def _run_row(replica: Replica, run: Run, limit: int) -> dict[str, Any]:
         "stderr": stderr,
         "stdout_truncated": out_cut,
         "stderr_truncated": err_cut,
+        "outputs": outputs,
+        "skipped": skipped,
     }
+
+
+def _job_outputs(replica: Replica, cid: CID | None) -> tuple[dict[str, str], bool]:
+    """A GitHub Actions job's recorded ``outputs`` and ``skipped`` flag, from its Result block."""
+    from .model import Result
+
+    data = replica.repo.get_block(cid) if cid is not None else None
+    if data is None:
+        return {}, False
+    try:
+        result = Result.from_ipld(decode(data))
+    except (CodecError, ModelError):
+        return {}, False
+    return dict(result.outputs or {}), result.skipped
 
 
 async def results(replica: Replica, workflow_id: str, max_log_bytes: Any = LOG_TEXT_LIMIT) -> dict[str, Any]:

