@@ -915,13 +915,23 @@ RUN_OUTCOMES: Final = {"success": "completed", "failure": "failed", "timeout": "
 """A run's result status told in the workflow statuses' words (``cancelled``/``refused`` as they are)."""
 
 
+def _status_cell(row: dict[str, Any]) -> str:
+    """``pending`` plus why it is in no queue: ``waiting-for-needs (a, b)`` names what it waits for."""
+    waiting = row.get("waiting")
+    if not waiting:
+        return str(row["status"])
+    ids = list(row.get("waiting_for") or [])
+    shown = ", ".join(ids[:3]) + (f" +{len(ids) - 3}" if len(ids) > 3 else "")
+    return f"{row['status']}, {waiting}" + (f" ({shown})" if shown else "")
+
+
 def _workflow_table(rows: list[dict[str, Any]], title: str) -> Table:
     table = _table("id", "name", "status", "owner", "priority", "tags", title=title)
     for row in rows:
         table.add_row(
             row["workflow_id"],
             row.get("name") or "",
-            row["status"],
+            _status_cell(row),
             row.get("owner") or "-",
             str(row["priority"]),
             ",".join(row.get("tags", [])),
