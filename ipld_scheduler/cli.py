@@ -573,7 +573,7 @@ def workflow_source(path: str) -> str:
     "--from-file",
     type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
     help="JSON Lines, one job per line with the fields below (workflow_id, name, tags, priority, "
-    "metadata, run, manual): all scheduled with one durable commit ('-': stdin).",
+    "metadata, run, manual, after): all scheduled with one durable commit ('-': stdin).",
 )
 @click.option(
     "--id", "workflow_id", help="Workflow id (unique; re-scheduling the same definition is a no-op)."
@@ -675,7 +675,8 @@ def schedule(
     from . import ops
 
     if from_file is not None:
-        if workflow_id or name or tags or priority is not None or metadata or command or workflow_file:
+        given = (workflow_id, name, tags, metadata, command, workflow_file, after)
+        if any(given) or priority is not None:
             _fail(settings, InvalidInput("--from-file takes each job's fields from the file: give no others"))
         _schedule_from_file(settings, from_file, manual)
         return
