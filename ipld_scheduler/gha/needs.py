@@ -7,7 +7,7 @@ GitHub (:func:`stub_workflow`): every job ``JOB`` needs becomes a stub with lite
 recorded values, escaped so a ``${{`` inside one is not evaluated) and one trivial step that
 succeeds, fails (``exit 1``) or is skipped (``if: false``), so act's status functions (``success()``,
 ``failure()``, ``always()``) skip or run ``JOB`` exactly as GitHub would. Jobs ``JOB`` does not need
-directly are left out: act runs the stubs in a few milliseconds and nothing else.
+directly are left out: act runs the stubs (about 0.2 s each) and nothing else.
 
 Must not: run anything, reach the DAG, or evaluate expressions. Pure functions of their arguments.
 
