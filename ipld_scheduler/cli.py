@@ -573,7 +573,7 @@ def workflow_source(path: str) -> str:
     "--from-file",
     type=click.Path(dir_okay=False, allow_dash=True, path_type=str),
     help="JSON Lines, one job per line with the fields below (workflow_id, name, tags, priority, "
-    "metadata, run, manual): all scheduled with one durable commit ('-': stdin).",
+    "metadata, run, manual, after): all scheduled with one durable commit ('-': stdin).",
 )
 @click.option(
     "--id", "workflow_id", help="Workflow id (unique; re-scheduling the same definition is a no-op)."
@@ -588,7 +588,17 @@ def workflow_source(path: str) -> str:
     type=click.Path(dir_okay=False, path_type=str),
     help="GitHub Actions workflow YAML to run on the P2P network (see docs/github-actions.md).",
 )
-@click.option("--job", help="With --workflow-file: the job to run (plus the jobs it needs).")
+@click.option(
+    "--job",
+    help="With --workflow-file: the job to run (plus the jobs it needs, in the same run). Without "
+    "it, every job and matrix leg is a workflow of its own, each waiting for the jobs it needs.",
+)
+@click.option(
+    "--after",
+    multiple=True,
+    metavar="ID",
+    help="Run only once workflow ID is finished (completed, failed or cancelled); repeatable.",
+)
 @click.option(
     "--workspace",
     type=click.Choice(["head", "worktree", "none"]),
@@ -644,6 +654,7 @@ def schedule(
     base_ref: str | None,
     manual: bool,
     retries: int,
+    after: tuple[str, ...],
 ) -> None:
     """Schedule a workflow; every peer derives the same owner for it.
 
@@ -657,12 +668,15 @@ def schedule(
     (else to the current directory), so every checkout names the same workflow alike. Inside a git
     checkout the job's source tree (--workspace), its `github` context (--event, --base-ref) and,
     with --pin-actions, its actions go along as blocks; outside one it runs in an empty workspace.
+    Without --job a file of several jobs (or matrix legs) is scheduled whole: ids ID:JOB and
+    ID:JOB:N (ID: --id, else FILE), each waiting for the jobs it needs, whose outputs it gets.
     """
     settings = _settings(ctx)
     from . import ops
 
     if from_file is not None:
-        if workflow_id or name or tags or priority is not None or metadata or command or workflow_file:
+        given = (workflow_id, name, tags, metadata, command, workflow_file, after)
+        if any(given) or priority is not None:
             _fail(settings, InvalidInput("--from-file takes each job's fields from the file: give no others"))
         _schedule_from_file(settings, from_file, manual)
         return
@@ -674,6 +688,7 @@ def schedule(
         if manual and (command or workflow_file):
             raise InvalidInput("--manual is for workflows without --run or --workflow-file")
         meta = ops.parse_metadata(metadata)
+        batch: list[dict[str, Any]] | None = None
         checkout = _git_checkout(Path(workflow_file).resolve().parent) if workflow_file else None
         if workflow_file and checkout is None and (pin_actions or event or base_ref):
             raise InvalidInput("--pin-actions, --event and --base-ref need a workflow file in a git checkout")
@@ -705,17 +720,22 @@ def schedule(
             env_tags = ",".join(
                 filter(None, (os.environ.get("WORKFLOW_TAG"), os.environ.get("WORKFLOW_TYPE")))
             )
-            args = ops.workflow_from_actions(
-                _read_text_file(workflow_file),
-                job=job,
-                workflow_id=workflow_id,
-                name=name,
-                tags=list(split_list(tags)) or None,
-                priority=priority,
-                metadata=meta,
-                env_tags=env_tags or None,
-                source=workflow_source(workflow_file),
-            )
+            text = _read_text_file(workflow_file)
+            common: dict[str, Any] = {
+                "workflow_id": workflow_id,
+                "name": name,
+                "tags": list(split_list(tags)) or None,
+                "priority": priority,
+                "metadata": meta,
+                "env_tags": env_tags or None,
+                "source": workflow_source(workflow_file),
+            }
+            if ops.whole_workflow(text, job):
+                if after or retries:
+                    raise InvalidInput("--after and --retries go with one job (--job), not a whole workflow")
+                batch, args = ops.workflows_from_actions(text, **common), {}
+            else:
+                args = ops.workflow_from_actions(text, job=job, **common)
         else:
             if not workflow_id:
                 raise InvalidInput("--id is required (or give --workflow-file)")
@@ -731,13 +751,17 @@ def schedule(
         _fail(settings, exc)
     if retries:
         args["retries"] = retries
-    if checkout is not None:
+    if after:
+        args["after"] = list(after)
+    if batch is not None:
+        data = _call(settings, "schedule_many", jobs=batch, require_run=True)
+    elif checkout is not None:
         data = _call(settings, "schedule_actions", **args)
     else:
         if not manual:
             args["require_run"] = True
         data = _call(settings, "schedule", **args)
-    _show(settings, data, _human_schedule)
+    _show(settings, data, _human_batch if "results" in data else _human_schedule)
     if not data["success"]:
         sys.exit(EXIT_REFUSED)
 
@@ -892,13 +916,23 @@ RUN_OUTCOMES: Final = {"success": "completed", "failure": "failed", "timeout": "
 """A run's result status told in the workflow statuses' words (``cancelled``/``refused`` as they are)."""
 
 
+def _status_cell(row: dict[str, Any]) -> str:
+    """``pending`` plus why it is in no queue: ``waiting-for-needs (a, b)`` names what it waits for."""
+    waiting = row.get("waiting")
+    if not waiting:
+        return str(row["status"])
+    ids = list(row.get("waiting_for") or [])
+    shown = ", ".join(ids[:3]) + (f" +{len(ids) - 3}" if len(ids) > 3 else "")
+    return f"{row['status']}, {waiting}" + (f" ({shown})" if shown else "")
+
+
 def _workflow_table(rows: list[dict[str, Any]], title: str) -> Table:
     table = _table("id", "name", "status", "owner", "priority", "tags", title=title)
     for row in rows:
         table.add_row(
             row["workflow_id"],
             row.get("name") or "",
-            row["status"],
+            _status_cell(row),
             row.get("owner") or "-",
             str(row["priority"]),
             ",".join(row.get("tags", [])),

@@ -194,6 +194,8 @@ class RunOutcome:
     """Job outputs (GitHub Actions ``outputs:``), sorted by name; empty for plain runs."""
     artifacts: tuple[tuple[str, CID], ...] = ()
     """What an act job uploaded (``actions/upload-artifact``), stored as trees: (name, root) by name."""
+    skipped: bool = False
+    """A GitHub Actions job act skipped (its ``if:``, or a needed job's result); status success."""
 
 
 # --- validation --------------------------------------------------------------------------------
@@ -863,6 +865,7 @@ async def execute(
             secrets=None if job_inputs is None else job_inputs.secrets,
             variables=None if job_inputs is None else job_inputs.variables,
             docker_image=docker_image,
+            needs=None if job_inputs is None else job_inputs.needs,
         )
         return scrubbed(outcome, scrubber) if scrubber else outcome
     try:

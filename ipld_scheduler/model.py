@@ -33,6 +33,7 @@ __all__ = [
     "ModelError",
     "Result",
     "ResultStatus",
+    "Waiting",
     "WorkflowDefinition",
     "WorkflowStatus",
     "WorkflowTag",
@@ -64,6 +65,13 @@ class WorkflowStatus(StrEnum):
     @property
     def finished(self) -> bool:
         return self in (WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.CANCELLED)
+
+
+class Waiting(StrEnum):
+    """Why a pending workflow is in no queue (the fold's typed reason; values are what readers show)."""
+
+    NEEDS = "waiting-for-needs"
+    """Some workflow of its ``after`` list is not finished (or not scheduled) yet."""
 
 
 class WorkflowTag(StrEnum):
@@ -230,8 +238,10 @@ def _plain(value: Any, name: str, depth: int = 0) -> Any:
 # --- Workflow ---------------------------------------------------------------------------------
 
 _WF_REQUIRED: Final = frozenset({"v", "id", "name", "tags", "type", "metadata", "priority"})
-_WF_OPTIONAL: Final = frozenset({"run", "workspace", "actions", "context"})
+_WF_OPTIONAL: Final = frozenset({"run", "workspace", "actions", "context", "after"})
 MAX_PINNED_ACTIONS: Final = 64
+MAX_AFTER: Final = 512
+"""Most workflows one workflow may wait for (``after``): a job needing two 256-leg matrix jobs."""
 _CONTEXT_KEYS: Final = frozenset({"repository", "sha", "ref", "ref_name", "event_name", "event"})
 _ACTION_KEY: Final = re.compile(
     r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}/[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}@[A-Za-z0-9_][A-Za-z0-9_./+-]{0,199}"
@@ -256,6 +266,20 @@ def _pinned_actions(value: Any, name: str) -> dict[str, Any]:
     return actions
 
 
+def _after(value: Any, name: str, own_id: str) -> tuple[str, ...]:
+    """``after``: 1..``MAX_AFTER`` workflow ids, sorted and unique (one set, one encoding), never
+    the workflow's own id."""
+    if type(value) not in (list, tuple) or not 0 < len(value) <= MAX_AFTER:
+        raise ModelError(f"{name}: expected a list of 1 to {MAX_AFTER} workflow ids (leave it out for none)")
+    for item in value:
+        _str(item, name, MAX_ID_LEN)
+    if list(value) != sorted(set(value)):
+        raise ModelError(f"{name}: workflow ids must be sorted and unique")
+    if own_id in value:
+        raise ModelError(f"{name}: a workflow cannot wait for itself")
+    return tuple(value)
+
+
 def _github_context(value: Any, name: str) -> dict[str, Any]:
     """The ``github`` context's shape (exact keys, no links); ``gha.context`` checks each value."""
     context = _map(value, name, len(_CONTEXT_KEYS))
@@ -274,6 +298,9 @@ class WorkflowDefinition:
 
     ``priority``: lower runs first. ``run``: the executable section (see ``executor``), absent for
     workflows that are only queued and popped by their owner through ``get_next_workflow``.
+    ``after``: ids of workflows that must be finished (completed, failed or cancelled) before this
+    one is runnable (the fold keeps it out of every queue until then: :class:`Waiting`); the
+    constructor sorts and deduplicates them; absent (empty) changes nothing in the block.
     """
 
     workflow_id: str
@@ -285,6 +312,7 @@ class WorkflowDefinition:
     workspace: CID | None = None
     actions: Mapping[str, Any] | None = None
     context: Mapping[str, Any] | None = None
+    after: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -298,6 +326,7 @@ class WorkflowDefinition:
         workspace: CID | None = None,
         actions: Mapping[str, Any] | None = None,
         context: Mapping[str, Any] | None = None,
+        after: Iterable[str] | None = None,
     ) -> None:
         object.__setattr__(self, "workflow_id", _str(workflow_id, "workflow_id", MAX_ID_LEN))
         object.__setattr__(self, "name", _str(name, "name", empty=True))
@@ -322,6 +351,13 @@ class WorkflowDefinition:
         object.__setattr__(
             self, "context", None if context is None else _github_context(dict(context), "context")
         )
+        if isinstance(after, str):
+            raise ModelError("after: expected a list of workflow ids, not one string")
+        waits = list(after or ())
+        if any(type(item) is not str for item in waits):
+            raise ModelError("after: workflow ids must be strings")
+        ordered = sorted(set(waits))
+        object.__setattr__(self, "after", _after(ordered, "after", self.workflow_id) if ordered else ())
 
     def __hash__(self) -> int:
         return hash((self.workflow_id, self.name, self.tags, self.priority))
@@ -329,7 +365,7 @@ class WorkflowDefinition:
     def to_ipld(self) -> dict[str, Any]:
         # Keys listed in DAG-CBOR order (v, id, run, name, tags, type, [actions, context,] metadata,
         # priority[, workspace]).
-        if self.workspace is not None or self.actions is not None or self.context is not None:
+        if self.workspace is not None or self.actions is not None or self.context is not None or self.after:
             return self._to_ipld_with_inputs()
         if self.run is None:
             return {
@@ -376,6 +412,7 @@ class WorkflowDefinition:
             workspace=_link(data["workspace"], "workflow.workspace") if "workspace" in data else None,
             actions=_pinned_actions(data["actions"], "workflow.actions") if "actions" in data else None,
             context=_github_context(data["context"], "workflow.context") if "context" in data else None,
+            after=_after(data["after"], "workflow.after", data["id"]) if "after" in data else None,
         )
 
     def _to_ipld_with_inputs(self) -> dict[str, Any]:
@@ -383,6 +420,8 @@ class WorkflowDefinition:
         if self.run is not None:
             data["run"] = dict(self.run)
         data.update(name=self.name, tags=list(self.tags), type="workflow")
+        if self.after:
+            data["after"] = list(self.after)
         if self.actions is not None:
             data["actions"] = {k: dict(v) for k, v in self.actions.items()}
         if self.context is not None:
@@ -424,6 +463,7 @@ class WorkflowDefinition:
                 else {}
             ),
             **({"context": dict(self.context)} if self.context is not None else {}),
+            **({"after": list(self.after)} if self.after else {}),
         }
 
     def is_p2p_eligible(self) -> bool:
@@ -675,7 +715,9 @@ _set_kind, _set_author, _set_height, _set_parents, _set_body, _set_key, _set_sig
 # --- Result -----------------------------------------------------------------------------------
 
 _RESULT_REQUIRED: Final = frozenset({"v", "id", "peer", "type", "status", "duration_ms"})
-_RESULT_OPTIONAL: Final = frozenset({"steps", "reason", "stderr", "stdout", "artifacts", "exit_code"})
+_RESULT_OPTIONAL: Final = frozenset(
+    {"steps", "reason", "stderr", "stdout", "outputs", "skipped", "artifacts", "exit_code"}
+)
 MAX_ARTIFACTS: Final = 64
 """Artifacts one Result may link (``actions/upload-artifact`` names; ``gha/artifacts.py``)."""
 _BAD_ARTIFACT_CHARS: Final = frozenset('/\\\0"<>|*?:\r\n')
@@ -698,6 +740,28 @@ def _artifacts(value: Any) -> tuple[tuple[str, CID], ...]:
         artifact_name(name)
         _link(link, f"result.artifacts.{name[:60]}")
     return tuple(sorted(value.items()))
+
+
+MAX_OUTPUTS: Final = 64
+MAX_OUTPUT_NAME: Final = 100
+MAX_OUTPUT_BYTES: Final = 64 * 1024
+"""Bound on one job output's value (UTF-8 bytes); a Result holds at most ``MAX_OUTPUTS`` of them."""
+
+
+def _outputs(value: Any, name: str) -> dict[str, str]:
+    """A job's outputs: 1..``MAX_OUTPUTS`` names (GitHub's id syntax) to strings."""
+    outputs = _map(value, name, MAX_OUTPUTS)
+    if not outputs:
+        raise ModelError(f"{name}: an empty map is written as no field")
+    for key, item in outputs.items():
+        if type(key) is not str or not _OUTPUT_NAME.fullmatch(key):
+            raise ModelError(f"{name}: {str(key)[:40]!r} is not an output name")
+        if type(item) is not str or len(item.encode("utf-8", "surrogatepass")) > MAX_OUTPUT_BYTES:
+            raise ModelError(f"{name}.{key}: expected a string of at most {MAX_OUTPUT_BYTES} bytes")
+    return outputs
+
+
+_OUTPUT_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,99}")
 
 
 class ResultStatus(StrEnum):
@@ -733,6 +797,10 @@ class Result:
     stdout: CID | None = None
     stderr: CID | None = None
     steps: tuple[Mapping[str, Any], ...] = ()
+    outputs: Mapping[str, str] | None = None
+    """A GitHub Actions job's outputs (``needs.<job>.outputs`` of the jobs after it); None: none."""
+    skipped: bool = False
+    """The job did not run: its ``if:`` (or a needed job's result) skipped it; status is success."""
     artifacts: tuple[tuple[str, CID], ...] = ()
     """``(name, root link)`` sorted by name: what the job uploaded, one ``gha/workspace.py`` tree
     each; written as the ``artifacts`` map only when there is one, so other Results keep their CIDs."""
@@ -754,6 +822,8 @@ class Result:
             "status": str(self.status),
             "stderr": self.stderr,
             "stdout": self.stdout,
+            "outputs": dict(self.outputs) if self.outputs else None,
+            "skipped": True if self.skipped else None,
             "artifacts": {name: link for name, link in self.artifacts} if self.artifacts else None,
             "exit_code": self.exit_code,
             "duration_ms": self.duration_ms,
@@ -787,5 +857,7 @@ class Result:
             stdout=_link(data["stdout"], "result.stdout") if "stdout" in data else None,
             stderr=_link(data["stderr"], "result.stderr") if "stderr" in data else None,
             steps=tuple(steps),
+            outputs=_outputs(data["outputs"], "result.outputs") if "outputs" in data else None,
+            skipped=_true(data["skipped"], "result.skipped") if "skipped" in data else False,
             artifacts=_artifacts(data["artifacts"]) if "artifacts" in data else (),
         )

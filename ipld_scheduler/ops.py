@@ -227,6 +227,73 @@ def workflow_from_actions(
     }
 
 
+def whole_workflow(yaml_text: str, job: str | None) -> bool:
+    """Whether scheduling this file schedules several units of work: no ``job`` asked for, and the
+    file's accepted jobs make more than one unit (a job each, a leg each of a static matrix). A file
+    of one such unit is scheduled as one workflow, as before (id ``<file>:<job>`` or ``--id``)."""
+    from .gha.plan import WorkflowFileError, plan_workflow
+
+    if job:
+        return False
+    try:
+        plan = plan_workflow(yaml_text)
+    except WorkflowFileError:
+        return False  # the single-job path reports it
+    return sum(max(1, len(each.matrix_legs)) for each in plan.jobs) > 1
+
+
+def workflows_from_actions(
+    yaml_text: str,
+    *,
+    workflow_id: str | None = None,
+    name: str | None = None,
+    tags: Iterable[str] | str | None = None,
+    priority: float | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    env_tags: str | None = None,
+    source: str = "",
+    block_fields: Mapping[str, Any] | None = None,
+    units: Any = None,
+) -> list[dict[str, Any]]:
+    """:func:`workflow_from_actions` for a whole workflow (pure; no replica): one job object of
+    :func:`schedule_many` per unit (``gha.plan.plan_units``: a job, or a leg of its static matrix),
+    ids ``BASE:JOB`` / ``BASE:JOB:N`` with ``BASE`` = ``workflow_id`` or the file, each with ``after``
+    = the units of the jobs it needs. ``units``: already planned ones (``schedule_actions``)."""
+    from .gha.plan import WorkflowFileError, plan_units, plan_workflow, workflow_metadata
+
+    try:
+        declared = name or workflow_metadata(yaml_text).name
+        if units is None:
+            plan = plan_workflow(yaml_text)
+            if not plan.jobs:
+                plan.only_job()  # raises, naming the refusals
+            units = plan_units(yaml_text, plan, workflow_id or source or "workflow")
+    except WorkflowFileError as exc:
+        raise InvalidArgument(f"workflow file{' ' + source if source else ''}: {exc}") from None
+    jobs = []
+    for unit in units:
+        args = workflow_from_actions(
+            yaml_text,
+            job=unit.job_id,
+            workflow_id=unit.workflow_id,
+            name=f"{declared} / {unit.name}" if declared else unit.name,
+            tags=tags,
+            priority=priority,
+            metadata=metadata,
+            env_tags=env_tags,
+            source=source,
+        )
+        args["run"] = dict(unit.run)
+        if unit.leg is not None:
+            args["metadata"] = {**args["metadata"], "matrix_leg": unit.leg}
+        if unit.after:
+            args["after"] = list(unit.after)
+        if block_fields:
+            args["job_inputs"] = dict(block_fields)
+        jobs.append(args)
+    return jobs
+
+
 def _run_section(command: str) -> dict[str, Any]:
     """``--run CMD``: a one-step bash run section (see ``executor``)."""
     return {"steps": [{"name": "run", "run": command}]}
@@ -243,6 +310,7 @@ async def schedule(
     require_run: bool = False,
     job_inputs: Mapping[str, Any] | None = None,
     retries: Any = 0,
+    after: Iterable[str] | None = None,
 ) -> dict[str, Any]:
     """Schedule a workflow (idempotent by id and definition). A refusal is ``success: false`` with
     ``reason`` (as in the prototype), not an exception: it is an answer about the workflow.
@@ -253,8 +321,10 @@ async def schedule(
     ``require_run``: refuse (:class:`InvalidInput`) a workflow with nothing to run, which no peer
     would ever start; front ends set it unless the caller takes work itself with ``next``.
     ``job_inputs``: a GitHub Actions job's ``workspace``/``actions``/``context`` block fields
-    (:func:`schedule_actions` passes them; not for remote callers: they hold links)."""
-    workflow = _workflow(workflow_id, name, tags, priority, metadata, run, require_run, job_inputs)
+    (:func:`schedule_actions` passes them; not for remote callers: they hold links).
+    ``after``: ids of workflows that must be finished (completed, failed or cancelled) before this
+    one runs; it waits, pending with ``waiting: waiting-for-needs``, until then."""
+    workflow = _workflow(workflow_id, name, tags, priority, metadata, run, require_run, job_inputs, after)
     return _explained(await replica.schedule_workflow(workflow, _retries(retries)), workflow)
 
 
@@ -267,6 +337,7 @@ def _workflow(
     run: Mapping[str, Any] | str | None,
     require_run: bool,
     job_inputs: Mapping[str, Any] | None,
+    after: Iterable[str] | None = None,
 ) -> WorkflowDefinition:
     """The workflow :func:`schedule` would schedule, validated (:class:`InvalidArgument` if not)."""
     if require_run and not run:
@@ -292,9 +363,21 @@ def _workflow(
             dict(metadata) if metadata else None,
             run,
             **dict(job_inputs or {}),
+            after=_after(after),
         )
     except ModelError as exc:
         raise InvalidArgument(str(exc)) from None
+
+
+def _after(value: Any) -> list[str] | None:
+    from .model import MAX_AFTER
+
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or len(items) > MAX_AFTER:
+        raise InvalidArgument(f"after: expected a list of at most {MAX_AFTER} workflow ids")
+    return [_text(item, "after", limit=256) for item in items]
 
 
 def _explained(answer: dict[str, Any], workflow: WorkflowDefinition) -> dict[str, Any]:
@@ -317,7 +400,9 @@ def _explained(answer: dict[str, Any], workflow: WorkflowDefinition) -> dict[str
 MAX_BATCH: Final = 10_000
 """Most workflows one :func:`schedule_many` call takes (a bound on one request's memory and commit)."""
 
-JOB_FIELDS: Final = frozenset({"workflow_id", "name", "tags", "priority", "metadata", "run", "manual"})
+JOB_FIELDS: Final = frozenset(
+    {"workflow_id", "name", "tags", "priority", "metadata", "run", "manual", "after"}
+)
 """The fields of one job of :func:`schedule_many`: :func:`schedule`'s, plus ``manual`` (nothing to run)."""
 
 
@@ -390,6 +475,7 @@ def _job(job: Any) -> WorkflowDefinition:
         run,
         False,
         None,
+        job.get("after"),
     )
 
 
@@ -430,6 +516,7 @@ async def schedule_actions(
     env_tags: str | None = None,
     source: str = "",
     retries: Any = 0,
+    after: Iterable[str] | None = None,
 ) -> dict[str, Any]:
     """Schedule a job of a GitHub Actions workflow file in the git checkout ``checkout`` with its
     inputs: the tree per ``workspace`` (``head``, ``worktree`` or ``none``) as blocks in this peer's
@@ -438,7 +525,12 @@ async def schedule_actions(
     running the operation (the CLI's, or the local peer it talks to). ``workspace_limit``: bytes of
     file content (default ``gha.workspace.DEFAULT_MAX_BYTES``, also what executing peers accept).
     The other arguments are :func:`workflow_from_actions`'s; the answer is :func:`schedule`'s plus
-    ``workspace`` (root CID or null) and ``actions`` (pinned keys). ``checkout`` None: the git work
+    ``workspace`` (root CID or null) and ``actions`` (pinned keys).
+
+    Without ``job``, a file of several units of work (jobs, legs of static matrices) is scheduled
+    whole, in one batch (:func:`workflows_from_actions`): the answer is :func:`schedule_many`'s plus
+    ``workspace`` and ``actions``. ``after`` (one job only): workflows it waits for, as in
+    :func:`schedule`. ``checkout`` None: the git work
     tree holding the file, and ``source`` (the id's file part) its path there, as the CLI names it."""
     from .gha.pin import ActionSource
     from .gha.submission import prepare
@@ -460,6 +552,29 @@ async def schedule_actions(
             text = handle.read(2 * 1024 * 1024 + 1).decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidArgument(f"cannot read workflow file {str(path)!r}: {exc}") from None
+    if whole_workflow(text, job):
+        if after:
+            raise InvalidArgument("after: give it with one job (--job); whole workflows wait by needs")
+        return await _schedule_whole(
+            replica,
+            text,
+            Path(_text(checkout, "checkout", limit=4096)),
+            path,
+            pin_actions=bool(pin_actions),
+            workspace=workspace,
+            event=event,
+            base_ref=base_ref,
+            limit=limit,
+            action_source=action_source,
+            workflow_id=workflow_id,
+            name=name,
+            tags=tags,
+            priority=priority,
+            metadata=metadata,
+            env_tags=env_tags,
+            source=source,
+            retries=retries,
+        )
     args = workflow_from_actions(
         text,
         job=job,
@@ -491,11 +606,98 @@ async def schedule_actions(
         ) from None
     args["run"] = dict(submission.run)
     answer = await schedule(
-        replica, **args, require_run=True, job_inputs=submission.block_fields(), retries=retries
+        replica, **args, require_run=True, job_inputs=submission.block_fields(), retries=retries, after=after
     )
     answer["workspace"] = None if submission.workspace is None else str(submission.workspace)
     answer["actions"] = sorted(submission.actions)
     return answer
+
+
+async def _schedule_whole(
+    replica: Replica,
+    text: str,
+    checkout: Path,
+    path: Path,
+    *,
+    pin_actions: bool,
+    workspace: str,
+    event: str | None,
+    base_ref: str | None,
+    limit: int | None,
+    action_source: str | None,
+    workflow_id: str | None,
+    name: str | None,
+    tags: Iterable[str] | str | None,
+    priority: float | None,
+    metadata: Mapping[str, Any] | None,
+    env_tags: str | None,
+    source: str,
+    retries: Any,
+) -> dict[str, Any]:
+    """:func:`schedule_actions` of a whole workflow: every unit in one batch (``schedule_many``'s
+    answer, plus ``workspace`` and ``actions``), the tree packed and the actions pinned once."""
+    from .gha.pin import ActionSource
+    from .gha.plan import WorkflowFileError
+    from .gha.submission import prepare_workflow
+    from .gha.workspace import DEFAULT_MAX_BYTES, WorkspaceError
+
+    if _retries(retries):
+        raise InvalidArgument("retries: give them per job (--job); a whole workflow is scheduled without")
+    try:
+        submission = await prepare_workflow(
+            checkout,
+            path,
+            replica.store,
+            workflow_id or source or "workflow",
+            pin_actions=pin_actions,
+            workspace=workspace,  # type: ignore[arg-type]  # checked by the caller
+            event=event,
+            base_ref=base_ref,
+            source=ActionSource(action_source) if action_source else None,
+            limit=DEFAULT_MAX_BYTES if limit is None else limit,
+        )
+    except WorkflowFileError as exc:
+        raise InvalidArgument(f"workflow file{' ' + source if source else ''}: {exc}") from None
+    except WorkspaceError as exc:
+        raise InvalidArgument(
+            f"workspace: {exc} (send less with --workspace none, or raise --workspace-limit; executing "
+            f"peers accept at most {DEFAULT_MAX_BYTES} bytes)"
+        ) from None
+    jobs = workflows_from_actions(
+        text,
+        workflow_id=workflow_id,
+        name=name,
+        tags=tags,
+        priority=priority,
+        metadata=metadata,
+        env_tags=env_tags,
+        source=source,
+        block_fields=submission.block_fields(),
+        units=submission.units,
+    )
+    workflows = [
+        _workflow(
+            job["workflow_id"],
+            job["name"],
+            job["tags"],
+            job["priority"],
+            job["metadata"],
+            job["run"],
+            True,
+            job.get("job_inputs"),
+            job.get("after"),
+        )
+        for job in jobs
+    ]
+    answers = await replica.schedule_many(workflows)
+    results = [_explained(answer, workflow) for answer, workflow in zip(answers, workflows, strict=True)]
+    return {
+        "success": all(r["success"] for r in results),
+        "scheduled": sum(1 for r in results if r["success"] and not r["existing"]),
+        "results": results,
+        "workspace": None if submission.workspace is None else str(submission.workspace),
+        "actions": sorted(submission.actions),
+    }
 
 
 async def next_workflow(replica: Replica) -> dict[str, Any]:
@@ -871,6 +1073,7 @@ def _run_row(replica: Replica, run: Run, limit: int) -> dict[str, Any]:
     """One finished run as the fold recorded it; only the log blobs are read from the repo."""
     stdout, out_cut = _log_text(replica, run, "stdout", limit)
     stderr, err_cut = _log_text(replica, run, "stderr", limit)
+    outputs, skipped = _job_outputs(replica, run.result)
     return {
         "artifacts": _artifact_links(replica, run.result),
         "peer": run.peer,
@@ -885,7 +1088,23 @@ def _run_row(replica: Replica, run: Run, limit: int) -> dict[str, Any]:
         "stderr": stderr,
         "stdout_truncated": out_cut,
         "stderr_truncated": err_cut,
+        "outputs": outputs,
+        "skipped": skipped,
     }
+
+
+def _job_outputs(replica: Replica, cid: CID | None) -> tuple[dict[str, str], bool]:
+    """A GitHub Actions job's recorded ``outputs`` and ``skipped`` flag, from its Result block."""
+    from .model import Result
+
+    data = replica.repo.get_block(cid) if cid is not None else None
+    if data is None:
+        return {}, False
+    try:
+        result = Result.from_ipld(decode(data))
+    except (CodecError, ModelError):
+        return {}, False
+    return dict(result.outputs or {}), result.skipped
 
 
 async def results(replica: Replica, workflow_id: str, max_log_bytes: Any = LOG_TEXT_LIMIT) -> dict[str, Any]:

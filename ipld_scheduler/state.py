@@ -17,7 +17,13 @@ they arrive in. Every rule is therefore a join over sets:
 * status is a precedence over the current attempt's completions, failures, cancels and claims
   (completed > failed > cancelled > running > pending); a failure whose Result says ``cancelled``
   (a run stopped by a cancel, recorded with its partial output) counts as a cancel, not a failure;
-* priority and transfers are last-writer-wins registers.
+* priority and transfers are last-writer-wins registers;
+* dependencies: a pending workflow whose definition names ``after`` ids that are not all finished
+  (completed, failed or cancelled; an id not scheduled yet counts as unfinished) waits: it is in no
+  queue, and its record says why (``waiting`` = :class:`~.model.Waiting` ``NEEDS``, ``waiting_for``
+  the ids, sorted). It depends only on the dependencies' derived statuses, so a ``retry`` that
+  reopens a dependency makes a still-pending dependent wait again; a claimed or finished dependent
+  keeps its runs.
 
 ``apply`` dispatches with ``match`` on the event's typed payload (``events``); per finished run it
 records what readers need (outcome, exit code, duration, reason, log links, steps, result CID),
@@ -51,7 +57,7 @@ from .events import (
 )
 from .events import Schedule as ScheduleEvent
 from .heap import FibonacciHeap
-from .model import Event, Result, ResultStatus, WorkflowDefinition, WorkflowStatus
+from .model import Event, Result, ResultStatus, Waiting, WorkflowDefinition, WorkflowStatus
 
 __all__ = ["MemberEntry", "State", "WorkflowRecord"]
 
@@ -212,6 +218,10 @@ class WorkflowRecord:
     """Cache for unfinished records, kept current by membership changes; for a finished record it
     is what it was when the run ended. Readers ask :meth:`State.owner`, the one source."""
     status: WorkflowStatus = PENDING
+    waiting: Waiting | None = None
+    """Why a pending workflow is in no queue (None: it is runnable)."""
+    waiting_for: tuple[str, ...] = ()
+    """With ``Waiting.NEEDS``: the ids of its ``after`` workflows not finished yet, sorted."""
 
     @property
     def effective_priority(self) -> float:
@@ -259,6 +269,8 @@ class WorkflowRecord:
             "failures": len(self.failures),
             "duplicates": self.duplicates,
             "attempt": self.attempt,
+            "waiting": self.waiting,
+            "waiting_for": list(self.waiting_for),
             "results": [
                 {
                     "peer": r.peer,
@@ -287,6 +299,8 @@ class State:
         self._handle_keys: dict[str, tuple[float, int, bytes]] = {}
         self.events = 0
         self.kinds: dict[str, int] = {}
+        self.dependents: dict[str, set[str]] = {}
+        """Workflow id -> ids of workflows some schedule of which names it in ``after``."""
         self.retryable: set[str] = set()
         """Ids of failed workflows whose schedule's retry budget is not used up (for the runtime)."""
         self._keys_by_admins = False
@@ -388,7 +402,10 @@ class State:
                 pass  # reserved: carries no state the fold derives yet
         for wid in touched:
             self._refresh(self.workflows[wid])
-        return touched
+        waiting = {d for wid in touched for d in self.dependents.get(wid, ()) if d not in touched}
+        for wid in sorted(waiting):  # their gate reads the statuses just refreshed
+            self._refresh(self.workflows[wid])
+        return touched | waiting
 
     def _membership(
         self,
@@ -441,6 +458,8 @@ class State:
         )
         sched.retries = payload.retries or 0
         rec = self._record(workflow.workflow_id)
+        for dependency in workflow.after:
+            self.dependents.setdefault(dependency, set()).add(workflow.workflow_id)
         rec.schedules[cid] = sched
         if rec.winner is None or stamp < rec.winner.stamp:
             rec.winner = sched
@@ -516,6 +535,9 @@ class State:
         new_owner = self.owner_of(rec)
         rec.attempt = self._current_attempt(rec)
         rec.status = self._status(rec, new_owner)
+        blocked = self._unfinished_after(rec) if rec.status == PENDING else ()
+        rec.waiting = Waiting.NEEDS if blocked else None
+        rec.waiting_for = blocked
         rec.owner = new_owner
         wid = rec.workflow_id
         if rec.status == FAILED and rec.winner is not None and rec.attempt < rec.winner.retries:
@@ -537,11 +559,28 @@ class State:
                 self.by_owner.setdefault(new_owner, set()).add(wid)
         self._sync_queue(rec)
 
+    def _unfinished_after(self, rec: WorkflowRecord) -> tuple[str, ...]:
+        """The ids of ``rec``'s ``after`` workflows not finished (or not scheduled) yet, sorted."""
+        if rec.winner is None:
+            return ()
+        workflows = self.workflows
+        blocked = []
+        for dependency in rec.winner.workflow.after:
+            other = workflows.get(dependency)
+            if other is None or other.winner is None or other.status not in FINISHED:
+                blocked.append(dependency)
+        return tuple(blocked)
+
     def _sync_queue(self, rec: WorkflowRecord) -> None:
         if self.local_peer is None:
             return
         wid = rec.workflow_id
-        wanted = rec.status == PENDING and rec.owner == self.local_peer and rec.winner is not None
+        wanted = (
+            rec.status == PENDING
+            and rec.waiting is None
+            and rec.owner == self.local_peer
+            and rec.winner is not None
+        )
         handle = self._handles.get(wid)
         if not wanted:
             if handle is not None:

@@ -251,6 +251,7 @@ workflows = st.builds(
             "event": plain_maps,
         }
     ),
+    after=st.none() | st.lists(st.sampled_from(["build", "test:1", "test:2", "x" * 256]), max_size=3),
 )
 
 # What the test (not the model) believes each body field holds; the schema agreement tests above
@@ -307,6 +308,9 @@ results = st.builds(
     stdout=st.none() | cids,
     stderr=st.none() | cids,
     steps=st.lists(plain_maps, max_size=3).map(tuple),
+    outputs=st.none()
+    | st.dictionaries(st.sampled_from(["v", "out_1", "a-b"]), st.text(max_size=20), min_size=1),
+    skipped=st.booleans(),
 )
 
 
@@ -679,3 +683,43 @@ def test_job_input_rules_beyond_the_schema(actions: dict[str, Any]) -> None:
     data["actions"] = actions
     with pytest.raises(ModelError):
         WorkflowDefinition.from_ipld(data)
+
+
+def test_after_is_written_only_when_given_sorted_and_bounded() -> None:
+    """``after`` absent keeps the CID; given, it is sorted, unique, bounded, never the own id."""
+    plain = WorkflowDefinition("w", "w", ["p2p_eligible"], 1.0, None, {"steps": []})
+    same = WorkflowDefinition("w", "w", ["p2p_eligible"], 1.0, None, {"steps": []}, after=[])
+    assert same.to_ipld() == plain.to_ipld() and "after" not in plain.to_ipld()
+    waiting = WorkflowDefinition("w", "w", ["p2p_eligible"], 1.0, None, {"steps": []}, after=["b", "a", "b"])
+    data = waiting.to_ipld()
+    assert waiting.after == ("a", "b") and data["after"] == ["a", "b"]
+    assert list(data) == ["v", "id", "run", "name", "tags", "type", "after", "metadata", "priority"]
+    validate("Workflow", data, SCHEMA)
+    assert WorkflowDefinition.from_ipld(data) == waiting
+    for bad in (["b", "a"], ["a", "a"], [], ["w"], [1], "a", ["x" * 257], [f"d{i:04}" for i in range(513)]):
+        with pytest.raises(ModelError):
+            WorkflowDefinition.from_ipld({**data, "after": bad})
+    with pytest.raises(ModelError):
+        WorkflowDefinition("w", "w", after=["w"])
+    with pytest.raises(ModelError):
+        WorkflowDefinition("w", "w", after="a")
+
+
+def test_result_outputs_and_skipped_rules() -> None:
+    result = Result("w", "p", "success", 1, outputs={"v": "1", "other": "${{ x }}"}, skipped=True)
+    data = result.to_ipld()
+    assert list(data) == ["v", "id", "peer", "type", "steps", "status", "outputs", "skipped", "duration_ms"]
+    validate("Result", data, SCHEMA)
+    assert Result.from_ipld(data) == result
+    assert "outputs" not in Result("w", "p", "success", 1).to_ipld()
+    assert "skipped" not in Result("w", "p", "success", 1).to_ipld()
+    for field, bad in (
+        ("outputs", {}),
+        ("outputs", {"1bad": "v"}),
+        ("outputs", {"v": 1}),
+        ("outputs", {"v": "x" * (64 * 1024 + 1)}),
+        ("outputs", {f"o{i}": "v" for i in range(65)}),
+        ("skipped", False),
+    ):
+        with pytest.raises(ModelError):
+            Result.from_ipld({**data, field: bad})

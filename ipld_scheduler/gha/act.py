@@ -35,7 +35,11 @@ Optional typed inputs (keyword-only; absent = the behaviour before they existed)
 ``--action-offline-mode``), ``context`` (``github.*`` as recorded at schedule time: ``-e`` payload
 and ``SHA_REF``/``GITHUB_REF``/``GITHUB_REPOSITORY``... in the env file; the workspace repository
 gets the context's branch and an ``origin`` remote of its repository), ``secrets``
-(``gha/secrets.py``; their values are replaced by ``***`` in every output the outcome carries).
+(``gha/secrets.py``; their values are replaced by ``***`` in every output the outcome carries),
+``needs`` (the results of the jobs this one needs, which ran as workflows of their own, possibly
+on other peers: ``gha/needs.py`` rewrites the file so act runs each as a stub with those outputs and
+result, then this job; the log is read for this job only, act's exit status does not decide, and a
+job act skips (no result line for it) is a ``skipped`` success).
 act's artifact and cache servers always listen on 127.0.0.1, the artifact one on a port picked free
 per run (act's defaults, the outbound address and a fixed port, make two concurrent jobs collide and
 fail where there is no route).
@@ -62,14 +66,16 @@ from typing import Any, Final
 from ..codec import CID
 from ..errors import InvalidInput
 from ..executor import KILL_GRACE_S, PIPE_DRAIN_GRACE_S, RunOutcome, StepResult, StepStatus, StopCause
-from ..model import ResultStatus
+from ..model import MAX_OUTPUT_BYTES, MAX_OUTPUTS, ResultStatus
 from ..ports import BlockStore, StoreError
 from ..sandbox import Sandbox, SandboxError
 from .artifacts import ArtifactError
 from .artifacts import collect as collect_artifacts
 from .context import GithubContext
 from .docker import platform_flags
+from .needs import NeededJob, NeedsError, job_needs, stub_workflow
 from .pin import PinnedAction, fill_action_cache
+from .plan import WorkflowFileError
 from .secrets import Secrets, scrub
 from .workspace import WorkspaceError, materialize
 
@@ -97,6 +103,8 @@ _MATRIX_KEY: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 _LABEL: Final = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
 _OUTPUT_REF: Final = re.compile(r"\$\{\{\s*steps\.([A-Za-z0-9_-]+)\.outputs\.([A-Za-z0-9_-]+)\s*\}\}")
 _EXIT: Final = re.compile(r"exit status (\d+)")
+_OUTPUT_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,99}")
+_STUB_FAILED: Final = re.compile(r"Error: Job '([A-Za-z_][A-Za-z0-9_-]{0,99})' failed")
 _GIT_INIT: Final = (  # $1: branch name, $2: origin URL (may be empty); never spliced into the script
     "set -e\n"
     'git init -q -b "$1"\n'
@@ -163,6 +171,7 @@ class _Log:
     truncated: bool = False
     output_limit: int = MAX_LOG_LINE * 16  # bytes of output kept per step
     cut: set[str] = field(default_factory=set)  # step keys whose output was cut
+    job: str | None = None  # read only this job's lines (the others are needs stubs)
 
 
 def _scalar(value: Any, where: str) -> str:
@@ -246,6 +255,8 @@ def _feed(log: _Log, line: bytes) -> None:
         return
     if not isinstance(entry, dict):
         return
+    if log.job is not None and entry.get("jobID") != log.job:
+        return
     job_result = entry.get("jobResult")
     if isinstance(job_result, str) and job_result in _ACT_RESULTS:
         log.job_result = _ACT_RESULTS[job_result]
@@ -328,12 +339,14 @@ def job_outputs(workflow: str, job: str, step_outputs: Mapping[tuple[str, str], 
     resolved: dict[str, str] = {}
     if not isinstance(outputs, dict):
         return resolved
-    for name, value in list(outputs.items())[:64]:
-        if not isinstance(name, str) or not isinstance(value, str):
+    for name, value in list(outputs.items())[:MAX_OUTPUTS]:
+        if not isinstance(name, str) or not isinstance(value, str) or not _OUTPUT_NAME.fullmatch(name):
             continue
         match = _OUTPUT_REF.fullmatch(value.strip())
         if match and (match[1], match[2]) in step_outputs:
-            resolved[name] = step_outputs[(match[1], match[2])]
+            text = step_outputs[(match[1], match[2])]
+            cut = text.encode("utf-8", "replace")[:MAX_OUTPUT_BYTES]
+            resolved[name] = cut.decode("utf-8", "ignore")
     return resolved
 
 
@@ -491,6 +504,7 @@ async def run_job(
     secrets: Secrets | None = None,
     variables: Mapping[str, str] | None = None,
     docker_image: str | None = None,
+    needs: Mapping[str, NeededJob] | None = None,
 ) -> RunOutcome:
     """Run the act job ``run`` in ``workdir`` through ``sandbox``; never raises for a bad spec.
     A job marked ``docker`` runs in act's container mode with ``docker_image``, else is refused.
@@ -498,7 +512,8 @@ async def run_job(
     ``workdir/workspace`` may already hold the job's source tree (``gha.workspace.materialize``),
     or ``workspace_root`` names it in ``store``. ``actions`` (pinned, in ``store``) run offline;
     ``context`` sets ``github.*``; ``secrets`` reach the job as ``secrets.*`` and are masked in the
-    outcome, ``variables`` as ``vars.*`` (module docstring). ``timeout_s`` defaults to the sandbox
+    outcome, ``variables`` as ``vars.*`` (module docstring). ``needs``: the results of the jobs it
+    needs, run elsewhere (None: act runs them first, in this run). ``timeout_s`` defaults to the sandbox
     policy's wall time. Cancel and timeout stop act's whole process tree (SIGTERM, then SIGKILL
     after ``KILL_GRACE_S``); the rows logged so far are kept.
     """
@@ -520,6 +535,7 @@ async def run_job(
             secrets=secrets,
             variables=variables or {},
             docker_image=docker_image,
+            needs=needs,
             started=started,
         )
     finally:  # the secrets never outlive the run, whatever happened to it
@@ -596,13 +612,17 @@ async def _run_job(
     secrets: Secrets | None,
     variables: Mapping[str, str],
     docker_image: str | None,
+    needs: Mapping[str, NeededJob] | None,
     started: float,
 ) -> RunOutcome:
     try:
         spec = validate_spec(run)
         if spec.docker and docker_image is None:
             raise ActSpecError("run.docker: the job needs Docker and this peer runs act in host mode only")
-    except ActSpecError as exc:
+        needed = () if needs is None else job_needs(spec.workflow, spec.job)
+        if needed and needs is not None:
+            spec = replace(spec, workflow=stub_workflow(spec.workflow, spec.job, needs))
+    except (ActSpecError, NeedsError, WorkflowFileError) as exc:
         return RunOutcome(ResultStatus.REFUSED, None, time.monotonic() - started, (), str(exc))
     act = act_binary()
     if act is None:
@@ -650,7 +670,7 @@ async def _run_job(
             return RunOutcome(ResultStatus.FAILURE, None, time.monotonic() - started, (), reason)
 
     loop = asyncio.get_running_loop()
-    log = _Log(output_limit=output_limit)
+    log = _Log(output_limit=output_limit, job=spec.job if needed else None)
     closed = [loop.create_future(), loop.create_future()]
     readers = [_Reader(log, 0, closed[0]), _Reader(None, output_limit, closed[1])]
     transports: list[asyncio.ReadTransport] = []
@@ -690,7 +710,23 @@ async def _run_job(
     duration = time.monotonic() - started
     steps = _outcome_steps(log)
     act_stderr = bytes(readers[1].data)
-    succeeded = proc.returncode == 0 and log.job_result is ActResult.SUCCESS and cause is None
+    if needed:  # act fails the run for a failed stub: only this job's own result decides
+        succeeded = log.job_result is ActResult.SUCCESS and cause is None
+        stubs = set(_STUB_FAILED.findall(act_stderr.decode(errors="replace")))
+        skipped = (
+            cause is None
+            and log.job_result is None
+            and not log.rows
+            and (proc.returncode == 0 or (bool(stubs) and stubs <= set(needed)))
+        )
+        if skipped:
+            results = ", ".join(f"{n}: {needs[n].result}" for n in needed if needs is not None)
+            reason = f"skipped: act did not run job {spec.job!r} (needs {results})"
+            return RunOutcome(
+                ResultStatus.SUCCESS, None, time.monotonic() - started, (), reason, skipped=True
+            )
+    else:
+        succeeded = proc.returncode == 0 and log.job_result is ActResult.SUCCESS and cause is None
     if act_stderr and not succeeded:  # act's own complaints (bad YAML, unknown job, ...)
         act_row = StepResult(
             "act", proc.returncode, 0.0, b"", act_stderr, False, readers[1].truncated, StepStatus.FAILURE

@@ -68,6 +68,7 @@ __all__ = [
     "ActRunSpecError",
     "JobPlan",
     "MatrixLeg",
+    "PlannedUnit",
     "Refusal",
     "RefusalReason",
     "WorkflowFileError",
@@ -78,8 +79,10 @@ __all__ = [
     "default_event",
     "expand_matrix",
     "load_workflow",
+    "plan_units",
     "plan_workflow",
     "runs_on",
+    "unit_id",
     "validate_act_run",
     "workflow_metadata",
 ]
@@ -699,6 +702,57 @@ def plan_workflow(yaml_text: str, *, docker_available: bool | None = None) -> Wo
         name=_clip(name, MAX_NAME_CHARS) if isinstance(name, str) and name else None,
         events=_events(doc),
     )
+
+
+# --- whole workflows: a unit of work per job and matrix leg -------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedUnit:
+    """One unit of work of a whole workflow: a job, or one leg of its static matrix. ``after``: the
+    ids of every unit of the jobs it needs (sorted), which must finish before it runs."""
+
+    workflow_id: str
+    job_id: str
+    name: str
+    run: Mapping[str, Any]
+    after: tuple[str, ...]
+    leg: int | None = None
+    """1-based leg number in GitHub's order; None for a job without a static matrix."""
+
+
+def unit_id(base: str, job_id: str, leg: int | None) -> str:
+    """``BASE:JOB``, or ``BASE:JOB:N`` for leg N of a matrix."""
+    return f"{base}:{job_id}" if leg is None else f"{base}:{job_id}:{leg}"
+
+
+def _leg_name(job: JobPlan, leg: MatrixLeg) -> str:
+    shown = ", ".join(str(v) if not isinstance(v, dict | list) else "..." for v in leg.values.values())
+    return _clip(f"{job.name} ({shown})", MAX_NAME_CHARS)
+
+
+def plan_units(
+    yaml_text: str, plan: WorkflowPlan, base: str, *, event: str | None = None
+) -> tuple[PlannedUnit, ...]:
+    """Every accepted job of the file as units of work, in file order: one per leg of a static
+    matrix (act selects it with ``--matrix``), else one (a dynamic matrix's legs run together).
+    Ids are :func:`unit_id` of ``base``; each unit waits for all units of the jobs it needs."""
+    ids: dict[str, list[str]] = {}
+    for job in plan.jobs:
+        legs = range(1, len(job.matrix_legs) + 1) if job.matrix_legs else [None]
+        ids[job.job_id] = [unit_id(base, job.job_id, n) for n in legs]
+    units: list[PlannedUnit] = []
+    for job in plan.jobs:
+        after = tuple(sorted({wid for need in job.needs for wid in ids[need]}))
+        if not job.matrix_legs:
+            run = act_run_spec(yaml_text, plan, job.job_id, event=event)
+            units.append(PlannedUnit(ids[job.job_id][0], job.job_id, job.name, run, after))
+            continue
+        for number, leg in enumerate(job.matrix_legs, start=1):
+            run = act_run_spec(yaml_text, plan, job.job_id, event=event, leg=leg)
+            name = _leg_name(job, leg)
+            units.append(PlannedUnit(ids[job.job_id][number - 1], job.job_id, name, run, after, number))
+    return tuple(units)
 
 
 # --- the run spec --------------------------------------------------------------------------------

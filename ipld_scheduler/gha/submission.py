@@ -29,13 +29,24 @@ from ..codec import CID
 from ..errors import InvalidInput
 from ..ports import BlockStore
 from .context import GithubContext, from_checkout
+from .needs import NeededJob, Upstream, merge_needs
 from .pin import ActionSource, PinnedAction, actions_from_ipld, actions_to_ipld
 from .pin import pin_actions as pin_job_actions
-from .plan import MAX_YAML_BYTES, RefusalReason, WorkflowFileError, act_run_spec, default_event, plan_workflow
+from .plan import (
+    MAX_YAML_BYTES,
+    PlannedUnit,
+    RefusalReason,
+    WorkflowFileError,
+    WorkflowPlan,
+    act_run_spec,
+    default_event,
+    plan_units,
+    plan_workflow,
+)
 from .secrets import Secrets
 from .workspace import DEFAULT_MAX_BYTES, WorkspaceError, pack
 
-__all__ = ["JobInputs", "Submission", "WorkspaceMode", "prepare"]
+__all__ = ["JobInputs", "Submission", "WorkflowSubmission", "WorkspaceMode", "prepare", "prepare_workflow"]
 
 WorkspaceMode = Literal["head", "worktree", "none"]
 
@@ -65,16 +76,40 @@ class Submission:
 
 
 @dataclass(frozen=True)
+class WorkflowSubmission:
+    """A whole workflow prepared: its ``units`` (a job or matrix leg each, ``gha.plan.plan_units``)
+    share one tree, one context and the actions of every job, pinned together."""
+
+    units: tuple[PlannedUnit, ...]
+    workspace: CID | None
+    actions: Mapping[str, PinnedAction] = field(default_factory=dict)
+    context: GithubContext | None = None
+
+    def block_fields(self) -> dict[str, Any]:
+        """The Workflow-block fields every unit carries (as :meth:`Submission.block_fields`)."""
+        return Submission({}, self.workspace, self.actions, self.context).block_fields()
+
+
+@dataclass(frozen=True)
 class JobInputs:
     """What the executing peer hands ``gha.act.run_job`` besides the run spec: the block fields of a
     Workflow decoded strictly (:meth:`from_block_fields`), plus the peer's own ``secrets`` and
-    ``variables`` (never from a block; chosen with ``gha.secrets.secrets_for``)."""
+    ``variables`` (never from a block; chosen with ``gha.secrets.secrets_for``), and ``upstream``:
+    the finished workflows of its ``after`` list with their Result blocks, in ``after`` order
+    (empty when it has none; ``runtime.jobinputs.upstream_results`` finds them in the fold)."""
 
     workspace: CID | None = None
     actions: Mapping[str, PinnedAction] = field(default_factory=dict)
     context: GithubContext | None = None
     secrets: Secrets | None = None
     variables: Mapping[str, str] = field(default_factory=dict)
+    upstream: tuple[Upstream, ...] = ()
+
+    @property
+    def needs(self) -> dict[str, NeededJob] | None:
+        """The ``needs`` context the job gets from its upstream results (``gha.needs``); None when
+        it has no ``after`` list, so act runs the jobs it needs itself, in the same run."""
+        return merge_needs(self.upstream) if self.upstream else None
 
     @classmethod
     def from_block_fields(
@@ -83,6 +118,7 @@ class JobInputs:
         *,
         secrets: Secrets | None = None,
         variables: Mapping[str, str] | None = None,
+        upstream: tuple[Upstream, ...] = (),
     ) -> JobInputs:
         """``workspace``/``actions``/``context`` as a Workflow block carries them (each optional);
         raises ``InvalidInput`` naming the first malformed one."""
@@ -94,7 +130,7 @@ class JobInputs:
             raise InvalidInput("workspace: expected a link to a directory tree")
         actions = actions_from_ipld(fields["actions"]) if "actions" in fields else {}
         context = GithubContext.from_ipld(fields["context"]) if "context" in fields else None
-        return cls(workspace, actions, context, secrets, dict(variables or {}))
+        return cls(workspace, actions, context, secrets, dict(variables or {}), tuple(upstream))
 
 
 def _read_workflow(path: Path) -> str:
@@ -177,15 +213,85 @@ async def prepare(
     job_plan = plan.job(job) if job is not None else plan.only_job()
     chosen_event = event if event is not None else default_event(plan)
     run = act_run_spec(text, plan, job_plan.job_id, event=chosen_event)
-    context = from_checkout(checkout, event=chosen_event, base_ref=base_ref, inputs=inputs)
+    jobs = {each.job_id: each for each in plan.jobs}
+    root, pinned, context = await _inputs(
+        checkout,
+        store,
+        plan,
+        _with_needs(jobs, job_plan.job_id) if pin_actions else [],
+        workspace=workspace,
+        event=chosen_event,
+        source=source,
+        base_ref=base_ref,
+        inputs=inputs,
+        limit=limit,
+    )
+    return Submission(run, root, pinned, context)
+
+
+async def _inputs(
+    checkout: Path,
+    store: BlockStore,
+    plan: WorkflowPlan,
+    pin_jobs: list[str],
+    *,
+    workspace: WorkspaceMode,
+    event: str,
+    source: ActionSource | None,
+    base_ref: str | None,
+    inputs: Mapping[str, str] | None,
+    limit: int,
+) -> tuple[CID | None, dict[str, PinnedAction], GithubContext]:
+    """The tree, the pinned actions of ``pin_jobs`` and the context, shared by one job or many."""
+    context = from_checkout(checkout, event=event, base_ref=base_ref, inputs=inputs)
     root: CID | None = None
     if workspace == "head":
         root = await pack(checkout, store, limit=limit)
     elif workspace == "worktree":
         root = await pack(checkout, store, limit=limit, rev=_worktree_tree(checkout))
     pinned: dict[str, PinnedAction] = {}
-    if pin_actions:
+    if pin_jobs:
         jobs = {each.job_id: each for each in plan.jobs}
-        uses = [u for job_id in _with_needs(jobs, job_plan.job_id) for u in jobs[job_id].uses]
+        uses = [u for job_id in pin_jobs for u in jobs[job_id].uses]
         pinned = await pin_job_actions(uses, store, source=source)
-    return Submission(run, root, pinned, context)
+    return root, pinned, context
+
+
+async def prepare_workflow(
+    checkout: Path,
+    workflow_file: Path,
+    store: BlockStore,
+    base: str,
+    *,
+    pin_actions: bool = False,
+    workspace: WorkspaceMode = "head",
+    event: str | None = None,
+    source: ActionSource | None = None,
+    base_ref: str | None = None,
+    inputs: Mapping[str, str] | None = None,
+    limit: int = DEFAULT_MAX_BYTES,
+) -> WorkflowSubmission:
+    """Every accepted job of ``workflow_file`` as units of work with ids from ``base``
+    (``gha.plan.plan_units``), with the inputs :func:`prepare` gives one job, packed and pinned once
+    for all. Raises as :func:`prepare`; a file with no accepted job is a ``WorkflowFileError``."""
+    if workspace not in ("head", "worktree", "none"):
+        raise WorkspaceError(f"workspace mode {str(workspace)[:20]!r}: expected head, worktree or none")
+    text = _read_workflow(Path(workflow_file))
+    plan = plan_workflow(text)
+    if not plan.jobs:
+        plan.only_job()  # raises, naming the refusals
+    chosen_event = event if event is not None else default_event(plan)
+    units = plan_units(text, plan, base, event=chosen_event)
+    root, pinned, context = await _inputs(
+        Path(checkout),
+        store,
+        plan,
+        list(plan.job_ids) if pin_actions else [],
+        workspace=workspace,
+        event=chosen_event,
+        source=source,
+        base_ref=base_ref,
+        inputs=inputs,
+        limit=limit,
+    )
+    return WorkflowSubmission(units, root, pinned, context)

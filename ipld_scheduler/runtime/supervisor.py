@@ -43,7 +43,7 @@ from ..replica import Replica
 from ..sandbox import Sandbox
 from ..scrub import Scrubber
 from ..state import WorkflowRecord
-from .jobinputs import job_inputs
+from .jobinputs import job_inputs, upstream_results
 from .leftovers import RUN_TOKEN_ENV, RunFiles
 from .policy import dir_name, joined_log, step_row
 from .redaction import LocalLogs, registered_scrubber
@@ -119,9 +119,12 @@ class ExecutionSupervisor:
         return len(self._running) < self._options.max_concurrent
 
     def runnable(self, rec: WorkflowRecord) -> bool:
+        """Whether this peer would run ``rec`` now (not waiting for other workflows: ``after``)."""
         winner = rec.winner
-        return winner is not None and (
-            winner.workflow.run is not None or self._options.run_without_run_section
+        return (
+            winner is not None
+            and rec.waiting is None
+            and (winner.workflow.run is not None or self._options.run_without_run_section)
         )
 
     def hold(self, wid: str, until: float) -> None:
@@ -333,7 +336,11 @@ class ExecutionSupervisor:
         if workflow.run is None:
             return RunOutcome(ResultStatus.SUCCESS, 0, 0.0, (), None)
         try:
-            inputs = job_inputs(workflow, execution.submitter, self._options, self._replica.repo.path)
+            replica = self._replica
+            upstream = (
+                await upstream_results(replica.state, replica.store.get, workflow) if workflow.after else ()
+            )
+            inputs = job_inputs(workflow, execution.submitter, self._options, replica.repo.path, upstream)
         except IpldSchedulerError as exc:
             reason = str(exc)[:MAX_REASON]
             return RunOutcome(ResultStatus.REFUSED, None, self._now() - execution.started, (), reason)
@@ -413,6 +420,8 @@ class ExecutionSupervisor:
             stderr=links["stderr"],
             steps=tuple({**row, "name": scrub.text(row["name"])} for row in rows),
             artifacts=outcome.artifacts,
+            outputs=dict(outcome.outputs) or None,
+            skipped=outcome.skipped,
         )
         if kept:
             try:
