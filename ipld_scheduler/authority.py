@@ -89,7 +89,7 @@ class Authority:
                 return Reject.MALFORMED
             facts = Submission.of(workflow)
         else:
-            facts = _workflow_facts(payload, event.height, before, hand, state)
+            facts = _workflow_facts(payload, event, before, hand, state)
         verdict = authorize(event.kind, event.author, event.key, event.body, before, facts)
         if verdict is not None:
             return verdict
@@ -102,9 +102,12 @@ class Authority:
 
 
 def _workflow_facts(
-    payload: object, height: int, before: Membership, hand: Handoffs, state: State
+    payload: object, event: Event, before: Membership, hand: Handoffs, state: State
 ) -> WorkflowFacts | None:
-    """Facts for an event about a workflow, from the events its body links (None: no such workflow)."""
+    """Facts for an event about a workflow, from the events its body links (None: no such workflow).
+
+    A workflow with ``runs_on`` is owned only by peers whose labels satisfy it (``State.runs_check``)."""
+    height = event.height
     match payload:
         case (
             Claim(id=wid, schedule=link)
@@ -118,7 +121,14 @@ def _workflow_facts(
             if sched is None or sched.stamp[0] >= height:
                 return None
             return WorkflowFacts.at(
-                wid, sched.author, sched.ranking, sched.combined, sched.stamp, before, hand.get(wid)
+                wid,
+                sched.author,
+                sched.ranking,
+                sched.combined,
+                sched.stamp,
+                before,
+                hand.get(wid),
+                runs=state.runs_check(sched, event),
             )
         case Complete(id=wid, claim=link) | Fail(id=wid, claim=link):
             rec = state.workflows.get(wid)

@@ -3,7 +3,9 @@
 Owns: :class:`LabelRequirement` (the typed form of ``runs-on``: a label, a list of labels, or a
 ``{group, labels}`` map), :func:`labels_satisfy` (GitHub's matching rule, adapted to peers that run
 jobs with act in host mode) and :func:`default_labels` (what this host advertises when the operator
-gives no ``--labels``).
+gives no ``--labels``); the advertised side: :func:`peer_labels` (a peer's ``--labels`` in canonical
+wire form), :func:`check_peer_labels` (strict check of a ``peer-add`` body's ``labels``) and
+:func:`requirement_of` (the requirement a Workflow block's run spec states, if any).
 
 Must not: decide ownership or ranking (the assignment layer filters members with
 :func:`labels_satisfy` and ranks the rest), read configuration, or evaluate ``${{ }}`` expressions
@@ -37,17 +39,25 @@ from typing import Final
 
 __all__ = [
     "ARCH_LABELS",
+    "MAX_PEER_LABELS",
     "OS_LABELS",
     "LabelRequirement",
+    "check_peer_labels",
     "default_labels",
     "labels_satisfy",
     "normalize_label",
+    "peer_labels",
+    "requirement_of",
 ]
 
 OS_LABELS: Final = ("linux", "macos", "windows")
 ARCH_LABELS: Final = ("x64", "arm64", "arm")
 MAX_LABELS: Final = 32
 MAX_LABEL_CHARS: Final = 128
+MAX_PEER_LABELS: Final = 32
+"""Most labels one peer advertises (``peer-add`` body ``labels``)."""
+MAX_PEER_LABEL_CHARS: Final = 64
+_PEER_LABEL: Final = re.compile(r"[a-z0-9][a-z0-9_.:+-]*")
 
 _ALIASES: Final = {
     "darwin": "macos",
@@ -87,6 +97,11 @@ class LabelRequirement:
     @property
     def resolved(self) -> bool:
         return self.expression is None
+
+    def describe(self) -> str:
+        """Short text for a waiting reason: ``runs-on [gpu, linux]`` (``group:NAME`` for a group)."""
+        parts = [*self.labels, *(() if self.group is None else (f"group:{self.group}",))]
+        return f"runs-on [{', '.join(parts)}]"
 
     def to_dict(self) -> dict[str, object]:
         out: dict[str, object] = {"labels": list(self.labels)}
@@ -146,3 +161,68 @@ def default_labels(system: str | None = None, machine: str | None = None) -> tup
     if arch in ARCH_LABELS:
         out.append(arch)
     return tuple(out)
+
+
+def peer_labels(labels: Iterable[str]) -> tuple[str, ...]:
+    """The canonical wire form of the labels a peer advertises: normalized, unique, sorted.
+
+    Raises ValueError naming the first bad label (empty, too long, outside ``[a-z0-9_.:+-]`` after
+    normalizing, or more than :data:`MAX_PEER_LABELS`)."""
+    out = sorted({normalize_label(label) for label in labels})
+    check_peer_labels(out)
+    return tuple(out)
+
+
+def check_peer_labels(value: object) -> list[str]:
+    """Strict check of a ``peer-add`` body's ``labels``: a list of at most :data:`MAX_PEER_LABELS`
+    canonical labels (:func:`normalize_label` form, ``[a-z0-9][a-z0-9_.:+-]*``, at most
+    :data:`MAX_PEER_LABEL_CHARS` characters), sorted and unique, so equal sets are equal blocks.
+    Raises ValueError; returns the list."""
+    if type(value) is not list or len(value) > MAX_PEER_LABELS:
+        raise ValueError(f"labels: expected a list of at most {MAX_PEER_LABELS} labels")
+    for label in value:
+        if (
+            type(label) is not str
+            or not 0 < len(label) <= MAX_PEER_LABEL_CHARS
+            or not _PEER_LABEL.fullmatch(label)
+            or normalize_label(label) != label
+        ):
+            shown = label[:MAX_PEER_LABEL_CHARS] if isinstance(label, str) else type(label).__name__
+            raise ValueError(
+                f"labels: {shown!r} is not a label (lower case a-z, 0-9 and _.:+-, "
+                f"at most {MAX_PEER_LABEL_CHARS} characters, aliases such as amd64 written as x64)"
+            )
+    if value != sorted(set(value)):
+        raise ValueError("labels: must be sorted and unique")
+    return value
+
+
+def requirement_of(run: object) -> LabelRequirement | None:
+    """The requirement a Workflow block's ``run`` states in its ``runs_on`` (None: none, anyone runs
+    it). Total over any value, since blocks come from the network: ``runs_on`` may be a label, a
+    list of labels or ``{labels: [...], group: NAME}``; a label that is still an expression makes the
+    requirement unresolved (anyone may own it; act decides), and a malformed ``runs_on`` is treated
+    as no requirement (the executor refuses that spec when it runs)."""
+    if not isinstance(run, dict) or "runs_on" not in run:
+        return None
+    value = run["runs_on"]
+    group: str | None = None
+    if isinstance(value, dict):
+        raw_group = value.get("group")
+        if raw_group is not None:
+            if not isinstance(raw_group, str) or not 0 < len(raw_group) <= MAX_LABEL_CHARS:
+                return None
+            group = raw_group
+        value = value.get("labels", [])
+    if isinstance(value, str):
+        value = [value]
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_LABELS
+        or not all(isinstance(x, str) and 0 < len(x) <= MAX_LABEL_CHARS for x in value)
+        or (not value and group is None)
+    ):
+        return None
+    if any("${{" in x for x in value):
+        return LabelRequirement((), group, ", ".join(value)[:MAX_LABEL_CHARS])
+    return LabelRequirement(tuple(dict.fromkeys(value)), group)
