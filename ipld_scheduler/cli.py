@@ -300,6 +300,12 @@ def _human_status(console: Console, data: dict[str, Any]) -> None:
         ("assigned", data.get("assigned_workflows")),
         ("workflows", data.get("total_workflows")),
         ("by status", ", ".join(f"{k}={v}" for k, v in data.get("workflows_by_status", {}).items()) or "-"),
+        ("labels", ", ".join(data["labels"]) if data.get("labels") is not None else "(not advertised)"),
+        (
+            "waiting",
+            "\n".join(f"{w['workflow_id']}: {w['waiting']} ({w['detail']})" for w in data.get("waiting", []))
+            or "-",
+        ),
         ("events", f"{clock.get('events')} (height {clock.get('height')})"),
         ("heads", "\n".join(clock.get("heads", [])) or "-"),
         ("repo", data.get("repo")),
@@ -895,10 +901,11 @@ RUN_OUTCOMES: Final = {"success": "completed", "failure": "failed", "timeout": "
 def _workflow_table(rows: list[dict[str, Any]], title: str) -> Table:
     table = _table("id", "name", "status", "owner", "priority", "tags", title=title)
     for row in rows:
+        waiting = f" ({row['waiting_detail']})" if row.get("waiting") else ""
         table.add_row(
             row["workflow_id"],
             row.get("name") or "",
-            row["status"],
+            f"{row['status']}{waiting}",
             row.get("owner") or "-",
             str(row["priority"]),
             ",".join(row.get("tags", [])),
@@ -963,7 +970,13 @@ def inspect(ctx: click.Context, cid: str) -> None:
     """Print the block CID as DAG-JSON (links {"/": cid}, bytes {"/": {"bytes": base64}})."""
     settings = _settings(ctx)
     data = _call(settings, "inspect", cid=cid)
-    _show(settings, data, lambda c, d: click.echo(json.dumps(d["data"], indent=2, ensure_ascii=False)))
+
+    def human(console: Console, d: dict[str, Any]) -> None:
+        click.echo(json.dumps(d["data"], indent=2, ensure_ascii=False))
+        for wait in d.get("waiting", []):  # on stderr: stdout stays the block's DAG-JSON
+            click.echo(f"{wait['workflow_id']}: pending, {wait['waiting']} ({wait['detail']})", err=True)
+
+    _show(settings, data, human)
 
 
 def _human_log(console: Console, data: dict[str, Any]) -> None:
@@ -1258,6 +1271,19 @@ def _peer_options(
     "Default: nobody's.",
 )
 @click.option(
+    "--labels",
+    "labels",
+    metavar="A,B,...",
+    default=None,
+    help="Runner labels this peer advertises for GitHub Actions' runs-on, added to the host's "
+    "(self-hosted, OS, architecture), e.g. --labels gpu,cuda.",
+)
+@click.option(
+    "--no-default-labels",
+    is_flag=True,
+    help="Advertise only the --labels given, not the host's self-hosted/OS/architecture labels.",
+)
+@click.option(
     "--heartbeat",
     type=click.FloatRange(min=0.01),
     default=None,
@@ -1302,6 +1328,8 @@ def run(
     max_concurrent: int | None,
     fast: bool,
     trust_submitter: tuple[str, ...],
+    labels: str | None,
+    no_default_labels: bool,
     heartbeat: float | None,
     unknown_after: float | None,
     unhealthy_after: float | None,
@@ -1338,6 +1366,8 @@ def run(
         )
         if trust_submitter:
             options = options.with_(trusted_submitters=tuple(dict.fromkeys(trust_submitter)))
+        if labels is not None or no_default_labels:
+            options = options.with_(labels=_runner_labels(labels or "", no_default_labels))
     except IpldSchedulerError as exc:
         _fail(settings, exc)
     from .logs import configure_logging
@@ -1405,6 +1435,17 @@ def run(
 
     _run_async(settings, _serving(main_loop()))
     _exit_if_interrupted(received)
+
+
+def _runner_labels(given: str, no_defaults: bool) -> tuple[str, ...]:
+    """``--labels a,b`` (plus the host's unless ``--no-default-labels``) in canonical form."""
+    from .gha.labels import default_labels, peer_labels
+
+    names = [label for label in (part.strip() for part in given.split(",")) if label]
+    try:
+        return peer_labels([*(() if no_defaults else default_labels()), *names])
+    except ValueError as exc:
+        raise InvalidInput(f"--labels: {exc}") from None
 
 
 def _not_initialized(message: str) -> IpldSchedulerError:

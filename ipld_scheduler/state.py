@@ -540,6 +540,15 @@ class State:
             return None
         return Wait(Waiting.NO_RUNNER, f"{req.describe()} matches no member")
 
+    def waiting_all(self) -> list[tuple[str, Wait]]:
+        """Every pending workflow that waits for a runner, by id."""
+        out = []
+        for wid in sorted(self.open):
+            wait = self.waiting(wid)
+            if wait is not None:
+                out.append((wid, wait))
+        return out
+
     @staticmethod
     def _attempt_status(rec: WorkflowRecord, attempt: int, owner_now: str | None) -> WorkflowStatus:
         for run in rec.completions.values():

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import platform
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -203,7 +203,7 @@ def requirement_of(run: object) -> LabelRequirement | None:
     list of labels or ``{labels: [...], group: NAME}``; a label that is still an expression makes the
     requirement unresolved (anyone may own it; act decides), and a malformed ``runs_on`` is treated
     as no requirement (the executor refuses that spec when it runs)."""
-    if not isinstance(run, dict) or "runs_on" not in run:
+    if not isinstance(run, Mapping) or "runs_on" not in run:
         return None
     value = run["runs_on"]
     group: str | None = None
