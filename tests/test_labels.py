@@ -12,8 +12,10 @@ gpu]`` act job waits until a peer started with gpu joins, then runs there. CLI: 
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import signal
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -459,7 +461,7 @@ def test_run_labels_and_status_show_why_a_job_waits(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "--labels" in bad.stdout + bad.stderr
     workflow = tmp_path / "train.yml"
     workflow.write_text(GPU_WORKFLOW)
-    with serving(repo, "--labels", "cuda,Big-Disk", last=signal.SIGTERM):
+    with serving(repo, "--labels", "cuda,Big-Disk", last=signal.SIGTERM) as served:
         expected = sorted(["big-disk", "cuda", *default_labels()])
         wait_for(lambda: cli_json(repo, "status")["labels"] == expected, "the labels to be advertised")
         answer = cli_json(repo, "schedule", "--workflow-file", str(workflow), "--tags", "p2p_eligible")
@@ -481,3 +483,11 @@ def test_run_labels_and_status_show_why_a_job_waits(tmp_path: Path) -> None:
         assert "no-matching-runner" in text.stdout and "cuda" in text.stdout
         peers = cli_json(repo, "peers")["peers"]
         assert peers[0]["labels"] == expected
+        request = urllib.request.Request(
+            served.url + "/api/v1/overview", headers={"Authorization": f"Bearer {served.token}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # what the dashboard renders
+            overview = json.loads(response.read())
+        (shown,) = overview["workflows"]
+        assert shown["waiting_detail"] == "runs-on [self-hosted, gpu] matches no member"
+        assert overview["peers"][0]["labels"] == expected
