@@ -104,7 +104,7 @@ class Reprioritize:
 class PeerAdd:
     """Admit a member; ``key`` binds its Ed25519 public key (admins only, see ``trust``); ``roles``,
     ``rotate`` and ``invite`` as docs/trust.md describes (written only when set). ``labels``: the
-    runner labels the peer advertises (``gha.labels.peer_labels`` form); the fold takes them only
+    runner labels the peer advertises (``runner_labels.peer_labels`` form); the fold takes them only
     from the peer's own ``peer-add``."""
 
     kind: ClassVar[EventKind] = EventKind.PEER_ADD

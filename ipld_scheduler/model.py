@@ -24,7 +24,7 @@ from typing import Any, Final
 
 from .codec import CID, CodecError, decode, decode_canonical, keys_in_order, link_of, links_of
 from .errors import InvalidInput
-from .gha.labels import check_peer_labels
+from .runner_labels import check_peer_labels
 
 __all__ = [
     "EVENT_KINDS",
@@ -191,7 +191,7 @@ def _role_list(value: Any, name: str) -> list[str]:
 
 
 def _label_list(value: Any, name: str) -> list[str]:
-    """A peer's runner labels: canonical, sorted and unique (``gha.labels.check_peer_labels``)."""
+    """A peer's runner labels: canonical, sorted and unique (``runner_labels.check_peer_labels``)."""
     try:
         return check_peer_labels(value)
     except ValueError as exc:

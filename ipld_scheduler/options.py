@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from .gha.labels import peer_labels
+from .runner_labels import peer_labels
 
 __all__ = ["PeerOptions"]
 

@@ -19,7 +19,7 @@ they arrive in. Every rule is therefore a join over sets:
   (a run stopped by a cancel, recorded with its partial output) counts as a cancel, not a failure;
 * priority and transfers are last-writer-wins registers;
 * runner labels are a third register per member, set only by the member's own ``peer-add`` (its
-  ``labels``). A workflow whose run spec has ``runs_on`` (``gha.labels.requirement_of``) ranks only
+  ``labels``). A workflow whose run spec has ``runs_on`` (``runner_labels.requirement_of``) ranks only
   the schedule-time members whose labels satisfy it, and every owner answer (transfer target,
   failover, the fallback to members present now) skips peers whose current labels do not; with no
   such peer it has no owner and stays pending, :meth:`State.waiting` saying why.
@@ -55,9 +55,9 @@ from .events import (
     payload_of,
 )
 from .events import Schedule as ScheduleEvent
-from .gha.labels import LabelRequirement, labels_satisfy, requirement_of
 from .heap import FibonacciHeap
 from .model import Event, Result, ResultStatus, Waiting, WorkflowDefinition, WorkflowStatus
+from .runner_labels import LabelRequirement, labels_satisfy, requirement_of
 
 __all__ = ["MemberEntry", "State", "Wait", "WorkflowRecord"]
 

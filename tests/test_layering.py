@@ -109,6 +109,7 @@ LAYERS: dict[str, int] = {
             "genesis",
             "authority",
             "schemas",
+            "runner_labels",
         ],
         CORE,
     ),
