@@ -10,7 +10,9 @@ compute"):
 * ``claim`` / ``cancel`` / ``reprioritize`` / ``transfer``: the schedule event the body links
   (``schedule``), its author (the submitter) and its ranking; the owner at this event from this event's
   membership and handoff views;
-* ``complete`` / ``fail``: the author of the claim the body links (``claim``).
+* ``complete`` / ``fail``: the author of the claim the body links (``claim``);
+* for a workflow whose run spec has ``runs_on``: which peers' labels in the event's past satisfy it
+  (``State.runs_check``), so the owner is computed among those only, as the fold does.
 
 A linked event counts only when it was admitted and sits below the event (smaller height), so it was
 applied before the event whatever the delivery order; otherwise the event is about no workflow
