@@ -298,8 +298,9 @@ class Peer:
             await self.membership.evict(present, now)
         if opts.rejoin:
             await self.membership.rejoin()
-        await self.membership.advertise()
         self.sync.check_caught_up()
+        if self.sync.caught_up.is_set():  # restate our labels on top of what the network knows
+            await self.membership.advertise()
         if opts.execute and self._running_flag and self.sync.caught_up.is_set():
             await self.membership.recover()
             if opts.balance:
