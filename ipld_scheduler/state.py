@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any, Final
 
 from .assign import clock_hash, combine, owner, rank
@@ -102,11 +103,15 @@ def _join(a: MemberEntry, b: MemberEntry) -> MemberEntry:
     return winner
 
 
+_satisfies = lru_cache(maxsize=4096)(labels_satisfy)
+"""``labels_satisfy`` memoized: few distinct (requirement, labels) pairs recur across many workflows."""
+
+
 def _runs(requirement: LabelRequirement | None, entry: MemberEntry | None) -> bool:
     """Whether the member ``entry`` may own a workflow requiring ``requirement`` (None: any member)."""
     if requirement is None:
         return True
-    return entry is not None and labels_satisfy(requirement, entry.labels or ())
+    return entry is not None and _satisfies(requirement, entry.labels or ())
 
 
 @dataclass(frozen=True, slots=True)
