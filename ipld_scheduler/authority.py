@@ -10,7 +10,9 @@ compute"):
 * ``claim`` / ``cancel`` / ``reprioritize`` / ``transfer``: the schedule event the body links
   (``schedule``), its author (the submitter) and its ranking; the owner at this event from this event's
   membership and handoff views;
-* ``complete`` / ``fail``: the author of the claim the body links (``claim``).
+* ``complete`` / ``fail``: the author of the claim the body links (``claim``);
+* for a workflow whose run spec has ``runs_on``: which peers' labels in the event's past satisfy it
+  (``State.runs_check``), so the owner is computed among those only, as the fold does.
 
 A linked event counts only when it was admitted and sits below the event (smaller height), so it was
 applied before the event whatever the delivery order; otherwise the event is about no workflow
@@ -89,7 +91,7 @@ class Authority:
                 return Reject.MALFORMED
             facts = Submission.of(workflow)
         else:
-            facts = _workflow_facts(payload, event.height, before, hand, state)
+            facts = _workflow_facts(payload, event, before, hand, state)
         verdict = authorize(event.kind, event.author, event.key, event.body, before, facts)
         if verdict is not None:
             return verdict
@@ -102,9 +104,12 @@ class Authority:
 
 
 def _workflow_facts(
-    payload: object, height: int, before: Membership, hand: Handoffs, state: State
+    payload: object, event: Event, before: Membership, hand: Handoffs, state: State
 ) -> WorkflowFacts | None:
-    """Facts for an event about a workflow, from the events its body links (None: no such workflow)."""
+    """Facts for an event about a workflow, from the events its body links (None: no such workflow).
+
+    A workflow with ``runs_on`` is owned only by peers whose labels satisfy it (``State.runs_check``)."""
+    height = event.height
     match payload:
         case (
             Claim(id=wid, schedule=link)
@@ -118,7 +123,14 @@ def _workflow_facts(
             if sched is None or sched.stamp[0] >= height:
                 return None
             return WorkflowFacts.at(
-                wid, sched.author, sched.ranking, sched.combined, sched.stamp, before, hand.get(wid)
+                wid,
+                sched.author,
+                sched.ranking,
+                sched.combined,
+                sched.stamp,
+                before,
+                hand.get(wid),
+                runs=state.runs_check(sched, event),
             )
         case Complete(id=wid, claim=link) | Fail(id=wid, claim=link):
             rec = state.workflows.get(wid)

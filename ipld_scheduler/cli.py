@@ -300,6 +300,12 @@ def _human_status(console: Console, data: dict[str, Any]) -> None:
         ("assigned", data.get("assigned_workflows")),
         ("workflows", data.get("total_workflows")),
         ("by status", ", ".join(f"{k}={v}" for k, v in data.get("workflows_by_status", {}).items()) or "-"),
+        ("labels", ", ".join(data["labels"]) if data.get("labels") is not None else "(not advertised)"),
+        (
+            "waiting",
+            "\n".join(f"{w['workflow_id']}: {w['waiting']} ({w['detail']})" for w in data.get("waiting", []))
+            or "-",
+        ),
         ("events", f"{clock.get('events')} (height {clock.get('height')})"),
         ("heads", "\n".join(clock.get("heads", [])) or "-"),
         ("repo", data.get("repo")),
@@ -922,6 +928,8 @@ def _status_cell(row: dict[str, Any]) -> str:
     if not waiting:
         return str(row["status"])
     ids = list(row.get("waiting_for") or [])
+    if not ids:  # no runner: the detail says which runs-on matches no member
+        return f"{row['status']} ({row.get('waiting_detail') or waiting})"
     shown = ", ".join(ids[:3]) + (f" +{len(ids) - 3}" if len(ids) > 3 else "")
     return f"{row['status']}, {waiting}" + (f" ({shown})" if shown else "")
 
@@ -997,7 +1005,13 @@ def inspect(ctx: click.Context, cid: str) -> None:
     """Print the block CID as DAG-JSON (links {"/": cid}, bytes {"/": {"bytes": base64}})."""
     settings = _settings(ctx)
     data = _call(settings, "inspect", cid=cid)
-    _show(settings, data, lambda c, d: click.echo(json.dumps(d["data"], indent=2, ensure_ascii=False)))
+
+    def human(console: Console, d: dict[str, Any]) -> None:
+        click.echo(json.dumps(d["data"], indent=2, ensure_ascii=False))
+        for wait in d.get("waiting", []):  # on stderr: stdout stays the block's DAG-JSON
+            click.echo(f"{wait['workflow_id']}: pending, {wait['waiting']} ({wait['detail']})", err=True)
+
+    _show(settings, data, human)
 
 
 def _human_log(console: Console, data: dict[str, Any]) -> None:
@@ -1354,6 +1368,19 @@ def _peer_options(
     "Env: IPLD_SCHEDULER_DOCKER_IMAGE.",
 )
 @click.option(
+    "--labels",
+    "labels",
+    metavar="A,B,...",
+    default=None,
+    help="Runner labels this peer advertises for GitHub Actions' runs-on, added to the host's "
+    "(self-hosted, OS, architecture), e.g. --labels gpu,cuda.",
+)
+@click.option(
+    "--no-default-labels",
+    is_flag=True,
+    help="Advertise only the --labels given, not the host's self-hosted/OS/architecture labels.",
+)
+@click.option(
     "--heartbeat",
     type=click.FloatRange(min=0.01),
     default=None,
@@ -1401,6 +1428,8 @@ def run(
     keep_logs_local: bool,
     docker: bool,
     docker_image: str | None,
+    labels: str | None,
+    no_default_labels: bool,
     heartbeat: float | None,
     unknown_after: float | None,
     unhealthy_after: float | None,
@@ -1445,6 +1474,8 @@ def run(
             image = validate_image(docker_image or DEFAULT_IMAGE)
             require_docker()
             options = options.with_(docker_image=image)
+        if labels is not None or no_default_labels:
+            options = options.with_(labels=_runner_labels(labels or "", no_default_labels))
     except IpldSchedulerError as exc:
         _fail(settings, exc)
     from .logs import configure_logging
@@ -1527,6 +1558,17 @@ def run(
 
     _run_async(settings, _serving(main_loop()))
     _exit_if_interrupted(received)
+
+
+def _runner_labels(given: str, no_defaults: bool) -> tuple[str, ...]:
+    """``--labels a,b`` (plus the host's unless ``--no-default-labels``) in canonical form."""
+    from .gha.labels import default_labels, peer_labels
+
+    names = [label for label in (part.strip() for part in given.split(",")) if label]
+    try:
+        return peer_labels([*(() if no_defaults else default_labels()), *names])
+    except ValueError as exc:
+        raise InvalidInput(f"--labels: {exc}") from None
 
 
 def _not_initialized(message: str) -> IpldSchedulerError:

@@ -103,7 +103,9 @@ class Reprioritize:
 @dataclass(frozen=True, slots=True)
 class PeerAdd:
     """Admit a member; ``key`` binds its Ed25519 public key (admins only, see ``trust``); ``roles``,
-    ``rotate`` and ``invite`` as docs/trust.md describes (written only when set)."""
+    ``rotate`` and ``invite`` as docs/trust.md describes (written only when set). ``labels``: the
+    runner labels the peer advertises (``runner_labels.peer_labels`` form); the fold takes them only
+    from the peer's own ``peer-add``."""
 
     kind: ClassVar[EventKind] = EventKind.PEER_ADD
     peer: str
@@ -111,6 +113,7 @@ class PeerAdd:
     roles: list[str] | None = None
     rotate: bool | None = None
     invite: bool | None = None
+    labels: list[str] | None = None
 
     def links(self) -> list[Link]:
         return []
@@ -250,7 +253,7 @@ _READERS: Final[dict[str, _Reader]] = {
     ),
     EventKind.REPRIORITIZE: lambda b: Reprioritize(b["id"], b["priority"], b.get("schedule")),
     EventKind.PEER_ADD: lambda b: PeerAdd(
-        b["peer"], b.get("key"), b.get("roles"), b.get("rotate"), b.get("invite")
+        b["peer"], b.get("key"), b.get("roles"), b.get("rotate"), b.get("invite"), b.get("labels")
     ),
     EventKind.PEER_REMOVE: lambda b: PeerRemove(b["peer"], b.get("reason")),
     EventKind.CLAIM: lambda b: Claim(b["id"], b["schedule"], b.get("attempt")),
@@ -268,7 +271,9 @@ _READERS: Final[dict[str, _Reader]] = {
 """Keyed by the kind's string value (StrEnum members hash as their values), so lookups by the
 envelope's ``kind`` string need no conversion."""
 
-_OPTIONAL: Final = ("reason", "key", "attempt", "retries", "schedule", "claim", "roles", "rotate", "invite")
+_OPTIONAL: Final = (
+    "reason", "key", "attempt", "retries", "schedule", "claim", "roles", "rotate", "invite", "labels"
+)
 """Fields written only when set: an absent ``reason`` and an empty one are different blocks."""
 
 

@@ -24,6 +24,7 @@ from typing import Any, Final
 
 from .codec import CID, CodecError, decode, decode_canonical, keys_in_order, link_of, links_of
 from .errors import InvalidInput
+from .runner_labels import check_peer_labels
 
 __all__ = [
     "EVENT_KINDS",
@@ -68,7 +69,9 @@ class WorkflowStatus(StrEnum):
 
 
 class Waiting(StrEnum):
-    """Why a pending workflow is in no queue (the fold's typed reason; values are what readers show)."""
+    """Why a pending workflow is not runnable yet (the fold derives it; values are what readers show)."""
+
+    NO_RUNNER = "no-matching-runner"
 
     NEEDS = "waiting-for-needs"
     """Some workflow of its ``after`` list is not finished (or not scheduled) yet."""
@@ -188,6 +191,14 @@ def _role_list(value: Any, name: str) -> list[str]:
     if value != sorted(set(value)):
         raise ModelError(f"{name}: role names must be sorted and unique")
     return value
+
+
+def _label_list(value: Any, name: str) -> list[str]:
+    """A peer's runner labels: canonical, sorted and unique (``runner_labels.check_peer_labels``)."""
+    try:
+        return check_peer_labels(value)
+    except ValueError as exc:
+        raise ModelError(f"{name}: {exc}") from None
 
 
 def _map(value: Any, name: str, limit: int = MAX_METADATA_ENTRIES) -> dict[str, Any]:
@@ -509,7 +520,7 @@ _BODY_FIELDS: Final[dict[str, tuple[frozenset[str], frozenset[str]]]] = {
     "schedule": (frozenset({"workflow"}), frozenset({"retries"})),
     "cancel": (frozenset({"id"}), frozenset({"reason", "schedule", "attempt"})),
     "reprioritize": (frozenset({"id", "priority"}), frozenset({"schedule"})),
-    "peer-add": (frozenset({"peer"}), frozenset({"key", "roles", "rotate", "invite"})),
+    "peer-add": (frozenset({"peer"}), frozenset({"key", "roles", "rotate", "invite", "labels"})),
     "peer-remove": (frozenset({"peer"}), frozenset({"reason"})),
     "claim": (frozenset({"id", "schedule"}), frozenset({"attempt"})),
     "complete": (frozenset({"id", "result"}), frozenset({"claim", "attempt"})),
@@ -536,6 +547,7 @@ _BODY_CHECKS: Final[dict[str, Any]] = {
     "roles": lambda v: _role_list(v, "body.roles"),
     "rotate": lambda v: _true(v, "body.rotate"),
     "invite": lambda v: _true(v, "body.invite"),
+    "labels": lambda v: _label_list(v, "body.labels"),
 }
 _EV_REQUIRED: Final = frozenset({"v", "key", "sig", "body", "kind", "author", "height", "parents"})
 _BODY_ALLOWED: Final = {kind: (req, req | opt) for kind, (req, opt) in _BODY_FIELDS.items()}

@@ -819,6 +819,7 @@ async def peers(replica: Replica, liveness: Mapping[str, Any] | None = None) -> 
                 "member": bool(entry and entry.present),
                 "self": peer == replica.peer_id,
                 "has_key": bool(entry and entry.key),
+                "labels": list(entry.labels) if entry and entry.labels is not None else None,
                 "added_by": entry.by if entry else None,
                 "liveness": live.get(peer),
                 "assigned": len(replica.state.assigned_to(peer)),
@@ -837,11 +838,19 @@ async def peers(replica: Replica, liveness: Mapping[str, Any] | None = None) -> 
 
 
 async def status(replica: Replica) -> dict[str, Any]:
-    """The prototype's ``get_status`` keys plus where the state lives."""
+    """The prototype's ``get_status`` keys plus where the state lives, this peer's advertised runner
+    labels and the pending workflows waiting for a runner (``waiting``: id, reason, detail)."""
     answer = replica.get_status()
+    state = replica.state
+    entry = state.members.get(replica.peer_id)
     return {
         "success": True,
         **answer,
+        "labels": list(entry.labels) if entry is not None and entry.labels is not None else None,
+        "waiting": [
+            {"workflow_id": wid, "waiting": wait.reason, "detail": wait.detail}
+            for wid, wait in state.waiting_all()
+        ],
         "repo": str(replica.repo.path),
         "store": type(replica.store).__name__,
     }
@@ -953,7 +962,18 @@ async def inspect(replica: Replica, cid: str) -> dict[str, Any]:
         "type": identify(value) if parsed.codec == 0x71 else None,
         "links": links,
         "data": rendered,
+        "waiting": _waiting_for(replica, parsed),
     }
+
+
+def _waiting_for(replica: Replica, cid: CID) -> list[dict[str, Any]]:
+    """Workflows whose schedule event or Workflow block is ``cid`` and that wait for a runner."""
+    out = []
+    for wid, wait in replica.state.waiting_all():
+        winner = replica.state.workflows[wid].winner
+        if winner is not None and cid in (winner.cid, winner.workflow_cid):
+            out.append({"workflow_id": wid, "waiting": wait.reason, "detail": wait.detail})
+    return out
 
 
 def _links(value: Any, depth: int = 0) -> Iterable[CID]:

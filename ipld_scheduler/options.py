@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from .runner_labels import peer_labels
+
 __all__ = ["PeerOptions"]
 
 
@@ -70,6 +72,10 @@ class PeerOptions:
     """act's container mode for GitHub Actions jobs that need Docker (``services:``, ``container:``,
     ``docker://``): the image their labels map to (``run --docker``, ``gha/docker.py``). None: host
     mode only, and such jobs are refused."""
+    labels: tuple[str, ...] | None = None
+    """Runner labels this peer advertises in its own ``peer-add`` (``run --labels``), matched against a
+    GitHub job's ``runs-on``; None: this host's (``self-hosted``, OS, architecture). They reach the
+    fold only as that event, so every peer derives the same owners from them."""
     recent_durations: int = 256
     """How many recent execution durations ``metrics()`` keeps."""
 
@@ -116,6 +122,8 @@ class PeerOptions:
             raise ValueError("PeerOptions.unhealthy_after must be at least unknown_after")
         if self.fetch_workers < 1 or self.max_concurrent < 1 or self.max_announce_heads < 1:
             raise ValueError("PeerOptions.fetch_workers, max_concurrent and max_announce_heads must be >= 1")
+        if self.labels is not None:
+            peer_labels(self.labels)  # raises ValueError naming the bad label
         if self.max_announce_heads * 40 + 512 > self.max_announce_bytes:
             raise ValueError("PeerOptions.max_announce_bytes is too small for max_announce_heads heads")
 

@@ -24,6 +24,11 @@ they arrive in. Every rule is therefore a join over sets:
   the ids, sorted). It depends only on the dependencies' derived statuses, so a ``retry`` that
   reopens a dependency makes a still-pending dependent wait again; a claimed or finished dependent
   keeps its runs.
+* runner labels are a third register per member, set only by the member's own ``peer-add`` (its
+  ``labels``). A workflow whose run spec has ``runs_on`` (``runner_labels.requirement_of``) ranks only
+  the schedule-time members whose labels satisfy it, and every owner answer (transfer target,
+  failover, the fallback to members present now) skips peers whose current labels do not; with no
+  such peer it has no owner and stays pending, :meth:`State.waiting` saying why.
 
 ``apply`` dispatches with ``match`` on the event's typed payload (``events``); per finished run it
 records what readers need (outcome, exit code, duration, reason, log links, steps, result CID),
@@ -35,8 +40,9 @@ the result, or do I/O. Events arrive here already decoded, signature-checked and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any, Final
 
 from .assign import clock_hash, combine, owner, rank
@@ -58,8 +64,9 @@ from .events import (
 from .events import Schedule as ScheduleEvent
 from .heap import FibonacciHeap
 from .model import Event, Result, ResultStatus, Waiting, WorkflowDefinition, WorkflowStatus
+from .runner_labels import LabelRequirement, labels_satisfy, requirement_of
 
-__all__ = ["MemberEntry", "State", "WorkflowRecord"]
+__all__ = ["MemberEntry", "State", "Wait", "WorkflowRecord"]
 
 Stamp = tuple[int, bytes]
 _ZERO: Final[Stamp] = (0, b"")
@@ -74,10 +81,11 @@ FINISHED: Final = frozenset({COMPLETED, FAILED, CANCELLED})
 
 @dataclass(frozen=True, slots=True)
 class MemberEntry:
-    """Two LWW registers per peer: presence (``stamp``) and its own announced key (``key_stamp``).
+    """Three LWW registers per peer: presence (``stamp``), its own announced key (``key_stamp``) and
+    its own advertised runner labels (``labels_stamp``; ``labels`` None: never advertised).
 
-    The key is kept apart so a later key-less ``peer-add``/``peer-remove``/``evict`` written by
-    another member (who had not seen the peer's own ``peer-add``) cannot erase it.
+    The key and labels are kept apart so a later ``peer-add``/``peer-remove``/``evict`` without them
+    written by another member (who had not seen the peer's own ``peer-add``) cannot erase them.
     """
 
     present: bool
@@ -85,15 +93,39 @@ class MemberEntry:
     key: bytes | None = None
     by: str = ""
     key_stamp: Stamp = (0, b"")
+    labels: tuple[str, ...] | None = None
+    labels_stamp: Stamp = (0, b"")
 
 
 def _join(a: MemberEntry, b: MemberEntry) -> MemberEntry:
-    """Join of two entries for one peer: presence from the newer stamp, key from the newer key stamp."""
+    """Join of two entries for one peer: presence from the newer stamp, key and labels from theirs."""
     winner = a if a.stamp >= b.stamp else b
     keyed = a if a.key_stamp >= b.key_stamp else b
-    if winner.key_stamp == keyed.key_stamp:
-        return winner
-    return replace(winner, key=keyed.key, key_stamp=keyed.key_stamp)
+    labelled = a if a.labels_stamp >= b.labels_stamp else b
+    if winner.key_stamp != keyed.key_stamp:
+        winner = replace(winner, key=keyed.key, key_stamp=keyed.key_stamp)
+    if winner.labels_stamp != labelled.labels_stamp:
+        winner = replace(winner, labels=labelled.labels, labels_stamp=labelled.labels_stamp)
+    return winner
+
+
+_satisfies = lru_cache(maxsize=4096)(labels_satisfy)
+"""``labels_satisfy`` memoized: few distinct (requirement, labels) pairs recur across many workflows."""
+
+
+def _runs(requirement: LabelRequirement | None, entry: MemberEntry | None) -> bool:
+    """Whether the member ``entry`` may own a workflow requiring ``requirement`` (None: any member)."""
+    if requirement is None:
+        return True
+    return entry is not None and _satisfies(requirement, entry.labels or ())
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """Why a pending workflow does not run yet: a typed reason and the detail readers show."""
+
+    reason: Waiting
+    detail: str
 
 
 View = Mapping[str, MemberEntry]
@@ -133,6 +165,8 @@ class Schedule:
     _ranking: list[str] | None = None
     retries: int = 0
     """Automatic retry budget from the schedule event's body (0: none)."""
+    requirement: LabelRequirement | None = None
+    """The run spec's ``runs_on`` (None: none); ``members`` holds only the members satisfying it."""
 
     @property
     def ranking(self) -> list[str]:
@@ -392,10 +426,14 @@ class State:
                 if rec.transfer is None or stamp > rec.transfer[0]:
                     rec.transfer = (stamp, target)
                 touched.add(wid)
-            case PeerAdd(peer=peer, key=key):
+            case PeerAdd(peer=peer, key=key, labels=labels):
                 # Only a peer's own peer-add sets its key: no member can vouch a key for another.
                 own_key = key if event.author == peer or self._keys_by_admins else None
-                self.views[cid] = self._membership(stamp, event.author, peer, True, own_key, before, touched)
+                # Only the peer itself says what it runs (its labels), in every network.
+                own = tuple(labels) if labels is not None and event.author == peer else None
+                self.views[cid] = self._membership(
+                    stamp, event.author, peer, True, own_key, before, touched, own
+                )
             case PeerRemove(peer=peer) | Evict(peer=peer):
                 self.views[cid] = self._membership(stamp, event.author, peer, False, None, before, touched)
             case Checkpoint():
@@ -416,6 +454,7 @@ class State:
         own_key: bytes | None,
         before: View,
         touched: set[str],
+        own_labels: tuple[str, ...] | None = None,
     ) -> View:
         """The view after a membership event for ``peer``; joins it into the overall membership."""
         old = before.get(peer)
@@ -423,7 +462,10 @@ class State:
         key_stamp = stamp
         if own_key is None:
             key, key_stamp = (old.key, old.key_stamp) if old is not None else (None, _ZERO)
-        entry = MemberEntry(present, stamp, key, author, key_stamp)
+        labels, labels_stamp = own_labels, stamp
+        if own_labels is None:
+            labels, labels_stamp = (old.labels, old.labels_stamp) if old is not None else (None, _ZERO)
+        entry = MemberEntry(present, stamp, key, author, key_stamp, labels, labels_stamp)
         changed = dict(before)
         changed[peer] = entry
         mine = self.members.get(peer)
@@ -433,6 +475,8 @@ class State:
             self.members[peer] = joined
             if was != joined.present:
                 touched |= self._membership_changed(peer, joined.present)
+            elif joined.present and (mine is None or mine.labels != joined.labels):
+                touched |= self._membership_changed(peer, True)  # new labels may make it an owner
         return changed
 
     def _record(self, wid: str) -> WorkflowRecord:
@@ -450,13 +494,18 @@ class State:
         workflow: WorkflowDefinition,
         before: View,
     ) -> str:
-        members = tuple(present_members(before)) or (event.author,)
+        requirement = requirement_of(workflow.run)
+        if requirement is None:
+            members = tuple(present_members(before)) or (event.author,)
+        else:  # only the members whose labels (in the author's view) satisfy runs-on rank
+            members = tuple(p for p in present_members(before) if _runs(requirement, before[p]))
         workflow_cid = payload.workflow
         clock = clock_hash(event.parents)
         sched = Schedule(
             cid, stamp, event.author, workflow_cid, workflow, members, clock, combine(clock, workflow_cid)
         )
         sched.retries = payload.retries or 0
+        sched.requirement = requirement
         rec = self._record(workflow.workflow_id)
         for dependency in workflow.after:
             self.dependents.setdefault(dependency, set()).add(workflow.workflow_id)
@@ -477,19 +526,59 @@ class State:
         """Transfer target if present, else the best-ranked schedule-time member still present.
 
         If every schedule-time member is gone, rank everyone present now by the same hash, so work
-        is never orphaned while any peer is alive.
+        is never orphaned while any peer is alive. A workflow with ``runs_on`` only ever has an
+        owner whose current labels satisfy it (None while no present member's do).
         """
         winner = rec.winner
         if winner is None:
             return None
-        if rec.transfer is not None and rec.transfer[0] > winner.stamp and self.is_present(rec.transfer[1]):
-            return rec.transfer[1]
+        req = winner.requirement
+        members = self.members
+        target = None if rec.transfer is None or rec.transfer[0] <= winner.stamp else rec.transfer[1]
+        if target is not None and self.is_present(target) and _runs(req, members.get(target)):
+            return target
         for peer in winner.ranking:
-            if self.is_present(peer):
+            if self.is_present(peer) and _runs(req, members[peer]):
                 return peer
-        if not self.members:
+        if not members:
             return winner.ranking[0] if winner.ranking else None
-        return owner(winner.combined, self.present())
+        return owner(winner.combined, [p for p in self.present() if _runs(req, members[p])])
+
+    def runs_check(self, sched: Schedule, event: Event) -> Callable[[str], bool] | None:
+        """For authorizing ``event`` about ``sched``'s workflow: which peers may own it by their
+        labels in the event's past (None: the workflow has no ``runs_on``, every member may)."""
+        req = sched.requirement
+        if req is None:
+            return None
+        views = [self.views[p] for p in event.parents if p in self.views]
+        view = _merge_views(views) if views else _EMPTY_VIEW
+        return lambda peer: _runs(req, view.get(peer))
+
+    def waiting(self, workflow_id: str) -> Wait | None:
+        """Why a pending workflow is in no queue (None: it is not waiting): the workflows of its
+        ``after`` list first (``NEEDS``), then a ``runs_on`` no member satisfies (``NO_RUNNER``)."""
+        rec = self.workflows.get(workflow_id)
+        if rec is None or rec.winner is None or rec.status != PENDING:
+            return None
+        if rec.waiting is Waiting.NEEDS:
+            ids = list(rec.waiting_for)
+            shown = ", ".join(ids[:3]) + (f" +{len(ids) - 3}" if len(ids) > 3 else "")
+            return Wait(Waiting.NEEDS, f"waiting for {shown}")
+        if rec.owner is not None:
+            return None
+        req = rec.winner.requirement
+        if req is None:
+            return None
+        return Wait(Waiting.NO_RUNNER, f"{req.describe()} matches no member")
+
+    def waiting_all(self) -> list[tuple[str, Wait]]:
+        """Every pending workflow that waits (for needed workflows or a runner), by id."""
+        out = []
+        for wid in sorted(self.open):
+            wait = self.waiting(wid)
+            if wait is not None:
+                out.append((wid, wait))
+        return out
 
     @staticmethod
     def _attempt_status(rec: WorkflowRecord, attempt: int, owner_now: str | None) -> WorkflowStatus:
@@ -624,11 +713,18 @@ class State:
         rec = self.workflows.get(workflow_id)
         if rec is None or rec.winner is None:
             return None
-        return rec.to_dict(self.owner(workflow_id))
+        return self.row(rec)
 
     def row(self, rec: WorkflowRecord) -> dict[str, Any]:
-        """:meth:`WorkflowRecord.to_dict` with the owner from :meth:`owner` (the one source)."""
-        return rec.to_dict(self.owner(rec.workflow_id))
+        """:meth:`WorkflowRecord.to_dict` with the owner from :meth:`owner` (the one source), the
+        ``runs_on`` requirement and ``waiting`` / ``waiting_detail`` (:meth:`waiting`; null if none)."""
+        row = rec.to_dict(self.owner(rec.workflow_id))
+        req = rec.winner.requirement if rec.winner is not None else None
+        row["runs_on"] = None if req is None else req.to_dict()
+        wait = self.waiting(rec.workflow_id)
+        row["waiting"] = None if wait is None else wait.reason
+        row["waiting_detail"] = None if wait is None else wait.detail
+        return row
 
     def assigned_to(self, peer: str) -> list[str]:
         """Ids of unfinished workflows ``peer`` owns, sorted."""
@@ -664,5 +760,5 @@ class State:
                     rec.attempt,
                 )
             )
-        rows.append(("members", tuple(sorted((p, e.present) for p, e in self.members.items()))))
+        rows.append(("members", tuple(sorted((p, e.present, e.labels) for p, e in self.members.items()))))
         return rows

@@ -27,7 +27,7 @@ signatures (``identity`` does, before any of this runs). It decides; the fold ap
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
@@ -391,8 +391,20 @@ class WorkflowFacts:
         membership: Membership,
         handoff: Handoff | None,
         claimer: str | None = None,
+        runs: Callable[[str], bool] | None = None,
     ) -> WorkflowFacts:
-        """Compute the facts from the schedule and the event's views (what the fold calls)."""
+        """Compute the facts from the schedule and the event's views (what the fold calls).
+
+        ``runs``: for a workflow with ``runs_on``, whether a peer's labels in the event's past
+        satisfy it (``State.runs_check``); only such peers can be its owner or next in line.
+        """
+        if runs is not None:
+            ranking = [p for p in ranking if runs(p)]
+            if handoff is not None and not runs(handoff.to):
+                handoff = None
+            membership = Membership(
+                _frozen({p: m for p, m in membership.members.items() if runs(p)}), membership.policy
+            )
         owner = owner_at(ranking, combined, schedule_stamp, membership, handoff)
         return cls(workflow_id, submitter, owner, next_in_line(ranking, membership, owner), claimer)
 

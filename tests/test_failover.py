@@ -206,6 +206,7 @@ async def test_a_member_added_to_a_long_running_peer_gets_its_grace_period(tmp_p
         assert cluster.peer("a").liveness()["d"] == "alive"  # its grace period runs from its addition
         cluster.peer_ids.append("d")
         await cluster.start_peer("d")
+        await cluster.reannounce()  # a manual clock never rebroadcasts: tell d the heads it missed
         assert await cluster.wait_for(lambda: cluster.converged() and cluster.keys_known(), 10)
         clock.advance(1.0)
         await cluster.heartbeat_round()

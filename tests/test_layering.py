@@ -110,6 +110,7 @@ LAYERS: dict[str, int] = {
             "authority",
             "schemas",
             "scrub",
+            "runner_labels",
         ],
         CORE,
     ),

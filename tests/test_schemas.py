@@ -271,6 +271,7 @@ BODY_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "roles": st.lists(st.sampled_from(["admin", "submitter", "worker"]), unique=True).map(sorted),
     "rotate": st.just(True),
     "invite": st.just(True),
+    "labels": st.lists(st.sampled_from(["gpu", "linux", "self-hosted", "x64"]), unique=True).map(sorted),
     "attempt": st.integers(min_value=1, max_value=model.MAX_ATTEMPT),
     "retries": st.integers(min_value=1, max_value=model.MAX_RETRIES),
 }

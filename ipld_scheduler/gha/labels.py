@@ -1,9 +1,9 @@
 """Runner labels: what a job's ``runs-on`` requires and whether a peer's labels satisfy it.
 
-Owns: :class:`LabelRequirement` (the typed form of ``runs-on``: a label, a list of labels, or a
-``{group, labels}`` map), :func:`labels_satisfy` (GitHub's matching rule, adapted to peers that run
-jobs with act in host mode) and :func:`default_labels` (what this host advertises when the operator
-gives no ``--labels``).
+Owns: :func:`default_labels` (what this host advertises when the operator gives no ``--labels``)
+and this documentation of the matching rule. The pure parts the deterministic core needs
+(:class:`LabelRequirement`, :func:`labels_satisfy`, :func:`requirement_of`, :func:`peer_labels`,
+:func:`check_peer_labels`) live in :mod:`ipld_scheduler.runner_labels` and are re-exported here.
 
 Must not: decide ownership or ranking (the assignment layer filters members with
 :func:`labels_satisfy` and ranks the rest), read configuration, or evaluate ``${{ }}`` expressions
@@ -30,103 +30,35 @@ regard to case), with these equivalences for a self-hosted peer:
 from __future__ import annotations
 
 import platform
-import re
-from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Final
+
+from ..runner_labels import (
+    ARCH_LABELS,
+    MAX_LABEL_CHARS,
+    MAX_LABELS,
+    MAX_PEER_LABELS,
+    OS_LABELS,
+    LabelRequirement,
+    check_peer_labels,
+    labels_satisfy,
+    normalize_label,
+    peer_labels,
+    requirement_of,
+)
 
 __all__ = [
     "ARCH_LABELS",
+    "MAX_LABELS",
+    "MAX_LABEL_CHARS",
+    "MAX_PEER_LABELS",
     "OS_LABELS",
     "LabelRequirement",
+    "check_peer_labels",
     "default_labels",
     "labels_satisfy",
     "normalize_label",
+    "peer_labels",
+    "requirement_of",
 ]
-
-OS_LABELS: Final = ("linux", "macos", "windows")
-ARCH_LABELS: Final = ("x64", "arm64", "arm")
-MAX_LABELS: Final = 32
-MAX_LABEL_CHARS: Final = 128
-
-_ALIASES: Final = {
-    "darwin": "macos",
-    "osx": "macos",
-    "win32": "windows",
-    "amd64": "x64",
-    "x86_64": "x64",
-    "x86-64": "x64",
-    "aarch64": "arm64",
-    "armv7": "arm",
-    "armv7l": "arm",
-}
-_IMAGE: Final = re.compile(r"(ubuntu|macos|windows)-[a-z0-9.]+(?:-[a-z0-9.]+)*")
-_IMAGE_OS: Final = {"ubuntu": "linux", "macos": "macos", "windows": "windows"}
-_X64_MACOS: Final = re.compile(r"macos-(?:1[0-3]|latest-large|\d+-large)(?:\.[0-9]+)?")
-
-
-def normalize_label(label: str) -> str:
-    """The canonical spelling of a label: stripped, lower case, OS/arch aliases folded."""
-    text = label.strip().lower()
-    return _ALIASES.get(text, text)
-
-
-@dataclass(frozen=True)
-class LabelRequirement:
-    """A job's ``runs-on``: every label in ``labels`` must be satisfied, and the runner group if any.
-
-    ``expression`` holds the raw text when ``runs-on`` (or one of its labels) is an expression that
-    could not be resolved at schedule time; ``labels`` is then empty and nothing is checked.
-    ``labels`` keep the file's spelling (act maps them with ``-P``); comparisons normalize them.
-    """
-
-    labels: tuple[str, ...] = ()
-    group: str | None = None
-    expression: str | None = None
-
-    @property
-    def resolved(self) -> bool:
-        return self.expression is None
-
-    def to_dict(self) -> dict[str, object]:
-        out: dict[str, object] = {"labels": list(self.labels)}
-        if self.group is not None:
-            out["group"] = self.group
-        if self.expression is not None:
-            out["expression"] = self.expression
-        return out
-
-
-def _image_satisfied(label: str, have: frozenset[str]) -> bool | None:
-    """None when ``label`` is not a GitHub-hosted image name, else whether ``have`` runs it."""
-    match = _IMAGE.fullmatch(label)
-    if match is None:
-        return None
-    if _IMAGE_OS[match.group(1)] not in have:
-        return False
-    if label.endswith("-arm") or label.endswith("-arm64"):
-        return "arm64" in have
-    if _X64_MACOS.fullmatch(label):
-        return "x64" in have
-    return True
-
-
-def labels_satisfy(requirement: LabelRequirement, labels: Iterable[str]) -> bool:
-    """Whether a peer advertising ``labels`` may run a job requiring ``requirement`` (rules in the
-    module docstring). Pure: same arguments, same answer."""
-    if not requirement.resolved:
-        return True
-    have = frozenset(normalize_label(label) for label in labels)
-    if requirement.group is not None and f"group:{requirement.group.strip().lower()}" not in have:
-        return False
-    for raw in requirement.labels:
-        label = normalize_label(raw)
-        if label in have:
-            continue
-        image = _image_satisfied(label, have)
-        if image is None or not image:
-            return False
-    return True
 
 
 def _host_os(system: str) -> str | None:

@@ -1,10 +1,13 @@
-"""Membership and liveness actions: evict the silent, rejoin after our own eviction, recover, balance.
+"""Membership and liveness actions: evict the silent, rejoin after our own eviction, advertise our
+runner labels, recover, balance.
 
 Owns: the tick's decisions that become events: staggered ``evict`` of unhealthy members (with the
 quorum rule and its settle time), ``peer-add`` of ourselves after an eviction (an operator's removal
-is respected), re-running work we had claimed before a restart (at-least-once), and balancing: an
-idle peer takes one queued, unclaimed workflow from a busier live peer with a ``transfer`` (see
-:func:`~ipld_scheduler.runtime.policy.balance_offer`), claiming only after ``transfer_settle``.
+is respected), ``peer-add`` of ourselves carrying our runner labels when the DAG holds other ones
+(``PeerOptions.labels``, default the host's), re-running work we had claimed before a restart
+(at-least-once), and balancing: an idle peer takes one queued, unclaimed workflow from a busier live
+peer with a ``transfer`` (see :func:`~ipld_scheduler.runtime.policy.balance_offer`), claiming only
+after ``transfer_settle``.
 
 Must not: run workflows itself (it asks the :class:`~.supervisor.ExecutionSupervisor`), classify
 health (the :class:`~.watch.MemberWatch` does) or decide anything the fold decides: every action is an
@@ -18,7 +21,9 @@ from collections.abc import Callable
 
 from ..blocks import BlockKind, decode_typed
 from ..codec import CID, CodecError
+from ..errors import IpldSchedulerError
 from ..events import Evict, PeerAdd, Transfer, payload_of
+from ..gha.labels import default_labels, peer_labels
 from ..liveness import Health, plan_evictions
 from ..model import ModelError
 from ..options import PeerOptions
@@ -54,6 +59,10 @@ class MembershipActions:
         self._supervisor = supervisor
         self._now = clock
         self.peer_id = replica.peer_id
+        configured = options.labels
+        self.labels = peer_labels(default_labels() if configured is None else configured)
+        """The runner labels this peer advertises (canonical form)."""
+        self._refused_labels: tuple[str, ...] | None = None
 
     async def evict(self, present: list[str], now: float) -> None:
         """Write ``evict`` for members unhealthy long enough, in this peer's turn (staggered)."""
@@ -97,9 +106,38 @@ class MembershipActions:
                 )
             self._stats.removed_by_operator = True  # respected: an operator's peer-remove stands
             return
-        await self._replica.append(PeerAdd(self.peer_id, self._replica.signer.public_key))
+        await self._replica.append(
+            PeerAdd(self.peer_id, self._replica.signer.public_key, labels=list(self.labels))
+        )
         self._stats.rejoins += 1
         log.info("peer %s rejoined after being evicted", self.peer_id, extra={"event": "rejoin"})
+
+    async def advertise(self) -> None:
+        """Present, but the DAG says we run other labels (or none yet)? Write ``peer-add`` of ourselves
+        with ours: a member may restate itself (``trust``), and the fold takes labels only from the
+        peer's own ``peer-add``. A refused write is not retried for the same labels."""
+        entry = self._replica.state.members.get(self.peer_id)
+        if entry is None or not entry.present or entry.labels == self.labels:
+            return
+        if self._refused_labels == self.labels:
+            return
+        try:
+            await self._replica.append(PeerAdd(self.peer_id, labels=list(self.labels)))
+        except IpldSchedulerError as exc:
+            self._refused_labels = self.labels
+            log.warning(
+                "peer %s could not advertise its labels: %s",
+                self.peer_id,
+                exc,
+                extra={"event": "labels_refused"},
+            )
+            return
+        log.info(
+            "peer %s advertises runner labels %s",
+            self.peer_id,
+            ", ".join(self.labels) or "(none)",
+            extra={"event": "labels"},
+        )
 
     def _evicted_by(self, raw: bytes) -> bool:
         """Whether the event with CID bytes ``raw`` (our presence's last writer) is an ``evict``.

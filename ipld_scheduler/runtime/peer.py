@@ -299,6 +299,8 @@ class Peer:
         if opts.rejoin:
             await self.membership.rejoin()
         self.sync.check_caught_up()
+        if self.sync.caught_up.is_set():  # restate our labels on top of what the network knows
+            await self.membership.advertise()
         if opts.execute and self._running_flag and self.sync.caught_up.is_set():
             await self.membership.recover()
             if opts.balance:

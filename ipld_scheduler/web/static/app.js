@@ -38,6 +38,8 @@ function renderPeers(peers) {
     el("span", {class: "mono"}, p.peer_id, p.self ? " (this peer)" : ""),
     p.member ? badge("member", "alive") : badge("removed"),
     p.liveness ? badge(p.liveness) : el("span", {class: "muted"}, "not heard"),
+    p.labels ? el("span", {}, ...p.labels.map((l) => el("span", {class: "tag"}, l)))
+      : el("span", {class: "muted"}, "none advertised"),
     String(p.assigned),
   ]));
 }
@@ -46,7 +48,9 @@ function renderWorkflows(workflows, byStatus) {
   fillTable("workflows", workflows.map((w) => [
     el("span", {class: "mono"}, w.workflow_id),
     w.name || "",
-    badge(w.status),
+    w.waiting
+      ? el("span", {}, badge(w.status), " ", el("span", {class: "muted waiting", title: w.waiting}, w.waiting_detail))
+      : badge(w.status),
     el("span", {class: "mono"}, w.owner || "–"),
     String(w.priority),
     el("span", {}, ...w.tags.map((t) => el("span", {class: "tag"}, t))),
