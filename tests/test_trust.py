@@ -37,7 +37,7 @@ from ipld_scheduler.trust import (
     Presence,
     RoleGrant,
     Stamp,
-    Submission,
+    SubmissionFacts,
     WorkflowFacts,
     authorize,
     next_in_line,
@@ -97,7 +97,7 @@ class Dag:
         body: Mapping[str, Any],
         *,
         signed_with: bytes | None = None,
-        facts: WorkflowFacts | Submission | None = None,
+        facts: WorkflowFacts | SubmissionFacts | None = None,
     ) -> Reject | None:
         """Authorize the event on its own past; if allowed, record its view (as the fold would)."""
         before = self.before(parents)
@@ -352,7 +352,7 @@ def test_an_admin_re_adding_an_invited_peer_with_its_old_key_does_not_undo_the_r
 # --- schedule -------------------------------------------------------------------------------------
 
 
-def _submission(tags: tuple[str, ...] = ("p2p_only",), run: bool = True, meta: int = 0) -> Submission:
+def _submission(tags: tuple[str, ...] = ("p2p_only",), run: bool = True, meta: int = 0) -> SubmissionFacts:
     workflow = WorkflowDefinition(
         "w1",
         "job",
@@ -360,7 +360,7 @@ def _submission(tags: tuple[str, ...] = ("p2p_only",), run: bool = True, meta: i
         metadata={"blob": "x" * meta} if meta else None,
         run={"steps": [{"name": "s", "run": "echo hi"}]} if run else None,
     )
-    return Submission.of(workflow)
+    return SubmissionFacts.of(workflow)
 
 
 def test_schedule_needs_a_submit_right() -> None:
@@ -408,9 +408,9 @@ def test_oversized_workflows_and_metadata_are_refused() -> None:
     big_meta = _submission(meta=300)
     assert big_meta.metadata_bytes > POLICY.max_metadata_bytes
     assert dag.judge("meta", (head,), K.SCHEDULE, "alice", body, facts=big_meta) is Reject.TOO_LARGE
-    big = Submission(("p2p_only",), True, POLICY.max_workflow_bytes + 1, 10)
+    big = SubmissionFacts(("p2p_only",), True, POLICY.max_workflow_bytes + 1, 10)
     assert dag.judge("big", (head,), K.SCHEDULE, "alice", body, facts=big) is Reject.TOO_LARGE
-    fits = Submission(("p2p_only",), True, POLICY.max_workflow_bytes, POLICY.max_metadata_bytes)
+    fits = SubmissionFacts(("p2p_only",), True, POLICY.max_workflow_bytes, POLICY.max_metadata_bytes)
     assert dag.judge("fits", (head,), K.SCHEDULE, "alice", body, facts=fits) is None
 
 
@@ -838,10 +838,10 @@ _JUNK = st.recursive(
     | st.builds(
         WorkflowFacts, st.just("w1"), _PEERS, st.none() | _PEERS, st.none() | _PEERS, st.none() | _PEERS
     )
-    | st.builds(Submission, _TAGS_ANY, st.booleans(), st.integers(0, 10**6), st.integers(0, 10**6)),
+    | st.builds(SubmissionFacts, _TAGS_ANY, st.booleans(), st.integers(0, 10**6), st.integers(0, 10**6)),
 )
 def test_fuzzed_bodies_get_a_verdict_never_an_exception(
-    kind: str, author: str, body: dict[str, Any], facts: WorkflowFacts | Submission | None
+    kind: str, author: str, body: dict[str, Any], facts: WorkflowFacts | SubmissionFacts | None
 ) -> None:
     dag, head = _team()
     view = dag.views[head]
