@@ -45,12 +45,14 @@ from .events import (
     Payload,
     PeerAdd,
     PeerRemove,
+    Policy,
     Reprioritize,
     Retry,
     Schedule,
     attempt_field,
     body_of,
 )
+from .genesis import Policy as Rules
 from .identity import Signer, verify_event
 from .model import Event, EventKind, ModelError, Result, ResultStatus, WorkflowDefinition, eligibility
 from .network import DEV_ROLES, DevNetworkRefused, Network, dev_network
@@ -60,6 +62,7 @@ from .repo import Repo
 from .staging import CarSource, Progress, SignatureWorker, Stage, Staging
 from .state import CANCELLED, FAILED, FINISHED, State, WorkflowRecord
 from .sync import MergePlan, Ready, SyncError
+from .trust import PolicyRecord
 
 __all__ = ["MergeReport", "NotAuthorized", "Replica", "SchedulerError"]
 
@@ -599,6 +602,15 @@ class Replica:
         signer = dev_network().admin if self.network is not None and self.network.dev else None
         await self.append(PeerRemove(peer_id, reason or None), signer=signer)
         return True
+
+    def policy(self) -> PolicyRecord | None:
+        """The policy in force for this peer's next event (the join at its heads); None outside a network."""
+        return None if self.authority is None else self.authority.current(self.clock.head_cids).policy
+
+    async def set_policy(self, rules: Rules) -> CID:
+        """Write a ``policy`` event replacing the network's policy (admins only, else NotAuthorized)."""
+        signer = dev_network().admin if self.network is not None and self.network.dev else None
+        return await self.append(Policy(rules), signer=signer)
 
     async def record_result(
         self, workflow_id: str, result: Result, blocks: Sequence[tuple[CID, bytes]] = (), attempt: int = 0

@@ -30,6 +30,7 @@ from ipld_scheduler.trust import (
     Handoff,
     Handoffs,
     KeyBinding,
+    Lineage,
     Member,
     Membership,
     MemberStatus,
@@ -565,6 +566,46 @@ def test_author_usage_counts_only_the_window() -> None:
     assert AuthorUsage.within(own, 10, 7, 5) == AuthorUsage(events=3, bytes=67)  # heights 6..10
     assert AuthorUsage.within([], 3, 7, 5) == AuthorUsage(events=1, bytes=7)
     assert AuthorUsage.within(own, 10, 7, 0) == AuthorUsage(events=1, bytes=7)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 10**6), st.integers(1, 3), st.integers(0, 5000)), min_size=1, max_size=120
+    ),
+    st.integers(0, 40),
+    st.integers(1, 3),
+    st.integers(0, 5000),
+)
+def test_lineage_usage_equals_a_scan_of_the_lineage(
+    nodes: list[tuple[int, int, int]], window: int, gap: int, size: int
+) -> None:
+    """Random lineage trees (each node extends a random earlier one, or none): the jump-pointer answer
+    equals a scan of the node's own chain, for the node's next event, whatever the window."""
+    made: list[Lineage] = []
+    chains: list[list[tuple[int, int]]] = []
+    for pick, step, n in nodes:
+        index = pick % (len(made) + 1) - 1  # -1: a fresh lineage
+        prev, chain = (made[index], chains[index]) if index >= 0 else (None, [])
+        height = (prev.height if prev is not None else 0) + step
+        made.append(Lineage.extend(prev, "a", height, bytes([len(made) % 256]), n))
+        chains.append([*chain, (height, n)])
+        nxt = height + gap
+        assert Lineage.usage(made[-1], nxt, size, window) == AuthorUsage.within(chains[-1], nxt, size, window)
+    assert all(node.events == len(chain) for node, chain in zip(made, chains, strict=True))
+
+
+def test_lineage_follows_the_newest_own_parent_only() -> None:
+    a1 = Lineage.extend(None, "a", 1, b"\x01", 10)
+    a2 = Lineage.extend(a1, "a", 2, b"\x02", 20)
+    b3 = Lineage.extend(None, "b", 3, b"\x03", 30)
+    fork = Lineage.extend(None, "a", 2, b"\x09", 5)
+    assert Lineage.newest("a", [b3, a1, None, a2]) is a2
+    assert Lineage.newest("a", [a2, fork]) is fork  # same height: the greater CID bytes
+    assert Lineage.newest("a", [b3, None]) is None
+    assert Lineage.usage(a2, 3, 1, 8) == AuthorUsage(3, 31)
+    assert Lineage.usage(a2, 3, 1, 2) == AuthorUsage(2, 21)  # heights 2..3
+    assert Lineage.usage(None, 3, 1, 8) == AuthorUsage(1, 1)
 
 
 def test_unknown_kinds_are_refused() -> None:
