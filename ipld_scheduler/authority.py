@@ -37,7 +37,7 @@ from .genesis import Genesis
 from .model import Event, EventKind, WorkflowDefinition
 from .reasons import Reject
 from .state import State
-from .trust import AuthorUsage, Handoffs, Lineage, Membership, SubmissionFacts, WorkflowFacts, authorize
+from .trust import Handoffs, Lineage, Membership, SubmissionFacts, WorkflowFacts, authorize
 
 __all__ = ["Authority"]
 
@@ -121,14 +121,6 @@ class Authority:
         self._handoffs[cid] = hand
         lineage[cid] = Lineage.extend(prev, event.author, event.height, cid.raw, size)
         return None
-
-    def usage(self, heads: Sequence[CID], author: str, height: int, size: int) -> AuthorUsage | None:
-        """What a new event by ``author`` on ``heads`` would count against the rate limits (None: off)."""
-        window = self.current(tuple(heads)).policy.policy.rate_window
-        if not window:
-            return None
-        prev = Lineage.newest(author, [self._lineage.get(h) for h in heads])
-        return Lineage.usage(prev, height, size, window)
 
 
 def _sizes(cid: CID, event: Event, blocks: Sequence[tuple[CID, bytes]]) -> tuple[int, int | None]:
