@@ -121,7 +121,10 @@ def test_role_rights_and_rate_limits_set_by_the_cli(tmp_path: Path) -> None:
     alpha, beta = _team(tmp_path)
     _sync(beta, alpha, tmp_path / "joined.car")  # alpha's policy event then builds on beta's join
     bad = _refused(alpha, "policy", "set", "--role", "ci=submit,deploy")
-    assert "unknown right" in bad["error"]
+    assert "unknown right" in bad["error"] and bad["code"] == "invalid"
+    unknown = _refused(alpha, "policy", "set", "--drop-role", "nobody")
+    assert "'nobody' is not in the policy" in unknown["error"]
+    assert _ok(alpha, "policy", "show")["set_by"] is None  # refused changes write nothing
     set_ = _ok(
         alpha,
         "policy",
