@@ -8,7 +8,8 @@ written by one peer):
 * **replay**: events per second when a replica reopens its repo (decode and fold only);
 * **authorize**: microseconds per event in ``Authority.admit`` (the trust fold: views, facts, rate
   usage, ``trust.authorize``), for the same kind of history written in the development network,
-  admitted again in its processed order with the sizes the merge path knows.
+  admitted again in its processed order with the block bytes the merge path holds (thread CPU time,
+  the garbage collector off while timing); **schedules**: the same over ``schedule`` events alone.
 
 Must not: leave files behind (repos live in a temporary directory). Usage:
 ``python scripts/bench_merge.py [--quick]``.
