@@ -108,7 +108,14 @@ class Authority:
             facts = _workflow_facts(payload, event.height, before, hand, state)
         size = event_bytes + (linked_bytes or 0)
         lineage = self._lineage
-        prev = Lineage.newest(event.author, [lineage.get(p) for p in event.parents])
+        parents = event.parents
+        prev = (
+            lineage.get(parents[0])
+            if len(parents) == 1
+            else Lineage.newest(event.author, [lineage.get(p) for p in parents])
+        )
+        if prev is not None and prev.author != event.author:
+            prev = None
         window = before.policy.policy.rate_window
         usage = Lineage.usage(prev, event.height, size, window) if window else None
         verdict = authorize(event.kind, event.author, event.key, event.body, before, facts, usage)

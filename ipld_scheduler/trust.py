@@ -426,13 +426,12 @@ class SubmissionFacts:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class AuthorUsage:
+class AuthorUsage(NamedTuple):
     """The author's events within ``policy.rate_window`` heights of this event's own lineage, it included.
 
     ``events``: how many; ``bytes``: their encoded size (event block plus the workflow block a
     ``schedule`` links). The window is ``(height - rate_window, height]``; the lineage is
-    :class:`Lineage` (docs/trust.md, "Rate limits").
+    :class:`Lineage` (docs/trust.md, "Rate limits"). A named tuple: the fold makes one per event.
     """
 
     events: int
