@@ -511,6 +511,8 @@ def _policy(value: Any, name: str) -> Any:
     except GenesisError as exc:
         raise ModelError(f"{name}: {exc}") from None
     return value
+
+
 _EV_REQUIRED: Final = frozenset({"v", "key", "sig", "body", "kind", "author", "height", "parents"})
 _BODY_ALLOWED: Final = {kind: (req, req | opt) for kind, (req, opt) in _BODY_FIELDS.items()}
 """kind -> (required, required | optional): precomputed so decoding an event builds no sets."""
