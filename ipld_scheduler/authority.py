@@ -6,7 +6,8 @@ admitted event (the join of its parents' views, then the event's own change), an
 ``trust.authorize`` needs, all read from the event's causal past (docs/trust.md, "What the fold must
 compute"):
 
-* ``schedule``: :class:`~ipld_scheduler.trust.Submission` of the workflow block it links;
+* ``schedule``: :class:`~ipld_scheduler.trust.SubmissionFacts` of the workflow block it links (its
+  size is the length of the block's bytes, which the caller hands over: never encoded again);
 * ``claim`` / ``cancel`` / ``reprioritize`` / ``transfer``: the schedule event the body links
   (``schedule``), its author (the submitter) and its ranking; the owner at this event from this event's
   membership and handoff views;
@@ -18,7 +19,9 @@ A linked event counts only when it was admitted and sits below the event (smalle
 applied before the event whatever the delivery order; otherwise the event is about no workflow
 (``UNKNOWN_WORKFLOW``) and creates nothing. An event with a parent that has no view (refused, or from
 another network) is ``POISONED_HISTORY``; an event with no parents does not descend from the genesis
-(``UNKNOWN_PARENT``). Rate usage is not computed here yet (``usage=None``; the gate limits rates).
+(``UNKNOWN_PARENT``). Rate usage (``AuthorUsage``) is read from the author's own lineage
+(:class:`~ipld_scheduler.trust.Lineage`, one node per admitted event): its events and bytes within
+``policy.rate_window`` heights; over the policy's limits the event is ``RATE_LIMITED``.
 
 Must not: do I/O, read a clock, verify signatures (the replica did), or change the scheduler state:
 :meth:`Authority.admit` records views only for events it allows, and the caller then applies them to
@@ -27,15 +30,16 @@ Must not: do I/O, read a clock, verify signatures (the replica did), or change t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final
 
-from .codec import CID
+from .codec import CID, encode
 from .events import Cancel, Claim, Complete, Fail, Reprioritize, Retry, Transfer, payload_of
 from .genesis import Genesis
 from .model import Event, EventKind, WorkflowDefinition
 from .reasons import Reject
 from .state import State
-from .trust import Handoffs, Membership, Submission, WorkflowFacts, authorize
+from .trust import Handoffs, Lineage, Membership, SubmissionFacts, WorkflowFacts, authorize
 
 __all__ = ["Authority"]
 
@@ -50,6 +54,8 @@ class Authority:
         self.network = network
         self.views: dict[CID, Membership] = {network: Membership.from_genesis(genesis, network)}
         self._handoffs: dict[CID, Handoffs] = {network: _EMPTY_HANDOFFS}
+        self._lineage: dict[CID, Lineage] = {}
+        """Per admitted event, its node in its author's own lineage (rate usage)."""
 
     def view(self, cid: CID) -> Membership | None:
         """The membership after an admitted event (or at the genesis); None for anything else."""
@@ -61,12 +67,20 @@ class Authority:
         return Membership.join_all(views) if views else self.views[self.network]
 
     def admit(
-        self, cid: CID, event: Event, state: State, workflow: WorkflowDefinition | None = None
+        self,
+        cid: CID,
+        event: Event,
+        state: State,
+        workflow: WorkflowDefinition | None = None,
+        blocks: Sequence[tuple[CID, bytes]] = (),
     ) -> Reject | None:
         """The verdict on ``event`` (None: allowed, and its views are recorded); call parents first.
 
         ``state`` must hold every event admitted so far (for linked schedules and claims);
-        ``workflow`` is the block a ``schedule`` links.
+        ``workflow`` is the block a ``schedule`` links; ``blocks``: ``(cid, bytes)`` of the event's own
+        block and of the blocks it links, as received or written (``sync.Ready.pairs``), for their
+        sizes. A block missing there is encoded again (every peer holds the same bytes for a CID, so
+        the sizes agree; only callers without the bytes, such as tests, pay for it).
         """
         if cid in self.views:
             return None
@@ -84,15 +98,29 @@ class Authority:
         hand = handoffs[0]
         for other in handoffs[1:]:
             hand = hand.join(other)
-        facts: WorkflowFacts | Submission | None = None
+        event_bytes, linked_bytes = _sizes(cid, event, blocks)
+        facts: WorkflowFacts | SubmissionFacts | None = None
         payload = payload_of(event)
         if event.kind == EventKind.SCHEDULE:
             if workflow is None:
                 return Reject.MALFORMED
-            facts = Submission.of(workflow)
+            facts = SubmissionFacts.of(workflow, linked_bytes)
+            linked_bytes = facts.workflow_bytes
         else:
             facts = _workflow_facts(payload, event, before, hand, state)
-        verdict = authorize(event.kind, event.author, event.key, event.body, before, facts)
+        size = event_bytes + (linked_bytes or 0)
+        lineage = self._lineage
+        parents = event.parents
+        prev = (
+            lineage.get(parents[0])
+            if len(parents) == 1
+            else Lineage.newest(event.author, [lineage.get(p) for p in parents])
+        )
+        if prev is not None and prev.author != event.author:
+            prev = None
+        window = before.policy.policy.rate_window
+        usage = Lineage.usage(prev, event.height, size, window) if window else None
+        verdict = authorize(event.kind, event.author, event.key, event.body, before, facts, usage)
         if verdict is not None:
             return verdict
         stamp = (event.height, cid.raw)
@@ -100,7 +128,23 @@ class Authority:
         if isinstance(payload, Transfer):
             hand = hand.apply(payload.id, payload.to, event.author, stamp)
         self._handoffs[cid] = hand
+        lineage[cid] = Lineage.extend(prev, event.author, event.height, cid.raw, size)
         return None
+
+
+def _sizes(cid: CID, event: Event, blocks: Sequence[tuple[CID, bytes]]) -> tuple[int, int | None]:
+    """Bytes of the event's block and of the workflow block it links (None: not a schedule, or not given)."""
+    workflow = event.body.get("workflow") if event.kind == EventKind.SCHEDULE else None
+    own: int | None = None
+    linked: int | None = None
+    for link, data in blocks:
+        if link == cid:
+            own = len(data)
+        elif workflow is not None and link == workflow:
+            linked = len(data)
+    if own is None:
+        own = len(encode(event.to_ipld()))
+    return own, linked
 
 
 def _workflow_facts(

@@ -437,6 +437,105 @@ def join_cmd(ctx: click.Context, token: str, car_path: str) -> None:
     _show(settings, result, lambda console, d: console.print(f"joined {d['network']} as {d['peer']}"))
 
 
+# --- policy (docs/trust.md, "Policy") ---------------------------------------------------------------
+
+
+@cli.group("policy", cls=_Group)
+def policy_group() -> None:
+    """The network's policy: role rights, size limits, per-author rate limits (admins change it)."""
+
+
+def _human_policy(console: Console, data: dict[str, Any]) -> None:
+    rules = data["policy"]
+    by = data["set_by"]
+    origin = f"set by {by} at height {data['height']}" if by else "from the genesis"
+    changed = data.get("changed")
+    if changed is not None:
+        console.print("policy written" if changed else "policy unchanged: nothing written")
+    console.print(f"policy of network {data['network']} ({origin})")
+    table = _table("role", "submit", "run", "tags")
+    for name, rights in sorted(rules["roles"].items()):
+        tags = "any" if rights["tags"] is None else ", ".join(rights["tags"]) or "none"
+        table.add_row(name, "yes" if rights["submit"] else "no", "yes" if rights["run"] else "no", tags)
+    console.print(table)
+    for name in ("max_workflow_bytes", "max_metadata_bytes", "rate_window", "rate_events", "rate_bytes"):
+        console.print(f"{name}: {rules[name]}")
+    console.print(f"logs_local: {rules['logs_local']}; checkpoint_every: {rules['checkpoint_every']}")
+
+
+def _policy_call(settings: Settings, change: bool, **arguments: Any) -> dict[str, Any]:
+    async def action(scheduler: Scheduler) -> dict[str, Any]:
+        from . import ops
+
+        replica = _direct_replica(settings, scheduler)
+        return await (ops.set_policy(replica, **arguments) if change else ops.policy(replica))
+
+    return _run_async(settings, _with_scheduler(settings, action))
+
+
+def _role_rights(spec: str) -> tuple[str, dict[str, Any]]:
+    """``NAME=submit,run,tags:gpu+linux`` (any subset; ``NAME=`` grants nothing) -> (name, rights)."""
+    from .model import ModelError, normalize_tags
+
+    name, sep, rest = spec.partition("=")
+    if not sep or not name.strip():
+        raise InvalidInput(f"--role {spec!r}: expected NAME=RIGHTS, e.g. ci=submit,tags:gpu+linux")
+    rights: dict[str, Any] = {"submit": False, "run": False, "tags": None}
+    for word in (w.strip() for w in rest.split(",") if w.strip()):
+        if word in ("submit", "run"):
+            rights[word] = True
+        elif word.startswith("tags:"):
+            try:
+                rights["tags"] = sorted(set(normalize_tags([t for t in word[5:].split("+") if t])))
+            except ModelError as exc:
+                raise InvalidInput(f"--role {spec!r}: {exc}") from None
+        else:
+            raise InvalidInput(f"--role {spec!r}: unknown right {word!r}; rights: submit, run, tags:A+B")
+    return name.strip(), rights
+
+
+@policy_group.command("show")
+@json_option
+@click.pass_context
+def policy_show(ctx: click.Context) -> None:
+    """The policy in force at this peer's heads (works on the repo: stop a running peer first)."""
+    settings = _settings(ctx)
+    _show(settings, _policy_call(settings, False), _human_policy)
+
+
+@policy_group.command("set")
+@click.option("--rate-events", type=click.IntRange(0), help="Events per author per rate window (0: off).")
+@click.option("--rate-bytes", type=click.IntRange(0), help="Bytes per author per rate window (0: off).")
+@click.option("--rate-window", type=click.IntRange(0), help="Rate window in heights (0: no rate limits).")
+@click.option("--max-workflow-bytes", type=click.IntRange(1), help="Largest encoded workflow block.")
+@click.option("--max-metadata-bytes", type=click.IntRange(1), help="Largest encoded metadata map.")
+@click.option("--checkpoint-every", type=click.IntRange(0), help="Heights between checkpoints (0: none).")
+@click.option("--logs-local/--logs-published", default=None, help="Keep job logs on the executing peer.")
+@click.option("--role", "role_specs", multiple=True, metavar="NAME=RIGHTS", help="submit,run,tags:A+B")
+@click.option("--drop-role", "drop_roles", multiple=True, metavar="NAME", help="Remove a role.")
+@json_option
+@click.pass_context
+def policy_set(
+    ctx: click.Context,
+    /,
+    role_specs: tuple[str, ...],
+    drop_roles: tuple[str, ...],
+    logs_local: bool | None,
+    **limits: int | None,
+) -> None:
+    """(Admin) Change the policy: writes one policy event, which governs the events written on top
+    of it (never the concurrent ones). Unnamed fields keep their current values."""
+    settings = _settings(ctx)
+    try:
+        roles = dict(_role_rights(spec) for spec in role_specs)
+    except InvalidInput as exc:
+        _fail(settings, exc)
+    data = _policy_call(
+        settings, True, roles=roles, drop_roles=list(drop_roles), logs_local=logs_local, **limits
+    )
+    _show(settings, data, _human_policy)
+
+
 @cli.command()
 @json_option
 @click.pass_context

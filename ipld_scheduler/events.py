@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, Final
 
 from .codec import CID
+from .genesis import Policy as Rules
 from .model import Event, EventKind
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "Payload",
     "PeerAdd",
     "PeerRemove",
+    "Policy",
     "Reprioritize",
     "Retry",
     "Schedule",
@@ -225,6 +227,22 @@ class Retry:
         return _opt_event(self.schedule)
 
 
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """An admin replaces the network's policy (``genesis.Policy``: role rights, size and rate limits).
+
+    Last writer wins by stamp; it governs the events that have it in their causal past, never the
+    concurrent ones (docs/trust.md). The body is ``{policy: <Policy map>}``, validated strictly when
+    the event is decoded.
+    """
+
+    kind: ClassVar[EventKind] = EventKind.POLICY
+    policy: Rules
+
+    def links(self) -> list[Link]:
+        return []
+
+
 def attempt_field(attempt: int) -> int | None:
     """The wire form of an attempt number: absent (``None``) for attempt 0, so old blocks keep their CIDs."""
     return attempt or None
@@ -243,6 +261,7 @@ Payload = (
     | Transfer
     | Checkpoint
     | Retry
+    | Policy
 )
 
 _Reader = Callable[[Mapping[str, Any]], Payload]
@@ -267,6 +286,7 @@ _READERS: Final[dict[str, _Reader]] = {
     EventKind.TRANSFER: lambda b: Transfer(b["id"], b["to"], b.get("reason"), b.get("schedule")),
     EventKind.CHECKPOINT: lambda b: Checkpoint(b["state"]),
     EventKind.RETRY: lambda b: Retry(b["id"], b["attempt"], b.get("schedule")),
+    EventKind.POLICY: lambda b: Policy(Rules.from_ipld(b["policy"])),
 }
 """Keyed by the kind's string value (StrEnum members hash as their values), so lookups by the
 envelope's ``kind`` string need no conversion."""
@@ -284,6 +304,8 @@ def payload_of(event: Event) -> Payload:
 
 def body_of(payload: Payload) -> tuple[EventKind, dict[str, Any]]:
     """The kind and body dict to tick and sign: the wire form, fields left out when ``None``."""
+    if isinstance(payload, Policy):
+        return payload.kind, {"policy": payload.policy.to_ipld()}
     body = {name: getattr(payload, name) for name in payload.__slots__}
     for name in _OPTIONAL:
         if body.get(name, 0) is None:

@@ -506,6 +506,7 @@ class EventKind(StrEnum):
     TRANSFER = "transfer"
     CHECKPOINT = "checkpoint"
     RETRY = "retry"
+    POLICY = "policy"
 
 
 MAX_ATTEMPT: Final = 2**31 - 1
@@ -529,6 +530,7 @@ _BODY_FIELDS: Final[dict[str, tuple[frozenset[str], frozenset[str]]]] = {
     "transfer": (frozenset({"id", "to"}), frozenset({"reason", "schedule"})),
     "checkpoint": (frozenset({"state"}), frozenset()),
     "retry": (frozenset({"id", "attempt"}), frozenset({"schedule"})),
+    "policy": (frozenset({"policy"}), frozenset()),
 }
 _BODY_CHECKS: Final[dict[str, Any]] = {
     "workflow": lambda v: _link(v, "body.workflow"),
@@ -548,7 +550,21 @@ _BODY_CHECKS: Final[dict[str, Any]] = {
     "rotate": lambda v: _true(v, "body.rotate"),
     "invite": lambda v: _true(v, "body.invite"),
     "labels": lambda v: _label_list(v, "body.labels"),
+    "policy": lambda v: _policy(v, "body.policy"),
 }
+
+
+def _policy(value: Any, name: str) -> Any:
+    """A whole ``genesis.Policy`` map, strictly (the genesis module owns its rules; it imports this one)."""
+    from .genesis import GenesisError, Policy
+
+    try:
+        Policy.from_ipld(value)
+    except GenesisError as exc:
+        raise ModelError(f"{name}: {exc}") from None
+    return value
+
+
 _EV_REQUIRED: Final = frozenset({"v", "key", "sig", "body", "kind", "author", "height", "parents"})
 _BODY_ALLOWED: Final = {kind: (req, req | opt) for kind, (req, opt) in _BODY_FIELDS.items()}
 """kind -> (required, required | optional): precomputed so decoding an event builds no sets."""

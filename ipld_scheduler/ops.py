@@ -56,12 +56,14 @@ __all__ = [
     "overview",
     "parse_metadata",
     "peers",
+    "policy",
     "remove_peer",
     "reprioritize",
     "results",
     "retry",
     "schedule",
     "schedule_actions",
+    "set_policy",
     "status",
     "tags",
     "workflow_from_actions",
@@ -834,6 +836,73 @@ async def peers(replica: Replica, liveness: Mapping[str, Any] | None = None) -> 
     }
 
 
+# --- policy ------------------------------------------------------------------------------------
+
+POLICY_LIMITS: Final = (
+    "rate_events",
+    "rate_bytes",
+    "rate_window",
+    "max_workflow_bytes",
+    "max_metadata_bytes",
+    "checkpoint_every",
+)
+"""The policy's counting fields :func:`set_policy` takes by name (docs/trust.md, "Policy")."""
+
+
+def _policy_answer(replica: Replica) -> dict[str, Any]:
+    record = replica.policy()
+    if record is None or replica.network is None:
+        raise Refused("this repo belongs to no network: policies exist in networks (`init --network NAME`)")
+    return {
+        "success": True,
+        "network": str(replica.network.cid),
+        "policy": record.policy.to_ipld(),
+        "set_by": record.by or None,
+        "height": record.stamp[0],
+    }
+
+
+async def policy(replica: Replica) -> dict[str, Any]:
+    """The policy in force at this peer's heads: the genesis one (``set_by`` null) or an admin's."""
+    return _policy_answer(replica)
+
+
+async def set_policy(
+    replica: Replica,
+    roles: Mapping[str, Any] | None = None,
+    drop_roles: Iterable[str] = (),
+    logs_local: bool | None = None,
+    **limits: Any,
+) -> dict[str, Any]:
+    """(Admins) Change the policy: ``limits`` by name (:data:`POLICY_LIMITS`, integers >= 0), ``roles``
+    ``{name: {submit, run, tags}}`` set (absent rights: false; tags null: any), ``drop_roles`` removed.
+    Writes one ``policy`` event, which governs the events that have it in their causal past."""
+    from .genesis import Policy as Rules
+
+    current = _policy_answer(replica)["policy"]
+    unknown = sorted(set(limits) - set(POLICY_LIMITS))
+    if unknown:
+        raise InvalidInput(f"unknown policy field(s) {', '.join(unknown)}; known: {', '.join(POLICY_LIMITS)}")
+    data = dict(current)
+    data.update({name: value for name, value in limits.items() if value is not None})
+    if logs_local is not None:
+        data["logs_local"] = logs_local
+    rights = dict(data["roles"])
+    for name in drop_roles:
+        if rights.pop(name, None) is None:
+            raise InvalidInput(f"role {name!r} is not in the policy; it has {', '.join(sorted(rights))}")
+    for name, value in (roles or {}).items():
+        if not isinstance(value, Mapping):
+            raise InvalidInput(f"roles.{name}: expected {{submit, run, tags}}")
+        rights[name] = {"submit": False, "run": False, "tags": None, **value}
+    data["roles"] = rights
+    new = Rules.from_ipld(data)  # a GenesisError (InvalidInput) names the bad field
+    if new.to_ipld() == current:
+        return {**_policy_answer(replica), "changed": False, "event_cid": None}
+    event = await replica.set_policy(new)
+    return {**_policy_answer(replica), "changed": True, "event_cid": str(event)}
+
+
 # --- queries -----------------------------------------------------------------------------------
 
 
@@ -1248,6 +1317,8 @@ OPERATIONS: Final[dict[str, Operation]] = {
     "peers": peers,
     "merge": merge,
     "overview": overview,
+    "policy": policy,
+    "set_policy": set_policy,
 }
 """Name -> operation taking ``(replica, **arguments)``: the dispatch table remote callers share.
 

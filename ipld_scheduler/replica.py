@@ -45,12 +45,14 @@ from .events import (
     Payload,
     PeerAdd,
     PeerRemove,
+    Policy,
     Reprioritize,
     Retry,
     Schedule,
     attempt_field,
     body_of,
 )
+from .genesis import Policy as Rules
 from .identity import Signer, verify_event
 from .model import Event, EventKind, ModelError, Result, ResultStatus, WorkflowDefinition, eligibility
 from .network import DEV_ROLES, DevNetworkRefused, Network, dev_network
@@ -60,6 +62,7 @@ from .repo import Repo
 from .staging import CarSource, Progress, SignatureWorker, Stage, Staging
 from .state import CANCELLED, FAILED, FINISHED, State, WorkflowRecord
 from .sync import MergePlan, Ready, SyncError
+from .trust import PolicyRecord
 
 __all__ = ["MergeReport", "NotAuthorized", "Replica", "SchedulerError"]
 
@@ -221,10 +224,19 @@ class Replica:
         for _seq, cid, data in self.repo.processed_log():
             event = Event.from_block(data)
             workflow, result = self._local_extras(event)
-            if self.authority is not None and self.authority.admit(cid, event, self.state, workflow):
+            if self.authority is not None and self.authority.admit(
+                cid, event, self.state, workflow, self._replayed_blocks(cid, data, event)
+            ):
                 continue  # admitted at ingest: only a changed rule can refuse it now, so it stays out
             self.state.apply(cid, event, workflow, result)
             self.clock.apply(cid, event)
+
+    def _replayed_blocks(self, cid: CID, data: bytes, event: Event) -> list[tuple[CID, bytes]]:
+        """The event's block and, for a ``schedule``, its workflow block: what authorization sizes."""
+        if event.kind != EventKind.SCHEDULE:
+            return [(cid, data)]
+        link = event.body["workflow"]
+        return [(cid, data), (link, self.repo.get_block(link) or b"")]
 
     def _local_extras(
         self, event: Event, extras: Mapping[CID, Any] | None = None
@@ -350,7 +362,7 @@ class Replica:
                     extras[link] = block.value if block is not None else decode_typed(link_kind, raw)
             workflow, result = self._local_extras(event, extras)
             if self.authority is not None:  # never write what every peer would refuse
-                refusal = self.authority.admit(own.cid, event, self.state, workflow)
+                refusal = self.authority.admit(own.cid, event, self.state, workflow, all_blocks)
                 if refusal is not None:
                     raise NotAuthorized(
                         f"{event.author} may not write this {kind.value} event here ({refusal})", refusal
@@ -461,7 +473,9 @@ class Replica:
             written = self._chain([Schedule(block.cid) for block in fresh.values()])
             if self.authority is not None:  # never write what every peer would refuse: all or none
                 for block, own in zip(fresh.values(), written, strict=True):
-                    refusal = self.authority.admit(own.cid, own.value, self.state, block.value)
+                    refusal = self.authority.admit(
+                        own.cid, own.value, self.state, block.value, [own.pair, block.pair]
+                    )
                     if refusal is not None:
                         raise NotAuthorized(
                             f"{own.value.author} may not schedule {block.value.workflow_id!r} here"
@@ -588,6 +602,15 @@ class Replica:
         signer = dev_network().admin if self.network is not None and self.network.dev else None
         await self.append(PeerRemove(peer_id, reason or None), signer=signer)
         return True
+
+    def policy(self) -> PolicyRecord | None:
+        """The policy in force for this peer's next event (the join at its heads); None outside a network."""
+        return None if self.authority is None else self.authority.current(self.clock.head_cids).policy
+
+    async def set_policy(self, rules: Rules) -> CID:
+        """Write a ``policy`` event replacing the network's policy (admins only, else NotAuthorized)."""
+        signer = dev_network().admin if self.network is not None and self.network.dev else None
+        return await self.append(Policy(rules), signer=signer)
 
     async def record_result(
         self, workflow_id: str, result: Result, blocks: Sequence[tuple[CID, bytes]] = (), attempt: int = 0
@@ -788,7 +811,7 @@ class Replica:
                 plan.refuse(cid, Reject.INVALID_BLOCK, f"linked block unusable: {exc}")
                 continue
             if self.authority is not None:
-                verdict = self.authority.admit(cid, event, self.state, workflow)
+                verdict = self.authority.admit(cid, event, self.state, workflow, item.pairs)
                 if verdict is not None:
                     plan.refuse(cid, verdict, f"{event.kind} by {event.author!r} not authorized: {verdict}")
                     continue
@@ -1294,7 +1317,7 @@ class Replica:
                 self._refused(report, cid, Reject.INVALID_BLOCK, f"linked block unusable: {exc}")
                 continue
             if self.authority is not None:
-                verdict = self.authority.admit(cid, event, self.state, workflow)
+                verdict = self.authority.admit(cid, event, self.state, workflow, ready.pairs)
                 if verdict is not None:
                     detail = f"{event.kind} by {event.author!r} not authorized: {verdict}"
                     self._refused(report, cid, verdict, detail)

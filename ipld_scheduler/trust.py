@@ -11,8 +11,9 @@ Owns:
   rotation, and a role change can never undo a presence change.
 * :class:`Handoffs`: the same kind of view for ``transfer`` events (workflow id -> last transfer), so
   "the owner at this event" is a function of the event's causal past.
-* :class:`WorkflowFacts`, :class:`Submission`, :class:`AuthorUsage`: the small typed facts the fold
-  computes for one event (see docs/trust.md, "What the fold must compute").
+* :class:`WorkflowFacts`, :class:`SubmissionFacts`, :class:`AuthorUsage`: the small typed facts the fold
+  computes for one event, and :class:`Lineage`, the per-event node rate usage is read from (see
+  docs/trust.md, "What the fold must compute").
 * :func:`authorize`: the rules, returning ``None`` (allowed) or a :class:`~ipld_scheduler.reasons.Reject`.
 
 Every rule reads only the event itself and values computed from its causal past, so every peer gives
@@ -31,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from .assign import owner as best_member
 from .codec import CID, encode
@@ -47,6 +48,7 @@ __all__ = [
     "Handoff",
     "Handoffs",
     "KeyBinding",
+    "Lineage",
     "Member",
     "MemberStatus",
     "Membership",
@@ -54,7 +56,7 @@ __all__ = [
     "Presence",
     "RoleGrant",
     "Stamp",
-    "Submission",
+    "SubmissionFacts",
     "WorkflowFacts",
     "authorize",
     "next_in_line",
@@ -68,10 +70,12 @@ Stamp = tuple[int, bytes]
 GENESIS_HEIGHT: Final = 0
 """Height of the genesis stamp: below every event (events start at height 1)."""
 
-POLICY_KIND: Final = "policy"
-"""Kind of a policy-change event (body ``{policy: <Policy map>}``): admins only. Not yet an EventKind."""
+POLICY_KIND: Final = EventKind.POLICY
+"""Kind of a policy-change event (body ``{policy: <Policy map>}``): admins only (``events.Policy``)."""
 
 KEY_BYTES: Final = 32
+_EMPTY_MAP_BYTES: Final = 1
+"""Length of an empty DAG-CBOR map (``0xa0``)."""
 
 
 class MemberStatus(StrEnum):
@@ -410,7 +414,7 @@ class WorkflowFacts:
 
 
 @dataclass(frozen=True, slots=True)
-class Submission:
+class SubmissionFacts:
     """What a ``schedule`` event is judged against: facts of the workflow block it links."""
 
     tags: tuple[str, ...]
@@ -419,20 +423,27 @@ class Submission:
     metadata_bytes: int
 
     @classmethod
-    def of(cls, workflow: WorkflowDefinition) -> Submission:
+    def of(cls, workflow: WorkflowDefinition, workflow_bytes: int | None = None) -> SubmissionFacts:
+        """The facts of ``workflow``; ``workflow_bytes``: the length of its block as received (the
+        fold passes it: every peer holds the same bytes for a CID), else the block is encoded again.
+        The metadata map is encoded only when there is one (an empty map is one byte)."""
+        if workflow_bytes is None:
+            workflow_bytes = len(encode(workflow.to_ipld()))
+        metadata = workflow.metadata
         return cls(
             workflow.tags,
             workflow.run is not None,
-            len(encode(workflow.to_ipld())),
-            len(encode(dict(workflow.metadata or {}))),
+            workflow_bytes,
+            len(encode(dict(metadata))) if metadata else _EMPTY_MAP_BYTES,
         )
 
 
-@dataclass(frozen=True, slots=True)
-class AuthorUsage:
-    """The author's events within ``policy.rate_window`` heights of this event's causal past, it included.
+class AuthorUsage(NamedTuple):
+    """The author's events within ``policy.rate_window`` heights of this event's own lineage, it included.
 
-    ``events``: how many; ``bytes``: their encoded size. The window is ``(height - rate_window, height]``.
+    ``events``: how many; ``bytes``: their encoded size (event block plus the workflow block a
+    ``schedule`` links). The window is ``(height - rate_window, height]``; the lineage is
+    :class:`Lineage` (docs/trust.md, "Rate limits"). A named tuple: the fold makes one per event.
     """
 
     events: int
@@ -441,7 +452,7 @@ class AuthorUsage:
     @classmethod
     def within(cls, own: Iterable[tuple[int, int]], height: int, size: int, window: int) -> AuthorUsage:
         """Usage of an event at ``height`` of ``size`` bytes, given ``own``: (height, bytes) of the
-        author's *other* events in its causal past (the fold finds them; older ones may be included)."""
+        author's *other* events counted for it (older ones may be included: they are left out)."""
         low = height - window
         events, total = 1, size
         for h, n in own:
@@ -449,6 +460,65 @@ class AuthorUsage:
                 events += 1
                 total += n
         return cls(events, total)
+
+
+class Lineage(NamedTuple):
+    """One admitted event in its author's own lineage: the chain through its newest parent by the same
+    author, that parent's newest parent by the same author, and so on (a pure function of the event's
+    causal past, which is all the fold may read).
+
+    Each node keeps running totals (``events``, ``size``: this node and every node before it) and a
+    skew-binary jump pointer (Myers' "applicative random-access stack"), so the usage within a height
+    window is a difference of two totals found in O(log n) steps, and each event costs one node.
+    A named tuple because the fold makes one per admitted event (a third of a frozen dataclass's
+    cost); compare nodes with ``is``, never ``==`` (that would walk both chains).
+    """
+
+    author: str
+    height: int
+    raw: bytes
+    """CID bytes: with ``height``, the stamp that picks the newest of several own parents."""
+    events: int
+    size: int
+    depth: int
+    prev: Lineage | None
+    jump: Lineage | None
+
+    @staticmethod
+    def newest(author: str, parents: Iterable[Lineage | None]) -> Lineage | None:
+        """The newest (by stamp) of ``parents`` written by ``author``: the lineage a new event extends."""
+        best: Lineage | None = None
+        for node in parents:
+            if node is None or node.author != author:
+                continue
+            if best is None or (node.height, node.raw) > (best.height, best.raw):
+                best = node
+        return best
+
+    @classmethod
+    def extend(cls, prev: Lineage | None, author: str, height: int, raw: bytes, size: int) -> Lineage:
+        """The node of an admitted event of ``size`` bytes whose own lineage is ``prev``."""
+        if prev is None:
+            return cls(author, height, raw, 1, size, 0, None, None)
+        jump = prev
+        hop = prev.jump
+        if hop is not None and hop.jump is not None and prev.depth - hop.depth == hop.depth - hop.jump.depth:
+            jump = hop.jump
+        return cls(author, height, raw, prev.events + 1, prev.size + size, prev.depth + 1, prev, jump)
+
+    @staticmethod
+    def usage(prev: Lineage | None, height: int, size: int, window: int) -> AuthorUsage:
+        """Usage of a new event at ``height`` of ``size`` bytes extending ``prev``: it, plus the
+        lineage's events with height in ``(height - window, height]``."""
+        low = height - window
+        node = prev
+        while node is not None and node.height > low:  # heights fall strictly along a lineage
+            hop = node.jump
+            node = hop if hop is not None and hop.height > low else node.prev
+        if prev is None:
+            return AuthorUsage(1, size)
+        before_events, before_bytes = (0, 0) if node is None else (node.events, node.size)
+        return AuthorUsage(1 + prev.events - before_events, size + prev.size - before_bytes)
 
 
 # --- the rules ------------------------------------------------------------------------------------
@@ -523,7 +593,7 @@ def _peer_add(author: str, writer: Member, body: Mapping[str, Any], view: Member
     return None
 
 
-def _schedule(writer: Member, policy: Policy, facts: Submission) -> Reject | None:
+def _schedule(writer: Member, policy: Policy, facts: SubmissionFacts) -> Reject | None:
     rights = [r for r in (policy.rights(role) for role in writer.roles) if r is not None]
     submitting = [r for r in rights if r.submit]
     if not submitting:
@@ -592,13 +662,13 @@ def authorize(
     key: bytes,
     body: Mapping[str, Any],
     membership: Membership,
-    facts: WorkflowFacts | Submission | None = None,
+    facts: WorkflowFacts | SubmissionFacts | None = None,
     usage: AuthorUsage | None = None,
 ) -> Reject | None:
     """None when ``author`` signing with ``key`` may write this event on top of ``membership``.
 
     ``membership`` is the event's *before* view (the join of its parents' views); ``facts`` is a
-    :class:`Submission` for ``schedule``, :class:`WorkflowFacts` for events about a workflow (None when
+    :class:`SubmissionFacts` for ``schedule``, :class:`WorkflowFacts` for events about a workflow (None when
     no schedule of that id is in the event's past: the event creates nothing), None otherwise;
     ``usage`` enables the rate limit. The signature itself was verified before (``identity``).
 
@@ -635,7 +705,7 @@ def _rule(
     body: Mapping[str, Any],
     view: Membership,
     policy: Policy,
-    facts: WorkflowFacts | Submission | None,
+    facts: WorkflowFacts | SubmissionFacts | None,
 ) -> Reject | None:
     match kind:
         case EventKind.PEER_ADD:
@@ -654,12 +724,12 @@ def _rule(
                 return Reject.UNKNOWN_PEER
             return None if peer != author and target.present else Reject.EVICT_NOT_ALLOWED
         case EventKind.SCHEDULE:
-            if not isinstance(facts, Submission):
+            if not isinstance(facts, SubmissionFacts):
                 return Reject.MALFORMED
             return _schedule(writer, policy, facts)
         case EventKind.CHECKPOINT:
             return None if writer.present else Reject.NOT_PRESENT
-        case str() if kind == POLICY_KIND:
+        case EventKind.POLICY:
             if not writer.is_admin:
                 return Reject.NOT_ADMIN
             try:

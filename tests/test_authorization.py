@@ -33,7 +33,8 @@ from ipld_scheduler.codec import CID
 from ipld_scheduler.embedded.memory import MemoryStore
 from ipld_scheduler.embedded.network import EmbeddedNetwork
 from ipld_scheduler.events import Cancel, Claim, Complete, Payload, PeerAdd, PeerRemove, Schedule, body_of
-from ipld_scheduler.genesis import Genesis
+from ipld_scheduler.events import Policy as PolicyEvent
+from ipld_scheduler.genesis import Genesis, Policy, RoleRights
 from ipld_scheduler.identity import Signer
 from ipld_scheduler.model import Event, Result, ResultStatus, WorkflowDefinition
 from ipld_scheduler.network import DevNetworkRefused, Network, dev_network
@@ -63,14 +64,15 @@ ROLES = ["submitter", "worker"]
 class Dag:
     """Signed events on top of the genesis, with the workflow each schedule links and its dependencies."""
 
-    def __init__(self) -> None:
+    def __init__(self, net: Network = NET) -> None:
+        self.net = net
         self.events: dict[CID, Event] = {}
         self.workflows: dict[CID, WorkflowDefinition] = {}
         self.deps: dict[CID, tuple[CID, ...]] = {}
         self.order: list[CID] = []
 
     def height(self, cid: CID) -> int:
-        return 0 if cid == NET.cid else self.events[cid].height
+        return 0 if cid == self.net.cid else self.events[cid].height
 
     def add(
         self,
@@ -79,7 +81,7 @@ class Dag:
         parents: list[CID] | None = None,
         workflow: WorkflowDefinition | None = None,
     ) -> CID:
-        chosen = sorted(set(parents or [NET.cid]))
+        chosen = sorted(set(parents or [self.net.cid]))
         kind, body = body_of(payload)
         unsigned = Event(
             kind.value, who.peer_id, 1 + max(self.height(p) for p in chosen), tuple(chosen), body, b""
@@ -88,7 +90,7 @@ class Dag:
         cid = encode_value(event).cid
         linked = [c for c, _ in payload.links() if c in self.events]
         self.events[cid] = event
-        self.deps[cid] = tuple(p for p in (*chosen, *linked) if p != NET.cid)
+        self.deps[cid] = tuple(p for p in (*chosen, *linked) if p != self.net.cid)
         if workflow is not None:
             self.workflows[cid] = workflow
         self.order.append(cid)
@@ -97,8 +99,8 @@ class Dag:
 
 def fold(dag: Dag, order: list[CID]) -> tuple[dict[CID, Reject | None], State]:
     """What a replica does for each causally complete event: admit, then apply the allowed ones."""
-    authority, state = Authority(NET.genesis, NET.cid), State(local_peer="a")
-    state.set_root(NET.cid)
+    authority, state = Authority(dag.net.genesis, dag.net.cid), State(local_peer="a")
+    state.set_root(dag.net.cid)
     verdicts: dict[CID, Reject | None] = {}
     for cid in order:
         event, workflow = dag.events[cid], dag.workflows.get(cid)
@@ -109,8 +111,19 @@ def fold(dag: Dag, order: list[CID]) -> tuple[dict[CID, Reject | None], State]:
     return verdicts, state
 
 
-def _team() -> tuple[Dag, CID]:
-    dag = Dag()
+TIGHT = Network.of(
+    Genesis.create("tight", {"root": ROOT.public_key}, Policy(rate_window=4, rate_events=2), nonce=bytes(16))
+)
+"""A network whose policy lets one author write at most two events within four heights of its lineage."""
+POLICIES = [
+    Policy(rate_window=4, rate_events=2),
+    Policy(),
+    Policy(rate_window=3, rate_events=1, rate_bytes=900),
+]
+
+
+def _team(net: Network = NET) -> tuple[Dag, CID]:
+    dag = Dag(net)
     head = dag.add(ROOT, PeerAdd("a", signer("a").public_key, ROLES))
     head = dag.add(ROOT, PeerAdd("b", signer("b").public_key, ROLES), [head])
     return dag, head
@@ -194,11 +207,82 @@ def test_an_event_on_a_refused_parent_is_poisoned_and_a_parentless_one_is_foreig
     )
 
 
+def test_an_authors_run_of_events_is_rate_limited_along_its_lineage() -> None:
+    dag, head = _team(TIGHT)
+    a, b = signer("a"), signer("b")
+    run = [head]
+    for i in range(3):
+        wf = _workflow(i)
+        run.append(dag.add(a, Schedule(encode_value(wf).cid), [run[-1]], wf))
+    fork = dag.add(a, Schedule(encode_value(_workflow(9)).cid), [head], _workflow(9))
+    others = [run[2]]
+    for i in range(5):  # b's and root's events advance the heights past a's window
+        others.append(dag.add(b if i % 2 else ROOT, PeerAdd("b"), [others[-1]]))
+    too_soon = dag.add(a, Schedule(encode_value(_workflow(5)).cid), [run[2], others[1]], _workflow(5))
+    later = dag.add(a, Schedule(encode_value(_workflow(6)).cid), [run[2], others[-1]], _workflow(6))
+    verdicts, state = fold(dag, dag.order)
+    assert [verdicts[c] for c in run[1:]] == [None, None, Reject.RATE_LIMITED]
+    assert verdicts[too_soon] is Reject.RATE_LIMITED  # its own parent brings the run into the window
+    assert verdicts[later] is None  # six heights later the run has left the window
+    assert all(verdicts[c] is None for c in others[1:])  # other authors' events count for them alone
+    # the known limit (docs/trust.md): an event that does not build on the author's own last one
+    # starts a new lineage; such forks are concurrent events, which no rule of the past can count
+    assert verdicts[fork] is None
+    assert sorted(state.workflows) == ["wf-0", "wf-1", "wf-6", "wf-9"]
+
+
+def test_bytes_count_the_event_and_its_workflow_block_as_received() -> None:
+    net = Network.of(
+        Genesis.create("bytes", {"root": ROOT.public_key}, Policy(rate_bytes=3000), nonce=bytes(16))
+    )
+    dag, head = _team(net)
+    big = [
+        WorkflowDefinition(f"big-{i}", "big", ("p2p_eligible",), metadata={"pad": "x" * 1000})
+        for i in range(3)
+    ]
+    first = dag.add(signer("a"), Schedule(encode_value(big[0]).cid), [head], big[0])
+    second = dag.add(signer("a"), Schedule(encode_value(big[1]).cid), [first], big[1])
+    third = dag.add(signer("a"), Schedule(encode_value(big[2]).cid), [second], big[2])
+    authority, state = Authority(net.genesis, net.cid), State()
+    state.set_root(net.cid)
+    sizes = []
+    for cid in dag.order:
+        event, wf = dag.events[cid], dag.workflows.get(cid)
+        pairs = [encode_value(event).pair, *([encode_value(wf).pair] if wf is not None else [])]
+        sizes.append(sum(len(data) for _, data in pairs))
+        verdict = authority.admit(cid, event, state, wf, pairs)
+        if verdict is None:
+            state.apply(cid, event, wf)
+        elif cid == third:
+            assert verdict is Reject.RATE_LIMITED
+    assert sizes[-1] > 1000 and sum(sizes[-3:-1]) <= 3000 < sum(sizes[-3:])
+    assert sorted(state.workflows) == ["big-0", "big-1"]
+    verdicts, _ = fold(dag, dag.order)  # without the bytes handed over, the same sizes (encoded again)
+    assert [verdicts[c] for c in (first, second, third)] == [None, None, Reject.RATE_LIMITED]
+
+
+def test_a_policy_event_governs_descendants_not_concurrent_events() -> None:
+    dag, head = _team()
+    strict = dag.add(
+        ROOT, PolicyEvent(Policy.with_roles({"admin": RoleRights(submit=True, run=True)})), [head]
+    )
+    by_member = dag.add(signer("a"), PolicyEvent(Policy()), [head])
+    wfs = [_workflow(i) for i in range(2)]
+    concurrent = dag.add(signer("a"), Schedule(encode_value(wfs[0]).cid), [head], wfs[0])
+    downstream = dag.add(signer("a"), Schedule(encode_value(wfs[1]).cid), [strict, concurrent], wfs[1])
+    verdicts, state = fold(dag, dag.order)
+    assert verdicts[strict] is None and verdicts[by_member] is Reject.NOT_ADMIN
+    assert verdicts[concurrent] is None and verdicts[downstream] is Reject.NO_SUBMIT_RIGHT
+    assert sorted(state.workflows) == ["wf-0"] and state.kinds["policy"] == 1
+
+
 # --- the property ---------------------------------------------------------------------------------
 
 ACTORS = ["a", "b", "c", "root", "eve", "eve-as-a"]
 _STEP = st.tuples(
-    st.sampled_from(["add", "remove", "schedule", "schedule", "claim", "claim", "complete", "cancel"]),
+    st.sampled_from(
+        ["add", "remove", "schedule", "schedule", "claim", "claim", "complete", "cancel", "policy"]
+    ),
     st.integers(0, len(ACTORS) - 1),
     st.integers(0, 10**6),
     st.lists(st.integers(0, 10**6), min_size=1, max_size=3),
@@ -210,18 +294,18 @@ def _actor(i: int) -> Signer:
     return signer("a", key_of="eve") if name == "eve-as-a" else signer(name)
 
 
-def _build(steps: list[Any]) -> Dag:
+def _build(steps: list[Any], net: Network = NET) -> Dag:
     """A random DAG: honest authors link only events they accepted (as replicas do), the stranger
     links anything; the authors' own rights are random, so many honest-looking events are refused."""
-    dag = Dag()
-    authority, state = Authority(NET.genesis, NET.cid), State()
-    state.set_root(NET.cid)
-    accepted: list[CID] = [NET.cid]
+    dag = Dag(net)
+    authority, state = Authority(net.genesis, net.cid), State()
+    state.set_root(net.cid)
+    accepted: list[CID] = [net.cid]
     schedules: list[CID] = []
     claims: list[tuple[CID, str]] = []
     for n, (action, who_i, pick, parent_picks) in enumerate(steps):
         who = _actor(who_i)
-        pool = [NET.cid, *dag.order] if who.public_key == signer("eve").public_key else accepted
+        pool = [net.cid, *dag.order] if who.public_key == signer("eve").public_key else accepted
         parents = [pool[p % len(pool)] for p in parent_picks]
         before = len(dag.order)
         if action == "add":
@@ -241,6 +325,8 @@ def _build(steps: list[Any]) -> Dag:
             cid = dag.add(who, payload, [*parents, sched] if sched in pool else parents)
             if action == "claim":
                 claims.append((cid, wid))
+        elif action == "policy":
+            dag.add(who, PolicyEvent(POLICIES[pick % len(POLICIES)]), parents)
         elif action == "complete" and claims:
             claim, wid = claims[pick % len(claims)]
             parents = [*parents, claim] if claim in pool else parents
@@ -269,7 +355,18 @@ def _dependency_order(dag: Dag, rnd: Any) -> list[CID]:
 def test_any_delivery_order_gives_the_same_state_and_a_stranger_never_changes_it(
     steps: list[Any], rnd: Any
 ) -> None:
-    dag = _build(steps)
+    _same_in_any_order(_build(steps), rnd)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_STEP, min_size=1, max_size=30), st.randoms(use_true_random=False))
+def test_rate_limit_verdicts_do_not_depend_on_delivery_order(steps: list[Any], rnd: Any) -> None:
+    """Under a tight rate policy (many ``rate_limited`` verdicts, and policy events changing it):
+    identical verdicts and state in creation order and in a random dependency order."""
+    _same_in_any_order(_build(steps, TIGHT), rnd)
+
+
+def _same_in_any_order(dag: Dag, rnd: Any) -> None:
     verdicts, state = fold(dag, dag.order)
     again, state_again = fold(dag, _dependency_order(dag, rnd))
     assert again == verdicts
@@ -321,6 +418,30 @@ def test_a_strangers_events_by_merge_and_car_import_never_change_state(tmp_path:
         assert a.rejections[Reject.UNKNOWN_AUTHOR] >= 2
         await a.close()
         await eve.close()
+
+    asyncio.run(main())
+
+
+def test_a_flood_merged_from_a_member_is_refused_past_its_rate_and_counted(tmp_path: Path) -> None:
+    async def main() -> None:
+        repo = Repo.open(tmp_path / "a")
+        key = Signer("a", repo.load_or_create_key()).public_key
+        rules = Policy(rate_window=4, rate_events=2)
+        net = Network.of(Genesis.create("flood", {"a": key}, rules, nonce=bytes(16)))
+        a = await Replica.open(repo, MemoryStore(), "a", network=net)
+        a.authority = None  # a flooding member's own tooling skips the check on write
+        for i in range(3):
+            wf = _workflow(i)
+            await a.append(Schedule(encode_value(wf).cid), [encode_value(wf)])
+        b = await _replica(tmp_path, "b", [], net)
+        report = await b.merge_clock(a.clock)
+        # a's run: its own peer-add and wf-0 fit in the window, wf-1 is the third, wf-2 builds on it
+        assert report.reasons[Reject.RATE_LIMITED] == 1 and report.applied == 2  # a's peer-add and wf-0
+        assert sum(report.reasons.values()) == 2  # wf-2 builds on the refused event: never applied
+        assert b.rejections[Reject.RATE_LIMITED] == 1
+        assert sorted(b.state.workflows) == ["wf-0"]
+        await a.close()
+        await b.close()
 
     asyncio.run(main())
 

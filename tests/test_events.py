@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ipld_scheduler import events as ev
 from ipld_scheduler.blocks import BlockKind, encode_value, links_of
 from ipld_scheduler.codec import CID, cid_for, decode, encode_block
+from ipld_scheduler.genesis import Policy as Rules
 from ipld_scheduler.identity import Signer
 from ipld_scheduler.model import Event, EventKind
 from ipld_scheduler.reasons import Reject
@@ -50,6 +51,8 @@ PINNED: list[tuple[ev.Payload, str]] = [
     (ev.Claim("w1", S, 1), "bafyreigrqr5hah4hxuhtkwrzl5ugx3n3gekn2wzxskpjdbcxmyqpztjwae"),
     (ev.Fail("w1", R, "cancelled", attempt=2), "bafyreidxcor6cvml3lzjnd2txpl3zylv4ebgkspmmzvxgyqjue7vkglhei"),
     (ev.Schedule(W, 3), "bafyreihl6vtdhzpjo5izzesxagfpru65gzsqjelgxv75kv2ofahweec5ha"),
+    # The policy kind (body {policy: <genesis.Policy map>}), with the default policy:
+    (ev.Policy(Rules()), "bafyreihuetbuqcn2jj6g524qpkxvwrcdupxb6tphwhlsqthp7sutjnbsre"),
 ]
 
 

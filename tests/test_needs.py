@@ -471,7 +471,8 @@ def test_cli_schedules_a_whole_workflow_and_after(tmp_path: Path) -> None:
     shown = cli_json(repo, "workflows")
     rows = {row["workflow_id"]: row for row in shown["workflows"]}
     assert rows["L:report"]["status"] == "pending" and rows["L:report"]["waiting"] == "waiting-for-needs"
-    assert rows["L:report"]["waiting_for"] == ["L:test:1", "L:test:2"] and rows["L:build"]["waiting"] == "no-matching-runner"  # no peer has run (advertised labels) yet
+    assert rows["L:report"]["waiting_for"] == ["L:test:1", "L:test:2"]
+    assert rows["L:build"]["waiting"] == "no-matching-runner"  # no peer has run (advertised labels) yet
     table = cli_run(repo, "workflows", "--status", "pending")
     assert table.returncode == 0 and "waiting-for-needs" in table.stdout and "L:test:1" in table.stdout
     after = cli_json(

@@ -38,6 +38,7 @@ from ipld_schema import (
 from ipld_scheduler import events as typed_events
 from ipld_scheduler import model
 from ipld_scheduler.codec import CID, cid_for, decode, encode
+from ipld_scheduler.genesis import Policy, RoleRights
 from ipld_scheduler.identity import Signer
 from ipld_scheduler.model import (
     EVENT_KINDS,
@@ -67,6 +68,10 @@ KIND_SAMPLES: dict[str, Any] = {
     "map": {},
     "link": cid_for(b"sample"),
 }
+
+FIELD_SAMPLES: dict[str, dict[str, Any]] = {"policy": {"map": Policy().to_ipld()}}
+"""Per body field, a sample of a kind whose checker also checks the value (a policy map is a whole
+``genesis.Policy``): used instead of the bare ``KIND_SAMPLES`` entry of that kind."""
 
 Block = tuple[str, type[Any], dict[str, Any]]
 """(schema type name, model class with from_ipld, the block's IPLD data)."""
@@ -176,7 +181,8 @@ def test_body_field_kinds_match_model_checks(kind: str) -> None:
     for field in body.fields:
         allowed = SCHEMA.representation_kinds(field.type)
         check = model._BODY_CHECKS[field.name]
-        for sample_kind, sample in KIND_SAMPLES.items():
+        for sample_kind, bare in KIND_SAMPLES.items():
+            sample = FIELD_SAMPLES.get(field.name, {}).get(sample_kind, bare)
             try:
                 check(sample)
             except ModelError:
@@ -256,6 +262,7 @@ workflows = st.builds(
 
 # What the test (not the model) believes each body field holds; the schema agreement tests above
 # tie the field names to the model, these properties tie the values.
+_ROLE_TAGS = st.sets(st.sampled_from(["gpu", "linux"])).map(sorted).map(tuple)
 BODY_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "workflow": cids,
     "schedule": cids,
@@ -274,6 +281,16 @@ BODY_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "labels": st.lists(st.sampled_from(["gpu", "linux", "self-hosted", "x64"]), unique=True).map(sorted),
     "attempt": st.integers(min_value=1, max_value=model.MAX_ATTEMPT),
     "retries": st.integers(min_value=1, max_value=model.MAX_RETRIES),
+    "policy": st.builds(
+        Policy.with_roles,
+        st.dictionaries(
+            st.sampled_from(["admin", "ci", "submitter", "worker"]),
+            st.builds(RoleRights, st.booleans(), st.booleans(), st.none() | _ROLE_TAGS),
+            max_size=3,
+        ),
+        rate_window=st.integers(min_value=0, max_value=2**53),
+        max_workflow_bytes=st.integers(min_value=1, max_value=2**20),
+    ).map(lambda p: p.to_ipld()),
 }
 SIGNERS = [Signer.generate(f"peer-{i}") for i in range(3)]
 

@@ -30,6 +30,7 @@ from ipld_scheduler.trust import (
     Handoff,
     Handoffs,
     KeyBinding,
+    Lineage,
     Member,
     Membership,
     MemberStatus,
@@ -37,7 +38,7 @@ from ipld_scheduler.trust import (
     Presence,
     RoleGrant,
     Stamp,
-    Submission,
+    SubmissionFacts,
     WorkflowFacts,
     authorize,
     next_in_line,
@@ -97,7 +98,7 @@ class Dag:
         body: Mapping[str, Any],
         *,
         signed_with: bytes | None = None,
-        facts: WorkflowFacts | Submission | None = None,
+        facts: WorkflowFacts | SubmissionFacts | None = None,
     ) -> Reject | None:
         """Authorize the event on its own past; if allowed, record its view (as the fold would)."""
         before = self.before(parents)
@@ -352,7 +353,7 @@ def test_an_admin_re_adding_an_invited_peer_with_its_old_key_does_not_undo_the_r
 # --- schedule -------------------------------------------------------------------------------------
 
 
-def _submission(tags: tuple[str, ...] = ("p2p_only",), run: bool = True, meta: int = 0) -> Submission:
+def _submission(tags: tuple[str, ...] = ("p2p_only",), run: bool = True, meta: int = 0) -> SubmissionFacts:
     workflow = WorkflowDefinition(
         "w1",
         "job",
@@ -360,7 +361,7 @@ def _submission(tags: tuple[str, ...] = ("p2p_only",), run: bool = True, meta: i
         metadata={"blob": "x" * meta} if meta else None,
         run={"steps": [{"name": "s", "run": "echo hi"}]} if run else None,
     )
-    return Submission.of(workflow)
+    return SubmissionFacts.of(workflow)
 
 
 def test_schedule_needs_a_submit_right() -> None:
@@ -408,9 +409,9 @@ def test_oversized_workflows_and_metadata_are_refused() -> None:
     big_meta = _submission(meta=300)
     assert big_meta.metadata_bytes > POLICY.max_metadata_bytes
     assert dag.judge("meta", (head,), K.SCHEDULE, "alice", body, facts=big_meta) is Reject.TOO_LARGE
-    big = Submission(("p2p_only",), True, POLICY.max_workflow_bytes + 1, 10)
+    big = SubmissionFacts(("p2p_only",), True, POLICY.max_workflow_bytes + 1, 10)
     assert dag.judge("big", (head,), K.SCHEDULE, "alice", body, facts=big) is Reject.TOO_LARGE
-    fits = Submission(("p2p_only",), True, POLICY.max_workflow_bytes, POLICY.max_metadata_bytes)
+    fits = SubmissionFacts(("p2p_only",), True, POLICY.max_workflow_bytes, POLICY.max_metadata_bytes)
     assert dag.judge("fits", (head,), K.SCHEDULE, "alice", body, facts=fits) is None
 
 
@@ -565,6 +566,46 @@ def test_author_usage_counts_only_the_window() -> None:
     assert AuthorUsage.within(own, 10, 7, 5) == AuthorUsage(events=3, bytes=67)  # heights 6..10
     assert AuthorUsage.within([], 3, 7, 5) == AuthorUsage(events=1, bytes=7)
     assert AuthorUsage.within(own, 10, 7, 0) == AuthorUsage(events=1, bytes=7)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 10**6), st.integers(1, 3), st.integers(0, 5000)), min_size=1, max_size=120
+    ),
+    st.integers(0, 40),
+    st.integers(1, 3),
+    st.integers(0, 5000),
+)
+def test_lineage_usage_equals_a_scan_of_the_lineage(
+    nodes: list[tuple[int, int, int]], window: int, gap: int, size: int
+) -> None:
+    """Random lineage trees (each node extends a random earlier one, or none): the jump-pointer answer
+    equals a scan of the node's own chain, for the node's next event, whatever the window."""
+    made: list[Lineage] = []
+    chains: list[list[tuple[int, int]]] = []
+    for pick, step, n in nodes:
+        index = pick % (len(made) + 1) - 1  # -1: a fresh lineage
+        prev, chain = (made[index], chains[index]) if index >= 0 else (None, [])
+        height = (prev.height if prev is not None else 0) + step
+        made.append(Lineage.extend(prev, "a", height, bytes([len(made) % 256]), n))
+        chains.append([*chain, (height, n)])
+        nxt = height + gap
+        assert Lineage.usage(made[-1], nxt, size, window) == AuthorUsage.within(chains[-1], nxt, size, window)
+    assert all(node.events == len(chain) for node, chain in zip(made, chains, strict=True))
+
+
+def test_lineage_follows_the_newest_own_parent_only() -> None:
+    a1 = Lineage.extend(None, "a", 1, b"\x01", 10)
+    a2 = Lineage.extend(a1, "a", 2, b"\x02", 20)
+    b3 = Lineage.extend(None, "b", 3, b"\x03", 30)
+    fork = Lineage.extend(None, "a", 2, b"\x09", 5)
+    assert Lineage.newest("a", [b3, a1, None, a2]) is a2
+    assert Lineage.newest("a", [a2, fork]) is fork  # same height: the greater CID bytes
+    assert Lineage.newest("a", [b3, None]) is None
+    assert Lineage.usage(a2, 3, 1, 8) == AuthorUsage(3, 31)
+    assert Lineage.usage(a2, 3, 1, 2) == AuthorUsage(2, 21)  # heights 2..3
+    assert Lineage.usage(None, 3, 1, 8) == AuthorUsage(1, 1)
 
 
 def test_unknown_kinds_are_refused() -> None:
@@ -838,10 +879,10 @@ _JUNK = st.recursive(
     | st.builds(
         WorkflowFacts, st.just("w1"), _PEERS, st.none() | _PEERS, st.none() | _PEERS, st.none() | _PEERS
     )
-    | st.builds(Submission, _TAGS_ANY, st.booleans(), st.integers(0, 10**6), st.integers(0, 10**6)),
+    | st.builds(SubmissionFacts, _TAGS_ANY, st.booleans(), st.integers(0, 10**6), st.integers(0, 10**6)),
 )
 def test_fuzzed_bodies_get_a_verdict_never_an_exception(
-    kind: str, author: str, body: dict[str, Any], facts: WorkflowFacts | Submission | None
+    kind: str, author: str, body: dict[str, Any], facts: WorkflowFacts | SubmissionFacts | None
 ) -> None:
     dag, head = _team()
     view = dag.views[head]
