@@ -298,6 +298,7 @@ class Peer:
             await self.membership.evict(present, now)
         if opts.rejoin:
             await self.membership.rejoin()
+        self.sync.wake()  # a lane's backoff may have ended by this clock
         self.sync.check_caught_up()
         if opts.execute and self._running_flag and self.sync.caught_up.is_set():
             await self.membership.recover()
