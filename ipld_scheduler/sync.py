@@ -291,6 +291,10 @@ class HeadLanes:
         lane = self._lanes.get(announcer)
         return lane.backoff if lane is not None else 0.0
 
+    def count(self, where: Callable[[CID], bool]) -> int:
+        """Distinct queued heads for which ``where`` holds."""
+        return len({cid for lane in self._lanes.values() for cid in lane.heads if where(cid)})
+
     def holds(self, head: CID) -> bool:
         return any(head in lane.heads for lane in self._lanes.values())
 

@@ -90,7 +90,8 @@ class SyncQueue:
     @property
     def pending(self) -> int:
         """Announced heads not merged yet (queued, waiting out a backoff, or being fetched)."""
-        return len(self.lanes)
+        clock = self._replica.clock
+        return self.lanes.count(lambda cid: cid not in clock)
 
     def backoff_of(self, announcer: str) -> float:
         """Seconds ``announcer``'s next heads wait after its last missed deadline (0: none)."""
