@@ -12,25 +12,32 @@ injected clock) and reset once it delivers.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 import pytest
 
+from ipld_scheduler.backends import Backend, open_backend
 from ipld_scheduler.codec import CID, CodecError, decode, encode_block
 from ipld_scheduler.embedded.network import EmbeddedNetwork, NetworkStore
+from ipld_scheduler.kubo.rpc import KuboRPC
 from ipld_scheduler.metrics import build_registry, render
 from ipld_scheduler.model import WorkflowDefinition, WorkflowStatus
+from ipld_scheduler.network import dev_network
 from ipld_scheduler.options import PeerOptions
+from ipld_scheduler.peer import Peer
 from ipld_scheduler.ports import BlockStore
 from ipld_scheduler.replica import Replica
+from ipld_scheduler.repo import Repo
 from ipld_scheduler.runtime.stats import SyncDrop
-from ipld_scheduler.sandbox import SandboxPolicy
+from ipld_scheduler.sandbox import Sandbox, SandboxPolicy
 from ipld_scheduler.state import FINISHED
 from ipld_scheduler.sync import HeadLanes, Offer
 from ipld_scheduler.testing import MANUAL_LIVENESS, Cluster, ManualClock, wait_until
 
+pytest_plugins = ["conftest_ipfs"]
 pytestmark = pytest.mark.timeout(120)
 
 BOUND_S = 5.0
@@ -295,3 +302,141 @@ def test_lanes_plan_quota_backoff_and_independence() -> None:
     assert lanes.finish("w", delivered=True, now=50.0) == 0.0 and lanes.backoff_of("w") == 0.0
     lanes.finish("c", delivered=True, now=50.0)
     assert len(lanes) == 0 and lanes.settled(50.0)
+
+
+# --- over real js-ipfs daemons ------------------------------------------------------------------
+
+
+class UnpublishedStore:
+    """A member's store whose writes stop reaching its IPFS daemon once ``withholding`` is set.
+
+    The member's replica still records its events (in its repo) and its peer announces their heads,
+    but no daemon ever holds the blocks: the other members' bitswap wants go unanswered, which is
+    what withholding looks like from outside. Reads pass through to the real store.
+    """
+
+    def __init__(self, inner: BlockStore) -> None:
+        self.inner = inner
+        self.withholding = False
+        self.unpublished = 0
+
+    async def get(self, cid: CID) -> bytes:
+        return await self.inner.get(cid)
+
+    async def put(self, cid: CID, data: bytes) -> None:
+        await self.put_many([(cid, data)])
+
+    async def put_many(self, blocks: Iterable[tuple[CID, bytes]]) -> None:
+        if self.withholding:
+            self.unpublished += len(list(blocks))
+            return
+        await self.inner.put_many(blocks)
+
+    async def has(self, cid: CID) -> bool:
+        return await self.inner.has(cid)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+async def _kubo_peer(
+    root: Path, api: str, peer_id: str, options: PeerOptions, *, withholding: bool = False
+) -> tuple[Peer, Backend, UnpublishedStore | None]:
+    repo = Repo.open(root / peer_id)
+    backend = open_backend(repo, api, options)
+    wrapper = UnpublishedStore(backend.store) if withholding else None
+    replica = await Replica.open(
+        repo,
+        wrapper or backend.store,
+        peer_id,
+        ["a", "b", "w"],
+        store_is_repo=False,
+        network=dev_network().network,
+        allow_dev_network=True,
+    )
+    peer = Peer(
+        replica,
+        backend.make_broadcaster(peer_id),
+        options,
+        workdir=root / f"{peer_id}.work",
+        seed=peer_id,
+        sandbox=Sandbox(SandboxPolicy(bubblewrap=False)),
+    )
+    await peer.start()
+    return peer, backend, wrapper
+
+
+@pytest.mark.ipfs
+@pytest.mark.timeout(300)
+async def test_over_js_ipfs_a_withholding_member_does_not_stall_another_members_work(
+    tmp_path: Path, ipfs_api_urls: list[str], ipfs_clients: list[KuboRPC]
+) -> None:
+    options = OPTIONS.with_(
+        topic=f"ipld-scheduler/test-withholding/{os.getpid()}/{time.monotonic_ns()}",
+        rebroadcast_interval=0.5,
+        unknown_after=5.0,
+        unhealthy_after=60.0,
+        fetch_timeout=120.0,
+    )
+    peers: dict[str, Peer] = {}
+    backends: list[Backend] = []
+    withholder: UnpublishedStore | None = None
+    try:
+        for peer_id, api in zip(["a", "b", "w"], ipfs_api_urls, strict=True):
+            peer, backend, wrapper = await _kubo_peer(
+                tmp_path, api, peer_id, options, withholding=peer_id == "w"
+            )
+            peers[peer_id] = peer
+            backends.append(backend)
+            withholder = wrapper or withholder
+        assert withholder is not None
+        a, b, w = (peers[p].replica for p in ("a", "b", "w"))
+
+        def settled() -> bool:
+            heads = {tuple(p.replica.clock.head_cids) for p in peers.values()}
+            keys = all(
+                (m := p.replica.state.members.get(q)) is not None and m.key is not None
+                for p in peers.values()
+                for q in peers
+            )
+            return len(heads) == 1 and keys and all(p.caught_up.is_set() for p in peers.values())
+
+        await wait_until(settled, "the three members to converge over js-ipfs", timeout=120)
+        withholder.withholding = True
+        before = list(w.clock.head_cids)
+        await w.schedule_workflow(job("withheld-ipfs"))
+        stuck = own_heads(w, before)
+        await wait_until(
+            lambda: all(
+                (lane := peers[p].sync.lanes.lane("w")) is not None and lane.merging for p in ("a", "b")
+            ),
+            "a and b to be fetching w's unpublished head",
+            timeout=30,
+        )
+        for n in range(30):
+            started = time.monotonic()
+            wid = f"honest-ipfs-{n}"
+            await a.schedule_workflow(job(wid))
+            if a.get_owner(wid) == "b":
+                break
+        else:
+            pytest.fail("no workflow landed on b in 30 tries")
+        await wait_until(lambda: finished(a, wid), f"{wid} run by b and merged back at a", timeout=60)
+        merged = time.monotonic() - started
+        print(f"\njs-ipfs, withholding member: honest work run by b and merged back at a in {merged:.3f} s")
+        assert merged < BOUND_S, f"a withholding member delayed another member's work by {merged:.2f} s"
+        assert [r.peer for r in a.state.workflows[wid].runs] == ["b"]
+        assert withholder.unpublished >= 1
+        assert not any(h in a.clock or h in b.clock for h in stuck)
+        await wait_until(
+            lambda: all(peers[p].stats.sync_deadline_missed >= 1 for p in ("a", "b")),
+            "the fetch deadline to end the stuck fetches",
+            timeout=30,
+        )
+    finally:
+        for peer in peers.values():
+            await peer.stop()
+            await peer.broadcaster.close()
+            await peer.replica.close()
+        for backend in backends:
+            await backend.close()
