@@ -366,6 +366,22 @@ async def _kubo_peer(
     return peer, backend, wrapper
 
 
+async def _honest_round_trip(a: Replica, tag: str) -> float:
+    """Seconds from ``a`` scheduling a workflow that ``b`` owns to ``a`` holding b's result."""
+    for n in range(30):
+        started = time.monotonic()
+        wid = f"honest-{tag}-{n}"
+        await a.schedule_workflow(job(wid))
+        if a.get_owner(wid) == "b":
+            break
+    else:
+        pytest.fail("no workflow landed on b in 30 tries")
+    await wait_until(lambda: finished(a, wid), f"{wid} run by b and merged back at a", timeout=60)
+    elapsed = time.monotonic() - started
+    assert [r.peer for r in a.state.workflows[wid].runs] == ["b"]
+    return elapsed
+
+
 @pytest.mark.ipfs
 @pytest.mark.timeout(300)
 async def test_over_js_ipfs_a_withholding_member_does_not_stall_another_members_work(
@@ -402,6 +418,7 @@ async def test_over_js_ipfs_a_withholding_member_does_not_stall_another_members_
             return len(heads) == 1 and keys and all(p.caught_up.is_set() for p in peers.values())
 
         await wait_until(settled, "the three members to converge over js-ipfs", timeout=120)
+        baseline = await _honest_round_trip(a, "before")  # js-ipfs round trips alone, nobody withholding
         withholder.withholding = True
         before = list(w.clock.head_cids)
         await w.schedule_workflow(job("withheld-ipfs"))
@@ -413,19 +430,16 @@ async def test_over_js_ipfs_a_withholding_member_does_not_stall_another_members_
             "a and b to be fetching w's unpublished head",
             timeout=30,
         )
-        for n in range(30):
-            started = time.monotonic()
-            wid = f"honest-ipfs-{n}"
-            await a.schedule_workflow(job(wid))
-            if a.get_owner(wid) == "b":
-                break
-        else:
-            pytest.fail("no workflow landed on b in 30 tries")
-        await wait_until(lambda: finished(a, wid), f"{wid} run by b and merged back at a", timeout=60)
-        merged = time.monotonic() - started
-        print(f"\njs-ipfs, withholding member: honest work run by b and merged back at a in {merged:.3f} s")
-        assert merged < BOUND_S, f"a withholding member delayed another member's work by {merged:.2f} s"
-        assert [r.peer for r in a.state.workflows[wid].runs] == ["b"]
+        merged = await _honest_round_trip(a, "during")
+        print(
+            f"\njs-ipfs: honest work run by b and merged back at a in {merged:.3f} s while w withholds "
+            f"({baseline:.3f} s before it did)"
+        )
+        # the bound is on the delay the withholder causes; js-ipfs's own round trips (slow on a loaded
+        # machine) are measured by the baseline, and on main the delay was the whole fetch_timeout
+        assert merged - baseline < BOUND_S, (
+            f"a withholding member delayed another member's work by {merged:.2f} s"
+        )
         assert withholder.unpublished >= 1
         assert not any(h in a.clock or h in b.clock for h in stuck)
         await wait_until(

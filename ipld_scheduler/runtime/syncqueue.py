@@ -30,7 +30,6 @@ from typing import Final
 
 from ..announce import AnnouncementGate
 from ..codec import CID
-from ..embedded.memory import MemoryStore
 from ..options import PeerOptions
 from ..ports import Announcement, Broadcaster
 from ..replica import Replica
@@ -246,9 +245,9 @@ class SyncQueue:
         heads = [cid for cid, _ in batch if cid not in replica.clock]
         missed: set[CID] = set()
         try:
-            source, arrived, missed = await self._fetch_heads(heads)
+            arrived, missed = await self._fetch_heads(heads)
             if arrived:
-                await self._merge(arrived, source)
+                await self._merge(arrived)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # SyncError (too much history), store failure...: back off, retry later
@@ -295,16 +294,18 @@ class SyncQueue:
         while len(self._retry) > 4 * opts.max_pending_heads:
             del self._retry[next(iter(self._retry))]
 
-    async def _fetch_heads(self, heads: list[CID]) -> tuple[MemoryStore, list[CID], set[CID]]:
-        """The announced head blocks, within ``fetch_deadline`` real seconds for the lot.
+    async def _fetch_heads(self, heads: list[CID]) -> tuple[list[CID], set[CID]]:
+        """Fetch the announced head blocks, within ``fetch_deadline`` real seconds for the lot.
 
-        Returns a store holding those that arrived (verified), their CIDs, and the heads that missed
-        the deadline; heads whose fetch failed outright (nobody holds them, bad bytes) are in neither.
+        Returns the heads that arrived and those that missed the deadline; heads whose fetch failed
+        outright (nobody holds them, bytes that do not hash) are in neither. What arrived is now
+        local to our store (Kubo keeps what bitswap fetched), so the merge's walk reads it back
+        cheaply; handing it to the walk as a source instead would make it "external" and cost a
+        ``block/put`` per head on Kubo.
         """
-        source = MemoryStore()
         arrived: list[CID] = []
         if not heads:
-            return source, arrived, set()
+            return arrived, set()
         store = self._replica.store
         limit = asyncio.Semaphore(HEAD_FETCHES)
         answered: set[CID] = set()
@@ -312,7 +313,7 @@ class SyncQueue:
         async def one(cid: CID) -> None:
             async with limit:
                 try:
-                    await source.put(cid, await store.get(cid))
+                    await store.get(cid)  # the store verifies the bytes against the CID
                     arrived.append(cid)
                 except Exception as exc:  # nobody holds it, bytes that do not hash, a store failure
                     log.info("peer %s: head %s not fetched: %s", self._replica.peer_id, cid, exc)
@@ -325,17 +326,17 @@ class SyncQueue:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        return source, arrived, {cid for cid in heads if cid not in answered}
+        return arrived, {cid for cid in heads if cid not in answered}
 
-    async def _merge(self, arrived: list[CID], source: MemoryStore) -> None:
-        """Merge the heads that arrived; ``source`` hands their blocks to the walk (no second fetch)."""
+    async def _merge(self, arrived: list[CID]) -> None:
+        """Merge the heads that arrived (the walk fetches the rest of their history)."""
         opts = self._options
         replica = self._replica
         heads = [cid for cid in arrived if cid not in replica.clock]
         if not heads:
             return
         started = self._now()
-        report = await replica.merge_heads(heads, [source], max_pending=opts.max_pending_blocks)
+        report = await replica.merge_heads(heads, max_pending=opts.max_pending_blocks)
         self._stats.merges += 1
         log.info(
             "peer %s merged %d events (%d blocks fetched, %d refused) in %.3f s",
