@@ -12,8 +12,8 @@ finished or cancelled meanwhile).
 Each lane's merge first fetches the announced head blocks themselves within ``fetch_deadline`` real
 seconds (a member that announces heads it does not serve is found out here: the fetch is abandoned,
 counted, and the member's next heads wait out an exponential backoff, on the injected clock), then
-hands the heads that arrived to ``Replica.merge_heads``, which fetches the rest of their history
-(each block within ``fetch_timeout``) and applies it. The replica holds its write lock only while
+hands the heads whose fetch was answered to ``Replica.merge_heads``, which fetches the rest of their
+history (each block within ``fetch_timeout``) and applies it. The replica holds its write lock only while
 applying, never while fetching, so a stuck fetch in one lane holds nothing another lane needs.
 
 Must not: announce, execute or write events. Heads whose history could not be fetched are never
@@ -245,9 +245,12 @@ class SyncQueue:
         heads = [cid for cid, _ in batch if cid not in replica.clock]
         missed: set[CID] = set()
         try:
-            arrived, missed = await self._fetch_heads(heads)
-            if arrived:
-                await self._merge(arrived)
+            missed = await self._fetch_heads(heads)
+            # heads that failed outright go to the walk too: it asks again (after recording them as
+            # wanted), which covers an announcement that overtook the sender's commit
+            answered = [cid for cid in heads if cid not in missed]
+            if answered:
+                await self._merge(answered)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # SyncError (too much history), store failure...: back off, retry later
@@ -294,18 +297,16 @@ class SyncQueue:
         while len(self._retry) > 4 * opts.max_pending_heads:
             del self._retry[next(iter(self._retry))]
 
-    async def _fetch_heads(self, heads: list[CID]) -> tuple[list[CID], set[CID]]:
+    async def _fetch_heads(self, heads: list[CID]) -> set[CID]:
         """Fetch the announced head blocks, within ``fetch_deadline`` real seconds for the lot.
 
-        Returns the heads that arrived and those that missed the deadline; heads whose fetch failed
-        outright (nobody holds them, bytes that do not hash) are in neither. What arrived is now
-        local to our store (Kubo keeps what bitswap fetched), so the merge's walk reads it back
-        cheaply; handing it to the walk as a source instead would make it "external" and cost a
+        Returns the heads that missed the deadline (no answer at all). What arrived is now local to
+        our store (Kubo keeps what bitswap fetched), so the merge's walk reads it back cheaply;
+        handing it to the walk as a source instead would make it "external" and cost a
         ``block/put`` per head on Kubo.
         """
-        arrived: list[CID] = []
         if not heads:
-            return arrived, set()
+            return set()
         store = self._replica.store
         limit = asyncio.Semaphore(HEAD_FETCHES)
         answered: set[CID] = set()
@@ -314,7 +315,6 @@ class SyncQueue:
             async with limit:
                 try:
                     await store.get(cid)  # the store verifies the bytes against the CID
-                    arrived.append(cid)
                 except Exception as exc:  # nobody holds it, bytes that do not hash, a store failure
                     log.info("peer %s: head %s not fetched: %s", self._replica.peer_id, cid, exc)
                 answered.add(cid)
@@ -326,13 +326,13 @@ class SyncQueue:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        return arrived, {cid for cid in heads if cid not in answered}
+        return {cid for cid in heads if cid not in answered}
 
-    async def _merge(self, arrived: list[CID]) -> None:
-        """Merge the heads that arrived (the walk fetches the rest of their history)."""
+    async def _merge(self, answered: list[CID]) -> None:
+        """Merge the heads whose fetch was answered (the walk fetches the rest of their history)."""
         opts = self._options
         replica = self._replica
-        heads = [cid for cid in arrived if cid not in replica.clock]
+        heads = [cid for cid in answered if cid not in replica.clock]
         if not heads:
             return
         started = self._now()
