@@ -314,13 +314,21 @@ class HeadLanes:
         return Offer.QUEUED
 
     def start(self, now: float, limit: int) -> list[tuple[str, list[tuple[CID, float]]]]:
-        """Lanes due at ``now`` (not merging, not backing off): up to ``limit`` heads each, marked merging."""
+        """Lanes due at ``now`` (not merging, not backing off): up to ``limit`` heads each, marked merging.
+
+        A head another lane is fetching already is left queued (the same history is not walked
+        twice at once); once that merge ends it is held, or this lane tries it.
+        """
+        inflight = {cid for lane in self._lanes.values() for cid in lane.merging}
         out = []
         for announcer in sorted(self._lanes):
             lane = self._lanes[announcer]
             if lane.due(now):
-                batch = list(lane.heads.items())[:limit]
+                batch = [(cid, seen) for cid, seen in lane.heads.items() if cid not in inflight][:limit]
+                if not batch:
+                    continue
                 lane.merging = tuple(cid for cid, _ in batch)
+                inflight.update(lane.merging)
                 out.append((announcer, batch))
         return out
 

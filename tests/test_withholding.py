@@ -204,8 +204,8 @@ async def test_a_flood_of_heads_from_one_member_hits_its_quota_and_is_counted(tm
     await cluster.start()
     try:
         await wait_until(
-            lambda: cluster.keys_known() and cluster.converged() and cluster.peer("b").sync.pending == 0,
-            "keys known and nothing pending",
+            lambda: cluster.keys_known() and cluster.converged() and len(cluster.peer("b").sync.lanes) == 0,
+            "keys known and nothing queued or being merged",
         )
         flood = [encode_block({"flood": i})[0] for i in range(40)]
         await cluster.peer("w").announcer.announce(flood)
@@ -284,6 +284,8 @@ def test_lanes_plan_quota_backoff_and_independence() -> None:
     )
     started = dict(lanes.start(0.0, limit=10))
     assert sorted(started) == ["a", "c", "w"] and lanes.start(0.0, limit=10) == []  # one merge per lane
+    assert [c for c, _ in started["a"]] == [cids[0], cids[3]]
+    assert [c for c, _ in started["w"]] == [cids[1]]  # cids[0] is in a's merge already: not walked twice
     assert not lanes.settled(0.0)
     # w misses (cids[0] stays for a retry, cids[1] failed outright and leaves); a delivers
     assert lanes.finish("w", delivered=False, missed=[cids[0]], now=10.0) == 1.0
