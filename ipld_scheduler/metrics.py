@@ -74,6 +74,14 @@ _RUNTIME_COUNTERS: Final = {
     "publish_errors": ("publish_errors", "Announcements the broadcaster failed to publish."),
     "merges": ("merges", "Merges of announced heads into the replica."),
     "merge_errors": ("merge_errors", "Merges that failed as a whole (retried with backoff)."),
+    "sync_deadline_missed": (
+        "sync_deadline_missed",
+        "Fetches of announced head blocks abandoned at the fetch deadline (retried after a backoff).",
+    ),
+    "sync_member_backoffs": (
+        "sync_member_backoffs",
+        "Times an announcer's heads were made to wait after its blocks missed the fetch deadline.",
+    ),
     "claims_written": ("claims_written", "Claim events this peer wrote before running a workflow."),
     "executions_started": ("runs_started", "Workflow runs this peer started."),
     "recovered_runs": ("runs_recovered", "Runs restarted after a restart of this peer (its earlier claims)."),
@@ -224,7 +232,8 @@ class SchedulerCollector:
             yield CounterMetricFamily(PREFIX + name, help_text, value=float(getattr(stats, field_name)))
         dropped = CounterMetricFamily(
             PREFIX + "sync_dropped",
-            "Announced heads not queued for merging, by cause (bounded queue, backoff, unfetchable history).",
+            "Announced heads not queued or not adopted, by cause (bounded queue, member quota, backoff, "
+            "unfetchable history).",
             labels=["cause"],
         )
         for cause in SyncDrop:

@@ -51,6 +51,19 @@ class PeerOptions:
     """Unknown blocks one merge may buffer before refusing (bounded memory whatever a peer announces)."""
     retry_backoff: float = 5.0
     """After a head's history could not be fetched, wait this long (doubling, capped x16) to retry."""
+    max_heads_per_member: int = 64
+    """Quota of one announcer: heads it announced that wait in the sync queue (or are being fetched);
+    more from that member are dropped (``sync_dropped_total{cause="member_quota"}``)."""
+    fetch_deadline: float = 3.0
+    """Real seconds an announced head's own block may take to arrive; then that fetch is abandoned
+    (``sync_deadline_missed_total``), the head kept for a retry, and its announcer backs off. Heads of
+    different announcers are fetched and merged independently, so a withholding member stalls only
+    its own heads."""
+    member_backoff: float = 1.0
+    """After a deadline miss, the announcer's next heads wait this long (doubling per miss, up to
+    ``member_backoff_max``); reset once a merge of its heads delivers without a miss."""
+    member_backoff_max: float = 60.0
+    """Cap of ``member_backoff``."""
 
     # --- execution ----------------------------------------------------------------------------
     execute: bool = True
@@ -124,6 +137,10 @@ class PeerOptions:
             raise ValueError("PeerOptions.fetch_workers, max_concurrent and max_announce_heads must be >= 1")
         if self.labels is not None:
             peer_labels(self.labels)  # raises ValueError naming the bad label
+        if self.fetch_deadline <= 0 or self.max_heads_per_member < 1:
+            raise ValueError("PeerOptions.fetch_deadline must be positive and max_heads_per_member >= 1")
+        if self.member_backoff_max < self.member_backoff:
+            raise ValueError("PeerOptions.member_backoff_max must be at least member_backoff")
         if self.max_announce_heads * 40 + 512 > self.max_announce_bytes:
             raise ValueError("PeerOptions.max_announce_bytes is too small for max_announce_heads heads")
 
@@ -137,6 +154,9 @@ class PeerOptions:
             "evict_stagger": 0.3,
             "fetch_timeout": 2.0,
             "retry_backoff": 0.2,
+            "fetch_deadline": 2.0,
+            "member_backoff": 0.2,
+            "member_backoff_max": 2.0,
             "tick_interval": 0.1,
             "transfer_settle": 0.1,
         }

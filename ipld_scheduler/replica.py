@@ -801,6 +801,8 @@ class Replica:
         processed: list[CID] = []
         for item in ready:
             cid, event = item.event.cid, item.event.value
+            if cid in self.clock:  # applied meanwhile by a concurrent merge (another announcer's lane)
+                continue
             refusal = self._admission(event, verify=verify)
             if refusal is not None:
                 plan.refuse(cid, *refusal)

@@ -11,12 +11,18 @@ detail for the log. Bounded: at most ``max_pending`` blocks in flight or buffere
 Must not: fetch, store, verify signatures or fold state; the caller does I/O and hands bytes in,
 like h11's ``receive_data``/``next_event``. A block that cannot be fetched or decoded poisons
 every event that depends on it: such heads are never adopted.
+
+Also owns :class:`HeadLanes`, the plan of *which* announced heads to fetch *when*: one lane per
+announcer, each with a quota of queued heads and an exponential backoff after a missed fetch
+deadline, so one member's withheld blocks never hold up the heads of another (the runtime merges
+lanes concurrently). Times are whatever clock the caller passes in; nothing here reads one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Final, NamedTuple
 
 from .blocks import Block, BlockKind, UnsupportedCodec, decode_typed, links_of, require_dag_cbor
@@ -25,7 +31,18 @@ from .errors import IpldSchedulerError
 from .model import Event, ModelError
 from .reasons import Reject
 
-__all__ = ["BlockKind", "MergePlan", "Pending", "Ready", "Rejection", "SyncError", "decode_typed"]
+__all__ = [
+    "BlockKind",
+    "HeadLanes",
+    "Lane",
+    "MergePlan",
+    "Offer",
+    "Pending",
+    "Ready",
+    "Rejection",
+    "SyncError",
+    "decode_typed",
+]
 
 DEFAULT_MAX_PENDING: Final = 200_000
 
@@ -213,3 +230,148 @@ class MergePlan:
             if entry.kind is BlockKind.EVENT and entry.data is not None:
                 detail = "history incomplete: a linked block could not be fetched"
                 self.rejected.append(Rejection(cid, Reject.POISONED_HISTORY, detail))
+
+
+# --- which heads to fetch, when ---------------------------------------------------------------
+
+
+class Offer(StrEnum):
+    """What :meth:`HeadLanes.offer` did with an announced head."""
+
+    QUEUED = "queued"
+    ALREADY = "already"
+    """Already queued (or being fetched) for this announcer: nothing to do."""
+    QUEUE_FULL = "queue_full"
+    """Dropped: the queue as a whole holds ``total`` heads."""
+    MEMBER_QUOTA = "member_quota"
+    """Dropped: this announcer already has ``per_member`` heads queued or in flight."""
+
+
+@dataclass(slots=True)
+class Lane:
+    """One announcer's queued heads (in arrival order, with when each was first heard) and its backoff."""
+
+    heads: dict[CID, float] = field(default_factory=dict)
+    merging: tuple[CID, ...] = ()
+    """Heads of the merge under way (still counted in ``heads``)."""
+    backoff: float = 0.0
+    """Current backoff in seconds (0: none); doubles per missed deadline, reset on delivery."""
+    ready_at: float = 0.0
+    """No merge of this lane starts before this time."""
+
+    def due(self, now: float) -> bool:
+        return bool(self.heads) and not self.merging and now >= self.ready_at
+
+
+class HeadLanes:
+    """Announced heads we do not hold, one :class:`Lane` per announcer, sans I/O.
+
+    A head announced by two members sits in both lanes (whichever merge adopts it first wins; the
+    other drops it), so a member that re-announces someone else's head cannot park it behind its own
+    backoff. ``per_member`` bounds each lane, ``total`` the whole; ``backoff``/``backoff_max`` shape
+    the wait after a miss. Lanes are visited in announcer order, so the plan is reproducible.
+    """
+
+    def __init__(self, *, per_member: int, total: int, backoff: float, backoff_max: float) -> None:
+        self._per_member = per_member
+        self._total = total
+        self._backoff = backoff
+        self._backoff_max = backoff_max
+        self._lanes: dict[str, Lane] = {}
+        self._count = 0
+
+    def __len__(self) -> int:
+        """Queued heads, those being fetched included (a head in two lanes counts twice)."""
+        return self._count
+
+    def lane(self, announcer: str) -> Lane | None:
+        return self._lanes.get(announcer)
+
+    def backoff_of(self, announcer: str) -> float:
+        lane = self._lanes.get(announcer)
+        return lane.backoff if lane is not None else 0.0
+
+    def count(self, where: Callable[[CID], bool]) -> int:
+        """Distinct queued heads for which ``where`` holds."""
+        return len({cid for lane in self._lanes.values() for cid in lane.heads if where(cid)})
+
+    def holds(self, head: CID) -> bool:
+        return any(head in lane.heads for lane in self._lanes.values())
+
+    def offer(self, announcer: str, head: CID, now: float) -> Offer:
+        """Queue ``head`` in ``announcer``'s lane, within the quota and the total bound."""
+        lane = self._lanes.get(announcer)
+        if lane is not None and head in lane.heads:
+            return Offer.ALREADY
+        if self._count >= self._total:
+            return Offer.QUEUE_FULL
+        if lane is None:
+            lane = self._lanes[announcer] = Lane()
+        elif len(lane.heads) >= self._per_member:
+            return Offer.MEMBER_QUOTA
+        lane.heads[head] = now
+        self._count += 1
+        return Offer.QUEUED
+
+    def start(self, now: float, limit: int) -> list[tuple[str, list[tuple[CID, float]]]]:
+        """Lanes due at ``now`` (not merging, not backing off): up to ``limit`` heads each, marked merging.
+
+        A head another lane is fetching already is left queued (the same history is not walked
+        twice at once); once that merge ends it is held, or this lane tries it.
+        """
+        inflight = {cid for lane in self._lanes.values() for cid in lane.merging}
+        out = []
+        for announcer in sorted(self._lanes):
+            lane = self._lanes[announcer]
+            if lane.due(now):
+                batch = [(cid, seen) for cid, seen in lane.heads.items() if cid not in inflight][:limit]
+                if not batch:
+                    continue
+                lane.merging = tuple(cid for cid, _ in batch)
+                inflight.update(lane.merging)
+                out.append((announcer, batch))
+        return out
+
+    def finish(self, announcer: str, *, delivered: bool, missed: Collection[CID] = (), now: float) -> float:
+        """The merge of ``announcer``'s lane ended: its heads leave the lane, except those that
+        ``missed`` the fetch deadline, which stay for a retry once the lane's backoff has passed. A
+        miss doubles the backoff (from ``backoff``, capped); a delivery without a miss resets it.
+        Returns the lane's backoff now."""
+        lane = self._lanes.get(announcer)
+        if lane is None:
+            return 0.0
+        for cid in lane.merging:
+            if cid not in missed and lane.heads.pop(cid, None) is not None:
+                self._count -= 1
+        lane.merging = ()
+        if missed:
+            lane.backoff = min(self._backoff_max, max(self._backoff, lane.backoff * 2))
+            lane.ready_at = now + lane.backoff
+        elif delivered:
+            lane.backoff = 0.0
+            lane.ready_at = now
+        backoff = lane.backoff
+        self._forget_idle(announcer, lane)
+        return backoff
+
+    def discard(self, held: Callable[[CID], bool]) -> None:
+        """Drop queued heads that are ``held`` now (adopted through another lane or a local write)."""
+        for announcer, lane in list(self._lanes.items()):
+            for cid in [c for c in lane.heads if c not in lane.merging and held(c)]:
+                del lane.heads[cid]
+                self._count -= 1
+            self._forget_idle(announcer, lane)
+
+    def backed_off(self, now: float) -> list[str]:
+        """Announcers whose lane is waiting out a backoff at ``now``."""
+        return [a for a in sorted(self._lanes) if self._lanes[a].ready_at > now]
+
+    def settled(self, now: float) -> bool:
+        """Nothing is being fetched and nothing is due: every queued head waits out its lane's backoff."""
+        return not any(lane.merging or lane.due(now) for lane in self._lanes.values())
+
+    def _forget_idle(self, announcer: str, lane: Lane) -> None:
+        """An empty lane without backoff is forgotten; one backing off is kept (at most one per member)
+        so that its next heads still wait."""
+        if not lane.heads and not lane.merging and lane.backoff == 0.0:
+            del self._lanes[announcer]

@@ -298,6 +298,7 @@ class Peer:
             await self.membership.evict(present, now)
         if opts.rejoin:
             await self.membership.rejoin()
+        self.sync.wake()  # a lane's backoff may have ended by this clock
         self.sync.check_caught_up()
         if self.sync.caught_up.is_set():  # restate our labels on top of what the network knows
             await self.membership.advertise()

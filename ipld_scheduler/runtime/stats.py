@@ -39,6 +39,8 @@ class SyncDrop(StrEnum):
     UNVERIFIED_FULL = "unverified_full"
     BACKOFF = "backoff"
     UNADOPTABLE = "unadoptable"
+    MEMBER_QUOTA = "member_quota"
+    """The announcer already had ``max_heads_per_member`` heads queued."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,11 @@ class Stats:
     sync_unverified_full: int = 0
     sync_backoff: int = 0
     heads_unadoptable: int = 0
+    sync_member_quota: int = 0
+    sync_deadline_missed: int = 0
+    """Head fetches abandoned at ``fetch_deadline`` (the head stays queued, retried after the backoff)."""
+    sync_member_backoffs: int = 0
+    """Times an announcer was made to back off after a missed fetch deadline."""
     # execution supervisor
     claims_written: int = 0
     executions_started: int = 0
@@ -103,6 +110,8 @@ class Stats:
                 return self.sync_backoff
             case SyncDrop.UNADOPTABLE:
                 return self.heads_unadoptable
+            case SyncDrop.MEMBER_QUOTA:
+                return self.sync_member_quota
 
     def finished(self, status: ResultStatus) -> int | None:
         """Runs finished with ``status`` (the ``result`` label of ``runs_finished_total``); timeouts

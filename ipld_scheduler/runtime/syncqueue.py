@@ -1,11 +1,20 @@
-"""Receiving announcements and merging what they point at, one bounded merge at a time.
+"""Receiving announcements and merging what they point at, one lane per announcer.
 
 Owns: the receive loop (every message through :class:`~ipld_scheduler.announce.AnnouncementGate`,
 rejections counted by :class:`~ipld_scheduler.reasons.Reject`, never raised), the bounded queue of
-announced heads we do not hold (verified and unverified, with backoff for heads whose history could
-not be fetched), the merge loop over ``Replica.merge_heads``, and *caught up*: we merged what the
-first peer we heard announced, or waited ``unknown_after`` alone (execution waits for it: a restarted
-repo may be stale, its work failed over, finished or cancelled meanwhile).
+announced heads we do not hold (planned by :class:`~ipld_scheduler.sync.HeadLanes`: a quota per
+announcer, a backoff per announcer after a missed fetch deadline, backoff per head whose history
+could not be fetched), the merges (one task per announcer with heads due, so announcers never wait on
+each other), and *caught up*: we merged what the first peer we heard announced, or waited
+``unknown_after`` alone (execution waits for it: a restarted repo may be stale, its work failed over,
+finished or cancelled meanwhile).
+
+Each lane's merge first fetches the announced head blocks themselves within ``fetch_deadline`` real
+seconds (a member that announces heads it does not serve is found out here: the fetch is abandoned,
+counted, and the member's next heads wait out an exponential backoff, on the injected clock), then
+hands the heads whose fetch was answered to ``Replica.merge_heads``, which fetches the rest of their
+history (each block within ``fetch_timeout``) and applies it. The replica holds its write lock only while
+applying, never while fetching, so a stuck fetch in one lane holds nothing another lane needs.
 
 Must not: announce, execute or write events. Heads whose history could not be fetched are never
 adopted; they are retried with exponential backoff when announced again.
@@ -14,29 +23,28 @@ adopted; they are retried with exponential backoff when announced again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from typing import Final
 
 from ..announce import AnnouncementGate
 from ..codec import CID
 from ..options import PeerOptions
 from ..ports import Announcement, Broadcaster
 from ..replica import Replica
-from .stats import Stats
+from ..sync import HeadLanes, Offer
+from .stats import Loop, Stats
 
-__all__ = ["SyncQueue"]
+__all__ = ["RESUMED", "SyncQueue"]
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(slots=True)
-class _Want:
-    """An announced head we do not hold yet."""
-
-    first_seen: float
-    verified: bool
+RESUMED: Final = ""
+"""The lane of heads a crash left half-merged (the repo's ``wanted``): no announcer to blame."""
+HEAD_FETCHES: Final = 4
+"""Head blocks one lane fetches at once: a withholding member ties up at most this many requests
+(over Kubo, of the RPC client's shared connection pool) until its deadline."""
 
 
 class SyncQueue:
@@ -60,18 +68,37 @@ class SyncQueue:
         self._now = clock
         self._on_member_heard = on_member_heard
         self._on_heads_heard = on_heads_heard
-        self._pending: OrderedDict[CID, _Want] = OrderedDict()
-        self._retry: OrderedDict[CID, tuple[float, float]] = OrderedDict()
+        self.lanes = self._new_lanes()
+        self._unverified: set[CID] = set()
+        self._retry: dict[CID, tuple[float, float]] = {}
         self._wakeup = asyncio.Event()
-        self._merging = 0
+        self._merges: dict[str, asyncio.Task[None]] = {}
         self._heard_from: str | None = None
         self._started = 0.0
         self.caught_up = asyncio.Event()
 
+    def _new_lanes(self) -> HeadLanes:
+        opts = self._options
+        return HeadLanes(
+            per_member=opts.max_heads_per_member,
+            total=opts.max_pending_heads,
+            backoff=opts.member_backoff,
+            backoff_max=opts.member_backoff_max,
+        )
+
     @property
     def pending(self) -> int:
-        """Announced heads not merged yet (queued plus in the merge under way)."""
-        return len(self._pending) + self._merging
+        """Announced heads not merged yet (queued, waiting out a backoff, or being fetched)."""
+        clock = self._replica.clock
+        return self.lanes.count(lambda cid: cid not in clock)
+
+    def backoff_of(self, announcer: str) -> float:
+        """Seconds ``announcer``'s next heads wait after its last missed deadline (0: none)."""
+        return self.lanes.backoff_of(announcer)
+
+    def backed_off(self) -> list[str]:
+        """Announcers whose heads wait out a backoff now."""
+        return self.lanes.backed_off(self._now())
 
     def open(self, started: float) -> None:
         """(Re)start: nothing heard yet; resume the merge a crash cut short (the repo's ``wanted``)."""
@@ -79,7 +106,11 @@ class SyncQueue:
         self._heard_from = None
         self.caught_up.clear()
         for cid in self._replica.repo.wanted():
-            self.want(cid, verified=True, now=started)
+            self.want(cid, verified=True, now=started, announcer=RESUMED)
+
+    def wake(self) -> None:
+        """Look again for lanes due (the peer's tick calls this: a backoff may have ended by the clock)."""
+        self._wakeup.set()
 
     # --- receive ------------------------------------------------------------------------------
 
@@ -89,7 +120,7 @@ class SyncQueue:
             self.handle_message(message)
 
     def handle_message(self, message: Announcement) -> None:
-        """Vet one received message; unknown heads join the sync queue. Never raises on bad input."""
+        """Vet one received message; unknown heads join the announcer's lane. Never raises on bad input."""
         self._stats.announcements_received += 1
         verdict = self.gate.check(message.data, self._replica.state.members)
         msg = verdict.message
@@ -101,41 +132,51 @@ class SyncQueue:
         self._on_heads_heard(msg.heads, now)
         for head in msg.heads:
             if head not in self._replica.clock:
-                self.want(head, verified=verdict.verified, now=now)
+                self.want(head, verified=verdict.verified, now=now, announcer=msg.peer)
         if self._heard_from is None:
             self._heard_from = msg.peer
         self.check_caught_up()
 
-    def want(self, head: CID, *, verified: bool, now: float) -> None:
-        """Queue ``head`` for merging, within the queue's bounds and the head's backoff."""
-        if head in self._pending:
-            if verified and not self._pending[head].verified:
-                self._pending[head].verified = True
+    def want(self, head: CID, *, verified: bool, now: float, announcer: str = RESUMED) -> None:
+        """Queue ``head`` in ``announcer``'s lane, within the bounds and the head's backoff."""
+        lane = self.lanes.lane(announcer)
+        if lane is not None and head in lane.heads:
             return
+        if lane is not None and len(lane.heads) >= self._options.max_heads_per_member:
+            self.lanes.discard(lambda cid: cid in self._replica.clock)  # adopted through another lane
         retry = self._retry.get(head)
         if retry is not None and retry[0] > now:
             self._stats.sync_backoff += 1
             return
-        opts = self._options
-        if len(self._pending) >= opts.max_pending_heads:
-            self._stats.sync_queue_full += 1
-            return
-        if (
-            not verified
-            and sum(1 for w in self._pending.values() if not w.verified) >= opts.max_unverified_heads
-        ):
-            self._stats.sync_unverified_full += 1
-            return
-        self._pending[head] = _Want(now, verified)
-        self._wakeup.set()
+        if not verified:
+            self._unverified = {h for h in self._unverified if self.lanes.holds(h)}
+            if head not in self._unverified and len(self._unverified) >= self._options.max_unverified_heads:
+                self._stats.sync_unverified_full += 1
+                return
+        match self.lanes.offer(announcer, head, now):
+            case Offer.QUEUED:
+                if not verified:
+                    self._unverified.add(head)
+                self._wakeup.set()
+            case Offer.QUEUE_FULL:
+                self._stats.sync_queue_full += 1
+            case Offer.MEMBER_QUOTA:
+                self._stats.sync_member_quota += 1
+            case Offer.ALREADY:
+                pass
 
     def check_caught_up(self) -> None:
-        """Caught up = we merged what the first peer we heard announced, or waited ``unknown_after`` alone."""
+        """Caught up = we merged what the first peer we heard announced, or waited ``unknown_after`` alone.
+
+        "Merged" here: no merge is under way and every head still queued waits out its announcer's
+        backoff, so a member withholding blocks delays catching up by one ``fetch_deadline`` at most.
+        """
         if self.caught_up.is_set():
             return
-        alone = self._now() - self._started >= self._options.unknown_after
+        now = self._now()
+        alone = now - self._started >= self._options.unknown_after
         heard = self._heard_from is not None
-        if heard and not self._pending and not self._merging:
+        if heard and self.lanes.settled(now) and not self._merges:
             log.info(
                 "peer %s caught up with %s (%d events): may execute now",
                 self._replica.peer_id,
@@ -163,59 +204,152 @@ class SyncQueue:
     # --- merge --------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """The merge loop (until cancelled)."""
-        while True:
-            await self._wakeup.wait()
-            self._wakeup.clear()
-            while self._pending:
-                await self.merge_batch()
-            self.check_caught_up()
-
-    async def merge_batch(self) -> None:
-        opts = self._options
-        replica = self._replica
-        batch = list(self._pending.items())[: opts.max_merge_heads]
-        heads = [cid for cid, _ in batch if cid not in replica.clock]
-        self._merging = len(heads)
-        failed_all = False
-        started = self._now()
+        """The dispatch loop (until cancelled): start a merge for every lane due; merges run as tasks."""
         try:
-            if heads:
-                report = await replica.merge_heads(heads, max_pending=opts.max_pending_blocks)
-                self._stats.merges += 1
-                log.info(
-                    "peer %s merged %d events (%d blocks fetched, %d refused) in %.3f s",
-                    replica.peer_id,
-                    report.applied,
-                    report.fetched,
-                    len(report.rejected),
-                    self._now() - started,
-                    extra={
-                        "event": "merge",
-                        "applied": report.applied,
-                        "fetched": report.fetched,
-                        "refused": len(report.rejected),
-                        "duration_seconds": round(self._now() - started, 4),
-                    },
-                )
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                self.dispatch()
+                self.check_caught_up()
+        finally:
+            merges = list(self._merges.values())
+            for task in merges:
+                task.cancel()
+            await asyncio.gather(*merges, return_exceptions=True)
+            self._merges.clear()
+            # what was being fetched is abandoned with the tasks; a restart starts from the announcements
+            self.lanes = self._new_lanes()
+
+    def dispatch(self) -> None:
+        """Start one merge task per lane due now (a lane never runs two merges at once)."""
+        self.lanes.discard(lambda cid: cid in self._replica.clock)
+        for announcer, batch in self.lanes.start(self._now(), self._options.max_merge_heads):
+            task = asyncio.create_task(
+                self._merge_lane(announcer, batch), name=f"{self._replica.peer_id}:merge:{announcer}"
+            )
+            self._merges[announcer] = task
+            task.add_done_callback(functools.partial(self._merge_done, announcer))
+
+    def _merge_done(self, announcer: str, task: asyncio.Task[None]) -> None:
+        if self._merges.get(announcer) is task:
+            del self._merges[announcer]
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("peer %s: merge of %s's heads failed", self._replica.peer_id, announcer, exc_info=exc)
+            self._stats.loop_errors[Loop.SYNC] += 1
+            self.lanes.finish(announcer, delivered=False, now=self._now())
+        self._wakeup.set()
+
+    async def _merge_lane(self, announcer: str, batch: list[tuple[CID, float]]) -> None:
+        """Fetch the lane's head blocks within the deadline, merge those that came, settle the lane."""
+        replica = self._replica
+        heads = [cid for cid, _ in batch if cid not in replica.clock]
+        missed: set[CID] = set()
+        try:
+            missed = await self._fetch_heads(heads)
+            # heads that failed outright go to the walk too: it asks again (after recording them as
+            # wanted), which covers an announcement that overtook the sender's commit
+            answered = [cid for cid in heads if cid not in missed]
+            if answered:
+                await self._merge(answered)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # SyncError (too much history), store failure...: back off, retry later
             log.warning("peer %s: merge failed: %s", replica.peer_id, exc, extra={"event": "merge_failed"})
             self._stats.merge_errors += 1
-            failed_all = True
-        finally:
-            self._merging = 0
+        self._settle(announcer, batch, missed)
+
+    def _settle(self, announcer: str, batch: list[tuple[CID, float]], missed: set[CID]) -> None:
+        """Count each head of a finished lane merge and move the lane's backoff."""
+        replica = self._replica
+        opts = self._options
         now = self._now()
-        for cid, want in batch:
-            self._pending.pop(cid, None)
-            if cid in replica.clock and not failed_all:
+        delivered = False
+        for cid, first_seen in batch:
+            if cid in replica.clock:
+                delivered = True
                 self._retry.pop(cid, None)
-                self._stats.sync_lags.append(now - want.first_seen)
-            elif cid not in replica.clock:
+                self._stats.sync_lags.append(now - first_seen)
+            elif cid in missed:
+                self._stats.sync_deadline_missed += 1
+            else:
                 self._stats.heads_unadoptable += 1
                 _, backoff = self._retry.pop(cid, (0.0, opts.retry_backoff / 2))
                 backoff = min(backoff * 2, opts.retry_backoff * 16)
                 self._retry[cid] = (now + backoff, backoff)
+        backoff = self.lanes.finish(announcer, delivered=delivered, missed=missed, now=now)
+        if missed:
+            self._stats.sync_member_backoffs += 1
+            log.warning(
+                "peer %s: %d head(s) announced by %s did not arrive within %.1f s; its heads wait %.1f s"
+                " (those retried then)",
+                replica.peer_id,
+                len(missed),
+                announcer or "(resumed merge)",
+                opts.fetch_deadline,
+                backoff,
+                extra={
+                    "event": "fetch_deadline",
+                    "member": announcer,
+                    "heads": len(missed),
+                    "backoff": backoff,
+                },
+            )
         while len(self._retry) > 4 * opts.max_pending_heads:
-            self._retry.popitem(last=False)
+            del self._retry[next(iter(self._retry))]
+
+    async def _fetch_heads(self, heads: list[CID]) -> set[CID]:
+        """Fetch the announced head blocks, within ``fetch_deadline`` real seconds for the lot.
+
+        Returns the heads that missed the deadline (no answer at all). What arrived is now local to
+        our store (Kubo keeps what bitswap fetched), so the merge's walk reads it back cheaply;
+        handing it to the walk as a source instead would make it "external" and cost a
+        ``block/put`` per head on Kubo.
+        """
+        if not heads:
+            return set()
+        store = self._replica.store
+        limit = asyncio.Semaphore(HEAD_FETCHES)
+        answered: set[CID] = set()
+
+        async def one(cid: CID) -> None:
+            async with limit:
+                try:
+                    await store.get(cid)  # the store verifies the bytes against the CID
+                except Exception as exc:  # nobody holds it, bytes that do not hash, a store failure
+                    log.info("peer %s: head %s not fetched: %s", self._replica.peer_id, cid, exc)
+                answered.add(cid)
+
+        tasks = [asyncio.create_task(one(cid)) for cid in heads]
+        try:
+            await asyncio.wait(tasks, timeout=self._options.fetch_deadline)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return {cid for cid in heads if cid not in answered}
+
+    async def _merge(self, answered: list[CID]) -> None:
+        """Merge the heads whose fetch was answered (the walk fetches the rest of their history)."""
+        opts = self._options
+        replica = self._replica
+        heads = [cid for cid in answered if cid not in replica.clock]
+        if not heads:
+            return
+        started = self._now()
+        report = await replica.merge_heads(heads, max_pending=opts.max_pending_blocks)
+        self._stats.merges += 1
+        log.info(
+            "peer %s merged %d events (%d blocks fetched, %d refused) in %.3f s",
+            replica.peer_id,
+            report.applied,
+            report.fetched,
+            len(report.rejected),
+            self._now() - started,
+            extra={
+                "event": "merge",
+                "applied": report.applied,
+                "fetched": report.fetched,
+                "refused": len(report.rejected),
+                "duration_seconds": round(self._now() - started, 4),
+            },
+        )
