@@ -851,6 +851,20 @@ async def execute(
             act_env = _env(extra_env or {}, "extra_env")
         except RunSpecError as exc:
             return _refused(started, str(exc))
+        if store is not None and job_inputs is not None and job_inputs.upstream:
+            # What the needed jobs uploaded, wherever they ran, where this job's download-artifact looks.
+            from .gha.artifacts import stage_downloads
+
+            workflow = run.get("workflow", "")
+            staged = await stage_downloads(
+                [u.result for u in job_inputs.upstream],
+                store,
+                Path(workdir),
+                workflow if isinstance(workflow, str) else "",
+            )
+            if staged is not None:
+                failed = RunOutcome(ResultStatus.FAILURE, None, time.monotonic() - started, (), staged)
+                return scrubbed(failed, scrubber) if scrubber else failed
         outcome = await run_job(
             run,
             workdir=Path(workdir),

@@ -381,6 +381,8 @@ async def test_a_job_on_b_uploads_and_a_fetches_the_artifacts_through_its_store_
         await cluster.restart("b")
         await wait(lambda: cluster.finished([wid]), "b to run the upload job")
         a = cluster.replica("a")
+        (done,) = a.state.workflows[wid].runs  # results reads the Result from the repo: wait for it
+        await wait(lambda: done.result is not None and a.repo.get_block(done.result) is not None, "a's copy")
         (run,) = (await ops.results(a, wid))["runs"]
         assert run["status"] == "success" and run["peer"] == "b", run
         assert sorted(run["artifacts"]) == ["bundle", "note"]
