@@ -2,10 +2,11 @@
 
 Owns: the receive loop (every message through :class:`~ipld_scheduler.announce.AnnouncementGate`,
 rejections counted by :class:`~ipld_scheduler.reasons.Reject`, never raised), the bounded queue of
-announced heads we do not hold (verified and unverified, with backoff for heads whose history could
-not be fetched), the merge loop over ``Replica.merge_heads``, and *caught up*: we merged what the
-first peer we heard announced, or waited ``unknown_after`` alone (execution waits for it: a restarted
-repo may be stale, its work failed over, finished or cancelled meanwhile).
+announced heads we do not hold (from verified members only: the gate judges every message against
+the trust view at our heads; with backoff for heads whose history could not be fetched), the merge
+loop over ``Replica.merge_heads``, and *caught up*: we merged what the first peer we heard
+announced, or waited ``unknown_after`` alone (execution waits for it: a restarted repo may be stale,
+its work failed over, finished or cancelled meanwhile).
 
 Must not: announce, execute or write events. Heads whose history could not be fetched are never
 adopted; they are retried with exponential backoff when announced again.
@@ -36,7 +37,6 @@ class _Want:
     """An announced head we do not hold yet."""
 
     first_seen: float
-    verified: bool
 
 
 class SyncQueue:
@@ -79,7 +79,7 @@ class SyncQueue:
         self._heard_from = None
         self.caught_up.clear()
         for cid in self._replica.repo.wanted():
-            self.want(cid, verified=True, now=started)
+            self.want(cid, now=started)
 
     # --- receive ------------------------------------------------------------------------------
 
@@ -91,26 +91,23 @@ class SyncQueue:
     def handle_message(self, message: Announcement) -> None:
         """Vet one received message; unknown heads join the sync queue. Never raises on bad input."""
         self._stats.announcements_received += 1
-        verdict = self.gate.check(message.data, self._replica.state.members)
+        verdict = self.gate.check(message.data, self._replica.membership().members)
         msg = verdict.message
         if not verdict.accepted or msg is None:
             return
         now = self._now()
-        if verdict.verified:
-            self._on_member_heard(msg.peer, now)
+        self._on_member_heard(msg.peer, now)
         self._on_heads_heard(msg.heads, now)
         for head in msg.heads:
             if head not in self._replica.clock:
-                self.want(head, verified=verdict.verified, now=now)
+                self.want(head, now=now)
         if self._heard_from is None:
             self._heard_from = msg.peer
         self.check_caught_up()
 
-    def want(self, head: CID, *, verified: bool, now: float) -> None:
+    def want(self, head: CID, *, now: float) -> None:
         """Queue ``head`` for merging, within the queue's bounds and the head's backoff."""
         if head in self._pending:
-            if verified and not self._pending[head].verified:
-                self._pending[head].verified = True
             return
         retry = self._retry.get(head)
         if retry is not None and retry[0] > now:
@@ -120,13 +117,7 @@ class SyncQueue:
         if len(self._pending) >= opts.max_pending_heads:
             self._stats.sync_queue_full += 1
             return
-        if (
-            not verified
-            and sum(1 for w in self._pending.values() if not w.verified) >= opts.max_unverified_heads
-        ):
-            self._stats.sync_unverified_full += 1
-            return
-        self._pending[head] = _Want(now, verified)
+        self._pending[head] = _Want(now)
         self._wakeup.set()
 
     def check_caught_up(self) -> None:
