@@ -150,9 +150,11 @@ async def open_replica(
     If opening fails, what was opened for it is closed again (no leaked HTTP session); ``repo``
     stays open: the caller opened it and closes it.
     """
+    from .network import dev_network, recorded_network
     from .replica import Replica
 
-    if network is not None and network.dev and ipfs_api and not allow_dev_network:
+    network = network or recorded_network(repo) or dev_network().network  # no replica of no network
+    if network.dev and ipfs_api and not allow_dev_network:
         raise DevNetworkRefused(
             "the development network stays in its process: pass allow_dev_network=True "
             "(--dev-network) to use it with a Kubo node anyway, or create a real network (init --network)"
