@@ -4,7 +4,7 @@ Owns: :class:`SeqAllocator` (announcement sequence numbers that survive crashes)
 (the announce loop, the go-ds-crdt rule that heads someone else announced lately are not repeated,
 and chunking into messages of at most ``max_announce_heads``), and the repo record of this peer's
 redemption proof (:func:`store_redemption`, :func:`load_redemption`; written by ``join``), which
-every announcement carries (96 bytes) so that members whose view still binds our name to the
+every announcement carries (118 bytes on the wire) so that members whose view still binds our name to the
 invitation's one-time key hear us and fetch the redeeming event. The periodic message is sent even
 with no head in it: it is the heartbeat liveness listens for.
 
