@@ -26,12 +26,12 @@ COPY ipld_scheduler ./ipld_scheduler
 RUN pip install . \
     && ipld-scheduler --version
 
-COPY docker/mesh.py docker/seed.sh /usr/local/lib/ipld-scheduler/
+COPY docker/mesh.py docker/seed.sh docker/network.sh /usr/local/lib/ipld-scheduler/
 
 # Workflows run as this unprivileged user, in its repo volume (bash is in the base image: the
 # executor runs `run:` steps with bash).
 RUN useradd --uid 10001 --user-group --home-dir /data --shell /bin/bash scheduler \
-    && mkdir -p /data/repo \
+    && mkdir -p /data/repo /data/network \
     && chown -R scheduler:scheduler /data
 USER scheduler
 WORKDIR /data

@@ -8,29 +8,29 @@ fetch or a rejection counted by reason.
 Must not: do I/O, fetch, merge or touch liveness; the runtime (``peer``) does that with what the gate
 lets through. Like h11, bytes go in and typed verdicts come out.
 
-Trust policy (why each rule exists):
+Trust policy (why each rule exists). The gate is given the membership of the trust view at our
+heads (``Authority.current``): only members with a bound key are heard, never strangers and never
+unverified hints, so nobody outside the network can make us fetch anything.
 
 * ``oversized``: more than ``max_bytes`` bytes or more than ``max_heads`` heads, checked before
   (bytes) or right after (heads) decoding, so a peer cannot make us allocate much.
 * ``undecodable``: not canonical DAG-CBOR. ``malformed``: valid DAG-CBOR of the wrong shape
   (missing/extra fields, wrong types, duplicate or non-link heads, unknown version).
 * ``own``: claims to come from this peer; we never need our own heads back.
-* ``non_member``: the peer has never appeared in the membership we hold. Admission is by a
-  ``peer-add`` some member writes (or the peer list a peer starts with); strangers could otherwise
-  make us fetch arbitrary DAGs. ``accept_strangers=True`` treats them like unverified members.
-* ``bad_signature``: the member's key is known (from its own ``peer-add``) and the signature does not
-  verify with it. Removed and evicted members keep their key, so a returning peer's announcements are
-  still verified and its rejoin event can be fetched.
+* ``non_member``: the name is not in the membership we hold. ``key_not_bound``: it is, without a
+  key. ``author_removed``: removed in our view (the "soft fail" of docs/trust.md: a removed member
+  can author nothing, so nothing it points at is worth fetching; an admin's re-add comes through
+  the admin). Evicted members are heard: they come back by themselves.
+* ``bad_signature``: the signature does not verify with the member's bound key. One exception keeps
+  a freshly joined peer audible: while its name is still bound to its invitation's one-time key in
+  our view (``KeyBinding.invite``), an announcement carrying a **redemption proof** (the invitee's
+  own key signed by the one-time key, :func:`~ipld_scheduler.genesis.verify_redemption`, bound to
+  this network and this name) is verified with the key the proof names. We then fetch its heads,
+  among them the redeeming ``peer-add`` the fold authorizes as usual; the proof itself grants
+  nothing in the fold. A proof that does not verify is ``bad_signature``.
 * ``replayed``: ``seq`` not greater than the last verified ``seq`` from that peer. Sequence numbers
   persist across the sender's restarts (see ``peer``); the receiver keeps them in memory only, so a
   replay after *our* restart is accepted once, which at worst re-sends heads we already hold.
-* Unverified: a member whose key we do not know yet (listed in a ``peer-add`` by someone else, but
-  its own ``peer-add`` not merged) cannot be verified. Its heads are accepted as **unverified hints
-  to fetch**: every event fetched behind them is still signature-checked and causally admitted by
-  the replica, so the hint can cost bandwidth but never corrupt state, and the runtime bounds how many
-  unverified heads it queues. Unverified messages do not count as heartbeats and do not advance
-  ``seq``. Without this, a new cluster could never bootstrap: keys are learnt from the very events
-  these announcements point at.
 """
 
 from __future__ import annotations
@@ -38,12 +38,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from .codec import CID, CodecError, decode, encode
 from .errors import InvalidInput
+from .genesis import verify_redemption
 from .identity import Signer, verify_bytes
 from .reasons import Reject
+from .trust import Member, MemberStatus
 
 __all__ = [
     "ANNOUNCE_VERSION",
@@ -53,6 +55,7 @@ __all__ = [
     "AnnounceError",
     "AnnouncementGate",
     "HeadsMessage",
+    "Redemption",
     "Verdict",
     "decode_announcement",
     "encode_announcement",
@@ -73,11 +76,15 @@ REASONS: Final = (
     Reject.MALFORMED,
     Reject.OWN,
     Reject.NON_MEMBER,
+    Reject.KEY_NOT_BOUND,
+    Reject.AUTHOR_REMOVED,
     Reject.BAD_SIGNATURE,
     Reject.REPLAYED,
 )
 """The reasons the gate may count; a metric label takes no other value."""
 _KEYS: Final = frozenset({"v", "peer", "heads", "seq", "sig"})
+_KEYS_REDEEMING: Final = _KEYS | {"redeem"}
+_REDEEM_KEYS: Final = frozenset({"key", "proof"})
 
 
 class AnnounceError(InvalidInput, ValueError):
@@ -90,6 +97,20 @@ class AnnounceError(InvalidInput, ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class Redemption:
+    """An invitee's redemption proof: its own ``key``, signed by its invitation's one-time key.
+
+    ``{key, proof}`` on the wire (32 + 64 bytes); see :meth:`~ipld_scheduler.genesis.Invite.redemption_proof`.
+    """
+
+    key: bytes
+    proof: bytes
+
+    def to_ipld(self) -> dict[str, Any]:
+        return {"key": self.key, "proof": self.proof}
+
+
+@dataclass(frozen=True, slots=True)
 class HeadsMessage:
     """A decoded (not yet verified) announcement. ``heads`` may be empty: a pure heartbeat."""
 
@@ -97,20 +118,35 @@ class HeadsMessage:
     heads: tuple[CID, ...]
     seq: int
     sig: bytes
+    redeem: Redemption | None = None
 
 
-def signing_bytes(peer: str, heads: Sequence[CID], seq: int) -> bytes:
-    return DOMAIN + encode({"v": ANNOUNCE_VERSION, "seq": seq, "peer": peer, "heads": list(heads)})
+def signing_bytes(peer: str, heads: Sequence[CID], seq: int, redeem: Redemption | None = None) -> bytes:
+    unsigned: dict[str, Any] = {"v": ANNOUNCE_VERSION, "seq": seq, "peer": peer, "heads": list(heads)}
+    if redeem is not None:
+        unsigned["redeem"] = redeem.to_ipld()
+    return DOMAIN + encode(unsigned)
 
 
-def encode_announcement(signer: Signer, heads: Sequence[CID], seq: int) -> bytes:
-    """The signed message; raises ``ValueError`` for a seq out of range (a caller bug)."""
+def encode_announcement(
+    signer: Signer, heads: Sequence[CID], seq: int, redeem: Redemption | None = None
+) -> bytes:
+    """The signed message (with the sender's redemption proof, if it has one to show).
+
+    Raises ``ValueError`` for a seq out of range (a caller bug)."""
     if not 0 <= seq <= MAX_SEQ:
         raise ValueError(f"announcement seq {seq} out of range")
-    sig = signer.sign_bytes(signing_bytes(signer.peer_id, heads, seq))
-    return encode(
-        {"v": ANNOUNCE_VERSION, "seq": seq, "sig": sig, "peer": signer.peer_id, "heads": list(heads)}
-    )
+    sig = signer.sign_bytes(signing_bytes(signer.peer_id, heads, seq, redeem))
+    value: dict[str, Any] = {
+        "v": ANNOUNCE_VERSION,
+        "seq": seq,
+        "sig": sig,
+        "peer": signer.peer_id,
+        "heads": list(heads),
+    }
+    if redeem is not None:
+        value["redeem"] = redeem.to_ipld()
+    return encode(value)
 
 
 def decode_announcement(
@@ -123,8 +159,8 @@ def decode_announcement(
         value = decode(bytes(data))
     except CodecError as exc:
         raise AnnounceError(Reject.UNDECODABLE, str(exc)) from None
-    if type(value) is not dict or value.keys() != _KEYS:
-        raise AnnounceError(Reject.MALFORMED, f"expected exactly the fields {sorted(_KEYS)}")
+    if type(value) is not dict or value.keys() not in (_KEYS, _KEYS_REDEEMING):
+        raise AnnounceError(Reject.MALFORMED, f"expected exactly the fields {sorted(_KEYS)} (+ redeem)")
     if type(value["v"]) is not int or value["v"] != ANNOUNCE_VERSION:
         raise AnnounceError(Reject.MALFORMED, f"unsupported version {value['v']!r}")
     peer, heads, seq, sig = value["peer"], value["heads"], value["seq"], value["sig"]
@@ -142,20 +178,25 @@ def decode_announcement(
         raise AnnounceError(Reject.MALFORMED, "heads: expected links")
     if len(set(heads)) != len(heads):
         raise AnnounceError(Reject.MALFORMED, "heads: duplicate links")
-    return HeadsMessage(peer, tuple(heads), seq, sig)
+    return HeadsMessage(peer, tuple(heads), seq, sig, _redemption(value.get("redeem")))
 
 
-class _Member(Protocol):
-    @property
-    def key(self) -> bytes | None: ...
+def _redemption(value: Any) -> Redemption | None:
+    if value is None:
+        return None
+    if type(value) is not dict or value.keys() != _REDEEM_KEYS:
+        raise AnnounceError(Reject.MALFORMED, "redeem: expected exactly the fields key, proof")
+    key, proof = value["key"], value["proof"]
+    if type(key) is not bytes or len(key) != 32 or type(proof) is not bytes or len(proof) != 64:
+        raise AnnounceError(Reject.MALFORMED, "redeem: expected a 32-byte key and a 64-byte proof")
+    return Redemption(key, proof)
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """Outcome of :meth:`AnnouncementGate.check`: heads to consider, or why the message was dropped."""
+    """Outcome of :meth:`AnnouncementGate.check`: a verified message, or why it was dropped."""
 
     message: HeadsMessage | None
-    verified: bool
     reason: Reject | None = None
 
     @property
@@ -166,49 +207,60 @@ class Verdict:
 class AnnouncementGate:
     """Receiver-side checks with the per-peer replay state they need; counts rejections by reason.
 
-    Memory is bounded by the membership: ``seq`` is kept only for members whose key verified.
+    ``network`` is the genesis CID redemption proofs must name. Memory is bounded by the
+    membership: ``seq`` is kept only for members whose signature verified.
     """
 
     def __init__(
         self,
         local_peer: str,
+        network: CID,
         *,
         max_bytes: int = DEFAULT_MAX_BYTES,
         max_heads: int = DEFAULT_MAX_HEADS,
-        accept_strangers: bool = False,
     ) -> None:
         self.local_peer = local_peer
+        self.network = network
         self.max_bytes = max_bytes
         self.max_heads = max_heads
-        self.accept_strangers = accept_strangers
         self.last_seq: dict[str, int] = {}
         self.rejected: Counter[Reject] = Counter()
         self.accepted = 0
-        self.unverified = 0
+        self.redeeming = 0
+        """Accepted announcements verified through a redemption proof (a joiner not yet redeemed here)."""
 
-    def check(self, data: bytes, members: Mapping[str, _Member]) -> Verdict:
-        """Decode and vet one message against ``members`` (peer -> entry with ``key``)."""
+    def check(self, data: bytes, members: Mapping[str, Member]) -> Verdict:
+        """Decode and vet one message against ``members`` (the trust view at our heads)."""
         try:
             msg = decode_announcement(data, max_bytes=self.max_bytes, max_heads=self.max_heads)
         except AnnounceError as exc:
             return self._reject(None, exc.reason)
         if msg.peer == self.local_peer:
             return self._reject(msg, Reject.OWN)
-        entry = members.get(msg.peer)
-        key = entry.key if entry is not None else None
-        if key is None:
-            if entry is None and not self.accept_strangers:
-                return self._reject(msg, Reject.NON_MEMBER)
-            self.unverified += 1
-            return Verdict(msg, verified=False)
-        if not verify_bytes(key, msg.sig, signing_bytes(msg.peer, msg.heads, msg.seq)):
+        member = members.get(msg.peer)
+        if member is None:
+            return self._reject(msg, Reject.NON_MEMBER)
+        binding = member.binding
+        if binding is None:
+            return self._reject(msg, Reject.KEY_NOT_BOUND)
+        if member.status is MemberStatus.REMOVED:
+            return self._reject(msg, Reject.AUTHOR_REMOVED)
+        key = binding.key
+        redeeming = binding.invite and msg.redeem is not None
+        if redeeming:
+            assert msg.redeem is not None
+            if not verify_redemption(self.network, msg.peer, binding.key, msg.redeem.key, msg.redeem.proof):
+                return self._reject(msg, Reject.BAD_SIGNATURE)
+            key = msg.redeem.key
+        if not verify_bytes(key, msg.sig, signing_bytes(msg.peer, msg.heads, msg.seq, msg.redeem)):
             return self._reject(msg, Reject.BAD_SIGNATURE)
         last = self.last_seq.get(msg.peer)
         if last is not None and msg.seq <= last:
             return self._reject(msg, Reject.REPLAYED)
         self.last_seq[msg.peer] = msg.seq
         self.accepted += 1
-        return Verdict(msg, verified=True)
+        self.redeeming += redeeming
+        return Verdict(msg)
 
     def forget(self, peer: str) -> None:
         self.last_seq.pop(peer, None)
@@ -216,10 +268,10 @@ class AnnouncementGate:
     def stats(self) -> dict[str, Any]:
         return {
             "accepted": self.accepted,
-            "unverified": self.unverified,
+            "redeeming": self.redeeming,
             "rejected": {str(k): v for k, v in self.rejected.items()},
         }
 
     def _reject(self, msg: HeadsMessage | None, reason: Reject) -> Verdict:
         self.rejected[reason] += 1
-        return Verdict(msg, verified=False, reason=reason)
+        return Verdict(msg, reason=reason)

@@ -52,7 +52,8 @@ class Backend:
     kind: str
     store: BlockStore
     store_is_repo: bool
-    make_broadcaster: Callable[[str], Broadcaster]
+    make_broadcaster: Callable[[str, str], Broadcaster]
+    """``(peer, topic)``: the broadcaster of ``peer`` on the pubsub ``topic`` (``genesis.topic``)."""
     ipfs_api: str | None = None
     probe: Callable[[], Awaitable[Any]] | None = None
     """Cheap call that succeeds only when the backend answers (Kubo: ``version``)."""
@@ -108,8 +109,8 @@ def open_backend(
             owns_rpc=store_only,
         )
 
-        def kubo_broadcaster(_peer: str) -> Broadcaster:
-            return KuboBroadcaster(rpc, opts.topic, max_message_size=opts.max_announce_bytes)
+        def kubo_broadcaster(_peer: str, topic: str) -> Broadcaster:
+            return KuboBroadcaster(rpc, topic, max_message_size=opts.max_announce_bytes)
 
         return Backend(
             BackendKind.KUBO,
@@ -126,8 +127,8 @@ def open_backend(
     embedded = EmbeddedStore(repo)
     network = EmbeddedNetwork(max_message_bytes=opts.max_announce_bytes)
 
-    def embedded_broadcaster(peer: str) -> Broadcaster:
-        return network.endpoint(peer, embedded)[1]
+    def embedded_broadcaster(peer: str, topic: str) -> Broadcaster:
+        return network.endpoint(peer, embedded, topic=topic)[1]
 
     return Backend(BackendKind.EMBEDDED, embedded, True, embedded_broadcaster)
 
@@ -149,9 +150,11 @@ async def open_replica(
     If opening fails, what was opened for it is closed again (no leaked HTTP session); ``repo``
     stays open: the caller opened it and closes it.
     """
+    from .network import dev_network, recorded_network
     from .replica import Replica
 
-    if network is not None and network.dev and ipfs_api and not allow_dev_network:
+    network = network or recorded_network(repo) or dev_network().network  # no replica of no network
+    if network.dev and ipfs_api and not allow_dev_network:
         raise DevNetworkRefused(
             "the development network stays in its process: pass allow_dev_network=True "
             "(--dev-network) to use it with a Kubo node anyway, or create a real network (init --network)"

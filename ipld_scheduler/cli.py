@@ -335,39 +335,61 @@ def _identity(settings: Settings, peer_id: str | None, peers: str | None) -> tup
 @cli.command()
 @click.option("--peer-id", help=f"This peer's id (kept in the repo). Env: {ENV_PEER_ID}.")
 @click.option("--peers", help=f"Comma-separated ids of the other members. Env: {ENV_BOOTSTRAP_PEERS}.")
-@click.option("--network", "network_name", help="Found a new network NAME with this peer as its admin.")
+@click.option("--network", "network_name", help="Name of the network a new repo founds [default: peer id].")
 @json_option
 @click.pass_context
 def init(ctx: click.Context, peer_id: str | None, peers: str | None, network_name: str | None) -> None:
-    """Create (or reopen) the repo with this peer's identity and record the initial members.
+    """Create (or reopen) the repo: a new repo founds a network with this peer as its admin.
 
-    With --network NAME the repo founds a network (a genesis block naming this peer's key as the
-    admin); others join it with `invite` and `join` (docs/trust.md)."""
+    The network is a genesis block naming this peer's key as the admin (named NAME, or after the
+    peer); others join it with `invite` and `join` (docs/trust.md). --peers names members whose key
+    the network already binds (e.g. other genesis admins); it admits nobody."""
     settings = _settings(ctx)
     wanted, members = _identity(settings, peer_id, peers)
-    if network_name is not None:
-        _found_network(settings, wanted, network_name)
+    _found_network(settings, wanted, network_name)
 
     async def action(scheduler: Scheduler) -> dict[str, Any]:
         from .client import initialize
 
-        await initialize(scheduler, wanted, members, "use another --repo")
-        return {**(await _status_with_mode(scheduler)), "initialized": True}
+        done = await initialize(scheduler, wanted, members, "use another --repo")
+        status = await _status_with_mode(scheduler)
+        return {**status, "initialized": True, "not_admitted": done["not_admitted"]}
+
+    def human(console: Console, data: dict[str, Any]) -> None:
+        _human_status(console, data)
+        if data["not_admitted"]:
+            console.print(
+                f"not admitted (no key bound): {', '.join(data['not_admitted'])}; "
+                "run `ipld-scheduler invite NAME` for each (docs/trust.md)"
+            )
 
     data = _run_async(settings, _with_scheduler(settings, action, peer_id=wanted, peers=members, create=True))
-    _show(settings, data, _human_status)
+    _show(settings, data, human)
 
 
-def _found_network(settings: Settings, peer_id: str | None, name: str) -> None:
-    from .joining import found
-    from .repo import Repo
+def _found_network(settings: Settings, peer_id: str | None, name: str | None) -> None:
+    """A new repo founds its network (``name``, else the peer id); a repo of a network is reopened
+    (``--network`` naming another network is refused)."""
+    from .client import automatic_peer_id
+    from .errors import Refused
+    from .network import found, recorded_network
+    from .repo import Repo, RepoLocked
 
-    if peer_id is None:
-        _fail(settings, InvalidInput("init --network needs --peer-id (or P2P_PEER_ID)"))
     try:
-        repo = Repo.open(settings.config.repo)
         try:
-            found(repo, name, peer_id)
+            repo = Repo.open(settings.config.repo)
+        except RepoLocked:
+            return  # served by a running peer: a repo being served belongs to a network already
+        try:
+            existing = recorded_network(repo)
+            if existing is not None:
+                if name is not None and name != existing.genesis.name:
+                    raise Refused(
+                        f"repo {repo.path} belongs to network {existing.genesis.name!r} ({existing.cid})"
+                    )
+                return
+            peer = peer_id or repo.config().get("peer_id") or automatic_peer_id()
+            found(repo, name or peer, peer)
         finally:
             repo.close()
     except IpldSchedulerError as exc:

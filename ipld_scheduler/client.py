@@ -86,18 +86,23 @@ class Scheduler(Protocol):
 async def initialize(
     scheduler: Scheduler, wanted: str | None, members: list[str], hint: str
 ) -> dict[str, Any]:
-    """Check the scheduler is the peer the caller asked for and record any members it lacks.
+    """Check the scheduler is the peer the caller asked for and record any members it can admit.
 
     Shared by ``ipld-scheduler init`` and the ``initialize_p2p_scheduler`` MCP tool; ``hint`` says
-    how the caller picks another repo.
+    how the caller picks another repo. In a network a name is admitted only with its key: listed
+    members whose key the network does not bind yet are returned as ``not_admitted`` (invite them).
     """
     status = await scheduler.call("status")
     if wanted and status["peer_id"] != wanted:
         raise Refused(f"this repo belongs to peer {status['peer_id']!r}, not {wanted!r}: {hint}")
+    not_admitted: list[str] = []
     for member in members:
         if member not in status["peers"]:
-            await scheduler.call("add_peer", peer_id=member)
-    return {**(await scheduler.call("status")), "initialized": True}
+            try:
+                await scheduler.call("add_peer", peer_id=member)
+            except Refused:
+                not_admitted.append(member)
+    return {**(await scheduler.call("status")), "initialized": True, "not_admitted": not_admitted}
 
 
 # --- the api file ------------------------------------------------------------------------------
@@ -361,14 +366,14 @@ async def _open_replica(
                     "(or set P2P_PEER_ID)"
                 )
             wanted = automatic_peer_id()
-        from .network import recorded_network
+        from .network import network_of
 
         replica = await open_replica(
             wanted,
             [*peers, *(new_peers if not stored else [])],
             repo=repo,
             ipfs_api=ipfs_api,
-            network=recorded_network(repo),  # None: a repo of no network (unauthenticated legacy mode)
+            network=network_of(repo, wanted),  # a new repo founds its own network (init's default)
         )
     except BaseException:
         repo.close()

@@ -10,9 +10,9 @@ Must not: parse command lines, install signal handlers or serve HTTP (the CLI do
 was acknowledged, and the next ``serve`` on the same repo resumes (interrupted merges, claimed work).
 
 Backends: with ``ipfs_api`` blocks live in the daemon (bitswap fetches what is missing) and heads
-travel on its pubsub topic ``options.topic``. Without it the peer runs embedded: blocks in the repo and
-an in-process bus with nobody else on it, so a single-process peer (useful on one machine, and for
-``scheduler`` users sharing state through CAR files or ``merge``).
+travel on its network's pubsub topic (``genesis.topic``). Without it the peer runs embedded: blocks
+in the repo and an in-process bus with nobody else on it, so a single-process peer (useful on one
+machine, and for ``scheduler`` users sharing state through CAR files or ``merge``).
 
 Also owns :func:`liveness_of`, the read of a running peer's liveness view that the HTTP
 API and the metrics share (it lives here, below both, so neither imports the other).
@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from .backends import open_backend
-from .network import recorded_network
+from .genesis import topic
+from .network import network_of
 from .options import PeerOptions
 from .peer import Peer
 from .replica import Replica
@@ -63,7 +64,7 @@ async def serve(
             peer_id,
             peers,
             store_is_repo=backend.store_is_repo,
-            network=recorded_network(repo),  # a network repo's fold is rooted at its genesis
+            network=network_of(repo, peer_id),  # every repo is a network's: its fold is rooted at its genesis
         )
     except BaseException:
         if not backend.store_is_repo:
@@ -71,7 +72,7 @@ async def serve(
         await backend.close()
         repo.close()
         raise
-    broadcaster = backend.make_broadcaster(replica.peer_id)
+    broadcaster = backend.make_broadcaster(replica.peer_id, topic(replica.network.cid))
     peer = Peer(
         replica,
         broadcaster,

@@ -61,8 +61,10 @@ __all__ = [
     "check_role",
     "invite",
     "read_invite",
+    "redemption_bytes",
     "topic",
     "verify_invite",
+    "verify_redemption",
 ]
 
 FORMAT_VERSION: Final = 1
@@ -84,6 +86,8 @@ KEY_BYTES: Final = 32
 SIG_BYTES: Final = 64
 _INVITE_DOMAIN: Final = b"ipld-scheduler/invite\x00"
 """Prefix of the bytes an admin signs for an invitation, so no invite signature is ever an event's."""
+_REDEEM_DOMAIN: Final = b"ipld-scheduler/redeem\x00"
+"""Prefix of a redemption proof's signed bytes (never an event's, an invitation's or an announcement's)."""
 _ROLE_RE: Final = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 _B64URL_RE: Final = re.compile(r"[A-Za-z0-9_-]+")
 _INT_MAX: Final = 2**62
@@ -421,6 +425,18 @@ def topic(network: CID) -> str:
 # --- invitations ----------------------------------------------------------------------------------
 
 
+def redemption_bytes(network: CID, peer: str, new_key: bytes) -> bytes:
+    """What a redemption proof signs: the network, the invited name and the invitee's own key."""
+    return _REDEEM_DOMAIN + encode({"v": FORMAT_VERSION, "key": new_key, "peer": peer, "genesis": network})
+
+
+def verify_redemption(network: CID, peer: str, one_time_key: bytes, new_key: bytes, proof: bytes) -> bool:
+    """True when ``proof`` is ``one_time_key``'s signature binding ``peer`` of ``network`` to ``new_key``."""
+    if len(new_key) != KEY_BYTES or len(proof) != SIG_BYTES or new_key == one_time_key:
+        return False
+    return verify_bytes(one_time_key, proof, redemption_bytes(network, peer, new_key))
+
+
 def _public(seed: bytes) -> bytes:
     public = Ed25519PrivateKey.from_private_bytes(seed).public_key()
     return public.public_bytes(Encoding.Raw, PublicFormat.Raw)
@@ -453,6 +469,16 @@ class Invite:
         if new_key == self.one_time_key:
             raise InviteError("new key: must differ from the invitation's one-time key")
         return {"key": new_key, "peer": self.peer}
+
+    def redemption_proof(self, new_key: bytes) -> bytes:
+        """The one-time key's signature of "``peer`` of this network now uses ``new_key``".
+
+        The statement the redeeming ``peer-add`` makes, as a detached signature small enough to
+        ride on announcements (64 bytes): a member still bound to the one-time key in a receiver's
+        view is heard under ``new_key`` (``announce.AnnouncementGate``), so the receiver fetches
+        the redeeming event itself. It grants nothing in the fold."""
+        self.redeem_body(new_key)  # same checks on the new key
+        return self.one_time_signer().sign_bytes(redemption_bytes(self.genesis, self.peer, new_key))
 
     def unsigned_ipld(self) -> dict[str, Any]:
         return {

@@ -1,19 +1,23 @@
-"""Founding, inviting and joining a network: the operations behind ``init --network``, ``invite``, ``join``.
+"""Founding, inviting and joining a network: the operations behind ``init``, ``invite``, ``join``.
 
 Owns the three steps of docs/trust.md's join protocol as operations on a repo or a replica:
 
-* :func:`found` (``init --network NAME``): a genesis naming this peer (its repo key) as the admin,
-  recorded in the repo before the replica opens, which then makes the admin a working member;
+* :func:`found` (``init [--network NAME]``, from ``network``): a genesis naming this peer (its repo
+  key) as the admin, recorded in the repo before the replica opens, which then makes the admin a
+  working member; ``network.network_of`` founds one (named after the peer) for a new repo opened
+  without ``init``, so every repo of the CLI belongs to a network (there is no repo of no network);
 * :func:`invite` (``invite NAME --roles ...``): the admin writes ``peer-add {peer, key: <one-time
   key>, roles, invite: true}`` and gets the token (``genesis.invite``) to hand over;
 * :func:`prepare_join` and :func:`redeem` (``join TOKEN --car FILE``): the new peer checks the token
   against the genesis block found in the admin's CAR, records the network and its name in a new repo,
   imports the CAR (where the admin's ``peer-add`` is), then writes ``peer-add {peer, key: <its own
-  key>}`` signed by the one-time key. The admin learns the new key when it imports the new peer's CAR
-  (or over the network when both run).
+  key>}`` signed by the one-time key, and stores the **redemption proof** (its new key signed by the
+  one-time key, ``Invite.redemption_proof``) that its announcements carry (``runtime.announcer``), so
+  members still holding the one-time binding hear it and fetch the redeeming event over the network.
+  The admin learns the new key that way when both run, or by importing the new peer's CAR.
 
 Must not: keep a token or a one-time key anywhere (the token is printed once; the one-time key
-signs one event and is dropped), or accept a token for another network.
+signs one event and a proof of it, and is dropped), or accept a token for another network.
 """
 
 from __future__ import annotations
@@ -21,41 +25,25 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from .announce import Redemption
 from .car import read_car
 from .codec import CID
 from .errors import InvalidInput, Refused
-from .genesis import Genesis, Invite, read_invite, verify_invite
+from .genesis import Invite, read_invite, verify_invite
 from .genesis import invite as make_invite
-from .network import Network
+from .network import Network, found
 from .replica import Replica
 from .repo import Repo
+from .runtime.announcer import store_redemption
 
 __all__ = ["found", "invite", "prepare_join", "redeem"]
-
-
-def found(repo: Repo, name: str, peer_id: str) -> Network:
-    """A new network named ``name`` whose admin is ``peer_id`` with the repo's key; recorded in ``repo``."""
-    config = repo.config()
-    if config.get("network") is not None:
-        raise Refused(f"repo {repo.path} already belongs to network {config['network']}")
-    if config.get("peer_id") not in (None, peer_id):
-        raise Refused(f"repo {repo.path} belongs to peer {config['peer_id']!r}, not {peer_id!r}")
-    if next(iter(repo.processed_log()), None) is not None:
-        raise Refused(f"repo {repo.path} already holds history: found a network in a new repo")
-    from .identity import Signer
-
-    key = Signer(peer_id, repo.load_or_create_key()).public_key
-    network = Network.of(Genesis.create(name, {peer_id: key}))
-    repo.commit(blocks=[(network.cid, network.block)])
-    repo.update_config(peer_id=peer_id, network=str(network.cid))
-    return network
 
 
 async def invite(replica: Replica, name: str, roles: Iterable[str]) -> dict[str, Any]:
     """Write the admin's ``peer-add`` for ``name`` with a one-time key; the token for the invitee."""
     network = replica.network
-    if network is None or network.dev:
-        raise Refused("invitations need a network: create one with `ipld-scheduler init --network NAME`")
+    if network.dev:
+        raise Refused("the development network admits peers in-process: invite into a real network")
     made = make_invite(network.cid, name, roles, replica.signer)
     event = await replica.write("peer-add", dict(made.peer_add))
     return {
@@ -92,15 +80,15 @@ async def redeem(replica: Replica, inv: Invite) -> dict[str, Any]:
     """Write the redemption (own key, signed by the one-time key); refused loudly if already used."""
     from .replica import NotAuthorized
 
+    key = replica.signer.public_key
     try:
-        event = await replica.write(
-            "peer-add", inv.redeem_body(replica.signer.public_key), signer=inv.one_time_signer()
-        )
+        event = await replica.write("peer-add", inv.redeem_body(key), signer=inv.one_time_signer())
     except NotAuthorized as exc:
         raise Refused(
             f"the invitation for {inv.peer!r} cannot be redeemed here ({exc.reason}): it was used "
             "already, or the admin's peer-add is not in the history imported; ask the admin for a new one"
         ) from exc
+    await store_redemption(replica.repo, Redemption(key, inv.redemption_proof(key)))
     return {
         "success": True,
         "peer": inv.peer,

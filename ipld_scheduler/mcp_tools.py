@@ -210,9 +210,10 @@ async def get_next_p2p_workflow() -> dict[str, Any]:
     return await _op("next")
 
 
-async def add_p2p_peer(peer_id: str) -> dict[str, Any]:
-    """Add a member to the scheduler network."""
-    return await _op("add_peer", peer_id=peer_id)
+async def add_p2p_peer(peer_id: str, key: str | None = None) -> dict[str, Any]:
+    """Add a member to the scheduler network (admins only): ``key`` is its Ed25519 public key (64 hex
+    digits, shown by its status); a name without a key is refused (`ipld-scheduler invite` instead)."""
+    return await _op("add_peer", peer_id=peer_id, **({} if key is None else {"key": key}))
 
 
 async def remove_p2p_peer(peer_id: str) -> dict[str, Any]:

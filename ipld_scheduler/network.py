@@ -10,7 +10,12 @@ scheduler listing ``b`` can bind ``b``'s key before ``b``'s own scheduler exists
 process can write to a dev network, and nothing of it is meant to leave: the replica refuses a Kubo
 backend and CAR imports for it unless the caller opts in (``allow_dev_network``).
 
-Must not: do I/O, or persist the dev secret or the dev admin key anywhere (they die with the process).
+Also owns reading and founding a repo's network: :func:`recorded_network`, :func:`found` (``init``)
+and :func:`network_of` (the network a repo belongs to, founding one for a new repo: there is no repo
+of no network).
+
+Must not: do I/O beyond a repo's config and genesis block, or persist the dev secret or the dev admin
+key anywhere (they die with the process).
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ __all__ = [
     "DevNetworkRefused",
     "Network",
     "dev_network",
+    "found",
+    "network_of",
     "recorded_network",
 ]
 
@@ -126,3 +133,38 @@ def recorded_network(repo: Repo) -> Network | None:
             "with it: open it with its own network, or use a new repo"
         )
     return network
+
+
+def found(repo: Repo, name: str, peer_id: str) -> Network:
+    """A new network named ``name`` whose admin is ``peer_id`` with the repo's key; recorded in ``repo``."""
+    config = repo.config()
+    if config.get("network") is not None:
+        raise Refused(f"repo {repo.path} already belongs to network {config['network']}")
+    if config.get("peer_id") not in (None, peer_id):
+        raise Refused(f"repo {repo.path} belongs to peer {config['peer_id']!r}, not {peer_id!r}")
+    if next(iter(repo.processed_log()), None) is not None:
+        raise Refused(f"repo {repo.path} already holds history: found a network in a new repo")
+    key = Signer(peer_id, repo.load_or_create_key()).public_key
+    network = Network.of(Genesis.create(name, {peer_id: key}))
+    repo.commit(blocks=[(network.cid, network.block)])
+    repo.update_config(peer_id=peer_id, network=str(network.cid))
+    return network
+
+
+def network_of(repo: Repo, peer_id: str | None) -> Network:
+    """The network ``repo`` belongs to; a new repo founds one named after its peer (``init``'s default).
+
+    A repo holding history of no network (made before networks existed) is refused: its events were
+    never authorized, so nothing of it can be trusted into a network."""
+    network = recorded_network(repo)
+    if network is not None:
+        return network
+    peer = peer_id or repo.config().get("peer_id")
+    if peer is None:
+        raise Refused("no peer id: pass --peer-id, set P2P_PEER_ID, or run `ipld-scheduler init`")
+    if next(iter(repo.processed_log()), None) is not None:
+        raise Refused(
+            f"repo {repo.path} holds history of no network (made before networks existed): start a "
+            "new repo with `ipld-scheduler init` and re-schedule its workflows there"
+        )
+    return found(repo, str(peer), str(peer))

@@ -29,8 +29,6 @@ class PeerOptions:
     """Heads are re-announced (and a heartbeat sent) this often; doubles as the liveness ping."""
     rebroadcast_jitter: float = 0.3
     """Each interval is scaled by a uniform factor in [1 - jitter, 1 + jitter], so peers desynchronise."""
-    topic: str = "ipld-scheduler/v1"
-    """Pubsub topic on Kubo (the embedded network has a single bus)."""
     max_announce_bytes: int = 64 * 1024
     """Announcements larger than this are dropped unread (and never sent)."""
     max_announce_heads: int = 64
@@ -43,8 +41,6 @@ class PeerOptions:
     """Bound on one block fetch; a block not found in time makes the heads that need it unadoptable."""
     max_pending_heads: int = 1024
     """Announced, unmerged heads kept in the sync queue; more are dropped (and re-announced later)."""
-    max_unverified_heads: int = 64
-    """Of those, how many may come from peers whose key we do not know yet (see ``announce``)."""
     max_merge_heads: int = 256
     """Heads handed to one merge; the rest wait for the next round."""
     max_pending_blocks: int = 200_000

@@ -55,14 +55,14 @@ from .events import (
 from .genesis import Policy as Rules
 from .identity import Signer, verify_event
 from .model import Event, EventKind, ModelError, Result, ResultStatus, WorkflowDefinition, eligibility
-from .network import DEV_ROLES, DevNetworkRefused, Network, dev_network
+from .network import DEV_ROLES, DevNetworkRefused, Network, dev_network, recorded_network
 from .ports import BlockNotFound, BlockStore, StoreError, get_many
 from .reasons import Reject
 from .repo import Repo
 from .staging import CarSource, Progress, SignatureWorker, Stage, Staging
 from .state import CANCELLED, FAILED, FINISHED, State, WorkflowRecord
 from .sync import MergePlan, Ready, SyncError
-from .trust import PolicyRecord
+from .trust import Membership, PolicyRecord
 
 __all__ = ["MergeReport", "NotAuthorized", "Replica", "SchedulerError"]
 
@@ -140,14 +140,14 @@ class Replica:
         self.peer_id = signer.peer_id
         self.clock = MerkleClock(source=store)
         self.state = State(local_peer=self.peer_id)
-        self.network = network
-        """The network this replica belongs to (None: the unauthenticated legacy mode, no genesis)."""
+        network = network or dev_network().network
+        self.network: Network = network
+        """The network this replica belongs to (there is no replica of no network: every event is
+        authorized; without an explicit one, the process-local development network)."""
         self.allow_dev_network = allow_dev_network
-        self.authority: Authority | None = None
-        if network is not None:
-            self.authority = Authority(network.genesis, network.cid)
-            self.clock.set_root(network.cid)
-            self.state.set_root(network.cid)
+        self.authority: Authority = Authority(network.genesis, network.cid)
+        self.clock.set_root(network.cid)
+        self.state.set_root(network.cid)
         self._store_is_repo = store_is_repo
         self._write_lock = asyncio.Lock()
         self.on_heads: list[HeadsListener] = []
@@ -181,9 +181,10 @@ class Replica:
     ) -> Replica:
         """Load (or create) the replica in ``repo``: replay applied events, then record new peers.
 
-        With ``network`` the repo records its genesis (config ``network`` and the block) and every
-        event is authorized in the fold; a repo of another network is refused. In the process's
-        development network the peer signs with its dev key and the dev admin admits ``peers``.
+        The repo records its network's genesis (config ``network`` and the block) and every event
+        is authorized in the fold; a repo of another network is refused. Without ``network``: the
+        one the repo recorded, else the process's development network, where the peer signs with
+        its dev key and the dev admin admits ``peers``.
         """
         config = repo.config()
         stored_id = config.get("peer_id")
@@ -197,9 +198,9 @@ class Replica:
             )
         if stored_id is None:
             await repo.update_config_async(peer_id=peer_id)
-        if network is not None:
-            _record_network(repo, network)
-        if network is not None and network.dev:
+        network = network or recorded_network(repo) or dev_network().network
+        _record_network(repo, network)
+        if network.dev:
             signer = dev_network().signer_for(peer_id)
         else:
             signer = Signer(peer_id, repo.load_or_create_key())
@@ -224,7 +225,7 @@ class Replica:
         for _seq, cid, data in self.repo.processed_log():
             event = Event.from_block(data)
             workflow, result = self._local_extras(event)
-            if self.authority is not None and self.authority.admit(
+            if self.authority.admit(
                 cid, event, self.state, workflow, self._replayed_blocks(cid, data, event)
             ):
                 continue  # admitted at ingest: only a changed rule can refuse it now, so it stays out
@@ -260,22 +261,9 @@ class Replica:
         return decode_typed(kind, data)
 
     async def _ensure_members(self, peers: Iterable[str]) -> None:
-        if self.network is not None:
-            await self._ensure_network_members(peers)
-            return
-        for peer in dict.fromkeys(p for p in peers if p):
-            entry = self.state.members.get(peer)
-            if peer == self.peer_id:
-                if entry is None or not entry.present or entry.key != self.signer.public_key:
-                    await self.append(PeerAdd(peer, self.signer.public_key))
-            elif entry is None:
-                await self.append(PeerAdd(peer))
-
-    async def _ensure_network_members(self, peers: Iterable[str]) -> None:
-        """In a network: the dev admin admits this peer and the listed ones with their dev keys and
-        roles; elsewhere a genesis admin makes itself a worker, and the others need ``peer-add --key``
-        or an invitation (a listed name without a key creates no slot)."""
-        assert self.network is not None and self.authority is not None
+        """In the development network the dev admin admits this peer and the listed ones with their
+        dev keys and roles; elsewhere a genesis admin makes itself a worker, and the others need
+        ``peer-add --key`` or an invitation (a listed name without a key creates no slot)."""
         if self.network.dev:
             dev = dev_network()
             for peer in dict.fromkeys(p for p in (self.peer_id, *peers) if p):
@@ -590,7 +578,7 @@ class Replica:
         if self.state.is_present(peer_id):
             return False
         signer = None
-        if self.network is not None and self.network.dev:
+        if self.network.dev:
             dev = dev_network()
             signer, key, roles = dev.admin, key or dev.key_of(peer_id), roles or DEV_ROLES
         await self.append(PeerAdd(peer_id, key, sorted(roles) if roles else None), signer=signer)
@@ -599,7 +587,7 @@ class Replica:
     async def remove_peer(self, peer_id: str, reason: str = "") -> bool:
         if not self.state.is_present(peer_id):
             return False
-        signer = dev_network().admin if self.network is not None and self.network.dev else None
+        signer = dev_network().admin if self.network.dev else None
         await self.append(PeerRemove(peer_id, reason or None), signer=signer)
         return True
 
@@ -627,6 +615,10 @@ class Replica:
         return await self.append(payload, [*blocks, block])
 
     # --- queries ------------------------------------------------------------------------------
+
+    def membership(self) -> Membership:
+        """The trust view at our heads: who is a member, with which key (what the gate checks)."""
+        return self.authority.current(self.clock.head_cids)
 
     def get_owner(self, workflow_id: str) -> str | None:
         return self.state.owner(workflow_id)
@@ -933,7 +925,7 @@ class Replica:
     async def _import_stream(self, stream: BinaryIO, progress: Progress | None) -> MergeReport:
         roots, blocks = read_car(stream)
         report = MergeReport()
-        dev_check = self.network is not None and self.network.dev and not self.allow_dev_network
+        dev_check = self.network.dev and not self.allow_dev_network
         dev_events: dict[CID, bytes] = {}  # development networks only (small, in-process histories)
         with Staging(self.repo.path) as staging:
             batch: list[tuple[CID, bytes]] = []

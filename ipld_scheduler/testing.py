@@ -20,6 +20,7 @@ from pathlib import Path
 from .embedded.memory import MemoryStore
 from .embedded.network import EmbeddedNetwork
 from .embedded.store import EmbeddedStore
+from .genesis import topic
 from .network import dev_network
 from .options import PeerOptions
 from .peer import Peer
@@ -113,7 +114,7 @@ class Cluster:
         local: BlockStore = (
             self._memory.setdefault(peer_id, MemoryStore()) if self.memory_blocks else EmbeddedStore(repo)
         )
-        store, broadcaster = self.network.endpoint(peer_id, local)
+        store, broadcaster = self.network.endpoint(peer_id, local, topic=topic(dev_network().network.cid))
         self.network.revive(peer_id)
         # Served from the repo, a write is one transaction: the replica's commit stores the blocks.
         replica = await Replica.open(

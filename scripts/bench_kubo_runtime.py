@@ -32,7 +32,6 @@ import importlib.util
 import json
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -49,7 +48,7 @@ if importlib.util.find_spec("ipld_scheduler") is None:  # not installed: use thi
     sys.path.insert(2, str(ROOT))
 
 import ipfs_net  # noqa: E402
-from kubo_cluster import PeerCluster, PeerProcess, cli_command, wait_for  # noqa: E402
+from kubo_cluster import PeerCluster, PeerProcess, wait_for  # noqa: E402
 
 from ipld_scheduler.codec import CID  # noqa: E402
 from ipld_scheduler.repo import Repo  # noqa: E402
@@ -203,10 +202,7 @@ def bench_catch_up(
     # end to end: a late `ipld-scheduler run` process on another empty daemon
     late = _fresh_daemon(root, "latepeer-", net)
     peer = cluster.add("late", late.api_urls[0])
-    added = subprocess.run(
-        cli_command(cluster[0].repo, "add-peer", peer.peer_id), capture_output=True, text=True, timeout=60
-    )
-    assert added.returncode == 0, added.stderr
+    cluster.invite(peer)  # the admin (peer 0) invites it; it joins with the token and a CAR
     try:
         t0 = time.perf_counter()
         peer.start()
@@ -237,7 +233,9 @@ def bench_catch_up(
 
 
 async def _import(car: bytes, repo_dir: Path, api_url: str | None) -> tuple[int, float]:
-    replica = await open_replica("bench-car", [], repo=Repo.open(repo_dir), ipfs_api=api_url)
+    replica = await open_replica(
+        "bench-car", [], repo=Repo.open(repo_dir), ipfs_api=api_url, allow_dev_network=True
+    )
     try:
         t0 = time.perf_counter()
         report = await replica.import_car(car)
@@ -281,7 +279,9 @@ async def _write_path(api_url: str, repo_dir: Path, count: int) -> dict[str, Any
     """Sequential schedules straight on a replica (no HTTP, no runtime): the write path alone."""
     from ipld_scheduler.model import WorkflowDefinition
 
-    replica = await open_replica("bench-writer", [], repo=Repo.open(repo_dir), ipfs_api=api_url)
+    replica = await open_replica(
+        "bench-writer", [], repo=Repo.open(repo_dir), ipfs_api=api_url, allow_dev_network=True
+    )
     try:
         t0 = time.perf_counter()
         for i in range(count):

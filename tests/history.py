@@ -1,8 +1,10 @@
 """Long signed histories, fast: for catch-up tests and ``scripts/bench_catchup.py``.
 
-Owns: building a chain of real, signed events (a ``peer-add`` of the author with its key, then
-``schedule`` events each with its workflow block) exactly as :class:`~ipld_scheduler.replica.Replica`
-writes them (tick, sign, encode), without a repo or an fsync per event, and writing them as a CARv1.
+Owns: building a chain of real, signed, authorized events of a network (its genesis block, a
+``peer-add`` admitting the author, then ``schedule`` events each with its workflow block) exactly as
+:class:`~ipld_scheduler.replica.Replica` writes them (tick, sign, encode), without a repo or an fsync
+per event, and writing them as a CARv1. The network is this process's development network (its
+admin admits the author), or a real one whose genesis admin writes the history.
 A 100k-event history takes seconds instead of the minutes a durable write per event takes.
 
 Must not: take shortcuts a receiver would notice: every event is signed and every block is what the
@@ -17,8 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from ipld_scheduler.blocks import encode_value
 from ipld_scheduler.car import write_car
 from ipld_scheduler.clock import MerkleClock
@@ -26,35 +26,60 @@ from ipld_scheduler.codec import CID
 from ipld_scheduler.events import Payload, PeerAdd, Schedule, body_of
 from ipld_scheduler.identity import Signer
 from ipld_scheduler.model import WorkflowDefinition
+from ipld_scheduler.network import DEV_ROLES, Network, dev_network
 
 __all__ = ["history_blocks", "write_history_car"]
 
 
 def history_blocks(
-    events: int, *, peer: str = "alice", clock: MerkleClock | None = None
+    events: int,
+    *,
+    peer: str = "alice",
+    clock: MerkleClock | None = None,
+    network: Network | None = None,
+    signer: Signer | None = None,
 ) -> Iterator[tuple[CID, bytes]]:
-    """``events`` signed events (parents first), each followed by the blocks it links to.
+    """The genesis block, then ``events`` signed events (parents first), each followed by the blocks
+    it links to.
 
-    ``clock`` (optional) receives every event, so the caller can read the heads afterwards.
+    Without ``network``: in this process's development network, whose admin admits ``peer``. With
+    one, ``signer`` must be a genesis admin of it (it admits itself as a worker, as a founding
+    replica does). ``clock`` (optional) receives every event, so the caller can read the heads.
     """
-    signer = Signer(peer, Ed25519PrivateKey.generate())
     clock = clock if clock is not None else MerkleClock()
+    if network is None:
+        dev = dev_network()
+        network, signer = dev.network, dev.signer_for(peer)
+        admit, admitter = PeerAdd(peer, signer.public_key, list(DEV_ROLES)), dev.admin
+    else:
+        assert signer is not None and network.genesis.admin_key(signer.peer_id) == signer.public_key
+        admit, admitter = PeerAdd(signer.peer_id, signer.public_key), signer
+    author = signer
+    clock.set_root(network.cid)
 
-    def emit(payload: Payload) -> tuple[CID, bytes]:
+    def emit(payload: Payload, by: Signer = author) -> tuple[CID, bytes]:
         kind, body = body_of(payload)
-        event = signer.sign(clock.tick(kind.value, body))
+        event = by.sign(clock.tick(kind.value, body))
         block = encode_value(event)
         clock.apply(block.cid, event)
         return block.pair
 
-    yield emit(PeerAdd(peer, signer.public_key))
+    yield network.cid, network.block
+    yield emit(admit, admitter)
     for i in range(events - 1):
         workflow = encode_value(WorkflowDefinition(f"wf-{i}", f"job {i}", ["p2p_eligible"], float(i % 7)))
         yield workflow.pair
         yield emit(Schedule(workflow.cid))
 
 
-def write_history_car(path: Path, events: int, *, peer: str = "alice") -> tuple[list[CID], int]:
+def write_history_car(
+    path: Path,
+    events: int,
+    *,
+    peer: str = "alice",
+    network: Network | None = None,
+    signer: Signer | None = None,
+) -> tuple[list[CID], int]:
     """Write a CAR of a fresh ``events``-long history to ``path``; returns its roots and block count.
 
     Blocks stream through a temporary file first (a CAR's header names the roots, known only at the
@@ -62,7 +87,9 @@ def write_history_car(path: Path, events: int, *, peer: str = "alice") -> tuple[
     """
     clock = MerkleClock()
     with tempfile.TemporaryFile() as body:
-        count = write_car(body, [], history_blocks(events, peer=peer, clock=clock))
+        count = write_car(
+            body, [], history_blocks(events, peer=peer, clock=clock, network=network, signer=signer)
+        )
         roots = list(clock.head_cids)
         body.seek(0)
         with open(path, "wb") as out:

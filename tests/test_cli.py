@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from cli_runner import SCRIPT, clean_env, cli_run
 
+from ipld_scheduler.identity import Signer
 from ipld_scheduler.repo import Repo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,19 +41,29 @@ def ok_json(repo: Path, *args: str, env: dict[str, str] | None = None) -> dict[s
     return data
 
 
+def new_key() -> str:
+    """A fresh Ed25519 public key in hex, as `peers` shows it on the peer that holds it."""
+    return Signer.generate("x").public_key.hex()
+
+
+def founded(path: Path) -> Path:
+    """alpha founds a network (init) and admits beta and gamma by key, as an admin does."""
+    init = ok_json(path, "init", "--peer-id", "alpha", "--peers", PEERS)
+    assert init["peers"] == ["alpha"] and init["not_admitted"] == ["beta", "gamma"]
+    for name in PEERS.split(","):
+        ok_json(path, "add-peer", name, "--key", new_key(), "--roles", "submitter,worker")
+    return path
+
+
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    path = tmp_path / "alpha"
-    ok_json(path, "init", "--peer-id", "alpha", "--peers", PEERS)
-    return path
+    return founded(tmp_path / "alpha")
 
 
 @pytest.fixture(scope="module")
 def shared_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """For tests whose commands all fail: nothing they do changes the repo."""
-    path = tmp_path_factory.mktemp("shared") / "alpha"
-    ok_json(path, "init", "--peer-id", "alpha", "--peers", PEERS)
-    return path
+    return founded(tmp_path_factory.mktemp("shared") / "alpha")
 
 
 def test_every_command_has_complete_help() -> None:
@@ -216,7 +227,8 @@ def test_env_configures_repo_and_identity(tmp_path: Path) -> None:
     proc = run_cli(None, "--json", "schedule", "--manual", "--id", "e1", "--tags", "p2p_eligible", env=env)
     assert proc.returncode == 0, proc.stderr
     status = json.loads(run_cli(None, "--json", "status", env=env).stdout)
-    assert status["peer_id"] == "envpeer" and status["peers"] == ["envpeer", "x", "y"]
+    # a repo the CLI creates founds a network: bootstrap names without a key admit nobody
+    assert status["peer_id"] == "envpeer" and status["peers"] == ["envpeer"]
     assert status["repo"] == str(tmp_path / "envrepo")
     other = run_cli(None, "--json", "init", "--peer-id", "someone-else", env=env)
     assert other.returncode == 1 and "belongs to peer 'envpeer'" in other.stderr
@@ -284,21 +296,31 @@ def test_export_and_import_move_the_dag_between_repos(repo: Path, tmp_path: Path
         car.stat().st_size == summary["size"]
         and summary["roots"] == ok_json(repo, "status")["clock"]["heads"]
     )
-    other = tmp_path / "beta"
-    ok_json(other, "init", "--peer-id", "beta", "--peers", "alpha,gamma")
-    imported = ok_json(other, "import", str(car))
-    assert imported["success"] is True and imported["applied"] >= 5
+    # another machine joins alpha's network: the token names it, the CAR carries its history
+    other = tmp_path / "delta"
+    token = ok_json(repo, "invite", "delta")["token"]
+    car = tmp_path / "dag.car"
+    ok_json(repo, "export", str(car))
+    joined = ok_json(other, "join", token, "--car", str(car))
+    assert joined["success"] is True and joined["imported"] >= 5
+    alone = tmp_path / "loner"  # a repo founded on its own is another network: alpha's CAR is refused
+    ok_json(alone, "init", "--peer-id", "beta")
+    refused = run_cli(alone, "--json", "import", str(car))
+    assert refused.returncode != 0 and json.loads(refused.stdout)["applied"] == 0
     mine = {w["workflow_id"]: w["owner"] for w in ok_json(repo, "workflows")["workflows"]}
     theirs = {w["workflow_id"]: w["owner"] for w in ok_json(other, "workflows")["workflows"]}
     assert mine == theirs
     piped = subprocess.run([str(SCRIPT), "--repo", str(repo), "export", "-"], capture_output=True, timeout=60)
     assert piped.returncode == 0 and piped.stdout == car.read_bytes()
-    third = tmp_path / "gamma"
-    ok_json(third, "init", "--peer-id", "gamma")
+    third = tmp_path / "epsilon"
+    token = ok_json(repo, "invite", "epsilon")["token"]
+    ok_json(repo, "export", str(car))
+    ok_json(third, "join", token, "--car", str(car))
+    piped = subprocess.run([str(SCRIPT), "--repo", str(repo), "export", "-"], capture_output=True, timeout=60)
     stdin = subprocess.run(
         [str(SCRIPT), "--repo", str(third), "--json", "import", "-"], input=piped.stdout, capture_output=True
     )
-    assert stdin.returncode == 0 and json.loads(stdin.stdout)["applied"] >= 5
+    assert stdin.returncode == 0 and json.loads(stdin.stdout)["success"] is True
     bad = tmp_path / "bad.car"
     bad.write_bytes(b"\x0agarbage!!")
     proc = run_cli(other, "import", str(bad))
@@ -314,7 +336,12 @@ def test_inspect_and_log_show_the_dag(repo: Path) -> None:
     assert list(block["key"]["/"]) == ["bytes"] and block["kind"] == "schedule"
     events = ok_json(repo, "log", "--workflow", "w")["events"]
     assert [e["kind"] for e in events] == ["schedule", "cancel"]
-    assert events[1]["body"] == {"id": "w", "reason": "changed my mind"}
+    # in a network a cancel links the schedule it cancels (docs/trust.md: writers link what rules read)
+    assert events[1]["body"] == {
+        "id": "w",
+        "reason": "changed my mind",
+        "schedule": {"/": answer["event_cid"]},
+    }
     assert ok_json(repo, "log", "--author", "alpha", "--kind", "peer-add", "--limit", "2")["count"] == 2
     human = run_cli(repo, "log")
     assert human.returncode == 0 and "schedule" in human.stdout and "cancel" in human.stdout
@@ -328,7 +355,8 @@ def test_membership_commands_move_work(repo: Path) -> None:
     assert removed["removed"] is True and "beta" not in removed["peers"]
     owners = {w["workflow_id"]: w["owner"] for w in ok_json(repo, "workflows")["workflows"]}
     assert all(owners[w] in ("alpha", "gamma") for w in on_beta)
-    assert ok_json(repo, "add-peer", "delta")["num_peers"] == 3
+    assert run_cli(repo, "add-peer", "delta").returncode != 0  # a name without a key: no slot
+    assert ok_json(repo, "add-peer", "delta", "--key", new_key())["num_peers"] == 3
     rows = {r["peer_id"]: r for r in ok_json(repo, "peers")["peers"]}
     assert rows["beta"]["member"] is False and rows["delta"]["member"] is True
     reprio = ok_json(repo, "reprioritize", "wf-1", "0.1")

@@ -19,6 +19,8 @@ from cli_runner import cli_json, cli_run
 from prometheus_client.parser import text_string_to_metric_families
 from served_peer import Served, serving, wait_for
 
+from ipld_scheduler.identity import Signer
+
 pytestmark = pytest.mark.timeout(120)
 
 
@@ -118,8 +120,9 @@ def test_a_killed_peer_leaves_a_stale_api_file_that_is_ignored(peer: Served) -> 
 
 def test_liveness_timings_are_configurable(tmp_path: Path) -> None:
     repo = tmp_path / "timed"
-    cli(repo, "init", "--peer-id", "timed", "--peers", "timed,absent")
-    # Without --fast, explicit knobs. 'absent' was listed but never heard through this backend: it is
+    cli(repo, "init", "--peer-id", "timed")
+    cli(repo, "add-peer", "absent", "--key", Signer.generate("absent").public_key.hex(), "--roles", "worker")
+    # Without --fast, explicit knobs. 'absent' was admitted but never heard through this backend: it is
     # reported 'unknown' and stays a member (never evicted for a silence nobody could have heard).
     served = Served(
         repo, "--heartbeat", "0.2", "--unknown-after", "0.5", "--unhealthy-after", "1.0", fast=False

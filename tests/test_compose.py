@@ -187,6 +187,11 @@ def test_three_scheduler_peers_on_their_own_kubo_and_repo(model: dict[str, Any])
         assert "mesh" in service["depends_on"], name
         assert service["depends_on"]["mesh"]["condition"] == "service_completed_successfully"
         assert service.get("init") is True, f"{name}: PID 1 must reap workflow processes"
+        # one network: docker/network.sh founds it on peer0 and joins the others to it (invitations)
+        assert service["entrypoint"][-1] == "/usr/local/lib/ipld-scheduler/network.sh", name
+        assert service["environment"]["NETWORK_ADMIN"] == "peer0", name
+        shared = mounts[service["environment"]["NETWORK_DIR"]]
+        assert shared["type"] == "volume" and shared["source"] == "network", name
     assert len(apis) == len(repos) == len(ids) == 3
 
 
@@ -227,11 +232,18 @@ def test_one_shot_mesh_and_seed(model: dict[str, Any], raw: dict[str, Any]) -> N
 
 def test_dockerfile_ships_the_helpers() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
-    assert "COPY docker/mesh.py docker/seed.sh /usr/local/lib/ipld-scheduler/" in dockerfile
+    assert "COPY docker/mesh.py docker/seed.sh docker/network.sh /usr/local/lib/ipld-scheduler/" in dockerfile
     assert re.search(r"^USER scheduler$", dockerfile, re.M), "peers must not run workflows as root"
     assert 'ENTRYPOINT ["ipld-scheduler"]' in dockerfile
     ignore = (ROOT / ".dockerignore").read_text().splitlines()
-    needed_paths = ["!pyproject.toml", "!README.md", "!ipld_scheduler/", "!docker/mesh.py", "!docker/seed.sh"]
+    needed_paths = [
+        "!pyproject.toml",
+        "!README.md",
+        "!ipld_scheduler/",
+        "!docker/mesh.py",
+        "!docker/seed.sh",
+        "!docker/network.sh",
+    ]
     for link in (p for p in (ROOT / "ipld_scheduler").rglob("*") if p.is_symlink()):
         top = link.resolve().relative_to(ROOT).parts[0]  # e.g. ipld_scheduler/schemas -> ../schemas
         needed_paths.append(f"!{top}/")

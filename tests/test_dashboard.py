@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 from cli_runner import SCRIPT, clean_env, cli_json
 
+from ipld_scheduler.identity import Signer
+
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +69,10 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason)
     repo = tmp_path / "alpha"
-    cli(repo, "init", "--peer-id", "alpha", "--peers", "beta,gamma")
+    cli(repo, "init", "--peer-id", "alpha")  # founds a network; beta is invited, gamma admitted by key
+    token = cli(repo, "invite", "beta", "--roles", "submitter,worker")["token"]
+    gamma_key = Signer.generate("gamma").public_key.hex()
+    cli(repo, "add-peer", "gamma", "--key", gamma_key, "--roles", "worker")
     for i in range(JOBS):
         name = f"Nightly job {i}"
         cli(
@@ -85,7 +90,8 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
     hostile = ["--id", "scrape-<b>bold</b>", "--name", "<script>alert(1)</script>"]
     cli(repo, "schedule", "--manual", *hostile, "--tags", "web_scrape")
     beta = tmp_path / "beta"
-    cli(beta, "init", "--peer-id", "beta", "--peers", "alpha,gamma")
+    cli(repo, "export", str(tmp_path / "alpha.car"))
+    cli(beta, "join", token, "--car", str(tmp_path / "alpha.car"))
     for i in range(LATE):
         cli(beta, "schedule", "--manual", "--id", f"from-beta-{i}", "--tags", "p2p_eligible")
     cli(beta, "export", str(tmp_path / "beta.car"))

@@ -134,21 +134,21 @@ class _Blocks:
 
 async def test_refusals_are_counted_by_fixed_reason_not_detail(replica: Replica) -> None:
     """Issue 8: three events lying about their height gave three label values; now one reason."""
-    root = _signed(ev.PeerAdd("peer-1", SIGNER.public_key), height=1, parents=())
-    root_block = encode_value(root)
-    forged = {root_block.cid: root_block.data}
+    (root,) = replica.clock.head_cids  # the replica's own admission (height 1, on the genesis)
+    assert replica.clock.height == 1
+    forged: dict[CID, bytes] = {}
     heads = []
     for lie in (3, 5, 9):
-        block = encode_value(_signed(ev.PeerAdd(f"x{lie}"), height=lie, parents=(root_block.cid,)))
+        block = encode_value(_signed(ev.PeerAdd(f"x{lie}"), height=lie, parents=(root,)))
         forged[block.cid] = block.data
         heads.append(block.cid)
-    bad_sig = _signed(ev.PeerAdd("y"), height=2, parents=(root_block.cid,))
+    bad_sig = _signed(ev.PeerAdd("y"), height=2, parents=(root,))
     tampered = encode_value(
         Event(bad_sig.kind, bad_sig.author, 2, bad_sig.parents, {"peer": "z"}, bad_sig.key, bad_sig.sig)
     )
     forged[tampered.cid] = tampered.data
     report = await replica.merge_heads([*heads, tampered.cid], [_Blocks(forged)])
-    assert report.applied == 1  # the honest root
+    assert report.applied == 0
     assert replica.rejections == {Reject.BAD_HEIGHT: 3, Reject.BAD_SIGNATURE: 1}
     assert all(type(reason) is Reject for reason in replica.rejections)
     assert report.to_dict()["rejected_by_reason"] == {"bad_height": 3, "bad_signature": 1}
@@ -164,13 +164,17 @@ async def test_untyped_writes_are_validated_before_anything_is_written(replica: 
     with pytest.raises(ModelError, match="unknown kind"):
         await replica.write("explode", {"id": "w1"})
     assert (replica.clock.heads, replica.repo.processed_count()) == before
+    from ipld_scheduler.model import WorkflowDefinition
+
+    scheduled = await replica.schedule_workflow(WorkflowDefinition("w1", "one", ["p2p_eligible"]))
+    schedule = CID.parse(scheduled["event_cid"])  # the replica links the schedule the rules read
     typed = await replica.append(ev.Reprioritize("w1", 2.0))
     untyped = await replica.write("reprioritize", {"id": "w1", "priority": 3.0})
     assert [
         ev.payload_of(e) for e in map(Event.from_block, map(replica.repo.get_block, (typed, untyped)))
     ] == [
-        ev.Reprioritize("w1", 2.0),
-        ev.Reprioritize("w1", 3.0),
+        ev.Reprioritize("w1", 2.0, schedule),
+        ev.Reprioritize("w1", 3.0, schedule),
     ]
 
 

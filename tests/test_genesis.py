@@ -30,8 +30,10 @@ from ipld_scheduler.genesis import (
     RoleRights,
     invite,
     read_invite,
+    redemption_bytes,
     topic,
     verify_invite,
+    verify_redemption,
 )
 from ipld_scheduler.identity import Signer, verify_bytes
 
@@ -427,3 +429,25 @@ def test_fuzzed_token_fields_are_refused_with_invite_errors(name: str, value: An
 def test_fuzzed_token_text_raises_invite_error(text: str) -> None:
     with pytest.raises(InviteError):
         read_invite(text)
+
+
+# --- redemption proofs (what a joined peer's announcements carry) -----------------------------------
+
+
+def test_a_redemption_proof_binds_network_name_and_key_under_the_one_time_key() -> None:
+    inv = INVITATION.invite
+    own = Signer.generate("bob").public_key
+    proof = inv.redemption_proof(own)
+    assert verify_redemption(NETWORK, inv.peer, inv.one_time_key, own, proof)
+    other_key = Signer.generate("x").public_key
+    assert not verify_redemption(NETWORK, inv.peer, inv.one_time_key, other_key, proof)  # another key
+    assert not verify_redemption(NETWORK, "mallory", inv.one_time_key, own, proof)  # another name
+    assert not verify_redemption(encode_block({"n": 1})[0], inv.peer, inv.one_time_key, own, proof)
+    assert not verify_redemption(NETWORK, inv.peer, ROOT.public_key, own, proof)  # not the one-time key
+    assert not verify_redemption(NETWORK, inv.peer, inv.one_time_key, own, proof[:63])
+    # domain-separated: the same signature is no signature of the bare statement
+    statement = redemption_bytes(NETWORK, inv.peer, own)
+    assert statement.startswith(b"ipld-scheduler/redeem\x00")
+    assert not verify_bytes(inv.one_time_key, proof, statement[len(b"ipld-scheduler/redeem\x00") :])
+    with pytest.raises(InviteError):
+        inv.redemption_proof(inv.one_time_key)  # the one-time key cannot vouch for itself

@@ -401,9 +401,9 @@ def test_late_joiner_on_an_empty_daemon_catches_up(
         for node in ipfs_net:
             late_net[0].rpc("swarm/connect", node.swarm_addr, timeout=15.0)
         late = cluster.add("late", late_net.api_urls[0])
-        # membership is explicit: a member adds the newcomer (peers ignore announcements of strangers)
-        added = cli(cluster[0].repo, "add-peer", late.peer_id)
-        assert added["success"], added
+        # membership is explicit: the admin invites the newcomer, which joins with the token and the
+        # admin's history (peers ignore announcements of strangers)
+        cluster.invite(late)
         started = time.monotonic()
         late.start()
         everyone = list(cluster)

@@ -69,6 +69,18 @@ async def test_a_served_peer_logs_start_claims_and_runs_as_json(
                 mine.append(wid)
                 return
 
+    # solo founds its network and admits "other" by key, a member that never runs here
+    from ipld_scheduler.backends import open_replica
+    from ipld_scheduler.identity import Signer
+    from ipld_scheduler.network import found
+    from ipld_scheduler.repo import Repo
+
+    repo = Repo.open(tmp_path / "repo")
+    found(repo, "solo", "solo")
+    admin = await open_replica("solo", [], repo=repo)
+    await admin.add_peer("other", Signer.generate("other").public_key, ["worker"])
+    await admin.close()
+
     task = asyncio.create_task(
         serve(
             tmp_path / "repo",

@@ -18,6 +18,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from ipld_scheduler import mcp_tools
+from ipld_scheduler.identity import Signer
 
 SCRIPT = Path(__file__).resolve().parents[1] / ".venv" / "bin" / "ipld-scheduler"
 
@@ -86,7 +87,8 @@ async def _session(stdio_client: Client) -> None:
     status = await _call(stdio_client, "get_p2p_scheduler_status")
     assert status["success"] is True and status["peer_id"] == "alpha"
     init = await _call(stdio_client, "initialize_p2p_scheduler", peer_id="alpha", peers=["beta", "gamma"])
-    assert init["success"] is True and init["num_peers"] == 3
+    # the repo founded a network: names without a key are not admitted (invite them)
+    assert init["success"] is True and init["num_peers"] == 1 and init["not_admitted"] == ["beta", "gamma"]
     wrong = await _call(stdio_client, "initialize_p2p_scheduler", peer_id="mallory")
     assert wrong["success"] is False and "belongs to peer 'alpha'" in wrong["error"]
 
@@ -136,7 +138,10 @@ async def _session(stdio_client: Client) -> None:
     tags = await _call(stdio_client, "get_workflow_tags")
     assert "p2p_eligible" in tags["p2p_tags"]
 
-    added = await _call(stdio_client, "add_p2p_peer", peer_id="delta")
+    keyless = await _call(stdio_client, "add_p2p_peer", peer_id="delta")
+    assert keyless["success"] is False and "invite" in keyless["error"]
+    key = Signer.generate("delta").public_key.hex()
+    added = await _call(stdio_client, "add_p2p_peer", peer_id="delta", key=key)
     assert added["success"] is True and "delta" in added["peers"]
     removed = await _call(stdio_client, "remove_p2p_peer", peer_id="delta")
     assert removed["removed"] is True
@@ -158,7 +163,7 @@ async def test_without_any_identity_tools_say_how_to_initialize(tmp_path: Path) 
         assert status["success"] is False and status["code"] == "not_initialized"
         assert "initialize_p2p_scheduler" in status["hint"]
         init = await _call(client, "initialize_p2p_scheduler", peer_id="solo", peers="a,b")
-        assert init["success"] is True and init["peers"] == ["a", "b", "solo"]
+        assert init["success"] is True and init["peers"] == ["solo"] and init["not_admitted"] == ["a", "b"]
         status = await _call(client, "get_p2p_scheduler_status")
         assert status["peer_id"] == "solo"
 

@@ -123,7 +123,7 @@ async def test_runtime_report_adds_liveness_and_the_gates_rejections(replica: Re
     replica.rejections[Reject.BAD_SIGNATURE] += 1  # the merge path counts by the same enum
     peer.handle_message(Announcement("x", b"\xff\x00garbage"))
     peer.handle_message(Announcement("x", encode_announcement(Signer.generate("mallory"), [], 1)))
-    peer.handle_message(Announcement("x", encode_announcement(Signer.generate("beta"), [], 1)))  # key unknown
+    peer.handle_message(Announcement("x", encode_announcement(Signer.generate("beta"), [], 1)))  # wrong key
     peer.handle_message(Announcement("x", encode_announcement(replica.signer, [], 1)))
     peer.watch.heard("gamma", clock.now)
     clock.now += 61.0  # gamma silent past unhealthy_after
@@ -133,7 +133,7 @@ async def test_runtime_report_adds_liveness_and_the_gates_rejections(replica: Re
     assert samples[("ipld_scheduler_peers", (("state", "unhealthy"),))] == 1
     assert samples[("ipld_scheduler_peers", (("state", "alive"),))] == 2  # beta, and alpha itself
     reasons = {dict(k[1])["reason"]: v for k, v in samples.items() if k[0] == "ipld_scheduler_rejected_total"}
-    assert reasons == {"undecodable": 1, "non_member": 1, "own": 1, "bad_signature": 1}
+    assert reasons == {"undecodable": 1, "non_member": 1, "own": 1, "bad_signature": 2}  # gate + merge
     assert set(reasons) <= {str(r) for r in Reject}
     assert samples[("ipld_scheduler_announcements_received_total", ())] == 4
     assert samples[("ipld_scheduler_uptime_seconds", ())] == 0.0  # not started

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
@@ -182,3 +183,61 @@ async def test_close_ends_the_message_stream() -> None:
     await ends["b"][1].close()
     await asyncio.wait_for(task, 1.0)
     assert received == [b"one"]
+
+
+# --- one pubsub topic per network (genesis.topic) ---------------------------------------------------
+
+
+async def test_endpoints_hear_only_their_topic() -> None:
+    net = EmbeddedNetwork()
+    one, two = "ipld-scheduler/net-one", "ipld-scheduler/net-two"
+    _, a = net.endpoint("a", MemoryStore(), topic=one)
+    _, b = net.endpoint("b", MemoryStore(), topic=one)
+    _, c = net.endpoint("c", MemoryStore(), topic=two)
+    await a.publish(b"to one")
+    await c.publish(b"to two")
+    assert [m.data for m in await drain(b)] == [b"to one"]
+    assert await drain(c) == [] and await drain(a) == []
+    assert net.stats["other-topic"] == 3  # one per receiver skipped: c for a's message, a and b for c's
+    net.publish("x", b"injected", topic=two)  # hostile-input tests inject on a chosen topic
+    assert [m.data for m in await drain(c)] == [b"injected"] and await drain(b) == []
+
+
+async def test_peers_of_two_networks_on_one_bus_never_hear_each_other(tmp_path: Path) -> None:
+    """The runtime publishes on its network's topic: an ear on each topic hears only its network."""
+    from ipld_scheduler.genesis import Genesis, topic
+    from ipld_scheduler.identity import Signer
+    from ipld_scheduler.network import Network
+    from ipld_scheduler.options import PeerOptions
+    from ipld_scheduler.peer import Peer
+    from ipld_scheduler.replica import Replica
+    from ipld_scheduler.repo import Repo
+
+    bus = EmbeddedNetwork()
+    peers: list[Peer] = []
+    ears: dict[str, EmbeddedBroadcaster] = {}
+    for name in ("alice", "mallory"):
+        repo = Repo.open(tmp_path / name)
+        key = Signer(name, repo.load_or_create_key()).public_key
+        network = Network.of(Genesis.create("team", {name: key}))  # same name, two networks
+        store, broadcaster = bus.endpoint(name, MemoryStore(), topic=topic(network.cid))
+        _, ears[name] = bus.endpoint(f"ear-{name}", MemoryStore(), topic=topic(network.cid))
+        replica = await Replica.open(repo, store, name, network=network)
+        peer = Peer(replica, broadcaster, PeerOptions.fast(execute=False), workdir=tmp_path / f"{name}.work")
+        await peer.start()
+        peers.append(peer)
+    try:
+        heard: dict[str, list[Announcement]] = {"alice": [], "mallory": []}
+        deadline = time.monotonic() + 20
+        while not all(len(v) >= 3 for v in heard.values()):
+            assert time.monotonic() < deadline, f"the ears heard {heard}"
+            for name, ear in ears.items():
+                heard[name] += await drain(ear, settle=0.1)
+        assert {m.sender for m in heard["alice"]} == {"alice"}
+        assert {m.sender for m in heard["mallory"]} == {"mallory"}
+        assert [p.stats.announcements_received for p in peers] == [0, 0]
+        assert all(not p.gate.rejected for p in peers)
+    finally:
+        for peer in peers:
+            await peer.stop()
+            await peer.replica.close()

@@ -140,6 +140,7 @@ class _Endpoint:
     peer_id: str
     store: NetworkStore
     broadcaster: EmbeddedBroadcaster
+    topic: str = ""
     alive: bool = True
 
 
@@ -185,15 +186,21 @@ class EmbeddedNetwork:
 
     # --- topology -----------------------------------------------------------------------------
 
-    def endpoint(self, peer_id: str, local_store: BlockStore) -> tuple[NetworkStore, EmbeddedBroadcaster]:
-        """Attach ``peer_id`` (replacing a previous endpoint of the same id, as a restarted process would)."""
+    def endpoint(
+        self, peer_id: str, local_store: BlockStore, *, topic: str = ""
+    ) -> tuple[NetworkStore, EmbeddedBroadcaster]:
+        """Attach ``peer_id`` (replacing a previous endpoint of the same id, as a restarted process would).
+
+        ``topic``: the pubsub topic it subscribes to and publishes on (``genesis.topic`` of its
+        network): messages reach only endpoints of the same topic, as on a Kubo daemon. Blocks are
+        served to anyone, as bitswap does (they are content-addressed)."""
         old = self._endpoints.get(peer_id)
         if old is not None:
             old.broadcaster.closed = True
             old.broadcaster._inbox.put_nowait(_CLOSE)
         store = NetworkStore(self, peer_id, local_store)
         broadcaster = EmbeddedBroadcaster(self, peer_id, self.inbox_limit)
-        self._endpoints[peer_id] = _Endpoint(peer_id, store, broadcaster)
+        self._endpoints[peer_id] = _Endpoint(peer_id, store, broadcaster, topic)
         return store, broadcaster
 
     @property
@@ -236,10 +243,11 @@ class EmbeddedNetwork:
 
     # --- pubsub -------------------------------------------------------------------------------
 
-    def publish(self, sender: str, data: bytes) -> None:
-        """Deliver ``data`` from ``sender`` to every other endpoint, subject to the faults.
+    def publish(self, sender: str, data: bytes, *, topic: str | None = None) -> None:
+        """Deliver ``data`` from ``sender`` to every other endpoint on its topic, subject to the faults.
 
-        Also usable directly to inject traffic from a peer that has no endpoint (hostile-input tests).
+        Also usable directly to inject traffic from a peer that has no endpoint (hostile-input
+        tests): on ``topic`` when given, else to every endpoint whatever its topic.
         """
         if len(data) > self.max_message_bytes:
             raise ValueError(f"message of {len(data)} bytes exceeds {self.max_message_bytes}")
@@ -247,8 +255,13 @@ class EmbeddedNetwork:
             self.stats["dead"] += 1
             return
         self.stats["published"] += 1
+        if topic is None and sender in self._endpoints:
+            topic = self._endpoints[sender].topic
         for receiver in sorted(self._endpoints):
             if receiver == sender:
+                continue
+            if topic is not None and self._endpoints[receiver].topic != topic:
+                self.stats["other-topic"] += 1
                 continue
             if not self._linked(sender, receiver):
                 continue

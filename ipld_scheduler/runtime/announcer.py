@@ -2,7 +2,10 @@
 
 Owns: :class:`SeqAllocator` (announcement sequence numbers that survive crashes), :class:`Announcer`
 (the announce loop, the go-ds-crdt rule that heads someone else announced lately are not repeated,
-and chunking into messages of at most ``max_announce_heads``). The periodic message is sent even
+and chunking into messages of at most ``max_announce_heads``), and the repo record of this peer's
+redemption proof (:func:`store_redemption`, :func:`load_redemption`; written by ``join``), which
+every announcement carries (118 bytes on the wire) so that members whose view still binds our name to the
+invitation's one-time key hear us and fetch the redeeming event. The periodic message is sent even
 with no head in it: it is the heartbeat liveness listens for.
 
 Must not: receive, merge or decide liveness; it only publishes through the ``Broadcaster`` port.
@@ -17,20 +20,52 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Final
 
-from ..announce import encode_announcement
-from ..codec import CID
+from ..announce import Redemption, encode_announcement
+from ..codec import CID, CodecError, decode, encode
 from ..options import PeerOptions
 from ..ports import Broadcaster
 from ..replica import Replica
 from ..repo import Repo
 from .stats import Stats
 
-__all__ = ["Announcer", "SeqAllocator", "wait_event"]
+__all__ = [
+    "REDEMPTION_META_KEY",
+    "Announcer",
+    "SeqAllocator",
+    "load_redemption",
+    "store_redemption",
+    "wait_event",
+]
 
 log = logging.getLogger(__name__)
 
 SEQ_META_KEY: Final = "announce-seq"
 SEQ_RESERVE: Final = 1024
+REDEMPTION_META_KEY: Final = "redemption"
+"""Repo meta key of this peer's redemption proof (DAG-CBOR ``{key, proof}``), written by ``join``."""
+
+
+async def store_redemption(repo: Repo, redemption: Redemption) -> None:
+    """Keep this peer's redemption proof (``join``) for its announcements."""
+    await repo.put_meta_async(REDEMPTION_META_KEY, encode(redemption.to_ipld()))
+
+
+def load_redemption(repo: Repo, key: bytes) -> Redemption | None:
+    """This peer's redemption proof for ``key``; None when it has none (it founded its network) or the
+    stored one is for another key or unreadable (the repo is local, but its bytes are still checked)."""
+    raw = repo.get_meta(REDEMPTION_META_KEY)
+    if raw is None:
+        return None
+    try:
+        value = decode(raw)
+    except CodecError:
+        return None
+    if type(value) is not dict or value.keys() != {"key", "proof"}:
+        return None
+    stored, proof = value["key"], value["proof"]
+    if type(stored) is not bytes or type(proof) is not bytes or stored != key or len(proof) != 64:
+        return None
+    return Redemption(stored, proof)
 
 
 class SeqAllocator:
@@ -90,12 +125,14 @@ class Announcer:
         self._now = clock
         self._rng = rng
         self._seq: SeqAllocator | None = None
+        self._redeem: Redemption | None = None
         self._heard: OrderedDict[CID, float] = OrderedDict()
         self._now_requested = asyncio.Event()
 
     def open(self) -> None:
         """Reserve sequence numbers (durably) and ask for a first announcement."""
         self._seq = SeqAllocator(self._replica.repo)
+        self._redeem = load_redemption(self._replica.repo, self._replica.signer.public_key)
         self._now_requested.set()
 
     def request(self) -> None:
@@ -152,7 +189,7 @@ class Announcer:
         step = self._options.max_announce_heads
         chunks = [heads[i : i + step] for i in range(0, len(heads), step)] or [[]]
         for chunk in chunks:
-            data = encode_announcement(self._replica.signer, chunk, await self._seq.next())
+            data = encode_announcement(self._replica.signer, chunk, await self._seq.next(), self._redeem)
             try:
                 await self._broadcaster.publish(data)
             except asyncio.CancelledError:

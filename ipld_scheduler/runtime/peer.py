@@ -95,7 +95,10 @@ class Peer:
         self.stats.sync_lags = deque(maxlen=opts.recent_durations)
         self.stats.recent_runs = deque(maxlen=opts.recent_durations)
         self.gate = AnnouncementGate(
-            self.peer_id, max_bytes=opts.max_announce_bytes, max_heads=opts.max_announce_heads
+            self.peer_id,
+            replica.network.cid,
+            max_bytes=opts.max_announce_bytes,
+            max_heads=opts.max_announce_heads,
         )
         self.watch = MemberWatch(replica, opts, self.backend, started=clock())
         self.announcer = Announcer(

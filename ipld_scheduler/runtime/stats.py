@@ -36,7 +36,6 @@ class SyncDrop(StrEnum):
     """Why an announced head was not queued for merging (the ``cause`` label of ``sync_dropped_total``)."""
 
     QUEUE_FULL = "queue_full"
-    UNVERIFIED_FULL = "unverified_full"
     BACKOFF = "backoff"
     UNADOPTABLE = "unadoptable"
     MEMBER_QUOTA = "member_quota"
@@ -69,7 +68,6 @@ class Stats:
     merges: int = 0
     merge_errors: int = 0
     sync_queue_full: int = 0
-    sync_unverified_full: int = 0
     sync_backoff: int = 0
     heads_unadoptable: int = 0
     sync_member_quota: int = 0
@@ -104,8 +102,6 @@ class Stats:
         match cause:
             case SyncDrop.QUEUE_FULL:
                 return self.sync_queue_full
-            case SyncDrop.UNVERIFIED_FULL:
-                return self.sync_unverified_full
             case SyncDrop.BACKOFF:
                 return self.sync_backoff
             case SyncDrop.UNADOPTABLE:

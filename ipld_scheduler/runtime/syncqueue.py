@@ -2,7 +2,8 @@
 
 Owns: the receive loop (every message through :class:`~ipld_scheduler.announce.AnnouncementGate`,
 rejections counted by :class:`~ipld_scheduler.reasons.Reject`, never raised), the bounded queue of
-announced heads we do not hold (planned by :class:`~ipld_scheduler.sync.HeadLanes`: a quota per
+announced heads we do not hold (from verified members only: the gate judges every message against
+the trust view at our heads; planned by :class:`~ipld_scheduler.sync.HeadLanes`: a quota per
 announcer, a backoff per announcer after a missed fetch deadline, backoff per head whose history
 could not be fetched), the merges (one task per announcer with heads due, so announcers never wait on
 each other), and *caught up*: we merged what the first peer we heard announced, or waited
@@ -69,7 +70,6 @@ class SyncQueue:
         self._on_member_heard = on_member_heard
         self._on_heads_heard = on_heads_heard
         self.lanes = self._new_lanes()
-        self._unverified: set[CID] = set()
         self._retry: dict[CID, tuple[float, float]] = {}
         self._wakeup = asyncio.Event()
         self._merges: dict[str, asyncio.Task[None]] = {}
@@ -106,7 +106,7 @@ class SyncQueue:
         self._heard_from = None
         self.caught_up.clear()
         for cid in self._replica.repo.wanted():
-            self.want(cid, verified=True, now=started, announcer=RESUMED)
+            self.want(cid, now=started, announcer=RESUMED)
 
     def wake(self) -> None:
         """Look again for lanes due (the peer's tick calls this: a backoff may have ended by the clock)."""
@@ -122,22 +122,21 @@ class SyncQueue:
     def handle_message(self, message: Announcement) -> None:
         """Vet one received message; unknown heads join the announcer's lane. Never raises on bad input."""
         self._stats.announcements_received += 1
-        verdict = self.gate.check(message.data, self._replica.state.members)
+        verdict = self.gate.check(message.data, self._replica.membership().members)
         msg = verdict.message
         if not verdict.accepted or msg is None:
             return
         now = self._now()
-        if verdict.verified:
-            self._on_member_heard(msg.peer, now)
+        self._on_member_heard(msg.peer, now)
         self._on_heads_heard(msg.heads, now)
         for head in msg.heads:
             if head not in self._replica.clock:
-                self.want(head, verified=verdict.verified, now=now, announcer=msg.peer)
+                self.want(head, now=now, announcer=msg.peer)
         if self._heard_from is None:
             self._heard_from = msg.peer
         self.check_caught_up()
 
-    def want(self, head: CID, *, verified: bool, now: float, announcer: str = RESUMED) -> None:
+    def want(self, head: CID, *, now: float, announcer: str = RESUMED) -> None:
         """Queue ``head`` in ``announcer``'s lane, within the bounds and the head's backoff."""
         lane = self.lanes.lane(announcer)
         if lane is not None and head in lane.heads:
@@ -148,15 +147,8 @@ class SyncQueue:
         if retry is not None and retry[0] > now:
             self._stats.sync_backoff += 1
             return
-        if not verified:
-            self._unverified = {h for h in self._unverified if self.lanes.holds(h)}
-            if head not in self._unverified and len(self._unverified) >= self._options.max_unverified_heads:
-                self._stats.sync_unverified_full += 1
-                return
         match self.lanes.offer(announcer, head, now):
             case Offer.QUEUED:
-                if not verified:
-                    self._unverified.add(head)
                 self._wakeup.set()
             case Offer.QUEUE_FULL:
                 self._stats.sync_queue_full += 1

@@ -41,6 +41,7 @@ __all__ = [
     "PeerCluster",
     "PeerProcess",
     "cli_command",
+    "cli_json",
     "peer_command",
     "wait_for",
 ]
@@ -73,6 +74,17 @@ def cli_command(repo: Path, *args: str, ipfs_api: str | None = None) -> list[str
     """``ipld-scheduler --repo REPO [--ipfs-api URL] --json ARGS...``."""
     api = [f"--ipfs-api={ipfs_api}"] if ipfs_api else []
     return [*CLI, f"--repo={repo}", *api, "--json", *args]
+
+
+def cli_json(repo: Path, *args: str, ipfs_api: str | None = None, timeout: float = 90.0) -> dict[str, Any]:
+    """Run one CLI command; its JSON answer (fails the caller with the output when it fails)."""
+    proc = subprocess.run(
+        cli_command(repo, *args, ipfs_api=ipfs_api), env=peer_env(), capture_output=True, timeout=timeout
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"{args} exited {proc.returncode}: {proc.stdout!r} {proc.stderr!r}"[:4000])
+    answer: dict[str, Any] = json.loads(proc.stdout)
+    return answer
 
 
 def peer_command(
@@ -391,9 +403,42 @@ class PeerCluster:
     def ids(self) -> list[str]:
         return [p.peer_id for p in self.peers]
 
+    def found(self) -> None:
+        """Make the network the peers share, once, before the first start: peer 0 founds it
+        (``init``), invites every other peer and exports its history; each joins (``join``)."""
+        if self.peers[0].repo.exists():
+            return
+        admin = self.peers[0]
+        cli_json(admin.repo, "init", f"--peer-id={admin.peer_id}", ipfs_api=admin.ipfs_api)
+        tokens = {
+            p.peer_id: cli_json(admin.repo, "invite", p.peer_id, ipfs_api=admin.ipfs_api)["token"]
+            for p in self.peers[1:]
+        }
+        car = self.root / f"{admin.peer_id}-network.car"
+        cli_json(admin.repo, "export", str(car), ipfs_api=admin.ipfs_api)
+        for peer in self.peers[1:]:
+            cli_json(peer.repo, "join", tokens[peer.peer_id], f"--car={car}", ipfs_api=peer.ipfs_api)
+
+    def invite(self, peer: PeerProcess) -> None:
+        """Let ``peer`` (not started, e.g. from :meth:`add`) join: the admin, peer 0, invites it.
+        ``invite`` works on the admin's repo directly, so peer 0 is stopped for it and started again."""
+        admin = self.peers[0]
+        was_running = admin.running()
+        if was_running:
+            admin.stop()
+        try:
+            token = cli_json(admin.repo, "invite", peer.peer_id, ipfs_api=admin.ipfs_api)["token"]
+            car = self.root / f"{peer.peer_id}-invited.car"
+            cli_json(admin.repo, "export", str(car), ipfs_api=admin.ipfs_api)
+        finally:
+            if was_running:
+                admin.start()
+        cli_json(peer.repo, "join", token, f"--car={car}", ipfs_api=peer.ipfs_api)
+
     def start(self, *, timeout: float = 90.0) -> None:
-        """Start every peer (concurrently: each spends ~1 s importing), then wait until the cluster
-        settled (:meth:`wait_settled`)."""
+        """Found the network (:meth:`found`), start every peer (concurrently: each spends ~1 s
+        importing), then wait until the cluster settled (:meth:`wait_settled`)."""
+        self.found()
         try:
             errors: list[BaseException] = []
 
