@@ -191,6 +191,35 @@ def _call(settings: Settings, op: str, **arguments: Any) -> dict[str, Any]:
     return _run_async(settings, _with_scheduler(settings, action))
 
 
+def _read(settings: Settings, op: str, *, with_mode: bool = False, **arguments: Any) -> dict[str, Any]:
+    """A read-only operation (``status``, ``workflows``, ``log``, ``results``): from the running peer
+    when one serves the repo, else from the repo's query indexes when they can answer exactly
+    (:func:`ipld_scheduler.indexes.open_indexed`; no replay of the history), else as :func:`_call`.
+    ``with_mode``: add how it was answered (``mode``, ``api``), as ``status`` shows."""
+
+    async def action() -> dict[str, Any]:
+        from .client import find_running_peer
+        from .indexes import open_indexed
+
+        config = settings.config
+        if not config.ipfs_api and await find_running_peer(config.repo) is None:
+            indexed = open_indexed(config.repo, ipfs_api=config.ipfs_api)
+            if indexed is not None:
+                try:
+                    data = await indexed.call(op, **arguments)
+                finally:
+                    await indexed.close()
+                return {**data, "mode": indexed.mode, "api": indexed.url} if with_mode else data
+
+        async def remote_or_direct(scheduler: Scheduler) -> dict[str, Any]:
+            data = await scheduler.call(op, **arguments)
+            return {**data, "mode": scheduler.mode, "api": scheduler.url} if with_mode else data
+
+        return await _with_scheduler(settings, remote_or_direct)
+
+    return _run_async(settings, action())
+
+
 def _show(settings: Settings, data: dict[str, Any], human: Callable[[Console, dict[str, Any]], None]) -> None:
     if settings.json_output:
         _emit_json(data)
@@ -437,7 +466,7 @@ def join_cmd(ctx: click.Context, token: str, car_path: str) -> None:
 def status(ctx: click.Context) -> None:
     """Peer id, members, clock heads, queue and workflow counts."""
     settings = _settings(ctx)
-    data = _run_async(settings, _with_scheduler(settings, _status_with_mode))
+    data = _read(settings, "status", with_mode=True)
     _show(settings, data, _human_status)
 
 
@@ -932,7 +961,7 @@ def assigned(ctx: click.Context) -> None:
 def workflows(ctx: click.Context, status_: str | None, owner: str | None, limit: int | None) -> None:
     """Every workflow in the DAG with its status and owner."""
     settings = _settings(ctx)
-    data = _call(settings, "workflows", status=status_, owner=owner, limit=limit)
+    data = _read(settings, "workflows", status=status_, owner=owner, limit=limit)
     _show(
         settings, data, lambda c, d: c.print(_workflow_table(d["workflows"], plural(d["total"], "workflow")))
     )
@@ -991,7 +1020,7 @@ def log(
 ) -> None:
     """Events of the Merkle clock in causal order."""
     settings = _settings(ctx)
-    data = _call(settings, "log", kind=kind, author=author, workflow=workflow, limit=limit)
+    data = _read(settings, "log", kind=kind, author=author, workflow=workflow, limit=limit)
     _show(settings, data, _human_log)
 
 
@@ -1023,7 +1052,7 @@ def _human_results(console: Console, data: dict[str, Any]) -> None:
 def results(ctx: click.Context, workflow_id: str, max_log_bytes: int) -> None:
     """Exit status, duration and logs of each recorded run of WORKFLOW_ID."""
     settings = _settings(ctx)
-    data = _call(settings, "results", workflow_id=workflow_id, max_log_bytes=max_log_bytes)
+    data = _read(settings, "results", workflow_id=workflow_id, max_log_bytes=max_log_bytes)
     _show(settings, data, _human_results)
 
 

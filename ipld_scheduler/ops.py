@@ -29,7 +29,7 @@ from .errors import InvalidInput, IpldSchedulerError, NotFound, Refused, Unavail
 from .model import Event, EventKind, ModelError, WorkflowDefinition, WorkflowStatus, WorkflowTag, eligibility
 from .ports import BlockNotFound, StoreError
 from .replica import Replica, SchedulerError
-from .repo import RepoError
+from .repo import Repo, RepoError
 from .staging import Progress
 from .state import FINISHED, Run, WorkflowRecord
 
@@ -801,10 +801,10 @@ async def log(
     return {"success": True, "events": rows, "count": len(rows), "total": total, "heads": replica.clock.heads}
 
 
-def _text_blob(replica: Replica, cid: CID | None, limit: int) -> tuple[str | None, bool]:
+def _text_blob(repo: Repo, cid: CID | None, limit: int) -> tuple[str | None, bool]:
     if cid is None:
         return None, False
-    data = replica.repo.get_block(cid)
+    data = repo.get_block(cid)
     if data is None:
         return None, False
     raw: Any = data
@@ -820,8 +820,8 @@ def _text_blob(replica: Replica, cid: CID | None, limit: int) -> tuple[str | Non
 
 def _run_row(replica: Replica, run: Run, limit: int) -> dict[str, Any]:
     """One finished run as the fold recorded it; only the log blobs are read from the repo."""
-    stdout, out_cut = _text_blob(replica, run.stdout, limit)
-    stderr, err_cut = _text_blob(replica, run.stderr, limit)
+    stdout, out_cut = _text_blob(replica.repo, run.stdout, limit)
+    stderr, err_cut = _text_blob(replica.repo, run.stderr, limit)
     return {
         "peer": run.peer,
         "attempt": run.attempt,

@@ -817,6 +817,8 @@ def test_a_version_1_repo_gains_the_derived_tables_on_open(tmp_path: Path) -> No
     with conn:
         conn.execute("DROP TABLE derived")
         conn.execute("DROP TABLE derived_mark")
+        for table in ("d_workflows", "d_events", "d_members"):
+            conn.execute(f"DROP TABLE {table}")
     conn.execute("PRAGMA user_version = 1")
     conn.close()
     with Repo.open(tmp_path / "peer") as repo:
@@ -824,7 +826,28 @@ def test_a_version_1_repo_gains_the_derived_tables_on_open(tmp_path: Path) -> No
         repo.commit(derived=DerivedRows(1, put={b"k": b"v"}))
         assert repo.derived_seq(1) == 1
     conn = sqlite3.connect(tmp_path / "peer" / DB_NAME)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    conn.close()
+
+
+def test_a_version_2_repo_gains_the_index_tables_on_open_and_they_start_stale(tmp_path: Path) -> None:
+    cid, data = block(1)
+    with Repo.open(tmp_path / "peer") as repo:
+        repo.commit(blocks=[(cid, data)], processed=[cid], heads=[cid], derived=DerivedRows(1))
+        assert repo.index_current(1)
+    conn = sqlite3.connect(tmp_path / "peer" / DB_NAME)
+    with conn:
+        for table in ("d_workflows", "d_events", "d_members"):
+            conn.execute(f"DROP TABLE {table}")
+        conn.execute("DELETE FROM derived_mark")
+    conn.execute("PRAGMA user_version = 2")
+    conn.close()
+    with Repo.open(tmp_path / "peer") as repo:
+        assert repo.heads() == [cid]
+        assert not repo.index_current(1)  # no mark: a replica rebuilds the rows on open
+        assert repo.index_dump() == {"workflows": [], "events": [], "members": []}
+    conn = sqlite3.connect(tmp_path / "peer" / DB_NAME)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     conn.close()
 
 
