@@ -1056,6 +1056,35 @@ def results(ctx: click.Context, workflow_id: str, max_log_bytes: int) -> None:
     _show(settings, data, _human_results)
 
 
+def _human_repair(console: Console, data: dict[str, Any]) -> None:
+    differed = data["differed"]
+    changed = ", ".join(f"{n} {table}" for table, n in differed.items() if n) or "none"
+    console.print(
+        f"rebuilt {plural(data['workflows'], 'workflow')}, {plural(data['events'], 'event')} and "
+        f"{plural(data['members'], 'member')} from the blocks in {data['seconds']:.2f} s; "
+        f"rows that differed: {changed}"
+    )
+
+
+@cli.command()
+@click.option("--rebuild", is_flag=True, help="Recompute the query indexes from the blocks.")
+@json_option
+@click.pass_context
+def repair(ctx: click.Context, rebuild: bool) -> None:
+    """Repair the repo's derived state; needs the repo to itself (stop `ipld-scheduler run` first).
+
+    --rebuild replays the whole history from the blocks and rewrites every row that `status`,
+    `workflows`, `log` and `results` read, then says how many rows differed.
+    """
+    settings = _settings(ctx)
+    if not rebuild:
+        _fail(settings, InvalidInput("repair: say what to repair (--rebuild)"))
+    from .indexes import repair_rebuild
+
+    data = _run_async(settings, repair_rebuild(settings.repo, ipfs_api=settings.ipfs_api))
+    _show(settings, data, _human_repair)
+
+
 @cli.command()
 @click.argument("heads", nargs=-1, required=True)
 @json_option

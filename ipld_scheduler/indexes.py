@@ -245,3 +245,44 @@ def _usable(repo: Repo) -> IndexedRepo | None:
     if decode_member(entry).get("key") != own_key.hex():
         return None  # opening the replica would write a peer-add with this key
     return reader
+
+
+async def repair_rebuild(repo_path: str | Path, *, ipfs_api: str | None) -> dict[str, Any]:
+    """``repair --rebuild``: recompute every index row from the blocks (a full replay) and say how
+    many rows differed from what the repo held. Refused while a peer serves the repo."""
+    import time
+
+    from .client import find_running_peer, open_direct
+    from .errors import Refused
+    from .repo import DB_NAME, RepoLocked
+
+    path = Path(repo_path).absolute()
+    if await find_running_peer(path) is not None:
+        raise Refused(f"a running peer serves {path}: stop it (`ipld-scheduler run` exits on Ctrl-C) first")
+    if not (path / DB_NAME).exists():
+        raise NotFound(f"no repo at {path}")
+    try:
+        with Repo.open(path, create=False) as repo:
+            before = repo.index_dump()
+            current = repo.index_current(DERIVED_VERSION)
+    except RepoLocked as exc:
+        raise Unavailable(f"{exc}; repair needs the repo to itself") from None
+    started = time.perf_counter()
+    direct = await open_direct(path, ipfs_api=ipfs_api)
+    try:
+        report = await direct.replica.rebuild_derived()
+        after = direct.replica.repo.index_dump()
+    finally:
+        await direct.close()
+    differed = {table: len(set(before[table]) ^ set(after[table])) for table in sorted(after)}
+    return {
+        "success": True,
+        "repo": str(path),
+        "version": DERIVED_VERSION,
+        "was_current": current,
+        "workflows": report["workflows"],
+        "events": report["events"],
+        "members": report["members"],
+        "differed": differed,
+        "seconds": round(time.perf_counter() - started, 3),
+    }
