@@ -21,13 +21,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from .assign import owner as ranked_owner
 from .codec import CID
 from .dagjson import to_dag_json
 from .model import Event, EventKind, WorkflowDefinition
-from .state import State, WorkflowRecord
+
+if TYPE_CHECKING:  # the fold is only passed in: readers of rows (the CLI's queries) never load it
+    from .state import State, WorkflowRecord
 
 __all__ = [
     "DERIVED_VERSION",

@@ -16,17 +16,20 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+from .answers import event_row, limit_arg, status_arg, text_arg, text_blob
 from .clock import head_set_hash
 from .codec import CID, CodecError
 from .derived import DERIVED_VERSION, decode_member, decode_workflow, owner_of
 from .errors import InvalidInput, IpldSchedulerError, NotFound, Unavailable
 from .model import Event, EventKind, WorkflowStatus
-from .ops import LOG_TEXT_LIMIT, _event_row, _limit, _status, _text, _text_blob
 from .repo import Repo, RepoError
 
 __all__ = ["IndexedRepo", "open_indexed"]
+
+LOG_TEXT_LIMIT: Final = 64 * 1024
+"""``results``' default cap on log text (``ops.LOG_TEXT_LIMIT``; a test checks they agree)."""
 
 STORE_NAME = "EmbeddedStore"
 """``status``'s ``store`` for the embedded backend (the only one answered from indexes)."""
@@ -99,8 +102,8 @@ class IndexedRepo:
     def workflows(
         self, status: str | None = None, owner: str | None = None, limit: Any = None
     ) -> dict[str, Any]:
-        cap = _limit(limit)
-        wanted = _status(status)
+        cap = limit_arg(limit)
+        wanted = status_arg(status)
         rows: list[dict[str, Any]] = []
         total = 0
         for _wid, data in self.repo.index_workflows(None if wanted is None else str(wanted)):
@@ -121,7 +124,7 @@ class IndexedRepo:
         workflow: str | None = None,
         limit: Any = None,
     ) -> dict[str, Any]:
-        cap = _limit(limit)
+        cap = limit_arg(limit)
         wanted: EventKind | None = None
         if kind:
             try:
@@ -141,16 +144,16 @@ class IndexedRepo:
             data = blocks.get(cid)
             if data is None:
                 raise Unavailable(f"repo {self.repo.path}: processed event {cid} (seq {seq}) has no block")
-            rows.append(_event_row(seq, cid, Event.from_block(data), wid))
+            rows.append(event_row(seq, cid, Event.from_block(data), wid))
         heads = [str(c) for c in self.repo.heads()]
         return {"success": True, "events": rows, "count": len(rows), "total": total, "heads": heads}
 
     def results(self, workflow_id: str, max_log_bytes: Any = LOG_TEXT_LIMIT) -> dict[str, Any]:
-        wid = _text(workflow_id, "workflow_id", limit=256)
+        wid = text_arg(workflow_id, "workflow_id", limit=256)
         data = self.repo.index_workflow(wid)
         if data is None:
             raise NotFound(f"unknown workflow {wid!r}: schedule it first, or merge/import the peer that did")
-        cap = _limit(max_log_bytes, "max_log_bytes")
+        cap = limit_arg(max_log_bytes, "max_log_bytes")
         limit = LOG_TEXT_LIMIT if cap is None else cap
         record = decode_workflow(data)
         view = record["view"]
@@ -169,8 +172,8 @@ class IndexedRepo:
         }
 
     def _run(self, run: Mapping[str, Any], limit: int) -> dict[str, Any]:
-        stdout, out_cut = _text_blob(self.repo, _cid(run["stdout"]), limit)
-        stderr, err_cut = _text_blob(self.repo, _cid(run["stderr"]), limit)
+        stdout, out_cut = text_blob(self.repo, _cid(run["stdout"]), limit)
+        stderr, err_cut = text_blob(self.repo, _cid(run["stderr"]), limit)
         return {
             "peer": run["peer"],
             "attempt": run["attempt"],

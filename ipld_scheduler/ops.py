@@ -22,6 +22,11 @@ from pathlib import Path
 from typing import Any, BinaryIO, Final
 
 from . import assign
+from .answers import event_row as _event_row
+from .answers import limit_arg as _limit
+from .answers import status_arg as _status
+from .answers import text_arg as _text
+from .answers import text_blob as _text_blob
 from .blocks import codec_name, identify
 from .codec import CID, CodecError, decode
 from .dagjson import DagJsonError, to_dag_json
@@ -29,7 +34,7 @@ from .errors import InvalidInput, IpldSchedulerError, NotFound, Refused, Unavail
 from .model import Event, EventKind, ModelError, WorkflowDefinition, WorkflowStatus, WorkflowTag, eligibility
 from .ports import BlockNotFound, StoreError
 from .replica import Replica, SchedulerError
-from .repo import Repo, RepoError
+from .repo import RepoError
 from .staging import Progress
 from .state import FINISHED, Run, WorkflowRecord
 
@@ -103,15 +108,6 @@ def error_from_code(code: str, message: str) -> OpError:
 # --- argument helpers --------------------------------------------------------------------------
 
 
-def _text(value: Any, name: str, *, limit: int = 1024, empty: bool = False) -> str:
-    if not isinstance(value, str):
-        raise InvalidArgument(f"{name}: expected a string, got {type(value).__name__}")
-    text: str = value.strip()
-    if (not text and not empty) or len(text) > limit:
-        raise InvalidArgument(f"{name}: must be 1..{limit} characters")
-    return text
-
-
 def _priority(value: Any) -> float:
     if isinstance(value, bool):
         raise InvalidArgument(f"priority: expected a number, got {value!r}")
@@ -131,20 +127,6 @@ def _cid(value: Any, name: str = "cid") -> CID:
         raise InvalidArgument(f"{name}: {exc} (expected a CID such as bafyrei...)") from None
 
 
-def _limit(value: Any, name: str = "limit") -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise InvalidArgument(f"{name}: expected a non-negative integer")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise InvalidArgument(f"{name}: expected a non-negative integer, got {value!r}") from None
-    if number < 0:
-        raise InvalidArgument(f"{name}: expected a non-negative integer, got {number}")
-    return number
-
-
 def parse_metadata(pairs: Iterable[str]) -> dict[str, str]:
     """``["k=v", ...]`` -> dict; the CLI's ``--metadata`` form (later keys win, like env files)."""
     out: dict[str, str] = {}
@@ -154,17 +136,6 @@ def parse_metadata(pairs: Iterable[str]) -> dict[str, str]:
             raise InvalidArgument(f"metadata {pair!r}: expected KEY=VALUE")
         out[key.strip()] = value
     return out
-
-
-def _status(value: Any) -> WorkflowStatus | None:
-    """A ``--status`` filter: one of the statuses, or nothing (an unknown one is the caller's error)."""
-    if value is None or value == "":
-        return None
-    try:
-        return WorkflowStatus(value)
-    except ValueError:
-        choices = ", ".join(s.value for s in WorkflowStatus)
-        raise InvalidArgument(f"status: unknown status {value!r}; one of {choices}") from None
 
 
 def _record(replica: Replica, workflow_id: Any) -> WorkflowRecord:
@@ -746,19 +717,6 @@ def _schedule_ids(replica: Replica) -> dict[CID, str]:
     return {cid: rec.workflow_id for rec in replica.state.workflows.values() for cid in rec.schedules}
 
 
-def _event_row(seq: int, cid: CID, event: Event, workflow_id: str | None) -> dict[str, Any]:
-    return {
-        "seq": seq,
-        "cid": str(cid),
-        "kind": event.kind,
-        "author": event.author,
-        "height": event.height,
-        "parents": [str(p) for p in event.parents],
-        "workflow_id": workflow_id,
-        "body": to_dag_json(dict(event.body)),
-    }
-
-
 def _events(replica: Replica, after: int = 0) -> Iterable[tuple[int, CID, Event, str | None]]:
     ids = _schedule_ids(replica)
     try:
@@ -799,23 +757,6 @@ async def log(
     if cap is not None:
         rows = rows[-cap:] if cap else []
     return {"success": True, "events": rows, "count": len(rows), "total": total, "heads": replica.clock.heads}
-
-
-def _text_blob(repo: Repo, cid: CID | None, limit: int) -> tuple[str | None, bool]:
-    if cid is None:
-        return None, False
-    data = repo.get_block(cid)
-    if data is None:
-        return None, False
-    raw: Any = data
-    if cid.codec == 0x71:
-        try:
-            raw = decode(data)
-        except CodecError:
-            return None, False
-    if not isinstance(raw, bytes):
-        return None, False
-    return raw[:limit].decode("utf-8", errors="replace"), len(raw) > limit
 
 
 def _run_row(replica: Replica, run: Run, limit: int) -> dict[str, Any]:

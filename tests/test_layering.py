@@ -68,6 +68,7 @@ LAYERS: dict[str, int] = {
     "routes": OPERATIONS,
     "access": OPERATIONS,
     "indexes": OPERATIONS,
+    "answers": OPERATIONS,
     "peer": RUNTIME,
     "runtime": RUNTIME,
     "executor": RUNTIME,
