@@ -66,6 +66,9 @@ __all__ = ["MergeReport", "NotAuthorized", "Replica", "SchedulerError"]
 
 log = logging.getLogger(__name__)
 
+_REPLAY_PAGE = 256
+"""Events folded per page at open: their linked blocks are read with one query."""
+
 HeadsListener = Callable[[tuple[CID, ...]], Awaitable[None] | None]
 
 
@@ -226,15 +229,13 @@ class Replica:
         """
         rebuild = rebuild or not self.repo.index_current(DERIVED_VERSION)
         index: list[Any] = []
+        page: list[tuple[CID, Event]] = []
         for _seq, cid, data in self.repo.processed_log():
-            event = Event.from_block(data)
-            workflow, result = self._local_extras(event)
-            if rebuild:
-                index.append(event_row(cid, event, workflow))
-            if self.authority is not None and self.authority.admit(cid, event, self.state, workflow):
-                continue  # admitted at ingest: only a changed rule can refuse it now, so it stays out
-            self.state.apply(cid, event, workflow, result)
-            self.clock.apply(cid, event)
+            page.append((cid, Event.from_block(data)))
+            if len(page) >= _REPLAY_PAGE:
+                self._replay_page(page, index if rebuild else None)
+                page = []
+        self._replay_page(page, index if rebuild else None)
         if rebuild:
             rows, _gone = workflow_rows(self.state, self.state.workflows)
             self.repo.commit(
@@ -243,6 +244,27 @@ class Replica:
                 )
             )
         return rebuild
+
+    def _replay_page(self, page: Sequence[tuple[CID, Event]], index: list[Any] | None) -> None:
+        """Fold a page of the log; the workflow and result blocks its events link are read in one query."""
+        wanted: dict[CID, BlockKind] = {}
+        for _cid, event in page:
+            match event.kind:
+                case EventKind.SCHEDULE:
+                    wanted[event.body["workflow"]] = BlockKind.WORKFLOW
+                case EventKind.COMPLETE | EventKind.FAIL:
+                    wanted[event.body["result"]] = BlockKind.RESULT
+        extras = {
+            link: decode_typed(wanted[link], raw) for link, raw in self.repo.get_blocks(list(wanted)).items()
+        }
+        for cid, event in page:
+            workflow, result = self._local_extras(event, extras)
+            if index is not None:
+                index.append(event_row(cid, event, workflow))
+            if self.authority is not None and self.authority.admit(cid, event, self.state, workflow):
+                continue  # admitted at ingest: only a changed rule can refuse it now, so it stays out
+            self.state.apply(cid, event, workflow, result)
+            self.clock.apply(cid, event)
 
     async def rebuild_derived(self) -> dict[str, Any]:
         """Recompute every persisted row from the fold (``repair --rebuild``); report what differed."""
