@@ -1038,3 +1038,36 @@ async def test_concurrent_writes_of_a_replica_share_commits_and_replay_in_order(
         assert again.state.fingerprint() == fingerprint and again.clock.head_cids == heads
     finally:
         await again.close()
+
+
+def test_index_rows_take_their_seq_from_the_log_and_one_version_owns_the_tables(repo: Repo) -> None:
+    from ipld_scheduler.derived import EventIndexRow, MemberRow, WorkflowRow
+
+    (a, da), (b, db), (c, dc) = block(1), block(2), block(3)
+    rows = [EventIndexRow(a, "schedule", "alice", "w1", 1), EventIndexRow(b, "claim", "bob", "w1", 2)]
+    repo.commit(
+        blocks=[(a, da), (b, db)],
+        processed=[a, b],
+        heads=[b],
+        derived=DerivedRows(
+            1,
+            workflows=[WorkflowRow("w1", "running", "bob", b"{}")],
+            events=rows,
+            members=[MemberRow("alice", True, b"{}"), MemberRow("bob", False, b"{}")],
+        ),
+    )
+    assert repo.index_current(1) and not repo.index_current(2)
+    assert repo.index_events() == ([(1, a, "w1"), (2, b, "w1")], 2)
+    assert repo.index_events(kind="claim") == ([(2, b, "w1")], 1)
+    assert repo.index_events(author="alice", last=5) == ([(1, a, "w1")], 1)
+    assert repo.index_events(last=1) == ([(2, b, "w1")], 2) and repo.index_events(last=0) == ([], 2)
+    assert repo.index_status_counts() == {"running": 1}
+    assert repo.index_count_owned("bob", ["pending", "running"]) == 1
+    assert repo.index_members() == [("alice", True, b"{}"), ("bob", False, b"{}")]
+    assert repo.index_heights([a, b, c]) == {a: 1, b: 2}
+    repo.commit(blocks=[(c, dc)], processed=[c], heads=[c])  # a commit carrying no rows: now stale
+    assert not repo.index_current(1)
+    repo.commit(derived=DerivedRows(2, clear=True, workflows=[WorkflowRow("w2", "pending", None, b"{}")]))
+    assert repo.index_current(2) and not repo.index_current(1)  # version 2 took the tables over
+    assert repo.index_dump() == {"workflows": [("w2", "pending", None, b"{}")], "events": [], "members": []}
+    assert repo.index_workflow("w2") == b"{}" and repo.index_workflow("w1") is None
