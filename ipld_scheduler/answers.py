@@ -9,17 +9,28 @@ Must not: import the replica (``indexes`` answers without loading it), do I/O be
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from .codec import CID, CodecError, decode
 from .dagjson import to_dag_json
 from .errors import InvalidInput
-from .model import Event, WorkflowStatus
+from .model import Event, WorkflowStatus, WorkflowTag
 
 if TYPE_CHECKING:
     from .repo import Repo
 
-__all__ = ["event_row", "limit_arg", "status_arg", "text_arg", "text_blob"]
+__all__ = ["TAG_DESCRIPTIONS", "event_row", "limit_arg", "status_arg", "text_arg", "text_blob"]
+
+
+TAG_DESCRIPTIONS: Final[dict[str, str]] = {
+    WorkflowTag.P2P_ELIGIBLE.value: "may run on any peer of the P2P network",
+    WorkflowTag.P2P_ONLY.value: "must run on the P2P network, never on GitHub",
+    WorkflowTag.CODE_GEN.value: "code generation; P2P eligible",
+    WorkflowTag.WEB_SCRAPE.value: "web scraping; P2P eligible",
+    WorkflowTag.DATA_PROCESSING.value: "data processing; P2P eligible",
+    WorkflowTag.GITHUB_API.value: "needs the GitHub API: stays on GitHub unless also tagged P2P",
+    WorkflowTag.UNIT_TEST.value: "unit tests: stay on GitHub unless also tagged P2P",
+}
 
 
 def text_arg(value: Any, name: str, *, limit: int = 1024, empty: bool = False) -> str:

@@ -192,7 +192,8 @@ def _call(settings: Settings, op: str, **arguments: Any) -> dict[str, Any]:
 
 
 def _read(settings: Settings, op: str, *, with_mode: bool = False, **arguments: Any) -> dict[str, Any]:
-    """A read-only operation (``status``, ``workflows``, ``log``, ``results``): from the running peer
+    """A read-only operation (``status``, ``workflows``, ``log``, ``results``, ``peers``, ``assigned``,
+    ``tags``): from the running peer
     when one serves the repo, else from the repo's query indexes when they can answer exactly
     (:func:`ipld_scheduler.indexes.open_indexed`; no replay of the history), else as :func:`_call`.
     ``with_mode``: add how it was answered (``mode``, ``api``), as ``status`` shows."""
@@ -530,7 +531,7 @@ def _human_peers(console: Console, data: dict[str, Any]) -> None:
 def peers(ctx: click.Context) -> None:
     """Members from the DAG, with liveness when a running peer serves the repo."""
     settings = _settings(ctx)
-    _show(settings, _call(settings, "peers"), _human_peers)
+    _show(settings, _read(settings, "peers"), _human_peers)
 
 
 # --- scheduling --------------------------------------------------------------------------------
@@ -941,7 +942,7 @@ def _workflow_table(rows: list[dict[str, Any]], title: str) -> Table:
 def assigned(ctx: click.Context) -> None:
     """Unfinished workflows this peer owns."""
     settings = _settings(ctx)
-    data = _call(settings, "assigned")
+    data = _read(settings, "assigned")
     _show(
         settings, data, lambda c, d: c.print(_workflow_table(d["workflows"], f"assigned to {d['peer_id']}"))
     )
@@ -981,7 +982,7 @@ def _human_tags(console: Console, data: dict[str, Any]) -> None:
 def tags(ctx: click.Context) -> None:
     """Known workflow tags, which ones make work P2P-eligible, and their use in the DAG."""
     settings = _settings(ctx)
-    _show(settings, _call(settings, "tags"), _human_tags)
+    _show(settings, _read(settings, "tags"), _human_tags)
 
 
 @cli.command()

@@ -41,11 +41,12 @@ __all__ = [
     "event_row",
     "member_rows",
     "owner_of",
+    "queue_key",
     "workflow_row",
     "workflow_rows",
 ]
 
-DERIVED_VERSION: Final = 1
+DERIVED_VERSION: Final = 2
 """Version of the rows below; bump it when their content or encoding changes."""
 
 MEMBERSHIP_KINDS: Final = frozenset({EventKind.PEER_ADD, EventKind.PEER_REMOVE, EventKind.EVICT})
@@ -123,6 +124,7 @@ def workflow_row(state: State, rec: WorkflowRecord) -> WorkflowRow | None:
         "combined": winner.combined.hex(),
         "transfer": transfer,
         "runs": [_run(r) for r in rec.runs],
+        "queue_key": [rec.effective_priority, winner.stamp[0], winner.stamp[1].hex()],
     }
     return WorkflowRow(rec.workflow_id, str(rec.status), rec.owner, _dumps(record))
 
@@ -180,6 +182,12 @@ def decode_workflow(data: bytes) -> dict[str, Any]:
     if not isinstance(value, dict) or not isinstance(value.get("view"), dict):
         raise ValueError("not a workflow row")
     return value
+
+
+def queue_key(record: Mapping[str, Any]) -> tuple[float, int, bytes]:
+    """The key the fold's queue orders a pending workflow by: (priority, schedule height, CID bytes)."""
+    priority, height, cid = record["queue_key"]
+    return float(priority), int(height), bytes.fromhex(cid)
 
 
 def decode_member(data: bytes) -> dict[str, Any]:

@@ -1,10 +1,10 @@
-"""Read-only answers from the repo's query indexes: ``status``, ``workflows``, ``log`` and ``results``
-without opening a replica (no replay of the history, whatever its length).
+"""Read-only answers from the repo's query indexes: ``status``, ``workflows``, ``log``, ``results``,
+``peers``, ``assigned`` and ``tags`` without opening a replica (no replay of the history).
 
 Owns: when a repo may be answered from its indexes (:func:`open_indexed`: no peer serves it, the
 embedded store, an identity that is already a member so opening a replica would write nothing, and
 indexes current with the processed log at :data:`~ipld_scheduler.derived.DERIVED_VERSION`), and the
-four answers, shaped exactly as :mod:`ipld_scheduler.ops` shapes them from a replica (a test compares
+answers, shaped exactly as :mod:`ipld_scheduler.ops` shapes them from a replica (a test compares
 the two on the same repo).
 
 Must not: write to the repo, or answer anything it cannot answer exactly: when a condition fails the
@@ -18,12 +18,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from .answers import event_row, limit_arg, status_arg, text_arg, text_blob
+from .answers import TAG_DESCRIPTIONS, event_row, limit_arg, status_arg, text_arg, text_blob
 from .clock import head_set_hash
 from .codec import CID, CodecError
-from .derived import DERIVED_VERSION, decode_member, decode_workflow, owner_of
+from .derived import DERIVED_VERSION, decode_member, decode_workflow, owner_of, queue_key
 from .errors import InvalidInput, IpldSchedulerError, NotFound, Unavailable
-from .model import Event, EventKind, WorkflowStatus
+from .model import Event, EventKind, WorkflowStatus, WorkflowTag, eligibility
 from .repo import Repo, RepoError
 
 __all__ = ["IndexedRepo", "open_indexed"]
@@ -38,7 +38,7 @@ OPEN_STATUSES = (str(WorkflowStatus.PENDING), str(WorkflowStatus.RUNNING))
 
 
 class IndexedRepo:
-    """A locked repo whose indexes are current; ``call`` answers the four read operations."""
+    """A locked repo whose indexes are current; ``call`` answers the read operations above."""
 
     mode = "direct"
     url: str | None = None
@@ -61,8 +61,19 @@ class IndexedRepo:
                 return self.log(**arguments)
             if op == "results":
                 return self.results(**arguments)
+            if op == "peers":
+                return self.peers(**arguments)
+            if op == "assigned":
+                return self.assigned(**arguments)
+            if op == "tags":
+                return self.tags(**arguments)
         except RepoError as exc:
             raise Unavailable(str(exc)) from None
+        except (ValueError, KeyError, TypeError) as exc:  # a damaged row: the blocks still know the truth
+            raise Unavailable(
+                f"repo {self.repo.path}: unreadable index row ({type(exc).__name__}: {exc}); "
+                "run `ipld-scheduler repair --rebuild`"
+            ) from None
         raise InvalidInput(f"operation {op!r} is not answered from the indexes")
 
     async def close(self) -> None:
@@ -169,6 +180,70 @@ class IndexedRepo:
             "attempt": view["attempt"],
             "runs": runs,
             "count": len(runs),
+        }
+
+    def peers(self) -> dict[str, Any]:
+        """``ops.peers`` without a running peer (no liveness)."""
+        owned = self.repo.index_open_owners(OPEN_STATUSES)
+        rows = []
+        for peer, present, data in self.repo.index_members():
+            entry = decode_member(data)
+            rows.append(
+                {
+                    "peer_id": peer,
+                    "member": present,
+                    "self": peer == self.peer_id,
+                    "has_key": bool(entry.get("has_key")),
+                    "added_by": entry.get("by"),
+                    "liveness": None,
+                    "assigned": owned.get(peer, 0),
+                }
+            )
+        return {
+            "success": True,
+            "peer_id": self.peer_id,
+            "peers": rows,
+            "num_peers": sum(1 for r in rows if r["member"]),
+            "liveness_known": False,
+        }
+
+    def assigned(self) -> dict[str, Any]:
+        """``ops.assigned``: unfinished workflows this peer owns (written owners are current for them)
+        and its queue in pop order."""
+        rows = self.repo.index_owned(self.peer_id, OPEN_STATUSES)
+        views = []
+        pending = []
+        for wid, data in rows:
+            record = decode_workflow(data)
+            view = record["view"]
+            view["owner"] = self._owner(record)
+            views.append(view)
+            if view["status"] == WorkflowStatus.PENDING:
+                pending.append((queue_key(record), wid))
+        ids = [wid for wid, _data in rows]
+        return {
+            "success": True,
+            "peer_id": self.peer_id,
+            "assigned_workflows": ids,
+            "count": len(ids),
+            "queue": [wid for _key, wid in sorted(pending)],
+            "workflows": views,
+        }
+
+    def tags(self) -> dict[str, Any]:
+        """``ops.tags``: the static tag table plus how often each tag is used in the DAG."""
+        used: dict[str, int] = {}
+        for _wid, data in self.repo.index_workflows():
+            for tag in decode_workflow(data)["view"]["tags"]:
+                used[tag] = used.get(tag, 0) + 1
+        known = [t.value for t in WorkflowTag]
+        return {
+            "success": True,
+            "tags": known,
+            "descriptions": dict(TAG_DESCRIPTIONS),
+            "p2p_tags": [t for t in known if eligibility([t]) is None],
+            "github_tags": [t for t in known if eligibility([t]) is not None],
+            "in_use": dict(sorted(used.items())),
         }
 
     def _run(self, run: Mapping[str, Any], limit: int) -> dict[str, Any]:

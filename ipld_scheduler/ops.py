@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Final
 
 from . import assign
+from .answers import TAG_DESCRIPTIONS
 from .answers import event_row as _event_row
 from .answers import limit_arg as _limit
 from .answers import status_arg as _status
@@ -78,16 +79,6 @@ LOG_TEXT_LIMIT: Final = 64 * 1024
 
 FETCH_TIMEOUT_S: Final = 10.0
 """How long ``inspect`` waits for a block the repo lacks (a Kubo store may fetch it from the network)."""
-
-TAG_DESCRIPTIONS: Final[dict[str, str]] = {
-    WorkflowTag.P2P_ELIGIBLE.value: "may run on any peer of the P2P network",
-    WorkflowTag.P2P_ONLY.value: "must run on the P2P network, never on GitHub",
-    WorkflowTag.CODE_GEN.value: "code generation; P2P eligible",
-    WorkflowTag.WEB_SCRAPE.value: "web scraping; P2P eligible",
-    WorkflowTag.DATA_PROCESSING.value: "data processing; P2P eligible",
-    WorkflowTag.GITHUB_API.value: "needs the GitHub API: stays on GitHub unless also tagged P2P",
-    WorkflowTag.UNIT_TEST.value: "unit tests: stay on GitHub unless also tagged P2P",
-}
 
 
 # --- errors ------------------------------------------------------------------------------------

@@ -691,6 +691,18 @@ class Repo:
         sql = f"SELECT count(*) FROM d_workflows WHERE owner = ? AND status IN ({marks})"
         return int(self._query(sql, [owner, *statuses])[0][0])
 
+    def index_owned(self, owner: str, statuses: Sequence[str]) -> list[tuple[str, bytes]]:
+        """``(id, data)`` of the workflows in ``statuses`` whose written owner is ``owner``, by id."""
+        marks = ",".join("?" * len(statuses))
+        sql = f"SELECT id, data FROM d_workflows WHERE owner = ? AND status IN ({marks}) ORDER BY id"
+        return [(str(w), bytes(d)) for w, d in self._query(sql, [owner, *statuses])]
+
+    def index_open_owners(self, statuses: Sequence[str]) -> dict[str, int]:
+        """How many workflows in ``statuses`` each written owner has."""
+        marks = ",".join("?" * len(statuses))
+        sql = f"SELECT owner, count(*) FROM d_workflows WHERE status IN ({marks}) GROUP BY owner"
+        return {str(o): int(n) for o, n in self._query(sql, list(statuses)) if o is not None}
+
     def index_members(self) -> list[tuple[str, bool, bytes]]:
         rows = self._query("SELECT peer, present, data FROM d_members ORDER BY peer")
         return [(str(p), bool(present), bytes(data)) for p, present, data in rows]

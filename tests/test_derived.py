@@ -68,6 +68,9 @@ async def _ask(call: Any, wids: list[str]) -> dict[str, Any]:
         out[f"workflows {status}"] = await call("workflows", status=str(status), limit=3)
     for owner in PEERS:
         out[f"owned by {owner}"] = await call("workflows", owner=owner)
+    out["peers"] = await call("peers")
+    out["assigned"] = await call("assigned")
+    out["tags"] = await call("tags")
     out["log"] = await call("log")
     out["log 3"] = await call("log", limit=3)
     out["log 0"] = await call("log", limit=0)
