@@ -1,9 +1,10 @@
 """One peer's replica of the shared DAG: the asyncio shell around the pure core.
 
-Owns: the order of effects for every write (tick -> sign -> encode -> put blocks -> queue the commit
-of blocks, processed mark and heads as one repo transaction -> fold into memory -> wait until durable
--> announce; commits queue in causal order, merged batches included, so concurrent writes share an
-fsync and the processed log stays a topological order), replay of the repo at open,
+Owns: the order of effects for every write (tick -> sign -> encode -> put blocks -> fold into memory
+-> queue the commit of blocks, processed mark, heads and the derived index rows of what the fold
+touched (:mod:`~ipld_scheduler.derived`) as one repo transaction -> wait until durable -> announce;
+commits queue in causal order, merged batches included, so concurrent writes share an fsync and the
+processed log stays a topological order), replay of the repo at open (rebuilding stale index rows),
 merging remote heads through a :class:`~ipld_scheduler.sync.MergePlan` with a bounded pool of
 fetchers, admission of merged events (signature, clock, key) with refusals counted in
 ``rejections`` by :class:`~ipld_scheduler.reasons.Reject` only, CAR export/import (each block
@@ -269,12 +270,12 @@ class Replica:
     async def rebuild_derived(self) -> dict[str, Any]:
         """Recompute every persisted row from the fold (``repair --rebuild``); report what differed."""
         before = self.repo.index_dump()
-        rows, _gone = workflow_rows(self.state, self.state.workflows)
-        index = [
-            event_row(cid, event, self._local_extras(event)[0])
-            for _seq, cid, event in ((q, c, Event.from_block(d)) for q, c, d in self.repo.processed_log())
-        ]
-        async with self._write_lock:
+        async with self._write_lock:  # no write may slip between the rows and their commit
+            rows, _gone = workflow_rows(self.state, self.state.workflows)
+            index = [
+                event_row(cid, event, self._local_extras(event)[0])
+                for cid, event in ((c, Event.from_block(d)) for _q, c, d in self.repo.processed_log())
+            ]
             await self.repo.commit_async(
                 derived=DerivedRows(
                     DERIVED_VERSION, clear=True, workflows=rows, events=index, members=member_rows(self.state)
@@ -437,9 +438,9 @@ class Replica:
                     )
             if not self._store_is_repo:
                 await self.store.put_many(all_blocks)
-            # Queued in the order events are ticked, then folded at once so the next write links it;
-            # durable (on the repo's writer thread, the loop running) before it is announced or
-            # returned. Concurrent writers' commits share a transaction and its fsync.
+            # Folded at once so the next write links it, then queued (in tick order) with the index
+            # rows the fold now gives; durable (on the repo's writer thread, the loop running) before
+            # it is announced or returned. Concurrent writers' commits share a transaction and fsync.
             touched = self.state.apply(own.cid, event, workflow, result)
             self.clock.apply(own.cid, event)
             durable = self.repo.queue_commit(
