@@ -46,7 +46,7 @@ __all__ = [
     "workflow_rows",
 ]
 
-DERIVED_VERSION: Final = 2
+DERIVED_VERSION: Final = 3
 """Version of the rows below; bump it when their content or encoding changes."""
 
 MEMBERSHIP_KINDS: Final = frozenset({EventKind.PEER_ADD, EventKind.PEER_REMOVE, EventKind.EVICT})
@@ -65,6 +65,8 @@ class WorkflowRow:
     status: str
     owner: str | None
     data: bytes
+    queued: bool = False
+    """In the local peer's queue (the fold's queue, so its rules, waiting included, are the fold's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,7 @@ def workflow_row(state: State, rec: WorkflowRecord) -> WorkflowRow | None:
     view["results"] = [
         {**r, "status": None if r["status"] is None else str(r["status"])} for r in view["results"]
     ]
+    key = state.queue_key(rec.workflow_id)  # the fold's own queue: whatever rule decides membership
     transfer = None
     if rec.transfer is not None and rec.transfer[0] > winner.stamp:
         transfer = rec.transfer[1]
@@ -124,9 +127,9 @@ def workflow_row(state: State, rec: WorkflowRecord) -> WorkflowRow | None:
         "combined": winner.combined.hex(),
         "transfer": transfer,
         "runs": [_run(r) for r in rec.runs],
-        "queue_key": [rec.effective_priority, winner.stamp[0], winner.stamp[1].hex()],
+        "queue_key": None if key is None else [key[0], key[1], key[2].hex()],
     }
-    return WorkflowRow(rec.workflow_id, str(rec.status), rec.owner, _dumps(record))
+    return WorkflowRow(rec.workflow_id, str(rec.status), rec.owner, _dumps(record), key is not None)
 
 
 def workflow_rows(state: State, ids: Iterable[str]) -> tuple[list[WorkflowRow], list[str]]:
@@ -184,8 +187,10 @@ def decode_workflow(data: bytes) -> dict[str, Any]:
     return value
 
 
-def queue_key(record: Mapping[str, Any]) -> tuple[float, int, bytes]:
-    """The key the fold's queue orders a pending workflow by: (priority, schedule height, CID bytes)."""
+def queue_key(record: Mapping[str, Any]) -> tuple[float, int, bytes] | None:
+    """The key the fold's queue held the workflow under (None: not queued): its pop order."""
+    if record.get("queue_key") is None:
+        return None
     priority, height, cid = record["queue_key"]
     return float(priority), int(height), bytes.fromhex(cid)
 

@@ -101,7 +101,7 @@ class IndexedRepo:
                 "events": events,
             },
             "clock_hash": head_set_hash(heads),
-            "queue_size": repo.index_count_owned(self.peer_id, [str(WorkflowStatus.PENDING)]),
+            "queue_size": repo.index_queued(),
             "assigned_workflows": repo.index_count_owned(self.peer_id, OPEN_STATUSES),
             "total_workflows": sum(counts.values()),
             "workflows_by_status": dict(sorted(counts.items())),
@@ -218,8 +218,9 @@ class IndexedRepo:
             view = record["view"]
             view["owner"] = self._owner(record)
             views.append(view)
-            if view["status"] == WorkflowStatus.PENDING:
-                pending.append((queue_key(record), wid))
+            key = queue_key(record)
+            if key is not None:
+                pending.append((key, wid))
         ids = [wid for wid, _data in rows]
         return {
             "success": True,

@@ -88,9 +88,11 @@ CREATE TABLE d_workflows (
     id     TEXT PRIMARY KEY,
     status TEXT NOT NULL,
     owner  TEXT,
-    data   BLOB NOT NULL
+    data   BLOB NOT NULL,
+    queued INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX d_workflows_status ON d_workflows (status, owner);
+CREATE INDEX d_workflows_queued ON d_workflows (queued) WHERE queued = 1;
 CREATE TABLE d_events (
     seq      INTEGER PRIMARY KEY,
     cid      BLOB NOT NULL UNIQUE,
@@ -282,8 +284,8 @@ def _write_derived(conn: sqlite3.Connection, rows: DerivedRows) -> None:
         conn.executemany("DELETE FROM d_workflows WHERE id = ?", [(w,) for w in rows.workflows_gone])
     if rows.workflows:
         conn.executemany(
-            "INSERT OR REPLACE INTO d_workflows (id, status, owner, data) VALUES (?, ?, ?, ?)",
-            [(w.workflow_id, w.status, w.owner, w.data) for w in rows.workflows],
+            "INSERT OR REPLACE INTO d_workflows (id, status, owner, data, queued) VALUES (?, ?, ?, ?, ?)",
+            [(w.workflow_id, w.status, w.owner, w.data, int(w.queued)) for w in rows.workflows],
         )
     if rows.events:
         conn.executemany(
@@ -685,6 +687,10 @@ class Repo:
             str(s): int(n) for s, n in self._query("SELECT status, count(*) FROM d_workflows GROUP BY status")
         }
 
+    def index_queued(self) -> int:
+        """How many workflows are in the local peer's queue."""
+        return int(self._query("SELECT count(*) FROM d_workflows WHERE queued = 1")[0][0])
+
     def index_count_owned(self, owner: str, statuses: Sequence[str]) -> int:
         """Workflows in ``statuses`` whose written owner is ``owner`` (current for unfinished ones)."""
         marks = ",".join("?" * len(statuses))
@@ -741,8 +747,10 @@ class Repo:
         """Every index row, canonically ordered: what a rebuild is compared with."""
         return {
             "workflows": [
-                (str(w), str(s), o, bytes(d))
-                for w, s, o, d in self._query("SELECT id, status, owner, data FROM d_workflows ORDER BY id")
+                (str(w), str(s), o, bytes(d), int(q))
+                for w, s, o, d, q in self._query(
+                    "SELECT id, status, owner, data, queued FROM d_workflows ORDER BY id"
+                )
             ],
             "events": [
                 (int(q), bytes(c), str(k), str(a), w, int(h))

@@ -1061,13 +1061,15 @@ def test_index_rows_take_their_seq_from_the_log_and_one_version_owns_the_tables(
     assert repo.index_events(kind="claim") == ([(2, b, "w1")], 1)
     assert repo.index_events(author="alice", last=5) == ([(1, a, "w1")], 1)
     assert repo.index_events(last=1) == ([(2, b, "w1")], 2) and repo.index_events(last=0) == ([], 2)
-    assert repo.index_status_counts() == {"running": 1}
+    assert repo.index_status_counts() == {"running": 1} and repo.index_queued() == 0
     assert repo.index_count_owned("bob", ["pending", "running"]) == 1
     assert repo.index_members() == [("alice", True, b"{}"), ("bob", False, b"{}")]
     assert repo.index_heights([a, b, c]) == {a: 1, b: 2}
     repo.commit(blocks=[(c, dc)], processed=[c], heads=[c])  # a commit carrying no rows: now stale
     assert not repo.index_current(1)
-    repo.commit(derived=DerivedRows(2, clear=True, workflows=[WorkflowRow("w2", "pending", None, b"{}")]))
+    fresh = WorkflowRow("w2", "pending", None, b"{}", False)
+    repo.commit(derived=DerivedRows(2, clear=True, workflows=[fresh]))
     assert repo.index_current(2) and not repo.index_current(1)  # version 2 took the tables over
-    assert repo.index_dump() == {"workflows": [("w2", "pending", None, b"{}")], "events": [], "members": []}
+    dump = repo.index_dump()
+    assert dump == {"workflows": [("w2", "pending", None, b"{}", 0)], "events": [], "members": []}
     assert repo.index_workflow("w2") == b"{}" and repo.index_workflow("w1") is None
