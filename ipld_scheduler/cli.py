@@ -191,6 +191,36 @@ def _call(settings: Settings, op: str, **arguments: Any) -> dict[str, Any]:
     return _run_async(settings, _with_scheduler(settings, action))
 
 
+def _read(settings: Settings, op: str, *, with_mode: bool = False, **arguments: Any) -> dict[str, Any]:
+    """A read-only operation (``status``, ``workflows``, ``log``, ``results``, ``peers``, ``assigned``,
+    ``tags``): from the running peer
+    when one serves the repo, else from the repo's query indexes when they can answer exactly
+    (:func:`ipld_scheduler.indexes.open_indexed`; no replay of the history), else as :func:`_call`.
+    ``with_mode``: add how it was answered (``mode``, ``api``), as ``status`` shows."""
+
+    async def action() -> dict[str, Any]:
+        from .client import find_running_peer
+        from .indexes import open_indexed
+
+        config = settings.config
+        if not config.ipfs_api and await find_running_peer(config.repo) is None:
+            indexed = open_indexed(config.repo, ipfs_api=config.ipfs_api)
+            if indexed is not None:
+                try:
+                    data = await indexed.call(op, **arguments)
+                finally:
+                    await indexed.close()
+                return {**data, "mode": indexed.mode, "api": indexed.url} if with_mode else data
+
+        async def remote_or_direct(scheduler: Scheduler) -> dict[str, Any]:
+            data = await scheduler.call(op, **arguments)
+            return {**data, "mode": scheduler.mode, "api": scheduler.url} if with_mode else data
+
+        return await _with_scheduler(settings, remote_or_direct)
+
+    return _run_async(settings, action())
+
+
 def _show(settings: Settings, data: dict[str, Any], human: Callable[[Console, dict[str, Any]], None]) -> None:
     if settings.json_output:
         _emit_json(data)
@@ -564,7 +594,7 @@ def policy_set(
 def status(ctx: click.Context) -> None:
     """Peer id, members, clock heads, queue and workflow counts."""
     settings = _settings(ctx)
-    data = _run_async(settings, _with_scheduler(settings, _status_with_mode))
+    data = _read(settings, "status", with_mode=True)
     _show(settings, data, _human_status)
 
 
@@ -628,7 +658,7 @@ def _human_peers(console: Console, data: dict[str, Any]) -> None:
 def peers(ctx: click.Context) -> None:
     """Members from the DAG, with liveness when a running peer serves the repo."""
     settings = _settings(ctx)
-    _show(settings, _call(settings, "peers"), _human_peers)
+    _show(settings, _read(settings, "peers"), _human_peers)
 
 
 # --- scheduling --------------------------------------------------------------------------------
@@ -1075,7 +1105,7 @@ def _workflow_table(rows: list[dict[str, Any]], title: str) -> Table:
 def assigned(ctx: click.Context) -> None:
     """Unfinished workflows this peer owns."""
     settings = _settings(ctx)
-    data = _call(settings, "assigned")
+    data = _read(settings, "assigned")
     _show(
         settings, data, lambda c, d: c.print(_workflow_table(d["workflows"], f"assigned to {d['peer_id']}"))
     )
@@ -1095,7 +1125,7 @@ def assigned(ctx: click.Context) -> None:
 def workflows(ctx: click.Context, status_: str | None, owner: str | None, limit: int | None) -> None:
     """Every workflow in the DAG with its status and owner."""
     settings = _settings(ctx)
-    data = _call(settings, "workflows", status=status_, owner=owner, limit=limit)
+    data = _read(settings, "workflows", status=status_, owner=owner, limit=limit)
     _show(
         settings, data, lambda c, d: c.print(_workflow_table(d["workflows"], plural(d["total"], "workflow")))
     )
@@ -1115,7 +1145,7 @@ def _human_tags(console: Console, data: dict[str, Any]) -> None:
 def tags(ctx: click.Context) -> None:
     """Known workflow tags, which ones make work P2P-eligible, and their use in the DAG."""
     settings = _settings(ctx)
-    _show(settings, _call(settings, "tags"), _human_tags)
+    _show(settings, _read(settings, "tags"), _human_tags)
 
 
 @cli.command()
@@ -1160,7 +1190,7 @@ def log(
 ) -> None:
     """Events of the Merkle clock in causal order."""
     settings = _settings(ctx)
-    data = _call(settings, "log", kind=kind, author=author, workflow=workflow, limit=limit)
+    data = _read(settings, "log", kind=kind, author=author, workflow=workflow, limit=limit)
     _show(settings, data, _human_log)
 
 
@@ -1229,14 +1259,46 @@ def _human_results_artifacts(console: Console, data: dict[str, Any]) -> None:
 def results(ctx: click.Context, workflow_id: str, max_log_bytes: int, artifacts_dir: Path | None) -> None:
     """Exit status, duration and logs of each recorded run of WORKFLOW_ID (and its artifacts)."""
     settings = _settings(ctx)
+    if artifacts_dir is None:
+        data = _read(settings, "results", workflow_id=workflow_id, max_log_bytes=max_log_bytes)
+        _show(settings, data, _human_results)
+        return
 
     async def action(scheduler: Scheduler) -> dict[str, Any]:
         data = await scheduler.call("results", workflow_id=workflow_id, max_log_bytes=max_log_bytes)
-        if artifacts_dir is not None:
-            data["artifacts_fetched"] = await _fetch_artifacts(scheduler, data, artifacts_dir)
+        data["artifacts_fetched"] = await _fetch_artifacts(scheduler, data, artifacts_dir)
         return data
 
     _show(settings, _run_async(settings, _with_scheduler(settings, action)), _human_results_artifacts)
+
+
+def _human_repair(console: Console, data: dict[str, Any]) -> None:
+    differed = data["differed"]
+    changed = ", ".join(f"{n} {table}" for table, n in differed.items() if n) or "none"
+    console.print(
+        f"rebuilt {plural(data['workflows'], 'workflow')}, {plural(data['events'], 'event')} and "
+        f"{plural(data['members'], 'member')} from the blocks in {data['seconds']:.2f} s; "
+        f"rows that differed: {changed}"
+    )
+
+
+@cli.command()
+@click.option("--rebuild", is_flag=True, help="Recompute the query indexes from the blocks.")
+@json_option
+@click.pass_context
+def repair(ctx: click.Context, rebuild: bool) -> None:
+    """Repair the repo's derived state; needs the repo to itself (stop `ipld-scheduler run` first).
+
+    --rebuild replays the whole history from the blocks and rewrites every row that `status`,
+    `workflows`, `log` and `results` read, then says how many rows differed.
+    """
+    settings = _settings(ctx)
+    if not rebuild:
+        _fail(settings, InvalidInput("repair: say what to repair (--rebuild)"))
+    from .indexes import repair_rebuild
+
+    data = _run_async(settings, repair_rebuild(settings.repo, ipfs_api=settings.ipfs_api))
+    _show(settings, data, _human_repair)
 
 
 @cli.command()

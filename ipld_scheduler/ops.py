@@ -22,6 +22,12 @@ from pathlib import Path
 from typing import Any, BinaryIO, Final
 
 from . import assign
+from .answers import TAG_DESCRIPTIONS
+from .answers import event_row as _event_row
+from .answers import limit_arg as _limit
+from .answers import status_arg as _status
+from .answers import text_arg as _text
+from .answers import text_blob as _text_blob
 from .blocks import codec_name, identify
 from .codec import CID, CodecError, decode
 from .dagjson import DagJsonError, to_dag_json
@@ -76,16 +82,6 @@ LOG_TEXT_LIMIT: Final = 64 * 1024
 FETCH_TIMEOUT_S: Final = 10.0
 """How long ``inspect`` waits for a block the repo lacks (a Kubo store may fetch it from the network)."""
 
-TAG_DESCRIPTIONS: Final[dict[str, str]] = {
-    WorkflowTag.P2P_ELIGIBLE.value: "may run on any peer of the P2P network",
-    WorkflowTag.P2P_ONLY.value: "must run on the P2P network, never on GitHub",
-    WorkflowTag.CODE_GEN.value: "code generation; P2P eligible",
-    WorkflowTag.WEB_SCRAPE.value: "web scraping; P2P eligible",
-    WorkflowTag.DATA_PROCESSING.value: "data processing; P2P eligible",
-    WorkflowTag.GITHUB_API.value: "needs the GitHub API: stays on GitHub unless also tagged P2P",
-    WorkflowTag.UNIT_TEST.value: "unit tests: stay on GitHub unless also tagged P2P",
-}
-
 
 # --- errors ------------------------------------------------------------------------------------
 
@@ -103,15 +99,6 @@ def error_from_code(code: str, message: str) -> OpError:
 
 
 # --- argument helpers --------------------------------------------------------------------------
-
-
-def _text(value: Any, name: str, *, limit: int = 1024, empty: bool = False) -> str:
-    if not isinstance(value, str):
-        raise InvalidArgument(f"{name}: expected a string, got {type(value).__name__}")
-    text: str = value.strip()
-    if (not text and not empty) or len(text) > limit:
-        raise InvalidArgument(f"{name}: must be 1..{limit} characters")
-    return text
 
 
 def _priority(value: Any) -> float:
@@ -133,20 +120,6 @@ def _cid(value: Any, name: str = "cid") -> CID:
         raise InvalidArgument(f"{name}: {exc} (expected a CID such as bafyrei...)") from None
 
 
-def _limit(value: Any, name: str = "limit") -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise InvalidArgument(f"{name}: expected a non-negative integer")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise InvalidArgument(f"{name}: expected a non-negative integer, got {value!r}") from None
-    if number < 0:
-        raise InvalidArgument(f"{name}: expected a non-negative integer, got {number}")
-    return number
-
-
 def parse_metadata(pairs: Iterable[str]) -> dict[str, str]:
     """``["k=v", ...]`` -> dict; the CLI's ``--metadata`` form (later keys win, like env files)."""
     out: dict[str, str] = {}
@@ -156,17 +129,6 @@ def parse_metadata(pairs: Iterable[str]) -> dict[str, str]:
             raise InvalidArgument(f"metadata {pair!r}: expected KEY=VALUE")
         out[key.strip()] = value
     return out
-
-
-def _status(value: Any) -> WorkflowStatus | None:
-    """A ``--status`` filter: one of the statuses, or nothing (an unknown one is the caller's error)."""
-    if value is None or value == "":
-        return None
-    try:
-        return WorkflowStatus(value)
-    except ValueError:
-        choices = ", ".join(s.value for s in WorkflowStatus)
-        raise InvalidArgument(f"status: unknown status {value!r}; one of {choices}") from None
 
 
 def _record(replica: Replica, workflow_id: Any) -> WorkflowRecord:
@@ -1062,19 +1024,6 @@ def _schedule_ids(replica: Replica) -> dict[CID, str]:
     return {cid: rec.workflow_id for rec in replica.state.workflows.values() for cid in rec.schedules}
 
 
-def _event_row(seq: int, cid: CID, event: Event, workflow_id: str | None) -> dict[str, Any]:
-    return {
-        "seq": seq,
-        "cid": str(cid),
-        "kind": event.kind,
-        "author": event.author,
-        "height": event.height,
-        "parents": [str(p) for p in event.parents],
-        "workflow_id": workflow_id,
-        "body": to_dag_json(dict(event.body)),
-    }
-
-
 def _events(replica: Replica, after: int = 0) -> Iterable[tuple[int, CID, Event, str | None]]:
     ids = _schedule_ids(replica)
     try:
@@ -1117,23 +1066,6 @@ async def log(
     return {"success": True, "events": rows, "count": len(rows), "total": total, "heads": replica.clock.heads}
 
 
-def _text_blob(replica: Replica, cid: CID | None, limit: int) -> tuple[str | None, bool]:
-    if cid is None:
-        return None, False
-    data = replica.repo.get_block(cid)
-    if data is None:
-        return None, False
-    raw: Any = data
-    if cid.codec == 0x71:
-        try:
-            raw = decode(data)
-        except CodecError:
-            return None, False
-    if not isinstance(raw, bytes):
-        return None, False
-    return raw[:limit].decode("utf-8", errors="replace"), len(raw) > limit
-
-
 def _artifact_links(replica: Replica, result: CID | None) -> dict[str, str]:
     """``{name: root cid}`` of what the run uploaded (GitHub Actions artifacts), from its Result block."""
     from .model import Result  # a separate line: this hunk stays apart from the shared imports
@@ -1155,7 +1087,7 @@ def _log_text(replica: Replica, run: Run, stream: str, limit: int) -> tuple[str 
         kept = LocalLogs(replica.repo.path).read(run.result, stream)
         if kept is not None:
             return kept[:limit].decode("utf-8", errors="replace"), len(kept) > limit
-    return _text_blob(replica, run.stdout if stream == "stdout" else run.stderr, limit)
+    return _text_blob(replica.repo, run.stdout if stream == "stdout" else run.stderr, limit)
 
 
 def _run_row(replica: Replica, run: Run, limit: int) -> dict[str, Any]:

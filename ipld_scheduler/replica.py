@@ -1,9 +1,10 @@
 """One peer's replica of the shared DAG: the asyncio shell around the pure core.
 
-Owns: the order of effects for every write (tick -> sign -> encode -> put blocks -> queue the commit
-of blocks, processed mark and heads as one repo transaction -> fold into memory -> wait until durable
--> announce; commits queue in causal order, merged batches included, so concurrent writes share an
-fsync and the processed log stays a topological order), replay of the repo at open,
+Owns: the order of effects for every write (tick -> sign -> encode -> put blocks -> fold into memory
+-> queue the commit of blocks, processed mark, heads and the derived index rows of what the fold
+touched (:mod:`~ipld_scheduler.derived`) as one repo transaction -> wait until durable -> announce;
+commits queue in causal order, merged batches included, so concurrent writes share an fsync and the
+processed log stays a topological order), replay of the repo at open (rebuilding stale index rows),
 merging remote heads through a :class:`~ipld_scheduler.sync.MergePlan` with a bounded pool of
 fetchers, admission of merged events (signature, clock, key) with refusals counted in
 ``rejections`` by :class:`~ipld_scheduler.reasons.Reject` only, CAR export/import (each block
@@ -36,6 +37,7 @@ from .blocks import Block, BlockKind, UnsupportedCodec, decode_typed, encode_val
 from .car import read_car, write_car
 from .clock import MerkleClock
 from .codec import CID, DAG_CBOR, CodecError, encode, verify_block
+from .derived import DERIVED_VERSION, event_row, is_membership, member_rows, workflow_rows
 from .errors import InvalidInput, Refused
 from .events import (
     Cancel,
@@ -58,7 +60,7 @@ from .model import Event, EventKind, ModelError, Result, ResultStatus, WorkflowD
 from .network import DEV_ROLES, DevNetworkRefused, Network, dev_network, recorded_network
 from .ports import BlockNotFound, BlockStore, StoreError, get_many
 from .reasons import Reject
-from .repo import Repo
+from .repo import DerivedRows, Repo
 from .staging import CarSource, Progress, SignatureWorker, Stage, Staging
 from .state import CANCELLED, FAILED, FINISHED, State, WorkflowRecord
 from .sync import MergePlan, Ready, SyncError
@@ -67,6 +69,9 @@ from .trust import Membership, PolicyRecord
 __all__ = ["MergeReport", "NotAuthorized", "Replica", "SchedulerError"]
 
 log = logging.getLogger(__name__)
+
+_REPLAY_PAGE = 256
+"""Events folded per page at open: their linked blocks are read with one query."""
 
 HeadsListener = Callable[[tuple[CID, ...]], Awaitable[None] | None]
 
@@ -220,24 +225,94 @@ class Replica:
         await self.store.close()
         await self.repo.close_async()  # queued writes commit on the writer thread, not on the loop
 
-    def _replay(self) -> None:
-        """Rebuild memory from the repo's processed log; signatures were checked at ingest."""
+    def _replay(self, *, rebuild: bool = False) -> bool:
+        """Rebuild memory from the repo's processed log; signatures were checked at ingest.
+
+        When the repo's query indexes are not current (a new repo, another derived version, a
+        commit that carried none) or ``rebuild`` asks, every row is recomputed from the fold and
+        written in one transaction. Returns whether it did.
+        """
+        rebuild = rebuild or not self.repo.index_current(DERIVED_VERSION)
+        index: list[Any] = []
+        page: list[tuple[CID, bytes, Event]] = []
         for _seq, cid, data in self.repo.processed_log():
-            event = Event.from_block(data)
-            workflow, result = self._local_extras(event)
-            if self.authority.admit(
-                cid, event, self.state, workflow, self._replayed_blocks(cid, data, event)
-            ):
+            page.append((cid, data, Event.from_block(data)))
+            if len(page) >= _REPLAY_PAGE:
+                self._replay_page(page, index if rebuild else None)
+                page = []
+        self._replay_page(page, index if rebuild else None)
+        if rebuild:
+            rows, _gone = workflow_rows(self.state, self.state.workflows)
+            self.repo.commit(
+                derived=DerivedRows(
+                    DERIVED_VERSION, clear=True, workflows=rows, events=index, members=member_rows(self.state)
+                )
+            )
+        return rebuild
+
+    def _replay_page(self, page: Sequence[tuple[CID, bytes, Event]], index: list[Any] | None) -> None:
+        """Fold a page of the log; the workflow and result blocks its events link are read in one query."""
+        wanted: dict[CID, BlockKind] = {}
+        for _cid, _data, event in page:
+            match event.kind:
+                case EventKind.SCHEDULE:
+                    wanted[event.body["workflow"]] = BlockKind.WORKFLOW
+                case EventKind.COMPLETE | EventKind.FAIL:
+                    wanted[event.body["result"]] = BlockKind.RESULT
+        raws = self.repo.get_blocks(list(wanted))
+        extras = {link: decode_typed(wanted[link], raw) for link, raw in raws.items()}
+        for cid, data, event in page:
+            workflow, result = self._local_extras(event, extras)
+            if index is not None:
+                index.append(event_row(cid, event, workflow))
+            blocks = [(cid, data)]  # what authorization sizes: the event and its workflow block
+            if event.kind == EventKind.SCHEDULE:
+                link = event.body["workflow"]
+                blocks.append((link, raws.get(link, b"")))
+            if self.authority.admit(cid, event, self.state, workflow, blocks):
                 continue  # admitted at ingest: only a changed rule can refuse it now, so it stays out
             self.state.apply(cid, event, workflow, result)
             self.clock.apply(cid, event)
 
-    def _replayed_blocks(self, cid: CID, data: bytes, event: Event) -> list[tuple[CID, bytes]]:
-        """The event's block and, for a ``schedule``, its workflow block: what authorization sizes."""
-        if event.kind != EventKind.SCHEDULE:
-            return [(cid, data)]
-        link = event.body["workflow"]
-        return [(cid, data), (link, self.repo.get_block(link) or b"")]
+    async def rebuild_derived(self) -> dict[str, Any]:
+        """Recompute every persisted row from the fold (``repair --rebuild``); report what differed."""
+        before = self.repo.index_dump()
+        async with self._write_lock:  # no write may slip between the rows and their commit
+            rows, _gone = workflow_rows(self.state, self.state.workflows)
+            index = [
+                event_row(cid, event, self._local_extras(event)[0])
+                for cid, event in ((c, Event.from_block(d)) for _q, c, d in self.repo.processed_log())
+            ]
+            await self.repo.commit_async(
+                derived=DerivedRows(
+                    DERIVED_VERSION, clear=True, workflows=rows, events=index, members=member_rows(self.state)
+                )
+            )
+        after = self.repo.index_dump()
+        changed = {
+            table: len(set(before[table]) ^ set(after[table])) for table in ("workflows", "events", "members")
+        }
+        return {
+            "workflows": len(after["workflows"]),
+            "events": len(after["events"]),
+            "members": len(after["members"]),
+            "differed": changed,
+        }
+
+    def _derived(
+        self, applied: Sequence[tuple[CID, Event, WorkflowDefinition | None]], touched: Iterable[str]
+    ) -> DerivedRows:
+        """The index rows an applied batch changes: its touched workflows, its events, and every
+        member when it changed membership; committed with the batch."""
+        rows, gone = workflow_rows(self.state, touched)
+        membership = any(is_membership(event) for _cid, event, _wf in applied)
+        return DerivedRows(
+            DERIVED_VERSION,
+            workflows=rows,
+            workflows_gone=gone,
+            events=[event_row(cid, event, wf) for cid, event, wf in applied],
+            members=member_rows(self.state) if membership else (),
+        )
 
     def _local_extras(
         self, event: Event, extras: Mapping[CID, Any] | None = None
@@ -357,12 +432,17 @@ class Replica:
                     )
             if not self._store_is_repo:
                 await self.store.put_many(all_blocks)
-            # Queued in the order events are ticked, then folded at once so the next write links it;
-            # durable (on the repo's writer thread, the loop running) before it is announced or
-            # returned. Concurrent writers' commits share a transaction and its fsync.
-            durable = self.repo.queue_commit(blocks=all_blocks, processed=[own.cid], heads=[own.cid])
-            self.state.apply(own.cid, event, workflow, result)
+            # Folded at once so the next write links it, then queued (in tick order) with the index
+            # rows the fold now gives; durable (on the repo's writer thread, the loop running) before
+            # it is announced or returned. Concurrent writers' commits share a transaction and fsync.
+            touched = self.state.apply(own.cid, event, workflow, result)
             self.clock.apply(own.cid, event)
+            durable = self.repo.queue_commit(
+                blocks=all_blocks,
+                processed=[own.cid],
+                heads=[own.cid],
+                derived=self._derived([(own.cid, event, workflow)], touched),
+            )
             self.counters["events_written"] += 1
             self.counters["blocks_written"] += len(all_blocks)
         await durable
@@ -478,12 +558,20 @@ class Replica:
                 ]
                 if not self._store_is_repo:  # over Kubo: fetchable by other nodes, as in one-by-one writes
                     await self.store.put_many(blocks)
-                await self.repo.commit_async(
-                    blocks=blocks, processed=[own.cid for own in written], heads=[written[-1].cid]
-                )
+                touched: set[str] = set()
                 for block, own in zip(fresh.values(), written, strict=True):
-                    self.state.apply(own.cid, own.value, block.value, None)
+                    touched |= self.state.apply(own.cid, own.value, block.value, None)
                     self.clock.apply(own.cid, own.value)
+                applied = [
+                    (own.cid, own.value, block.value)
+                    for block, own in zip(fresh.values(), written, strict=True)
+                ]
+                await self.repo.commit_async(
+                    blocks=blocks,
+                    processed=[own.cid for own in written],
+                    heads=[written[-1].cid],
+                    derived=self._derived(applied, touched),
+                )
                 self.counters["events_written"] += len(written)
                 self.counters["blocks_written"] += len(blocks)
         if written:
@@ -775,9 +863,11 @@ class Replica:
             # Under the write lock: a local write that ticks on top of these events must queue its
             # commit after theirs, so the processed log stays a topological order.
             async with self._write_lock:
-                pending_blocks, processed = self._apply_admitted(plan, ready[start : start + batch], verify)
+                pending_blocks, processed, derived = self._apply_admitted(
+                    plan, ready[start : start + batch], verify
+                )
                 durable = self.repo.queue_commit(
-                    blocks=pending_blocks, processed=processed, heads=self.clock.head_cids
+                    blocks=pending_blocks, processed=processed, heads=self.clock.head_cids, derived=derived
                 )
             await self._persist(durable, pending_blocks, external)
             applied += len(processed)
@@ -787,10 +877,12 @@ class Replica:
 
     def _apply_admitted(
         self, plan: MergePlan, ready: Sequence[Ready], verify: bool
-    ) -> tuple[list[tuple[CID, bytes]], list[CID]]:
-        """Fold the admitted ones among ``ready`` into memory; their blocks and CIDs, to commit."""
+    ) -> tuple[list[tuple[CID, bytes]], list[CID], DerivedRows]:
+        """Fold the admitted ones among ``ready`` into memory; their blocks, CIDs and index rows."""
         pending_blocks: list[tuple[CID, bytes]] = []
         processed: list[CID] = []
+        applied: list[tuple[CID, Event, WorkflowDefinition | None]] = []
+        touched: set[str] = set()
         for item in ready:
             cid, event = item.event.cid, item.event.value
             if cid in self.clock:  # applied meanwhile by a concurrent merge (another announcer's lane)
@@ -809,11 +901,12 @@ class Replica:
                 if verdict is not None:
                     plan.refuse(cid, verdict, f"{event.kind} by {event.author!r} not authorized: {verdict}")
                     continue
-            self.state.apply(cid, event, workflow, result)
+            touched |= self.state.apply(cid, event, workflow, result)
             self.clock.apply(cid, event)
             pending_blocks.extend(item.pairs)
             processed.append(cid)
-        return pending_blocks, processed
+            applied.append((cid, event, workflow))
+        return pending_blocks, processed, self._derived(applied, touched)
 
     def _admission(self, event: Event, *, verify: bool) -> tuple[Reject, str] | None:
         """Why a causally complete event is refused, as a fixed reason and a detail for the log."""
@@ -1268,11 +1361,11 @@ class Replica:
         ticks on top of these events commits after them.
         """
         async with self._write_lock:
-            pending_blocks, processed = self._fold_items(items, report, verified)
+            pending_blocks, processed, derived = self._fold_items(items, report, verified)
             if not processed:
                 return 0
             durable = self.repo.queue_commit(
-                blocks=pending_blocks, processed=processed, heads=self.clock.head_cids
+                blocks=pending_blocks, processed=processed, heads=self.clock.head_cids, derived=derived
             )
         outside = {c for c, _ in pending_blocks} if external else set()
         await self._persist(durable, pending_blocks, outside)
@@ -1282,9 +1375,11 @@ class Replica:
 
     def _fold_items(
         self, items: Sequence[Ready], report: MergeReport, verified: Sequence[bool] | None
-    ) -> tuple[list[tuple[CID, bytes]], list[CID]]:
+    ) -> tuple[list[tuple[CID, bytes]], list[CID], DerivedRows]:
         pending_blocks: list[tuple[CID, bytes]] = []
         processed: list[CID] = []
+        applied: list[tuple[CID, Event, WorkflowDefinition | None]] = []
+        touched: set[str] = set()
         for index, ready in enumerate(items):
             cid, event = ready.event.cid, ready.event.value
             if verified is not None and not verified[index]:
@@ -1316,11 +1411,12 @@ class Replica:
                     detail = f"{event.kind} by {event.author!r} not authorized: {verdict}"
                     self._refused(report, cid, verdict, detail)
                     continue
-            self.state.apply(cid, event, workflow, result)
+            touched |= self.state.apply(cid, event, workflow, result)
             self.clock.apply(cid, event)
             pending_blocks.extend(ready.pairs)
             processed.append(cid)
-        return pending_blocks, processed
+            applied.append((cid, event, workflow))
+        return pending_blocks, processed, self._derived(applied, touched)
 
 
 def _refusal(workflow: WorkflowDefinition, reason: str) -> dict[str, Any]:

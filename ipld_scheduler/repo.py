@@ -51,6 +51,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .codec import CID, MAX_BLOCK_SIZE, CodecError, verify_block
+from .derived import EventIndexRow, MemberRow, WorkflowRow
 from .errors import Unavailable
 from .group_commit import GroupWriter, WriterClosed, WriterStats
 
@@ -65,7 +66,7 @@ KEY_NAME: Final = "key"
 LOCK_NAME: Final = "lock"
 
 APPLICATION_ID: Final = 0x49504C44  # "IPLD": tells our database apart from any other SQLite file
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 _LOG_PAGE: Final = 128
 """Rows per query in :meth:`Repo.processed_log`: bounds memory without holding a statement open."""
 _MAX_BATCH: Final = 512
@@ -82,6 +83,32 @@ CREATE TABLE derived_mark (version INTEGER PRIMARY KEY, seq INTEGER NOT NULL);
 """
 """Schema version 2: persisted derived state (added to a version-1 repo on open)."""
 
+_INDEX_SCHEMA: Final = """
+CREATE TABLE d_workflows (
+    id     TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    owner  TEXT,
+    data   BLOB NOT NULL,
+    queued INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX d_workflows_status ON d_workflows (status, owner);
+CREATE INDEX d_workflows_queued ON d_workflows (queued) WHERE queued = 1;
+CREATE TABLE d_events (
+    seq      INTEGER PRIMARY KEY,
+    cid      BLOB NOT NULL UNIQUE,
+    kind     TEXT NOT NULL,
+    author   TEXT NOT NULL,
+    workflow TEXT,
+    height   INTEGER NOT NULL
+);
+CREATE INDEX d_events_kind ON d_events (kind, seq);
+CREATE INDEX d_events_author ON d_events (author, seq);
+CREATE INDEX d_events_workflow ON d_events (workflow, seq);
+CREATE TABLE d_members (peer TEXT PRIMARY KEY, present INTEGER NOT NULL, data BLOB NOT NULL) WITHOUT ROWID;
+"""
+"""Schema version 3: the query indexes of the derived state (workflows, events, members), which
+hold the rows of one derived version at a time (the one whose ``derived_mark`` a ``clear`` wrote)."""
+
 _SCHEMA: Final = f"""
 CREATE TABLE blocks (
     cid  BLOB PRIMARY KEY,
@@ -96,11 +123,14 @@ CREATE TABLE wanted (cid BLOB PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE config (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
 {_DERIVED_SCHEMA}
+{_INDEX_SCHEMA}
 PRAGMA application_id = {APPLICATION_ID};
 PRAGMA user_version = {SCHEMA_VERSION};
 """
-_TABLES: Final = frozenset(
-    {"blocks", "heads", "processed", "wanted", "config", "meta", "derived", "derived_mark"}
+_INDEX_TABLES: Final = frozenset({"d_workflows", "d_events", "d_members"})
+_TABLES: Final = (
+    frozenset({"blocks", "heads", "processed", "wanted", "config", "meta", "derived", "derived_mark"})
+    | _INDEX_TABLES
 )
 
 
@@ -181,12 +211,22 @@ class DerivedRows:
 
     ``clear`` first deletes every row of ``version`` (a rebuild); then ``delete`` removes keys and ``put``
     sets them. Keys and values are opaque bytes to the repo (the caller encodes them).
+
+    The query indexes (``workflows``, ``events``, ``members``; rows of :mod:`~ipld_scheduler.derived`)
+    hold one version at a time: ``clear`` empties them too and makes ``version`` their owner (the
+    marks of other versions are dropped). ``workflows`` and ``members`` replace rows by key,
+    ``workflows_gone`` deletes by id; each event row takes the ``seq`` its CID has in the processed
+    log (its processed mark must be in the same commit or an earlier one).
     """
 
     version: int
     put: Mapping[bytes, bytes] = field(default_factory=dict)
     delete: Sequence[bytes] = ()
     clear: bool = False
+    workflows: Sequence[WorkflowRow] = ()
+    workflows_gone: Sequence[str] = ()
+    events: Sequence[EventIndexRow] = ()
+    members: Sequence[MemberRow] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +277,27 @@ def _write_derived(conn: sqlite3.Connection, rows: DerivedRows) -> None:
     version = rows.version
     if rows.clear:
         conn.execute("DELETE FROM derived WHERE version = ?", (version,))
+        for table in sorted(_INDEX_TABLES):
+            conn.execute(f"DELETE FROM {table}")
+        conn.execute("DELETE FROM derived_mark WHERE version != ?", (version,))
+    if rows.workflows_gone:
+        conn.executemany("DELETE FROM d_workflows WHERE id = ?", [(w,) for w in rows.workflows_gone])
+    if rows.workflows:
+        conn.executemany(
+            "INSERT OR REPLACE INTO d_workflows (id, status, owner, data, queued) VALUES (?, ?, ?, ?, ?)",
+            [(w.workflow_id, w.status, w.owner, w.data, int(w.queued)) for w in rows.workflows],
+        )
+    if rows.events:
+        conn.executemany(
+            "INSERT OR REPLACE INTO d_events (seq, cid, kind, author, workflow, height)"
+            " SELECT seq, cid, ?, ?, ?, ? FROM processed WHERE cid = ?",
+            [(e.kind, e.author, e.workflow_id, e.height, e.cid.raw) for e in rows.events],
+        )
+    if rows.members:
+        conn.executemany(
+            "INSERT OR REPLACE INTO d_members (peer, present, data) VALUES (?, ?, ?)",
+            [(m.peer, int(m.present), m.data) for m in rows.members],
+        )
     conn.executemany(
         "DELETE FROM derived WHERE version = ? AND key = ?", [(version, bytes(k)) for k in rows.delete]
     )
@@ -587,6 +648,122 @@ class Repo:
         rows = self._query("SELECT seq FROM derived_mark WHERE version = ?", (version,))
         return int(rows[0][0]) if rows else None
 
+    # --- query indexes (rows of ipld_scheduler.derived) ------------------------------------------
+
+    def index_current(self, version: int) -> bool:
+        """Whether the query indexes hold ``version``'s rows and reflect every processed event."""
+        rows = self._query(
+            "SELECT (SELECT seq FROM derived_mark WHERE version = ?),"
+            " (SELECT coalesce(max(seq), 0) FROM processed),"
+            " (SELECT count(*) FROM derived_mark WHERE version != ?)",
+            (version, version),
+        )
+        mark, last, others = rows[0]
+        return mark is not None and int(mark) == int(last) and int(others) == 0
+
+    def index_workflow(self, workflow_id: str) -> bytes | None:
+        rows = self._query("SELECT data FROM d_workflows WHERE id = ?", (workflow_id,))
+        return bytes(rows[0][0]) if rows else None
+
+    def index_workflows(self, status: str | None = None) -> Iterator[tuple[str, bytes]]:
+        """``(id, data)`` of every workflow row (with ``status`` only), in id order, paged."""
+        last: str | None = None
+        while True:
+            where = [] if status is None else ["status = ?"]
+            params: list[Any] = [] if status is None else [status]
+            if last is not None:
+                where.append("id > ?")
+                params.append(last)
+            sql = "SELECT id, data FROM d_workflows" + (" WHERE " + " AND ".join(where) if where else "")
+            rows = self._query(sql + " ORDER BY id LIMIT ?", [*params, _LOG_PAGE * 8])
+            for wid, data in rows:
+                yield str(wid), bytes(data)
+            if len(rows) < _LOG_PAGE * 8:
+                return
+            last = str(rows[-1][0])
+
+    def index_status_counts(self) -> dict[str, int]:
+        return {
+            str(s): int(n) for s, n in self._query("SELECT status, count(*) FROM d_workflows GROUP BY status")
+        }
+
+    def index_queued(self) -> int:
+        """How many workflows are in the local peer's queue."""
+        return int(self._query("SELECT count(*) FROM d_workflows WHERE queued = 1")[0][0])
+
+    def index_count_owned(self, owner: str, statuses: Sequence[str]) -> int:
+        """Workflows in ``statuses`` whose written owner is ``owner`` (current for unfinished ones)."""
+        marks = ",".join("?" * len(statuses))
+        sql = f"SELECT count(*) FROM d_workflows WHERE owner = ? AND status IN ({marks})"
+        return int(self._query(sql, [owner, *statuses])[0][0])
+
+    def index_owned(self, owner: str, statuses: Sequence[str]) -> list[tuple[str, bytes]]:
+        """``(id, data)`` of the workflows in ``statuses`` whose written owner is ``owner``, by id."""
+        marks = ",".join("?" * len(statuses))
+        sql = f"SELECT id, data FROM d_workflows WHERE owner = ? AND status IN ({marks}) ORDER BY id"
+        return [(str(w), bytes(d)) for w, d in self._query(sql, [owner, *statuses])]
+
+    def index_open_owners(self, statuses: Sequence[str]) -> dict[str, int]:
+        """How many workflows in ``statuses`` each written owner has."""
+        marks = ",".join("?" * len(statuses))
+        sql = f"SELECT owner, count(*) FROM d_workflows WHERE status IN ({marks}) GROUP BY owner"
+        return {str(o): int(n) for o, n in self._query(sql, list(statuses)) if o is not None}
+
+    def index_members(self) -> list[tuple[str, bool, bytes]]:
+        rows = self._query("SELECT peer, present, data FROM d_members ORDER BY peer")
+        return [(str(p), bool(present), bytes(data)) for p, present, data in rows]
+
+    def index_events(
+        self,
+        *,
+        kind: str | None = None,
+        author: str | None = None,
+        workflow: str | None = None,
+        last: int | None = None,
+    ) -> tuple[list[tuple[int, CID, str | None]], int]:
+        """Events matching every given filter, in ``seq`` order: ``(seq, cid, workflow)`` of the
+        last ``last`` of them (all when None), and how many match in total."""
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("kind", kind), ("author", author), ("workflow", workflow)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        clause = (" WHERE " + " AND ".join(where)) if where else ""
+        total = int(self._query("SELECT count(*) FROM d_events" + clause, params)[0][0])
+        limit = total if last is None else min(last, total)
+        rows = self._query(
+            f"SELECT seq, cid, workflow FROM d_events{clause} ORDER BY seq DESC LIMIT ?", [*params, limit]
+        )
+        out = [(int(seq), _to_cid(raw, "d_events"), wid) for seq, raw, wid in reversed(rows)]
+        return out, total
+
+    def index_heights(self, cids: Sequence[CID]) -> dict[CID, int]:
+        by_raw = {cid.raw: cid for cid in cids}
+        sql = "SELECT cid, height FROM d_events WHERE cid IN ({marks})"
+        return {by_raw[bytes(raw)]: int(h) for raw, h in self._rows_in(sql, list(by_raw))}
+
+    def index_dump(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every index row, canonically ordered: what a rebuild is compared with."""
+        return {
+            "workflows": [
+                (str(w), str(s), o, bytes(d), int(q))
+                for w, s, o, d, q in self._query(
+                    "SELECT id, status, owner, data, queued FROM d_workflows ORDER BY id"
+                )
+            ],
+            "events": [
+                (int(q), bytes(c), str(k), str(a), w, int(h))
+                for q, c, k, a, w, h in self._query(
+                    "SELECT seq, cid, kind, author, workflow, height FROM d_events ORDER BY seq"
+                )
+            ],
+            "members": [
+                (str(p), int(x), bytes(d))
+                for p, x, d in self._query("SELECT peer, present, data FROM d_members ORDER BY peer")
+            ],
+        }
+
     # --- internals ------------------------------------------------------------------------------
 
     def _submit_async(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
@@ -755,11 +932,15 @@ def _prepare(conn: sqlite3.Connection, db_path: Path) -> None:
         raise RepoError(
             f"{db_path} has schema version {version}; this ipld-scheduler reads up to {SCHEMA_VERSION}"
         )
-    if version == 1 and tables == _TABLES - {"derived", "derived_mark"}:
-        conn.executescript(
-            f"BEGIN IMMEDIATE; {_DERIVED_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-        )
-        tables = set(_TABLES)
+    if version in (1, 2):  # older repos gain the tables added since (derived state, then its indexes)
+        script = ""
+        if version == 1 and not tables & {"derived", "derived_mark"}:
+            script += _DERIVED_SCHEMA
+            tables |= {"derived", "derived_mark"}
+        if not tables & _INDEX_TABLES:
+            script += _INDEX_SCHEMA
+            tables |= _INDEX_TABLES
+        conn.executescript(f"BEGIN IMMEDIATE; {script} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
     if missing := _TABLES - tables:
         raise RepoError(f"{db_path} is missing tables {sorted(missing)}: the repo is damaged")
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]

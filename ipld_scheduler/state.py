@@ -697,6 +697,10 @@ class State:
         """This peer's queue in pop order (a copy; the heap itself is untouched)."""
         return [wid for _, wid in sorted((k, w) for w, k in self._handle_keys.items())]
 
+    def queue_key(self, workflow_id: str) -> tuple[float, int, bytes] | None:
+        """The key ``workflow_id`` has in this peer's queue (None: not queued); what its pop order follows."""
+        return self._handle_keys.get(workflow_id)
+
     def peek(self) -> str | None:
         top = self.queue.find_min()
         return None if top is None else top[1]

@@ -26,8 +26,12 @@ part is missing: a section whose module cannot be imported is skipped with a not
   concurrent calls next to one at a time, and ``Replica.schedule_many`` batches (one commit each) at 10
   and 50 peers next to the prototype's in-memory rate (REFERENCE.md §1: 10k/s, 2.1k/s; targets 2x, 5x).
 
+* history size (``bench_history.py``): opening a replica, ``status`` and ``log --limit 10`` end to end
+  (answered from the repo's indexes) next to the replay path they took before, and one more durable
+  schedule, at 1k / 10k (/ 100k without ``--quick``) events.
+
 Usage: ``python scripts/bench.py [--quick] [--only SECTION[,SECTION]]`` (sections: codec, heap, assignment,
-schedule, durable, repo).
+schedule, durable, repo, history).
 """
 
 from __future__ import annotations
@@ -529,6 +533,12 @@ def _repo_rows(quick: bool) -> list[Row]:
     ]
 
 
+def _history_rows(quick: bool) -> list[Row]:
+    from bench_history import history_rows
+
+    return history_rows(quick)
+
+
 def _number(value: float) -> str:
     if value != value:
         return "-"
@@ -554,6 +564,7 @@ def main(argv: list[str]) -> int:
         ("schedule", _schedule_rows),
         ("durable", _durable_rows),
         ("repo", _repo_rows),
+        ("history", _history_rows),
     ]
     if "--only" in argv[:-1]:
         wanted = set(argv[argv.index("--only") + 1].split(","))

@@ -817,6 +817,8 @@ def test_a_version_1_repo_gains_the_derived_tables_on_open(tmp_path: Path) -> No
     with conn:
         conn.execute("DROP TABLE derived")
         conn.execute("DROP TABLE derived_mark")
+        for table in ("d_workflows", "d_events", "d_members"):
+            conn.execute(f"DROP TABLE {table}")
     conn.execute("PRAGMA user_version = 1")
     conn.close()
     with Repo.open(tmp_path / "peer") as repo:
@@ -824,7 +826,28 @@ def test_a_version_1_repo_gains_the_derived_tables_on_open(tmp_path: Path) -> No
         repo.commit(derived=DerivedRows(1, put={b"k": b"v"}))
         assert repo.derived_seq(1) == 1
     conn = sqlite3.connect(tmp_path / "peer" / DB_NAME)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    conn.close()
+
+
+def test_a_version_2_repo_gains_the_index_tables_on_open_and_they_start_stale(tmp_path: Path) -> None:
+    cid, data = block(1)
+    with Repo.open(tmp_path / "peer") as repo:
+        repo.commit(blocks=[(cid, data)], processed=[cid], heads=[cid], derived=DerivedRows(1))
+        assert repo.index_current(1)
+    conn = sqlite3.connect(tmp_path / "peer" / DB_NAME)
+    with conn:
+        for table in ("d_workflows", "d_events", "d_members"):
+            conn.execute(f"DROP TABLE {table}")
+        conn.execute("DELETE FROM derived_mark")
+    conn.execute("PRAGMA user_version = 2")
+    conn.close()
+    with Repo.open(tmp_path / "peer") as repo:
+        assert repo.heads() == [cid]
+        assert not repo.index_current(1)  # no mark: a replica rebuilds the rows on open
+        assert repo.index_dump() == {"workflows": [], "events": [], "members": []}
+    conn = sqlite3.connect(tmp_path / "peer" / DB_NAME)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     conn.close()
 
 
@@ -1015,3 +1038,38 @@ async def test_concurrent_writes_of_a_replica_share_commits_and_replay_in_order(
         assert again.state.fingerprint() == fingerprint and again.clock.head_cids == heads
     finally:
         await again.close()
+
+
+def test_index_rows_take_their_seq_from_the_log_and_one_version_owns_the_tables(repo: Repo) -> None:
+    from ipld_scheduler.derived import EventIndexRow, MemberRow, WorkflowRow
+
+    (a, da), (b, db), (c, dc) = block(1), block(2), block(3)
+    rows = [EventIndexRow(a, "schedule", "alice", "w1", 1), EventIndexRow(b, "claim", "bob", "w1", 2)]
+    repo.commit(
+        blocks=[(a, da), (b, db)],
+        processed=[a, b],
+        heads=[b],
+        derived=DerivedRows(
+            1,
+            workflows=[WorkflowRow("w1", "running", "bob", b"{}")],
+            events=rows,
+            members=[MemberRow("alice", True, b"{}"), MemberRow("bob", False, b"{}")],
+        ),
+    )
+    assert repo.index_current(1) and not repo.index_current(2)
+    assert repo.index_events() == ([(1, a, "w1"), (2, b, "w1")], 2)
+    assert repo.index_events(kind="claim") == ([(2, b, "w1")], 1)
+    assert repo.index_events(author="alice", last=5) == ([(1, a, "w1")], 1)
+    assert repo.index_events(last=1) == ([(2, b, "w1")], 2) and repo.index_events(last=0) == ([], 2)
+    assert repo.index_status_counts() == {"running": 1} and repo.index_queued() == 0
+    assert repo.index_count_owned("bob", ["pending", "running"]) == 1
+    assert repo.index_members() == [("alice", True, b"{}"), ("bob", False, b"{}")]
+    assert repo.index_heights([a, b, c]) == {a: 1, b: 2}
+    repo.commit(blocks=[(c, dc)], processed=[c], heads=[c])  # a commit carrying no rows: now stale
+    assert not repo.index_current(1)
+    fresh = WorkflowRow("w2", "pending", None, b"{}", False)
+    repo.commit(derived=DerivedRows(2, clear=True, workflows=[fresh]))
+    assert repo.index_current(2) and not repo.index_current(1)  # version 2 took the tables over
+    dump = repo.index_dump()
+    assert dump == {"workflows": [("w2", "pending", None, b"{}", 0)], "events": [], "members": []}
+    assert repo.index_workflow("w2") == b"{}" and repo.index_workflow("w1") is None

@@ -1,0 +1,170 @@
+"""History-size benchmark: what a repo with 1k / 10k / 100k events costs to open and to query.
+
+Owns: building a real repo of ``n`` signed, durable ``schedule`` events fast (``Replica.schedule_many``
+in batches of 5,000: one commit each, the same blocks, signatures and derived rows as one-by-one
+writes), then measuring, each next to its target (issue 11) and the figure before the persisted
+indexes, measured in the same run:
+
+* opening a replica (``open_replica``: a replay of the whole history; target 0.5 s at 100k);
+* ``ipld-scheduler status`` and ``log --limit 10`` end to end (a subprocess of the installed CLI, so
+  interpreter start and imports count), answered from the repo's indexes, next to the replay path the
+  CLI took before (``client.connect`` + the operation, also in a subprocess);
+* one more durable ``schedule_workflow`` on the open replica (median of 20), next to the same at 1k events.
+
+Usage: ``python scripts/bench_history.py [--quick]`` (``--quick``: 1k and 10k only). ``scripts/bench.py``
+prints the same rows in its table (section ``history``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+_REPO = Path(__file__).resolve().parent.parent
+if str(_REPO) not in sys.path:
+    sys.path.insert(0, str(_REPO))
+
+CLI = Path(sys.executable).parent / "ipld-scheduler"
+TARGET_OPEN_S = 0.5
+TARGET_QUERY_S = 0.5
+BATCH = 5_000
+
+Row = tuple[str, float, str, str, float]
+
+_OLD_PATH = """
+import asyncio, sys
+from ipld_scheduler.client import connect
+async def main():
+    scheduler = await connect(sys.argv[1], prefer_remote=False)
+    try:
+        await scheduler.call(sys.argv[2], **({"limit": 10} if sys.argv[2] == "log" else {}))
+    finally:
+        await scheduler.close()
+asyncio.run(main())
+"""
+"""The read path every CLI command took before the indexes: open the replica (replay), then the operation."""
+
+
+async def build(path: Path, events: int) -> float:
+    """A repo of ``events`` events (3 membership events, then schedules); returns seconds taken."""
+    from ipld_scheduler.model import WorkflowDefinition
+    from ipld_scheduler.repo import Repo
+    from ipld_scheduler.scheduler import open_replica
+
+    start = time.perf_counter()
+    replica = await open_replica("alpha", ["beta", "gamma"], repo=Repo.open(path))
+    try:
+        done = len(replica.clock)
+        while done < events:
+            count = min(BATCH, events - done)
+            await replica.schedule_many(
+                WorkflowDefinition(f"wf-{done + i}", f"job {done + i}", ["p2p_eligible"], float(i % 7))
+                for i in range(count)
+            )
+            done += count
+    finally:
+        await replica.close()
+    return time.perf_counter() - start
+
+
+def _timed(argv: list[str], runs: int) -> float:
+    return _timed_cpu(argv, runs)[0]
+
+
+def _timed_cpu(argv: list[str], runs: int) -> tuple[float, float]:
+    """Median wall-clock and median CPU (user + system) seconds of ``argv`` run to its end: on a
+    shared machine the wall clock also counts waiting for a core, the CPU time does not."""
+    times, cpus = [], []
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+        times.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{argv[1:]} failed: {proc.stderr.strip()[:300]}")
+    return statistics.median(times), statistics.median(cpus)
+
+
+async def _open_and_schedule(path: Path, schedules: int) -> tuple[float, float]:
+    """(seconds to open the replica, median microseconds of one more durable schedule)."""
+    from ipld_scheduler.model import WorkflowDefinition
+    from ipld_scheduler.repo import Repo
+    from ipld_scheduler.scheduler import open_replica
+
+    start = time.perf_counter()
+    replica = await open_replica("alpha", [], repo=Repo.open(path))
+    opened = time.perf_counter() - start
+    try:
+        times = []
+        for i in range(schedules):
+            workflow = WorkflowDefinition(f"more-{i}", "one more", ["p2p_eligible"])
+            began = time.perf_counter()
+            await replica.schedule_workflow(workflow)
+            times.append(time.perf_counter() - began)
+    finally:
+        await replica.close()
+    return opened, statistics.median(times) * 1e6
+
+
+def measure(root: Path, events: int, *, runs: int = 3, before_runs: int = 1) -> dict[str, float]:
+    path = root / f"repo-{events}"
+    figures: dict[str, Any] = {"events": events, "build_s": asyncio.run(build(path, events))}
+    cli = [str(CLI), "--repo", str(path)]
+    figures["status_s"], figures["status_cpu_s"] = _timed_cpu([*cli, "status"], runs)
+    figures["log_s"], figures["log_cpu_s"] = _timed_cpu([*cli, "log", "--limit", "10"], runs)
+    old = [sys.executable, "-c", _OLD_PATH, str(path)]
+    figures["status_before_s"] = _timed([*old, "status"], before_runs)
+    figures["log_before_s"] = _timed([*old, "log"], before_runs)
+    figures["open_s"], figures["schedule_us"] = asyncio.run(_open_and_schedule(path, 20))
+    shutil.rmtree(path, ignore_errors=True)
+    return figures
+
+
+def bench_history(quick: bool) -> list[dict[str, float]]:
+    sizes = [1_000, 10_000] if quick else [1_000, 10_000, 100_000]
+    with tempfile.TemporaryDirectory(prefix="bench-history-") as tmp:
+        return [measure(Path(tmp), n, before_runs=1 if n >= 10_000 else 3) for n in sizes]
+
+
+def history_rows(quick: bool) -> list[Row]:
+    results = bench_history(quick)
+    base_schedule = results[0]["schedule_us"]
+    rows: list[Row] = []
+    for f in results:
+        n = f"{f['events'] / 1000:.0f}k events"
+        rows += [
+            (f"build repo (schedule_many), {n}", f["build_s"], "s", "-", float("nan")),
+            (f"open replica (replay), {n}", f["open_s"], "s", "target", TARGET_OPEN_S),
+            (f"status end to end, {n}", f["status_s"], "s", "replay path (before)", f["status_before_s"]),
+            ("  target", f["status_s"], "s", "target", TARGET_QUERY_S),
+            ("  CPU time of that process", f["status_cpu_s"], "s", "target", TARGET_QUERY_S),
+            (f"log --limit 10 end to end, {n}", f["log_s"], "s", "replay path (before)", f["log_before_s"]),
+            ("  target", f["log_s"], "s", "target", TARGET_QUERY_S),
+            ("  CPU time of that process", f["log_cpu_s"], "s", "target", TARGET_QUERY_S),
+            (f"one more schedule at {n}", f["schedule_us"], "us/op", "same at 1k events", base_schedule),
+        ]
+    return rows
+
+
+def main(argv: list[str]) -> int:
+    from bench import _print_table  # type: ignore[import-not-found]
+
+    rows = history_rows("--quick" in argv)
+    print("history-size benchmark; s and us/op: lower is better")
+    _print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.exit(main(sys.argv))
