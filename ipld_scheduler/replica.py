@@ -726,34 +726,30 @@ class Replica:
         report = MergeReport()
         external: set[CID] = set()
         level = plan.want(cids)
-        # Recorded so that a crash resumes the merge; queued, not awaited: it commits (in queue order,
-        # before the events) while the walk runs, and the heads leave it in the events' transaction.
-        recorded = self.repo.queue_commit(wanted_add=cids) if level else None
-        try:
-            while level:
-                found, foreign, failed = await self._fetch_level(level, sources)
-                external.update(foreign)
-                following: list[CID] = []
-                for cid in level:
-                    if cid in failed:
-                        plan.fail(cid, str(BlockNotFound(cid, failed[cid])), Reject.MISSING_BLOCK)
-                        continue
-                    report.fetched += 1
-                    try:
-                        following.extend(plan.receive(cid, found[cid]))
-                    except SyncError as exc:
-                        plan.fail(cid, str(exc), Reject.TOO_DEEP)
-                        raise
-                level = following
-            report.applied = await self._apply_ready(plan, external, done=cids if recorded else ())
-        finally:
-            if recorded is not None:
-                await recorded
+        if level:
+            await self.repo.commit_async(wanted_add=cids)
+        while level:
+            found, foreign, failed = await self._fetch_level(level, sources)
+            external.update(foreign)
+            following: list[CID] = []
+            for cid in level:
+                if cid in failed:
+                    plan.fail(cid, str(BlockNotFound(cid, failed[cid])), Reject.MISSING_BLOCK)
+                    continue
+                report.fetched += 1
+                try:
+                    following.extend(plan.receive(cid, found[cid]))
+                except SyncError as exc:
+                    plan.fail(cid, str(exc), Reject.TOO_DEEP)
+                    raise
+            level = following
+        report.applied = await self._apply_ready(plan, external)
         for cid, reason, detail in plan.rejected:
             report.rejected.append((str(cid), detail))
             report.reasons[reason] += 1
             self.rejections[reason] += 1
             log.info("merge refused %s (%s): %s", cid, reason, detail)
+        await self.repo.commit_async(wanted_remove=cids)
         report.heads = self.clock.heads
         self.counters["blocks_fetched"] += report.fetched
         if report.applied:
@@ -761,30 +757,17 @@ class Replica:
         return report
 
     async def _apply_ready(
-        self,
-        plan: MergePlan,
-        external: set[CID],
-        *,
-        verify: bool = True,
-        batch: int = 500,
-        done: Sequence[CID] = (),
+        self, plan: MergePlan, external: set[CID], *, verify: bool = True, batch: int = 500
     ) -> int:
-        """Fold and commit what ``plan`` has ready; ``done``: wanted heads to drop in the last commit."""
         applied = 0
         ready = plan.ready()
-        if not ready and done:
-            await self.repo.commit_async(wanted_remove=done)
         for start in range(0, len(ready), batch):
-            last = start + batch >= len(ready)
             # Under the write lock: a local write that ticks on top of these events must queue its
             # commit after theirs, so the processed log stays a topological order.
             async with self._write_lock:
                 pending_blocks, processed = self._apply_admitted(plan, ready[start : start + batch], verify)
                 durable = self.repo.queue_commit(
-                    blocks=pending_blocks,
-                    processed=processed,
-                    heads=self.clock.head_cids,
-                    wanted_remove=done if last else (),
+                    blocks=pending_blocks, processed=processed, heads=self.clock.head_cids
                 )
             await self._persist(durable, pending_blocks, external)
             applied += len(processed)

@@ -26,8 +26,12 @@ part is missing: a section whose module cannot be imported is skipped with a not
   concurrent calls next to one at a time, and ``Replica.schedule_many`` batches (one commit each) at 10
   and 50 peers next to the prototype's in-memory rate (REFERENCE.md §1: 10k/s, 2.1k/s; targets 2x, 5x).
 
+* scale (``bench_scale.py``): 50 embedded peers x 20 workflows, seconds from the last write until all
+  agree (target 5 s) and the membership events written at start; trivial jobs per second on 1 and on 3
+  embedded peers (target: 3 peers >= 2.4x one).
+
 Usage: ``python scripts/bench.py [--quick] [--only SECTION[,SECTION]]`` (sections: codec, heap, assignment,
-schedule, durable, repo).
+schedule, durable, repo, scale).
 """
 
 from __future__ import annotations
@@ -529,6 +533,12 @@ def _repo_rows(quick: bool) -> list[Row]:
     ]
 
 
+def _scale_rows(quick: bool) -> list[Row]:
+    from bench_scale import scale_rows
+
+    return scale_rows(quick)
+
+
 def _number(value: float) -> str:
     if value != value:
         return "-"
@@ -554,6 +564,7 @@ def main(argv: list[str]) -> int:
         ("schedule", _schedule_rows),
         ("durable", _durable_rows),
         ("repo", _repo_rows),
+        ("scale", _scale_rows),
     ]
     if "--only" in argv[:-1]:
         wanted = set(argv[argv.index("--only") + 1].split(","))

@@ -64,7 +64,7 @@ def _settled(cluster: Cluster) -> bool:
 def _membership_events(cluster: Cluster) -> int:
     replica = cluster.observer()
     log = replica.repo.processed_log()
-    return sum(1 for _seq, _cid, data in log if Event.from_block(data).kind is EventKind.PEER_ADD)
+    return sum(1 for _seq, _cid, data in log if Event.from_block(data).kind == EventKind.PEER_ADD)
 
 
 async def converge_at_scale(peers: int = 50, per_peer: int = 20, seed: int = 1) -> dict[str, float]:

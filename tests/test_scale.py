@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from ipld_scheduler.announce import encode_announcement
 from ipld_scheduler.embedded.network import EmbeddedNetwork
-from ipld_scheduler.model import Event, EventKind
+from ipld_scheduler.model import Event, EventKind, WorkflowDefinition
 from ipld_scheduler.options import PeerOptions
+from ipld_scheduler.ports import Announcement
 from ipld_scheduler.replica import Replica
 from ipld_scheduler.testing import Cluster
 
@@ -58,5 +60,38 @@ async def test_a_peer_started_later_joins_what_the_members_hold_instead_of_re_ad
         assert sorted(replica.state.present()) == ["a", "b", "c"]
         assert await cluster.wait_for(cluster.converged, 10)
         assert kinds(cluster.replica("a")).count(EventKind.PEER_ADD) == 3
+    finally:
+        await cluster.stop()
+
+
+async def test_announcements_that_arrive_together_are_merged_together(tmp_path: Path) -> None:
+    """K announcements of new heads from K different peers, all received before the merge loop runs:
+    one merge fetches and applies all of them (not one merge, fetch and commit per message)."""
+    ids = [f"p{i:02d}" for i in range(9)]
+    cluster = Cluster(tmp_path, ids, EmbeddedNetwork(3), REPLICAS, memory_blocks=True)
+    await cluster.start()
+    try:
+        observer, writers = ids[0], ids[1:]
+        cluster.network.partition([[p] for p in ids])  # nobody hears the writes
+        for n, writer in enumerate(writers):
+            await cluster.replica(writer).schedule_workflow(
+                WorkflowDefinition(f"w{n}", "x", ["p2p_eligible"])
+            )
+        heads = {w: list(cluster.replica(w).clock.head_cids) for w in writers}
+        assert all(len(h) == 1 for h in heads.values()) and len({h[0] for h in heads.values()}) == len(
+            writers
+        )
+        cluster.network.heal()
+        peer = cluster.peer(observer)
+        merges, applied = peer.stats.merges, cluster.replica(observer).counters["events_merged"]
+        for n, writer in enumerate(writers):  # each writer's immediate announcement, arriving together
+            message = encode_announcement(cluster.replica(writer).signer, heads[writer], 10**12 + n)
+            peer.handle_message(Announcement(writer, message))
+        assert peer.sync.pending == len(writers)
+        assert await cluster.wait_for(
+            lambda: all(heads[w][0] in cluster.replica(observer).clock for w in writers), 10
+        )
+        assert cluster.replica(observer).counters["events_merged"] - applied == len(writers)
+        assert peer.stats.merges - merges == 1
     finally:
         await cluster.stop()
