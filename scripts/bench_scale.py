@@ -67,8 +67,11 @@ def _membership_events(cluster: Cluster) -> int:
     return sum(1 for _seq, _cid, data in log if Event.from_block(data).kind == EventKind.PEER_ADD)
 
 
-async def converge_at_scale(peers: int = 50, per_peer: int = 20, seed: int = 1) -> dict[str, float]:
-    """``peers`` peers each schedule ``per_peer`` workflows at once; seconds until all agree."""
+async def converge_at_scale(
+    peers: int = 50, per_peer: int = 20, seed: int = 1, profiler: cProfile.Profile | None = None
+) -> dict[str, float]:
+    """``peers`` peers each schedule ``per_peer`` workflows at once; seconds until all agree.
+    ``profiler`` runs from the last write until then."""
     with tempfile.TemporaryDirectory() as root:
         ids = [f"p{i:02d}" for i in range(peers)]
         cluster = Cluster(Path(root), ids, EmbeddedNetwork(seed), SYNC_ONLY, memory_blocks=True)
@@ -90,8 +93,12 @@ async def converge_at_scale(peers: int = 50, per_peer: int = 20, seed: int = 1) 
             first = time.monotonic()
             await asyncio.gather(*(writer(p) for p in ids))
             written, cpu_written = time.monotonic(), time.process_time()
+            if profiler is not None:
+                profiler.enable()
             ok = await cluster.wait_for(lambda: _settled(cluster), 300, poll=0.01)
             done, cpu_done = time.monotonic(), time.process_time()
+            if profiler is not None:
+                profiler.disable()
             fingerprint = cluster.replica(ids[0]).state.fingerprint()
             identical = ok and all(cluster.replica(p).state.fingerprint() == fingerprint for p in ids)
             merges = sum(cluster.peer(p).stats.merges for p in ids)
@@ -184,9 +191,8 @@ def scale_rows(quick: bool) -> list[Row]:
 
 def _profile(which: str, quick: bool) -> None:
     profiler = cProfile.Profile()
-    if which == "converge":
-        profiler.enable()
-        result = asyncio.run(converge_at_scale(50, 20, 1))
+    if which == "converge":  # the convergence after the last write only
+        result = asyncio.run(converge_at_scale(50, 20, 1, profiler))
     else:
         profiler.enable()
         result = asyncio.run(execute_at_scale(3, 120 if quick else 300, 1))
