@@ -183,6 +183,7 @@ class Replica:
         store_is_repo: bool = False,
         network: Network | None = None,
         allow_dev_network: bool = False,
+        join: Sequence[CID] = (),
     ) -> Replica:
         """Load (or create) the replica in ``repo``: replay applied events, then record new peers.
 
@@ -190,6 +191,8 @@ class Replica:
         is authorized in the fold; a repo of another network is refused. Without ``network``: the
         one the repo recorded, else the process's development network, where the peer signs with
         its dev key and the dev admin admits ``peers``.
+        ``join``: heads of a member to merge (through ``store``) before that, so the members it
+        already admitted are not admitted again by this peer (membership is written once).
         """
         config = repo.config()
         stored_id = config.get("peer_id")
@@ -218,6 +221,8 @@ class Replica:
             allow_dev_network=allow_dev_network,
         )
         replica._replay()
+        if join:
+            await replica.merge_heads(join)
         await replica._ensure_members([peer_id, *(peers or ())])
         return replica
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .codec import CID
 from .embedded.memory import MemoryStore
 from .embedded.network import EmbeddedNetwork
 from .embedded.store import EmbeddedStore
@@ -109,13 +110,19 @@ class Cluster:
             await peer.announcer.announce(list(peer.replica.clock.head_cids))
 
     async def start_peer(self, peer_id: str) -> Peer:
-        """Open (or reopen, after a kill) ``peer_id``'s repo and run its runtime."""
+        """Open (or reopen, after a kill) ``peer_id``'s repo and run its runtime.
+
+        A fresh repo first merges what a live member holds (:meth:`join_heads`): membership is
+        written once, by the first peer, not again by every peer for every member (50 peers would
+        write 2,500 ``peer-add`` events before any work, and merge them all).
+        """
         repo = Repo.open(self.root / peer_id)
         local: BlockStore = (
             self._memory.setdefault(peer_id, MemoryStore()) if self.memory_blocks else EmbeddedStore(repo)
         )
         store, broadcaster = self.network.endpoint(peer_id, local, topic=topic(dev_network().network.cid))
         self.network.revive(peer_id)
+        join = self.join_heads() if repo.processed_count() == 0 else []
         # Served from the repo, a write is one transaction: the replica's commit stores the blocks.
         replica = await Replica.open(
             repo,
@@ -124,6 +131,7 @@ class Cluster:
             self.peer_ids,
             store_is_repo=not self.memory_blocks,
             network=dev_network().network,
+            join=join,
         )
         options = self.per_peer.get(peer_id, self.options)
         peer = Peer(
@@ -139,6 +147,12 @@ class Cluster:
         self.members[peer_id] = _Member(peer_id, repo, replica, peer)
         self.killed.discard(peer_id)
         return peer
+
+    def join_heads(self) -> list[CID]:
+        """The heads a fresh peer merges before it admits anyone: the first live member's (none if
+        no member runs yet; the first peer then admits every listed peer)."""
+        live = self.live
+        return list(self.members[live[0]].replica.clock.head_cids) if live else []
 
     async def kill(self, peer_id: str) -> None:
         """Like ``kill -9``: the endpoint goes silent at once, loops and running jobs die, no goodbye."""

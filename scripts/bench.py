@@ -30,8 +30,12 @@ part is missing: a section whose module cannot be imported is skipped with a not
   (answered from the repo's indexes) next to the replay path they took before, and one more durable
   schedule, at 1k / 10k (/ 100k without ``--quick``) events.
 
+* scale (``bench_scale.py``): 50 embedded peers x 20 workflows, seconds from the last write until all
+  agree (target 5 s) and the membership events written at start; trivial jobs per second on 1 and on 3
+  embedded peers (target: 3 peers >= 2.4x one).
+
 Usage: ``python scripts/bench.py [--quick] [--only SECTION[,SECTION]]`` (sections: codec, heap, assignment,
-schedule, durable, repo, history).
+schedule, durable, repo, history, scale).
 """
 
 from __future__ import annotations
@@ -539,6 +543,12 @@ def _history_rows(quick: bool) -> list[Row]:
     return history_rows(quick)
 
 
+def _scale_rows(quick: bool) -> list[Row]:
+    from bench_scale import scale_rows
+
+    return scale_rows(quick)
+
+
 def _number(value: float) -> str:
     if value != value:
         return "-"
@@ -565,6 +575,7 @@ def main(argv: list[str]) -> int:
         ("durable", _durable_rows),
         ("repo", _repo_rows),
         ("history", _history_rows),
+        ("scale", _scale_rows),
     ]
     if "--only" in argv[:-1]:
         wanted = set(argv[argv.index("--only") + 1].split(","))

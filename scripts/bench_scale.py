@@ -1,0 +1,241 @@
+"""Scale figures of the peer runtime on the embedded network (issue 11, steps 5 and 6), next to their targets.
+
+Prints:
+
+* **convergence at 50 peers**: 50 embedded peers (one process, one event loop), each scheduling 20
+  workflows concurrently on a clean network; seconds from the last write returning until every peer
+  holds the same heads and an identical state fingerprint (target: <= 5 s). Also: seconds to start the
+  cluster and the membership events written at start (every peer writing a ``peer-add`` for every member
+  was 2,500 events at 50 peers; the target is one per member).
+* **execution at scale**: N trivial jobs (``true``, one step, no bubblewrap: the figure is the
+  scheduler's, not the sandbox's) scheduled in one batch on one peer; seconds until every live peer sees
+  every job finished, with 1 peer and with 3 peers (target: 3 peers >= 2.4x the rate of one).
+
+Usage: ``python scripts/bench_scale.py [--quick] [--profile converge|execute]`` (``--profile`` runs
+that scenario once under cProfile and prints the top functions by cumulative and internal time).
+:func:`scale_rows` feeds ``scripts/bench.py``'s ``scale`` section.
+
+Must not: leave files behind (clusters live in temporary directories).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+_REPO = Path(__file__).resolve().parent.parent
+if str(_REPO) not in sys.path:
+    sys.path.insert(0, str(_REPO))
+
+from ipld_scheduler.embedded.network import EmbeddedNetwork  # noqa: E402
+from ipld_scheduler.model import Event, EventKind, WorkflowDefinition  # noqa: E402
+from ipld_scheduler.options import PeerOptions  # noqa: E402
+from ipld_scheduler.sandbox import SandboxPolicy  # noqa: E402
+from ipld_scheduler.testing import Cluster  # noqa: E402
+
+__all__ = ["converge_at_scale", "execute_at_scale", "scale_rows"]
+
+CONVERGE_TARGET_S = 5.0
+SPEEDUP_TARGET = 2.4
+SYNC_ONLY = PeerOptions.fast(
+    execute=False, evict=False, rebroadcast_interval=2.0, unknown_after=60.0, unhealthy_after=120.0
+)
+"""Replicas only: no execution, no eviction (50 peers on 2 cores must not evict each other while busy).
+Heartbeat every 2 s (production: 15 s): every heartbeat is a signature check at each of the 49 others,
+so 50 peers at the tests' 0.2 s would ask 12,250 checks a second of one core (~60-300 us each) and
+measure only that."""
+TRIVIAL = {"steps": [{"name": "s", "run": "true"}]}
+UNSANDBOXED = SandboxPolicy(bubblewrap=False)
+
+Row = tuple[str, float, str, str, float]
+
+
+def _settled(cluster: Cluster) -> bool:
+    return cluster.converged() and all(cluster.peer(p).sync.pending == 0 for p in cluster.live)
+
+
+def _membership_events(cluster: Cluster) -> int:
+    replica = cluster.observer()
+    log = replica.repo.processed_log()
+    return sum(1 for _seq, _cid, data in log if Event.from_block(data).kind == EventKind.PEER_ADD)
+
+
+async def converge_at_scale(
+    peers: int = 50, per_peer: int = 20, seed: int = 1, profiler: cProfile.Profile | None = None
+) -> dict[str, float]:
+    """``peers`` peers each schedule ``per_peer`` workflows at once; seconds until all agree.
+    ``profiler`` runs from the last write until then."""
+    with tempfile.TemporaryDirectory() as root:
+        ids = [f"p{i:02d}" for i in range(peers)]
+        cluster = Cluster(Path(root), ids, EmbeddedNetwork(seed), SYNC_ONLY, memory_blocks=True)
+        began = time.monotonic()
+        await cluster.start()
+        started = time.monotonic()
+        if not await cluster.wait_for(lambda: _settled(cluster), 300, poll=0.02):
+            raise AssertionError("the cluster did not settle after start")
+        settled = time.monotonic()
+        members = _membership_events(cluster)
+        try:
+
+            async def writer(peer: str) -> None:
+                for n in range(per_peer):
+                    wf = WorkflowDefinition(f"{peer}-{n:03d}", "bench", ["p2p_eligible"], float(n % 5))
+                    await cluster.replica(peer).schedule_workflow(wf)
+                    await asyncio.sleep(0)
+
+            first = time.monotonic()
+            await asyncio.gather(*(writer(p) for p in ids))
+            written, cpu_written = time.monotonic(), time.process_time()
+            if profiler is not None:
+                profiler.enable()
+            ok = await cluster.wait_for(lambda: _settled(cluster), 300, poll=0.01)
+            done, cpu_done = time.monotonic(), time.process_time()
+            if profiler is not None:
+                profiler.disable()
+            fingerprint = cluster.replica(ids[0]).state.fingerprint()
+            identical = ok and all(cluster.replica(p).state.fingerprint() == fingerprint for p in ids)
+            merges = sum(cluster.peer(p).stats.merges for p in ids)
+            received = sum(cluster.peer(p).stats.announcements_received for p in ids)
+            return {
+                "start_s": started - began,
+                "settle_after_start_s": settled - started,
+                "membership_events": float(members),
+                "write_s": written - first,
+                "converge_after_last_write_s": done - written,
+                "cpu_after_last_write_s": cpu_done - cpu_written,
+                "events": float(len(cluster.replica(ids[0]).clock)),
+                "merges": float(merges),
+                "announcements_received": float(received),
+                "identical": float(identical),
+            }
+        finally:
+            await cluster.stop()
+
+
+async def execute_at_scale(peers: int, jobs: int, seed: int = 1) -> dict[str, float]:
+    """``jobs`` trivial jobs scheduled in one batch on the first of ``peers`` peers; jobs per second
+    until every live peer sees every one finished."""
+    options = PeerOptions.fast(max_concurrent=2, unknown_after=5.0, unhealthy_after=30.0)
+    with tempfile.TemporaryDirectory() as root:
+        ids = [f"x{i}" for i in range(peers)]
+        cluster = Cluster(Path(root), ids, EmbeddedNetwork(seed), options, sandbox=UNSANDBOXED)
+        await cluster.start()
+        try:
+            if not await cluster.wait_for(lambda: _settled(cluster) and cluster.keys_known(), 60):
+                raise AssertionError("the cluster did not settle after start")
+            if not await cluster.wait_for(lambda: all(cluster.peer(p).caught_up.is_set() for p in ids), 60):
+                raise AssertionError("the peers did not catch up after start")
+            workflows = [
+                WorkflowDefinition(f"j{n:05d}", "trivial", ["p2p_eligible"], float(n % 3), {}, TRIVIAL)
+                for n in range(jobs)
+            ]
+            wids = [w.workflow_id for w in workflows]
+            commits_before = sum(cluster.replica(p).repo.writer_stats.commits for p in ids)
+            began, cpu_began = time.monotonic(), time.process_time()
+            await cluster.replica(ids[0]).schedule_many(workflows)
+            ok = await cluster.wait_for(lambda: cluster.finished(wids), 600, poll=0.01)
+            elapsed, cpu = time.monotonic() - began, time.process_time() - cpu_began
+            if not ok:
+                raise AssertionError(f"{jobs} jobs did not finish on {peers} peers")
+            observer = cluster.replica(ids[0])
+            ran = {p: cluster.peer(p).stats.executions_started for p in ids}
+            commits = sum(cluster.replica(p).repo.writer_stats.commits for p in ids) - commits_before
+            return {
+                "jobs_per_s": jobs / elapsed,
+                "elapsed_s": elapsed,
+                "cpu_s": cpu,
+                "events": float(len(observer.clock)),
+                "merges": float(sum(cluster.peer(p).stats.merges for p in ids)),
+                "commits_per_job": commits / jobs,
+                "min_share": min(ran.values()) / jobs,
+                "max_share": max(ran.values()) / jobs,
+            }
+        finally:
+            await cluster.stop()
+
+
+def _median(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+
+
+def scale_rows(quick: bool) -> list[Row]:
+    """Rows for ``scripts/bench.py``: (what, ours, unit, baseline name, baseline value)."""
+    seeds = [1] if quick else [1, 2, 3]
+    conv = _median([asyncio.run(converge_at_scale(50, 20, seed)) for seed in seeds])
+    jobs = 120 if quick else 300
+    one = _median([asyncio.run(execute_at_scale(1, jobs, seed)) for seed in seeds])
+    three = _median([asyncio.run(execute_at_scale(3, jobs, seed)) for seed in seeds])
+    speedup = three["jobs_per_s"] / one["jobs_per_s"]
+    return [
+        (
+            "50 peers x 20 wf: converge after last write",
+            conv["converge_after_last_write_s"],
+            "s",
+            "target",
+            5.0,
+        ),
+        ("  membership events written at start", conv["membership_events"], "", "one per member", 50.0),
+        ("  cluster start (50 peers)", conv["start_s"], "s", "-", float("nan")),
+        (f"trivial jobs, 1 peer ({jobs})", one["jobs_per_s"], "/s", "-", float("nan")),
+        (f"trivial jobs, 3 peers ({jobs})", three["jobs_per_s"], "/s", "1 peer", one["jobs_per_s"]),
+        ("  3 peers / 1 peer", speedup, "x", "target", SPEEDUP_TARGET),
+    ]
+
+
+def _profile(which: str, quick: bool) -> None:
+    profiler = cProfile.Profile()
+    if which == "converge":  # the convergence after the last write only
+        result = asyncio.run(converge_at_scale(50, 20, 1, profiler))
+    else:
+        profiler.enable()
+        result = asyncio.run(execute_at_scale(3, 120 if quick else 300, 1))
+    profiler.disable()
+    print({k: round(v, 3) for k, v in result.items()})
+    stats = pstats.Stats(profiler).strip_dirs()
+    stats.sort_stats("cumulative").print_stats(45)
+    stats.sort_stats("tottime").print_stats(35)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one seed, fewer jobs")
+    parser.add_argument("--profile", choices=["converge", "execute"], help="profile one scenario")
+    parser.add_argument("--only", choices=["converge", "execute"], help="run one scenario")
+    args = parser.parse_args()
+    if args.profile:
+        _profile(args.profile, args.quick)
+        return
+    seeds = [1] if args.quick else [1, 2, 3]
+    if args.only in (None, "converge"):
+        conv = _median([asyncio.run(converge_at_scale(50, 20, seed)) for seed in seeds])
+        print(
+            f"50 peers x 20 workflows: {conv['converge_after_last_write_s']:.2f} s after the last write "
+            f"(target <= {CONVERGE_TARGET_S:g} s; {conv['cpu_after_last_write_s']:.2f} s CPU); "
+            f"writes took {conv['write_s']:.2f} s; start "
+            f"{conv['start_s']:.2f} s with {conv['membership_events']:.0f} membership events; "
+            f"{conv['events']:.0f} events, {conv['merges']:.0f} merges for "
+            f"{conv['announcements_received']:.0f} announcements; identical={bool(conv['identical'])}"
+        )
+    if args.only in (None, "execute"):
+        jobs = 120 if args.quick else 300
+        one = _median([asyncio.run(execute_at_scale(1, jobs, seed)) for seed in seeds])
+        three = _median([asyncio.run(execute_at_scale(3, jobs, seed)) for seed in seeds])
+        print(
+            f"{jobs} trivial jobs: 1 peer {one['jobs_per_s']:.1f}/s, 3 peers {three['jobs_per_s']:.1f}/s: "
+            f"{three['jobs_per_s'] / one['jobs_per_s']:.2f}x (target >= {SPEEDUP_TARGET:g}x); "
+            f"CPU {one['cpu_s']:.2f} s "
+            f"vs {three['cpu_s']:.2f} s; 3-peer shares "
+            f"{three['min_share']:.2f}-{three['max_share']:.2f}, {three['merges']:.0f} merges; durable "
+            f"transactions per job {one['commits_per_job']:.1f} vs {three['commits_per_job']:.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

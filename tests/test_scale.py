@@ -1,0 +1,97 @@
+"""Scale behaviour of the runtime on the embedded network (issue 11, steps 5 and 6): what grows with the
+number of peers must not grow with peers x members or peers x messages. Timed figures live in
+``scripts/bench_scale.py``; these tests pin the counts that make them possible."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ipld_scheduler.announce import encode_announcement
+from ipld_scheduler.embedded.network import EmbeddedNetwork
+from ipld_scheduler.model import Event, EventKind, WorkflowDefinition
+from ipld_scheduler.options import PeerOptions
+from ipld_scheduler.ports import Announcement
+from ipld_scheduler.replica import Replica
+from ipld_scheduler.testing import Cluster
+
+pytestmark = pytest.mark.timeout(120)
+
+REPLICAS = PeerOptions.fast(execute=False, evict=False, unknown_after=60.0, unhealthy_after=120.0)
+
+
+def kinds(replica: Replica) -> list[EventKind]:
+    return [Event.from_block(data).kind for _seq, _cid, data in replica.repo.processed_log()]
+
+
+async def test_a_cluster_writes_one_peer_add_per_member_at_start_and_starts_converged(tmp_path: Path) -> None:
+    ids = [f"p{i:02d}" for i in range(12)]
+    cluster = Cluster(tmp_path, ids, EmbeddedNetwork(1), REPLICAS, memory_blocks=True)
+    await cluster.start()
+    try:
+        # every peer holds the same membership at once: no announcement or merge was needed for it
+        assert cluster.converged()
+        for peer_id in ids:
+            assert kinds(cluster.replica(peer_id)) == [EventKind.PEER_ADD] * len(ids)
+            assert sorted(cluster.replica(peer_id).state.present()) == ids
+        # written once, by the first peer: the others wrote nothing at start
+        assert [cluster.replica(p).counters["events_written"] for p in ids] == [len(ids)] + [0] * (
+            len(ids) - 1
+        )
+    finally:
+        await cluster.stop()
+
+
+async def test_a_peer_started_later_joins_what_the_members_hold_instead_of_re_admitting_them(
+    tmp_path: Path,
+) -> None:
+    cluster = Cluster(tmp_path, ["a", "b"], EmbeddedNetwork(2), REPLICAS)
+    await cluster.start()
+    try:
+        await cluster.replica("a").add_peer("c")
+        assert await cluster.wait_for(
+            lambda: cluster.converged() and cluster.replica("b").state.is_present("c"), 10
+        )
+        cluster.peer_ids.append("c")
+        await cluster.start_peer("c")
+        replica = cluster.replica("c")
+        assert replica.counters["events_written"] == 0
+        assert sorted(replica.state.present()) == ["a", "b", "c"]
+        assert await cluster.wait_for(cluster.converged, 10)
+        assert kinds(cluster.replica("a")).count(EventKind.PEER_ADD) == 3
+    finally:
+        await cluster.stop()
+
+
+async def test_announcements_that_arrive_together_are_merged_once_per_announcer(tmp_path: Path) -> None:
+    """K announcements of new heads from K different peers, all received before the merge loop runs:
+    at most one merge per announcer's lane (lanes keep a withholding member from delaying the others,
+    docs/security.md), never one merge, fetch and commit per message and head."""
+    ids = [f"p{i:02d}" for i in range(9)]
+    cluster = Cluster(tmp_path, ids, EmbeddedNetwork(3), REPLICAS, memory_blocks=True)
+    await cluster.start()
+    try:
+        observer, writers = ids[0], ids[1:]
+        cluster.network.partition([[p] for p in ids])  # nobody hears the writes
+        for n, writer in enumerate(writers):
+            await cluster.replica(writer).schedule_workflow(
+                WorkflowDefinition(f"w{n}", "x", ["p2p_eligible"])
+            )
+        heads = {w: list(cluster.replica(w).clock.head_cids) for w in writers}
+        assert all(len(h) == 1 for h in heads.values()) and len({h[0] for h in heads.values()}) == len(
+            writers
+        )
+        cluster.network.heal()
+        peer = cluster.peer(observer)
+        merges, applied = peer.stats.merges, cluster.replica(observer).counters["events_merged"]
+        for n, writer in enumerate(writers):  # each writer's immediate announcement, arriving together
+            message = encode_announcement(cluster.replica(writer).signer, heads[writer], 10**12 + n)
+            peer.handle_message(Announcement(writer, message))
+        assert peer.sync.pending == len(writers)
+        assert await cluster.wait_for(lambda: peer.sync.pending == 0, 10)  # merged, or given up on
+        assert all(heads[w][0] in cluster.replica(observer).clock for w in writers)
+        assert cluster.replica(observer).counters["events_merged"] - applied == len(writers)
+        assert 1 <= peer.stats.merges - merges <= len(writers)
+    finally:
+        await cluster.stop()
