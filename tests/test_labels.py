@@ -313,6 +313,67 @@ def test_failover_and_transfers_stay_among_satisfying_peers() -> None:
     assert state.owner("train") is None and state.waiting("train") is not None
 
 
+GROUP_WORKFLOW = """\
+name: farm
+on: [push]
+jobs:
+  both:
+    runs-on: {group: GPU-Farm, labels: [self-hosted]}
+    steps:
+      - run: echo both
+  only:
+    runs-on:
+      group: gpu-farm
+    steps:
+      - run: echo only
+"""
+
+
+def test_a_runner_group_is_the_label_group_name_in_the_run_spec_and_restricts_the_owner() -> None:
+    plan = plan_workflow(GROUP_WORKFLOW)
+    both, only = (act_run_spec(GROUP_WORKFLOW, plan, job) for job in ("both", "only"))
+    assert both["runs_on"] == ["self-hosted", "group:gpu-farm"] and only["runs_on"] == ["group:gpu-farm"]
+    assert requirement_of(both) == LabelRequirement(("self-hosted",), "gpu-farm")
+    assert requirement_of(only) == LabelRequirement((), "gpu-farm")
+    assert requirement_of({"runs_on": ["group:a", "group:b"]}) == LabelRequirement(("group:a", "group:b"))
+    farm = [*LINUX, "group:gpu-farm"]
+    assert labels_satisfy(LabelRequirement((), "GPU-Farm"), farm)
+    assert not labels_satisfy(LabelRequirement((), "gpu-farm"), [*LINUX, "gpu-farm"])  # not the bare name
+
+    # In the fold: a and b have no group, c advertises it, d advertises the bare name only.
+    dag, s = _team({"a": LINUX, "b": LINUX, "c": None, "d": [*LINUX, "gpu-farm"]})
+    jobs = {
+        f"{job}-{i}": WorkflowDefinition(f"{job}-{i}", job, ("p2p_eligible",), run=spec)
+        for i in range(6)
+        for job, spec in (("both", both), ("only", only))
+    }
+    for wf in jobs.values():
+        _schedule(dag, s["a"], wf)
+    _, state = fold(dag)
+    for wid in jobs:
+        assert state.owner(wid) is None and state.workflows[wid].status == "pending"
+    assert state.waiting("both-0") == Wait(
+        Waiting.NO_RUNNER, "runs-on [self-hosted, group:gpu-farm] matches no member"
+    )
+    assert state.row(state.workflows["only-0"])["runs_on"] == {"labels": [], "group": "gpu-farm"}
+    dag.add(s["c"], PeerAdd("c", labels=farm))
+    _, state = fold(dag)
+    for wid in jobs:  # c, advertising group:gpu-farm, owns every one; d (the bare name) none
+        assert state.owner(wid) == "c" and state.waiting(wid) is None, wid
+
+
+def test_a_group_name_no_peer_can_advertise_is_refused_and_an_expression_group_is_left_to_act() -> None:
+    from ipld_scheduler.gha.plan import RefusalReason
+
+    spaced = GROUP_WORKFLOW.replace("GPU-Farm", "GPU Farm")
+    (refusal,) = [r for r in plan_workflow(spaced).refusals if r.job_id == "both"]
+    assert refusal.reason is RefusalReason.INVALID_JOB and "group:NAME" in refusal.detail
+    dynamic = GROUP_WORKFLOW.replace("GPU-Farm", "'${{ vars.FARM }}'")
+    plan = plan_workflow(dynamic)
+    spec = act_run_spec(dynamic, plan, "both")
+    assert "runs_on" not in spec and plan.job("both").runs_on.resolved is False
+
+
 def _random_dag(seed: int) -> Dag:
     """Peers advertising random label sets on concurrent branches, schedules with and without runs-on,
     peers evicted and re-added (re-advertising other labels later)."""
