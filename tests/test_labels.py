@@ -375,12 +375,13 @@ def test_a_group_name_no_peer_can_advertise_is_refused_and_an_expression_group_i
 
 
 def _random_dag(seed: int) -> Dag:
-    """Peers advertising random label sets on concurrent branches, schedules with and without runs-on,
-    peers evicted and re-added (re-advertising other labels later)."""
+    """Peers advertising random label sets (a runner group among them) on concurrent branches,
+    schedules with and without runs-on, peers evicted and re-added (re-advertising other labels later)."""
     rng = random.Random(seed)
     names = ["a", "b", "c", "d"]
     dag, s = _team({n: None for n in names})
-    choices = [LINUX, GPU, ["gpu", "self-hosted"], ["macos", "self-hosted"], []]
+    farm = ["group:farm", "self-hosted"]
+    choices = [LINUX, GPU, ["gpu", "self-hosted"], ["macos", "self-hosted"], farm, []]
     heads = list(dag.heads)
     branches = [list(heads) for _ in range(3)]
     schedules: list[tuple[str, CID]] = []
@@ -394,7 +395,7 @@ def _random_dag(seed: int) -> Dag:
         if action < 0.3:
             cid = dag.add(s[who], PeerAdd(who, labels=rng.choice(choices)), parents=branches[b])
         elif action < 0.75:
-            runs_on = rng.choice([None, ["gpu"], "ubuntu-latest", ["self-hosted", "gpu"], ["macos"]])
+            runs_on = rng.choice([None, ["gpu"], "ubuntu-latest", ["self-hosted", "gpu"], ["macos"], farm])
             wf = _job(f"w{step}", runs_on)
             cid = _schedule(dag, s[who], wf, parents=branches[b])
             schedules.append((wf.workflow_id, cid))
