@@ -5,7 +5,9 @@ Fold level (pure): real signed events through ``Authority`` + ``State`` as a rep
 ranking is the hamming ranking restricted to satisfying members; labels come only from a peer's own
 ``peer-add``; every delivery order gives the same owners and waiting reasons (a property test); the
 claim rule follows the same restriction. Runtime: an embedded cluster where a ``runs-on: [self-hosted,
-gpu]`` act job waits until a peer started with gpu joins, then runs there. CLI: ``run --labels`` and
+gpu]`` act job waits until a peer started with gpu joins, then runs there; the same story on js-ipfs
+daemons with ``ipld-scheduler run`` processes (``ipfs``). Runner groups: ``runs-on: {group: NAME}`` is
+the label ``group:NAME`` in the run spec and in what peers advertise. CLI: ``run --labels`` and
 ``status --json`` / ``workflows`` showing the reason.
 """
 
