@@ -257,3 +257,23 @@ def test_parse_log_survives_hostile_lines() -> None:
         ("(step)", "failure", 0.0),
     ]
     assert result == "success" and outputs == {}
+
+
+GROUP_ONLY = """\
+on: push
+jobs:
+  farm:
+    runs-on:
+      group: gpu-farm
+    steps:
+      - run: echo in-the-farm
+"""
+
+
+async def test_a_group_only_job_runs_under_act(tmp_path: Path) -> None:
+    """act names a runner group's platform by the bare group name; the engine maps it too."""
+    run = {"engine": "act", "workflow": GROUP_ONLY, "job": "farm", "event": "push"}
+    run["runs_on"] = ["group:gpu-farm"]
+    outcome = await execute(run, workdir=tmp_path)
+    assert outcome.status == "success", outcome
+    assert any(s.stdout == b"in-the-farm\n" for s in outcome.steps)

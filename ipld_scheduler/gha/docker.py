@@ -53,11 +53,14 @@ def validate_image(image: str) -> str:
 
 
 def platform_flags(labels: Iterable[str], image: str | None) -> list[str]:
-    """``-P LABEL=VALUE`` for ``ubuntu-latest`` and each label of the job, in order, once each:
+    """``-P LABEL=VALUE`` for ``ubuntu-latest`` and each label of the job (a ``group:NAME`` also as
+    ``NAME``, which is how act names a runner group), in order, once each:
     ``-self-hosted`` (host mode) when ``image`` is None, else ``image`` (act's container mode)."""
     value = HOST_MODE if image is None else validate_image(image)
     flags: list[str] = []
-    for label in dict.fromkeys(("ubuntu-latest", *labels)):
+    # act reads ``runs-on: {group: NAME}`` as the platform NAME; our run spec says ``group:NAME``
+    named = [alias for label in labels for alias in (label, label.removeprefix("group:"))]
+    for label in dict.fromkeys(("ubuntu-latest", *named)):
         flags += ["-P", f"{label}={value}"]
     return flags
 
