@@ -330,7 +330,10 @@ async def test_schedule_github_actions_is_the_cli_operation_over_mcp(tmp_path: P
         github = await _call(
             client, "schedule_github_actions", workflow_file=workflow, job="lint", tags="github_api"
         )
-    assert several["success"] is False and several["code"] == "invalid" and "build" in several["error"]
+    # without a job the whole workflow is scheduled, one unit per job (issue 10: whole workflows)
+    ids = [r["workflow_id"] for r in several["results"]]  # no tags: each unit refused, with its reason
+    assert ids == [".github/workflows/ci.yml:build", ".github/workflows/ci.yml:lint"]
+    assert several["scheduled"] == 0 and all("requires GitHub API" in r["reason"] for r in several["results"])
     assert answer["success"] is True, answer
     assert answer["workflow_id"] == ".github/workflows/ci.yml:build"  # the CLI's id
     assert block["data"]["workspace"] == {"/": answer["workspace"]}

@@ -303,9 +303,7 @@ class Peer:
             await self.membership.rejoin()
         self.sync.wake()  # a lane's backoff may have ended by this clock
         self.sync.check_caught_up()
-        if opts.execute and self.sync.caught_up.is_set():
-            # a runner restates its labels on top of what the network knows (a peer that runs no
-            # jobs advertises none, so no runs-on names it)
+        if self.sync.caught_up.is_set():  # restate our labels on top of what the network knows
             await self.membership.advertise()
         if opts.execute and self._running_flag and self.sync.caught_up.is_set():
             await self.membership.recover()
