@@ -1,9 +1,11 @@
 """Persisted derived state (``derived``, the repo query indexes, ``indexes``): the fold is the definition.
 
 After random multi-peer histories (every kind of write, merges both ways, membership changes that move
-owners) and after ``kill -9`` of a writer in the middle of its batches, the rows the replicas persisted
-incrementally equal the rows rebuilt from the blocks by a fresh replay, and every answer read from the
-indexes (``status``, ``workflows``, ``log``, ``results``) equals the one a replica gives from its fold.
+owners, ``runs-on`` requirements with members advertising labels or none, ``after`` dependencies,
+Results with job outputs, artifacts and the skipped flag) and after ``kill -9`` of a writer in the
+middle of its batches, the rows the replicas persisted incrementally equal the rows rebuilt from the
+blocks by a fresh replay, and every answer read from the indexes (``status``, ``workflows``,
+``peers``, ``assigned``, ``log``, ``results``) equals the one a replica gives from its fold.
 ``ipld-scheduler repair --rebuild`` is checked end to end on a repo whose rows were tampered with.
 """
 
@@ -29,6 +31,7 @@ from hypothesis import strategies as st
 from ipld_scheduler import ops
 from ipld_scheduler.codec import encode_block
 from ipld_scheduler.derived import DERIVED_VERSION
+from ipld_scheduler.events import PeerAdd
 from ipld_scheduler.indexes import open_indexed
 from ipld_scheduler.model import Result, WorkflowDefinition, WorkflowStatus
 from ipld_scheduler.replica import Replica
@@ -115,11 +118,36 @@ async def _check(path: Path, peer: str) -> None:
 
 # --- random histories ----------------------------------------------------------------------------
 
+RUNS_ON = [["gpu"], "ubuntu-latest", {"group": "big", "labels": ["linux"]}, ["${{ matrix.os }}"]]
+"""``runs-on`` shapes: one only a labelled peer satisfies, an image (linux), a group, an expression."""
+LABELS = [["gpu", "linux"], ["linux"], ["group:big", "linux"], []]
+"""Labels a peer may advertise (canonical: sorted); gamma never advertises any."""
+
+
+def _result(wid: str, peer: str, n: int, rng: random.Random) -> tuple[Result, list[tuple[Any, bytes]]]:
+    """A Result as a run would record it: a log blob, and sometimes job outputs, artifacts, a skip."""
+    out_cid, out_data = encode_block(b"output of %d\n" % n)
+    art_cid, art_data = encode_block(b"artifact %d" % n)
+    outcome = rng.choice(["success", "failure"])
+    extras: dict[str, Any] = {}
+    if rng.random() < 0.5:
+        extras["outputs"] = {"version": f"1.{n}"}
+    if rng.random() < 0.5:
+        extras["artifacts"] = ((f"dist-{n}", art_cid),)
+    if outcome == "success" and rng.random() < 0.3:
+        extras["skipped"] = True
+    result = Result(
+        wid, peer, outcome, n, exit_code=0 if outcome == "success" else 2, stdout=out_cid, **extras
+    )
+    return result, [(out_cid, out_data), (art_cid, art_data)]
+
 
 async def _step(replicas: dict[str, Replica], rng: random.Random, action: int, n: int) -> None:
     me = replicas[rng.choice(sorted(replicas))]
     state = me.state
     wids = sorted(w for w, r in state.workflows.items() if r.winner is not None)
+    # What ``me`` may cancel, retry or reprioritize: the workflows it submitted (the network's rule).
+    mine = [w for w in wids if state.workflows[w].winner.author == me.peer_id]  # type: ignore[union-attr]
     match action:
         case 0:
             await ops.schedule(me, f"w{n}", f"job {n}", "p2p_eligible", priority=float(rng.randrange(3)))
@@ -130,7 +158,7 @@ async def _step(replicas: dict[str, Replica], rng: random.Random, action: int, n
         case 2:
             await me.get_next_workflow()
         case 3:
-            mine = [
+            running = [
                 w
                 for w in wids
                 if state.workflows[w].status is WorkflowStatus.RUNNING
@@ -138,18 +166,14 @@ async def _step(replicas: dict[str, Replica], rng: random.Random, action: int, n
                     c.peer == me.peer_id for c in state.workflows[w].of_attempt(state.workflows[w].claims)
                 )
             ]
-            if mine:
-                wid = rng.choice(mine)
-                out_cid, out_data = encode_block(b"output of %d\n" % n)
-                outcome = rng.choice(["success", "failure"])
-                result = Result(
-                    wid, me.peer_id, outcome, n, exit_code=0 if outcome == "success" else 2, stdout=out_cid
-                )
-                await me.record_result(wid, result, [(out_cid, out_data)], state.workflows[wid].attempt)
+            if running:
+                wid = rng.choice(running)
+                result, blocks = _result(wid, me.peer_id, n, rng)
+                await me.record_result(wid, result, blocks, state.workflows[wid].attempt)
         case 4:
             open_ = [
                 w
-                for w in wids
+                for w in mine
                 if state.workflows[w].status in (WorkflowStatus.PENDING, WorkflowStatus.RUNNING)
             ]
             if open_:
@@ -157,19 +181,28 @@ async def _step(replicas: dict[str, Replica], rng: random.Random, action: int, n
         case 5:
             done = [
                 w
-                for w in wids
+                for w in mine
                 if state.workflows[w].status in (WorkflowStatus.FAILED, WorkflowStatus.CANCELLED)
             ]
             if done:
                 await me.retry(rng.choice(done))
         case 6:
-            if wids:
-                await me.reprioritize(rng.choice(wids), float(rng.randrange(-3, 3)))
+            if mine:
+                await me.reprioritize(rng.choice(mine), float(rng.randrange(-3, 3)))
         case 7:
             if me.state.is_present("gamma"):
                 await me.remove_peer("gamma", "away")
             else:
                 await me.add_peer("gamma")
+        case 10:  # runs-on and after: an existing workflow, or one scheduled later (or never)
+            after = rng.sample(wids, min(len(wids), rng.randrange(3))) + rng.choice([[], [f"w{n + 1}"]])
+            run: dict[str, Any] = {"steps": [{"name": "x", "run": "true"}]}
+            if rng.random() < 0.8:  # the fold reads runs_on from any run spec (act's carry it)
+                run["runs_on"] = rng.choice(RUNS_ON)
+            workflow = WorkflowDefinition(f"r{n}", f"job {n}", ["p2p_eligible"], run=run, after=after or None)
+            await me.schedule_workflow(workflow)
+        case 11:  # a peer says what it runs (only its own peer-add carries labels)
+            await me.append(PeerAdd(me.peer_id, labels=rng.choice(LABELS)))
         case _:
             other = replicas[rng.choice(sorted(replicas))]
             if other is not me:
@@ -190,7 +223,7 @@ async def _random_history(root: Path, seed: int, actions: list[int]) -> None:
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**32 - 1), actions=st.lists(st.integers(0, 9), min_size=8, max_size=30))
+@given(seed=st.integers(0, 2**32 - 1), actions=st.lists(st.integers(0, 11), min_size=8, max_size=30))
 def test_random_histories_persist_the_rows_a_replay_rebuilds(seed: int, actions: list[int]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(_random_history(Path(tmp), seed, actions))
@@ -307,7 +340,8 @@ def test_cli_reads_indexes_and_repair_rebuild_restores_tampered_rows(tmp_path: P
         "members": 0,
         "workflows": 2,
     }  # the bad row out, the right one in
-    assert (report["workflows"], report["events"], report["members"]) == (4, 7, 3)
+    # init founds a network: alpha (its admin) joins; beta and gamma, listed without keys, get no slot
+    assert (report["workflows"], report["events"], report["members"]) == (4, 5, 1)
     assert cli_json(repo, "status") == before
     again = cli_json(repo, "repair", "--rebuild")
     assert again["differed"] == {"events": 0, "members": 0, "workflows": 0}
