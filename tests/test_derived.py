@@ -29,13 +29,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ipld_scheduler import ops
+from ipld_scheduler.blocks import encode_value
 from ipld_scheduler.codec import encode_block
 from ipld_scheduler.derived import DERIVED_VERSION
 from ipld_scheduler.events import PeerAdd
 from ipld_scheduler.indexes import open_indexed
-from ipld_scheduler.model import Result, WorkflowDefinition, WorkflowStatus
+from ipld_scheduler.model import Result, Waiting, WorkflowDefinition, WorkflowStatus
 from ipld_scheduler.replica import Replica
 from ipld_scheduler.repo import DB_NAME, Repo
+from ipld_scheduler.runtime.redaction import LocalLogs
 from ipld_scheduler.scheduler import open_replica
 from tests.cli_runner import cli_json, cli_run
 
@@ -142,6 +144,18 @@ def _result(wid: str, peer: str, n: int, rng: random.Random) -> tuple[Result, li
     return result, [(out_cid, out_data), (art_cid, art_data)]
 
 
+def _running(me: Replica) -> list[str]:
+    """The running workflows ``me`` claimed in their current attempt."""
+    state = me.state
+    return [
+        wid
+        for wid, rec in sorted(state.workflows.items())
+        if rec.winner is not None
+        and rec.status is WorkflowStatus.RUNNING
+        and any(c.peer == me.peer_id for c in rec.of_attempt(rec.claims))
+    ]
+
+
 async def _step(replicas: dict[str, Replica], rng: random.Random, action: int, n: int) -> None:
     me = replicas[rng.choice(sorted(replicas))]
     state = me.state
@@ -157,15 +171,10 @@ async def _step(replicas: dict[str, Replica], rng: random.Random, action: int, n
             )
         case 2:
             await me.get_next_workflow()
-        case 3:
-            running = [
-                w
-                for w in wids
-                if state.workflows[w].status is WorkflowStatus.RUNNING
-                and any(
-                    c.peer == me.peer_id for c in state.workflows[w].of_attempt(state.workflows[w].claims)
-                )
-            ]
+        case 3:  # finish a run of ours (claiming one first if we run none)
+            running = _running(me)
+            if not running and await me.get_next_workflow() is not None:
+                running = _running(me)
             if running:
                 wid = rng.choice(running)
                 result, blocks = _result(wid, me.peer_id, n, rng)
@@ -249,6 +258,69 @@ async def test_a_finished_workflow_follows_its_owner_through_membership_changes(
     await _check(tmp_path / "alpha", "alpha")
     answer = await _answers_from_indexes(tmp_path / "alpha", [])
     assert all(row["owner"] != "gamma" for row in answer["workflows"]["workflows"])
+
+
+async def test_waiting_labels_and_result_extras_are_answered_from_indexes(tmp_path: Path) -> None:
+    """``runs-on`` no member satisfies (no runner, no owner) until the member advertises labels;
+    ``after`` workflows (one never scheduled) hold a dependent; a Result with job outputs, an
+    artifact and a log kept local: the indexed answers say so, and equal the fold's."""
+    path = tmp_path / "alpha"
+    replica = await _open(path, "alpha", ["alpha"])
+    try:
+        steps = [{"name": "x", "run": "true"}]
+        await replica.schedule_workflow(
+            WorkflowDefinition("gpu", "gpu", ["p2p_eligible"], run={"steps": steps, "runs_on": ["gpu"]})
+        )
+        await replica.schedule_workflow(WorkflowDefinition("first", "first", ["p2p_eligible"]))
+        await replica.schedule_workflow(
+            WorkflowDefinition("then", "then", ["p2p_eligible"], after=["first", "later"])
+        )
+    finally:
+        await replica.close()
+    await _check(path, "alpha")
+    before = await _answers_from_indexes(path, [])
+    rows = {r["workflow_id"]: r for r in before["workflows"]["workflows"]}
+    assert rows["gpu"]["owner"] is None and rows["gpu"]["runs_on"] == {"labels": ["gpu"]}
+    assert rows["gpu"]["waiting"] == Waiting.NO_RUNNER
+    assert rows["gpu"]["waiting_detail"] == "runs-on [gpu] matches no member"
+    assert rows["then"]["waiting"] == Waiting.NEEDS and rows["then"]["waiting_for"] == ["first", "later"]
+    assert [w["workflow_id"] for w in before["status"]["waiting"]] == ["gpu", "then"]
+    assert before["status"]["labels"] is None
+
+    replica = await _open(path, "alpha", ["alpha"])
+    try:
+        taken = await replica.get_next_workflow()
+        assert taken is not None and taken.workflow_id == "first"
+        art_cid, art_data = encode_block(b"dist")
+        result = Result(
+            "first",
+            "alpha",
+            "success",
+            5,
+            exit_code=0,
+            outputs={"version": "1.2"},
+            artifacts=(("dist", art_cid),),
+        )
+        LocalLogs(path).write(encode_value(result).cid, {"stdout": b"kept on alpha\n"})
+        await replica.record_result("first", result, [(art_cid, art_data)])
+        await replica.append(PeerAdd("alpha", labels=["gpu", "linux"]))
+    finally:
+        await replica.close()
+    await _check(path, "alpha")
+    after = await _answers_from_indexes(path, [])
+    rows = {r["workflow_id"]: r for r in after["workflows"]["workflows"]}
+    assert rows["gpu"]["owner"] == "alpha" and rows["gpu"]["waiting"] is None
+    assert rows["then"]["waiting_for"] == ["later"] and rows["then"]["waiting_detail"] == "waiting for later"
+    assert after["status"]["labels"] == ["gpu", "linux"]
+    assert [p["labels"] for p in after["peers"]["peers"]] == [["gpu", "linux"]]
+    indexed = open_indexed(path, ipfs_api=None)
+    assert indexed is not None
+    try:
+        run = (await indexed.call("results", workflow_id="first"))["runs"][0]
+    finally:
+        await indexed.close()
+    assert run["outputs"] == {"version": "1.2"} and run["artifacts"] == {"dist": str(art_cid)}
+    assert run["skipped"] is False and run["stdout"] == "kept on alpha\n"
 
 
 # --- crashes -------------------------------------------------------------------------------------
