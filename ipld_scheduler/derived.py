@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # the fold is only passed in: readers of rows (the CLI's quer
 
 __all__ = [
     "DERIVED_VERSION",
+    "WAIT_MARKS",
     "EventIndexRow",
     "MemberRow",
     "Membership",
@@ -56,6 +57,11 @@ __all__ = [
 
 DERIVED_VERSION: Final = 4
 """Version of the rows below; bump it when their content or encoding changes."""
+
+WAIT_MARKS: Final = (b'"runs_on":{', b'"waiting_for":["')
+"""Bytes a workflow row's canonical JSON holds when the workflow may wait (a ``runs_on`` requirement,
+unfinished ``after`` ids): ``status`` pre-selects pending rows holding one in SQL instead of decoding
+every pending row. A row that may wait always holds one; another occurrence only costs a decode."""
 
 MEMBERSHIP_KINDS: Final = frozenset({EventKind.PEER_ADD, EventKind.PEER_REMOVE, EventKind.EVICT})
 
