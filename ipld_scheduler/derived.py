@@ -38,7 +38,6 @@ if TYPE_CHECKING:  # the fold is only passed in: readers of rows (the CLI's quer
 
 __all__ = [
     "DERIVED_VERSION",
-    "WAIT_MARKS",
     "EventIndexRow",
     "MemberRow",
     "Membership",
@@ -58,11 +57,6 @@ __all__ = [
 DERIVED_VERSION: Final = 4
 """Version of the rows below; bump it when their content or encoding changes."""
 
-WAIT_MARKS: Final = (b'"runs_on":{', b'"waiting_for":["')
-"""Bytes a workflow row's canonical JSON holds when the workflow may wait (a ``runs_on`` requirement,
-unfinished ``after`` ids): ``status`` pre-selects pending rows holding one in SQL instead of decoding
-every pending row. A row that may wait always holds one; another occurrence only costs a decode."""
-
 MEMBERSHIP_KINDS: Final = frozenset({EventKind.PEER_ADD, EventKind.PEER_REMOVE, EventKind.EVICT})
 
 
@@ -81,6 +75,9 @@ class WorkflowRow:
     data: bytes
     queued: bool = False
     """In the local peer's queue (the fold's queue, so its rules, waiting included, are the fold's)."""
+    waits: bool = False
+    """Pending with a ``runs_on`` requirement or unfinished ``after`` ids: it may wait (whether it
+    does for want of a runner depends on the membership when asked, :func:`wait_of_row`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +144,8 @@ def workflow_row(state: State, rec: WorkflowRecord) -> WorkflowRow | None:
         "runs": [_run(r) for r in rec.runs],
         "queue_key": None if key is None else [key[0], key[1], key[2].hex()],
     }
-    return WorkflowRow(rec.workflow_id, str(rec.status), rec.owner, _dumps(record), key is not None)
+    waits = rec.status == WorkflowStatus.PENDING and (req is not None or bool(rec.waiting_for))
+    return WorkflowRow(rec.workflow_id, str(rec.status), rec.owner, _dumps(record), key is not None, waits)
 
 
 def workflow_rows(state: State, ids: Iterable[str]) -> tuple[list[WorkflowRow], list[str]]:

@@ -23,7 +23,6 @@ from .clock import head_set_hash
 from .codec import CID, CodecError
 from .derived import (
     DERIVED_VERSION,
-    WAIT_MARKS,
     Membership,
     decode_member,
     decode_workflow,
@@ -109,7 +108,7 @@ class IndexedRepo:
         _rows, events = repo.index_events(last=0)
         heights = repo.index_heights(heads)
         waiting = []
-        for wid, data in repo.index_workflows_marked(str(WorkflowStatus.PENDING), WAIT_MARKS):
+        for wid, data in repo.index_waiting():
             record = decode_workflow(data)
             wait = wait_of_row(record, self._owner(record))
             if wait is not None:
