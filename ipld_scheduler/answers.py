@@ -2,24 +2,40 @@
 :mod:`ipld_scheduler.indexes` (from the repo's indexes), so both shape them identically.
 
 Owns: validation of the ``limit``/``status``/text arguments of read operations, the JSON row of one
-event in ``log``, and reading a log blob (stdout/stderr) as text for ``results``.
+event in ``log``, and one run in ``results`` (:func:`run_row`): its log text (a log this peer kept
+local wins over the note it published, else the blob), and what its Result block says beyond the
+fold's record (artifact links, job outputs, the skipped flag).
 
-Must not: import the replica (``indexes`` answers without loading it), do I/O beyond one block read.
+Must not: import the replica (``indexes`` answers without loading it), do I/O beyond reading a run's
+blocks and this peer's kept logs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from .codec import CID, CodecError, decode
 from .dagjson import to_dag_json
 from .errors import InvalidInput
-from .model import Event, WorkflowStatus, WorkflowTag
+from .model import Event, ModelError, Result, WorkflowStatus, WorkflowTag
 
 if TYPE_CHECKING:
     from .repo import Repo
 
-__all__ = ["TAG_DESCRIPTIONS", "event_row", "limit_arg", "status_arg", "text_arg", "text_blob"]
+__all__ = [
+    "RUN_FIELDS",
+    "TAG_DESCRIPTIONS",
+    "event_row",
+    "limit_arg",
+    "log_text",
+    "result_extras",
+    "run_row",
+    "status_arg",
+    "text_arg",
+    "text_blob",
+]
 
 
 TAG_DESCRIPTIONS: Final[dict[str, str]] = {
@@ -95,3 +111,64 @@ def text_blob(repo: Repo, cid: CID | None, limit: int) -> tuple[str | None, bool
     if not isinstance(raw, bytes):
         return None, False
     return raw[:limit].decode("utf-8", errors="replace"), len(raw) > limit
+
+
+def log_text(
+    repo: Repo, local_peer: str, run_peer: str, result: CID | None, blob: CID | None, stream: str, limit: int
+) -> tuple[str | None, bool]:
+    """A run's ``stream`` as text: a log this peer kept local (network policy ``logs_local``) wins
+    over the note it published in its place ("kept local on peer X", which every other peer shows)."""
+    if result is not None and run_peer == local_peer:
+        from .runtime.redaction import LocalLogs  # only for our own runs: it loads the key handling
+
+        kept = LocalLogs(Path(repo.path)).read(result, stream)
+        if kept is not None:
+            return kept[:limit].decode("utf-8", errors="replace"), len(kept) > limit
+    return text_blob(repo, blob, limit)
+
+
+def result_extras(repo: Repo, result: CID | None) -> tuple[dict[str, str], dict[str, str], bool]:
+    """``(artifacts, outputs, skipped)`` from a run's Result block: ``{name: root cid}`` of what it
+    uploaded (GitHub Actions artifacts), a job's recorded ``outputs``, and whether it was skipped.
+    Nothing (empty, False) when there is no readable Result block."""
+    data = repo.get_block(result) if result is not None else None
+    if data is None:
+        return {}, {}, False
+    try:
+        value = Result.from_ipld(decode(data))
+    except (CodecError, ModelError):
+        return {}, {}, False
+    artifacts = {name: str(root) for name, root in value.artifacts}
+    return artifacts, dict(value.outputs or {}), value.skipped
+
+
+RUN_FIELDS: Final = ("peer", "attempt", "status", "result_cid", "exit_code", "duration_ms", "reason", "steps")
+"""What a run row takes from the fold's record as is (the caller's ``fields``)."""
+
+
+def run_row(
+    repo: Repo,
+    local_peer: str,
+    fields: Mapping[str, Any],
+    *,
+    result: CID | None,
+    stdout: CID | None,
+    stderr: CID | None,
+    limit: int,
+) -> dict[str, Any]:
+    """One finished run in ``results``: the fold's record (``fields``: :data:`RUN_FIELDS`), its logs
+    (at most ``limit`` bytes each) and what its Result block adds."""
+    peer = fields["peer"]
+    out, out_cut = log_text(repo, local_peer, peer, result, stdout, "stdout", limit)
+    err, err_cut = log_text(repo, local_peer, peer, result, stderr, "stderr", limit)
+    artifacts, outputs, skipped = result_extras(repo, result)
+    return {
+        "artifacts": artifacts,
+        **{name: fields[name] for name in RUN_FIELDS},
+        "stdout": out,
+        "stderr": err,
+        "stdout_truncated": out_cut,
+        "stderr_truncated": err_cut,
+        "outputs": outputs,
+        "skipped": skipped,
+    }

@@ -3,8 +3,11 @@
 Owns: what a persisted workflow, event-index and member row holds, how it is computed from
 :class:`~ipld_scheduler.state.State` (pure: state in, rows out) and encoded (canonical JSON), and
 the query-time owner rule over persisted rows (:func:`owner_of`), which mirrors
-:meth:`State.owner_of <ipld_scheduler.state.State.owner_of>` so a membership change rewrites the
-member rows only, never the history of finished workflows.
+:meth:`State.owner_of <ipld_scheduler.state.State.owner_of>` (``runs_on`` included: member rows keep
+the advertised labels) so a membership change rewrites the member rows only, never the history of
+finished workflows, and the query-time waiting reason (:func:`wait_of_row`, :mod:`~ipld_scheduler.waits`'
+rule: ``NO_RUNNER`` follows the owner, ``NEEDS`` is written, the fold returning a finished workflow's
+dependents among the ids a batch touched).
 
 The fold stays the definition: rows are recomputed for the workflows an applied batch touched (the
 ids :meth:`State.apply` returns), every member row when a batch changed membership, and one index
@@ -19,14 +22,16 @@ encoded (rows are canonical: sorted keys, fixed separators).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from .assign import owner as ranked_owner
 from .codec import CID
 from .dagjson import to_dag_json
-from .model import Event, EventKind, WorkflowDefinition
+from .model import Event, EventKind, WorkflowDefinition, WorkflowStatus
+from .runner_labels import LabelRequirement, labels_satisfy
+from .waits import Wait, wait_of
 
 if TYPE_CHECKING:  # the fold is only passed in: readers of rows (the CLI's queries) never load it
     from .state import State, WorkflowRecord
@@ -35,6 +40,7 @@ __all__ = [
     "DERIVED_VERSION",
     "EventIndexRow",
     "MemberRow",
+    "Membership",
     "WorkflowRow",
     "decode_member",
     "decode_workflow",
@@ -42,11 +48,13 @@ __all__ = [
     "member_rows",
     "owner_of",
     "queue_key",
+    "requirement",
+    "wait_of_row",
     "workflow_row",
     "workflow_rows",
 ]
 
-DERIVED_VERSION: Final = 3
+DERIVED_VERSION: Final = 4
 """Version of the rows below; bump it when their content or encoding changes."""
 
 MEMBERSHIP_KINDS: Final = frozenset({EventKind.PEER_ADD, EventKind.PEER_REMOVE, EventKind.EVICT})
@@ -67,6 +75,9 @@ class WorkflowRow:
     data: bytes
     queued: bool = False
     """In the local peer's queue (the fold's queue, so its rules, waiting included, are the fold's)."""
+    waits: bool = False
+    """Pending with a ``runs_on`` requirement or unfinished ``after`` ids: it may wait (whether it
+    does for want of a runner depends on the membership when asked, :func:`wait_of_row`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +124,10 @@ def workflow_row(state: State, rec: WorkflowRecord) -> WorkflowRow | None:
         return None
     view = rec.to_dict("")
     view["owner"] = None  # filled in at query time by owner_of
+    req = winner.requirement
+    view["runs_on"] = None if req is None else req.to_dict()
+    view["waiting"] = None  # filled in at query time by wait_of_row (NEEDS from waiting_for)
+    view["waiting_detail"] = None
     view["status"] = str(rec.status)
     view["results"] = [
         {**r, "status": None if r["status"] is None else str(r["status"])} for r in view["results"]
@@ -129,7 +144,8 @@ def workflow_row(state: State, rec: WorkflowRecord) -> WorkflowRow | None:
         "runs": [_run(r) for r in rec.runs],
         "queue_key": None if key is None else [key[0], key[1], key[2].hex()],
     }
-    return WorkflowRow(rec.workflow_id, str(rec.status), rec.owner, _dumps(record), key is not None)
+    waits = rec.status == WorkflowStatus.PENDING and (req is not None or bool(rec.waiting_for))
+    return WorkflowRow(rec.workflow_id, str(rec.status), rec.owner, _dumps(record), key is not None, waits)
 
 
 def workflow_rows(state: State, ids: Iterable[str]) -> tuple[list[WorkflowRow], list[str]]:
@@ -158,6 +174,7 @@ def member_rows(state: State) -> list[MemberRow]:
                     "has_key": entry.key is not None,
                     "key": (entry.key or b"").hex(),
                     "by": entry.by,
+                    "labels": None if entry.labels is None else list(entry.labels),
                 }
             ),
         )
@@ -202,20 +219,72 @@ def decode_member(data: bytes) -> dict[str, Any]:
     return value
 
 
-def owner_of(record: Mapping[str, Any], present: Sequence[str], any_members: bool) -> str | None:
-    """:meth:`State.owner_of` over a persisted row: transfer target if present, else the best-ranked
-    schedule-time member still present, else (every one gone) the best of those present now.
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """The persisted membership :func:`owner_of` reads: present members (sorted), the labels each
+    advertised (absent or None: none yet), and whether the fold knows any member at all."""
 
-    ``present``: the present members, sorted; ``any_members``: whether the fold knows any member.
-    """
-    here = set(present)
+    present: tuple[str, ...]
+    labels: Mapping[str, tuple[str, ...] | None]
+    known: bool
+
+    @classmethod
+    def from_rows(cls, rows: Iterable[tuple[str, bool, bytes]]) -> Membership:
+        """From the repo's member rows ``(peer, present, data)``."""
+        present: list[str] = []
+        labels: dict[str, tuple[str, ...] | None] = {}
+        known = False
+        for peer, here, data in rows:
+            known = True
+            if here:
+                present.append(peer)
+                advertised = decode_member(data).get("labels")
+                labels[peer] = None if advertised is None else tuple(str(x) for x in advertised)
+        return cls(tuple(sorted(present)), labels, known)
+
+    def runs(self, peer: str, req: LabelRequirement | None) -> bool:
+        """Whether ``peer`` is present and may own a workflow requiring ``req`` (``State``'s rule)."""
+        if peer not in self.labels:
+            return False
+        return req is None or labels_satisfy(req, self.labels[peer] or ())
+
+
+def requirement(record: Mapping[str, Any]) -> LabelRequirement | None:
+    """The ``runs_on`` requirement a row's view holds (None: any member may own it)."""
+    spec = record["view"].get("runs_on")
+    if spec is None:
+        return None
+    group, expression = spec.get("group"), spec.get("expression")
+    return LabelRequirement(
+        tuple(str(x) for x in spec["labels"]),
+        None if group is None else str(group),
+        None if expression is None else str(expression),
+    )
+
+
+def owner_of(record: Mapping[str, Any], members: Membership) -> str | None:
+    """:meth:`State.owner_of` over a persisted row: transfer target if present, else the best-ranked
+    schedule-time member still present, else (every one gone) the best of those present now; with
+    ``runs_on``, only members whose current labels satisfy it (None while none does)."""
+    req = requirement(record)
     transfer = record.get("transfer")
-    if isinstance(transfer, str) and transfer in here:
+    if isinstance(transfer, str) and members.runs(transfer, req):
         return transfer
     ranking = [p for p in record.get("ranking", ()) if isinstance(p, str)]
     for peer in ranking:
-        if peer in here:
+        if members.runs(peer, req):
             return peer
-    if not any_members:
+    if not members.known:
         return ranking[0] if ranking else None
-    return ranked_owner(bytes.fromhex(record["combined"]), list(present))
+    return ranked_owner(
+        bytes.fromhex(record["combined"]), [p for p in members.present if members.runs(p, req)]
+    )
+
+
+def wait_of_row(record: Mapping[str, Any], owner: str | None) -> Wait | None:
+    """:meth:`State.waiting` over a persisted row whose current owner is ``owner``."""
+    view = record["view"]
+    if view["status"] != WorkflowStatus.PENDING:
+        return None
+    needs = [str(x) for x in view["waiting_for"]] if view.get("waiting_for") else []
+    return wait_of(needs, owner, requirement(record))

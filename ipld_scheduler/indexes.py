@@ -18,10 +18,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from .answers import TAG_DESCRIPTIONS, event_row, limit_arg, status_arg, text_arg, text_blob
+from .answers import RUN_FIELDS, TAG_DESCRIPTIONS, event_row, limit_arg, run_row, status_arg, text_arg
 from .clock import head_set_hash
 from .codec import CID, CodecError
-from .derived import DERIVED_VERSION, decode_member, decode_workflow, owner_of, queue_key
+from .derived import (
+    DERIVED_VERSION,
+    Membership,
+    decode_member,
+    decode_workflow,
+    owner_of,
+    queue_key,
+    wait_of_row,
+)
 from .errors import InvalidInput, IpldSchedulerError, NotFound, Unavailable
 from .model import Event, EventKind, WorkflowStatus, WorkflowTag, eligibility
 from .repo import Repo, RepoError
@@ -47,8 +55,8 @@ class IndexedRepo:
         self.repo = repo
         self.peer_id = peer_id
         members = repo.index_members()
-        self.present = [peer for peer, here, _data in members if here]
-        self.any_members = bool(members)
+        self.members = Membership.from_rows(members)
+        self.present = list(self.members.present)
         self.member_data = {peer: data for peer, _here, data in members}
 
     async def call(self, op: str, **arguments: Any) -> dict[str, Any]:
@@ -82,7 +90,16 @@ class IndexedRepo:
     # --- the answers ------------------------------------------------------------------------
 
     def _owner(self, record: Mapping[str, Any]) -> str | None:
-        return owner_of(record, self.present, self.any_members)
+        return owner_of(record, self.members)
+
+    def _view(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """``State.row``: the written view with the owner and waiting reason of now."""
+        view: dict[str, Any] = record["view"]
+        view["owner"] = self._owner(record)
+        wait = wait_of_row(record, view["owner"])
+        view["waiting"] = None if wait is None else wait.reason
+        view["waiting_detail"] = None if wait is None else wait.detail
+        return view
 
     def status(self) -> dict[str, Any]:
         repo = self.repo
@@ -90,6 +107,13 @@ class IndexedRepo:
         counts = repo.index_status_counts()
         _rows, events = repo.index_events(last=0)
         heights = repo.index_heights(heads)
+        waiting = []
+        for wid, data in repo.index_waiting():
+            record = decode_workflow(data)
+            wait = wait_of_row(record, self._owner(record))
+            if wait is not None:
+                waiting.append({"workflow_id": wid, "waiting": wait.reason, "detail": wait.detail})
+        labels = self.members.labels.get(self.peer_id)
         return {
             "success": True,
             "peer_id": self.peer_id,
@@ -106,6 +130,8 @@ class IndexedRepo:
             "total_workflows": sum(counts.values()),
             "workflows_by_status": dict(sorted(counts.items())),
             "rejected": {},
+            "labels": None if labels is None else list(labels),
+            "waiting": waiting,
             "repo": str(repo.path),
             "store": STORE_NAME,
         }
@@ -118,9 +144,7 @@ class IndexedRepo:
         rows: list[dict[str, Any]] = []
         total = 0
         for _wid, data in self.repo.index_workflows(None if wanted is None else str(wanted)):
-            record = decode_workflow(data)
-            view = record["view"]
-            view["owner"] = self._owner(record)
+            view = self._view(decode_workflow(data))
             if owner and view["owner"] != owner:
                 continue
             total += 1
@@ -194,6 +218,7 @@ class IndexedRepo:
                     "member": present,
                     "self": peer == self.peer_id,
                     "has_key": bool(entry.get("has_key")),
+                    "labels": entry.get("labels"),
                     "added_by": entry.get("by"),
                     "liveness": None,
                     "assigned": owned.get(peer, 0),
@@ -215,9 +240,7 @@ class IndexedRepo:
         pending = []
         for wid, data in rows:
             record = decode_workflow(data)
-            view = record["view"]
-            view["owner"] = self._owner(record)
-            views.append(view)
+            views.append(self._view(record))
             key = queue_key(record)
             if key is not None:
                 pending.append((key, wid))
@@ -248,22 +271,15 @@ class IndexedRepo:
         }
 
     def _run(self, run: Mapping[str, Any], limit: int) -> dict[str, Any]:
-        stdout, out_cut = text_blob(self.repo, _cid(run["stdout"]), limit)
-        stderr, err_cut = text_blob(self.repo, _cid(run["stderr"]), limit)
-        return {
-            "peer": run["peer"],
-            "attempt": run["attempt"],
-            "status": run["status"],
-            "result_cid": run["result_cid"],
-            "exit_code": run["exit_code"],
-            "duration_ms": run["duration_ms"],
-            "reason": run["reason"],
-            "steps": run["steps"],
-            "stdout": stdout,
-            "stderr": stderr,
-            "stdout_truncated": out_cut,
-            "stderr_truncated": err_cut,
-        }
+        return run_row(
+            self.repo,
+            self.peer_id,
+            {name: run[name] for name in RUN_FIELDS},
+            result=_cid(run["result_cid"]),
+            stdout=_cid(run["stdout"]),
+            stderr=_cid(run["stderr"]),
+            limit=limit,
+        )
 
 
 def _cid(text: Any) -> CID | None:
@@ -315,8 +331,10 @@ def _usable(repo: Repo) -> IndexedRepo | None:
         from .network import recorded_network
 
         network = recorded_network(repo)  # refuses what opening the replica would refuse
-        if network is None or network.dev:
-            return None  # this process's development network: its replica admits members on open
+        if network is None:
+            return None
+        # A member of the network (this process's development network included: its replica
+        # admits only peers not present yet on open) writes nothing when its replica opens.
         return reader
     from .identity import Signer
 

@@ -25,9 +25,9 @@ from . import assign
 from .answers import TAG_DESCRIPTIONS
 from .answers import event_row as _event_row
 from .answers import limit_arg as _limit
+from .answers import run_row as _shared_run_row
 from .answers import status_arg as _status
 from .answers import text_arg as _text
-from .answers import text_blob as _text_blob
 from .blocks import codec_name, identify
 from .codec import CID, CodecError, decode
 from .dagjson import DagJsonError, to_dag_json
@@ -1066,37 +1066,10 @@ async def log(
     return {"success": True, "events": rows, "count": len(rows), "total": total, "heads": replica.clock.heads}
 
 
-def _artifact_links(replica: Replica, result: CID | None) -> dict[str, str]:
-    """``{name: root cid}`` of what the run uploaded (GitHub Actions artifacts), from its Result block."""
-    from .model import Result  # a separate line: this hunk stays apart from the shared imports
-
-    data = replica.repo.get_block(result) if result is not None else None
-    try:
-        value = Result.from_ipld(decode(data)) if data is not None else None
-    except (CodecError, ModelError):
-        return {}
-    return {name: str(root) for name, root in value.artifacts} if value is not None else {}
-
-
-def _log_text(replica: Replica, run: Run, stream: str, limit: int) -> tuple[str | None, bool]:
-    """A log this peer kept local (network policy ``logs_local``) wins over the note it published
-    in its place ("kept local on peer X", which every other peer shows)."""
-    from .runtime.redaction import LocalLogs
-
-    if run.result is not None and run.peer == replica.peer_id:
-        kept = LocalLogs(replica.repo.path).read(run.result, stream)
-        if kept is not None:
-            return kept[:limit].decode("utf-8", errors="replace"), len(kept) > limit
-    return _text_blob(replica.repo, run.stdout if stream == "stdout" else run.stderr, limit)
-
-
 def _run_row(replica: Replica, run: Run, limit: int) -> dict[str, Any]:
-    """One finished run as the fold recorded it; only the log blobs are read from the repo."""
-    stdout, out_cut = _log_text(replica, run, "stdout", limit)
-    stderr, err_cut = _log_text(replica, run, "stderr", limit)
-    outputs, skipped = _job_outputs(replica, run.result)
-    return {
-        "artifacts": _artifact_links(replica, run.result),
+    """One finished run as the fold recorded it; logs and what the Result block adds from the repo
+    (:func:`~ipld_scheduler.answers.run_row`, shared with the indexed answers)."""
+    fields = {
         "peer": run.peer,
         "attempt": run.attempt,
         "status": run.status,
@@ -1105,27 +1078,16 @@ def _run_row(replica: Replica, run: Run, limit: int) -> dict[str, Any]:
         "duration_ms": run.duration_ms,
         "reason": run.reason,
         "steps": [to_dag_json(dict(s)) for s in run.steps],
-        "stdout": stdout,
-        "stderr": stderr,
-        "stdout_truncated": out_cut,
-        "stderr_truncated": err_cut,
-        "outputs": outputs,
-        "skipped": skipped,
     }
-
-
-def _job_outputs(replica: Replica, cid: CID | None) -> tuple[dict[str, str], bool]:
-    """A GitHub Actions job's recorded ``outputs`` and ``skipped`` flag, from its Result block."""
-    from .model import Result
-
-    data = replica.repo.get_block(cid) if cid is not None else None
-    if data is None:
-        return {}, False
-    try:
-        result = Result.from_ipld(decode(data))
-    except (CodecError, ModelError):
-        return {}, False
-    return dict(result.outputs or {}), result.skipped
+    return _shared_run_row(
+        replica.repo,
+        replica.peer_id,
+        fields,
+        result=run.result,
+        stdout=run.stdout,
+        stderr=run.stderr,
+        limit=limit,
+    )
 
 
 async def results(replica: Replica, workflow_id: str, max_log_bytes: Any = LOG_TEXT_LIMIT) -> dict[str, Any]:

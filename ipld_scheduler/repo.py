@@ -66,7 +66,7 @@ KEY_NAME: Final = "key"
 LOCK_NAME: Final = "lock"
 
 APPLICATION_ID: Final = 0x49504C44  # "IPLD": tells our database apart from any other SQLite file
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 _LOG_PAGE: Final = 128
 """Rows per query in :meth:`Repo.processed_log`: bounds memory without holding a statement open."""
 _MAX_BATCH: Final = 512
@@ -89,10 +89,12 @@ CREATE TABLE d_workflows (
     status TEXT NOT NULL,
     owner  TEXT,
     data   BLOB NOT NULL,
-    queued INTEGER NOT NULL DEFAULT 0
+    queued INTEGER NOT NULL DEFAULT 0,
+    waits  INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX d_workflows_status ON d_workflows (status, owner);
 CREATE INDEX d_workflows_queued ON d_workflows (queued) WHERE queued = 1;
+CREATE INDEX d_workflows_waits ON d_workflows (id) WHERE waits = 1;
 CREATE TABLE d_events (
     seq      INTEGER PRIMARY KEY,
     cid      BLOB NOT NULL UNIQUE,
@@ -107,7 +109,14 @@ CREATE INDEX d_events_workflow ON d_events (workflow, seq);
 CREATE TABLE d_members (peer TEXT PRIMARY KEY, present INTEGER NOT NULL, data BLOB NOT NULL) WITHOUT ROWID;
 """
 """Schema version 3: the query indexes of the derived state (workflows, events, members), which
-hold the rows of one derived version at a time (the one whose ``derived_mark`` a ``clear`` wrote)."""
+hold the rows of one derived version at a time (the one whose ``derived_mark`` a ``clear`` wrote).
+Version 4 adds ``d_workflows.waits`` (a pending workflow that may wait: ``status`` reads those only)."""
+
+_WAITS_COLUMN: Final = """
+ALTER TABLE d_workflows ADD COLUMN waits INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX d_workflows_waits ON d_workflows (id) WHERE waits = 1;
+"""
+"""Version 3 -> 4 (the rows are rewritten anyway: their derived version changed with it)."""
 
 _SCHEMA: Final = f"""
 CREATE TABLE blocks (
@@ -284,8 +293,9 @@ def _write_derived(conn: sqlite3.Connection, rows: DerivedRows) -> None:
         conn.executemany("DELETE FROM d_workflows WHERE id = ?", [(w,) for w in rows.workflows_gone])
     if rows.workflows:
         conn.executemany(
-            "INSERT OR REPLACE INTO d_workflows (id, status, owner, data, queued) VALUES (?, ?, ?, ?, ?)",
-            [(w.workflow_id, w.status, w.owner, w.data, int(w.queued)) for w in rows.workflows],
+            "INSERT OR REPLACE INTO d_workflows (id, status, owner, data, queued, waits)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [(w.workflow_id, w.status, w.owner, w.data, int(w.queued), int(w.waits)) for w in rows.workflows],
         )
     if rows.events:
         conn.executemany(
@@ -682,6 +692,11 @@ class Repo:
                 return
             last = str(rows[-1][0])
 
+    def index_waiting(self) -> list[tuple[str, bytes]]:
+        """``(id, data)`` of the workflows that may wait (the ``waits`` column), in id order."""
+        rows = self._query("SELECT id, data FROM d_workflows WHERE waits = 1 ORDER BY id")
+        return [(str(w), bytes(d)) for w, d in rows]
+
     def index_status_counts(self) -> dict[str, int]:
         return {
             str(s): int(n) for s, n in self._query("SELECT status, count(*) FROM d_workflows GROUP BY status")
@@ -747,9 +762,9 @@ class Repo:
         """Every index row, canonically ordered: what a rebuild is compared with."""
         return {
             "workflows": [
-                (str(w), str(s), o, bytes(d), int(q))
-                for w, s, o, d, q in self._query(
-                    "SELECT id, status, owner, data, queued FROM d_workflows ORDER BY id"
+                (str(w), str(s), o, bytes(d), int(q), int(x))
+                for w, s, o, d, q, x in self._query(
+                    "SELECT id, status, owner, data, queued, waits FROM d_workflows ORDER BY id"
                 )
             ],
             "events": [
@@ -932,7 +947,7 @@ def _prepare(conn: sqlite3.Connection, db_path: Path) -> None:
         raise RepoError(
             f"{db_path} has schema version {version}; this ipld-scheduler reads up to {SCHEMA_VERSION}"
         )
-    if version in (1, 2):  # older repos gain the tables added since (derived state, then its indexes)
+    if version in (1, 2, 3):  # older repos gain what was added since (derived state, its indexes, waits)
         script = ""
         if version == 1 and not tables & {"derived", "derived_mark"}:
             script += _DERIVED_SCHEMA
@@ -940,6 +955,8 @@ def _prepare(conn: sqlite3.Connection, db_path: Path) -> None:
         if not tables & _INDEX_TABLES:
             script += _INDEX_SCHEMA
             tables |= _INDEX_TABLES
+        elif not any(row[1] == "waits" for row in conn.execute("PRAGMA table_info(d_workflows)")):
+            script += _WAITS_COLUMN
         conn.executescript(f"BEGIN IMMEDIATE; {script} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
     if missing := _TABLES - tables:
         raise RepoError(f"{db_path} is missing tables {sorted(missing)}: the repo is damaged")

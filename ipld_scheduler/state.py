@@ -65,6 +65,7 @@ from .events import Schedule as ScheduleEvent
 from .heap import FibonacciHeap
 from .model import Event, Result, ResultStatus, Waiting, WorkflowDefinition, WorkflowStatus
 from .runner_labels import LabelRequirement, labels_satisfy, requirement_of
+from .waits import Wait, wait_of
 
 __all__ = ["MemberEntry", "State", "Wait", "WorkflowRecord"]
 
@@ -118,14 +119,6 @@ def _runs(requirement: LabelRequirement | None, entry: MemberEntry | None) -> bo
     if requirement is None:
         return True
     return entry is not None and _satisfies(requirement, entry.labels or ())
-
-
-@dataclass(frozen=True, slots=True)
-class Wait:
-    """Why a pending workflow does not run yet: a typed reason and the detail readers show."""
-
-    reason: Waiting
-    detail: str
 
 
 View = Mapping[str, MemberEntry]
@@ -560,16 +553,8 @@ class State:
         rec = self.workflows.get(workflow_id)
         if rec is None or rec.winner is None or rec.status != PENDING:
             return None
-        if rec.waiting is Waiting.NEEDS:
-            ids = list(rec.waiting_for)
-            shown = ", ".join(ids[:3]) + (f" +{len(ids) - 3}" if len(ids) > 3 else "")
-            return Wait(Waiting.NEEDS, f"waiting for {shown}")
-        if rec.owner is not None:
-            return None
-        req = rec.winner.requirement
-        if req is None:
-            return None
-        return Wait(Waiting.NO_RUNNER, f"{req.describe()} matches no member")
+        needs = rec.waiting_for if rec.waiting is Waiting.NEEDS else ()
+        return wait_of(needs, rec.owner, rec.winner.requirement)
 
     def waiting_all(self) -> list[tuple[str, Wait]]:
         """Every pending workflow that waits (for needed workflows or a runner), by id."""

@@ -1,9 +1,11 @@
 """Persisted derived state (``derived``, the repo query indexes, ``indexes``): the fold is the definition.
 
 After random multi-peer histories (every kind of write, merges both ways, membership changes that move
-owners) and after ``kill -9`` of a writer in the middle of its batches, the rows the replicas persisted
-incrementally equal the rows rebuilt from the blocks by a fresh replay, and every answer read from the
-indexes (``status``, ``workflows``, ``log``, ``results``) equals the one a replica gives from its fold.
+owners, ``runs-on`` requirements with members advertising labels or none, ``after`` dependencies,
+Results with job outputs, artifacts and the skipped flag) and after ``kill -9`` of a writer in the
+middle of its batches, the rows the replicas persisted incrementally equal the rows rebuilt from the
+blocks by a fresh replay, and every answer read from the indexes (``status``, ``workflows``,
+``peers``, ``assigned``, ``log``, ``results``) equals the one a replica gives from its fold.
 ``ipld-scheduler repair --rebuild`` is checked end to end on a repo whose rows were tampered with.
 """
 
@@ -27,12 +29,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ipld_scheduler import ops
+from ipld_scheduler.blocks import encode_value
 from ipld_scheduler.codec import encode_block
 from ipld_scheduler.derived import DERIVED_VERSION
+from ipld_scheduler.events import PeerAdd
 from ipld_scheduler.indexes import open_indexed
-from ipld_scheduler.model import Result, WorkflowDefinition, WorkflowStatus
+from ipld_scheduler.model import Result, Waiting, WorkflowDefinition, WorkflowStatus
 from ipld_scheduler.replica import Replica
 from ipld_scheduler.repo import DB_NAME, Repo
+from ipld_scheduler.runtime.redaction import LocalLogs
 from ipld_scheduler.scheduler import open_replica
 from tests.cli_runner import cli_json, cli_run
 
@@ -115,11 +120,48 @@ async def _check(path: Path, peer: str) -> None:
 
 # --- random histories ----------------------------------------------------------------------------
 
+RUNS_ON = [["gpu"], "ubuntu-latest", {"group": "big", "labels": ["linux"]}, ["${{ matrix.os }}"]]
+"""``runs-on`` shapes: one only a labelled peer satisfies, an image (linux), a group, an expression."""
+LABELS = [["gpu", "linux"], ["linux"], ["group:big", "linux"], []]
+"""Labels a peer may advertise (canonical: sorted); gamma never advertises any."""
+
+
+def _result(wid: str, peer: str, n: int, rng: random.Random) -> tuple[Result, list[tuple[Any, bytes]]]:
+    """A Result as a run would record it: a log blob, and sometimes job outputs, artifacts, a skip."""
+    out_cid, out_data = encode_block(b"output of %d\n" % n)
+    art_cid, art_data = encode_block(b"artifact %d" % n)
+    outcome = rng.choice(["success", "failure"])
+    extras: dict[str, Any] = {}
+    if rng.random() < 0.5:
+        extras["outputs"] = {"version": f"1.{n}"}
+    if rng.random() < 0.5:
+        extras["artifacts"] = ((f"dist-{n}", art_cid),)
+    if outcome == "success" and rng.random() < 0.3:
+        extras["skipped"] = True
+    result = Result(
+        wid, peer, outcome, n, exit_code=0 if outcome == "success" else 2, stdout=out_cid, **extras
+    )
+    return result, [(out_cid, out_data), (art_cid, art_data)]
+
+
+def _running(me: Replica) -> list[str]:
+    """The running workflows ``me`` claimed in their current attempt."""
+    state = me.state
+    return [
+        wid
+        for wid, rec in sorted(state.workflows.items())
+        if rec.winner is not None
+        and rec.status is WorkflowStatus.RUNNING
+        and any(c.peer == me.peer_id for c in rec.of_attempt(rec.claims))
+    ]
+
 
 async def _step(replicas: dict[str, Replica], rng: random.Random, action: int, n: int) -> None:
     me = replicas[rng.choice(sorted(replicas))]
     state = me.state
     wids = sorted(w for w, r in state.workflows.items() if r.winner is not None)
+    # What ``me`` may cancel, retry or reprioritize: the workflows it submitted (the network's rule).
+    mine = [w for w in wids if state.workflows[w].winner.author == me.peer_id]  # type: ignore[union-attr]
     match action:
         case 0:
             await ops.schedule(me, f"w{n}", f"job {n}", "p2p_eligible", priority=float(rng.randrange(3)))
@@ -129,27 +171,18 @@ async def _step(replicas: dict[str, Replica], rng: random.Random, action: int, n
             )
         case 2:
             await me.get_next_workflow()
-        case 3:
-            mine = [
-                w
-                for w in wids
-                if state.workflows[w].status is WorkflowStatus.RUNNING
-                and any(
-                    c.peer == me.peer_id for c in state.workflows[w].of_attempt(state.workflows[w].claims)
-                )
-            ]
-            if mine:
-                wid = rng.choice(mine)
-                out_cid, out_data = encode_block(b"output of %d\n" % n)
-                outcome = rng.choice(["success", "failure"])
-                result = Result(
-                    wid, me.peer_id, outcome, n, exit_code=0 if outcome == "success" else 2, stdout=out_cid
-                )
-                await me.record_result(wid, result, [(out_cid, out_data)], state.workflows[wid].attempt)
+        case 3:  # finish a run of ours (claiming one first if we run none)
+            running = _running(me)
+            if not running and await me.get_next_workflow() is not None:
+                running = _running(me)
+            if running:
+                wid = rng.choice(running)
+                result, blocks = _result(wid, me.peer_id, n, rng)
+                await me.record_result(wid, result, blocks, state.workflows[wid].attempt)
         case 4:
             open_ = [
                 w
-                for w in wids
+                for w in mine
                 if state.workflows[w].status in (WorkflowStatus.PENDING, WorkflowStatus.RUNNING)
             ]
             if open_:
@@ -157,19 +190,28 @@ async def _step(replicas: dict[str, Replica], rng: random.Random, action: int, n
         case 5:
             done = [
                 w
-                for w in wids
+                for w in mine
                 if state.workflows[w].status in (WorkflowStatus.FAILED, WorkflowStatus.CANCELLED)
             ]
             if done:
                 await me.retry(rng.choice(done))
         case 6:
-            if wids:
-                await me.reprioritize(rng.choice(wids), float(rng.randrange(-3, 3)))
+            if mine:
+                await me.reprioritize(rng.choice(mine), float(rng.randrange(-3, 3)))
         case 7:
             if me.state.is_present("gamma"):
                 await me.remove_peer("gamma", "away")
             else:
                 await me.add_peer("gamma")
+        case 10:  # runs-on and after: an existing workflow, or one scheduled later (or never)
+            after = rng.sample(wids, min(len(wids), rng.randrange(3))) + rng.choice([[], [f"w{n + 1}"]])
+            run: dict[str, Any] = {"steps": [{"name": "x", "run": "true"}]}
+            if rng.random() < 0.8:  # the fold reads runs_on from any run spec (act's carry it)
+                run["runs_on"] = rng.choice(RUNS_ON)
+            workflow = WorkflowDefinition(f"r{n}", f"job {n}", ["p2p_eligible"], run=run, after=after or None)
+            await me.schedule_workflow(workflow)
+        case 11:  # a peer says what it runs (only its own peer-add carries labels)
+            await me.append(PeerAdd(me.peer_id, labels=rng.choice(LABELS)))
         case _:
             other = replicas[rng.choice(sorted(replicas))]
             if other is not me:
@@ -190,7 +232,7 @@ async def _random_history(root: Path, seed: int, actions: list[int]) -> None:
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(seed=st.integers(0, 2**32 - 1), actions=st.lists(st.integers(0, 9), min_size=8, max_size=30))
+@given(seed=st.integers(0, 2**32 - 1), actions=st.lists(st.integers(0, 11), min_size=8, max_size=30))
 def test_random_histories_persist_the_rows_a_replay_rebuilds(seed: int, actions: list[int]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(_random_history(Path(tmp), seed, actions))
@@ -216,6 +258,69 @@ async def test_a_finished_workflow_follows_its_owner_through_membership_changes(
     await _check(tmp_path / "alpha", "alpha")
     answer = await _answers_from_indexes(tmp_path / "alpha", [])
     assert all(row["owner"] != "gamma" for row in answer["workflows"]["workflows"])
+
+
+async def test_waiting_labels_and_result_extras_are_answered_from_indexes(tmp_path: Path) -> None:
+    """``runs-on`` no member satisfies (no runner, no owner) until the member advertises labels;
+    ``after`` workflows (one never scheduled) hold a dependent; a Result with job outputs, an
+    artifact and a log kept local: the indexed answers say so, and equal the fold's."""
+    path = tmp_path / "alpha"
+    replica = await _open(path, "alpha", ["alpha"])
+    try:
+        steps = [{"name": "x", "run": "true"}]
+        await replica.schedule_workflow(
+            WorkflowDefinition("gpu", "gpu", ["p2p_eligible"], run={"steps": steps, "runs_on": ["gpu"]})
+        )
+        await replica.schedule_workflow(WorkflowDefinition("first", "first", ["p2p_eligible"]))
+        await replica.schedule_workflow(
+            WorkflowDefinition("then", "then", ["p2p_eligible"], after=["first", "later"])
+        )
+    finally:
+        await replica.close()
+    await _check(path, "alpha")
+    before = await _answers_from_indexes(path, [])
+    rows = {r["workflow_id"]: r for r in before["workflows"]["workflows"]}
+    assert rows["gpu"]["owner"] is None and rows["gpu"]["runs_on"] == {"labels": ["gpu"]}
+    assert rows["gpu"]["waiting"] == Waiting.NO_RUNNER
+    assert rows["gpu"]["waiting_detail"] == "runs-on [gpu] matches no member"
+    assert rows["then"]["waiting"] == Waiting.NEEDS and rows["then"]["waiting_for"] == ["first", "later"]
+    assert [w["workflow_id"] for w in before["status"]["waiting"]] == ["gpu", "then"]
+    assert before["status"]["labels"] is None
+
+    replica = await _open(path, "alpha", ["alpha"])
+    try:
+        taken = await replica.get_next_workflow()
+        assert taken is not None and taken.workflow_id == "first"
+        art_cid, art_data = encode_block(b"dist")
+        result = Result(
+            "first",
+            "alpha",
+            "success",
+            5,
+            exit_code=0,
+            outputs={"version": "1.2"},
+            artifacts=(("dist", art_cid),),
+        )
+        LocalLogs(path).write(encode_value(result).cid, {"stdout": b"kept on alpha\n"})
+        await replica.record_result("first", result, [(art_cid, art_data)])
+        await replica.append(PeerAdd("alpha", labels=["gpu", "linux"]))
+    finally:
+        await replica.close()
+    await _check(path, "alpha")
+    after = await _answers_from_indexes(path, [])
+    rows = {r["workflow_id"]: r for r in after["workflows"]["workflows"]}
+    assert rows["gpu"]["owner"] == "alpha" and rows["gpu"]["waiting"] is None
+    assert rows["then"]["waiting_for"] == ["later"] and rows["then"]["waiting_detail"] == "waiting for later"
+    assert after["status"]["labels"] == ["gpu", "linux"]
+    assert [p["labels"] for p in after["peers"]["peers"]] == [["gpu", "linux"]]
+    indexed = open_indexed(path, ipfs_api=None)
+    assert indexed is not None
+    try:
+        run = (await indexed.call("results", workflow_id="first"))["runs"][0]
+    finally:
+        await indexed.close()
+    assert run["outputs"] == {"version": "1.2"} and run["artifacts"] == {"dist": str(art_cid)}
+    assert run["skipped"] is False and run["stdout"] == "kept on alpha\n"
 
 
 # --- crashes -------------------------------------------------------------------------------------
@@ -307,7 +412,8 @@ def test_cli_reads_indexes_and_repair_rebuild_restores_tampered_rows(tmp_path: P
         "members": 0,
         "workflows": 2,
     }  # the bad row out, the right one in
-    assert (report["workflows"], report["events"], report["members"]) == (4, 7, 3)
+    # init founds a network: alpha (its admin) joins; beta and gamma, listed without keys, get no slot
+    assert (report["workflows"], report["events"], report["members"]) == (4, 5, 1)
     assert cli_json(repo, "status") == before
     again = cli_json(repo, "repair", "--rebuild")
     assert again["differed"] == {"events": 0, "members": 0, "workflows": 0}

@@ -93,6 +93,13 @@ async def schedule_owned_by(cluster: Cluster, owner: str, tmp: Path, **args: Any
     """Schedule from ``a`` under fresh ids until ``owner`` owns one (the owner follows from the
     schedule event's CID, which depends on each run's keys). Nobody executes meanwhile."""
     a, b = cluster.replica("a"), cluster.replica("b")
+    # `runs-on` ranks only members whose advertised labels satisfy it, and peers advertise theirs
+    # once caught up: schedule when both know both (else a schedule owned by nobody yet may fall to
+    # the owner later and run before the chosen one).
+    await wait(
+        lambda: all(r.state.members.get(p) and r.state.members[p].labels for r in (a, b) for p in "ab"),
+        "both peers to know both peers' runner labels",
+    )
     for _ in range(24):
         answer = await ops.schedule_actions(
             a,

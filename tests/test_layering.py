@@ -114,6 +114,7 @@ LAYERS: dict[str, int] = {
             "scrub",
             "runner_labels",
             "derived",
+            "waits",
         ],
         CORE,
     ),

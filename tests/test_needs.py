@@ -289,6 +289,13 @@ async def test_a_whole_workflow_runs_across_three_peers_with_needs_outputs_and_s
     await cluster.start()
     try:
         a = cluster.replica("a")
+
+        # `runs-on: ubuntu-latest` ranks only members whose advertised labels satisfy it: peers
+        # advertise theirs (the host's: linux) once they have caught up; wait until a knows all three.
+        def labelled() -> bool:
+            return all("linux" in (getattr(a.state.members.get(p), "labels", None) or ()) for p in peers)
+
+        assert await cluster.wait_for(labelled, 30.0), {p: a.state.members.get(p) for p in peers}
         # Schedule whole pipelines (nobody executes yet) until the two test legs have different
         # owners; the others are cancelled (owners follow from each schedule event's CID).
         chosen = None

@@ -826,7 +826,7 @@ def test_a_version_1_repo_gains_the_derived_tables_on_open(tmp_path: Path) -> No
         repo.commit(derived=DerivedRows(1, put={b"k": b"v"}))
         assert repo.derived_seq(1) == 1
     conn = sqlite3.connect(tmp_path / "peer" / DB_NAME)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
     conn.close()
 
 
@@ -847,7 +847,27 @@ def test_a_version_2_repo_gains_the_index_tables_on_open_and_they_start_stale(tm
         assert not repo.index_current(1)  # no mark: a replica rebuilds the rows on open
         assert repo.index_dump() == {"workflows": [], "events": [], "members": []}
     conn = sqlite3.connect(tmp_path / "peer" / DB_NAME)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    conn.close()
+
+
+def test_a_version_3_repo_gains_the_waits_column_on_open(tmp_path: Path) -> None:
+    from ipld_scheduler.derived import WorkflowRow
+
+    with Repo.open(tmp_path / "peer") as repo:
+        repo.commit(derived=DerivedRows(1, workflows=[WorkflowRow("w1", "pending", None, b"{}")]))
+    conn = sqlite3.connect(tmp_path / "peer" / DB_NAME)
+    with conn:  # the version-3 table: no waits column, no index on it
+        conn.execute("DROP INDEX d_workflows_waits")
+        conn.execute("ALTER TABLE d_workflows DROP COLUMN waits")
+    conn.execute("PRAGMA user_version = 3")
+    conn.close()
+    with Repo.open(tmp_path / "peer") as repo:
+        assert repo.index_dump()["workflows"] == [("w1", "pending", None, b"{}", 0, 0)]
+        repo.commit(derived=DerivedRows(1, workflows=[WorkflowRow("w2", "pending", None, b"{}", waits=True)]))
+        assert repo.index_waiting() == [("w2", b"{}")]
+    conn = sqlite3.connect(tmp_path / "peer" / DB_NAME)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
     conn.close()
 
 
@@ -1013,8 +1033,6 @@ async def test_a_slow_disk_never_delays_a_heartbeat(tmp_path: Path) -> None:
         await replica.close()
 
 
-
-
 async def test_concurrent_writes_of_a_replica_share_commits_and_replay_in_order(tmp_path: Path) -> None:
     """Each commit takes 50 ms more: 40 concurrent schedules share transactions (group commit), and
     the processed log they leave replays to the same state (commits queued in causal order)."""
@@ -1067,9 +1085,10 @@ def test_index_rows_take_their_seq_from_the_log_and_one_version_owns_the_tables(
     assert repo.index_heights([a, b, c]) == {a: 1, b: 2}
     repo.commit(blocks=[(c, dc)], processed=[c], heads=[c])  # a commit carrying no rows: now stale
     assert not repo.index_current(1)
-    fresh = WorkflowRow("w2", "pending", None, b"{}", False)
+    fresh = WorkflowRow("w2", "pending", None, b"{}", False, waits=True)
     repo.commit(derived=DerivedRows(2, clear=True, workflows=[fresh]))
     assert repo.index_current(2) and not repo.index_current(1)  # version 2 took the tables over
     dump = repo.index_dump()
-    assert dump == {"workflows": [("w2", "pending", None, b"{}", 0)], "events": [], "members": []}
+    assert dump == {"workflows": [("w2", "pending", None, b"{}", 0, 1)], "events": [], "members": []}
+    assert repo.index_waiting() == [("w2", b"{}")]
     assert repo.index_workflow("w2") == b"{}" and repo.index_workflow("w1") is None

@@ -12,12 +12,17 @@ import sys
 from pathlib import Path
 
 from ipld_scheduler.model import Result, WorkflowDefinition
+from ipld_scheduler.network import network_of
 from ipld_scheduler.repo import Repo
 from ipld_scheduler.scheduler import open_replica
 
 
 async def main(path: str, prefix: str) -> None:
-    replica = await open_replica("alpha", ["beta", "gamma"], repo=Repo.open(Path(path)))
+    repo = Repo.open(Path(path))
+    # A network of its own, as ``init`` founds (a development network would die with this process,
+    # and the test reads the repo after the kill); alpha, its admin, works in it.
+    network_of(repo, "alpha")
+    replica = await open_replica("alpha", ["beta", "gamma"], repo=repo)
     print("ready", flush=True)
     n = 0
     while True:
