@@ -308,13 +308,15 @@ def _write_derived(conn: sqlite3.Connection, rows: DerivedRows) -> None:
             "INSERT OR REPLACE INTO d_members (peer, present, data) VALUES (?, ?, ?)",
             [(m.peer, int(m.present), m.data) for m in rows.members],
         )
-    conn.executemany(
-        "DELETE FROM derived WHERE version = ? AND key = ?", [(version, bytes(k)) for k in rows.delete]
-    )
-    conn.executemany(
-        "INSERT OR REPLACE INTO derived (version, key, value) VALUES (?, ?, ?)",
-        [(version, bytes(k), bytes(v)) for k, v in rows.put.items()],
-    )
+    if rows.delete:  # statements with nothing to do are skipped, as in _Change
+        conn.executemany(
+            "DELETE FROM derived WHERE version = ? AND key = ?", [(version, bytes(k)) for k in rows.delete]
+        )
+    if rows.put:
+        conn.executemany(
+            "INSERT OR REPLACE INTO derived (version, key, value) VALUES (?, ?, ?)",
+            [(version, bytes(k), bytes(v)) for k, v in rows.put.items()],
+        )
     conn.execute(
         "INSERT OR REPLACE INTO derived_mark (version, seq)"
         " VALUES (?, (SELECT coalesce(max(seq), 0) FROM processed))",

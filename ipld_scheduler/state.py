@@ -377,7 +377,8 @@ class State:
         workflow: WorkflowDefinition | None = None,
         result: Result | None = None,
     ) -> set[str]:
-        """Fold one event in; returns the ids of workflows whose derived state may have changed."""
+        """Fold one event in; returns the ids of workflows whose derived state may have changed (for a
+        membership event: those whose owner, status, attempt, waiting or queue key did change)."""
         if cid in self.views:
             return set()
         before = self.view_before(event)
@@ -431,12 +432,30 @@ class State:
                 self.views[cid] = self._membership(stamp, event.author, peer, False, None, before, touched)
             case Checkpoint():
                 pass  # reserved: carries no state the fold derives yet
+        # A membership change refreshes every open workflow it may move, but reports only those whose
+        # refreshed fields changed: the index rows of the others are unchanged (issue 11: a join must
+        # not rewrite the whole backlog's rows).
+        seen = (
+            {wid: self._refreshed(wid) for wid in touched}
+            if isinstance(payload, PeerAdd | PeerRemove | Evict)
+            else None
+        )
         for wid in touched:
             self._refresh(self.workflows[wid])
         waiting = {d for wid in touched for d in self.dependents.get(wid, ()) if d not in touched}
+        if seen is not None:
+            seen.update((wid, self._refreshed(wid)) for wid in waiting)
         for wid in sorted(waiting):  # their gate reads the statuses just refreshed
             self._refresh(self.workflows[wid])
-        return touched | waiting
+        if seen is None:
+            return touched | waiting
+        return {wid for wid, fields in seen.items() if self._refreshed(wid) != fields}
+
+    def _refreshed(self, wid: str) -> tuple[Any, ...]:
+        """What :meth:`_refresh` may change in a record (and its queue key): equal before and after
+        means its derived row is unchanged."""
+        rec = self.workflows[wid]
+        return (rec.owner, rec.status, rec.attempt, rec.waiting, rec.waiting_for, self._handle_keys.get(wid))
 
     def _membership(
         self,
