@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 from .codec import CID, CodecError, decode
 from .dagjson import to_dag_json
 from .errors import InvalidInput
-from .model import Event, ModelError, Result, WorkflowStatus, WorkflowTag
+from .model import Event, EventKind, ModelError, Result, WorkflowStatus, WorkflowTag
 
 if TYPE_CHECKING:
     from .repo import Repo
@@ -28,6 +28,7 @@ __all__ = [
     "RUN_FIELDS",
     "TAG_DESCRIPTIONS",
     "event_row",
+    "kind_arg",
     "limit_arg",
     "log_text",
     "result_extras",
@@ -81,6 +82,18 @@ def status_arg(value: Any) -> WorkflowStatus | None:
     except ValueError:
         choices = ", ".join(s.value for s in WorkflowStatus)
         raise InvalidInput(f"status: unknown status {value!r}; one of {choices}") from None
+
+
+def kind_arg(value: str | None) -> EventKind | None:
+    """A ``--kind`` filter of ``log``: one of the event kinds, or nothing (an unknown one is the
+    caller's error)."""
+    if not value:
+        return None
+    try:
+        return EventKind(value)
+    except ValueError:
+        choices = ", ".join(sorted(k.value for k in EventKind))
+        raise InvalidInput(f"kind: unknown event kind {value!r}; one of {choices}") from None
 
 
 def event_row(seq: int, cid: CID, event: Event, workflow_id: str | None) -> dict[str, Any]:
