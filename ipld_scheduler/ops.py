@@ -28,12 +28,13 @@ from .answers import kind_arg as _kind
 from .answers import limit_arg as _limit
 from .answers import run_row as _shared_run_row
 from .answers import status_arg as _status
+from .answers import tags_answer as _tags_answer
 from .answers import text_arg as _text
 from .blocks import codec_name, identify
 from .codec import CID, CodecError, decode
 from .dagjson import DagJsonError, to_dag_json
 from .errors import InvalidInput, IpldSchedulerError, NotFound, Refused, Unavailable, error_class
-from .model import Event, ModelError, WorkflowDefinition, WorkflowStatus, WorkflowTag, eligibility
+from .model import Event, ModelError, WorkflowDefinition, WorkflowStatus, WorkflowTag
 from .ports import BlockNotFound, StoreError
 from .replica import Replica, SchedulerError
 from .repo import RepoError
@@ -911,21 +912,8 @@ async def assigned(replica: Replica) -> dict[str, Any]:
 
 async def tags(replica: Replica | None = None) -> dict[str, Any]:
     """Known tags, which of them make work P2P-eligible, and how often each is used in the DAG."""
-    used: dict[str, int] = {}
-    if replica is not None:
-        for rec in replica.state.workflows.values():
-            if rec.winner is not None:
-                for tag in rec.winner.workflow.tags:
-                    used[tag] = used.get(tag, 0) + 1
-    known = [t.value for t in WorkflowTag]
-    return {
-        "success": True,
-        "tags": known,
-        "descriptions": dict(TAG_DESCRIPTIONS),
-        "p2p_tags": [t for t in known if eligibility([t]) is None],
-        "github_tags": [t for t in known if eligibility([t]) is not None],
-        "in_use": dict(sorted(used.items())),
-    }
+    records = () if replica is None else replica.state.workflows.values()
+    return _tags_answer(tag for rec in records if rec.winner is not None for tag in rec.winner.workflow.tags)
 
 
 async def workflows(
