@@ -12,14 +12,14 @@ blocks and this peer's kept logs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from .codec import CID, CodecError, decode
 from .dagjson import to_dag_json
 from .errors import InvalidInput
-from .model import Event, ModelError, Result, WorkflowStatus, WorkflowTag
+from .model import Event, EventKind, ModelError, Result, WorkflowStatus, WorkflowTag, eligibility
 
 if TYPE_CHECKING:
     from .repo import Repo
@@ -28,11 +28,13 @@ __all__ = [
     "RUN_FIELDS",
     "TAG_DESCRIPTIONS",
     "event_row",
+    "kind_arg",
     "limit_arg",
     "log_text",
     "result_extras",
     "run_row",
     "status_arg",
+    "tags_answer",
     "text_arg",
     "text_blob",
 ]
@@ -81,6 +83,35 @@ def status_arg(value: Any) -> WorkflowStatus | None:
     except ValueError:
         choices = ", ".join(s.value for s in WorkflowStatus)
         raise InvalidInput(f"status: unknown status {value!r}; one of {choices}") from None
+
+
+def tags_answer(in_use: Iterable[str]) -> dict[str, Any]:
+    """``tags``: the known tags, which of them make work P2P-eligible, and how often each tag of
+    ``in_use`` (one item per use) is used."""
+    used: dict[str, int] = {}
+    for tag in in_use:
+        used[tag] = used.get(tag, 0) + 1
+    known = [t.value for t in WorkflowTag]
+    return {
+        "success": True,
+        "tags": known,
+        "descriptions": dict(TAG_DESCRIPTIONS),
+        "p2p_tags": [t for t in known if eligibility([t]) is None],
+        "github_tags": [t for t in known if eligibility([t]) is not None],
+        "in_use": dict(sorted(used.items())),
+    }
+
+
+def kind_arg(value: str | None) -> EventKind | None:
+    """A ``--kind`` filter of ``log``: one of the event kinds, or nothing (an unknown one is the
+    caller's error)."""
+    if not value:
+        return None
+    try:
+        return EventKind(value)
+    except ValueError:
+        choices = ", ".join(sorted(k.value for k in EventKind))
+        raise InvalidInput(f"kind: unknown event kind {value!r}; one of {choices}") from None
 
 
 def event_row(seq: int, cid: CID, event: Event, workflow_id: str | None) -> dict[str, Any]:

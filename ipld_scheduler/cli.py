@@ -697,21 +697,11 @@ def _git_root(directory: Path) -> Path | None:
 
 def _git_checkout(directory: Path) -> Path | None:
     """The top of the git work tree holding ``directory``, as git itself says (None: not one, or no git)."""
-    import subprocess
+    from . import ops
 
     if _git_root(directory) is None:
         return None
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(directory), "rev-parse", "--show-toplevel"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return Path(done.stdout.strip()) if done.stdout.strip() else None
+    return ops.git_toplevel(directory)
 
 
 def workflow_source(path: str) -> str:
@@ -849,10 +839,21 @@ def schedule(
         checkout = _git_checkout(Path(workflow_file).resolve().parent) if workflow_file else None
         if workflow_file and checkout is None and (pin_actions or event or base_ref):
             raise InvalidInput("--pin-actions, --event and --base-ref need a workflow file in a git checkout")
-        if workflow_file and checkout is not None:
+        common: dict[str, Any] = {}
+        if workflow_file:
             env_tags = ",".join(
                 filter(None, (os.environ.get("WORKFLOW_TAG"), os.environ.get("WORKFLOW_TYPE")))
             )
+            common = {
+                "workflow_id": workflow_id,
+                "name": name,
+                "tags": list(split_list(tags)) or None,
+                "priority": priority,
+                "metadata": meta,
+                "env_tags": env_tags or None,
+                "source": workflow_source(workflow_file),
+            }
+        if workflow_file and checkout is not None:
             args = {
                 "checkout": str(checkout),
                 "workflow_file": str(Path(workflow_file).resolve()),
@@ -862,31 +863,13 @@ def schedule(
                 "event": event,
                 "base_ref": base_ref,
                 "workspace_limit": workspace_limit,
-                "workflow_id": workflow_id,
-                "name": name,
-                "tags": list(split_list(tags)) or None,
-                "priority": priority,
-                "metadata": meta,
-                "env_tags": env_tags or None,
-                "source": workflow_source(workflow_file),
+                **common,
             }
         elif workflow_file:
             settings.err.print(
                 f"note: {workflow_file} is not in a git checkout: the job runs in an empty workspace"
             )
-            env_tags = ",".join(
-                filter(None, (os.environ.get("WORKFLOW_TAG"), os.environ.get("WORKFLOW_TYPE")))
-            )
             text = _read_text_file(workflow_file)
-            common: dict[str, Any] = {
-                "workflow_id": workflow_id,
-                "name": name,
-                "tags": list(split_list(tags)) or None,
-                "priority": priority,
-                "metadata": meta,
-                "env_tags": env_tags or None,
-                "source": workflow_source(workflow_file),
-            }
             if ops.whole_workflow(text, job):
                 if after or retries:
                     raise InvalidInput("--after and --retries go with one job (--job), not a whole workflow")

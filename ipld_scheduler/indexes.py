@@ -18,7 +18,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
-from .answers import RUN_FIELDS, TAG_DESCRIPTIONS, event_row, limit_arg, run_row, status_arg, text_arg
+from .answers import (
+    RUN_FIELDS,
+    event_row,
+    kind_arg,
+    limit_arg,
+    run_row,
+    status_arg,
+    tags_answer,
+    text_arg,
+)
 from .clock import head_set_hash
 from .codec import CID, CodecError
 from .derived import (
@@ -31,7 +40,7 @@ from .derived import (
     wait_of_row,
 )
 from .errors import InvalidInput, IpldSchedulerError, NotFound, Unavailable
-from .model import Event, EventKind, WorkflowStatus, WorkflowTag, eligibility
+from .model import Event, WorkflowStatus
 from .repo import Repo, RepoError
 
 __all__ = ["IndexedRepo", "open_indexed"]
@@ -160,13 +169,7 @@ class IndexedRepo:
         limit: Any = None,
     ) -> dict[str, Any]:
         cap = limit_arg(limit)
-        wanted: EventKind | None = None
-        if kind:
-            try:
-                wanted = EventKind(kind)
-            except ValueError:
-                choices = ", ".join(sorted(k.value for k in EventKind))
-                raise InvalidInput(f"kind: unknown event kind {kind!r}; one of {choices}") from None
+        wanted = kind_arg(kind)
         found, total = self.repo.index_events(
             kind=None if wanted is None else str(wanted),
             author=author or None,
@@ -256,19 +259,9 @@ class IndexedRepo:
 
     def tags(self) -> dict[str, Any]:
         """``ops.tags``: the static tag table plus how often each tag is used in the DAG."""
-        used: dict[str, int] = {}
-        for _wid, data in self.repo.index_workflows():
-            for tag in decode_workflow(data)["view"]["tags"]:
-                used[tag] = used.get(tag, 0) + 1
-        known = [t.value for t in WorkflowTag]
-        return {
-            "success": True,
-            "tags": known,
-            "descriptions": dict(TAG_DESCRIPTIONS),
-            "p2p_tags": [t for t in known if eligibility([t]) is None],
-            "github_tags": [t for t in known if eligibility([t]) is not None],
-            "in_use": dict(sorted(used.items())),
-        }
+        return tags_answer(
+            tag for _wid, data in self.repo.index_workflows() for tag in decode_workflow(data)["view"]["tags"]
+        )
 
     def _run(self, run: Mapping[str, Any], limit: int) -> dict[str, Any]:
         return run_row(

@@ -24,15 +24,17 @@ from typing import Any, BinaryIO, Final
 from . import assign
 from .answers import TAG_DESCRIPTIONS
 from .answers import event_row as _event_row
+from .answers import kind_arg as _kind
 from .answers import limit_arg as _limit
 from .answers import run_row as _shared_run_row
 from .answers import status_arg as _status
+from .answers import tags_answer as _tags_answer
 from .answers import text_arg as _text
 from .blocks import codec_name, identify
 from .codec import CID, CodecError, decode
 from .dagjson import DagJsonError, to_dag_json
 from .errors import InvalidInput, IpldSchedulerError, NotFound, Refused, Unavailable, error_class
-from .model import Event, EventKind, ModelError, WorkflowDefinition, WorkflowStatus, WorkflowTag, eligibility
+from .model import Event, ModelError, WorkflowDefinition, WorkflowStatus, WorkflowTag
 from .ports import BlockNotFound, StoreError
 from .replica import Replica, SchedulerError
 from .repo import RepoError
@@ -54,6 +56,7 @@ __all__ = [
     "distance",
     "error_from_code",
     "export_car",
+    "git_toplevel",
     "import_car",
     "inspect",
     "log",
@@ -142,6 +145,19 @@ def _record(replica: Replica, workflow_id: Any) -> WorkflowRecord:
 # --- scheduling --------------------------------------------------------------------------------
 
 
+def _file_error(source: str, exc: Exception) -> InvalidInput:
+    """A workflow file that does not plan, named by its ``source`` path when there is one."""
+    return InvalidArgument(f"workflow file{' ' + source if source else ''}: {exc}")
+
+
+def _workspace_error(exc: Exception, most: int) -> InvalidInput:
+    """A workspace too large (or unreadable) to send, with what to do about it."""
+    return InvalidArgument(
+        f"workspace: {exc} (send less with --workspace none, or raise --workspace-limit; executing "
+        f"peers accept at most {most} bytes)"
+    )
+
+
 def workflow_from_actions(
     yaml_text: str,
     *,
@@ -171,7 +187,7 @@ def workflow_from_actions(
         run = act_run_spec(yaml_text, plan, chosen.job_id)
         declared = workflow_metadata(yaml_text)
     except WorkflowFileError as exc:
-        raise InvalidArgument(f"workflow file{' ' + source if source else ''}: {exc}") from None
+        raise _file_error(source, exc) from None
     found_tags: list[str] = list(declared.tags)
     if env_tags:
         found_tags += [t for t in env_tags.split(",") if t.strip()]
@@ -233,7 +249,7 @@ def workflows_from_actions(
                 plan.only_job()  # raises, naming the refusals
             units = plan_units(yaml_text, plan, workflow_id or source or "workflow")
     except WorkflowFileError as exc:
-        raise InvalidArgument(f"workflow file{' ' + source if source else ''}: {exc}") from None
+        raise _file_error(source, exc) from None
     jobs = []
     for unit in units:
         args = workflow_from_actions(
@@ -443,13 +459,14 @@ def _job(job: Any) -> WorkflowDefinition:
     )
 
 
-def _checkout_of(workflow_file: Path) -> Path | None:
-    """The top of the git work tree holding ``workflow_file`` (None: not in one, or no git)."""
+def git_toplevel(directory: Path) -> Path | None:
+    """The top of the git work tree holding ``directory``, as git itself says (None: not in one, or
+    no git)."""
     import subprocess
 
     try:
         done = subprocess.run(
-            ["git", "-C", str(workflow_file.resolve().parent), "rev-parse", "--show-toplevel"],
+            ["git", "-C", str(directory), "rev-parse", "--show-toplevel"],
             capture_output=True,
             text=True,
             timeout=30,
@@ -505,7 +522,7 @@ async def schedule_actions(
     limit = _limit(workspace_limit, "workspace_limit")
     path = Path(_text(workflow_file, "workflow_file", limit=4096))
     if checkout is None:
-        found = _checkout_of(path)
+        found = git_toplevel(path.resolve().parent)
         if found is None:
             raise InvalidArgument(f"workflow file {str(path)[:200]!r} is not in a git checkout")
         checkout = str(found)
@@ -564,10 +581,7 @@ async def schedule_actions(
             limit=DEFAULT_MAX_BYTES if limit is None else limit,
         )
     except WorkspaceError as exc:
-        raise InvalidArgument(
-            f"workspace: {exc} (send less with --workspace none, or raise --workspace-limit; executing "
-            f"peers accept at most {DEFAULT_MAX_BYTES} bytes)"
-        ) from None
+        raise _workspace_error(exc, DEFAULT_MAX_BYTES) from None
     args["run"] = dict(submission.run)
     answer = await schedule(
         replica, **args, require_run=True, job_inputs=submission.block_fields(), retries=retries, after=after
@@ -621,12 +635,9 @@ async def _schedule_whole(
             limit=DEFAULT_MAX_BYTES if limit is None else limit,
         )
     except WorkflowFileError as exc:
-        raise InvalidArgument(f"workflow file{' ' + source if source else ''}: {exc}") from None
+        raise _file_error(source, exc) from None
     except WorkspaceError as exc:
-        raise InvalidArgument(
-            f"workspace: {exc} (send less with --workspace none, or raise --workspace-limit; executing "
-            f"peers accept at most {DEFAULT_MAX_BYTES} bytes)"
-        ) from None
+        raise _workspace_error(exc, DEFAULT_MAX_BYTES) from None
     jobs = workflows_from_actions(
         text,
         workflow_id=workflow_id,
@@ -901,21 +912,8 @@ async def assigned(replica: Replica) -> dict[str, Any]:
 
 async def tags(replica: Replica | None = None) -> dict[str, Any]:
     """Known tags, which of them make work P2P-eligible, and how often each is used in the DAG."""
-    used: dict[str, int] = {}
-    if replica is not None:
-        for rec in replica.state.workflows.values():
-            if rec.winner is not None:
-                for tag in rec.winner.workflow.tags:
-                    used[tag] = used.get(tag, 0) + 1
-    known = [t.value for t in WorkflowTag]
-    return {
-        "success": True,
-        "tags": known,
-        "descriptions": dict(TAG_DESCRIPTIONS),
-        "p2p_tags": [t for t in known if eligibility([t]) is None],
-        "github_tags": [t for t in known if eligibility([t]) is not None],
-        "in_use": dict(sorted(used.items())),
-    }
+    records = () if replica is None else replica.state.workflows.values()
+    return _tags_answer(tag for rec in records if rec.winner is not None for tag in rec.winner.workflow.tags)
 
 
 async def workflows(
@@ -1046,13 +1044,7 @@ async def log(
 ) -> dict[str, Any]:
     """Applied events in causal order (the repo's commit order), filtered; ``limit`` keeps the last N."""
     cap = _limit(limit)
-    wanted: EventKind | None = None
-    if kind:
-        try:
-            wanted = EventKind(kind)
-        except ValueError:
-            choices = ", ".join(sorted(k.value for k in EventKind))
-            raise InvalidArgument(f"kind: unknown event kind {kind!r}; one of {choices}") from None
+    wanted = _kind(kind)
     rows = [
         _event_row(seq, cid, event, wid)
         for seq, cid, event, wid in _events(replica)

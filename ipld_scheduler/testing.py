@@ -17,11 +17,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .codec import CID
+from .codec import CID, decode
 from .embedded.memory import MemoryStore
 from .embedded.network import EmbeddedNetwork
 from .embedded.store import EmbeddedStore
 from .genesis import topic
+from .model import Result
 from .network import dev_network
 from .options import PeerOptions
 from .peer import Peer
@@ -31,7 +32,15 @@ from .repo import Repo
 from .sandbox import Sandbox, SandboxPolicy
 from .state import FINISHED
 
-__all__ = ["MANUAL_LIVENESS", "Cluster", "ManualClock", "eventually", "wait_until"]
+__all__ = [
+    "MANUAL_LIVENESS",
+    "Cluster",
+    "ManualClock",
+    "blob_bytes",
+    "eventually",
+    "run_result",
+    "wait_until",
+]
 
 
 class ManualClock:
@@ -267,3 +276,22 @@ async def wait_until(
     """:func:`eventually`, failing with ``AssertionError`` naming ``what`` when the deadline passes."""
     if not await eventually(predicate, timeout, poll):
         raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def run_result(replica: Replica, workflow_id: str) -> Result:
+    """The Result block of the one run of ``workflow_id`` as ``replica`` holds it (asserts one run, held)."""
+    (run,) = replica.state.workflows[workflow_id].runs
+    assert run.result is not None, f"{workflow_id}'s run has no result"
+    data = replica.repo.get_block(run.result)
+    assert data is not None, f"{replica.peer_id} lacks the result block of {workflow_id}"
+    return Result.from_ipld(decode(data))
+
+
+def blob_bytes(replica: Replica, cid: CID | None) -> bytes:
+    """The bytes of the log or artifact blob ``cid`` as ``replica`` holds it (asserts it is held)."""
+    assert cid is not None, "no blob"
+    data = replica.repo.get_block(cid)
+    assert data is not None, f"{replica.peer_id} lacks the blob {cid}"
+    value = decode(data)
+    assert isinstance(value, bytes), f"{cid} is not a blob"
+    return value

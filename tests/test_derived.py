@@ -15,13 +15,9 @@ import asyncio
 import json
 import os
 import random
-import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +36,7 @@ from ipld_scheduler.repo import DB_NAME, Repo
 from ipld_scheduler.runtime.redaction import LocalLogs
 from ipld_scheduler.scheduler import open_replica
 from tests.cli_runner import cli_json, cli_run
+from tests.killed_writer import acknowledged_until_killed
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -328,32 +325,8 @@ async def test_waiting_labels_and_result_extras_are_answered_from_indexes(tmp_pa
 
 def _run_until_killed(path: Path, prefix: str, rng: random.Random) -> int:
     """Start the writer, SIGKILL it 50-400 ms after its first acknowledged write; how many it acknowledged."""
-    child = subprocess.Popen(
-        [sys.executable, str(WRITER), str(path), prefix], env=CHILD_ENV, stdout=subprocess.PIPE, text=True
-    )
-    assert child.stdout is not None
-    lines: list[str] = []
-    acknowledging = threading.Event()
-
-    def read() -> None:
-        assert child.stdout is not None
-        for line in child.stdout:
-            if line != "ready\n":
-                lines.append(line)
-                acknowledging.set()
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    try:
-        assert acknowledging.wait(60), "the writer acknowledged no write"
-        time.sleep(rng.uniform(0.05, 0.4))
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait()
-        reader.join()
-        child.stdout.close()
-    assert child.returncode == -signal.SIGKILL
-    return len(lines)
+    argv = [sys.executable, str(WRITER), str(path), prefix]
+    return len(acknowledged_until_killed(argv, CHILD_ENV, rng, window=(0.05, 0.4), first_ack_s=60))
 
 
 async def test_sigkill_mid_batch_leaves_indexes_equal_to_a_rebuild(tmp_path: Path) -> None:

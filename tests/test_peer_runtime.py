@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from ipld_scheduler.announce import encode_announcement
-from ipld_scheduler.codec import decode, encode_block
+from ipld_scheduler.codec import encode_block
 from ipld_scheduler.embedded.network import EmbeddedNetwork
 from ipld_scheduler.events import Cancel
-from ipld_scheduler.model import Result, WorkflowDefinition
+from ipld_scheduler.model import WorkflowDefinition
 from ipld_scheduler.network import dev_network
 from ipld_scheduler.options import PeerOptions
 from ipld_scheduler.peer import Peer, SeqAllocator, balance_offer
@@ -23,7 +23,7 @@ from ipld_scheduler.reasons import Reject
 from ipld_scheduler.replica import Replica
 from ipld_scheduler.repo import Repo
 from ipld_scheduler.sandbox import SandboxPolicy
-from ipld_scheduler.testing import Cluster, ManualClock, wait_until
+from ipld_scheduler.testing import Cluster, ManualClock, blob_bytes, run_result, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -41,22 +41,6 @@ def shell(wid: str, script: str, priority: float = 1.0, **extra: Any) -> Workflo
 
 async def wait(predicate: Any, timeout: float = 15.0, what: str = "condition") -> None:
     await wait_until(predicate, what, timeout)
-
-
-def result_of(replica: Replica, wid: str) -> Result:
-    rec = replica.state.workflows[wid]
-    (run,) = rec.runs
-    data = replica.repo.get_block(run.result)  # type: ignore[arg-type]
-    assert data is not None
-    return Result.from_ipld(decode(data))
-
-
-def blob(replica: Replica, cid: Any) -> bytes:
-    data = replica.repo.get_block(cid)
-    assert data is not None
-    value = decode(data)
-    assert isinstance(value, bytes)
-    return value
 
 
 @pytest.fixture
@@ -81,14 +65,14 @@ async def test_peers_run_real_workflows_and_record_results_with_logs(cluster: Cl
     for i, wid in enumerate(ids):
         rec = b.state.workflows[wid]
         assert rec.status == "completed"
-        result = result_of(b, wid)  # b holds every result and log block, whoever ran it
+        result = run_result(b, wid)  # b holds every result and log block, whoever ran it
         ran_by.add(result.peer)
         assert result.peer == rec.owner
         assert (result.status, result.exit_code) == ("success", 0)
-        out = blob(b, result.stdout)
+        out = blob_bytes(b, result.stdout)
         assert out.startswith(f"out-{i}\n".encode())
         assert f"/{result.peer}.work/{wid}-".encode() in out  # the cluster's work root, beside the repo
-        assert blob(b, result.stderr) == f"err-{i}\n".encode()
+        assert blob_bytes(b, result.stderr) == f"err-{i}\n".encode()
         assert result.steps[0]["status"] == "success"
     stats_a, stats_b = cluster.peer("a").stats, cluster.peer("b").stats
     assert stats_a.executions_succeeded + stats_b.executions_succeeded == 6
@@ -103,9 +87,9 @@ async def test_failed_workflow_records_exit_status_and_stderr(cluster: Cluster) 
     await wait(lambda: cluster.finished(["bad"]) and cluster.converged())
     rec = a.state.workflows["bad"]
     assert rec.status == "failed"
-    result = result_of(a, "bad")
+    result = run_result(a, "bad")
     assert (result.status, result.exit_code) == ("failure", 3)
-    assert blob(a, result.stderr) == b"broken\n"
+    assert blob_bytes(a, result.stderr) == b"broken\n"
     assert result.stdout is None
 
 
@@ -116,7 +100,7 @@ async def test_output_is_truncated_to_the_limit(tmp_path: Path) -> None:
         replica = made.replica("solo")
         await replica.schedule_workflow(shell("loud", "head -c 200000 /dev/zero | tr '\\0' x"))
         await wait(lambda: made.finished(["loud"]))
-        out = blob(replica, result_of(replica, "loud").stdout)
+        out = blob_bytes(replica, run_result(replica, "loud").stdout)
         assert len(out) <= 1000 and out.endswith(b"[output truncated]\n") and out.startswith(b"xxx")
     finally:
         await made.stop()

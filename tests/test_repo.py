@@ -6,7 +6,6 @@ import asyncio
 import itertools
 import os
 import random
-import signal
 import sqlite3
 import stat
 import subprocess
@@ -27,6 +26,7 @@ from hypothesis import strategies as st
 from ipld_scheduler.codec import CID, MAX_BLOCK_SIZE, CodecError, cid_for, decode, encode_block
 from ipld_scheduler.repo import DB_NAME, KEY_NAME, DerivedRows, Repo, RepoError, RepoLocked
 from ipld_scheduler.testing import eventually
+from tests.killed_writer import acknowledged_until_killed
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -500,31 +500,7 @@ def run_writer_until_killed(
     Timed from the first acknowledgement rather than from start-up so a loaded machine (slow imports, slow
     fsyncs) still yields a kill in the middle of the commit loop, not before it began.
     """
-    child = subprocess.Popen(
-        [sys.executable, str(writer), str(path)], env=CHILD_ENV, stdout=subprocess.PIPE, text=True
-    )
-    assert child.stdout is not None
-    lines: list[str] = []
-    acknowledging = threading.Event()
-
-    def read() -> None:
-        assert child.stdout is not None
-        for line in child.stdout:
-            if line != "ready\n":
-                lines.append(line)
-                acknowledging.set()
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    try:
-        assert acknowledging.wait(30), "the writer acknowledged no commit"
-        time.sleep(rng.uniform(0.05, 0.3))
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait()
-        reader.join()
-        child.stdout.close()
-    assert child.returncode == -signal.SIGKILL
+    lines = acknowledged_until_killed([sys.executable, str(writer), str(path)], CHILD_ENV, rng)
     acked = []
     for line in lines:
         if line.endswith("\n"):  # a line cut by the kill was never fully acknowledged

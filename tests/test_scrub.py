@@ -9,7 +9,6 @@ import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -31,7 +30,7 @@ from ipld_scheduler.repo import Repo
 from ipld_scheduler.runtime.redaction import LocalLogs, registered_values
 from ipld_scheduler.sandbox import Sandbox, SandboxPolicy
 from ipld_scheduler.scrub import MASK, Scrubber, variants
-from ipld_scheduler.testing import Cluster, wait_until
+from ipld_scheduler.testing import Cluster, blob_bytes, run_result, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -230,14 +229,6 @@ def test_registered_values_are_the_secrets_file_listed_and_secret_looking_env_th
 # --- the runtime: what another peer fetches ----------------------------------------------------
 
 
-def blob(replica: Replica, cid: Any) -> bytes:
-    data = replica.repo.get_block(cid)
-    assert data is not None
-    value = decode(data)
-    assert isinstance(value, bytes)
-    return value
-
-
 def logs_held(replica: Replica, wid: str) -> bool:
     (run,) = replica.state.workflows[wid].runs
     data = None if run.result is None else replica.repo.get_block(run.result)
@@ -245,13 +236,6 @@ def logs_held(replica: Replica, wid: str) -> bool:
         return False
     result = Result.from_ipld(decode(data))
     return all(replica.repo.has_block(c) for c in (result.stdout, result.stderr) if c is not None)
-
-
-def result_of(replica: Replica, wid: str) -> Result:
-    (run,) = replica.state.workflows[wid].runs
-    data = replica.repo.get_block(run.result)  # type: ignore[arg-type]
-    assert data is not None
-    return Result.from_ipld(decode(data))
 
 
 def shell(wid: str, script: str) -> WorkflowDefinition:
@@ -293,12 +277,12 @@ async def test_a_job_dumping_the_peers_secrets_and_key_publishes_none_of_them(
     await wait_until(lambda: cluster.finished(ids) and cluster.converged(), "dumps ran", 30)
     await wait_until(lambda: all(logs_held(b, w) for w in ids), "logs stored", 10)
     for wid in ids:
-        result = result_of(b, wid)
+        result = run_result(b, wid)
         runner = result.peer
         repo = tmp_path / runner
         key_lines = [ln for ln in (repo / "key").read_text().splitlines() if not ln.startswith("-----")]
         assert result.stdout is not None
-        out = blob(b, result.stdout)
+        out = blob_bytes(b, result.stdout)
         assert MASK in out
         for secret in (SECRET, "daemon-env-value-77", *key_lines):
             assert secret.encode() not in out, (wid, secret)
@@ -314,8 +298,8 @@ async def test_the_control_job_sees_the_repo_in_the_fallback(cluster: Cluster, t
     await a.schedule_workflow(shell("notes", f'cat "{tmp_path}/$IPLD_SCHEDULER_PEER_ID/notes.txt"'))
     await wait_until(lambda: cluster.finished(["notes"]) and cluster.converged(), "notes ran", 30)
     await wait_until(lambda: all(logs_held(b, w) for w in ["notes"]), "logs stored", 10)
-    result = result_of(b, "notes")
-    assert result.stdout is not None and b"not-a-secret-marker" in blob(b, result.stdout)
+    result = run_result(b, "notes")
+    assert result.stdout is not None and b"not-a-secret-marker" in blob_bytes(b, result.stdout)
 
 
 async def test_a_peer_that_cannot_read_its_secrets_file_runs_nothing(
@@ -330,7 +314,7 @@ async def test_a_peer_that_cannot_read_its_secrets_file_runs_nothing(
     await a.schedule_workflow(shell("refused", f"touch {marker}"))
     await wait_until(lambda: cluster.finished(["refused"]) and cluster.converged(), "refused", 30)
     await wait_until(lambda: all(logs_held(b, w) for w in ["refused"]), "logs stored", 10)
-    result = result_of(b, "refused")
+    result = run_result(b, "refused")
     assert result.status == "refused" and not marker.exists()
     assert result.reason is not None and "line 2" in result.reason and SECRET not in result.reason
 
@@ -391,11 +375,11 @@ async def test_a_network_that_keeps_logs_local_publishes_a_note_and_its_runner_s
         await wait_until(done, "ran and synced", 30)
         await wait_until(lambda: all(logs_held(r, w) for r in replicas for w in ids), "logs stored", 10)
         for wid in ids:
-            result = result_of(a, wid)
+            result = run_result(a, wid)
             runner = a if result.peer == "a" else b
             other = b if runner is a else a
             assert result.stdout is not None and result.stderr is not None
-            note = blob(other, result.stdout)
+            note = blob_bytes(other, result.stdout)
             assert note == f"[stdout kept local on peer {result.peer}]\n".encode()
             assert f"loud-{wid}".encode() not in note
             assert result.steps and result.exit_code == 0  # the result itself is published
@@ -423,7 +407,6 @@ def test_the_default_policy_publishes_logs_and_keeps_the_genesis_encoding() -> N
     assert Policy.from_ipld(Policy(logs_local=True).to_ipld()).logs_local is True
 
 
-
 # --- a peer that keeps its logs local, stricter than its network --------------------------------
 
 
@@ -447,16 +430,16 @@ async def test_a_peer_keeping_logs_local_publishes_notes_while_its_network_publi
         await wait_until(lambda: cluster.finished(ids) and cluster.converged(), "mixed ran", 30)
         # the fold runs before the merged blocks are durable: wait for the logs to be readable too
         await wait_until(lambda: all(logs_held(r, w) for r in (a, b) for w in ids), "logs stored", 10)
-        ran_by = {result_of(b, wid).peer for wid in ids}
+        ran_by = {run_result(b, wid).peer for wid in ids}
         assert ran_by == {"a", "b"}, "both peers must run some (ownership spreads the ids)"
         for wid in ids:
-            result = result_of(b, wid)
+            result = run_result(b, wid)
             assert result.stdout is not None
             if result.peer == "a":
-                assert blob(b, result.stdout) == b"[stdout kept local on peer a]\n"
+                assert blob_bytes(b, result.stdout) == b"[stdout kept local on peer a]\n"
                 assert (await results(a, wid))["runs"][0]["stdout"] == f"out-{wid}\n"
             else:
-                assert blob(a, result.stdout) == f"out-{wid}\n".encode()
+                assert blob_bytes(a, result.stdout) == f"out-{wid}\n".encode()
     finally:
         await cluster.stop()
 

@@ -31,34 +31,12 @@ from __future__ import annotations
 
 import platform
 
-from ..runner_labels import (
-    ARCH_LABELS,
-    MAX_LABEL_CHARS,
-    MAX_LABELS,
-    MAX_PEER_LABELS,
-    OS_LABELS,
-    LabelRequirement,
-    check_peer_labels,
-    labels_satisfy,
-    normalize_label,
-    peer_labels,
-    requirement_of,
-)
+from .. import runner_labels
+from ..runner_labels import *  # noqa: F403  # the pure parts, re-exported (module docstring)
+from ..runner_labels import ARCH_LABELS, normalize_label
 
-__all__ = [
-    "ARCH_LABELS",
-    "MAX_LABELS",
-    "MAX_LABEL_CHARS",
-    "MAX_PEER_LABELS",
-    "OS_LABELS",
-    "LabelRequirement",
-    "check_peer_labels",
-    "default_labels",
-    "labels_satisfy",
-    "normalize_label",
-    "peer_labels",
-    "requirement_of",
-]
+__all__ = ["default_labels"]
+__all__ += runner_labels.__all__
 
 
 def _host_os(system: str) -> str | None:

@@ -184,6 +184,11 @@ def _with_needs(plan_jobs: Mapping[str, Any], job_id: str) -> list[str]:
     return order
 
 
+def _check_mode(workspace: str) -> None:
+    if workspace not in ("head", "worktree", "none"):
+        raise WorkspaceError(f"workspace mode {str(workspace)[:20]!r}: expected head, worktree or none")
+
+
 async def prepare(
     checkout: Path,
     workflow_file: Path,
@@ -205,8 +210,7 @@ async def prepare(
     Raises ``WorkflowFileError`` (the job cannot be scheduled), ``WorkspaceError`` (tree too large,
     not a checkout), ``ContextError`` (detached HEAD, ``pull_request`` without ``base_ref``),
     ``PinError``/``ActionFetchError`` (an action cannot be pinned)."""
-    if workspace not in ("head", "worktree", "none"):
-        raise WorkspaceError(f"workspace mode {str(workspace)[:20]!r}: expected head, worktree or none")
+    _check_mode(workspace)
     checkout = Path(checkout)
     text = _read_workflow(Path(workflow_file))
     plan = plan_workflow(text)
@@ -274,8 +278,7 @@ async def prepare_workflow(
     """Every accepted job of ``workflow_file`` as units of work with ids from ``base``
     (``gha.plan.plan_units``), with the inputs :func:`prepare` gives one job, packed and pinned once
     for all. Raises as :func:`prepare`; a file with no accepted job is a ``WorkflowFileError``."""
-    if workspace not in ("head", "worktree", "none"):
-        raise WorkspaceError(f"workspace mode {str(workspace)[:20]!r}: expected head, worktree or none")
+    _check_mode(workspace)
     text = _read_workflow(Path(workflow_file))
     plan = plan_workflow(text)
     if not plan.jobs:
