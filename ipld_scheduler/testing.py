@@ -202,13 +202,17 @@ class Cluster:
         return len(heads) == 1
 
     def finished(self, workflow_ids: Iterable[str]) -> bool:
-        """Every live peer sees every listed workflow finished."""
+        """Every live peer sees every listed workflow finished, its runs' Result blocks in its repo
+        (a write folds before its commit lands, so the state can be a moment ahead of the disk)."""
         ids = list(workflow_ids)
         for peer_id in self.live:
-            workflows = self.members[peer_id].replica.state.workflows
+            replica = self.members[peer_id].replica
             for wid in ids:
-                rec = workflows.get(wid)
+                rec = replica.state.workflows.get(wid)
                 if rec is None or rec.status not in FINISHED:
+                    return False
+                results = [run.result for run in rec.runs if run.result is not None]
+                if len(replica.repo.has_blocks(results)) < len(set(results)):
                     return False
         return True
 
