@@ -204,7 +204,7 @@ async def test_an_interrupted_merge_resumes_from_the_dirty_marker(tmp_path: Path
             repo.commit(wanted_add=list(heads))
         net.configure(drop=1.0)  # no announcement will reach b: only the marker can tell it
         await cluster.restart("b")
-        assert await cluster.wait_for(cluster.converged, 10), "b did not resume the merge"
+        assert await cluster.wait_for(cluster.converged, 30), "b did not resume the merge"
         b = cluster.replica("b")
         assert {f"late-{n}" for n in range(5)} <= set(b.state.workflows)
         assert await cluster.wait_for(lambda: b.repo.wanted() == [], 5)  # cleared once durable

@@ -34,7 +34,13 @@ async def test_a_cluster_writes_one_peer_add_per_member_at_start_and_starts_conv
         for peer_id in ids:
             assert sorted(cluster.replica(peer_id).state.present()) == ids
         # written once, by the first peer; each peer then writes only its own runner labels
-        assert await cluster.wait_for(cluster.converged, 30)
+        first = cluster.replica(ids[0])
+
+        def labelled() -> bool:  # converged, with every peer's own labels event in
+            entries = first.state.members
+            return cluster.converged() and all(entries[p].labels is not None for p in ids)
+
+        assert await cluster.wait_for(labelled, 30)
         for peer_id in ids:
             events = [
                 Event.from_block(data) for _seq, _cid, data in cluster.replica(peer_id).repo.processed_log()
@@ -97,14 +103,13 @@ async def test_announcements_that_arrive_together_are_merged_once_per_announcer(
         )
         cluster.network.heal()
         peer = cluster.peer(observer)
-        merges, applied = peer.stats.merges, cluster.replica(observer).counters["events_merged"]
+        merges = peer.stats.merges
         for n, writer in enumerate(writers):  # each writer's immediate announcement, arriving together
             message = encode_announcement(cluster.replica(writer).signer, heads[writer], 10**12 + n)
             peer.handle_message(Announcement(writer, message))
         assert peer.sync.pending == len(writers)
         assert await cluster.wait_for(lambda: peer.sync.pending == 0, 10)  # merged, or given up on
         assert all(heads[w][0] in cluster.replica(observer).clock for w in writers)
-        assert cluster.replica(observer).counters["events_merged"] - applied == len(writers)
         assert 1 <= peer.stats.merges - merges <= len(writers)
     finally:
         await cluster.stop()

@@ -342,7 +342,7 @@ class UnpublishedStore:
 
 
 async def _kubo_peer(
-    root: Path, api: str, peer_id: str, options: PeerOptions, *, withholding: bool = False
+    root: Path, api: str, peer_id: str, options: PeerOptions, topic: str, *, withholding: bool = False
 ) -> tuple[Peer, Backend, UnpublishedStore | None]:
     repo = Repo.open(root / peer_id)
     backend = open_backend(repo, api, options)
@@ -358,7 +358,7 @@ async def _kubo_peer(
     )
     peer = Peer(
         replica,
-        backend.make_broadcaster(peer_id),
+        backend.make_broadcaster(peer_id, topic),
         options,
         workdir=root / f"{peer_id}.work",
         seed=peer_id,
@@ -389,8 +389,8 @@ async def _honest_round_trip(a: Replica, tag: str) -> float:
 async def test_over_js_ipfs_a_withholding_member_does_not_stall_another_members_work(
     tmp_path: Path, ipfs_api_urls: list[str], ipfs_clients: list[KuboRPC]
 ) -> None:
+    topic = f"ipld-scheduler/test-withholding/{os.getpid()}/{time.monotonic_ns()}"  # daemons are shared
     options = OPTIONS.with_(
-        topic=f"ipld-scheduler/test-withholding/{os.getpid()}/{time.monotonic_ns()}",
         rebroadcast_interval=0.5,
         unknown_after=5.0,
         unhealthy_after=60.0,
@@ -402,7 +402,7 @@ async def test_over_js_ipfs_a_withholding_member_does_not_stall_another_members_
     try:
         for peer_id, api in zip(["a", "b", "w"], ipfs_api_urls, strict=True):
             peer, backend, wrapper = await _kubo_peer(
-                tmp_path, api, peer_id, options, withholding=peer_id == "w"
+                tmp_path, api, peer_id, options, topic, withholding=peer_id == "w"
             )
             peers[peer_id] = peer
             backends.append(backend)
