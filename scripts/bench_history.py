@@ -54,13 +54,19 @@ asyncio.run(main())
 
 
 async def build(path: Path, events: int) -> float:
-    """A repo of ``events`` events (3 membership events, then schedules); returns seconds taken."""
+    """A repo of ``events`` events (the founder admitting itself, then schedules); returns seconds taken.
+
+    The repo founds its own network first, as ``ipld-scheduler init`` does: the CLI processes that
+    read it later refuse a repo of this process's development network."""
     from ipld_scheduler.model import WorkflowDefinition
+    from ipld_scheduler.network import found
     from ipld_scheduler.repo import Repo
     from ipld_scheduler.scheduler import open_replica
 
     start = time.perf_counter()
-    replica = await open_replica("alpha", ["beta", "gamma"], repo=Repo.open(path))
+    repo = Repo.open(path)
+    network = found(repo, "bench-history", "alpha")
+    replica = await open_replica("alpha", repo=repo, network=network)
     try:
         done = len(replica.clock)
         while done < events:
