@@ -13,8 +13,9 @@ CAR read into a dict first, failing past ``max_pending`` = 200000 unknown blocks
   N-event history (blocks fetched over the in-process block exchange).
 
 Each case runs in its own process (peak RSS is that process's own). Usage:
-``python scripts/bench_catchup.py [--quick]`` (quick: 2k events; full: 10k, 100k and 120k imports (the
-last past the old 200000-block cap), 10k joiner).
+``python scripts/bench_catchup.py [--quick | --events N]`` (quick: 2k events; ``--events N``: one
+import and one joiner of N events, what ``tests/test_bench_scripts.py`` runs; full: 10k, 100k and
+120k imports (the last past the old 200000-block cap), 10k joiner).
 Must not: leave files behind (everything lives in a temporary directory).
 """
 
@@ -192,6 +193,9 @@ def main(argv: list[str]) -> None:
     quick = "--quick" in argv
     imports = [2_000] if quick else [10_000, 100_000, 120_000]  # 120k: past the old 200000-block cap
     joiner = 2_000 if quick else 10_000
+    if "--events" in argv[:-1]:
+        joiner = int(argv[argv.index("--events") + 1])
+        imports = [joiner]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for events in sorted({*imports, joiner}):
