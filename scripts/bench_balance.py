@@ -12,7 +12,8 @@ Scenarios: the demo itself (3 peers, 30 workflows, one peer killed a third of th
 100 of the demo's workflows and no kill, where hamming ownership alone is uneven; and the same with
 waiting (I/O-bound) jobs. The embedded peers share this machine's cores, so with CPU-bound jobs the
 completion time measures the cores more than the schedule; the waiting jobs show the schedule.
-Usage: ``python scripts/bench_balance.py [--seeds N]``.
+Usage: ``python scripts/bench_balance.py [--seeds N] [--quick]`` (``--quick``: one seed, the demo
+scenario only; what ``tests/test_bench_scripts.py`` runs).
 """
 
 from __future__ import annotations
@@ -83,16 +84,18 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="one seed, the demo scenario only")
     args = parser.parse_args()
-    seeds = list(range(args.seeds))
-    print(f"medians over seeds {seeds}")
-    print(f"{'scenario':34s} {'balance':8s} {'max/fair busy':>13s} {'max/fair runs':>13s} "
-          f"{'completion s':>12s} {'transfers':>9s} {'dupes':>5s}")  # fmt: skip
-    for label, peers, workflows, kill, io_bound in (
+    seeds = list(range(1 if args.quick else args.seeds))
+    scenarios = [
         ("demo: 3 peers, 30 wf, 1 killed", 3, 30, True, False),
         ("10 peers, 100 demo wf, no kill", 10, 100, False, False),
         ("10 peers, 100 waiting wf, no kill", 10, 100, False, True),
-    ):
+    ]
+    print(f"medians over seeds {seeds}")
+    print(f"{'scenario':34s} {'balance':8s} {'max/fair busy':>13s} {'max/fair runs':>13s} "
+          f"{'completion s':>12s} {'transfers':>9s} {'dupes':>5s}")  # fmt: skip
+    for label, peers, workflows, kill, io_bound in scenarios[:1] if args.quick else scenarios:
         for balance in (False, True):
             rows = [
                 measure(peers, workflows, seed, kill=kill, balance=balance, io_bound=io_bound)

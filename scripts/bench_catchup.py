@@ -6,12 +6,16 @@ CAR read into a dict first, failing past ``max_pending`` = 200000 unknown blocks
 
 * **import N**: a full-history CAR of N signed events (a peer-add, then schedules with their
   workflow blocks; ``tests/history.py``) imported into a fresh repo: seconds, events/s, peak RSS;
+  the history belongs to a real network that a founder repo founds in the parent (``network.found``,
+  what ``init`` does), because each case runs in a child process, where the parent's development
+  network does not exist; the children read the network's genesis from the CAR;
 * **late joiner N**: a fresh peer on the embedded network merging the heads of a peer that holds an
   N-event history (blocks fetched over the in-process block exchange).
 
 Each case runs in its own process (peak RSS is that process's own). Usage:
-``python scripts/bench_catchup.py [--quick]`` (quick: 2k events; full: 10k, 100k and 120k imports (the
-last past the old 200000-block cap), 10k joiner).
+``python scripts/bench_catchup.py [--quick | --events N]`` (quick: 2k events; ``--events N``: one
+import and one joiner of N events, what ``tests/test_bench_scripts.py`` runs; full: 10k, 100k and
+120k imports (the last past the old 200000-block cap), 10k joiner).
 Must not: leave files behind (everything lives in a temporary directory).
 """
 
@@ -38,6 +42,8 @@ from ipld_scheduler.car import read_car  # noqa: E402
 from ipld_scheduler.codec import CID  # noqa: E402
 from ipld_scheduler.embedded.network import EmbeddedNetwork  # noqa: E402
 from ipld_scheduler.embedded.store import EmbeddedStore  # noqa: E402
+from ipld_scheduler.identity import Signer  # noqa: E402
+from ipld_scheduler.network import Network, found  # noqa: E402
 from ipld_scheduler.ports import BlockNotFound, StoreError  # noqa: E402
 from ipld_scheduler.replica import MergeReport, Replica  # noqa: E402
 from ipld_scheduler.repo import Repo  # noqa: E402
@@ -69,13 +75,33 @@ class _DictSource:
         self._blocks.clear()
 
 
-async def _open(path: Path, peer: str) -> Replica:
+async def _open(path: Path, peer: str, network: Network) -> Replica:
     repo = Repo.open(path)
-    return await Replica.open(repo, EmbeddedStore(repo), peer, store_is_repo=True)
+    return await Replica.open(repo, EmbeddedStore(repo), peer, store_is_repo=True, network=network)
+
+
+def _network_of(car: Path) -> Network:
+    """The network of a history CAR: its genesis is the CAR's first block (``tests/history.py``)."""
+    with open(car, "rb") as fh:
+        _roots, blocks = read_car(fh)
+        cid, block = next(iter(blocks))
+    return Network.from_block(block, cid)
+
+
+def _founded_history(car: Path, root: Path, events: int) -> int:
+    """Write a CAR of an ``events``-long history of a network founded, as ``init`` does, by ``alice``
+    in a repo under ``root``; returns its block count."""
+    repo = Repo.open(root / "founder")
+    try:
+        network = found(repo, "bench-catchup", "alice")
+        signer = Signer("alice", repo.load_or_create_key())
+    finally:
+        repo.close()
+    return write_history_car(car, events, network=network, signer=signer)[1]
 
 
 async def _import(car: Path, work: Path, old: bool) -> dict[str, Any]:
-    target = await _open(work / "target", "bob")
+    target = await _open(work / "target", "bob", _network_of(car))
     start = time.perf_counter()
     try:
         if old:
@@ -93,14 +119,15 @@ async def _import(car: Path, work: Path, old: bool) -> dict[str, Any]:
 
 
 async def _joiner(car: Path, work: Path, old: bool) -> dict[str, Any]:
-    source = await _open(work / "source", "alice")
+    network_of_car = _network_of(car)
+    source = await _open(work / "source", "alice", network_of_car)
     loaded = await source.import_car(car)
     assert not loaded.rejected, loaded.rejected[:3]
     network = EmbeddedNetwork(seed=1)
     network.endpoint("alice", source.store)
     repo = Repo.open(work / "joiner")
     store, _ = network.endpoint("carol", EmbeddedStore(repo))
-    joiner = await Replica.open(repo, store, "carol")
+    joiner = await Replica.open(repo, store, "carol", network=network_of_car)
     start = time.perf_counter()
     try:
         if old:
@@ -166,12 +193,15 @@ def main(argv: list[str]) -> None:
     quick = "--quick" in argv
     imports = [2_000] if quick else [10_000, 100_000, 120_000]  # 120k: past the old 200000-block cap
     joiner = 2_000 if quick else 10_000
+    if "--events" in argv[:-1]:
+        joiner = int(argv[argv.index("--events") + 1])
+        imports = [joiner]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for events in sorted({*imports, joiner}):
             car = root / f"history-{events}.car"
             start = time.perf_counter()
-            _roots, blocks = write_history_car(car, events)
+            blocks = _founded_history(car, root / f"founder-{events}", events)
             print(
                 f"history of {events:,} events: {blocks:,} blocks, {car.stat().st_size / 1e6:.1f} MB CAR "
                 f"(built in {time.perf_counter() - start:.1f} s)",

@@ -5,9 +5,10 @@ Baseline: the interpreter importing what the CLI imported eagerly before imports
 (aiohttp, cryptography, rich, the replica and operations), which is what every command, ``--help``
 included, paid before doing anything. Target: < 0.3 s for commands that need no network stack
 (``--help``, ``--version``, usage errors). Figures are medians of wall-clock time over ``--runs``
-processes (``--quick``: 3).
+processes (``--quick``: 3). Exits 1 when a command misses the target, unless ``--report-only`` (what
+``tests/test_bench_scripts.py`` passes: a loaded machine is slow, the script is not broken).
 
-    .venv/bin/python scripts/bench_cli.py [--quick] [--runs N]
+    .venv/bin/python scripts/bench_cli.py [--quick] [--runs N] [--report-only]
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def main() -> None:
     )
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="3 runs per case")
+    parser.add_argument("--report-only", action="store_true", help="exit 0 even when a target is missed")
     args = parser.parse_args()
     runs = 3 if args.quick else args.runs
     if not SCRIPT.exists():
@@ -97,7 +99,7 @@ def main() -> None:
         for name, argv in heavy.items():
             seconds = _median(argv, env, runs)
             print(f"{name:<28}{seconds:>9.3f}  {'':>8}")
-    if failed:
+    if failed and not args.report_only:
         raise SystemExit(1)
 
 

@@ -9,10 +9,12 @@ indexes, measured in the same run:
 * ``ipld-scheduler status`` and ``log --limit 10`` end to end (a subprocess of the installed CLI, so
   interpreter start and imports count), answered from the repo's indexes, next to the replay path the
   CLI took before (``client.connect`` + the operation, also in a subprocess);
-* one more durable ``schedule_workflow`` on the open replica (median of 20), next to the same at 1k events.
+* one more durable ``schedule_workflow`` on the open replica (median of 20), next to the same at the
+  smallest size.
 
-Usage: ``python scripts/bench_history.py [--quick]`` (``--quick``: 1k and 10k only). ``scripts/bench.py``
-prints the same rows in its table (section ``history``).
+Usage: ``python scripts/bench_history.py [--quick] [--sizes N,N]`` (``--quick``: 1k and 10k only;
+``--sizes``: those history sizes, e.g. ``--sizes 200`` as ``tests/test_bench_scripts.py`` runs).
+``scripts/bench.py`` prints the same rows in its table (section ``history``).
 """
 
 from __future__ import annotations
@@ -54,13 +56,19 @@ asyncio.run(main())
 
 
 async def build(path: Path, events: int) -> float:
-    """A repo of ``events`` events (3 membership events, then schedules); returns seconds taken."""
+    """A repo of ``events`` events (the founder admitting itself, then schedules); returns seconds taken.
+
+    The repo founds its own network first, as ``ipld-scheduler init`` does: the CLI processes that
+    read it later refuse a repo of this process's development network."""
     from ipld_scheduler.model import WorkflowDefinition
+    from ipld_scheduler.network import found
     from ipld_scheduler.repo import Repo
     from ipld_scheduler.scheduler import open_replica
 
     start = time.perf_counter()
-    replica = await open_replica("alpha", ["beta", "gamma"], repo=Repo.open(path))
+    repo = Repo.open(path)
+    network = found(repo, "bench-history", "alpha")
+    replica = await open_replica("alpha", repo=repo, network=network)
     try:
         done = len(replica.clock)
         while done < events:
@@ -130,18 +138,18 @@ def measure(root: Path, events: int, *, runs: int = 3, before_runs: int = 1) -> 
     return figures
 
 
-def bench_history(quick: bool) -> list[dict[str, float]]:
-    sizes = [1_000, 10_000] if quick else [1_000, 10_000, 100_000]
+def bench_history(quick: bool, sizes: list[int] | None = None) -> list[dict[str, float]]:
+    sizes = sizes or ([1_000, 10_000] if quick else [1_000, 10_000, 100_000])
     with tempfile.TemporaryDirectory(prefix="bench-history-") as tmp:
         return [measure(Path(tmp), n, before_runs=1 if n >= 10_000 else 3) for n in sizes]
 
 
-def history_rows(quick: bool) -> list[Row]:
-    results = bench_history(quick)
+def history_rows(quick: bool, sizes: list[int] | None = None) -> list[Row]:
+    results = bench_history(quick, sizes)
     base_schedule = results[0]["schedule_us"]
     rows: list[Row] = []
     for f in results:
-        n = f"{f['events'] / 1000:.0f}k events"
+        n = f"{f['events'] / 1000:.0f}k events" if f["events"] >= 1000 else f"{f['events']:.0f} events"
         rows += [
             (f"build repo (schedule_many), {n}", f["build_s"], "s", "-", float("nan")),
             (f"open replica (replay), {n}", f["open_s"], "s", "target", TARGET_OPEN_S),
@@ -151,7 +159,7 @@ def history_rows(quick: bool) -> list[Row]:
             (f"log --limit 10 end to end, {n}", f["log_s"], "s", "replay path (before)", f["log_before_s"]),
             ("  target", f["log_s"], "s", "target", TARGET_QUERY_S),
             ("  CPU time of that process", f["log_cpu_s"], "s", "target", TARGET_QUERY_S),
-            (f"one more schedule at {n}", f["schedule_us"], "us/op", "same at 1k events", base_schedule),
+            (f"one more schedule at {n}", f["schedule_us"], "us/op", "same at smallest", base_schedule),
         ]
     return rows
 
@@ -159,7 +167,8 @@ def history_rows(quick: bool) -> list[Row]:
 def main(argv: list[str]) -> int:
     from bench import _print_table  # type: ignore[import-not-found]
 
-    rows = history_rows("--quick" in argv)
+    sizes = [int(n) for n in argv[argv.index("--sizes") + 1].split(",")] if "--sizes" in argv[:-1] else None
+    rows = history_rows("--quick" in argv, sizes)
     print("history-size benchmark; s and us/op: lower is better")
     _print_table(rows)
     return 0

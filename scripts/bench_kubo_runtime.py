@@ -50,7 +50,10 @@ if importlib.util.find_spec("ipld_scheduler") is None:  # not installed: use thi
 import ipfs_net  # noqa: E402
 from kubo_cluster import PeerCluster, PeerProcess, wait_for  # noqa: E402
 
+from ipld_scheduler.car import read_car  # noqa: E402
 from ipld_scheduler.codec import CID  # noqa: E402
+from ipld_scheduler.genesis import GenesisError  # noqa: E402
+from ipld_scheduler.network import Network  # noqa: E402
 from ipld_scheduler.repo import Repo  # noqa: E402
 from ipld_scheduler.scheduler import open_replica  # noqa: E402
 
@@ -149,9 +152,26 @@ def bench_burst(cluster: PeerCluster, count: int, concurrency: int) -> dict[str,
     }
 
 
-async def _merge_once(api_url: str, repo_dir: Path, heads: list[str], concurrency: int) -> dict[str, Any]:
+def _network(cluster: PeerCluster) -> Network:
+    """The cluster's network: its genesis is the one block of peer 0's founding export that decodes
+    as a genesis (``PeerCluster.found``); in-process replicas of the history must belong to it."""
+    with open(cluster.root / f"{cluster[0].peer_id}-network.car", "rb") as fh:
+        _roots, blocks = read_car(fh)
+        for cid, block in blocks:
+            try:
+                return Network.from_block(block, cid)
+            except GenesisError:
+                continue
+    raise RuntimeError("peer 0's founding CAR holds no genesis block")
+
+
+async def _merge_once(
+    api_url: str, repo_dir: Path, heads: list[str], concurrency: int, network: Network
+) -> dict[str, Any]:
     repo = Repo.open(repo_dir)
-    replica = await open_replica(f"bench-late-{concurrency}", [], repo=repo, ipfs_api=api_url)
+    replica = await open_replica(
+        f"bench-late-{concurrency}", [], repo=repo, ipfs_api=api_url, network=network
+    )
     try:
         replica.fetch_concurrency = concurrency
         replica.fetch_timeout = 60.0
@@ -190,15 +210,18 @@ def bench_catch_up(
     heads, events = status["clock"]["heads"], status["clock"]["events"]
     workflows = status["total_workflows"]
     runs = []
+    network = _network(cluster)
     for concurrency in concurrencies:
         late = _fresh_daemon(root, f"late{concurrency}-", net)
         try:
             runs.append(
-                asyncio.run(_merge_once(late.api_urls[0], root / f"repo-{concurrency}", heads, concurrency))
+                asyncio.run(
+                    _merge_once(late.api_urls[0], root / f"repo-{concurrency}", heads, concurrency, network)
+                )
             )
         finally:
             late.remove()
-    car = bench_car(cluster[0], root, net)
+    car = bench_car(cluster[0], root, net, network)
     # end to end: a late `ipld-scheduler run` process on another empty daemon
     late = _fresh_daemon(root, "latepeer-", net)
     peer = cluster.add("late", late.api_urls[0])
@@ -232,14 +255,14 @@ def bench_catch_up(
     }
 
 
-async def _import(car: bytes, repo_dir: Path, api_url: str | None) -> tuple[int, float]:
-    replica = await open_replica(
-        "bench-car", [], repo=Repo.open(repo_dir), ipfs_api=api_url, allow_dev_network=True
-    )
+async def _import(car: bytes, repo_dir: Path, api_url: str | None, network: Network) -> tuple[int, float]:
+    replica = await open_replica("bench-car", [], repo=Repo.open(repo_dir), ipfs_api=api_url, network=network)
     try:
         t0 = time.perf_counter()
         report = await replica.import_car(car)
-        return report.applied, time.perf_counter() - t0
+        elapsed = time.perf_counter() - t0
+        assert not report.rejected, report.rejected[:3]
+        return report.applied, elapsed
     finally:
         await replica.close()
         rpc = getattr(replica.store, "rpc", None)
@@ -247,7 +270,7 @@ async def _import(car: bytes, repo_dir: Path, api_url: str | None) -> tuple[int,
             await rpc.close()
 
 
-def bench_car(origin: PeerProcess, root: Path, net: ipfs_net.IpfsNet) -> dict[str, Any]:
+def bench_car(origin: PeerProcess, root: Path, net: ipfs_net.IpfsNet, network: Network) -> dict[str, Any]:
     """The alternative catch-up: one CAR of the whole history from a live peer's API, imported locally.
 
     Imported into an embedded-store replica, and into a Kubo-backed replica on a fresh daemon (whose
@@ -258,10 +281,10 @@ def bench_car(origin: PeerProcess, root: Path, net: ipfs_net.IpfsNet) -> dict[st
     with urllib.request.urlopen(export, timeout=120) as resp:
         car = resp.read()
     exported = time.perf_counter() - t0
-    events, embedded = asyncio.run(_import(car, root / "car-embedded", None))
+    events, embedded = asyncio.run(_import(car, root / "car-embedded", None, network))
     late = _fresh_daemon(root, "latecar-", net)
     try:
-        kubo_events, kubo = asyncio.run(_import(car, root / "car-kubo", late.api_urls[0]))
+        kubo_events, kubo = asyncio.run(_import(car, root / "car-kubo", late.api_urls[0], network))
     finally:
         late.remove()
     return {

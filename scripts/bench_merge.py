@@ -12,7 +12,8 @@ written by one peer):
   the garbage collector off while timing); **schedules**: the same over ``schedule`` events alone.
 
 Must not: leave files behind (repos live in a temporary directory). Usage:
-``python scripts/bench_merge.py [--quick]``.
+``python scripts/bench_merge.py [--quick | --smoke]`` (``--smoke``: 50 workflows, one round: what
+``tests/test_bench_scripts.py`` runs).
 """
 
 from __future__ import annotations
@@ -126,14 +127,16 @@ async def authorize_us(workflows: int) -> tuple[float, float]:
 
 
 def main(argv: list[str]) -> None:
-    quick = "--quick" in argv
-    rounds = [asyncio.run(run(300 if quick else 1000)) for _ in range(1 if quick else 3)]
+    smoke = "--smoke" in argv
+    quick = smoke or "--quick" in argv
+    size = 50 if smoke else 300 if quick else 1000
+    rounds = [asyncio.run(run(size)) for _ in range(1 if quick else 3)]
     print(f"events per run: {int(rounds[0]['events'])}")
     for key in ("write/s", "merge/s", "replay/s"):
         values = [r[key] for r in rounds]
         runs = ", ".join(f"{v:,.0f}" for v in values)
         print(f"{key:>9}: {statistics.median(values):10,.0f} events/s  (runs: {runs})")
-    auth = [asyncio.run(authorize_us(300 if quick else 1000)) for _ in range(1 if quick else 3)]
+    auth = [asyncio.run(authorize_us(size)) for _ in range(1 if quick else 3)]
     for name, index in (("authorize", 0), ("schedules", 1)):
         values = [a[index] for a in auth]
         runs = ", ".join(f"{v:.1f}" for v in values)

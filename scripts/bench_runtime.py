@@ -11,7 +11,11 @@ Prints:
 * **schedule-to-visible latency** between embedded peers, p50/p95: from ``schedule_workflow`` returning
   on one peer until the workflow is in another peer's derived state (3 and 15 peers, clean and lossy).
 
-Usage: ``python scripts/bench_runtime.py [--quick]``. Timings of the tests' ``PeerOptions.fast``
+Usage: ``python scripts/bench_runtime.py [--quick | --smoke]`` (``--smoke``: one seed, the smallest
+case of convergence and latency, what ``tests/test_bench_scripts.py`` runs; no failover: on this
+shared machine the victim's workflows sometimes stay unfinished past 60 s (about 2 runs in 6 of
+seed 1, 2026-11-30), which fails the run, so the smoke test would be flaky). Timings of the tests'
+``PeerOptions.fast``
 (heartbeat 0.2 s, unhealthy after 1.5 s); production defaults are 15 s / 60 s, and detection scales
 with them.
 """
@@ -25,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +44,16 @@ from ipld_scheduler.options import PeerOptions  # noqa: E402
 from ipld_scheduler.testing import Cluster  # noqa: E402
 
 LOSSY: dict[str, Any] = {"drop": 0.3, "duplicate": 0.15, "delay": (0.0, 0.005), "reorder": 0.25}
+
+
+async def _wait(
+    cluster: Cluster, predicate: Callable[[], bool], timeout: float, what: str, poll: float = 0.02
+) -> None:
+    """Wait for ``predicate``; a timeout fails the run (a figure must never be the timeout itself)."""
+    if not await cluster.wait_for(predicate, timeout, poll):
+        raise RuntimeError(f"timed out after {timeout} s waiting for {what}")
+
+
 SYNC_ONLY = PeerOptions.fast(execute=False, evict=False, unknown_after=60.0, unhealthy_after=120.0)
 
 
@@ -97,16 +112,16 @@ async def failover(seed: int) -> dict[str, float]:
             def some_done() -> bool:
                 return any((r := observer.state.workflows.get(w)) and r.status == "completed" for w in ids)
 
-            await cluster.wait_for(some_done, 20)
+            await _wait(cluster, some_done, 20, "a first completed workflow")
             victim = "c"
             orphaned = cluster.replica(victim).state.assigned_to(victim)
             killed = time.monotonic()
             await cluster.kill(victim)
-            await cluster.wait_for(lambda: not observer.state.is_present(victim), 30, poll=0.005)
+            await _wait(cluster, lambda: not observer.state.is_present(victim), 30, "the eviction", 0.005)
             detected = time.monotonic() - killed
-            await cluster.wait_for(lambda: cluster.finished(orphaned), 60, poll=0.01)
+            await _wait(cluster, lambda: cluster.finished(orphaned), 60, "the victim's workflows", 0.01)
             recovered = time.monotonic() - killed
-            await cluster.wait_for(lambda: cluster.finished(ids), 60)
+            await _wait(cluster, lambda: cluster.finished(ids), 60, "every workflow")
             return {
                 "evicted_after_s": detected,
                 "orphans_finished_after_s": recovered,
@@ -125,7 +140,7 @@ async def latency(peers: int, faults: dict[str, Any], count: int, seed: int) -> 
         cluster = Cluster(Path(root), ids, EmbeddedNetwork(seed, **faults), SYNC_ONLY, memory_blocks=True)
         await cluster.start()
         try:
-            await cluster.wait_for(lambda: _settled(cluster), 20)
+            await _wait(cluster, lambda: _settled(cluster), 20, "the cluster to settle")
             scheduled: dict[str, tuple[float, str]] = {}
             waiting: dict[str, set[str]] = {p: set() for p in ids}
 
@@ -153,7 +168,7 @@ async def latency(peers: int, faults: dict[str, Any], count: int, seed: int) -> 
                 )
                 scheduled[wid] = (time.monotonic(), origin)
                 await asyncio.sleep(0.02)
-            await cluster.wait_for(lambda: not any(waiting.values()), 60)
+            await _wait(cluster, lambda: not any(waiting.values()), 60, "every peer to see every workflow")
         finally:
             await cluster.stop()
     return samples
@@ -167,14 +182,16 @@ def pct(values: list[float], q: float) -> float:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one seed each, fewer samples")
+    parser.add_argument("--smoke", action="store_true", help="one seed, the smallest case of each section")
     args = parser.parse_args()
-    seeds = [1] if args.quick else [1, 2, 3]
+    seeds = [1] if args.quick or args.smoke else [1, 2, 3]
     print(f"convergence (seconds; median over seeds {seeds})")
-    for label, peers, total, faults in (
+    cases: list[tuple[str, int, int, dict[str, Any]]] = [
         ("15 peers x 50 workflows each (750), lossy", 15, 750, LOSSY),
         ("15 peers x 50 workflows each (750), clean", 15, 750, {}),
         ("15 peers, 50 workflows in all, lossy", 15, 50, LOSSY),
-    ):
+    ]
+    for label, peers, total, faults in cases[2:] if args.smoke else cases:
         runs = [await convergence(peers, total, faults, seed) for seed in seeds]
         med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
         identical = bool(min(r["ok"] for r in runs))
@@ -184,20 +201,25 @@ async def main() -> None:
             f"identical state={identical})"
         )
     print("failover (3 peers, real jobs, heartbeat 0.2 s, unhealthy after 1.5 s)")
-    results = [await failover(seed) for seed in seeds]
-    print(
-        f"  evict visible {statistics.median(r['evicted_after_s'] for r in results):.2f} s after the kill; "
-        f"its {statistics.median(r['orphans'] for r in results):.0f} open workflows finished elsewhere "
-        f"{statistics.median(r['orphans_finished_after_s'] for r in results):.2f} s after the kill"
-    )
+    if args.smoke:
+        print("  skipped in --smoke (intermittent: see the failover note in the docstring)")
+    else:
+        results = [await failover(seed) for seed in seeds]
+        print(
+            f"  evict visible {statistics.median(r['evicted_after_s'] for r in results):.2f} s after the "
+            f"kill; its {statistics.median(r['orphans'] for r in results):.0f} open workflows finished "
+            f"elsewhere {statistics.median(r['orphans_finished_after_s'] for r in results):.2f} s "
+            "after the kill"
+        )
     print("schedule-to-visible latency (ms)")
-    count = 60 if args.quick else 150
-    for label, peers, faults in (
+    count = 20 if args.smoke else 60 if args.quick else 150
+    kinds: list[tuple[str, int, dict[str, Any]]] = [
         ("3 peers, clean", 3, {}),
         ("3 peers, lossy", 3, LOSSY),
         ("15 peers, clean", 15, {}),
         ("15 peers, lossy", 15, LOSSY),
-    ):
+    ]
+    for label, peers, faults in kinds[:1] if args.smoke else kinds:
         samples = await latency(peers, faults, count, 7)
         print(
             f"  {label:18s} p50 {pct(samples, 0.5) * 1000:7.1f}  p95 {pct(samples, 0.95) * 1000:7.1f}  "

@@ -11,8 +11,10 @@ Prints:
   scheduler's, not the sandbox's) scheduled in one batch on one peer; seconds until every live peer sees
   every job finished, with 1 peer and with 3 peers (target: 3 peers >= 2.4x the rate of one).
 
-Usage: ``python scripts/bench_scale.py [--quick] [--profile converge|execute]`` (``--profile`` runs
-that scenario once under cProfile and prints the top functions by cumulative and internal time).
+Usage: ``python scripts/bench_scale.py [--quick | --smoke] [--profile converge|execute]`` (``--profile``
+runs that scenario once under cProfile and prints the top functions by cumulative and internal time;
+``--smoke``: one seed, 10 peers x 5 workflows and 20 jobs, what ``tests/test_bench_scripts.py`` runs:
+its figures say nothing about the targets).
 :func:`scale_rows` feeds ``scripts/bench.py``'s ``scale`` section.
 
 Must not: leave files behind (clusters live in temporary directories).
@@ -206,17 +208,20 @@ def _profile(which: str, quick: bool) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one seed, fewer jobs")
+    parser.add_argument("--smoke", action="store_true", help="one seed, 10 peers, 20 jobs: runs, not figures")
     parser.add_argument("--profile", choices=["converge", "execute"], help="profile one scenario")
     parser.add_argument("--only", choices=["converge", "execute"], help="run one scenario")
     args = parser.parse_args()
     if args.profile:
         _profile(args.profile, args.quick)
         return
-    seeds = [1] if args.quick else [1, 2, 3]
+    seeds = [1] if args.quick or args.smoke else [1, 2, 3]
+    peers, each = (10, 5) if args.smoke else (50, 20)
     if args.only in (None, "converge"):
-        conv = _median([asyncio.run(converge_at_scale(50, 20, seed)) for seed in seeds])
+        conv = _median([asyncio.run(converge_at_scale(peers, each, seed)) for seed in seeds])
         print(
-            f"50 peers x 20 workflows: {conv['converge_after_last_write_s']:.2f} s after the last write "
+            f"{peers} peers x {each} workflows: {conv['converge_after_last_write_s']:.2f} s after the last "
+            "write "
             f"(target <= {CONVERGE_TARGET_S:g} s; {conv['cpu_after_last_write_s']:.2f} s CPU); "
             f"writes took {conv['write_s']:.2f} s; start "
             f"{conv['start_s']:.2f} s with {conv['membership_events']:.0f} membership events; "
@@ -224,7 +229,7 @@ def main() -> None:
             f"{conv['announcements_received']:.0f} announcements; identical={bool(conv['identical'])}"
         )
     if args.only in (None, "execute"):
-        jobs = 120 if args.quick else 300
+        jobs = 20 if args.smoke else 120 if args.quick else 300
         one = _median([asyncio.run(execute_at_scale(1, jobs, seed)) for seed in seeds])
         three = _median([asyncio.run(execute_at_scale(3, jobs, seed)) for seed in seeds])
         print(
