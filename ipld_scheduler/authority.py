@@ -56,6 +56,8 @@ class Authority:
         self._handoffs: dict[CID, Handoffs] = {network: _EMPTY_HANDOFFS}
         self._lineage: dict[CID, Lineage] = {}
         """Per admitted event, its node in its author's own lineage (rate usage)."""
+        self._current: tuple[tuple[CID, ...], Membership] | None = None
+        """The last :meth:`current` answer: the gate asks once per announcement, heads change per write."""
 
     def view(self, cid: CID) -> Membership | None:
         """The membership after an admitted event (or at the genesis); None for anything else."""
@@ -63,8 +65,14 @@ class Authority:
 
     def current(self, heads: tuple[CID, ...]) -> Membership:
         """The membership at a head set (the genesis view for none): what a new event would see."""
+        cached = self._current
+        if cached is not None and cached[0] == heads:
+            return cached[1]  # views of recorded events never change, so neither does their join
         views = [self.views[h] for h in heads if h in self.views]
-        return Membership.join_all(views) if views else self.views[self.network]
+        answer = Membership.join_all(views) if views else self.views[self.network]
+        if len(views) == len(heads):  # every head recorded: the answer is final for this head set
+            self._current = (tuple(heads), answer)
+        return answer
 
     def admit(
         self,

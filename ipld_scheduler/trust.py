@@ -177,11 +177,14 @@ class Member:
     def join(self, other: Member) -> Member:
         if other is self:
             return self
-        return Member(
-            _newer(self.binding, other.binding),
-            _newer(self.presence, other.presence),
-            _newer(self.grant, other.grant),
-        )
+        binding = _newer(self.binding, other.binding)
+        presence = _newer(self.presence, other.presence)
+        grant = _newer(self.grant, other.grant)
+        if binding is self.binding and presence is self.presence and grant is self.grant:
+            return self
+        if binding is other.binding and presence is other.presence and grant is other.grant:
+            return other
+        return Member(binding, presence, grant)
 
 
 # --- the membership view --------------------------------------------------------------------------
@@ -238,11 +241,22 @@ class Membership:
         """Least upper bound: per peer, per register, the entry with the greater stamp."""
         if other is self:
             return self
+        policy = _newer(self.policy, other.policy)
+        if other.members is self.members:
+            return self if policy is self.policy else Membership(self.members, policy)
         merged = dict(self.members)
+        changed = False
         for peer, member in other.members.items():
             mine = merged.get(peer)
-            merged[peer] = member if mine is None else mine.join(member)
-        return Membership(_frozen(merged), _newer(self.policy, other.policy))
+            if mine is member:  # registers shared by both pasts (the usual case): nothing to join
+                continue
+            joined = member if mine is None else mine.join(member)
+            if joined is not mine:
+                merged[peer] = joined
+                changed = True
+        if not changed:
+            return self if policy is self.policy else Membership(self.members, policy)
+        return Membership(_frozen(merged), policy)
 
     @staticmethod
     def join_all(views: Sequence[Membership]) -> Membership:
