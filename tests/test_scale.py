@@ -36,9 +36,19 @@ async def test_a_cluster_writes_one_peer_add_per_member_at_start_and_starts_conv
         # written once, by the first peer; each peer then writes only its own runner labels
         first = cluster.replica(ids[0])
 
-        def labelled() -> bool:  # converged, with every peer's own labels event in
+        def logged_labels(peer_id: str) -> set[str]:
+            """Authors of the labels events in ``peer_id``'s repo (a write folds before it is logged)."""
+            log = cluster.replica(peer_id).repo.processed_log()
+            events = [Event.from_block(data) for _seq, _cid, data in log]
+            return {
+                e.author for e in events if e.kind == EventKind.PEER_ADD and e.body.get("labels") is not None
+            }
+
+        def labelled() -> bool:  # converged, with every peer's own labels event in every repo
             entries = first.state.members
-            return cluster.converged() and all(entries[p].labels is not None for p in ids)
+            if not (cluster.converged() and all(entries[p].labels is not None for p in ids)):
+                return False
+            return all(logged_labels(p) == set(ids) for p in ids)
 
         assert await cluster.wait_for(labelled, 30)
         for peer_id in ids:
@@ -110,6 +120,7 @@ async def test_announcements_that_arrive_together_are_merged_once_per_announcer(
         assert peer.sync.pending == len(writers)
         assert await cluster.wait_for(lambda: peer.sync.pending == 0, 10)  # merged, or given up on
         assert all(heads[w][0] in cluster.replica(observer).clock for w in writers)
-        assert 1 <= peer.stats.merges - merges <= len(writers)
+        # at most one merge per announcer's lane (a merge already under way may take them all)
+        assert peer.stats.merges - merges <= len(writers)
     finally:
         await cluster.stop()
