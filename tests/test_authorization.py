@@ -585,7 +585,16 @@ async def test_forged_events_relayed_over_the_embedded_network_never_run_or_chan
     await cluster.start()
     try:
         a, b = cluster.replica("a"), cluster.replica("b")
-        assert await _until(lambda: cluster.converged() and cluster.keys_known())
+
+        def settled() -> bool:  # keys known and both peers' runner labels in (they change state too)
+            labelled = all(
+                (m := r.state.members.get(p)) is not None and m.labels is not None
+                for r in (a, b)
+                for p in ("a", "b")
+            )
+            return cluster.converged() and cluster.keys_known() and labelled
+
+        assert await _until(settled)
         wid = ""
         for i in range(20):  # one of a's workflows that a owns, so that b's claim of it is out of line
             wid = f"honest-{i}"
