@@ -411,10 +411,10 @@ class Replica:
         async with self._write_lock:
             if self.authority is not None:
                 body = self._with_links(kind, body)
-            event = (signer or self.signer).sign(self.clock.tick(kind.value, body))
+            own = _signed(signer or self.signer, self.clock.tick(kind.value, body))
+            event = own.value
             if payload is None:  # an untyped body: refuse what every other peer would refuse
                 Event.from_ipld(event.to_ipld())
-            own = encode_value(event)
             typed = [b if isinstance(b, Block) else None for b in blocks]
             pairs = [b.pair if isinstance(b, Block) else b for b in blocks]
             for block, (link, raw) in zip(typed, pairs, strict=True):
@@ -605,7 +605,7 @@ class Replica:
                     body=body,
                     key=b"",
                 )
-            out.append(encode_value(self.signer.sign(unsigned)))
+            out.append(_signed(self.signer, unsigned))
         return out
 
     def _assignment(self, rec: WorkflowRecord, *, existing: bool) -> dict[str, Any]:
@@ -1438,6 +1438,26 @@ def _other_definition(workflow: WorkflowDefinition, held: CID) -> str:
         f"workflow id {workflow.workflow_id!r} is already scheduled with another definition "
         f"({held}); cancel it or use a new id"
     )
+
+
+def _signed(signer: Signer, unsigned: Event) -> Block[Event]:
+    """``unsigned`` signed by ``signer`` and encoded: what :meth:`Signer.sign` then
+    :func:`~ipld_scheduler.blocks.encode_value` give, built once (no intermediate copies); a test
+    checks the two agree."""
+    message = Event(
+        unsigned.kind, signer.peer_id, unsigned.height, unsigned.parents, unsigned.body, signer.public_key
+    )
+    signature = signer.sign_bytes(encode(message.unsigned_ipld()))
+    event = Event(
+        unsigned.kind,
+        signer.peer_id,
+        unsigned.height,
+        unsigned.parents,
+        unsigned.body,
+        signer.public_key,
+        signature,
+    )
+    return encode_value(event)
 
 
 def _signed_message(event: Event) -> tuple[bytes, bytes, bytes]:
