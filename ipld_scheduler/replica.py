@@ -2,7 +2,9 @@
 
 Owns: the order of effects for every write (tick -> sign -> encode -> put blocks -> fold into memory
 -> queue the commit of blocks, processed mark, heads and the derived index rows of what the fold
-touched (:mod:`~ipld_scheduler.derived`) as one repo transaction -> wait until durable -> announce;
+touched (:mod:`~ipld_scheduler.derived`) as one repo transaction (its blocks readable from the repo
+from then on, so nothing the fold shows links a block a reader cannot get) -> wait until durable ->
+announce;
 commits queue in causal order, merged batches included, so concurrent writes share an fsync and the
 processed log stays a topological order), replay of the repo at open (rebuilding stale index rows),
 merging remote heads through a :class:`~ipld_scheduler.sync.MergePlan` with a bounded pool of

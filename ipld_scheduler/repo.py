@@ -20,7 +20,9 @@ thread commits whatever writes are waiting in one transaction and one fsync, in 
 synchronous ``commit`` that finds nothing pending runs its transaction on its own thread, saving the
 hops); reads use a second connection, which WAL lets read while the writer commits, so neither a read
 nor an ``await`` of a write ever waits on the disk on the event loop. A write is visible to every read
-that starts after it was acknowledged.
+that starts after it was acknowledged; its blocks (only those, not its processed marks, heads or rows)
+are readable from the moment it is queued until it settles, since the replica folds a write before
+its commit lands.
 
 Derived state (the fold's results, persisted so opening a repo need not replay history) lives in the
 ``derived`` table under a version number chosen by the caller (bump it when the fold changes, and old rows
