@@ -573,20 +573,24 @@ class Replica:
                     (own.cid, own.value, block.value)
                     for block, own in zip(fresh.values(), written, strict=True)
                 ]
-                await self.repo.commit_async(
+                durable = self.repo.queue_commit(
                     blocks=blocks,
                     processed=[own.cid for own in written],
                     heads=[written[-1].cid],
                     derived=self._derived(applied, touched),
                 )
+            # The answers are the state right after this batch; built while the writer thread
+            # commits it, returned only once it is durable.
+            for index, workflow in enumerate(items):
+                if answers[index] is None:
+                    rec = self.state.workflows[workflow.workflow_id]
+                    answers[index] = self._assignment(rec, existing=index in repeated)
+            if written:
+                await durable
                 self.counters["events_written"] += len(written)
                 self.counters["blocks_written"] += len(blocks)
         if written:
             await self._notify()
-        for index, workflow in enumerate(items):
-            if answers[index] is None:
-                rec = self.state.workflows[workflow.workflow_id]
-                answers[index] = self._assignment(rec, existing=index in repeated)
         return [answer for answer in answers if answer is not None]
 
     def _chain(self, payloads: Sequence[Payload]) -> list[Block[Event]]:
