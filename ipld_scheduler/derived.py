@@ -98,8 +98,12 @@ class MemberRow:
     data: bytes
 
 
+_JSON: Final = json.JSONEncoder(sort_keys=True, separators=(",", ":"), allow_nan=False)
+"""One encoder for every row (``json.dumps`` with options builds a new one per call)."""
+
+
 def _dumps(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    return _JSON.encode(value).encode()
 
 
 def _run(run: Any) -> dict[str, Any]:

@@ -102,11 +102,15 @@ class GroupWriter:
     def stats(self) -> WriterStats:
         return WriterStats(self._commits, self._writes, self._largest)
 
-    def submit_async(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+    def submit_async(
+        self, op: Callable[[sqlite3.Connection], T], *, settled: Callable[[], None] | None = None
+    ) -> asyncio.Future[T]:
         """Queue ``op`` from the running event loop; the returned future resolves on that loop once the
         transaction holding the write is durable (or failed). ``op`` runs on the writer thread inside
         a savepoint; whatever it raises rolls back its own statements only and becomes the future's
-        exception.
+        exception. ``settled`` runs on the thread that ran the transaction as soon as its outcome is
+        known (after ``COMMIT`` returned or the write failed), before the loop is woken, whether or
+        not anyone still awaits the future.
 
         One thread hop each way and nothing else (no ``wrap_future`` chain): the loop is woken once,
         when the transaction is durable. Cancelling the future (or the task awaiting it) only stops
@@ -126,6 +130,8 @@ class GroupWriter:
                 future.set_exception(value)
 
         def settle(ok: bool, value: Any) -> None:
+            if settled is not None:
+                settled()
             with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile: nobody is waiting
                 loop.call_soon_threadsafe(deliver, ok, value)
 

@@ -2,7 +2,9 @@
 
 Owns: the order of effects for every write (tick -> sign -> encode -> put blocks -> fold into memory
 -> queue the commit of blocks, processed mark, heads and the derived index rows of what the fold
-touched (:mod:`~ipld_scheduler.derived`) as one repo transaction -> wait until durable -> announce;
+touched (:mod:`~ipld_scheduler.derived`) as one repo transaction (its blocks readable from the repo
+from then on, so nothing the fold shows links a block a reader cannot get) -> wait until durable ->
+announce;
 commits queue in causal order, merged batches included, so concurrent writes share an fsync and the
 processed log stays a topological order), replay of the repo at open (rebuilding stale index rows),
 merging remote heads through a :class:`~ipld_scheduler.sync.MergePlan` with a bounded pool of
@@ -411,10 +413,10 @@ class Replica:
         async with self._write_lock:
             if self.authority is not None:
                 body = self._with_links(kind, body)
-            event = (signer or self.signer).sign(self.clock.tick(kind.value, body))
+            own = _signed(signer or self.signer, self.clock.tick(kind.value, body))
+            event = own.value
             if payload is None:  # an untyped body: refuse what every other peer would refuse
                 Event.from_ipld(event.to_ipld())
-            own = encode_value(event)
             typed = [b if isinstance(b, Block) else None for b in blocks]
             pairs = [b.pair if isinstance(b, Block) else b for b in blocks]
             for block, (link, raw) in zip(typed, pairs, strict=True):
@@ -571,20 +573,24 @@ class Replica:
                     (own.cid, own.value, block.value)
                     for block, own in zip(fresh.values(), written, strict=True)
                 ]
-                await self.repo.commit_async(
+                durable = self.repo.queue_commit(
                     blocks=blocks,
                     processed=[own.cid for own in written],
                     heads=[written[-1].cid],
                     derived=self._derived(applied, touched),
                 )
+            # The answers are the state right after this batch; built while the writer thread
+            # commits it, returned only once it is durable.
+            for index, workflow in enumerate(items):
+                if answers[index] is None:
+                    rec = self.state.workflows[workflow.workflow_id]
+                    answers[index] = self._assignment(rec, existing=index in repeated)
+            if written:
+                await durable
                 self.counters["events_written"] += len(written)
                 self.counters["blocks_written"] += len(blocks)
         if written:
             await self._notify()
-        for index, workflow in enumerate(items):
-            if answers[index] is None:
-                rec = self.state.workflows[workflow.workflow_id]
-                answers[index] = self._assignment(rec, existing=index in repeated)
         return [answer for answer in answers if answer is not None]
 
     def _chain(self, payloads: Sequence[Payload]) -> list[Block[Event]]:
@@ -605,7 +611,7 @@ class Replica:
                     body=body,
                     key=b"",
                 )
-            out.append(encode_value(self.signer.sign(unsigned)))
+            out.append(_signed(self.signer, unsigned))
         return out
 
     def _assignment(self, rec: WorkflowRecord, *, existing: bool) -> dict[str, Any]:
@@ -1438,6 +1444,26 @@ def _other_definition(workflow: WorkflowDefinition, held: CID) -> str:
         f"workflow id {workflow.workflow_id!r} is already scheduled with another definition "
         f"({held}); cancel it or use a new id"
     )
+
+
+def _signed(signer: Signer, unsigned: Event) -> Block[Event]:
+    """``unsigned`` signed by ``signer`` and encoded: what :meth:`Signer.sign` then
+    :func:`~ipld_scheduler.blocks.encode_value` give, built once (no intermediate copies); a test
+    checks the two agree."""
+    message = Event(
+        unsigned.kind, signer.peer_id, unsigned.height, unsigned.parents, unsigned.body, signer.public_key
+    )
+    signature = signer.sign_bytes(encode(message.unsigned_ipld()))
+    event = Event(
+        unsigned.kind,
+        signer.peer_id,
+        unsigned.height,
+        unsigned.parents,
+        unsigned.body,
+        signer.public_key,
+        signature,
+    )
+    return encode_value(event)
 
 
 def _signed_message(event: Event) -> tuple[bytes, bytes, bytes]:

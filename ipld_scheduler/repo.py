@@ -20,7 +20,9 @@ thread commits whatever writes are waiting in one transaction and one fsync, in 
 synchronous ``commit`` that finds nothing pending runs its transaction on its own thread, saving the
 hops); reads use a second connection, which WAL lets read while the writer commits, so neither a read
 nor an ``await`` of a write ever waits on the disk on the event loop. A write is visible to every read
-that starts after it was acknowledged.
+that starts after it was acknowledged; its blocks (only those, not its processed marks, heads or rows)
+are readable from the moment it is queued until it settles, since the replica folds a write before
+its commit lands.
 
 Derived state (the fold's results, persisted so opening a repo need not replay history) lives in the
 ``derived`` table under a version number chosen by the caller (bump it when the fold changes, and old rows
@@ -345,6 +347,11 @@ class Repo:
         self._lock_fd = lock_fd
         self._mutex = threading.RLock()
         self._key: Ed25519PrivateKey | None = None
+        self._inflight: dict[bytes, list[Any]] = {}
+        """Blocks of commits queued and not yet settled, by raw CID: ``[data, commits holding it, cid]``.
+        Reads see them, so whatever the replica folded before its commit lands (a finished run) is
+        readable with the blocks it links (its Result), as a replay of the same blocks would be."""
+        self._inflight_lock = threading.Lock()
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -485,25 +492,40 @@ class Repo:
     # --- blocks ---------------------------------------------------------------------------------
 
     def get_block(self, cid: CID) -> bytes | None:
-        """Re-hash on every read: a flipped bit on disk must surface here, not as a wrong decision later."""
+        """Re-hash on every read: a flipped bit on disk must surface here, not as a wrong decision later.
+        A block of a commit still in flight is read from that commit."""
+        data = self._inflight_data(cid.raw)
+        if data is not None:
+            return data
         rows = self._query("SELECT data FROM blocks WHERE cid = ?", (cid.raw,))
         return self._checked(cid, rows[0][0]) if rows else None
 
     def get_blocks(self, cids: Sequence[CID]) -> dict[CID, bytes]:
-        """The held ones among ``cids``, each re-hashed, one query per few hundred CIDs."""
+        """The held ones among ``cids`` (in flight included), each re-hashed, one query per few hundred."""
         by_raw = {cid.raw: cid for cid in cids}
         found: dict[CID, bytes] = {}
+        if self._inflight:
+            for raw in list(by_raw):
+                data = self._inflight_data(raw)
+                if data is not None:
+                    found[by_raw.pop(raw)] = data
         for raw, data in self._rows_in("SELECT cid, data FROM blocks WHERE cid IN ({marks})", list(by_raw)):
             cid = by_raw[bytes(raw)]
             found[cid] = self._checked(cid, data)
         return found
 
     def has_block(self, cid: CID) -> bool:
+        if self._inflight_data(cid.raw) is not None:
+            return True
         return bool(self._query("SELECT 1 FROM blocks WHERE cid = ?", (cid.raw,)))
 
     def has_blocks(self, cids: Sequence[CID]) -> set[CID]:
-        """Which of ``cids`` are held, one query per few hundred CIDs: a sync walk asks about whole levels."""
-        return self._present("blocks", cids)
+        """Which of ``cids`` are held (in flight included), one query per few hundred CIDs: a sync walk
+        asks about whole levels."""
+        if not self._inflight:
+            return self._present("blocks", cids)
+        flying = {cid for cid in cids if self._inflight_data(cid.raw) is not None}
+        return flying | self._present("blocks", [cid for cid in cids if cid not in flying])
 
     # --- Merkle clock ---------------------------------------------------------------------------
 
@@ -785,20 +807,67 @@ class Repo:
 
     def _submit_async(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         _ = self._conn
+        blocks = op.blocks if isinstance(op, _Change) else []
+        self._fly(blocks)
         try:
-            return self._writer.submit_async(op)
+            return self._writer.submit_async(op, settled=(lambda: self._land(blocks)) if blocks else None)
         except WriterClosed as exc:  # closed meanwhile, or its thread died
+            self._land(blocks)
             raise RepoError(f"repo {self.path}: {exc}") from None
 
     def _wait(self, op: Callable[[sqlite3.Connection], T]) -> T:
         _ = self._conn  # refuse on a closed repo
+        blocks = op.blocks if isinstance(op, _Change) else []
+        self._fly(blocks)
         try:
             result: T = self._writer.call(op)
         except sqlite3.Error as exc:
             raise self._translated(exc, op) from exc
         except WriterClosed as exc:
             raise RepoError(f"repo {self.path}: {exc}") from exc
+        finally:
+            self._land(blocks)
         return result
+
+    def _fly(self, blocks: list[tuple[CID, bytes]]) -> None:
+        """Make a queued commit's blocks readable until it settles (:meth:`_land`)."""
+        if not blocks:
+            return
+        with self._inflight_lock:
+            for cid, data in blocks:
+                entry = self._inflight.get(cid.raw)
+                if entry is None:
+                    self._inflight[cid.raw] = [data, 1, cid]
+                else:
+                    entry[1] += 1
+
+    def _land(self, blocks: list[tuple[CID, bytes]]) -> None:
+        """The commit holding ``blocks`` settled: durable (the table answers now) or failed (gone)."""
+        if not blocks:
+            return
+        with self._inflight_lock:
+            for cid, _data in blocks:
+                entry = self._inflight.get(cid.raw)
+                if entry is not None:
+                    entry[1] -= 1
+                    if entry[1] <= 0:
+                        del self._inflight[cid.raw]
+
+    def _inflight_data(self, raw: bytes) -> bytes | None:
+        """A block in flight whose bytes match its CID (one that does not is refused by its commit,
+        so it is not held: None)."""
+        if not self._inflight:  # the common case: nothing in flight, no lock taken
+            return None
+        with self._inflight_lock:
+            entry = self._inflight.get(raw)
+        if entry is None:
+            return None
+        data = bytes(entry[0])
+        try:
+            verify_block(entry[2], data)
+        except CodecError:
+            return None
+        return data
 
     async def _await(self, op: Callable[[sqlite3.Connection], T]) -> T:
         return await self._settled(self._submit_async(op), op)
