@@ -99,9 +99,12 @@ async def test_output_is_truncated_to_the_limit(tmp_path: Path) -> None:
     try:
         replica = made.replica("solo")
         await replica.schedule_workflow(shell("loud", "head -c 200000 /dev/zero | tr '\\0' x"))
-        await wait(lambda: made.finished(["loud"]))
-        out = blob_bytes(replica, run_result(replica, "loud").stdout)
-        assert len(out) <= 1000 and out.endswith(b"[output truncated]\n") and out.startswith(b"xxx")
+        await wait(lambda: made.finished(["loud"]), what="the loud workflow to finish")
+        result = run_result(replica, "loud")
+        assert (result.status, result.exit_code, result.reason) == ("success", 0, None), result
+        out = blob_bytes(replica, result.stdout)
+        assert len(out) == 1000, (len(out), out[-60:])
+        assert out.startswith(b"xxx") and out.endswith(b"[output truncated]\n"), (out[:20], out[-60:])
     finally:
         await made.stop()
 
