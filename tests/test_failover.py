@@ -250,3 +250,40 @@ async def test_work_claimed_by_a_dead_peer_is_rerun_elsewhere(tmp_path: Path) ->
         assert marker.read_text().split() == [first, survivor]
     finally:
         await cluster.stop()
+
+
+async def test_work_only_a_dead_peer_holds_is_not_failed_over_but_returns_with_it(tmp_path: Path) -> None:
+    """A schedule is durable on its writer when it returns, not yet on anyone else: if the writer dies
+    before a member fetched it, the survivors cannot know the workflow exists (nothing to fail over,
+    nothing "running"); it is not lost, and comes back with its writer. (``bench_runtime.py``'s failover
+    case once killed its victim right after its last schedule and waited for those forever.)"""
+    cluster = await _manual_cluster(tmp_path, ["a", "b", "c"])
+    clock = cluster.clock
+    assert isinstance(clock, ManualClock)
+    try:
+        await cluster.heartbeat_round()
+        cluster.network.partition([["a", "b"], ["c"]])
+        await cluster.replica("c").schedule_workflow(job(1))  # announced, but nobody hears c
+        await cluster.kill("c")
+        cluster.network.heal()
+        clock.advance(MANUAL.unhealthy_after + 2 * MANUAL.evict_stagger + 1)
+        await cluster.heartbeat_round()
+        for p in "ab":
+            state = cluster.replica(p).state
+            assert not state.is_present("c")
+            assert "job-001" not in state.workflows
+        await cluster.restart("c")
+        await cluster.reannounce()
+
+        def back() -> bool:
+            return cluster.converged() and all("job-001" in cluster.replica(p).state.workflows for p in "abc")
+
+        assert await cluster.wait_for(back, 10), "the dead peer's write did not come back with it"
+        clock.advance(1.0)
+        await cluster.heartbeat_round()  # c rejoins (it was evicted meanwhile)
+        assert all(cluster.replica(p).state.is_present("c") for p in "abc")
+        state = cluster.replica("a").state
+        assert state.workflows["job-001"].status == "pending"
+        assert state.owner("job-001") in ("a", "b", "c")
+    finally:
+        await cluster.stop()

@@ -33,7 +33,7 @@ from ipld_scheduler.sandbox import SandboxPolicy
 from ipld_scheduler.testing import Cluster, wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "workers"))
-from kubo_cluster import PeerCluster, cli_command, peer_env, wait_for
+from kubo_cluster import PeerCluster
 
 if TYPE_CHECKING:
     from ipfs_net import IpfsNet
@@ -277,38 +277,10 @@ def test_on_js_ipfs_daemons_the_workspace_travels_over_bitswap(ipfs_net: IpfsNet
         peers.start()
         submitter, runner = peers[0], peers[1]
         workflow = str(tmp_path / "app" / ".github" / "workflows" / "ci.yml")
-        chosen = None
-        for attempt in range(24):
-            proc = subprocess.run(
-                cli_command(
-                    submitter.repo,
-                    "schedule",
-                    "--workflow-file",
-                    workflow,
-                    "--tags",
-                    "p2p_eligible",
-                    "--id",
-                    f"bitswap-{attempt}",
-                ),
-                env=peer_env(),
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            assert proc.returncode == 0, proc.stdout + proc.stderr
-            answer = json.loads(proc.stdout)
-            assert answer["workspace"], answer
-            if answer["assigned_peer"] == runner.peer_id:
-                chosen = answer
-                break
-        assert chosen is not None, f"{runner.peer_id} owned none of 24 workflows"
-        wid = chosen["workflow_id"]
-
-        def done() -> dict[str, Any] | None:
-            data = runner.api.results(wid)
-            return data if data and data["status"] in ("completed", "failed") else None
-
-        data = wait_for(done, 120, f"{runner.peer_id} to run {wid}", diagnose=lambda: runner.log_tail())
+        args = ["--workflow-file", workflow, "--tags", "p2p_eligible"]
+        chosen = peers.schedule_until_owned(submitter, runner, lambda n: [*args, "--id", f"bitswap-{n}"])
+        assert chosen["workspace"], chosen
+        data = peers.wait_finished(runner, chosen["workflow_id"])
         (run,) = data["runs"]
         assert run["peer"] == runner.peer_id and run["status"] == "success", run
         assert "the tracked file's content" in run["stdout"] and f"sha={sha}" in run["stdout"]

