@@ -726,7 +726,8 @@ class State:
     def row(self, rec: WorkflowRecord) -> dict[str, Any]:
         """:meth:`WorkflowRecord.to_dict` with the owner from :meth:`owner` (the one source), the
         ``runs_on`` requirement and ``waiting`` / ``waiting_detail`` (:meth:`waiting`; null if none)."""
-        row = rec.to_dict(self.owner(rec.workflow_id))
+        row = rec.to_dict()
+        row["owner"] = self.owner(rec.workflow_id)  # None included: no fallback to a stale cached owner
         req = rec.winner.requirement if rec.winner is not None else None
         row["runs_on"] = None if req is None else req.to_dict()
         wait = self.waiting(rec.workflow_id)

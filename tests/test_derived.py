@@ -394,3 +394,26 @@ def test_cli_reads_indexes_and_repair_rebuild_restores_tampered_rows(tmp_path: P
     assert human.returncode == 0 and "rows that differed: none" in human.stdout
     missing = cli_run(repo, "repair")
     assert missing.returncode == 2 and "--rebuild" in missing.stderr
+
+
+async def test_a_finished_workflow_whose_runners_all_lost_the_label_has_no_owner(tmp_path: Path) -> None:
+    """Found by the random-history test: when no present member satisfies a finished workflow's
+    ``runs_on`` any more, the fold's owner is None, and the replica's rows said so too instead of
+    falling back to the owner cached when it ran (the indexes already answered None)."""
+    replica = await _open(tmp_path / "alpha", "alpha")
+    try:
+        await replica.append(PeerAdd("alpha", labels=["gpu", "linux"]))
+        run = {"steps": [{"name": "x", "run": "true"}], "runs_on": ["gpu"]}
+        await replica.schedule_workflow(WorkflowDefinition("g", "gpu job", ["p2p_eligible"], run=run))
+        assert replica.state.owner("g") == "alpha"
+        assert (await replica.get_next_workflow()) is not None
+        result, blocks = _result("g", "alpha", 1, random.Random(1))
+        await replica.record_result("g", result, blocks, replica.state.workflows["g"].attempt)
+        await replica.append(PeerAdd("alpha", labels=["linux"]))  # alpha no longer has a gpu
+        assert replica.state.owner("g") is None
+        row = (await ops.workflows(replica))["workflows"][0]
+        assert row["workflow_id"] == "g" and row["owner"] is None
+    finally:
+        await replica.close()
+    indexed = (await _answers_from_indexes(tmp_path / "alpha", ["g"]))["workflows"]["workflows"][0]
+    assert indexed["owner"] is None
