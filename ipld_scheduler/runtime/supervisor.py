@@ -182,11 +182,25 @@ class ExecutionSupervisor:
             self._wakeup.clear()
             if self.active:
                 await self.retries.run_due()
+            batch: list[_Execution] = []
             while self.has_free_slot() and self.active:
                 wid = await self.next_runnable()
                 if wid is None:
                     break
-                await self.start(wid)
+                batch.append(self._reserve(wid))
+            await self._claim_all(batch)
+
+    async def _claim_all(self, batch: list[_Execution]) -> None:
+        """Claim every reserved workflow at once: the claims queue back to back behind the replica's
+        write lock and share the repo's group commit (one fsync for a full set of free slots instead of
+        one per claim, each awaited before the next was written)."""
+        if len(batch) == 1:
+            await self._claim(batch[0])
+            return
+        outcomes = await asyncio.gather(*(self._claim(e) for e in batch), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     def _eligible(self, wid: str, now: float) -> bool:
         if wid in self._running or not self.runnable(self._replica.state.workflows[wid]):
@@ -248,17 +262,30 @@ class ExecutionSupervisor:
 
     async def start(self, wid: str, *, recovered: bool = False) -> None:
         """Claim ``wid`` and start running it (``recovered``: our claim from before a restart)."""
+        await self._claim(self._reserve(wid), recovered=recovered)
+
+    def _reserve(self, wid: str) -> _Execution:
+        """Take a slot for ``wid`` now, before any await: the loop must not pick it twice."""
         rec = self._replica.state.workflows[wid]
         assert rec.winner is not None
         attempt = 1 + sum(1 for r in rec.claims.values() if r.peer == self.peer_id)
         execution = _Execution(wid, attempt, self._now(), secrets.token_hex(8), submitter=rec.winner.author)
         execution.dag_attempt = rec.attempt
-        self._running[wid] = execution  # before the await: the loop must not pick it twice
+        self._running[wid] = execution
+        return execution
+
+    async def _claim(self, execution: _Execution, *, recovered: bool = False) -> None:
+        """Write the reserved workflow's claim (durable), then start its run; the slot is freed on failure.
+        (A cancel or retry folded meanwhile stops the run through :meth:`on_heads`, as for any run.)"""
+        wid = execution.workflow_id
+        winner = self._replica.state.workflows[wid].winner
+        assert winner is not None
         try:
-            await self._replica.append(Claim(wid, rec.winner.cid, attempt_field(rec.attempt)))
+            await self._replica.append(Claim(wid, winner.cid, attempt_field(execution.dag_attempt)))
         except BaseException:
             self._running.pop(wid, None)
             raise
+        attempt = execution.attempt
         self._stats.claims_written += 1
         if recovered:
             self._stats.recovered_runs += 1
@@ -271,7 +298,7 @@ class ExecutionSupervisor:
             extra={"event": "rerun" if recovered else "claim", "workflow": wid, "attempt": attempt},
         )
         execution.task = asyncio.create_task(
-            self._run(execution, rec.winner.workflow), name=f"{self.peer_id}:run:{wid}"
+            self._run(execution, winner.workflow), name=f"{self.peer_id}:run:{wid}"
         )
 
     async def _run(self, execution: _Execution, workflow: WorkflowDefinition) -> None:
