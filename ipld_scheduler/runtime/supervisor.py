@@ -100,6 +100,9 @@ class ExecutionSupervisor:
         self._caught_up = caught_up
         self.peer_id = replica.peer_id
         self._running: dict[str, _Execution] = {}
+        self._finishing: dict[str, _Execution] = {}
+        """Runs whose process ended and whose Result is being written: they hold no slot, so the
+        next claim is written right behind the Result (one group commit, one announcement)."""
         self._held: dict[str, float] = {}
         self._wakeup = asyncio.Event()
         self.active = False
@@ -113,7 +116,8 @@ class ExecutionSupervisor:
         return sorted(self._running)
 
     def is_running(self, wid: str) -> bool:
-        return wid in self._running
+        """Whether ``wid`` runs here or its Result is being written (never re-run it meanwhile)."""
+        return wid in self._running or wid in self._finishing
 
     def has_free_slot(self) -> bool:
         return len(self._running) < self._options.max_concurrent
@@ -153,11 +157,13 @@ class ExecutionSupervisor:
     async def close(self) -> None:
         """Kill running workflows (their claims stay: a restart re-runs them)."""
         self.active = False
-        tasks = [e.task for e in self._running.values() if e.task is not None]
+        executions = [*self._running.values(), *self._finishing.values()]
+        tasks = [e.task for e in executions if e.task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._running.clear()
+        self._finishing.clear()
 
     def on_heads(self) -> None:
         """The state changed: stop runs a ``cancel`` event finished (or whose attempt is no longer the
@@ -203,7 +209,7 @@ class ExecutionSupervisor:
                 raise outcome
 
     def _eligible(self, wid: str, now: float) -> bool:
-        if wid in self._running or not self.runnable(self._replica.state.workflows[wid]):
+        if self.is_running(wid) or not self.runnable(self._replica.state.workflows[wid]):
             return False
         until = self._held.get(wid)
         return until is None or until <= now
@@ -322,6 +328,8 @@ class ExecutionSupervisor:
             # A run stopped by a cancel records its partial output too: the fold files a "cancelled"
             # result under the cancel, so the workflow stays cancelled (never turns "failed").
             result, blocks = self.result(wid, outcome, scrubber)
+            self._finishing[wid] = self._running.pop(wid)
+            self._wakeup.set()  # the execute loop claims the next workflow behind our Result
             await self._replica.record_result(wid, result, blocks, attempt=execution.dag_attempt)
             if outcome.status is ResultStatus.SUCCESS:
                 self._stats.executions_succeeded += 1
@@ -331,6 +339,7 @@ class ExecutionSupervisor:
                 self._stats.executions_failed += 1
         finally:
             self._running.pop(wid, None)
+            self._finishing.pop(wid, None)
             self._wakeup.set()
             shutil.rmtree(workdir, ignore_errors=True)
             with contextlib.suppress(OSError):
