@@ -294,7 +294,8 @@ def _ceiling_line(one: dict[str, float], three: dict[str, float]) -> str:
         f"CPU ms per job (in-process / its event-loop thread / job processes): 1 peer {costs(one)}, "
         f"3 peers {costs(three)}, {os.cpu_count()} cores; ceiling at the 3-peer costs {ceiling:.0f}/s = "
         f"{ceiling / rate:.2f}x one peer; with no replication cost at all (each job at 1 peer's CPU) "
-        f"{free:.0f}/s = {free / rate:.2f}x"
+        f"{free:.0f}/s = {free / rate:.2f}x (one peer ran at {rate / free:.0%} of that: more peers in one "
+        "process add no CPU, only the slots one peer leaves idle; on a loaded machine these ratios overstate)"
     )
 
 
