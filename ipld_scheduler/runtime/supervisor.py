@@ -13,6 +13,11 @@ balancing transfer settles, turning a :class:`~ipld_scheduler.executor.RunOutcom
   process groups its previous incarnation left before anything is re-run, so an orphan never races
   its re-run.
 
+Commits are shared where order allows: the loop claims the workflows for all free slots at once (the
+claims queue back to back and share one group commit), and a finished run frees its slot before its
+Result is written, so the next claim queues right behind the Result (one commit, one announcement, one
+merge at the other peers); the workflow counts as running until its Result is folded.
+
 Failed workflows this peer owns are retried while their schedule's budget lasts by the
 :class:`~.retries.RetryPlanner` the execute loop consults on every wake-up.
 
