@@ -74,6 +74,8 @@ log = logging.getLogger(__name__)
 
 _REPLAY_PAGE = 256
 """Events folded per page at open: their linked blocks are read with one query."""
+WANTED_AFTER = 16
+"""Blocks an in-memory merge walks before it marks its heads ``wanted`` (durably: resumable)."""
 
 HeadsListener = Callable[[tuple[CID, ...]], Awaitable[None] | None]
 
@@ -830,14 +832,21 @@ class Replica:
         *,
         max_pending: int | None = None,
     ) -> MergeReport:
-        """The walk held in a :class:`MergePlan`; raises :class:`SyncError` past ``max_pending`` blocks."""
+        """The walk held in a :class:`MergePlan`; raises :class:`SyncError` past ``max_pending`` blocks.
+
+        The heads are marked ``wanted`` (so a restart resumes the merge) once the walk has fetched
+        :data:`WANTED_AFTER` blocks: the one or two events of a live peer's announcement are applied
+        without the marker's two extra transactions (a crash loses nothing the next announcement does
+        not bring again)."""
         plan = MergePlan(self._known, **({"max_pending": max_pending} if max_pending else {}))
         report = MergeReport()
         external: set[CID] = set()
         level = plan.want(cids)
-        if level:
-            await self.repo.commit_async(wanted_add=cids)
+        marked = bool(cids) and not set(cids).isdisjoint(self.repo.wanted())  # a resumed merge
         while level:
+            if not marked and report.fetched >= WANTED_AFTER:
+                await self.repo.commit_async(wanted_add=cids)
+                marked = True
             found, foreign, failed = await self._fetch_level(level, sources)
             external.update(foreign)
             following: list[CID] = []
@@ -858,7 +867,8 @@ class Replica:
             report.reasons[reason] += 1
             self.rejections[reason] += 1
             log.info("merge refused %s (%s): %s", cid, reason, detail)
-        await self.repo.commit_async(wanted_remove=cids)
+        if marked:
+            await self.repo.commit_async(wanted_remove=cids)
         report.heads = self.clock.heads
         self.counters["blocks_fetched"] += report.fetched
         if report.applied:

@@ -205,15 +205,17 @@ class Cluster:
         """Every live peer sees every listed workflow finished, its runs' Result blocks in its repo
         (a write folds before its commit lands, so the state can be a moment ahead of the disk)."""
         ids = list(workflow_ids)
-        for peer_id in self.live:
-            replica = self.members[peer_id].replica
+        replicas = [self.members[peer_id].replica for peer_id in self.live]
+        for replica in replicas:  # the state first: polling must not cost a query per finished workflow
             for wid in ids:
                 rec = replica.state.workflows.get(wid)
                 if rec is None or rec.status not in FINISHED:
                     return False
-                results = [run.result for run in rec.runs if run.result is not None]
-                if len(replica.repo.has_blocks(results)) < len(set(results)):
-                    return False
+        for replica in replicas:
+            records = [replica.state.workflows[wid] for wid in ids]
+            results = {run.result for rec in records for run in rec.runs if run.result is not None}
+            if len(replica.repo.has_blocks(list(results))) < len(results):
+                return False
         return True
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float, poll: float = 0.02) -> bool:

@@ -49,8 +49,10 @@ async def test_killing_one_of_three_peers_completes_all_hundred_with_none_lost(t
 
         assert await cluster.wait_for(lambda: completed() >= 30, 60)
         victim = "c"
+        # every schedule has left its writer (the victim's last ones too): a workflow only the victim
+        # ever held cannot be finished by the others until it returns (seen under load: job-098)
         assert await cluster.wait_for(
-            lambda: all(w in cluster.replica(victim).state.workflows for w in ids), 30
+            lambda: all(w in cluster.replica(p).state.workflows for p in "abc" for w in ids), 30
         )
         claimed_when_killed = {
             w

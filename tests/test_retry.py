@@ -386,7 +386,11 @@ async def test_the_owner_retries_a_failed_run_with_exponential_backoff_on_its_cl
         assert await planner.run_due() == 0
         clock.advance(0.5)
         await peer.tick()
-        assert await cluster.wait_for(lambda: state.workflows["flaky"].status == WorkflowStatus.COMPLETED, 30)
+
+        def completed() -> bool:  # in the fold, and its Result committed (``results`` reads the block)
+            return state.workflows["flaky"].status == WorkflowStatus.COMPLETED and cluster.finished(["flaky"])
+
+        assert await cluster.wait_for(completed, 30)
         answer = await ops.results(replica, "flaky")
         assert [(r["attempt"], r["status"], r["stdout"]) for r in answer["runs"]] == [
             (0, "failure", "run 1\n"),

@@ -13,6 +13,11 @@ balancing transfer settles, turning a :class:`~ipld_scheduler.executor.RunOutcom
   process groups its previous incarnation left before anything is re-run, so an orphan never races
   its re-run.
 
+Commits are shared where order allows: the loop claims the workflows for all free slots at once (the
+claims queue back to back and share one group commit), and a finished run frees its slot before its
+Result is written, so the next claim queues right behind the Result (one commit, one announcement, one
+merge at the other peers); the workflow counts as running until its Result is folded.
+
 Failed workflows this peer owns are retried while their schedule's budget lasts by the
 :class:`~.retries.RetryPlanner` the execute loop consults on every wake-up.
 
@@ -100,6 +105,9 @@ class ExecutionSupervisor:
         self._caught_up = caught_up
         self.peer_id = replica.peer_id
         self._running: dict[str, _Execution] = {}
+        self._finishing: dict[str, _Execution] = {}
+        """Runs whose process ended and whose Result is being written: they hold no slot, so the
+        next claim is written right behind the Result (one group commit, one announcement)."""
         self._held: dict[str, float] = {}
         self._wakeup = asyncio.Event()
         self.active = False
@@ -113,7 +121,8 @@ class ExecutionSupervisor:
         return sorted(self._running)
 
     def is_running(self, wid: str) -> bool:
-        return wid in self._running
+        """Whether ``wid`` runs here or its Result is being written (never re-run it meanwhile)."""
+        return wid in self._running or wid in self._finishing
 
     def has_free_slot(self) -> bool:
         return len(self._running) < self._options.max_concurrent
@@ -153,11 +162,13 @@ class ExecutionSupervisor:
     async def close(self) -> None:
         """Kill running workflows (their claims stay: a restart re-runs them)."""
         self.active = False
-        tasks = [e.task for e in self._running.values() if e.task is not None]
+        executions = [*self._running.values(), *self._finishing.values()]
+        tasks = [e.task for e in executions if e.task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._running.clear()
+        self._finishing.clear()
 
     def on_heads(self) -> None:
         """The state changed: stop runs a ``cancel`` event finished (or whose attempt is no longer the
@@ -182,14 +193,28 @@ class ExecutionSupervisor:
             self._wakeup.clear()
             if self.active:
                 await self.retries.run_due()
+            batch: list[_Execution] = []
             while self.has_free_slot() and self.active:
                 wid = await self.next_runnable()
                 if wid is None:
                     break
-                await self.start(wid)
+                batch.append(self._reserve(wid))
+            await self._claim_all(batch)
+
+    async def _claim_all(self, batch: list[_Execution]) -> None:
+        """Claim every reserved workflow at once: the claims queue back to back behind the replica's
+        write lock and share the repo's group commit (one fsync for a full set of free slots instead of
+        one per claim, each awaited before the next was written)."""
+        if len(batch) == 1:
+            await self._claim(batch[0])
+            return
+        outcomes = await asyncio.gather(*(self._claim(e) for e in batch), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
 
     def _eligible(self, wid: str, now: float) -> bool:
-        if wid in self._running or not self.runnable(self._replica.state.workflows[wid]):
+        if self.is_running(wid) or not self.runnable(self._replica.state.workflows[wid]):
             return False
         until = self._held.get(wid)
         return until is None or until <= now
@@ -248,17 +273,30 @@ class ExecutionSupervisor:
 
     async def start(self, wid: str, *, recovered: bool = False) -> None:
         """Claim ``wid`` and start running it (``recovered``: our claim from before a restart)."""
+        await self._claim(self._reserve(wid), recovered=recovered)
+
+    def _reserve(self, wid: str) -> _Execution:
+        """Take a slot for ``wid`` now, before any await: the loop must not pick it twice."""
         rec = self._replica.state.workflows[wid]
         assert rec.winner is not None
         attempt = 1 + sum(1 for r in rec.claims.values() if r.peer == self.peer_id)
         execution = _Execution(wid, attempt, self._now(), secrets.token_hex(8), submitter=rec.winner.author)
         execution.dag_attempt = rec.attempt
-        self._running[wid] = execution  # before the await: the loop must not pick it twice
+        self._running[wid] = execution
+        return execution
+
+    async def _claim(self, execution: _Execution, *, recovered: bool = False) -> None:
+        """Write the reserved workflow's claim (durable), then start its run; the slot is freed on failure.
+        (A cancel or retry folded meanwhile stops the run through :meth:`on_heads`, as for any run.)"""
+        wid = execution.workflow_id
+        winner = self._replica.state.workflows[wid].winner
+        assert winner is not None
         try:
-            await self._replica.append(Claim(wid, rec.winner.cid, attempt_field(rec.attempt)))
+            await self._replica.append(Claim(wid, winner.cid, attempt_field(execution.dag_attempt)))
         except BaseException:
             self._running.pop(wid, None)
             raise
+        attempt = execution.attempt
         self._stats.claims_written += 1
         if recovered:
             self._stats.recovered_runs += 1
@@ -271,7 +309,7 @@ class ExecutionSupervisor:
             extra={"event": "rerun" if recovered else "claim", "workflow": wid, "attempt": attempt},
         )
         execution.task = asyncio.create_task(
-            self._run(execution, rec.winner.workflow), name=f"{self.peer_id}:run:{wid}"
+            self._run(execution, winner.workflow), name=f"{self.peer_id}:run:{wid}"
         )
 
     async def _run(self, execution: _Execution, workflow: WorkflowDefinition) -> None:
@@ -295,6 +333,8 @@ class ExecutionSupervisor:
             # A run stopped by a cancel records its partial output too: the fold files a "cancelled"
             # result under the cancel, so the workflow stays cancelled (never turns "failed").
             result, blocks = self.result(wid, outcome, scrubber)
+            self._finishing[wid] = self._running.pop(wid)
+            self._wakeup.set()  # the execute loop claims the next workflow behind our Result
             await self._replica.record_result(wid, result, blocks, attempt=execution.dag_attempt)
             if outcome.status is ResultStatus.SUCCESS:
                 self._stats.executions_succeeded += 1
@@ -304,6 +344,7 @@ class ExecutionSupervisor:
                 self._stats.executions_failed += 1
         finally:
             self._running.pop(wid, None)
+            self._finishing.pop(wid, None)
             self._wakeup.set()
             shutil.rmtree(workdir, ignore_errors=True)
             with contextlib.suppress(OSError):
