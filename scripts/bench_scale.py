@@ -105,6 +105,8 @@ async def converge_at_scale(
             identical = ok and all(cluster.replica(p).state.fingerprint() == fingerprint for p in ids)
             merges = sum(cluster.peer(p).stats.merges for p in ids)
             received = sum(cluster.peer(p).stats.announcements_received for p in ids)
+            redundant = sum(cluster.peer(p).sync.gate.redundant for p in ids)
+            stalls = sum(cluster.peer(p).sync.joint_stalls for p in ids)
             return {
                 "start_s": started - began,
                 "settle_after_start_s": settled - started,
@@ -115,6 +117,8 @@ async def converge_at_scale(
                 "events": float(len(cluster.replica(ids[0]).clock)),
                 "merges": float(merges),
                 "announcements_received": float(received),
+                "announcements_redundant": float(redundant),
+                "joint_merge_stalls": float(stalls),
                 "identical": float(identical),
             }
         finally:
@@ -226,7 +230,9 @@ def main() -> None:
             f"writes took {conv['write_s']:.2f} s; start "
             f"{conv['start_s']:.2f} s with {conv['membership_events']:.0f} membership events; "
             f"{conv['events']:.0f} events, {conv['merges']:.0f} merges for "
-            f"{conv['announcements_received']:.0f} announcements; identical={bool(conv['identical'])}"
+            f"{conv['announcements_received']:.0f} announcements "
+            f"({conv['announcements_redundant']:.0f} redundant: not verified), "
+            f"{conv['joint_merge_stalls']:.0f} joint merges stalled; identical={bool(conv['identical'])}"
         )
     if args.only in (None, "execute"):
         jobs = 20 if args.smoke else 120 if args.quick else 300

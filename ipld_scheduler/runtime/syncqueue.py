@@ -73,6 +73,16 @@ class SyncQueue:
         self._retry: dict[CID, tuple[float, float]] = {}
         self._wakeup = asyncio.Event()
         self._merges: dict[str, asyncio.Task[None]] = {}
+        self._collecting: tuple[dict[CID, None], asyncio.Future[bool]] | None = None
+        """Heads answered by lanes, waiting for the next joint merge, and that merge's outcome."""
+        self._joint: asyncio.Task[None] | None = None
+        self._stalled: set[asyncio.Task[None]] = set()
+        """Joint merges under way (one, or more while a stalled one finishes in the back)."""
+        self._joint_took = 0.0
+        """Real seconds the last joint merge that ended in time took: a busy loop (many peers in one
+        process, a loaded machine) stretches every merge, and a slow merge is not a stalled one."""
+        self.joint_stalls = 0
+        """Joint merges still walking after ``fetch_deadline`` (+ twice the last one's duration)."""
         self._heard_from: str | None = None
         self._started = 0.0
         self.caught_up = asyncio.Event()
@@ -122,11 +132,17 @@ class SyncQueue:
     def handle_message(self, message: Announcement) -> None:
         """Vet one received message; unknown heads join the announcer's lane. Never raises on bad input."""
         self._stats.announcements_received += 1
-        verdict = self.gate.check(message.data, self._replica.membership().members)
+        now = self._now()
+        verdict = self.gate.check(
+            message.data,
+            self._replica.membership().members,
+            held=self._brings_nothing,
+            now=now,
+            quiet=self._options.rebroadcast_interval / 2,
+        )
         msg = verdict.message
         if not verdict.accepted or msg is None:
             return
-        now = self._now()
         self._on_member_heard(msg.peer, now)
         self._on_heads_heard(msg.heads, now)
         for head in msg.heads:
@@ -135,6 +151,14 @@ class SyncQueue:
         if self._heard_from is None:
             self._heard_from = msg.peer
         self.check_caught_up()
+
+    def _brings_nothing(self, announcer: str, head: CID) -> bool:
+        """``head`` from ``announcer`` is redundant: held, or queued in that member's own lane (not
+        another's: a withholder must not park an honest member's head behind its own backoff)."""
+        if head in self._replica.clock:
+            return True
+        lane = self.lanes.lane(announcer)
+        return lane is not None and head in lane.heads
 
     def want(self, head: CID, *, now: float, announcer: str = RESUMED) -> None:
         """Queue ``head`` in ``announcer``'s lane, within the bounds and the head's backoff."""
@@ -204,7 +228,8 @@ class SyncQueue:
                 self.dispatch()
                 self.check_caught_up()
         finally:
-            merges = list(self._merges.values())
+            merges = [*self._merges.values(), *self._stalled, *([self._joint] if self._joint else [])]
+            self._collecting = None
             for task in merges:
                 task.cancel()
             await asyncio.gather(*merges, return_exceptions=True)
@@ -321,10 +346,70 @@ class SyncQueue:
         return {cid for cid in heads if cid not in answered}
 
     async def _merge(self, answered: list[CID]) -> None:
-        """Merge the heads whose fetch was answered (the walk fetches the rest of their history)."""
+        """Merge the heads whose fetch was answered (the walk fetches the rest of their history).
+
+        They join the next joint merge, which takes every lane's answered heads at once (one merge
+        per burst, not one per announcer). If that merge fails, or is still walking after
+        ``fetch_deadline`` plus twice the last joint merge's duration (someone served head blocks
+        but withholds deeper ones), the lane merges its own heads by itself, so another member's
+        history never stalls this lane for longer.
+        """
+        heads = [cid for cid in answered if cid not in self._replica.clock]
+        if not heads:
+            return
+        if self._collecting is None:
+            self._collecting = ({}, asyncio.get_running_loop().create_future())
+        batch, outcome = self._collecting
+        batch.update(dict.fromkeys(heads))
+        if self._joint is None or self._joint.done():
+            self._joint = asyncio.create_task(self._joint_merges(), name=f"{self._replica.peer_id}:merge")
+        if await asyncio.shield(outcome):
+            return
+        heads = [cid for cid in heads if cid not in self._replica.clock]
+        if heads:
+            await self._merge_once(heads)
+
+    async def _joint_merges(self) -> None:
+        """Merge what the lanes collected, one batch after another, until nothing is collected.
+
+        Each batch's outcome tells its lanes whether it ended in time (True) or they are on their own
+        (False: it failed, or still runs after ``fetch_deadline`` and is left to finish in the back).
+        """
+        loop = asyncio.get_running_loop()
+        while self._collecting is not None:
+            batch, outcome = self._collecting
+            self._collecting = None
+            task = asyncio.create_task(self._merge_once(list(batch)), name=f"{self._replica.peer_id}:joint")
+            self._stalled.add(task)
+            task.add_done_callback(self._joint_done)
+            began = loop.time()
+            try:
+                await asyncio.wait([task], timeout=self._stall_after())
+            finally:
+                if not outcome.done():
+                    ok = task.done() and not task.cancelled() and task.exception() is None
+                    outcome.set_result(ok)
+                    self.joint_stalls += not task.done()
+            if task.done():
+                self._joint_took = loop.time() - began
+
+    def _stall_after(self) -> float:
+        """When a joint merge counts as stalled: ``fetch_deadline`` plus twice the last one's duration,
+        that extra capped at twice ``fetch_deadline`` (the bound a withholder can delay others by)."""
+        deadline = self._options.fetch_deadline
+        return deadline + min(2 * self._joint_took, 2 * deadline)
+
+    def _joint_done(self, task: asyncio.Task[None]) -> None:
+        """A joint merge ended; a failure is only logged here (its lanes retry alone and count theirs)."""
+        self._stalled.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.info("peer %s: joint merge failed: %s", self._replica.peer_id, exc)
+
+    async def _merge_once(self, heads: list[CID]) -> None:
+        """One ``Replica.merge_heads`` of ``heads``, counted and logged."""
         opts = self._options
         replica = self._replica
-        heads = [cid for cid in answered if cid not in replica.clock]
+        heads = [cid for cid in heads if cid not in replica.clock]
         if not heads:
             return
         started = self._now()
