@@ -34,6 +34,7 @@ from ..codec import CID
 from ..options import PeerOptions
 from ..ports import Announcement, Broadcaster
 from ..replica import Replica
+from ..staging import Progress, Stage
 from ..sync import HeadLanes, Offer
 from .stats import Loop, Stats
 
@@ -78,11 +79,8 @@ class SyncQueue:
         self._joint: asyncio.Task[None] | None = None
         self._stalled: set[asyncio.Task[None]] = set()
         """Joint merges under way (one, or more while a stalled one finishes in the back)."""
-        self._joint_took = 0.0
-        """Real seconds the last joint merge that ended in time took: a busy loop (many peers in one
-        process, a loaded machine) stretches every merge, and a slow merge is not a stalled one."""
         self.joint_stalls = 0
-        """Joint merges still walking after ``fetch_deadline`` (+ twice the last one's duration)."""
+        """Joint merges whose walk made no progress for ``fetch_deadline`` (their lanes went alone)."""
         self._heard_from: str | None = None
         self._started = 0.0
         self.caught_up = asyncio.Event()
@@ -373,31 +371,25 @@ class SyncQueue:
         """Merge what the lanes collected, one batch after another, until nothing is collected.
 
         Each batch's outcome tells its lanes whether it ended in time (True) or they are on their own
-        (False: it failed, or still runs after ``fetch_deadline`` and is left to finish in the back).
+        (False: it failed, or its walk made no progress for ``fetch_deadline``: a block someone
+        announced history for is not coming; it is left to finish, or time out, in the back).
         """
-        loop = asyncio.get_running_loop()
         while self._collecting is not None:
             batch, outcome = self._collecting
             self._collecting = None
-            task = asyncio.create_task(self._merge_once(list(batch)), name=f"{self._replica.peer_id}:joint")
+            watch = _Walk(asyncio.get_running_loop().time)
+            task = asyncio.create_task(
+                self._merge_once(list(batch), watch.progress), name=f"{self._replica.peer_id}:joint"
+            )
             self._stalled.add(task)
             task.add_done_callback(self._joint_done)
-            began = loop.time()
             try:
-                await asyncio.wait([task], timeout=self._stall_after())
+                await watch.until_done_or_stalled(task, self._options.fetch_deadline)
             finally:
                 if not outcome.done():
                     ok = task.done() and not task.cancelled() and task.exception() is None
                     outcome.set_result(ok)
                     self.joint_stalls += not task.done()
-            if task.done():
-                self._joint_took = loop.time() - began
-
-    def _stall_after(self) -> float:
-        """When a joint merge counts as stalled: ``fetch_deadline`` plus twice the last one's duration,
-        that extra capped at twice ``fetch_deadline`` (the bound a withholder can delay others by)."""
-        deadline = self._options.fetch_deadline
-        return deadline + min(2 * self._joint_took, 2 * deadline)
 
     def _joint_done(self, task: asyncio.Task[None]) -> None:
         """A joint merge ended; a failure is only logged here (its lanes retry alone and count theirs)."""
@@ -405,7 +397,7 @@ class SyncQueue:
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.info("peer %s: joint merge failed: %s", self._replica.peer_id, exc)
 
-    async def _merge_once(self, heads: list[CID]) -> None:
+    async def _merge_once(self, heads: list[CID], progress: Progress | None = None) -> None:
         """One ``Replica.merge_heads`` of ``heads``, counted and logged."""
         opts = self._options
         replica = self._replica
@@ -413,7 +405,7 @@ class SyncQueue:
         if not heads:
             return
         started = self._now()
-        report = await replica.merge_heads(heads, max_pending=opts.max_pending_blocks)
+        report = await replica.merge_heads(heads, max_pending=opts.max_pending_blocks, progress=progress)
         self._stats.merges += 1
         log.info(
             "peer %s merged %d events (%d blocks fetched, %d refused) in %.3f s",
@@ -430,3 +422,33 @@ class SyncQueue:
                 "duration_seconds": round(self._now() - started, 4),
             },
         )
+
+
+class _Walk:
+    """Watches a merge through its progress reports: stalled = walking, and no level done for a while.
+
+    Real time, not the injected clock: what it bounds is how long a fetch may hang. A slow merge
+    (many peers on one busy loop) reports a level now and then and is not stalled; once applying
+    (``FOLD``) nothing is fetched any more and it is never stalled.
+    """
+
+    def __init__(self, time: Callable[[], float]) -> None:
+        self._time = time
+        self.last: float | None = None
+        """When the walk last reported (None: not walking yet; it first records the heads as wanted,
+        a local commit that a busy disk may hold up but no member can)."""
+        self.folding = False
+
+    def progress(self, stage: Stage, _count: int) -> None:
+        self.last = self._time()
+        self.folding = self.folding or stage is Stage.FOLD
+
+    async def until_done_or_stalled(self, task: asyncio.Task[None], deadline: float) -> None:
+        while not task.done():
+            if self.folding:
+                await asyncio.wait([task])
+                return
+            quiet = 0.0 if self.last is None else self._time() - self.last
+            if quiet >= deadline:
+                return
+            await asyncio.wait([task], timeout=deadline - quiet)
