@@ -92,7 +92,7 @@ async def converge_at_scale(
                     await cluster.replica(peer).schedule_workflow(wf)
                     await asyncio.sleep(0)
 
-            first = time.monotonic()
+            first, cpu_first = time.monotonic(), time.process_time()
             await asyncio.gather(*(writer(p) for p in ids))
             written, cpu_written = time.monotonic(), time.process_time()
             if profiler is not None:
@@ -114,6 +114,7 @@ async def converge_at_scale(
                 "write_s": written - first,
                 "converge_after_last_write_s": done - written,
                 "cpu_after_last_write_s": cpu_done - cpu_written,
+                "cpu_first_write_to_converged_s": cpu_done - cpu_first,
                 "events": float(len(cluster.replica(ids[0]).clock)),
                 "merges": float(merges),
                 "announcements_received": float(received),
@@ -227,7 +228,8 @@ def main() -> None:
             f"{peers} peers x {each} workflows: {conv['converge_after_last_write_s']:.2f} s after the last "
             "write "
             f"(target <= {CONVERGE_TARGET_S:g} s; {conv['cpu_after_last_write_s']:.2f} s CPU); "
-            f"writes took {conv['write_s']:.2f} s; start "
+            f"writes took {conv['write_s']:.2f} s; first write to converged "
+            f"{conv['cpu_first_write_to_converged_s']:.2f} s CPU; start "
             f"{conv['start_s']:.2f} s with {conv['membership_events']:.0f} membership events; "
             f"{conv['events']:.0f} events, {conv['merges']:.0f} merges for "
             f"{conv['announcements_received']:.0f} announcements "

@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 
 RESUMED: Final = ""
 """The lane of heads a crash left half-merged (the repo's ``wanted``): no announcer to blame."""
+JOINT_TRIES: Final = 2
+"""Joint merges a lane's heads join before the lane merges them alone: a busy event loop (many peers
+in one process, a loaded machine) can look like a stalled walk once; a withholder stalls every try."""
 HEAD_FETCHES: Final = 4
 """Head blocks one lane fetches at once: a withholding member ties up at most this many requests
 (over Kubo, of the RPC client's shared connection pool) until its deadline."""
@@ -347,23 +350,24 @@ class SyncQueue:
         """Merge the heads whose fetch was answered (the walk fetches the rest of their history).
 
         They join the next joint merge, which takes every lane's answered heads at once (one merge
-        per burst, not one per announcer). If that merge fails, or is still walking after
-        ``fetch_deadline`` plus twice the last joint merge's duration (someone served head blocks
-        but withholds deeper ones), the lane merges its own heads by itself, so another member's
-        history never stalls this lane for longer.
+        per burst, not one per announcer). If that merge fails, or its walk makes no progress for
+        ``fetch_deadline`` (someone served head blocks but withholds deeper ones), the heads join
+        the next one; after :data:`JOINT_TRIES` such tries the lane merges them by itself, so another
+        member's history stalls this lane for ``JOINT_TRIES x fetch_deadline`` at most.
         """
         heads = [cid for cid in answered if cid not in self._replica.clock]
-        if not heads:
-            return
-        if self._collecting is None:
-            self._collecting = ({}, asyncio.get_running_loop().create_future())
-        batch, outcome = self._collecting
-        batch.update(dict.fromkeys(heads))
-        if self._joint is None or self._joint.done():
-            self._joint = asyncio.create_task(self._joint_merges(), name=f"{self._replica.peer_id}:merge")
-        if await asyncio.shield(outcome):
-            return
-        heads = [cid for cid in heads if cid not in self._replica.clock]
+        for _ in range(JOINT_TRIES):
+            if not heads:
+                return
+            if self._collecting is None:
+                self._collecting = ({}, asyncio.get_running_loop().create_future())
+            batch, outcome = self._collecting
+            batch.update(dict.fromkeys(heads))
+            if self._joint is None or self._joint.done():
+                self._joint = asyncio.create_task(self._joint_merges(), name=f"{self._replica.peer_id}:merge")
+            if await asyncio.shield(outcome):
+                return
+            heads = [cid for cid in heads if cid not in self._replica.clock]
         if heads:
             await self._merge_once(heads)
 
