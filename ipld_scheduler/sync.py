@@ -14,8 +14,9 @@ every event that depends on it: such heads are never adopted.
 
 Also owns :class:`HeadLanes`, the plan of *which* announced heads to fetch *when*: one lane per
 announcer, each with a quota of queued heads and an exponential backoff after a missed fetch
-deadline, so one member's withheld blocks never hold up the heads of another (the runtime merges
-lanes concurrently). Times are whatever clock the caller passes in; nothing here reads one.
+deadline, so one member's withheld blocks never hold up the heads of another (the runtime fetches
+lanes' head blocks concurrently and merges what arrived together). Times are whatever clock the
+caller passes in; nothing here reads one.
 """
 
 from __future__ import annotations

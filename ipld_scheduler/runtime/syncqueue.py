@@ -5,16 +5,19 @@ rejections counted by :class:`~ipld_scheduler.reasons.Reject`, never raised), th
 announced heads we do not hold (from verified members only: the gate judges every message against
 the trust view at our heads; planned by :class:`~ipld_scheduler.sync.HeadLanes`: a quota per
 announcer, a backoff per announcer after a missed fetch deadline, backoff per head whose history
-could not be fetched), the merges (one task per announcer with heads due, so announcers never wait on
-each other), and *caught up*: we merged what the first peer we heard announced, or waited
-``unknown_after`` alone (execution waits for it: a restarted repo may be stale, its work failed over,
-finished or cancelled meanwhile).
+could not be fetched), the merges (the head fetches one task per announcer with heads due, so
+announcers never wait on each other; the merge of what they fetched one joint ``merge_heads`` per
+burst, see :meth:`SyncQueue._merge`), and *caught up*: we merged what the first peer we heard
+announced, or waited ``unknown_after`` alone (execution waits for it: a restarted repo may be
+stale, its work failed over, finished or cancelled meanwhile).
 
 Each lane's merge first fetches the announced head blocks themselves within ``fetch_deadline`` real
 seconds (a member that announces heads it does not serve is found out here: the fetch is abandoned,
 counted, and the member's next heads wait out an exponential backoff, on the injected clock), then
-hands the heads whose fetch was answered to ``Replica.merge_heads``, which fetches the rest of their
-history (each block within ``fetch_timeout``) and applies it. The replica holds its write lock only while
+hands the heads whose fetch was answered to the next joint ``Replica.merge_heads`` (all lanes'
+answered heads at once), which fetches the rest of their history (each block within
+``fetch_timeout``) and applies it. A joint merge whose walk makes no progress for ``fetch_deadline``
+stops holding its lanes: they try the next one, then merge alone. The replica holds its write lock only while
 applying, never while fetching, so a stuck fetch in one lane holds nothing another lane needs.
 
 Must not: announce, execute or write events. Heads whose history could not be fetched are never
