@@ -29,16 +29,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 from ..announce import AnnouncementGate
+from ..clock import MerkleClock
 from ..codec import CID
 from ..options import PeerOptions
 from ..ports import Announcement, Broadcaster
 from ..replica import Replica
 from ..staging import Progress, Stage
 from ..sync import HeadLanes, Offer
+from ..trust import Member
 from .stats import Loop, Stats
 
 __all__ = ["RESUMED", "SyncQueue"]
@@ -85,6 +87,7 @@ class SyncQueue:
         self._joint: asyncio.Task[None] | None = None
         self._stalled: set[asyncio.Task[None]] = set()
         """Joint merges under way (one, or more while a stalled one finishes in the back)."""
+        self._heads_at: tuple[MerkleClock, int, tuple[CID, ...]] | None = None
         self.joint_stalls = 0
         """Joint merges whose walk made no progress for ``fetch_deadline`` (their lanes went alone)."""
         self._heard_from: str | None = None
@@ -139,7 +142,7 @@ class SyncQueue:
         now = self._now()
         verdict = self.gate.check(
             message.data,
-            self._replica.membership().members,
+            self._members(),
             held=self._brings_nothing,
             now=now,
             quiet=self._options.rebroadcast_interval / 2,
@@ -155,6 +158,17 @@ class SyncQueue:
         if self._heard_from is None:
             self._heard_from = msg.peer
         self.check_caught_up()
+
+    def _members(self) -> Mapping[str, Member]:
+        """The membership of the trust view at our heads (``Replica.membership``), with the sorted
+        head set re-read only when an event was applied since: events are only ever added, so the
+        same clock with as many events has the same heads (sorting ~50 heads per message cost more
+        than most of its other checks). The authority decides, and caches, the view itself."""
+        clock = self._replica.clock
+        cached = self._heads_at
+        if cached is None or cached[0] is not clock or cached[1] != len(clock):
+            cached = self._heads_at = (clock, len(clock), clock.head_cids)
+        return self._replica.authority.current(cached[2]).members
 
     def _brings_nothing(self, announcer: str, head: CID) -> bool:
         """``head`` from ``announcer`` is redundant: held, or queued in that member's own lane (not
