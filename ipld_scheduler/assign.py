@@ -78,12 +78,16 @@ def combine(clock: bytes, workflow: CID) -> bytes:
 def rank(combined: bytes, members: Iterable[str]) -> list[str]:
     """All members, best owner first: the order failover walks when owners disappear."""
     target = int.from_bytes(combined, "big")
-    keyed = []
-    for peer in members:
-        value, digest = _peer_key(peer)
-        keyed.append(((value ^ target).bit_count(), digest, peer))
-    keyed.sort()
+    keys = _member_keys(members) if type(members) is tuple else [(*_peer_key(p), p) for p in members]
+    keyed = sorted([((value ^ target).bit_count(), digest, peer) for value, digest, peer in keys])
     return [peer for _, _, peer in keyed]
+
+
+@lru_cache(maxsize=64)
+def _member_keys(members: tuple[str, ...]) -> tuple[tuple[int, bytes, str], ...]:
+    """Each member's place in the hash space, per member set: every schedule of one membership
+    ranks the same members (a fold ranks once per workflow)."""
+    return tuple((*_peer_key(p), p) for p in members)
 
 
 def owner(combined: bytes, members: Iterable[str]) -> str | None:

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from .codec import encode
 from .model import Event
 
-__all__ = ["Signer", "key_fingerprint", "verify_bytes", "verify_event"]
+__all__ = ["Signer", "key_fingerprint", "unsigned_bytes", "verify_bytes", "verify_event"]
 
 
 class Signer:
@@ -46,10 +46,32 @@ class Signer:
         return self._key.sign(data)
 
 
-def verify_event(event: Event) -> bool:
-    """True when ``event.sig`` is a valid Ed25519 signature by ``event.key`` over the unsigned event."""
+_KEY_ENTRY = b"\x63key\x58\x20"
+_SIG_ENTRY = b"\x63sig\x58\x40"
+
+
+def unsigned_bytes(event: Event, data: bytes | None = None) -> bytes:
+    """The bytes ``event``'s signature covers: its unsigned DAG-CBOR encoding.
+
+    With ``data``, the canonical block ``event`` was strictly decoded from, they are cut out of it
+    instead of re-encoded (a third of a merged event's encode cost): the block is a map of 8 entries
+    in DAG-CBOR key order ``v, key, sig, ...``, so dropping the ``sig`` entry that follows the
+    ``key`` entry and counting 7 entries gives exactly what :func:`encode` would. Anything else
+    (another layout, a key or signature of another length) is re-encoded.
+    """
+    if data is not None and data[:1] == b"\xa8" and len(event.key) == 32 and len(event.sig) == 64:
+        at = data.find(_KEY_ENTRY) + len(_KEY_ENTRY) + 32
+        keyed = at > 38 and data[at - 38 : at] == _KEY_ENTRY + event.key
+        if keyed and data[at : at + 70] == _SIG_ENTRY + event.sig:
+            return b"\xa7" + data[1:at] + data[at + 70 :]
+    return encode(event.unsigned_ipld())
+
+
+def verify_event(event: Event, data: bytes | None = None) -> bool:
+    """True when ``event.sig`` is a valid Ed25519 signature by ``event.key`` over the unsigned event
+    (``data``: the canonical block it was decoded from, see :func:`unsigned_bytes`)."""
     try:
-        Ed25519PublicKey.from_public_bytes(event.key).verify(event.sig, encode(event.unsigned_ipld()))
+        Ed25519PublicKey.from_public_bytes(event.key).verify(event.sig, unsigned_bytes(event, data))
     except (InvalidSignature, ValueError):
         return False
     return True

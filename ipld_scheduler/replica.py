@@ -820,7 +820,7 @@ class Replica:
         if bulk is not None:
             limit = min(limit, self.bulk_threshold + 4 * len(cids))
         try:
-            return await self._merge_in_memory(cids, sources, max_pending=limit)
+            return await self._merge_in_memory(cids, sources, max_pending=limit, progress=progress)
         except SyncError:
             log.info("merge of %d head(s): more than %d unknown blocks, walking on disk", len(cids), limit)
         return await self._merge_staged(cids, sources, bulk, progress)
@@ -831,18 +831,22 @@ class Replica:
         sources: Sequence[BlockStore] = (),
         *,
         max_pending: int | None = None,
+        progress: Progress | None = None,
     ) -> MergeReport:
         """The walk held in a :class:`MergePlan`; raises :class:`SyncError` past ``max_pending`` blocks.
 
         The heads are marked ``wanted`` (so a restart resumes the merge) once the walk has fetched
         :data:`WANTED_AFTER` blocks: the one or two events of a live peer's announcement are applied
         without the marker's two extra transactions (a crash loses nothing the next announcement does
-        not bring again)."""
+        not bring again). ``progress``: told after each level walked (``WALK``) and once before
+        applying (``FOLD``)."""
         plan = MergePlan(self._known, **({"max_pending": max_pending} if max_pending else {}))
         report = MergeReport()
         external: set[CID] = set()
         level = plan.want(cids)
         marked = bool(cids) and not set(cids).isdisjoint(self.repo.wanted())  # a resumed merge
+        if level and progress is not None:
+            progress(Stage.WALK, 0)
         while level:
             if not marked and report.fetched >= WANTED_AFTER:
                 await self.repo.commit_async(wanted_add=cids)
@@ -861,6 +865,10 @@ class Replica:
                     plan.fail(cid, str(exc), Reject.TOO_DEEP)
                     raise
             level = following
+            if progress is not None:
+                progress(Stage.WALK, report.fetched)
+        if progress is not None:
+            progress(Stage.FOLD, 0)
         report.applied = await self._apply_ready(plan, external)
         for cid, reason, detail in plan.rejected:
             report.rejected.append((str(cid), detail))
@@ -908,7 +916,7 @@ class Replica:
             cid, event = item.event.cid, item.event.value
             if cid in self.clock:  # applied meanwhile by a concurrent merge (another announcer's lane)
                 continue
-            refusal = self._admission(event, verify=verify)
+            refusal = self._admission(event, verify=verify, data=item.event.data)
             if refusal is not None:
                 plan.refuse(cid, *refusal)
                 continue
@@ -929,9 +937,12 @@ class Replica:
             applied.append((cid, event, workflow))
         return pending_blocks, processed, self._derived(applied, touched)
 
-    def _admission(self, event: Event, *, verify: bool) -> tuple[Reject, str] | None:
-        """Why a causally complete event is refused, as a fixed reason and a detail for the log."""
-        if verify and not verify_event(event):
+    def _admission(
+        self, event: Event, *, verify: bool, data: bytes | None = None
+    ) -> tuple[Reject, str] | None:
+        """Why a causally complete event is refused, as a fixed reason and a detail for the log
+        (``data``: the block it was strictly decoded from; its signed bytes are cut from it)."""
+        if verify and not verify_event(event, data):
             return Reject.BAD_SIGNATURE, f"event by {event.author!r} has a bad signature"
         detail = self.clock.check(event)
         if detail is not None:  # the clock owns the rule; classify its answer without parsing text

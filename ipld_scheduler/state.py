@@ -131,13 +131,20 @@ def _merge_views(views: list[View]) -> View:
     if all(v is first for v in views):
         return first
     merged: dict[str, MemberEntry] = dict(first)
+    changed = False
     for view in views[1:]:
         if view is first:
             continue
         for peer, entry in view.items():
             mine = merged.get(peer)
-            merged[peer] = entry if mine is None else _join(mine, entry)
-    return merged
+            if mine is entry:  # views share their entries: most joins are of an entry with itself
+                continue
+            joined = entry if mine is None else _join(mine, entry)
+            if joined is not mine:
+                merged[peer] = joined
+                changed = True
+    # an equal join returns ``first`` itself, so views stay shared and later joins take the fast path
+    return merged if changed else first
 
 
 def present_members(view: View) -> list[str]:

@@ -14,8 +14,9 @@ every event that depends on it: such heads are never adopted.
 
 Also owns :class:`HeadLanes`, the plan of *which* announced heads to fetch *when*: one lane per
 announcer, each with a quota of queued heads and an exponential backoff after a missed fetch
-deadline, so one member's withheld blocks never hold up the heads of another (the runtime merges
-lanes concurrently). Times are whatever clock the caller passes in; nothing here reads one.
+deadline, so one member's withheld blocks never hold up the heads of another (the runtime fetches
+lanes' head blocks concurrently and merges what arrived together). Times are whatever clock the
+caller passes in; nothing here reads one.
 """
 
 from __future__ import annotations
@@ -252,8 +253,8 @@ class Lane:
     """One announcer's queued heads (in arrival order, with when each was first heard) and its backoff."""
 
     heads: dict[CID, float] = field(default_factory=dict)
-    merging: tuple[CID, ...] = ()
-    """Heads of the merge under way (still counted in ``heads``)."""
+    merging: frozenset[CID] = frozenset()
+    """Heads of the merge under way (still counted in ``heads``; a set: ``discard`` asks per head)."""
     backoff: float = 0.0
     """Current backoff in seconds (0: none); doubles per missed deadline, reset on delivery."""
     ready_at: float = 0.0
@@ -327,7 +328,7 @@ class HeadLanes:
                 batch = [(cid, seen) for cid, seen in lane.heads.items() if cid not in inflight][:limit]
                 if not batch:
                     continue
-                lane.merging = tuple(cid for cid, _ in batch)
+                lane.merging = frozenset(cid for cid, _ in batch)
                 inflight.update(lane.merging)
                 out.append((announcer, batch))
         return out
@@ -343,7 +344,7 @@ class HeadLanes:
         for cid in lane.merging:
             if cid not in missed and lane.heads.pop(cid, None) is not None:
                 self._count -= 1
-        lane.merging = ()
+        lane.merging = frozenset()
         if missed:
             lane.backoff = min(self._backoff_max, max(self._backoff, lane.backoff * 2))
             lane.ready_at = now + lane.backoff

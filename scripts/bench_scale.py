@@ -97,7 +97,7 @@ async def converge_at_scale(
                     await cluster.replica(peer).schedule_workflow(wf)
                     await asyncio.sleep(0)
 
-            first = time.monotonic()
+            first, cpu_first = time.monotonic(), time.process_time()
             await asyncio.gather(*(writer(p) for p in ids))
             written, cpu_written = time.monotonic(), time.process_time()
             if profiler is not None:
@@ -110,6 +110,8 @@ async def converge_at_scale(
             identical = ok and all(cluster.replica(p).state.fingerprint() == fingerprint for p in ids)
             merges = sum(cluster.peer(p).stats.merges for p in ids)
             received = sum(cluster.peer(p).stats.announcements_received for p in ids)
+            redundant = sum(cluster.peer(p).sync.gate.redundant for p in ids)
+            stalls = sum(cluster.peer(p).sync.joint_stalls for p in ids)
             return {
                 "start_s": started - began,
                 "settle_after_start_s": settled - started,
@@ -117,9 +119,12 @@ async def converge_at_scale(
                 "write_s": written - first,
                 "converge_after_last_write_s": done - written,
                 "cpu_after_last_write_s": cpu_done - cpu_written,
+                "cpu_first_write_to_converged_s": cpu_done - cpu_first,
                 "events": float(len(cluster.replica(ids[0]).clock)),
                 "merges": float(merges),
                 "announcements_received": float(received),
+                "announcements_redundant": float(redundant),
+                "joint_merge_stalls": float(stalls),
                 "identical": float(identical),
             }
         finally:
@@ -258,10 +263,13 @@ def main() -> None:
             f"{peers} peers x {each} workflows: {conv['converge_after_last_write_s']:.2f} s after the last "
             "write "
             f"(target <= {CONVERGE_TARGET_S:g} s; {conv['cpu_after_last_write_s']:.2f} s CPU); "
-            f"writes took {conv['write_s']:.2f} s; start "
+            f"writes took {conv['write_s']:.2f} s; first write to converged "
+            f"{conv['cpu_first_write_to_converged_s']:.2f} s CPU; start "
             f"{conv['start_s']:.2f} s with {conv['membership_events']:.0f} membership events; "
             f"{conv['events']:.0f} events, {conv['merges']:.0f} merges for "
-            f"{conv['announcements_received']:.0f} announcements; identical={bool(conv['identical'])}"
+            f"{conv['announcements_received']:.0f} announcements "
+            f"({conv['announcements_redundant']:.0f} redundant: not verified), "
+            f"{conv['joint_merge_stalls']:.0f} joint merges stalled; identical={bool(conv['identical'])}"
         )
     if args.only in (None, "execute"):
         jobs = 20 if args.smoke else 120 if args.quick else 300

@@ -11,6 +11,7 @@ from ipld_scheduler.announce import (
     AnnounceError,
     AnnouncementGate,
     Redemption,
+    Verdict,
     decode_announcement,
     encode_announcement,
     signing_bytes,
@@ -271,3 +272,29 @@ def test_only_strictly_increasing_seqs_pass(seqs: list[int]) -> None:
 def test_cid_type_is_preserved() -> None:
     msg = decode_announcement(encode_announcement(BOB, HEADS[:1], 0))
     assert isinstance(msg.heads[0], CID)
+
+
+def test_redundant_messages_are_dropped_unverified_and_change_nothing() -> None:
+    """Every head held and the member verified within ``quiet``: dropped before the signature check,
+    no seq, no sign of life; a forged one likewise changes nothing, and a new head is always verified."""
+    gate = AnnouncementGate("bob", NETWORK)
+    view = members(alice=ALICE.public_key)
+    held = set(HEADS[:2])
+
+    def check(data: bytes, now: float) -> Verdict:
+        return gate.check(data, view, held=lambda _peer, h: h in held, now=now, quiet=1.0)
+
+    first = check(encode_announcement(ALICE, HEADS[:2], 1), now=10.0)
+    assert first.accepted and gate.verified_at["alice"] == 10.0
+    redundant = check(encode_announcement(ALICE, HEADS[:2], 2), now=10.5)
+    assert redundant.redundant and not redundant.accepted and redundant.message is None
+    assert gate.redundant == 1 and gate.last_seq["alice"] == 1 and gate.verified_at["alice"] == 10.0
+    # a head we lack is never dropped unverified: a bad signature over it is caught
+    tampered = bytearray(encode_announcement(ALICE, HEADS, 3))
+    tampered[-1] ^= 1  # the last byte of the last head's digest: a head we do not hold
+    assert check(bytes(tampered), now=10.6).reason is Reject.BAD_SIGNATURE
+    # after ``quiet`` the member's known heads are verified again (its sign of life counts once more)
+    later = check(encode_announcement(ALICE, HEADS[:2], 4), now=11.0)
+    assert later.accepted and gate.verified_at["alice"] == 11.0 and gate.last_seq["alice"] == 4
+    # without ``held`` (the default) nothing is ever dropped as redundant
+    assert gate.check(encode_announcement(ALICE, HEADS[:2], 5), view).accepted

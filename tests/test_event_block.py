@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import cbor2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ipld_scheduler.codec import CodecError, cid_for, decode, encode, encode_block
-from ipld_scheduler.identity import Signer
+from ipld_scheduler.identity import Signer, unsigned_bytes, verify_event
 from ipld_scheduler.model import Event, ModelError
 
 SIGNER = Signer.generate("peer-1")
@@ -68,3 +70,19 @@ def test_field_substitutions_are_judged_alike(which: int, field: str, value: obj
     raw[field] = value
     mutated = cbor2.dumps(raw)
     assert _fused(mutated) == _generic(mutated)
+
+
+def test_signed_bytes_cut_from_the_block_are_the_unsigned_encoding() -> None:
+    """``verify_event`` with the block's bytes checks exactly what it checks after a re-encode."""
+    for event in EVENTS:
+        _, data = encode_block(event.to_ipld())
+        assert unsigned_bytes(event, data) == encode(event.unsigned_ipld())
+        assert verify_event(event, data) and verify_event(event)
+        other = SIGNER.sign(replace(event, parents=PARENTS, height=event.height + 5, sig=b""))
+        _, other_data = encode_block(other.to_ipld())
+        # bytes of another event re-encode (the cut is taken only where the block is this event's)
+        assert unsigned_bytes(event, other_data) == encode(event.unsigned_ipld())
+        # a signature moved onto another event is refused, from the bytes or re-encoded
+        moved_data = other_data.replace(other.sig, event.sig)
+        moved = Event.from_block(moved_data)
+        assert not verify_event(moved, moved_data) and not verify_event(moved)

@@ -5,16 +5,19 @@ rejections counted by :class:`~ipld_scheduler.reasons.Reject`, never raised), th
 announced heads we do not hold (from verified members only: the gate judges every message against
 the trust view at our heads; planned by :class:`~ipld_scheduler.sync.HeadLanes`: a quota per
 announcer, a backoff per announcer after a missed fetch deadline, backoff per head whose history
-could not be fetched), the merges (one task per announcer with heads due, so announcers never wait on
-each other), and *caught up*: we merged what the first peer we heard announced, or waited
-``unknown_after`` alone (execution waits for it: a restarted repo may be stale, its work failed over,
-finished or cancelled meanwhile).
+could not be fetched), the merges (the head fetches one task per announcer with heads due, so
+announcers never wait on each other; the merge of what they fetched one joint ``merge_heads`` per
+burst, see :meth:`SyncQueue._merge`), and *caught up*: we merged what the first peer we heard
+announced, or waited ``unknown_after`` alone (execution waits for it: a restarted repo may be
+stale, its work failed over, finished or cancelled meanwhile).
 
 Each lane's merge first fetches the announced head blocks themselves within ``fetch_deadline`` real
 seconds (a member that announces heads it does not serve is found out here: the fetch is abandoned,
 counted, and the member's next heads wait out an exponential backoff, on the injected clock), then
-hands the heads whose fetch was answered to ``Replica.merge_heads``, which fetches the rest of their
-history (each block within ``fetch_timeout``) and applies it. The replica holds its write lock only while
+hands the heads whose fetch was answered to the next joint ``Replica.merge_heads`` (all lanes'
+answered heads at once), which fetches the rest of their history (each block within
+``fetch_timeout``) and applies it. A joint merge whose walk makes no progress for ``fetch_deadline``
+stops holding its lanes: they try the next one, then merge alone. The replica holds its write lock only while
 applying, never while fetching, so a stuck fetch in one lane holds nothing another lane needs.
 
 Must not: announce, execute or write events. Heads whose history could not be fetched are never
@@ -26,15 +29,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Final
 
 from ..announce import AnnouncementGate
+from ..clock import MerkleClock
 from ..codec import CID
 from ..options import PeerOptions
 from ..ports import Announcement, Broadcaster
 from ..replica import Replica
+from ..staging import Progress, Stage
 from ..sync import HeadLanes, Offer
+from ..trust import Member
 from .stats import Loop, Stats
 
 __all__ = ["RESUMED", "SyncQueue"]
@@ -43,6 +49,9 @@ log = logging.getLogger(__name__)
 
 RESUMED: Final = ""
 """The lane of heads a crash left half-merged (the repo's ``wanted``): no announcer to blame."""
+JOINT_TRIES: Final = 2
+"""Joint merges a lane's heads join before the lane merges them alone: a busy event loop (many peers
+in one process, a loaded machine) can look like a stalled walk once; a withholder stalls every try."""
 HEAD_FETCHES: Final = 4
 """Head blocks one lane fetches at once: a withholding member ties up at most this many requests
 (over Kubo, of the RPC client's shared connection pool) until its deadline."""
@@ -73,6 +82,14 @@ class SyncQueue:
         self._retry: dict[CID, tuple[float, float]] = {}
         self._wakeup = asyncio.Event()
         self._merges: dict[str, asyncio.Task[None]] = {}
+        self._collecting: tuple[dict[CID, None], asyncio.Future[bool]] | None = None
+        """Heads answered by lanes, waiting for the next joint merge, and that merge's outcome."""
+        self._joint: asyncio.Task[None] | None = None
+        self._stalled: set[asyncio.Task[None]] = set()
+        """Joint merges under way (one, or more while a stalled one finishes in the back)."""
+        self._heads_at: tuple[MerkleClock, int, tuple[CID, ...]] | None = None
+        self.joint_stalls = 0
+        """Joint merges whose walk made no progress for ``fetch_deadline`` (their lanes went alone)."""
         self._heard_from: str | None = None
         self._started = 0.0
         self.caught_up = asyncio.Event()
@@ -122,11 +139,17 @@ class SyncQueue:
     def handle_message(self, message: Announcement) -> None:
         """Vet one received message; unknown heads join the announcer's lane. Never raises on bad input."""
         self._stats.announcements_received += 1
-        verdict = self.gate.check(message.data, self._replica.membership().members)
+        now = self._now()
+        verdict = self.gate.check(
+            message.data,
+            self._members(),
+            held=self._brings_nothing,
+            now=now,
+            quiet=self._options.rebroadcast_interval / 2,
+        )
         msg = verdict.message
         if not verdict.accepted or msg is None:
             return
-        now = self._now()
         self._on_member_heard(msg.peer, now)
         self._on_heads_heard(msg.heads, now)
         for head in msg.heads:
@@ -135,6 +158,25 @@ class SyncQueue:
         if self._heard_from is None:
             self._heard_from = msg.peer
         self.check_caught_up()
+
+    def _members(self) -> Mapping[str, Member]:
+        """The membership of the trust view at our heads (``Replica.membership``), with the sorted
+        head set re-read only when an event was applied since: events are only ever added, so the
+        same clock with as many events has the same heads (sorting ~50 heads per message cost more
+        than most of its other checks). The authority decides, and caches, the view itself."""
+        clock = self._replica.clock
+        cached = self._heads_at
+        if cached is None or cached[0] is not clock or cached[1] != len(clock):
+            cached = self._heads_at = (clock, len(clock), clock.head_cids)
+        return self._replica.authority.current(cached[2]).members
+
+    def _brings_nothing(self, announcer: str, head: CID) -> bool:
+        """``head`` from ``announcer`` is redundant: held, or queued in that member's own lane (not
+        another's: a withholder must not park an honest member's head behind its own backoff)."""
+        if head in self._replica.clock:
+            return True
+        lane = self.lanes.lane(announcer)
+        return lane is not None and head in lane.heads
 
     def want(self, head: CID, *, now: float, announcer: str = RESUMED) -> None:
         """Queue ``head`` in ``announcer``'s lane, within the bounds and the head's backoff."""
@@ -204,7 +246,8 @@ class SyncQueue:
                 self.dispatch()
                 self.check_caught_up()
         finally:
-            merges = list(self._merges.values())
+            merges = [*self._merges.values(), *self._stalled, *([self._joint] if self._joint else [])]
+            self._collecting = None
             for task in merges:
                 task.cancel()
             await asyncio.gather(*merges, return_exceptions=True)
@@ -321,14 +364,69 @@ class SyncQueue:
         return {cid for cid in heads if cid not in answered}
 
     async def _merge(self, answered: list[CID]) -> None:
-        """Merge the heads whose fetch was answered (the walk fetches the rest of their history)."""
+        """Merge the heads whose fetch was answered (the walk fetches the rest of their history).
+
+        They join the next joint merge, which takes every lane's answered heads at once (one merge
+        per burst, not one per announcer). If that merge fails, or its walk makes no progress for
+        ``fetch_deadline`` (someone served head blocks but withholds deeper ones), the heads join
+        the next one; after :data:`JOINT_TRIES` such tries the lane merges them by itself, so another
+        member's history stalls this lane for ``JOINT_TRIES x fetch_deadline`` at most.
+        """
+        heads = [cid for cid in answered if cid not in self._replica.clock]
+        for _ in range(JOINT_TRIES):
+            if not heads:
+                return
+            if self._collecting is None:
+                self._collecting = ({}, asyncio.get_running_loop().create_future())
+            batch, outcome = self._collecting
+            batch.update(dict.fromkeys(heads))
+            if self._joint is None or self._joint.done():
+                self._joint = asyncio.create_task(self._joint_merges(), name=f"{self._replica.peer_id}:merge")
+            if await asyncio.shield(outcome):
+                return
+            heads = [cid for cid in heads if cid not in self._replica.clock]
+        if heads:
+            await self._merge_once(heads)
+
+    async def _joint_merges(self) -> None:
+        """Merge what the lanes collected, one batch after another, until nothing is collected.
+
+        Each batch's outcome tells its lanes whether it ended in time (True) or they are on their own
+        (False: it failed, or its walk made no progress for ``fetch_deadline``: a block someone
+        announced history for is not coming; it is left to finish, or time out, in the back).
+        """
+        while self._collecting is not None:
+            batch, outcome = self._collecting
+            self._collecting = None
+            watch = _Walk(asyncio.get_running_loop().time)
+            task = asyncio.create_task(
+                self._merge_once(list(batch), watch.progress), name=f"{self._replica.peer_id}:joint"
+            )
+            self._stalled.add(task)
+            task.add_done_callback(self._joint_done)
+            try:
+                await watch.until_done_or_stalled(task, self._options.fetch_deadline)
+            finally:
+                if not outcome.done():
+                    ok = task.done() and not task.cancelled() and task.exception() is None
+                    outcome.set_result(ok)
+                    self.joint_stalls += not task.done()
+
+    def _joint_done(self, task: asyncio.Task[None]) -> None:
+        """A joint merge ended; a failure is only logged here (its lanes retry alone and count theirs)."""
+        self._stalled.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.info("peer %s: joint merge failed: %s", self._replica.peer_id, exc)
+
+    async def _merge_once(self, heads: list[CID], progress: Progress | None = None) -> None:
+        """One ``Replica.merge_heads`` of ``heads``, counted and logged."""
         opts = self._options
         replica = self._replica
-        heads = [cid for cid in answered if cid not in replica.clock]
+        heads = [cid for cid in heads if cid not in replica.clock]
         if not heads:
             return
         started = self._now()
-        report = await replica.merge_heads(heads, max_pending=opts.max_pending_blocks)
+        report = await replica.merge_heads(heads, max_pending=opts.max_pending_blocks, progress=progress)
         self._stats.merges += 1
         log.info(
             "peer %s merged %d events (%d blocks fetched, %d refused) in %.3f s",
@@ -345,3 +443,33 @@ class SyncQueue:
                 "duration_seconds": round(self._now() - started, 4),
             },
         )
+
+
+class _Walk:
+    """Watches a merge through its progress reports: stalled = walking, and no level done for a while.
+
+    Real time, not the injected clock: what it bounds is how long a fetch may hang. A slow merge
+    (many peers on one busy loop) reports a level now and then and is not stalled; once applying
+    (``FOLD``) nothing is fetched any more and it is never stalled.
+    """
+
+    def __init__(self, time: Callable[[], float]) -> None:
+        self._time = time
+        self.last: float | None = None
+        """When the walk last reported (None: not walking yet; it first records the heads as wanted,
+        a local commit that a busy disk may hold up but no member can)."""
+        self.folding = False
+
+    def progress(self, stage: Stage, _count: int) -> None:
+        self.last = self._time()
+        self.folding = self.folding or stage is Stage.FOLD
+
+    async def until_done_or_stalled(self, task: asyncio.Task[None], deadline: float) -> None:
+        while not task.done():
+            if self.folding:
+                await asyncio.wait([task])
+                return
+            quiet = 0.0 if self.last is None else self._time() - self.last
+            if quiet >= deadline:
+                return
+            await asyncio.wait([task], timeout=deadline - quiet)
