@@ -25,7 +25,7 @@ import io
 import logging
 import os
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -55,7 +55,7 @@ from .events import (
     body_of,
 )
 from .genesis import Policy as Rules
-from .identity import Signer, verify_event
+from .identity import Signer, verify_bytes, verify_event
 from .model import Event, EventKind, ModelError, Result, ResultStatus, WorkflowDefinition, eligibility
 from .network import DEV_ROLES, DevNetworkRefused, Network, dev_network, recorded_network
 from .ports import BlockNotFound, BlockStore, StoreError, get_many
@@ -1244,6 +1244,8 @@ class Replica:
     ) -> None:
         """Admit and apply staged events parents-first, a page at a time, each with its linked blocks.
 
+        Pipelined: page N's commit (a thread) runs while page N+1 is read, decoded and folded; at
+        most one page's commit is in flight, and commits keep their queue order (parents first).
         For long histories (at least :attr:`parallel_verify_from` events, and more than one CPU)
         signatures are checked in a worker process (:class:`~ipld_scheduler.staging.SignatureWorker`)
         one page ahead of the fold: it verifies page N+1 while this process applies page N. Refusals
@@ -1256,21 +1258,27 @@ class Replica:
             except OSError as exc:
                 log.info("no signature worker (%s): checking in this process", exc)
         ahead: tuple[list[Ready], asyncio.Task[list[bool]] | None] | None = None
+        committing: asyncio.Task[None] | None = None
         try:
             for page in staging.events_in_order(2000):
                 items = self._page_items(page, staging, report)
                 task = None
                 if worker is not None and items:
-                    triples = [_signed_message(ready.event.value) for ready in items]
+                    triples = [_signed_message(ready.event.value, ready.event.data) for ready in items]
                     task = asyncio.create_task(worker.verify(triples))
                 if ahead is not None:
-                    await self._apply_page(*ahead, report, external, progress)
+                    committing = await self._apply_page(*ahead, report, external, progress, committing)
                 ahead = (items, task)
             if ahead is not None:
-                await self._apply_page(*ahead, report, external, progress)
+                committing = await self._apply_page(*ahead, report, external, progress, committing)
+            if committing is not None:
+                last, committing = committing, None
+                await last
         finally:
             if ahead is not None and ahead[1] is not None:
                 ahead[1].cancel()
+            if committing is not None:  # failed meanwhile: the commit still settles before we leave
+                await asyncio.gather(committing, return_exceptions=True)
             if worker is not None:
                 await worker.close()
 
@@ -1281,11 +1289,18 @@ class Replica:
         report: MergeReport,
         external: bool,
         progress: Progress | None,
-    ) -> None:
+        previous: asyncio.Task[None] | None,
+    ) -> asyncio.Task[None] | None:
+        """Fold a page and queue its commit; wait for the ``previous`` page's commit (so at most
+        one is in flight); return this page's commit, still running."""
         flags = await verified if verified is not None else None
-        report.applied += await self._apply_items(items, report, external=external, verified=flags)
+        applied, durable = await self._apply_items(items, report, external=external, verified=flags)
+        if previous is not None:
+            await previous
+        report.applied += applied
         if progress is not None:
             progress(Stage.FOLD, report.applied)
+        return None if durable is None else asyncio.create_task(durable)
 
     def _page_items(
         self, page: list[tuple[CID, bytes]], staging: Staging, report: MergeReport
@@ -1358,25 +1373,24 @@ class Replica:
         *,
         external: bool,
         verified: Sequence[bool] | None = None,
-    ) -> int:
+    ) -> tuple[int, Coroutine[Any, Any, None] | None]:
         """:meth:`_apply_ready` for events released by a staged fold; refusals go to ``report``.
 
         ``verified``, when given, holds each item's signature check, done elsewhere (a worker process).
         Folded and queued under the write lock, as :meth:`_apply_ready` does, so a local write that
-        ticks on top of these events commits after them.
+        ticks on top of these events commits after them. Returns how many were applied and what to
+        await for their durability (None when nothing was).
         """
         async with self._write_lock:
             pending_blocks, processed, derived = self._fold_items(items, report, verified)
             if not processed:
-                return 0
+                return 0, None
             durable = self.repo.queue_commit(
                 blocks=pending_blocks, processed=processed, heads=self.clock.head_cids, derived=derived
             )
         outside = {c for c, _ in pending_blocks} if external else set()
-        await self._persist(durable, pending_blocks, outside)
-        await asyncio.sleep(0)
         self.counters["events_merged"] += len(processed)
-        return len(processed)
+        return len(processed), self._persist(durable, pending_blocks, outside)
 
     def _fold_items(
         self, items: Sequence[Ready], report: MergeReport, verified: Sequence[bool] | None
@@ -1401,7 +1415,12 @@ class Replica:
                 detail = f"linked event {unapplied[0]} is not applied"
                 self._refused(report, cid, Reject.POISONED_HISTORY, detail)
                 continue
-            refusal = self._admission(event, verify=verified is None)
+            if verified is None and not verify_bytes(*_signed_message(event, ready.event.data)):
+                self._refused(
+                    report, cid, Reject.BAD_SIGNATURE, f"event by {event.author!r} has a bad signature"
+                )
+                continue
+            refusal = self._admission(event, verify=False)
             if refusal is not None:
                 self._refused(report, cid, *refusal)
                 continue
@@ -1440,9 +1459,39 @@ def _other_definition(workflow: WorkflowDefinition, held: CID) -> str:
     )
 
 
-def _signed_message(event: Event) -> tuple[bytes, bytes, bytes]:
-    """What :func:`~ipld_scheduler.identity.verify_event` checks: key, signature, unsigned encoding."""
-    return event.key, event.sig, encode(event.unsigned_ipld())
+def _signed_message(event: Event, data: bytes | None = None) -> tuple[bytes, bytes, bytes]:
+    """What :func:`~ipld_scheduler.identity.verify_event` checks: key, signature, unsigned encoding.
+
+    Given the event's received bytes ``data``, the unsigned encoding is cut out of them (no
+    re-encode): a canonical event is the map ``{v, key, sig, body, kind, author, height, parents}``
+    in that wire order, so it is the same bytes minus the ``sig`` entry, with a map header one entry
+    shorter. The cut is taken only when every byte before and of that entry is exactly what the
+    decoded ``event`` says it is; anything else falls back to encoding :meth:`Event.unsigned_ipld`.
+    """
+    key, sig = event.key, event.sig
+    if (
+        data is not None
+        and data[:_V_AT] == _V_ENTRY
+        and len(data) > _SIG_AT + 64
+        and data[_V_AT] == event.v < 24
+        and data[_V_AT + 1 : _KEY_AT] == _KEY_ENTRY
+        and data[_KEY_AT : _SIG_ENTRY_AT] == key
+        and data[_SIG_ENTRY_AT:_SIG_AT] == _SIG_ENTRY
+        and data[_SIG_AT : _SIG_AT + 64] == sig
+    ):
+        return key, sig, b"\xa7" + data[1:_SIG_ENTRY_AT] + data[_SIG_AT + 64 :]
+    return key, sig, encode(event.unsigned_ipld())
+
+
+# Byte layout of a canonical event block's head (8-entry map; "v" < 24 fits in one byte):
+# a8 | 61 'v' <v> | 63 'key' 58 20 <32 bytes> | 63 'sig' 58 40 <64 bytes> | body, kind, ...
+_V_ENTRY = b"\xa8\x61v"
+_V_AT = len(_V_ENTRY)
+_KEY_ENTRY = b"\x63key\x58\x20"
+_KEY_AT = _V_AT + 1 + len(_KEY_ENTRY)
+_SIG_ENTRY_AT = _KEY_AT + 32
+_SIG_ENTRY = b"\x63sig\x58\x40"
+_SIG_AT = _SIG_ENTRY_AT + len(_SIG_ENTRY)
 
 
 def _payload_links(data: bytes) -> list[CID]:
