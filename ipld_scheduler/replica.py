@@ -1475,7 +1475,7 @@ def _signed_message(event: Event, data: bytes | None = None) -> tuple[bytes, byt
         and len(data) > _SIG_AT + 64
         and data[_V_AT] == event.v < 24
         and data[_V_AT + 1 : _KEY_AT] == _KEY_ENTRY
-        and data[_KEY_AT : _SIG_ENTRY_AT] == key
+        and data[_KEY_AT:_SIG_ENTRY_AT] == key
         and data[_SIG_ENTRY_AT:_SIG_AT] == _SIG_ENTRY
         and data[_SIG_AT : _SIG_AT + 64] == sig
     ):
