@@ -24,17 +24,19 @@ import asyncio
 import io
 import logging
 import os
+import tempfile
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import cbor2
 
 from .authority import Authority
 from .blocks import Block, BlockKind, UnsupportedCodec, decode_typed, encode_value, links_of, require_dag_cbor
 from .car import read_car, write_car
+from .car_chunks import fetch_chunks, publish_chunks
 from .clock import MerkleClock
 from .codec import CID, DAG_CBOR, CodecError, encode, verify_block
 from .derived import DERIVED_VERSION, event_row, is_membership, member_rows, workflow_rows
@@ -61,7 +63,7 @@ from .network import DEV_ROLES, DevNetworkRefused, Network, dev_network, recorde
 from .ports import BlockNotFound, BlockStore, StoreError, get_many
 from .reasons import Reject
 from .repo import DerivedRows, Repo
-from .staging import CarSource, Progress, SignatureWorker, Stage, Staging
+from .staging import CarSink, CarSource, Progress, SignatureWorker, Stage, Staging
 from .state import CANCELLED, FAILED, FINISHED, State, WorkflowRecord
 from .sync import MergePlan, Ready, SyncError
 from .trust import Membership, PolicyRecord
@@ -1021,7 +1023,59 @@ class Replica:
                 return await self._import_stream(fh, progress)
         return await self._import_stream(source, progress)
 
-    async def _import_stream(self, stream: BinaryIO, progress: Progress | None) -> MergeReport:
+    async def publish_history(self) -> CID:
+        """Store the whole DAG as one CAR in raw chunks in our store; returns the manifest's CID.
+
+        What a joiner over IPFS passes to :meth:`import_published` to take the history in a few round
+        trips instead of one per event (:mod:`~ipld_scheduler.car_chunks`). Spools through a
+        temporary file past 8 MB.
+        """
+        with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
+            self.export_car(cast(BinaryIO, spool))
+            spool.seek(0)
+            return await publish_chunks(self.store, spool)
+
+    async def import_published(
+        self,
+        manifest: CID | str,
+        *,
+        progress: Progress | None = None,
+        window: int = 32,
+        store_blocks: bool = True,
+    ) -> MergeReport:
+        """Fetch a CAR published by :meth:`publish_history` (manifest, then up to ``window`` chunks at
+        once) and import it as :meth:`import_car` does: every block verified, every event admitted.
+
+        Over a daemon, ``store_blocks`` also gives it every block of the CAR (one ``dag/import``,
+        alongside the fold) so it serves them block by block; js-ipfs ingests ~360 blocks/s, which
+        then bounds the whole catch-up. Without it the daemon holds the history as the chunks it
+        fetched (enough to serve the same manifest onward) and the repo holds every block.
+        """
+        with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
+            async for data in fetch_chunks(self.store, CID.parse(manifest), window=window):
+                spool.write(data)
+            if self._store_is_repo or not store_blocks or not isinstance(self.store, CarSink):
+                spool.seek(0)
+                external = store_blocks and not self._store_is_repo
+                return await self._import_stream(cast(BinaryIO, spool), progress, external=external)
+            # The daemon takes the whole CAR in one call, alongside the fold (which reads staging,
+            # not the daemon), instead of one block/put per block; blocks the fold refuses stay
+            # there as unreferenced cache, as any fetched block would.
+            spool.seek(0)
+            stored = asyncio.create_task(self.store.put_car(spool.read()))
+            spool.seek(0)
+            try:
+                report = await self._import_stream(cast(BinaryIO, spool), progress, external=False)
+            finally:
+                try:
+                    await stored
+                except StoreError as exc:  # the history is ours; only serving it onward is lost
+                    log.warning("the store did not take the imported CAR: %s", exc)
+            return report
+
+    async def _import_stream(
+        self, stream: BinaryIO, progress: Progress | None, *, external: bool = True
+    ) -> MergeReport:
         roots, blocks = read_car(stream)
         report = MergeReport()
         dev_check = self.network.dev and not self.allow_dev_network
@@ -1052,7 +1106,7 @@ class Replica:
             if dev_check:
                 self._refuse_foreign_car(dev_events)
             report.fetched = staging.blocks
-            await self._fold_staged(staging, report, external=True, progress=progress)
+            await self._fold_staged(staging, report, external=external, progress=progress)
             refused = {cid for cid, _ in report.rejected}
             for root in roots:
                 if root not in self.clock and str(root) not in refused:
