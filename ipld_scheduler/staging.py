@@ -26,7 +26,7 @@ from typing import Protocol, runtime_checkable
 
 from .codec import CID
 
-__all__ = ["CarSource", "Progress", "SignatureWorker", "Stage", "Staging", "verify_signatures"]
+__all__ = ["CarSink", "CarSource", "Progress", "SignatureWorker", "Stage", "Staging", "verify_signatures"]
 
 _CHUNK = 500
 
@@ -55,6 +55,13 @@ class CarSource(Protocol):
     """
 
     def export_blocks(self, cid: CID) -> AsyncIterator[tuple[CID, bytes]]: ...
+
+
+@runtime_checkable
+class CarSink(Protocol):
+    """A block store that takes a whole CAR in one call (``dag/import``), instead of a put per block."""
+
+    async def put_car(self, car: bytes) -> None: ...
 
 
 class Staging:

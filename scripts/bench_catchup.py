@@ -12,8 +12,11 @@ CAR read into a dict first, failing past ``max_pending`` = 200000 unknown blocks
 * **late joiner N**: a fresh peer on the embedded network merging the heads of a peer that holds an
   N-event history (blocks fetched over the in-process block exchange).
 
-Each case runs in its own process (peak RSS is that process's own). Usage:
-``python scripts/bench_catchup.py [--quick | --events N]`` (quick: 2k events; ``--events N``: one
+Each case runs in its own process (peak RSS is that process's own). ``--ipfs N`` instead measures
+catch-up of N events over two js-ipfs daemons (``bash scripts/install-test-ipfs.sh`` first): the
+history published as a chunked CAR (``Replica.import_published``) next to the walk of a 300-event
+prefix. Usage:
+``python scripts/bench_catchup.py [--quick | --events N | --ipfs N]`` (quick: 2k events; ``--events N``: one
 import and one joiner of N events, what ``tests/test_bench_scripts.py`` runs; full: 10k, 100k and
 120k imports (the last past the old 200000-block cap), 10k joiner).
 Must not: leave files behind (everything lives in a temporary directory).
@@ -186,9 +189,89 @@ def _show(label: str, new: dict[str, Any], old: dict[str, Any] | None) -> None:
     print(line, flush=True)
 
 
+async def _over_ipfs_run(root: Path, api_urls: list[str], events: int, prefix_height: int) -> None:
+    from ipld_scheduler.car_chunks import publish_chunks
+    from ipld_scheduler.codec import CodecError
+    from ipld_scheduler.kubo.rpc import KuboRPC
+    from ipld_scheduler.kubo.store import KuboStore
+    from ipld_scheduler.model import Event, ModelError
+
+    car = root / "history.car"
+    write_history_car(car, events)
+    prefix = None
+    with open(car, "rb") as fh:
+        for cid, data in read_car(fh)[1]:
+            try:
+                if Event.from_block(data).height == prefix_height:
+                    prefix = cid
+                    break
+            except (CodecError, ModelError):
+                continue
+    assert prefix is not None
+    async with KuboRPC(api_urls[0], timeout=600.0) as rpc:
+        await rpc.dag_import(car.read_bytes(), pin_roots=True, timeout=600)
+        with open(car, "rb") as fh:
+            manifest = await publish_chunks(KuboStore(rpc), fh)
+
+    async def joiner(name: str) -> Replica:
+        store = KuboStore(KuboRPC(api_urls[1], timeout=120.0), owns_rpc=True)
+        return await Replica.open(Repo.open(root / name), store, name)
+
+    for name, store_blocks in (("carol", False), ("dave", True)):
+        replica = await joiner(name)
+        start = time.perf_counter()
+        try:
+            report = await replica.import_published(manifest, store_blocks=store_blocks)
+        finally:
+            await replica.close()
+        seconds = time.perf_counter() - start
+        assert not report.rejected and report.applied == events, report.rejected[:3]
+        how = "the daemon also ingests every block" if store_blocks else "chunks only in the daemon"
+        print(
+            f"js-ipfs published CAR {events:,} ({how}): {seconds:6.2f} s  {events / seconds:7,.0f} events/s"
+            f"   (target: 100k in 60 s = 1,667 events/s)",
+            flush=True,
+        )
+    replica = await joiner("erin")
+    start = time.perf_counter()
+    try:
+        report = await replica.merge_heads([prefix])
+    finally:
+        await replica.close()
+    seconds = time.perf_counter() - start
+    print(
+        f"js-ipfs walk (merge_heads: dag/export) of a {report.applied:,}-event prefix: {seconds:6.2f} s  "
+        f"{report.applied / seconds:7,.0f} events/s (baseline: a round trip per event)",
+        flush=True,
+    )
+
+
+def _over_ipfs(events: int, prefix: int) -> None:
+    """Catch-up over two js-ipfs daemons (``tests/ipfs``): the history published as a chunked CAR on
+    node 0 and taken by joiners on node 1, next to the walk of a prefix (one round trip per event)."""
+    import ipfs_net  # tests/ipfs_net.py
+
+    reason = ipfs_net.missing_reason()
+    if reason is not None:
+        sys.exit(f"bench_catchup --ipfs: {reason}")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        net = ipfs_net.IpfsNet.create(root / "ipfs", 2)
+        net.start()
+        try:
+            net[1].rpc("swarm/connect", net[0].swarm_addr, timeout=15.0)
+            asyncio.run(_over_ipfs_run(root, net.api_urls, events, prefix))
+        finally:
+            net.stop()
+
+
 def main(argv: list[str]) -> None:
     if "--case" in argv:
         _case(argv[1:])
+        return
+    if "--ipfs" in argv[:-1]:
+        events = int(argv[argv.index("--ipfs") + 1])
+        _over_ipfs(events, min(300, events))
         return
     quick = "--quick" in argv
     imports = [2_000] if quick else [10_000, 100_000, 120_000]  # 120k: past the old 200000-block cap

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import io
 import json
 import re
 import statistics
@@ -270,6 +271,31 @@ async def _import(car: bytes, repo_dir: Path, api_url: str | None, network: Netw
             await rpc.close()
 
 
+async def _published(
+    car: bytes, repo_dir: Path, origin_api: str, api_url: str, network: Network, store_blocks: bool
+) -> tuple[int, float]:
+    """The CAR published as raw chunks on the origin's daemon (``car_chunks``), then fetched by a
+    fresh replica on a fresh daemon: manifest, then chunks 32 at a time (``import_published``)."""
+    from ipld_scheduler.car_chunks import publish_chunks
+    from ipld_scheduler.kubo.rpc import KuboRPC
+    from ipld_scheduler.kubo.store import KuboStore
+
+    async with KuboRPC(origin_api, timeout=60.0) as rpc:
+        manifest = await publish_chunks(KuboStore(rpc), io.BytesIO(car))
+    replica = await open_replica("bench-pub", [], repo=Repo.open(repo_dir), ipfs_api=api_url, network=network)
+    try:
+        t0 = time.perf_counter()
+        report = await replica.import_published(manifest, store_blocks=store_blocks)
+        elapsed = time.perf_counter() - t0
+        assert not report.rejected, report.rejected[:3]
+        return report.applied, elapsed
+    finally:
+        await replica.close()
+        rpc = getattr(replica.store, "rpc", None)
+        if rpc is not None:
+            await rpc.close()
+
+
 def bench_car(origin: PeerProcess, root: Path, net: ipfs_net.IpfsNet, network: Network) -> dict[str, Any]:
     """The alternative catch-up: one CAR of the whole history from a live peer's API, imported locally.
 
@@ -287,6 +313,22 @@ def bench_car(origin: PeerProcess, root: Path, net: ipfs_net.IpfsNet, network: N
         kubo_events, kubo = asyncio.run(_import(car, root / "car-kubo", late.api_urls[0], network))
     finally:
         late.remove()
+    published = {}
+    for store_blocks in (False, True):
+        late = _fresh_daemon(root, f"latepub{int(store_blocks)}-", net)
+        try:
+            published[store_blocks] = asyncio.run(
+                _published(
+                    car,
+                    root / f"car-pub{int(store_blocks)}",
+                    net.api_urls[0],
+                    late.api_urls[0],
+                    network,
+                    store_blocks,
+                )
+            )
+        finally:
+            late.remove()
     return {
         "car_bytes": len(car),
         "export_s": round(exported, 2),
@@ -295,6 +337,10 @@ def bench_car(origin: PeerProcess, root: Path, net: ipfs_net.IpfsNet, network: N
         "events_per_s_embedded": round(events / (exported + embedded), 1),
         "import_kubo_store_s": round(kubo, 2),
         "events_per_s_kubo_store": round(kubo_events / (exported + kubo), 1),
+        "published_s": round(published[False][1], 2),
+        "events_per_s_published": round(published[False][0] / published[False][1], 1),
+        "published_daemon_ingests_s": round(published[True][1], 2),
+        "events_per_s_published_daemon_ingests": round(published[True][0] / published[True][1], 1),
     }
 
 
@@ -388,6 +434,11 @@ def main() -> None:
         f"catch-up from one CAR of peer 0's history ({car['car_bytes']} bytes, export {car['export_s']} s): "
         f"{car['events_per_s_embedded']} events/s into an embedded replica, "
         f"{car['events_per_s_kubo_store']} events/s into a Kubo-backed one"
+    )
+    print(
+        f"catch-up from that CAR published as raw chunks on daemon 0 (Replica.import_published on a fresh "
+        f"daemon): {car['events_per_s_published']} events/s; "
+        f"{car['events_per_s_published_daemon_ingests']} events/s when the daemon also ingests every block"
     )
     wp = results["write_path_in_process"]
     print(

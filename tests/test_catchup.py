@@ -178,6 +178,22 @@ async def test_a_forged_signature_is_refused_with_or_without_the_signature_worke
         await target.close()
 
 
+def test_the_signed_message_is_cut_from_the_received_bytes_exactly_as_encoded() -> None:
+    """The fold verifies signatures over the event's own bytes minus its ``sig`` entry (no re-encode):
+    that must be byte for byte what signing encoded, and anything else must fall back to encoding."""
+    from ipld_scheduler.codec import encode
+    from ipld_scheduler.replica import _event_height, _signed_message
+
+    events = [(d, Event.from_block(d)) for c, d in history_blocks(40) if _event_height(c, d) is not None]
+    assert len(events) == 40
+    for data, event in events:
+        key, sig, message = _signed_message(event, data)
+        assert (key, sig, message) == (event.key, event.sig, encode(event.unsigned_ipld()))
+        other = replace(event, sig=bytes(64))  # bytes that do not say what the event says: re-encoded
+        assert _signed_message(other, data)[2] == encode(other.unsigned_ipld())
+        assert _signed_message(event, data[:100])[2] == encode(event.unsigned_ipld())
+
+
 def test_car_decoder_fed_byte_by_byte_equals_read_car(source: Replica) -> None:
     data = _car(source)
     roots, blocks = read_car(io.BytesIO(data))
