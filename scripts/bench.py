@@ -30,12 +30,15 @@ part is missing: a section whose module cannot be imported is skipped with a not
   (answered from the repo's indexes) next to the replay path they took before, and one more durable
   schedule, at 1k / 10k (/ 100k without ``--quick``) events.
 
+* catchup (``bench_catchup.py``): full-history CAR import at 10k and 100k events (2k with ``--quick``)
+  next to the old in-memory merge of the same run, with peak RSS (target: 100k within 20 s).
+
 * scale (``bench_scale.py``): 50 embedded peers x 20 workflows, seconds from the last write until all
   agree (target 5 s) and the membership events written at start; trivial jobs per second on 1 and on 3
   embedded peers (target: 3 peers >= 2.4x one).
 
 Usage: ``python scripts/bench.py [--quick] [--only SECTION[,SECTION]]`` (sections: codec, heap, assignment,
-schedule, durable, repo, history, scale).
+schedule, durable, repo, history, catchup, scale).
 """
 
 from __future__ import annotations
@@ -586,6 +589,12 @@ def _history_rows(quick: bool) -> list[Row]:
     return history_rows(quick)
 
 
+def _catchup_rows(quick: bool) -> list[Row]:
+    from bench_catchup import catchup_rows
+
+    return catchup_rows(quick)
+
+
 def _scale_rows(quick: bool) -> list[Row]:
     from bench_scale import scale_rows
 
@@ -618,6 +627,7 @@ def main(argv: list[str]) -> int:
         ("durable", _durable_rows),
         ("repo", _repo_rows),
         ("history", _history_rows),
+        ("catchup", _catchup_rows),
         ("scale", _scale_rows),
     ]
     if "--only" in argv[:-1]:

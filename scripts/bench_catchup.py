@@ -265,6 +265,40 @@ def _over_ipfs(events: int, prefix: int) -> None:
             net.stop()
 
 
+TARGET_IMPORT_100K_S = 20.0
+"""Issue 11: a full-history CAR import of 100k events within 20 s."""
+
+
+def catchup_rows(quick: bool) -> list[tuple[str, float, str, str, float]]:
+    """Rows for ``scripts/bench.py`` (section ``catchup``): CAR import of 2k (``quick``) or 10k and
+    100k events through the streamed path, next to the old in-memory merge in the same run, and the
+    100k figure next to its target; peak RSS of each import."""
+    rows: list[tuple[str, float, str, str, float]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for events in [2_000] if quick else [10_000, 100_000]:
+            car = root / f"history-{events}.car"
+            _founded_history(car, root / f"founder-{events}", events)
+            new, old = _child("import", car, root, False), _child("import", car, root, True)
+            if "error" in new:
+                raise RuntimeError(f"import of {events} events failed: {new['error']}")
+            label = f"CAR import, {events / 1000:.0f}k events"
+            old_s = float("nan") if "error" in old else old["seconds"]
+            rows.append((label, new["seconds"], "s", "old in-memory merge", old_s))
+            if events == 100_000:
+                rows.append(("  target", new["seconds"], "s", "target", TARGET_IMPORT_100K_S))
+            rows.append(
+                (
+                    "  peak RSS of that import",
+                    new["rss_mb"],
+                    "MB",
+                    "old in-memory merge",
+                    float("nan") if "error" in old else old["rss_mb"],
+                )
+            )
+    return rows
+
+
 def main(argv: list[str]) -> None:
     if "--case" in argv:
         _case(argv[1:])
