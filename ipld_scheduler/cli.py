@@ -1332,22 +1332,55 @@ def export_(ctx: click.Context, target: str) -> None:
     )
 
 
-@cli.command("import")
-@click.argument("source", type=click.Path(dir_okay=False, allow_dash=True, path_type=str))
+@cli.command("publish")
 @json_option
 @click.pass_context
-def import_(ctx: click.Context, source: str) -> None:
+def publish(ctx: click.Context) -> None:
+    """Store the whole history in this peer's block store (its IPFS node with --ipfs-api) as one CAR in
+    512 KiB chunks, and print the manifest CID a joiner passes to `import --published`."""
+    settings = _settings(ctx)
+
+    async def action(scheduler: Scheduler) -> dict[str, Any]:
+        return await scheduler.call("publish_history")
+
+    answer = _run_async(settings, _with_scheduler(settings, action))
+    _show(
+        settings,
+        answer,
+        lambda c, d: c.print(
+            f"published {d['manifest']} ({plural(d['chunks'], 'chunk')}, {d['size']} bytes); on another "
+            f"machine: ipld-scheduler import --published {d['manifest']}"
+        ),
+    )
+
+
+@cli.command("import")
+@click.argument("source", required=False, type=click.Path(dir_okay=False, allow_dash=True, path_type=str))
+@click.option(
+    "--published",
+    metavar="CID",
+    help="Fetch a history another peer stored with `publish` (its manifest CID) through this peer's "
+    "block store, a window of chunks at a time, instead of reading a CAR file.",
+)
+@json_option
+@click.pass_context
+def import_(ctx: click.Context, source: str | None, published: str | None) -> None:
     """Verify every block of a CAR file (or '-' for stdin) and fold its events, parents first.
 
     With no peer serving the repo the file is streamed (memory bounded by a batch of blocks, whatever
     the history's length) and a terminal shows progress; ``--json`` prints only the final report.
     """
     settings = _settings(ctx)
+    if (source is None) == (published is None):
+        _fail(settings, InvalidInput("import takes a CAR file (SOURCE) or --published CID: give one"))
 
     async def action(scheduler: Scheduler) -> dict[str, Any]:
         from . import ops
         from .client import DirectScheduler
 
+        if published is not None:
+            return await scheduler.call("import_published", manifest=published)
+        assert source is not None
         try:
             stream = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
         except OSError as exc:

@@ -31,6 +31,7 @@ from .answers import status_arg as _status
 from .answers import tags_answer as _tags_answer
 from .answers import text_arg as _text
 from .blocks import codec_name, identify
+from .car_chunks import read_manifest
 from .codec import CID, CodecError, decode
 from .dagjson import DagJsonError, to_dag_json
 from .errors import InvalidInput, IpldSchedulerError, NotFound, Refused, Unavailable, error_class
@@ -1159,6 +1160,36 @@ async def import_car(
     return {"success": not report.rejected, **report.to_dict()}
 
 
+async def publish_history(replica: Replica) -> dict[str, Any]:
+    """Store the whole DAG as one CAR in raw chunks in the replica's block store (over IPFS: its node)
+    and return the manifest's CID, which a joiner passes to :func:`import_published`."""
+    cid = await replica.publish_history()
+    chunks, size = read_manifest(await replica.store.get(cid))
+    return {
+        "success": True,
+        "manifest": str(cid),
+        "chunks": len(chunks),
+        "size": size,
+        "heads": replica.clock.heads,
+    }
+
+
+async def import_published(replica: Replica, manifest: Any) -> dict[str, Any]:
+    """Fetch a history published by :func:`publish_history` (the manifest, then a window of chunks at
+    once) and fold it as :func:`import_car` does: every block verified, every event admitted."""
+    from .car import CarError
+
+    try:
+        cid = CID.parse(str(manifest))
+    except (CodecError, ValueError) as exc:
+        raise InvalidArgument(f"not a CID: {manifest!r} ({exc})") from None
+    try:
+        report = await replica.import_published(cid)
+    except (CarError, CodecError) as exc:
+        raise InvalidArgument(f"not a published history: {exc}") from None
+    return {"success": not report.rejected, "manifest": str(cid), **report.to_dict()}
+
+
 # --- dashboard ---------------------------------------------------------------------------------
 
 
@@ -1205,6 +1236,8 @@ OPERATIONS: Final[dict[str, Operation]] = {
     "overview": overview,
     "policy": policy,
     "set_policy": set_policy,
+    "publish_history": publish_history,
+    "import_published": import_published,
 }
 """Name -> operation taking ``(replica, **arguments)``: the dispatch table remote callers share.
 

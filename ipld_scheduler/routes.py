@@ -51,6 +51,8 @@ ROUTES: Final[dict[str, Route]] = {
         Route("log", "GET", "/log"),
         Route("merge", "POST", "/merge"),
         Route("overview", "GET", "/overview"),
+        Route("publish_history", "POST", "/history/publish"),
+        Route("import_published", "POST", "/history/import"),
     )
 }
 """Operation name -> route. Workflow and peer ids travel as arguments, never in the path: ids may

@@ -194,3 +194,40 @@ def test_run_serves_a_network_repo_on_the_embedded_store(tmp_path: Path) -> None
         cli(repo, None, "schedule", "--id", "w", "--tags", "p2p_eligible", "--run", "echo solo")
         wait_for("w to complete", lambda: owners(repo, None).get("w") == ("alice", "completed"))
     assert "executes at once" in (tmp_path / "run.log").read_text()
+
+
+@pytest.mark.ipfs
+def test_a_long_history_moves_between_machines_by_its_published_manifest(
+    tmp_path: Path, ipfs_net: Any
+) -> None:
+    """``publish`` on machine A stores the history in A's daemon as chunks; machine B, joined with only
+    the network's start, takes the rest with ``import --published CID`` through its own daemon: no file
+    between the machines, the same workflows and owners on both. Bad input is a one-line error."""
+    ipfs_net.ensure_running()
+    api_a, api_b = ipfs_net.api_urls[:2]
+    a, b, team_car = tmp_path / "A", tmp_path / "B", tmp_path / "team.car"
+    cli(a, api_a, "init", "--peer-id", "alice", "--network", "team")
+    invitation = cli(a, api_a, "invite", "bob", "--roles", "submitter,worker")
+    cli(a, api_a, "export", str(team_car))
+    cli(b, api_b, "join", invitation["token"], "--car", str(team_car))
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(
+        "".join(
+            json.dumps(
+                {"workflow_id": f"job-{i}", "name": f"job {i}", "tags": ["p2p_eligible"], "run": "true"}
+            )
+            + "\n"
+            for i in range(300)
+        )
+    )
+    cli(a, api_a, "schedule", "--from-file", str(jobs))
+    published = cli(a, api_a, "publish")
+    assert published["success"] and published["chunks"] >= 1 and published["manifest"].startswith("bafy")
+    imported = cli(b, api_b, "import", "--published", published["manifest"])
+    assert imported["success"] and imported["applied"] >= 300 and not imported["rejected"]
+    on_a = {w["workflow_id"]: w["owner"] for w in cli(a, api_a, "workflows")["workflows"]}
+    on_b = {w["workflow_id"]: w["owner"] for w in cli(b, api_b, "workflows")["workflows"]}
+    assert len(on_a) == 300 and on_b == on_a
+    assert set(published["heads"]) <= set(cli(b, api_b, "log", "--limit", "0")["heads"])
+    assert "SOURCE" in json.dumps(cli(b, api_b, "import", code=2))
+    assert "not a CID" in json.dumps(cli(b, api_b, "import", "--published", "nonsense", code=2))
