@@ -1,0 +1,626 @@
+"""Fold snapshots: what a replay of the processed log rebuilds, as bytes, so a replica opens without it.
+
+Owns: the snapshot format (version :data:`SNAPSHOT_VERSION`) and its two pure functions,
+:func:`encode_snapshot` (State, MerkleClock and Authority as of processed-log ``seq``) and
+:func:`decode_snapshot` (strict: anything but a well-formed snapshot of this version, network and peer
+raises :class:`SnapshotError`, and the caller replays the whole log instead, the fold staying the
+definition).
+
+The format is a SHA-256 of the body (a flipped bit must not become a different state), then the
+body: one CBOR array of arrays, byte strings, text, integers, floats, booleans and nulls only
+(no maps, no tags: every value is DAG-CBOR-compatible, so the same body could later back a signed
+``checkpoint`` event). Objects the fold shares between events (membership views, trust views, their
+registers, lineage nodes) are written once in tables and referenced by index, so ``is``-sharing
+survives the round trip and the bytes grow with the number of *distinct* values, not events.
+Derived indexes of :class:`~ipld_scheduler.state.State` (owners' sets, open and retryable ids,
+dependents, the local queue) are not stored: :meth:`State.reindex` recomputes them from the records.
+A workflow record's schedules carry their workflow definitions (``to_ipld``), decoded again with
+``WorkflowDefinition.from_ipld``'s checks.
+
+Decoding trusts nothing: the size is bounded, CBOR tags are refused, every field is type-checked,
+every reference must point at an earlier table entry, and CIDs are parsed. Never pickle or marshal.
+
+Must not: do I/O (the replica reads and writes the bytes in the repo's ``meta`` table), or decide
+what an event means.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, Final, TypeVar
+
+import cbor2
+
+from .authority import Authority
+from .clock import MerkleClock
+from .codec import CID, CodecError
+from .errors import InvalidInput
+from .genesis import Policy
+from .model import ModelError, ResultStatus, Waiting, WorkflowDefinition, WorkflowStatus
+from .runner_labels import requirement_of
+from .state import MemberEntry, Run, Schedule, State, WorkflowRecord
+from .trust import (
+    Handoff,
+    Handoffs,
+    KeyBinding,
+    Lineage,
+    Member,
+    Membership,
+    MemberStatus,
+    PolicyRecord,
+    Presence,
+    RoleGrant,
+)
+
+__all__ = [
+    "MAX_SNAPSHOT_BYTES",
+    "SNAPSHOT_VERSION",
+    "Snapshot",
+    "SnapshotError",
+    "decode_snapshot",
+    "encode_snapshot",
+]
+
+SNAPSHOT_VERSION: Final = 1
+"""Bump on any change of the format or of what the fold keeps: an older snapshot is then ignored."""
+MAX_SNAPSHOT_BYTES: Final = 1 << 30
+_MAGIC: Final = "ipld-scheduler/fold-snapshot"
+
+T = TypeVar("T")
+
+
+class SnapshotError(InvalidInput):
+    """Bytes that are not a usable snapshot (corrupt, foreign version, network or peer)."""
+
+
+# --- encoding ----------------------------------------------------------------------------------
+
+
+class _Pool:
+    """Objects written once, referenced by index (identity-keyed; the fold keeps them alive)."""
+
+    def __init__(self, encode: Callable[[Any], list[Any]]) -> None:
+        self.rows: list[list[Any]] = []
+        self._index: dict[int, int] = {}
+        self._encode = encode
+
+    def ref(self, obj: Any) -> int:
+        key = id(obj)
+        found = self._index.get(key)
+        if found is None:
+            row = self._encode(obj)  # may reference earlier entries of other pools (or this one)
+            found = self._index[key] = len(self.rows)
+            self.rows.append(row)
+        return found
+
+    def opt(self, obj: Any) -> int | None:
+        return None if obj is None else self.ref(obj)
+
+
+def _stamp(stamp: tuple[int, bytes]) -> list[Any]:
+    return [stamp[0], stamp[1]]
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.entries = _Pool(
+            lambda e: [
+                e.present,
+                *_stamp(e.stamp),
+                e.key,
+                e.by,
+                *_stamp(e.key_stamp),
+                None if e.labels is None else list(e.labels),
+                *_stamp(e.labels_stamp),
+            ]
+        )
+        self.sviews = _Pool(lambda v: [x for p in sorted(v) for x in (p, self.entries.ref(v[p]))])
+        self.bindings = _Pool(lambda b: [b.key, *_stamp(b.stamp), b.by, b.invite])
+        self.presences = _Pool(lambda p: [p.status.value, *_stamp(p.stamp), p.by])
+        self.grants = _Pool(lambda g: [list(g.roles), *_stamp(g.stamp), g.by])
+        self.policies = _Pool(lambda r: [r.policy.to_ipld(), *_stamp(r.stamp), r.by])
+        self.members = _Pool(
+            lambda m: [self.bindings.opt(m.binding), self.presences.opt(m.presence), self.grants.opt(m.grant)]
+        )
+        self.rosters = _Pool(lambda ms: [x for p in sorted(ms) for x in (p, self.members.ref(ms[p]))])
+        self.memberships = _Pool(lambda m: [self.rosters.ref(m.members), self.policies.ref(m.policy)])
+        self.handoffs = _Pool(
+            lambda h: [
+                x
+                for w in sorted(h.entries)
+                for x in (w, h.entries[w].to, *_stamp(h.entries[w].stamp), h.entries[w].by)
+            ]
+        )
+        self.lineage = _Pool(self._lineage_row)
+
+    def _lineage_row(self, n: Lineage) -> list[Any]:
+        return [
+            n.author,
+            n.height,
+            n.raw,
+            n.events,
+            n.size,
+            n.depth,
+            self.lineage.opt(n.prev),
+            self.lineage.opt(n.jump),
+        ]
+
+    def lineage_ref(self, node: Lineage) -> int:
+        """Intern a lineage node after its ancestors, without recursion (chains are as long as history)."""
+        stack = [node]
+        known = self.lineage._index
+        while stack:
+            top = stack[-1]
+            missing = [n for n in (top.prev, top.jump) if n is not None and id(n) not in known]
+            if missing:
+                stack.extend(missing)
+            else:
+                stack.pop()
+                self.lineage.ref(top)
+        return known[id(node)]
+
+
+def _run(run: Run) -> list[Any]:
+    return [
+        run.cid.raw,
+        *_stamp(run.stamp),
+        run.peer,
+        None if run.result is None else run.result.raw,
+        None if run.status is None else run.status.value,
+        run.exit_code,
+        run.duration_ms,
+        run.reason,
+        None if run.stdout is None else run.stdout.raw,
+        None if run.stderr is None else run.stderr.raw,
+        [dict(s) for s in run.steps],
+        run.attempt,
+    ]
+
+
+def _schedule(s: Schedule) -> list[Any]:
+    return [
+        s.cid.raw,
+        *_stamp(s.stamp),
+        s.author,
+        s.workflow_cid.raw,
+        s.workflow.to_ipld(),
+        list(s.members),
+        s.clock,
+        s.combined,
+        s.retries,
+    ]
+
+
+def _record(rec: WorkflowRecord) -> list[Any]:
+    return [
+        rec.workflow_id,
+        [_schedule(s) for s in rec.schedules.values()],
+        None if rec.winner is None else rec.winner.cid.raw,
+        [_run(r) for r in rec.claims.values()],
+        [_run(r) for r in rec.completions.values()],
+        [_run(r) for r in rec.failures.values()],
+        [_run(r) for r in rec.cancels.values()],
+        [_run(r) for r in rec.retries.values()],
+        rec.attempt,
+        None if rec.priority is None else [*_stamp(rec.priority[0]), rec.priority[1]],
+        None if rec.transfer is None else [*_stamp(rec.transfer[0]), rec.transfer[1]],
+        rec.owner,
+        rec.status.value,
+        None if rec.waiting is None else rec.waiting.value,
+        list(rec.waiting_for),
+    ]
+
+
+def encode_snapshot(
+    seq: int, last: CID | None, network: CID, state: State, clock: MerkleClock, authority: Authority
+) -> bytes:
+    """The fold as of processed-log ``seq`` (whose event is ``last``; None for an empty log)."""
+    w = _Writer()
+    state_views = [x for cid, v in state.views.items() for x in (cid.raw, w.sviews.ref(v))]
+    members = [x for p in sorted(state.members) for x in (p, w.entries.ref(state.members[p]))]
+    records = [_record(state.workflows[wid]) for wid in state.workflows]
+    kinds = [x for k in sorted(state.kinds) for x in (k, state.kinds[k])]
+    auth_views = [x for cid, m in authority.views.items() for x in (cid.raw, w.memberships.ref(m))]
+    auth_hand = [x for cid, h in authority._handoffs.items() for x in (cid.raw, w.handoffs.ref(h))]
+    auth_lineage = [x for cid, n in authority._lineage.items() for x in (cid.raw, w.lineage_ref(n))]
+    heights, heads, head_parents, max_height, root = clock.snapshot_parts()
+    body = [
+        _MAGIC,
+        SNAPSHOT_VERSION,
+        network.raw,
+        state.local_peer,
+        seq,
+        None if last is None else last.raw,
+        # tables (referenced by index, each after what it references)
+        w.entries.rows,
+        w.sviews.rows,
+        w.bindings.rows,
+        w.presences.rows,
+        w.grants.rows,
+        w.policies.rows,
+        w.members.rows,
+        w.rosters.rows,
+        w.memberships.rows,
+        w.handoffs.rows,
+        w.lineage.rows,
+        # state
+        state_views,
+        members,
+        records,
+        state.events,
+        kinds,
+        # authority
+        auth_views,
+        auth_hand,
+        auth_lineage,
+        # clock
+        [x for cid, h in heights.items() for x in (cid.raw, h)],
+        [x for cid in sorted(heads) for x in (cid.raw, [p.raw for p in head_parents[cid]])],
+        max_height,
+        [c.raw for c in root],
+    ]
+    encoded = cbor2.dumps(body)
+    return hashlib.sha256(encoded).digest() + encoded
+
+
+# --- decoding ----------------------------------------------------------------------------------
+
+
+def _fail(what: str) -> SnapshotError:
+    return SnapshotError(f"fold snapshot: {what}")
+
+
+def _int(v: Any, what: str) -> int:
+    if type(v) is not int:
+        raise _fail(f"{what}: expected an integer")
+    return v
+
+
+def _str(v: Any, what: str) -> str:
+    if type(v) is not str:
+        raise _fail(f"{what}: expected text")
+    return v
+
+
+def _bytes(v: Any, what: str) -> bytes:
+    if type(v) is not bytes:
+        raise _fail(f"{what}: expected bytes")
+    return v
+
+
+def _bool(v: Any, what: str) -> bool:
+    if type(v) is not bool:
+        raise _fail(f"{what}: expected a boolean")
+    return v
+
+
+def _list(v: Any, what: str, length: int | None = None) -> list[Any]:
+    if type(v) is not list or (length is not None and len(v) != length):
+        raise _fail(f"{what}: expected a list" + ("" if length is None else f" of {length}"))
+    return v
+
+
+def _opt(check: Callable[[Any, str], T], v: Any, what: str) -> T | None:
+    return None if v is None else check(v, what)
+
+
+def _cid(v: Any, what: str) -> CID:
+    try:
+        return CID.from_bytes(_bytes(v, what))
+    except CodecError as exc:
+        raise _fail(f"{what}: {exc}") from None
+
+
+def _stamp_of(h: Any, raw: Any, what: str) -> tuple[int, bytes]:
+    return (_int(h, what), _bytes(raw, what))
+
+
+def _pairs(v: Any, what: str) -> list[tuple[Any, Any]]:
+    items = _list(v, what)
+    if len(items) % 2:
+        raise _fail(f"{what}: odd pair list")
+    return list(zip(items[0::2], items[1::2], strict=True))
+
+
+def _table(rows: Any, what: str, build: Callable[[list[Any]], T]) -> list[T]:
+    out: list[T] = []
+    for row in _list(rows, what):
+        out.append(build(_list(row, what)))
+    return out
+
+
+def _refer(table: Sequence[T], v: Any, what: str) -> T:
+    index = _int(v, what)
+    if not 0 <= index < len(table):
+        raise _fail(f"{what}: reference {index} out of range")
+    return table[index]
+
+
+def _refer_opt(table: Sequence[T], v: Any, what: str) -> T | None:
+    return None if v is None else _refer(table, v, what)
+
+
+def _tuple_of_str(v: Any, what: str) -> tuple[str, ...]:
+    return tuple(_str(x, what) for x in _list(v, what))
+
+
+def _float(v: Any, what: str) -> float:
+    if type(v) is int:
+        return float(v)
+    if type(v) is not float or not math.isfinite(v):
+        raise _fail(f"{what}: expected a finite number")
+    return v
+
+
+class Snapshot:
+    """A decoded snapshot: the fold as of processed-log ``seq`` (``last``: that event's CID)."""
+
+    def __init__(
+        self, seq: int, last: CID | None, state: State, clock: MerkleClock, authority: Authority
+    ) -> None:
+        self.seq = seq
+        self.last = last
+        self.state = state
+        self.clock = clock
+        self.authority = authority
+
+
+def _no_tags(_decoder: Any, tag: Any) -> Any:
+    raise _fail(f"CBOR tag {tag.tag} not allowed")
+
+
+def decode_snapshot(data: bytes, *, network: CID, authority: Authority, local_peer: str | None) -> Snapshot:
+    """Strictly decode :func:`encode_snapshot` bytes into ``authority`` (fresh, rooted at ``network``)
+    and a new State and clock; :class:`SnapshotError` for anything else."""
+    if len(data) > MAX_SNAPSHOT_BYTES:
+        raise _fail(f"{len(data)} bytes is over the {MAX_SNAPSHOT_BYTES} limit")
+    digest, data = data[:32], data[32:]
+    if hashlib.sha256(data).digest() != digest:
+        raise _fail("checksum mismatch (a torn or altered write)")
+    try:
+        body = cbor2.loads(data, tag_hook=_no_tags)
+    except SnapshotError:
+        raise
+    except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError, MemoryError) as exc:
+        raise _fail(f"not CBOR: {exc}") from None
+    try:
+        return _decode(body, network, authority, local_peer)
+    except (SnapshotError, RecursionError):
+        raise
+    except (ModelError, InvalidInput, CodecError, KeyError, ValueError, TypeError, AssertionError) as exc:
+        raise _fail(f"{type(exc).__name__}: {exc}") from None
+
+
+def _decode(body: Any, network: CID, authority: Authority, local_peer: str | None) -> Snapshot:
+    body = _list(body, "snapshot", 29)
+    if body[0] != _MAGIC or body[1] != SNAPSHOT_VERSION:
+        raise _fail(f"not a version {SNAPSHOT_VERSION} snapshot")
+    if body[2] != network.raw:
+        raise _fail("snapshot of another network")
+    if body[3] != local_peer:
+        raise _fail("snapshot of another peer")
+    seq = _int(body[4], "seq")
+    last = _opt(_cid, body[5], "last")
+    if seq < 0 or (seq == 0) != (last is None):
+        raise _fail("seq and last disagree")
+
+    entries = _table(body[6], "entries", _entry)
+    sviews = _table(body[7], "state views", lambda r: _peer_map(r, entries, "state view"))
+    bindings = _table(body[8], "bindings", _binding)
+    presences = _table(body[9], "presences", _presence)
+    grants = _table(body[10], "grants", _grant)
+    policies = _table(body[11], "policies", _policy_record)
+    members = _table(
+        body[12],
+        "members",
+        lambda r: (
+            Member(
+                _refer_opt(bindings, r[0], "binding"),
+                _refer_opt(presences, r[1], "presence"),
+                _refer_opt(grants, r[2], "grant"),
+            )
+            if len(r) == 3
+            else _bad("member")
+        ),
+    )
+    rosters = _table(body[13], "rosters", lambda r: MappingProxyType(_peer_map(r, members, "roster")))
+    memberships = _table(
+        body[14],
+        "memberships",
+        lambda r: (
+            Membership(_refer(rosters, r[0], "roster"), _refer(policies, r[1], "policy"))
+            if len(r) == 2
+            else _bad("membership")
+        ),
+    )
+    handoffs = _table(body[15], "handoffs", _handoffs)
+    lineage: list[Lineage] = []
+    for row in _list(body[16], "lineage"):
+        lineage.append(_lineage(_list(row, "lineage", 8), lineage))
+
+    state = State(local_peer=local_peer)
+    state._keys_by_admins = True
+    state.views = {
+        _cid(c, "state view"): _refer(sviews, v, "state view") for c, v in _pairs(body[17], "state views")
+    }
+    state.members = {_str(p, "member"): _refer(entries, e, "member") for p, e in _pairs(body[18], "members")}
+    for row in _list(body[19], "records"):
+        rec = _record_of(_list(row, "record", 15))
+        if rec.workflow_id in state.workflows:
+            raise _fail(f"record {rec.workflow_id!r} twice")
+        state.workflows[rec.workflow_id] = rec
+    state.events = _int(body[20], "events")
+    state.kinds = {_str(k, "kind"): _int(n, "kind") for k, n in _pairs(body[21], "kinds")}
+    state.reindex()
+
+    if network not in authority.views or len(authority.views) != 1 or authority._lineage:
+        raise _fail("decode into a fresh authority only")
+    authority.views = {_cid(c, "view"): _refer(memberships, m, "view") for c, m in _pairs(body[22], "views")}
+    authority._handoffs = {
+        _cid(c, "handoff"): _refer(handoffs, h, "handoff") for c, h in _pairs(body[23], "handoffs")
+    }
+    authority._lineage = {
+        _cid(c, "lineage"): _refer(lineage, n, "lineage") for c, n in _pairs(body[24], "lineage")
+    }
+    if network not in authority.views or network not in authority._handoffs:
+        raise _fail("the genesis view is missing")
+
+    heights = {_cid(c, "height"): _int(h, "height") for c, h in _pairs(body[25], "heights")}
+    head_parents = {
+        _cid(c, "head"): tuple(_cid(p, "head parent") for p in _list(ps, "head parents"))
+        for c, ps in _pairs(body[26], "heads")
+    }
+    root = tuple(_cid(c, "root") for c in _list(body[28], "root"))
+    if root != (network,) or heights.get(network) != 0 or not set(head_parents) <= set(heights):
+        raise _fail("clock is not rooted at the network")
+    clock = MerkleClock.from_snapshot_parts(heights, head_parents, _int(body[27], "max height"), root)
+    if last is not None and last not in heights:
+        raise _fail("the last event is not in the clock")
+    return Snapshot(seq, last, state, clock, authority)
+
+
+def _bad(what: str) -> Any:
+    raise _fail(f"{what}: wrong number of fields")
+
+
+def _peer_map(row: list[Any], table: Sequence[T], what: str) -> dict[str, T]:
+    return {_str(p, what): _refer(table, i, what) for p, i in _pairs(row, what)}
+
+
+def _entry(r: list[Any]) -> MemberEntry:
+    if len(r) != 10:
+        _bad("member entry")
+    labels = None if r[7] is None else _tuple_of_str(r[7], "labels")
+    return MemberEntry(
+        _bool(r[0], "present"),
+        _stamp_of(r[1], r[2], "stamp"),
+        _opt(_bytes, r[3], "key"),
+        _str(r[4], "by"),
+        _stamp_of(r[5], r[6], "key stamp"),
+        labels,
+        _stamp_of(r[8], r[9], "labels stamp"),
+    )
+
+
+def _binding(r: list[Any]) -> KeyBinding:
+    if len(r) != 5:
+        _bad("binding")
+    return KeyBinding(
+        _bytes(r[0], "key"), _stamp_of(r[1], r[2], "stamp"), _str(r[3], "by"), _bool(r[4], "invite")
+    )
+
+
+def _presence(r: list[Any]) -> Presence:
+    if len(r) != 4:
+        _bad("presence")
+    return Presence(MemberStatus(_str(r[0], "status")), _stamp_of(r[1], r[2], "stamp"), _str(r[3], "by"))
+
+
+def _grant(r: list[Any]) -> RoleGrant:
+    if len(r) != 4:
+        _bad("grant")
+    return RoleGrant(_tuple_of_str(r[0], "roles"), _stamp_of(r[1], r[2], "stamp"), _str(r[3], "by"))
+
+
+def _policy_record(r: list[Any]) -> PolicyRecord:
+    if len(r) != 4:
+        _bad("policy")
+    return PolicyRecord(Policy.from_ipld(r[0]), _stamp_of(r[1], r[2], "stamp"), _str(r[3], "by"))
+
+
+def _handoffs(r: list[Any]) -> Handoffs:
+    if len(r) % 5:
+        _bad("handoffs")
+    entries = {}
+    for i in range(0, len(r), 5):
+        entries[_str(r[i], "handoff")] = Handoff(
+            _str(r[i + 1], "handoff to"), _stamp_of(r[i + 2], r[i + 3], "stamp"), _str(r[i + 4], "by")
+        )
+    return Handoffs(MappingProxyType(entries))
+
+
+def _lineage(r: list[Any], earlier: list[Lineage]) -> Lineage:
+    return Lineage(
+        _str(r[0], "author"),
+        _int(r[1], "height"),
+        _bytes(r[2], "raw"),
+        _int(r[3], "events"),
+        _int(r[4], "size"),
+        _int(r[5], "depth"),
+        _refer_opt(earlier, r[6], "prev"),
+        _refer_opt(earlier, r[7], "jump"),
+    )
+
+
+def _run_of(r: Any) -> Run:
+    r = _list(r, "run", 13)
+    steps = tuple(_map(s) for s in _list(r[11], "steps"))
+    status = _opt(_str, r[5], "status")
+    return Run(
+        _cid(r[0], "run"),
+        _stamp_of(r[1], r[2], "stamp"),
+        _str(r[3], "peer"),
+        _opt(_cid, r[4], "result"),
+        None if status is None else ResultStatus(status),
+        _opt(_int, r[6], "exit code"),
+        _opt(_int, r[7], "duration"),
+        _opt(_str, r[8], "reason"),
+        _opt(_cid, r[9], "stdout"),
+        _opt(_cid, r[10], "stderr"),
+        steps,
+        _int(r[12], "attempt"),
+    )
+
+
+def _map(v: Any) -> Mapping[str, Any]:
+    if type(v) is not dict or not all(type(k) is str for k in v):
+        raise _fail("step: expected a map with text keys")
+    return v
+
+
+def _schedule_of(r: Any) -> Schedule:
+    r = _list(r, "schedule", 10)
+    workflow = WorkflowDefinition.from_ipld(r[5])
+    sched = Schedule(
+        _cid(r[0], "schedule"),
+        _stamp_of(r[1], r[2], "stamp"),
+        _str(r[3], "author"),
+        _cid(r[4], "workflow"),
+        workflow,
+        _tuple_of_str(r[6], "members"),
+        _bytes(r[7], "clock"),
+        _bytes(r[8], "combined"),
+    )
+    sched.retries = _int(r[9], "retries")
+    sched.requirement = requirement_of(workflow.run)
+    return sched
+
+
+def _runs_of(v: Any) -> dict[CID, Run]:
+    return {run.cid: run for run in (_run_of(x) for x in _list(v, "runs"))}
+
+
+def _record_of(r: list[Any]) -> WorkflowRecord:
+    rec = WorkflowRecord(_str(r[0], "workflow id"))
+    rec.schedules = {s.cid: s for s in (_schedule_of(x) for x in _list(r[1], "schedules"))}
+    winner = _opt(_cid, r[2], "winner")
+    rec.winner = None if winner is None else rec.schedules[winner]
+    rec.claims, rec.completions, rec.failures, rec.cancels, rec.retries = (
+        _runs_of(r[i]) for i in range(3, 8)
+    )
+    rec.attempt = _int(r[8], "attempt")
+    if r[9] is not None:
+        p = _list(r[9], "priority", 3)
+        rec.priority = (_stamp_of(p[0], p[1], "priority"), _float(p[2], "priority"))
+    if r[10] is not None:
+        t = _list(r[10], "transfer", 3)
+        rec.transfer = (_stamp_of(t[0], t[1], "transfer"), _str(t[2], "transfer"))
+    rec.owner = _opt(_str, r[11], "owner")
+    rec.status = WorkflowStatus(_str(r[12], "status"))
+    waiting = _opt(_str, r[13], "waiting")
+    rec.waiting = None if waiting is None else Waiting(waiting)
+    rec.waiting_for = _tuple_of_str(r[14], "waiting for")
+    return rec
