@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
+from array import array
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
@@ -64,10 +66,13 @@ __all__ = [
     "encode_snapshot",
 ]
 
-SNAPSHOT_VERSION: Final = 1
+SNAPSHOT_VERSION: Final = 2
 """Bump on any change of the format or of what the fold keeps: an older snapshot is then ignored."""
 MAX_SNAPSHOT_BYTES: Final = 1 << 30
 _MAGIC: Final = "ipld-scheduler/fold-snapshot"
+_CID_LEN: Final = 36
+_CID_PREFIX: Final = b"\x01\x71\x12\x20"
+"""Every event is a CIDv1 dag-cbor sha2-256 block: 36 bytes with this prefix."""
 
 T = TypeVar("T")
 
@@ -84,6 +89,7 @@ class _Pool:
 
     def __init__(self, encode: Callable[[Any], list[Any]]) -> None:
         self.rows: list[list[Any]] = []
+        self.objects: list[Any] = []
         self._index: dict[int, int] = {}
         self._encode = encode
 
@@ -94,6 +100,7 @@ class _Pool:
             row = self._encode(obj)  # may reference earlier entries of other pools (or this one)
             found = self._index[key] = len(self.rows)
             self.rows.append(row)
+            self.objects.append(obj)
         return found
 
     def opt(self, obj: Any) -> int | None:
@@ -134,19 +141,7 @@ class _Writer:
                 for x in (w, h.entries[w].to, *_stamp(h.entries[w].stamp), h.entries[w].by)
             ]
         )
-        self.lineage = _Pool(self._lineage_row)
-
-    def _lineage_row(self, n: Lineage) -> list[Any]:
-        return [
-            n.author,
-            n.height,
-            n.raw,
-            n.events,
-            n.size,
-            n.depth,
-            self.lineage.opt(n.prev),
-            self.lineage.opt(n.jump),
-        ]
+        self.lineage = _Pool(lambda _n: [])  # written as columns (``_lineage_columns``)
 
     def lineage_ref(self, node: Lineage) -> int:
         """Intern a lineage node after its ancestors, without recursion (chains are as long as history)."""
@@ -163,10 +158,32 @@ class _Writer:
         return known[id(node)]
 
 
-def _run(run: Run) -> list[Any]:
+def _pack(values: list[int]) -> bytes:
+    """Integers as little-endian int64s: a column decodes with one ``array.frombytes``."""
+    column = array("q", values)
+    if sys.byteorder == "big":
+        column.byteswap()
+    return column.tobytes()
+
+
+class _Events:
+    """The clock's events (the genesis included) numbered in the clock's order: records, views and
+    lineage nodes name an event by its number, its CID and height stored once."""
+
+    def __init__(self, heights: Mapping[CID, int]) -> None:
+        self.cids = list(heights)
+        self.number = {cid: n for n, cid in enumerate(self.cids)}
+        self.heights = heights
+        if any(len(cid.raw) != _CID_LEN for cid in self.cids):
+            raise SnapshotError("fold snapshot: an event CID of unusual length")
+
+    def column(self, values: Mapping[CID, Any], ref: Callable[[Any], int]) -> bytes:
+        return _pack([-1 if (v := values.get(cid)) is None else ref(v) for cid in self.cids])
+
+
+def _run(run: Run, ev: _Events) -> list[Any]:
     return [
-        run.cid.raw,
-        *_stamp(run.stamp),
+        ev.number[run.cid],
         run.peer,
         None if run.result is None else run.result.raw,
         None if run.status is None else run.status.value,
@@ -180,10 +197,9 @@ def _run(run: Run) -> list[Any]:
     ]
 
 
-def _schedule(s: Schedule) -> list[Any]:
+def _schedule(s: Schedule, ev: _Events) -> list[Any]:
     return [
-        s.cid.raw,
-        *_stamp(s.stamp),
+        ev.number[s.cid],
         s.author,
         s.workflow_cid.raw,
         s.workflow.to_ipld(),
@@ -194,23 +210,46 @@ def _schedule(s: Schedule) -> list[Any]:
     ]
 
 
-def _record(rec: WorkflowRecord) -> list[Any]:
+def _register(value: tuple[tuple[int, bytes], Any] | None, ev: _Events) -> list[Any] | None:
+    """A priority or transfer register: the event that wrote it (its stamp) and the value."""
+    if value is None:
+        return None
+    return [ev.number[CID(value[0][1])], value[1]]
+
+
+def _record(rec: WorkflowRecord, ev: _Events) -> list[Any]:
     return [
         rec.workflow_id,
-        [_schedule(s) for s in rec.schedules.values()],
-        None if rec.winner is None else rec.winner.cid.raw,
-        [_run(r) for r in rec.claims.values()],
-        [_run(r) for r in rec.completions.values()],
-        [_run(r) for r in rec.failures.values()],
-        [_run(r) for r in rec.cancels.values()],
-        [_run(r) for r in rec.retries.values()],
+        [_schedule(s, ev) for s in rec.schedules.values()],
+        None if rec.winner is None else ev.number[rec.winner.cid],
+        [_run(r, ev) for r in rec.claims.values()],
+        [_run(r, ev) for r in rec.completions.values()],
+        [_run(r, ev) for r in rec.failures.values()],
+        [_run(r, ev) for r in rec.cancels.values()],
+        [_run(r, ev) for r in rec.retries.values()],
         rec.attempt,
-        None if rec.priority is None else [*_stamp(rec.priority[0]), rec.priority[1]],
-        None if rec.transfer is None else [*_stamp(rec.transfer[0]), rec.transfer[1]],
+        _register(rec.priority, ev),
+        _register(rec.transfer, ev),
         rec.owner,
         rec.status.value,
         None if rec.waiting is None else rec.waiting.value,
         list(rec.waiting_for),
+    ]
+
+
+def _lineage_columns(nodes: list[Lineage], ev: _Events) -> list[Any]:
+    authors: dict[str, int] = {}
+    author_column = _pack([authors.setdefault(n.author, len(authors)) for n in nodes])
+    index = {id(n): i for i, n in enumerate(nodes)}
+    return [
+        list(authors),
+        author_column,
+        _pack([ev.number[CID(n.raw)] for n in nodes]),
+        _pack([n.events for n in nodes]),
+        _pack([n.size for n in nodes]),
+        _pack([n.depth for n in nodes]),
+        _pack([-1 if n.prev is None else index[id(n.prev)] for n in nodes]),
+        _pack([-1 if n.jump is None else index[id(n.jump)] for n in nodes]),
     ]
 
 
@@ -219,14 +258,16 @@ def encode_snapshot(
 ) -> bytes:
     """The fold as of processed-log ``seq`` (whose event is ``last``; None for an empty log)."""
     w = _Writer()
-    state_views = [x for cid, v in state.views.items() for x in (cid.raw, w.sviews.ref(v))]
-    members = [x for p in sorted(state.members) for x in (p, w.entries.ref(state.members[p]))]
-    records = [_record(state.workflows[wid]) for wid in state.workflows]
-    kinds = [x for k in sorted(state.kinds) for x in (k, state.kinds[k])]
-    auth_views = [x for cid, m in authority.views.items() for x in (cid.raw, w.memberships.ref(m))]
-    auth_hand = [x for cid, h in authority._handoffs.items() for x in (cid.raw, w.handoffs.ref(h))]
-    auth_lineage = [x for cid, n in authority._lineage.items() for x in (cid.raw, w.lineage_ref(n))]
     heights, heads, head_parents, max_height, root = clock.snapshot_parts()
+    ev = _Events(heights)
+    state_views = ev.column(state.views, w.sviews.ref)
+    members = [x for p in sorted(state.members) for x in (p, w.entries.ref(state.members[p]))]
+    records = [_record(state.workflows[wid], ev) for wid in state.workflows]
+    kinds = [x for k in sorted(state.kinds) for x in (k, state.kinds[k])]
+    auth_views = ev.column(authority.views, w.memberships.ref)
+    auth_hand = ev.column(authority._handoffs, w.handoffs.ref)
+    auth_lineage = ev.column(authority._lineage, w.lineage_ref)
+    lineage = _lineage_columns(w.lineage.objects, ev)
     body = [
         _MAGIC,
         SNAPSHOT_VERSION,
@@ -245,7 +286,7 @@ def encode_snapshot(
         w.rosters.rows,
         w.memberships.rows,
         w.handoffs.rows,
-        w.lineage.rows,
+        lineage,
         # state
         state_views,
         members,
@@ -256,9 +297,9 @@ def encode_snapshot(
         auth_views,
         auth_hand,
         auth_lineage,
-        # clock
-        [x for cid, h in heights.items() for x in (cid.raw, h)],
-        [x for cid in sorted(heads) for x in (cid.raw, [p.raw for p in head_parents[cid]])],
+        # clock: the numbered events and their heights
+        [b"".join(c.raw for c in ev.cids), _pack([heights[c] for c in ev.cids])],
+        [x for cid in sorted(heads) for x in (ev.number[cid], [ev.number[p] for p in head_parents[cid]])],
         max_height,
         [c.raw for c in root],
     ]
@@ -394,6 +435,25 @@ def decode_snapshot(data: bytes, *, network: CID, authority: Authority, local_pe
         raise _fail(f"{type(exc).__name__}: {exc}") from None
 
 
+def _column(v: Any, n: int, what: str, low: int = -1, high: int | None = None) -> list[int]:
+    """A packed column of ``n`` integers, each in ``[low, high)``."""
+    raw = _bytes(v, what)
+    if len(raw) != 8 * n:
+        raise _fail(f"{what}: expected {n} values")
+    column = array("q")
+    column.frombytes(raw)
+    if sys.byteorder == "big":
+        column.byteswap()
+    values = column.tolist()
+    if values and (min(values) < low or (high is not None and max(values) >= high)):
+        raise _fail(f"{what}: value out of range")
+    return values
+
+
+def _keyed(cids: list[CID], column: list[int], table: Sequence[T]) -> dict[CID, T]:
+    return {cid: table[i] for cid, i in zip(cids, column, strict=True) if i >= 0}
+
+
 def _decode(body: Any, network: CID, authority: Authority, local_peer: str | None) -> Snapshot:
     body = _list(body, "snapshot", 29)
     if body[0] != _MAGIC or body[1] != SNAPSHOT_VERSION:
@@ -406,6 +466,18 @@ def _decode(body: Any, network: CID, authority: Authority, local_peer: str | Non
     last = _opt(_cid, body[5], "last")
     if seq < 0 or (seq == 0) != (last is None):
         raise _fail("seq and last disagree")
+
+    # the numbered events
+    clock_part = _list(body[25], "events", 2)
+    blob = _bytes(clock_part[0], "event CIDs")
+    if len(blob) % _CID_LEN:
+        raise _fail("event CIDs: not a whole number of CIDs")
+    n = len(blob) // _CID_LEN
+    cids = [CID(blob[k : k + _CID_LEN]) for k in range(0, len(blob), _CID_LEN)]
+    if any(cid.raw[:4] != _CID_PREFIX for cid in cids) or len(set(cids)) != n:
+        raise _fail("event CIDs: not distinct dag-cbor sha2-256 CIDs")
+    heights = dict(zip(cids, _column(clock_part[1], n, "heights", 0), strict=True))
+    ev = _Decoded(cids, heights)
 
     entries = _table(body[6], "entries", _entry)
     sviews = _table(body[7], "state views", lambda r: _peer_map(r, entries, "state view"))
@@ -437,49 +509,87 @@ def _decode(body: Any, network: CID, authority: Authority, local_peer: str | Non
         ),
     )
     handoffs = _table(body[15], "handoffs", _handoffs)
-    lineage: list[Lineage] = []
-    for row in _list(body[16], "lineage"):
-        lineage.append(_lineage(_list(row, "lineage", 8), lineage))
+    lineage = _lineage_of(_list(body[16], "lineage", 8), ev)
 
     state = State(local_peer=local_peer)
     state._keys_by_admins = True
-    state.views = {
-        _cid(c, "state view"): _refer(sviews, v, "state view") for c, v in _pairs(body[17], "state views")
-    }
+    state.views = _keyed(cids, _column(body[17], n, "state views", -1, len(sviews)), sviews)
     state.members = {_str(p, "member"): _refer(entries, e, "member") for p, e in _pairs(body[18], "members")}
     for row in _list(body[19], "records"):
-        rec = _record_of(_list(row, "record", 15))
+        rec = _record_of(_list(row, "record", 15), ev)
         if rec.workflow_id in state.workflows:
             raise _fail(f"record {rec.workflow_id!r} twice")
         state.workflows[rec.workflow_id] = rec
     state.events = _int(body[20], "events")
-    state.kinds = {_str(k, "kind"): _int(n, "kind") for k, n in _pairs(body[21], "kinds")}
+    state.kinds = {_str(k, "kind"): _int(c, "kind") for k, c in _pairs(body[21], "kinds")}
     state.reindex()
 
     if network not in authority.views or len(authority.views) != 1 or authority._lineage:
         raise _fail("decode into a fresh authority only")
-    authority.views = {_cid(c, "view"): _refer(memberships, m, "view") for c, m in _pairs(body[22], "views")}
-    authority._handoffs = {
-        _cid(c, "handoff"): _refer(handoffs, h, "handoff") for c, h in _pairs(body[23], "handoffs")
-    }
-    authority._lineage = {
-        _cid(c, "lineage"): _refer(lineage, n, "lineage") for c, n in _pairs(body[24], "lineage")
-    }
+    authority.views = _keyed(cids, _column(body[22], n, "views", -1, len(memberships)), memberships)
+    authority._handoffs = _keyed(cids, _column(body[23], n, "handoffs", -1, len(handoffs)), handoffs)
+    authority._lineage = _keyed(cids, _column(body[24], n, "lineage", -1, len(lineage)), lineage)
     if network not in authority.views or network not in authority._handoffs:
         raise _fail("the genesis view is missing")
 
-    heights = {_cid(c, "height"): _int(h, "height") for c, h in _pairs(body[25], "heights")}
     head_parents = {
-        _cid(c, "head"): tuple(_cid(p, "head parent") for p in _list(ps, "head parents"))
-        for c, ps in _pairs(body[26], "heads")
+        ev.cid(h, "head"): tuple(ev.cid(p, "head parent") for p in _list(ps, "head parents"))
+        for h, ps in _pairs(body[26], "heads")
     }
     root = tuple(_cid(c, "root") for c in _list(body[28], "root"))
-    if root != (network,) or heights.get(network) != 0 or not set(head_parents) <= set(heights):
+    if root != (network,) or heights.get(network) != 0:
         raise _fail("clock is not rooted at the network")
     clock = MerkleClock.from_snapshot_parts(heights, head_parents, _int(body[27], "max height"), root)
     if last is not None and last not in heights:
         raise _fail("the last event is not in the clock")
     return Snapshot(seq, last, state, clock, authority)
+
+
+class _Decoded:
+    """The numbered events while decoding: a number is checked, then names the CID and its stamp."""
+
+    def __init__(self, cids: list[CID], heights: dict[CID, int]) -> None:
+        self.cids = cids
+        self.heights = heights
+
+    def cid(self, v: Any, what: str) -> CID:
+        return _refer(self.cids, v, what)
+
+    def stamped(self, v: Any, what: str) -> tuple[CID, tuple[int, bytes]]:
+        cid = _refer(self.cids, v, what)
+        return cid, (self.heights[cid], cid.raw)
+
+
+def _lineage_of(part: list[Any], ev: _Decoded) -> list[Lineage]:
+    authors = _tuple_of_str(part[0], "lineage authors")
+    n = len(_bytes(part[1], "lineage")) // 8
+    author = _column(part[1], n, "lineage authors", 0, len(authors))
+    event = _column(part[2], n, "lineage events", 0, len(ev.cids))
+    events = _column(part[3], n, "lineage counts", 0)
+    size = _column(part[4], n, "lineage sizes", 0)
+    depth = _column(part[5], n, "lineage depths", 0)
+    prev = _column(part[6], n, "lineage prev", -1)
+    jump = _column(part[7], n, "lineage jump", -1)
+    nodes: list[Lineage] = []
+    cids, heights = ev.cids, ev.heights
+    for k in range(n):
+        p, j = prev[k], jump[k]
+        if p >= k or j >= k:
+            raise _fail("lineage: a node refers to a later one")
+        cid = cids[event[k]]
+        nodes.append(
+            Lineage(
+                authors[author[k]],
+                heights[cid],
+                cid.raw,
+                events[k],
+                size[k],
+                depth[k],
+                None if p < 0 else nodes[p],
+                None if j < 0 else nodes[j],
+            )
+        )
+    return nodes
 
 
 def _bad(what: str) -> Any:
@@ -542,36 +652,24 @@ def _handoffs(r: list[Any]) -> Handoffs:
     return Handoffs(MappingProxyType(entries))
 
 
-def _lineage(r: list[Any], earlier: list[Lineage]) -> Lineage:
-    return Lineage(
-        _str(r[0], "author"),
-        _int(r[1], "height"),
-        _bytes(r[2], "raw"),
-        _int(r[3], "events"),
-        _int(r[4], "size"),
-        _int(r[5], "depth"),
-        _refer_opt(earlier, r[6], "prev"),
-        _refer_opt(earlier, r[7], "jump"),
-    )
-
-
-def _run_of(r: Any) -> Run:
-    r = _list(r, "run", 13)
-    steps = tuple(_map(s) for s in _list(r[11], "steps"))
-    status = _opt(_str, r[5], "status")
+def _run_of(r: Any, ev: _Decoded) -> Run:
+    r = _list(r, "run", 11)
+    steps = tuple(_map(s) for s in _list(r[9], "steps"))
+    status = _opt(_str, r[3], "status")
+    cid, stamp = ev.stamped(r[0], "run")
     return Run(
-        _cid(r[0], "run"),
-        _stamp_of(r[1], r[2], "stamp"),
-        _str(r[3], "peer"),
-        _opt(_cid, r[4], "result"),
+        cid,
+        stamp,
+        _str(r[1], "peer"),
+        _opt(_cid, r[2], "result"),
         None if status is None else ResultStatus(status),
-        _opt(_int, r[6], "exit code"),
-        _opt(_int, r[7], "duration"),
-        _opt(_str, r[8], "reason"),
-        _opt(_cid, r[9], "stdout"),
-        _opt(_cid, r[10], "stderr"),
+        _opt(_int, r[4], "exit code"),
+        _opt(_int, r[5], "duration"),
+        _opt(_str, r[6], "reason"),
+        _opt(_cid, r[7], "stdout"),
+        _opt(_cid, r[8], "stderr"),
         steps,
-        _int(r[12], "attempt"),
+        _int(r[10], "attempt"),
     )
 
 
@@ -581,43 +679,49 @@ def _map(v: Any) -> Mapping[str, Any]:
     return v
 
 
-def _schedule_of(r: Any) -> Schedule:
-    r = _list(r, "schedule", 10)
-    workflow = WorkflowDefinition.from_ipld(r[5])
+def _schedule_of(r: Any, ev: _Decoded) -> Schedule:
+    r = _list(r, "schedule", 8)
+    workflow = WorkflowDefinition.from_ipld(r[3])
+    cid, stamp = ev.stamped(r[0], "schedule")
     sched = Schedule(
-        _cid(r[0], "schedule"),
-        _stamp_of(r[1], r[2], "stamp"),
-        _str(r[3], "author"),
-        _cid(r[4], "workflow"),
+        cid,
+        stamp,
+        _str(r[1], "author"),
+        _cid(r[2], "workflow"),
         workflow,
-        _tuple_of_str(r[6], "members"),
-        _bytes(r[7], "clock"),
-        _bytes(r[8], "combined"),
+        _tuple_of_str(r[4], "members"),
+        _bytes(r[5], "clock"),
+        _bytes(r[6], "combined"),
     )
-    sched.retries = _int(r[9], "retries")
+    sched.retries = _int(r[7], "retries")
     sched.requirement = requirement_of(workflow.run)
     return sched
 
 
-def _runs_of(v: Any) -> dict[CID, Run]:
-    return {run.cid: run for run in (_run_of(x) for x in _list(v, "runs"))}
+def _runs_of(v: Any, ev: _Decoded) -> dict[CID, Run]:
+    return {run.cid: run for run in (_run_of(x, ev) for x in _list(v, "runs"))}
 
 
-def _record_of(r: list[Any]) -> WorkflowRecord:
+def _register_of(v: Any, ev: _Decoded, what: str) -> tuple[tuple[int, bytes], Any] | None:
+    if v is None:
+        return None
+    pair = _list(v, what, 2)
+    return ev.stamped(pair[0], what)[1], pair[1]
+
+
+def _record_of(r: list[Any], ev: _Decoded) -> WorkflowRecord:
     rec = WorkflowRecord(_str(r[0], "workflow id"))
-    rec.schedules = {s.cid: s for s in (_schedule_of(x) for x in _list(r[1], "schedules"))}
-    winner = _opt(_cid, r[2], "winner")
+    rec.schedules = {s.cid: s for s in (_schedule_of(x, ev) for x in _list(r[1], "schedules"))}
+    winner = None if r[2] is None else ev.cid(r[2], "winner")
     rec.winner = None if winner is None else rec.schedules[winner]
     rec.claims, rec.completions, rec.failures, rec.cancels, rec.retries = (
-        _runs_of(r[i]) for i in range(3, 8)
+        _runs_of(r[i], ev) for i in range(3, 8)
     )
     rec.attempt = _int(r[8], "attempt")
-    if r[9] is not None:
-        p = _list(r[9], "priority", 3)
-        rec.priority = (_stamp_of(p[0], p[1], "priority"), _float(p[2], "priority"))
-    if r[10] is not None:
-        t = _list(r[10], "transfer", 3)
-        rec.transfer = (_stamp_of(t[0], t[1], "transfer"), _str(t[2], "transfer"))
+    priority = _register_of(r[9], ev, "priority")
+    rec.priority = None if priority is None else (priority[0], _float(priority[1], "priority"))
+    transfer = _register_of(r[10], ev, "transfer")
+    rec.transfer = None if transfer is None else (transfer[0], _str(transfer[1], "transfer"))
     rec.owner = _opt(_str, r[11], "owner")
     rec.status = WorkflowStatus(_str(r[12], "status"))
     waiting = _opt(_str, r[13], "waiting")
