@@ -6,19 +6,23 @@ Owns: the snapshot format (version :data:`SNAPSHOT_VERSION`) and its two pure fu
 raises :class:`SnapshotError`, and the caller replays the whole log instead, the fold staying the
 definition).
 
-The format is a SHA-256 of the body (a flipped bit must not become a different state), then the
-body: one CBOR array of arrays, byte strings, text, integers, floats, booleans and nulls only
-(no maps, no tags: every value is DAG-CBOR-compatible, so the same body could later back a signed
-``checkpoint`` event). Objects the fold shares between events (membership views, trust views, their
-registers, lineage nodes) are written once in tables and referenced by index, so ``is``-sharing
-survives the round trip and the bytes grow with the number of *distinct* values, not events.
-Derived indexes of :class:`~ipld_scheduler.state.State` (owners' sets, open and retryable ids,
-dependents, the local queue) are not stored: :meth:`State.reindex` recomputes them from the records.
-A workflow record's schedules carry their workflow definitions (``to_ipld``), decoded again with
-``WorkflowDefinition.from_ipld``'s checks.
+Layout: a SHA-256 of the body (a flipped bit must not become a different state), then the body, one
+CBOR array of arrays, byte strings, text, integers, floats, booleans and nulls (no tags; maps only
+inside workflow definitions and result steps: every value is DAG-CBOR-compatible, so the same content
+could later back a signed ``checkpoint`` event). The clock's events are numbered once: their CIDs in
+one byte string, their heights and each per-event map (State views, trust views, handoffs, lineage
+nodes) as packed little-endian int64 columns of references (-1: none). Values the fold shares between
+events (membership views, trust views and their registers) are written once in tables, so
+``is``-sharing survives the round trip and those tables grow with the number of *distinct* values;
+lineage nodes are columns too. Each workflow record is its own CBOR byte string naming events by
+number, decoded one at a time (the items of every record never live at once); its schedules carry
+their workflow definitions (``to_ipld``), decoded again by ``WorkflowDefinition.from_ipld``. Derived
+indexes of :class:`~ipld_scheduler.state.State` (owners' sets, open and retryable ids, dependents,
+the local queue) are not stored: :meth:`State.reindex` recomputes them from the records.
 
-Decoding trusts nothing: the size is bounded, CBOR tags are refused, every field is type-checked,
-every reference must point at an earlier table entry, and CIDs are parsed. Never pickle or marshal.
+Decoding trusts nothing: the size is bounded, the checksum checked, CBOR tags refused, every field
+type-checked, every reference and column value range-checked (lineage nodes only point at earlier
+ones), event CIDs must be distinct dag-cbor sha2-256 CIDs. Never pickle or marshal.
 
 Must not: do I/O (the replica reads and writes the bytes in the repo's ``meta`` table), or decide
 what an event means.
@@ -66,7 +70,7 @@ __all__ = [
     "encode_snapshot",
 ]
 
-SNAPSHOT_VERSION: Final = 2
+SNAPSHOT_VERSION: Final = 3
 """Bump on any change of the format or of what the fold keeps: an older snapshot is then ignored."""
 MAX_SNAPSHOT_BYTES: Final = 1 << 30
 _MAGIC: Final = "ipld-scheduler/fold-snapshot"
@@ -262,7 +266,7 @@ def encode_snapshot(
     ev = _Events(heights)
     state_views = ev.column(state.views, w.sviews.ref)
     members = [x for p in sorted(state.members) for x in (p, w.entries.ref(state.members[p]))]
-    records = [_record(state.workflows[wid], ev) for wid in state.workflows]
+    records = [cbor2.dumps(_record(state.workflows[wid], ev)) for wid in state.workflows]
     kinds = [x for k in sorted(state.kinds) for x in (k, state.kinds[k])]
     auth_views = ev.column(authority.views, w.memberships.ref)
     auth_hand = ev.column(authority._handoffs, w.handoffs.ref)
@@ -413,26 +417,33 @@ def _no_tags(_decoder: Any, tag: Any) -> Any:
     raise _fail(f"CBOR tag {tag.tag} not allowed")
 
 
-def decode_snapshot(data: bytes, *, network: CID, authority: Authority, local_peer: str | None) -> Snapshot:
+def decode_snapshot(
+    data: bytes | memoryview, *, network: CID, authority: Authority, local_peer: str | None
+) -> Snapshot:
     """Strictly decode :func:`encode_snapshot` bytes into ``authority`` (fresh, rooted at ``network``)
     and a new State and clock; :class:`SnapshotError` for anything else."""
     if len(data) > MAX_SNAPSHOT_BYTES:
         raise _fail(f"{len(data)} bytes is over the {MAX_SNAPSHOT_BYTES} limit")
-    digest, data = data[:32], data[32:]
+    view = memoryview(data)
+    digest, data = view[:32], view[32:]  # no copy of the body
     if hashlib.sha256(data).digest() != digest:
         raise _fail("checksum mismatch (a torn or altered write)")
-    try:
-        body = cbor2.loads(data, tag_hook=_no_tags)
-    except SnapshotError:
-        raise
-    except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError, MemoryError) as exc:
-        raise _fail(f"not CBOR: {exc}") from None
+    body = _loads(data)
     try:
         return _decode(body, network, authority, local_peer)
     except (SnapshotError, RecursionError):
         raise
     except (ModelError, InvalidInput, CodecError, KeyError, ValueError, TypeError, AssertionError) as exc:
         raise _fail(f"{type(exc).__name__}: {exc}") from None
+
+
+def _loads(data: bytes | memoryview) -> Any:
+    try:
+        return cbor2.loads(data, tag_hook=_no_tags)
+    except SnapshotError:
+        raise
+    except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError, MemoryError) as exc:
+        raise _fail(f"not CBOR: {exc}") from None
 
 
 def _column(v: Any, n: int, what: str, low: int = -1, high: int | None = None) -> list[int]:
@@ -515,8 +526,8 @@ def _decode(body: Any, network: CID, authority: Authority, local_peer: str | Non
     state._keys_by_admins = True
     state.views = _keyed(cids, _column(body[17], n, "state views", -1, len(sviews)), sviews)
     state.members = {_str(p, "member"): _refer(entries, e, "member") for p, e in _pairs(body[18], "members")}
-    for row in _list(body[19], "records"):
-        rec = _record_of(_list(row, "record", 15), ev)
+    for row in _list(body[19], "records"):  # one at a time: a record's items never all live at once
+        rec = _record_of(_list(_loads(_bytes(row, "record")), "record", 15), ev)
         if rec.workflow_id in state.workflows:
             raise _fail(f"record {rec.workflow_id!r} twice")
         state.workflows[rec.workflow_id] = rec
@@ -702,9 +713,7 @@ def _runs_of(v: Any, ev: _Decoded) -> dict[CID, Run]:
     return {run.cid: run for run in (_run_of(x, ev) for x in _list(v, "runs"))}
 
 
-def _register_of(v: Any, ev: _Decoded, what: str) -> tuple[tuple[int, bytes], Any] | None:
-    if v is None:
-        return None
+def _register_of(v: Any, ev: _Decoded, what: str) -> tuple[tuple[int, bytes], Any]:
     pair = _list(v, what, 2)
     return ev.stamped(pair[0], what)[1], pair[1]
 
@@ -712,19 +721,29 @@ def _register_of(v: Any, ev: _Decoded, what: str) -> tuple[tuple[int, bytes], An
 def _record_of(r: list[Any], ev: _Decoded) -> WorkflowRecord:
     rec = WorkflowRecord(_str(r[0], "workflow id"))
     rec.schedules = {s.cid: s for s in (_schedule_of(x, ev) for x in _list(r[1], "schedules"))}
-    winner = None if r[2] is None else ev.cid(r[2], "winner")
-    rec.winner = None if winner is None else rec.schedules[winner]
-    rec.claims, rec.completions, rec.failures, rec.cancels, rec.retries = (
-        _runs_of(r[i], ev) for i in range(3, 8)
-    )
+    if r[2] is not None:
+        rec.winner = rec.schedules[ev.cid(r[2], "winner")]
+    if _list(r[3], "claims"):
+        rec.claims = _runs_of(r[3], ev)
+    if _list(r[4], "completions"):
+        rec.completions = _runs_of(r[4], ev)
+    if _list(r[5], "failures"):
+        rec.failures = _runs_of(r[5], ev)
+    if _list(r[6], "cancels"):
+        rec.cancels = _runs_of(r[6], ev)
+    if _list(r[7], "retries"):
+        rec.retries = _runs_of(r[7], ev)
     rec.attempt = _int(r[8], "attempt")
-    priority = _register_of(r[9], ev, "priority")
-    rec.priority = None if priority is None else (priority[0], _float(priority[1], "priority"))
-    transfer = _register_of(r[10], ev, "transfer")
-    rec.transfer = None if transfer is None else (transfer[0], _str(transfer[1], "transfer"))
+    if r[9] is not None:
+        priority = _register_of(r[9], ev, "priority")
+        rec.priority = (priority[0], _float(priority[1], "priority"))
+    if r[10] is not None:
+        transfer = _register_of(r[10], ev, "transfer")
+        rec.transfer = (transfer[0], _str(transfer[1], "transfer"))
     rec.owner = _opt(_str, r[11], "owner")
     rec.status = WorkflowStatus(_str(r[12], "status"))
-    waiting = _opt(_str, r[13], "waiting")
-    rec.waiting = None if waiting is None else Waiting(waiting)
-    rec.waiting_for = _tuple_of_str(r[14], "waiting for")
+    if r[13] is not None:
+        rec.waiting = Waiting(_str(r[13], "waiting"))
+    if _list(r[14], "waiting for"):
+        rec.waiting_for = _tuple_of_str(r[14], "waiting for")
     return rec
