@@ -60,7 +60,7 @@ from .model import Event, EventKind, ModelError, Result, ResultStatus, WorkflowD
 from .network import DEV_ROLES, DevNetworkRefused, Network, dev_network, recorded_network
 from .ports import BlockNotFound, BlockStore, StoreError, get_many
 from .reasons import Reject
-from .repo import DerivedRows, Repo
+from .repo import DerivedRows, Repo, RepoError
 from .snapshot import SnapshotError, decode_snapshot, encode_snapshot
 from .staging import CarSource, Progress, SignatureWorker, Stage, Staging
 from .state import CANCELLED, FAILED, FINISHED, State, WorkflowRecord
@@ -236,6 +236,9 @@ class Replica:
     async def close(self) -> None:
         try:
             await self.save_snapshot()
+        except (RepoError, SnapshotError) as exc:  # only the next open's speed depends on it
+            self.counters["snapshot_failed"] += 1
+            log.warning("repo %s: fold snapshot not written: %s", self.repo.path, exc)
         finally:
             await self.store.close()
             await self.repo.close_async()  # queued writes commit on the writer thread, not on the loop

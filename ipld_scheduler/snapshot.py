@@ -562,9 +562,18 @@ class _Decoded:
     def __init__(self, cids: list[CID], heights: dict[CID, int]) -> None:
         self.cids = cids
         self.heights = heights
+        self._members: dict[tuple[Any, ...], tuple[str, ...]] = {}
 
     def cid(self, v: Any, what: str) -> CID:
         return _refer(self.cids, v, what)
+
+    def members(self, v: Any) -> tuple[str, ...]:
+        """A schedule's member list, one shared tuple per distinct list (most schedules share one)."""
+        key = tuple(_list(v, "members"))
+        found = self._members.get(key)
+        if found is None:
+            found = self._members[key] = _tuple_of_str(v, "members")
+        return found
 
     def stamped(self, v: Any, what: str) -> tuple[CID, tuple[int, bytes]]:
         cid = _refer(self.cids, v, what)
@@ -700,7 +709,7 @@ def _schedule_of(r: Any, ev: _Decoded) -> Schedule:
         _str(r[1], "author"),
         _cid(r[2], "workflow"),
         workflow,
-        _tuple_of_str(r[4], "members"),
+        ev.members(r[4]),
         _bytes(r[5], "clock"),
         _bytes(r[6], "combined"),
     )
