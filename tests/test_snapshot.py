@@ -72,7 +72,8 @@ def _dump(replica: Replica) -> dict[str, Any]:
 
 
 async def _full_replay_dump(path: Path, peer: str) -> dict[str, Any]:
-    """The fold of a copy of ``path`` without its snapshot: the definition."""
+    """The fold of a copy of ``path`` without its snapshot, and every index row rebuilt from it: the
+    definition (the rows the replica opened from a snapshot wrote incrementally must equal them)."""
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "copy"
         shutil.copytree(path, copy)
@@ -81,6 +82,7 @@ async def _full_replay_dump(path: Path, peer: str) -> dict[str, Any]:
         replica = await _open(copy, peer)
         try:
             assert replica.counters["snapshot_loaded"] == 0
+            await replica.rebuild_derived()  # the index rows too, recomputed from the full fold
             return _dump(replica)
         finally:
             await _crash(replica)
