@@ -7,9 +7,10 @@ raises :class:`SnapshotError`, and the caller replays the whole log instead, the
 definition).
 
 Layout: a SHA-256 of the body (a flipped bit must not become a different state), then the body, one
-CBOR array of arrays, byte strings, text, integers, floats, booleans and nulls (no tags; maps only
-inside workflow definitions and result steps: every value is DAG-CBOR-compatible, so the same content
-could later back a signed ``checkpoint`` event). The clock's events are numbered once: their CIDs in
+CBOR array of arrays, byte strings, text, integers, floats, booleans and nulls (no tags but IPLD
+links, tag 42, inside workflow records; maps only inside workflow definitions and result steps:
+every value is DAG-CBOR-compatible, so the same content could later back a signed ``checkpoint``
+event). The clock's events are numbered once: their CIDs in
 one byte string, their heights and each per-event map (State views, trust views, handoffs, lineage
 nodes) as packed little-endian int64 columns of references (-1: none). Values the fold shares between
 events (membership views, trust views and their registers) are written once in tables, so
@@ -42,7 +43,7 @@ import cbor2
 
 from .authority import Authority
 from .clock import MerkleClock
-from .codec import CID, CodecError
+from .codec import CID, CodecError, _convert, _write_link
 from .errors import InvalidInput
 from .genesis import Policy
 from .model import ModelError, ResultStatus, Waiting, WorkflowDefinition, WorkflowStatus
@@ -260,13 +261,27 @@ def _lineage_columns(nodes: list[Lineage], ev: _Events) -> list[Any]:
 def encode_snapshot(
     seq: int, last: CID | None, network: CID, state: State, clock: MerkleClock, authority: Authority
 ) -> bytes:
-    """The fold as of processed-log ``seq`` (whose event is ``last``; None for an empty log)."""
+    """The fold as of processed-log ``seq`` (whose event is ``last``; None for an empty log).
+
+    :class:`SnapshotError` when some value has no encoding here (the caller writes no snapshot)."""
+    try:
+        return _encode(seq, last, network, state, clock, authority)
+    except (cbor2.CBOREncodeError, CodecError, ValueError, TypeError, KeyError) as exc:
+        raise _fail(f"cannot encode: {type(exc).__name__}: {exc}") from None
+
+
+def _encode(
+    seq: int, last: CID | None, network: CID, state: State, clock: MerkleClock, authority: Authority
+) -> bytes:
     w = _Writer()
     heights, heads, head_parents, max_height, root = clock.snapshot_parts()
     ev = _Events(heights)
     state_views = ev.column(state.views, w.sviews.ref)
     members = [x for p in sorted(state.members) for x in (p, w.entries.ref(state.members[p]))]
-    records = [cbor2.dumps(_record(state.workflows[wid], ev)) for wid in state.workflows]
+    records = [
+        cbor2.dumps(_record(state.workflows[wid], ev), default=_write_link, canonical=True)
+        for wid in state.workflows
+    ]
     kinds = [x for k in sorted(state.kinds) for x in (k, state.kinds[k])]
     auth_views = ev.column(authority.views, w.memberships.ref)
     auth_hand = ev.column(authority._handoffs, w.handoffs.ref)
@@ -413,10 +428,6 @@ class Snapshot:
         self.authority = authority
 
 
-def _no_tags(_decoder: Any, tag: Any) -> Any:
-    raise _fail(f"CBOR tag {tag.tag} not allowed")
-
-
 def decode_snapshot(
     data: bytes | memoryview, *, network: CID, authority: Authority, local_peer: str | None
 ) -> Snapshot:
@@ -438,8 +449,10 @@ def decode_snapshot(
 
 
 def _loads(data: bytes | memoryview) -> Any:
+    """CBOR items; a tag comes back as a ``CBORTag``, which no field check accepts, and inside a
+    workflow definition or result step :func:`_ipld` turns tag 42 into a CID and refuses others."""
     try:
-        return cbor2.loads(data, tag_hook=_no_tags)
+        return cbor2.loads(data)
     except SnapshotError:
         raise
     except (cbor2.CBORDecodeError, ValueError, TypeError, RecursionError, MemoryError) as exc:
@@ -693,15 +706,21 @@ def _run_of(r: Any, ev: _Decoded) -> Run:
     )
 
 
+def _ipld(v: Any, what: str) -> Any:
+    """A map as DAG-CBOR allows it (links as CIDs; the codec's strict checks)."""
+    if type(v) is not dict:
+        raise _fail(f"{what}: expected a map")
+    return _convert(v, 0)
+
+
 def _map(v: Any) -> Mapping[str, Any]:
-    if type(v) is not dict or not all(type(k) is str for k in v):
-        raise _fail("step: expected a map with text keys")
-    return v
+    value: Mapping[str, Any] = _ipld(v, "step")
+    return value
 
 
 def _schedule_of(r: Any, ev: _Decoded) -> Schedule:
     r = _list(r, "schedule", 8)
-    workflow = WorkflowDefinition.from_ipld(r[3])
+    workflow = WorkflowDefinition.from_ipld(_ipld(r[3], "workflow"))
     cid, stamp = ev.stamped(r[0], "schedule")
     sched = Schedule(
         cid,

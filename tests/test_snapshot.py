@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ipld_scheduler import ops
+from ipld_scheduler.model import WorkflowDefinition
 from ipld_scheduler.replica import SNAPSHOT_KEY, Replica
 from ipld_scheduler.repo import Repo
 from ipld_scheduler.scheduler import open_replica
@@ -143,8 +144,12 @@ async def _one_history(path: Path) -> None:
             await ops.schedule(replica, f"w{i}", f"job {i}", "p2p_eligible", priority=float(i % 3))
         await replica.get_next_workflow()
         await replica.cancel("w1")
+        workspace = replica.clock.head_cids[0]  # a workflow whose block links another (tag 42)
+        await replica.schedule_workflow(WorkflowDefinition("ws", "ws", ["p2p_eligible"], workspace=workspace))
     finally:
         await replica.close()
+    with Repo.open(path) as repo:
+        assert repo.get_meta(SNAPSHOT_KEY), "close wrote the snapshot"
 
 
 def _body(data: bytes) -> Any:
@@ -218,6 +223,7 @@ async def test_a_crash_before_the_snapshot_write_folds_the_longer_log(tmp_path: 
     try:
         assert replica.counters["snapshot_loaded"] == 1
         assert replica.counters["replayed_events"] == 6  # five schedules and a claim
+        assert replica.state.workflows["ws"].winner is not None
         assert _dump(replica) == await _full_replay_dump(path, "alpha")
     finally:
         await _crash(replica)
