@@ -358,6 +358,35 @@ class MerkleClock:
         """The CIDs among ``cids`` that this clock has not applied, in a stable order."""
         return sorted({c for c in cids if c not in self._heights})
 
+    def snapshot_parts(
+        self,
+    ) -> tuple[Mapping[CID, int], frozenset[CID], Mapping[CID, tuple[CID, ...]], int, tuple[CID, ...]]:
+        """What :mod:`~ipld_scheduler.snapshot` stores: heights, heads, the heads' parents, the
+        greatest height and the root (read-only views; a DAG view only)."""
+        self._require_dag("snapshot_parts")
+        return self._heights, frozenset(self._heads), self._head_parents, self._max_height, self._root
+
+    @classmethod
+    def from_snapshot_parts(
+        cls,
+        heights: dict[CID, int],
+        head_parents: dict[CID, tuple[CID, ...]],
+        max_height: int,
+        root: tuple[CID, ...],
+        *,
+        source: Any = None,
+    ) -> MerkleClock:
+        """The DAG view :meth:`snapshot_parts` described (the caller checked the values' types)."""
+        if not set(head_parents) <= set(heights) or max_height != max(heights.values(), default=0):
+            raise ClockError("snapshot: heads outside the heights, or a wrong greatest height")
+        clock = cls(source=source)
+        clock._heights = heights
+        clock._heads = set(head_parents)
+        clock._head_parents = head_parents
+        clock._max_height = max_height
+        clock._root = root
+        return clock
+
     def __repr__(self) -> str:
         kind = "position" if self._position is not None else "dag"
         return (

@@ -64,7 +64,8 @@ from .model import Event, EventKind, ModelError, Result, ResultStatus, WorkflowD
 from .network import DEV_ROLES, DevNetworkRefused, Network, dev_network, recorded_network
 from .ports import BlockNotFound, BlockStore, StoreError, get_many
 from .reasons import Reject
-from .repo import DerivedRows, Repo
+from .repo import DerivedRows, Repo, RepoError
+from .snapshot import SnapshotError, decode_snapshot, encode_snapshot
 from .staging import CarSink, CarSource, Progress, SignatureWorker, Stage, Staging
 from .state import CANCELLED, FAILED, FINISHED, State, WorkflowRecord
 from .sync import MergePlan, Ready, SyncError
@@ -78,6 +79,11 @@ _REPLAY_PAGE = 256
 """Events folded per page at open: their linked blocks are read with one query."""
 WANTED_AFTER = 16
 """Blocks an in-memory merge walks before it marks its heads ``wanted`` (durably: resumable)."""
+
+SNAPSHOT_KEY = "fold_snapshot"
+"""The repo ``meta`` key of the fold snapshot (:mod:`~ipld_scheduler.snapshot`)."""
+SNAPSHOT_TAIL = 10_000
+"""An open that folded at least this many events after the snapshot writes a new one."""
 
 HeadsListener = Callable[[tuple[CID, ...]], Awaitable[None] | None]
 
@@ -227,32 +233,46 @@ class Replica:
             network=network,
             allow_dev_network=allow_dev_network,
         )
-        replica._replay()
+        if replica._replay():
+            await replica.save_snapshot()  # a full replay (or a long tail) is not paid twice
         if join:
             await replica.merge_heads(join)
         await replica._ensure_members([peer_id, *(peers or ())])
         return replica
 
     async def close(self) -> None:
-        await self.store.close()
-        await self.repo.close_async()  # queued writes commit on the writer thread, not on the loop
+        try:
+            await self.save_snapshot()
+        except (RepoError, SnapshotError) as exc:  # only the next open's speed depends on it
+            self.counters["snapshot_failed"] += 1
+            log.warning("repo %s: fold snapshot not written: %s", self.repo.path, exc)
+        finally:
+            await self.store.close()
+            await self.repo.close_async()  # queued writes commit on the writer thread, not on the loop
 
     def _replay(self, *, rebuild: bool = False) -> bool:
-        """Rebuild memory from the repo's processed log; signatures were checked at ingest.
+        """Rebuild memory from the repo: the fold snapshot, then the processed log after it.
 
-        When the repo's query indexes are not current (a new repo, another derived version, a
-        commit that carried none) or ``rebuild`` asks, every row is recomputed from the fold and
-        written in one transaction. Returns whether it did.
+        Signatures were checked at ingest. With no usable snapshot (none, another version, network
+        or peer, undecodable, or not matching the log) every event is folded (the fold stays the
+        definition). When the repo's query indexes are not current (a new repo, another derived
+        version, a commit that carried none) or ``rebuild`` asks, the whole log is folded and every
+        row is recomputed and written in one transaction. Returns whether a new snapshot is worth
+        writing (a rebuild, or a tail of at least :data:`SNAPSHOT_TAIL` events).
         """
         rebuild = rebuild or not self.repo.index_current(DERIVED_VERSION)
+        after = 0 if rebuild else self._load_snapshot()
         index: list[Any] = []
         page: list[tuple[CID, bytes, Event]] = []
-        for _seq, cid, data in self.repo.processed_log():
+        folded = 0
+        for _seq, cid, data in self.repo.processed_log(after):
             page.append((cid, data, Event.from_block(data)))
+            folded += 1
             if len(page) >= _REPLAY_PAGE:
                 self._replay_page(page, index if rebuild else None)
                 page = []
         self._replay_page(page, index if rebuild else None)
+        self.counters["replayed_events"] += folded
         if rebuild:
             rows, _gone = workflow_rows(self.state, self.state.workflows)
             self.repo.commit(
@@ -260,7 +280,55 @@ class Replica:
                     DERIVED_VERSION, clear=True, workflows=rows, events=index, members=member_rows(self.state)
                 )
             )
-        return rebuild
+        return rebuild or folded >= SNAPSHOT_TAIL
+
+    def _load_snapshot(self) -> int:
+        """Adopt the repo's fold snapshot if it is usable; the processed-log seq it covers (0: none)."""
+        data = self.repo.get_meta(SNAPSHOT_KEY)
+        if data is None:
+            return 0
+        try:
+            snap = decode_snapshot(
+                data,
+                network=self.network.cid,
+                authority=Authority(self.network.genesis, self.network.cid),
+                local_peer=self.peer_id,
+            )
+            if snap.seq:
+                first = next(self.repo.processed_log(snap.seq - 1), None)
+                if first is None or first[0] != snap.seq or first[1] != snap.last:
+                    raise SnapshotError(f"the processed log does not hold {snap.last} at seq {snap.seq}")
+        except SnapshotError as exc:
+            self.counters["snapshot_rejected"] += 1
+            log.warning("repo %s: fold snapshot unusable, replaying the whole log: %s", self.repo.path, exc)
+            return 0
+        snap.clock.source = self.store
+        self.state, self.clock, self.authority = snap.state, snap.clock, snap.authority
+        self.counters["snapshot_loaded"] += 1
+        return snap.seq
+
+    async def save_snapshot(self) -> bool:
+        """Write the fold snapshot as of the processed log's end (encoded off the event loop, with
+        writes held off). Skipped (False) when memory is not exactly the fold of the log: an event
+        the replay refused, or a fold whose commit failed; the next open then folds more of the log."""
+        if self.authority is None:  # a replica whose tooling skips authorization: no fold of the log
+            return False
+        async with self._write_lock:
+            await self.repo.commit_async()  # every queued commit is durable before the log is read
+            seq = self.repo.last_seq()
+            if self.repo.processed_count() != len(self.clock):
+                self.counters["snapshot_skipped"] += 1
+                return False
+            last = None
+            if seq:
+                tail = next(self.repo.processed_log(seq - 1), None)
+                last = None if tail is None else tail[1]
+            data = await asyncio.to_thread(
+                encode_snapshot, seq, last, self.network.cid, self.state, self.clock, self.authority
+            )
+            await self.repo.put_meta_async(SNAPSHOT_KEY, data)
+        self.counters["snapshot_saved"] += 1
+        return True
 
     def _replay_page(self, page: Sequence[tuple[CID, bytes, Event]], index: list[Any] | None) -> None:
         """Fold a page of the log; the workflow and result blocks its events link are read in one query."""
@@ -300,6 +368,7 @@ class Replica:
                     DERIVED_VERSION, clear=True, workflows=rows, events=index, members=member_rows(self.state)
                 )
             )
+        await self.save_snapshot()
         after = self.repo.index_dump()
         changed = {
             table: len(set(before[table]) ^ set(after[table])) for table in ("workflows", "events", "members")

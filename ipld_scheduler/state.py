@@ -778,3 +778,22 @@ class State:
             )
         rows.append(("members", tuple(sorted((p, e.present, e.labels) for p, e in self.members.items()))))
         return rows
+
+    def reindex(self) -> None:
+        """Recompute what :meth:`_refresh` keeps beside the records (owners' sets, open and retryable
+        ids, dependents, the local queue) from the records alone: after loading them from a snapshot."""
+        self.by_owner, self.open, self.retryable, self.dependents = {}, set(), set(), {}
+        self.queue = FibonacciHeap()
+        self._handles, self._handle_keys = {}, {}
+        for wid in sorted(self.workflows):
+            rec = self.workflows[wid]
+            for sched in rec.schedules.values():
+                for dependency in sched.workflow.after:
+                    self.dependents.setdefault(dependency, set()).add(wid)
+            if rec.status == FAILED and rec.winner is not None and rec.attempt < rec.winner.retries:
+                self.retryable.add(wid)
+            if rec.status not in FINISHED and rec.winner is not None:
+                self.open.add(wid)
+            if rec.status not in FINISHED and rec.owner is not None:
+                self.by_owner.setdefault(rec.owner, set()).add(wid)
+            self._sync_queue(rec)

@@ -5,7 +5,9 @@ in batches of 5,000: one commit each, the same blocks, signatures and derived ro
 writes), then measuring, each next to its target (issue 11) and the figure before the persisted
 indexes, measured in the same run:
 
-* opening a replica (``open_replica``: a replay of the whole history; target 0.5 s at 100k);
+* opening a replica (``open_replica``: the fold snapshot ``Replica.close`` wrote, plus the log after it;
+  target 0.5 s at 100k), also in a fresh process next to a full replay of the history (the open before
+  the snapshot), with the resident memory right after each (target 150 MB at 100k);
 * ``ipld-scheduler status`` and ``log --limit 10`` end to end (a subprocess of the installed CLI, so
   interpreter start and imports count), answered from the repo's indexes, next to the replay path the
   CLI took before (``client.connect`` + the operation, also in a subprocess);
@@ -20,6 +22,8 @@ Usage: ``python scripts/bench_history.py [--quick] [--sizes N,N]`` (``--quick``:
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import resource
 import shutil
 import statistics
@@ -37,6 +41,7 @@ if str(_REPO) not in sys.path:
 CLI = Path(sys.executable).parent / "ipld-scheduler"
 TARGET_OPEN_S = 0.5
 TARGET_QUERY_S = 0.5
+TARGET_RSS_MB = 150.0
 BATCH = 5_000
 
 Row = tuple[str, float, str, str, float]
@@ -53,6 +58,46 @@ async def main():
 asyncio.run(main())
 """
 """The read path every CLI command took before the indexes: open the replica (replay), then the operation."""
+
+
+_OPEN = """
+import asyncio, json, sys, time
+from ipld_scheduler.repo import Repo
+from ipld_scheduler.replica import SNAPSHOT_KEY
+from ipld_scheduler.scheduler import open_replica
+async def main():
+    path, mode = sys.argv[1], sys.argv[2]
+    if mode == "replay":  # what every open did before the fold snapshot
+        with Repo.open(path) as repo:
+            repo.put_meta(SNAPSHOT_KEY, b"")
+    start = time.perf_counter()
+    replica = await open_replica("alpha", [], repo=Repo.open(path))
+    opened = time.perf_counter() - start
+    with open("/proc/self/statm") as statm:
+        rss = int(statm.read().split()[1]) * 4096 / 1e6
+    loaded = replica.counters["snapshot_loaded"]
+    await replica.close()
+    print(json.dumps({"open_s": opened, "rss_mb": rss, "loaded": loaded}))
+asyncio.run(main())
+"""
+"""Open a replica in a fresh process: seconds to open, resident MB right after, whether the fold
+snapshot was loaded. ``replay``: the snapshot is cleared first (a full replay, then one is written)."""
+
+
+def _open_in_child(path: Path, mode: str) -> dict[str, float]:
+    proc = subprocess.run(
+        [sys.executable, "-c", _OPEN, str(path), mode],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(_REPO)},
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"open ({mode}) failed: {proc.stderr.strip()[-300:]}")
+    out: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    if bool(out["loaded"]) != (mode == "snapshot"):
+        raise RuntimeError(f"open ({mode}) did not take the path it measures: {out}")
+    return out
 
 
 async def build(path: Path, events: int) -> float:
@@ -133,6 +178,12 @@ def measure(root: Path, events: int, *, runs: int = 3, before_runs: int = 1) -> 
     old = [sys.executable, "-c", _OLD_PATH, str(path)]
     figures["status_before_s"] = _timed([*old, "status"], before_runs)
     figures["log_before_s"] = _timed([*old, "log"], before_runs)
+    replay = _open_in_child(path, "replay")  # writes the snapshot the next opens load
+    snapshot = [_open_in_child(path, "snapshot") for _ in range(runs)]
+    figures["open_replay_s"] = replay["open_s"]
+    figures["open_child_s"] = statistics.median(o["open_s"] for o in snapshot)
+    figures["rss_mb"] = statistics.median(o["rss_mb"] for o in snapshot)
+    figures["rss_replay_mb"] = replay["rss_mb"]
     figures["open_s"], figures["schedule_us"] = asyncio.run(_open_and_schedule(path, 20))
     shutil.rmtree(path, ignore_errors=True)
     return figures
@@ -152,7 +203,10 @@ def history_rows(quick: bool, sizes: list[int] | None = None) -> list[Row]:
         n = f"{f['events'] / 1000:.0f}k events" if f["events"] >= 1000 else f"{f['events']:.0f} events"
         rows += [
             (f"build repo (schedule_many), {n}", f["build_s"], "s", "-", float("nan")),
-            (f"open replica (replay), {n}", f["open_s"], "s", "target", TARGET_OPEN_S),
+            (f"open replica (snapshot + tail), {n}", f["open_s"], "s", "target", TARGET_OPEN_S),
+            ("  same, fresh process", f["open_child_s"], "s", "full replay (before)", f["open_replay_s"]),
+            ("  RSS after open", f["rss_mb"], "MB", "target", TARGET_RSS_MB),
+            ("  RSS after a full replay", f["rss_replay_mb"], "MB", "target", TARGET_RSS_MB),
             (f"status end to end, {n}", f["status_s"], "s", "replay path (before)", f["status_before_s"]),
             ("  target", f["status_s"], "s", "target", TARGET_QUERY_S),
             ("  CPU time of that process", f["status_cpu_s"], "s", "target", TARGET_QUERY_S),

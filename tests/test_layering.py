@@ -115,6 +115,7 @@ LAYERS: dict[str, int] = {
             "runner_labels",
             "derived",
             "waits",
+            "snapshot",
         ],
         CORE,
     ),

@@ -1,0 +1,266 @@
+"""Fold snapshots (``snapshot``): a replica opened from the snapshot plus the log's tail is the replica a
+full replay builds, before and after more events, and bytes that are no usable snapshot only cost a
+full replay.
+
+Compared: a canonical dump of the fold (workflows, owners, queue order, members, the derived sets the
+snapshot does not store, clock heads and heights, the trust views' keys and the membership at the
+heads) and ``repo.index_dump()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import cbor2
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ipld_scheduler import ops
+from ipld_scheduler.model import WorkflowDefinition
+from ipld_scheduler.replica import SNAPSHOT_KEY, Replica
+from ipld_scheduler.repo import Repo
+from ipld_scheduler.scheduler import open_replica
+from ipld_scheduler.snapshot import SnapshotError, decode_snapshot, encode_snapshot
+from tests.test_derived import PEERS, _step
+
+
+async def _open(path: Path, peer: str, peers: list[str] | None = None) -> Replica:
+    """Open ``peer``'s repo; ``peers`` to admit first (default none: reopening writes nothing)."""
+    return await open_replica(peer, peers or [], repo=Repo.open(path))
+
+
+async def _crash(replica: Replica) -> None:
+    """Close like a killed process would leave it: queued commits done, no snapshot written."""
+    await replica.store.close()
+    await replica.repo.close_async()
+
+
+def _dump(replica: Replica) -> dict[str, Any]:
+    state, clock, authority = replica.state, replica.clock, replica.authority
+    heads = clock.head_cids
+    view = authority.current(heads)
+    return {
+        "fingerprint": state.fingerprint(),
+        "rows": [state.row(state.workflows[w]) for w in sorted(state.workflows) if state.workflows[w].winner],
+        "queue": state.queued(),
+        "queue keys": [state.queue_key(w) for w in state.queued()],
+        "peek": state.peek(),
+        "members": sorted((p, e) for p, e in state.members.items()),
+        "by_owner": {o: sorted(ws) for o, ws in sorted(state.by_owner.items()) if ws},
+        "open": sorted(state.open),
+        "retryable": sorted(state.retryable),
+        "dependents": {d: sorted(ws) for d, ws in sorted(state.dependents.items())},
+        "waiting": state.waiting_all(),
+        "events": (state.events, sorted(state.kinds.items())),
+        "state views": sorted(str(c) for c in state.views),
+        "heads": heads,
+        "height": clock.height,
+        "heights": sorted((str(c), clock.height_of(c)) for c in state.views),
+        "parent_hash": clock.parent_hash,
+        "len": len(clock),
+        "trust views": sorted(str(c) for c in authority.views),
+        "lineage": sorted((str(c), n.events, n.size, n.depth) for c, n in authority._lineage.items()),
+        "handoffs": sorted((str(c), sorted(h.entries.items())) for c, h in authority._handoffs.items()),
+        "membership at heads": (sorted(view.members.items()), view.policy),
+        "index": replica.repo.index_dump(),
+    }
+
+
+async def _full_replay_dump(path: Path, peer: str) -> dict[str, Any]:
+    """The fold of a copy of ``path`` without its snapshot, and every index row rebuilt from it: the
+    definition (the rows the replica opened from a snapshot wrote incrementally must equal them)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "copy"
+        shutil.copytree(path, copy)
+        with Repo.open(copy) as repo:
+            repo.put_meta(SNAPSHOT_KEY, b"")
+        replica = await _open(copy, peer)
+        try:
+            assert replica.counters["snapshot_loaded"] == 0
+            await replica.rebuild_derived()  # the index rows too, recomputed from the full fold
+            return _dump(replica)
+        finally:
+            await _crash(replica)
+
+
+async def _random_world(root: Path, seed: int, actions: list[int]) -> dict[str, Replica]:
+    rng = random.Random(seed)
+    replicas = {peer: await _open(root / peer, peer, PEERS) for peer in ("alpha", "beta")}
+    for n, action in enumerate(actions):
+        await _step(replicas, rng, action, n)
+    return replicas
+
+
+async def _snapshot_then_more(root: Path, seed: int, actions: list[int], more: list[int]) -> None:
+    replicas = await _random_world(root, seed, actions)
+    for replica in replicas.values():
+        await replica.close()  # writes the snapshot
+    rng = random.Random(seed + 1)
+    reopened = {peer: await _open(root / peer, peer) for peer in ("alpha", "beta")}
+    try:
+        for peer, replica in reopened.items():
+            assert replica.counters["snapshot_loaded"] == 1, peer
+            assert replica.counters["replayed_events"] == 0, peer
+            assert _dump(replica) == await _full_replay_dump(root / peer, peer)
+        for n, action in enumerate(more):  # more writes and merges on the replicas opened from snapshots
+            await _step(reopened, rng, action, 1000 + n)
+        for peer, replica in reopened.items():
+            assert _dump(replica) == await _full_replay_dump(root / peer, peer)
+    finally:
+        for replica in reopened.values():
+            await _crash(replica)  # no snapshot at the end: the next open folds a tail
+    for peer in ("alpha", "beta"):
+        replica = await _open(root / peer, peer)
+        try:
+            assert replica.counters["snapshot_loaded"] == 1
+            assert _dump(replica) == await _full_replay_dump(root / peer, peer)
+        finally:
+            await _crash(replica)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    actions=st.lists(st.integers(0, 11), min_size=6, max_size=24),
+    more=st.lists(st.integers(0, 11), min_size=1, max_size=12),
+)
+def test_snapshot_and_tail_equal_a_full_replay(seed: int, actions: list[int], more: list[int]) -> None:
+    """Random two-peer histories (concurrent branches merged both ways, every kind of write): opened
+    from the snapshot, after more writes and merges, and after a crash that left a stale snapshot."""
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(_snapshot_then_more(Path(tmp), seed, actions, more))
+
+
+async def _one_history(path: Path) -> None:
+    replica = await _open(path, "alpha", PEERS)
+    try:
+        for i in range(6):
+            await ops.schedule(replica, f"w{i}", f"job {i}", "p2p_eligible", priority=float(i % 3))
+        await replica.get_next_workflow()
+        await replica.cancel("w1")
+        workspace = replica.clock.head_cids[0]  # a workflow whose block links another (tag 42)
+        await replica.schedule_workflow(WorkflowDefinition("ws", "ws", ["p2p_eligible"], workspace=workspace))
+    finally:
+        await replica.close()
+    with Repo.open(path) as repo:
+        assert repo.get_meta(SNAPSHOT_KEY), "close wrote the snapshot"
+
+
+def _body(data: bytes) -> Any:
+    return cbor2.loads(data[32:])
+
+
+def _tamper(data: bytes, index: int, value: Any, *, digest: bool = True) -> bytes:
+    """The snapshot with one field changed, and its checksum made right again (or not)."""
+    body = _body(data)
+    body[index] = value
+    encoded = cbor2.dumps(body)
+    return (hashlib.sha256(encoded).digest() if digest else data[:32]) + encoded
+
+
+async def test_unusable_snapshot_bytes_cost_a_full_replay_only(tmp_path: Path) -> None:
+    path = tmp_path / "alpha"
+    await _one_history(path)
+    with Repo.open(path) as repo:
+        good = repo.get_meta(SNAPSHOT_KEY)
+    assert good
+    expected = await _full_replay_dump(path, "alpha")
+    flipped = bytearray(good)
+    flipped[len(flipped) // 2] ^= 0xFF
+    variants = {
+        "empty": b"",
+        "garbage": b"\xff\x00garbage",
+        "truncated": good[: len(good) // 2],
+        "flipped byte": bytes(flipped),
+        "foreign version": _tamper(good, 1, 999),
+        "another peer": _tamper(good, 3, "beta"),
+        "seq beyond the log": _tamper(good, 4, 10**6),
+        "other last event": _tamper(good, 5, _body(good)[25][0][:36]),
+        "bad reference": _tamper(good, 17, _body(good)[17][:-8] + (10**9).to_bytes(8, "little")),
+        "short column": _tamper(good, 17, _body(good)[17][:-8]),
+        "lineage loop": _tamper(
+            good,
+            16,
+            [
+                *_body(good)[16][:6],
+                _body(good)[16][6][:-8] + (10**6).to_bytes(8, "little"),
+                _body(good)[16][7],
+            ],
+        ),
+        "a tag": _tamper(good, 20, cbor2.CBORTag(42, b"x")),
+        "wrong type": _tamper(good, 19, "records"),
+        "a map": _tamper(good, 6, {"a": 1}),
+        "a changed stamp, old checksum": _tamper(good, 20, _body(good)[20] + 1, digest=False),
+    }
+    for name, data in variants.items():
+        with Repo.open(path) as repo:
+            repo.put_meta(SNAPSHOT_KEY, data)
+        replica = await _open(path, "alpha")
+        try:
+            assert replica.counters["snapshot_loaded"] == 0, name
+            assert replica.counters["snapshot_rejected"] == 1, name
+            assert _dump(replica) == expected, name
+        finally:
+            await _crash(replica)
+
+
+async def test_a_crash_before_the_snapshot_write_folds_the_longer_log(tmp_path: Path) -> None:
+    path = tmp_path / "alpha"
+    await _one_history(path)
+    replica = await _open(path, "alpha")
+    assert replica.counters["snapshot_loaded"] == 1
+    for i in range(5):
+        await ops.schedule(replica, f"later{i}", "later", "p2p_eligible")
+    await replica.get_next_workflow()
+    await _crash(replica)  # killed: the snapshot is the one of the shorter log
+    replica = await _open(path, "alpha")
+    try:
+        assert replica.counters["snapshot_loaded"] == 1
+        assert replica.counters["replayed_events"] == 6  # five schedules and a claim
+        assert replica.state.workflows["ws"].winner is not None
+        assert _dump(replica) == await _full_replay_dump(path, "alpha")
+    finally:
+        await _crash(replica)
+
+
+async def test_rebuild_refreshes_the_snapshot(tmp_path: Path) -> None:
+    path = tmp_path / "alpha"
+    await _one_history(path)
+    with Repo.open(path) as repo:
+        repo.put_meta(SNAPSHOT_KEY, b"stale")
+    replica = await _open(path, "alpha")
+    try:
+        await replica.rebuild_derived()
+        data = replica.repo.get_meta(SNAPSHOT_KEY)
+        assert data is not None
+        decode_snapshot(  # a usable snapshot of this fold
+            data,
+            network=replica.network.cid,
+            authority=type(replica.authority)(replica.network.genesis, replica.network.cid),
+            local_peer="alpha",
+        )
+    finally:
+        await _crash(replica)
+
+
+async def test_a_snapshot_of_another_network_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "alpha"
+    await _one_history(path)
+    replica = await _open(path, "alpha")
+    try:
+        data = encode_snapshot(0, None, replica.network.cid, replica.state, replica.clock, replica.authority)
+        other = replica.clock.head_cids[0]
+        try:
+            decode_snapshot(data, network=other, authority=replica.authority, local_peer="alpha")
+        except SnapshotError as exc:
+            assert "another network" in str(exc)
+        else:
+            raise AssertionError("a snapshot of another network was accepted")
+    finally:
+        await _crash(replica)
