@@ -87,6 +87,7 @@ LAYERS: dict[str, int] = {
     "embedded": REPLICA,
     "kubo": REPLICA,
     "staging": REPLICA,
+    "car_chunks": REPLICA,
     **dict.fromkeys(
         [
             "codec",
