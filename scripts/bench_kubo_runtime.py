@@ -38,6 +38,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ from ipld_scheduler.car import read_car  # noqa: E402
 from ipld_scheduler.codec import CID  # noqa: E402
 from ipld_scheduler.genesis import GenesisError  # noqa: E402
 from ipld_scheduler.network import Network  # noqa: E402
+from ipld_scheduler.replica import MergeReport, Replica  # noqa: E402
 from ipld_scheduler.repo import Repo  # noqa: E402
 from ipld_scheduler.scheduler import open_replica  # noqa: E402
 
@@ -256,11 +258,18 @@ def bench_catch_up(
     }
 
 
-async def _import(car: bytes, repo_dir: Path, api_url: str | None, network: Network) -> tuple[int, float]:
-    replica = await open_replica("bench-car", [], repo=Repo.open(repo_dir), ipfs_api=api_url, network=network)
+async def _timed_import(
+    peer: str,
+    repo_dir: Path,
+    api_url: str | None,
+    network: Network,
+    run: Callable[[Replica], Awaitable[MergeReport]],
+) -> tuple[int, float]:
+    """Events applied and seconds taken by ``run`` (an import) on a fresh replica over ``api_url``."""
+    replica = await open_replica(peer, [], repo=Repo.open(repo_dir), ipfs_api=api_url, network=network)
     try:
         t0 = time.perf_counter()
-        report = await replica.import_car(car)
+        report = await run(replica)
         elapsed = time.perf_counter() - t0
         assert not report.rejected, report.rejected[:3]
         return report.applied, elapsed
@@ -269,6 +278,10 @@ async def _import(car: bytes, repo_dir: Path, api_url: str | None, network: Netw
         rpc = getattr(replica.store, "rpc", None)
         if rpc is not None:
             await rpc.close()
+
+
+async def _import(car: bytes, repo_dir: Path, api_url: str | None, network: Network) -> tuple[int, float]:
+    return await _timed_import("bench-car", repo_dir, api_url, network, lambda r: r.import_car(car))
 
 
 async def _published(
@@ -282,18 +295,13 @@ async def _published(
 
     async with KuboRPC(origin_api, timeout=60.0) as rpc:
         manifest = await publish_chunks(KuboStore(rpc), io.BytesIO(car))
-    replica = await open_replica("bench-pub", [], repo=Repo.open(repo_dir), ipfs_api=api_url, network=network)
-    try:
-        t0 = time.perf_counter()
-        report = await replica.import_published(manifest, store_blocks=store_blocks)
-        elapsed = time.perf_counter() - t0
-        assert not report.rejected, report.rejected[:3]
-        return report.applied, elapsed
-    finally:
-        await replica.close()
-        rpc = getattr(replica.store, "rpc", None)
-        if rpc is not None:
-            await rpc.close()
+    return await _timed_import(
+        "bench-pub",
+        repo_dir,
+        api_url,
+        network,
+        lambda r: r.import_published(manifest, store_blocks=store_blocks),
+    )
 
 
 def bench_car(origin: PeerProcess, root: Path, net: ipfs_net.IpfsNet, network: Network) -> dict[str, Any]:
