@@ -84,6 +84,10 @@ SNAPSHOT_KEY = "fold_snapshot"
 """The repo ``meta`` key of the fold snapshot (:mod:`~ipld_scheduler.snapshot`)."""
 SNAPSHOT_TAIL = 10_000
 """An open that folded at least this many events after the snapshot writes a new one."""
+SNAPSHOT_CLOSE_TAIL = 1_000
+"""Close rewrites the snapshot once the log grew past it by this many events or a tenth of the log,
+whichever is fewer: a one-event CLI command on a long history pays neither a full encode at close nor
+more than a short tail at the next open (the snapshot's cost per event stays bounded)."""
 
 HeadsListener = Callable[[tuple[CID, ...]], Awaitable[None] | None]
 
@@ -179,6 +183,8 @@ class Replica:
         """Over a store that exports CARs (Kubo), more unknown blocks than this behind the heads switch
         the merge from one ``get`` per level to a ``dag/export`` of each head."""
         self.stage_batch = 4096
+        self._snapshot_seq = 0
+        """Processed-log seq the stored fold snapshot covers (0: none known)."""
         self.parallel_verify_from = 5_000
         """A staged fold of at least this many events checks signatures in a worker process (at 10k
         events it takes ~38 % of the importing process's CPU time off it; starting it costs ~0.1 s)."""
@@ -242,7 +248,11 @@ class Replica:
 
     async def close(self) -> None:
         try:
-            await self.save_snapshot()
+            await self.repo.commit_async()  # queued writes are in the log before it is measured
+            end = self.repo.last_seq()
+            grown = end - self._snapshot_seq
+            if grown > 0 and grown >= min(SNAPSHOT_CLOSE_TAIL, end // 10):
+                await self.save_snapshot()
         except (RepoError, SnapshotError) as exc:  # only the next open's speed depends on it
             self.counters["snapshot_failed"] += 1
             log.warning("repo %s: fold snapshot not written: %s", self.repo.path, exc)
@@ -305,6 +315,7 @@ class Replica:
         snap.clock.source = self.store
         self.state, self.clock, self.authority = snap.state, snap.clock, snap.authority
         self.counters["snapshot_loaded"] += 1
+        self._snapshot_seq = snap.seq
         return snap.seq
 
     async def save_snapshot(self) -> bool:
@@ -327,6 +338,7 @@ class Replica:
                 encode_snapshot, seq, last, self.network.cid, self.state, self.clock, self.authority
             )
             await self.repo.put_meta_async(SNAPSHOT_KEY, data)
+            self._snapshot_seq = seq
         self.counters["snapshot_saved"] += 1
         return True
 

@@ -264,3 +264,31 @@ async def test_a_snapshot_of_another_network_is_refused(tmp_path: Path) -> None:
             raise AssertionError("a snapshot of another network was accepted")
     finally:
         await _crash(replica)
+
+
+async def test_close_rewrites_the_snapshot_only_once_the_log_grew_enough(tmp_path: Path) -> None:
+    """A one-event command on a long history must not pay a full encode at close: close rewrites the
+    snapshot once the log grew by a tenth of itself (at most 1,000 events); the next open folds the
+    short tail instead."""
+    path = tmp_path / "alpha"
+    replica = await _open(path, "alpha", PEERS)
+    for i in range(60):
+        await ops.schedule(replica, f"w{i}", f"job {i}", "p2p_eligible")
+    await replica.close()
+    replica = await _open(path, "alpha")
+    assert replica.counters["snapshot_loaded"] == 1 and replica.counters["replayed_events"] == 0
+    await ops.schedule(replica, "one-more", "one more", "p2p_eligible")
+    await replica.close()
+    assert replica.counters["snapshot_saved"] == 0, "one new event on 60+ rewrote the snapshot"
+    replica = await _open(path, "alpha")
+    assert replica.counters["replayed_events"] == 1
+    for i in range(10):
+        await ops.schedule(replica, f"more-{i}", "more", "p2p_eligible")
+    await replica.close()
+    assert replica.counters["snapshot_saved"] == 1
+    replica = await _open(path, "alpha")
+    try:
+        assert replica.counters["replayed_events"] == 0
+        assert _dump(replica) == await _full_replay_dump(path, "alpha")
+    finally:
+        await replica.close()
