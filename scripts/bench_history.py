@@ -184,6 +184,10 @@ def measure(root: Path, events: int, *, runs: int = 3, before_runs: int = 1) -> 
     figures["open_child_s"] = statistics.median(o["open_s"] for o in snapshot)
     figures["rss_mb"] = statistics.median(o["rss_mb"] for o in snapshot)
     figures["rss_replay_mb"] = replay["rss_mb"]
+    figures["schedule_cli_s"] = statistics.median(
+        _timed([*cli, "schedule", "--id", f"cli-{i}", "--tags", "p2p_eligible", "--run", "true"], 1)
+        for i in range(runs)
+    )
     figures["open_s"], figures["schedule_us"] = asyncio.run(_open_and_schedule(path, 20))
     shutil.rmtree(path, ignore_errors=True)
     return figures
@@ -207,6 +211,7 @@ def history_rows(quick: bool, sizes: list[int] | None = None) -> list[Row]:
             ("  same, fresh process", f["open_child_s"], "s", "full replay (before)", f["open_replay_s"]),
             ("  RSS after open", f["rss_mb"], "MB", "target", TARGET_RSS_MB),
             ("  RSS after a full replay", f["rss_replay_mb"], "MB", "target", TARGET_RSS_MB),
+            (f"`schedule` end to end (CLI), {n}", f["schedule_cli_s"], "s", "open by replay", f["open_replay_s"]),  # noqa: E501
             (f"status end to end, {n}", f["status_s"], "s", "replay path (before)", f["status_before_s"]),
             ("  target", f["status_s"], "s", "target", TARGET_QUERY_S),
             ("  CPU time of that process", f["status_cpu_s"], "s", "target", TARGET_QUERY_S),
