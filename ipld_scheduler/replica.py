@@ -40,7 +40,7 @@ from .blocks import Block, BlockKind, UnsupportedCodec, decode_typed, encode_val
 from .car import read_car, write_car
 from .car_chunks import fetch_chunks, publish_chunks
 from .clock import MerkleClock
-from .codec import CID, DAG_CBOR, CodecError, encode, verify_block
+from .codec import CID, DAG_CBOR, CodecError, verify_block
 from .derived import DERIVED_VERSION, event_row, is_membership, member_rows, workflow_rows
 from .errors import InvalidInput, Refused
 from .events import (
@@ -59,7 +59,7 @@ from .events import (
     body_of,
 )
 from .genesis import Policy as Rules
-from .identity import Signer, unsigned_bytes, verify_bytes, verify_event
+from .identity import Signer, unsigned_bytes, verify_event
 from .model import Event, EventKind, ModelError, Result, ResultStatus, WorkflowDefinition, eligibility
 from .network import DEV_ROLES, DevNetworkRefused, Network, dev_network, recorded_network
 from .ports import BlockNotFound, BlockStore, StoreError, get_many
@@ -499,10 +499,10 @@ class Replica:
         async with self._write_lock:
             if self.authority is not None:
                 body = self._with_links(kind, body)
-            own = _signed(signer or self.signer, self.clock.tick(kind.value, body))
-            event = own.value
+            event = (signer or self.signer).sign(self.clock.tick(kind.value, body))
             if payload is None:  # an untyped body: refuse what every other peer would refuse
                 Event.from_ipld(event.to_ipld())
+            own = encode_value(event)
             typed = [b if isinstance(b, Block) else None for b in blocks]
             pairs = [b.pair if isinstance(b, Block) else b for b in blocks]
             for block, (link, raw) in zip(typed, pairs, strict=True):
@@ -697,7 +697,7 @@ class Replica:
                     body=body,
                     key=b"",
                 )
-            out.append(_signed(self.signer, unsigned))
+            out.append(encode_value(self.signer.sign(unsigned)))
         return out
 
     def _assignment(self, rec: WorkflowRecord, *, existing: bool) -> dict[str, Any]:
@@ -1578,12 +1578,7 @@ class Replica:
                 detail = f"linked event {unapplied[0]} is not applied"
                 self._refused(report, cid, Reject.POISONED_HISTORY, detail)
                 continue
-            if verified is None and not verify_bytes(*_signed_message(event, ready.event.data)):
-                self._refused(
-                    report, cid, Reject.BAD_SIGNATURE, f"event by {event.author!r} has a bad signature"
-                )
-                continue
-            refusal = self._admission(event, verify=False)
+            refusal = self._admission(event, verify=verified is None, data=ready.event.data)
             if refusal is not None:
                 self._refused(report, cid, *refusal)
                 continue
@@ -1620,26 +1615,6 @@ def _other_definition(workflow: WorkflowDefinition, held: CID) -> str:
         f"workflow id {workflow.workflow_id!r} is already scheduled with another definition "
         f"({held}); cancel it or use a new id"
     )
-
-
-def _signed(signer: Signer, unsigned: Event) -> Block[Event]:
-    """``unsigned`` signed by ``signer`` and encoded: what :meth:`Signer.sign` then
-    :func:`~ipld_scheduler.blocks.encode_value` give, built once (no intermediate copies); a test
-    checks the two agree."""
-    message = Event(
-        unsigned.kind, signer.peer_id, unsigned.height, unsigned.parents, unsigned.body, signer.public_key
-    )
-    signature = signer.sign_bytes(encode(message.unsigned_ipld()))
-    event = Event(
-        unsigned.kind,
-        signer.peer_id,
-        unsigned.height,
-        unsigned.parents,
-        unsigned.body,
-        signer.public_key,
-        signature,
-    )
-    return encode_value(event)
 
 
 def _signed_message(event: Event, data: bytes | None = None) -> tuple[bytes, bytes, bytes]:

@@ -97,25 +97,3 @@ async def test_a_failed_commit_does_not_leave_its_blocks_readable(tmp_path: Path
         assert not repo._inflight
     finally:
         await repo.close_async()
-
-
-def test_the_write_path_signs_exactly_as_the_signer_does() -> None:
-    """The replica signs and encodes in one step (``_signed``): same bytes, CID and value as
-    :meth:`Signer.sign` followed by ``encode_value``."""
-    from ipld_scheduler.blocks import encode_value
-    from ipld_scheduler.codec import CID
-    from ipld_scheduler.identity import Signer, verify_event
-    from ipld_scheduler.model import Event
-    from ipld_scheduler.replica import _signed
-
-    signer = Signer.generate("peer-a")
-    parent = encode_block(b"a parent")[0]
-    for unsigned in (
-        Event(kind="schedule", author="", height=1, parents=(), body={"workflow": parent}, key=b""),
-        Event(
-            kind="cancel", author="x", height=7, parents=(parent,), body={"id": "w", "reason": "r"}, key=b"k"
-        ),
-    ):
-        fast, slow = _signed(signer, unsigned), encode_value(signer.sign(unsigned))
-        assert (fast.cid, fast.data, fast.value) == (slow.cid, slow.data, slow.value)
-        assert isinstance(fast.cid, CID) and verify_event(fast.value)
