@@ -639,7 +639,12 @@ class State:
         rec.waiting = Waiting.NEEDS if blocked else None
         rec.waiting_for = blocked
         rec.owner = new_owner
-        wid = rec.workflow_id
+        self._index(rec, old_owner)
+
+    def _index(self, rec: WorkflowRecord, old_owner: str | None) -> None:
+        """Keep the sets beside the records (retryable, open, owners', the local queue) in step with
+        ``rec`` (whose owner was ``old_owner`` before)."""
+        wid, new_owner = rec.workflow_id, rec.owner
         if rec.status == FAILED and rec.winner is not None and rec.attempt < rec.winner.retries:
             self.retryable.add(wid)
         else:
@@ -790,10 +795,4 @@ class State:
             for sched in rec.schedules.values():
                 for dependency in sched.workflow.after:
                     self.dependents.setdefault(dependency, set()).add(wid)
-            if rec.status == FAILED and rec.winner is not None and rec.attempt < rec.winner.retries:
-                self.retryable.add(wid)
-            if rec.status not in FINISHED and rec.winner is not None:
-                self.open.add(wid)
-            if rec.status not in FINISHED and rec.owner is not None:
-                self.by_owner.setdefault(rec.owner, set()).add(wid)
-            self._sync_queue(rec)
+            self._index(rec, None)
