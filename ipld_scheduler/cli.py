@@ -1365,7 +1365,8 @@ def publish(ctx: click.Context) -> None:
 @json_option
 @click.pass_context
 def import_(ctx: click.Context, source: str | None, published: str | None) -> None:
-    """Verify every block of a CAR file (or '-' for stdin) and fold its events, parents first.
+    """Verify every block of a CAR file (or '-' for stdin, or a history another peer published:
+    --published CID) and fold its events, parents first.
 
     With no peer serving the repo the file is streamed (memory bounded by a batch of blocks, whatever
     the history's length) and a terminal shows progress; ``--json`` prints only the final report.
