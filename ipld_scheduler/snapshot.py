@@ -32,7 +32,9 @@ what an event means.
 from __future__ import annotations
 
 import hashlib
+import io
 import math
+import operator
 import sys
 from array import array
 from collections.abc import Callable, Mapping, Sequence
@@ -48,7 +50,7 @@ from .errors import InvalidInput
 from .genesis import Policy
 from .model import ModelError, ResultStatus, Waiting, WorkflowDefinition, WorkflowStatus
 from .runner_labels import requirement_of
-from .state import MemberEntry, Run, Schedule, State, WorkflowRecord
+from .state import MemberEntry, Run, Schedule, State, WorkflowRecord, code_status, record_code
 from .trust import (
     Handoff,
     Handoffs,
@@ -71,7 +73,7 @@ __all__ = [
     "encode_snapshot",
 ]
 
-SNAPSHOT_VERSION: Final = 3
+SNAPSHOT_VERSION: Final = 4
 """Bump on any change of the format or of what the fold keeps: an older snapshot is then ignored."""
 MAX_SNAPSHOT_BYTES: Final = 1 << 30
 _MAGIC: Final = "ipld-scheduler/fold-snapshot"
@@ -270,6 +272,70 @@ def encode_snapshot(
         raise _fail(f"cannot encode: {type(exc).__name__}: {exc}") from None
 
 
+class _Out:
+    """The snapshot written piece by piece (issue 11: no second copy of the whole body in memory):
+    32 bytes for the digest, then the body's CBOR; :meth:`finish` fills in the digest."""
+
+    def __init__(self) -> None:
+        self.buf = io.BytesIO()
+        self.buf.write(bytes(32))
+
+    def head(self, major: int, n: int) -> None:
+        """A CBOR head: major type ``major`` with argument ``n`` (shortest form, as cbor2 writes it)."""
+        top = major << 5
+        if n < 24:
+            self.buf.write(bytes((top | n,)))
+        elif n < 1 << 8:
+            self.buf.write(bytes((top | 24, n)))
+        elif n < 1 << 16:
+            self.buf.write(bytes((top | 25,)) + n.to_bytes(2, "big"))
+        elif n < 1 << 32:
+            self.buf.write(bytes((top | 26,)) + n.to_bytes(4, "big"))
+        else:
+            self.buf.write(bytes((top | 27,)) + n.to_bytes(8, "big"))
+
+    def item(self, value: Any) -> None:
+        self.buf.write(cbor2.dumps(value))
+
+    def raw(self, data: bytes, *more: bytes) -> None:
+        """One CBOR byte string of ``data`` and ``more`` concatenated."""
+        self.head(2, len(data) + sum(len(m) for m in more))
+        self.buf.write(data)
+        for m in more:
+            self.buf.write(m)
+
+    def finish(self) -> bytes:
+        with self.buf.getbuffer() as view:
+            digest = hashlib.sha256(view[32:]).digest()
+        self.buf.seek(0)
+        self.buf.write(digest)
+        return self.buf.getvalue()  # the buffer itself, not a copy, once no view is held
+
+
+def _floats(values: list[float]) -> bytes:
+    column = array("d", values)
+    if sys.byteorder == "big":
+        column.byteswap()
+    return column.tobytes()
+
+
+def _indexes(state: State, ev: _Events) -> list[Any]:
+    """What :meth:`State.reindex` would recompute, so a load decodes no record: open ids, owners'
+    sets, retryable ids, dependents and the local queue (by id: the order ``reindex`` inserts)."""
+    queued = sorted(state._handle_keys.items())
+    return [
+        sorted(state.open),
+        [x for o in sorted(state.by_owner) if state.by_owner[o] for x in (o, sorted(state.by_owner[o]))],
+        sorted(state.retryable),
+        [x for d in sorted(state.dependents) for x in (d, sorted(state.dependents[d]))],
+        [
+            [wid for wid, _key in queued],
+            _floats([key[0] for _wid, key in queued]),
+            _pack([ev.number[CID(key[2])] for _wid, key in queued]),
+        ],
+    ]
+
+
 def _encode(
     seq: int, last: CID | None, network: CID, state: State, clock: MerkleClock, authority: Authority
 ) -> bytes:
@@ -278,16 +344,14 @@ def _encode(
     ev = _Events(heights)
     state_views = ev.column(state.views, w.sviews.ref)
     members = [x for p in sorted(state.members) for x in (p, w.entries.ref(state.members[p]))]
-    records = [
-        cbor2.dumps(_record(state.workflows[wid], ev), default=_write_link, canonical=True)
-        for wid in state.workflows
-    ]
     kinds = [x for k in sorted(state.kinds) for x in (k, state.kinds[k])]
     auth_views = ev.column(authority.views, w.memberships.ref)
     auth_hand = ev.column(authority._handoffs, w.handoffs.ref)
     auth_lineage = ev.column(authority._lineage, w.lineage_ref)
     lineage = _lineage_columns(w.lineage.objects, ev)
-    body = [
+    out = _Out()
+    out.head(4, 30)
+    for value in (
         _MAGIC,
         SNAPSHOT_VERSION,
         network.raw,
@@ -309,7 +373,10 @@ def _encode(
         # state
         state_views,
         members,
-        records,
+    ):
+        out.item(value)
+    _records(out, state, ev)
+    for value in (
         state.events,
         kinds,
         # authority
@@ -321,9 +388,33 @@ def _encode(
         [x for cid in sorted(heads) for x in (ev.number[cid], [ev.number[p] for p in head_parents[cid]])],
         max_height,
         [c.raw for c in root],
-    ]
-    encoded = cbor2.dumps(body)
-    return hashlib.sha256(encoded).digest() + encoded
+        _indexes(state, ev),
+    ):
+        out.item(value)
+    return out.finish()
+
+
+def _records(out: _Out, state: State, ev: _Events) -> None:
+    """Each record as (id, its code byte then its CBOR): a record still undecoded since the load is
+    written as it was read, when the events it numbers are numbered the same now."""
+    records = state.workflows
+    numbering = records.numbering
+    same = (
+        isinstance(numbering, list)
+        and len(numbering) <= len(ev.cids)
+        and all(map(operator.is_, ev.cids, numbering))
+    )
+    out.head(4, 2 * len(records))
+    for wid in records:
+        out.item(wid)
+        kept = records.encoded(wid) if same else None
+        if kept is not None:
+            out.raw(kept)
+            continue
+        rec = records.peek(wid)
+        assert rec is not None
+        encoded = cbor2.dumps(_record(rec, ev), default=_write_link, canonical=True)
+        out.raw(bytes((record_code(rec),)), encoded)
 
 
 # --- decoding ----------------------------------------------------------------------------------
@@ -479,7 +570,7 @@ def _keyed(cids: list[CID], column: list[int], table: Sequence[T]) -> dict[CID, 
 
 
 def _decode(body: Any, network: CID, authority: Authority, local_peer: str | None) -> Snapshot:
-    body = _list(body, "snapshot", 29)
+    body = _list(body, "snapshot", 30)
     if body[0] != _MAGIC or body[1] != SNAPSHOT_VERSION:
         raise _fail(f"not a version {SNAPSHOT_VERSION} snapshot")
     if body[2] != network.raw:
@@ -539,14 +630,11 @@ def _decode(body: Any, network: CID, authority: Authority, local_peer: str | Non
     state._keys_by_admins = True
     state.views = _keyed(cids, _column(body[17], n, "state views", -1, len(sviews)), sviews)
     state.members = {_str(p, "member"): _refer(entries, e, "member") for p, e in _pairs(body[18], "members")}
-    for row in _list(body[19], "records"):  # one at a time: a record's items never all live at once
-        rec = _record_of(_list(_loads(_bytes(row, "record")), "record", 15), ev)
-        if rec.workflow_id in state.workflows:
-            raise _fail(f"record {rec.workflow_id!r} twice")
-        state.workflows[rec.workflow_id] = rec
+    cold = _cold_records(body[19])
+    state.workflows.load(cold, lambda wid, raw: _frame_record(wid, raw, ev), cids)
     state.events = _int(body[20], "events")
     state.kinds = {_str(k, "kind"): _int(c, "kind") for k, c in _pairs(body[21], "kinds")}
-    state.reindex()
+    _adopt_indexes(state, _list(body[29], "indexes", 5), cold, ev)
 
     if network not in authority.views or len(authority.views) != 1 or authority._lineage:
         raise _fail("decode into a fresh authority only")
@@ -567,6 +655,78 @@ def _decode(body: Any, network: CID, authority: Authority, local_peer: str | Non
     if last is not None and last not in heights:
         raise _fail("the last event is not in the clock")
     return Snapshot(seq, last, state, clock, authority)
+
+
+def _cold_records(v: Any) -> dict[str, bytes]:
+    """The records, left encoded (:class:`~ipld_scheduler.state.Records` decodes one when asked):
+    only each id, that it is there once and its code byte are checked now."""
+    items = _list(v, "records")
+    if len(items) % 2:
+        raise _fail("records: odd pair list")
+    cold = dict(zip(items[0::2], items[1::2], strict=True))
+    if len(cold) != len(items) // 2:
+        raise _fail("records: an id twice")
+    for wid, frame in cold.items():
+        if type(wid) is not str or type(frame) is not bytes or not frame or code_status(frame[0]) is None:
+            raise _fail("records: expected an id and a record")
+    return cold
+
+
+def _frame_record(wid: str, frame: bytes, ev: _Decoded) -> WorkflowRecord:
+    """Decode one record kept encoded since the load (code byte, then CBOR): as strict as the load."""
+    try:
+        rec = _record_of(_list(_loads(memoryview(frame)[1:]), "record", 15), ev)
+        if rec.workflow_id != wid or record_code(rec) != frame[0]:
+            raise _fail(f"record {wid!r}: its id or status disagrees with the index")
+    except SnapshotError:
+        raise
+    except (ModelError, InvalidInput, CodecError, KeyError, ValueError, TypeError, AssertionError) as exc:
+        raise _fail(f"record {wid!r}: {type(exc).__name__}: {exc}") from None
+    return rec
+
+
+def _ids(v: Any, known: Mapping[str, bytes], canon: dict[str, str], what: str) -> list[str]:
+    """Workflow ids that must name records; each as the records' own string (one object per id)."""
+    out = []
+    for wid in _list(v, what):
+        if type(wid) is not str or wid not in known:
+            raise _fail(f"{what}: not a record's id")
+        out.append(canon.setdefault(wid, wid))
+    return out
+
+
+def _adopt_indexes(state: State, part: list[Any], cold: dict[str, bytes], ev: _Decoded) -> None:
+    canon = {wid: wid for wid in cold}
+    by_owner = {_str(o, "owner"): set(_ids(ws, cold, canon, "owned")) for o, ws in _pairs(part[1], "owners")}
+    dependents = {}
+    for d, ws in _pairs(part[3], "dependents"):
+        dependents[_str(d, "dependency")] = set(_ids(ws, cold, canon, "dependents"))
+    queue = _list(part[4], "queue", 3)
+    ids = _ids(queue[0], cold, canon, "queued")
+    raw = _bytes(queue[1], "queue priorities")
+    if len(raw) != 8 * len(ids):
+        raise _fail("queue priorities: one per queued id")
+    priorities = array("d")
+    priorities.frombytes(raw)
+    if sys.byteorder == "big":
+        priorities.byteswap()
+    if not all(math.isfinite(p) for p in priorities):
+        raise _fail("queue priorities: not finite")
+    events = _column(queue[2], len(ids), "queue events", 0, len(ev.cids))
+    cids, heights = ev.cids, ev.heights
+    queued = [
+        (wid, (p, heights[cid], cid.raw))
+        for wid, p, cid in zip(ids, priorities, (cids[e] for e in events), strict=True)
+    ]
+    if len(set(ids)) != len(ids):
+        raise _fail("queue: an id twice")
+    state.adopt_indexes(
+        set(_ids(part[0], cold, canon, "open")),
+        by_owner,
+        set(_ids(part[2], cold, canon, "retryable")),
+        dependents,
+        queued,
+    )
 
 
 class _Decoded:

@@ -40,10 +40,10 @@ the result, or do I/O. Events arrive here already decoded, signature-checked and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, ItemsView, Iterator, Mapping, MutableMapping, ValuesView
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Any, Final
+from typing import Any, Final, TypeVar, overload
 
 from .assign import clock_hash, combine, owner, rank
 from .codec import CID
@@ -67,7 +67,7 @@ from .model import Event, Result, ResultStatus, Waiting, WorkflowDefinition, Wor
 from .runner_labels import LabelRequirement, labels_satisfy, requirement_of
 from .waits import Wait, wait_of
 
-__all__ = ["MemberEntry", "State", "Wait", "WorkflowRecord"]
+__all__ = ["MemberEntry", "Records", "State", "Wait", "WorkflowRecord"]
 
 Stamp = tuple[int, bytes]
 _ZERO: Final[Stamp] = (0, b"")
@@ -317,6 +317,150 @@ class WorkflowRecord:
         }
 
 
+_T = TypeVar("_T")
+_CODES: Final = (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED)
+_SCHEDULED: Final = 0x80
+
+
+def record_code(rec: WorkflowRecord) -> int:
+    """One byte saying what a record's status is and whether it has a defining schedule: what
+    :class:`Records` answers about an undecoded record (the first byte of its encoding)."""
+    return _CODES.index(rec.status) | (_SCHEDULED if rec.winner is not None else 0)
+
+
+def code_status(code: int) -> tuple[bool, WorkflowStatus] | None:
+    """(scheduled, status) of a :func:`record_code` byte (None: no such code)."""
+    index = code & ~_SCHEDULED
+    return (bool(code & _SCHEDULED), _CODES[index]) if index < len(_CODES) else None
+
+
+class Records(MutableMapping[str, WorkflowRecord]):
+    """Workflow records by id: decoded ones, and (after a snapshot load) encoded ones kept as the
+    snapshot's bytes until something asks for them (issue 11: the fold keeps hot only what it touches).
+
+    ``records[wid]`` and ``get`` decode an encoded record once and keep it decoded (the fold then
+    mutates it like any other); :meth:`peek` and iterating ``values()``/``items()`` decode it for the
+    caller only, so a read over every record does not keep them all. :meth:`status` answers from an
+    encoded record's first byte (:func:`record_code`) without decoding it. An encoded record is never
+    changed: any event about it goes through ``records[wid]`` first.
+    """
+
+    __slots__ = ("_cold", "_decode", "_hot", "numbering")
+
+    def __init__(self) -> None:
+        self._hot: dict[str, WorkflowRecord] = {}
+        self._cold: dict[str, bytes] = {}
+        self._decode: Callable[[str, bytes], WorkflowRecord] | None = None
+        self.numbering: object = None
+        """What the encoded records' event numbers refer to (the snapshot decoder's event list)."""
+
+    def load(
+        self, cold: dict[str, bytes], decode: Callable[[str, bytes], WorkflowRecord], numbering: object
+    ) -> None:
+        """Adopt encoded records by id (:func:`record_code` byte, then what ``decode`` reads)."""
+        self._cold, self._decode, self.numbering = cold, decode, numbering
+
+    def __getitem__(self, wid: str) -> WorkflowRecord:
+        rec = self._hot.get(wid)
+        if rec is None:
+            rec = self._hot[wid] = self._decoded(wid, self._cold[wid])
+            del self._cold[wid]
+        return rec
+
+    def _decoded(self, wid: str, raw: bytes) -> WorkflowRecord:
+        assert self._decode is not None
+        return self._decode(wid, raw)
+
+    def __setitem__(self, wid: str, rec: WorkflowRecord) -> None:
+        self._cold.pop(wid, None)
+        self._hot[wid] = rec
+
+    def __delitem__(self, wid: str) -> None:
+        if self._cold.pop(wid, None) is None:
+            del self._hot[wid]
+        else:
+            self._hot.pop(wid, None)
+
+    def __contains__(self, wid: object) -> bool:
+        return wid in self._hot or wid in self._cold
+
+    def __len__(self) -> int:
+        return len(self._hot) + len(self._cold)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self._hot, *self._cold])  # a copy: a read may decode records while it runs
+
+    @overload
+    def get(self, wid: str, /) -> WorkflowRecord | None: ...
+    @overload
+    def get(self, wid: str, /, default: WorkflowRecord | _T) -> WorkflowRecord | _T: ...
+    def get(self, wid: str, /, default: object = None) -> object:
+        rec = self._hot.get(wid)
+        if rec is not None:
+            return rec
+        return self[wid] if wid in self._cold else default
+
+    def peek(self, wid: str) -> WorkflowRecord | None:
+        """The record, decoded for this read only when it is encoded (None: unknown id)."""
+        rec = self._hot.get(wid)
+        if rec is not None:
+            return rec
+        raw = self._cold.get(wid)
+        return None if raw is None else self._decoded(wid, raw)
+
+    def status(self, wid: str) -> tuple[bool, WorkflowStatus] | None:
+        """(has a defining schedule, status) without decoding (None: unknown id)."""
+        rec = self._hot.get(wid)
+        if rec is not None:
+            return rec.winner is not None, rec.status
+        raw = self._cold.get(wid)
+        return None if raw is None else code_status(raw[0])
+
+    def statuses(self) -> Iterator[tuple[bool, WorkflowStatus]]:
+        """:meth:`status` of every record, without decoding any."""
+        for rec in self._hot.values():
+            yield rec.winner is not None, rec.status
+        for raw in self._cold.values():
+            found = code_status(raw[0])
+            assert found is not None
+            yield found
+
+    def encoded(self, wid: str) -> bytes | None:
+        """The bytes an undecoded record was loaded from (None: it is decoded, or unknown)."""
+        return self._cold.get(wid)
+
+    @property
+    def decoded(self) -> int:
+        """How many records are decoded (the rest are still the snapshot's bytes)."""
+        return len(self._hot)
+
+    def values(self) -> ValuesView[WorkflowRecord]:
+        return _Values(self)
+
+    def items(self) -> ItemsView[str, WorkflowRecord]:
+        return _Items(self)
+
+
+class _Values(ValuesView[WorkflowRecord]):
+    _mapping: Records
+
+    def __iter__(self) -> Iterator[WorkflowRecord]:
+        for wid in self._mapping:
+            rec = self._mapping.peek(wid)
+            if rec is not None:
+                yield rec
+
+
+class _Items(ItemsView[str, WorkflowRecord]):
+    _mapping: Records
+
+    def __iter__(self) -> Iterator[tuple[str, WorkflowRecord]]:
+        for wid in self._mapping:
+            rec = self._mapping.peek(wid)
+            if rec is not None:
+                yield wid, rec
+
+
 class State:
     """The fold. ``apply`` takes one admitted event at a time, parents before children."""
 
@@ -324,7 +468,7 @@ class State:
         self.local_peer = local_peer
         self.views: dict[CID, View] = {}
         self.members: dict[str, MemberEntry] = {}
-        self.workflows: dict[str, WorkflowRecord] = {}
+        self.workflows = Records()
         self.by_owner: dict[str, set[str]] = {}
         self.open: set[str] = set()
         """Ids of scheduled, unfinished workflows: what a membership change can move (never history)."""
@@ -576,9 +720,10 @@ class State:
     def waiting(self, workflow_id: str) -> Wait | None:
         """Why a pending workflow is in no queue (None: it is not waiting): the workflows of its
         ``after`` list first (``NEEDS``), then a ``runs_on`` no member satisfies (``NO_RUNNER``)."""
-        rec = self.workflows.get(workflow_id)
-        if rec is None or rec.winner is None or rec.status != PENDING:
+        if self.workflows.status(workflow_id) != (True, PENDING):
             return None
+        rec = self.workflows.peek(workflow_id)
+        assert rec is not None and rec.winner is not None
         needs = rec.waiting_for if rec.waiting is Waiting.NEEDS else ()
         return wait_of(needs, rec.owner, rec.winner.requirement)
 
@@ -668,11 +813,11 @@ class State:
         """The ids of ``rec``'s ``after`` workflows not finished (or not scheduled) yet, sorted."""
         if rec.winner is None:
             return ()
-        workflows = self.workflows
+        status = self.workflows.status
         blocked = []
         for dependency in rec.winner.workflow.after:
-            other = workflows.get(dependency)
-            if other is None or other.winner is None or other.status not in FINISHED:
+            found = status(dependency)
+            if found is None or not found[0] or found[1] not in FINISHED:
                 blocked.append(dependency)
         return tuple(blocked)
 
@@ -724,13 +869,13 @@ class State:
     def owner(self, workflow_id: str) -> str | None:
         """Current owner. Unfinished records keep theirs up to date (membership changes refresh
         them); finished ones are computed on demand so history never costs work per change."""
-        rec = self.workflows.get(workflow_id)
+        rec = self.workflows.peek(workflow_id)
         if rec is None:
             return None
         return self.owner_of(rec) if rec.status in FINISHED else rec.owner
 
     def describe(self, workflow_id: str) -> dict[str, Any] | None:
-        rec = self.workflows.get(workflow_id)
+        rec = self.workflows.peek(workflow_id)
         if rec is None or rec.winner is None:
             return None
         return self.row(rec)
@@ -753,9 +898,9 @@ class State:
 
     def summary(self) -> dict[str, Any]:
         counts: dict[str, int] = {}
-        for rec in self.workflows.values():
-            if rec.winner is not None:
-                counts[rec.status] = counts.get(rec.status, 0) + 1
+        for scheduled, status in self.workflows.statuses():
+            if scheduled:
+                counts[status] = counts.get(status, 0) + 1
         return {
             "events": self.events,
             "workflows": sum(counts.values()),
@@ -768,7 +913,8 @@ class State:
         """A canonical dump of the whole derived state, for tests that compare replicas."""
         rows: list[tuple[Any, ...]] = []
         for wid in sorted(self.workflows):
-            rec = self.workflows[wid]
+            rec = self.workflows.peek(wid)
+            assert rec is not None
             rows.append(
                 (
                     wid,
@@ -786,13 +932,31 @@ class State:
 
     def reindex(self) -> None:
         """Recompute what :meth:`_refresh` keeps beside the records (owners' sets, open and retryable
-        ids, dependents, the local queue) from the records alone: after loading them from a snapshot."""
+        ids, dependents, the local queue) from the records alone, decoding each (a snapshot stores
+        them instead: :meth:`adopt_indexes`)."""
         self.by_owner, self.open, self.retryable, self.dependents = {}, set(), set(), {}
         self.queue = FibonacciHeap()
         self._handles, self._handle_keys = {}, {}
         for wid in sorted(self.workflows):
-            rec = self.workflows[wid]
+            rec = self.workflows.peek(wid)
+            assert rec is not None
             for sched in rec.schedules.values():
                 for dependency in sched.workflow.after:
                     self.dependents.setdefault(dependency, set()).add(wid)
             self._index(rec, None)
+
+    def adopt_indexes(
+        self,
+        open_ids: set[str],
+        by_owner: dict[str, set[str]],
+        retryable: set[str],
+        dependents: dict[str, set[str]],
+        queued: list[tuple[str, tuple[float, int, bytes]]],
+    ) -> None:
+        """Take what :meth:`reindex` would recompute as a snapshot stored it (the queue entries in
+        the order :meth:`reindex` inserts them: by id), so loading decodes no record."""
+        self.open, self.by_owner, self.retryable, self.dependents = open_ids, by_owner, retryable, dependents
+        self.queue = FibonacciHeap()
+        insert = self.queue.insert
+        self._handles = {wid: insert(key, wid) for wid, key in queued}
+        self._handle_keys = dict(queued)
