@@ -37,7 +37,7 @@ import math
 import operator
 import sys
 from array import array
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
@@ -67,6 +67,7 @@ from .trust import (
 __all__ = [
     "MAX_SNAPSHOT_BYTES",
     "SNAPSHOT_VERSION",
+    "ColumnMap",
     "Snapshot",
     "SnapshotError",
     "decode_snapshot",
@@ -319,17 +320,23 @@ def _floats(values: list[float]) -> bytes:
     return column.tobytes()
 
 
-def _indexes(state: State, ev: _Events) -> list[Any]:
+def _indexes(state: State, ev: _Events, order: list[str]) -> list[Any]:
     """What :meth:`State.reindex` would recompute, so a load decodes no record: open ids, owners'
-    sets, retryable ids, dependents and the local queue (by id: the order ``reindex`` inserts)."""
+    sets, retryable ids, dependents and the local queue (by id: the order ``reindex`` inserts), each
+    id as its record's position in ``order`` (a packed column)."""
+    at = {wid: n for n, wid in enumerate(order)}
+
+    def ids(wids: Iterable[str]) -> bytes:
+        return _pack(sorted(at[w] for w in wids))
+
     queued = sorted(state._handle_keys.items())
     return [
-        sorted(state.open),
-        [x for o in sorted(state.by_owner) if state.by_owner[o] for x in (o, sorted(state.by_owner[o]))],
-        sorted(state.retryable),
-        [x for d in sorted(state.dependents) for x in (d, sorted(state.dependents[d]))],
+        ids(state.open),
+        [x for o in sorted(state.by_owner) if state.by_owner[o] for x in (o, ids(state.by_owner[o]))],
+        ids(state.retryable),
+        [x for d in sorted(state.dependents) for x in (d, ids(state.dependents[d]))],
         [
-            [wid for wid, _key in queued],
+            _pack([at[wid] for wid, _key in queued]),
             _floats([key[0] for _wid, key in queued]),
             _pack([ev.number[CID(key[2])] for _wid, key in queued]),
         ],
@@ -375,7 +382,7 @@ def _encode(
         members,
     ):
         out.item(value)
-    _records(out, state, ev)
+    order = _records(out, state, ev)
     for value in (
         state.events,
         kinds,
@@ -388,15 +395,16 @@ def _encode(
         [x for cid in sorted(heads) for x in (ev.number[cid], [ev.number[p] for p in head_parents[cid]])],
         max_height,
         [c.raw for c in root],
-        _indexes(state, ev),
+        _indexes(state, ev, order),
     ):
         out.item(value)
     return out.finish()
 
 
-def _records(out: _Out, state: State, ev: _Events) -> None:
+def _records(out: _Out, state: State, ev: _Events) -> list[str]:
     """Each record as (id, its code byte then its CBOR): a record still undecoded since the load is
-    written as it was read, when the events it numbers are numbered the same now."""
+    written as it was read, when the events it numbers are numbered the same now. Returns the ids in
+    the order written."""
     records = state.workflows
     numbering = records.numbering
     same = (
@@ -404,8 +412,9 @@ def _records(out: _Out, state: State, ev: _Events) -> None:
         and len(numbering) <= len(ev.cids)
         and all(map(operator.is_, ev.cids, numbering))
     )
-    out.head(4, 2 * len(records))
-    for wid in records:
+    order = list(records)
+    out.head(4, 2 * len(order))
+    for wid in order:
         out.item(wid)
         kept = records.encoded(wid) if same else None
         if kept is not None:
@@ -415,6 +424,7 @@ def _records(out: _Out, state: State, ev: _Events) -> None:
         assert rec is not None
         encoded = cbor2.dumps(_record(rec, ev), default=_write_link, canonical=True)
         out.raw(bytes((record_code(rec),)), encoded)
+    return order
 
 
 # --- decoding ----------------------------------------------------------------------------------
@@ -552,6 +562,11 @@ def _loads(data: bytes | memoryview) -> Any:
 
 def _column(v: Any, n: int, what: str, low: int = -1, high: int | None = None) -> list[int]:
     """A packed column of ``n`` integers, each in ``[low, high)``."""
+    return _packed(v, n, what, low, high).tolist()
+
+
+def _packed(v: Any, n: int, what: str, low: int = -1, high: int | None = None) -> array[int]:
+    """:func:`_column` as the packed array itself (no int object per value)."""
     raw = _bytes(v, what)
     if len(raw) != 8 * n:
         raise _fail(f"{what}: expected {n} values")
@@ -559,14 +574,72 @@ def _column(v: Any, n: int, what: str, low: int = -1, high: int | None = None) -
     column.frombytes(raw)
     if sys.byteorder == "big":
         column.byteswap()
-    values = column.tolist()
-    if values and (min(values) < low or (high is not None and max(values) >= high)):
+    if column and (min(column) < low or (high is not None and max(column) >= high)):
         raise _fail(f"{what}: value out of range")
-    return values
+    return column
 
 
-def _keyed(cids: list[CID], column: list[int], table: Sequence[T]) -> dict[CID, T]:
-    return {cid: table[i] for cid, i in zip(cids, column, strict=True) if i >= 0}
+_ABSENT: Final = object()
+
+
+class ColumnMap(MutableMapping[CID, T]):
+    """A per-event map as a snapshot stored it: for each numbered event (``number``: CID -> its
+    number, shared by every such map), an index into ``table`` in a packed column (-1: none); what the
+    fold adds later goes in a small dict beside it. It holds no dict entry per event (issue 11: the
+    snapshot's maps of 100k events cost a dict each), the values in ``table`` stay shared as they were."""
+
+    __slots__ = ("_cids", "_column", "_extra", "_len", "_number", "_table")
+
+    def __init__(
+        self, cids: list[CID], number: dict[CID, int], column: array[int], table: Sequence[T]
+    ) -> None:
+        self._cids, self._number, self._column, self._table = cids, number, column, table
+        self._extra: dict[CID, T] = {}
+        self._len = len(column) - column.count(-1)
+
+    def __getitem__(self, cid: CID) -> T:
+        value = self._extra.get(cid, _ABSENT)
+        if value is not _ABSENT:
+            return value  # type: ignore[return-value]
+        n = self._number.get(cid)
+        if n is None or (i := self._column[n]) < 0:
+            raise KeyError(cid)
+        return self._table[i]
+
+    def __contains__(self, cid: object) -> bool:
+        if cid in self._extra:
+            return True
+        n = self._number.get(cid)  # type: ignore[call-overload]
+        return n is not None and self._column[n] >= 0
+
+    def __setitem__(self, cid: CID, value: T) -> None:
+        if cid not in self:
+            self._len += 1
+        n = self._number.get(cid)
+        if n is not None and self._column[n] >= 0:
+            self._column[n] = -1
+        self._extra[cid] = value
+
+    def __delitem__(self, cid: CID) -> None:
+        if cid not in self:
+            raise KeyError(cid)
+        self._extra.pop(cid, None)
+        n = self._number.get(cid)
+        if n is not None:
+            self._column[n] = -1
+        self._len -= 1
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[CID]:
+        cids = self._cids
+        keys = [cids[n] for n, i in enumerate(self._column) if i >= 0]
+        return iter([*keys, *self._extra])
+
+
+def _keyed(cids: list[CID], number: dict[CID, int], column: array[int], table: Sequence[T]) -> ColumnMap[T]:
+    return ColumnMap(cids, number, column, table)
 
 
 def _decode(body: Any, network: CID, authority: Authority, local_peer: str | None) -> Snapshot:
@@ -628,19 +701,20 @@ def _decode(body: Any, network: CID, authority: Authority, local_peer: str | Non
 
     state = State(local_peer=local_peer)
     state._keys_by_admins = True
-    state.views = _keyed(cids, _column(body[17], n, "state views", -1, len(sviews)), sviews)
+    number = dict(zip(cids, range(n), strict=True))
+    state.views = _keyed(cids, number, _packed(body[17], n, "state views", -1, len(sviews)), sviews)
     state.members = {_str(p, "member"): _refer(entries, e, "member") for p, e in _pairs(body[18], "members")}
-    cold = _cold_records(body[19])
+    names, cold = _cold_records(body[19])
     state.workflows.load(cold, lambda wid, raw: _frame_record(wid, raw, ev), cids)
     state.events = _int(body[20], "events")
     state.kinds = {_str(k, "kind"): _int(c, "kind") for k, c in _pairs(body[21], "kinds")}
-    _adopt_indexes(state, _list(body[29], "indexes", 5), cold, ev)
+    _adopt_indexes(state, _list(body[29], "indexes", 5), names, ev)
 
     if network not in authority.views or len(authority.views) != 1 or authority._lineage:
         raise _fail("decode into a fresh authority only")
-    authority.views = _keyed(cids, _column(body[22], n, "views", -1, len(memberships)), memberships)
-    authority._handoffs = _keyed(cids, _column(body[23], n, "handoffs", -1, len(handoffs)), handoffs)
-    authority._lineage = _keyed(cids, _column(body[24], n, "lineage", -1, len(lineage)), lineage)
+    authority.views = _keyed(cids, number, _packed(body[22], n, "views", -1, len(memberships)), memberships)
+    authority._handoffs = _keyed(cids, number, _packed(body[23], n, "handoffs", -1, len(handoffs)), handoffs)
+    authority._lineage = _keyed(cids, number, _packed(body[24], n, "lineage", -1, len(lineage)), lineage)
     if network not in authority.views or network not in authority._handoffs:
         raise _fail("the genesis view is missing")
 
@@ -657,19 +731,20 @@ def _decode(body: Any, network: CID, authority: Authority, local_peer: str | Non
     return Snapshot(seq, last, state, clock, authority)
 
 
-def _cold_records(v: Any) -> dict[str, bytes]:
-    """The records, left encoded (:class:`~ipld_scheduler.state.Records` decodes one when asked):
-    only each id, that it is there once and its code byte are checked now."""
+def _cold_records(v: Any) -> tuple[list[str], dict[str, bytes]]:
+    """The records' ids in order and the records by id, left encoded (:class:`~ipld_scheduler.state.Records`
+    decodes one when asked): only each id, that it is there once and its code byte are checked now."""
     items = _list(v, "records")
     if len(items) % 2:
         raise _fail("records: odd pair list")
-    cold = dict(zip(items[0::2], items[1::2], strict=True))
-    if len(cold) != len(items) // 2:
+    names = items[0::2]
+    cold = dict(zip(names, items[1::2], strict=True))
+    if len(cold) != len(names):
         raise _fail("records: an id twice")
     for wid, frame in cold.items():
         if type(wid) is not str or type(frame) is not bytes or not frame or code_status(frame[0]) is None:
             raise _fail("records: expected an id and a record")
-    return cold
+    return names, cold
 
 
 def _frame_record(wid: str, frame: bytes, ev: _Decoded) -> WorkflowRecord:
@@ -685,24 +760,18 @@ def _frame_record(wid: str, frame: bytes, ev: _Decoded) -> WorkflowRecord:
     return rec
 
 
-def _ids(v: Any, known: Mapping[str, bytes], canon: dict[str, str], what: str) -> list[str]:
-    """Workflow ids that must name records; each as the records' own string (one object per id)."""
-    out = []
-    for wid in _list(v, what):
-        if type(wid) is not str or wid not in known:
-            raise _fail(f"{what}: not a record's id")
-        out.append(canon.setdefault(wid, wid))
-    return out
+def _ids(v: Any, names: list[str], what: str) -> list[str]:
+    """A packed column of record positions, as the records' own id strings (one object per id)."""
+    return list(map(names.__getitem__, _column(v, len(_bytes(v, what)) // 8, what, 0, len(names))))
 
 
-def _adopt_indexes(state: State, part: list[Any], cold: dict[str, bytes], ev: _Decoded) -> None:
-    canon = {wid: wid for wid in cold}
-    by_owner = {_str(o, "owner"): set(_ids(ws, cold, canon, "owned")) for o, ws in _pairs(part[1], "owners")}
-    dependents = {}
-    for d, ws in _pairs(part[3], "dependents"):
-        dependents[_str(d, "dependency")] = set(_ids(ws, cold, canon, "dependents"))
+def _adopt_indexes(state: State, part: list[Any], names: list[str], ev: _Decoded) -> None:
+    by_owner = {_str(o, "owner"): set(_ids(ws, names, "owned")) for o, ws in _pairs(part[1], "owners")}
+    dependents = {
+        _str(d, "dependency"): set(_ids(ws, names, "dependents")) for d, ws in _pairs(part[3], "dependents")
+    }
     queue = _list(part[4], "queue", 3)
-    ids = _ids(queue[0], cold, canon, "queued")
+    ids = _ids(queue[0], names, "queued")
     raw = _bytes(queue[1], "queue priorities")
     if len(raw) != 8 * len(ids):
         raise _fail("queue priorities: one per queued id")
@@ -710,20 +779,20 @@ def _adopt_indexes(state: State, part: list[Any], cold: dict[str, bytes], ev: _D
     priorities.frombytes(raw)
     if sys.byteorder == "big":
         priorities.byteswap()
-    if not all(math.isfinite(p) for p in priorities):
+    if not all(map(math.isfinite, priorities)):
         raise _fail("queue priorities: not finite")
     events = _column(queue[2], len(ids), "queue events", 0, len(ev.cids))
     cids, heights = ev.cids, ev.heights
     queued = [
         (wid, (p, heights[cid], cid.raw))
-        for wid, p, cid in zip(ids, priorities, (cids[e] for e in events), strict=True)
+        for wid, p, cid in zip(ids, priorities, map(cids.__getitem__, events), strict=True)
     ]
     if len(set(ids)) != len(ids):
         raise _fail("queue: an id twice")
     state.adopt_indexes(
-        set(_ids(part[0], cold, canon, "open")),
+        set(_ids(part[0], names, "open")),
         by_owner,
-        set(_ids(part[2], cold, canon, "retryable")),
+        set(_ids(part[2], names, "retryable")),
         dependents,
         queued,
     )

@@ -466,7 +466,7 @@ class State:
 
     def __init__(self, local_peer: str | None = None) -> None:
         self.local_peer = local_peer
-        self.views: dict[CID, View] = {}
+        self.views: MutableMapping[CID, View] = {}
         self.members: dict[str, MemberEntry] = {}
         self.workflows = Records()
         self.by_owner: dict[str, set[str]] = {}
