@@ -22,12 +22,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ipld_scheduler import ops
-from ipld_scheduler.model import WorkflowDefinition
+from ipld_scheduler.events import Cancel
+from ipld_scheduler.model import WorkflowDefinition, WorkflowStatus
 from ipld_scheduler.replica import SNAPSHOT_KEY, Replica
 from ipld_scheduler.repo import Repo
 from ipld_scheduler.scheduler import open_replica
 from ipld_scheduler.snapshot import SnapshotError, decode_snapshot, encode_snapshot
-from tests.test_derived import PEERS, _step
+from tests.test_derived import PEERS, _result, _step
 
 
 async def _open(path: Path, peer: str, peers: list[str] | None = None) -> Replica:
@@ -47,7 +48,9 @@ def _dump(replica: Replica) -> dict[str, Any]:
     view = authority.current(heads)
     return {
         "fingerprint": state.fingerprint(),
-        "rows": [state.row(state.workflows[w]) for w in sorted(state.workflows) if state.workflows[w].winner],
+        "rows": [
+            state.row(r) for w in sorted(state.workflows) if (r := state.workflows.peek(w)) and r.winner
+        ],
         "queue": state.queued(),
         "queue keys": [state.queue_key(w) for w in state.queued()],
         "peek": state.peek(),
@@ -196,6 +199,10 @@ async def test_unusable_snapshot_bytes_cost_a_full_replay_only(tmp_path: Path) -
         "a tag": _tamper(good, 20, cbor2.CBORTag(42, b"x")),
         "wrong type": _tamper(good, 19, "records"),
         "a map": _tamper(good, 6, {"a": 1}),
+        "an index naming no record": _tamper(good, 29, [(10**6).to_bytes(8, "little"), *_body(good)[29][1:]]),
+        "a record's unknown status code": _tamper(
+            good, 19, [x if n % 2 == 0 else b"\x7f" + x[1:] for n, x in enumerate(_body(good)[19])]
+        ),
         "a changed stamp, old checksum": _tamper(good, 20, _body(good)[20] + 1, digest=False),
     }
     for name, data in variants.items():
@@ -292,3 +299,84 @@ async def test_close_rewrites_the_snapshot_only_once_the_log_grew_enough(tmp_pat
         assert _dump(replica) == await _full_replay_dump(path, "alpha")
     finally:
         await replica.close()
+
+
+async def _owned_by(replica: Replica, owner: str, prefix: str) -> str:
+    """Schedule ``prefix-N`` workflows until one is owned by ``owner``; its id."""
+    for n in range(64):
+        wid = f"{prefix}-{n}"
+        await ops.schedule(replica, wid, wid, "p2p_eligible")
+        if replica.state.owner(wid) == owner:
+            return wid
+    raise AssertionError(f"no workflow owned by {owner}")
+
+
+async def test_events_about_records_left_encoded_fold_as_a_full_replay(tmp_path: Path) -> None:
+    """A snapshot load decodes no record; a later event about a finished one (a concurrent duplicate
+    schedule, a late claim and completion after a cancel, a retry, a reprioritize, a cancel of a
+    completed run) decodes it then and folds exactly as a full replay does."""
+    rng = random.Random(7)
+    alpha = await _open(tmp_path / "alpha", "alpha", PEERS)
+    beta = await _open(tmp_path / "beta", "beta", PEERS)
+    await beta.merge_clock(alpha.clock)
+    await alpha.merge_clock(beta.clock)
+    mine = await _owned_by(alpha, "alpha", "mine")
+    late = await _owned_by(alpha, "beta", "late")
+    await ops.schedule(alpha, "dup", "dup", "p2p_eligible")
+    await alpha.schedule_workflow(WorkflowDefinition("next", "next", ["p2p_eligible"], after=[mine]))
+    await beta.merge_clock(alpha.clock)
+    while (claimed := await beta.get_next_workflow()) is not None:  # beta runs ``late`` (and more) ...
+        result, blocks = _result(claimed.workflow_id, "beta", 1, rng)
+        await beta.record_result(claimed.workflow_id, result, blocks, 0)  # ... alpha not knowing yet
+    await ops.schedule(beta, "dup", "dup again", "p2p_eligible")  # a concurrent schedule of the same id
+    while (claimed := await alpha.get_next_workflow()) is not None:
+        result, blocks = _result(claimed.workflow_id, "alpha", 2, rng)
+        await alpha.record_result(claimed.workflow_id, result, blocks, 0)
+    await alpha.cancel(late, "enough")
+    for wid in sorted(alpha.state.open):
+        await alpha.cancel(wid, "done")
+    assert not alpha.state.open, "every workflow of alpha's is finished before the snapshot"
+    summary = alpha.state.summary()
+    await alpha.close()
+    await _crash(beta)
+
+    alpha = await _open(tmp_path / "alpha", "alpha")
+    try:
+        records = alpha.state.workflows
+        assert alpha.counters["snapshot_loaded"] == 1
+        assert records.decoded == 0, "the load decoded records"
+        assert alpha.state.summary() == summary
+        assert alpha.state.owner(mine) == "alpha" and alpha.state.waiting("next") is None
+        assert records.status(late) == (True, WorkflowStatus.CANCELLED)
+        assert records.decoded == 0, "answering status, owner and waiting decoded records"
+        assert _dump(alpha) == await _full_replay_dump(tmp_path / "alpha", "alpha")
+        assert records.decoded == 0, "reading every row decoded records for good"
+
+        beta = await _open(tmp_path / "beta", "beta")
+        await alpha.merge_clock(beta.clock)  # the duplicate schedule, the late claim and completion
+        assert 0 < records.decoded < len(records)
+        status = alpha.state.workflows[late].status  # decoded now: the late run counts
+        assert records.status(late) == (True, status) and status is not WorkflowStatus.CANCELLED
+        failed_or_cancelled = [
+            w
+            for w in (mine, "next")
+            if records.status(w) in ((True, WorkflowStatus.FAILED), (True, WorkflowStatus.CANCELLED))
+        ]
+        assert failed_or_cancelled, "the seed gives a run to retry"
+        for wid in failed_or_cancelled:
+            await alpha.retry(wid)
+        await alpha.reprioritize("next", 5.0)
+        completed = [w for w in sorted(records) if records.status(w) == (True, WorkflowStatus.COMPLETED)]
+        assert completed, "the seed gives a completed run"
+        for wid in completed:  # the API refuses this; a peer that had not seen the completion would not
+            await alpha.append(Cancel(wid, "too late"))
+        assert _dump(alpha) == await _full_replay_dump(tmp_path / "alpha", "alpha")
+        await _crash(beta)
+    finally:
+        await alpha.close()
+    alpha = await _open(tmp_path / "alpha", "alpha")  # the snapshot written with some records decoded
+    try:
+        assert alpha.state.workflows.decoded == 0
+        assert _dump(alpha) == await _full_replay_dump(tmp_path / "alpha", "alpha")
+    finally:
+        await _crash(alpha)
