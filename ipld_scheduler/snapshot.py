@@ -182,10 +182,26 @@ class _Events:
         self.cids = list(heights)
         self.number = {cid: n for n, cid in enumerate(self.cids)}
         self.heights = heights
+        self._same: dict[int, bool] = {}
         if any(len(cid.raw) != _CID_LEN for cid in self.cids):
             raise SnapshotError("fold snapshot: an event CID of unusual length")
 
+    def numbered_as(self, cids: object) -> bool:
+        """Whether ``cids`` (a loaded snapshot's events) are the first of these events, in order: then
+        what names an event by its number there names the same event here."""
+        found = self._same.get(id(cids))
+        if found is None:
+            found = (
+                isinstance(cids, list)
+                and len(cids) <= len(self.cids)
+                and all(map(operator.is_, self.cids, cids))
+            )
+            self._same[id(cids)] = found
+        return found
+
     def column(self, values: Mapping[CID, Any], ref: Callable[[Any], int]) -> bytes:
+        if isinstance(values, ColumnMap) and self.numbered_as(values.cids):
+            return _pack(values.numbered(ref, self.number, len(self.cids)))
         return _pack([-1 if (v := values.get(cid)) is None else ref(v) for cid in self.cids])
 
 
@@ -406,12 +422,7 @@ def _records(out: _Out, state: State, ev: _Events) -> list[str]:
     written as it was read, when the events it numbers are numbered the same now. Returns the ids in
     the order written."""
     records = state.workflows
-    numbering = records.numbering
-    same = (
-        isinstance(numbering, list)
-        and len(numbering) <= len(ev.cids)
-        and all(map(operator.is_, ev.cids, numbering))
-    )
+    same = ev.numbered_as(records.numbering)
     order = list(records)
     out.head(4, 2 * len(order))
     for wid in order:
@@ -588,12 +599,12 @@ class ColumnMap(MutableMapping[CID, T]):
     fold adds later goes in a small dict beside it. It holds no dict entry per event (issue 11: the
     snapshot's maps of 100k events cost a dict each), the values in ``table`` stay shared as they were."""
 
-    __slots__ = ("_cids", "_column", "_extra", "_len", "_number", "_table")
+    __slots__ = ("_column", "_extra", "_len", "_number", "_table", "cids")
 
     def __init__(
         self, cids: list[CID], number: dict[CID, int], column: array[int], table: Sequence[T]
     ) -> None:
-        self._cids, self._number, self._column, self._table = cids, number, column, table
+        self.cids, self._number, self._column, self._table = cids, number, column, table
         self._extra: dict[CID, T] = {}
         self._len = len(column) - column.count(-1)
 
@@ -632,8 +643,28 @@ class ColumnMap(MutableMapping[CID, T]):
     def __len__(self) -> int:
         return self._len
 
+    def numbered(self, ref: Callable[[T], int], number: Mapping[CID, int], total: int) -> list[int]:
+        """``ref`` of the value of each of ``total`` events numbered as :attr:`cids` first (-1: none),
+        ``ref`` called once per table entry in use, not once per event (the encoder's fast path)."""
+        out: list[int] = []
+        append = out.append
+        refs: dict[int, int] = {}
+        table = self._table
+        for i in self._column:
+            if i < 0:
+                append(-1)
+                continue
+            r = refs.get(i)
+            if r is None:
+                r = refs[i] = ref(table[i])
+            append(r)
+        out.extend([-1] * (total - len(out)))
+        for cid, value in self._extra.items():
+            out[number[cid]] = ref(value)
+        return out
+
     def __iter__(self) -> Iterator[CID]:
-        cids = self._cids
+        cids = self.cids
         keys = [cids[n] for n, i in enumerate(self._column) if i >= 0]
         return iter([*keys, *self._extra])
 
