@@ -856,13 +856,13 @@ class _Decoded:
 def _lineage_of(part: list[Any], ev: _Decoded) -> list[Lineage]:
     authors = _tuple_of_str(part[0], "lineage authors")
     n = len(_bytes(part[1], "lineage")) // 8
-    author = _column(part[1], n, "lineage authors", 0, len(authors))
-    event = _column(part[2], n, "lineage events", 0, len(ev.cids))
-    events = _column(part[3], n, "lineage counts", 0)
-    size = _column(part[4], n, "lineage sizes", 0)
-    depth = _column(part[5], n, "lineage depths", 0)
-    prev = _column(part[6], n, "lineage prev", -1)
-    jump = _column(part[7], n, "lineage jump", -1)
+    author = _packed(part[1], n, "lineage authors", 0, len(authors))
+    event = _packed(part[2], n, "lineage events", 0, len(ev.cids))
+    events = _packed(part[3], n, "lineage counts", 0)
+    size = _packed(part[4], n, "lineage sizes", 0)
+    depth = _packed(part[5], n, "lineage depths", 0)
+    prev = _packed(part[6], n, "lineage prev", -1)
+    jump = _packed(part[7], n, "lineage jump", -1)
     nodes: list[Lineage] = []
     cids, heights = ev.cids, ev.heights
     for k in range(n):
