@@ -50,7 +50,7 @@ from .errors import InvalidInput
 from .genesis import Policy
 from .model import ModelError, ResultStatus, Waiting, WorkflowDefinition, WorkflowStatus
 from .runner_labels import requirement_of
-from .state import MemberEntry, Run, Schedule, State, WorkflowRecord, code_status, record_code
+from .state import Backlog, MemberEntry, Run, Schedule, State, WorkflowRecord, code_status, record_code
 from .trust import (
     Handoff,
     Handoffs,
@@ -338,14 +338,14 @@ def _floats(values: list[float]) -> bytes:
 
 def _indexes(state: State, ev: _Events, order: list[str]) -> list[Any]:
     """What :meth:`State.reindex` would recompute, so a load decodes no record: open ids, owners'
-    sets, retryable ids, dependents and the local queue (by id: the order ``reindex`` inserts), each
-    id as its record's position in ``order`` (a packed column)."""
+    sets, retryable ids, dependents and the local queue (by key, then id: pop order), each id as its
+    record's position in ``order`` (a packed column)."""
     at = {wid: n for n, wid in enumerate(order)}
 
     def ids(wids: Iterable[str]) -> bytes:
         return _pack(sorted(at[w] for w in wids))
 
-    queued = sorted(state._handle_keys.items())
+    queued = sorted(state.queue_items(), key=lambda item: (item[1], item[0]))  # by key, then id
     return [
         ids(state.open),
         [x for o in sorted(state.by_owner) if state.by_owner[o] for x in (o, ids(state.by_owner[o]))],
@@ -812,20 +812,17 @@ def _adopt_indexes(state: State, part: list[Any], names: list[str], ev: _Decoded
         priorities.byteswap()
     if not all(map(math.isfinite, priorities)):
         raise _fail("queue priorities: not finite")
-    events = _column(queue[2], len(ids), "queue events", 0, len(ev.cids))
-    cids, heights = ev.cids, ev.heights
-    queued = [
-        (wid, (p, heights[cid], cid.raw))
-        for wid, p, cid in zip(ids, priorities, map(cids.__getitem__, events), strict=True)
-    ]
+    events = _packed(queue[2], len(ids), "queue events", 0, len(ev.cids))
     if len(set(ids)) != len(ids):
         raise _fail("queue: an id twice")
+    if not all(map(operator.le, priorities, priorities[1:])):
+        raise _fail("queue: not in key order")
     state.adopt_indexes(
         set(_ids(part[0], names, "open")),
         by_owner,
         set(_ids(part[2], names, "retryable")),
         dependents,
-        queued,
+        Backlog(ids, priorities, events, ev.cids, ev.heights),
     )
 
 

@@ -40,7 +40,7 @@ the result, or do I/O. Events arrive here already decoded, signature-checked and
 
 from __future__ import annotations
 
-from collections.abc import Callable, ItemsView, Iterator, Mapping, MutableMapping, ValuesView
+from collections.abc import Callable, ItemsView, Iterator, Mapping, MutableMapping, Sequence, ValuesView
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Final, TypeVar, overload
@@ -461,6 +461,105 @@ class _Items(ItemsView[str, WorkflowRecord]):
                 yield wid, rec
 
 
+QueueKey = tuple[float, int, bytes]
+"""A queue entry's key: (effective priority, the defining schedule's stamp)."""
+
+
+class Backlog:
+    """Local queue entries a snapshot load left packed (issue 11: no heap node, key tuple or dict
+    entry of keys each until the fold touches one): ids with their priority and their defining
+    schedule's event number in columns, sorted by (key, id), as :meth:`State.reindex` would have
+    inserted them. ``cids`` and ``heights`` turn an event number into the key's stamp."""
+
+    __slots__ = ("_at", "_cids", "_events", "_head", "_heights", "_priorities", "_wids")
+
+    def __init__(
+        self,
+        wids: list[str],
+        priorities: Sequence[float],
+        events: Sequence[int],
+        cids: Sequence[CID],
+        heights: Mapping[CID, int],
+    ) -> None:
+        self._wids: list[str | None] = list(wids)
+        self._priorities, self._events, self._cids, self._heights = priorities, events, cids, heights
+        self._at = dict(zip(wids, range(len(wids)), strict=True))
+        self._head = 0
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    def __contains__(self, wid: object) -> bool:
+        return wid in self._at
+
+    def _key(self, i: int) -> QueueKey:
+        cid = self._cids[self._events[i]]
+        return (self._priorities[i], self._heights[cid], cid.raw)
+
+    def key_of(self, wid: str) -> QueueKey | None:
+        i = self._at.get(wid)
+        return None if i is None else self._key(i)
+
+    def pop(self, wid: str) -> QueueKey:
+        """Take ``wid``'s entry out (it must be here); its key."""
+        i = self._at.pop(wid)
+        self._wids[i] = None
+        return self._key(i)
+
+    def first(self) -> tuple[QueueKey, str] | None:
+        wids, head = self._wids, self._head
+        while head < len(wids) and wids[head] is None:
+            head += 1
+        self._head = head
+        wid = wids[head] if head < len(wids) else None
+        return None if wid is None else (self._key(head), wid)
+
+    def items(self) -> Iterator[tuple[str, QueueKey]]:
+        for wid, i in self._at.items():
+            yield wid, self._key(i)
+
+
+class Queue(FibonacciHeap[QueueKey, str]):
+    """The local queue: a Fibonacci heap, and after a snapshot load the :class:`Backlog` of entries
+    not moved into it yet (an entry moves on the fold's first change to its workflow). Its length
+    and minimum count both; a backlog entry is older than any heap entry, so it wins a tie."""
+
+    __slots__ = ("backlog",)
+
+    def __init__(self, backlog: Backlog | None = None) -> None:
+        super().__init__()
+        self.backlog = backlog
+
+    def __len__(self) -> int:
+        return super().__len__() + (0 if self.backlog is None else len(self.backlog))
+
+    def size(self) -> int:
+        return len(self)
+
+    def is_empty(self) -> bool:
+        return len(self) == 0
+
+    def _first(self) -> tuple[QueueKey, str] | None:
+        """The backlog's minimum when it is the queue's (None: the heap's is)."""
+        first = None if self.backlog is None else self.backlog.first()
+        if first is None:
+            return None
+        top = super().find_min()
+        return first if top is None or not top[0] < first[0] else None
+
+    def find_min(self) -> tuple[QueueKey, str] | None:
+        first = self._first()
+        return first if first is not None else super().find_min()
+
+    def extract_min(self) -> tuple[QueueKey, str] | None:
+        first = self._first()
+        if first is None:
+            return super().extract_min()
+        assert self.backlog is not None
+        self.backlog.pop(first[1])
+        return first
+
+
 class State:
     """The fold. ``apply`` takes one admitted event at a time, parents before children."""
 
@@ -472,7 +571,7 @@ class State:
         self.by_owner: dict[str, set[str]] = {}
         self.open: set[str] = set()
         """Ids of scheduled, unfinished workflows: what a membership change can move (never history)."""
-        self.queue: FibonacciHeap[tuple[float, int, bytes], str] = FibonacciHeap()
+        self.queue = Queue()
         self._handles: dict[str, Any] = {}
         self._handle_keys: dict[str, tuple[float, int, bytes]] = {}
         self.events = 0
@@ -606,7 +705,7 @@ class State:
         """What :meth:`_refresh` may change in a record (and its queue key): equal before and after
         means its derived row is unchanged."""
         rec = self.workflows[wid]
-        return (rec.owner, rec.status, rec.attempt, rec.waiting, rec.waiting_for, self._handle_keys.get(wid))
+        return (rec.owner, rec.status, rec.attempt, rec.waiting, rec.waiting_for, self.queue_key(wid))
 
     def _membership(
         self,
@@ -831,6 +930,11 @@ class State:
             and rec.owner == self.local_peer
             and rec.winner is not None
         )
+        backlog = self.queue.backlog
+        if backlog is not None and wid in backlog:
+            if wanted and backlog.key_of(wid) == self._queue_key(rec):
+                return  # unchanged: it stays where the load left it
+            backlog.pop(wid)  # gone, or into the heap under its new key below
         handle = self._handles.get(wid)
         if not wanted:
             if handle is not None:
@@ -838,8 +942,7 @@ class State:
                 del self._handles[wid]
                 del self._handle_keys[wid]
             return
-        assert rec.winner is not None
-        key = (rec.effective_priority, rec.winner.stamp[0], rec.winner.stamp[1])
+        key = self._queue_key(rec)
         if handle is not None:
             old = self._handle_keys[wid]
             if old == key:
@@ -852,15 +955,27 @@ class State:
         self._handles[wid] = self.queue.insert(key, wid)
         self._handle_keys[wid] = key
 
+    @staticmethod
+    def _queue_key(rec: WorkflowRecord) -> QueueKey:
+        assert rec.winner is not None
+        return (rec.effective_priority, rec.winner.stamp[0], rec.winner.stamp[1])
+
     # --- queries ------------------------------------------------------------------------------
 
     def queued(self) -> list[str]:
         """This peer's queue in pop order (a copy; the heap itself is untouched)."""
-        return [wid for _, wid in sorted((k, w) for w, k in self._handle_keys.items())]
+        return [wid for _, wid in sorted((k, w) for w, k in self.queue_items())]
+
+    def queue_items(self) -> list[tuple[str, QueueKey]]:
+        """Every queued id with its key, in no particular order."""
+        backlog = self.queue.backlog
+        return [*self._handle_keys.items(), *(() if backlog is None else backlog.items())]
 
     def queue_key(self, workflow_id: str) -> tuple[float, int, bytes] | None:
         """The key ``workflow_id`` has in this peer's queue (None: not queued); what its pop order follows."""
-        return self._handle_keys.get(workflow_id)
+        key = self._handle_keys.get(workflow_id)
+        backlog = self.queue.backlog
+        return key if key is not None or backlog is None else backlog.key_of(workflow_id)
 
     def peek(self) -> str | None:
         top = self.queue.find_min()
@@ -935,7 +1050,7 @@ class State:
         ids, dependents, the local queue) from the records alone, decoding each (a snapshot stores
         them instead: :meth:`adopt_indexes`)."""
         self.by_owner, self.open, self.retryable, self.dependents = {}, set(), set(), {}
-        self.queue = FibonacciHeap()
+        self.queue = Queue()
         self._handles, self._handle_keys = {}, {}
         for wid in sorted(self.workflows):
             rec = self.workflows.peek(wid)
@@ -951,12 +1066,10 @@ class State:
         by_owner: dict[str, set[str]],
         retryable: set[str],
         dependents: dict[str, set[str]],
-        queued: list[tuple[str, tuple[float, int, bytes]]],
+        backlog: Backlog,
     ) -> None:
-        """Take what :meth:`reindex` would recompute as a snapshot stored it (the queue entries in
-        the order :meth:`reindex` inserts them: by id), so loading decodes no record."""
+        """Take what :meth:`reindex` would recompute as a snapshot stored it (the local queue as a
+        :class:`Backlog`), so loading decodes no record and builds no heap node."""
         self.open, self.by_owner, self.retryable, self.dependents = open_ids, by_owner, retryable, dependents
-        self.queue = FibonacciHeap()
-        insert = self.queue.insert
-        self._handles = {wid: insert(key, wid) for wid, key in queued}
-        self._handle_keys = dict(queued)
+        self.queue = Queue(backlog)
+        self._handles, self._handle_keys = {}, {}

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from ipld_scheduler import ops
 from ipld_scheduler.events import Cancel
+from ipld_scheduler.heap import FibonacciHeap
 from ipld_scheduler.model import WorkflowDefinition, WorkflowStatus
 from ipld_scheduler.replica import SNAPSHOT_KEY, Replica
 from ipld_scheduler.repo import Repo
@@ -380,3 +381,33 @@ async def test_events_about_records_left_encoded_fold_as_a_full_replay(tmp_path:
         assert _dump(alpha) == await _full_replay_dump(tmp_path / "alpha", "alpha")
     finally:
         await _crash(alpha)
+
+
+async def test_the_loaded_queue_pops_as_a_full_replay(tmp_path: Path) -> None:
+    """The local queue loads as a packed backlog (no heap node each); reprioritizing, claiming and
+    scheduling more move entries into the heap, and the pop order stays a full replay's."""
+    path = tmp_path / "alpha"
+    replica = await _open(path, "alpha", ["alpha"])
+    for i in range(12):
+        await ops.schedule(replica, f"w{i:02}", f"job {i}", "p2p_eligible", priority=float(i % 4))
+    order = replica.state.queued()
+    await replica.close()
+    replica = await _open(path, "alpha")
+    try:
+        queue = replica.state.queue
+        assert queue.backlog is not None and len(queue.backlog) == len(queue) == 12
+        assert FibonacciHeap.__len__(queue) == 0, "the load built heap nodes"
+        assert replica.state.queued() == order and replica.state.peek() == order[0]
+        await replica.reprioritize(order[-1], -1.0)  # now first, from the heap
+        await replica.reprioritize(order[0], 9.0)  # now last
+        await ops.schedule(replica, "new", "new", "p2p_eligible", priority=1.0)
+        assert FibonacciHeap.__len__(queue) == 3 and len(queue) == 13
+        assert _dump(replica) == await _full_replay_dump(path, "alpha")
+        popped = []
+        while (claimed := await replica.get_next_workflow()) is not None:
+            popped.append(claimed.workflow_id)
+        assert popped[0] == order[-1] and popped[-1] == order[0] and len(popped) == 13
+        assert len(queue) == 0 and queue.find_min() is None
+        assert _dump(replica) == await _full_replay_dump(path, "alpha")
+    finally:
+        await _crash(replica)
