@@ -83,6 +83,7 @@ _CID_PREFIX: Final = b"\x01\x71\x12\x20"
 """Every event is a CIDv1 dag-cbor sha2-256 block: 36 bytes with this prefix."""
 
 T = TypeVar("T")
+_CODES: Final = frozenset(code for code in range(256) if code_status(code) is not None)
 
 
 class SnapshotError(InvalidInput):
@@ -693,10 +694,12 @@ def _decode(body: Any, network: CID, authority: Authority, local_peer: str | Non
         raise _fail("event CIDs: not a whole number of CIDs")
     n = len(blob) // _CID_LEN
     cids = [CID(blob[k : k + _CID_LEN]) for k in range(0, len(blob), _CID_LEN)]
-    if any(cid.raw[:4] != _CID_PREFIX for cid in cids) or len(set(cids)) != n:
+    numbers = list(range(n))  # one int object per number, shared by every map below that holds one
+    number = dict(zip(cids, numbers, strict=True))
+    if any(cid.raw[:4] != _CID_PREFIX for cid in cids) or len(number) != n:
         raise _fail("event CIDs: not distinct dag-cbor sha2-256 CIDs")
     heights = dict(zip(cids, _column(clock_part[1], n, "heights", 0), strict=True))
-    ev = _Decoded(cids, heights)
+    ev = _Decoded(cids, heights, numbers)
 
     entries = _table(body[6], "entries", _entry)
     sviews = _table(body[7], "state views", lambda r: _peer_map(r, entries, "state view"))
@@ -732,7 +735,6 @@ def _decode(body: Any, network: CID, authority: Authority, local_peer: str | Non
 
     state = State(local_peer=local_peer)
     state._keys_by_admins = True
-    number = dict(zip(cids, range(n), strict=True))
     state.views = _keyed(cids, number, _packed(body[17], n, "state views", -1, len(sviews)), sviews)
     state.members = {_str(p, "member"): _refer(entries, e, "member") for p, e in _pairs(body[18], "members")}
     names, cold = _cold_records(body[19])
@@ -772,9 +774,10 @@ def _cold_records(v: Any) -> tuple[list[str], dict[str, bytes]]:
     cold = dict(zip(names, items[1::2], strict=True))
     if len(cold) != len(names):
         raise _fail("records: an id twice")
-    for wid, frame in cold.items():
-        if type(wid) is not str or type(frame) is not bytes or not frame or code_status(frame[0]) is None:
-            raise _fail("records: expected an id and a record")
+    if not set(map(type, names)) <= {str} or not set(map(type, cold.values())) <= {bytes}:
+        raise _fail("records: expected an id and a record")
+    if b"" in cold.values() or not set(map(operator.itemgetter(0), cold.values())) <= _CODES:
+        raise _fail("records: a record without a known status code")
     return names, cold
 
 
@@ -822,16 +825,17 @@ def _adopt_indexes(state: State, part: list[Any], names: list[str], ev: _Decoded
         by_owner,
         set(_ids(part[2], names, "retryable")),
         dependents,
-        Backlog(ids, priorities, events, ev.cids, ev.heights),
+        Backlog(ids, priorities, events, ev.cids, ev.heights, ev.numbers),
     )
 
 
 class _Decoded:
     """The numbered events while decoding: a number is checked, then names the CID and its stamp."""
 
-    def __init__(self, cids: list[CID], heights: dict[CID, int]) -> None:
+    def __init__(self, cids: list[CID], heights: dict[CID, int], numbers: list[int]) -> None:
         self.cids = cids
         self.heights = heights
+        self.numbers = numbers
         self._members: dict[tuple[Any, ...], tuple[str, ...]] = {}
 
     def cid(self, v: Any, what: str) -> CID:

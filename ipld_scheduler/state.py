@@ -480,10 +480,12 @@ class Backlog:
         events: Sequence[int],
         cids: Sequence[CID],
         heights: Mapping[CID, int],
+        numbers: Sequence[int] = (),
     ) -> None:
+        """``numbers``: ``range`` as a list at least as long as ``wids``, to share its int objects."""
         self._wids: list[str | None] = list(wids)
         self._priorities, self._events, self._cids, self._heights = priorities, events, cids, heights
-        self._at = dict(zip(wids, range(len(wids)), strict=True))
+        self._at = dict(zip(wids, numbers if len(numbers) >= len(wids) else range(len(wids)), strict=False))
         self._head = 0
 
     def __len__(self) -> int:
@@ -522,7 +524,9 @@ class Backlog:
 class Queue(FibonacciHeap[QueueKey, str]):
     """The local queue: a Fibonacci heap, and after a snapshot load the :class:`Backlog` of entries
     not moved into it yet (an entry moves on the fold's first change to its workflow). Its length
-    and minimum count both; a backlog entry is older than any heap entry, so it wins a tie."""
+    and minimum count both; a backlog entry is older than any heap entry, so it wins a tie.
+    ``extract_min`` and ``delete`` stay the heap's own (``delete`` extracts through it): nothing pops
+    this queue, an entry leaves it when the fold changes its workflow (:meth:`State._sync_queue`)."""
 
     __slots__ = ("backlog",)
 
@@ -550,14 +554,6 @@ class Queue(FibonacciHeap[QueueKey, str]):
     def find_min(self) -> tuple[QueueKey, str] | None:
         first = self._first()
         return first if first is not None else super().find_min()
-
-    def extract_min(self) -> tuple[QueueKey, str] | None:
-        first = self._first()
-        if first is None:
-            return super().extract_min()
-        assert self.backlog is not None
-        self.backlog.pop(first[1])
-        return first
 
 
 class State:

@@ -24,12 +24,12 @@ from hypothesis import strategies as st
 from ipld_scheduler import ops
 from ipld_scheduler.events import Cancel
 from ipld_scheduler.heap import FibonacciHeap
-from ipld_scheduler.model import WorkflowDefinition, WorkflowStatus
+from ipld_scheduler.model import Result, WorkflowDefinition, WorkflowStatus
 from ipld_scheduler.replica import SNAPSHOT_KEY, Replica
 from ipld_scheduler.repo import Repo
 from ipld_scheduler.scheduler import open_replica
 from ipld_scheduler.snapshot import SnapshotError, decode_snapshot, encode_snapshot
-from tests.test_derived import PEERS, _result, _step
+from tests.test_derived import PEERS, _step
 
 
 async def _open(path: Path, peer: str, peers: list[str] | None = None) -> Replica:
@@ -316,7 +316,6 @@ async def test_events_about_records_left_encoded_fold_as_a_full_replay(tmp_path:
     """A snapshot load decodes no record; a later event about a finished one (a concurrent duplicate
     schedule, a late claim and completion after a cancel, a retry, a reprioritize, a cancel of a
     completed run) decodes it then and folds exactly as a full replay does."""
-    rng = random.Random(7)
     alpha = await _open(tmp_path / "alpha", "alpha", PEERS)
     beta = await _open(tmp_path / "beta", "beta", PEERS)
     await beta.merge_clock(alpha.clock)
@@ -327,12 +326,13 @@ async def test_events_about_records_left_encoded_fold_as_a_full_replay(tmp_path:
     await alpha.schedule_workflow(WorkflowDefinition("next", "next", ["p2p_eligible"], after=[mine]))
     await beta.merge_clock(alpha.clock)
     while (claimed := await beta.get_next_workflow()) is not None:  # beta runs ``late`` (and more) ...
-        result, blocks = _result(claimed.workflow_id, "beta", 1, rng)
-        await beta.record_result(claimed.workflow_id, result, blocks, 0)  # ... alpha not knowing yet
+        result = Result(claimed.workflow_id, "beta", "success", 1, exit_code=0)
+        await beta.record_result(claimed.workflow_id, result, [], 0)  # ... alpha not knowing yet
     await ops.schedule(beta, "dup", "dup again", "p2p_eligible")  # a concurrent schedule of the same id
-    while (claimed := await alpha.get_next_workflow()) is not None:
-        result, blocks = _result(claimed.workflow_id, "alpha", 2, rng)
-        await alpha.record_result(claimed.workflow_id, result, blocks, 0)
+    while (claimed := await alpha.get_next_workflow()) is not None:  # ``mine`` fails, the rest complete
+        wid = claimed.workflow_id
+        result = Result(wid, "alpha", "failure" if wid == mine else "success", 2, exit_code=int(wid == mine))
+        await alpha.record_result(wid, result, [], 0)
     await alpha.cancel(late, "enough")
     for wid in sorted(alpha.state.open):
         await alpha.cancel(wid, "done")
