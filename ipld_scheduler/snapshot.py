@@ -670,6 +670,13 @@ class ColumnMap(MutableMapping[CID, T]):
         return iter([*keys, *self._extra])
 
 
+def _shared(column: array[int], numbers: list[int]) -> list[int]:
+    """``column``'s values, each below ``len(numbers)`` as the int object ``numbers`` holds (a height,
+    count or depth per event is mostly such a number: 100k events would hold 100k more ints each)."""
+    n = len(numbers)
+    return [numbers[v] if 0 <= v < n else v for v in column]
+
+
 def _keyed(cids: list[CID], number: dict[CID, int], column: array[int], table: Sequence[T]) -> ColumnMap[T]:
     return ColumnMap(cids, number, column, table)
 
@@ -698,7 +705,7 @@ def _decode(body: Any, network: CID, authority: Authority, local_peer: str | Non
     number = dict(zip(cids, numbers, strict=True))
     if any(cid.raw[:4] != _CID_PREFIX for cid in cids) or len(number) != n:
         raise _fail("event CIDs: not distinct dag-cbor sha2-256 CIDs")
-    heights = dict(zip(cids, _column(clock_part[1], n, "heights", 0), strict=True))
+    heights = dict(zip(cids, _shared(_packed(clock_part[1], n, "heights", 0), numbers), strict=True))
     ev = _Decoded(cids, heights, numbers)
 
     entries = _table(body[6], "entries", _entry)
@@ -816,16 +823,17 @@ def _adopt_indexes(state: State, part: list[Any], names: list[str], ev: _Decoded
     if not all(map(math.isfinite, priorities)):
         raise _fail("queue priorities: not finite")
     events = _packed(queue[2], len(ids), "queue events", 0, len(ev.cids))
-    if len(set(ids)) != len(ids):
-        raise _fail("queue: an id twice")
     if not all(map(operator.le, priorities, priorities[1:])):
         raise _fail("queue: not in key order")
+    backlog = Backlog(ids, priorities, events, ev.cids, ev.heights, ev.numbers)
+    if len(backlog) != len(ids):
+        raise _fail("queue: an id twice")
     state.adopt_indexes(
         set(_ids(part[0], names, "open")),
         by_owner,
         set(_ids(part[2], names, "retryable")),
         dependents,
-        Backlog(ids, priorities, events, ev.cids, ev.heights, ev.numbers),
+        backlog,
     )
 
 
@@ -859,9 +867,9 @@ def _lineage_of(part: list[Any], ev: _Decoded) -> list[Lineage]:
     n = len(_bytes(part[1], "lineage")) // 8
     author = _packed(part[1], n, "lineage authors", 0, len(authors))
     event = _packed(part[2], n, "lineage events", 0, len(ev.cids))
-    events = _packed(part[3], n, "lineage counts", 0)
+    events = _shared(_packed(part[3], n, "lineage counts", 0), ev.numbers)
     size = _packed(part[4], n, "lineage sizes", 0)
-    depth = _packed(part[5], n, "lineage depths", 0)
+    depth = _shared(_packed(part[5], n, "lineage depths", 0), ev.numbers)
     prev = _packed(part[6], n, "lineage prev", -1)
     jump = _packed(part[7], n, "lineage jump", -1)
     nodes: list[Lineage] = []
