@@ -121,6 +121,10 @@ def _stamp(stamp: tuple[int, bytes]) -> list[Any]:
     return [stamp[0], stamp[1]]
 
 
+_NO_ROW: Final[list[Any]] = []
+"""The row of a pool written as columns instead (one shared empty list, not one per lineage node)."""
+
+
 class _Writer:
     def __init__(self) -> None:
         self.entries = _Pool(
@@ -151,7 +155,7 @@ class _Writer:
                 for x in (w, h.entries[w].to, *_stamp(h.entries[w].stamp), h.entries[w].by)
             ]
         )
-        self.lineage = _Pool(lambda _n: [])  # written as columns (``_lineage_columns``)
+        self.lineage = _Pool(lambda _n: _NO_ROW)  # written as columns (``_lineage_columns``)
 
     def lineage_ref(self, node: Lineage) -> int:
         """Intern a lineage node after its ancestors, without recursion (chains are as long as history)."""
@@ -285,10 +289,15 @@ def encode_snapshot(
     """The fold as of processed-log ``seq`` (whose event is ``last``; None for an empty log).
 
     :class:`SnapshotError` when some value has no encoding here (the caller writes no snapshot)."""
+    collecting = gc.isenabled()
+    gc.disable()  # it builds lists and tuples by the 100k, none of them garbage until it returns
     try:
         return _encode(seq, last, network, state, clock, authority)
     except (cbor2.CBOREncodeError, CodecError, ValueError, TypeError, KeyError) as exc:
         raise _fail(f"cannot encode: {type(exc).__name__}: {exc}") from None
+    finally:
+        if collecting:
+            gc.enable()
 
 
 class _Out:
