@@ -12,18 +12,27 @@ links, tag 42, inside workflow records; maps only inside workflow definitions an
 every value is DAG-CBOR-compatible, so the same content could later back a signed ``checkpoint``
 event). The clock's events are numbered once: their CIDs in
 one byte string, their heights and each per-event map (State views, trust views, handoffs, lineage
-nodes) as packed little-endian int64 columns of references (-1: none). Values the fold shares between
-events (membership views, trust views and their registers) are written once in tables, so
-``is``-sharing survives the round trip and those tables grow with the number of *distinct* values;
-lineage nodes are columns too. Each workflow record is its own CBOR byte string naming events by
-number, decoded one at a time (the items of every record never live at once); its schedules carry
-their workflow definitions (``to_ipld``), decoded again by ``WorkflowDefinition.from_ipld``. Derived
-indexes of :class:`~ipld_scheduler.state.State` (owners' sets, open and retryable ids, dependents,
-the local queue) are not stored: :meth:`State.reindex` recomputes them from the records.
+nodes) as packed little-endian integer columns (int32 when every value fits, else int64; the width
+follows from the length) of references (-1: none). Values the fold shares between events
+(membership views, trust views and their registers) are written once in tables, so ``is``-sharing
+survives the round trip and those tables grow with the number of *distinct* values; lineage nodes
+are columns too. Each workflow record is its own byte string, a status byte
+(:func:`~ipld_scheduler.state.record_code`) then CBOR naming events by number, beside its id; its
+schedules carry their workflow definitions (``to_ipld``). Derived indexes of
+:class:`~ipld_scheduler.state.State` (owners' sets, open and retryable ids, dependents, the local
+queue sorted by key) are stored as columns of record positions, so a load decodes no record.
+
+Loading is lazy where the fold allows it (issue 11: open a 100k-event repo in 0.5 s and 150 MB): the
+records stay bytes in :class:`~ipld_scheduler.state.Records` and are decoded (``from_ipld`` and all)
+when first asked for; the local queue becomes a :class:`~ipld_scheduler.state.Backlog`; the
+per-event maps become :class:`ColumnMap` s over one CID-to-number dict. Writing streams the body
+piece by piece and copies a record never decoded since the load as the bytes it was read from.
 
 Decoding trusts nothing: the size is bounded, the checksum checked, CBOR tags refused, every field
 type-checked, every reference and column value range-checked (lineage nodes only point at earlier
-ones), event CIDs must be distinct dag-cbor sha2-256 CIDs. Never pickle or marshal.
+ones), event CIDs must be distinct dag-cbor sha2-256 CIDs. Never pickle or marshal. A record is
+checked as strictly when it is decoded on demand (its id and status byte against the index); bytes
+that pass the checksum yet fail then raise :class:`SnapshotError` to the caller asking for it.
 
 Must not: do I/O (the replica reads and writes the bytes in the repo's ``meta`` table), or decide
 what an event means.
@@ -44,6 +53,7 @@ from typing import Any, Final, TypeVar
 
 import cbor2
 
+from .assign import combine
 from .authority import Authority
 from .clock import MerkleClock
 from .codec import CID, CodecError, _convert, _write_link
@@ -172,9 +182,14 @@ class _Writer:
         return known[id(node)]
 
 
-def _pack(values: list[int]) -> bytes:
-    """Integers as little-endian int64s: a column decodes with one ``array.frombytes``."""
-    column = array("q", values)
+_INT32: Final = 1 << 31
+
+
+def _pack(values: Sequence[int], *, narrow: bool = False) -> bytes:
+    """Integers as little-endian int32s when every one fits (``narrow``: they must), else int64s: a
+    column decodes with one ``array.frombytes``, its width told by its length and count."""
+    fits = narrow or not values or (min(values) >= -_INT32 and max(values) < _INT32)
+    column = array("i" if fits else "q", values)
     if sys.byteorder == "big":
         column.byteswap()
     return column.tobytes()
@@ -235,9 +250,8 @@ def _schedule(s: Schedule, ev: _Events) -> list[Any]:
         s.workflow.to_ipld(),
         list(s.members),
         s.clock,
-        s.combined,
         s.retries,
-    ]
+    ]  # ``combined`` is ``combine(clock, workflow_cid)``: recomputed when a record is decoded
 
 
 def _register(value: tuple[tuple[int, bytes], Any] | None, ev: _Events) -> list[Any] | None:
@@ -269,7 +283,7 @@ def _record(rec: WorkflowRecord, ev: _Events) -> list[Any]:
 
 def _lineage_columns(nodes: list[Lineage], ev: _Events) -> list[Any]:
     authors: dict[str, int] = {}
-    author_column = _pack([authors.setdefault(n.author, len(authors)) for n in nodes])
+    author_column = _pack([authors.setdefault(n.author, len(authors)) for n in nodes], narrow=True)
     index = {id(n): i for i, n in enumerate(nodes)}
     return [
         list(authors),
@@ -354,7 +368,7 @@ def _indexes(state: State, ev: _Events, order: list[str]) -> list[Any]:
     at = {wid: n for n, wid in enumerate(order)}
 
     def ids(wids: Iterable[str]) -> bytes:
-        return _pack(sorted(at[w] for w in wids))
+        return _pack(sorted(at[w] for w in wids), narrow=True)
 
     queued = sorted(state.queue_items(), key=lambda item: (item[1], item[0]))  # by key, then id
     return [
@@ -363,7 +377,7 @@ def _indexes(state: State, ev: _Events, order: list[str]) -> list[Any]:
         ids(state.retryable),
         [x for d in sorted(state.dependents) for x in (d, ids(state.dependents[d]))],
         [
-            _pack([at[wid] for wid, _key in queued]),
+            _pack([at[wid] for wid, _key in queued], narrow=True),
             _floats([key[0] for _wid, key in queued]),
             _pack([ev.number[CID(key[2])] for _wid, key in queued]),
         ],
@@ -594,9 +608,9 @@ def _column(v: Any, n: int, what: str, low: int = -1, high: int | None = None) -
 def _packed(v: Any, n: int, what: str, low: int = -1, high: int | None = None) -> array[int]:
     """:func:`_column` as the packed array itself (no int object per value)."""
     raw = _bytes(v, what)
-    if len(raw) != 8 * n:
+    if len(raw) not in (4 * n, 8 * n):
         raise _fail(f"{what}: expected {n} values")
-    column = array("q")
+    column = array("i" if len(raw) == 4 * n else "q")
     column.frombytes(raw)
     if sys.byteorder == "big":
         column.byteswap()
@@ -817,7 +831,7 @@ def _frame_record(wid: str, frame: bytes, ev: _Decoded) -> WorkflowRecord:
 
 def _ids(v: Any, names: list[str], what: str) -> list[str]:
     """A packed column of record positions, as the records' own id strings (one object per id)."""
-    return list(map(names.__getitem__, _column(v, len(_bytes(v, what)) // 8, what, 0, len(names))))
+    return list(map(names.__getitem__, _column(v, len(_bytes(v, what)) // 4, what, 0, len(names))))
 
 
 def _adopt_indexes(state: State, part: list[Any], names: list[str], ev: _Decoded) -> None:
@@ -878,7 +892,7 @@ class _Decoded:
 
 def _lineage_of(part: list[Any], ev: _Decoded) -> list[Lineage]:
     authors = _tuple_of_str(part[0], "lineage authors")
-    n = len(_bytes(part[1], "lineage")) // 8
+    n = len(_bytes(part[1], "lineage")) // 4  # the authors' column: always int32
     author = _packed(part[1], n, "lineage authors", 0, len(authors))
     event = _packed(part[2], n, "lineage events", 0, len(ev.cids))
     events = _shared(_packed(part[3], n, "lineage counts", 0), ev.numbers)
@@ -992,20 +1006,22 @@ def _map(v: Any) -> Mapping[str, Any]:
 
 
 def _schedule_of(r: Any, ev: _Decoded) -> Schedule:
-    r = _list(r, "schedule", 8)
+    r = _list(r, "schedule", 7)
     workflow = WorkflowDefinition.from_ipld(_ipld(r[3], "workflow"))
     cid, stamp = ev.stamped(r[0], "schedule")
+    workflow_cid = _cid(r[2], "workflow")
+    clock = _bytes(r[5], "clock")
     sched = Schedule(
         cid,
         stamp,
         _str(r[1], "author"),
-        _cid(r[2], "workflow"),
+        workflow_cid,
         workflow,
         ev.members(r[4]),
-        _bytes(r[5], "clock"),
-        _bytes(r[6], "combined"),
+        clock,
+        combine(clock, workflow_cid),
     )
-    sched.retries = _int(r[7], "retries")
+    sched.retries = _int(r[6], "retries")
     sched.requirement = requirement_of(workflow.run)
     return sched
 
