@@ -43,6 +43,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import io
+import itertools
 import math
 import operator
 import sys
@@ -89,6 +90,8 @@ SNAPSHOT_VERSION: Final = 4
 """Bump on any change of the format or of what the fold keeps: an older snapshot is then ignored."""
 MAX_SNAPSHOT_BYTES: Final = 1 << 30
 _MAGIC: Final = "ipld-scheduler/fold-snapshot"
+_HEAD: Final = 40
+"""The SHA-256 of everything after it, then the body's length (8 bytes, little-endian)."""
 _CID_LEN: Final = 36
 _CID_PREFIX: Final = b"\x01\x71\x12\x20"
 """Every event is a CIDv1 dag-cbor sha2-256 block: 36 bytes with this prefix."""
@@ -320,7 +323,7 @@ class _Out:
 
     def __init__(self) -> None:
         self.buf = io.BytesIO()
-        self.buf.write(bytes(32))
+        self.buf.write(bytes(_HEAD))
 
     def head(self, major: int, n: int) -> None:
         """A CBOR head: major type ``major`` with argument ``n`` (shortest form, as cbor2 writes it)."""
@@ -346,7 +349,10 @@ class _Out:
         for m in more:
             self.buf.write(m)
 
-    def finish(self) -> bytes:
+    def finish(self, body_end: int) -> bytes:
+        """The snapshot, its body ending at ``body_end`` (the records follow it)."""
+        self.buf.seek(32)
+        self.buf.write((body_end - _HEAD).to_bytes(8, "little"))
         with self.buf.getbuffer() as view:
             digest = hashlib.sha256(view[32:]).digest()
         self.buf.seek(0)
@@ -397,6 +403,7 @@ def _encode(
     auth_hand = ev.column(authority._handoffs, w.handoffs.ref)
     auth_lineage = ev.column(authority._lineage, w.lineage_ref)
     lineage = _lineage_columns(w.lineage.objects, ev)
+    order, lengths, fresh = _records(state, ev)
     out = _Out()
     out.head(4, 30)
     for value in (
@@ -421,9 +428,9 @@ def _encode(
         # state
         state_views,
         members,
+        [order, _pack(lengths, narrow=True)],
     ):
         out.item(value)
-    order = _records(out, state, ev)
     for value in (
         state.events,
         kinds,
@@ -439,28 +446,35 @@ def _encode(
         _indexes(state, ev, order),
     ):
         out.item(value)
-    return out.finish()
+    body_end = out.buf.tell()
+    records = state.workflows
+    for wid in order:  # the records after the body, each as read or as just encoded
+        kept = fresh.pop(wid, None)
+        out.buf.write(kept if kept is not None else records.encoded(wid))  # type: ignore[arg-type]
+    return out.finish(body_end)
 
 
-def _records(out: _Out, state: State, ev: _Events) -> list[str]:
-    """Each record as (id, its code byte then its CBOR): a record still undecoded since the load is
-    written as it was read, when the events it numbers are numbered the same now. Returns the ids in
-    the order written."""
+def _records(state: State, ev: _Events) -> tuple[list[str], list[int], dict[str, bytes]]:
+    """The records' ids in the order they are written, each one's length, and the encodings of those
+    not written as read (a record still undecoded since the load is copied as it was read, when the
+    events it numbers are numbered the same now): a code byte, then its CBOR."""
     records = state.workflows
     same = ev.numbered_as(records.numbering)
     order = list(records)
-    out.head(4, 2 * len(order))
+    lengths: list[int] = []
+    fresh: dict[str, bytes] = {}
     for wid in order:
-        out.item(wid)
         kept = records.encoded(wid) if same else None
         if kept is not None:
-            out.raw(kept)
+            lengths.append(len(kept))
             continue
         rec = records.peek(wid)
         assert rec is not None
-        encoded = cbor2.dumps(_record(rec, ev), default=_write_link, canonical=True)
-        out.raw(bytes((record_code(rec),)), encoded)
-    return order
+        encoded = fresh[wid] = bytes((record_code(rec),)) + cbor2.dumps(
+            _record(rec, ev), default=_write_link, canonical=True
+        )
+        lengths.append(len(encoded))
+    return order, lengths, fresh
 
 
 # --- decoding ----------------------------------------------------------------------------------
@@ -573,13 +587,17 @@ def decode_snapshot(
     if len(data) > MAX_SNAPSHOT_BYTES:
         raise _fail(f"{len(data)} bytes is over the {MAX_SNAPSHOT_BYTES} limit")
     view = memoryview(data)
-    digest, data = view[:32], view[32:]  # no copy of the body
-    if hashlib.sha256(data).digest() != digest:
+    digest, rest = view[:32], view[32:]  # no copy of the body
+    if hashlib.sha256(rest).digest() != digest:
         raise _fail("checksum mismatch (a torn or altered write)")
+    size = int.from_bytes(rest[:8], "little")
+    if len(rest) < 8 or size > len(rest) - 8:
+        raise _fail("the body's length is past the end")
+    body, records = rest[8 : 8 + size], rest[8 + size :]  # the records stay in ``data``: no copy
     collecting = gc.isenabled()
     gc.disable()  # ~100k objects per 100k events, none of them garbage: no collection passes over them
     try:
-        return _decode(_loads(data), network, authority, local_peer)
+        return _decode(_loads(body), records, network, authority, local_peer)
     except (SnapshotError, RecursionError):
         raise
     except (ModelError, InvalidInput, CodecError, KeyError, ValueError, TypeError, AssertionError) as exc:
@@ -709,7 +727,9 @@ def _keyed(cids: list[CID], number: dict[CID, int], column: array[int], table: S
     return ColumnMap(cids, number, column, table)
 
 
-def _decode(body: Any, network: CID, authority: Authority, local_peer: str | None) -> Snapshot:
+def _decode(
+    body: Any, records: memoryview, network: CID, authority: Authority, local_peer: str | None
+) -> Snapshot:
     body = _list(body, "snapshot", 30)
     if body[0] != _MAGIC or body[1] != SNAPSHOT_VERSION:
         raise _fail(f"not a version {SNAPSHOT_VERSION} snapshot")
@@ -772,8 +792,9 @@ def _decode(body: Any, network: CID, authority: Authority, local_peer: str | Non
     state._keys_by_admins = True
     state.views = _keyed(cids, number, _packed(body[17], n, "state views", -1, len(sviews)), sviews)
     state.members = {_str(p, "member"): _refer(entries, e, "member") for p, e in _pairs(body[18], "members")}
-    names, cold = _cold_records(body[19])
-    state.workflows.load(cold, lambda wid, raw: _frame_record(wid, raw, ev), cids)
+    records = memoryview(bytes(records))  # their own copy: the rest of the snapshot's bytes can go
+    names, cold, offsets = _cold_records(body[19], records, numbers)
+    state.workflows.load(cold, records, offsets, lambda wid, frame: _frame_record(wid, frame, ev), cids)
     state.events = _int(body[20], "events")
     state.kinds = {_str(k, "kind"): _int(c, "kind") for k, c in _pairs(body[21], "kinds")}
     _adopt_indexes(state, _list(body[29], "indexes", 5), names, ev)
@@ -799,27 +820,33 @@ def _decode(body: Any, network: CID, authority: Authority, local_peer: str | Non
     return Snapshot(seq, last, state, clock, authority)
 
 
-def _cold_records(v: Any) -> tuple[list[str], dict[str, bytes]]:
-    """The records' ids in order and the records by id, left encoded (:class:`~ipld_scheduler.state.Records`
-    decodes one when asked): only each id, that it is there once and its code byte are checked now."""
-    items = _list(v, "records")
-    if len(items) % 2:
-        raise _fail("records: odd pair list")
-    names = items[0::2]
-    cold = dict(zip(names, items[1::2], strict=True))
+def _cold_records(
+    v: Any, records: memoryview, numbers: list[int]
+) -> tuple[list[str], dict[str, int], array[int]]:
+    """The records' ids in order, each id's position, and where record k is in ``records`` (from
+    ``offsets[k]`` to ``offsets[k + 1]``), left encoded (:class:`~ipld_scheduler.state.Records` decodes
+    one when asked): only the ids, that each is there once, the lengths and the code bytes are checked."""
+    part = _list(v, "records", 2)
+    names = _list(part[0], "record ids")
+    if not set(map(type, names)) <= {str}:
+        raise _fail("records: an id that is not text")
+    lengths = _packed(part[1], len(names), "record lengths", 1)
+    offsets = array("q", [0])
+    offsets.extend(itertools.accumulate(lengths))
+    if offsets[-1] != len(records):
+        raise _fail("records: the lengths do not add up to the records")
+    cold = dict(zip(names, numbers if len(numbers) >= len(names) else range(len(names)), strict=False))
     if len(cold) != len(names):
         raise _fail("records: an id twice")
-    if not set(map(type, names)) <= {str} or not set(map(type, cold.values())) <= {bytes}:
-        raise _fail("records: expected an id and a record")
-    if b"" in cold.values() or not set(map(operator.itemgetter(0), cold.values())) <= _CODES:
+    if not set(bytes(map(records.__getitem__, offsets[:-1]))) <= _CODES:
         raise _fail("records: a record without a known status code")
-    return names, cold
+    return names, cold, offsets
 
 
-def _frame_record(wid: str, frame: bytes, ev: _Decoded) -> WorkflowRecord:
+def _frame_record(wid: str, frame: memoryview, ev: _Decoded) -> WorkflowRecord:
     """Decode one record kept encoded since the load (code byte, then CBOR): as strict as the load."""
     try:
-        rec = _record_of(_list(_loads(memoryview(frame)[1:]), "record", 15), ev)
+        rec = _record_of(_list(_loads(frame[1:]), "record", 15), ev)
         if rec.workflow_id != wid or record_code(rec) != frame[0]:
             raise _fail(f"record {wid!r}: its id or status disagrees with the index")
     except SnapshotError:

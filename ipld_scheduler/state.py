@@ -335,8 +335,9 @@ def code_status(code: int) -> tuple[bool, WorkflowStatus] | None:
 
 
 class Records(MutableMapping[str, WorkflowRecord]):
-    """Workflow records by id: decoded ones, and (after a snapshot load) encoded ones kept as the
-    snapshot's bytes until something asks for them (issue 11: the fold keeps hot only what it touches).
+    """Workflow records by id: decoded ones, and (after a snapshot load) encoded ones left where they
+    are in the snapshot's bytes (one buffer, an offset each) until something asks for them (issue 11:
+    the fold keeps hot only what it touches).
 
     ``records[wid]`` and ``get`` decode an encoded record once and keep it decoded (the fold then
     mutates it like any other); :meth:`peek` and iterating ``values()``/``items()`` decode it for the
@@ -345,20 +346,32 @@ class Records(MutableMapping[str, WorkflowRecord]):
     changed: any event about it goes through ``records[wid]`` first.
     """
 
-    __slots__ = ("_cold", "_decode", "_hot", "numbering")
+    __slots__ = ("_blob", "_cold", "_decode", "_hot", "_offsets", "numbering")
 
     def __init__(self) -> None:
         self._hot: dict[str, WorkflowRecord] = {}
-        self._cold: dict[str, bytes] = {}
-        self._decode: Callable[[str, bytes], WorkflowRecord] | None = None
+        self._cold: dict[str, int] = {}
+        self._blob = memoryview(b"")
+        self._offsets: Sequence[int] = (0,)
+        self._decode: Callable[[str, memoryview], WorkflowRecord] | None = None
         self.numbering: object = None
         """What the encoded records' event numbers refer to (the snapshot decoder's event list)."""
 
     def load(
-        self, cold: dict[str, bytes], decode: Callable[[str, bytes], WorkflowRecord], numbering: object
+        self,
+        cold: dict[str, int],
+        blob: memoryview,
+        offsets: Sequence[int],
+        decode: Callable[[str, memoryview], WorkflowRecord],
+        numbering: object,
     ) -> None:
-        """Adopt encoded records by id (:func:`record_code` byte, then what ``decode`` reads)."""
-        self._cold, self._decode, self.numbering = cold, decode, numbering
+        """Adopt encoded records: id -> k, record k being ``blob[offsets[k]:offsets[k + 1]]``
+        (:func:`record_code` byte, then what ``decode`` reads)."""
+        self._cold, self._blob, self._offsets = cold, blob, offsets
+        self._decode, self.numbering = decode, numbering
+
+    def _frame(self, k: int) -> memoryview:
+        return self._blob[self._offsets[k] : self._offsets[k + 1]]
 
     def __getitem__(self, wid: str) -> WorkflowRecord:
         rec = self._hot.get(wid)
@@ -367,9 +380,9 @@ class Records(MutableMapping[str, WorkflowRecord]):
             del self._cold[wid]
         return rec
 
-    def _decoded(self, wid: str, raw: bytes) -> WorkflowRecord:
+    def _decoded(self, wid: str, k: int) -> WorkflowRecord:
         assert self._decode is not None
-        return self._decode(wid, raw)
+        return self._decode(wid, self._frame(k))
 
     def __setitem__(self, wid: str, rec: WorkflowRecord) -> None:
         self._cold.pop(wid, None)
@@ -405,29 +418,31 @@ class Records(MutableMapping[str, WorkflowRecord]):
         rec = self._hot.get(wid)
         if rec is not None:
             return rec
-        raw = self._cold.get(wid)
-        return None if raw is None else self._decoded(wid, raw)
+        k = self._cold.get(wid)
+        return None if k is None else self._decoded(wid, k)
 
     def status(self, wid: str) -> tuple[bool, WorkflowStatus] | None:
         """(has a defining schedule, status) without decoding (None: unknown id)."""
         rec = self._hot.get(wid)
         if rec is not None:
             return rec.winner is not None, rec.status
-        raw = self._cold.get(wid)
-        return None if raw is None else code_status(raw[0])
+        k = self._cold.get(wid)
+        return None if k is None else code_status(self._blob[self._offsets[k]])
 
     def statuses(self) -> Iterator[tuple[bool, WorkflowStatus]]:
         """:meth:`status` of every record, without decoding any."""
         for rec in self._hot.values():
             yield rec.winner is not None, rec.status
-        for raw in self._cold.values():
-            found = code_status(raw[0])
+        blob, offsets = self._blob, self._offsets
+        for k in self._cold.values():
+            found = code_status(blob[offsets[k]])
             assert found is not None
             yield found
 
-    def encoded(self, wid: str) -> bytes | None:
+    def encoded(self, wid: str) -> memoryview | None:
         """The bytes an undecoded record was loaded from (None: it is decoded, or unknown)."""
-        return self._cold.get(wid)
+        k = self._cold.get(wid)
+        return None if k is None else self._frame(k)
 
     @property
     def decoded(self) -> int:

@@ -156,16 +156,26 @@ async def _one_history(path: Path) -> None:
         assert repo.get_meta(SNAPSHOT_KEY), "close wrote the snapshot"
 
 
+def _parts(data: bytes) -> tuple[Any, bytes]:
+    """A snapshot's body (decoded) and the records after it."""
+    size = int.from_bytes(data[32:40], "little")
+    return cbor2.loads(data[40 : 40 + size]), data[40 + size :]
+
+
 def _body(data: bytes) -> Any:
-    return cbor2.loads(data[32:])
+    return _parts(data)[0]
 
 
-def _tamper(data: bytes, index: int, value: Any, *, digest: bool = True) -> bytes:
-    """The snapshot with one field changed, and its checksum made right again (or not)."""
-    body = _body(data)
-    body[index] = value
+def _tamper(
+    data: bytes, index: int, value: Any, *, digest: bool = True, records: bytes | None = None
+) -> bytes:
+    """The snapshot with one field (or the records) changed, and its checksum made right again (or not)."""
+    body, kept = _parts(data)
+    if index >= 0:
+        body[index] = value
     encoded = cbor2.dumps(body)
-    return (hashlib.sha256(encoded).digest() if digest else data[:32]) + encoded
+    rest = len(encoded).to_bytes(8, "little") + encoded + (kept if records is None else records)
+    return (hashlib.sha256(rest).digest() if digest else data[:32]) + rest
 
 
 async def test_unusable_snapshot_bytes_cost_a_full_replay_only(tmp_path: Path) -> None:
@@ -201,8 +211,10 @@ async def test_unusable_snapshot_bytes_cost_a_full_replay_only(tmp_path: Path) -
         "wrong type": _tamper(good, 19, "records"),
         "a map": _tamper(good, 6, {"a": 1}),
         "an index naming no record": _tamper(good, 29, [(10**6).to_bytes(8, "little"), *_body(good)[29][1:]]),
-        "a record's unknown status code": _tamper(
-            good, 19, [x if n % 2 == 0 else b"\x7f" + x[1:] for n, x in enumerate(_body(good)[19])]
+        "a record's unknown status code": _tamper(good, -1, None, records=b"\x7f" + _parts(good)[1][1:]),
+        "records longer than their lengths": _tamper(good, -1, None, records=_parts(good)[1] + b"\x00"),
+        "an id twice": _tamper(
+            good, 19, [_body(good)[19][0][:1] * len(_body(good)[19][0]), _body(good)[19][1]]
         ),
         "a changed stamp, old checksum": _tamper(good, 20, _body(good)[20] + 1, digest=False),
     }
