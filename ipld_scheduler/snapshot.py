@@ -6,9 +6,10 @@ Owns: the snapshot format (version :data:`SNAPSHOT_VERSION`) and its two pure fu
 raises :class:`SnapshotError`, and the caller replays the whole log instead, the fold staying the
 definition).
 
-Layout: a SHA-256 of the body (a flipped bit must not become a different state), then the body, one
-CBOR array of arrays, byte strings, text, integers, floats, booleans and nulls (no tags but IPLD
-links, tag 42, inside workflow records; maps only inside workflow definitions and result steps:
+Layout: a SHA-256 of what follows (a flipped bit must not become a different state), the body's
+length (8 bytes, little-endian), the body, then the workflow records. The body is one CBOR array of
+arrays, byte strings, text, integers, floats, booleans and nulls (no tags but IPLD links, tag 42,
+inside workflow records; maps only inside workflow definitions and result steps:
 every value is DAG-CBOR-compatible, so the same content could later back a signed ``checkpoint``
 event). The clock's events are numbered once: their CIDs in
 one byte string, their heights and each per-event map (State views, trust views, handoffs, lineage
@@ -16,14 +17,14 @@ nodes) as packed little-endian integer columns (int32 when every value fits, els
 follows from the length) of references (-1: none). Values the fold shares between events
 (membership views, trust views and their registers) are written once in tables, so ``is``-sharing
 survives the round trip and those tables grow with the number of *distinct* values; lineage nodes
-are columns too. Each workflow record is its own byte string, a status byte
-(:func:`~ipld_scheduler.state.record_code`) then CBOR naming events by number, beside its id; its
+are columns too. The body names each workflow record's id and length; the records follow it, each
+a status byte (:func:`~ipld_scheduler.state.record_code`) then CBOR naming events by number; their
 schedules carry their workflow definitions (``to_ipld``). Derived indexes of
 :class:`~ipld_scheduler.state.State` (owners' sets, open and retryable ids, dependents, the local
 queue sorted by key) are stored as columns of record positions, so a load decodes no record.
 
 Loading is lazy where the fold allows it (issue 11: open a 100k-event repo in 0.5 s and 150 MB): the
-records stay bytes in :class:`~ipld_scheduler.state.Records` and are decoded (``from_ipld`` and all)
+records stay one buffer in :class:`~ipld_scheduler.state.Records` and are decoded (``from_ipld`` and all)
 when first asked for; the local queue becomes a :class:`~ipld_scheduler.state.Backlog`; the
 per-event maps become :class:`ColumnMap` s over one CID-to-number dict. Writing streams the body
 piece by piece and copies a record never decoded since the load as the bytes it was read from.
