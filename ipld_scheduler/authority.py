@@ -30,7 +30,7 @@ Must not: do I/O, read a clock, verify signatures (the replica did), or change t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import Final
 
 from .codec import CID, encode
@@ -52,9 +52,9 @@ class Authority:
     def __init__(self, genesis: Genesis, network: CID) -> None:
         self.genesis = genesis
         self.network = network
-        self.views: dict[CID, Membership] = {network: Membership.from_genesis(genesis, network)}
-        self._handoffs: dict[CID, Handoffs] = {network: _EMPTY_HANDOFFS}
-        self._lineage: dict[CID, Lineage] = {}
+        self.views: MutableMapping[CID, Membership] = {network: Membership.from_genesis(genesis, network)}
+        self._handoffs: MutableMapping[CID, Handoffs] = {network: _EMPTY_HANDOFFS}
+        self._lineage: MutableMapping[CID, Lineage] = {}
         """Per admitted event, its node in its author's own lineage (rate usage)."""
         self._current: tuple[tuple[CID, ...], Membership] | None = None
         """The last :meth:`current` answer: the gate asks once per announcement, heads change per write."""

@@ -824,8 +824,8 @@ class Replica:
             "clock_hash": self.clock.clock_hash,
             "queue_size": len(self.state.queue),
             "assigned_workflows": len(self.get_assigned_workflows()),
-            "total_workflows": sum(1 for r in self.state.workflows.values() if r.winner is not None),
-            "workflows_by_status": self.state.summary()["by_status"],
+            "total_workflows": (summary := self.state.summary())["workflows"],  # no record decoded
+            "workflows_by_status": summary["by_status"],
             "rejected": dict(self.rejections),
         }
 

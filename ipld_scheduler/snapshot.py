@@ -6,24 +6,34 @@ Owns: the snapshot format (version :data:`SNAPSHOT_VERSION`) and its two pure fu
 raises :class:`SnapshotError`, and the caller replays the whole log instead, the fold staying the
 definition).
 
-Layout: a SHA-256 of the body (a flipped bit must not become a different state), then the body, one
-CBOR array of arrays, byte strings, text, integers, floats, booleans and nulls (no tags but IPLD
-links, tag 42, inside workflow records; maps only inside workflow definitions and result steps:
+Layout: a SHA-256 of what follows (a flipped bit must not become a different state), the body's
+length (8 bytes, little-endian), the body, then the workflow records. The body is one CBOR array of
+arrays, byte strings, text, integers, floats, booleans and nulls (no tags but IPLD links, tag 42,
+inside workflow records; maps only inside workflow definitions and result steps:
 every value is DAG-CBOR-compatible, so the same content could later back a signed ``checkpoint``
 event). The clock's events are numbered once: their CIDs in
 one byte string, their heights and each per-event map (State views, trust views, handoffs, lineage
-nodes) as packed little-endian int64 columns of references (-1: none). Values the fold shares between
-events (membership views, trust views and their registers) are written once in tables, so
-``is``-sharing survives the round trip and those tables grow with the number of *distinct* values;
-lineage nodes are columns too. Each workflow record is its own CBOR byte string naming events by
-number, decoded one at a time (the items of every record never live at once); its schedules carry
-their workflow definitions (``to_ipld``), decoded again by ``WorkflowDefinition.from_ipld``. Derived
-indexes of :class:`~ipld_scheduler.state.State` (owners' sets, open and retryable ids, dependents,
-the local queue) are not stored: :meth:`State.reindex` recomputes them from the records.
+nodes) as packed little-endian integer columns (int32 when every value fits, else int64; the width
+follows from the length) of references (-1: none). Values the fold shares between events
+(membership views, trust views and their registers) are written once in tables, so ``is``-sharing
+survives the round trip and those tables grow with the number of *distinct* values; lineage nodes
+are columns too. The body names each workflow record's id and length; the records follow it, each
+a status byte (:func:`~ipld_scheduler.state.record_code`) then CBOR naming events by number; their
+schedules carry their workflow definitions (``to_ipld``). Derived indexes of
+:class:`~ipld_scheduler.state.State` (owners' sets, open and retryable ids, dependents, the local
+queue sorted by key) are stored as columns of record positions, so a load decodes no record.
+
+Loading is lazy where the fold allows it (issue 11: open a 100k-event repo in 0.5 s and 150 MB): the
+records stay one buffer in :class:`~ipld_scheduler.state.Records` and are decoded (``from_ipld`` and all)
+when first asked for; the local queue becomes a :class:`~ipld_scheduler.state.Backlog`; the
+per-event maps become :class:`ColumnMap` s over one CID-to-number dict. Writing streams the body
+piece by piece and copies a record never decoded since the load as the bytes it was read from.
 
 Decoding trusts nothing: the size is bounded, the checksum checked, CBOR tags refused, every field
 type-checked, every reference and column value range-checked (lineage nodes only point at earlier
-ones), event CIDs must be distinct dag-cbor sha2-256 CIDs. Never pickle or marshal.
+ones), event CIDs must be distinct dag-cbor sha2-256 CIDs. Never pickle or marshal. A record is
+checked as strictly when it is decoded on demand (its id and status byte against the index); bytes
+that pass the checksum yet fail then raise :class:`SnapshotError` to the caller asking for it.
 
 Must not: do I/O (the replica reads and writes the bytes in the repo's ``meta`` table), or decide
 what an event means.
@@ -31,16 +41,21 @@ what an event means.
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import io
+import itertools
 import math
+import operator
 import sys
 from array import array
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
 import cbor2
 
+from .assign import combine
 from .authority import Authority
 from .clock import MerkleClock
 from .codec import CID, CodecError, _convert, _write_link
@@ -48,7 +63,7 @@ from .errors import InvalidInput
 from .genesis import Policy
 from .model import ModelError, ResultStatus, Waiting, WorkflowDefinition, WorkflowStatus
 from .runner_labels import requirement_of
-from .state import MemberEntry, Run, Schedule, State, WorkflowRecord
+from .state import Backlog, MemberEntry, Run, Schedule, State, WorkflowRecord, code_status, record_code
 from .trust import (
     Handoff,
     Handoffs,
@@ -65,21 +80,25 @@ from .trust import (
 __all__ = [
     "MAX_SNAPSHOT_BYTES",
     "SNAPSHOT_VERSION",
+    "ColumnMap",
     "Snapshot",
     "SnapshotError",
     "decode_snapshot",
     "encode_snapshot",
 ]
 
-SNAPSHOT_VERSION: Final = 3
+SNAPSHOT_VERSION: Final = 4
 """Bump on any change of the format or of what the fold keeps: an older snapshot is then ignored."""
 MAX_SNAPSHOT_BYTES: Final = 1 << 30
 _MAGIC: Final = "ipld-scheduler/fold-snapshot"
+_HEAD: Final = 40
+"""The SHA-256 of everything after it, then the body's length (8 bytes, little-endian)."""
 _CID_LEN: Final = 36
 _CID_PREFIX: Final = b"\x01\x71\x12\x20"
 """Every event is a CIDv1 dag-cbor sha2-256 block: 36 bytes with this prefix."""
 
 T = TypeVar("T")
+_CODES: Final = frozenset(code for code in range(256) if code_status(code) is not None)
 
 
 class SnapshotError(InvalidInput):
@@ -116,6 +135,10 @@ def _stamp(stamp: tuple[int, bytes]) -> list[Any]:
     return [stamp[0], stamp[1]]
 
 
+_NO_ROW: Final[list[Any]] = []
+"""The row of a pool written as columns instead (one shared empty list, not one per lineage node)."""
+
+
 class _Writer:
     def __init__(self) -> None:
         self.entries = _Pool(
@@ -146,7 +169,7 @@ class _Writer:
                 for x in (w, h.entries[w].to, *_stamp(h.entries[w].stamp), h.entries[w].by)
             ]
         )
-        self.lineage = _Pool(lambda _n: [])  # written as columns (``_lineage_columns``)
+        self.lineage = _Pool(lambda _n: _NO_ROW)  # written as columns (``_lineage_columns``)
 
     def lineage_ref(self, node: Lineage) -> int:
         """Intern a lineage node after its ancestors, without recursion (chains are as long as history)."""
@@ -163,9 +186,14 @@ class _Writer:
         return known[id(node)]
 
 
-def _pack(values: list[int]) -> bytes:
-    """Integers as little-endian int64s: a column decodes with one ``array.frombytes``."""
-    column = array("q", values)
+_INT32: Final = 1 << 31
+
+
+def _pack(values: Sequence[int], *, narrow: bool = False) -> bytes:
+    """Integers as little-endian int32s when every one fits (``narrow``: they must), else int64s: a
+    column decodes with one ``array.frombytes``, its width told by its length and count."""
+    fits = narrow or not values or (min(values) >= -_INT32 and max(values) < _INT32)
+    column = array("i" if fits else "q", values)
     if sys.byteorder == "big":
         column.byteswap()
     return column.tobytes()
@@ -179,10 +207,26 @@ class _Events:
         self.cids = list(heights)
         self.number = {cid: n for n, cid in enumerate(self.cids)}
         self.heights = heights
+        self._same: dict[int, bool] = {}
         if any(len(cid.raw) != _CID_LEN for cid in self.cids):
             raise SnapshotError("fold snapshot: an event CID of unusual length")
 
+    def numbered_as(self, cids: object) -> bool:
+        """Whether ``cids`` (a loaded snapshot's events) are the first of these events, in order: then
+        what names an event by its number there names the same event here."""
+        found = self._same.get(id(cids))
+        if found is None:
+            found = (
+                isinstance(cids, list)
+                and len(cids) <= len(self.cids)
+                and all(map(operator.is_, self.cids, cids))
+            )
+            self._same[id(cids)] = found
+        return found
+
     def column(self, values: Mapping[CID, Any], ref: Callable[[Any], int]) -> bytes:
+        if isinstance(values, ColumnMap) and self.numbered_as(values.cids):
+            return _pack(values.numbered(ref, self.number, len(self.cids)))
         return _pack([-1 if (v := values.get(cid)) is None else ref(v) for cid in self.cids])
 
 
@@ -210,9 +254,8 @@ def _schedule(s: Schedule, ev: _Events) -> list[Any]:
         s.workflow.to_ipld(),
         list(s.members),
         s.clock,
-        s.combined,
         s.retries,
-    ]
+    ]  # ``combined`` is ``combine(clock, workflow_cid)``: recomputed when a record is decoded
 
 
 def _register(value: tuple[tuple[int, bytes], Any] | None, ev: _Events) -> list[Any] | None:
@@ -244,7 +287,7 @@ def _record(rec: WorkflowRecord, ev: _Events) -> list[Any]:
 
 def _lineage_columns(nodes: list[Lineage], ev: _Events) -> list[Any]:
     authors: dict[str, int] = {}
-    author_column = _pack([authors.setdefault(n.author, len(authors)) for n in nodes])
+    author_column = _pack([authors.setdefault(n.author, len(authors)) for n in nodes], narrow=True)
     index = {id(n): i for i, n in enumerate(nodes)}
     return [
         list(authors),
@@ -264,10 +307,88 @@ def encode_snapshot(
     """The fold as of processed-log ``seq`` (whose event is ``last``; None for an empty log).
 
     :class:`SnapshotError` when some value has no encoding here (the caller writes no snapshot)."""
+    collecting = gc.isenabled()
+    gc.disable()  # it builds lists and tuples by the 100k, none of them garbage until it returns
     try:
         return _encode(seq, last, network, state, clock, authority)
     except (cbor2.CBOREncodeError, CodecError, ValueError, TypeError, KeyError) as exc:
         raise _fail(f"cannot encode: {type(exc).__name__}: {exc}") from None
+    finally:
+        if collecting:
+            gc.enable()
+
+
+class _Out:
+    """The snapshot written piece by piece (issue 11: no second copy of the whole body in memory):
+    32 bytes for the digest, then the body's CBOR; :meth:`finish` fills in the digest."""
+
+    def __init__(self) -> None:
+        self.buf = io.BytesIO()
+        self.buf.write(bytes(_HEAD))
+
+    def head(self, major: int, n: int) -> None:
+        """A CBOR head: major type ``major`` with argument ``n`` (shortest form, as cbor2 writes it)."""
+        top = major << 5
+        if n < 24:
+            self.buf.write(bytes((top | n,)))
+        elif n < 1 << 8:
+            self.buf.write(bytes((top | 24, n)))
+        elif n < 1 << 16:
+            self.buf.write(bytes((top | 25,)) + n.to_bytes(2, "big"))
+        elif n < 1 << 32:
+            self.buf.write(bytes((top | 26,)) + n.to_bytes(4, "big"))
+        else:
+            self.buf.write(bytes((top | 27,)) + n.to_bytes(8, "big"))
+
+    def item(self, value: Any) -> None:
+        self.buf.write(cbor2.dumps(value))
+
+    def raw(self, data: bytes, *more: bytes) -> None:
+        """One CBOR byte string of ``data`` and ``more`` concatenated."""
+        self.head(2, len(data) + sum(len(m) for m in more))
+        self.buf.write(data)
+        for m in more:
+            self.buf.write(m)
+
+    def finish(self, body_end: int) -> bytes:
+        """The snapshot, its body ending at ``body_end`` (the records follow it)."""
+        self.buf.seek(32)
+        self.buf.write((body_end - _HEAD).to_bytes(8, "little"))
+        with self.buf.getbuffer() as view:
+            digest = hashlib.sha256(view[32:]).digest()
+        self.buf.seek(0)
+        self.buf.write(digest)
+        return self.buf.getvalue()  # the buffer itself, not a copy, once no view is held
+
+
+def _floats(values: list[float]) -> bytes:
+    column = array("d", values)
+    if sys.byteorder == "big":
+        column.byteswap()
+    return column.tobytes()
+
+
+def _indexes(state: State, ev: _Events, order: list[str]) -> list[Any]:
+    """What :meth:`State.reindex` would recompute, so a load decodes no record: open ids, owners'
+    sets, retryable ids, dependents and the local queue (by key, then id: pop order), each id as its
+    record's position in ``order`` (a packed column)."""
+    at = {wid: n for n, wid in enumerate(order)}
+
+    def ids(wids: Iterable[str]) -> bytes:
+        return _pack(sorted(at[w] for w in wids), narrow=True)
+
+    queued = sorted(state.queue_items(), key=lambda item: (item[1], item[0]))  # by key, then id
+    return [
+        ids(state.open),
+        [x for o in sorted(state.by_owner) if state.by_owner[o] for x in (o, ids(state.by_owner[o]))],
+        ids(state.retryable),
+        [x for d in sorted(state.dependents) for x in (d, ids(state.dependents[d]))],
+        [
+            _pack([at[wid] for wid, _key in queued], narrow=True),
+            _floats([key[0] for _wid, key in queued]),
+            _pack([ev.number[CID(key[2])] for _wid, key in queued]),
+        ],
+    ]
 
 
 def _encode(
@@ -278,16 +399,15 @@ def _encode(
     ev = _Events(heights)
     state_views = ev.column(state.views, w.sviews.ref)
     members = [x for p in sorted(state.members) for x in (p, w.entries.ref(state.members[p]))]
-    records = [
-        cbor2.dumps(_record(state.workflows[wid], ev), default=_write_link, canonical=True)
-        for wid in state.workflows
-    ]
     kinds = [x for k in sorted(state.kinds) for x in (k, state.kinds[k])]
     auth_views = ev.column(authority.views, w.memberships.ref)
     auth_hand = ev.column(authority._handoffs, w.handoffs.ref)
     auth_lineage = ev.column(authority._lineage, w.lineage_ref)
     lineage = _lineage_columns(w.lineage.objects, ev)
-    body = [
+    order, lengths, fresh = _records(state, ev)
+    out = _Out()
+    out.head(4, 30)
+    for value in (
         _MAGIC,
         SNAPSHOT_VERSION,
         network.raw,
@@ -309,7 +429,10 @@ def _encode(
         # state
         state_views,
         members,
-        records,
+        [order, _pack(lengths, narrow=True)],
+    ):
+        out.item(value)
+    for value in (
         state.events,
         kinds,
         # authority
@@ -321,9 +444,38 @@ def _encode(
         [x for cid in sorted(heads) for x in (ev.number[cid], [ev.number[p] for p in head_parents[cid]])],
         max_height,
         [c.raw for c in root],
-    ]
-    encoded = cbor2.dumps(body)
-    return hashlib.sha256(encoded).digest() + encoded
+        _indexes(state, ev, order),
+    ):
+        out.item(value)
+    body_end = out.buf.tell()
+    records = state.workflows
+    for wid in order:  # the records after the body, each as read or as just encoded
+        kept = fresh.pop(wid, None)
+        out.buf.write(kept if kept is not None else records.encoded(wid))  # type: ignore[arg-type]
+    return out.finish(body_end)
+
+
+def _records(state: State, ev: _Events) -> tuple[list[str], list[int], dict[str, bytes]]:
+    """The records' ids in the order they are written, each one's length, and the encodings of those
+    not written as read (a record still undecoded since the load is copied as it was read, when the
+    events it numbers are numbered the same now): a code byte, then its CBOR."""
+    records = state.workflows
+    same = ev.numbered_as(records.numbering)
+    order = list(records)
+    lengths: list[int] = []
+    fresh: dict[str, bytes] = {}
+    for wid in order:
+        kept = records.encoded(wid) if same else None
+        if kept is not None:
+            lengths.append(len(kept))
+            continue
+        rec = records.peek(wid)
+        assert rec is not None
+        encoded = fresh[wid] = bytes((record_code(rec),)) + cbor2.dumps(
+            _record(rec, ev), default=_write_link, canonical=True
+        )
+        lengths.append(len(encoded))
+    return order, lengths, fresh
 
 
 # --- decoding ----------------------------------------------------------------------------------
@@ -436,16 +588,24 @@ def decode_snapshot(
     if len(data) > MAX_SNAPSHOT_BYTES:
         raise _fail(f"{len(data)} bytes is over the {MAX_SNAPSHOT_BYTES} limit")
     view = memoryview(data)
-    digest, data = view[:32], view[32:]  # no copy of the body
-    if hashlib.sha256(data).digest() != digest:
+    digest, rest = view[:32], view[32:]  # no copy of the body
+    if hashlib.sha256(rest).digest() != digest:
         raise _fail("checksum mismatch (a torn or altered write)")
-    body = _loads(data)
+    size = int.from_bytes(rest[:8], "little")
+    if len(rest) < 8 or size > len(rest) - 8:
+        raise _fail("the body's length is past the end")
+    body, records = rest[8 : 8 + size], rest[8 + size :]  # the records stay in ``data``: no copy
+    collecting = gc.isenabled()
+    gc.disable()  # ~100k objects per 100k events, none of them garbage: no collection passes over them
     try:
-        return _decode(body, network, authority, local_peer)
+        return _decode(_loads(body), records, network, authority, local_peer)
     except (SnapshotError, RecursionError):
         raise
     except (ModelError, InvalidInput, CodecError, KeyError, ValueError, TypeError, AssertionError) as exc:
         raise _fail(f"{type(exc).__name__}: {exc}") from None
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _loads(data: bytes | memoryview) -> Any:
@@ -461,25 +621,117 @@ def _loads(data: bytes | memoryview) -> Any:
 
 def _column(v: Any, n: int, what: str, low: int = -1, high: int | None = None) -> list[int]:
     """A packed column of ``n`` integers, each in ``[low, high)``."""
+    return _packed(v, n, what, low, high).tolist()
+
+
+def _packed(v: Any, n: int, what: str, low: int = -1, high: int | None = None) -> array[int]:
+    """:func:`_column` as the packed array itself (no int object per value)."""
     raw = _bytes(v, what)
-    if len(raw) != 8 * n:
+    if len(raw) not in (4 * n, 8 * n):
         raise _fail(f"{what}: expected {n} values")
-    column = array("q")
+    column = array("i" if len(raw) == 4 * n else "q")
     column.frombytes(raw)
     if sys.byteorder == "big":
         column.byteswap()
-    values = column.tolist()
-    if values and (min(values) < low or (high is not None and max(values) >= high)):
+    if column and (min(column) < low or (high is not None and max(column) >= high)):
         raise _fail(f"{what}: value out of range")
-    return values
+    return column
 
 
-def _keyed(cids: list[CID], column: list[int], table: Sequence[T]) -> dict[CID, T]:
-    return {cid: table[i] for cid, i in zip(cids, column, strict=True) if i >= 0}
+_ABSENT: Final = object()
 
 
-def _decode(body: Any, network: CID, authority: Authority, local_peer: str | None) -> Snapshot:
-    body = _list(body, "snapshot", 29)
+class ColumnMap(MutableMapping[CID, T]):
+    """A per-event map as a snapshot stored it: for each numbered event (``number``: CID -> its
+    number, shared by every such map), an index into ``table`` in a packed column (-1: none); what the
+    fold adds later goes in a small dict beside it. It holds no dict entry per event (issue 11: the
+    snapshot's maps of 100k events cost a dict each), the values in ``table`` stay shared as they were."""
+
+    __slots__ = ("_column", "_extra", "_len", "_number", "_table", "cids")
+
+    def __init__(
+        self, cids: list[CID], number: dict[CID, int], column: array[int], table: Sequence[T]
+    ) -> None:
+        self.cids, self._number, self._column, self._table = cids, number, column, table
+        self._extra: dict[CID, T] = {}
+        self._len = len(column) - column.count(-1)
+
+    def __getitem__(self, cid: CID) -> T:
+        value = self._extra.get(cid, _ABSENT)
+        if value is not _ABSENT:
+            return value  # type: ignore[return-value]
+        n = self._number.get(cid)
+        if n is None or (i := self._column[n]) < 0:
+            raise KeyError(cid)
+        return self._table[i]
+
+    def __contains__(self, cid: object) -> bool:
+        if cid in self._extra:
+            return True
+        n = self._number.get(cid)  # type: ignore[call-overload]
+        return n is not None and self._column[n] >= 0
+
+    def __setitem__(self, cid: CID, value: T) -> None:
+        if cid not in self:
+            self._len += 1
+        n = self._number.get(cid)
+        if n is not None and self._column[n] >= 0:
+            self._column[n] = -1
+        self._extra[cid] = value
+
+    def __delitem__(self, cid: CID) -> None:
+        if cid not in self:
+            raise KeyError(cid)
+        self._extra.pop(cid, None)
+        n = self._number.get(cid)
+        if n is not None:
+            self._column[n] = -1
+        self._len -= 1
+
+    def __len__(self) -> int:
+        return self._len
+
+    def numbered(self, ref: Callable[[T], int], number: Mapping[CID, int], total: int) -> list[int]:
+        """``ref`` of the value of each of ``total`` events numbered as :attr:`cids` first (-1: none),
+        ``ref`` called once per table entry in use, not once per event (the encoder's fast path)."""
+        out: list[int] = []
+        append = out.append
+        refs: dict[int, int] = {}
+        table = self._table
+        for i in self._column:
+            if i < 0:
+                append(-1)
+                continue
+            r = refs.get(i)
+            if r is None:
+                r = refs[i] = ref(table[i])
+            append(r)
+        out.extend([-1] * (total - len(out)))
+        for cid, value in self._extra.items():
+            out[number[cid]] = ref(value)
+        return out
+
+    def __iter__(self) -> Iterator[CID]:
+        cids = self.cids
+        keys = [cids[n] for n, i in enumerate(self._column) if i >= 0]
+        return iter([*keys, *self._extra])
+
+
+def _shared(column: array[int], numbers: list[int]) -> list[int]:
+    """``column``'s values, each below ``len(numbers)`` as the int object ``numbers`` holds (a height,
+    count or depth per event is mostly such a number: 100k events would hold 100k more ints each)."""
+    n = len(numbers)
+    return [numbers[v] if 0 <= v < n else v for v in column]
+
+
+def _keyed(cids: list[CID], number: dict[CID, int], column: array[int], table: Sequence[T]) -> ColumnMap[T]:
+    return ColumnMap(cids, number, column, table)
+
+
+def _decode(
+    body: Any, records: memoryview, network: CID, authority: Authority, local_peer: str | None
+) -> Snapshot:
+    body = _list(body, "snapshot", 30)
     if body[0] != _MAGIC or body[1] != SNAPSHOT_VERSION:
         raise _fail(f"not a version {SNAPSHOT_VERSION} snapshot")
     if body[2] != network.raw:
@@ -498,10 +750,12 @@ def _decode(body: Any, network: CID, authority: Authority, local_peer: str | Non
         raise _fail("event CIDs: not a whole number of CIDs")
     n = len(blob) // _CID_LEN
     cids = [CID(blob[k : k + _CID_LEN]) for k in range(0, len(blob), _CID_LEN)]
-    if any(cid.raw[:4] != _CID_PREFIX for cid in cids) or len(set(cids)) != n:
+    numbers = list(range(n))  # one int object per number, shared by every map below that holds one
+    number = dict(zip(cids, numbers, strict=True))
+    if any(cid.raw[:4] != _CID_PREFIX for cid in cids) or len(number) != n:
         raise _fail("event CIDs: not distinct dag-cbor sha2-256 CIDs")
-    heights = dict(zip(cids, _column(clock_part[1], n, "heights", 0), strict=True))
-    ev = _Decoded(cids, heights)
+    heights = dict(zip(cids, _shared(_packed(clock_part[1], n, "heights", 0), numbers), strict=True))
+    ev = _Decoded(cids, heights, numbers)
 
     entries = _table(body[6], "entries", _entry)
     sviews = _table(body[7], "state views", lambda r: _peer_map(r, entries, "state view"))
@@ -537,22 +791,20 @@ def _decode(body: Any, network: CID, authority: Authority, local_peer: str | Non
 
     state = State(local_peer=local_peer)
     state._keys_by_admins = True
-    state.views = _keyed(cids, _column(body[17], n, "state views", -1, len(sviews)), sviews)
+    state.views = _keyed(cids, number, _packed(body[17], n, "state views", -1, len(sviews)), sviews)
     state.members = {_str(p, "member"): _refer(entries, e, "member") for p, e in _pairs(body[18], "members")}
-    for row in _list(body[19], "records"):  # one at a time: a record's items never all live at once
-        rec = _record_of(_list(_loads(_bytes(row, "record")), "record", 15), ev)
-        if rec.workflow_id in state.workflows:
-            raise _fail(f"record {rec.workflow_id!r} twice")
-        state.workflows[rec.workflow_id] = rec
+    records = memoryview(bytes(records))  # their own copy: the rest of the snapshot's bytes can go
+    names, cold, offsets = _cold_records(body[19], records, numbers)
+    state.workflows.load(cold, records, offsets, lambda wid, frame: _frame_record(wid, frame, ev), cids)
     state.events = _int(body[20], "events")
     state.kinds = {_str(k, "kind"): _int(c, "kind") for k, c in _pairs(body[21], "kinds")}
-    state.reindex()
+    _adopt_indexes(state, _list(body[29], "indexes", 5), names, ev)
 
     if network not in authority.views or len(authority.views) != 1 or authority._lineage:
         raise _fail("decode into a fresh authority only")
-    authority.views = _keyed(cids, _column(body[22], n, "views", -1, len(memberships)), memberships)
-    authority._handoffs = _keyed(cids, _column(body[23], n, "handoffs", -1, len(handoffs)), handoffs)
-    authority._lineage = _keyed(cids, _column(body[24], n, "lineage", -1, len(lineage)), lineage)
+    authority.views = _keyed(cids, number, _packed(body[22], n, "views", -1, len(memberships)), memberships)
+    authority._handoffs = _keyed(cids, number, _packed(body[23], n, "handoffs", -1, len(handoffs)), handoffs)
+    authority._lineage = _keyed(cids, number, _packed(body[24], n, "lineage", -1, len(lineage)), lineage)
     if network not in authority.views or network not in authority._handoffs:
         raise _fail("the genesis view is missing")
 
@@ -569,12 +821,85 @@ def _decode(body: Any, network: CID, authority: Authority, local_peer: str | Non
     return Snapshot(seq, last, state, clock, authority)
 
 
+def _cold_records(
+    v: Any, records: memoryview, numbers: list[int]
+) -> tuple[list[str], dict[str, int], array[int]]:
+    """The records' ids in order, each id's position, and where record k is in ``records`` (from
+    ``offsets[k]`` to ``offsets[k + 1]``), left encoded (:class:`~ipld_scheduler.state.Records` decodes
+    one when asked): only the ids, that each is there once, the lengths and the code bytes are checked."""
+    part = _list(v, "records", 2)
+    names = _list(part[0], "record ids")
+    if not set(map(type, names)) <= {str}:
+        raise _fail("records: an id that is not text")
+    lengths = _packed(part[1], len(names), "record lengths", 1)
+    offsets = array("q", [0])
+    offsets.extend(itertools.accumulate(lengths))
+    if offsets[-1] != len(records):
+        raise _fail("records: the lengths do not add up to the records")
+    cold = dict(zip(names, numbers if len(numbers) >= len(names) else range(len(names)), strict=False))
+    if len(cold) != len(names):
+        raise _fail("records: an id twice")
+    if not set(bytes(map(records.__getitem__, offsets[:-1]))) <= _CODES:
+        raise _fail("records: a record without a known status code")
+    return names, cold, offsets
+
+
+def _frame_record(wid: str, frame: memoryview, ev: _Decoded) -> WorkflowRecord:
+    """Decode one record kept encoded since the load (code byte, then CBOR): as strict as the load."""
+    try:
+        rec = _record_of(_list(_loads(frame[1:]), "record", 15), ev)
+        if rec.workflow_id != wid or record_code(rec) != frame[0]:
+            raise _fail(f"record {wid!r}: its id or status disagrees with the index")
+    except SnapshotError:
+        raise
+    except (ModelError, InvalidInput, CodecError, KeyError, ValueError, TypeError, AssertionError) as exc:
+        raise _fail(f"record {wid!r}: {type(exc).__name__}: {exc}") from None
+    return rec
+
+
+def _ids(v: Any, names: list[str], what: str) -> list[str]:
+    """A packed column of record positions, as the records' own id strings (one object per id)."""
+    return list(map(names.__getitem__, _column(v, len(_bytes(v, what)) // 4, what, 0, len(names))))
+
+
+def _adopt_indexes(state: State, part: list[Any], names: list[str], ev: _Decoded) -> None:
+    by_owner = {_str(o, "owner"): set(_ids(ws, names, "owned")) for o, ws in _pairs(part[1], "owners")}
+    dependents = {
+        _str(d, "dependency"): set(_ids(ws, names, "dependents")) for d, ws in _pairs(part[3], "dependents")
+    }
+    queue = _list(part[4], "queue", 3)
+    ids = _ids(queue[0], names, "queued")
+    raw = _bytes(queue[1], "queue priorities")
+    if len(raw) != 8 * len(ids):
+        raise _fail("queue priorities: one per queued id")
+    priorities = array("d")
+    priorities.frombytes(raw)
+    if sys.byteorder == "big":
+        priorities.byteswap()
+    if not all(map(math.isfinite, priorities)):
+        raise _fail("queue priorities: not finite")
+    events = _packed(queue[2], len(ids), "queue events", 0, len(ev.cids))
+    if not all(map(operator.le, priorities, priorities[1:])):
+        raise _fail("queue: not in key order")
+    backlog = Backlog(ids, priorities, events, ev.cids, ev.heights, ev.numbers)
+    if len(backlog) != len(ids):
+        raise _fail("queue: an id twice")
+    state.adopt_indexes(
+        set(_ids(part[0], names, "open")),
+        by_owner,
+        set(_ids(part[2], names, "retryable")),
+        dependents,
+        backlog,
+    )
+
+
 class _Decoded:
     """The numbered events while decoding: a number is checked, then names the CID and its stamp."""
 
-    def __init__(self, cids: list[CID], heights: dict[CID, int]) -> None:
+    def __init__(self, cids: list[CID], heights: dict[CID, int], numbers: list[int]) -> None:
         self.cids = cids
         self.heights = heights
+        self.numbers = numbers
         self._members: dict[tuple[Any, ...], tuple[str, ...]] = {}
 
     def cid(self, v: Any, what: str) -> CID:
@@ -595,33 +920,23 @@ class _Decoded:
 
 def _lineage_of(part: list[Any], ev: _Decoded) -> list[Lineage]:
     authors = _tuple_of_str(part[0], "lineage authors")
-    n = len(_bytes(part[1], "lineage")) // 8
-    author = _column(part[1], n, "lineage authors", 0, len(authors))
-    event = _column(part[2], n, "lineage events", 0, len(ev.cids))
-    events = _column(part[3], n, "lineage counts", 0)
-    size = _column(part[4], n, "lineage sizes", 0)
-    depth = _column(part[5], n, "lineage depths", 0)
-    prev = _column(part[6], n, "lineage prev", -1)
-    jump = _column(part[7], n, "lineage jump", -1)
+    n = len(_bytes(part[1], "lineage")) // 4  # the authors' column: always int32
+    author = _packed(part[1], n, "lineage authors", 0, len(authors))
+    event = _packed(part[2], n, "lineage events", 0, len(ev.cids))
+    events = _shared(_packed(part[3], n, "lineage counts", 0), ev.numbers)
+    size = _packed(part[4], n, "lineage sizes", 0)
+    depth = _shared(_packed(part[5], n, "lineage depths", 0), ev.numbers)
+    prev = _packed(part[6], n, "lineage prev", -1)
+    jump = _packed(part[7], n, "lineage jump", -1)
     nodes: list[Lineage] = []
+    append, new = nodes.append, tuple.__new__  # a node per event: no Python-level ``__new__`` call each
     cids, heights = ev.cids, ev.heights
-    for k in range(n):
-        p, j = prev[k], jump[k]
+    for k, (p, j) in enumerate(zip(prev, jump, strict=True)):
         if p >= k or j >= k:
             raise _fail("lineage: a node refers to a later one")
         cid = cids[event[k]]
-        nodes.append(
-            Lineage(
-                authors[author[k]],
-                heights[cid],
-                cid.raw,
-                events[k],
-                size[k],
-                depth[k],
-                None if p < 0 else nodes[p],
-                None if j < 0 else nodes[j],
-            )
-        )
+        parts = (authors[author[k]], heights[cid], cid.raw, events[k], size[k], depth[k])
+        append(new(Lineage, (*parts, None if p < 0 else nodes[p], None if j < 0 else nodes[j])))
     return nodes
 
 
@@ -719,20 +1034,22 @@ def _map(v: Any) -> Mapping[str, Any]:
 
 
 def _schedule_of(r: Any, ev: _Decoded) -> Schedule:
-    r = _list(r, "schedule", 8)
+    r = _list(r, "schedule", 7)
     workflow = WorkflowDefinition.from_ipld(_ipld(r[3], "workflow"))
     cid, stamp = ev.stamped(r[0], "schedule")
+    workflow_cid = _cid(r[2], "workflow")
+    clock = _bytes(r[5], "clock")
     sched = Schedule(
         cid,
         stamp,
         _str(r[1], "author"),
-        _cid(r[2], "workflow"),
+        workflow_cid,
         workflow,
         ev.members(r[4]),
-        _bytes(r[5], "clock"),
-        _bytes(r[6], "combined"),
+        clock,
+        combine(clock, workflow_cid),
     )
-    sched.retries = _int(r[7], "retries")
+    sched.retries = _int(r[6], "retries")
     sched.requirement = requirement_of(workflow.run)
     return sched
 

@@ -40,10 +40,10 @@ the result, or do I/O. Events arrive here already decoded, signature-checked and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, ItemsView, Iterator, Mapping, MutableMapping, Sequence, ValuesView
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Any, Final
+from typing import Any, Final, TypeVar, overload
 
 from .assign import clock_hash, combine, owner, rank
 from .codec import CID
@@ -67,7 +67,7 @@ from .model import Event, Result, ResultStatus, Waiting, WorkflowDefinition, Wor
 from .runner_labels import LabelRequirement, labels_satisfy, requirement_of
 from .waits import Wait, wait_of
 
-__all__ = ["MemberEntry", "State", "Wait", "WorkflowRecord"]
+__all__ = ["MemberEntry", "Records", "State", "Wait", "WorkflowRecord"]
 
 Stamp = tuple[int, bytes]
 _ZERO: Final[Stamp] = (0, b"")
@@ -317,18 +317,272 @@ class WorkflowRecord:
         }
 
 
+_T = TypeVar("_T")
+_CODES: Final = (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED)
+_SCHEDULED: Final = 0x80
+
+
+def record_code(rec: WorkflowRecord) -> int:
+    """One byte saying what a record's status is and whether it has a defining schedule: what
+    :class:`Records` answers about an undecoded record (the first byte of its encoding)."""
+    return _CODES.index(rec.status) | (_SCHEDULED if rec.winner is not None else 0)
+
+
+def code_status(code: int) -> tuple[bool, WorkflowStatus] | None:
+    """(scheduled, status) of a :func:`record_code` byte (None: no such code)."""
+    index = code & ~_SCHEDULED
+    return (bool(code & _SCHEDULED), _CODES[index]) if index < len(_CODES) else None
+
+
+class Records(MutableMapping[str, WorkflowRecord]):
+    """Workflow records by id: decoded ones, and (after a snapshot load) encoded ones left where they
+    are in the snapshot's bytes (one buffer, an offset each) until something asks for them (issue 11:
+    the fold keeps hot only what it touches).
+
+    ``records[wid]`` and ``get`` decode an encoded record once and keep it decoded (the fold then
+    mutates it like any other); :meth:`peek` and iterating ``values()``/``items()`` decode it for the
+    caller only, so a read over every record does not keep them all. :meth:`status` answers from an
+    encoded record's first byte (:func:`record_code`) without decoding it. An encoded record is never
+    changed: any event about it goes through ``records[wid]`` first.
+    """
+
+    __slots__ = ("_blob", "_cold", "_decode", "_hot", "_offsets", "numbering")
+
+    def __init__(self) -> None:
+        self._hot: dict[str, WorkflowRecord] = {}
+        self._cold: dict[str, int] = {}
+        self._blob = memoryview(b"")
+        self._offsets: Sequence[int] = (0,)
+        self._decode: Callable[[str, memoryview], WorkflowRecord] | None = None
+        self.numbering: object = None
+        """What the encoded records' event numbers refer to (the snapshot decoder's event list)."""
+
+    def load(
+        self,
+        cold: dict[str, int],
+        blob: memoryview,
+        offsets: Sequence[int],
+        decode: Callable[[str, memoryview], WorkflowRecord],
+        numbering: object,
+    ) -> None:
+        """Adopt encoded records: id -> k, record k being ``blob[offsets[k]:offsets[k + 1]]``
+        (:func:`record_code` byte, then what ``decode`` reads)."""
+        self._cold, self._blob, self._offsets = cold, blob, offsets
+        self._decode, self.numbering = decode, numbering
+
+    def _frame(self, k: int) -> memoryview:
+        return self._blob[self._offsets[k] : self._offsets[k + 1]]
+
+    def __getitem__(self, wid: str) -> WorkflowRecord:
+        rec = self._hot.get(wid)
+        if rec is None:
+            rec = self._hot[wid] = self._decoded(wid, self._cold[wid])
+            del self._cold[wid]
+        return rec
+
+    def _decoded(self, wid: str, k: int) -> WorkflowRecord:
+        assert self._decode is not None
+        return self._decode(wid, self._frame(k))
+
+    def __setitem__(self, wid: str, rec: WorkflowRecord) -> None:
+        self._cold.pop(wid, None)
+        self._hot[wid] = rec
+
+    def __delitem__(self, wid: str) -> None:
+        if self._cold.pop(wid, None) is None:
+            del self._hot[wid]
+        else:
+            self._hot.pop(wid, None)
+
+    def __contains__(self, wid: object) -> bool:
+        return wid in self._hot or wid in self._cold
+
+    def __len__(self) -> int:
+        return len(self._hot) + len(self._cold)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self._hot, *self._cold])  # a copy: a read may decode records while it runs
+
+    @overload
+    def get(self, wid: str, /) -> WorkflowRecord | None: ...
+    @overload
+    def get(self, wid: str, /, default: WorkflowRecord | _T) -> WorkflowRecord | _T: ...
+    def get(self, wid: str, /, default: object = None) -> object:
+        rec = self._hot.get(wid)
+        if rec is not None:
+            return rec
+        return self[wid] if wid in self._cold else default
+
+    def peek(self, wid: str) -> WorkflowRecord | None:
+        """The record, decoded for this read only when it is encoded (None: unknown id)."""
+        rec = self._hot.get(wid)
+        if rec is not None:
+            return rec
+        k = self._cold.get(wid)
+        return None if k is None else self._decoded(wid, k)
+
+    def status(self, wid: str) -> tuple[bool, WorkflowStatus] | None:
+        """(has a defining schedule, status) without decoding (None: unknown id)."""
+        rec = self._hot.get(wid)
+        if rec is not None:
+            return rec.winner is not None, rec.status
+        k = self._cold.get(wid)
+        return None if k is None else code_status(self._blob[self._offsets[k]])
+
+    def statuses(self) -> Iterator[tuple[bool, WorkflowStatus]]:
+        """:meth:`status` of every record, without decoding any."""
+        for rec in self._hot.values():
+            yield rec.winner is not None, rec.status
+        blob, offsets = self._blob, self._offsets
+        for k in self._cold.values():
+            found = code_status(blob[offsets[k]])
+            assert found is not None
+            yield found
+
+    def encoded(self, wid: str) -> memoryview | None:
+        """The bytes an undecoded record was loaded from (None: it is decoded, or unknown)."""
+        k = self._cold.get(wid)
+        return None if k is None else self._frame(k)
+
+    @property
+    def decoded(self) -> int:
+        """How many records are decoded (the rest are still the snapshot's bytes)."""
+        return len(self._hot)
+
+    def values(self) -> ValuesView[WorkflowRecord]:
+        return _Values(self)
+
+    def items(self) -> ItemsView[str, WorkflowRecord]:
+        return _Items(self)
+
+
+class _Values(ValuesView[WorkflowRecord]):
+    _mapping: Records
+
+    def __iter__(self) -> Iterator[WorkflowRecord]:
+        for wid in self._mapping:
+            rec = self._mapping.peek(wid)
+            if rec is not None:
+                yield rec
+
+
+class _Items(ItemsView[str, WorkflowRecord]):
+    _mapping: Records
+
+    def __iter__(self) -> Iterator[tuple[str, WorkflowRecord]]:
+        for wid in self._mapping:
+            rec = self._mapping.peek(wid)
+            if rec is not None:
+                yield wid, rec
+
+
+QueueKey = tuple[float, int, bytes]
+"""A queue entry's key: (effective priority, the defining schedule's stamp)."""
+
+
+class Backlog:
+    """Local queue entries a snapshot load left packed (issue 11: no heap node, key tuple or dict
+    entry of keys each until the fold touches one): ids with their priority and their defining
+    schedule's event number in columns, sorted by (key, id), as :meth:`State.reindex` would have
+    inserted them. ``cids`` and ``heights`` turn an event number into the key's stamp."""
+
+    __slots__ = ("_at", "_cids", "_events", "_head", "_heights", "_priorities", "_wids")
+
+    def __init__(
+        self,
+        wids: list[str],
+        priorities: Sequence[float],
+        events: Sequence[int],
+        cids: Sequence[CID],
+        heights: Mapping[CID, int],
+        numbers: Sequence[int] = (),
+    ) -> None:
+        """``numbers``: ``range`` as a list at least as long as ``wids``, to share its int objects."""
+        self._wids: list[str | None] = list(wids)
+        self._priorities, self._events, self._cids, self._heights = priorities, events, cids, heights
+        self._at = dict(zip(wids, numbers if len(numbers) >= len(wids) else range(len(wids)), strict=False))
+        self._head = 0
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    def __contains__(self, wid: object) -> bool:
+        return wid in self._at
+
+    def _key(self, i: int) -> QueueKey:
+        cid = self._cids[self._events[i]]
+        return (self._priorities[i], self._heights[cid], cid.raw)
+
+    def key_of(self, wid: str) -> QueueKey | None:
+        i = self._at.get(wid)
+        return None if i is None else self._key(i)
+
+    def pop(self, wid: str) -> QueueKey:
+        """Take ``wid``'s entry out (it must be here); its key."""
+        i = self._at.pop(wid)
+        self._wids[i] = None
+        return self._key(i)
+
+    def first(self) -> tuple[QueueKey, str] | None:
+        wids, head = self._wids, self._head
+        while head < len(wids) and wids[head] is None:
+            head += 1
+        self._head = head
+        wid = wids[head] if head < len(wids) else None
+        return None if wid is None else (self._key(head), wid)
+
+    def items(self) -> Iterator[tuple[str, QueueKey]]:
+        for wid, i in self._at.items():
+            yield wid, self._key(i)
+
+
+class Queue(FibonacciHeap[QueueKey, str]):
+    """The local queue: a Fibonacci heap, and after a snapshot load the :class:`Backlog` of entries
+    not moved into it yet (an entry moves on the fold's first change to its workflow). Its length
+    and minimum count both; a backlog entry is older than any heap entry, so it wins a tie.
+    ``extract_min`` and ``delete`` stay the heap's own (``delete`` extracts through it): nothing pops
+    this queue, an entry leaves it when the fold changes its workflow (:meth:`State._sync_queue`)."""
+
+    __slots__ = ("backlog",)
+
+    def __init__(self, backlog: Backlog | None = None) -> None:
+        super().__init__()
+        self.backlog = backlog
+
+    def __len__(self) -> int:
+        return super().__len__() + (0 if self.backlog is None else len(self.backlog))
+
+    def size(self) -> int:
+        return len(self)
+
+    def is_empty(self) -> bool:
+        return len(self) == 0
+
+    def _first(self) -> tuple[QueueKey, str] | None:
+        """The backlog's minimum when it is the queue's (None: the heap's is)."""
+        first = None if self.backlog is None else self.backlog.first()
+        if first is None:
+            return None
+        top = super().find_min()
+        return first if top is None or not top[0] < first[0] else None
+
+    def find_min(self) -> tuple[QueueKey, str] | None:
+        first = self._first()
+        return first if first is not None else super().find_min()
+
+
 class State:
     """The fold. ``apply`` takes one admitted event at a time, parents before children."""
 
     def __init__(self, local_peer: str | None = None) -> None:
         self.local_peer = local_peer
-        self.views: dict[CID, View] = {}
+        self.views: MutableMapping[CID, View] = {}
         self.members: dict[str, MemberEntry] = {}
-        self.workflows: dict[str, WorkflowRecord] = {}
+        self.workflows = Records()
         self.by_owner: dict[str, set[str]] = {}
         self.open: set[str] = set()
         """Ids of scheduled, unfinished workflows: what a membership change can move (never history)."""
-        self.queue: FibonacciHeap[tuple[float, int, bytes], str] = FibonacciHeap()
+        self.queue = Queue()
         self._handles: dict[str, Any] = {}
         self._handle_keys: dict[str, tuple[float, int, bytes]] = {}
         self.events = 0
@@ -462,7 +716,7 @@ class State:
         """What :meth:`_refresh` may change in a record (and its queue key): equal before and after
         means its derived row is unchanged."""
         rec = self.workflows[wid]
-        return (rec.owner, rec.status, rec.attempt, rec.waiting, rec.waiting_for, self._handle_keys.get(wid))
+        return (rec.owner, rec.status, rec.attempt, rec.waiting, rec.waiting_for, self.queue_key(wid))
 
     def _membership(
         self,
@@ -576,9 +830,10 @@ class State:
     def waiting(self, workflow_id: str) -> Wait | None:
         """Why a pending workflow is in no queue (None: it is not waiting): the workflows of its
         ``after`` list first (``NEEDS``), then a ``runs_on`` no member satisfies (``NO_RUNNER``)."""
-        rec = self.workflows.get(workflow_id)
-        if rec is None or rec.winner is None or rec.status != PENDING:
+        if self.workflows.status(workflow_id) != (True, PENDING):
             return None
+        rec = self.workflows.peek(workflow_id)
+        assert rec is not None and rec.winner is not None
         needs = rec.waiting_for if rec.waiting is Waiting.NEEDS else ()
         return wait_of(needs, rec.owner, rec.winner.requirement)
 
@@ -668,11 +923,11 @@ class State:
         """The ids of ``rec``'s ``after`` workflows not finished (or not scheduled) yet, sorted."""
         if rec.winner is None:
             return ()
-        workflows = self.workflows
+        status = self.workflows.status
         blocked = []
         for dependency in rec.winner.workflow.after:
-            other = workflows.get(dependency)
-            if other is None or other.winner is None or other.status not in FINISHED:
+            found = status(dependency)
+            if found is None or not found[0] or found[1] not in FINISHED:
                 blocked.append(dependency)
         return tuple(blocked)
 
@@ -686,6 +941,11 @@ class State:
             and rec.owner == self.local_peer
             and rec.winner is not None
         )
+        backlog = self.queue.backlog
+        if backlog is not None and wid in backlog:
+            if wanted and backlog.key_of(wid) == self._queue_key(rec):
+                return  # unchanged: it stays where the load left it
+            backlog.pop(wid)  # gone, or into the heap under its new key below
         handle = self._handles.get(wid)
         if not wanted:
             if handle is not None:
@@ -693,8 +953,7 @@ class State:
                 del self._handles[wid]
                 del self._handle_keys[wid]
             return
-        assert rec.winner is not None
-        key = (rec.effective_priority, rec.winner.stamp[0], rec.winner.stamp[1])
+        key = self._queue_key(rec)
         if handle is not None:
             old = self._handle_keys[wid]
             if old == key:
@@ -707,15 +966,27 @@ class State:
         self._handles[wid] = self.queue.insert(key, wid)
         self._handle_keys[wid] = key
 
+    @staticmethod
+    def _queue_key(rec: WorkflowRecord) -> QueueKey:
+        assert rec.winner is not None
+        return (rec.effective_priority, rec.winner.stamp[0], rec.winner.stamp[1])
+
     # --- queries ------------------------------------------------------------------------------
 
     def queued(self) -> list[str]:
         """This peer's queue in pop order (a copy; the heap itself is untouched)."""
-        return [wid for _, wid in sorted((k, w) for w, k in self._handle_keys.items())]
+        return [wid for _, wid in sorted((k, w) for w, k in self.queue_items())]
+
+    def queue_items(self) -> list[tuple[str, QueueKey]]:
+        """Every queued id with its key, in no particular order."""
+        backlog = self.queue.backlog
+        return [*self._handle_keys.items(), *(() if backlog is None else backlog.items())]
 
     def queue_key(self, workflow_id: str) -> tuple[float, int, bytes] | None:
         """The key ``workflow_id`` has in this peer's queue (None: not queued); what its pop order follows."""
-        return self._handle_keys.get(workflow_id)
+        key = self._handle_keys.get(workflow_id)
+        backlog = self.queue.backlog
+        return key if key is not None or backlog is None else backlog.key_of(workflow_id)
 
     def peek(self) -> str | None:
         top = self.queue.find_min()
@@ -724,13 +995,13 @@ class State:
     def owner(self, workflow_id: str) -> str | None:
         """Current owner. Unfinished records keep theirs up to date (membership changes refresh
         them); finished ones are computed on demand so history never costs work per change."""
-        rec = self.workflows.get(workflow_id)
+        rec = self.workflows.peek(workflow_id)
         if rec is None:
             return None
         return self.owner_of(rec) if rec.status in FINISHED else rec.owner
 
     def describe(self, workflow_id: str) -> dict[str, Any] | None:
-        rec = self.workflows.get(workflow_id)
+        rec = self.workflows.peek(workflow_id)
         if rec is None or rec.winner is None:
             return None
         return self.row(rec)
@@ -753,9 +1024,9 @@ class State:
 
     def summary(self) -> dict[str, Any]:
         counts: dict[str, int] = {}
-        for rec in self.workflows.values():
-            if rec.winner is not None:
-                counts[rec.status] = counts.get(rec.status, 0) + 1
+        for scheduled, status in self.workflows.statuses():
+            if scheduled:
+                counts[status] = counts.get(status, 0) + 1
         return {
             "events": self.events,
             "workflows": sum(counts.values()),
@@ -768,7 +1039,8 @@ class State:
         """A canonical dump of the whole derived state, for tests that compare replicas."""
         rows: list[tuple[Any, ...]] = []
         for wid in sorted(self.workflows):
-            rec = self.workflows[wid]
+            rec = self.workflows.peek(wid)
+            assert rec is not None
             rows.append(
                 (
                     wid,
@@ -786,13 +1058,29 @@ class State:
 
     def reindex(self) -> None:
         """Recompute what :meth:`_refresh` keeps beside the records (owners' sets, open and retryable
-        ids, dependents, the local queue) from the records alone: after loading them from a snapshot."""
+        ids, dependents, the local queue) from the records alone, decoding each (a snapshot stores
+        them instead: :meth:`adopt_indexes`)."""
         self.by_owner, self.open, self.retryable, self.dependents = {}, set(), set(), {}
-        self.queue = FibonacciHeap()
+        self.queue = Queue()
         self._handles, self._handle_keys = {}, {}
         for wid in sorted(self.workflows):
-            rec = self.workflows[wid]
+            rec = self.workflows.peek(wid)
+            assert rec is not None
             for sched in rec.schedules.values():
                 for dependency in sched.workflow.after:
                     self.dependents.setdefault(dependency, set()).add(wid)
             self._index(rec, None)
+
+    def adopt_indexes(
+        self,
+        open_ids: set[str],
+        by_owner: dict[str, set[str]],
+        retryable: set[str],
+        dependents: dict[str, set[str]],
+        backlog: Backlog,
+    ) -> None:
+        """Take what :meth:`reindex` would recompute as a snapshot stored it (the local queue as a
+        :class:`Backlog`), so loading decodes no record and builds no heap node."""
+        self.open, self.by_owner, self.retryable, self.dependents = open_ids, by_owner, retryable, dependents
+        self.queue = Queue(backlog)
+        self._handles, self._handle_keys = {}, {}

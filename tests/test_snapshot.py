@@ -22,7 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ipld_scheduler import ops
-from ipld_scheduler.model import WorkflowDefinition
+from ipld_scheduler.events import Cancel
+from ipld_scheduler.heap import FibonacciHeap
+from ipld_scheduler.model import Result, WorkflowDefinition, WorkflowStatus
 from ipld_scheduler.replica import SNAPSHOT_KEY, Replica
 from ipld_scheduler.repo import Repo
 from ipld_scheduler.scheduler import open_replica
@@ -47,7 +49,9 @@ def _dump(replica: Replica) -> dict[str, Any]:
     view = authority.current(heads)
     return {
         "fingerprint": state.fingerprint(),
-        "rows": [state.row(state.workflows[w]) for w in sorted(state.workflows) if state.workflows[w].winner],
+        "rows": [
+            state.row(r) for w in sorted(state.workflows) if (r := state.workflows.peek(w)) and r.winner
+        ],
         "queue": state.queued(),
         "queue keys": [state.queue_key(w) for w in state.queued()],
         "peek": state.peek(),
@@ -152,16 +156,26 @@ async def _one_history(path: Path) -> None:
         assert repo.get_meta(SNAPSHOT_KEY), "close wrote the snapshot"
 
 
+def _parts(data: bytes) -> tuple[Any, bytes]:
+    """A snapshot's body (decoded) and the records after it."""
+    size = int.from_bytes(data[32:40], "little")
+    return cbor2.loads(data[40 : 40 + size]), data[40 + size :]
+
+
 def _body(data: bytes) -> Any:
-    return cbor2.loads(data[32:])
+    return _parts(data)[0]
 
 
-def _tamper(data: bytes, index: int, value: Any, *, digest: bool = True) -> bytes:
-    """The snapshot with one field changed, and its checksum made right again (or not)."""
-    body = _body(data)
-    body[index] = value
+def _tamper(
+    data: bytes, index: int, value: Any, *, digest: bool = True, records: bytes | None = None
+) -> bytes:
+    """The snapshot with one field (or the records) changed, and its checksum made right again (or not)."""
+    body, kept = _parts(data)
+    if index >= 0:
+        body[index] = value
     encoded = cbor2.dumps(body)
-    return (hashlib.sha256(encoded).digest() if digest else data[:32]) + encoded
+    rest = len(encoded).to_bytes(8, "little") + encoded + (kept if records is None else records)
+    return (hashlib.sha256(rest).digest() if digest else data[:32]) + rest
 
 
 async def test_unusable_snapshot_bytes_cost_a_full_replay_only(tmp_path: Path) -> None:
@@ -196,6 +210,12 @@ async def test_unusable_snapshot_bytes_cost_a_full_replay_only(tmp_path: Path) -
         "a tag": _tamper(good, 20, cbor2.CBORTag(42, b"x")),
         "wrong type": _tamper(good, 19, "records"),
         "a map": _tamper(good, 6, {"a": 1}),
+        "an index naming no record": _tamper(good, 29, [(10**6).to_bytes(8, "little"), *_body(good)[29][1:]]),
+        "a record's unknown status code": _tamper(good, -1, None, records=b"\x7f" + _parts(good)[1][1:]),
+        "records longer than their lengths": _tamper(good, -1, None, records=_parts(good)[1] + b"\x00"),
+        "an id twice": _tamper(
+            good, 19, [_body(good)[19][0][:1] * len(_body(good)[19][0]), _body(good)[19][1]]
+        ),
         "a changed stamp, old checksum": _tamper(good, 20, _body(good)[20] + 1, digest=False),
     }
     for name, data in variants.items():
@@ -292,3 +312,114 @@ async def test_close_rewrites_the_snapshot_only_once_the_log_grew_enough(tmp_pat
         assert _dump(replica) == await _full_replay_dump(path, "alpha")
     finally:
         await replica.close()
+
+
+async def _owned_by(replica: Replica, owner: str, prefix: str) -> str:
+    """Schedule ``prefix-N`` workflows until one is owned by ``owner``; its id."""
+    for n in range(64):
+        wid = f"{prefix}-{n}"
+        await ops.schedule(replica, wid, wid, "p2p_eligible")
+        if replica.state.owner(wid) == owner:
+            return wid
+    raise AssertionError(f"no workflow owned by {owner}")
+
+
+async def test_events_about_records_left_encoded_fold_as_a_full_replay(tmp_path: Path) -> None:
+    """A snapshot load decodes no record; a later event about a finished one (a concurrent duplicate
+    schedule, a late claim and completion after a cancel, a retry, a reprioritize, a cancel of a
+    completed run) decodes it then and folds exactly as a full replay does."""
+    alpha = await _open(tmp_path / "alpha", "alpha", PEERS)
+    beta = await _open(tmp_path / "beta", "beta", PEERS)
+    await beta.merge_clock(alpha.clock)
+    await alpha.merge_clock(beta.clock)
+    mine = await _owned_by(alpha, "alpha", "mine")
+    late = await _owned_by(alpha, "beta", "late")
+    await ops.schedule(alpha, "dup", "dup", "p2p_eligible")
+    await alpha.schedule_workflow(WorkflowDefinition("next", "next", ["p2p_eligible"], after=[mine]))
+    await beta.merge_clock(alpha.clock)
+    while (claimed := await beta.get_next_workflow()) is not None:  # beta runs ``late`` (and more) ...
+        result = Result(claimed.workflow_id, "beta", "success", 1, exit_code=0)
+        await beta.record_result(claimed.workflow_id, result, [], 0)  # ... alpha not knowing yet
+    await ops.schedule(beta, "dup", "dup again", "p2p_eligible")  # a concurrent schedule of the same id
+    while (claimed := await alpha.get_next_workflow()) is not None:  # ``mine`` fails, the rest complete
+        wid = claimed.workflow_id
+        result = Result(wid, "alpha", "failure" if wid == mine else "success", 2, exit_code=int(wid == mine))
+        await alpha.record_result(wid, result, [], 0)
+    await alpha.cancel(late, "enough")
+    for wid in sorted(alpha.state.open):
+        await alpha.cancel(wid, "done")
+    assert not alpha.state.open, "every workflow of alpha's is finished before the snapshot"
+    summary = alpha.state.summary()
+    await alpha.close()
+    await _crash(beta)
+
+    alpha = await _open(tmp_path / "alpha", "alpha")
+    try:
+        records = alpha.state.workflows
+        assert alpha.counters["snapshot_loaded"] == 1
+        assert records.decoded == 0, "the load decoded records"
+        assert alpha.state.summary() == summary
+        assert alpha.state.owner(mine) == "alpha" and alpha.state.waiting("next") is None
+        assert records.status(late) == (True, WorkflowStatus.CANCELLED)
+        assert records.decoded == 0, "answering status, owner and waiting decoded records"
+        assert _dump(alpha) == await _full_replay_dump(tmp_path / "alpha", "alpha")
+        assert records.decoded == 0, "reading every row decoded records for good"
+
+        beta = await _open(tmp_path / "beta", "beta")
+        await alpha.merge_clock(beta.clock)  # the duplicate schedule, the late claim and completion
+        assert 0 < records.decoded < len(records)
+        status = alpha.state.workflows[late].status  # decoded now: the late run counts
+        assert records.status(late) == (True, status) and status is not WorkflowStatus.CANCELLED
+        failed_or_cancelled = [
+            w
+            for w in (mine, "next")
+            if records.status(w) in ((True, WorkflowStatus.FAILED), (True, WorkflowStatus.CANCELLED))
+        ]
+        assert failed_or_cancelled, "the seed gives a run to retry"
+        for wid in failed_or_cancelled:
+            await alpha.retry(wid)
+        await alpha.reprioritize("next", 5.0)
+        completed = [w for w in sorted(records) if records.status(w) == (True, WorkflowStatus.COMPLETED)]
+        assert completed, "the seed gives a completed run"
+        for wid in completed:  # the API refuses this; a peer that had not seen the completion would not
+            await alpha.append(Cancel(wid, "too late"))
+        assert _dump(alpha) == await _full_replay_dump(tmp_path / "alpha", "alpha")
+        await _crash(beta)
+    finally:
+        await alpha.close()
+    alpha = await _open(tmp_path / "alpha", "alpha")  # the snapshot written with some records decoded
+    try:
+        assert alpha.state.workflows.decoded == 0
+        assert _dump(alpha) == await _full_replay_dump(tmp_path / "alpha", "alpha")
+    finally:
+        await _crash(alpha)
+
+
+async def test_the_loaded_queue_pops_as_a_full_replay(tmp_path: Path) -> None:
+    """The local queue loads as a packed backlog (no heap node each); reprioritizing, claiming and
+    scheduling more move entries into the heap, and the pop order stays a full replay's."""
+    path = tmp_path / "alpha"
+    replica = await _open(path, "alpha", ["alpha"])
+    for i in range(12):
+        await ops.schedule(replica, f"w{i:02}", f"job {i}", "p2p_eligible", priority=float(i % 4))
+    order = replica.state.queued()
+    await replica.close()
+    replica = await _open(path, "alpha")
+    try:
+        queue = replica.state.queue
+        assert queue.backlog is not None and len(queue.backlog) == len(queue) == 12
+        assert FibonacciHeap.__len__(queue) == 0, "the load built heap nodes"
+        assert replica.state.queued() == order and replica.state.peek() == order[0]
+        await replica.reprioritize(order[-1], -1.0)  # now first, from the heap
+        await replica.reprioritize(order[0], 9.0)  # now last
+        await ops.schedule(replica, "new", "new", "p2p_eligible", priority=1.0)
+        assert FibonacciHeap.__len__(queue) == 3 and len(queue) == 13
+        assert _dump(replica) == await _full_replay_dump(path, "alpha")
+        popped = []
+        while (claimed := await replica.get_next_workflow()) is not None:
+            popped.append(claimed.workflow_id)
+        assert popped[0] == order[-1] and popped[-1] == order[0] and len(popped) == 13
+        assert len(queue) == 0 and queue.find_min() is None
+        assert _dump(replica) == await _full_replay_dump(path, "alpha")
+    finally:
+        await _crash(replica)
