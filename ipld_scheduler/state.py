@@ -52,12 +52,14 @@ from .events import (
     Checkpoint,
     Claim,
     Complete,
+    Definitions,
     Evict,
     Fail,
     PeerAdd,
     PeerRemove,
     Reprioritize,
     Retry,
+    ScheduleBatch,
     Transfer,
     payload_of,
 )
@@ -381,11 +383,13 @@ class State:
         self,
         cid: CID,
         event: Event,
-        workflow: WorkflowDefinition | None = None,
+        workflow: Definitions | None = None,
         result: Result | None = None,
     ) -> set[str]:
         """Fold one event in; returns the ids of workflows whose derived state may have changed (for a
-        membership event: those whose owner, status, attempt, waiting or queue key did change)."""
+        membership event: those whose owner, status, attempt, waiting or queue key did change).
+        ``workflow``: the definition a ``schedule`` links, or those a ``schedule-batch`` lists (a tuple,
+        in its order)."""
         if cid in self.views:
             return set()
         before = self.view_before(event)
@@ -405,8 +409,10 @@ class State:
                 self._record(wid).completions[cid] = run
                 touched.add(wid)
             case ScheduleEvent():
-                assert workflow is not None, "schedule events are applied with their workflow"
+                assert isinstance(workflow, WorkflowDefinition), "a schedule is applied with its workflow"
                 touched.add(self._schedule(cid, stamp, event, payload, workflow, before))
+            case ScheduleBatch():
+                touched |= self._schedule_batch(cid, stamp, event, payload, workflow, before)
             case Fail(id=wid, result=link, attempt=attempt):
                 run = Run.finished(cid, stamp, event.author, link, result, ResultStatus.FAILURE, attempt)
                 self._record(wid).failures[cid] = run
@@ -532,6 +538,27 @@ class State:
         if rec.winner is None or stamp < rec.winner.stamp:
             rec.winner = sched
         return workflow.workflow_id
+
+    def _schedule_batch(
+        self,
+        cid: CID,
+        stamp: Stamp,
+        event: Event,
+        payload: ScheduleBatch,
+        workflows: Definitions | None,
+        before: View,
+    ) -> set[str]:
+        """Each listed workflow as a ``schedule`` of its own with this event's CID; an id listed twice
+        is defined by its first entry (a batch is one stamp: position breaks the tie)."""
+        assert isinstance(workflows, tuple) and len(workflows) == len(payload.workflows), (
+            "schedule-batch events are applied with their workflows, in order"
+        )
+        ids: set[str] = set()
+        for link, workflow in zip(payload.workflows, workflows, strict=True):
+            if workflow.workflow_id not in ids:
+                one = ScheduleEvent(link, payload.retries)
+                ids.add(self._schedule(cid, stamp, event, one, workflow, before))
+        return ids
 
     def _membership_changed(self, peer: str, present: bool) -> set[str]:
         if not present:
@@ -694,7 +721,9 @@ class State:
                 del self._handle_keys[wid]
             return
         assert rec.winner is not None
-        key = (rec.effective_priority, rec.winner.stamp[0], rec.winner.stamp[1])
+        # the workflow CID after the schedule CID orders the workflows of one schedule-batch (equal
+        # stamps) without changing the order of anything else: every schedule CID has the same length
+        key = (rec.effective_priority, rec.winner.stamp[0], rec.winner.stamp[1] + rec.winner.workflow_cid.raw)
         if handle is not None:
             old = self._handle_keys[wid]
             if old == key:
