@@ -42,7 +42,6 @@ from .model import Event, EventKind, WorkflowDefinition
 from .reasons import Reject
 from .state import State
 from .trust import (
-    AuthorUsage,
     BatchFacts,
     Handoffs,
     Lineage,
@@ -85,11 +84,9 @@ class Authority:
             self._current = (tuple(heads), answer)
         return answer
 
-    def usage_before(self, author: str, heads: tuple[CID, ...], height: int, window: int) -> AuthorUsage:
-        """Rate usage ``author``'s own lineage through ``heads`` holds within ``window`` heights of a
-        new event at ``height``, that event not counted (how much room the policy leaves a writer)."""
-        prev = Lineage.newest(author, [self._lineage.get(h) for h in heads])
-        return Lineage.usage(prev, height, 0, window, 0)
+    def lineage_at(self, author: str, heads: tuple[CID, ...]) -> Lineage | None:
+        """``author``'s own lineage as a new event on ``heads`` would extend it (its rate usage)."""
+        return Lineage.newest(author, [self._lineage.get(h) for h in heads])
 
     def admit(
         self,

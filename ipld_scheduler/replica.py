@@ -80,7 +80,7 @@ from .snapshot import SnapshotError, decode_snapshot, encode_snapshot
 from .staging import CarSink, CarSource, Progress, SignatureWorker, Stage, Staging
 from .state import CANCELLED, FAILED, FINISHED, State, WorkflowRecord
 from .sync import MergePlan, Ready, SyncError
-from .trust import Membership, PolicyRecord
+from .trust import Lineage, Membership, PolicyRecord
 
 __all__ = ["MergeReport", "NotAuthorized", "Replica", "SchedulerError"]
 
@@ -660,7 +660,8 @@ class Replica:
                     answers[index] = self._assignment(rec, existing=True)
                 else:
                     fresh[workflow.workflow_id] = block
-            chunks = _chunks(list(fresh.values()), self._batch_size(list(fresh.values())) if batch else 1)
+            new = list(fresh.values())
+            chunks = _chunks(new, self._batch_sizes(new) if batch else [1] * len(new))
             written = self._chain([_schedule_payload(chunk) for chunk in chunks])
             defined = [_definitions(chunk) for chunk in chunks]
             if self.authority is not None:  # never write what every peer would refuse: all or none
@@ -709,31 +710,44 @@ class Replica:
             await self._notify()
         return [answer for answer in answers if answer is not None]
 
-    def _batch_size(self, blocks: Sequence[Block[WorkflowDefinition]]) -> int:
-        """Workflows per ``schedule-batch`` event: all of them (up to ``MAX_BATCH``) when they fit in the
-        rate room this author has left at the next height; else the steady share the policy allows a
-        lone writer (``rate_events // rate_window`` per height, so a chain of such events never goes
-        over). Rate limits count each workflow as one event (docs/trust.md), so one large event
-        cannot buy more than many small ones."""
-        if self.authority is None or not blocks:
-            return MAX_BATCH
+    def _batch_sizes(self, blocks: Sequence[Block[WorkflowDefinition]]) -> list[int]:
+        """How many workflows each chained ``schedule-batch`` event of this write carries.
+
+        Rate limits count every workflow as one event (docs/trust.md), so a writer has ``room`` =
+        ``rate_events`` minus its own lineage's usage in the window at each next height. Each event
+        takes at most ``room - (rate_window - 1)``: what is left keeps one workflow per height
+        possible until the event leaves the window, so the chain (and this author's next writes)
+        never stalls on its own burst; over a window that is ``rate_events`` workflows, the most the
+        policy allows. ``rate_bytes`` is shared out the same way, by the batch's mean block size.
+        The event's admission (``Authority.admit``) stays the judge: this only sizes the events.
+        """
+        n = len(blocks)
+        if self.authority is None or n == 0:
+            return _even(n, MAX_BATCH)
         heads = self.clock.head_cids
         policy = self.authority.current(heads).policy.policy
-        window = policy.rate_window
-        if not window or not (policy.rate_events or policy.rate_bytes):
-            return MAX_BATCH
+        window, max_events, max_bytes = policy.rate_window, policy.rate_events, policy.rate_bytes
+        if not window or not (max_events or max_bytes):
+            return _even(n, MAX_BATCH)
+        mean = sum(len(block.data) + _LINK_BYTES for block in blocks) // n + 1
+        prev = self.authority.lineage_at(self.peer_id, heads)
         height = self.clock.height + 1
-        used = self.authority.usage_before(self.peer_id, heads, height, window)
-        size = sum(len(block.data) for block in blocks) + _EVENT_BYTES + _LINK_BYTES * len(blocks)
-        fits = (not policy.rate_events or used.events + len(blocks) <= policy.rate_events) and (
-            not policy.rate_bytes or used.bytes + size <= policy.rate_bytes
-        )
-        if fits:
-            return MAX_BATCH
-        share = policy.rate_events // window if policy.rate_events else MAX_BATCH
-        if policy.rate_bytes:
-            share = min(share, policy.rate_bytes // window // max(1, size // len(blocks)))
-        return max(1, min(MAX_BATCH, share))
+        sizes: list[int] = []
+        left = n
+        while left:
+            used = Lineage.usage(prev, height, 0, window, 0)
+            take = _even(left, MAX_BATCH)[0]
+            if max_events:
+                take = min(take, max_events - used.events - (window - 1))
+            if max_bytes:
+                spare = max_bytes - used.bytes - (window - 1) * (_EVENT_BYTES + mean)
+                take = min(take, (spare - _EVENT_BYTES) // mean)
+            take = max(1, take)
+            sizes.append(take)
+            prev = Lineage.extend(prev, self.peer_id, height, b"", _EVENT_BYTES + take * mean, take)
+            height += 1
+            left -= take
+        return sizes
 
     def _chain(self, payloads: Sequence[Payload]) -> list[Block[Event]]:
         """Signed events for ``payloads``, each linking the one before (the first: every head);
@@ -1663,8 +1677,20 @@ _LINK_BYTES = 41
 """Bytes one workflow link adds to a ``schedule-batch`` event's body."""
 
 
-def _chunks(blocks: list[Block[WorkflowDefinition]], size: int) -> list[list[Block[WorkflowDefinition]]]:
-    return [blocks[i : i + size] for i in range(0, len(blocks), size)]
+def _even(n: int, most: int) -> list[int]:
+    """``n`` split into the fewest parts of at most ``most``, as even as possible."""
+    parts = -(-n // most)
+    return [n // parts + (1 if i < n % parts else 0) for i in range(parts)] if n else []
+
+
+def _chunks(
+    blocks: list[Block[WorkflowDefinition]], sizes: list[int]
+) -> list[list[Block[WorkflowDefinition]]]:
+    out, start = [], 0
+    for size in sizes:
+        out.append(blocks[start : start + size])
+        start += size
+    return out
 
 
 def _schedule_payload(chunk: list[Block[WorkflowDefinition]]) -> Schedule | ScheduleBatch:
