@@ -352,3 +352,27 @@ def test_claims_link_the_batch_and_the_snapshot_round_trips_its_records(tmp_path
             await again.close()
 
     asyncio.run(main())
+
+
+def test_a_history_of_batches_travels_by_car_and_by_merge(tmp_path: Path) -> None:
+    async def main() -> None:
+        repo = Repo.open(tmp_path / "a")
+        key = Signer("a", repo.load_or_create_key()).public_key
+        network = _network(key, Policy())
+        a = await Replica.open(repo, MemoryStore(), "a", network=network)
+        await a.schedule_many([wf(i) for i in range(30)])
+        await a.schedule_workflow(wf(30))
+        await a.schedule_many([wf(i, "x") for i in range(5)])
+        assert a.state.kinds[EventKind.SCHEDULE_BATCH] == 2
+        car = tmp_path / "a.car"
+        a.export_car(car)
+        b = await _replica(tmp_path, "b", network)
+        await b.import_car(car)
+        c = await _replica(tmp_path, "c", network)
+        report = await c.merge_clock(a.clock)
+        assert not report.rejected
+        assert b.state.fingerprint() == c.state.fingerprint() == a.state.fingerprint()
+        for replica in (a, b, c):
+            await replica.close()
+
+    asyncio.run(main())
