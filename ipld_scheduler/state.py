@@ -518,14 +518,17 @@ class State:
         payload: ScheduleEvent,
         workflow: WorkflowDefinition,
         before: View,
+        shared: tuple[tuple[str, ...], bytes] | None = None,
     ) -> str:
+        """``shared``: the present members of ``before`` and the clock hash of ``event``, when the
+        caller computed them once for several workflows (a ``schedule-batch``)."""
+        present, clock = shared or (tuple(present_members(before)), clock_hash(event.parents))
         requirement = requirement_of(workflow.run)
         if requirement is None:
-            members = tuple(present_members(before)) or (event.author,)
+            members = present or (event.author,)
         else:  # only the members whose labels (in the author's view) satisfy runs-on rank
-            members = tuple(p for p in present_members(before) if _runs(requirement, before[p]))
+            members = tuple(p for p in present if _runs(requirement, before[p]))
         workflow_cid = payload.workflow
-        clock = clock_hash(event.parents)
         sched = Schedule(
             cid, stamp, event.author, workflow_cid, workflow, members, clock, combine(clock, workflow_cid)
         )
@@ -554,10 +557,11 @@ class State:
             "schedule-batch events are applied with their workflows, in order"
         )
         ids: set[str] = set()
+        shared = (tuple(present_members(before)), clock_hash(event.parents))
         for link, workflow in zip(payload.workflows, workflows, strict=True):
             if workflow.workflow_id not in ids:
                 one = ScheduleEvent(link, payload.retries)
-                ids.add(self._schedule(cid, stamp, event, one, workflow, before))
+                ids.add(self._schedule(cid, stamp, event, one, workflow, before, shared))
         return ids
 
     def _membership_changed(self, peer: str, present: bool) -> set[str]:

@@ -619,8 +619,16 @@ def _peer_add(author: str, writer: Member, body: Mapping[str, Any], view: Member
 
 
 def _schedule(writer: Member, policy: Policy, facts: SubmissionFacts) -> Reject | None:
+    return _submission(_submitting(writer, policy), policy, facts)
+
+
+def _submitting(writer: Member, policy: Policy) -> list[RoleRights]:
+    """The writer's role rights that may submit (once per event, also for a batch's workflows)."""
     rights = [r for r in (policy.rights(role) for role in writer.roles) if r is not None]
-    submitting = [r for r in rights if r.submit]
+    return [r for r in rights if r.submit]
+
+
+def _submission(submitting: list[RoleRights], policy: Policy, facts: SubmissionFacts) -> Reject | None:
     if not submitting:
         return Reject.NO_SUBMIT_RIGHT
     if facts.has_run and not any(r.run for r in submitting):
@@ -755,8 +763,9 @@ def _rule(
         case EventKind.SCHEDULE_BATCH:  # every listed workflow as a schedule of its own would be
             if not isinstance(facts, BatchFacts) or not facts.workflows:
                 return Reject.MALFORMED
+            submitting = _submitting(writer, policy)
             for each in facts.workflows:
-                refusal = _schedule(writer, policy, each)
+                refusal = _submission(submitting, policy, each)
                 if refusal is not None:
                     return refusal
             return None
