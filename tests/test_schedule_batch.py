@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -376,3 +377,46 @@ def test_a_history_of_batches_travels_by_car_and_by_merge(tmp_path: Path) -> Non
             await replica.close()
 
     asyncio.run(main())
+
+
+@settings(max_examples=6, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(["batch", "single", "merge"]), st.integers(0, 2), st.integers(0, 2)),
+        min_size=3,
+        max_size=10,
+    )
+)
+def test_replicas_writing_batches_and_singles_agree_after_merging(steps: list[tuple[str, int, int]]) -> None:
+    """Three replicas of the dev network schedule in batches and one by one and merge in a random
+    order; after a full exchange all fold the same state, and every answer's owner still holds."""
+
+    async def main(root: Path) -> None:
+        peers = ["p0", "p1", "p2"]
+        replicas = [await Replica.open(Repo.open(root / p), MemoryStore(), p, peers) for p in peers]
+        answers: list[dict[str, Any]] = []
+        try:
+            for n, (action, i, j) in enumerate(steps):
+                me = replicas[i]
+                if action == "batch":
+                    answers += await me.schedule_many([wf(k, f"s{n}-") for k in range(1 + 3 * j)])
+                elif action == "single":
+                    answers.append(await me.schedule_workflow(wf(0, f"s{n}-")))
+                else:
+                    await me.merge_clock(replicas[j].clock)
+            for _ in range(2):
+                for me in replicas:
+                    for other in replicas:
+                        if other is not me:
+                            assert not (await me.merge_clock(other.clock)).rejected
+            first = replicas[0].state.fingerprint()
+            assert all(r.state.fingerprint() == first for r in replicas[1:])
+            for answer in answers:
+                assert answer["success"]
+                assert replicas[0].state.owner(answer["workflow_id"]) == answer["assigned_peer"]
+        finally:
+            for replica in replicas:
+                await replica.close()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(main(Path(tmp)))
