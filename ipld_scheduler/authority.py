@@ -8,6 +8,8 @@ compute"):
 
 * ``schedule``: :class:`~ipld_scheduler.trust.SubmissionFacts` of the workflow block it links (its
   size is the length of the block's bytes, which the caller hands over: never encoded again);
+  ``schedule-batch``: :class:`~ipld_scheduler.trust.BatchFacts`, those facts for each block it lists;
+  its rate usage counts one event per listed workflow, and its bytes are the event's plus every block's;
 * ``claim`` / ``cancel`` / ``reprioritize`` / ``transfer``: the schedule event the body links
   (``schedule``), its author (the submitter) and its ranking; the owner at this event from this event's
   membership and handoff views;
@@ -34,12 +36,20 @@ from collections.abc import MutableMapping, Sequence
 from typing import Final
 
 from .codec import CID, encode
-from .events import Cancel, Claim, Complete, Fail, Reprioritize, Retry, Transfer, payload_of
+from .events import Cancel, Claim, Complete, Definitions, Fail, Reprioritize, Retry, Transfer, payload_of
 from .genesis import Genesis
 from .model import Event, EventKind, WorkflowDefinition
 from .reasons import Reject
 from .state import State
-from .trust import Handoffs, Lineage, Membership, SubmissionFacts, WorkflowFacts, authorize
+from .trust import (
+    BatchFacts,
+    Handoffs,
+    Lineage,
+    Membership,
+    SubmissionFacts,
+    WorkflowFacts,
+    authorize,
+)
 
 __all__ = ["Authority"]
 
@@ -74,18 +84,24 @@ class Authority:
             self._current = (tuple(heads), answer)
         return answer
 
+    def lineage_at(self, author: str, heads: tuple[CID, ...]) -> Lineage | None:
+        """``author``'s own lineage as a new event on ``heads`` would extend it (its rate usage)."""
+        return Lineage.newest(author, [self._lineage.get(h) for h in heads])
+
     def admit(
         self,
         cid: CID,
         event: Event,
         state: State,
-        workflow: WorkflowDefinition | None = None,
+        workflow: Definitions | None = None,
         blocks: Sequence[tuple[CID, bytes]] = (),
     ) -> Reject | None:
         """The verdict on ``event`` (None: allowed, and its views are recorded); call parents first.
 
         ``state`` must hold every event admitted so far (for linked schedules and claims);
-        ``workflow`` is the block a ``schedule`` links; ``blocks``: ``(cid, bytes)`` of the event's own
+        ``workflow`` is the block a ``schedule`` links (for a ``schedule-batch``: the tuple of the
+        blocks it lists, in order; each is judged as a ``schedule`` and counts as one event for the
+        rate limit); ``blocks``: ``(cid, bytes)`` of the event's own
         block and of the blocks it links, as received or written (``sync.Ready.pairs``), for their
         sizes. A block missing there is encoded again (every peer holds the same bytes for a CID, so
         the sizes agree; only callers without the bytes, such as tests, pay for it).
@@ -107,13 +123,27 @@ class Authority:
         for other in handoffs[1:]:
             hand = hand.join(other)
         event_bytes, linked_bytes = _sizes(cid, event, blocks)
-        facts: WorkflowFacts | SubmissionFacts | None = None
+        facts: WorkflowFacts | SubmissionFacts | BatchFacts | None = None
         payload = payload_of(event)
+        count = 1
         if event.kind == EventKind.SCHEDULE:
-            if workflow is None:
+            if not isinstance(workflow, WorkflowDefinition):
                 return Reject.MALFORMED
             facts = SubmissionFacts.of(workflow, linked_bytes)
             linked_bytes = facts.workflow_bytes
+        elif event.kind == EventKind.SCHEDULE_BATCH:
+            links = event.body["workflows"]
+            if not isinstance(workflow, tuple) or len(workflow) != len(links):
+                return Reject.MALFORMED
+            given = {link: len(data) for link, data in blocks}
+            facts = BatchFacts(
+                tuple(
+                    SubmissionFacts.of(wf, given.get(link))
+                    for link, wf in zip(links, workflow, strict=True)
+                )
+            )
+            linked_bytes = sum(each.workflow_bytes for each in facts.workflows)
+            count = len(links)
         else:
             facts = _workflow_facts(payload, event, before, hand, state)
         size = event_bytes + (linked_bytes or 0)
@@ -127,7 +157,7 @@ class Authority:
         if prev is not None and prev.author != event.author:
             prev = None
         window = before.policy.policy.rate_window
-        usage = Lineage.usage(prev, event.height, size, window) if window else None
+        usage = Lineage.usage(prev, event.height, size, window, count) if window else None
         verdict = authorize(event.kind, event.author, event.key, event.body, before, facts, usage)
         if verdict is not None:
             return verdict
@@ -136,7 +166,7 @@ class Authority:
         if isinstance(payload, Transfer):
             hand = hand.apply(payload.id, payload.to, event.author, stamp)
         self._handoffs[cid] = hand
-        lineage[cid] = Lineage.extend(prev, event.author, event.height, cid.raw, size)
+        lineage[cid] = Lineage.extend(prev, event.author, event.height, cid.raw, size, count)
         return None
 
 

@@ -186,11 +186,15 @@ def member_rows(state: State) -> list[MemberRow]:
     ]
 
 
-def event_row(cid: CID, event: Event, workflow: WorkflowDefinition | None) -> EventIndexRow:
-    """Index row of an applied event: its workflow is the body's ``id``, or the one a schedule defines."""
+def event_row(
+    cid: CID, event: Event, workflow: WorkflowDefinition | tuple[WorkflowDefinition, ...] | None
+) -> EventIndexRow:
+    """Index row of an applied event: its workflow is the body's ``id``, or the one a schedule defines
+    (a ``schedule-batch`` defines several: its row names none, the workflows' rows name it)."""
     wid = event.body.get("id")
     if not isinstance(wid, str):
-        wid = workflow.workflow_id if workflow is not None and event.kind == EventKind.SCHEDULE else None
+        single = isinstance(workflow, WorkflowDefinition) and event.kind == EventKind.SCHEDULE
+        wid = workflow.workflow_id if single and isinstance(workflow, WorkflowDefinition) else None
     return EventIndexRow(cid, str(event.kind), event.author, wid, event.height)
 
 

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Final
 
 from .codec import CID
 from .genesis import Policy as Rules
-from .model import Event, EventKind
+from .model import Event, EventKind, WorkflowDefinition
 
 __all__ = [
     "BlockKind",
@@ -28,6 +28,7 @@ __all__ = [
     "Checkpoint",
     "Claim",
     "Complete",
+    "Definitions",
     "Evict",
     "Fail",
     "Payload",
@@ -37,6 +38,7 @@ __all__ = [
     "Reprioritize",
     "Retry",
     "Schedule",
+    "ScheduleBatch",
     "Transfer",
     "attempt_field",
     "body_of",
@@ -71,6 +73,33 @@ class Schedule:
 
     def links(self) -> list[Link]:
         return [(self.workflow, BlockKind.WORKFLOW)]
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleBatch:
+    """Queue several workflows with one signed event (issue 11: one signature, not one per workflow).
+
+    The fold treats each listed workflow exactly as if it had its own ``schedule`` event whose CID
+    is this event's CID (same stamp, parents, author and ``retries``): its owner follows from this
+    event's parents and that workflow's CID, and claims, cancels, transfers and retries link this
+    event as their ``schedule``. A workflow id listed twice (two definitions) is defined by its
+    first entry. Authorization judges every workflow as ``schedule`` does, and rate limits count
+    one event per listed workflow (docs/trust.md).
+    """
+
+    kind: ClassVar[EventKind] = EventKind.SCHEDULE_BATCH
+    workflows: tuple[CID, ...]
+    """1..``model.MAX_BATCH`` distinct Workflow block links, in the writer's order."""
+    retries: int | None = None
+    """Automatic retry budget of every workflow in the batch (absent: none)."""
+
+    def links(self) -> list[Link]:
+        return [(link, BlockKind.WORKFLOW) for link in self.workflows]
+
+
+Definitions = WorkflowDefinition | tuple[WorkflowDefinition, ...]
+"""The workflow blocks an event defines: one for ``schedule``, one per listed link (in order) for
+``schedule-batch``; what the fold and authorization are handed with the event."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,6 +291,7 @@ Payload = (
     | Checkpoint
     | Retry
     | Policy
+    | ScheduleBatch
 )
 
 _Reader = Callable[[Mapping[str, Any]], Payload]
@@ -287,6 +317,7 @@ _READERS: Final[dict[str, _Reader]] = {
     EventKind.CHECKPOINT: lambda b: Checkpoint(b["state"]),
     EventKind.RETRY: lambda b: Retry(b["id"], b["attempt"], b.get("schedule")),
     EventKind.POLICY: lambda b: Policy(Rules.from_ipld(b["policy"])),
+    EventKind.SCHEDULE_BATCH: lambda b: ScheduleBatch(tuple(b["workflows"]), b.get("retries")),
 }
 """Keyed by the kind's string value (StrEnum members hash as their values), so lookups by the
 envelope's ``kind`` string need no conversion."""
@@ -307,6 +338,8 @@ def body_of(payload: Payload) -> tuple[EventKind, dict[str, Any]]:
     if isinstance(payload, Policy):
         return payload.kind, {"policy": payload.policy.to_ipld()}
     body = {name: getattr(payload, name) for name in payload.__slots__}
+    if isinstance(payload, ScheduleBatch):
+        body["workflows"] = list(payload.workflows)
     for name in _OPTIONAL:
         if body.get(name, 0) is None:
             del body[name]

@@ -169,6 +169,17 @@ def _link(value: Any, name: str) -> CID:
     return value
 
 
+def _link_list(value: Any, name: str, limit: int) -> list[CID]:
+    """A list of 1..``limit`` distinct links (a ``schedule-batch`` names each workflow once)."""
+    if type(value) is not list or not 0 < len(value) <= limit:
+        raise ModelError(f"{name}: expected a list of 1..{limit} links")
+    for item in value:
+        _link(item, name)
+    if len({item.raw for item in value}) != len(value):
+        raise ModelError(f"{name}: a workflow is listed twice")
+    return value
+
+
 def _bytes(value: Any, name: str, size: int) -> bytes:
     if type(value) is not bytes or len(value) != size:
         raise ModelError(f"{name}: expected {size} bytes")
@@ -507,12 +518,16 @@ class EventKind(StrEnum):
     CHECKPOINT = "checkpoint"
     RETRY = "retry"
     POLICY = "policy"
+    SCHEDULE_BATCH = "schedule-batch"
 
 
 MAX_ATTEMPT: Final = 2**31 - 1
 """Bound on ``attempt`` in event bodies (absent means attempt 0, so a present one is at least 1)."""
 MAX_RETRIES: Final = 100
 """Bound on a schedule's automatic retry budget (``retries`` in the schedule event's body)."""
+MAX_BATCH: Final = 1024
+"""Bound on the workflows one ``schedule-batch`` event lists (~42 KB of links, far below a block's
+size limit)."""
 
 EVENT_KINDS: Final = frozenset(k.value for k in EventKind)
 
@@ -531,6 +546,7 @@ _BODY_FIELDS: Final[dict[str, tuple[frozenset[str], frozenset[str]]]] = {
     "checkpoint": (frozenset({"state"}), frozenset()),
     "retry": (frozenset({"id", "attempt"}), frozenset({"schedule"})),
     "policy": (frozenset({"policy"}), frozenset()),
+    "schedule-batch": (frozenset({"workflows"}), frozenset({"retries"})),
 }
 _BODY_CHECKS: Final[dict[str, Any]] = {
     "workflow": lambda v: _link(v, "body.workflow"),
@@ -551,6 +567,7 @@ _BODY_CHECKS: Final[dict[str, Any]] = {
     "invite": lambda v: _true(v, "body.invite"),
     "labels": lambda v: _label_list(v, "body.labels"),
     "policy": lambda v: _policy(v, "body.policy"),
+    "workflows": lambda v: _link_list(v, "body.workflows", MAX_BATCH),
 }
 
 
@@ -569,6 +586,8 @@ _EV_REQUIRED: Final = frozenset({"v", "key", "sig", "body", "kind", "author", "h
 _BODY_ALLOWED: Final = {kind: (req, req | opt) for kind, (req, opt) in _BODY_FIELDS.items()}
 """kind -> (required, required | optional): precomputed so decoding an event builds no sets."""
 _LINK_FIELDS: Final = frozenset({"workflow", "schedule", "result", "state", "claim"})
+_LINK_LIST_FIELDS: Final = frozenset({"workflows"})
+"""Body fields holding a list of links (``schedule-batch``): converted item by item on decode."""
 _body_orders: dict[tuple[str, ...], tuple[str, ...] | None] = {}
 """Cache: body key tuple -> keys in DAG-CBOR order (None when already ordered); bounded."""
 
@@ -634,7 +653,11 @@ class Event:
 
     def links(self) -> list[CID]:
         """Every CID this event points at: parents first, then body links (workflow, result...)."""
-        return [*self.parents, *(v for v in self.body.values() if type(v) is CID)]
+        return [
+            *self.parents,
+            *(v for v in self.body.values() if type(v) is CID),
+            *(link for name in _LINK_LIST_FIELDS for link in self.body.get(name, ())),
+        ]
 
     @staticmethod
     def from_block(data: bytes) -> Event:
@@ -726,6 +749,8 @@ def _event_from_block(data: bytes) -> Event:
         for name in body:
             if name in _LINK_FIELDS:
                 body[name] = link_of(body[name])
+            elif name in _LINK_LIST_FIELDS and type(body[name]) is list:
+                body[name] = links_of(body[name])
     except CodecError as exc:
         raise ModelError(f"event: {exc}") from exc
     return Event.from_ipld(raw)

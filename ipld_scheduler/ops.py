@@ -1019,8 +1019,14 @@ def _links(value: Any, depth: int = 0) -> Iterable[CID]:
             yield from _links(item, depth + 1)
 
 
-def _schedule_ids(replica: Replica) -> dict[CID, str]:
-    return {cid: rec.workflow_id for rec in replica.state.workflows.values() for cid in rec.schedules}
+def _schedule_ids(replica: Replica) -> dict[CID, str | None]:
+    """Schedule event -> the workflow it defines; None for a ``schedule-batch`` (it defines several),
+    as its index row says (``derived.event_row``)."""
+    ids: dict[CID, str | None] = {}
+    for rec in replica.state.workflows.values():
+        for cid in rec.schedules:
+            ids[cid] = rec.workflow_id if cid not in ids else None
+    return ids
 
 
 def _events(replica: Replica, after: int = 0) -> Iterable[tuple[int, CID, Event, str | None]]:

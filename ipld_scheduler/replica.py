@@ -47,6 +47,7 @@ from .events import (
     Cancel,
     Claim,
     Complete,
+    Definitions,
     Fail,
     Payload,
     PeerAdd,
@@ -55,12 +56,22 @@ from .events import (
     Reprioritize,
     Retry,
     Schedule,
+    ScheduleBatch,
     attempt_field,
     body_of,
 )
 from .genesis import Policy as Rules
 from .identity import Signer, unsigned_bytes, verify_event
-from .model import Event, EventKind, ModelError, Result, ResultStatus, WorkflowDefinition, eligibility
+from .model import (
+    MAX_BATCH,
+    Event,
+    EventKind,
+    ModelError,
+    Result,
+    ResultStatus,
+    WorkflowDefinition,
+    eligibility,
+)
 from .network import DEV_ROLES, DevNetworkRefused, Network, dev_network, recorded_network
 from .ports import BlockNotFound, BlockStore, StoreError, get_many
 from .reasons import Reject
@@ -69,7 +80,7 @@ from .snapshot import SnapshotError, decode_snapshot, encode_snapshot
 from .staging import CarSink, CarSource, Progress, SignatureWorker, Stage, Staging
 from .state import CANCELLED, FAILED, FINISHED, State, WorkflowRecord
 from .sync import MergePlan, Ready, SyncError
-from .trust import Membership, PolicyRecord
+from .trust import Lineage, Membership, PolicyRecord
 
 __all__ = ["MergeReport", "NotAuthorized", "Replica", "SchedulerError"]
 
@@ -349,6 +360,8 @@ class Replica:
             match event.kind:
                 case EventKind.SCHEDULE:
                     wanted[event.body["workflow"]] = BlockKind.WORKFLOW
+                case EventKind.SCHEDULE_BATCH:
+                    wanted.update(dict.fromkeys(event.body["workflows"], BlockKind.WORKFLOW))
                 case EventKind.COMPLETE | EventKind.FAIL:
                     wanted[event.body["result"]] = BlockKind.RESULT
         raws = self.repo.get_blocks(list(wanted))
@@ -361,6 +374,8 @@ class Replica:
             if event.kind == EventKind.SCHEDULE:
                 link = event.body["workflow"]
                 blocks.append((link, raws.get(link, b"")))
+            elif event.kind == EventKind.SCHEDULE_BATCH:
+                blocks.extend((link, raws.get(link, b"")) for link in event.body["workflows"])
             if self.authority.admit(cid, event, self.state, workflow, blocks):
                 continue  # admitted at ingest: only a changed rule can refuse it now, so it stays out
             self.state.apply(cid, event, workflow, result)
@@ -393,7 +408,7 @@ class Replica:
         }
 
     def _derived(
-        self, applied: Sequence[tuple[CID, Event, WorkflowDefinition | None]], touched: Iterable[str]
+        self, applied: Sequence[tuple[CID, Event, Definitions | None]], touched: Iterable[str]
     ) -> DerivedRows:
         """The index rows an applied batch changes: its touched workflows, its events, and every
         member when it changed membership; committed with the batch."""
@@ -409,14 +424,21 @@ class Replica:
 
     def _local_extras(
         self, event: Event, extras: Mapping[CID, Any] | None = None
-    ) -> tuple[WorkflowDefinition | None, Result | None]:
-        """The workflow or result an event's payload links to: from ``extras`` (values decoded with
+    ) -> tuple[Definitions | None, Result | None]:
+        """The workflow(s) or result an event's payload links to: from ``extras`` (values decoded with
         the event, never decoded again), else read from the repo."""
-        workflow = result = None
+        workflow: Definitions | None = None
+        result = None
         match event.kind:
             case EventKind.SCHEDULE:
                 link = event.body["workflow"]
                 workflow = (extras or {}).get(link) or self._load(link, BlockKind.WORKFLOW)
+            case EventKind.SCHEDULE_BATCH:
+                known = extras or {}
+                workflow = tuple(
+                    known.get(link) or self._load(link, BlockKind.WORKFLOW)
+                    for link in event.body["workflows"]
+                )
             case EventKind.COMPLETE | EventKind.FAIL:
                 link = event.body["result"]
                 result = (extras or {}).get(link) or self._load(link, BlockKind.RESULT)
@@ -595,20 +617,27 @@ class Replica:
         await self.append(Schedule(wcid, retries or None), [block])
         return self._assignment(self.state.workflows[workflow.workflow_id], existing=False)
 
-    async def schedule_many(self, workflows: Iterable[WorkflowDefinition]) -> list[dict[str, Any]]:
+    async def schedule_many(
+        self, workflows: Iterable[WorkflowDefinition], *, batch: bool = True
+    ) -> list[dict[str, Any]]:
         """Schedule ``workflows`` with one durable commit; one answer per input, in input order,
         each with :meth:`schedule_workflow`'s keys.
 
-        Every new workflow gets its own signed ``schedule`` event, chained in input order (the first
-        links all current heads, each next one the previous), so each owner follows the documented
-        rule exactly as if they had been scheduled one by one. Refusals are per workflow, as in
-        :meth:`schedule_workflow`; an id repeated in the batch is scheduled once: a later copy with
-        the same definition answers ``existing``, another definition is refused.
+        The new workflows are written as ``schedule-batch`` events of at most
+        :data:`~ipld_scheduler.model.MAX_BATCH` workflows each, in input order (one signature per
+        chunk; a chunk of one is a plain ``schedule``), chained: the first links all current heads,
+        each next one the previous. Each workflow's owner follows the documented rule from its chunk's
+        parents and its own CID, exactly as a ``schedule`` event with those parents would give.
+        ``batch=False`` writes one ``schedule`` event per workflow instead (the form peers older than
+        ``schedule-batch`` accept). Refusals are per workflow, as in :meth:`schedule_workflow`; an id
+        repeated in the input is scheduled once: a later copy with the same definition answers
+        ``existing``, another definition is refused.
         """
         items = list(workflows)
         answers: list[dict[str, Any] | None] = [None] * len(items)
         fresh: dict[str, Block[WorkflowDefinition]] = {}
         repeated: set[int] = set()
+        written: list[Block[Event]] = []
         async with self._write_lock:
             for index, workflow in enumerate(items):
                 reason = eligibility(workflow.tags)
@@ -631,34 +660,36 @@ class Replica:
                     answers[index] = self._assignment(rec, existing=True)
                 else:
                     fresh[workflow.workflow_id] = block
-            written = self._chain([Schedule(block.cid) for block in fresh.values()])
+            new = list(fresh.values())
+            chunks = _chunks(new, self._batch_sizes(new) if batch else [1] * len(new))
+            written = self._chain([_schedule_payload(chunk) for chunk in chunks])
+            defined = [_definitions(chunk) for chunk in chunks]
             if self.authority is not None:  # never write what every peer would refuse: all or none
-                for block, own in zip(fresh.values(), written, strict=True):
+                for chunk, own, defs in zip(chunks, written, defined, strict=True):
                     refusal = self.authority.admit(
-                        own.cid, own.value, self.state, block.value, [own.pair, block.pair]
+                        own.cid, own.value, self.state, defs, [own.pair, *(b.pair for b in chunk)]
                     )
                     if refusal is not None:
+                        names = ", ".join(repr(b.value.workflow_id) for b in chunk[:3])
+                        more = f" and {len(chunk) - 3} more" if len(chunk) > 3 else ""
                         raise NotAuthorized(
-                            f"{own.value.author} may not schedule {block.value.workflow_id!r} here"
+                            f"{own.value.author} may not schedule {names}{more} here"
                             f" ({refusal}); nothing in this batch was written",
                             refusal,
                         )
             if written:
                 blocks = [
                     pair
-                    for block, own in zip(fresh.values(), written, strict=True)
-                    for pair in (block.pair, own.pair)
+                    for chunk, own in zip(chunks, written, strict=True)
+                    for pair in (*(b.pair for b in chunk), own.pair)
                 ]
                 if not self._store_is_repo:  # over Kubo: fetchable by other nodes, as in one-by-one writes
                     await self.store.put_many(blocks)
                 touched: set[str] = set()
-                for block, own in zip(fresh.values(), written, strict=True):
-                    touched |= self.state.apply(own.cid, own.value, block.value, None)
+                for own, defs in zip(written, defined, strict=True):
+                    touched |= self.state.apply(own.cid, own.value, defs, None)
                     self.clock.apply(own.cid, own.value)
-                applied = [
-                    (own.cid, own.value, block.value)
-                    for block, own in zip(fresh.values(), written, strict=True)
-                ]
+                applied = [(own.cid, own.value, defs) for own, defs in zip(written, defined, strict=True)]
                 durable = self.repo.queue_commit(
                     blocks=blocks,
                     processed=[own.cid for own in written],
@@ -678,6 +709,45 @@ class Replica:
         if written:
             await self._notify()
         return [answer for answer in answers if answer is not None]
+
+    def _batch_sizes(self, blocks: Sequence[Block[WorkflowDefinition]]) -> list[int]:
+        """How many workflows each chained ``schedule-batch`` event of this write carries.
+
+        Rate limits count every workflow as one event (docs/trust.md), so a writer has ``room`` =
+        ``rate_events`` minus its own lineage's usage in the window at each next height. Each event
+        takes at most ``room - (rate_window - 1)``: what is left keeps one workflow per height
+        possible until the event leaves the window, so the chain (and this author's next writes)
+        never stalls on its own burst; over a window that is ``rate_events`` workflows, the most the
+        policy allows. ``rate_bytes`` is shared out the same way, by the batch's mean block size.
+        The event's admission (``Authority.admit``) stays the judge: this only sizes the events.
+        """
+        n = len(blocks)
+        if self.authority is None or n == 0:
+            return _even(n, MAX_BATCH)
+        heads = self.clock.head_cids
+        policy = self.authority.current(heads).policy.policy
+        window, max_events, max_bytes = policy.rate_window, policy.rate_events, policy.rate_bytes
+        if not window or not (max_events or max_bytes):
+            return _even(n, MAX_BATCH)
+        mean = sum(len(block.data) + _LINK_BYTES for block in blocks) // n + 1
+        prev = self.authority.lineage_at(self.peer_id, heads)
+        height = self.clock.height + 1
+        sizes: list[int] = []
+        left = n
+        while left:
+            used = Lineage.usage(prev, height, 0, window, 0)
+            take = _even(left, MAX_BATCH)[0]
+            if max_events:
+                take = min(take, max_events - used.events - (window - 1))
+            if max_bytes:
+                spare = max_bytes - used.bytes - (window - 1) * (_EVENT_BYTES + mean)
+                take = min(take, (spare - _EVENT_BYTES) // mean)
+            take = max(1, take)
+            sizes.append(take)
+            prev = Lineage.extend(prev, self.peer_id, height, b"", _EVENT_BYTES + take * mean, take)
+            height += 1
+            left -= take
+        return sizes
 
     def _chain(self, payloads: Sequence[Payload]) -> list[Block[Event]]:
         """Signed events for ``payloads``, each linking the one before (the first: every head);
@@ -994,7 +1064,7 @@ class Replica:
         """Fold the admitted ones among ``ready`` into memory; their blocks, CIDs and index rows."""
         pending_blocks: list[tuple[CID, bytes]] = []
         processed: list[CID] = []
-        applied: list[tuple[CID, Event, WorkflowDefinition | None]] = []
+        applied: list[tuple[CID, Event, Definitions | None]] = []
         touched: set[str] = set()
         for item in ready:
             cid, event = item.event.cid, item.event.value
@@ -1560,7 +1630,7 @@ class Replica:
     ) -> tuple[list[tuple[CID, bytes]], list[CID], DerivedRows]:
         pending_blocks: list[tuple[CID, bytes]] = []
         processed: list[CID] = []
-        applied: list[tuple[CID, Event, WorkflowDefinition | None]] = []
+        applied: list[tuple[CID, Event, Definitions | None]] = []
         touched: set[str] = set()
         for index, ready in enumerate(items):
             cid, event = ready.event.cid, ready.event.value
@@ -1599,6 +1669,42 @@ class Replica:
             processed.append(cid)
             applied.append((cid, event, workflow))
         return pending_blocks, processed, self._derived(applied, touched)
+
+
+_EVENT_BYTES = 512
+"""Room for a ``schedule-batch`` event's envelope (key, signature, parents) when sizing a batch."""
+_LINK_BYTES = 41
+"""Bytes one workflow link adds to a ``schedule-batch`` event's body."""
+
+
+def _even(n: int, most: int) -> list[int]:
+    """``n`` split into the fewest parts of at most ``most``, as even as possible."""
+    parts = -(-n // most)
+    return [n // parts + (1 if i < n % parts else 0) for i in range(parts)] if n else []
+
+
+def _chunks(
+    blocks: list[Block[WorkflowDefinition]], sizes: list[int]
+) -> list[list[Block[WorkflowDefinition]]]:
+    out, start = [], 0
+    for size in sizes:
+        out.append(blocks[start : start + size])
+        start += size
+    return out
+
+
+def _schedule_payload(chunk: list[Block[WorkflowDefinition]]) -> Schedule | ScheduleBatch:
+    """The event that schedules ``chunk``: a plain ``schedule`` for one workflow, else a batch."""
+    if len(chunk) == 1:
+        return Schedule(chunk[0].cid)
+    return ScheduleBatch(tuple(block.cid for block in chunk))
+
+
+def _definitions(chunk: list[Block[WorkflowDefinition]]) -> Definitions:
+    """What the fold is handed with :func:`_schedule_payload`'s event."""
+    if len(chunk) == 1:
+        return chunk[0].value
+    return tuple(block.value for block in chunk)
 
 
 def _refusal(workflow: WorkflowDefinition, reason: str) -> dict[str, Any]:

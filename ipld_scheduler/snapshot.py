@@ -63,7 +63,17 @@ from .errors import InvalidInput
 from .genesis import Policy
 from .model import ModelError, ResultStatus, Waiting, WorkflowDefinition, WorkflowStatus
 from .runner_labels import requirement_of
-from .state import Backlog, MemberEntry, Run, Schedule, State, WorkflowRecord, code_status, record_code
+from .state import (
+    Backlog,
+    MemberEntry,
+    Run,
+    Schedule,
+    State,
+    WorkflowRecord,
+    code_status,
+    queue_key_cid,
+    record_code,
+)
 from .trust import (
     Handoff,
     Handoffs,
@@ -386,7 +396,7 @@ def _indexes(state: State, ev: _Events, order: list[str]) -> list[Any]:
         [
             _pack([at[wid] for wid, _key in queued], narrow=True),
             _floats([key[0] for _wid, key in queued]),
-            _pack([ev.number[CID(key[2])] for _wid, key in queued]),
+            _pack([ev.number[queue_key_cid(wid, key)] for wid, key in queued]),
         ],
     ]
 

@@ -52,12 +52,14 @@ from .events import (
     Checkpoint,
     Claim,
     Complete,
+    Definitions,
     Evict,
     Fail,
     PeerAdd,
     PeerRemove,
     Reprioritize,
     Retry,
+    ScheduleBatch,
     Transfer,
     payload_of,
 )
@@ -477,7 +479,24 @@ class _Items(ItemsView[str, WorkflowRecord]):
 
 
 QueueKey = tuple[float, int, bytes]
-"""A queue entry's key: (effective priority, the defining schedule's stamp)."""
+"""A queue entry's key: (effective priority, the defining schedule's stamp, then the workflow id's
+UTF-8 after the stamp's CID bytes). The id orders the workflows of one ``schedule-batch`` (one stamp)
+and changes the order of nothing else: every event CID has the same length."""
+
+
+def _id_bytes(wid: str) -> bytes:
+    return wid.encode("utf-8", "surrogatepass")
+
+
+def queue_key_cid(wid: str, key: QueueKey) -> CID:
+    """The defining schedule event's CID in ``wid``'s queue key."""
+    return CID(key[2][: len(key[2]) - len(_id_bytes(wid))])
+
+
+def record_queue_key(rec: WorkflowRecord) -> QueueKey:
+    """The key the owner's heap pops ``rec`` by (:data:`QueueKey`)."""
+    assert rec.winner is not None
+    return (rec.effective_priority, rec.winner.stamp[0], rec.winner.stamp[1] + _id_bytes(rec.workflow_id))
 
 
 class Backlog:
@@ -511,7 +530,7 @@ class Backlog:
 
     def _key(self, i: int) -> QueueKey:
         cid = self._cids[self._events[i]]
-        return (self._priorities[i], self._heights[cid], cid.raw)
+        return (self._priorities[i], self._heights[cid], cid.raw + _id_bytes(self._wids[i] or ""))
 
     def key_of(self, wid: str) -> QueueKey | None:
         i = self._at.get(wid)
@@ -520,8 +539,9 @@ class Backlog:
     def pop(self, wid: str) -> QueueKey:
         """Take ``wid``'s entry out (it must be here); its key."""
         i = self._at.pop(wid)
+        key = self._key(i)
         self._wids[i] = None
-        return self._key(i)
+        return key
 
     def first(self) -> tuple[QueueKey, str] | None:
         wids, head = self._wids, self._head
@@ -635,11 +655,13 @@ class State:
         self,
         cid: CID,
         event: Event,
-        workflow: WorkflowDefinition | None = None,
+        workflow: Definitions | None = None,
         result: Result | None = None,
     ) -> set[str]:
         """Fold one event in; returns the ids of workflows whose derived state may have changed (for a
-        membership event: those whose owner, status, attempt, waiting or queue key did change)."""
+        membership event: those whose owner, status, attempt, waiting or queue key did change).
+        ``workflow``: the definition a ``schedule`` links, or those a ``schedule-batch`` lists (a tuple,
+        in its order)."""
         if cid in self.views:
             return set()
         before = self.view_before(event)
@@ -659,8 +681,10 @@ class State:
                 self._record(wid).completions[cid] = run
                 touched.add(wid)
             case ScheduleEvent():
-                assert workflow is not None, "schedule events are applied with their workflow"
+                assert isinstance(workflow, WorkflowDefinition), "a schedule is applied with its workflow"
                 touched.add(self._schedule(cid, stamp, event, payload, workflow, before))
+            case ScheduleBatch():
+                touched |= self._schedule_batch(cid, stamp, event, payload, workflow, before)
             case Fail(id=wid, result=link, attempt=attempt):
                 run = Run.finished(cid, stamp, event.author, link, result, ResultStatus.FAILURE, attempt)
                 self._record(wid).failures[cid] = run
@@ -766,14 +790,17 @@ class State:
         payload: ScheduleEvent,
         workflow: WorkflowDefinition,
         before: View,
+        shared: tuple[tuple[str, ...], bytes] | None = None,
     ) -> str:
+        """``shared``: the present members of ``before`` and the clock hash of ``event``, when the
+        caller computed them once for several workflows (a ``schedule-batch``)."""
+        present, clock = shared or (tuple(present_members(before)), clock_hash(event.parents))
         requirement = requirement_of(workflow.run)
         if requirement is None:
-            members = tuple(present_members(before)) or (event.author,)
+            members = present or (event.author,)
         else:  # only the members whose labels (in the author's view) satisfy runs-on rank
-            members = tuple(p for p in present_members(before) if _runs(requirement, before[p]))
+            members = tuple(p for p in present if _runs(requirement, before[p]))
         workflow_cid = payload.workflow
-        clock = clock_hash(event.parents)
         sched = Schedule(
             cid, stamp, event.author, workflow_cid, workflow, members, clock, combine(clock, workflow_cid)
         )
@@ -786,6 +813,28 @@ class State:
         if rec.winner is None or stamp < rec.winner.stamp:
             rec.winner = sched
         return workflow.workflow_id
+
+    def _schedule_batch(
+        self,
+        cid: CID,
+        stamp: Stamp,
+        event: Event,
+        payload: ScheduleBatch,
+        workflows: Definitions | None,
+        before: View,
+    ) -> set[str]:
+        """Each listed workflow as a ``schedule`` of its own with this event's CID; an id listed twice
+        is defined by its first entry (a batch is one stamp: position breaks the tie)."""
+        assert isinstance(workflows, tuple) and len(workflows) == len(payload.workflows), (
+            "schedule-batch events are applied with their workflows, in order"
+        )
+        ids: set[str] = set()
+        shared = (tuple(present_members(before)), clock_hash(event.parents))
+        for link, workflow in zip(payload.workflows, workflows, strict=True):
+            if workflow.workflow_id not in ids:
+                one = ScheduleEvent(link, payload.retries)
+                ids.add(self._schedule(cid, stamp, event, one, workflow, before, shared))
+        return ids
 
     def _membership_changed(self, peer: str, present: bool) -> set[str]:
         if not present:
@@ -968,8 +1017,7 @@ class State:
 
     @staticmethod
     def _queue_key(rec: WorkflowRecord) -> QueueKey:
-        assert rec.winner is not None
-        return (rec.effective_priority, rec.winner.stamp[0], rec.winner.stamp[1])
+        return record_queue_key(rec)
 
     # --- queries ------------------------------------------------------------------------------
 

@@ -45,6 +45,7 @@ __all__ = [
     "GENESIS_HEIGHT",
     "POLICY_KIND",
     "AuthorUsage",
+    "BatchFacts",
     "Handoff",
     "Handoffs",
     "KeyBinding",
@@ -452,6 +453,13 @@ class SubmissionFacts:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class BatchFacts:
+    """What a ``schedule-batch`` event is judged against: the facts of each workflow it lists, in order."""
+
+    workflows: tuple[SubmissionFacts, ...]
+
+
 class AuthorUsage(NamedTuple):
     """The author's events within ``policy.rate_window`` heights of this event's own lineage, it included.
 
@@ -510,29 +518,32 @@ class Lineage(NamedTuple):
         return best
 
     @classmethod
-    def extend(cls, prev: Lineage | None, author: str, height: int, raw: bytes, size: int) -> Lineage:
-        """The node of an admitted event of ``size`` bytes whose own lineage is ``prev``."""
+    def extend(
+        cls, prev: Lineage | None, author: str, height: int, raw: bytes, size: int, count: int = 1
+    ) -> Lineage:
+        """The node of an admitted event of ``size`` bytes whose own lineage is ``prev``; it counts as
+        ``count`` events (a ``schedule-batch``: one per listed workflow)."""
         if prev is None:
-            return cls(author, height, raw, 1, size, 0, None, None)
+            return cls(author, height, raw, count, size, 0, None, None)
         jump = prev
         hop = prev.jump
         if hop is not None and hop.jump is not None and prev.depth - hop.depth == hop.depth - hop.jump.depth:
             jump = hop.jump
-        return cls(author, height, raw, prev.events + 1, prev.size + size, prev.depth + 1, prev, jump)
+        return cls(author, height, raw, prev.events + count, prev.size + size, prev.depth + 1, prev, jump)
 
     @staticmethod
-    def usage(prev: Lineage | None, height: int, size: int, window: int) -> AuthorUsage:
-        """Usage of a new event at ``height`` of ``size`` bytes extending ``prev``: it, plus the
-        lineage's events with height in ``(height - window, height]``."""
+    def usage(prev: Lineage | None, height: int, size: int, window: int, count: int = 1) -> AuthorUsage:
+        """Usage of a new event at ``height`` of ``size`` bytes counting as ``count`` events extending
+        ``prev``: it, plus the lineage's events with height in ``(height - window, height]``."""
         low = height - window
         node = prev
         while node is not None and node.height > low:  # heights fall strictly along a lineage
             hop = node.jump
             node = hop if hop is not None and hop.height > low else node.prev
         if prev is None:
-            return AuthorUsage(1, size)
+            return AuthorUsage(count, size)
         before_events, before_bytes = (0, 0) if node is None else (node.events, node.size)
-        return AuthorUsage(1 + prev.events - before_events, size + prev.size - before_bytes)
+        return AuthorUsage(count + prev.events - before_events, size + prev.size - before_bytes)
 
 
 # --- the rules ------------------------------------------------------------------------------------
@@ -608,8 +619,16 @@ def _peer_add(author: str, writer: Member, body: Mapping[str, Any], view: Member
 
 
 def _schedule(writer: Member, policy: Policy, facts: SubmissionFacts) -> Reject | None:
+    return _submission(_submitting(writer, policy), policy, facts)
+
+
+def _submitting(writer: Member, policy: Policy) -> list[RoleRights]:
+    """The writer's role rights that may submit (once per event, also for a batch's workflows)."""
     rights = [r for r in (policy.rights(role) for role in writer.roles) if r is not None]
-    submitting = [r for r in rights if r.submit]
+    return [r for r in rights if r.submit]
+
+
+def _submission(submitting: list[RoleRights], policy: Policy, facts: SubmissionFacts) -> Reject | None:
     if not submitting:
         return Reject.NO_SUBMIT_RIGHT
     if facts.has_run and not any(r.run for r in submitting):
@@ -676,7 +695,7 @@ def authorize(
     key: bytes,
     body: Mapping[str, Any],
     membership: Membership,
-    facts: WorkflowFacts | SubmissionFacts | None = None,
+    facts: WorkflowFacts | SubmissionFacts | BatchFacts | None = None,
     usage: AuthorUsage | None = None,
 ) -> Reject | None:
     """None when ``author`` signing with ``key`` may write this event on top of ``membership``.
@@ -719,7 +738,7 @@ def _rule(
     body: Mapping[str, Any],
     view: Membership,
     policy: Policy,
-    facts: WorkflowFacts | SubmissionFacts | None,
+    facts: WorkflowFacts | SubmissionFacts | BatchFacts | None,
 ) -> Reject | None:
     match kind:
         case EventKind.PEER_ADD:
@@ -741,6 +760,15 @@ def _rule(
             if not isinstance(facts, SubmissionFacts):
                 return Reject.MALFORMED
             return _schedule(writer, policy, facts)
+        case EventKind.SCHEDULE_BATCH:  # every listed workflow as a schedule of its own would be
+            if not isinstance(facts, BatchFacts) or not facts.workflows:
+                return Reject.MALFORMED
+            submitting = _submitting(writer, policy)
+            for each in facts.workflows:
+                refusal = _submission(submitting, policy, each)
+                if refusal is not None:
+                    return refusal
+            return None
         case EventKind.CHECKPOINT:
             return None if writer.present else Reject.NOT_PRESENT
         case EventKind.POLICY:

@@ -24,7 +24,9 @@ part is missing: a section whose module cannot be imported is skipped with a not
 * durable scheduling through a replica (``bench_durable``): one-at-a-time signed, durable
   ``schedule_workflow`` next to the fsync floor measured in the same run (target: floor + 100 us), 100
   concurrent calls next to one at a time, and ``Replica.schedule_many`` batches (one commit each) at 10
-  and 50 peers next to the prototype's in-memory rate (REFERENCE.md §1: 10k/s, 2.1k/s; targets 2x, 5x).
+  and 50 peers next to the prototype's in-memory rate (REFERENCE.md §1: 10k/s, 2.1k/s; targets 2x, 5x):
+  ``schedule-batch`` events (one signature per chunk) under a policy without the event-count limit and
+  under the default policy, and the old path (one ``schedule`` event per workflow), rounds alternated.
 
 * history size (``bench_history.py``): opening a replica, ``status`` and ``log --limit 10`` end to end
   (answered from the repo's indexes) next to the replay path they took before, and one more durable
@@ -46,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import importlib
+import inspect
 import os
 import statistics
 import sys
@@ -54,7 +57,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 _SCRIPTS = Path(__file__).resolve().parent
 _REPO = _SCRIPTS.parent
@@ -218,29 +221,60 @@ def bench_durable(quick: bool) -> dict[str, float]:
             await replica.close()
         if not hasattr(Replica, "schedule_many"):
             return
+        await batches(opened, jobs)
+
+    async def batches(opened: Any, jobs: Any) -> None:
+        """The same ``n`` new workflows per round through three write paths, rounds alternated, medians:
+        one ``schedule-batch`` event per chunk under a policy without the event-count limit, the same
+        under the default policy (512 workflows per 64 heights: the writer shares them out), and one
+        ``schedule`` event per workflow (``batch=False``, the path before ``schedule-batch``)."""
+        per_event = "batch" in inspect.signature(Replica.schedule_many).parameters
+        modes = {"": {"batch": True}, "_default": {"batch": True}} if per_event else {"": {}}
+        if per_event:
+            modes["_per_event"] = {"batch": False}
         for peers in (10, 50):
-            replica = await opened(f"batch-{peers}", peers)
+            replicas = {mode: await opened(f"batch{mode}-{peers}", peers) for mode in modes}
             try:
-                await replica.schedule_many(jobs("warm", 20))
-                rates, cpus = [], []
+                if per_event:
+                    await _lift_event_limit(replicas[""])
+                rates: dict[str, list[float]] = {mode: [] for mode in modes}
+                cpus: dict[str, list[float]] = {mode: [] for mode in modes}
+                for mode, replica in replicas.items():
+                    await replica.schedule_many(jobs("warm", 20), **modes[mode])
                 for r in range(3):
-                    batch = jobs(f"b{r}", n)
-                    start, cpu = time.perf_counter(), time.thread_time()
-                    answers = await replica.schedule_many(batch)
-                    rates.append(len(batch) / (time.perf_counter() - start))
-                    cpus.append((time.thread_time() - cpu) / len(batch) * 1e6)
-                    if not all(a["success"] for a in answers):
-                        raise AssertionError("schedule_many refused a workflow")
-                figures[f"batch_{peers}_per_s"] = statistics.median(rates)
-                figures[f"batch_{peers}_cpu_us"] = statistics.median(cpus)
+                    for mode, replica in replicas.items():
+                        batch = jobs(f"b{r}", n)
+                        start, cpu = time.perf_counter(), time.thread_time()
+                        answers = await replica.schedule_many(batch, **modes[mode])
+                        rates[mode].append(len(batch) / (time.perf_counter() - start))
+                        cpus[mode].append((time.thread_time() - cpu) / len(batch) * 1e6)
+                        if not all(a["success"] and not a["existing"] for a in answers):
+                            raise AssertionError("schedule_many refused a workflow")
+                for mode in modes:
+                    figures[f"batch_{peers}{mode}_per_s"] = statistics.median(rates[mode])
+                    figures[f"batch_{peers}{mode}_cpu_us"] = statistics.median(cpus[mode])
+                    figures[f"batch_{peers}{mode}_events"] = float(replicas[mode].state.events)
             finally:
-                await replica.close()
+                for replica in replicas.values():
+                    await replica.close()
 
     with tempfile.TemporaryDirectory(prefix="ipld-bench-durable-") as tmp:
         figures["fsync_floor_us"] = fsync_floor_us(Path(tmp), 50 if quick else 200)
         figures["sign_us"] = signature_us(500 if quick else 5_000)
         asyncio.run(run(Path(tmp)))
     return figures
+
+
+async def _lift_event_limit(replica: Any) -> None:
+    """The dev admin sets ``rate_events`` 0 (no per-author count; ``rate_bytes`` still applies): the
+    policy of a network that takes large batches (docs/trust.md, "Rate limits")."""
+    from dataclasses import replace
+
+    from ipld_scheduler.events import Policy as PolicyEvent
+    from ipld_scheduler.network import dev_network
+
+    rules = replica.authority.current(replica.clock.head_cids).policy.policy
+    await replica.append(PolicyEvent(replace(rules, rate_events=0)), signer=dev_network().admin)
 
 
 def signature_us(count: int) -> float:
@@ -526,12 +560,26 @@ def _durable_rows(quick: bool) -> list[Row]:
         if key in f:
             prototype = PROTOTYPE_SCHEDULES_PER_S[peers]
             rows.append(
-                (f"schedule_many, {peers} peers (durable)", f[key], "/s", "prototype, in memory", prototype)
+                (
+                    f"schedule_many, {peers} peers (durable, signed): schedule-batch, rate_events 0",
+                    f[key],
+                    "/s",
+                    "prototype, in memory",
+                    prototype,
+                )
             )
             rows.append((f"  target: {target:g}x the prototype", f[key], "/s", "target", target * prototype))
+            for mode, what in (
+                ("_default", "schedule-batch, default policy (512/64 heights)"),
+                ("_per_event", "one schedule event per workflow (batch=False)"),
+            ):
+                if f"batch_{peers}{mode}_per_s" in f:
+                    rows.append(
+                        (f"  {what}", f[f"batch_{peers}{mode}_per_s"], "/s", "target", target * prototype)
+                    )
             rows.append(
                 (
-                    "  event-loop CPU per event",
+                    "  event-loop CPU per workflow (schedule-batch)",
                     f[f"batch_{peers}_cpu_us"],
                     "us",
                     "budget at the target",

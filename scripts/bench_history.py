@@ -164,9 +164,12 @@ async def build(path: Path, events: int) -> float:
         done = len(replica.clock)
         while done < events:
             count = min(BATCH, events - done)
-            await replica.schedule_many(
-                WorkflowDefinition(f"wf-{done + i}", f"job {done + i}", ["p2p_eligible"], float(i % 7))
-                for i in range(count)
+            await replica.schedule_many(  # one schedule event each: a history of that many events
+                (
+                    WorkflowDefinition(f"wf-{done + i}", f"job {done + i}", ["p2p_eligible"], float(i % 7))
+                    for i in range(count)
+                ),
+                batch=False,
             )
             done += count
     finally:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 from cli_runner import cli_json, cli_run
 
+from ipld_scheduler.blocks import encode_value
+from ipld_scheduler.codec import CID
 from ipld_scheduler.embedded.store import EmbeddedStore
-from ipld_scheduler.model import WorkflowDefinition
+from ipld_scheduler.events import Policy as PolicyEvent
+from ipld_scheduler.model import MAX_BATCH, Event, EventKind, WorkflowDefinition
+from ipld_scheduler.network import dev_network
 from ipld_scheduler.replica import Replica
 from ipld_scheduler.repo import Repo
 
@@ -38,8 +44,65 @@ async def test_a_batch_is_one_commit_with_answers_in_input_order(tmp_path: Path)
             # the owner is the fold's (the documented rule over the event's parents and the CID)
             assert answer["assigned_peer"] == replica.state.owner(answer["workflow_id"])
             assert answer["assigned_peer"] in MEMBERS
-        assert len({a["event_cid"] for a in answers}) == 50
-        assert len(replica.clock.head_cids) == 1
+        # one signed schedule-batch event holds them all: every answer names it
+        [batch_cid] = {a["event_cid"] for a in answers}
+        assert replica.clock.head_cids == (CID.parse(batch_cid),)
+        event = Event.from_block(replica.repo.get_block(CID.parse(batch_cid)) or b"")
+        assert event.kind == EventKind.SCHEDULE_BATCH
+        assert event.body["workflows"] == [encode_value(w).cid for w in batch]
+    finally:
+        await replica.close()
+
+
+async def test_per_event_batches_write_one_schedule_per_workflow(tmp_path: Path) -> None:
+    """``batch=False``: the form older peers accept, one ``schedule`` event each, still one commit."""
+    replica = await _open(tmp_path / "a")
+    try:
+        before = replica.repo.writer_stats.commits
+        answers = await replica.schedule_many([wf(n) for n in range(20)], batch=False)
+        assert replica.repo.writer_stats.commits == before + 1
+        assert len({a["event_cid"] for a in answers}) == 20
+        assert replica.state.kinds.get(EventKind.SCHEDULE_BATCH, 0) == 0
+    finally:
+        await replica.close()
+
+
+async def _without_event_limit(replica: Replica) -> None:
+    """The dev admin lifts the per-author event count (a network expecting large batches would)."""
+    rules = replica.authority.current(replica.clock.head_cids).policy.policy
+    await replica.append(PolicyEvent(replace(rules, rate_events=0)), signer=dev_network().admin)
+
+
+async def test_a_batch_beyond_the_rate_room_is_shared_out_so_the_writer_never_stalls(tmp_path: Path) -> None:
+    """Default policy (512 events per 64 heights, each workflow one event): 600 workflows do not fit at
+    once. The first event takes the room less one workflow per height of the window (512 - 63; the
+    dev admin wrote the peer's peer-add), single schedules follow until it leaves the window, then
+    the rest."""
+    replica = await _open(tmp_path / "a")
+    try:
+        answers = await replica.schedule_many([wf(n) for n in range(600)])
+        assert all(a["success"] for a in answers)
+        sizes = list(Counter(a["event_cid"] for a in answers).values())  # in input (= chain) order
+        assert sizes[0] == 449 and sizes[1:64] == [1] * 63 and sizes[64:] == [600 - 449 - 63]
+        more = await replica.schedule_many([wf(n) for n in range(600, 620)])  # not stalled
+        assert all(a["success"] for a in more)
+    finally:
+        await replica.close()
+
+
+async def test_a_large_batch_is_cut_into_chained_events_of_max_batch(tmp_path: Path) -> None:
+    replica = await _open(tmp_path / "a")
+    try:
+        await _without_event_limit(replica)
+        batch = [wf(n) for n in range(2 * MAX_BATCH + 1)]
+        answers = await replica.schedule_many(batch)
+        cids = [a["event_cid"] for a in answers]
+        third = (2 * MAX_BATCH + 1) // 3  # the fewest events of at most MAX_BATCH, evenly filled
+        assert [cids[0]] * third + [cids[third]] * third + [cids[-1]] * third == cids
+        last = Event.from_block(replica.repo.get_block(CID.parse(cids[-1])) or b"")
+        assert last.kind == EventKind.SCHEDULE_BATCH and last.parents == (CID.parse(cids[third]),)
+        assert replica.clock.head_cids == (CID.parse(cids[-1]),)
+        assert all(a["assigned_peer"] == replica.state.owner(a["workflow_id"]) for a in answers)
     finally:
         await replica.close()
 
@@ -164,8 +227,6 @@ def test_the_sync_facade_schedules_a_batch_like_one_at_a_time(tmp_path: Path) ->
 
 async def test_a_batch_puts_its_blocks_in_a_store_that_is_not_the_repo(tmp_path: Path) -> None:
     """Over Kubo the store serves other nodes: a batch's blocks must reach it, as one-by-one writes' do."""
-    from ipld_scheduler.blocks import encode_value
-    from ipld_scheduler.codec import CID
     from ipld_scheduler.embedded.memory import MemoryStore
 
     store = MemoryStore()

@@ -53,6 +53,9 @@ PINNED: list[tuple[ev.Payload, str]] = [
     (ev.Schedule(W, 3), "bafyreihl6vtdhzpjo5izzesxagfpru65gzsqjelgxv75kv2ofahweec5ha"),
     # The policy kind (body {policy: <genesis.Policy map>}), with the default policy:
     (ev.Policy(Rules()), "bafyreihuetbuqcn2jj6g524qpkxvwrcdupxb6tphwhlsqthp7sutjnbsre"),
+    # schedule-batch (issue 11): body {workflows: [links...], retries?}; pinned when introduced
+    (ev.ScheduleBatch((W, S)), "bafyreig3bdnwwxc47pwirsiea3wgah4cwlzm5hxiuvs4z2kjxmnwu4qryy"),
+    (ev.ScheduleBatch((W, S), 2), "bafyreicfu76tjnl4t7duggafaph2tl3yo322nphzmqmz3btqtr7yyjsaiu"),
 ]
 
 

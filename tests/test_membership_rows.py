@@ -11,6 +11,7 @@ fewer than all of them.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ipld_scheduler.blocks import BlockKind, decode_typed
 from ipld_scheduler.derived import WorkflowRow, workflow_row
@@ -48,10 +49,13 @@ async def test_membership_changes_report_only_the_rows_they_change(tmp_path: Pat
         log = [(cid, Event.from_block(data)) for _seq, cid, data in repo.processed_log()]
         workflows = {}
         for _cid, event in log:
-            if event.kind == EventKind.SCHEDULE:
-                raw = repo.get_block(event.body["workflow"])
+            links = {EventKind.SCHEDULE: [event.body.get("workflow")]}.get(
+                event.kind, event.body.get("workflows", [])
+            )
+            for link in links:
+                raw = repo.get_block(link)
                 assert raw is not None
-                workflows[event.body["workflow"]] = decode_typed(BlockKind.WORKFLOW, raw)
+                workflows[link] = decode_typed(BlockKind.WORKFLOW, raw)
     finally:
         await replica.close()
 
@@ -59,7 +63,9 @@ async def test_membership_changes_report_only_the_rows_they_change(tmp_path: Pat
     state.set_root(network)
     smaller = 0
     for cid, event in log:
-        workflow = workflows.get(event.body["workflow"]) if event.kind == EventKind.SCHEDULE else None
+        workflow: Any = workflows.get(event.body["workflow"]) if event.kind == EventKind.SCHEDULE else None
+        if event.kind == EventKind.SCHEDULE_BATCH:
+            workflow = tuple(workflows[link] for link in event.body["workflows"])
         if event.kind not in MEMBERSHIP:
             state.apply(cid, event, workflow)
             continue

@@ -69,7 +69,10 @@ KIND_SAMPLES: dict[str, Any] = {
     "link": cid_for(b"sample"),
 }
 
-FIELD_SAMPLES: dict[str, dict[str, Any]] = {"policy": {"map": Policy().to_ipld()}}
+FIELD_SAMPLES: dict[str, dict[str, Any]] = {
+    "policy": {"map": Policy().to_ipld()},
+    "workflows": {"list": [cid_for(b"sample")]},
+}
 """Per body field, a sample of a kind whose checker also checks the value (a policy map is a whole
 ``genesis.Policy``): used instead of the bare ``KIND_SAMPLES`` entry of that kind."""
 
@@ -139,11 +142,18 @@ def test_event_payload_classes_match_the_schema_bodies(kind: str) -> None:
         assert has_default == (name in body.optional), name
         assert not has_default or field.default is None, name
     linked = {f.name: f.type.target for f in body.fields if isinstance(f.type, LinkOf)}
-    sample = {name: cid_for(name.encode()) if name in linked else "x" for name in fields}
+    listed = {  # a list of links (schedule-batch's workflows): each item is one link
+        f.name: f.type.item.target
+        for f in body.fields
+        if isinstance(f.type, ListOf) and isinstance(f.type.item, LinkOf)
+    }
+    sample: dict[str, Any] = {name: cid_for(name.encode()) if name in linked else "x" for name in fields}
+    sample.update({name: (cid_for(name.encode() + b"0"), cid_for(name.encode() + b"1")) for name in listed})
     links = cls(**sample).links()
     expected = {"Workflow": "workflow", "Result": "result", "Event": "event", "Any": "blob"}
     assert {cid: kind.value for cid, kind in links} == {
-        sample[name]: expected.get(target, "blob") for name, target in linked.items()
+        **{sample[name]: expected.get(target, "blob") for name, target in linked.items()},
+        **{cid: expected.get(target, "blob") for name, target in listed.items() for cid in sample[name]},
     }
 
 
@@ -281,6 +291,7 @@ BODY_VALUES: dict[str, st.SearchStrategy[Any]] = {
     "labels": st.lists(st.sampled_from(["gpu", "linux", "self-hosted", "x64"]), unique=True).map(sorted),
     "attempt": st.integers(min_value=1, max_value=model.MAX_ATTEMPT),
     "retries": st.integers(min_value=1, max_value=model.MAX_RETRIES),
+    "workflows": st.lists(cids, min_size=1, max_size=8, unique_by=lambda c: c.raw),
     "policy": st.builds(
         Policy.with_roles,
         st.dictionaries(

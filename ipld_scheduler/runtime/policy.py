@@ -16,7 +16,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Final
 
 from ..executor import StepResult
-from ..state import WorkflowRecord
+from ..state import WorkflowRecord, record_queue_key
 
 __all__ = ["balance_offer", "dir_name", "joined_log", "next_in_line", "percentile", "queue_key", "step_row"]
 
@@ -62,10 +62,8 @@ def next_in_line(rec: WorkflowRecord, owner: str, present: Collection[str]) -> s
     return next((p for p in ranking if p != owner and p in present), None)
 
 
-def queue_key(rec: WorkflowRecord) -> tuple[float, int, bytes]:
-    """The order the owner's heap pops in (same key as ``State._sync_queue``)."""
-    assert rec.winner is not None
-    return (rec.effective_priority, rec.winner.stamp[0], rec.winner.stamp[1])
+queue_key = record_queue_key
+"""The order the owner's heap pops in (the fold's own key)."""
 
 
 def dir_name(wid: str) -> str:
