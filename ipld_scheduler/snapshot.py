@@ -259,19 +259,34 @@ def _lineage_columns(nodes: list[Lineage], ev: _Events) -> list[Any]:
 
 
 def encode_snapshot(
-    seq: int, last: CID | None, network: CID, state: State, clock: MerkleClock, authority: Authority
+    seq: int,
+    last: CID | None,
+    network: CID,
+    state: State,
+    clock: MerkleClock,
+    authority: Authority,
+    *,
+    portable: bool = False,
 ) -> bytes:
     """The fold as of processed-log ``seq`` (whose event is ``last``; None for an empty log).
 
+    ``portable``: no local peer (and the caller passes ``seq`` 0, ``last`` None): only what the DAG
+    defines, what a ``checkpoint`` carries (:mod:`~ipld_scheduler.checkpoint`).
     :class:`SnapshotError` when some value has no encoding here (the caller writes no snapshot)."""
     try:
-        return _encode(seq, last, network, state, clock, authority)
+        return _encode(seq, last, network, state, clock, authority, portable)
     except (cbor2.CBOREncodeError, CodecError, ValueError, TypeError, KeyError) as exc:
         raise _fail(f"cannot encode: {type(exc).__name__}: {exc}") from None
 
 
 def _encode(
-    seq: int, last: CID | None, network: CID, state: State, clock: MerkleClock, authority: Authority
+    seq: int,
+    last: CID | None,
+    network: CID,
+    state: State,
+    clock: MerkleClock,
+    authority: Authority,
+    portable: bool = False,
 ) -> bytes:
     w = _Writer()
     heights, heads, head_parents, max_height, root = clock.snapshot_parts()
@@ -291,7 +306,7 @@ def _encode(
         _MAGIC,
         SNAPSHOT_VERSION,
         network.raw,
-        state.local_peer,
+        None if portable else state.local_peer,
         seq,
         None if last is None else last.raw,
         # tables (referenced by index, each after what it references)
@@ -429,10 +444,16 @@ class Snapshot:
 
 
 def decode_snapshot(
-    data: bytes | memoryview, *, network: CID, authority: Authority, local_peer: str | None
+    data: bytes | memoryview,
+    *,
+    network: CID,
+    authority: Authority,
+    local_peer: str | None,
+    portable: bool = False,
 ) -> Snapshot:
     """Strictly decode :func:`encode_snapshot` bytes into ``authority`` (fresh, rooted at ``network``)
-    and a new State and clock; :class:`SnapshotError` for anything else."""
+    and a new State and clock; :class:`SnapshotError` for anything else. ``portable``: bytes written
+    with ``portable=True`` (no local peer), loaded as ``local_peer``'s fold."""
     if len(data) > MAX_SNAPSHOT_BYTES:
         raise _fail(f"{len(data)} bytes is over the {MAX_SNAPSHOT_BYTES} limit")
     view = memoryview(data)
@@ -441,7 +462,7 @@ def decode_snapshot(
         raise _fail("checksum mismatch (a torn or altered write)")
     body = _loads(data)
     try:
-        return _decode(body, network, authority, local_peer)
+        return _decode(body, network, authority, local_peer, portable)
     except (SnapshotError, RecursionError):
         raise
     except (ModelError, InvalidInput, CodecError, KeyError, ValueError, TypeError, AssertionError) as exc:
@@ -478,13 +499,15 @@ def _keyed(cids: list[CID], column: list[int], table: Sequence[T]) -> dict[CID, 
     return {cid: table[i] for cid, i in zip(cids, column, strict=True) if i >= 0}
 
 
-def _decode(body: Any, network: CID, authority: Authority, local_peer: str | None) -> Snapshot:
+def _decode(
+    body: Any, network: CID, authority: Authority, local_peer: str | None, portable: bool = False
+) -> Snapshot:
     body = _list(body, "snapshot", 29)
     if body[0] != _MAGIC or body[1] != SNAPSHOT_VERSION:
         raise _fail(f"not a version {SNAPSHOT_VERSION} snapshot")
     if body[2] != network.raw:
         raise _fail("snapshot of another network")
-    if body[3] != local_peer:
+    if body[3] != (None if portable else local_peer):
         raise _fail("snapshot of another peer")
     seq = _int(body[4], "seq")
     last = _opt(_cid, body[5], "last")
