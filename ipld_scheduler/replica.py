@@ -1674,6 +1674,26 @@ class Replica:
         self.counters["checkpoints_written"] += 1
         return cid
 
+    def checkpoint_car_blocks(self, cid: CID) -> list[tuple[CID, bytes]]:
+        """The blocks a joiner needs to start from checkpoint event ``cid`` (held in our repo): the
+        network's genesis, the event, its state root and chunks; what ``checkpoint --car`` writes."""
+        data = self.repo.get_block(cid)
+        if data is None:
+            raise NotFound(f"checkpoint {cid} is not in this repo")
+        event = Event.from_block(data)
+        link = event.body.get("state")
+        if event.kind != EventKind.CHECKPOINT or type(link) is not CID:
+            raise InvalidInput(f"{cid} is not a checkpoint event")
+        root_data = self.repo.get_block(link)
+        if root_data is None:
+            raise NotFound(f"the state root {link} of checkpoint {cid} is not in this repo")
+        root = read_root(link, root_data)
+        chunks = self.repo.get_blocks(list(root.chunks))
+        if len(chunks) != len(root.chunks):
+            raise NotFound(f"some state chunks of checkpoint {cid} are not in this repo")
+        genesis = (self.network.cid, self.network.block)
+        return [genesis, (cid, data), (link, root_data), *((c, chunks[c]) for c in root.chunks)]
+
     def newest_checkpoint(self) -> tuple[int, CID] | None:
         """(height, CID) of the newest ``checkpoint`` event this repo has applied, or None."""
         rows, _total = self.repo.index_events(kind=EventKind.CHECKPOINT, last=1)

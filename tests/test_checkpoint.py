@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_runner import cli_json
+from cli_runner import cli_json, cli_run
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -364,3 +364,9 @@ def test_cli_joins_a_network_from_a_checkpoint_car(tmp_path: Path) -> None:
     assert "delta" in status["peers"] and status["total_workflows"] == 30
     scheduled = cli_json(delta, "schedule", "--manual", "--id", "from-delta", "--tags", "web_scrape")
     assert scheduled["success"]
+    # a repo of another network (founded on its own) is refused the checkpoint: exit 2, nothing kept
+    stranger = tmp_path / "stranger"
+    cli_json(stranger, "init", "--peer-id", "omega")
+    refused = cli_run(stranger, "import", "--from-checkpoint", str(car))
+    assert refused.returncode == 2 and "another network" in refused.stderr, refused.stderr
+    assert cli_json(stranger, "status")["total_workflows"] == 0
