@@ -104,6 +104,8 @@ CHECKPOINT_BASE_KEY = "checkpoint_base"
 """The repo ``meta`` key of the portable fold a checkpoint join started from (its content bytes)."""
 CHECKPOINT_OFFSET_KEY = "checkpoint_offset"
 """The repo ``meta`` key of how many clock events that checkpoint brought (not in the processed log)."""
+CHECKPOINT_JOINED_KEY = "checkpoint_joined"
+"""The repo ``meta`` key of that checkpoint event's CID (raw bytes): where backfilling starts."""
 CHECKPOINT_WALK = 10_000
 """A join looks for a checkpoint among at most this many events below the head it is given."""
 
@@ -205,6 +207,8 @@ class Replica:
         """Processed-log seq the stored fold snapshot covers (0: none known)."""
         self._base_offset = int(repo.get_meta(CHECKPOINT_OFFSET_KEY) or b"0")
         """Clock events beyond the processed log: those of the checkpoint this repo joined from."""
+        self._backfill: list[CID] | None = None
+        """Missing events where backfilling goes on (None: not computed since open)."""
         self.parallel_verify_from = 5_000
         """A staged fold of at least this many events checks signatures in a worker process (at 10k
         events it takes ~38 % of the importing process's CPU time off it; starting it costs ~0.1 s)."""
@@ -1808,6 +1812,8 @@ class Replica:
             self._base_offset = len(self.clock) - self.repo.processed_count()
             await self.repo.put_meta_async(CHECKPOINT_BASE_KEY, content)
             await self.repo.put_meta_async(CHECKPOINT_OFFSET_KEY, str(self._base_offset).encode())
+            await self.repo.put_meta_async(CHECKPOINT_JOINED_KEY, cid.raw)
+            self._backfill = None
             index = [event_row(c, e, None) for c, _d, e in [*page, (cid, data, event)]]
             rows, _gone = workflow_rows(self.state, self.state.workflows)
             await self.repo.commit_async(
@@ -1874,20 +1880,22 @@ class Replica:
         probe._lineage = dict(snap.authority._lineage)
         return probe.admit(cid, event, snap.state, None, [(cid, data)])
 
-    async def backfill(self, source: BlockStore | None = None, *, limit: int | None = None) -> int:
-        """Fetch the event blocks (and the blocks they link) of the history below a joined checkpoint
-        into the repo, newest first, so this peer can serve them onward; how many blocks it stored.
+    @property
+    def backfilling(self) -> bool:
+        """Whether history below the checkpoint this repo joined from may still be missing here."""
+        return self._base_offset > 0 and self._backfill != []
 
-        Nothing is folded (the checkpoint already holds their state); ``limit`` caps the blocks taken
-        in one call, so a runtime calls it again while idle."""
-        newest = self.newest_checkpoint()
-        if newest is None:
+    async def backfill(self, source: BlockStore | None = None, *, limit: int | None = None) -> int:
+        """Fetch the event blocks (and the blocks they link) of the history below the checkpoint this
+        repo joined from into the repo, a level at a time, so this peer can serve them onward (and
+        ``export`` them); how many blocks it stored. Nothing is folded: the checkpoint holds their
+        state. ``limit`` caps one call (the runtime calls it again each tick until it returns 0)."""
+        if not self._base_offset:
             return 0
+        if self._backfill is None:
+            self._backfill = self._backfill_start()
         store = self.store if source is None else source
-        data = self.repo.get_block(newest[1])
-        if data is None:
-            return 0
-        level = [p for p in Event.from_block(data).parents if not self.repo.has_block(p)]
+        level = self._backfill
         stored = 0
         while level and (limit is None or stored < limit):
             datas = await asyncio.gather(*(store.get(c) for c in level))
@@ -1898,7 +1906,7 @@ class Replica:
                 verify_block(c, d)
                 blocks.append((c, d))
                 for link, kind in links_of(BlockKind.EVENT, Event.from_block(d)):
-                    if not self.repo.has_block(link):
+                    if link != self.network.cid and not self.repo.has_block(link):
                         (following if kind is BlockKind.EVENT else linked)[link] = None
             others = await asyncio.gather(*(store.get(c) for c in linked))
             for c, d in zip(linked, others, strict=True):
@@ -1907,8 +1915,31 @@ class Replica:
             await self.repo.commit_async(blocks=blocks)
             stored += len(blocks)
             level = list(following)
+            self._backfill = level
         self.counters["backfilled_blocks"] += stored
         return stored
+
+    def _backfill_start(self) -> list[CID]:
+        """The missing events right below what the repo holds under the joined checkpoint (a walk of
+        held blocks only: after a restart, where the last backfill stopped)."""
+        raw = self.repo.get_meta(CHECKPOINT_JOINED_KEY)
+        if raw is None:
+            return []
+        data = self.repo.get_block(CID(raw))
+        stack = [] if data is None else list(Event.from_block(data).parents)
+        seen: set[CID] = set()
+        missing: list[CID] = []
+        while stack:
+            cid = stack.pop()
+            if cid in seen or cid == self.network.cid:
+                continue
+            seen.add(cid)
+            held = self.repo.get_block(cid)
+            if held is None:
+                missing.append(cid)
+            else:
+                stack.extend(Event.from_block(held).parents)
+        return missing
 
 
 def _refusal(workflow: WorkflowDefinition, reason: str) -> dict[str, Any]:
