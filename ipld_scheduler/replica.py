@@ -106,6 +106,8 @@ CHECKPOINT_OFFSET_KEY = "checkpoint_offset"
 """The repo ``meta`` key of how many clock events that checkpoint brought (not in the processed log)."""
 CHECKPOINT_JOINED_KEY = "checkpoint_joined"
 """The repo ``meta`` key of that checkpoint event's CID (raw bytes): where backfilling starts."""
+CHECKPOINT_INDEX_PENDING_KEY = "checkpoint_index_pending"
+"""The repo ``meta`` key set (``b"1"``) while the query index rows of a checkpoint join are not written."""
 CHECKPOINT_WALK = 10_000
 """A join looks for a checkpoint among at most this many events below the head it is given."""
 
@@ -208,6 +210,8 @@ class Replica:
         self._base_offset = int(repo.get_meta(CHECKPOINT_OFFSET_KEY) or b"0")
         """Clock events beyond the processed log: those of the checkpoint this repo joined from."""
         self._backfill: list[CID] | None = None
+        self._index_task: asyncio.Task[None] | None = None
+        """The query index rows of a checkpoint join, written after it returns."""
         """Missing events where backfilling goes on (None: not computed since open)."""
         self.parallel_verify_from = 5_000
         """A staged fold of at least this many events checks signatures in a worker process (at 10k
@@ -272,6 +276,8 @@ class Replica:
 
     async def close(self) -> None:
         try:
+            if self._index_task is not None:
+                await self._index_task  # a joined peer's index rows before the repo closes
             await self.repo.commit_async()  # queued writes are in the log before it is measured
             end = self.repo.last_seq()
             grown = end - self._snapshot_seq
@@ -294,7 +300,8 @@ class Replica:
         row is recomputed and written in one transaction. Returns whether a new snapshot is worth
         writing (a rebuild, or a tail of at least :data:`SNAPSHOT_TAIL` events).
         """
-        rebuild = rebuild or not self.repo.index_current(DERIVED_VERSION)
+        pending = self.repo.get_meta(CHECKPOINT_INDEX_PENDING_KEY) == b"1"  # a join's rows not written
+        rebuild = rebuild or pending or not self.repo.index_current(DERIVED_VERSION)
         after = self._load_base() if rebuild else self._load_snapshot()
         index: list[Any] = []
         page: list[tuple[CID, bytes, Event]] = []
@@ -314,6 +321,8 @@ class Replica:
                     DERIVED_VERSION, clear=True, workflows=rows, events=index, members=member_rows(self.state)
                 )
             )
+            if pending:
+                self.repo.put_meta(CHECKPOINT_INDEX_PENDING_KEY, b"")
         return rebuild or folded >= SNAPSHOT_TAIL
 
     def _load_snapshot(self) -> int:
@@ -1814,13 +1823,10 @@ class Replica:
             await self.repo.put_meta_async(CHECKPOINT_OFFSET_KEY, str(self._base_offset).encode())
             await self.repo.put_meta_async(CHECKPOINT_JOINED_KEY, cid.raw)
             self._backfill = None
-            index = [event_row(c, e, None) for c, _d, e in [*page, (cid, data, event)]]
-            rows, _gone = workflow_rows(self.state, self.state.workflows)
-            await self.repo.commit_async(
-                derived=DerivedRows(
-                    DERIVED_VERSION, clear=True, workflows=rows, events=index, members=member_rows(self.state)
-                )
-            )
+            # The query index rows of every workflow (~60 us each) follow in a task that queues behind
+            # whatever this peer does first; until they are in, the next open rebuilds them.
+            await self.repo.put_meta_async(CHECKPOINT_INDEX_PENDING_KEY, b"1")
+        self._index_task = asyncio.create_task(self._index_after_join())
         self.counters["checkpoint_joins"] += 1
         merged = await self.merge_heads(wanted, [source] if source is not None else [])
         return {
@@ -1831,6 +1837,28 @@ class Replica:
             "state_bytes": len(content),
             "merged": merged.to_dict(),
         }
+
+    async def _index_after_join(self) -> None:
+        """Write every query index row from the fold (a rebuild of the indexes, as at open), under the
+        write lock so no merge's rows interleave; then clear the pending mark."""
+        async with self._write_lock:
+            await self.repo.commit_async()
+            index = []
+            for _seq, c, d in self.repo.processed_log():
+                event = Event.from_block(d)
+                workflow = None
+                if event.kind == EventKind.SCHEDULE:
+                    held = self.repo.get_block(event.body["workflow"])
+                    workflow = None if held is None else decode_typed(BlockKind.WORKFLOW, held)
+                index.append(event_row(c, event, workflow))
+            rows, _gone = workflow_rows(self.state, self.state.workflows)
+            await self.repo.commit_async(
+                derived=DerivedRows(
+                    DERIVED_VERSION, clear=True, workflows=rows, events=index, members=member_rows(self.state)
+                )
+            )
+            await self.repo.put_meta_async(CHECKPOINT_INDEX_PENDING_KEY, b"")
+        self.counters["checkpoint_index_written"] += 1
 
     async def _read_checkpoint(
         self, store: BlockStore, cid: CID, data: bytes, event: Event

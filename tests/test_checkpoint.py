@@ -209,6 +209,29 @@ async def test_a_joined_peer_works_and_serves_the_history_it_backfills(tmp_path:
         await alpha.close()
 
 
+async def test_a_crash_before_the_joins_index_rows_rebuilds_them_at_open(tmp_path: Path) -> None:
+    alpha = await _open(tmp_path / "alpha", "alpha", PEERS)
+    gamma = await _open(tmp_path / "gamma", "gamma")
+    try:
+        for i in range(12):
+            await ops.schedule(alpha, f"w{i}", f"job {i}", "p2p_eligible")
+        await alpha.write_checkpoint()
+        await gamma.join_from_checkpoint(alpha.clock.head_cids, alpha.store)
+        assert gamma._index_task is not None
+        gamma._index_task.cancel()  # killed before the rows were written
+        await asyncio.gather(gamma._index_task, return_exceptions=True)
+        gamma._index_task = None
+        await gamma.store.close()
+        await gamma.repo.close_async()
+        gamma = await _open(tmp_path / "gamma", "gamma")
+        assert gamma.repo.get_meta("checkpoint_index_pending") == b""
+        answer = await ops.workflows(gamma)
+        assert sorted(w["workflow_id"] for w in answer["workflows"]) == sorted(f"w{i}" for i in range(12))
+    finally:
+        await gamma.close()
+        await alpha.close()
+
+
 async def test_the_policy_names_one_writer_per_interval(tmp_path: Path) -> None:
     """With ``checkpoint_every`` = 10, each interval's checkpoint is written once, by the member the
     writer rule names for it, whichever peer's loop asks first."""
