@@ -1826,9 +1826,9 @@ class Replica:
             # The query index rows of every workflow (~60 us each) follow in a task that queues behind
             # whatever this peer does first; until they are in, the next open rebuilds them.
             await self.repo.put_meta_async(CHECKPOINT_INDEX_PENDING_KEY, b"1")
-        self._index_task = asyncio.create_task(self._index_after_join())
         self.counters["checkpoint_joins"] += 1
         merged = await self.merge_heads(wanted, [source] if source is not None else [])
+        self._index_task = asyncio.create_task(self._index_after_join())
         return {
             "checkpoint": str(cid),
             "author": event.author,
@@ -1838,9 +1838,11 @@ class Replica:
             "merged": merged.to_dict(),
         }
 
-    async def _index_after_join(self) -> None:
-        """Write every query index row from the fold (a rebuild of the indexes, as at open), under the
-        write lock so no merge's rows interleave; then clear the pending mark."""
+    async def _index_after_join(self, *, slice_size: int = 2_000) -> None:
+        """Write every query index row from the fold (as a rebuild at open does), a slice of workflows
+        per turn of the write lock, so the peer's own writes and merges go between slices; each slice's
+        rows are computed when its commit is queued, so no row is older than a writer's. Then clear the
+        pending mark."""
         async with self._write_lock:
             await self.repo.commit_async()
             index = []
@@ -1851,13 +1853,24 @@ class Replica:
                     held = self.repo.get_block(event.body["workflow"])
                     workflow = None if held is None else decode_typed(BlockKind.WORKFLOW, held)
                 index.append(event_row(c, event, workflow))
-            rows, _gone = workflow_rows(self.state, self.state.workflows)
-            await self.repo.commit_async(
-                derived=DerivedRows(
-                    DERIVED_VERSION, clear=True, workflows=rows, events=index, members=member_rows(self.state)
+            ids = sorted(self.state.workflows)
+            durable = [
+                self.repo.queue_commit(
+                    derived=DerivedRows(
+                        DERIVED_VERSION,
+                        clear=True,
+                        events=index,
+                        members=member_rows(self.state),
+                    )
                 )
-            )
-            await self.repo.put_meta_async(CHECKPOINT_INDEX_PENDING_KEY, b"")
+            ]
+        for start in range(0, len(ids), slice_size):
+            await asyncio.sleep(0)  # a waiting writer takes the lock first
+            async with self._write_lock:
+                rows, _gone = workflow_rows(self.state, ids[start : start + slice_size])
+                durable.append(self.repo.queue_commit(derived=DerivedRows(DERIVED_VERSION, workflows=rows)))
+        await asyncio.gather(*durable)
+        await self.repo.put_meta_async(CHECKPOINT_INDEX_PENDING_KEY, b"")
         self.counters["checkpoint_index_written"] += 1
 
     async def _read_checkpoint(
