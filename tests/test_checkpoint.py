@@ -37,14 +37,17 @@ from ipld_scheduler.checkpoint import (
 )
 from ipld_scheduler.codec import CID, decode, encode_block
 from ipld_scheduler.embedded.memory import MemoryStore
+from ipld_scheduler.embedded.network import EmbeddedNetwork
 from ipld_scheduler.errors import NotFound
 from ipld_scheduler.genesis import Policy
 from ipld_scheduler.identity import Signer
 from ipld_scheduler.model import Event, EventKind
+from ipld_scheduler.options import PeerOptions
 from ipld_scheduler.reasons import Reject
 from ipld_scheduler.replica import NotAuthorized, Replica
 from ipld_scheduler.repo import Repo
 from ipld_scheduler.scheduler import open_replica
+from ipld_scheduler.testing import Cluster, ManualClock, wait_until
 from tests.test_derived import PEERS, _step
 from tests.test_snapshot import _dump
 
@@ -399,3 +402,37 @@ def test_cli_joins_a_network_from_a_checkpoint_car(tmp_path: Path) -> None:
     refused = cli_run(stranger, "import", "--from-checkpoint", str(car))
     assert refused.returncode == 2 and "another network" in refused.stderr, refused.stderr
     assert cli_json(stranger, "status")["total_workflows"] == 0
+
+
+# --- the runtime writes them ---------------------------------------------------------------------
+
+
+async def test_running_peers_write_the_policys_checkpoints_from_their_tick(tmp_path: Path) -> None:
+    """Two running embedded peers with ``checkpoint_every`` = 5: one tick each writes the checkpoint of
+    the current interval, by the peer the rule names, once; both fold it (as nothing)."""
+    clock = ManualClock()
+    options = PeerOptions.fast(execute=False).with_(tick_interval=3600.0)
+    made = Cluster(tmp_path, ["a", "b"], EmbeddedNetwork(), options, clock=clock)
+    await made.start()
+    try:
+        a = made.replica("a")
+        await a.set_policy(Policy(checkpoint_every=5))
+        for i in range(12):
+            await ops.schedule(a, f"w{i}", "job", "p2p_eligible")
+        await wait_until(made.converged, "converged", 15.0)
+        for peer in ("a", "b"):
+            await wait_until(made.peer(peer).caught_up.is_set, "caught up", 15.0)
+        interval = a.clock.height // 5
+        for peer in ("a", "b"):
+            await made.peer(peer).tick()
+        await wait_until(made.converged, "converged after the checkpoint", 15.0)
+        for peer in ("a", "b"):
+            assert made.replica(peer).state.kinds.get(EventKind.CHECKPOINT) == 1, peer
+        newest = a.newest_checkpoint()
+        assert newest is not None
+        data = a.repo.get_block(newest[1])
+        assert data is not None
+        writer = checkpoint_writer(a.network.cid, interval, a.state.present())
+        assert Event.from_block(data).author == writer
+    finally:
+        await made.stop()
