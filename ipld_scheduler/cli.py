@@ -464,7 +464,9 @@ def invite_cmd(ctx: click.Context, peer_id: str, roles: str) -> None:
 @json_option
 @click.pass_context
 def join_cmd(ctx: click.Context, token: str, car_path: str) -> None:
-    """Join the network TOKEN (from `invite`) names, in a new repo, with history from a member's CAR."""
+    """Join the network TOKEN (from `invite`) names, in a new repo, with history from a member's CAR:
+    a whole history (`export`) or a checkpoint (`checkpoint --car`: the state as of a signed
+    checkpoint event, no history walked; see README "Joining a network")."""
     settings = _settings(ctx)
     from .joining import prepare_join, redeem
     from .repo import Repo
@@ -480,7 +482,13 @@ def join_cmd(ctx: click.Context, token: str, car_path: str) -> None:
         _fail(settings, exc if isinstance(exc, IpldSchedulerError) else InvalidInput(str(exc)))
 
     async def action(scheduler: Scheduler) -> dict[str, Any]:
+        from . import ops
+
         replica = _direct_replica(settings, scheduler)
+        if ops.checkpoint_in_car(data):
+            started = await ops.join_checkpoint(replica, data)
+            joined = await redeem(replica, inv)
+            return {**joined, "checkpoint": started["checkpoint"], "imported": started["events"]}
         imported = await scheduler.import_car(data)
         joined = await redeem(replica, inv)
         return {**joined, "imported": imported.get("applied")}
@@ -1354,6 +1362,38 @@ def publish(ctx: click.Context) -> None:
     )
 
 
+@cli.command("checkpoint")
+@click.option(
+    "--car",
+    "car_path",
+    type=click.Path(dir_okay=False, path_type=str),
+    help="Also write a CAR a new peer starts from (`join TOKEN --car FILE`, "
+    "`import --from-checkpoint FILE`).",
+)
+@json_option
+@click.pass_context
+def checkpoint_cmd(ctx: click.Context, car_path: str | None) -> None:
+    """Write a signed checkpoint event now: the state as of this peer's heads, stored as content-addressed
+    blocks, so a new peer starts from it instead of the whole history (the policy's checkpoint_every
+    writes them on a running network)."""
+    settings = _settings(ctx)
+
+    async def action(scheduler: Scheduler) -> dict[str, Any]:
+        from . import ops
+
+        replica = _direct_replica(settings, scheduler)
+        if car_path is None:
+            return await ops.write_checkpoint(replica)
+        try:
+            with open(car_path, "wb") as car:
+                return await ops.write_checkpoint(replica, car)
+        except OSError as exc:
+            raise InvalidInput(f"cannot write {car_path}: {exc.strerror}") from None
+
+    answer = _run_async(settings, _with_scheduler(settings, action))
+    _show(settings, answer, lambda c, d: c.print(f"checkpoint {d['checkpoint']} at height {d['height']}"))
+
+
 @cli.command("import")
 @click.argument("source", required=False, type=click.Path(dir_okay=False, allow_dash=True, path_type=str))
 @click.option(
@@ -1362,9 +1402,18 @@ def publish(ctx: click.Context) -> None:
     help="Fetch a history another peer stored with `publish` (its manifest CID) through this peer's "
     "block store, a window of chunks at a time, instead of reading a CAR file.",
 )
+@click.option(
+    "--from-checkpoint",
+    "from_checkpoint",
+    metavar="CID|FILE",
+    help="Start this (new) repo from the newest checkpoint at or below a member's head CID (fetched "
+    "through this peer's block store) or in a CAR file (`checkpoint --car`), instead of the history.",
+)
 @json_option
 @click.pass_context
-def import_(ctx: click.Context, source: str | None, published: str | None) -> None:
+def import_(
+    ctx: click.Context, source: str | None, published: str | None, from_checkpoint: str | None
+) -> None:
     """Verify every block of a CAR file (or '-' for stdin, or a history another peer published:
     --published CID) and fold its events, parents first.
 
@@ -1372,13 +1421,28 @@ def import_(ctx: click.Context, source: str | None, published: str | None) -> No
     the history's length) and a terminal shows progress; ``--json`` prints only the final report.
     """
     settings = _settings(ctx)
-    if (source is None) == (published is None):
-        _fail(settings, InvalidInput("import takes a CAR file (SOURCE) or --published CID: give one"))
+    if [source, published, from_checkpoint].count(None) != 2:
+        _fail(
+            settings,
+            InvalidInput("import takes a CAR file (SOURCE), --published CID or --from-checkpoint: give one"),
+        )
 
     async def action(scheduler: Scheduler) -> dict[str, Any]:
         from . import ops
         from .client import DirectScheduler
 
+        if from_checkpoint is not None:
+            replica = _direct_replica(settings, scheduler)
+            if Path(from_checkpoint).is_file():
+                try:
+                    data = Path(from_checkpoint).read_bytes()
+                except OSError as exc:
+                    raise InvalidInput(f"cannot read {from_checkpoint}: {exc.strerror}") from None
+                started = await ops.join_checkpoint(replica, data)
+            else:
+                started = await ops.join_checkpoint(replica, from_checkpoint)
+            merged = started["merged"]
+            return {**merged, "applied": started["events"], "success": started["success"], **started}
         if published is not None:
             return await scheduler.call("import_published", manifest=published)
         assert source is not None

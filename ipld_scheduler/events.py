@@ -233,13 +233,17 @@ class Transfer:
 
 @dataclass(frozen=True, slots=True)
 class Checkpoint:
-    """Reserved: a snapshot of derived state (``state`` links an opaque block). The fold ignores it."""
+    """The fold as of this event's parents: ``state`` links the root of its blocks
+    (:mod:`~ipld_scheduler.checkpoint`). The fold ignores it; a joiner starts from it.
+
+    ``state`` is not a link a merge follows: peers that hold the history never fetch the state
+    blocks, only a joiner does (and checks them against the root)."""
 
     kind: ClassVar[EventKind] = EventKind.CHECKPOINT
     state: CID
 
     def links(self) -> list[Link]:
-        return [(self.state, BlockKind.BLOB)]
+        return []
 
 
 @dataclass(frozen=True, slots=True)

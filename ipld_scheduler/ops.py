@@ -35,7 +35,7 @@ from .car_chunks import read_manifest
 from .codec import CID, CodecError, decode
 from .dagjson import DagJsonError, to_dag_json
 from .errors import InvalidInput, IpldSchedulerError, NotFound, Refused, Unavailable, error_class
-from .model import Event, ModelError, WorkflowDefinition, WorkflowStatus, WorkflowTag
+from .model import Event, EventKind, ModelError, WorkflowDefinition, WorkflowStatus, WorkflowTag
 from .ports import BlockNotFound, StoreError
 from .replica import Replica, SchedulerError
 from .repo import RepoError
@@ -1194,6 +1194,75 @@ async def import_published(replica: Replica, manifest: Any) -> dict[str, Any]:
     except (CarError, CodecError) as exc:
         raise InvalidArgument(f"not a published history: {exc}") from None
     return {"success": not report.rejected, "manifest": str(cid), **report.to_dict()}
+
+
+async def write_checkpoint(replica: Replica, car: BinaryIO | None = None) -> dict[str, Any]:
+    """Write a ``checkpoint`` event now (this peer must be a present member); with ``car``, also write
+    a CAR a joiner starts from (``join TOKEN --car`` or ``import --from-checkpoint FILE``)."""
+    from .car import write_car
+
+    cid = await replica.write_checkpoint()
+    answer: dict[str, Any] = {"success": True, "checkpoint": str(cid), "height": replica.clock.height}
+    if car is not None:
+        blocks = replica.checkpoint_car_blocks(cid)
+        write_car(car, [cid], blocks)
+        answer["car_blocks"] = len(blocks)
+        answer["car_bytes"] = sum(len(data) for _cid, data in blocks)
+    return answer
+
+
+def checkpoint_in_car(data: bytes) -> bool:
+    """Whether a CAR's single root is a ``checkpoint`` event it holds (a checkpoint CAR, not a history)."""
+    import io
+
+    from .car import CarError, read_car
+
+    try:
+        roots, blocks = read_car(io.BytesIO(data))
+        if len(roots) != 1:
+            return False
+        for cid, block in blocks:
+            if cid == roots[0]:
+                return Event.from_block(block).kind == EventKind.CHECKPOINT
+    except (CarError, CodecError, ModelError):
+        return False
+    return False
+
+
+async def join_checkpoint(replica: Replica, source: str | bytes) -> dict[str, Any]:
+    """Start ``replica`` from the newest checkpoint at or below ``source``: a CID (fetched through the
+    replica's store: an IPFS node) or the bytes of a CAR (``checkpoint --car``, or any CAR whose roots
+    have a checkpoint below them)."""
+    import io
+
+    from .car import CarError, read_car
+    from .embedded.memory import MemoryStore
+
+    if isinstance(source, bytes):
+        try:
+            roots, blocks = read_car(io.BytesIO(source))
+            store = MemoryStore()
+            await store.put_many(list(blocks))
+        except (CarError, CodecError) as exc:
+            raise InvalidArgument(f"not a valid CAR: {exc}") from None
+        heads: list[CID] = roots
+        answer = await _join(replica, heads, store)
+    else:
+        try:
+            heads = [CID.parse(source)]
+        except (CodecError, ValueError) as exc:
+            raise InvalidArgument(f"not a CID or a CAR file: {source!r} ({exc})") from None
+        answer = await _join(replica, heads, None)
+    return {"success": not answer["merged"]["rejected"], **answer}
+
+
+async def _join(replica: Replica, heads: list[CID], store: Any) -> dict[str, Any]:
+    from .checkpoint import CheckpointError
+
+    try:
+        return await replica.join_from_checkpoint(heads, store)
+    except CheckpointError as exc:
+        raise InvalidArgument(f"refused checkpoint: {exc}") from None
 
 
 # --- dashboard ---------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ class Reject(StrEnum):
     POISONED_HISTORY = "poisoned_history"
     TOO_DEEP = "too_deep"
     UNAUTHORIZED = "unauthorized"
+    BAD_CHECKPOINT = "bad_checkpoint"
     # authorization (trust.authorize): judged on the event's causal past
     UNKNOWN_AUTHOR = "unknown_author"
     KEY_NOT_BOUND = "key_not_bound"

@@ -23,6 +23,7 @@ broadcast channel: the peer runtime does those and subscribes to ``on_heads``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import os
@@ -39,12 +40,22 @@ from .authority import Authority
 from .blocks import Block, BlockKind, UnsupportedCodec, decode_typed, encode_value, links_of, require_dag_cbor
 from .car import read_car, write_car
 from .car_chunks import fetch_chunks, publish_chunks
+from .checkpoint import (
+    CheckpointError,
+    checkpoint_blocks,
+    checkpoint_due,
+    checkpoint_writer,
+    join_chunks,
+    read_chunk,
+    read_root,
+)
 from .clock import MerkleClock
 from .codec import CID, DAG_CBOR, CodecError, verify_block
 from .derived import DERIVED_VERSION, event_row, is_membership, member_rows, workflow_rows
-from .errors import InvalidInput, Refused
+from .errors import Conflict, InvalidInput, NotFound, Refused
 from .events import (
     Cancel,
+    Checkpoint,
     Claim,
     Complete,
     Definitions,
@@ -76,7 +87,7 @@ from .network import DEV_ROLES, DevNetworkRefused, Network, dev_network, recorde
 from .ports import BlockNotFound, BlockStore, StoreError, get_many
 from .reasons import Reject
 from .repo import DerivedRows, Repo, RepoError
-from .snapshot import SnapshotError, decode_snapshot, encode_snapshot
+from .snapshot import Snapshot, SnapshotError, decode_snapshot, encode_snapshot
 from .staging import CarSink, CarSource, Progress, SignatureWorker, Stage, Staging
 from .state import CANCELLED, FAILED, FINISHED, State, WorkflowRecord
 from .sync import MergePlan, Ready, SyncError
@@ -99,6 +110,17 @@ SNAPSHOT_CLOSE_TAIL = 1_000
 """Close rewrites the snapshot once the log grew past it by this many events or a tenth of the log,
 whichever is fewer: a one-event CLI command on a long history pays neither a full encode at close nor
 more than a short tail at the next open (the snapshot's cost per event stays bounded)."""
+
+CHECKPOINT_BASE_KEY = "checkpoint_base"
+"""The repo ``meta`` key of the portable fold a checkpoint join started from (its content bytes)."""
+CHECKPOINT_OFFSET_KEY = "checkpoint_offset"
+"""The repo ``meta`` key of how many clock events that checkpoint brought (not in the processed log)."""
+CHECKPOINT_JOINED_KEY = "checkpoint_joined"
+"""The repo ``meta`` key of that checkpoint event's CID (raw bytes): where backfilling starts."""
+CHECKPOINT_INDEX_PENDING_KEY = "checkpoint_index_pending"
+"""The repo ``meta`` key set (``b"1"``) while the query index rows of a checkpoint join are not written."""
+CHECKPOINT_WALK = 10_000
+"""A join looks for a checkpoint among at most this many events below the head it is given."""
 
 HeadsListener = Callable[[tuple[CID, ...]], Awaitable[None] | None]
 
@@ -196,6 +218,12 @@ class Replica:
         self.stage_batch = 4096
         self._snapshot_seq = 0
         """Processed-log seq the stored fold snapshot covers (0: none known)."""
+        self._base_offset = int(repo.get_meta(CHECKPOINT_OFFSET_KEY) or b"0")
+        """Clock events beyond the processed log: those of the checkpoint this repo joined from."""
+        self._backfill: list[CID] | None = None
+        self._index_task: asyncio.Task[None] | None = None
+        """The query index rows of a checkpoint join, written after it returns."""
+        """Missing events where backfilling goes on (None: not computed since open)."""
         self.parallel_verify_from = 5_000
         """A staged fold of at least this many events checks signatures in a worker process (at 10k
         events it takes ~38 % of the importing process's CPU time off it; starting it costs ~0.1 s)."""
@@ -259,6 +287,8 @@ class Replica:
 
     async def close(self) -> None:
         try:
+            if self._index_task is not None:
+                await self._index_task  # a joined peer's index rows before the repo closes
             await self.repo.commit_async()  # queued writes are in the log before it is measured
             end = self.repo.last_seq()
             grown = end - self._snapshot_seq
@@ -281,8 +311,9 @@ class Replica:
         row is recomputed and written in one transaction. Returns whether a new snapshot is worth
         writing (a rebuild, or a tail of at least :data:`SNAPSHOT_TAIL` events).
         """
-        rebuild = rebuild or not self.repo.index_current(DERIVED_VERSION)
-        after = 0 if rebuild else self._load_snapshot()
+        pending = self.repo.get_meta(CHECKPOINT_INDEX_PENDING_KEY) == b"1"  # a join's rows not written
+        rebuild = rebuild or pending or not self.repo.index_current(DERIVED_VERSION)
+        after = self._load_base() if rebuild else self._load_snapshot()
         index: list[Any] = []
         page: list[tuple[CID, bytes, Event]] = []
         folded = 0
@@ -301,13 +332,15 @@ class Replica:
                     DERIVED_VERSION, clear=True, workflows=rows, events=index, members=member_rows(self.state)
                 )
             )
+            if pending:
+                self.repo.put_meta(CHECKPOINT_INDEX_PENDING_KEY, b"")
         return rebuild or folded >= SNAPSHOT_TAIL
 
     def _load_snapshot(self) -> int:
         """Adopt the repo's fold snapshot if it is usable; the processed-log seq it covers (0: none)."""
         data = self.repo.get_meta(SNAPSHOT_KEY)
         if data is None:
-            return 0
+            return self._load_base()
         try:
             snap = decode_snapshot(
                 data,
@@ -322,12 +355,32 @@ class Replica:
         except SnapshotError as exc:
             self.counters["snapshot_rejected"] += 1
             log.warning("repo %s: fold snapshot unusable, replaying the whole log: %s", self.repo.path, exc)
-            return 0
+            return self._load_base()
         snap.clock.source = self.store
         self.state, self.clock, self.authority = snap.state, snap.clock, snap.authority
         self.counters["snapshot_loaded"] += 1
         self._snapshot_seq = snap.seq
         return snap.seq
+
+    def _load_base(self) -> int:
+        """Adopt the checkpoint this repo joined from (meta ``checkpoint_base``), if any: the fold the
+        whole processed log is folded on top of (it holds none of the history the checkpoint covers).
+        Returns 0 (the processed-log seq it covers). An unusable one raises: without it the log alone
+        is not this replica's history."""
+        data = self.repo.get_meta(CHECKPOINT_BASE_KEY)
+        if data is None:
+            return 0
+        snap = decode_snapshot(
+            data,
+            network=self.network.cid,
+            authority=Authority(self.network.genesis, self.network.cid),
+            local_peer=self.peer_id,
+            portable=True,
+        )
+        snap.clock.source = self.store
+        self.state, self.clock, self.authority = snap.state, snap.clock, snap.authority
+        self.counters["checkpoint_base_loaded"] += 1
+        return 0
 
     async def save_snapshot(self) -> bool:
         """Write the fold snapshot as of the processed log's end (encoded off the event loop, with
@@ -338,7 +391,7 @@ class Replica:
         async with self._write_lock:
             await self.repo.commit_async()  # every queued commit is durable before the log is read
             seq = self.repo.last_seq()
-            if self.repo.processed_count() != len(self.clock):
+            if self.repo.processed_count() + self._base_offset != len(self.clock):
                 self.counters["snapshot_skipped"] += 1
                 return False
             last = None
@@ -517,8 +570,10 @@ class Replica:
         payload: Payload | None,
         blocks: Sequence[Block[Any] | tuple[CID, bytes]],
         signer: Signer | None = None,
+        *,
+        locked: bool = False,
     ) -> CID:
-        async with self._write_lock:
+        async with contextlib.nullcontext() if locked else self._write_lock:  # locked: the caller holds it
             if self.authority is not None:
                 body = self._with_links(kind, body)
             event = (signer or self.signer).sign(self.clock.tick(kind.value, body))
@@ -1669,6 +1724,333 @@ class Replica:
             processed.append(cid)
             applied.append((cid, event, workflow))
         return pending_blocks, processed, self._derived(applied, touched)
+
+    # --- checkpoints (ipld_scheduler/checkpoint.py; README "Joining a network") --------------------
+
+    async def write_checkpoint(self) -> CID:
+        """Write a ``checkpoint`` event now: the portable fold as of our heads (which it links as its
+        parents) stored as chunk blocks and a root (:mod:`~ipld_scheduler.checkpoint`); its CID.
+
+        Encoded off the event loop with writes held off, so the state is exactly the fold of the
+        event's parents. :class:`NotAuthorized` when this peer may not write one (not present)."""
+        async with self._write_lock:
+            await self.repo.commit_async()  # every queued commit is durable before the log is counted
+            if self.repo.processed_count() + self._base_offset != len(self.clock):
+                raise SchedulerError("the fold is not that of the processed log: reopen the repo first")
+            heads = self.clock.head_cids
+            content = await asyncio.to_thread(
+                encode_snapshot,
+                0,
+                None,
+                self.network.cid,
+                self.state,
+                self.clock,
+                self.authority,
+                portable=True,
+            )
+            root, blocks = checkpoint_blocks(
+                content, network=self.network.cid, heads=heads, events=len(self.clock)
+            )
+            payload = Checkpoint(root)
+            kind, body = body_of(payload)
+            cid = await self._write(kind, body, payload, blocks, locked=True)
+        self.counters["checkpoints_written"] += 1
+        return cid
+
+    def checkpoint_car_blocks(self, cid: CID) -> list[tuple[CID, bytes]]:
+        """The blocks a joiner needs to start from checkpoint event ``cid`` (held in our repo): the
+        network's genesis, the event, its state root and chunks; what ``checkpoint --car`` writes."""
+        data = self.repo.get_block(cid)
+        if data is None:
+            raise NotFound(f"checkpoint {cid} is not in this repo")
+        event = Event.from_block(data)
+        link = event.body.get("state")
+        if event.kind != EventKind.CHECKPOINT or type(link) is not CID:
+            raise InvalidInput(f"{cid} is not a checkpoint event")
+        root_data = self.repo.get_block(link)
+        if root_data is None:
+            raise NotFound(f"the state root {link} of checkpoint {cid} is not in this repo")
+        root = read_root(link, root_data)
+        chunks = self.repo.get_blocks(list(root.chunks))
+        if len(chunks) != len(root.chunks):
+            raise NotFound(f"some state chunks of checkpoint {cid} are not in this repo")
+        genesis = (self.network.cid, self.network.block)
+        return [genesis, (cid, data), (link, root_data), *((c, chunks[c]) for c in root.chunks)]
+
+    def newest_checkpoint(self) -> tuple[int, CID] | None:
+        """(height, CID) of the newest ``checkpoint`` event this repo has applied, or None."""
+        rows, _total = self.repo.index_events(kind=EventKind.CHECKPOINT, last=1)
+        if not rows:
+            return None
+        cid = rows[0][1]
+        height = self.repo.index_heights([cid]).get(cid)
+        return None if height is None else (height, cid)
+
+    async def maybe_checkpoint(self) -> CID | None:
+        """Write the checkpoint the policy asks of this peer now, if any (``checkpoint_every``
+        heights; the writer of each interval by :func:`~ipld_scheduler.checkpoint.checkpoint_writer`)."""
+        policy = self.authority.current(self.clock.head_cids).policy.policy
+        interval = checkpoint_due(self.clock.height, policy.checkpoint_every)
+        if interval is None or not self.state.is_present(self.peer_id):
+            return None
+        newest = self.newest_checkpoint()
+        if newest is not None and (newest[0] - 1) // policy.checkpoint_every >= interval:
+            return None  # this interval (or a later one) is checkpointed
+        if checkpoint_writer(self.network.cid, interval, self.state.present()) != self.peer_id:
+            return None
+        return await self.write_checkpoint()
+
+    async def find_checkpoint(
+        self, heads: Sequence[CID], source: BlockStore | None = None, *, walk: int = CHECKPOINT_WALK
+    ) -> tuple[CID, bytes, Event]:
+        """The newest ``checkpoint`` event at or below ``heads``: a walk down the DAG, one level of
+        event blocks fetched concurrently at a time, over at most ``walk`` events, stopping once
+        nothing further down can be newer. :class:`NotFound` when there is none that close."""
+        store = self.store if source is None else source
+        seen: set[CID] = set(heads)
+        level = list(dict.fromkeys(heads))
+        found: tuple[CID, bytes, Event] | None = None
+        walked = 0
+        while level and walked < walk:
+            datas = await asyncio.gather(*(store.get(cid) for cid in level))
+            following: list[CID] = []
+            bound = 0  # no event below this level is higher than this
+            for cid, data in zip(level, datas, strict=True):
+                walked += 1
+                try:
+                    verify_block(cid, data)
+                    event = Event.from_block(data)
+                except (CodecError, ModelError) as exc:
+                    raise CheckpointError(f"event {cid} on the way to a checkpoint: {exc}") from None
+                if event.kind == EventKind.CHECKPOINT:
+                    if found is None or (event.height, cid.raw) > (found[2].height, found[0].raw):
+                        found = (cid, data, event)
+                    continue
+                bound = max(bound, event.height - 1)
+                following.extend(p for p in event.parents if p not in seen and p not in self.clock)
+                seen.update(event.parents)
+            if found is not None and bound <= found[2].height:
+                break  # nothing further down can be newer than the one found
+            level = following
+        if found is None:
+            raise NotFound(f"no checkpoint event within {walk} events below {', '.join(map(str, heads))}")
+        return found
+
+    async def join_from_checkpoint(
+        self,
+        heads: CID | str | Sequence[CID | str],
+        source: BlockStore | None = None,
+        *,
+        walk: int = CHECKPOINT_WALK,
+    ) -> dict[str, Any]:
+        """Start from the newest checkpoint at or below ``heads`` (a member's heads, or the checkpoint
+        event itself) instead of the whole history; ``source``: where to fetch blocks (default: our
+        store, which over IPFS fetches from the network).
+
+        Verifies the checkpoint event (signature, then authorization under the membership and policy
+        its own state holds at its parents: a present member; trust-on-policy, docs/trust.md), its
+        root and every chunk (CIDs, sizes, digest), decodes the state strictly, adopts it as this
+        replica's fold (our own events folded again on top), records it in the repo (the content
+        under meta ``checkpoint_base``, the event processed, the query indexes rebuilt), then merges
+        what lies between the checkpoint and ``heads``. Older history is not fetched (see
+        :meth:`backfill`). A refused checkpoint changes nothing and is counted in ``rejections``
+        (:data:`~ipld_scheduler.reasons.Reject.BAD_CHECKPOINT`, or the authorization's reason).
+        """
+        store = self.store if source is None else source
+        wanted = [CID.parse(h) for h in ([heads] if isinstance(heads, CID | str) else heads)]
+        cid, data, event = await self.find_checkpoint(wanted, source, walk=walk)
+        if cid in self.clock:
+            raise Conflict(f"checkpoint {cid} is already in this replica's history")
+        try:
+            snap, content, state_blocks = await self._read_checkpoint(store, cid, data, event)
+        except CheckpointError:
+            self.rejections[Reject.BAD_CHECKPOINT] += 1
+            raise
+        refusal = self._admit_checkpoint(snap, cid, data, event)
+        if refusal is not None:
+            self.rejections[refusal] += 1
+            raise NotAuthorized(f"checkpoint {cid} by {event.author!r} is not authorized: {refusal}", refusal)
+        async with self._write_lock:
+            await self.repo.commit_async()
+            own = list(self.repo.processed_log())
+            if any(c in snap.clock for _seq, c, _data in own):
+                raise Conflict(
+                    "this repo already holds history the checkpoint covers: join from an empty repo"
+                )
+            self.state, self.clock, self.authority = snap.state, snap.clock, snap.authority
+            self.clock.source = self.store
+            blocks = [(cid, data)]
+            self.authority.admit(cid, event, self.state, None, blocks)
+            self.state.apply(cid, event, None, None)
+            self.clock.apply(cid, event)
+            page = [(c, d, Event.from_block(d)) for _seq, c, d in own]
+            self._replay_page(page, None)
+            await self.repo.commit_async(
+                blocks=[*state_blocks, *blocks], processed=[cid], heads=self.clock.head_cids
+            )
+            self._base_offset = len(self.clock) - self.repo.processed_count()
+            await self.repo.put_meta_async(CHECKPOINT_BASE_KEY, content)
+            await self.repo.put_meta_async(CHECKPOINT_OFFSET_KEY, str(self._base_offset).encode())
+            await self.repo.put_meta_async(CHECKPOINT_JOINED_KEY, cid.raw)
+            self._backfill = None
+            # The query index rows of every workflow (~60 us each) follow in a task that queues behind
+            # whatever this peer does first; until they are in, the next open rebuilds them.
+            await self.repo.put_meta_async(CHECKPOINT_INDEX_PENDING_KEY, b"1")
+        self.counters["checkpoint_joins"] += 1
+        merged = await self.merge_heads(wanted, [source] if source is not None else [])
+        self._index_task = asyncio.create_task(self._index_after_join())
+        return {
+            "checkpoint": str(cid),
+            "author": event.author,
+            "height": event.height,
+            "events": len(self.clock),
+            "state_bytes": len(content),
+            "merged": merged.to_dict(),
+        }
+
+    async def _index_after_join(self, *, slice_size: int = 2_000) -> None:
+        """Write every query index row from the fold (as a rebuild at open does), a slice of workflows
+        per turn of the write lock, so the peer's own writes and merges go between slices; each slice's
+        rows are computed when its commit is queued, so no row is older than a writer's. Then clear the
+        pending mark."""
+        async with self._write_lock:
+            await self.repo.commit_async()
+            index = []
+            for _seq, c, d in self.repo.processed_log():
+                event = Event.from_block(d)
+                workflow = None
+                if event.kind == EventKind.SCHEDULE:
+                    held = self.repo.get_block(event.body["workflow"])
+                    workflow = None if held is None else decode_typed(BlockKind.WORKFLOW, held)
+                index.append(event_row(c, event, workflow))
+            ids = sorted(self.state.workflows)
+            durable = [
+                self.repo.queue_commit(
+                    derived=DerivedRows(
+                        DERIVED_VERSION,
+                        clear=True,
+                        events=index,
+                        members=member_rows(self.state),
+                    )
+                )
+            ]
+        for start in range(0, len(ids), slice_size):
+            await asyncio.sleep(0)  # a waiting writer takes the lock first
+            async with self._write_lock:
+                rows, _gone = workflow_rows(self.state, ids[start : start + slice_size])
+                durable.append(self.repo.queue_commit(derived=DerivedRows(DERIVED_VERSION, workflows=rows)))
+        await asyncio.gather(*durable)
+        await self.repo.put_meta_async(CHECKPOINT_INDEX_PENDING_KEY, b"")
+        self.counters["checkpoint_index_written"] += 1
+
+    async def _read_checkpoint(
+        self, store: BlockStore, cid: CID, data: bytes, event: Event
+    ) -> tuple[Snapshot, bytes, list[tuple[CID, bytes]]]:
+        """Fetch and check the root and chunks a checkpoint event links; decode the state."""
+        link = event.body.get("state")
+        if type(link) is not CID:
+            raise CheckpointError(f"checkpoint {cid}: its body links no state root")
+        root_data = await store.get(link)
+        root = read_root(link, root_data)
+        if root.network != self.network.cid:
+            raise CheckpointError(f"checkpoint {cid}: a state of another network")
+        if set(root.heads) != set(event.parents):
+            raise CheckpointError(f"checkpoint {cid}: the state covers other heads than the event's parents")
+        pieces: list[bytes] = []
+        blocks = [(link, root_data)]
+        for start in range(0, len(root.chunks), 32):  # a window of concurrent fetches
+            window = root.chunks[start : start + 32]
+            datas = await asyncio.gather(*(store.get(c) for c in window))
+            pieces.extend(read_chunk(root, start + i, d) for i, d in enumerate(datas))
+            blocks.extend(zip(window, datas, strict=True))
+        content = join_chunks(root, pieces)
+        try:
+            snap = await asyncio.to_thread(
+                decode_snapshot,
+                content,
+                network=self.network.cid,
+                authority=Authority(self.network.genesis, self.network.cid),
+                local_peer=self.peer_id,
+                portable=True,
+            )
+        except SnapshotError as exc:
+            raise CheckpointError(f"checkpoint {cid}: {exc}") from None
+        if len(snap.clock) != root.events or set(snap.clock.head_cids) != set(event.parents):
+            raise CheckpointError(f"checkpoint {cid}: the state's clock is not the event's past")
+        return snap, content, blocks
+
+    def _admit_checkpoint(self, snap: Snapshot, cid: CID, data: bytes, event: Event) -> Reject | None:
+        """Why the checkpoint event is refused on top of its own state (signature, clock, authorization)."""
+        if not verify_event(event, data):
+            return Reject.BAD_SIGNATURE
+        if snap.clock.check(event) is not None:
+            return Reject.BAD_CHECKPOINT
+        probe = Authority(self.network.genesis, self.network.cid)
+        probe.views = dict(snap.authority.views)
+        probe._handoffs = dict(snap.authority._handoffs)
+        probe._lineage = dict(snap.authority._lineage)
+        return probe.admit(cid, event, snap.state, None, [(cid, data)])
+
+    @property
+    def backfilling(self) -> bool:
+        """Whether history below the checkpoint this repo joined from may still be missing here."""
+        return self._base_offset > 0 and self._backfill != []
+
+    async def backfill(self, source: BlockStore | None = None, *, limit: int | None = None) -> int:
+        """Fetch the event blocks (and the blocks they link) of the history below the checkpoint this
+        repo joined from into the repo, a level at a time, so this peer can serve them onward (and
+        ``export`` them); how many blocks it stored. Nothing is folded: the checkpoint holds their
+        state. ``limit`` caps one call (the runtime calls it again each tick until it returns 0)."""
+        if not self._base_offset:
+            return 0
+        if self._backfill is None:
+            self._backfill = self._backfill_start()
+        store = self.store if source is None else source
+        level = self._backfill
+        stored = 0
+        while level and (limit is None or stored < limit):
+            datas = await asyncio.gather(*(store.get(c) for c in level))
+            blocks: list[tuple[CID, bytes]] = []
+            following: dict[CID, None] = {}
+            linked: dict[CID, None] = {}
+            for c, d in zip(level, datas, strict=True):
+                verify_block(c, d)
+                blocks.append((c, d))
+                for link, kind in links_of(BlockKind.EVENT, Event.from_block(d)):
+                    if link != self.network.cid and not self.repo.has_block(link):
+                        (following if kind is BlockKind.EVENT else linked)[link] = None
+            others = await asyncio.gather(*(store.get(c) for c in linked))
+            for c, d in zip(linked, others, strict=True):
+                verify_block(c, d)
+                blocks.append((c, d))
+            await self.repo.commit_async(blocks=blocks)
+            stored += len(blocks)
+            level = list(following)
+            self._backfill = level
+        self.counters["backfilled_blocks"] += stored
+        return stored
+
+    def _backfill_start(self) -> list[CID]:
+        """The missing events right below what the repo holds under the joined checkpoint (a walk of
+        held blocks only: after a restart, where the last backfill stopped)."""
+        raw = self.repo.get_meta(CHECKPOINT_JOINED_KEY)
+        if raw is None:
+            return []
+        data = self.repo.get_block(CID(raw))
+        stack = [] if data is None else list(Event.from_block(data).parents)
+        seen: set[CID] = set()
+        missing: list[CID] = []
+        while stack:
+            cid = stack.pop()
+            if cid in seen or cid == self.network.cid:
+                continue
+            seen.add(cid)
+            held = self.repo.get_block(cid)
+            if held is None:
+                missing.append(cid)
+            else:
+                stack.extend(Event.from_block(held).parents)
+        return missing
 
 
 _EVENT_BYTES = 512

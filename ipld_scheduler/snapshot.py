@@ -312,15 +312,24 @@ def _lineage_columns(nodes: list[Lineage], ev: _Events) -> list[Any]:
 
 
 def encode_snapshot(
-    seq: int, last: CID | None, network: CID, state: State, clock: MerkleClock, authority: Authority
+    seq: int,
+    last: CID | None,
+    network: CID,
+    state: State,
+    clock: MerkleClock,
+    authority: Authority,
+    *,
+    portable: bool = False,
 ) -> bytes:
     """The fold as of processed-log ``seq`` (whose event is ``last``; None for an empty log).
 
+    ``portable``: no local peer (and the caller passes ``seq`` 0, ``last`` None): only what the DAG
+    defines, what a ``checkpoint`` carries (:mod:`~ipld_scheduler.checkpoint`).
     :class:`SnapshotError` when some value has no encoding here (the caller writes no snapshot)."""
     collecting = gc.isenabled()
     gc.disable()  # it builds lists and tuples by the 100k, none of them garbage until it returns
     try:
-        return _encode(seq, last, network, state, clock, authority)
+        return _encode(seq, last, network, state, clock, authority, portable)
     except (cbor2.CBOREncodeError, CodecError, ValueError, TypeError, KeyError) as exc:
         raise _fail(f"cannot encode: {type(exc).__name__}: {exc}") from None
     finally:
@@ -378,16 +387,17 @@ def _floats(values: list[float]) -> bytes:
     return column.tobytes()
 
 
-def _indexes(state: State, ev: _Events, order: list[str]) -> list[Any]:
+def _indexes(state: State, ev: _Events, order: list[str], portable: bool) -> list[Any]:
     """What :meth:`State.reindex` would recompute, so a load decodes no record: open ids, owners'
     sets, retryable ids, dependents and the local queue (by key, then id: pop order), each id as its
-    record's position in ``order`` (a packed column)."""
+    record's position in ``order`` (a packed column). ``portable``: no local queue (the loading peer
+    builds its own from its owned set)."""
     at = {wid: n for n, wid in enumerate(order)}
 
     def ids(wids: Iterable[str]) -> bytes:
         return _pack(sorted(at[w] for w in wids), narrow=True)
 
-    queued = sorted(state.queue_items(), key=lambda item: (item[1], item[0]))  # by key, then id
+    queued = [] if portable else sorted(state.queue_items(), key=lambda item: (item[1], item[0]))
     return [
         ids(state.open),
         [x for o in sorted(state.by_owner) if state.by_owner[o] for x in (o, ids(state.by_owner[o]))],
@@ -402,7 +412,13 @@ def _indexes(state: State, ev: _Events, order: list[str]) -> list[Any]:
 
 
 def _encode(
-    seq: int, last: CID | None, network: CID, state: State, clock: MerkleClock, authority: Authority
+    seq: int,
+    last: CID | None,
+    network: CID,
+    state: State,
+    clock: MerkleClock,
+    authority: Authority,
+    portable: bool = False,
 ) -> bytes:
     w = _Writer()
     heights, heads, head_parents, max_height, root = clock.snapshot_parts()
@@ -421,7 +437,7 @@ def _encode(
         _MAGIC,
         SNAPSHOT_VERSION,
         network.raw,
-        state.local_peer,
+        None if portable else state.local_peer,
         seq,
         None if last is None else last.raw,
         # tables (referenced by index, each after what it references)
@@ -454,7 +470,7 @@ def _encode(
         [x for cid in sorted(heads) for x in (ev.number[cid], [ev.number[p] for p in head_parents[cid]])],
         max_height,
         [c.raw for c in root],
-        _indexes(state, ev, order),
+        _indexes(state, ev, order, portable),
     ):
         out.item(value)
     body_end = out.buf.tell()
@@ -591,10 +607,16 @@ class Snapshot:
 
 
 def decode_snapshot(
-    data: bytes | memoryview, *, network: CID, authority: Authority, local_peer: str | None
+    data: bytes | memoryview,
+    *,
+    network: CID,
+    authority: Authority,
+    local_peer: str | None,
+    portable: bool = False,
 ) -> Snapshot:
     """Strictly decode :func:`encode_snapshot` bytes into ``authority`` (fresh, rooted at ``network``)
-    and a new State and clock; :class:`SnapshotError` for anything else."""
+    and a new State and clock; :class:`SnapshotError` for anything else. ``portable``: bytes written
+    with ``portable=True`` (no local peer), loaded as ``local_peer``'s fold."""
     if len(data) > MAX_SNAPSHOT_BYTES:
         raise _fail(f"{len(data)} bytes is over the {MAX_SNAPSHOT_BYTES} limit")
     view = memoryview(data)
@@ -608,7 +630,7 @@ def decode_snapshot(
     collecting = gc.isenabled()
     gc.disable()  # ~100k objects per 100k events, none of them garbage: no collection passes over them
     try:
-        return _decode(_loads(body), records, network, authority, local_peer)
+        return _decode(_loads(body), records, network, authority, local_peer, portable)
     except (SnapshotError, RecursionError):
         raise
     except (ModelError, InvalidInput, CodecError, KeyError, ValueError, TypeError, AssertionError) as exc:
@@ -739,14 +761,19 @@ def _keyed(cids: list[CID], number: dict[CID, int], column: array[int], table: S
 
 
 def _decode(
-    body: Any, records: memoryview, network: CID, authority: Authority, local_peer: str | None
+    body: Any,
+    records: memoryview,
+    network: CID,
+    authority: Authority,
+    local_peer: str | None,
+    portable: bool = False,
 ) -> Snapshot:
     body = _list(body, "snapshot", 30)
     if body[0] != _MAGIC or body[1] != SNAPSHOT_VERSION:
         raise _fail(f"not a version {SNAPSHOT_VERSION} snapshot")
     if body[2] != network.raw:
         raise _fail("snapshot of another network")
-    if body[3] != local_peer:
+    if body[3] != (None if portable else local_peer):
         raise _fail("snapshot of another peer")
     seq = _int(body[4], "seq")
     last = _opt(_cid, body[5], "last")
@@ -808,7 +835,7 @@ def _decode(
     state.workflows.load(cold, records, offsets, lambda wid, frame: _frame_record(wid, frame, ev), cids)
     state.events = _int(body[20], "events")
     state.kinds = {_str(k, "kind"): _int(c, "kind") for k, c in _pairs(body[21], "kinds")}
-    _adopt_indexes(state, _list(body[29], "indexes", 5), names, ev)
+    _adopt_indexes(state, _list(body[29], "indexes", 5), names, ev, portable)
 
     if network not in authority.views or len(authority.views) != 1 or authority._lineage:
         raise _fail("decode into a fresh authority only")
@@ -872,7 +899,7 @@ def _ids(v: Any, names: list[str], what: str) -> list[str]:
     return list(map(names.__getitem__, _column(v, len(_bytes(v, what)) // 4, what, 0, len(names))))
 
 
-def _adopt_indexes(state: State, part: list[Any], names: list[str], ev: _Decoded) -> None:
+def _adopt_indexes(state: State, part: list[Any], names: list[str], ev: _Decoded, portable: bool) -> None:
     by_owner = {_str(o, "owner"): set(_ids(ws, names, "owned")) for o, ws in _pairs(part[1], "owners")}
     dependents = {
         _str(d, "dependency"): set(_ids(ws, names, "dependents")) for d, ws in _pairs(part[3], "dependents")
@@ -891,6 +918,8 @@ def _adopt_indexes(state: State, part: list[Any], names: list[str], ev: _Decoded
     events = _packed(queue[2], len(ids), "queue events", 0, len(ev.cids))
     if not all(map(operator.le, priorities, priorities[1:])):
         raise _fail("queue: not in key order")
+    if portable and ids:
+        raise _fail("queue: a portable snapshot holds no local queue")
     backlog = Backlog(ids, priorities, events, ev.cids, ev.heights, ev.numbers)
     if len(backlog) != len(ids):
         raise _fail("queue: an id twice")
@@ -901,6 +930,8 @@ def _adopt_indexes(state: State, part: list[Any], names: list[str], ev: _Decoded
         dependents,
         backlog,
     )
+    if portable:
+        state.requeue()  # the loading peer's own queue, from the workflows it owns
 
 
 class _Decoded:

@@ -1132,3 +1132,9 @@ class State:
         self.open, self.by_owner, self.retryable, self.dependents = open_ids, by_owner, retryable, dependents
         self.queue = Queue(backlog)
         self._handles, self._handle_keys = {}, {}
+
+    def requeue(self) -> None:
+        """Queue every workflow the local peer owns and may run (after adopting another peer's
+        indexes, whose queue was its own): decodes only the local peer's records."""
+        for wid in sorted(self.by_owner.get(self.local_peer, ())) if self.local_peer is not None else ():
+            self._sync_queue(self.workflows[wid])

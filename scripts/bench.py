@@ -35,12 +35,15 @@ part is missing: a section whose module cannot be imported is skipped with a not
 * catchup (``bench_catchup.py``): full-history CAR import at 10k and 100k events (2k with ``--quick``)
   next to the old in-memory merge of the same run, with peak RSS (target: 100k within 20 s).
 
+* checkpoint (``bench_checkpoint.py``): a fresh peer to working state from a checkpoint at 100k events
+  (2k with ``--quick``) next to the full-history CAR import of the same history, and the 10 s target.
+
 * scale (``bench_scale.py``): 50 embedded peers x 20 workflows, seconds from the last write until all
   agree (target 5 s) and the membership events written at start; trivial jobs per second on 1 and on 3
   embedded peers (target: 3 peers >= 2.4x one).
 
 Usage: ``python scripts/bench.py [--quick] [--only SECTION[,SECTION]]`` (sections: codec, heap, assignment,
-schedule, durable, repo, history, catchup, scale).
+schedule, durable, repo, history, catchup, checkpoint, scale).
 """
 
 from __future__ import annotations
@@ -643,6 +646,12 @@ def _catchup_rows(quick: bool) -> list[Row]:
     return catchup_rows(quick)
 
 
+def _checkpoint_rows(quick: bool) -> list[Row]:
+    from bench_checkpoint import checkpoint_rows
+
+    return checkpoint_rows(quick)
+
+
 def _scale_rows(quick: bool) -> list[Row]:
     from bench_scale import scale_rows
 
@@ -676,6 +685,7 @@ def main(argv: list[str]) -> int:
         ("repo", _repo_rows),
         ("history", _history_rows),
         ("catchup", _catchup_rows),
+        ("checkpoint", _checkpoint_rows),
         ("scale", _scale_rows),
     ]
     if "--only" in argv[:-1]:

@@ -31,6 +31,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("bench_merge.py", ["--smoke"], "replay/s:"),
     ("bench_cli.py", ["--runs", "1", "--report-only"], "status (repo opened)"),
     ("bench_catchup.py", ["--events", "300"], "late joiner 300"),
+    ("bench_checkpoint.py", ["--events", "300"], "fresh peer to working state from the checkpoint"),
     ("bench_history.py", ["--sizes", "200"], "one more schedule at 200 events"),
     ("bench_balance.py", ["--quick"], "demo: 3 peers, 30 wf, 1 killed     on"),
     ("bench_runtime.py", ["--smoke"], "3 peers, clean"),

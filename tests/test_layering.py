@@ -117,6 +117,7 @@ LAYERS: dict[str, int] = {
             "derived",
             "waits",
             "snapshot",
+            "checkpoint",
         ],
         CORE,
     ),

@@ -57,6 +57,9 @@ __all__ = ["Peer"]
 
 log = logging.getLogger(__name__)
 
+BACKFILL_BATCH = 2_000
+"""Blocks of history below a joined checkpoint fetched per tick (README "Joining a network")."""
+
 
 class Peer:
     """One running peer. ``await start()``, then ``await stop()``; read ``stats`` / ``snapshot()`` any time.
@@ -305,6 +308,9 @@ class Peer:
         self.sync.check_caught_up()
         if self.sync.caught_up.is_set():  # restate our labels on top of what the network knows
             await self.membership.advertise()
+            await self.replica.maybe_checkpoint()  # the policy's checkpoint_every, if we write this one
+            if self.replica.backfilling:  # history below the checkpoint we joined from, a batch a tick
+                await self.replica.backfill(limit=BACKFILL_BATCH)
         if opts.execute and self._running_flag and self.sync.caught_up.is_set():
             await self.membership.recover()
             if opts.balance:
