@@ -28,17 +28,17 @@ import logging
 import os
 import tempfile
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Final, NamedTuple, cast
+from typing import IO, Any, BinaryIO, Final, NamedTuple, cast
 
 import cbor2
 
 from .authority import Authority
 from .blocks import Block, BlockKind, UnsupportedCodec, decode_typed, encode_value, links_of, require_dag_cbor
 from .car import read_car, write_car
-from .car_chunks import fetch_chunks, publish_chunks
+from .car_chunks import CHUNK, fetch_chunks, publish_chunks
 from .clock import MerkleClock
 from .codec import CID, DAG_CBOR, CodecError, verify_block
 from .derived import DERIVED_VERSION, event_row, is_membership, member_rows, workflow_rows
@@ -1159,22 +1159,30 @@ class Replica:
         then bounds the whole catch-up. Without it the daemon holds the history as the chunks it
         fetched (enough to serve the same manifest onward) and the repo holds every block.
         """
-        with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
-            async for data in fetch_chunks(self.store, CID.parse(manifest), window=window):
-                spool.write(data)
-            if self._store_is_repo or not store_blocks or not isinstance(self.store, CarSink):
-                spool.seek(0)
-                external = store_blocks and not self._store_is_repo
-                return await self._import_stream(cast(BinaryIO, spool), progress, external=external)
-            # The daemon takes the whole CAR in one call, alongside the fold (which reads staging,
-            # not the daemon), instead of one block/put per block; blocks the fold refuses stay
-            # there as unreferenced cache, as any fetched block would.
-            spool.seek(0)
-            stored = asyncio.create_task(self.store.put_car(spool.read()))
-            spool.seek(0)
+        sink = None
+        if not self._store_is_repo and store_blocks and isinstance(self.store, CarSink):
+            sink = self.store
+        with tempfile.TemporaryFile() as spool:
+            tee = _SpoolTee(spool)
+            # The daemon takes the CAR in one streamed call while the chunks arrive (and alongside
+            # the fold, which reads staging, not the daemon), instead of one block/put per block;
+            # blocks the fold refuses stay there as unreferenced cache, as any fetched block would.
+            stored = None if sink is None else asyncio.create_task(sink.put_car(tee.stream()))
             try:
-                report = await self._import_stream(cast(BinaryIO, spool), progress, external=False)
-            finally:
+                try:
+                    async for data in fetch_chunks(self.store, CID.parse(manifest), window=window):
+                        tee.write(data)
+                finally:
+                    tee.close()
+                spool.seek(0)
+                external = store_blocks and not self._store_is_repo and sink is None
+                report = await self._import_stream(cast(BinaryIO, spool), progress, external=external)
+            except BaseException:
+                if stored is not None:
+                    stored.cancel()
+                    await asyncio.gather(stored, return_exceptions=True)
+                raise
+            if stored is not None:
                 try:
                     await stored
                 except StoreError as exc:  # the history is ours; only serving it onward is lost
@@ -1603,6 +1611,42 @@ class Replica:
             processed.append(cid)
             applied.append((cid, event, workflow))
         return pending_blocks, processed, self._derived(applied, touched)
+
+
+class _SpoolTee:
+    """A CAR landing in a spool file, also readable as a stream while it is written: the daemon's
+    ``dag/import`` body follows the writer chunk by chunk (``os.pread``: the file's own position
+    stays the writer's), so neither side holds more than a chunk in memory."""
+
+    def __init__(self, spool: IO[bytes]) -> None:
+        self._spool = spool
+        self._size = 0
+        self._closed = False
+        self._grew = asyncio.Event()
+
+    def write(self, data: bytes) -> None:
+        self._spool.write(data)
+        self._spool.flush()
+        self._size += len(data)
+        self._grew.set()
+
+    def close(self) -> None:
+        """No more bytes (the fetch ended or failed): a stream that has read them all ends."""
+        self._closed = True
+        self._grew.set()
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        fd, offset = self._spool.fileno(), 0
+        while True:
+            if offset < self._size:
+                data = os.pread(fd, min(CHUNK, self._size - offset), offset)
+                offset += len(data)
+                yield data
+                continue
+            if self._closed:
+                return
+            self._grew.clear()
+            await self._grew.wait()
 
 
 class _PageItem(NamedTuple):

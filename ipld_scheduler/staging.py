@@ -19,7 +19,7 @@ import struct
 import sys
 import tempfile
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from enum import StrEnum
 from pathlib import Path
@@ -61,9 +61,10 @@ class CarSource(Protocol):
 
 @runtime_checkable
 class CarSink(Protocol):
-    """A block store that takes a whole CAR in one call (``dag/import``), instead of a put per block."""
+    """A block store that takes a whole CAR in one call (``dag/import``), instead of a put per block;
+    the CAR may come as an async iterable of its bytes (streamed, never held whole)."""
 
-    async def put_car(self, car: bytes) -> None: ...
+    async def put_car(self, car: bytes | AsyncIterable[bytes]) -> None: ...
 
 
 class Staging:
