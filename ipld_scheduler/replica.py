@@ -23,6 +23,7 @@ broadcast channel: the peer runtime does those and subscribes to ``on_heads``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import logging
 import os
@@ -1432,6 +1433,7 @@ class Replica:
         committing: deque[asyncio.Task[None]] = deque()
         depth = _VERIFY_AHEAD if worker is not None else 0
         try:
+            _pause_collector()
             for page in staging.events_in_order(_FOLD_PAGE):
                 items = self._page_items(page, staging, report)
                 task = None
@@ -1451,6 +1453,7 @@ class Replica:
                     task.cancel()
             # Failed meanwhile: queued commits still settle (in order) before we leave.
             await asyncio.gather(*committing, return_exceptions=True)
+            _resume_collector()
             if worker is not None:
                 await worker.close()
 
@@ -1611,6 +1614,33 @@ class Replica:
             processed.append(cid)
             applied.append((cid, event, workflow))
         return pending_blocks, processed, self._derived(applied, touched)
+
+
+_collector_pauses = 0
+
+
+def _pause_collector() -> None:
+    """Stop Python's cyclic garbage collector while a staged fold runs (counted: folds may overlap).
+
+    The fold grows the state by millions of long-lived objects, and each collection walks the
+    young ones and, as the heap grows, all of them: at 100k events that was a quarter of the
+    fold's CPU time. It creates no cycles of its own worth collecting (reference counting frees
+    its garbage; peak RSS measured the same), so the collector only resumes afterwards.
+    """
+    global _collector_pauses
+    if _collector_pauses == 0 and not gc.isenabled():
+        return  # someone else turned it off: not ours to turn back on
+    _collector_pauses += 1
+    gc.disable()
+
+
+def _resume_collector() -> None:
+    global _collector_pauses
+    if _collector_pauses == 0:
+        return
+    _collector_pauses -= 1
+    if _collector_pauses == 0:
+        gc.enable()
 
 
 class _SpoolTee:
