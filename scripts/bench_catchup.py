@@ -16,7 +16,7 @@ Each case runs in its own process (peak RSS is that process's own). ``--ipfs N``
 catch-up of N events over two js-ipfs daemons (``bash scripts/install-test-ipfs.sh`` first): the
 history published as a chunked CAR (``Replica.import_published``) next to the walk of a 300-event
 prefix. Usage:
-``python scripts/bench_catchup.py [--quick | --events N | --ipfs N] [--base DIR [--repeat R]]`` (quick: 2k
+``python scripts/bench_catchup.py [--quick | --events N | --ipfs N] [--base DIR [--repeat R]] [--imports-only]`` (quick: 2k
 events; ``--events N``: one import and one joiner of N events, what ``tests/test_bench_scripts.py`` runs;
 full: 10k, 100k and 120k imports (the last past the old 200000-block cap), 10k joiner). ``--base DIR``:
 each import also runs with the code of the checkout ``DIR`` (``git worktree add /tmp/base main``),
@@ -381,7 +381,7 @@ def main(argv: list[str]) -> None:
                 else:
                     new = _child("import", car, root, False)
                 _show(label, new, _child("import", car, root, True), "old in-memory merge")
-            if events == joiner:
+            if events == joiner and "--imports-only" not in argv:
                 _show(
                     f"late joiner {events:,}",
                     _child("joiner", car, root, False),
