@@ -16,8 +16,9 @@ Each case runs in its own process (peak RSS is that process's own). ``--ipfs N``
 catch-up of N events over two js-ipfs daemons (``bash scripts/install-test-ipfs.sh`` first): the
 history published as a chunked CAR (``Replica.import_published``) next to the walk of a 300-event
 prefix. Usage:
-``python scripts/bench_catchup.py [--quick | --events N | --ipfs N] [--base DIR [--repeat R]] [--imports-only]`` (quick: 2k
-events; ``--events N``: one import and one joiner of N events, what ``tests/test_bench_scripts.py`` runs;
+``python scripts/bench_catchup.py [--quick | --events N | --ipfs N] [--base DIR [--repeat R]]
+[--imports-only]`` (quick: 2k events; ``--events N``: one import and one joiner of N events, what
+``tests/test_bench_scripts.py`` runs;
 full: 10k, 100k and 120k imports (the last past the old 200000-block cap), 10k joiner). ``--base DIR``:
 each import also runs with the code of the checkout ``DIR`` (``git worktree add /tmp/base main``),
 alternated with this code ``R`` times (default 3), medians of each, and the 100k figure against its
@@ -165,7 +166,10 @@ def _case(argv: list[str]) -> None:
     car, work, old = Path(args["--car"]), Path(args["--work"]), args["--old"] == "1"
     run = _import if args["--case"] == "import" else _joiner
     figures = asyncio.run(run(car, work, old))
-    figures["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    figures["rss_mb"] = own.ru_maxrss / 1024
+    # CPU of the case and its signature worker: on a shared machine steadier than the wall clock
+    figures["cpu_s"] = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
     print(json.dumps(figures))
 
 
@@ -202,7 +206,8 @@ def _alternated(
         failed = [f for f in figures if "error" in f]
         if failed:
             return failed[0]
-        return {k: statistics.median(f[k] for f in figures) for k in ("events", "seconds", "rate", "rss_mb")}
+        keys = ("events", "seconds", "rate", "rss_mb", "cpu_s")
+        return {k: statistics.median(f[k] for f in figures) for k in keys}
 
     return median(runs[True]), median(runs[False])
 
@@ -212,7 +217,10 @@ def _show(label: str, new: dict[str, Any], old: dict[str, Any] | None, what: str
         if "error" in f:
             took = f" after {f['seconds']:.1f} s" if "seconds" in f else ""
             return f"FAILS ({f['error']}{took})"
-        return f"{f['seconds']:6.2f} s  {f['rate']:7,.0f} events/s  RSS {f['rss_mb']:4.0f} MB"
+        return (
+            f"{f['seconds']:6.2f} s  {f['rate']:7,.0f} events/s  RSS {f['rss_mb']:4.0f} MB"
+            f"  CPU {f['cpu_s']:5.1f} s"
+        )
 
     line = f"{label:<22} new: {one(new)}"
     if old is not None:
