@@ -24,22 +24,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import io
 import logging
 import os
 import tempfile
-from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, cast
+from typing import IO, Any, BinaryIO, Final, NamedTuple, cast
 
 import cbor2
 
 from .authority import Authority
 from .blocks import Block, BlockKind, UnsupportedCodec, decode_typed, encode_value, links_of, require_dag_cbor
 from .car import read_car, write_car
-from .car_chunks import fetch_chunks, publish_chunks
+from .car_chunks import CHUNK, fetch_chunks, publish_chunks
 from .checkpoint import (
     CheckpointError,
     checkpoint_blocks,
@@ -1284,22 +1285,30 @@ class Replica:
         then bounds the whole catch-up. Without it the daemon holds the history as the chunks it
         fetched (enough to serve the same manifest onward) and the repo holds every block.
         """
-        with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
-            async for data in fetch_chunks(self.store, CID.parse(manifest), window=window):
-                spool.write(data)
-            if self._store_is_repo or not store_blocks or not isinstance(self.store, CarSink):
-                spool.seek(0)
-                external = store_blocks and not self._store_is_repo
-                return await self._import_stream(cast(BinaryIO, spool), progress, external=external)
-            # The daemon takes the whole CAR in one call, alongside the fold (which reads staging,
-            # not the daemon), instead of one block/put per block; blocks the fold refuses stay
-            # there as unreferenced cache, as any fetched block would.
-            spool.seek(0)
-            stored = asyncio.create_task(self.store.put_car(spool.read()))
-            spool.seek(0)
+        sink = None
+        if not self._store_is_repo and store_blocks and isinstance(self.store, CarSink):
+            sink = self.store
+        with tempfile.TemporaryFile() as spool:
+            tee = _SpoolTee(spool)
+            # The daemon takes the CAR in one streamed call while the chunks arrive (and alongside
+            # the fold, which reads staging, not the daemon), instead of one block/put per block;
+            # blocks the fold refuses stay there as unreferenced cache, as any fetched block would.
+            stored = None if sink is None else asyncio.create_task(sink.put_car(tee.stream()))
             try:
-                report = await self._import_stream(cast(BinaryIO, spool), progress, external=False)
-            finally:
+                try:
+                    async for data in fetch_chunks(self.store, CID.parse(manifest), window=window):
+                        tee.write(data)
+                finally:
+                    tee.close()
+                spool.seek(0)
+                external = store_blocks and not self._store_is_repo and sink is None
+                report = await self._import_stream(cast(BinaryIO, spool), progress, external=external)
+            except BaseException:
+                if stored is not None:
+                    stored.cancel()
+                    await asyncio.gather(stored, return_exceptions=True)
+                raise
+            if stored is not None:
                 try:
                     await stored
                 except StoreError as exc:  # the history is ours; only serving it onward is lost
@@ -1532,12 +1541,12 @@ class Replica:
     ) -> None:
         """Admit and apply staged events parents-first, a page at a time, each with its linked blocks.
 
-        Pipelined: page N's commit (a thread) runs while page N+1 is read, decoded and folded; at
-        most one page's commit is in flight, and commits keep their queue order (parents first).
+        Pipelined: up to :data:`_COMMITS_IN_FLIGHT` pages' commits (the writer thread) run while
+        the next pages are read, decoded and folded; commits keep their queue order (parents first).
         For long histories (at least :attr:`parallel_verify_from` events, and more than one CPU)
         signatures are checked in a worker process (:class:`~ipld_scheduler.staging.SignatureWorker`)
-        one page ahead of the fold: it verifies page N+1 while this process applies page N. Refusals
-        are the same either way.
+        up to :data:`_VERIFY_AHEAD` pages ahead of the fold, which applies the page whose flags are
+        in. Refusals are the same either way. Memory: a few pages, whatever the history's length.
         """
         worker = None
         if staging.events >= self.parallel_verify_from and (os.cpu_count() or 1) > 1:
@@ -1545,87 +1554,97 @@ class Replica:
                 worker = await SignatureWorker.start()
             except OSError as exc:
                 log.info("no signature worker (%s): checking in this process", exc)
-        ahead: tuple[list[Ready], asyncio.Task[list[bool]] | None] | None = None
-        committing: asyncio.Task[None] | None = None
+        ahead: deque[tuple[list[_PageItem], asyncio.Task[list[bool]] | None]] = deque()
+        committing: deque[asyncio.Task[None]] = deque()
+        depth = _VERIFY_AHEAD if worker is not None else 0
         try:
-            for page in staging.events_in_order(2000):
+            _pause_collector()
+            for page in staging.events_in_order(_FOLD_PAGE):
                 items = self._page_items(page, staging, report)
                 task = None
                 if worker is not None and items:
-                    triples = [_signed_message(ready.event.value, ready.event.data) for ready in items]
+                    triples = [_signed_message(i.ready.event.value, i.ready.event.data) for i in items]
                     task = asyncio.create_task(worker.verify(triples))
-                if ahead is not None:
-                    committing = await self._apply_page(*ahead, report, external, progress, committing)
-                ahead = (items, task)
-            if ahead is not None:
-                committing = await self._apply_page(*ahead, report, external, progress, committing)
-            if committing is not None:
-                last, committing = committing, None
-                await last
+                ahead.append((items, task))
+                while len(ahead) > depth:
+                    await self._apply_page(*ahead.popleft(), report, external, progress, committing)
+            while ahead:
+                await self._apply_page(*ahead.popleft(), report, external, progress, committing)
+            while committing:
+                await committing.popleft()
         finally:
-            if ahead is not None and ahead[1] is not None:
-                ahead[1].cancel()
-            if committing is not None:  # failed meanwhile: the commit still settles before we leave
-                await asyncio.gather(committing, return_exceptions=True)
+            for _items, task in ahead:
+                if task is not None:
+                    task.cancel()
+            # Failed meanwhile: queued commits still settle (in order) before we leave.
+            await asyncio.gather(*committing, return_exceptions=True)
+            _resume_collector()
             if worker is not None:
                 await worker.close()
 
     async def _apply_page(
         self,
-        items: list[Ready],
+        items: list[_PageItem],
         verified: asyncio.Task[list[bool]] | None,
         report: MergeReport,
         external: bool,
         progress: Progress | None,
-        previous: asyncio.Task[None] | None,
-    ) -> asyncio.Task[None] | None:
-        """Fold a page and queue its commit; wait for the ``previous`` page's commit (so at most
-        one is in flight); return this page's commit, still running."""
+        committing: deque[asyncio.Task[None]],
+    ) -> None:
+        """Fold a page and queue its commit onto ``committing``; wait for the oldest commits while
+        more than :data:`_COMMITS_IN_FLIGHT` are in flight."""
         flags = await verified if verified is not None else None
         applied, durable = await self._apply_items(items, report, external=external, verified=flags)
-        if previous is not None:
-            await previous
+        if durable is not None:
+            committing.append(asyncio.create_task(durable))
+        while len(committing) > _COMMITS_IN_FLIGHT:
+            await committing.popleft()
         report.applied += applied
         if progress is not None:
             progress(Stage.FOLD, report.applied)
-        return None if durable is None else asyncio.create_task(durable)
 
     def _page_items(
         self, page: list[tuple[CID, bytes]], staging: Staging, report: MergeReport
-    ) -> list[Ready]:
-        """A page of staged events not applied yet, decoded, each with the blocks it links to."""
-        items: list[Ready] = []
-        events: list[tuple[CID, bytes, Event]] = []
+    ) -> list[_PageItem]:
+        """A page of staged events not applied yet, decoded, each with the blocks it links to (its
+        payload links read once here, for the links and for the fold's check of linked events)."""
+        items: list[_PageItem] = []
+        events: list[tuple[CID, bytes, Event, list[tuple[CID, BlockKind]]]] = []
+        links: set[CID] = set()
         for cid, data in page:
             if cid in self.clock:
                 continue
             try:
-                events.append((cid, data, Event.from_block(data)))
+                event = Event.from_block(data)
             except (CodecError, ModelError):
                 continue  # it only looked like an event: a linked block, folded with its event
-        links = {
-            link
-            for _cid, _data, event in events
-            for link, kind in links_of(BlockKind.EVENT, event)[len(event.parents) :]
-            if kind is not BlockKind.EVENT
-        }
+            payload = links_of(BlockKind.EVENT, event)[len(event.parents) :]
+            events.append((cid, data, event, payload))
+            links.update(link for link, kind in payload if kind is not BlockKind.EVENT)
         held = self.repo.has_blocks(list(links))
         cache = {c: d for c, (d, _walked) in staging.get_many([c for c in links if c not in held]).items()}
         cache.update(dict.fromkeys(held, b""))
-        for cid, data, event in events:
-            linked = self._staged_links(cid, event, staging, report, cache)
+        for cid, data, event, payload in events:
+            linked = self._staged_links(cid, payload, staging, report, cache)
             if linked is not None:
-                items.append(Ready(Block(cid, data, event), linked))
+                event_links = [link for link, kind in payload if kind is BlockKind.EVENT]
+                items.append(_PageItem(Ready(Block(cid, data, event), linked), event_links))
         return items
 
     def _staged_links(
-        self, cid: CID, event: Event, staging: Staging, report: MergeReport, cache: Mapping[CID, bytes]
+        self,
+        cid: CID,
+        payload: Sequence[tuple[CID, BlockKind]],
+        staging: Staging,
+        report: MergeReport,
+        cache: Mapping[CID, bytes],
     ) -> list[Block[Any]] | None:
-        """The non-event blocks ``event`` links to that we do not hold yet, decoded once; None (and a
-        refusal) when one is missing or malformed. ``cache`` holds the page's direct links (``b""``
-        for one already in the repo); deeper links (a result's logs) are looked up one by one."""
+        """The non-event blocks event ``cid`` links to (``payload``: its payload links) that we do not
+        hold yet, decoded once; None (and a refusal) when one is missing or malformed. ``cache`` holds
+        the page's direct links (``b""`` for one already in the repo); deeper links (a result's logs)
+        are looked up one by one."""
         linked: dict[CID, Block[Any]] = {}
-        stack = list(links_of(BlockKind.EVENT, event)[len(event.parents) :])
+        stack = list(payload)
         while stack:
             link, kind = stack.pop()
             if link in linked:
@@ -1656,7 +1675,7 @@ class Replica:
 
     async def _apply_items(
         self,
-        items: Sequence[Ready],
+        items: Sequence[_PageItem],
         report: MergeReport,
         *,
         external: bool,
@@ -1681,24 +1700,20 @@ class Replica:
         return len(processed), self._persist(durable, pending_blocks, outside)
 
     def _fold_items(
-        self, items: Sequence[Ready], report: MergeReport, verified: Sequence[bool] | None
+        self, items: Sequence[_PageItem], report: MergeReport, verified: Sequence[bool] | None
     ) -> tuple[list[tuple[CID, bytes]], list[CID], DerivedRows]:
         pending_blocks: list[tuple[CID, bytes]] = []
         processed: list[CID] = []
         applied: list[tuple[CID, Event, Definitions | None]] = []
         touched: set[str] = set()
-        for index, ready in enumerate(items):
+        for index, (ready, event_links) in enumerate(items):
             cid, event = ready.event.cid, ready.event.value
             if verified is not None and not verified[index]:
                 self._refused(
                     report, cid, Reject.BAD_SIGNATURE, f"event by {event.author!r} has a bad signature"
                 )
                 continue
-            unapplied = [
-                link
-                for link, kind in links_of(BlockKind.EVENT, event)[len(event.parents) :]
-                if kind is BlockKind.EVENT and link not in self.clock
-            ]
+            unapplied = [link for link in event_links if link not in self.clock]
             if unapplied:
                 detail = f"linked event {unapplied[0]} is not applied"
                 self._refused(report, cid, Reject.POISONED_HISTORY, detail)
@@ -2087,6 +2102,85 @@ def _definitions(chunk: list[Block[WorkflowDefinition]]) -> Definitions:
     if len(chunk) == 1:
         return chunk[0].value
     return tuple(block.value for block in chunk)
+
+
+_collector_pauses = 0
+
+
+def _pause_collector() -> None:
+    """Stop Python's cyclic garbage collector while a staged fold runs (counted: folds may overlap).
+
+    The fold grows the state by millions of long-lived objects, and each collection walks the
+    young ones and, as the heap grows, all of them: at 100k events that was a quarter of the
+    fold's CPU time. It creates no cycles of its own worth collecting (reference counting frees
+    its garbage; peak RSS measured the same), so the collector only resumes afterwards.
+    """
+    global _collector_pauses
+    if _collector_pauses == 0 and not gc.isenabled():
+        return  # someone else turned it off: not ours to turn back on
+    _collector_pauses += 1
+    gc.disable()
+
+
+def _resume_collector() -> None:
+    global _collector_pauses
+    if _collector_pauses == 0:
+        return
+    _collector_pauses -= 1
+    if _collector_pauses == 0:
+        gc.enable()
+
+
+class _SpoolTee:
+    """A CAR landing in a spool file, also readable as a stream while it is written: the daemon's
+    ``dag/import`` body follows the writer chunk by chunk (``os.pread``: the file's own position
+    stays the writer's), so neither side holds more than a chunk in memory."""
+
+    def __init__(self, spool: IO[bytes]) -> None:
+        self._spool = spool
+        self._size = 0
+        self._closed = False
+        self._grew = asyncio.Event()
+
+    def write(self, data: bytes) -> None:
+        self._spool.write(data)
+        self._spool.flush()
+        self._size += len(data)
+        self._grew.set()
+
+    def close(self) -> None:
+        """No more bytes (the fetch ended or failed): a stream that has read them all ends."""
+        self._closed = True
+        self._grew.set()
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        fd, offset = self._spool.fileno(), 0
+        while True:
+            if offset < self._size:
+                data = os.pread(fd, min(CHUNK, self._size - offset), offset)
+                offset += len(data)
+                yield data
+                continue
+            if self._closed:
+                return
+            self._grew.clear()
+            await self._grew.wait()
+
+
+class _PageItem(NamedTuple):
+    """A staged event ready to fold, and the events its payload links to (applied before it, or it
+    is refused)."""
+
+    ready: Ready
+    event_links: list[CID]
+
+
+_FOLD_PAGE: Final = 2000
+"""Events per page of a staged fold (one commit each)."""
+_COMMITS_IN_FLIGHT: Final = 2
+"""Pages whose commits may still be running while the fold goes on (each holds its page's rows)."""
+_VERIFY_AHEAD: Final = 2
+"""Pages decoded and handed to the signature worker ahead of the one being applied."""
 
 
 def _refusal(workflow: WorkflowDefinition, reason: str) -> dict[str, Any]:

@@ -18,7 +18,9 @@ import sqlite3
 import struct
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
@@ -59,9 +61,10 @@ class CarSource(Protocol):
 
 @runtime_checkable
 class CarSink(Protocol):
-    """A block store that takes a whole CAR in one call (``dag/import``), instead of a put per block."""
+    """A block store that takes a whole CAR in one call (``dag/import``), instead of a put per block;
+    the CAR may come as an async iterable of its bytes (streamed, never held whole)."""
 
-    async def put_car(self, car: bytes) -> None: ...
+    async def put_car(self, car: bytes | AsyncIterable[bytes]) -> None: ...
 
 
 class Staging:
@@ -87,6 +90,10 @@ class Staging:
         self._buffer_events: list[tuple[int, CID]] = []
         self.buffer_limit = 4096
         """Blocks held in memory before one transaction writes them (a walk stages a level at a time)."""
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="staging")
+        self._writing: Future[None] | None = None
+        """The one buffer being written on the staging thread (SQLite leaves the GIL while it
+        inserts, so reading a CAR goes on meanwhile); every read of the file waits for it first."""
 
     @property
     def blocks(self) -> int:
@@ -109,8 +116,12 @@ class Staging:
         self.close()
 
     def close(self) -> None:
-        self._db.close()
-        self.path.unlink(missing_ok=True)
+        try:
+            self._settle()
+        finally:
+            self._writer.shutdown(wait=True)
+            self._db.close()
+            self.path.unlink(missing_ok=True)
 
     def put_many(
         self,
@@ -127,23 +138,37 @@ class Staging:
             self._buffer.setdefault(cid, (data, walked))
         self._buffer_events.extend(events)
         if len(self._buffer) >= self.buffer_limit:
-            self.flush()
+            self._write_behind()
 
     def flush(self) -> None:
+        """Write everything buffered and wait until it is in the file."""
+        self._write_behind()
+        self._settle()
+
+    def _write_behind(self) -> None:
+        """Hand the buffer to the staging thread (after the previous one is written) and go on."""
         if not self._buffer and not self._buffer_events:
             return
+        self._settle()
         rows = [(c.raw, d, int(w)) for c, (d, w) in self._buffer.items()]
+        events = [(h, c.raw) for h, c in self._buffer_events]
+        self._buffer = {}
+        self._buffer_events = []
+        self._writing = self._writer.submit(self._write, rows, events)
+
+    def _settle(self) -> None:
+        writing, self._writing = self._writing, None
+        if writing is not None:
+            writing.result()
+
+    def _write(self, rows: list[tuple[bytes, bytes, int]], events: list[tuple[int, bytes]]) -> None:
         with self._db:
             before = self._db.total_changes
             self._db.executemany("INSERT OR IGNORE INTO blocks (cid, data, walked) VALUES (?, ?, ?)", rows)
             self._blocks += self._db.total_changes - before
             before = self._db.total_changes
-            self._db.executemany(
-                "INSERT OR IGNORE INTO events VALUES (?, ?)", [(h, c.raw) for h, c in self._buffer_events]
-            )
+            self._db.executemany("INSERT OR IGNORE INTO events VALUES (?, ?)", events)
             self._events += self._db.total_changes - before
-        self._buffer.clear()
-        self._buffer_events.clear()
 
     def mark_walked(self, cids: Sequence[CID]) -> None:
         if not cids:
@@ -164,6 +189,7 @@ class Staging:
                 out[cid] = hit
             else:
                 by_raw[cid.raw] = cid
+        self._settle()
         if not self._blocks:  # nothing written yet: the buffer is everything
             return out
         for part in _chunks(list(by_raw)):
@@ -178,6 +204,7 @@ class Staging:
         hit = self._buffer.get(cid)
         if hit is not None:
             return hit[0]
+        self._settle()
         row = self._db.execute("SELECT data FROM blocks WHERE cid = ?", (cid.raw,)).fetchone()
         return None if row is None else bytes(row[0])
 
@@ -218,15 +245,19 @@ _WORKER = "from ipld_scheduler.staging import _verifier_main; _verifier_main()"
 
 
 class SignatureWorker:
-    """A child Python process checking signatures for a fold, one batch at a time, over a pipe.
+    """A child Python process checking signatures for a fold, a batch at a time, over a pipe.
 
     A plain subprocess (``python -c``), not multiprocessing: spawn would re-import the caller's main
     module and fork is unsafe with the repo's writer thread. Frames: ``count`` then, per item, three
-    length-prefixed byte strings; the answer is ``count`` bytes of 0/1.
+    length-prefixed byte strings; the answer is ``count`` bytes of 0/1. Several batches may be in
+    flight (a fold asks a few pages ahead): the child answers them in order and one reader task
+    hands each answer to its caller.
     """
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self._proc = proc
+        self._waiting: deque[tuple[int, asyncio.Future[bytes]]] = deque()
+        self._reader: asyncio.Task[None] | None = None
 
     @classmethod
     async def start(cls) -> SignatureWorker:
@@ -236,17 +267,46 @@ class SignatureWorker:
         return cls(proc)
 
     async def verify(self, triples: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
-        assert self._proc.stdin is not None and self._proc.stdout is not None
+        assert self._proc.stdin is not None
+        if not triples:
+            return []
         parts = [_FRAME.pack(len(triples))]
         for triple in triples:
             for item in triple:
                 parts += (_FRAME.pack(len(item)), item)
+        # Written and queued in one step (no await between): frames and answers keep one order.
+        answer: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._proc.stdin.write(b"".join(parts))
+        self._waiting.append((len(triples), answer))
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read_answers())
         await self._proc.stdin.drain()
-        answer = await self._proc.stdout.readexactly(len(triples))
-        return [flag == 1 for flag in answer]
+        return [flag == 1 for flag in await answer]
+
+    async def _read_answers(self) -> None:
+        assert self._proc.stdout is not None
+        try:
+            while self._waiting:
+                count, answer = self._waiting[0]
+                data = await self._proc.stdout.readexactly(count)
+                self._waiting.popleft()
+                if not answer.done():
+                    answer.set_result(data)
+        except Exception as exc:  # the child died or closed its output: every waiter learns it
+            while self._waiting:
+                _count, answer = self._waiting.popleft()
+                if not answer.done():
+                    answer.set_exception(exc)
+        finally:
+            self._reader = None
 
     async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        for _count, answer in self._waiting:
+            answer.cancel()
+        self._waiting.clear()
         if self._proc.returncode is None:
             assert self._proc.stdin is not None
             self._proc.stdin.close()

@@ -16,9 +16,13 @@ Each case runs in its own process (peak RSS is that process's own). ``--ipfs N``
 catch-up of N events over two js-ipfs daemons (``bash scripts/install-test-ipfs.sh`` first): the
 history published as a chunked CAR (``Replica.import_published``) next to the walk of a 300-event
 prefix. Usage:
-``python scripts/bench_catchup.py [--quick | --events N | --ipfs N]`` (quick: 2k events; ``--events N``: one
-import and one joiner of N events, what ``tests/test_bench_scripts.py`` runs; full: 10k, 100k and
-120k imports (the last past the old 200000-block cap), 10k joiner).
+``python scripts/bench_catchup.py [--quick | --events N | --ipfs N] [--base DIR [--repeat R]]
+[--imports-only]`` (quick: 2k events; ``--events N``: one import and one joiner of N events, what
+``tests/test_bench_scripts.py`` runs;
+full: 10k, 100k and 120k imports (the last past the old 200000-block cap), 10k joiner). ``--base DIR``:
+each import also runs with the code of the checkout ``DIR`` (``git worktree add /tmp/base main``),
+alternated with this code ``R`` times (default 3), medians of each, and the 100k figure against its
+target; ``scripts/bench.py``'s rows do the same when ``BENCH_CATCHUP_BASE=DIR`` is set.
 Must not: leave files behind (everything lives in a temporary directory).
 """
 
@@ -26,7 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,7 +41,9 @@ from pathlib import Path
 from typing import Any
 
 _ROOT = Path(__file__).resolve().parent.parent
-for _path in (_ROOT, _ROOT / "tests"):
+_CODE = Path(os.environ.get(_CODE_ENV := "BENCH_CATCHUP_CODE") or _ROOT)
+"""Whose ``ipld_scheduler`` a child case runs: this checkout, or the baseline's (``--base DIR``)."""
+for _path in (_CODE, _CODE / "tests"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
@@ -158,15 +166,25 @@ def _case(argv: list[str]) -> None:
     car, work, old = Path(args["--car"]), Path(args["--work"]), args["--old"] == "1"
     run = _import if args["--case"] == "import" else _joiner
     figures = asyncio.run(run(car, work, old))
-    figures["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    figures["rss_mb"] = own.ru_maxrss / 1024
+    # CPU of the case and its signature worker: on a shared machine steadier than the wall clock
+    figures["cpu_s"] = own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
     print(json.dumps(figures))
 
 
-def _child(case: str, car: Path, root: Path, old: bool) -> dict[str, Any]:
+def _child(case: str, car: Path, root: Path, old: bool, code: Path | None = None) -> dict[str, Any]:
+    """Run one case in a child process, with this checkout's code or ``code``'s (a baseline)."""
+    env = {**os.environ, _CODE_ENV: str(code or _ROOT)}
     with tempfile.TemporaryDirectory(dir=root) as work:
         argv = ["--case", case, "--car", str(car), "--work", work, "--old", "1" if old else "0"]
         out = subprocess.run(
-            [sys.executable, __file__, *argv], capture_output=True, text=True, check=False, timeout=3600
+            [sys.executable, __file__, *argv],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=3600,
+            env=env,
         )
     if out.returncode != 0:
         return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
@@ -174,16 +192,39 @@ def _child(case: str, car: Path, root: Path, old: bool) -> dict[str, Any]:
     return answer
 
 
-def _show(label: str, new: dict[str, Any], old: dict[str, Any] | None) -> None:
+def _alternated(
+    case: str, car: Path, root: Path, base: Path, repeat: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``repeat`` runs of this code and of the baseline's, alternated (the machine is shared: load
+    drifts); each figure is the median of its runs (a failure anywhere is the answer)."""
+    runs: dict[bool, list[dict[str, Any]]] = {True: [], False: []}
+    for _ in range(repeat):
+        for mine in (True, False):
+            runs[mine].append(_child(case, car, root, False, None if mine else base))
+
+    def median(figures: list[dict[str, Any]]) -> dict[str, Any]:
+        failed = [f for f in figures if "error" in f]
+        if failed:
+            return failed[0]
+        keys = ("events", "seconds", "rate", "rss_mb", "cpu_s")
+        return {k: statistics.median(f[k] for f in figures) for k in keys}
+
+    return median(runs[True]), median(runs[False])
+
+
+def _show(label: str, new: dict[str, Any], old: dict[str, Any] | None, what: str = "old") -> None:
     def one(f: dict[str, Any]) -> str:
         if "error" in f:
             took = f" after {f['seconds']:.1f} s" if "seconds" in f else ""
             return f"FAILS ({f['error']}{took})"
-        return f"{f['seconds']:6.2f} s  {f['rate']:7,.0f} events/s  RSS {f['rss_mb']:4.0f} MB"
+        return (
+            f"{f['seconds']:6.2f} s  {f['rate']:7,.0f} events/s  RSS {f['rss_mb']:4.0f} MB"
+            f"  CPU {f['cpu_s']:5.1f} s"
+        )
 
     line = f"{label:<22} new: {one(new)}"
     if old is not None:
-        line += f"   | old: {one(old)}"
+        line += f"   | {what}: {one(old)}"
         if "error" not in new and "error" not in old:
             line += f"   x{old['seconds'] / new['seconds']:.1f}"
     print(line, flush=True)
@@ -279,12 +320,18 @@ def catchup_rows(quick: bool) -> list[tuple[str, float, str, str, float]]:
         for events in [2_000] if quick else [10_000, 100_000]:
             car = root / f"history-{events}.car"
             _founded_history(car, root / f"founder-{events}", events)
-            new, old = _child("import", car, root, False), _child("import", car, root, True)
+            base = os.environ.get("BENCH_CATCHUP_BASE")
+            if base:
+                new, old = _alternated("import", car, root, Path(base).resolve(), 1 if quick else 3)
+                what = "base checkout (median)"
+            else:
+                new, old = _child("import", car, root, False), _child("import", car, root, True)
+                what = "old in-memory merge"
             if "error" in new:
                 raise RuntimeError(f"import of {events} events failed: {new['error']}")
             label = f"CAR import, {events / 1000:.0f}k events"
             old_s = float("nan") if "error" in old else old["seconds"]
-            rows.append((label, new["seconds"], "s", "old in-memory merge", old_s))
+            rows.append((label, new["seconds"], "s", what, old_s))
             if events == 100_000:
                 rows.append(("  target", new["seconds"], "s", "target", TARGET_IMPORT_100K_S))
             rows.append(
@@ -292,7 +339,7 @@ def catchup_rows(quick: bool) -> list[tuple[str, float, str, str, float]]:
                     "  peak RSS of that import",
                     new["rss_mb"],
                     "MB",
-                    "old in-memory merge",
+                    what,
                     float("nan") if "error" in old else old["rss_mb"],
                 )
             )
@@ -313,6 +360,8 @@ def main(argv: list[str]) -> None:
     if "--events" in argv[:-1]:
         joiner = int(argv[argv.index("--events") + 1])
         imports = [joiner]
+    base = Path(argv[argv.index("--base") + 1]).resolve() if "--base" in argv[:-1] else None
+    repeat = int(argv[argv.index("--repeat") + 1]) if "--repeat" in argv[:-1] else 3
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         for events in sorted({*imports, joiner}):
@@ -325,12 +374,22 @@ def main(argv: list[str]) -> None:
                 flush=True,
             )
             if events in imports:
-                _show(
-                    f"import {events:,}",
-                    _child("import", car, root, False),
-                    _child("import", car, root, True),
-                )
-            if events == joiner:
+                label = f"import {events:,}"
+                if base is not None:
+                    new, main_code = _alternated("import", car, root, base, repeat)
+                    _show(label, new, main_code, f"base ({base.name}, medians of {repeat})")
+                    if events == 100_000 and "error" not in new:
+                        print(
+                            f"{'':<22} target: <= {TARGET_IMPORT_100K_S:.0f} s: "
+                            f"{'met' if new['seconds'] <= TARGET_IMPORT_100K_S else 'MISSED'}"
+                            f" ({new['seconds']:.1f} s)",
+                            flush=True,
+                        )
+                    label = ""
+                else:
+                    new = _child("import", car, root, False)
+                _show(label, new, _child("import", car, root, True), "old in-memory merge")
+            if events == joiner and "--imports-only" not in argv:
                 _show(
                     f"late joiner {events:,}",
                     _child("joiner", car, root, False),

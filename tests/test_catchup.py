@@ -178,6 +178,34 @@ async def test_a_forged_signature_is_refused_with_or_without_the_signature_worke
         await target.close()
 
 
+async def test_the_worker_checks_pages_ahead_and_each_flag_lands_on_its_own_event(tmp_path: Path) -> None:
+    """Bad signatures on three pages (2000 events each) whose checks are in flight together: exactly
+    those three siblings are refused, everything else applies, and the collector runs again after."""
+    import gc
+
+    blocks = list(history_blocks(4500))
+    by_height = {}
+    for cid, data in blocks:
+        try:
+            event = Event.from_block(data)
+        except (CodecError, ModelError):
+            continue
+        by_height[event.height] = (cid, event)
+    forged = [encode_value(replace(by_height[h][1], sig=bytes(64))) for h in (700, 2500, 4300)]
+    buffer = io.BytesIO()
+    write_car(buffer, [blocks[-1][0]], [*blocks, *(f.pair for f in forged)])
+    target = await _open(tmp_path / "bob", "bob")
+    target.parallel_verify_from = 1
+    try:
+        report = await target.import_car(buffer.getvalue())
+        assert report.applied == 4500
+        assert report.reasons == Counter({Reject.BAD_SIGNATURE: 3})
+        assert sorted(cid for cid, _ in report.rejected) == sorted(str(f.cid) for f in forged)
+        assert gc.isenabled()
+    finally:
+        await target.close()
+
+
 def test_the_signed_message_is_cut_from_the_received_bytes_exactly_as_encoded() -> None:
     """The fold verifies signatures over the event's own bytes minus its ``sig`` entry (no re-encode):
     that must be byte for byte what signing encoded, and anything else must fall back to encoding."""

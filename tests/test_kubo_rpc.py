@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -164,6 +165,27 @@ async def test_dag_import_of_blocks_no_daemon_has(ipfs_clients: list[KuboRPC]) -
     for cid, _data in blocks:
         assert await c.has_local(cid) is True  # nobody else holds them: they came from the CAR
     await c.pin_add(root)
+
+
+async def test_dag_import_streams_a_car_given_in_pieces(ipfs_clients: list[KuboRPC]) -> None:
+    """An async iterable body is uploaded as it comes; the roots come from a header split over pieces."""
+    c = ipfs_clients[2]
+    root, blocks = _three_block_dag("streamed import")
+    car = _write_car([root], blocks)
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for start in range(0, len(car), 7):  # the header (~45 bytes) spans several pieces
+            yield car[start : start + 7]
+
+    assert await c.dag_import(pieces(), pin_roots=False) == [root]
+    for cid, _data in blocks:
+        assert await c.has_local(cid) is True
+
+    async def no_header() -> AsyncIterator[bytes]:
+        yield car[:5]
+
+    with pytest.raises(KuboError):
+        await c.dag_import(no_header(), pin_roots=False)
 
 
 async def test_swarm_peers_and_local_addrs(ipfs_clients: list[KuboRPC], ipfs_nodes: list[IpfsNode]) -> None:

@@ -31,7 +31,7 @@ import json
 import logging
 import random
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self
@@ -59,6 +59,8 @@ _TIMEOUT_GRACE: Final = 1.0
 """Seconds the client waits beyond the daemon-side ``timeout=`` so the daemon's own error arrives first."""
 _MAX_JSON: Final = 16 << 20
 _MAX_ERROR_BODY: Final = 64 << 10
+_MAX_CAR_HEADER: Final = (64 << 10) + 10
+"""A streamed CAR's header (varint length + roots) must be complete within this many bytes."""
 _TIMEOUT_WORDS: Final = re.compile(r"deadline exceeded|timed out|timeout", re.IGNORECASE)
 _CODEC_NAMES: Final = {0x71: "dag-cbor", 0x55: "raw", 0x70: "dag-pb", 0x0129: "dag-json"}
 
@@ -141,7 +143,9 @@ def _flag(value: bool) -> str:
     return "true" if value else "false"
 
 
-def _file_body(data: bytes, content_type: str = "application/octet-stream") -> aiohttp.FormData:
+def _file_body(
+    data: bytes | AsyncIterable[bytes], content_type: str = "application/octet-stream"
+) -> aiohttp.FormData:
     """Multipart body with one file part; every part carries a Content-Type (Kubo requires it)."""
     form = aiohttp.FormData()
     form.add_field("file", data, filename="data", content_type=content_type)
@@ -172,6 +176,28 @@ def _car_roots(car: bytes) -> list[CID]:
     if not all(isinstance(root, CID) for root in roots):
         raise KuboError("CAR: roots must be links", endpoint="dag/import")
     return list(roots)
+
+
+async def _peek_roots(chunks: AsyncIterable[bytes], roots: list[CID]) -> AsyncIterator[bytes]:
+    """Pass ``chunks`` through, filling ``roots`` from the CAR header once its bytes are in (held
+    back until then: at most a header, 64 KiB, plus one chunk)."""
+    head: bytes | None = b""
+    async for chunk in chunks:
+        if head is None:
+            yield chunk
+            continue
+        head += chunk
+        try:
+            roots[:] = _car_roots(head)
+        except KuboError:
+            if len(head) <= _MAX_CAR_HEADER:
+                continue  # the header may still be arriving
+            raise
+        yield head
+        head = None
+    if head is not None:
+        roots[:] = _car_roots(head)  # raises: the stream ended inside its header
+        yield head
 
 
 async def _read_bounded(resp: aiohttp.ClientResponse, limit: int, endpoint: str) -> bytes:
@@ -488,13 +514,21 @@ class KuboRPC:
                 ) from exc
 
     async def dag_import(
-        self, car: bytes, *, pin_roots: bool = True, timeout: float | None = None
+        self, car: bytes | AsyncIterable[bytes], *, pin_roots: bool = True, timeout: float | None = None
     ) -> list[CID]:
-        """Import a CARv1; returns the roots from its header and raises if pinning a root failed."""
-        roots = _car_roots(car)
+        """Import a CARv1; returns the roots from its header and raises if pinning a root failed.
+
+        ``car`` may be an async iterable of its bytes: it is streamed (chunked upload), not held,
+        and its roots are read from the header as it passes."""
+        if isinstance(car, bytes):
+            roots = _car_roots(car)
+            payload: bytes | AsyncIterable[bytes] = car
+        else:
+            roots = []
+            payload = _peek_roots(car, roots)
         seconds = self.timeout if timeout is None else timeout
         params: Params = [("pin-roots", _flag(pin_roots))]
-        body = _file_body(car, "application/vnd.ipld.car")
+        body = _file_body(payload, "application/vnd.ipld.car")
         async with self._open("dag/import", params, body=body, timeout=seconds) as resp:
             raw = await _read_bounded(resp, _MAX_JSON, "dag/import")
         for line in raw.splitlines():

@@ -11,7 +11,7 @@ blocks (the daemon's repo is the cache), or decide which blocks to keep (pinning
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 
 from ..car import CarDecoder
 from ..codec import CID
@@ -101,16 +101,18 @@ class KuboStore:
             raise StoreError(f"exporting {cid}: {exc}") from exc
         decoder.close()
 
-    async def put_car(self, car: bytes) -> None:
+    async def put_car(self, car: bytes | AsyncIterable[bytes]) -> None:
         """Store every block of a CARv1 with one ``dag/import`` (roots not pinned): what a bulk import
-        does instead of one ``block/put`` per block. The daemon hashes each block itself.
+        does instead of one ``block/put`` per block. The daemon hashes each block itself. ``car`` may
+        be an async iterable of the CAR's bytes, streamed as it comes (memory: a chunk, not the CAR).
 
         Implements :class:`~ipld_scheduler.staging.CarSink`.
         """
         try:
             await self.rpc.dag_import(car, pin_roots=False, timeout=max(self.fetch_timeout, 300.0))
         except KuboError as exc:
-            raise StoreError(f"importing a CAR of {len(car)} bytes: {exc}") from exc
+            what = f"a CAR of {len(car)} bytes" if isinstance(car, bytes) else "a streamed CAR"
+            raise StoreError(f"importing {what}: {exc}") from exc
 
     async def has(self, cid: CID) -> bool:
         try:
