@@ -6,12 +6,25 @@ job) or keep keys on disk (the repo does).
 
 Verification costs ~50 us, about five times a decode, so it happens once, when a block first
 arrives from the network or a CAR; blocks re-read from our own repo are checked by CID only.
+
+Also owns :data:`VERIFIED`, the process-wide memo of signatures that verified: whether an Ed25519
+signature is valid is a pure function of ``(public key, signature, message)``, so once a triple
+verified, the same triple verifies again. The memo keeps the SHA-256 digest of each such triple
+(nothing else: a failure is never recorded, and an entry says nothing about any other key or bytes),
+bounded by :data:`VERIFIED_MEMO_SIZE` entries, least recently used out first. It spares the repeated
+checks of one process that sees the same signed bytes more than once: an announcement or event heard
+by several in-process peers (the embedded network, tests, benches), the same block in a merge and a
+later import. A check through it is exactly as strong as SHA-256's collision resistance, which every
+CID already relies on.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import replace
+from typing import Final
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -20,7 +33,96 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from .codec import encode
 from .model import Event
 
-__all__ = ["Signer", "key_fingerprint", "unsigned_bytes", "verify_bytes", "verify_event"]
+__all__ = [
+    "VERIFIED",
+    "VERIFIED_MEMO_SIZE",
+    "Signer",
+    "VerifiedMemo",
+    "key_fingerprint",
+    "unsigned_bytes",
+    "verify_bytes",
+    "verify_event",
+]
+
+VERIFIED_MEMO_SIZE: Final = 16_384
+"""Entries of the process-wide :data:`VERIFIED` memo (~110 bytes each: ~2 MB when full)."""
+
+
+class VerifiedMemo:
+    """Bounded memo of ``(public key, signature, message)`` triples that verified (Ed25519).
+
+    :meth:`verify` answers exactly what a real check answers: a triple is recorded only after the
+    real check succeeded on those bytes, keyed by the SHA-256 of the key, the signature and the
+    message (the key and signature have fixed lengths, so the concatenation is unambiguous; other
+    lengths are never recorded); a failed check is never recorded. At most ``capacity`` entries,
+    the least recently used dropped first (``capacity`` 0: every call checks). Thread-safe.
+    """
+
+    __slots__ = ("_capacity", "_entries", "_lock", "checked", "hits")
+
+    def __init__(self, capacity: int = VERIFIED_MEMO_SIZE) -> None:
+        if capacity < 0:
+            raise ValueError(f"memo capacity must be >= 0, got {capacity}")
+        self._capacity = capacity
+        self._entries: OrderedDict[bytes, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self.checked = 0
+        """Real signature checks made through the memo (valid or not)."""
+        self.hits = 0
+        """Checks answered from the memo."""
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def resize(self, capacity: int) -> None:
+        """Keep at most ``capacity`` entries from now on (0 turns the memo off and empties it)."""
+        if capacity < 0:
+            raise ValueError(f"memo capacity must be >= 0, got {capacity}")
+        with self._lock:
+            self._capacity = capacity
+            while len(self._entries) > capacity:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def verify(self, public_key: bytes, signature: bytes, message: bytes) -> bool:
+        """True when ``signature`` is a valid Ed25519 signature by ``public_key`` over ``message``."""
+        if self._capacity == 0 or len(public_key) != 32 or len(signature) != 64:
+            self.checked += 1
+            return _check(public_key, signature, message)
+        digest = hashlib.sha256(public_key + signature + message).digest()
+        with self._lock:
+            if digest in self._entries:
+                self._entries.move_to_end(digest)
+                self.hits += 1
+                return True
+        self.checked += 1
+        if not _check(public_key, signature, message):
+            return False
+        with self._lock:
+            self._entries[digest] = None
+            while len(self._entries) > self._capacity:
+                self._entries.popitem(last=False)
+        return True
+
+
+def _check(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    """The real Ed25519 check (no memo)."""
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+VERIFIED: Final = VerifiedMemo()
+"""The process-wide memo :func:`verify_event` and :func:`verify_bytes` check through."""
 
 
 class Signer:
@@ -69,20 +171,15 @@ def unsigned_bytes(event: Event, data: bytes | None = None) -> bytes:
 
 def verify_event(event: Event, data: bytes | None = None) -> bool:
     """True when ``event.sig`` is a valid Ed25519 signature by ``event.key`` over the unsigned event
-    (``data``: the canonical block it was decoded from, see :func:`unsigned_bytes`)."""
-    try:
-        Ed25519PublicKey.from_public_bytes(event.key).verify(event.sig, unsigned_bytes(event, data))
-    except (InvalidSignature, ValueError):
-        return False
-    return True
+    (``data``: the canonical block it was decoded from, see :func:`unsigned_bytes`); through
+    :data:`VERIFIED`."""
+    return VERIFIED.verify(event.key, event.sig, unsigned_bytes(event, data))
 
 
 def verify_bytes(public_key: bytes, signature: bytes, data: bytes) -> bool:
-    try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, data)
-    except (InvalidSignature, ValueError):
-        return False
-    return True
+    """True when ``signature`` is a valid Ed25519 signature by ``public_key`` over ``data``
+    (through :data:`VERIFIED`)."""
+    return VERIFIED.verify(public_key, signature, data)
 
 
 def key_fingerprint(public_key: bytes) -> str:

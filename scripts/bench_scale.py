@@ -42,6 +42,7 @@ if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
 from ipld_scheduler.embedded.network import EmbeddedNetwork  # noqa: E402
+from ipld_scheduler.identity import VERIFIED, VERIFIED_MEMO_SIZE  # noqa: E402
 from ipld_scheduler.model import Event, EventKind, WorkflowDefinition  # noqa: E402
 from ipld_scheduler.options import PeerOptions  # noqa: E402
 from ipld_scheduler.sandbox import SandboxPolicy  # noqa: E402
@@ -75,10 +76,29 @@ def _membership_events(cluster: Cluster) -> int:
 
 
 async def converge_at_scale(
-    peers: int = 50, per_peer: int = 20, seed: int = 1, profiler: cProfile.Profile | None = None
+    peers: int = 50,
+    per_peer: int = 20,
+    seed: int = 1,
+    profiler: cProfile.Profile | None = None,
+    *,
+    memo: bool = True,
 ) -> dict[str, float]:
     """``peers`` peers each schedule ``per_peer`` workflows at once; seconds until all agree.
-    ``profiler`` runs from the last write until then."""
+    ``profiler`` runs from the last write until then. ``memo``: with the process-wide memo of
+    verified signatures (``identity.VERIFIED``); without it every peer checks every signature it
+    receives, as each machine of a real network does (``per_peer_cpu_s`` is then what one peer's
+    work costs)."""
+    VERIFIED.resize(VERIFIED_MEMO_SIZE if memo else 0)
+    VERIFIED.clear()
+    try:
+        return await _converge(peers, per_peer, seed, profiler)
+    finally:
+        VERIFIED.resize(VERIFIED_MEMO_SIZE)
+
+
+async def _converge(
+    peers: int, per_peer: int, seed: int, profiler: cProfile.Profile | None
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as root:
         ids = [f"p{i:02d}" for i in range(peers)]
         cluster = Cluster(Path(root), ids, EmbeddedNetwork(seed), SYNC_ONLY, memory_blocks=True)
@@ -97,6 +117,8 @@ async def converge_at_scale(
                     await cluster.replica(peer).schedule_workflow(wf)
                     await asyncio.sleep(0)
 
+            sent_before = sum(cluster.peer(p).stats.announcements_sent for p in ids)
+            checked_before, hits_before = VERIFIED.checked, VERIFIED.hits
             first, cpu_first = time.monotonic(), time.process_time()
             await asyncio.gather(*(writer(p) for p in ids))
             written, cpu_written = time.monotonic(), time.process_time()
@@ -111,7 +133,9 @@ async def converge_at_scale(
             merges = sum(cluster.peer(p).stats.merges for p in ids)
             received = sum(cluster.peer(p).stats.announcements_received for p in ids)
             redundant = sum(cluster.peer(p).sync.gate.redundant for p in ids)
+            sent = sum(cluster.peer(p).stats.announcements_sent for p in ids) - sent_before
             stalls = sum(cluster.peer(p).sync.joint_stalls for p in ids)
+            checked, hits = VERIFIED.checked - checked_before, VERIFIED.hits - hits_before
             return {
                 "start_s": started - began,
                 "settle_after_start_s": settled - started,
@@ -120,6 +144,10 @@ async def converge_at_scale(
                 "converge_after_last_write_s": done - written,
                 "cpu_after_last_write_s": cpu_done - cpu_written,
                 "cpu_first_write_to_converged_s": cpu_done - cpu_first,
+                "per_peer_cpu_s": (cpu_done - cpu_first) / peers,
+                "signatures_checked": float(checked),
+                "signatures_memo_hits": float(hits),
+                "messages_per_write": sent / (peers * per_peer),
                 "events": float(len(cluster.replica(ids[0]).clock)),
                 "merges": float(merges),
                 "announcements_received": float(received),
@@ -200,7 +228,7 @@ def _median(runs: list[dict[str, float]]) -> dict[str, float]:
 def scale_rows(quick: bool) -> list[Row]:
     """Rows for ``scripts/bench.py``: (what, ours, unit, baseline name, baseline value)."""
     seeds = [1] if quick else [1, 2, 3]
-    conv = _median([asyncio.run(converge_at_scale(50, 20, seed)) for seed in seeds])
+    conv, alone = _converge_pair(50, 20, seeds)
     jobs = 120 if quick else 300
     one = _median([asyncio.run(execute_at_scale(1, jobs, seed)) for seed in seeds])
     three = _median([asyncio.run(execute_at_scale(3, jobs, seed)) for seed in seeds])
@@ -213,6 +241,21 @@ def scale_rows(quick: bool) -> list[Row]:
             "target",
             5.0,
         ),
+        (
+            "  same without the signature memo (every peer checks every signature)",
+            alone["converge_after_last_write_s"],
+            "s",
+            "target",
+            5.0,
+        ),
+        (
+            "  CPU per peer, first write to converged (no memo)",
+            alone["per_peer_cpu_s"],
+            "s",
+            "-",
+            float("nan"),
+        ),
+        ("  announcements sent per write", conv["messages_per_write"], "", "-", float("nan")),
         ("  membership events written at start", conv["membership_events"], "", "one per member", 50.0),
         ("  cluster start (50 peers)", conv["start_s"], "s", "-", float("nan")),
         (f"trivial jobs, 1 peer ({jobs})", one["jobs_per_s"], "/s", "-", float("nan")),
@@ -258,19 +301,10 @@ def main() -> None:
     seeds = [1] if args.quick or args.smoke else [1, 2, 3]
     peers, each = (10, 5) if args.smoke else (50, 20)
     if args.only in (None, "converge"):
-        conv = _median([asyncio.run(converge_at_scale(peers, each, seed)) for seed in seeds])
-        print(
-            f"{peers} peers x {each} workflows: {conv['converge_after_last_write_s']:.2f} s after the last "
-            "write "
-            f"(target <= {CONVERGE_TARGET_S:g} s; {conv['cpu_after_last_write_s']:.2f} s CPU); "
-            f"writes took {conv['write_s']:.2f} s; first write to converged "
-            f"{conv['cpu_first_write_to_converged_s']:.2f} s CPU; start "
-            f"{conv['start_s']:.2f} s with {conv['membership_events']:.0f} membership events; "
-            f"{conv['events']:.0f} events, {conv['merges']:.0f} merges for "
-            f"{conv['announcements_received']:.0f} announcements "
-            f"({conv['announcements_redundant']:.0f} redundant: not verified), "
-            f"{conv['joint_merge_stalls']:.0f} joint merges stalled; identical={bool(conv['identical'])}"
-        )
+        conv, alone = _converge_pair(peers, each, seeds)
+        for name, run in (("memo", conv), ("no memo", alone)):
+            print(f"{peers} peers x {each} workflows ({name}): {_converge_line(run)}")
+        print(_honest_line(conv, alone, peers))
     if args.only in (None, "execute"):
         jobs = 20 if args.smoke else 120 if args.quick else 300
         one = _median([asyncio.run(execute_at_scale(1, jobs, seed)) for seed in seeds])
@@ -284,6 +318,45 @@ def main() -> None:
             f"transactions per job {one['commits_per_job']:.1f} vs {three['commits_per_job']:.1f}"
         )
         print(_ceiling_line(one, three))
+
+
+def _converge_pair(peers: int, each: int, seeds: list[int]) -> tuple[dict[str, float], dict[str, float]]:
+    """Medians with and without the verified-signature memo, alternated (which goes first too)."""
+    with_memo, without = [], []
+    for n, seed in enumerate(seeds):
+        for memo in (True, False) if n % 2 == 0 else (False, True):
+            run = asyncio.run(converge_at_scale(peers, each, seed, memo=memo))
+            (with_memo if memo else without).append(run)
+    return _median(with_memo), _median(without)
+
+
+def _converge_line(conv: dict[str, float]) -> str:
+    return (
+        f"{conv['converge_after_last_write_s']:.2f} s after the last write "
+        f"(target <= {CONVERGE_TARGET_S:g} s; {conv['cpu_after_last_write_s']:.2f} s CPU); "
+        f"writes took {conv['write_s']:.2f} s; first write to converged "
+        f"{conv['cpu_first_write_to_converged_s']:.2f} s CPU; start "
+        f"{conv['start_s']:.2f} s with {conv['membership_events']:.0f} membership events; "
+        f"{conv['events']:.0f} events, {conv['merges']:.0f} merges for "
+        f"{conv['announcements_received']:.0f} announcements received "
+        f"({conv['messages_per_write']:.2f} sent per write; "
+        f"{conv['announcements_redundant']:.0f} redundant: not verified), "
+        f"{conv['signatures_checked']:.0f} signatures checked "
+        f"(+{conv['signatures_memo_hits']:.0f} answered by the memo), "
+        f"{conv['joint_merge_stalls']:.0f} joint merges stalled; identical={bool(conv['identical'])}"
+    )
+
+
+def _honest_line(conv: dict[str, float], alone: dict[str, float], peers: int) -> str:
+    """What one machine of a real network pays: its share of the no-memo run's CPU."""
+    return (
+        f"all {peers} peers share one process and one core here: with the memo each signature is "
+        "checked once for all of them; a real network checks it on every machine, so one peer's "
+        f"CPU from first write to converged is the no-memo run's / {peers}: "
+        f"{alone['per_peer_cpu_s']:.2f} s (memo run: {conv['per_peer_cpu_s']:.2f} s; "
+        f"no memo / memo wall after the last write: "
+        f"{alone['converge_after_last_write_s'] / conv['converge_after_last_write_s']:.2f}x)"
+    )
 
 
 def _ceiling_line(one: dict[str, float], three: dict[str, float]) -> str:

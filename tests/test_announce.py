@@ -14,6 +14,7 @@ from ipld_scheduler.announce import (
     Verdict,
     decode_announcement,
     encode_announcement,
+    received_signing_bytes,
     signing_bytes,
 )
 from ipld_scheduler.codec import CID, decode, encode, encode_block
@@ -43,6 +44,25 @@ def test_round_trip_keeps_peer_heads_and_seq() -> None:
     msg = decode_announcement(data)
     assert (msg.peer, msg.heads, msg.seq) == ("alice", tuple(HEADS), 7)
     assert encode_announcement(ALICE, HEADS, 7) == data  # Ed25519 is deterministic: same bytes
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    seq=st.sampled_from([0, 1, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**63 - 1]),
+    count=st.integers(0, 3),
+    redeem=st.booleans(),
+    name=st.text(min_size=1, max_size=30),
+)
+def test_signed_bytes_cut_from_a_received_message_are_what_was_signed(
+    seq: int, count: int, redeem: bool, name: str
+) -> None:
+    proof = Redemption(BOB.public_key, BOB.sign_bytes(b"p")) if redeem else None
+    signer = Signer.generate(name)
+    data = encode_announcement(signer, HEADS[:count], seq, proof)
+    msg = decode_announcement(data)
+    assert received_signing_bytes(data, msg) == signing_bytes(name, HEADS[:count], seq, proof)
+    # bytes of another layout (not what msg was decoded from) are never cut: re-encoded instead
+    assert received_signing_bytes(b"\xa5" + data[1:8], msg) == signing_bytes(name, HEADS[:count], seq, proof)
 
 
 def test_a_heartbeat_carries_no_heads() -> None:

@@ -2,7 +2,8 @@
 
 Owns: :class:`SeqAllocator` (announcement sequence numbers that survive crashes), :class:`Announcer`
 (the announce loop, the go-ds-crdt rule that heads someone else announced lately are not repeated,
-and chunking into messages of at most ``max_announce_heads``), and the repo record of this peer's
+in the periodic round and after a local write alike, and chunking into messages of at most
+``max_announce_heads``), and the repo record of this peer's
 redemption proof (:func:`store_redemption`, :func:`load_redemption`; written by ``join``), which
 every announcement carries (118 bytes on the wire) so that members whose view still binds our name to the
 invitation's one-time key hear us and fetch the redeeming event. The periodic message is sent even
@@ -159,8 +160,10 @@ class Announcer:
             await wait_event(self._now_requested, max(0.0, deadline - self._now()))
             if self._now_requested.is_set():
                 self._now_requested.clear()
-                await self.announce(list(self._replica.clock.head_cids))
-                self._stats.announcements_immediate += 1
+                heads = self._unheard()
+                if heads:  # after a local write there is one at least: ours
+                    await self.announce(heads)
+                    self._stats.announcements_immediate += 1
             elif self._now() >= deadline:
                 await self.rebroadcast()
             else:
@@ -173,14 +176,25 @@ class Announcer:
         "Lately" = within our longest possible interval, so a head that someone re-announced since
         our last round is not repeated (go-ds-crdt's rule).
         """
+        heads = self._unheard()
+        await self.announce(heads)
+        self._stats.rebroadcasts += 1
+
+    def _unheard(self) -> list[CID]:
+        """Our heads that no other peer announced lately (within our longest possible interval).
+
+        Both kinds of announcement leave those out: their announcer reached everyone we reach,
+        and a head we merged on top of another peer's announcement comes from its message. After
+        a local write our heads are mostly the one event we wrote (a merge may have added others'
+        heads since: 50 peers writing at once gave ~27 heads a message, each one decoded, checked
+        and tracked by every receiver)."""
         now = self._now()
         opts = self._options
         window = opts.rebroadcast_interval * (1 + opts.rebroadcast_jitter)
         all_heads = self._replica.clock.head_cids
         heads = [h for h in all_heads if self._heard.get(h, -1e18) < now - window]
-        await self.announce(heads)
-        self._stats.rebroadcasts += 1
         self._stats.heads_suppressed += len(all_heads) - len(heads)
+        return heads
 
     async def announce(self, heads: list[CID]) -> None:
         """Publish ``heads`` (possibly none: a heartbeat) in messages of at most ``max_announce_heads``."""

@@ -52,6 +52,9 @@ RESUMED: Final = ""
 JOINT_TRIES: Final = 2
 """Joint merges a lane's heads join before the lane merges them alone: a busy event loop (many peers
 in one process, a loaded machine) can look like a stalled walk once; a withholder stalls every try."""
+STALL_STEPS: Final = 8
+"""Wake-ups of a joint merge's stall watch per ``fetch_deadline``: each counts at most its share of the
+deadline, however late the loop wakes it."""
 HEAD_FETCHES: Final = 4
 """Head blocks one lane fetches at once: a withholding member ties up at most this many requests
 (over Kubo, of the RPC client's shared connection pool) until its deadline."""
@@ -449,7 +452,8 @@ class _Walk:
     """Watches a merge through its progress reports: stalled = walking, and no level done for a while.
 
     Real time, not the injected clock: what it bounds is how long a fetch may hang. A slow merge
-    (many peers on one busy loop) reports a level now and then and is not stalled; once applying
+    (many peers on one busy loop) reports a level now and then and is not stalled, and a late
+    wake-up of the watch counts for no more than its step (:data:`STALL_STEPS`); once applying
     (``FOLD``) nothing is fetched any more and it is never stalled.
     """
 
@@ -465,11 +469,24 @@ class _Walk:
         self.folding = self.folding or stage is Stage.FOLD
 
     async def until_done_or_stalled(self, task: asyncio.Task[None], deadline: float) -> None:
+        """Return when ``task`` is done, or its walk was quiet for ``deadline`` seconds of the loop's
+        time: the watch wakes every ``deadline / STALL_STEPS`` and counts at most that much per
+        wake-up, so the lateness of a loop busy with other work (50 peers in one process) is not
+        charged to the walk; on an idle loop it is the plain quiet time since the last level."""
+        step = deadline / STALL_STEPS
+        quiet = 0.0
+        seen = self.last
         while not task.done():
             if self.folding:
                 await asyncio.wait([task])
                 return
-            quiet = 0.0 if self.last is None else self._time() - self.last
             if quiet >= deadline:
                 return
-            await asyncio.wait([task], timeout=deadline - quiet)
+            began = self._time()
+            await asyncio.wait([task], timeout=min(step, deadline - quiet))
+            now = self._time()
+            if self.last != seen:  # a level came in meanwhile: quiet since then
+                seen = self.last
+                quiet = 0.0 if seen is None else min(now - seen, step)
+            elif seen is not None:
+                quiet += min(now - began, step)
