@@ -10,7 +10,8 @@ From the replica (always): ``workflows{status}``, ``queue_length``, ``dag_events
 ``members``, ``events_written_total``, ``blocks_written_total``, ``blocks_fetched_total``,
 ``events_merged_total``, ``rejected_total{reason}``, ``sync_lag_heads`` and
 ``execution_duration_seconds{status}`` (a histogram of this peer's runs, from the runs the state fold
-recorded, so it survives restarts and never re-reads a Result block). From a running
+recorded, so it survives restarts and never re-reads a Result block; each run is read once, found
+through the event index). From a running
 :class:`~ipld_scheduler.runtime.peer.Peer` in addition: its
 :class:`~ipld_scheduler.runtime.stats.Stats` counters (announcements, merges, runs, evictions,
 rejoins, transfers...), ``peers{state}``, ``uptime_seconds``, ``caught_up``, ``running_workflows``,
@@ -30,12 +31,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 
+from .codec import CID
+from .derived import DERIVED_VERSION
 from .liveness import Health
-from .model import ResultStatus, WorkflowStatus
+from .model import EventKind, ResultStatus, WorkflowStatus
 from .reasons import Reject
 from .replica import Replica
 from .runtime.peer import Peer
 from .runtime.stats import Loop, Snapshot, SyncDrop
+from .state import Run
 
 __all__ = [
     "CONTENT_TYPE",
@@ -126,25 +130,50 @@ METRIC_NAMES: Final = frozenset(
 """Every family name this collector can expose (counters with their ``_total``)."""
 
 
+def _outcome(run: Run) -> tuple[ResultStatus, float] | None:
+    """A finished run's histogram label and seconds (None: no result recorded)."""
+    if run.status is None or run.duration_ms is None:
+        return None
+    return _DURATION_STATUS[run.status], run.duration_ms / 1000.0
+
+
 class SchedulerCollector:
     """Reads ``replica`` (and ``peer``, the runtime, if one runs) on every scrape."""
 
     def __init__(self, replica: Replica, peer: Peer | None = None) -> None:
         self.replica = replica
         self.peer = peer
+        self._runs: dict[CID, tuple[ResultStatus, float]] = {}
+        """This peer's finished runs by event CID (immutable facts, not counts: see _own_durations)."""
 
     # --- sources ---------------------------------------------------------------------------------
 
     def _own_durations(self) -> list[tuple[ResultStatus, float]]:
-        """(outcome, seconds) of every run this peer recorded, as the state fold recorded them."""
-        me = self.replica.peer_id
-        out: list[tuple[ResultStatus, float]] = []
-        for rec in self.replica.state.workflows.values():
-            for run in (*rec.completions.values(), *rec.failures.values()):
-                if run.peer != me or run.status is None or run.duration_ms is None:
+        """(outcome, seconds) of every run this peer recorded, as the state fold recorded them.
+
+        The runs are found through the event index (this peer's ``complete`` and ``fail`` events, a
+        query) and each is read from the fold once, then remembered by its event CID (a run never
+        changes): a scrape decodes only the records of runs new since the last one (issue 11: not
+        every record of the history). Without a current index, every record is read."""
+        replica, me = self.replica, self.replica.peer_id
+        workflows = replica.state.workflows
+        if not replica.repo.index_current(DERIVED_VERSION):
+            return [
+                outcome
+                for rec in workflows.values()
+                for run in (*rec.completions.values(), *rec.failures.values())
+                if run.peer == me and (outcome := _outcome(run)) is not None
+            ]
+        runs = self._runs
+        for kind in (EventKind.COMPLETE, EventKind.FAIL):
+            rows, _total = replica.repo.index_events(kind=str(kind), author=me)
+            for _seq, cid, wid in rows:
+                if cid in runs or wid is None or (rec := workflows.get(wid)) is None:
                     continue
-                out.append((_DURATION_STATUS[run.status], run.duration_ms / 1000.0))
-        return out
+                run = rec.completions.get(cid) or rec.failures.get(cid)
+                if run is not None and (outcome := _outcome(run)) is not None:
+                    runs[cid] = outcome
+        return list(runs.values())
 
     # --- families ----------------------------------------------------------------------------------
 

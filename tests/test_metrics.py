@@ -16,6 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ipld_scheduler import ops
 from ipld_scheduler.announce import encode_announcement
 from ipld_scheduler.codec import encode_block
+from ipld_scheduler.derived import DERIVED_VERSION
 from ipld_scheduler.embedded.memory import MemoryStore
 from ipld_scheduler.embedded.network import EmbeddedNetwork
 from ipld_scheduler.identity import Signer
@@ -115,6 +116,20 @@ async def test_execution_durations_form_a_histogram_of_this_peers_runs(replica: 
     assert samples[(f"{name}_bucket", (("le", "5.0"), label))] == 2
     assert samples[(f"{name}_bucket", (("le", "+Inf"), label))] == 3
     assert len([k for k in samples if k[0] == f"{name}_bucket"]) == len(DURATION_BUCKETS) + 1
+
+
+async def test_one_registry_scraped_as_runs_accrue_counts_each_run_once(replica: Replica) -> None:
+    """A collector remembers the runs it read (found through the event index): later scrapes add only
+    new runs, and agree with a fresh collector that reads everything."""
+    registry = build_registry(replica)
+    assert replica.repo.index_current(DERIVED_VERSION)  # the indexed path, not the scan
+    name, label = "ipld_scheduler_execution_duration_seconds", ("status", "success")
+    for total, seconds in ((2, [0.2, 3.0]), (3, [7.0]), (5, [0.1, 900.0])):
+        await _run_locally(replica, seconds)
+        samples = _samples(render(registry))
+        assert samples[(f"{name}_count", (label,))] == total
+        assert samples == _samples(render(build_registry(replica)))
+    assert samples[(f"{name}_sum", (label,))] == pytest.approx(910.3)
 
 
 async def test_runtime_report_adds_liveness_and_the_gates_rejections(replica: Replica) -> None:
