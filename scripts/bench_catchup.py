@@ -47,7 +47,7 @@ for _path in (_CODE, _CODE / "tests"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from history import write_history_car  # noqa: E402
+from history import network_of_car, write_history_car  # noqa: E402
 
 from ipld_scheduler.car import read_car  # noqa: E402
 from ipld_scheduler.codec import CID  # noqa: E402
@@ -91,14 +91,6 @@ async def _open(path: Path, peer: str, network: Network) -> Replica:
     return await Replica.open(repo, EmbeddedStore(repo), peer, store_is_repo=True, network=network)
 
 
-def _network_of(car: Path) -> Network:
-    """The network of a history CAR: its genesis is the CAR's first block (``tests/history.py``)."""
-    with open(car, "rb") as fh:
-        _roots, blocks = read_car(fh)
-        cid, block = next(iter(blocks))
-    return Network.from_block(block, cid)
-
-
 def _founded_history(car: Path, root: Path, events: int) -> int:
     """Write a CAR of an ``events``-long history of a network founded, as ``init`` does, by ``alice``
     in a repo under ``root``; returns its block count."""
@@ -112,7 +104,7 @@ def _founded_history(car: Path, root: Path, events: int) -> int:
 
 
 async def _import(car: Path, work: Path, old: bool) -> dict[str, Any]:
-    target = await _open(work / "target", "bob", _network_of(car))
+    target = await _open(work / "target", "bob", network_of_car(car))
     start = time.perf_counter()
     try:
         if old:
@@ -130,15 +122,15 @@ async def _import(car: Path, work: Path, old: bool) -> dict[str, Any]:
 
 
 async def _joiner(car: Path, work: Path, old: bool) -> dict[str, Any]:
-    network_of_car = _network_of(car)
-    source = await _open(work / "source", "alice", network_of_car)
+    founded = network_of_car(car)
+    source = await _open(work / "source", "alice", founded)
     loaded = await source.import_car(car)
     assert not loaded.rejected, loaded.rejected[:3]
     network = EmbeddedNetwork(seed=1)
     network.endpoint("alice", source.store)
     repo = Repo.open(work / "joiner")
     store, _ = network.endpoint("carol", EmbeddedStore(repo))
-    joiner = await Replica.open(repo, store, "carol", network=network_of_car)
+    joiner = await Replica.open(repo, store, "carol", network=founded)
     start = time.perf_counter()
     try:
         if old:

@@ -36,13 +36,12 @@ for _path in (_ROOT, _ROOT / "tests"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from history import write_history_car  # noqa: E402
+from history import network_of_car, write_history_car  # noqa: E402
 
-from ipld_scheduler.car import read_car  # noqa: E402
 from ipld_scheduler.embedded.store import EmbeddedStore  # noqa: E402
 from ipld_scheduler.identity import Signer  # noqa: E402
 from ipld_scheduler.model import WorkflowDefinition  # noqa: E402
-from ipld_scheduler.network import Network, found  # noqa: E402
+from ipld_scheduler.network import found  # noqa: E402
 from ipld_scheduler.replica import Replica  # noqa: E402
 from ipld_scheduler.repo import Repo  # noqa: E402
 
@@ -50,13 +49,6 @@ TARGET_JOIN_100K_S = 10.0
 """Issue 11: a fresh peer reaches working state on a 100k-event network within 10 s (embedded)."""
 AFTER = 100
 """Events the member writes after its checkpoint (the joiner merges them)."""
-
-
-def _network_of(car: Path) -> Network:
-    with open(car, "rb") as fh:
-        _roots, blocks = read_car(fh)
-        cid, block = next(iter(blocks))
-    return Network.from_block(block, cid)
 
 
 def _history(car: Path, root: Path, events: int) -> None:
@@ -71,7 +63,7 @@ def _history(car: Path, root: Path, events: int) -> None:
 
 async def _source(car: Path, work: Path) -> dict[str, Any]:
     """The baseline import, then the member's checkpoint and the events after it."""
-    network = _network_of(car)
+    network = network_of_car(car)
     carol_repo = Repo.open(work / "carol")
     carol_key = Signer("carol", carol_repo.load_or_create_key()).public_key
     carol_repo.close()
@@ -99,7 +91,7 @@ async def _source(car: Path, work: Path) -> dict[str, Any]:
 
 
 async def _joiner(car: Path, work: Path, heads: list[str]) -> dict[str, Any]:
-    network = _network_of(car)
+    network = network_of_car(car)
     source_repo = Repo.open(work.parent / "founder")
     source = EmbeddedStore(source_repo)
     start = time.perf_counter()

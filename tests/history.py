@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO
 
 from ipld_scheduler.blocks import encode_value
-from ipld_scheduler.car import write_car
+from ipld_scheduler.car import read_car, write_car
 from ipld_scheduler.clock import MerkleClock
 from ipld_scheduler.codec import CID
 from ipld_scheduler.events import Payload, PeerAdd, Schedule, body_of
@@ -99,6 +99,14 @@ def write_history_car(
             body.seek(empty)
             shutil.copyfileobj(body, out, 1 << 20)
     return roots, count
+
+
+def network_of_car(car: Path) -> Network:
+    """The network of a history CAR: its genesis is the CAR's first block."""
+    with open(car, "rb") as fh:
+        _roots, blocks = read_car(fh)
+        cid, block = next(iter(blocks))
+    return Network.from_block(block, cid)
 
 
 def _header_length(stream: IO[bytes]) -> int:
