@@ -224,7 +224,8 @@ def test_a_long_history_moves_between_machines_by_its_published_manifest(
     published = cli(a, api_a, "publish")
     assert published["success"] and published["chunks"] >= 1 and published["manifest"].startswith("bafy")
     imported = cli(b, api_b, "import", "--published", published["manifest"])
-    assert imported["success"] and imported["applied"] >= 300 and not imported["rejected"]
+    # the 300 jobs are schedule-batch events (one per 1,024 workflows): what moved is every workflow
+    assert imported["success"] and imported["applied"] >= 1 and not imported["rejected"]
     on_a = {w["workflow_id"]: w["owner"] for w in cli(a, api_a, "workflows")["workflows"]}
     on_b = {w["workflow_id"]: w["owner"] for w in cli(b, api_b, "workflows")["workflows"]}
     assert len(on_a) == 300 and on_b == on_a
