@@ -54,19 +54,26 @@ __all__ = [
     "workflow_rows",
 ]
 
-DERIVED_VERSION: Final = 4
-"""Version of the rows below; bump it when their content or encoding changes."""
+DERIVED_VERSION: Final = 5
+"""Version of the rows below; bump it when their content or encoding changes (5: a finished
+workflow's row writes no owner)."""
 
 MEMBERSHIP_KINDS: Final = frozenset({EventKind.PEER_ADD, EventKind.PEER_REMOVE, EventKind.EVICT})
+_FINISHED: Final = frozenset({WorkflowStatus.COMPLETED, WorkflowStatus.FAILED, WorkflowStatus.CANCELLED})
 
 
 @dataclass(frozen=True, slots=True)
 class WorkflowRow:
     """One scheduled workflow: indexed columns plus the encoded record (``data``).
 
-    ``owner`` is the fold's owner when the row was written: current for unfinished workflows
-    (membership changes touch them), possibly stale for finished ones; readers ask
-    :func:`owner_of` with the persisted membership.
+    ``owner`` is the fold's owner of an unfinished workflow (membership changes touch those, so it
+    is current: ``assigned`` and the owners' counts read it) and None for a finished one. The fold
+    computes a finished workflow's owner on demand from the membership of now
+    (:meth:`State.owner <ipld_scheduler.state.State.owner>`) and only caches the owner it had when
+    last refreshed, which depends on the order concurrent events were folded in (a cancel folded
+    before or after a concurrent ``peer-remove``), so writing it would make the row a function of
+    the delivery order, not of the set of events; readers ask :func:`owner_of` with the persisted
+    membership instead.
     """
 
     workflow_id: str
@@ -149,7 +156,8 @@ def workflow_row(state: State, rec: WorkflowRecord) -> WorkflowRow | None:
         "queue_key": None if key is None else [key[0], key[1], key[2].hex()],
     }
     waits = rec.status == WorkflowStatus.PENDING and (req is not None or bool(rec.waiting_for))
-    return WorkflowRow(rec.workflow_id, str(rec.status), rec.owner, _dumps(record), key is not None, waits)
+    owner = None if rec.status in _FINISHED else rec.owner  # see WorkflowRow.owner
+    return WorkflowRow(rec.workflow_id, str(rec.status), owner, _dumps(record), key is not None, waits)
 
 
 def workflow_rows(state: State, ids: Iterable[str]) -> tuple[list[WorkflowRow], list[str]]:

@@ -252,7 +252,9 @@ class WorkflowRecord:
     transfer: tuple[Stamp, str] | None = None
     owner: str | None = None
     """Cache for unfinished records, kept current by membership changes; for a finished record it
-    is what it was when the run ended. Readers ask :meth:`State.owner`, the one source."""
+    is what it was when the record was last refreshed, which depends on the order concurrent events
+    were folded in (not a function of the set: nothing derived may read it, the index rows write
+    None). Readers ask :meth:`State.owner`, the one source."""
     status: WorkflowStatus = PENDING
     waiting: Waiting | None = None
     """Why a pending workflow is in no queue (None: it is runnable)."""
