@@ -40,7 +40,7 @@ from .derived import (
     wait_of_row,
 )
 from .errors import InvalidInput, IpldSchedulerError, NotFound, Unavailable
-from .model import Event, WorkflowStatus
+from .model import Event, EventKind, WorkflowStatus
 from .repo import Repo, RepoError
 
 __all__ = ["IndexedRepo", "open_indexed"]
@@ -176,6 +176,11 @@ class IndexedRepo:
             workflow=workflow or None,
             last=cap,
         )
+        batch = self._defining_batch(workflow, wanted, author) if workflow else None
+        if batch is not None:  # ops.log lists it too: the schedule-batch that defines the workflow
+            total += 1
+            merged = sorted([*found, batch])
+            found = merged if cap is None else merged[len(merged) - cap :]
         blocks = self.repo.get_blocks([cid for _seq, cid, _wid in found])
         rows = []
         for seq, cid, wid in found:
@@ -185,6 +190,24 @@ class IndexedRepo:
             rows.append(event_row(seq, cid, Event.from_block(data), wid))
         heads = [str(c) for c in self.repo.heads()]
         return {"success": True, "events": rows, "count": len(rows), "total": total, "heads": heads}
+
+    def _defining_batch(
+        self, workflow_id: str, kind: EventKind | None, author: str | None
+    ) -> tuple[int, CID, str | None] | None:
+        """The ``schedule-batch`` event defining ``workflow_id`` as an index match, if it passes the
+        other filters (its own row names no workflow: a batch defines several)."""
+        data = self.repo.index_workflow(workflow_id)
+        text = None if data is None else decode_workflow(data)["view"].get("schedule_cid")
+        cid = _cid(text)
+        if cid is None:
+            return None
+        row = self.repo.index_event(cid)
+        if row is None or row[3] is not None:
+            return None  # unknown, or a plain schedule (its row names the workflow)
+        seq, row_kind, row_author, _none = row
+        if (kind is not None and row_kind != str(kind)) or (author and row_author != author):
+            return None
+        return seq, cid, workflow_id
 
     def results(self, workflow_id: str, max_log_bytes: Any = LOG_TEXT_LIMIT) -> dict[str, Any]:
         wid = text_arg(workflow_id, "workflow_id", limit=256)

@@ -1029,6 +1029,13 @@ def _schedule_ids(replica: Replica) -> dict[CID, str | None]:
     return ids
 
 
+def _defining_schedule(replica: Replica, workflow_id: str) -> CID | None:
+    """The schedule event that defines ``workflow_id`` (None: none yet). A ``schedule-batch``'s index
+    row names no workflow (it defines several): ``log --workflow`` lists it through this."""
+    rec = replica.state.workflows.get(workflow_id)
+    return None if rec is None or rec.winner is None else rec.winner.cid
+
+
 def _events(replica: Replica, after: int = 0) -> Iterable[tuple[int, CID, Event, str | None]]:
     ids = _schedule_ids(replica)
     try:
@@ -1052,12 +1059,13 @@ async def log(
     """Applied events in causal order (the repo's commit order), filtered; ``limit`` keeps the last N."""
     cap = _limit(limit)
     wanted = _kind(kind)
+    defining = _defining_schedule(replica, workflow) if workflow else None
     rows = [
-        _event_row(seq, cid, event, wid)
+        _event_row(seq, cid, event, workflow if cid == defining else wid)
         for seq, cid, event, wid in _events(replica)
         if (wanted is None or event.kind == wanted)
         and (not author or event.author == author)
-        and (not workflow or wid == workflow)
+        and (not workflow or wid == workflow or cid == defining)
     ]
     total = len(rows)
     if cap is not None:

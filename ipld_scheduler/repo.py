@@ -777,6 +777,14 @@ class Repo:
         out = [(int(seq), _to_cid(raw, "d_events"), wid) for seq, raw, wid in reversed(rows)]
         return out, total
 
+    def index_event(self, cid: CID) -> tuple[int, str, str, str | None] | None:
+        """``(seq, kind, author, workflow)`` of applied event ``cid`` (None: not in the index)."""
+        rows = self._query("SELECT seq, kind, author, workflow FROM d_events WHERE cid = ?", (cid.raw,))
+        if not rows:
+            return None
+        seq, kind, author, workflow = rows[0]
+        return int(seq), str(kind), str(author), workflow
+
     def index_heights(self, cids: Sequence[CID]) -> dict[CID, int]:
         by_raw = {cid.raw: cid for cid in cids}
         sql = "SELECT cid, height FROM d_events WHERE cid IN ({marks})"

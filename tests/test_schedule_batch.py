@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ipld_scheduler import ops
 from ipld_scheduler.blocks import encode_value
 from ipld_scheduler.clock import MerkleClock
 from ipld_scheduler.codec import CID, cid_for, encode_block
@@ -27,11 +28,13 @@ from ipld_scheduler.embedded.memory import MemoryStore
 from ipld_scheduler.events import Claim, ScheduleBatch, body_of
 from ipld_scheduler.genesis import Genesis, Policy, RoleRights
 from ipld_scheduler.identity import Signer
+from ipld_scheduler.indexes import open_indexed
 from ipld_scheduler.model import MAX_BATCH, Event, EventKind, ModelError, WorkflowDefinition
 from ipld_scheduler.network import Network
 from ipld_scheduler.reasons import Reject
 from ipld_scheduler.replica import NotAuthorized, Replica
 from ipld_scheduler.repo import Repo
+from ipld_scheduler.scheduler import open_replica
 from ipld_scheduler.state import State
 
 AUTHORS = ["a", "b", "c"]
@@ -420,3 +423,32 @@ def test_replicas_writing_batches_and_singles_agree_after_merging(steps: list[tu
 
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(main(Path(tmp)))
+
+
+def test_log_of_a_workflow_lists_the_batch_that_defined_it(tmp_path: Path) -> None:
+    """``log --workflow X`` lists the ``schedule-batch`` that defines X (the batch's own index row names
+    no workflow: it defines several), from the fold and from the indexes alike."""
+
+    async def main() -> None:
+        path = tmp_path / "alpha"
+        replica = await open_replica("alpha", [], repo=Repo.open(path))
+        try:
+            answers = await replica.schedule_many([wf(i) for i in range(3)])
+            [batch] = {x["event_cid"] for x in answers}
+            from_fold = await ops.log(replica, workflow="w1")
+            other_kind = await ops.log(replica, workflow="w1", kind="schedule")
+        finally:
+            await replica.close()
+        indexed = open_indexed(path, ipfs_api=None)
+        assert indexed is not None
+        try:
+            from_indexes = await indexed.call("log", workflow="w1")
+            none_left = await indexed.call("log", workflow="w1", limit=0)
+        finally:
+            await indexed.close()
+        for answer in (from_fold, from_indexes):
+            rows = [(e["kind"], e["cid"], e["workflow_id"]) for e in answer["events"]]
+            assert rows == [("schedule-batch", batch, "w1")] and answer["total"] == 1
+        assert other_kind["total"] == 0 and none_left["events"] == [] and none_left["total"] == 1
+
+    asyncio.run(main())
