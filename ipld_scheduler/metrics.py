@@ -168,7 +168,7 @@ class SchedulerCollector:
         for kind in (EventKind.COMPLETE, EventKind.FAIL):
             rows, _total = replica.repo.index_events(kind=str(kind), author=me)
             for _seq, cid, wid in rows:
-                if cid in runs or wid is None or (rec := workflows.get(wid)) is None:
+                if cid in runs or wid is None or (rec := workflows.peek(wid)) is None:
                     continue
                 run = rec.completions.get(cid) or rec.failures.get(cid)
                 if run is not None and (outcome := _outcome(run)) is not None:

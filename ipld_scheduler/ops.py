@@ -926,8 +926,8 @@ async def workflows(
     state = replica.state
     rows = []
     for wid in sorted(state.workflows):
-        rec = state.workflows[wid]
-        if rec.winner is None or (wanted and rec.status is not wanted):
+        rec = state.workflows.peek(wid)  # read, not kept decoded: a listing must not undo the lazy load
+        if rec is None or rec.winner is None or (wanted and rec.status is not wanted):
             continue
         row = state.row(rec)
         if owner and row["owner"] != owner:
@@ -1032,7 +1032,7 @@ def _schedule_ids(replica: Replica) -> dict[CID, str | None]:
 def _defining_schedule(replica: Replica, workflow_id: str) -> CID | None:
     """The schedule event that defines ``workflow_id`` (None: none yet). A ``schedule-batch``'s index
     row names no workflow (it defines several): ``log --workflow`` lists it through this."""
-    rec = replica.state.workflows.get(workflow_id)
+    rec = replica.state.workflows.peek(workflow_id)
     return None if rec is None or rec.winner is None else rec.winner.cid
 
 

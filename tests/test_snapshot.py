@@ -364,6 +364,9 @@ async def test_events_about_records_left_encoded_fold_as_a_full_replay(tmp_path:
         assert records.decoded == 0, "answering status, owner and waiting decoded records"
         assert _dump(alpha) == await _full_replay_dump(tmp_path / "alpha", "alpha")
         assert records.decoded == 0, "reading every row decoded records for good"
+        listed = await ops.workflows(alpha)
+        assert listed["total"] == len(records) and records.decoded == 0, "a listing decoded records for good"
+        assert (await ops.log(alpha, workflow=mine))["total"] >= 1 and records.decoded == 0
 
         beta = await _open(tmp_path / "beta", "beta")
         await alpha.merge_clock(beta.clock)  # the duplicate schedule, the late claim and completion
