@@ -34,7 +34,9 @@ from .blocks import codec_name, identify
 from .car_chunks import read_manifest
 from .codec import CID, CodecError, decode
 from .dagjson import DagJsonError, to_dag_json
+from .derived import DERIVED_VERSION
 from .errors import InvalidInput, IpldSchedulerError, NotFound, Refused, Unavailable, error_class
+from .indexes import IndexedRepo
 from .model import Event, EventKind, ModelError, WorkflowDefinition, WorkflowStatus, WorkflowTag
 from .ports import BlockNotFound, StoreError
 from .replica import Replica, SchedulerError
@@ -1056,7 +1058,25 @@ async def log(
     workflow: str | None = None,
     limit: Any = None,
 ) -> dict[str, Any]:
-    """Applied events in causal order (the repo's commit order), filtered; ``limit`` keeps the last N."""
+    """Applied events in causal order (the repo's commit order), filtered; ``limit`` keeps the last N.
+
+    From the event index when it is current (issue 11: a running peer's ``log --limit 10`` reads ten
+    rows, not the whole history), else from the processed log (:func:`log_from_fold`); a test checks
+    that both answer the same on the same repo."""
+    if replica.repo.index_current(DERIVED_VERSION):
+        indexed = IndexedRepo(replica.repo, replica.peer_id)
+        return await indexed.call("log", kind=kind, author=author, workflow=workflow, limit=limit)
+    return await log_from_fold(replica, kind, author, workflow, limit)
+
+
+async def log_from_fold(
+    replica: Replica,
+    kind: str | None = None,
+    author: str | None = None,
+    workflow: str | None = None,
+    limit: Any = None,
+) -> dict[str, Any]:
+    """:func:`log` read from every processed event and the fold (the definition the index answers)."""
     cap = _limit(limit)
     wanted = _kind(kind)
     defining = _defining_schedule(replica, workflow) if workflow else None

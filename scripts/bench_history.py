@@ -197,8 +197,10 @@ def _timed_cpu(argv: list[str], runs: int) -> tuple[float, float]:
     return statistics.median(times), statistics.median(cpus)
 
 
-async def _open_and_schedule(path: Path, schedules: int) -> tuple[float, float]:
-    """(seconds to open the replica, median microseconds of one more durable schedule)."""
+async def _open_and_schedule(path: Path, schedules: int) -> tuple[float, float, float, float]:
+    """(seconds to open the replica, median microseconds of one more durable schedule, seconds of a
+    running peer's ``log --limit 10`` answer from the event index, the same read from the fold)."""
+    from ipld_scheduler import ops
     from ipld_scheduler.model import WorkflowDefinition
     from ipld_scheduler.repo import Repo
     from ipld_scheduler.scheduler import open_replica
@@ -207,6 +209,11 @@ async def _open_and_schedule(path: Path, schedules: int) -> tuple[float, float]:
     replica = await open_replica("alpha", [], repo=Repo.open(path))
     opened = time.perf_counter() - start
     try:
+        logs = []
+        for answer in (ops.log, ops.log_from_fold):
+            began = time.perf_counter()
+            assert len((await answer(replica, limit=10))["events"]) == 10
+            logs.append(time.perf_counter() - began)
         times = []
         for i in range(schedules):
             workflow = WorkflowDefinition(f"more-{i}", "one more", ["p2p_eligible"])
@@ -215,7 +222,7 @@ async def _open_and_schedule(path: Path, schedules: int) -> tuple[float, float]:
             times.append(time.perf_counter() - began)
     finally:
         await replica.close()
-    return opened, statistics.median(times) * 1e6
+    return opened, statistics.median(times) * 1e6, logs[0], logs[1]
 
 
 def measure(
@@ -242,7 +249,8 @@ def measure(
         _timed([*cli, "schedule", "--id", f"cli-{i}", "--tags", "p2p_eligible", "--run", "true"], 1)
         for i in range(runs)
     )
-    figures["open_s"], figures["schedule_us"] = asyncio.run(_open_and_schedule(path, 20))
+    opened = asyncio.run(_open_and_schedule(path, 20))
+    figures["open_s"], figures["schedule_us"], figures["peer_log_s"], figures["peer_log_fold_s"] = opened
     shutil.rmtree(path, ignore_errors=True)
     return figures
 
@@ -308,6 +316,13 @@ def history_rows(quick: bool, sizes: list[int] | None = None, baseline_ref: str 
             (f"log --limit 10 end to end, {n}", f["log_s"], "s", "replay path (before)", f["log_before_s"]),
             ("  target", f["log_s"], "s", "target", TARGET_QUERY_S),
             ("  CPU time of that process", f["log_cpu_s"], "s", "target", TARGET_QUERY_S),
+            (
+                "  answered by a running peer (ops.log)",
+                f["peer_log_s"],
+                "s",
+                "from the fold",
+                f["peer_log_fold_s"],
+            ),
             (f"one more schedule at {n}", f["schedule_us"], "us/op", "same at smallest", base_schedule),
         ]
     return rows

@@ -89,7 +89,9 @@ async def _answers_from_replica(path: Path, peer: str, wids: list[str]) -> dict[
     try:
 
         async def call(op: str, **arguments: Any) -> dict[str, Any]:
-            return await ops.OPERATIONS[op](replica, **arguments)
+            # ``log`` itself answers from a current index: the fold's answer is the one to compare
+            operation = ops.log_from_fold if op == "log" else ops.OPERATIONS[op]
+            return await operation(replica, **arguments)
 
         return await _ask(call, wids)
     finally:
