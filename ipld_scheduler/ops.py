@@ -922,22 +922,31 @@ async def tags(replica: Replica | None = None) -> dict[str, Any]:
 async def workflows(
     replica: Replica, status: str | None = None, owner: str | None = None, limit: Any = None
 ) -> dict[str, Any]:
-    """Workflows in id order, optionally filtered by status and owner."""
+    """Workflows in id order, optionally filtered by status and owner.
+
+    The status filter and the total read each record's status byte; only the rows returned are
+    decoded (issue 11: ``workflows --limit 10`` at 100k reads ten records), unless an owner filter
+    needs every candidate's owner (a finished workflow's is computed now). Decoded for the answer
+    only: a listing does not undo a lazy snapshot load."""
     cap = _limit(limit)
     wanted = _status(status)
     state = replica.state
-    rows = []
+    rows: list[dict[str, Any]] = []
+    total = 0
     for wid in sorted(state.workflows):
-        rec = state.workflows.peek(wid)  # read, not kept decoded: a listing must not undo the lazy load
-        if rec is None or rec.winner is None or (wanted and rec.status is not wanted):
+        found = state.workflows.status(wid)
+        if found is None or not found[0] or (wanted is not None and found[1] is not wanted):
             continue
-        row = state.row(rec)
-        if owner and row["owner"] != owner:
-            continue
-        rows.append(row)
-    total = len(rows)
-    if cap is not None:
-        rows = rows[:cap]
+        row = None
+        if owner:
+            row = state.describe(wid)
+            if row is None or row["owner"] != owner:
+                continue
+        total += 1
+        if cap is None or len(rows) < cap:
+            row = row if row is not None else state.describe(wid)
+            assert row is not None  # scheduled: it has a row
+            rows.append(row)
     return {"success": True, "workflows": rows, "count": len(rows), "total": total}
 
 

@@ -324,17 +324,31 @@ class WorkflowRecord:
 _T = TypeVar("_T")
 _CODES: Final = (PENDING, RUNNING, COMPLETED, FAILED, CANCELLED)
 _SCHEDULED: Final = 0x80
+_MAY_WAIT: Final = 0x40
+
+
+def may_wait(rec: WorkflowRecord) -> bool:
+    """Whether :meth:`State.waiting` can say ``rec`` waits: pending, and waiting for workflows it
+    needs or bound by a ``runs_on`` (most pending workflows are neither)."""
+    winner = rec.winner
+    return (
+        rec.status == PENDING
+        and winner is not None
+        and (rec.waiting is Waiting.NEEDS or winner.requirement is not None)
+    )
 
 
 def record_code(rec: WorkflowRecord) -> int:
-    """One byte saying what a record's status is and whether it has a defining schedule: what
-    :class:`Records` answers about an undecoded record (the first byte of its encoding)."""
-    return _CODES.index(rec.status) | (_SCHEDULED if rec.winner is not None else 0)
+    """One byte saying what a record's status is, whether it has a defining schedule and whether it
+    :func:`may_wait`: what :class:`Records` answers about an undecoded record (the first byte of its
+    encoding)."""
+    code = _CODES.index(rec.status) | (_SCHEDULED if rec.winner is not None else 0)
+    return code | (_MAY_WAIT if may_wait(rec) else 0)
 
 
 def code_status(code: int) -> tuple[bool, WorkflowStatus] | None:
     """(scheduled, status) of a :func:`record_code` byte (None: no such code)."""
-    index = code & ~_SCHEDULED
+    index = code & ~(_SCHEDULED | _MAY_WAIT)
     return (bool(code & _SCHEDULED), _CODES[index]) if index < len(_CODES) else None
 
 
@@ -432,6 +446,14 @@ class Records(MutableMapping[str, WorkflowRecord]):
             return rec.winner is not None, rec.status
         k = self._cold.get(wid)
         return None if k is None else code_status(self._blob[self._offsets[k]])
+
+    def may_wait(self, wid: str) -> bool:
+        """:func:`may_wait` of a record, without decoding it (False: unknown id)."""
+        rec = self._hot.get(wid)
+        if rec is not None:
+            return may_wait(rec)
+        k = self._cold.get(wid)
+        return k is not None and bool(self._blob[self._offsets[k]] & _MAY_WAIT)
 
     def statuses(self) -> Iterator[tuple[bool, WorkflowStatus]]:
         """:meth:`status` of every record, without decoding any."""
@@ -881,10 +903,17 @@ class State:
     def waiting(self, workflow_id: str) -> Wait | None:
         """Why a pending workflow is in no queue (None: it is not waiting): the workflows of its
         ``after`` list first (``NEEDS``), then a ``runs_on`` no member satisfies (``NO_RUNNER``)."""
-        if self.workflows.status(workflow_id) != (True, PENDING):
+        if not self.workflows.may_wait(workflow_id):
             return None
         rec = self.workflows.peek(workflow_id)
-        assert rec is not None and rec.winner is not None
+        assert rec is not None
+        return self._waiting(rec)
+
+    @staticmethod
+    def _waiting(rec: WorkflowRecord) -> Wait | None:
+        if not may_wait(rec):
+            return None
+        assert rec.winner is not None
         needs = rec.waiting_for if rec.waiting is Waiting.NEEDS else ()
         return wait_of(needs, rec.owner, rec.winner.requirement)
 
@@ -1046,8 +1075,9 @@ class State:
         """Current owner. Unfinished records keep theirs up to date (membership changes refresh
         them); finished ones are computed on demand so history never costs work per change."""
         rec = self.workflows.peek(workflow_id)
-        if rec is None:
-            return None
+        return None if rec is None else self._owner_now(rec)
+
+    def _owner_now(self, rec: WorkflowRecord) -> str | None:
         return self.owner_of(rec) if rec.status in FINISHED else rec.owner
 
     def describe(self, workflow_id: str) -> dict[str, Any] | None:
@@ -1060,10 +1090,10 @@ class State:
         """:meth:`WorkflowRecord.to_dict` with the owner from :meth:`owner` (the one source), the
         ``runs_on`` requirement and ``waiting`` / ``waiting_detail`` (:meth:`waiting`; null if none)."""
         row = rec.to_dict()
-        row["owner"] = self.owner(rec.workflow_id)  # None included: no fallback to a stale cached owner
+        row["owner"] = self._owner_now(rec)  # None included: no fallback to a stale cached owner
         req = rec.winner.requirement if rec.winner is not None else None
         row["runs_on"] = None if req is None else req.to_dict()
-        wait = self.waiting(rec.workflow_id)
+        wait = self._waiting(rec)
         row["waiting"] = None if wait is None else wait.reason
         row["waiting_detail"] = None if wait is None else wait.detail
         return row

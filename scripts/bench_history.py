@@ -197,9 +197,10 @@ def _timed_cpu(argv: list[str], runs: int) -> tuple[float, float]:
     return statistics.median(times), statistics.median(cpus)
 
 
-async def _open_and_schedule(path: Path, schedules: int) -> tuple[float, float, float, float]:
+async def _open_and_schedule(path: Path, schedules: int) -> tuple[float, float, dict[str, float]]:
     """(seconds to open the replica, median microseconds of one more durable schedule, seconds of a
-    running peer's ``log --limit 10`` answer from the event index, the same read from the fold)."""
+    running peer's answers: ``log --limit 10`` from the event index and from the fold, ``status``,
+    ``workflows --limit 10``)."""
     from ipld_scheduler import ops
     from ipld_scheduler.model import WorkflowDefinition
     from ipld_scheduler.repo import Repo
@@ -209,11 +210,16 @@ async def _open_and_schedule(path: Path, schedules: int) -> tuple[float, float, 
     replica = await open_replica("alpha", [], repo=Repo.open(path))
     opened = time.perf_counter() - start
     try:
-        logs = []
-        for answer in (ops.log, ops.log_from_fold):
+        answers: dict[str, float] = {}
+        for name, answer in (
+            ("peer_log_s", ops.log(replica, limit=10)),
+            ("peer_log_fold_s", ops.log_from_fold(replica, limit=10)),
+            ("peer_status_s", ops.status(replica)),
+            ("peer_workflows_s", ops.workflows(replica, limit=10)),
+        ):
             began = time.perf_counter()
-            assert len((await answer(replica, limit=10))["events"]) == 10
-            logs.append(time.perf_counter() - began)
+            assert (await answer)["success"]
+            answers[name] = time.perf_counter() - began
         times = []
         for i in range(schedules):
             workflow = WorkflowDefinition(f"more-{i}", "one more", ["p2p_eligible"])
@@ -222,7 +228,7 @@ async def _open_and_schedule(path: Path, schedules: int) -> tuple[float, float, 
             times.append(time.perf_counter() - began)
     finally:
         await replica.close()
-    return opened, statistics.median(times) * 1e6, logs[0], logs[1]
+    return opened, statistics.median(times) * 1e6, answers
 
 
 def measure(
@@ -249,8 +255,8 @@ def measure(
         _timed([*cli, "schedule", "--id", f"cli-{i}", "--tags", "p2p_eligible", "--run", "true"], 1)
         for i in range(runs)
     )
-    opened = asyncio.run(_open_and_schedule(path, 20))
-    figures["open_s"], figures["schedule_us"], figures["peer_log_s"], figures["peer_log_fold_s"] = opened
+    figures["open_s"], figures["schedule_us"], answers = asyncio.run(_open_and_schedule(path, 20))
+    figures.update(answers)
     shutil.rmtree(path, ignore_errors=True)
     return figures
 
@@ -323,6 +329,8 @@ def history_rows(quick: bool, sizes: list[int] | None = None, baseline_ref: str 
                 "from the fold",
                 f["peer_log_fold_s"],
             ),
+            ("status answered by a running peer", f["peer_status_s"], "s", "target", TARGET_QUERY_S),
+            ("workflows --limit 10, same", f["peer_workflows_s"], "s", "target", TARGET_QUERY_S),
             (f"one more schedule at {n}", f["schedule_us"], "us/op", "same at smallest", base_schedule),
         ]
     return rows
