@@ -16,6 +16,7 @@ blobs are read from blocks.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
@@ -30,7 +31,7 @@ from .answers import run_row as _shared_run_row
 from .answers import status_arg as _status
 from .answers import tags_answer as _tags_answer
 from .answers import text_arg as _text
-from .blocks import codec_name, identify
+from .blocks import BlockKind, codec_name, decode_typed, identify
 from .car_chunks import read_manifest
 from .codec import CID, CodecError, decode
 from .dagjson import DagJsonError, to_dag_json
@@ -1030,16 +1031,6 @@ def _links(value: Any, depth: int = 0) -> Iterable[CID]:
             yield from _links(item, depth + 1)
 
 
-def _schedule_ids(replica: Replica) -> dict[CID, str | None]:
-    """Schedule event -> the workflow it defines; None for a ``schedule-batch`` (it defines several),
-    as its index row says (``derived.event_row``)."""
-    ids: dict[CID, str | None] = {}
-    for rec in replica.state.workflows.values():
-        for cid in rec.schedules:
-            ids[cid] = rec.workflow_id if cid not in ids else None
-    return ids
-
-
 def _defining_schedule(replica: Replica, workflow_id: str) -> CID | None:
     """The schedule event that defines ``workflow_id`` (None: none yet). A ``schedule-batch``'s index
     row names no workflow (it defines several): ``log --workflow`` lists it through this."""
@@ -1047,15 +1038,31 @@ def _defining_schedule(replica: Replica, workflow_id: str) -> CID | None:
     return None if rec is None or rec.winner is None else rec.winner.cid
 
 
+def _workflow_of(replica: Replica, event: Event) -> str | None:
+    """The workflow an event is about, as its index row says (``derived.event_row``): the body's
+    ``id``, or the id in the Workflow block a ``schedule`` links (read from the repo: per event, not
+    a map of every record); None for a ``schedule-batch`` (it defines several) and the rest."""
+    wid = event.body.get("id")
+    if isinstance(wid, str):
+        return wid
+    link = event.body.get("workflow")
+    if event.kind != EventKind.SCHEDULE or not isinstance(link, CID):
+        return None
+    data = replica.repo.get_block(link)
+    if data is None:
+        return None
+    try:
+        definition: WorkflowDefinition = decode_typed(BlockKind.WORKFLOW, data)
+    except (CodecError, ModelError):
+        return None
+    return definition.workflow_id
+
+
 def _events(replica: Replica, after: int = 0) -> Iterable[tuple[int, CID, Event, str | None]]:
-    ids = _schedule_ids(replica)
     try:
         for seq, cid, data in replica.repo.processed_log(after):
             event = Event.from_block(data)
-            wid = event.body.get("id")
-            if not isinstance(wid, str):
-                wid = ids.get(cid)
-            yield seq, cid, event, wid
+            yield seq, cid, event, _workflow_of(replica, event)
     except RepoError as exc:
         raise Unavailable(str(exc)) from None
 
@@ -1317,11 +1324,29 @@ async def overview(
         "success": True,
         "status": await status(replica),
         "peers": peer_rows,
-        "queue": replica.state.queued(),
-        "workflows": (await workflows(replica))["workflows"],
+        "queue": replica.state.queued()[:OVERVIEW_ROWS],
+        "workflows": _overview_rows(replica, OVERVIEW_ROWS),
         "recent_events": events[-cap:] if cap else [],
         "heads": replica.clock.heads,
     }
+
+
+OVERVIEW_ROWS: Final = 500
+"""The dashboard's workflow rows and queue entries at most (its counts cover every workflow): the
+overview is sent on every change of the heads, so its cost must not grow with the history."""
+
+
+def _overview_rows(replica: Replica, most: int) -> list[dict[str, Any]]:
+    """Up to ``most`` workflow rows in id order: the open ones first, then finished ones."""
+    state = replica.state
+    ids = sorted(state.open)[:most]
+    if len(ids) < most:
+        shown = set(ids)
+        records = state.workflows
+        finished = (w for w in sorted(records) if w not in shown and (records.status(w) or (False,))[0])
+        ids += itertools.islice(finished, most - len(ids))
+    rows = [state.describe(wid) for wid in sorted(ids)]
+    return [row for row in rows if row is not None]
 
 
 Operation = Callable[..., Awaitable[dict[str, Any]]]

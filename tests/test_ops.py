@@ -262,6 +262,23 @@ async def test_overview_is_one_snapshot_of_everything_the_dashboard_shows(replic
     assert len(view["workflows"]) == 3 and view["heads"] == replica.clock.heads
 
 
+async def test_the_overview_is_bounded_and_shows_open_workflows_first(
+    replica: Replica, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dashboard's snapshot is sent on every change of the heads: at most OVERVIEW_ROWS rows (open
+    ones first), while its counts cover every workflow."""
+    for i in range(4):
+        await ops.schedule(replica, f"w{i}", f"job {i}", "p2p_eligible")
+    for wid in ("w0", "w1"):
+        await ops.cancel(replica, wid)
+    monkeypatch.setattr(ops, "OVERVIEW_ROWS", 2)
+    view = await ops.overview(replica)
+    assert [w["workflow_id"] for w in view["workflows"]] == ["w2", "w3"] and len(view["queue"]) <= 2
+    assert view["status"]["total_workflows"] == 4
+    monkeypatch.setattr(ops, "OVERVIEW_ROWS", 3)
+    assert [w["workflow_id"] for w in (await ops.overview(replica))["workflows"]] == ["w0", "w2", "w3"]
+
+
 def test_errors_rebuild_from_their_code() -> None:
     for cls in (ops.InvalidArgument, ops.NotFound, ops.Refused, ops.Unavailable):
         err = cls("boom")
