@@ -12,7 +12,7 @@ blocks and this peer's kept logs.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -85,12 +85,9 @@ def status_arg(value: Any) -> WorkflowStatus | None:
         raise InvalidInput(f"status: unknown status {value!r}; one of {choices}") from None
 
 
-def tags_answer(in_use: Iterable[str]) -> dict[str, Any]:
-    """``tags``: the known tags, which of them make work P2P-eligible, and how often each tag of
-    ``in_use`` (one item per use) is used."""
-    used: dict[str, int] = {}
-    for tag in in_use:
-        used[tag] = used.get(tag, 0) + 1
+def tags_answer(used: Mapping[str, int]) -> dict[str, Any]:
+    """``tags``: the known tags, which of them make work P2P-eligible, and ``used``: how many
+    workflows use each tag."""
     known = [t.value for t in WorkflowTag]
     return {
         "success": True,

@@ -14,6 +14,7 @@ caller opens the replica as before (which rebuilds stale indexes on open).
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -283,7 +284,11 @@ class IndexedRepo:
     def tags(self) -> dict[str, Any]:
         """``ops.tags``: the static tag table plus how often each tag is used in the DAG."""
         return tags_answer(
-            tag for _wid, data in self.repo.index_workflows() for tag in decode_workflow(data)["view"]["tags"]
+            Counter(
+                tag
+                for _wid, data in self.repo.index_workflows()
+                for tag in decode_workflow(data)["view"]["tags"]
+            )
         )
 
     def _run(self, run: Mapping[str, Any], limit: int) -> dict[str, Any]:

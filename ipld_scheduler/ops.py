@@ -916,8 +916,7 @@ async def assigned(replica: Replica) -> dict[str, Any]:
 
 async def tags(replica: Replica | None = None) -> dict[str, Any]:
     """Known tags, which of them make work P2P-eligible, and how often each is used in the DAG."""
-    records = () if replica is None else replica.state.workflows.values()
-    return _tags_answer(tag for rec in records if rec.winner is not None for tag in rec.winner.workflow.tags)
+    return _tags_answer({} if replica is None else replica.state.tag_uses)  # a tally the fold keeps
 
 
 async def workflows(

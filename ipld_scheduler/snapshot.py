@@ -408,6 +408,7 @@ def _indexes(state: State, ev: _Events, order: list[str], portable: bool) -> lis
             _floats([key[0] for _wid, key in queued]),
             _pack([ev.number[queue_key_cid(wid, key)] for wid, key in queued]),
         ],
+        [x for tag in sorted(state.tag_uses) for x in (tag, state.tag_uses[tag])],
     ]
 
 
@@ -835,7 +836,7 @@ def _decode(
     state.workflows.load(cold, records, offsets, lambda wid, frame: _frame_record(wid, frame, ev), cids)
     state.events = _int(body[20], "events")
     state.kinds = {_str(k, "kind"): _int(c, "kind") for k, c in _pairs(body[21], "kinds")}
-    _adopt_indexes(state, _list(body[29], "indexes", 5), names, ev, portable)
+    _adopt_indexes(state, _list(body[29], "indexes", 6), names, ev, portable)
 
     if network not in authority.views or len(authority.views) != 1 or authority._lineage:
         raise _fail("decode into a fresh authority only")
@@ -923,12 +924,17 @@ def _adopt_indexes(state: State, part: list[Any], names: list[str], ev: _Decoded
     backlog = Backlog(ids, priorities, events, ev.cids, ev.heights, ev.numbers)
     if len(backlog) != len(ids):
         raise _fail("queue: an id twice")
+    pairs = _pairs(part[5], "tags")
+    tag_uses = {_str(tag, "tag"): _int(n, "tag uses") for tag, n in pairs}
+    if len(tag_uses) != len(pairs) or not all(n > 0 for n in tag_uses.values()):
+        raise _fail("tags: a tag twice, or a count below one")
     state.adopt_indexes(
         set(_ids(part[0], names, "open")),
         by_owner,
         set(_ids(part[2], names, "retryable")),
         dependents,
         backlog,
+        tag_uses,
     )
     if portable:
         state.requeue()  # the loading peer's own queue, from the workflows it owns

@@ -40,7 +40,16 @@ the result, or do I/O. Events arrive here already decoded, signature-checked and
 
 from __future__ import annotations
 
-from collections.abc import Callable, ItemsView, Iterator, Mapping, MutableMapping, Sequence, ValuesView
+from collections.abc import (
+    Callable,
+    ItemsView,
+    Iterable,
+    Iterator,
+    Mapping,
+    MutableMapping,
+    Sequence,
+    ValuesView,
+)
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Final, TypeVar, overload
@@ -635,6 +644,8 @@ class State:
         """Workflow id -> ids of workflows some schedule of which names it in ``after``."""
         self.retryable: set[str] = set()
         """Ids of failed workflows whose schedule's retry budget is not used up (for the runtime)."""
+        self.tag_uses: dict[str, int] = {}
+        """Tag -> how many workflows' defining Workflow lists it (what ``tags`` reports)."""
         self._keys_by_admins = False
         """In a network (``set_root``) keys are bound by the admins' authorized ``peer-add``."""
 
@@ -835,8 +846,20 @@ class State:
             self.dependents.setdefault(dependency, set()).add(workflow.workflow_id)
         rec.schedules[cid] = sched
         if rec.winner is None or stamp < rec.winner.stamp:
+            if rec.winner is not None:
+                self._count_tags(rec.winner.workflow.tags, -1)
             rec.winner = sched
+            self._count_tags(workflow.tags, 1)
         return workflow.workflow_id
+
+    def _count_tags(self, tags: Iterable[str], delta: int) -> None:
+        uses = self.tag_uses
+        for tag in tags:
+            left = uses.get(tag, 0) + delta
+            if left:
+                uses[tag] = left
+            else:
+                del uses[tag]
 
     def _schedule_batch(
         self,
@@ -1141,11 +1164,14 @@ class State:
         ids, dependents, the local queue) from the records alone, decoding each (a snapshot stores
         them instead: :meth:`adopt_indexes`)."""
         self.by_owner, self.open, self.retryable, self.dependents = {}, set(), set(), {}
+        self.tag_uses = {}
         self.queue = Queue()
         self._handles, self._handle_keys = {}, {}
         for wid in sorted(self.workflows):
             rec = self.workflows.peek(wid)
             assert rec is not None
+            if rec.winner is not None:
+                self._count_tags(rec.winner.workflow.tags, 1)
             for sched in rec.schedules.values():
                 for dependency in sched.workflow.after:
                     self.dependents.setdefault(dependency, set()).add(wid)
@@ -1158,10 +1184,12 @@ class State:
         retryable: set[str],
         dependents: dict[str, set[str]],
         backlog: Backlog,
+        tag_uses: dict[str, int],
     ) -> None:
         """Take what :meth:`reindex` would recompute as a snapshot stored it (the local queue as a
         :class:`Backlog`), so loading decodes no record and builds no heap node."""
         self.open, self.by_owner, self.retryable, self.dependents = open_ids, by_owner, retryable, dependents
+        self.tag_uses = tag_uses
         self.queue = Queue(backlog)
         self._handles, self._handle_keys = {}, {}
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +223,8 @@ def _deliver(book: list[Record], seed: int, local: str) -> tuple[list[str], list
             clock.apply(cid, event)
         taken = {id(r) for r in take}
         pending = [r for r in pending if id(r) not in taken]
+    winners = [rec.winner for rec in state.workflows.values() if rec.winner is not None]
+    assert state.tag_uses == dict(Counter(tag for w in winners for tag in w.workflow.tags))  # the tally
     return clock.heads, state.fingerprint(), state.queued()
 
 

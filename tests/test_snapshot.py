@@ -60,6 +60,7 @@ def _dump(replica: Replica) -> dict[str, Any]:
         "open": sorted(state.open),
         "retryable": sorted(state.retryable),
         "dependents": {d: sorted(ws) for d, ws in sorted(state.dependents.items())},
+        "tags": sorted(state.tag_uses.items()),
         "waiting": state.waiting_all(),
         "events": (state.events, sorted(state.kinds.items())),
         "state views": sorted(str(c) for c in state.views),

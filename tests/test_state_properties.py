@@ -10,6 +10,7 @@ query index rows (``derived.workflow_rows``): the rows written incrementally (fo
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,6 +147,8 @@ def _deliver(
 def deliver(book: dict[CID, Record], seed: int, local: str) -> tuple[list[str], list[Any], list[str]]:
     """Apply every event in a random topological order, with random duplicate deliveries."""
     clock, state, _rows = _deliver(book, seed, local)
+    winners = [rec.winner for rec in state.workflows.values() if rec.winner is not None]
+    assert state.tag_uses == dict(Counter(tag for w in winners for tag in w.workflow.tags))  # the tally
     return clock.heads, state.fingerprint(), state.queued()
 
 
