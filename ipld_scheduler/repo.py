@@ -68,7 +68,7 @@ KEY_NAME: Final = "key"
 LOCK_NAME: Final = "lock"
 
 APPLICATION_ID: Final = 0x49504C44  # "IPLD": tells our database apart from any other SQLite file
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 _LOG_PAGE: Final = 128
 """Rows per query in :meth:`Repo.processed_log`: bounds memory without holding a statement open."""
 _MAX_BATCH: Final = 512
@@ -120,6 +120,15 @@ CREATE INDEX d_workflows_waits ON d_workflows (id) WHERE waits = 1;
 """
 """Version 3 -> 4 (the rows are rewritten anyway: their derived version changed with it)."""
 
+_META_ROWID: Final = """
+CREATE TABLE meta_v5 (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+INSERT INTO meta_v5 (key, value) SELECT key, value FROM meta;
+DROP TABLE meta;
+ALTER TABLE meta_v5 RENAME TO meta;
+"""
+"""Version 4 -> 5: ``meta`` as a rowid table. It holds the fold snapshot (tens of MB at 100k events);
+in a WITHOUT ROWID table every lookup of any key compared against that whole row (~33 ms a read)."""
+
 _SCHEMA: Final = f"""
 CREATE TABLE blocks (
     cid  BLOB PRIMARY KEY,
@@ -132,7 +141,7 @@ CREATE TABLE processed (
 );
 CREATE TABLE wanted (cid BLOB PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE config (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 {_DERIVED_SCHEMA}
 {_INDEX_SCHEMA}
 PRAGMA application_id = {APPLICATION_ID};
@@ -1026,7 +1035,7 @@ def _prepare(conn: sqlite3.Connection, db_path: Path) -> None:
         raise RepoError(
             f"{db_path} has schema version {version}; this ipld-scheduler reads up to {SCHEMA_VERSION}"
         )
-    if version in (1, 2, 3):  # older repos gain what was added since (derived state, its indexes, waits)
+    if version in (1, 2, 3, 4):  # older repos gain what was added since (derived state, indexes, waits)
         script = ""
         if version == 1 and not tables & {"derived", "derived_mark"}:
             script += _DERIVED_SCHEMA
@@ -1036,6 +1045,7 @@ def _prepare(conn: sqlite3.Connection, db_path: Path) -> None:
             tables |= _INDEX_TABLES
         elif not any(row[1] == "waits" for row in conn.execute("PRAGMA table_info(d_workflows)")):
             script += _WAITS_COLUMN
+        script += _META_ROWID
         conn.executescript(f"BEGIN IMMEDIATE; {script} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
     if missing := _TABLES - tables:
         raise RepoError(f"{db_path} is missing tables {sorted(missing)}: the repo is damaged")

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ipld_scheduler.codec import CID, MAX_BLOCK_SIZE, CodecError, cid_for, decode, encode_block
-from ipld_scheduler.repo import DB_NAME, KEY_NAME, DerivedRows, Repo, RepoError, RepoLocked
+from ipld_scheduler.repo import DB_NAME, KEY_NAME, SCHEMA_VERSION, DerivedRows, Repo, RepoError, RepoLocked
 from ipld_scheduler.testing import eventually
 from tests.killed_writer import acknowledged_until_killed
 
@@ -802,7 +802,7 @@ def test_a_version_1_repo_gains_the_derived_tables_on_open(tmp_path: Path) -> No
         repo.commit(derived=DerivedRows(1, put={b"k": b"v"}))
         assert repo.derived_seq(1) == 1
     conn = sqlite3.connect(tmp_path / "peer" / DB_NAME)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
 
 
@@ -823,7 +823,7 @@ def test_a_version_2_repo_gains_the_index_tables_on_open_and_they_start_stale(tm
         assert not repo.index_current(1)  # no mark: a replica rebuilds the rows on open
         assert repo.index_dump() == {"workflows": [], "events": [], "members": []}
     conn = sqlite3.connect(tmp_path / "peer" / DB_NAME)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
 
 
@@ -843,7 +843,31 @@ def test_a_version_3_repo_gains_the_waits_column_on_open(tmp_path: Path) -> None
         repo.commit(derived=DerivedRows(1, workflows=[WorkflowRow("w2", "pending", None, b"{}", waits=True)]))
         assert repo.index_waiting() == [("w2", b"{}")]
     conn = sqlite3.connect(tmp_path / "peer" / DB_NAME)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    conn.close()
+
+
+def test_a_version_4_repo_gets_a_rowid_meta_table_on_open(tmp_path: Path) -> None:
+    """Version 4's WITHOUT ROWID ``meta`` compared every lookup against its largest row (the fold
+    snapshot); version 5 keeps the values as they were in a rowid table."""
+    big = bytes(range(256)) * 4096
+    with Repo.open(tmp_path / "peer") as repo:
+        repo.put_meta("fold_snapshot", big)
+        repo.put_meta("small", b"1")
+    conn = sqlite3.connect(tmp_path / "peer" / DB_NAME)
+    with conn:  # the version-4 table
+        conn.execute("CREATE TABLE meta_v4 (key TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID")
+        conn.execute("INSERT INTO meta_v4 SELECT key, value FROM meta")
+        conn.execute("DROP TABLE meta")
+        conn.execute("ALTER TABLE meta_v4 RENAME TO meta")
+    conn.execute("PRAGMA user_version = 4")
+    conn.close()
+    with Repo.open(tmp_path / "peer") as repo:
+        assert repo.get_meta("fold_snapshot") == big and repo.get_meta("small") == b"1"
+        assert repo.get_meta("absent") is None
+    conn = sqlite3.connect(tmp_path / "peer" / DB_NAME)
+    [sql] = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'meta'").fetchone()
+    assert "WITHOUT ROWID" not in sql and conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     conn.close()
 
 
