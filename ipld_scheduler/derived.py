@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _string
 from typing import TYPE_CHECKING, Any, Final
 
 from .assign import owner as ranked_owner
@@ -113,6 +114,20 @@ def _dumps(value: Any) -> bytes:
     return _JSON.encode(value).encode()
 
 
+def _json(value: Any) -> str:
+    """``value`` as ``_JSON`` writes it; None and empty lists (most rows' runs and results) directly."""
+    if value is None:
+        return "null"
+    if type(value) is list and not value:
+        return "[]"
+    return _JSON.encode(value)
+
+
+def _strings(values: Iterable[str]) -> str:
+    """Strings as the JSON list ``_JSON`` writes for them."""
+    return "[" + ",".join(map(_string, values)) + "]"
+
+
 def _run(run: Any) -> dict[str, Any]:
     return {
         "peer": run.peer,
@@ -129,35 +144,57 @@ def _run(run: Any) -> dict[str, Any]:
 
 
 def workflow_row(state: State, rec: WorkflowRecord) -> WorkflowRow | None:
-    """The row for ``rec`` (None for a record no schedule defines: it is not a workflow yet)."""
+    """The row for ``rec`` (None for a record no schedule defines: it is not a workflow yet).
+
+    ``data`` is the canonical JSON (as ``_dumps`` writes it: sorted keys, no spaces) of the record
+    ``{combined, queue_key, ranking, runs, transfer, view}``, where ``view`` is
+    :meth:`WorkflowRecord.to_dict`'s with enums as strings, ``runs_on`` added, and the query-time
+    fields (``owner``, ``waiting``, ``waiting_detail``) None. It is written out key by key, only
+    the nested values going through the encoder: a row is written for every workflow a batch
+    touches, and the generic encoder over a built dict was most of its cost.
+    """
     winner = rec.winner
     if winner is None:
         return None
-    view = rec.to_dict("")
-    view["owner"] = None  # filled in at query time by owner_of
+    wid = rec.workflow_id
+    runs = rec.runs
     req = winner.requirement
-    view["runs_on"] = None if req is None else req.to_dict()
-    view["waiting"] = None  # filled in at query time by wait_of_row (NEEDS from waiting_for)
-    view["waiting_detail"] = None
-    view["status"] = str(rec.status)
-    view["results"] = [
-        {**r, "status": None if r["status"] is None else str(r["status"])} for r in view["results"]
-    ]
-    key = state.queue_key(rec.workflow_id)  # the fold's own queue: whatever rule decides membership
+    ranking = winner.ranking
+    status = str(rec.status)
+    key = state.queue_key(wid)  # the fold's own queue: whatever rule decides membership
     transfer = None
     if rec.transfer is not None and rec.transfer[0] > winner.stamp:
         transfer = rec.transfer[1]
-    record = {
-        "view": view,
-        "ranking": list(winner.ranking),
-        "combined": winner.combined.hex(),
-        "transfer": transfer,
-        "runs": [_run(r) for r in rec.runs],
-        "queue_key": None if key is None else [key[0], key[1], key[2].hex()],
-    }
+    priority = rec.effective_priority  # a finite float: the model refuses any other
+    # Hex digests, CID strings and status values need no escaping; every other string is escaped.
+    data = (
+        f'{{"combined":"{winner.combined.hex()}",'
+        f'"queue_key":{_json(None if key is None else [key[0], key[1], key[2].hex()])},'
+        f'"ranking":{_strings(ranking)},"runs":{_json([_run(r) for r in runs])},'
+        f'"transfer":{_json(transfer)},"view":{{"attempt":{rec.attempt:d},'
+        f'"claimed_by":{_strings(sorted({r.peer for r in rec.claims.values()}))},'
+        f'"completions":{len(rec.completions):d},"duplicates":{rec.duplicates:d},'
+        f'"failures":{len(rec.failures):d},"name":{_string(winner.workflow.name)},'
+        f'"original_owner":{_json(ranking[0] if ranking else None)},"owner":null,'
+        f'"priority":{float.__repr__(priority)},"results":{_json([_result(r) for r in runs])},'
+        f'"runs_on":{_json(None if req is None else req.to_dict())},'
+        f'"schedule_cid":"{winner.cid}","status":"{status}","tags":{_strings(winner.workflow.tags)},'
+        f'"waiting":null,"waiting_detail":null,"waiting_for":{_strings(rec.waiting_for)},'
+        f'"workflow_cid":"{winner.workflow_cid}","workflow_id":{_string(wid)}}}}}'
+    ).encode()
     waits = rec.status == WorkflowStatus.PENDING and (req is not None or bool(rec.waiting_for))
     owner = None if rec.status in _FINISHED else rec.owner  # see WorkflowRow.owner
-    return WorkflowRow(rec.workflow_id, str(rec.status), owner, _dumps(record), key is not None, waits)
+    return WorkflowRow(wid, status, owner, data, key is not None, waits)
+
+
+def _result(run: Any) -> dict[str, Any]:
+    """One entry of the view's ``results``."""
+    return {
+        "attempt": run.attempt,
+        "peer": run.peer,
+        "result_cid": str(run.result) if run.result else None,
+        "status": None if run.status is None else str(run.status),
+    }
 
 
 def workflow_rows(state: State, ids: Iterable[str]) -> tuple[list[WorkflowRow], list[str]]:
