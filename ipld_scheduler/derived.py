@@ -173,7 +173,7 @@ def workflow_row(state: State, rec: WorkflowRecord) -> WorkflowRow | None:
         f'"ranking":{_strings(ranking)},"runs":{_json([_run(r) for r in runs])},'
         f'"transfer":{_json(transfer)},"view":{{"attempt":{rec.attempt:d},'
         f'"claimed_by":{_strings(sorted({r.peer for r in rec.claims.values()}))},'
-        f'"completions":{len(rec.completions):d},"duplicates":{rec.duplicates:d},'
+        f'"completions":{len(rec.completions):d},"duplicates":{rec.duplicates if runs else 0:d},'
         f'"failures":{len(rec.failures):d},"name":{_string(winner.workflow.name)},'
         f'"original_owner":{_json(ranking[0] if ranking else None)},"owner":null,'
         f'"priority":{float.__repr__(priority)},"results":{_json([_result(r) for r in runs])},'
