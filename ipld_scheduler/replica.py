@@ -51,7 +51,7 @@ from .checkpoint import (
     read_root,
 )
 from .clock import MerkleClock
-from .codec import CID, DAG_CBOR, CodecError, verify_block
+from .codec import CID, DAG_CBOR, CodecError, cid_for, verify_block
 from .derived import DERIVED_VERSION, event_row, is_membership, member_rows, workflow_rows
 from .errors import Conflict, InvalidInput, NotFound, Refused
 from .events import (
@@ -825,7 +825,8 @@ class Replica:
                     body=body,
                     key=b"",
                 )
-            out.append(encode_value(self.signer.sign(unsigned)))
+            signed, data = self.signer.sign_encoded(unsigned)
+            out.append(Block(cid_for(data), data, signed))
         return out
 
     def _assignment(self, rec: WorkflowRecord, *, existing: bool) -> dict[str, Any]:
