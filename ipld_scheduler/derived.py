@@ -114,15 +114,6 @@ def _dumps(value: Any) -> bytes:
     return _JSON.encode(value).encode()
 
 
-def _json(value: Any) -> str:
-    """``value`` as ``_JSON`` writes it; None and empty lists (most rows' runs and results) directly."""
-    if value is None:
-        return "null"
-    if type(value) is list and not value:
-        return "[]"
-    return _JSON.encode(value)
-
-
 def _strings(values: Iterable[str]) -> str:
     """Strings as the JSON list ``_JSON`` writes for them."""
     return "[" + ",".join(map(_string, values)) + "]"
@@ -162,24 +153,30 @@ def workflow_row(state: State, rec: WorkflowRecord) -> WorkflowRow | None:
     ranking = winner.ranking
     status = str(rec.status)
     key = state.queue_key(wid)  # the fold's own queue: whatever rule decides membership
-    transfer = None
-    if rec.transfer is not None and rec.transfer[0] > winner.stamp:
-        transfer = rec.transfer[1]
     priority = rec.effective_priority  # a finite float: the model refuses any other
+    # The values most rows leave empty are written without the encoder.
+    queue_key = "null" if key is None else _JSON.encode([key[0], key[1], key[2].hex()])
+    transfer = "null"
+    if rec.transfer is not None and rec.transfer[0] > winner.stamp:
+        transfer = _string(rec.transfer[1])
+    runs_json = results_json = "[]"
+    if runs:
+        runs_json = _JSON.encode([_run(r) for r in runs])
+        results_json = _JSON.encode([_result(r) for r in runs])
+    claimed = _strings(sorted({r.peer for r in rec.claims.values()})) if rec.claims else "[]"
+    runs_on = "null" if req is None else _JSON.encode(req.to_dict())
+    waiting_for = _strings(rec.waiting_for) if rec.waiting_for else "[]"
+    original = _string(ranking[0]) if ranking else "null"
     # Hex digests, CID strings and status values need no escaping; every other string is escaped.
     data = (
-        f'{{"combined":"{winner.combined.hex()}",'
-        f'"queue_key":{_json(None if key is None else [key[0], key[1], key[2].hex()])},'
-        f'"ranking":{_strings(ranking)},"runs":{_json([_run(r) for r in runs])},'
-        f'"transfer":{_json(transfer)},"view":{{"attempt":{rec.attempt:d},'
-        f'"claimed_by":{_strings(sorted({r.peer for r in rec.claims.values()}))},'
-        f'"completions":{len(rec.completions):d},"duplicates":{rec.duplicates if runs else 0:d},'
-        f'"failures":{len(rec.failures):d},"name":{_string(winner.workflow.name)},'
-        f'"original_owner":{_json(ranking[0] if ranking else None)},"owner":null,'
-        f'"priority":{float.__repr__(priority)},"results":{_json([_result(r) for r in runs])},'
-        f'"runs_on":{_json(None if req is None else req.to_dict())},'
+        f'{{"combined":"{winner.combined.hex()}","queue_key":{queue_key},"ranking":{_strings(ranking)},'
+        f'"runs":{runs_json},"transfer":{transfer},"view":{{"attempt":{rec.attempt:d},'
+        f'"claimed_by":{claimed},"completions":{len(rec.completions):d},'
+        f'"duplicates":{rec.duplicates if runs else 0:d},"failures":{len(rec.failures):d},'
+        f'"name":{_string(winner.workflow.name)},"original_owner":{original},"owner":null,'
+        f'"priority":{float.__repr__(priority)},"results":{results_json},"runs_on":{runs_on},'
         f'"schedule_cid":"{winner.cid}","status":"{status}","tags":{_strings(winner.workflow.tags)},'
-        f'"waiting":null,"waiting_detail":null,"waiting_for":{_strings(rec.waiting_for)},'
+        f'"waiting":null,"waiting_detail":null,"waiting_for":{waiting_for},'
         f'"workflow_cid":"{winner.workflow_cid}","workflow_id":{_string(wid)}}}}}'
     ).encode()
     waits = rec.status == WorkflowStatus.PENDING and (req is not None or bool(rec.waiting_for))
