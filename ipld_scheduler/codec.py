@@ -172,10 +172,7 @@ class CID:
     def __str__(self) -> str:
         text = self._str
         if text is None:
-            if self.version == 0:
-                text = _b58encode(self.raw)
-            else:
-                text = "b" + base64.b32encode(self.raw).decode("ascii").lower().rstrip("=")
+            text = _b58encode(self.raw) if self.version == 0 else "b" + _base32(self.raw)
             self._str = text
         return text
 
@@ -196,6 +193,26 @@ class CID:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (CID, (self.raw,))
+
+
+_BASE32: Final = "abcdefghijklmnopqrstuvwxyz234567"
+_BASE32_PAIRS: Final = tuple(a + b for a in _BASE32 for b in _BASE32)
+"""Every 10-bit value as its two base32 characters (RFC 4648 alphabet, lower case)."""
+_PAIR_SHIFTS: Final = tuple(range(280, -1, -10))
+"""A 36-byte CID shifted left by 2 is 290 bits: 29 pairs of characters, the 58 of its string."""
+
+
+def _base32(raw: bytes) -> str:
+    """Lower-case, unpadded RFC 4648 base32 (multibase ``b`` without the prefix).
+
+    A CIDv1 with a 32-byte digest (every CID this project makes) is written ten bits at a time from
+    one integer, about twice as fast as ``base64.b32encode``: rows and answers name one per workflow.
+    """
+    if len(raw) != 36:
+        return base64.b32encode(raw).decode("ascii").lower().rstrip("=")
+    value = int.from_bytes(raw, "big") << 2
+    pairs = _BASE32_PAIRS
+    return "".join([pairs[(value >> shift) & 1023] for shift in _PAIR_SHIFTS])
 
 
 def _b58encode(raw: bytes) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _string
 from typing import TYPE_CHECKING, Any, Final
 
 from .assign import owner as ranked_owner
@@ -113,6 +114,11 @@ def _dumps(value: Any) -> bytes:
     return _JSON.encode(value).encode()
 
 
+def _strings(values: Iterable[str]) -> str:
+    """Strings as the JSON list ``_JSON`` writes for them."""
+    return "[" + ",".join(map(_string, values)) + "]"
+
+
 def _run(run: Any) -> dict[str, Any]:
     return {
         "peer": run.peer,
@@ -129,35 +135,63 @@ def _run(run: Any) -> dict[str, Any]:
 
 
 def workflow_row(state: State, rec: WorkflowRecord) -> WorkflowRow | None:
-    """The row for ``rec`` (None for a record no schedule defines: it is not a workflow yet)."""
+    """The row for ``rec`` (None for a record no schedule defines: it is not a workflow yet).
+
+    ``data`` is the canonical JSON (as ``_dumps`` writes it: sorted keys, no spaces) of the record
+    ``{combined, queue_key, ranking, runs, transfer, view}``, where ``view`` is
+    :meth:`WorkflowRecord.to_dict`'s with enums as strings, ``runs_on`` added, and the query-time
+    fields (``owner``, ``waiting``, ``waiting_detail``) None. It is written out key by key, only
+    the nested values going through the encoder: a row is written for every workflow a batch
+    touches, and the generic encoder over a built dict was most of its cost.
+    """
     winner = rec.winner
     if winner is None:
         return None
-    view = rec.to_dict("")
-    view["owner"] = None  # filled in at query time by owner_of
+    wid = rec.workflow_id
+    runs = rec.runs
     req = winner.requirement
-    view["runs_on"] = None if req is None else req.to_dict()
-    view["waiting"] = None  # filled in at query time by wait_of_row (NEEDS from waiting_for)
-    view["waiting_detail"] = None
-    view["status"] = str(rec.status)
-    view["results"] = [
-        {**r, "status": None if r["status"] is None else str(r["status"])} for r in view["results"]
-    ]
-    key = state.queue_key(rec.workflow_id)  # the fold's own queue: whatever rule decides membership
-    transfer = None
+    ranking = winner.ranking
+    status = str(rec.status)
+    key = state.queue_key(wid)  # the fold's own queue: whatever rule decides membership
+    priority = rec.effective_priority  # a finite float: the model refuses any other
+    # The values most rows leave empty are written without the encoder.
+    queue_key = "null" if key is None else _JSON.encode([key[0], key[1], key[2].hex()])
+    transfer = "null"
     if rec.transfer is not None and rec.transfer[0] > winner.stamp:
-        transfer = rec.transfer[1]
-    record = {
-        "view": view,
-        "ranking": list(winner.ranking),
-        "combined": winner.combined.hex(),
-        "transfer": transfer,
-        "runs": [_run(r) for r in rec.runs],
-        "queue_key": None if key is None else [key[0], key[1], key[2].hex()],
-    }
+        transfer = _string(rec.transfer[1])
+    runs_json = results_json = "[]"
+    if runs:
+        runs_json = _JSON.encode([_run(r) for r in runs])
+        results_json = _JSON.encode([_result(r) for r in runs])
+    claimed = _strings(sorted({r.peer for r in rec.claims.values()})) if rec.claims else "[]"
+    runs_on = "null" if req is None else _JSON.encode(req.to_dict())
+    waiting_for = _strings(rec.waiting_for) if rec.waiting_for else "[]"
+    original = _string(ranking[0]) if ranking else "null"
+    # Hex digests, CID strings and status values need no escaping; every other string is escaped.
+    data = (
+        f'{{"combined":"{winner.combined.hex()}","queue_key":{queue_key},"ranking":{_strings(ranking)},'
+        f'"runs":{runs_json},"transfer":{transfer},"view":{{"attempt":{rec.attempt:d},'
+        f'"claimed_by":{claimed},"completions":{len(rec.completions):d},'
+        f'"duplicates":{rec.duplicates if runs else 0:d},"failures":{len(rec.failures):d},'
+        f'"name":{_string(winner.workflow.name)},"original_owner":{original},"owner":null,'
+        f'"priority":{float.__repr__(priority)},"results":{results_json},"runs_on":{runs_on},'
+        f'"schedule_cid":"{winner.cid}","status":"{status}","tags":{_strings(winner.workflow.tags)},'
+        f'"waiting":null,"waiting_detail":null,"waiting_for":{waiting_for},'
+        f'"workflow_cid":"{winner.workflow_cid}","workflow_id":{_string(wid)}}}}}'
+    ).encode()
     waits = rec.status == WorkflowStatus.PENDING and (req is not None or bool(rec.waiting_for))
     owner = None if rec.status in _FINISHED else rec.owner  # see WorkflowRow.owner
-    return WorkflowRow(rec.workflow_id, str(rec.status), owner, _dumps(record), key is not None, waits)
+    return WorkflowRow(wid, status, owner, data, key is not None, waits)
+
+
+def _result(run: Any) -> dict[str, Any]:
+    """One entry of the view's ``results``."""
+    return {
+        "attempt": run.attempt,
+        "peer": run.peer,
+        "result_cid": str(run.result) if run.result else None,
+        "status": None if run.status is None else str(run.status),
+    }
 
 
 def workflow_rows(state: State, ids: Iterable[str]) -> tuple[list[WorkflowRow], list[str]]:

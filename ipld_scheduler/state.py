@@ -717,7 +717,9 @@ class State:
                 touched.add(wid)
             case ScheduleEvent():
                 assert isinstance(workflow, WorkflowDefinition), "a schedule is applied with its workflow"
-                touched.add(self._schedule(cid, stamp, event, payload, workflow, before))
+                touched.add(
+                    self._schedule(cid, stamp, event, payload.workflow, payload.retries, workflow, before)
+                )
             case ScheduleBatch():
                 touched |= self._schedule_batch(cid, stamp, event, payload, workflow, before)
             case Fail(id=wid, result=link, attempt=attempt):
@@ -822,12 +824,14 @@ class State:
         cid: CID,
         stamp: Stamp,
         event: Event,
-        payload: ScheduleEvent,
+        workflow_cid: CID,
+        retries: int | None,
         workflow: WorkflowDefinition,
         before: View,
         shared: tuple[tuple[str, ...], bytes] | None = None,
     ) -> str:
-        """``shared``: the present members of ``before`` and the clock hash of ``event``, when the
+        """``workflow_cid`` and ``retries``: what the ``schedule`` (or the batch entry) says.
+        ``shared``: the present members of ``before`` and the clock hash of ``event``, when the
         caller computed them once for several workflows (a ``schedule-batch``)."""
         present, clock = shared or (tuple(present_members(before)), clock_hash(event.parents))
         requirement = requirement_of(workflow.run)
@@ -835,11 +839,10 @@ class State:
             members = present or (event.author,)
         else:  # only the members whose labels (in the author's view) satisfy runs-on rank
             members = tuple(p for p in present if _runs(requirement, before[p]))
-        workflow_cid = payload.workflow
         sched = Schedule(
             cid, stamp, event.author, workflow_cid, workflow, members, clock, combine(clock, workflow_cid)
         )
-        sched.retries = payload.retries or 0
+        sched.retries = retries or 0
         sched.requirement = requirement
         rec = self._record(workflow.workflow_id)
         for dependency in workflow.after:
@@ -877,10 +880,10 @@ class State:
         )
         ids: set[str] = set()
         shared = (tuple(present_members(before)), clock_hash(event.parents))
+        retries = payload.retries
         for link, workflow in zip(payload.workflows, workflows, strict=True):
             if workflow.workflow_id not in ids:
-                one = ScheduleEvent(link, payload.retries)
-                ids.add(self._schedule(cid, stamp, event, one, workflow, before, shared))
+                ids.add(self._schedule(cid, stamp, event, link, retries, workflow, before, shared))
         return ids
 
     def _membership_changed(self, peer: str, present: bool) -> set[str]:
@@ -907,7 +910,8 @@ class State:
         if target is not None and self.is_present(target) and _runs(req, members.get(target)):
             return target
         for peer in winner.ranking:
-            if self.is_present(peer) and _runs(req, members[peer]):
+            entry = members.get(peer)
+            if entry is not None and entry.present and _runs(req, entry):
                 return peer
         if not members:
             return winner.ranking[0] if winner.ranking else None
@@ -951,6 +955,8 @@ class State:
 
     @staticmethod
     def _attempt_status(rec: WorkflowRecord, attempt: int, owner_now: str | None) -> WorkflowStatus:
+        if not (rec.completions or rec.failures or rec.cancels or rec.claims):
+            return PENDING  # nothing ran yet: every workflow a schedule just defined
         for run in rec.completions.values():
             if run.attempt == attempt:
                 return COMPLETED

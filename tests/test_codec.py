@@ -10,6 +10,7 @@ CID parsing and block verification. Must not: touch disk or network.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import math
 import struct
@@ -22,6 +23,7 @@ from hypothesis import strategies as st
 from multiformats import CID as RefCID
 from multiformats import multihash
 
+from ipld_scheduler import codec
 from ipld_scheduler.codec import (
     CID,
     MAX_BLOCK_SIZE,
@@ -461,6 +463,16 @@ def test_cid_string_round_trip_matches_reference(cid: CID) -> None:
     assert cid.digest == bytes(reference.digest)[2:] or cid.digest == reference.raw_digest
     assert cid.codec == reference.codec.code
     assert CID(cid.raw) == cid and hash(CID(cid.raw)) == hash(cid)
+
+
+@SETTINGS
+@given(st.binary(max_size=80))
+def test_base32_matches_the_standard_library(raw: bytes) -> None:
+    """The 36-byte fast path and the fallback both write what ``base64.b32encode`` does."""
+    assert codec._base32(raw) == base64.b32encode(raw).decode("ascii").lower().rstrip("=")
+    digest = raw[:32].ljust(32, b"\x00")
+    cid = CID(DAG_CBOR_PREFIX + digest)
+    assert codec._base32(cid.raw) == base64.b32encode(cid.raw).decode("ascii").lower().rstrip("=")
 
 
 def test_cid_parse_known_strings() -> None:

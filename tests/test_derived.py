@@ -27,8 +27,9 @@ from hypothesis import strategies as st
 from ipld_scheduler import ops
 from ipld_scheduler.blocks import encode_value
 from ipld_scheduler.codec import encode_block
+from ipld_scheduler.dagjson import to_dag_json
 from ipld_scheduler.derived import DERIVED_VERSION
-from ipld_scheduler.events import PeerAdd
+from ipld_scheduler.events import PeerAdd, Transfer
 from ipld_scheduler.indexes import open_indexed
 from ipld_scheduler.model import Result, Waiting, WorkflowDefinition, WorkflowStatus
 from ipld_scheduler.replica import Replica
@@ -110,11 +111,57 @@ async def _check(path: Path, peer: str) -> None:
         ), key
     replica = await _open(path, peer, [])  # a fresh replay of the blocks, then every row rewritten
     try:
+        for wid, _status, _owner, data, _queued, _waits in persisted["workflows"]:
+            assert data == _canonical(json.loads(data)), wid
+            assert json.loads(data) == _reference_record(replica.state, replica.state.workflows[wid]), wid
         report = await replica.rebuild_derived()
     finally:
         await replica.close()
     assert report["workflows"] == len(persisted["workflows"])
     assert _persisted(path) == persisted
+
+
+def _canonical(value: Any) -> bytes:
+    """The rows' JSON encoding (sorted keys, no spaces, ASCII)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _reference_record(state: Any, rec: Any) -> dict[str, Any]:
+    """What a workflow row's ``data`` holds, from the fold's ``to_dict`` view (the row writer builds
+    its JSON directly, key by key: this is the definition it must match)."""
+    winner = rec.winner
+    view = rec.to_dict("")
+    view.update(owner=None, waiting=None, waiting_detail=None, status=str(rec.status))
+    view["runs_on"] = None if winner.requirement is None else winner.requirement.to_dict()
+    view["results"] = [
+        {**r, "status": None if r["status"] is None else str(r["status"])} for r in view["results"]
+    ]
+    key = state.queue_key(rec.workflow_id)
+    transfer = rec.transfer[1] if rec.transfer is not None and rec.transfer[0] > winner.stamp else None
+    runs = [
+        {
+            "peer": r.peer,
+            "attempt": r.attempt,
+            "status": None if r.status is None else str(r.status),
+            "result_cid": str(r.result) if r.result else None,
+            "exit_code": r.exit_code,
+            "duration_ms": r.duration_ms,
+            "reason": r.reason,
+            "steps": [to_dag_json(dict(s)) for s in r.steps],
+            "stdout": str(r.stdout) if r.stdout else None,
+            "stderr": str(r.stderr) if r.stderr else None,
+        }
+        for r in rec.runs
+    ]
+    record = {
+        "view": view,
+        "ranking": list(winner.ranking),
+        "combined": winner.combined.hex(),
+        "transfer": transfer,
+        "runs": runs,
+        "queue_key": None if key is None else [key[0], key[1], key[2].hex()],
+    }
+    return json.loads(_canonical(record))
 
 
 # --- random histories ----------------------------------------------------------------------------
@@ -235,6 +282,26 @@ async def _random_history(root: Path, seed: int, actions: list[int]) -> None:
 def test_random_histories_persist_the_rows_a_replay_rebuilds(seed: int, actions: list[int]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(_random_history(Path(tmp), seed, actions))
+
+
+async def test_rows_of_odd_names_transfers_and_priorities_are_canonical(tmp_path: Path) -> None:
+    """The row writer's JSON for strings that need escaping (quotes, backslashes, control and
+    non-ASCII characters), a transfer, and priorities of every float shape equals the definition."""
+    replica = await _open(tmp_path / "alpha", "alpha")
+    try:
+        names = ['quote " and \\ back', "tab\tnew\nline", "caf\u00e9 \u2603 \U0001f600", "\u0000", ""]
+        for i, name in enumerate(names):
+            await replica.schedule_many([WorkflowDefinition(f'w\u00e9{i}"', name, ["p2p_eligible"])])
+        for wid, priority in zip(
+            sorted(replica.state.workflows), [0.1, -3.5, 1e300, 5e-324, -0.0], strict=True
+        ):
+            await replica.reprioritize(wid, priority)
+        await replica.schedule_many([WorkflowDefinition(f"t{i}", "t", ["p2p_eligible"]) for i in range(30)])
+        mine = next(w for w in sorted(replica.state.workflows) if replica.state.owner(w) == "alpha")
+        await replica.append(Transfer(mine, "beta", 'odd " reason'))  # only the owner may hand it on
+    finally:
+        await replica.close()
+    await _check(tmp_path / "alpha", "alpha")
 
 
 async def test_a_finished_workflow_follows_its_owner_through_membership_changes(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ipld_scheduler.codec import CodecError, cid_for, decode, encode, encode_block
-from ipld_scheduler.identity import Signer, unsigned_bytes, verify_event
+from ipld_scheduler.identity import Signer, signed_bytes, unsigned_bytes, verify_event
 from ipld_scheduler.model import Event, ModelError
 
 SIGNER = Signer.generate("peer-1")
@@ -86,3 +86,18 @@ def test_signed_bytes_cut_from_the_block_are_the_unsigned_encoding() -> None:
         moved_data = other_data.replace(other.sig, event.sig)
         moved = Event.from_block(moved_data)
         assert not verify_event(moved, moved_data) and not verify_event(moved)
+
+
+def test_signed_blocks_spliced_from_the_unsigned_encoding_are_the_encoding() -> None:
+    """``sign_encoded`` (one encode per event) gives the block ``encode`` gives the signed event."""
+    links = tuple(cid_for(b"%d" % i) for i in range(300))
+    batch = Event("schedule-batch", "", 7, PARENTS, {"workflows": links}, b"")
+    for event in [*EVENTS, batch]:
+        signed, data = SIGNER.sign_encoded(replace(event, sig=b""))
+        assert data == encode(signed.to_ipld())
+        assert signed == SIGNER.sign(replace(event, sig=b"")) and verify_event(signed, data)
+        # a layout it does not recognise is encoded again
+        assert signed_bytes(signed, encode({"other": 1})) == data
+        assert signed_bytes(replace(signed, sig=b"short"), data) == encode(
+            replace(signed, sig=b"short").to_ipld()
+        )

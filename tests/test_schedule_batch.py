@@ -11,6 +11,7 @@ count one event per workflow, so a batch over the limit is refused and counted `
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import tempfile
 from collections import Counter
@@ -324,8 +325,10 @@ def test_every_workflow_of_a_batch_is_authorized_as_a_schedule(tmp_path: Path) -
             await a.schedule_many([wf(1), big])
         assert large.value.reason is Reject.TOO_LARGE
         assert not a.state.workflows
+        assert gc.isenabled(), "a refused batch resumes the collector it held off"
         answers = await a.schedule_many([wf(1), wf(2)])
         assert all(x["success"] for x in answers)
+        assert gc.isenabled()
         await a.close()
 
     asyncio.run(main())
