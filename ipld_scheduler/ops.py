@@ -31,7 +31,7 @@ from .answers import run_row as _shared_run_row
 from .answers import status_arg as _status
 from .answers import tags_answer as _tags_answer
 from .answers import text_arg as _text
-from .blocks import BlockKind, codec_name, decode_typed, identify
+from .blocks import codec_name, identify
 from .car_chunks import read_manifest
 from .codec import CID, CodecError, decode
 from .dagjson import DagJsonError, to_dag_json
@@ -1037,31 +1037,11 @@ def _defining_schedule(replica: Replica, workflow_id: str) -> CID | None:
     return None if rec is None or rec.winner is None else rec.winner.cid
 
 
-def _workflow_of(replica: Replica, event: Event) -> str | None:
-    """The workflow an event is about, as its index row says (``derived.event_row``): the body's
-    ``id``, or the id in the Workflow block a ``schedule`` links (read from the repo: per event, not
-    a map of every record); None for a ``schedule-batch`` (it defines several) and the rest."""
-    wid = event.body.get("id")
-    if isinstance(wid, str):
-        return wid
-    link = event.body.get("workflow")
-    if event.kind != EventKind.SCHEDULE or not isinstance(link, CID):
-        return None
-    data = replica.repo.get_block(link)
-    if data is None:
-        return None
-    try:
-        definition: WorkflowDefinition = decode_typed(BlockKind.WORKFLOW, data)
-    except (CodecError, ModelError):
-        return None
-    return definition.workflow_id
-
-
 def _events(replica: Replica, after: int = 0) -> Iterable[tuple[int, CID, Event, str | None]]:
+    """Processed events after ``after`` with the workflow each is about, as its index row says."""
     try:
-        for seq, cid, data in replica.repo.processed_log(after):
-            event = Event.from_block(data)
-            yield seq, cid, event, _workflow_of(replica, event)
+        for seq, cid, event, row in replica.processed_events(after):
+            yield seq, cid, event, row.workflow_id
     except RepoError as exc:
         raise Unavailable(str(exc)) from None
 

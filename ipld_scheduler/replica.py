@@ -30,7 +30,16 @@ import logging
 import os
 import tempfile
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO, Final, NamedTuple, cast
@@ -52,7 +61,7 @@ from .checkpoint import (
 )
 from .clock import MerkleClock
 from .codec import CID, DAG_CBOR, CodecError, cid_for, verify_block
-from .derived import DERIVED_VERSION, event_row, is_membership, member_rows, workflow_rows
+from .derived import DERIVED_VERSION, EventIndexRow, event_row, is_membership, member_rows, workflow_rows
 from .errors import Conflict, InvalidInput, NotFound, Refused
 from .events import (
     Cancel,
@@ -440,10 +449,7 @@ class Replica:
         before = self.repo.index_dump()
         async with self._write_lock:  # no write may slip between the rows and their commit
             rows, _gone = workflow_rows(self.state, self.state.workflows)
-            index = [
-                event_row(cid, event, self._local_extras(event)[0])
-                for cid, event in ((c, Event.from_block(d)) for _q, c, d in self.repo.processed_log())
-            ]
+            index = [row for _seq, _cid, _event, row in self.processed_events()]
             await self.repo.commit_async(
                 derived=DerivedRows(
                     DERIVED_VERSION, clear=True, workflows=rows, events=index, members=member_rows(self.state)
@@ -475,6 +481,15 @@ class Replica:
             events=[event_row(cid, event, wf) for cid, event, wf in applied],
             members=member_rows(self.state) if membership else (),
         )
+
+    def processed_events(self, after: int = 0) -> Iterator[tuple[int, CID, Event, EventIndexRow]]:
+        """Every processed event after seq ``after``, in commit order, with its index row (the
+        workflow a ``schedule`` defines is read from the repo; nothing else is decoded)."""
+        for seq, cid, data in self.repo.processed_log(after):
+            event = Event.from_block(data)
+            schedule = event.kind == EventKind.SCHEDULE
+            workflow = self._load(event.body["workflow"], BlockKind.WORKFLOW) if schedule else None
+            yield seq, cid, event, event_row(cid, event, workflow)
 
     def _local_extras(
         self, event: Event, extras: Mapping[CID, Any] | None = None
@@ -1945,14 +1960,7 @@ class Replica:
         pending mark."""
         async with self._write_lock:
             await self.repo.commit_async()
-            index = []
-            for _seq, c, d in self.repo.processed_log():
-                event = Event.from_block(d)
-                workflow = None
-                if event.kind == EventKind.SCHEDULE:
-                    held = self.repo.get_block(event.body["workflow"])
-                    workflow = None if held is None else decode_typed(BlockKind.WORKFLOW, held)
-                index.append(event_row(c, event, workflow))
+            index = [row for _seq, _cid, _event, row in self.processed_events()]
             ids = sorted(self.state.workflows)
             durable = [
                 self.repo.queue_commit(
