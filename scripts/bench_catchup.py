@@ -47,14 +47,13 @@ for _path in (_CODE, _CODE / "tests"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from history import network_of_car, write_history_car  # noqa: E402
+from history import network_of_car, write_founded_history_car, write_history_car  # noqa: E402
 
 from ipld_scheduler.car import read_car  # noqa: E402
 from ipld_scheduler.codec import CID  # noqa: E402
 from ipld_scheduler.embedded.network import EmbeddedNetwork  # noqa: E402
 from ipld_scheduler.embedded.store import EmbeddedStore  # noqa: E402
-from ipld_scheduler.identity import Signer  # noqa: E402
-from ipld_scheduler.network import Network, found  # noqa: E402
+from ipld_scheduler.network import Network  # noqa: E402
 from ipld_scheduler.ports import BlockNotFound, StoreError  # noqa: E402
 from ipld_scheduler.replica import MergeReport, Replica  # noqa: E402
 from ipld_scheduler.repo import Repo  # noqa: E402
@@ -89,18 +88,6 @@ class _DictSource:
 async def _open(path: Path, peer: str, network: Network) -> Replica:
     repo = Repo.open(path)
     return await Replica.open(repo, EmbeddedStore(repo), peer, store_is_repo=True, network=network)
-
-
-def _founded_history(car: Path, root: Path, events: int) -> int:
-    """Write a CAR of an ``events``-long history of a network founded, as ``init`` does, by ``alice``
-    in a repo under ``root``; returns its block count."""
-    repo = Repo.open(root / "founder")
-    try:
-        network = found(repo, "bench-catchup", "alice")
-        signer = Signer("alice", repo.load_or_create_key())
-    finally:
-        repo.close()
-    return write_history_car(car, events, network=network, signer=signer)[1]
 
 
 async def _import(car: Path, work: Path, old: bool) -> dict[str, Any]:
@@ -311,7 +298,7 @@ def catchup_rows(quick: bool) -> list[tuple[str, float, str, str, float]]:
         root = Path(tmp)
         for events in [2_000] if quick else [10_000, 100_000]:
             car = root / f"history-{events}.car"
-            _founded_history(car, root / f"founder-{events}", events)
+            write_founded_history_car(car, root / f"founder-{events}", events, "bench-catchup")
             base = os.environ.get("BENCH_CATCHUP_BASE")
             if base:
                 new, old = _alternated("import", car, root, Path(base).resolve(), 1 if quick else 3)
@@ -359,7 +346,7 @@ def main(argv: list[str]) -> None:
         for events in sorted({*imports, joiner}):
             car = root / f"history-{events}.car"
             start = time.perf_counter()
-            blocks = _founded_history(car, root / f"founder-{events}", events)
+            blocks = write_founded_history_car(car, root / f"founder-{events}", events, "bench-catchup")
             print(
                 f"history of {events:,} events: {blocks:,} blocks, {car.stat().st_size / 1e6:.1f} MB CAR "
                 f"(built in {time.perf_counter() - start:.1f} s)",

@@ -36,12 +36,11 @@ for _path in (_ROOT, _ROOT / "tests"):
     if str(_path) not in sys.path:
         sys.path.insert(0, str(_path))
 
-from history import network_of_car, write_history_car  # noqa: E402
+from history import network_of_car, write_founded_history_car  # noqa: E402
 
 from ipld_scheduler.embedded.store import EmbeddedStore  # noqa: E402
 from ipld_scheduler.identity import Signer  # noqa: E402
 from ipld_scheduler.model import WorkflowDefinition  # noqa: E402
-from ipld_scheduler.network import found  # noqa: E402
 from ipld_scheduler.replica import Replica  # noqa: E402
 from ipld_scheduler.repo import Repo  # noqa: E402
 
@@ -49,16 +48,6 @@ TARGET_JOIN_100K_S = 10.0
 """Issue 11: a fresh peer reaches working state on a 100k-event network within 10 s (embedded)."""
 AFTER = 100
 """Events the member writes after its checkpoint (the joiner merges them)."""
-
-
-def _history(car: Path, root: Path, events: int) -> None:
-    repo = Repo.open(root / "founder")
-    try:
-        network = found(repo, "bench-checkpoint", "alice")
-        signer = Signer("alice", repo.load_or_create_key())
-    finally:
-        repo.close()
-    write_history_car(car, events, network=network, signer=signer)
 
 
 async def _source(car: Path, work: Path) -> dict[str, Any]:
@@ -146,7 +135,7 @@ def measure(events: int) -> tuple[dict[str, Any], dict[str, Any]]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         car = root / "history.car"
-        _history(car, root, events)
+        write_founded_history_car(car, root, events, "bench-checkpoint")
         work = root / "work"
         work.mkdir()
         source = _child("--case", "source", "--car", str(car), "--work", str(work))

@@ -101,6 +101,21 @@ def write_history_car(
     return roots, count
 
 
+def write_founded_history_car(car: Path, root: Path, events: int, name: str) -> int:
+    """Write a CAR of an ``events``-long history of network ``name`` founded, as ``init`` does, by
+    ``alice`` in a repo under ``root``; returns its block count."""
+    from ipld_scheduler.network import found
+    from ipld_scheduler.repo import Repo
+
+    repo = Repo.open(root / "founder")
+    try:
+        network = found(repo, name, "alice")
+        signer = Signer("alice", repo.load_or_create_key())
+    finally:
+        repo.close()
+    return write_history_car(car, events, network=network, signer=signer)[1]
+
+
 def network_of_car(car: Path) -> Network:
     """The network of a history CAR: its genesis is the CAR's first block."""
     with open(car, "rb") as fh:
