@@ -212,6 +212,9 @@ async def test_unusable_snapshot_bytes_cost_a_full_replay_only(tmp_path: Path) -
         "wrong type": _tamper(good, 19, "records"),
         "a map": _tamper(good, 6, {"a": 1}),
         "an index naming no record": _tamper(good, 29, [(10**6).to_bytes(8, "little"), *_body(good)[29][1:]]),
+        "a tag counted twice": _tamper(good, 29, [*_body(good)[29][:5], ["code_gen", 1, "code_gen", 2]]),
+        "a tag used by no workflow": _tamper(good, 29, [*_body(good)[29][:5], ["code_gen", 0]]),
+        "a tag count that is text": _tamper(good, 29, [*_body(good)[29][:5], ["code_gen", "1"]]),
         "a record's unknown status code": _tamper(good, -1, None, records=b"\x7f" + _parts(good)[1][1:]),
         "records longer than their lengths": _tamper(good, -1, None, records=_parts(good)[1] + b"\x00"),
         "an id twice": _tamper(
