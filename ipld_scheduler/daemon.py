@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from . import collector
 from .backends import open_backend
 from .genesis import topic
 from .network import network_of
@@ -54,6 +55,7 @@ async def serve(
     """Run the peer in ``repo_path`` until ``stop`` is set (or the task is cancelled); always clean up.
 
     ``sandbox``: how jobs are confined (default: bubblewrap hiding the repo, see ``sandbox``)."""
+    collector.tune_for_replicas()
     repo = Repo.open(repo_path)
     backend = open_backend(repo, ipfs_api, options)
     try:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import io
 import logging
 import os
@@ -46,6 +45,7 @@ from typing import IO, Any, BinaryIO, Final, NamedTuple, cast
 
 import cbor2
 
+from . import collector
 from .authority import Authority
 from .blocks import Block, BlockKind, UnsupportedCodec, decode_typed, encode_value, links_of, require_dag_cbor
 from .car import read_car, write_car
@@ -707,13 +707,13 @@ class Replica:
         items = list(workflows)
         async with self._write_lock:
             # The batch's encoding, fold and rows grow the state by long-lived objects and make
-            # short-lived ones by the thousand: collections are held off (see _pause_collector)
+            # short-lived ones by the thousand: collections are held off (see collector.pause)
             # until it is durable and those are gone, and resume before the next write may start.
-            _pause_collector()
+            collector.pause()
             try:
                 answers, wrote = await self._schedule_many_locked(items, batch)
             finally:
-                _resume_collector()
+                collector.resume()
         if wrote:
             await self._notify()
         return answers
@@ -1588,7 +1588,7 @@ class Replica:
         committing: deque[asyncio.Task[None]] = deque()
         depth = _VERIFY_AHEAD if worker is not None else 0
         try:
-            _pause_collector()
+            collector.pause()
             for page in staging.events_in_order(_FOLD_PAGE):
                 items = self._page_items(page, staging, report)
                 task = None
@@ -1608,7 +1608,7 @@ class Replica:
                     task.cancel()
             # Failed meanwhile: queued commits still settle (in order) before we leave.
             await asyncio.gather(*committing, return_exceptions=True)
-            _resume_collector()
+            collector.resume()
             if worker is not None:
                 await worker.close()
 
@@ -2125,37 +2125,6 @@ def _definitions(chunk: list[Block[WorkflowDefinition]]) -> Definitions:
     if len(chunk) == 1:
         return chunk[0].value
     return tuple(block.value for block in chunk)
-
-
-_collector_pauses = 0
-
-
-def _pause_collector() -> None:
-    """Stop Python's cyclic garbage collector while a staged fold or a ``schedule_many`` batch runs
-    (counted: they may overlap).
-
-    The fold grows the state by millions of long-lived objects, and each collection walks the
-    young ones and, as the heap grows, all of them: at 100k events that was a quarter of the
-    fold's CPU time. It creates no cycles of its own worth collecting (reference counting frees
-    its garbage; peak RSS measured the same), so the collector only resumes afterwards. A batch
-    of 1,000 schedules made ~24 collections and one full collection every few batches (~4 us
-    per workflow at 10 peers); resumed once its short-lived blocks and rows are freed, the next
-    collection walks only what it added to the state.
-    """
-    global _collector_pauses
-    if _collector_pauses == 0 and not gc.isenabled():
-        return  # someone else turned it off: not ours to turn back on
-    _collector_pauses += 1
-    gc.disable()
-
-
-def _resume_collector() -> None:
-    global _collector_pauses
-    if _collector_pauses == 0:
-        return
-    _collector_pauses -= 1
-    if _collector_pauses == 0:
-        gc.enable()
 
 
 class _SpoolTee:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import collector
 from .codec import CID, decode
 from .embedded.memory import MemoryStore
 from .embedded.network import EmbeddedNetwork
@@ -104,6 +105,7 @@ class Cluster:
     _memory: dict[str, MemoryStore] = field(default_factory=dict)
 
     async def start(self) -> None:
+        collector.tune_for_replicas()  # as the daemon does: one process holds every peer's replica
         for peer_id in self.peer_ids:
             await self.start_peer(peer_id)
         await self.reannounce()

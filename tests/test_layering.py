@@ -84,6 +84,7 @@ LAYERS: dict[str, int] = {
     "repo": REPLICA,
     "repo_perms": REPLICA,
     "group_commit": REPLICA,
+    "collector": REPLICA,
     "embedded": REPLICA,
     "kubo": REPLICA,
     "staging": REPLICA,
