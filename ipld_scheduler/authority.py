@@ -32,7 +32,7 @@ Must not: do I/O, read a clock, verify signatures (the replica did), or change t
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Final
 
 from .codec import CID, encode
@@ -40,11 +40,12 @@ from .events import Cancel, Claim, Complete, Definitions, Fail, Reprioritize, Re
 from .genesis import Genesis
 from .model import Event, EventKind, WorkflowDefinition
 from .reasons import Reject
-from .state import State
+from .state import State, ViewInterner
 from .trust import (
     BatchFacts,
     Handoffs,
     Lineage,
+    Member,
     Membership,
     SubmissionFacts,
     WorkflowFacts,
@@ -66,6 +67,8 @@ class Authority:
         self._handoffs: MutableMapping[CID, Handoffs] = {network: _EMPTY_HANDOFFS}
         self._lineage: MutableMapping[CID, Lineage] = {}
         """Per admitted event, its node in its author's own lineage (rate usage)."""
+        self._members: ViewInterner[Mapping[str, Member]] = ViewInterner()
+        """One members mapping per distinct content, so joins of equal views are identity checks."""
         self._current: tuple[tuple[CID, ...], Membership] | None = None
         """The last :meth:`current` answer: the gate asks once per announcement, heads change per write."""
 
@@ -83,6 +86,11 @@ class Authority:
         if len(views) == len(heads):  # every head recorded: the answer is final for this head set
             self._current = (tuple(heads), answer)
         return answer
+
+    def _canonical(self, view: Membership) -> Membership:
+        """``view`` with the members mapping of an equal view seen before (the same view otherwise)."""
+        members = self._members(view.members)
+        return view if members is view.members else Membership(members, view.policy)
 
     def lineage_at(self, author: str, heads: tuple[CID, ...]) -> Lineage | None:
         """``author``'s own lineage as a new event on ``heads`` would extend it (its rate usage)."""
@@ -119,6 +127,8 @@ class Authority:
             views.append(view)
             handoffs.append(self._handoffs[parent])
         before = Membership.join_all(views)
+        if before is not views[0]:
+            before = self._canonical(before)
         hand = handoffs[0]
         for other in handoffs[1:]:
             hand = hand.join(other)
@@ -138,8 +148,7 @@ class Authority:
             given = {link: len(data) for link, data in blocks}
             facts = BatchFacts(
                 tuple(
-                    SubmissionFacts.of(wf, given.get(link))
-                    for link, wf in zip(links, workflow, strict=True)
+                    SubmissionFacts.of(wf, given.get(link)) for link, wf in zip(links, workflow, strict=True)
                 )
             )
             linked_bytes = sum(each.workflow_bytes for each in facts.workflows)
@@ -162,7 +171,8 @@ class Authority:
         if verdict is not None:
             return verdict
         stamp = (event.height, cid.raw)
-        self.views[cid] = before.apply(event.kind, event.author, event.body, stamp)
+        after = before.apply(event.kind, event.author, event.body, stamp)
+        self.views[cid] = after if after.members is before.members else self._canonical(after)
         if isinstance(payload, Transfer):
             hand = hand.apply(payload.id, payload.to, event.author, stamp)
         self._handoffs[cid] = hand

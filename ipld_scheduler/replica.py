@@ -1031,7 +1031,10 @@ class Replica:
                     except (BlockNotFound, StoreError, TimeoutError) as exc:
                         errors[cid].append(str(exc) or type(exc).__name__)
 
-            await asyncio.gather(*(one(cid) for cid in missing))
+            if len(missing) == 1:  # a live peer's announcement: mostly one block a level, no task needed
+                await one(missing[0])
+            else:
+                await asyncio.gather(*(one(cid) for cid in missing))
         failed = {
             cid: "; ".join(why) or "no source holds it" for cid, why in errors.items() if cid not in found
         }

@@ -53,9 +53,15 @@ __all__ = ["converge_at_scale", "execute_at_scale", "scale_rows"]
 CONVERGE_TARGET_S = 5.0
 SPEEDUP_TARGET = 2.4
 SYNC_ONLY = PeerOptions.fast(
-    execute=False, evict=False, rebroadcast_interval=2.0, unknown_after=60.0, unhealthy_after=120.0
+    execute=False,
+    evict=False,
+    rebroadcast_interval=2.0,
+    unknown_after=60.0,
+    unhealthy_after=120.0,
+    tick_interval=PeerOptions().tick_interval,
 )
 """Replicas only: no execution, no eviction (50 peers on 2 cores must not evict each other while busy).
+The production tick (1 s; the tests' 0.1 s would be 500 ticks a second of the one loop at 50 peers).
 Heartbeat every 2 s (production: 15 s): every heartbeat is a signature check at each of the 49 others,
 so 50 peers at the tests' 0.2 s would ask 12,250 checks a second of one core (~60-300 us each) and
 measure only that."""
