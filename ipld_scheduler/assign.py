@@ -93,13 +93,6 @@ def _member_keys(members: tuple[str, ...]) -> tuple[tuple[int, bytes, str], ...]
 def owner(combined: bytes, members: Iterable[str]) -> str | None:
     """The best-ranked member, or None when there are no members."""
     target = int.from_bytes(combined, "big")
-    if type(members) is tuple:
-        keys = _member_keys(members)
-        return (
-            min([((value ^ target).bit_count(), digest, peer) for value, digest, peer in keys])[2]
-            if keys
-            else None
-        )
     best: tuple[int, bytes, str] | None = None
     for peer in members:
         value, digest = _peer_key(peer)

@@ -223,13 +223,6 @@ class Schedule:
             self._ranking = rank(self.combined, self.members)
         return self._ranking
 
-    @property
-    def first(self) -> str | None:
-        """``ranking[0]`` (None: no members), without sorting the rest: the owner nearly every time."""
-        if self._ranking is not None:
-            return self._ranking[0] if self._ranking else None
-        return owner(self.combined, self.members)
-
 
 @dataclass(slots=True)
 class Run:
@@ -955,10 +948,6 @@ class State:
         target = None if rec.transfer is None or rec.transfer[0] <= winner.stamp else rec.transfer[1]
         if target is not None and self.is_present(target) and _runs(req, members.get(target)):
             return target
-        first = winner.first
-        entry = None if first is None else members.get(first)
-        if entry is not None and entry.present and _runs(req, entry):
-            return first
         for peer in winner.ranking:
             entry = members.get(peer)
             if entry is not None and entry.present and _runs(req, entry):

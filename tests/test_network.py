@@ -241,3 +241,30 @@ async def test_peers_of_two_networks_on_one_bus_never_hear_each_other(tmp_path: 
         for peer in peers:
             await peer.stop()
             await peer.replica.close()
+
+
+class CountingStore(MemoryStore):
+    """A real memory store that counts how often the network asks it for a block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked = 0
+
+    async def has(self, cid):  # type: ignore[no-untyped-def]
+        self.asked += 1
+        return await super().has(cid)
+
+
+async def test_the_peer_that_stored_a_block_is_asked_first_and_the_scan_remains() -> None:
+    net = EmbeddedNetwork(5)
+    stores = {f"p{i:02d}": CountingStore() for i in range(30)}
+    ends = {p: net.endpoint(p, s)[0] for p, s in stores.items()}
+    cid, data = encode_block({"held": "by p17"})
+    await ends["p17"].put_many([(cid, data)])
+    assert await ends["p00"].get(cid) == data
+    asked = {p: s.asked for p, s in stores.items() if s.asked}
+    assert asked == {"p00": 1, "p17": 1}  # its own store, then the holder: nobody else
+    # the holder gone, whoever else holds it is still found by asking around
+    await ends["p23"].put(cid, data)
+    net.kill("p17")
+    assert await ends["p05"].get(cid) == data

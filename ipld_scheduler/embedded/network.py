@@ -127,9 +127,12 @@ class NetworkStore:
 
     async def put(self, cid: CID, data: bytes) -> None:
         await self.local.put(cid, data)
+        self.network.provide(self.peer_id, (cid,))
 
     async def put_many(self, blocks: Iterable[tuple[CID, bytes]]) -> None:
-        await self.local.put_many(blocks)
+        pairs = list(blocks)
+        await self.local.put_many(pairs)
+        self.network.provide(self.peer_id, [cid for cid, _ in pairs])
 
     async def has(self, cid: CID) -> bool:
         return await self.local.has(cid)
@@ -188,6 +191,9 @@ class EmbeddedNetwork:
         self._rngs: dict[tuple[str, str, str], random.Random] = {}
         self._providers: dict[str, list[str]] = {}
         """Per requester, the other endpoints in name order (reset when an endpoint is added)."""
+        self._holders: dict[CID, str] = {}
+        """Per block, the first endpoint that stored it (content routing, as a provider record in the
+        DHT would say): asked first, before the scan of every endpoint (~6 misses a block at 50 peers)."""
         self._last_served: dict[str, str] = {}
         """Per requester, the endpoint that served its last block: asked first next time (a walk's
         blocks mostly come from one member: its author, or whoever merged them first)."""
@@ -238,6 +244,12 @@ class EmbeddedNetwork:
 
     def revive(self, peer: str) -> None:
         self._endpoints[peer].alive = True
+
+    def provide(self, peer: str, cids: Iterable[CID]) -> None:
+        """``peer`` stored ``cids``: the first to store a block is asked for it first."""
+        holders = self._holders
+        for cid in cids:
+            holders.setdefault(cid, peer)
 
     def is_alive(self, peer: str) -> bool:
         endpoint = self._endpoints.get(peer)
@@ -335,6 +347,10 @@ class EmbeddedNetwork:
         if last is not None and last in endpoints:  # who served the last block likely holds the next
             order.remove(last)
             order.insert(0, last)
+        holder = self._holders.get(cid)
+        if holder is not None and holder != order[0] and holder in order:
+            order.remove(holder)
+            order.insert(0, holder)
         for provider in order:
             if not self.reachable(requester, provider):
                 continue
