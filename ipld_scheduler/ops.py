@@ -1303,7 +1303,7 @@ async def overview(
         "success": True,
         "status": await status(replica),
         "peers": peer_rows,
-        "queue": replica.state.queued()[:OVERVIEW_ROWS],
+        "queue": replica.state.queued(OVERVIEW_ROWS),
         "workflows": _overview_rows(replica, OVERVIEW_ROWS),
         "recent_events": events[-cap:] if cap else [],
         "heads": replica.clock.heads,
