@@ -539,3 +539,14 @@ def test_verify_block() -> None:
     identity = CID(b"\x01\x55\x00\x04" + data[:4])
     with pytest.raises(CodecError):
         verify_block(identity, data[:4])
+
+
+def test_cid_strings_are_shared_by_content_and_the_table_stays_bounded() -> None:
+    first = cid_for(b"shared")
+    assert str(CID(first.raw)) == str(first) == "b" + base64.b32encode(first.raw).decode().lower().rstrip("=")
+    for n in range(codec._STRINGS_LIMIT + 10):
+        str(cid_for(n.to_bytes(4, "big")))
+    assert len(codec._STRINGS) <= codec._STRINGS_LIMIT
+    again = CID(first.raw)  # possibly dropped from the table: written out again, the same
+    assert str(again) == str(first)
+    assert str(CID.parse(str(again))) == str(first)
