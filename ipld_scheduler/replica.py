@@ -29,6 +29,7 @@ import io
 import logging
 import os
 import tempfile
+import time
 from collections import Counter, deque
 from collections.abc import (
     AsyncIterator,
@@ -1910,15 +1911,20 @@ class Replica:
         what lies between the checkpoint and ``heads``. Older history is not fetched (see
         :meth:`backfill`). A refused checkpoint changes nothing and is counted in ``rejections``
         (:data:`~ipld_scheduler.reasons.Reject.BAD_CHECKPOINT`, or the authorization's reason).
+        The answer's ``seconds`` times each step: the walk down to the checkpoint, fetching and
+        decoding its state, adopting it, merging what lies above it.
         """
         store = self.store if source is None else source
         wanted = [CID.parse(h) for h in ([heads] if isinstance(heads, CID | str) else heads)]
         above: dict[CID, bytes] = {}  # the event blocks between the heads and the checkpoint
+        started = time.perf_counter()  # seconds per step, reported (never folded)
         cid, data, event = await self.find_checkpoint(wanted, source, walk=walk, above=above)
+        walked = time.perf_counter()
         if cid in self.clock:
             raise Conflict(f"checkpoint {cid} is already in this replica's history")
         try:
             snap, content, state_blocks = await self._read_checkpoint(store, cid, data, event)
+            read = time.perf_counter()
         except CheckpointError:
             self.rejections[Reject.BAD_CHECKPOINT] += 1
             raise
@@ -1953,7 +1959,9 @@ class Replica:
             # whatever this peer does first; until they are in, the next open rebuilds them.
             await self.repo.put_meta_async(CHECKPOINT_INDEX_PENDING_KEY, b"1")
         self.counters["checkpoint_joins"] += 1
+        adopted = time.perf_counter()
         merged = await self._merge_above_checkpoint(wanted, above, store, source)
+        done = time.perf_counter()
         self._index_task = asyncio.create_task(self._index_after_join())
         return {
             "checkpoint": str(cid),
@@ -1962,6 +1970,12 @@ class Replica:
             "events": len(self.clock),
             "state_bytes": len(content),
             "merged": merged.to_dict(),
+            "seconds": {
+                "walk": round(walked - started, 3),
+                "state": round(read - walked, 3),
+                "adopt": round(adopted - read, 3),
+                "merge": round(done - adopted, 3),
+            },
         }
 
     async def _merge_above_checkpoint(

@@ -4,11 +4,15 @@ A member's Kubo-backed repo on daemon 0 holds a few hundred events and writes a 
 CLI's ``checkpoint``); a new peer with an invitation and nothing else joins through daemon 1 the way
 a user does (``join TOKEN --from-checkpoint HEAD --ipfs-api URL``): the genesis, the walk down to the
 checkpoint, its state chunks and the events after it all travel over bitswap. It then works (owns,
-claims, schedules), and its fold equals a full replay of the same heads through daemon 2.
+claims, schedules), and its fold equals a full replay of the same heads through daemon 2. Also: the
+bench of the same join runs, and the RPC client survives a loop busier than js-ipfs's keep-alive.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,7 @@ from typing import Any
 import pytest
 from cli_runner import cli_json, cli_run
 
+from ipld_scheduler.codec import encode_block
 from ipld_scheduler.kubo.rpc import KuboRPC
 from ipld_scheduler.kubo.store import KuboStore
 from ipld_scheduler.model import WorkflowDefinition
@@ -120,3 +125,31 @@ def _seeded(path: Path, like: Replica) -> Path:
         repo.commit(blocks=[(network.cid, network.block)])
         repo.update_config(network=str(network.cid))
     return path
+
+
+def test_the_js_ipfs_join_bench_runs_at_its_smallest_setting() -> None:
+    """``scripts/bench_checkpoint.py --jsipfs N`` (its own daemons) prints the join next to its baseline,
+    and exits non-zero when the joiner's fold differs from the source's."""
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench_checkpoint.py"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--jsipfs", "300"], capture_output=True, text=True, timeout=200
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "js-ipfs: fresh peer to working state from the checkpoint" in proc.stdout, proc.stdout
+    assert "fold agrees with alice's at her heads: True" in proc.stdout, proc.stdout
+    assert "full-history catch-up of the published CAR" in proc.stdout, proc.stdout
+
+
+async def test_a_client_whose_loop_was_busy_past_the_daemons_keep_alive_still_writes(
+    ipfs_clients: list[KuboRPC],
+) -> None:
+    """js-ipfs closes an idle connection after 5 s; a peer whose event loop was busy longer (folding a
+    long history before writing its checkpoint) has not seen the close, and reusing the pooled
+    connection failed with "Can not write request body". Pooled connections idle past
+    ``KEEPALIVE_S`` are no longer reused."""
+    store = KuboStore(ipfs_clients[0])
+    first, second = encode_block({"before": "busy"}), encode_block({"after": "busy"})
+    await store.put(*first)
+    time.sleep(6.5)  # the loop is blocked on purpose: nothing reads the daemon's close meanwhile
+    await store.put(*second)
+    assert await store.get(second[0]) == second[1]
