@@ -2004,7 +2004,9 @@ class Replica:
                 except (BlockNotFound, StoreError, TimeoutError):
                     pass  # the merge asks again and reports what is missing
 
-        await asyncio.gather(*(fetch(link) for link in wanted))
+        # at most memory_blocks ahead (the walk's events already bounded by its walk): what a hostile
+        # head links beyond that, the merge fetches (and stages) itself
+        await asyncio.gather(*(fetch(link) for link in list(wanted)[: self.memory_blocks]))
         sources = [_HeldBlocks(above), *([source] if source is not None else [])]
         try:
             return await self._merge_in_memory(heads, sources, max_pending=self.memory_blocks)
