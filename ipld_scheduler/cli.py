@@ -458,24 +458,40 @@ def invite_cmd(ctx: click.Context, peer_id: str, roles: str) -> None:
 
 @cli.command("join")
 @click.argument("token")
+@click.option("--car", "car_path", type=click.Path(dir_okay=False), help="A CAR exported by a member.")
 @click.option(
-    "--car", "car_path", required=True, type=click.Path(dir_okay=False), help="A CAR exported by a member."
+    "--from-checkpoint",
+    "from_checkpoint",
+    metavar="CID",
+    help="Over IPFS (--ipfs-api): start from the newest checkpoint at or below this member's head (or "
+    "checkpoint event) CID, every block fetched through the daemon; no CAR file, no history walked.",
 )
 @json_option
 @click.pass_context
-def join_cmd(ctx: click.Context, token: str, car_path: str) -> None:
+def join_cmd(ctx: click.Context, token: str, car_path: str | None, from_checkpoint: str | None) -> None:
     """Join the network TOKEN (from `invite`) names, in a new repo, with history from a member's CAR:
     a whole history (`export`) or a checkpoint (`checkpoint --car`: the state as of a signed
-    checkpoint event, no history walked; see README "Joining a network")."""
+    checkpoint event, no history walked); or, over IPFS, from a member's head CID
+    (`--from-checkpoint`; see README "Joining a network")."""
     settings = _settings(ctx)
-    from .joining import prepare_join, redeem
+    from .joining import prepare_join, prepare_join_genesis, redeem
     from .repo import Repo
 
+    if (car_path is None) == (from_checkpoint is None):
+        _fail(settings, InvalidInput("join takes --car FILE or --from-checkpoint CID: give one"))
+    if from_checkpoint is not None and not settings.ipfs_api:
+        _fail(
+            settings, InvalidInput("join --from-checkpoint fetches through an IPFS daemon: give --ipfs-api")
+        )
+    data = b""
     try:
-        data = Path(car_path).read_bytes()
         repo = Repo.open(settings.config.repo)
         try:
-            inv = prepare_join(repo, token, data)
+            if car_path is not None:
+                data = Path(car_path).read_bytes()
+                inv = prepare_join(repo, token, data)
+            else:
+                inv = prepare_join_genesis(repo, token, _run_async(settings, _fetch_genesis(settings, token)))
         finally:
             repo.close()
     except (OSError, IpldSchedulerError) as exc:
@@ -485,8 +501,8 @@ def join_cmd(ctx: click.Context, token: str, car_path: str) -> None:
         from . import ops
 
         replica = _direct_replica(settings, scheduler)
-        if ops.checkpoint_in_car(data):
-            started = await ops.join_checkpoint(replica, data)
+        if from_checkpoint is not None or ops.checkpoint_in_car(data):
+            started = await ops.join_checkpoint(replica, from_checkpoint or data)
             joined = await redeem(replica, inv)
             return {**joined, "checkpoint": started["checkpoint"], "imported": started["events"]}
         imported = await scheduler.import_car(data)
@@ -495,6 +511,24 @@ def join_cmd(ctx: click.Context, token: str, car_path: str) -> None:
 
     result = _run_async(settings, _with_scheduler(settings, action, peer_id=inv.peer))
     _show(settings, result, lambda console, d: console.print(f"joined {d['network']} as {d['peer']}"))
+
+
+async def _fetch_genesis(settings: Settings, token: str) -> bytes:
+    """The genesis block an invitation names, through the daemon at ``--ipfs-api`` (bitswap)."""
+    from .genesis import read_invite
+    from .kubo.rpc import KuboRPC
+    from .kubo.store import KuboStore
+    from .ports import BlockNotFound, StoreError
+
+    genesis = read_invite(token).genesis
+    assert settings.ipfs_api is not None
+    store = KuboStore(KuboRPC(settings.ipfs_api), owns_rpc=True)
+    try:
+        return await store.get(genesis)
+    except (BlockNotFound, StoreError) as exc:
+        raise Unavailable(f"the network's genesis block {genesis} could not be fetched: {exc}") from None
+    finally:
+        await store.close()
 
 
 # --- policy (docs/trust.md, "Policy") ---------------------------------------------------------------

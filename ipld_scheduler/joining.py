@@ -8,7 +8,8 @@ Owns the three steps of docs/trust.md's join protocol as operations on a repo or
   without ``init``, so every repo of the CLI belongs to a network (there is no repo of no network);
 * :func:`invite` (``invite NAME --roles ...``): the admin writes ``peer-add {peer, key: <one-time
   key>, roles, invite: true}`` and gets the token (``genesis.invite``) to hand over;
-* :func:`prepare_join` and :func:`redeem` (``join TOKEN --car FILE``): the new peer checks the token
+* :func:`prepare_join` and :func:`redeem` (``join TOKEN --car FILE``; :func:`prepare_join_genesis`
+  for ``join TOKEN --from-checkpoint CID``, the genesis fetched over IPFS): the new peer checks the token
   against the genesis block found in the admin's CAR, records the network and its name in a new repo,
   imports the CAR (where the admin's ``peer-add`` is), then writes ``peer-add {peer, key: <its own
   key>}`` signed by the one-time key, and stores the **redemption proof** (its new key signed by the
@@ -36,7 +37,7 @@ from .replica import Replica
 from .repo import Repo
 from .runtime.announcer import store_redemption
 
-__all__ = ["found", "invite", "prepare_join", "redeem"]
+__all__ = ["found", "invite", "prepare_join", "prepare_join_genesis", "redeem"]
 
 
 async def invite(replica: Replica, name: str, roles: Iterable[str]) -> dict[str, Any]:
@@ -66,6 +67,13 @@ def prepare_join(repo: Repo, token: str, car: bytes) -> Invite:
         raise InvalidInput(
             f"the CAR lacks the genesis block {inv.genesis}: export it from a peer of that network"
         )
+    return prepare_join_genesis(repo, token, block)
+
+
+def prepare_join_genesis(repo: Repo, token: str, block: bytes) -> Invite:
+    """:func:`prepare_join` with the genesis block the token names fetched otherwise (over IPFS: what
+    ``join TOKEN --from-checkpoint CID`` does); ``block`` is checked against the token's CID."""
+    inv = read_invite(token)
     network = Network.from_block(block, inv.genesis)
     verify_invite(inv, network.cid, network.genesis)
     config = repo.config()

@@ -28,6 +28,7 @@ import io
 import logging
 import os
 import tempfile
+import time
 from collections import Counter, deque
 from collections.abc import (
     AsyncIterator,
@@ -1801,6 +1802,8 @@ class Replica:
             )
             payload = Checkpoint(root)
             kind, body = body_of(payload)
+            if not self._store_is_repo:  # a joiner with only an invitation fetches it from the daemon
+                await self.store.put(self.network.cid, self.network.block)
             cid = await self._write(kind, body, payload, blocks, locked=True)
         self.counters["checkpoints_written"] += 1
         return cid
@@ -1849,11 +1852,17 @@ class Replica:
         return await self.write_checkpoint()
 
     async def find_checkpoint(
-        self, heads: Sequence[CID], source: BlockStore | None = None, *, walk: int = CHECKPOINT_WALK
+        self,
+        heads: Sequence[CID],
+        source: BlockStore | None = None,
+        *,
+        walk: int = CHECKPOINT_WALK,
+        above: dict[CID, bytes] | None = None,
     ) -> tuple[CID, bytes, Event]:
         """The newest ``checkpoint`` event at or below ``heads``: a walk down the DAG, one level of
         event blocks fetched concurrently at a time, over at most ``walk`` events, stopping once
-        nothing further down can be newer. :class:`NotFound` when there is none that close."""
+        nothing further down can be newer. :class:`NotFound` when there is none that close.
+        ``above`` receives the other event blocks the walk fetched (a join merges them next)."""
         store = self.store if source is None else source
         seen: set[CID] = set(heads)
         level = list(dict.fromkeys(heads))
@@ -1874,6 +1883,8 @@ class Replica:
                     if found is None or (event.height, cid.raw) > (found[2].height, found[0].raw):
                         found = (cid, data, event)
                     continue
+                if above is not None:
+                    above[cid] = data
                 bound = max(bound, event.height - 1)
                 following.extend(p for p in event.parents if p not in seen and p not in self.clock)
                 seen.update(event.parents)
@@ -1903,14 +1914,20 @@ class Replica:
         what lies between the checkpoint and ``heads``. Older history is not fetched (see
         :meth:`backfill`). A refused checkpoint changes nothing and is counted in ``rejections``
         (:data:`~ipld_scheduler.reasons.Reject.BAD_CHECKPOINT`, or the authorization's reason).
+        The answer's ``seconds`` times each step: the walk down to the checkpoint, fetching and
+        decoding its state, adopting it, merging what lies above it.
         """
         store = self.store if source is None else source
         wanted = [CID.parse(h) for h in ([heads] if isinstance(heads, CID | str) else heads)]
-        cid, data, event = await self.find_checkpoint(wanted, source, walk=walk)
+        above: dict[CID, bytes] = {}  # the event blocks between the heads and the checkpoint
+        started = time.perf_counter()  # seconds per step, reported (never folded)
+        cid, data, event = await self.find_checkpoint(wanted, source, walk=walk, above=above)
+        walked = time.perf_counter()
         if cid in self.clock:
             raise Conflict(f"checkpoint {cid} is already in this replica's history")
         try:
             snap, content, state_blocks = await self._read_checkpoint(store, cid, data, event)
+            read = time.perf_counter()
         except CheckpointError:
             self.rejections[Reject.BAD_CHECKPOINT] += 1
             raise
@@ -1945,7 +1962,9 @@ class Replica:
             # whatever this peer does first; until they are in, the next open rebuilds them.
             await self.repo.put_meta_async(CHECKPOINT_INDEX_PENDING_KEY, b"1")
         self.counters["checkpoint_joins"] += 1
-        merged = await self.merge_heads(wanted, [source] if source is not None else [])
+        adopted = time.perf_counter()
+        merged = await self._merge_above_checkpoint(wanted, above, store, source)
+        done = time.perf_counter()
         self._index_task = asyncio.create_task(self._index_after_join())
         return {
             "checkpoint": str(cid),
@@ -1954,7 +1973,48 @@ class Replica:
             "events": len(self.clock),
             "state_bytes": len(content),
             "merged": merged.to_dict(),
+            "seconds": {
+                "walk": round(walked - started, 3),
+                "state": round(read - walked, 3),
+                "adopt": round(adopted - read, 3),
+                "merge": round(done - adopted, 3),
+            },
         }
+
+    async def _merge_above_checkpoint(
+        self, heads: list[CID], above: dict[CID, bytes], store: BlockStore, source: BlockStore | None
+    ) -> MergeReport:
+        """Merge what lies between a just-adopted checkpoint and ``heads``: the event blocks the walk
+        down to it fetched (``above``) and the blocks they link, fetched concurrently first (one round
+        trip for all, not one per level). Never through ``dag/export``: a daemon cannot cut an export
+        at the checkpoint, so it would stream the whole history the checkpoint stands for (and a
+        js-ipfs node would fetch it over bitswap, a block at a time)."""
+        wanted: dict[CID, None] = {}
+        for cid, block in above.items():
+            if cid in self.clock:
+                continue  # the walk went below the checkpoint on another branch: folded in its state
+            event = Event.from_block(block)
+            for link, _kind in links_of(BlockKind.EVENT, event)[len(event.parents) :]:
+                if not self._held(link):
+                    wanted[link] = None
+        gate = asyncio.Semaphore(2 * self.fetch_concurrency)
+
+        async def fetch(link: CID) -> None:
+            async with gate:
+                try:
+                    async with asyncio.timeout(self.fetch_timeout):
+                        above[link] = await store.get(link)
+                except (BlockNotFound, StoreError, TimeoutError):
+                    pass  # the merge asks again and reports what is missing
+
+        # at most memory_blocks ahead (the walk's events already bounded by its walk): what a hostile
+        # head links beyond that, the merge fetches (and stages) itself
+        await asyncio.gather(*(fetch(link) for link in list(wanted)[: self.memory_blocks]))
+        sources = [_HeldBlocks(above), *([source] if source is not None else [])]
+        try:
+            return await self._merge_in_memory(heads, sources, max_pending=self.memory_blocks)
+        except SyncError:
+            return await self._merge_staged(heads, sources, None, None)
 
     async def _index_after_join(self, *, slice_size: int = 2_000) -> None:
         """Write every query index row from the fold (as a rebuild at open does), a slice of workflows
@@ -2092,6 +2152,38 @@ class Replica:
             else:
                 stack.extend(Event.from_block(held).parents)
         return missing
+
+
+class _HeldBlocks:
+    """Blocks already fetched, as a read-only :class:`~ipld_scheduler.ports.BatchedBlockStore` (a merge's
+    source): what a checkpoint join's walk brought."""
+
+    def __init__(self, blocks: dict[CID, bytes]) -> None:
+        self._blocks = blocks
+
+    async def get(self, cid: CID) -> bytes:
+        try:
+            return self._blocks[cid]
+        except KeyError:
+            raise BlockNotFound(cid, "not fetched by the walk") from None
+
+    async def put(self, cid: CID, data: bytes) -> None:
+        raise StoreError("read-only")
+
+    async def put_many(self, blocks: Iterable[tuple[CID, bytes]]) -> None:
+        raise StoreError("read-only")
+
+    async def has(self, cid: CID) -> bool:
+        return cid in self._blocks
+
+    async def has_many(self, cids: Sequence[CID]) -> set[CID]:
+        return {cid for cid in cids if cid in self._blocks}
+
+    async def get_many(self, cids: Sequence[CID]) -> dict[CID, bytes]:
+        return {cid: self._blocks[cid] for cid in cids if cid in self._blocks}
+
+    async def close(self) -> None:
+        pass
 
 
 _EVENT_BYTES = 512

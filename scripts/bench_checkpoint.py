@@ -14,14 +14,23 @@ One run, embedded backend, each case in its own process (its peak RSS is its own
   open to that claim, against the target (10 s at 100k) and the import's seconds; then the seconds
   its close waits for the query index rows the join writes after it returns.
 
-Usage: ``python scripts/bench_checkpoint.py [--quick | --events N]`` (quick: 2k events; default 100k;
-``--events N`` is what ``tests/test_bench_scripts.py`` runs). ``checkpoint_rows(quick)`` gives
+``--jsipfs N [--no-baseline]``: the same join over js-ipfs daemons on loopback (:func:`measure_ipfs`;
+``bash scripts/install-test-ipfs.sh`` first): alice's repo is Kubo-backed on daemon 0 (the whole
+history imported into it), carol joins through daemon 1 knowing only the network and alice's heads
+(the walk down to the checkpoint, the state chunks and the events after it over bitswap; the steps
+timed), her fold is compared with alice's (workflow owners and statuses, heads), and the baseline,
+dave on a fresh daemon 2, takes the whole history as the chunked CAR alice published
+(``Replica.import_published``, the daemon keeping the chunks), against the 60 s target at 100k.
+
+Usage: ``python scripts/bench_checkpoint.py [--quick | --events N | --jsipfs N]`` (quick: 2k events;
+default 100k; ``--events N`` is what ``tests/test_bench_scripts.py`` runs). ``checkpoint_rows(quick)`` gives
 ``scripts/bench.py`` its rows. Must not: leave files behind (everything lives in a temporary directory).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import resource
 import subprocess
@@ -38,9 +47,13 @@ for _path in (_ROOT, _ROOT / "tests"):
 
 from history import network_of_car, write_founded_history_car  # noqa: E402
 
+from ipld_scheduler.codec import CID  # noqa: E402
 from ipld_scheduler.embedded.store import EmbeddedStore  # noqa: E402
 from ipld_scheduler.identity import Signer  # noqa: E402
+from ipld_scheduler.kubo.rpc import KuboRPC  # noqa: E402
+from ipld_scheduler.kubo.store import KuboStore  # noqa: E402
 from ipld_scheduler.model import WorkflowDefinition  # noqa: E402
+from ipld_scheduler.network import Network  # noqa: E402
 from ipld_scheduler.replica import Replica  # noqa: E402
 from ipld_scheduler.repo import Repo  # noqa: E402
 
@@ -108,14 +121,117 @@ async def _joiner(car: Path, work: Path, heads: list[str]) -> dict[str, Any]:
     return figures
 
 
+async def _kubo_replica(path: Path, peer: str, api: str, network: Network) -> Replica:
+    """A peer whose blocks live in a js-ipfs daemon (the Kubo-RPC backend, as ``--ipfs-api`` opens)."""
+    store = KuboStore(KuboRPC(api, timeout=600.0), owns_rpc=True, fetch_timeout=120.0)
+    return await Replica.open(Repo.open(path), store, peer, network=network)
+
+
+async def _ipfs_source(car: Path, work: Path, api: str) -> dict[str, Any]:
+    """The member on daemon 0: imports the history (every block into the daemon), admits carol, writes
+    a checkpoint and :data:`AFTER` more events, publishes the whole history (the baseline's source)."""
+    network = network_of_car(car)
+    carol_repo = Repo.open(work / "carol")
+    carol_key = Signer("carol", carol_repo.load_or_create_key()).public_key
+    carol_repo.close()
+    alice = await _kubo_replica(work.parent / "founder", "alice", api, network)
+    try:
+        start = time.perf_counter()
+        report = await alice.import_car(car)
+        imported = time.perf_counter() - start
+        assert not report.rejected, report.rejected[:3]
+        await alice.add_peer("carol", carol_key, ["submitter", "worker"])
+        start = time.perf_counter()
+        checkpoint = await alice.write_checkpoint()
+        written = time.perf_counter() - start
+        for i in range(AFTER):
+            await alice.schedule_workflow(WorkflowDefinition(f"after-{i}", "after", ["p2p_eligible"], 1.0))
+        start = time.perf_counter()
+        manifest = await alice.publish_history()
+        published = time.perf_counter() - start
+        return {
+            "import_s": imported,
+            "events": len(alice.clock),
+            "checkpoint_s": written,
+            "publish_s": published,
+            "checkpoint": str(checkpoint),
+            "manifest": str(manifest),
+            "heads": [str(c) for c in alice.clock.head_cids],
+            "fold": _fold_digest(alice),
+        }
+    finally:
+        await alice.close()
+
+
+def _fold_digest(replica: Replica) -> str:
+    """SHA-256 of what the fold says about every workflow (owner, status) and the clock's heads: equal
+    on two peers that agree."""
+    digest = hashlib.sha256()
+    for head in sorted(c.raw for c in replica.clock.head_cids):
+        digest.update(head)
+    for wid in sorted(replica.state.workflows):
+        digest.update(f"{wid}\0{replica.get_owner(wid)}\0{replica.state.workflows[wid].status}\n".encode())
+    return digest.hexdigest()
+
+
+async def _ipfs_joiner(car: Path, work: Path, api: str, heads: list[str]) -> dict[str, Any]:
+    """carol on daemon 1, knowing only the network (from her invitation) and alice's heads: joins from
+    the checkpoint below them, every block fetched through her own daemon (bitswap from daemon 0)."""
+    network = network_of_car(car)
+    start = time.perf_counter()
+    carol = await _kubo_replica(work / "carol", "carol", api, network)
+    try:
+        joined = await carol.join_from_checkpoint(heads)
+        opened = time.perf_counter() - start
+        fold = _fold_digest(carol)  # before carol writes anything (a few ms at 100k)
+        paused = time.perf_counter() - start - opened
+        taken = await carol.get_next_workflow()  # working: a signed, durable claim
+        working = time.perf_counter() - start - paused
+        assert taken is not None and carol.state.is_present("carol")
+        assert not joined["merged"]["rejected"], joined["merged"]["rejected"][:3]
+        return {
+            "join_s": opened,
+            "working_s": working,
+            "events": joined["events"],
+            "state_bytes": joined["state_bytes"],
+            "merged": joined["merged"]["applied"],
+            "owned": len(carol.get_assigned_workflows()),
+            "fold": fold,
+            "steps": joined["seconds"],
+        }
+    finally:
+        await carol.close()
+
+
+async def _ipfs_full(car: Path, work: Path, api: str, manifest: str) -> dict[str, Any]:
+    """The baseline: dave on daemon 2 takes the whole published history (chunked CAR) and folds it; his
+    daemon keeps the chunks (``store_blocks=False``: ingesting every block bounds js-ipfs to ~360/s)."""
+    dave = await _kubo_replica(work / "dave", "dave", api, network_of_car(car))
+    try:
+        start = time.perf_counter()
+        report = await dave.import_published(CID.parse(manifest), store_blocks=False)
+        seconds = time.perf_counter() - start
+        assert not report.rejected, report.rejected[:3]
+        return {"seconds": seconds, "events": len(dave.clock), "fold": _fold_digest(dave)}
+    finally:
+        await dave.close()
+
+
 def _case(argv: list[str]) -> None:
     """Child process: ``--case source|joiner --car PATH --work DIR [--heads JSON]``."""
     args = dict(zip(argv[::2], argv[1::2], strict=True))
     car, work = Path(args["--car"]), Path(args["--work"])
-    if args["--case"] == "source":
+    case = args["--case"]
+    if case == "source":
         figures = asyncio.run(_source(car, work))
-    else:
+    elif case == "joiner":
         figures = asyncio.run(_joiner(car, work, json.loads(args["--heads"])))
+    elif case == "ipfs-source":
+        figures = asyncio.run(_ipfs_source(car, work, args["--api"]))
+    elif case == "ipfs-joiner":
+        figures = asyncio.run(_ipfs_joiner(car, work, args["--api"], json.loads(args["--heads"])))
+    else:
+        figures = asyncio.run(_ipfs_full(car, work, args["--api"], args["--manifest"]))
     figures["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(figures))
 
@@ -145,6 +261,40 @@ def measure(events: int) -> tuple[dict[str, Any], dict[str, Any]]:
     return source, joiner
 
 
+def measure_ipfs(events: int, baseline: bool = True) -> dict[str, dict[str, Any]]:
+    """The same join over three js-ipfs daemons on loopback (``tests/ipfs_net.py``; ``bash
+    scripts/install-test-ipfs.sh`` first): alice's Kubo-backed repo on daemon 0 holds the history and
+    the checkpoint; carol joins through daemon 1; with ``baseline``, dave takes the whole published
+    history through daemon 2 (a fresh daemon: nothing local). Each peer in its own process."""
+    import ipfs_net  # tests/ipfs_net.py
+
+    reason = ipfs_net.missing_reason()
+    if reason is not None:
+        raise RuntimeError(f"bench_checkpoint --jsipfs: {reason}")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        car = root / "history.car"
+        write_founded_history_car(car, root, events, "bench-checkpoint")
+        work = root / "work"
+        work.mkdir()
+        net = ipfs_net.IpfsNet.create(root / "ipfs", 3 if baseline else 2)
+        net.start()
+        try:
+            urls = net.api_urls
+            common = ("--car", str(car), "--work", str(work))
+            source = _child("--case", "ipfs-source", *common, "--api", urls[0])
+            heads = json.dumps(source["heads"])
+            joiner = _child("--case", "ipfs-joiner", *common, "--api", urls[1], "--heads", heads)
+            figures = {"source": source, "joiner": joiner}
+            if baseline:
+                figures["full"] = _child(
+                    "--case", "ipfs-full", *common, "--api", urls[2], "--manifest", source["manifest"]
+                )
+        finally:
+            net.stop()
+    return figures
+
+
 def checkpoint_rows(quick: bool) -> list[tuple[str, float, str, str, float]]:
     """Rows for ``scripts/bench.py`` (section ``checkpoint``)."""
     events = 2_000 if quick else 100_000
@@ -166,9 +316,46 @@ def checkpoint_rows(quick: bool) -> list[tuple[str, float, str, str, float]]:
     return rows
 
 
+TARGET_JOIN_IPFS_100K_S = 60.0
+"""Issue 11: the same over js-ipfs daemons on loopback within 60 s."""
+
+
+def _main_ipfs(events: int, baseline: bool) -> None:
+    figures = measure_ipfs(events, baseline)
+    source, joiner = figures["source"], figures["joiner"]
+    print(
+        f"history {events:,} events on alice's Kubo-backed repo (js-ipfs daemon 0; set-up: import into "
+        f"the daemon {source['import_s']:.1f} s); checkpoint write {source['checkpoint_s']:.2f} s, state "
+        f"{joiner['state_bytes'] / 1e6:.1f} MB in {-(-joiner['state_bytes'] // (512 << 10))} chunks"
+    )
+    steps = ", ".join(f"{k} {v:.2f} s" for k, v in joiner["steps"].items())
+    target = f"; target {TARGET_JOIN_IPFS_100K_S:.0f} s at 100k" if events == 100_000 else ""
+    print(
+        f"js-ipfs: fresh peer to working state from the checkpoint: {joiner['working_s']:.2f} s{target} "
+        f"(join {joiner['join_s']:.2f} s: {steps}; merged {joiner['merged']} later events, owns "
+        f"{joiner['owned']} workflows), peak RSS {joiner['rss_mb']:.0f} MB"
+    )
+    agree = joiner["fold"] == source["fold"]
+    line = f"  fold agrees with alice's at her heads: {agree}"
+    full = figures.get("full")
+    if full is not None:
+        agree = agree and full["fold"] == source["fold"]
+        line += (
+            f"; baseline, full-history catch-up of the published CAR (js-ipfs daemon 2): "
+            f"{full['seconds']:.2f} s ({full['events'] / full['seconds']:,.0f} events/s, peak RSS "
+            f"{full['rss_mb']:.0f} MB): x{full['seconds'] / joiner['working_s']:.1f}"
+        )
+    print(line)
+    if not agree:
+        sys.exit("the joiner's fold differs from the source's")
+
+
 def main(argv: list[str]) -> None:
     if "--case" in argv:
         _case(argv[1:])
+        return
+    if "--jsipfs" in argv[:-1]:
+        _main_ipfs(int(argv[argv.index("--jsipfs") + 1]), "--no-baseline" not in argv)
         return
     events = 2_000 if "--quick" in argv else 100_000
     if "--events" in argv[:-1]:

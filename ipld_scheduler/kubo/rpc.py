@@ -57,6 +57,8 @@ Params = list[tuple[str, str]]
 
 _TIMEOUT_GRACE: Final = 1.0
 """Seconds the client waits beyond the daemon-side ``timeout=`` so the daemon's own error arrives first."""
+KEEPALIVE_S: Final = 2.0
+"""Seconds a pooled connection to the daemon may sit idle before it is reused no more."""
 _MAX_JSON: Final = 16 << 20
 _MAX_ERROR_BODY: Final = 64 << 10
 _MAX_CAR_HEADER: Final = (64 << 10) + 10
@@ -321,8 +323,11 @@ class KuboRPC:
         if self._closed:
             raise KuboError("client is closed", endpoint=self.api_url)
         if self._session is None or self._session.closed:
+            # An idle pooled connection is dropped after KEEPALIVE_S, below Node's 5 s server keep-alive:
+            # js-ipfs closes it then, and after the loop was busy that long (a fold of a long history)
+            # the close is not yet seen, so reusing it failed ("Can not write request body").
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=64), headers=self._headers
+                connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=KEEPALIVE_S), headers=self._headers
             )
         return self._session
 
