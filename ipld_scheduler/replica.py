@@ -1587,30 +1587,31 @@ class Replica:
         ahead: deque[tuple[list[_PageItem], asyncio.Task[list[bool]] | None]] = deque()
         committing: deque[asyncio.Task[None]] = deque()
         depth = _VERIFY_AHEAD if worker is not None else 0
-        try:
-            _pause_collector()
-            for page in staging.events_in_order(_FOLD_PAGE):
-                items = self._page_items(page, staging, report)
-                task = None
-                if worker is not None and items:
-                    triples = [_signed_message(i.ready.event.value, i.ready.event.data) for i in items]
-                    task = asyncio.create_task(worker.verify(triples))
-                ahead.append((items, task))
-                while len(ahead) > depth:
+        async with self.repo.bulk_writes():
+            try:
+                _pause_collector()
+                for page in staging.events_in_order(_FOLD_PAGE):
+                    items = self._page_items(page, staging, report)
+                    task = None
+                    if worker is not None and items:
+                        triples = [_signed_message(i.ready.event.value, i.ready.event.data) for i in items]
+                        task = asyncio.create_task(worker.verify(triples))
+                    ahead.append((items, task))
+                    while len(ahead) > depth:
+                        await self._apply_page(*ahead.popleft(), report, external, progress, committing)
+                while ahead:
                     await self._apply_page(*ahead.popleft(), report, external, progress, committing)
-            while ahead:
-                await self._apply_page(*ahead.popleft(), report, external, progress, committing)
-            while committing:
-                await committing.popleft()
-        finally:
-            for _items, task in ahead:
-                if task is not None:
-                    task.cancel()
-            # Failed meanwhile: queued commits still settle (in order) before we leave.
-            await asyncio.gather(*committing, return_exceptions=True)
-            _resume_collector()
-            if worker is not None:
-                await worker.close()
+                while committing:
+                    await committing.popleft()
+            finally:
+                for _items, task in ahead:
+                    if task is not None:
+                        task.cancel()
+                # Failed meanwhile: queued commits still settle (in order) before we leave.
+                await asyncio.gather(*committing, return_exceptions=True)
+                _resume_collector()
+                if worker is not None:
+                    await worker.close()
 
     async def _apply_page(
         self,

@@ -43,7 +43,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -273,9 +273,9 @@ class _Change:
         for cid, data in self.blocks:
             verify_block(cid, data)
         if self.blocks:  # statements with nothing to do are skipped: each costs a few microseconds
-            conn.executemany(
-                "INSERT OR IGNORE INTO blocks (cid, data) VALUES (?, ?)", [(c.raw, d) for c, d in self.blocks]
-            )
+            # In key order: consecutive inserts land on the same B-tree pages (CIDs are random).
+            rows = sorted([(c.raw, d) for c, d in self.blocks], key=_first)
+            conn.executemany("INSERT OR IGNORE INTO blocks (cid, data) VALUES (?, ?)", rows)
         if self.processed:
             conn.executemany(
                 "INSERT OR IGNORE INTO processed (cid) VALUES (?)", [(c.raw,) for c in self.processed]
@@ -291,6 +291,10 @@ class _Change:
             conn.executemany("DELETE FROM wanted WHERE cid = ?", [(c.raw,) for c in self.wanted_remove])
         if self.derived is not None:
             _write_derived(conn, self.derived)
+
+
+def _first(row: tuple[Any, ...]) -> Any:
+    return row[0]
 
 
 def _write_derived(conn: sqlite3.Connection, rows: DerivedRows) -> None:
@@ -361,6 +365,8 @@ class Repo:
         Reads see them, so whatever the replica folded before its commit lands (a finished run) is
         readable with the blocks it links (its Result), as a replay of the same blocks would be."""
         self._inflight_lock = threading.Lock()
+        self._bulk = 0
+        """Open :meth:`bulk_writes` contexts (the event loop's thread only)."""
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -646,6 +652,28 @@ class Repo:
         if change.empty:
             return _done()
         return self._settled(self._submit_async(change), change)
+
+    @contextlib.asynccontextmanager
+    async def bulk_writes(self) -> AsyncIterator[None]:
+        """While a bulk catch-up commits page after page: a larger page cache on the writer's
+        connection and a larger WAL between automatic checkpoints (both restored on exit).
+
+        A page of a staged fold inserts thousands of rows at random places of the CID indexes; with
+        SQLite's default 2 MB cache most of those pages were read back from the OS for every commit,
+        and a checkpoint copied the WAL into the database every ~4 MB. Memory stays bounded by
+        :data:`BULK_CACHE_KIB` whatever the history's length, and nothing about durability changes
+        (every commit is still fsynced). Nested uses are counted: the outermost restores.
+        """
+        self._bulk += 1
+        if self._bulk == 1:
+            await self._await(_pragmas(_BULK_PRAGMAS))
+        try:
+            yield
+        finally:
+            self._bulk -= 1
+            if self._bulk == 0:
+                with contextlib.suppress(RepoError):  # closed meanwhile: the connection is gone anyway
+                    await self._await(_pragmas(_DEFAULT_PRAGMAS))
 
     # --- derived state --------------------------------------------------------------------------
 
@@ -978,6 +1006,23 @@ def _config_rows(values: Mapping[str, Any]) -> Callable[[sqlite3.Connection], No
 
     def write(conn: sqlite3.Connection) -> None:
         conn.executemany("INSERT OR REPLACE INTO config (key, value) VALUES (?, ?)", rows)
+
+    return write
+
+
+BULK_CACHE_KIB: Final = 65536
+"""The writer's page cache during :meth:`Repo.bulk_writes` (SQLite's default is 2,000 KiB)."""
+_BULK_PRAGMAS: Final = (f"cache_size = -{BULK_CACHE_KIB}", "wal_autocheckpoint = 16384")
+_DEFAULT_PRAGMAS: Final = ("cache_size = -2000", "wal_autocheckpoint = 1000")
+
+
+def _pragmas(pragmas: Sequence[str]) -> Callable[[sqlite3.Connection], None]:
+    """A write that only sets the writer connection's ``pragmas`` (settings of the connection, not of
+    the database: none changes what a transaction writes)."""
+
+    def write(conn: sqlite3.Connection) -> None:
+        for pragma in pragmas:
+            conn.execute(f"PRAGMA {pragma}")
 
     return write
 

@@ -24,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 from .codec import CID
 
@@ -225,19 +225,57 @@ class Staging:
 
 
 def verify_signatures(triples: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
-    """``(public key, signature, message)`` -> valid? (Ed25519), as ``identity.verify_event`` decides."""
+    """``(public key, signature, message)`` -> valid? (Ed25519), exactly as ``identity.verify_event``
+    decides (the ``cryptography`` package, OpenSSL).
+
+    libsodium (PyNaCl, where installed) checks first, at half OpenSSL's cost (~55 against ~110 us
+    a signature here): it accepts a subset of what OpenSSL accepts (the same cofactorless equation,
+    compared on the encoded R, plus refusals of small-order points and non-canonical encodings), so
+    its "valid" is final and only what it refuses is judged again by OpenSSL, whose verdict stands.
+    A bad signature thus costs both; a history of valid ones costs libsodium's price alone.
+    """
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    sodium = _sodium_open()
     out = []
+    keys: dict[bytes, Ed25519PublicKey | None] = {}
     for key, sig, message in triples:
+        if sodium is not None and len(key) == 32 and len(sig) == 64:
+            try:
+                sodium(sig + message, key)
+            except Exception:  # BadSignatureError, or anything else libsodium refuses: OpenSSL decides
+                pass
+            else:
+                out.append(True)
+                continue
+        public = keys.get(key, _UNSET)
+        if public is _UNSET:
+            try:
+                public = keys[key] = Ed25519PublicKey.from_public_bytes(key)
+            except ValueError:
+                public = keys[key] = None
         try:
-            Ed25519PublicKey.from_public_bytes(key).verify(sig, message)
+            if public is None:
+                raise ValueError("not an Ed25519 public key")
+            public.verify(sig, message)
         except (InvalidSignature, ValueError):
             out.append(False)
         else:
             out.append(True)
     return out
+
+
+_UNSET: Any = object()
+
+
+def _sodium_open() -> Callable[[bytes, bytes], bytes] | None:
+    """libsodium's ``crypto_sign_open`` (signature + message, key) from PyNaCl, or None without it."""
+    try:
+        from nacl.bindings import crypto_sign_open
+    except ImportError:
+        return None
+    return cast(Callable[[bytes, bytes], bytes], crypto_sign_open)
 
 
 _FRAME = struct.Struct(">I")

@@ -365,3 +365,43 @@ def test_cli_import_shows_progress_on_a_terminal_and_only_the_report_with_json(t
     text = shown.decode(errors="replace")
     assert "blocks read" in text and "events applied" in text and "1,499" in text
     assert "applied 1499 events" in out.decode()
+
+
+def test_libsodium_first_then_openssl_gives_openssl_s_verdict_on_every_edge_case(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The signature worker's check (libsodium first, OpenSSL for what libsodium refuses) must say
+    exactly what ``identity.verify_bytes`` (OpenSSL) says: valid, tampered, non-canonical S, a
+    small-order key, the identity key, wrong lengths; and the same without PyNaCl."""
+    import os as _os
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ipld_scheduler import staging
+    from ipld_scheduler.identity import verify_bytes
+
+    order = 2**252 + 27742317777372353535851937790883648493
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    triples = []
+    for _ in range(20):
+        message = _os.urandom(200)
+        sig = key.sign(message)
+        high_s = sig[:32] + (int.from_bytes(sig[32:], "little") + order).to_bytes(32, "little")
+        triples += [
+            (public, sig, message),
+            (public, sig, message + b"x"),
+            (public, bytes([sig[0] ^ 1]) + sig[1:], message),
+            (public, high_s, message),
+        ]
+    small_order = bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a")
+    identity = (1).to_bytes(32, "little")
+    for odd_key in (small_order, identity, public[:31], bytes(32)):
+        triples += [(odd_key, bytes(64), b"m"), (odd_key, key.sign(b"m"), b"m")]
+    triples += [(public, key.sign(b"m")[:63], b"m"), (public, b"", b"m")]
+    expected = [verify_bytes(k, s, m) for k, s, m in triples]
+    assert expected.count(True) == 20
+    assert staging.verify_signatures(triples) == expected
+    monkeypatch.setattr(staging, "_sodium_open", lambda: None)
+    assert staging.verify_signatures(triples) == expected

@@ -1092,3 +1092,27 @@ def test_index_rows_take_their_seq_from_the_log_and_one_version_owns_the_tables(
     assert dump == {"workflows": [("w2", "pending", None, b"{}", 0, 1)], "events": [], "members": []}
     assert repo.index_waiting() == [("w2", b"{}")]
     assert repo.index_workflow("w2") == b"{}" and repo.index_workflow("w1") is None
+
+
+async def test_bulk_writes_enlarge_the_writer_cache_and_wal_then_restore_them(tmp_path: Path) -> None:
+    """``bulk_writes`` (a staged fold) raises the writer connection's page cache and checkpoint interval
+    for its duration, nested uses included, and puts SQLite's defaults back after; commits made
+    inside it are durable as any other."""
+
+    def settings(conn: sqlite3.Connection) -> tuple[int, int]:
+        pragmas = ("cache_size", "wal_autocheckpoint")
+        return tuple(conn.execute(f"PRAGMA {p}").fetchone()[0] for p in pragmas)  # type: ignore[return-value]
+
+    repo = Repo.open(tmp_path / "r")
+    try:
+        assert await repo._await(settings) == (-2000, 1000)
+        async with repo.bulk_writes():
+            async with repo.bulk_writes():
+                assert await repo._await(settings) == (-65536, 16384)
+                cid, data = encode_block({"n": 1})
+                await repo.commit_async(blocks=[(cid, data)])
+            assert await repo._await(settings) == (-65536, 16384)
+        assert await repo._await(settings) == (-2000, 1000)
+        assert repo.get_block(cid) == data
+    finally:
+        repo.close()
