@@ -13,6 +13,8 @@ part of the repo.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
 import sqlite3
 import struct
@@ -28,9 +30,20 @@ from typing import Any, Protocol, cast, runtime_checkable
 
 from .codec import CID
 
-__all__ = ["CarSink", "CarSource", "Progress", "SignatureWorker", "Stage", "Staging", "verify_signatures"]
+__all__ = [
+    "CarSink",
+    "CarSource",
+    "EarlyChecks",
+    "Progress",
+    "SignatureWorker",
+    "Stage",
+    "Staging",
+    "verify_signatures",
+]
 
 _CHUNK = 500
+_CACHE = -16000
+"""Each staging connection's page cache (KiB, as SQLite's negative ``cache_size``)."""
 
 
 class Stage(StrEnum):
@@ -75,19 +88,20 @@ class Staging:
         os.close(fd)
         self.path = Path(name)
         self._db = sqlite3.connect(self.path, check_same_thread=False)
-        for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=MEMORY", "cache_size=-16000"):
+        for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=MEMORY", f"cache_size={_CACHE}"):
             self._db.execute(f"PRAGMA {pragma}")
         self._db.executescript(
             # A rowid table with a unique index: appends stay cheap (rows are not ordered by CID).
             "CREATE TABLE blocks (id INTEGER PRIMARY KEY, cid BLOB NOT NULL UNIQUE, data BLOB NOT NULL,"
             " walked INTEGER NOT NULL);"
-            "CREATE TABLE events (height INTEGER NOT NULL, cid BLOB NOT NULL, PRIMARY KEY (height, cid))"
-            " WITHOUT ROWID;"
+            # checked: the event's signature check if it was done while staging (1 valid, 0 not), else NULL
+            "CREATE TABLE events (height INTEGER NOT NULL, cid BLOB NOT NULL, checked INTEGER,"
+            " PRIMARY KEY (height, cid)) WITHOUT ROWID;"
         )
         self._blocks = 0
         self._events = 0
         self._buffer: dict[CID, tuple[bytes, bool]] = {}
-        self._buffer_events: list[tuple[int, CID]] = []
+        self._buffer_events: list[tuple[int, CID, bool | None]] = []
         self.buffer_limit = 4096
         """Blocks held in memory before one transaction writes them (a walk stages a level at a time)."""
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="staging")
@@ -136,8 +150,16 @@ class Staging:
         """
         for cid, data in blocks:
             self._buffer.setdefault(cid, (data, walked))
-        self._buffer_events.extend(events)
+        self._buffer_events.extend((height, cid, None) for height, cid in events)
         if len(self._buffer) >= self.buffer_limit:
+            self._write_behind()
+
+    def put_checked(self, events: Sequence[tuple[int, CID, bool | None]]) -> None:
+        """Index event candidates with the outcome of their signature check where it was already
+        made (:class:`EarlyChecks`; None: not checked). Their blocks are staged with :meth:`put_many`,
+        before or after (:meth:`events_in_order` joins them once both are in)."""
+        self._buffer_events.extend(events)
+        if len(self._buffer_events) >= self.buffer_limit:
             self._write_behind()
 
     def flush(self) -> None:
@@ -151,7 +173,7 @@ class Staging:
             return
         self._settle()
         rows = [(c.raw, d, int(w)) for c, (d, w) in self._buffer.items()]
-        events = [(h, c.raw) for h, c in self._buffer_events]
+        events = [(h, c.raw, checked) for h, c, checked in self._buffer_events]
         self._buffer = {}
         self._buffer_events = []
         self._writing = self._writer.submit(self._write, rows, events)
@@ -161,13 +183,15 @@ class Staging:
         if writing is not None:
             writing.result()
 
-    def _write(self, rows: list[tuple[bytes, bytes, int]], events: list[tuple[int, bytes]]) -> None:
+    def _write(
+        self, rows: list[tuple[bytes, bytes, int]], events: list[tuple[int, bytes, bool | None]]
+    ) -> None:
         with self._db:
             before = self._db.total_changes
             self._db.executemany("INSERT OR IGNORE INTO blocks (cid, data, walked) VALUES (?, ?, ?)", rows)
             self._blocks += self._db.total_changes - before
             before = self._db.total_changes
-            self._db.executemany("INSERT OR IGNORE INTO events VALUES (?, ?)", events)
+            self._db.executemany("INSERT OR IGNORE INTO events VALUES (?, ?, ?)", events)
             self._events += self._db.total_changes - before
 
     def mark_walked(self, cids: Sequence[CID]) -> None:
@@ -208,20 +232,41 @@ class Staging:
         row = self._db.execute("SELECT data FROM blocks WHERE cid = ?", (cid.raw,)).fetchone()
         return None if row is None else bytes(row[0])
 
-    def events_in_order(self, page: int = 2000) -> Iterator[list[tuple[CID, bytes]]]:
-        """Staged events, parents first (by height, then CID bytes), a page at a time (keyset paging)."""
+    def events_in_order(self, page: int = 2000) -> Iterator[list[tuple[CID, bytes, bool | None]]]:
+        """Staged events with their blocks and signature checks (None: not made yet), parents first
+        (by height, then CID bytes), a page at a time (keyset paging).
+
+        Each next page is read on the staging thread, through a connection of its own, while the
+        caller works on the current one (SQLite leaves the GIL while it reads)."""
         self.flush()
-        last_height, last_cid = 0, b""
-        while True:
-            rows = self._db.execute(
-                "SELECT e.height, e.cid, b.data FROM events AS e JOIN blocks AS b ON b.cid = e.cid"
-                " WHERE (e.height, e.cid) > (?, ?) ORDER BY e.height, e.cid LIMIT ?",
-                (last_height, last_cid, page),
-            ).fetchall()
-            if not rows:
-                return
-            last_height, last_cid = rows[-1][0], bytes(rows[-1][1])
-            yield [(CID.from_bytes(bytes(raw)), bytes(data)) for _h, raw, data in rows]
+        reader = sqlite3.connect(self.path, check_same_thread=False)
+        coming: Future[list[Any]] | None = None
+        try:
+            reader.execute(f"PRAGMA cache_size={_CACHE}")
+
+            def fetch(after: tuple[int, bytes]) -> list[Any]:
+                return reader.execute(
+                    "SELECT e.height, e.cid, b.data, e.checked FROM events AS e"
+                    " JOIN blocks AS b ON b.cid = e.cid"
+                    " WHERE (e.height, e.cid) > (?, ?) ORDER BY e.height, e.cid LIMIT ?",
+                    (*after, page),
+                ).fetchall()
+
+            coming = self._writer.submit(fetch, (0, b""))
+            while True:
+                rows = coming.result()
+                if not rows:
+                    return
+                coming = self._writer.submit(fetch, (rows[-1][0], bytes(rows[-1][1])))
+                yield [
+                    (CID.from_bytes(bytes(raw)), bytes(data), None if checked is None else checked == 1)
+                    for _h, raw, data, checked in rows
+                ]
+        finally:
+            if coming is not None:
+                with contextlib.suppress(Exception):  # the last read may still run: let it end first
+                    coming.result()
+            reader.close()
 
 
 def verify_signatures(triples: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
@@ -279,6 +324,7 @@ def _sodium_open() -> Callable[[bytes, bytes], bytes] | None:
 
 
 _FRAME = struct.Struct(">I")
+_PIPE_SIZE = 1 << 20
 _WORKER = "from ipld_scheduler.staging import _verifier_main; _verifier_main()"
 
 
@@ -302,6 +348,12 @@ class SignatureWorker:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-c", _WORKER, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
         )
+        assert proc.stdin is not None
+        pipe = proc.stdin.transport.get_extra_info("pipe")
+        # A pipe of 1 MiB holds a whole batch: the child always has work queued while the event
+        # loop is busy folding or reading (the 64 KiB default ran dry between two turns of the loop).
+        with contextlib.suppress(OSError, AttributeError, ValueError):  # Linux only; a limit below
+            fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
         return cls(proc)
 
     async def verify(self, triples: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
@@ -353,6 +405,100 @@ class SignatureWorker:
             except TimeoutError:
                 self._proc.kill()
                 await self._proc.wait()
+
+
+Signed = tuple[bytes, bytes, bytes]
+"""``(public key, signature, message)``: one signature check."""
+
+
+class EarlyChecks:
+    """Signature checks made while a CAR is still being read into staging, in a
+    :class:`SignatureWorker`, so the checking overlaps the reading instead of trailing the fold.
+
+    The reader hands over each batch's event candidates, each with the check the fold would make
+    (or None when that cannot be known before the strict decode: then the fold checks it, as it
+    does every candidate staged without a result). The first ``start_from`` candidates wait in
+    memory: a short history never starts the worker and they are staged unchecked. After that each
+    batch goes to the worker, at most ``in_flight`` batches at once; a batch past that is staged
+    unchecked instead of waiting, so the reader never waits for the worker and memory stays bounded
+    by ``start_from`` + ``in_flight`` batches. Answers land in staging as they come
+    (:meth:`Staging.put_checked`); :meth:`finish` waits for the last ones and hands the worker on
+    to the fold. Nothing here decides validity: the flags are the worker's ``verify_signatures``.
+    """
+
+    def __init__(
+        self, staging: Staging, *, start_from: int, in_flight: int = 8, enabled: bool = True
+    ) -> None:
+        self._staging = staging
+        self._start_from = start_from
+        self._in_flight = in_flight
+        self._enabled = enabled
+        self.worker: SignatureWorker | None = None
+        self._waiting: list[tuple[int, CID, Signed]] = []
+        self._flights: deque[tuple[list[tuple[int, CID]], asyncio.Task[list[bool]]]] = deque()
+
+    async def add(self, events: Sequence[tuple[int, CID, Signed | None]]) -> None:
+        """Stage a batch of event candidates (their blocks go through :meth:`Staging.put_many`)."""
+        self._land()
+        unchecked: list[tuple[int, CID, bool | None]] = [
+            (h, c, None) for h, c, check in events if check is None
+        ]
+        checkable = [(h, c, check) for h, c, check in events if check is not None]
+        if self._enabled and self.worker is None:
+            self._waiting += checkable
+            checkable = []
+            if len(self._waiting) >= self._start_from:
+                try:
+                    self.worker = await SignatureWorker.start()
+                except OSError:  # no worker: the fold checks everything in this process
+                    self._enabled = False
+                else:
+                    checkable, self._waiting = self._waiting, []
+        if not self._enabled or len(self._flights) >= self._in_flight:
+            unchecked += [(h, c, None) for h, c, _check in checkable]
+        elif checkable:
+            assert self.worker is not None
+            self._send(self.worker, checkable)
+        self._staging.put_checked(unchecked)
+
+    def _send(self, worker: SignatureWorker, checkable: list[tuple[int, CID, Signed]]) -> None:
+        flight = (
+            [(h, c) for h, c, _check in checkable],
+            asyncio.create_task(worker.verify([x for *_, x in checkable])),
+        )
+        self._flights.append(flight)
+
+    def _land(self) -> None:
+        while self._flights and self._flights[0][1].done():
+            events, task = self._flights.popleft()
+            self._put(events, task.result())
+
+    def _put(self, events: list[tuple[int, CID]], flags: list[bool]) -> None:
+        self._staging.put_checked([(h, c, ok) for (h, c), ok in zip(events, flags, strict=True)])
+
+    async def finish(self) -> SignatureWorker | None:
+        """Every answer staged and every held candidate staged unchecked; the worker, if started
+        (the caller closes it)."""
+        while self._flights:
+            events, task = self._flights[0]
+            flags = await task
+            self._flights.popleft()
+            self._put(events, flags)
+        self._staging.put_checked([(h, c, None) for h, c, _check in self._waiting])
+        self._waiting = []
+        worker, self.worker = self.worker, None
+        return worker
+
+    async def close(self) -> None:
+        """Stop what is still in flight (a failed read) and the worker, unless :meth:`finish` handed
+        it on."""
+        for _events, task in self._flights:
+            task.cancel()
+        await asyncio.gather(*(task for _events, task in self._flights), return_exceptions=True)
+        self._flights.clear()
+        if self.worker is not None:
+            await self.worker.close()
+            self.worker = None
 
 
 def _verifier_main() -> None:

@@ -178,9 +178,14 @@ async def test_a_forged_signature_is_refused_with_or_without_the_signature_worke
         await target.close()
 
 
-async def test_the_worker_checks_pages_ahead_and_each_flag_lands_on_its_own_event(tmp_path: Path) -> None:
+@pytest.mark.parametrize("in_flight", [0, 1, 8], ids=["fold-checks-all", "mixed", "read-checks-all"])
+async def test_the_worker_checks_pages_ahead_and_each_flag_lands_on_its_own_event(
+    tmp_path: Path, in_flight: int
+) -> None:
     """Bad signatures on three pages (2000 events each) whose checks are in flight together: exactly
-    those three siblings are refused, everything else applies, and the collector runs again after."""
+    those three siblings are refused, everything else applies, and the collector runs again after.
+    The same whether the checks are made while the CAR is read (``in_flight`` batches of 300 blocks
+    at once), by the fold, or some here and some there."""
     import gc
 
     blocks = list(history_blocks(4500))
@@ -196,6 +201,8 @@ async def test_the_worker_checks_pages_ahead_and_each_flag_lands_on_its_own_even
     write_car(buffer, [blocks[-1][0]], [*blocks, *(f.pair for f in forged)])
     target = await _open(tmp_path / "bob", "bob")
     target.parallel_verify_from = 1
+    target.early_checks_in_flight = in_flight
+    target.stage_batch = 300
     try:
         report = await target.import_car(buffer.getvalue())
         assert report.applied == 4500
@@ -220,6 +227,29 @@ def test_the_signed_message_is_cut_from_the_received_bytes_exactly_as_encoded() 
         other = replace(event, sig=bytes(64))  # bytes that do not say what the event says: re-encoded
         assert _signed_message(other, data)[2] == encode(other.unsigned_ipld())
         assert _signed_message(event, data[:100])[2] == encode(event.unsigned_ipld())
+
+
+def test_the_check_made_while_reading_is_the_one_the_fold_would_make() -> None:
+    """``_event_candidate`` reads key, signature and message leniently while a CAR is staged: for
+    every event of a history (schedules, batches, membership) they must equal what the fold checks
+    after the strict decode, and a block of another layout is left to the fold (None)."""
+    from ipld_scheduler.codec import encode
+    from ipld_scheduler.replica import _event_candidate, _signed_message
+
+    seen = 0
+    for cid, data in history_blocks(60):
+        try:
+            event = Event.from_block(data)
+        except (CodecError, ModelError):
+            assert _event_candidate(cid, data) is None
+            continue
+        candidate = _event_candidate(cid, data)
+        assert candidate is not None and candidate == (event.height, _signed_message(event, data))
+        seen += 1
+        # the same event with a ninth entry: another layout, left to the fold
+        other = encode({**event.to_ipld(), "zzz": 1})
+        assert _event_candidate(cid, other) == (event.height, None)
+    assert seen == 60
 
 
 def test_car_decoder_fed_byte_by_byte_equals_read_car(source: Replica) -> None:
