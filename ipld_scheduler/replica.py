@@ -98,7 +98,19 @@ from .ports import BlockNotFound, BlockStore, StoreError, get_many
 from .reasons import Reject
 from .repo import DerivedRows, Repo, RepoError
 from .snapshot import Snapshot, SnapshotError, decode_snapshot, encode_snapshot
-from .staging import CarSink, CarSource, EarlyChecks, Progress, SignatureWorker, Signed, Stage, Staging
+from .staging import (
+    Candidate,
+    CarSink,
+    CarSource,
+    EarlyChecks,
+    Progress,
+    SignatureWorker,
+    Signed,
+    Stage,
+    StagedPage,
+    Staging,
+    pack_links,
+)
 from .state import CANCELLED, FAILED, FINISHED, State, WorkflowRecord
 from .sync import MergePlan, Ready, SyncError
 from .trust import Lineage, Membership, PolicyRecord
@@ -237,7 +249,7 @@ class Replica:
         self.parallel_verify_from = 5_000
         """A staged fold of at least this many events checks signatures in a worker process (at 10k
         events it takes ~38 % of the importing process's CPU time off it; starting it costs ~0.1 s)."""
-        self.early_checks_in_flight = 8
+        self.early_checks_in_flight = 3
         """CAR import: batches of signature checks sent to the worker while reading, at most (a batch
         past that is checked by the fold instead; :class:`~ipld_scheduler.staging.EarlyChecks`)."""
 
@@ -1366,7 +1378,7 @@ class Replica:
             )
             try:
                 batch: list[tuple[CID, bytes]] = []
-                events: list[tuple[int, CID, Signed | None]] = []
+                events: list[Candidate] = []
                 read = 0
                 for cid, data in blocks:
                     read += 1
@@ -1375,7 +1387,7 @@ class Replica:
                     batch.append((cid, data))
                     candidate = _event_candidate(cid, data)
                     if candidate is not None:
-                        events.append((candidate[0], cid, candidate[1]))
+                        events.append(Candidate(candidate[0], cid, candidate[1], candidate[2]))
                         if dev_check:
                             dev_events[cid] = data
                     if len(batch) >= self.stage_batch:
@@ -1661,15 +1673,13 @@ class Replica:
         if progress is not None:
             progress(Stage.FOLD, report.applied)
 
-    def _page_items(
-        self, page: list[tuple[CID, bytes, bool | None]], staging: Staging, report: MergeReport
-    ) -> list[_PageItem]:
+    def _page_items(self, page: StagedPage, staging: Staging, report: MergeReport) -> list[_PageItem]:
         """A page of staged events not applied yet, decoded, each with the blocks it links to (its
         payload links read once here, for the links and for the fold's check of linked events)."""
         items: list[_PageItem] = []
         events: list[tuple[CID, bytes, Event, list[tuple[CID, BlockKind]], bool | None]] = []
         links: set[CID] = set()
-        for cid, data, checked in page:
+        for cid, data, checked in page.events:
             if cid in self.clock:
                 continue
             try:
@@ -1680,7 +1690,17 @@ class Replica:
             events.append((cid, data, event, payload, checked))
             links.update(link for link, kind in payload if kind is not BlockKind.EVENT)
         held = self.repo.has_blocks(list(links))
-        cache = {c: d for c, (d, _walked) in staging.get_many([c for c in links if c not in held]).items()}
+        cache: dict[CID, bytes] = {}
+        rest: list[CID] = []
+        for link in links:
+            if link in held:
+                continue
+            hit = page.linked.get(link.raw)  # prefetched with the page
+            if hit is None:
+                rest.append(link)
+            else:
+                cache[link] = hit
+        cache.update((c, d) for c, (d, _walked) in staging.get_many(rest).items())
         cache.update(dict.fromkeys(held, b""))
         for cid, data, event, payload, checked in events:
             linked = self._staged_links(cid, payload, staging, report, cache)
@@ -2292,10 +2312,10 @@ def _event_height(cid: CID, data: bytes) -> int | None:
     return None if candidate is None else candidate[0]
 
 
-def _event_candidate(cid: CID, data: bytes) -> tuple[int, Signed | None] | None:
+def _event_candidate(cid: CID, data: bytes) -> tuple[int, Signed | None, bytes | None] | None:
     """:func:`_event_height` and, from the same lenient read, the signature check the fold would make
     if the block is an event (:func:`_signed_message`), or None when that is not known before the
-    strict decode.
+    strict decode; and its body's links (:func:`~ipld_scheduler.staging.pack_links`, a prefetch hint).
 
     The check is exactly the fold's: strict decoding is cbor2's too (plus proofs of canonical form),
     so an event that decodes strictly has this ``key`` and ``sig``, and the message is cut from the
@@ -2303,8 +2323,8 @@ def _event_candidate(cid: CID, data: bytes) -> tuple[int, Signed | None] | None:
     entries in DAG-CBOR key order, the ``sig`` entry right after ``key``). Any other layout is left
     to the fold. A block that fails the strict decode is not an event, and its answer is unused.
     """
-    if cid.codec != DAG_CBOR:
-        return None
+    if cid.codec != DAG_CBOR or _SIG_KEY not in data or _PARENTS_KEY not in data:
+        return None  # no event without these keys' canonical encodings: not worth decoding
     try:
         raw = cbor2.loads(data)
     except Exception:  # any malformed block is simply not a candidate
@@ -2314,17 +2334,28 @@ def _event_candidate(cid: CID, data: bytes) -> tuple[int, Signed | None] | None:
     height = raw.get("height")
     if type(height) is not int or not 1 <= height <= 2**62:
         return None
+    body = raw.get("body")
+    links = None
+    if type(body) is dict:
+        values = [v for value in body.values() for v in (value if type(value) is list else (value,))]
+        links = pack_links([v.value[1:] for v in values if _is_link(v)])
     key, sig = raw.get("key"), raw["sig"]
     if type(key) is not bytes or type(sig) is not bytes or len(key) != 32 or len(sig) != 64:
-        return height, None
+        return height, None, links
     if data[:1] != b"\xa8":
-        return height, None
+        return height, None, links
     at = data.find(_KEY_ENTRY) + len(_KEY_ENTRY) + 32
     if at <= 38 or data[at - 38 : at] != _KEY_ENTRY + key or data[at : at + 70] != _SIG_ENTRY + sig:
-        return height, None
-    return height, (key, sig, b"\xa7" + data[1:at] + data[at + 70 :])
+        return height, None, links
+    return height, (key, sig, b"\xa7" + data[1:at] + data[at + 70 :]), links
 
 
+def _is_link(value: Any) -> bool:
+    return isinstance(value, cbor2.CBORTag) and value.tag == 42 and type(value.value) is bytes
+
+
+_SIG_KEY: Final = b"\x63sig"
+_PARENTS_KEY: Final = b"\x67parents"
 _KEY_ENTRY: Final = b"\x63key\x58\x20"
 _SIG_ENTRY: Final = b"\x63sig\x58\x40"
 """The ``key`` and ``sig`` entries' heads in an event block, as

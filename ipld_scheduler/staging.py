@@ -26,18 +26,22 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, cast, runtime_checkable
+from typing import Any, NamedTuple, Protocol, cast, runtime_checkable
 
 from .codec import CID
 
 __all__ = [
+    "Candidate",
     "CarSink",
     "CarSource",
     "EarlyChecks",
     "Progress",
     "SignatureWorker",
+    "Signed",
     "Stage",
+    "StagedPage",
     "Staging",
+    "pack_links",
     "verify_signatures",
 ]
 
@@ -94,14 +98,15 @@ class Staging:
             # A rowid table with a unique index: appends stay cheap (rows are not ordered by CID).
             "CREATE TABLE blocks (id INTEGER PRIMARY KEY, cid BLOB NOT NULL UNIQUE, data BLOB NOT NULL,"
             " walked INTEGER NOT NULL);"
-            # checked: the event's signature check if it was done while staging (1 valid, 0 not), else NULL
-            "CREATE TABLE events (height INTEGER NOT NULL, cid BLOB NOT NULL, checked INTEGER,"
+            # checked: the event's signature check if it was done while staging (1 valid, 0 not), else
+            # NULL; links: the CIDs its body links, read leniently (pack_links), a hint to prefetch
+            "CREATE TABLE events (height INTEGER NOT NULL, cid BLOB NOT NULL, checked INTEGER, links BLOB,"
             " PRIMARY KEY (height, cid)) WITHOUT ROWID;"
         )
         self._blocks = 0
         self._events = 0
         self._buffer: dict[CID, tuple[bytes, bool]] = {}
-        self._buffer_events: list[tuple[int, CID, bool | None]] = []
+        self._buffer_events: list[tuple[int, CID, bool | None, bytes | None]] = []
         self.buffer_limit = 4096
         """Blocks held in memory before one transaction writes them (a walk stages a level at a time)."""
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="staging")
@@ -150,14 +155,15 @@ class Staging:
         """
         for cid, data in blocks:
             self._buffer.setdefault(cid, (data, walked))
-        self._buffer_events.extend((height, cid, None) for height, cid in events)
+        self._buffer_events.extend((height, cid, None, None) for height, cid in events)
         if len(self._buffer) >= self.buffer_limit:
             self._write_behind()
 
-    def put_checked(self, events: Sequence[tuple[int, CID, bool | None]]) -> None:
-        """Index event candidates with the outcome of their signature check where it was already
-        made (:class:`EarlyChecks`; None: not checked). Their blocks are staged with :meth:`put_many`,
-        before or after (:meth:`events_in_order` joins them once both are in)."""
+    def put_checked(self, events: Sequence[tuple[int, CID, bool | None, bytes | None]]) -> None:
+        """Index event candidates ``(height, cid, checked, links)`` with the outcome of their signature
+        check where it was already made (:class:`EarlyChecks`; None: not checked) and the blocks they
+        link (:func:`pack_links`, or None). Their blocks are staged with :meth:`put_many`, before or
+        after (:meth:`events_in_order` joins them once both are in)."""
         self._buffer_events.extend(events)
         if len(self._buffer_events) >= self.buffer_limit:
             self._write_behind()
@@ -173,7 +179,7 @@ class Staging:
             return
         self._settle()
         rows = [(c.raw, d, int(w)) for c, (d, w) in self._buffer.items()]
-        events = [(h, c.raw, checked) for h, c, checked in self._buffer_events]
+        events = [(h, c.raw, checked, links) for h, c, checked, links in self._buffer_events]
         self._buffer = {}
         self._buffer_events = []
         self._writing = self._writer.submit(self._write, rows, events)
@@ -184,14 +190,16 @@ class Staging:
             writing.result()
 
     def _write(
-        self, rows: list[tuple[bytes, bytes, int]], events: list[tuple[int, bytes, bool | None]]
+        self,
+        rows: list[tuple[bytes, bytes, int]],
+        events: list[tuple[int, bytes, bool | None, bytes | None]],
     ) -> None:
         with self._db:
             before = self._db.total_changes
             self._db.executemany("INSERT OR IGNORE INTO blocks (cid, data, walked) VALUES (?, ?, ?)", rows)
             self._blocks += self._db.total_changes - before
             before = self._db.total_changes
-            self._db.executemany("INSERT OR IGNORE INTO events VALUES (?, ?, ?)", events)
+            self._db.executemany("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?)", events)
             self._events += self._db.total_changes - before
 
     def mark_walked(self, cids: Sequence[CID]) -> None:
@@ -232,41 +240,77 @@ class Staging:
         row = self._db.execute("SELECT data FROM blocks WHERE cid = ?", (cid.raw,)).fetchone()
         return None if row is None else bytes(row[0])
 
-    def events_in_order(self, page: int = 2000) -> Iterator[list[tuple[CID, bytes, bool | None]]]:
+    def events_in_order(self, page: int = 2000) -> Iterator[StagedPage]:
         """Staged events with their blocks and signature checks (None: not made yet), parents first
-        (by height, then CID bytes), a page at a time (keyset paging).
+        (by height, then CID bytes), a page at a time (keyset paging), each with the staged blocks
+        its events link as far as their ``links`` hints tell.
 
-        Each next page is read on the staging thread, through a connection of its own, while the
-        caller works on the current one (SQLite leaves the GIL while it reads)."""
+        Each next page, and the blocks it links, is read on the staging thread, through a connection
+        of its own, while the caller works on the current one (SQLite leaves the GIL while it reads)."""
         self.flush()
         reader = sqlite3.connect(self.path, check_same_thread=False)
-        coming: Future[list[Any]] | None = None
+        coming: Future[tuple[list[Any], dict[bytes, bytes]]] | None = None
         try:
             reader.execute(f"PRAGMA cache_size={_CACHE}")
 
-            def fetch(after: tuple[int, bytes]) -> list[Any]:
-                return reader.execute(
-                    "SELECT e.height, e.cid, b.data, e.checked FROM events AS e"
+            def fetch(after: tuple[int, bytes]) -> tuple[list[Any], dict[bytes, bytes]]:
+                rows = reader.execute(
+                    "SELECT e.height, e.cid, b.data, e.checked, e.links FROM events AS e"
                     " JOIN blocks AS b ON b.cid = e.cid"
                     " WHERE (e.height, e.cid) > (?, ?) ORDER BY e.height, e.cid LIMIT ?",
                     (*after, page),
                 ).fetchall()
+                wanted = list({raw for row in rows if row[4] for raw in _unpack_links(row[4])})
+                linked: dict[bytes, bytes] = {}
+                for part in _chunks(wanted):
+                    marks = ",".join("?" * len(part))
+                    for raw, data in reader.execute(
+                        f"SELECT cid, data FROM blocks WHERE cid IN ({marks})", part
+                    ):
+                        linked[bytes(raw)] = bytes(data)
+                return rows, linked
 
             coming = self._writer.submit(fetch, (0, b""))
             while True:
-                rows = coming.result()
+                rows, linked = coming.result()
                 if not rows:
                     return
                 coming = self._writer.submit(fetch, (rows[-1][0], bytes(rows[-1][1])))
-                yield [
+                events = [
                     (CID.from_bytes(bytes(raw)), bytes(data), None if checked is None else checked == 1)
-                    for _h, raw, data, checked in rows
+                    for _h, raw, data, checked, _links in rows
                 ]
+                yield StagedPage(events, linked)
         finally:
             if coming is not None:
                 with contextlib.suppress(Exception):  # the last read may still run: let it end first
                     coming.result()
             reader.close()
+
+
+class StagedPage(NamedTuple):
+    """A page of :meth:`Staging.events_in_order`."""
+
+    events: list[tuple[CID, bytes, bool | None]]
+    """``(cid, block, checked)``, parents first."""
+    linked: dict[bytes, bytes]
+    """Staged blocks the events' ``links`` hints name, by raw CID (a hint: the caller still checks
+    what it needs, and asks :meth:`Staging.get_many` for anything missing here)."""
+
+
+def pack_links(raws: Sequence[bytes]) -> bytes | None:
+    """Raw CIDs as one ``links`` hint (each prefixed by its length; any over 255 bytes left out)."""
+    packed = b"".join(bytes((len(raw),)) + raw for raw in raws if 0 < len(raw) < 256)
+    return packed or None
+
+
+def _unpack_links(packed: bytes) -> list[bytes]:
+    out, at = [], 0
+    while at < len(packed):
+        size = packed[at]
+        out.append(bytes(packed[at + 1 : at + 1 + size]))
+        at += 1 + size
+    return out
 
 
 def verify_signatures(triples: Sequence[tuple[bytes, bytes, bytes]]) -> list[bool]:
@@ -411,6 +455,17 @@ Signed = tuple[bytes, bytes, bytes]
 """``(public key, signature, message)``: one signature check."""
 
 
+class Candidate(NamedTuple):
+    """A block that looks like an event, as a CAR reader stages it for :class:`EarlyChecks`."""
+
+    height: int
+    cid: CID
+    check: Signed | None
+    """The signature check the fold would make, or None when not known before its strict decode."""
+    links: bytes | None
+    """The CIDs its body links (:func:`pack_links`): a hint to prefetch them with the event."""
+
+
 class EarlyChecks:
     """Signature checks made while a CAR is still being read into staging, in a
     :class:`SignatureWorker`, so the checking overlaps the reading instead of trailing the fold.
@@ -427,23 +482,21 @@ class EarlyChecks:
     """
 
     def __init__(
-        self, staging: Staging, *, start_from: int, in_flight: int = 8, enabled: bool = True
+        self, staging: Staging, *, start_from: int, in_flight: int = 3, enabled: bool = True
     ) -> None:
         self._staging = staging
         self._start_from = start_from
         self._in_flight = in_flight
         self._enabled = enabled
         self.worker: SignatureWorker | None = None
-        self._waiting: list[tuple[int, CID, Signed]] = []
-        self._flights: deque[tuple[list[tuple[int, CID]], asyncio.Task[list[bool]]]] = deque()
+        self._waiting: list[Candidate] = []
+        self._flights: deque[tuple[list[Candidate], asyncio.Task[list[bool]]]] = deque()
 
-    async def add(self, events: Sequence[tuple[int, CID, Signed | None]]) -> None:
+    async def add(self, events: Sequence[Candidate]) -> None:
         """Stage a batch of event candidates (their blocks go through :meth:`Staging.put_many`)."""
         self._land()
-        unchecked: list[tuple[int, CID, bool | None]] = [
-            (h, c, None) for h, c, check in events if check is None
-        ]
-        checkable = [(h, c, check) for h, c, check in events if check is not None]
+        unchecked = [e for e in events if e.check is None]
+        checkable = [e for e in events if e.check is not None]
         if self._enabled and self.worker is None:
             self._waiting += checkable
             checkable = []
@@ -455,17 +508,14 @@ class EarlyChecks:
                 else:
                     checkable, self._waiting = self._waiting, []
         if not self._enabled or len(self._flights) >= self._in_flight:
-            unchecked += [(h, c, None) for h, c, _check in checkable]
+            unchecked += checkable
         elif checkable:
             assert self.worker is not None
             self._send(self.worker, checkable)
-        self._staging.put_checked(unchecked)
+        self._staging.put_checked([(e.height, e.cid, None, e.links) for e in unchecked])
 
-    def _send(self, worker: SignatureWorker, checkable: list[tuple[int, CID, Signed]]) -> None:
-        flight = (
-            [(h, c) for h, c, _check in checkable],
-            asyncio.create_task(worker.verify([x for *_, x in checkable])),
-        )
+    def _send(self, worker: SignatureWorker, checkable: list[Candidate]) -> None:
+        flight = (checkable, asyncio.create_task(worker.verify([e.check for e in checkable if e.check])))
         self._flights.append(flight)
 
     def _land(self) -> None:
@@ -473,8 +523,9 @@ class EarlyChecks:
             events, task = self._flights.popleft()
             self._put(events, task.result())
 
-    def _put(self, events: list[tuple[int, CID]], flags: list[bool]) -> None:
-        self._staging.put_checked([(h, c, ok) for (h, c), ok in zip(events, flags, strict=True)])
+    def _put(self, events: list[Candidate], flags: list[bool]) -> None:
+        rows = [(e.height, e.cid, ok, e.links) for e, ok in zip(events, flags, strict=True)]
+        self._staging.put_checked(rows)
 
     async def finish(self) -> SignatureWorker | None:
         """Every answer staged and every held candidate staged unchecked; the worker, if started
@@ -484,7 +535,7 @@ class EarlyChecks:
             flags = await task
             self._flights.popleft()
             self._put(events, flags)
-        self._staging.put_checked([(h, c, None) for h, c, _check in self._waiting])
+        self._staging.put_checked([(e.height, e.cid, None, e.links) for e in self._waiting])
         self._waiting = []
         worker, self.worker = self.worker, None
         return worker

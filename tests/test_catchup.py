@@ -232,9 +232,13 @@ def test_the_signed_message_is_cut_from_the_received_bytes_exactly_as_encoded() 
 def test_the_check_made_while_reading_is_the_one_the_fold_would_make() -> None:
     """``_event_candidate`` reads key, signature and message leniently while a CAR is staged: for
     every event of a history (schedules, batches, membership) they must equal what the fold checks
-    after the strict decode, and a block of another layout is left to the fold (None)."""
+    after the strict decode, and a block of another layout is left to the fold (None). Its links
+    hint names exactly the event's payload links."""
+    from ipld_scheduler.blocks import links_of
     from ipld_scheduler.codec import encode
+    from ipld_scheduler.events import BlockKind
     from ipld_scheduler.replica import _event_candidate, _signed_message
+    from ipld_scheduler.staging import _unpack_links
 
     seen = 0
     for cid, data in history_blocks(60):
@@ -244,11 +248,13 @@ def test_the_check_made_while_reading_is_the_one_the_fold_would_make() -> None:
             assert _event_candidate(cid, data) is None
             continue
         candidate = _event_candidate(cid, data)
-        assert candidate is not None and candidate == (event.height, _signed_message(event, data))
+        assert candidate is not None and candidate[:2] == (event.height, _signed_message(event, data))
+        payload = [link.raw for link, _kind in links_of(BlockKind.EVENT, event)[len(event.parents) :]]
+        assert _unpack_links(candidate[2] or b"") == payload
         seen += 1
         # the same event with a ninth entry: another layout, left to the fold
         other = encode({**event.to_ipld(), "zzz": 1})
-        assert _event_candidate(cid, other) == (event.height, None)
+        assert _event_candidate(cid, other) == (event.height, None, candidate[2])
     assert seen == 60
 
 
