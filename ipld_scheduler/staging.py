@@ -369,7 +369,13 @@ def _sodium_open() -> Callable[[bytes, bytes], bytes] | None:
 
 _FRAME = struct.Struct(">I")
 _PIPE_SIZE = 1 << 20
-_WORKER = "from ipld_scheduler.staging import _verifier_main; _verifier_main()"
+_WORKER = (
+    "import sys; sys.path.insert(0, sys.argv[1]); "
+    "from ipld_scheduler.staging import _verifier_main; _verifier_main()"
+)
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+"""Where this ``ipld_scheduler`` lives: the worker imports exactly this copy (``python -I``: not one
+in the working directory or on ``PYTHONPATH``, which could be another version, or planted)."""
 
 
 class SignatureWorker:
@@ -390,7 +396,13 @@ class SignatureWorker:
     @classmethod
     async def start(cls) -> SignatureWorker:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _WORKER, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+            sys.executable,
+            "-I",
+            "-c",
+            _WORKER,
+            _PACKAGE_ROOT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
         )
         assert proc.stdin is not None
         pipe = proc.stdin.transport.get_extra_info("pipe")

@@ -441,3 +441,26 @@ def test_libsodium_first_then_openssl_gives_openssl_s_verdict_on_every_edge_case
     assert staging.verify_signatures(triples) == expected
     monkeypatch.setattr(staging, "_sodium_open", lambda: None)
     assert staging.verify_signatures(triples) == expected
+
+
+async def test_the_signature_worker_runs_this_copy_of_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker process imports the ``ipld_scheduler`` its parent runs, not one planted in the
+    working directory or on ``PYTHONPATH`` (here: one that calls every signature valid)."""
+    from ipld_scheduler.staging import SignatureWorker
+
+    fake = tmp_path / "ipld_scheduler"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")
+    (fake / "staging.py").write_text(
+        "import sys\n\ndef _verifier_main():\n    sys.stdin.buffer.read(4)\n"
+        "    sys.stdout.buffer.write(b'\\x01' * 8)\n    sys.stdout.buffer.flush()\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    worker = await SignatureWorker.start()
+    try:
+        assert await worker.verify([(bytes(32), bytes(64), b"m")]) == [False]
+    finally:
+        await worker.close()
