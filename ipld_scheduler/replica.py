@@ -1403,10 +1403,10 @@ class Replica:
                     progress(Stage.READ, read)
                 if dev_check:
                     self._refuse_foreign_car(dev_events)
-                worker = await checks.finish()
+                report.fetched = staging.blocks
+                worker = await checks.finish()  # from here on the fold owns (and closes) it
             finally:
                 await checks.close()
-            report.fetched = staging.blocks
             await self._fold_staged(staging, report, external=external, progress=progress, worker=worker)
             refused = {cid for cid, _ in report.rejected}
             for root in roots:

@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any, NamedTuple, Protocol, cast, runtime_checkable
 
 from .codec import CID
+from .repo import insert_rows
 
 __all__ = [
     "Candidate",
@@ -196,10 +197,10 @@ class Staging:
     ) -> None:
         with self._db:
             before = self._db.total_changes
-            self._db.executemany("INSERT OR IGNORE INTO blocks (cid, data, walked) VALUES (?, ?, ?)", rows)
+            insert_rows(self._db, "INSERT OR IGNORE INTO blocks (cid, data, walked) VALUES {values}", rows)
             self._blocks += self._db.total_changes - before
             before = self._db.total_changes
-            self._db.executemany("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?)", events)
+            insert_rows(self._db, "INSERT OR IGNORE INTO events VALUES {values}", events)
             self._events += self._db.total_changes - before
 
     def mark_walked(self, cids: Sequence[CID]) -> None:
