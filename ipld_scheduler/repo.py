@@ -303,8 +303,8 @@ def _first(row: tuple[Any, ...]) -> Any:
     return row[0]
 
 
-ROWS_PER_STATEMENT: Final = 128
-"""Most rows one statement of :func:`insert_rows` carries."""
+ROWS_PER_STATEMENT: Final = 1024
+"""Most rows one statement of :func:`insert_rows` carries (fewer if SQLite allows fewer parameters)."""
 
 
 def insert_rows(conn: sqlite3.Connection, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -314,13 +314,18 @@ def insert_rows(conn: sqlite3.Connection, sql: str, rows: Sequence[tuple[Any, ..
     ``executemany`` binds each row holding the GIL and steps it without: on a writer thread beside a
     busy event loop every row then waits for the loop to let go of the GIL (5 ms, the switch
     interval), which stalled a bulk import's commits ~16-fold. Here the GIL is taken once per
-    statement. Row counts are split into powers of two, so at most 8 statements per ``sql`` get
+    statement. Row counts are split into powers of two, so at most 11 statements per ``sql`` get
     prepared (and stay in the connection's statement cache); rows go in the order given.
     """
-    width = len(rows[0]) if rows else 0
+    if not rows:
+        return
+    width = len(rows[0])
+    most = ROWS_PER_STATEMENT
+    while most > 1 and most * width > conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER):
+        most //= 2
     at = 0
     while at < len(rows):
-        size = ROWS_PER_STATEMENT
+        size = most
         while size > len(rows) - at:
             size //= 2
         conn.execute(_rows_sql(sql, size, width), [item for row in rows[at : at + size] for item in row])

@@ -1116,3 +1116,27 @@ async def test_bulk_writes_enlarge_the_writer_cache_and_wal_then_restore_them(tm
         assert repo.get_block(cid) == data
     finally:
         repo.close()
+
+
+@pytest.mark.parametrize("limit", [None, 7], ids=["default", "seven-parameters"])
+def test_insert_rows_keeps_executemany_s_order_and_outcome(limit: int | None) -> None:
+    """``insert_rows`` (multi-row statements) writes what ``executemany`` would: rows in order (a
+    rowid sequence follows them), a later row replacing an earlier one, any count (powers of two
+    and remainders), within SQLite's parameter limit when that is low."""
+    from ipld_scheduler.repo import insert_rows
+
+    rows = [(f"k{n % 1500}", n) for n in range(3001)]
+    results = []
+    for multi in (False, True):
+        conn = sqlite3.connect(":memory:")
+        if limit is not None:
+            conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit)
+        conn.execute("CREATE TABLE t (seq INTEGER PRIMARY KEY, k TEXT UNIQUE, v INTEGER)")
+        if multi:
+            insert_rows(conn, "INSERT OR REPLACE INTO t (k, v) VALUES {values}", rows)
+            insert_rows(conn, "INSERT OR REPLACE INTO t (k, v) VALUES {values}", [])
+        else:
+            conn.executemany("INSERT OR REPLACE INTO t (k, v) VALUES (?, ?)", rows)
+        results.append(conn.execute("SELECT seq, k, v FROM t ORDER BY seq").fetchall())
+        conn.close()
+    assert results[0] == results[1] and len(results[0]) == 1500
