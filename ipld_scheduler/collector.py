@@ -55,11 +55,21 @@ def pause() -> None:
     gc.disable()
 
 
-def resume() -> None:
-    """End one :func:`pause`; collection resumes when the last one ends."""
+def resume(*, promote: bool = False) -> None:
+    """End one :func:`pause`; collection resumes when the last one ends.
+
+    ``promote`` (a staged fold, which leaves ~10 objects per event behind as state): everything the
+    collector tracks moves to its oldest generation first (``gc.freeze`` then ``gc.unfreeze``,
+    neither of which walks the objects), so the next young collections do not walk the whole new
+    state two or three times over (~0.6 s each at 100k events, spent during the snapshot write that
+    follows); it is walked at the next full collection, as any long-lived state is, and nothing the
+    collector would free is kept from it beyond that."""
     global _pauses
     if _pauses == 0:
         return
     _pauses -= 1
+    if promote:
+        gc.freeze()
+        gc.unfreeze()
     if _pauses == 0:
         gc.enable()

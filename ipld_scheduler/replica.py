@@ -99,7 +99,19 @@ from .ports import BlockNotFound, BlockStore, StoreError, get_many
 from .reasons import Reject
 from .repo import DerivedRows, Repo, RepoError
 from .snapshot import Snapshot, SnapshotError, decode_snapshot, encode_snapshot
-from .staging import CarSink, CarSource, Progress, SignatureWorker, Stage, Staging
+from .staging import (
+    Candidate,
+    CarSink,
+    CarSource,
+    EarlyChecks,
+    Progress,
+    SignatureWorker,
+    Signed,
+    Stage,
+    StagedPage,
+    Staging,
+    pack_links,
+)
 from .state import CANCELLED, FAILED, FINISHED, State, WorkflowRecord
 from .sync import MergePlan, Ready, SyncError
 from .trust import Lineage, Membership, PolicyRecord
@@ -238,6 +250,9 @@ class Replica:
         self.parallel_verify_from = 5_000
         """A staged fold of at least this many events checks signatures in a worker process (at 10k
         events it takes ~38 % of the importing process's CPU time off it; starting it costs ~0.1 s)."""
+        self.early_checks_in_flight = 3
+        """CAR import: batches of signature checks sent to the worker while reading, at most (a batch
+        past that is checked by the fold instead; :class:`~ipld_scheduler.staging.EarlyChecks`)."""
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -1357,32 +1372,46 @@ class Replica:
         dev_check = self.network.dev and not self.allow_dev_network
         dev_events: dict[CID, bytes] = {}  # development networks only (small, in-process histories)
         with Staging(self.repo.path) as staging:
-            batch: list[tuple[CID, bytes]] = []
-            events: list[tuple[int, CID]] = []
-            read = 0
-            for cid, data in blocks:
-                read += 1
-                if cid in self.clock:
-                    continue
-                batch.append((cid, data))
-                height = _event_height(cid, data)
-                if height is not None:
-                    events.append((height, cid))
-                    if dev_check:
-                        dev_events[cid] = data
-                if len(batch) >= self.stage_batch:
-                    staging.put_many(batch, events)
-                    batch, events = [], []
-                    if progress is not None:
-                        progress(Stage.READ, read)
-                    await asyncio.sleep(0)
-            staging.put_many(batch, events)
-            if progress is not None:
-                progress(Stage.READ, read)
-            if dev_check:
-                self._refuse_foreign_car(dev_events)
-            report.fetched = staging.blocks
-            await self._fold_staged(staging, report, external=external, progress=progress)
+            # Signatures are checked in a worker process while the CAR is read (the fold checks
+            # what was not): the read is this thread's work, the checks another core's.
+            checks = EarlyChecks(
+                staging,
+                start_from=self.parallel_verify_from,
+                in_flight=self.early_checks_in_flight,
+                enabled=(os.cpu_count() or 1) > 1,
+            )
+            try:
+                batch: list[tuple[CID, bytes]] = []
+                events: list[Candidate] = []
+                read = 0
+                for cid, data in blocks:
+                    read += 1
+                    if cid in self.clock:
+                        continue
+                    batch.append((cid, data))
+                    candidate = _event_candidate(cid, data)
+                    if candidate is not None:
+                        events.append(Candidate(candidate[0], cid, candidate[1], candidate[2]))
+                        if dev_check:
+                            dev_events[cid] = data
+                    if len(batch) >= self.stage_batch:
+                        staging.put_many(batch)
+                        await checks.add(events)
+                        batch, events = [], []
+                        if progress is not None:
+                            progress(Stage.READ, read)
+                        await asyncio.sleep(0)
+                staging.put_many(batch)
+                await checks.add(events)
+                if progress is not None:
+                    progress(Stage.READ, read)
+                if dev_check:
+                    self._refuse_foreign_car(dev_events)
+                report.fetched = staging.blocks
+                worker = await checks.finish()  # from here on the fold owns (and closes) it
+            finally:
+                await checks.close()
+            await self._fold_staged(staging, report, external=external, progress=progress, worker=worker)
             refused = {cid for cid, _ in report.rejected}
             for root in roots:
                 if root not in self.clock and str(root) not in refused:
@@ -1571,7 +1600,13 @@ class Replica:
         return external
 
     async def _fold_staged(
-        self, staging: Staging, report: MergeReport, *, external: bool, progress: Progress | None
+        self,
+        staging: Staging,
+        report: MergeReport,
+        *,
+        external: bool,
+        progress: Progress | None,
+        worker: SignatureWorker | None = None,
     ) -> None:
         """Admit and apply staged events parents-first, a page at a time, each with its linked blocks.
 
@@ -1581,9 +1616,10 @@ class Replica:
         signatures are checked in a worker process (:class:`~ipld_scheduler.staging.SignatureWorker`)
         up to :data:`_VERIFY_AHEAD` pages ahead of the fold, which applies the page whose flags are
         in. Refusals are the same either way. Memory: a few pages, whatever the history's length.
+        Events staged with their check already made (:class:`~ipld_scheduler.staging.EarlyChecks`,
+        whose ``worker`` this takes over and closes) are not checked again.
         """
-        worker = None
-        if staging.events >= self.parallel_verify_from and (os.cpu_count() or 1) > 1:
+        if worker is None and staging.events >= self.parallel_verify_from and (os.cpu_count() or 1) > 1:
             try:
                 worker = await SignatureWorker.start()
             except OSError as exc:
@@ -1591,30 +1627,32 @@ class Replica:
         ahead: deque[tuple[list[_PageItem], asyncio.Task[list[bool]] | None]] = deque()
         committing: deque[asyncio.Task[None]] = deque()
         depth = _VERIFY_AHEAD if worker is not None else 0
-        try:
-            collector.pause()
-            for page in staging.events_in_order(_FOLD_PAGE):
-                items = self._page_items(page, staging, report)
-                task = None
-                if worker is not None and items:
-                    triples = [_signed_message(i.ready.event.value, i.ready.event.data) for i in items]
-                    task = asyncio.create_task(worker.verify(triples))
-                ahead.append((items, task))
-                while len(ahead) > depth:
+        async with self.repo.bulk_writes():
+            try:
+                collector.pause()
+                for page in staging.events_in_order(_FOLD_PAGE):
+                    items = self._page_items(page, staging, report)
+                    task = None
+                    unchecked = [i.ready.event for i in items if i.checked is None]
+                    if worker is not None and unchecked:
+                        triples = [_signed_message(event.value, event.data) for event in unchecked]
+                        task = asyncio.create_task(worker.verify(triples))
+                    ahead.append((items, task))
+                    while len(ahead) > depth:
+                        await self._apply_page(*ahead.popleft(), report, external, progress, committing)
+                while ahead:
                     await self._apply_page(*ahead.popleft(), report, external, progress, committing)
-            while ahead:
-                await self._apply_page(*ahead.popleft(), report, external, progress, committing)
-            while committing:
-                await committing.popleft()
-        finally:
-            for _items, task in ahead:
-                if task is not None:
-                    task.cancel()
-            # Failed meanwhile: queued commits still settle (in order) before we leave.
-            await asyncio.gather(*committing, return_exceptions=True)
-            collector.resume()
-            if worker is not None:
-                await worker.close()
+                while committing:
+                    await committing.popleft()
+            finally:
+                for _items, task in ahead:
+                    if task is not None:
+                        task.cancel()
+                # Failed meanwhile: queued commits still settle (in order) before we leave.
+                await asyncio.gather(*committing, return_exceptions=True)
+                collector.resume(promote=True)
+                if worker is not None:
+                    await worker.close()
 
     async def _apply_page(
         self,
@@ -1627,7 +1665,9 @@ class Replica:
     ) -> None:
         """Fold a page and queue its commit onto ``committing``; wait for the oldest commits while
         more than :data:`_COMMITS_IN_FLIGHT` are in flight."""
-        flags = await verified if verified is not None else None
+        answers = iter(await verified if verified is not None else ())
+        # each item's check: made while staging, else the worker's answer (in order), else None (here)
+        flags = [item.checked if item.checked is not None else next(answers, None) for item in items]
         applied, durable = await self._apply_items(items, report, external=external, verified=flags)
         if durable is not None:
             committing.append(asyncio.create_task(durable))
@@ -1637,15 +1677,13 @@ class Replica:
         if progress is not None:
             progress(Stage.FOLD, report.applied)
 
-    def _page_items(
-        self, page: list[tuple[CID, bytes]], staging: Staging, report: MergeReport
-    ) -> list[_PageItem]:
+    def _page_items(self, page: StagedPage, staging: Staging, report: MergeReport) -> list[_PageItem]:
         """A page of staged events not applied yet, decoded, each with the blocks it links to (its
         payload links read once here, for the links and for the fold's check of linked events)."""
         items: list[_PageItem] = []
-        events: list[tuple[CID, bytes, Event, list[tuple[CID, BlockKind]]]] = []
+        events: list[tuple[CID, bytes, Event, list[tuple[CID, BlockKind]], bool | None]] = []
         links: set[CID] = set()
-        for cid, data in page:
+        for cid, data, checked in page.events:
             if cid in self.clock:
                 continue
             try:
@@ -1653,16 +1691,26 @@ class Replica:
             except (CodecError, ModelError):
                 continue  # it only looked like an event: a linked block, folded with its event
             payload = links_of(BlockKind.EVENT, event)[len(event.parents) :]
-            events.append((cid, data, event, payload))
+            events.append((cid, data, event, payload, checked))
             links.update(link for link, kind in payload if kind is not BlockKind.EVENT)
         held = self.repo.has_blocks(list(links))
-        cache = {c: d for c, (d, _walked) in staging.get_many([c for c in links if c not in held]).items()}
+        cache: dict[CID, bytes] = {}
+        rest: list[CID] = []
+        for link in links:
+            if link in held:
+                continue
+            hit = page.linked.get(link.raw)  # prefetched with the page
+            if hit is None:
+                rest.append(link)
+            else:
+                cache[link] = hit
+        cache.update((c, d) for c, (d, _walked) in staging.get_many(rest).items())
         cache.update(dict.fromkeys(held, b""))
-        for cid, data, event, payload in events:
+        for cid, data, event, payload, checked in events:
             linked = self._staged_links(cid, payload, staging, report, cache)
             if linked is not None:
                 event_links = [link for link, kind in payload if kind is BlockKind.EVENT]
-                items.append(_PageItem(Ready(Block(cid, data, event), linked), event_links))
+                items.append(_PageItem(Ready(Block(cid, data, event), linked), event_links, checked))
         return items
 
     def _staged_links(
@@ -1713,11 +1761,12 @@ class Replica:
         report: MergeReport,
         *,
         external: bool,
-        verified: Sequence[bool] | None = None,
+        verified: Sequence[bool | None] | None = None,
     ) -> tuple[int, Coroutine[Any, Any, None] | None]:
         """:meth:`_apply_ready` for events released by a staged fold; refusals go to ``report``.
 
-        ``verified``, when given, holds each item's signature check, done elsewhere (a worker process).
+        ``verified``, when given, holds each item's signature check, done elsewhere (a worker process;
+        None: not done, so done here).
         Folded and queued under the write lock, as :meth:`_apply_ready` does, so a local write that
         ticks on top of these events commits after them. Returns how many were applied and what to
         await for their durability (None when nothing was).
@@ -1734,15 +1783,16 @@ class Replica:
         return len(processed), self._persist(durable, pending_blocks, outside)
 
     def _fold_items(
-        self, items: Sequence[_PageItem], report: MergeReport, verified: Sequence[bool] | None
+        self, items: Sequence[_PageItem], report: MergeReport, verified: Sequence[bool | None] | None
     ) -> tuple[list[tuple[CID, bytes]], list[CID], DerivedRows]:
         pending_blocks: list[tuple[CID, bytes]] = []
         processed: list[CID] = []
         applied: list[tuple[CID, Event, Definitions | None]] = []
         touched: set[str] = set()
-        for index, (ready, event_links) in enumerate(items):
+        for index, (ready, event_links, _checked) in enumerate(items):
             cid, event = ready.event.cid, ready.event.value
-            if verified is not None and not verified[index]:
+            flag = None if verified is None else verified[index]
+            if flag is False:
                 self._refused(
                     report, cid, Reject.BAD_SIGNATURE, f"event by {event.author!r} has a bad signature"
                 )
@@ -1752,7 +1802,7 @@ class Replica:
                 detail = f"linked event {unapplied[0]} is not applied"
                 self._refused(report, cid, Reject.POISONED_HISTORY, detail)
                 continue
-            refusal = self._admission(event, verify=verified is None, data=ready.event.data)
+            refusal = self._admission(event, verify=flag is None, data=ready.event.data)
             if refusal is not None:
                 self._refused(report, cid, *refusal)
                 continue
@@ -2264,6 +2314,8 @@ class _PageItem(NamedTuple):
 
     ready: Ready
     event_links: list[CID]
+    checked: bool | None = None
+    """Its signature check if made while staging (:class:`~ipld_scheduler.staging.EarlyChecks`)."""
 
 
 _FOLD_PAGE: Final = 2000
@@ -2320,8 +2372,23 @@ def _event_height(cid: CID, data: bytes) -> int | None:
     Only an ordering hint, read with cbor2's lenient decoder (a few microseconds): the fold decodes
     each candidate strictly, and the clock refuses an event whose height is not 1 + its parents'.
     """
-    if cid.codec != DAG_CBOR:
-        return None
+    candidate = _event_candidate(cid, data)
+    return None if candidate is None else candidate[0]
+
+
+def _event_candidate(cid: CID, data: bytes) -> tuple[int, Signed | None, bytes | None] | None:
+    """:func:`_event_height` and, from the same lenient read, the signature check the fold would make
+    if the block is an event (:func:`_signed_message`), or None when that is not known before the
+    strict decode; and its body's links (:func:`~ipld_scheduler.staging.pack_links`, a prefetch hint).
+
+    The check is exactly the fold's: strict decoding is cbor2's too (plus proofs of canonical form),
+    so an event that decodes strictly has this ``key`` and ``sig``, and the message is cut from the
+    same bytes by the same rule as :func:`~ipld_scheduler.identity.unsigned_bytes` (a map of 8
+    entries in DAG-CBOR key order, the ``sig`` entry right after ``key``). Any other layout is left
+    to the fold. A block that fails the strict decode is not an event, and its answer is unused.
+    """
+    if cid.codec != DAG_CBOR or _SIG_KEY not in data or _PARENTS_KEY not in data:
+        return None  # no event without these keys' canonical encodings: not worth decoding
     try:
         raw = cbor2.loads(data)
     except Exception:  # any malformed block is simply not a candidate
@@ -2329,4 +2396,31 @@ def _event_height(cid: CID, data: bytes) -> int | None:
     if type(raw) is not dict or "sig" not in raw or "parents" not in raw:
         return None
     height = raw.get("height")
-    return height if type(height) is int and 1 <= height <= 2**62 else None
+    if type(height) is not int or not 1 <= height <= 2**62:
+        return None
+    body = raw.get("body")
+    links = None
+    if type(body) is dict:
+        values = [v for value in body.values() for v in (value if type(value) is list else (value,))]
+        links = pack_links([v.value[1:] for v in values if _is_link(v)])
+    key, sig = raw.get("key"), raw["sig"]
+    if type(key) is not bytes or type(sig) is not bytes or len(key) != 32 or len(sig) != 64:
+        return height, None, links
+    if data[:1] != b"\xa8":
+        return height, None, links
+    at = data.find(_KEY_ENTRY) + len(_KEY_ENTRY) + 32
+    if at <= 38 or data[at - 38 : at] != _KEY_ENTRY + key or data[at : at + 70] != _SIG_ENTRY + sig:
+        return height, None, links
+    return height, (key, sig, b"\xa7" + data[1:at] + data[at + 70 :]), links
+
+
+def _is_link(value: Any) -> bool:
+    return isinstance(value, cbor2.CBORTag) and value.tag == 42 and type(value.value) is bytes
+
+
+_SIG_KEY: Final = b"\x63sig"
+_PARENTS_KEY: Final = b"\x67parents"
+_KEY_ENTRY: Final = b"\x63key\x58\x20"
+_SIG_ENTRY: Final = b"\x63sig\x58\x40"
+"""The ``key`` and ``sig`` entries' heads in an event block, as
+:func:`~ipld_scheduler.identity.unsigned_bytes` finds them."""

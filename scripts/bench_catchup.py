@@ -158,12 +158,13 @@ def _child(case: str, car: Path, root: Path, old: bool, code: Path | None = None
     with tempfile.TemporaryDirectory(dir=root) as work:
         argv = ["--case", case, "--car", str(car), "--work", work, "--old", "1" if old else "0"]
         out = subprocess.run(
-            [sys.executable, __file__, *argv],
+            [sys.executable, str(Path(__file__).resolve()), *argv],
             capture_output=True,
             text=True,
             check=False,
             timeout=3600,
             env=env,
+            cwd=code or _ROOT,  # a baseline's signature worker (``python -c``) imports its own code
         )
     if out.returncode != 0:
         return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}

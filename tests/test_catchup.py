@@ -178,9 +178,14 @@ async def test_a_forged_signature_is_refused_with_or_without_the_signature_worke
         await target.close()
 
 
-async def test_the_worker_checks_pages_ahead_and_each_flag_lands_on_its_own_event(tmp_path: Path) -> None:
+@pytest.mark.parametrize("in_flight", [0, 1, 8], ids=["fold-checks-all", "mixed", "read-checks-all"])
+async def test_the_worker_checks_pages_ahead_and_each_flag_lands_on_its_own_event(
+    tmp_path: Path, in_flight: int
+) -> None:
     """Bad signatures on three pages (2000 events each) whose checks are in flight together: exactly
-    those three siblings are refused, everything else applies, and the collector runs again after."""
+    those three siblings are refused, everything else applies, and the collector runs again after.
+    The same whether the checks are made while the CAR is read (``in_flight`` batches of 300 blocks
+    at once), by the fold, or some here and some there."""
     import gc
 
     blocks = list(history_blocks(4500))
@@ -196,6 +201,8 @@ async def test_the_worker_checks_pages_ahead_and_each_flag_lands_on_its_own_even
     write_car(buffer, [blocks[-1][0]], [*blocks, *(f.pair for f in forged)])
     target = await _open(tmp_path / "bob", "bob")
     target.parallel_verify_from = 1
+    target.early_checks_in_flight = in_flight
+    target.stage_batch = 300
     try:
         report = await target.import_car(buffer.getvalue())
         assert report.applied == 4500
@@ -220,6 +227,35 @@ def test_the_signed_message_is_cut_from_the_received_bytes_exactly_as_encoded() 
         other = replace(event, sig=bytes(64))  # bytes that do not say what the event says: re-encoded
         assert _signed_message(other, data)[2] == encode(other.unsigned_ipld())
         assert _signed_message(event, data[:100])[2] == encode(event.unsigned_ipld())
+
+
+def test_the_check_made_while_reading_is_the_one_the_fold_would_make() -> None:
+    """``_event_candidate`` reads key, signature and message leniently while a CAR is staged: for
+    every event of a history (schedules, batches, membership) they must equal what the fold checks
+    after the strict decode, and a block of another layout is left to the fold (None). Its links
+    hint names exactly the event's payload links."""
+    from ipld_scheduler.blocks import links_of
+    from ipld_scheduler.codec import encode
+    from ipld_scheduler.events import BlockKind
+    from ipld_scheduler.replica import _event_candidate, _signed_message
+    from ipld_scheduler.staging import _unpack_links
+
+    seen = 0
+    for cid, data in history_blocks(60):
+        try:
+            event = Event.from_block(data)
+        except (CodecError, ModelError):
+            assert _event_candidate(cid, data) is None
+            continue
+        candidate = _event_candidate(cid, data)
+        assert candidate is not None and candidate[:2] == (event.height, _signed_message(event, data))
+        payload = [link.raw for link, _kind in links_of(BlockKind.EVENT, event)[len(event.parents) :]]
+        assert _unpack_links(candidate[2] or b"") == payload
+        seen += 1
+        # the same event with a ninth entry: another layout, left to the fold
+        other = encode({**event.to_ipld(), "zzz": 1})
+        assert _event_candidate(cid, other) == (event.height, None, candidate[2])
+    assert seen == 60
 
 
 def test_car_decoder_fed_byte_by_byte_equals_read_car(source: Replica) -> None:
@@ -365,3 +401,66 @@ def test_cli_import_shows_progress_on_a_terminal_and_only_the_report_with_json(t
     text = shown.decode(errors="replace")
     assert "blocks read" in text and "events applied" in text and "1,499" in text
     assert "applied 1499 events" in out.decode()
+
+
+def test_libsodium_first_then_openssl_gives_openssl_s_verdict_on_every_edge_case(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The signature worker's check (libsodium first, OpenSSL for what libsodium refuses) must say
+    exactly what ``identity.verify_bytes`` (OpenSSL) says: valid, tampered, non-canonical S, a
+    small-order key, the identity key, wrong lengths; and the same without PyNaCl."""
+    import os as _os
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ipld_scheduler import staging
+    from ipld_scheduler.identity import verify_bytes
+
+    order = 2**252 + 27742317777372353535851937790883648493
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    triples = []
+    for _ in range(20):
+        message = _os.urandom(200)
+        sig = key.sign(message)
+        high_s = sig[:32] + (int.from_bytes(sig[32:], "little") + order).to_bytes(32, "little")
+        triples += [
+            (public, sig, message),
+            (public, sig, message + b"x"),
+            (public, bytes([sig[0] ^ 1]) + sig[1:], message),
+            (public, high_s, message),
+        ]
+    small_order = bytes.fromhex("c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a")
+    identity = (1).to_bytes(32, "little")
+    for odd_key in (small_order, identity, public[:31], bytes(32)):
+        triples += [(odd_key, bytes(64), b"m"), (odd_key, key.sign(b"m"), b"m")]
+    triples += [(public, key.sign(b"m")[:63], b"m"), (public, b"", b"m")]
+    expected = [verify_bytes(k, s, m) for k, s, m in triples]
+    assert expected.count(True) == 20
+    assert staging.verify_signatures(triples) == expected
+    monkeypatch.setattr(staging, "_sodium_open", lambda: None)
+    assert staging.verify_signatures(triples) == expected
+
+
+async def test_the_signature_worker_runs_this_copy_of_the_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker process imports the ``ipld_scheduler`` its parent runs, not one planted in the
+    working directory or on ``PYTHONPATH`` (here: one that calls every signature valid)."""
+    from ipld_scheduler.staging import SignatureWorker
+
+    fake = tmp_path / "ipld_scheduler"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("")
+    (fake / "staging.py").write_text(
+        "import sys\n\ndef _verifier_main():\n    sys.stdin.buffer.read(4)\n"
+        "    sys.stdout.buffer.write(b'\\x01' * 8)\n    sys.stdout.buffer.flush()\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    worker = await SignatureWorker.start()
+    try:
+        assert await worker.verify([(bytes(32), bytes(64), b"m")]) == [False]
+    finally:
+        await worker.close()

@@ -64,3 +64,16 @@ async def test_a_cluster_runs_with_the_daemons_thresholds(tmp_path: Path) -> Non
         assert gc.get_threshold()[0] == collector.YOUNG_THRESHOLD
     finally:
         await cluster.stop()
+
+
+def test_promoting_resume_keeps_collection_working() -> None:
+    gc.enable()
+    collector.pause()
+    state = [[n] for n in range(1000)]  # long-lived objects a fold leaves behind
+    collector.resume(promote=True)
+    assert gc.isenabled() and gc.get_freeze_count() == 0  # moved to the oldest generation, not frozen
+    cycle: list[object] = []
+    cycle.append(cycle)
+    del cycle
+    assert gc.collect() >= 1  # cyclic garbage is still found
+    assert len(state) == 1000

@@ -1092,3 +1092,51 @@ def test_index_rows_take_their_seq_from_the_log_and_one_version_owns_the_tables(
     assert dump == {"workflows": [("w2", "pending", None, b"{}", 0, 1)], "events": [], "members": []}
     assert repo.index_waiting() == [("w2", b"{}")]
     assert repo.index_workflow("w2") == b"{}" and repo.index_workflow("w1") is None
+
+
+async def test_bulk_writes_enlarge_the_writer_cache_and_wal_then_restore_them(tmp_path: Path) -> None:
+    """``bulk_writes`` (a staged fold) raises the writer connection's page cache and checkpoint interval
+    for its duration, nested uses included, and puts SQLite's defaults back after; commits made
+    inside it are durable as any other."""
+
+    def settings(conn: sqlite3.Connection) -> tuple[int, int]:
+        pragmas = ("cache_size", "wal_autocheckpoint")
+        return tuple(conn.execute(f"PRAGMA {p}").fetchone()[0] for p in pragmas)  # type: ignore[return-value]
+
+    repo = Repo.open(tmp_path / "r")
+    try:
+        assert await repo._await(settings) == (-2000, 1000)
+        async with repo.bulk_writes():
+            async with repo.bulk_writes():
+                assert await repo._await(settings) == (-65536, 16384)
+                cid, data = encode_block({"n": 1})
+                await repo.commit_async(blocks=[(cid, data)])
+            assert await repo._await(settings) == (-65536, 16384)
+        assert await repo._await(settings) == (-2000, 1000)
+        assert repo.get_block(cid) == data
+    finally:
+        repo.close()
+
+
+@pytest.mark.parametrize("limit", [None, 7], ids=["default", "seven-parameters"])
+def test_insert_rows_keeps_executemany_s_order_and_outcome(limit: int | None) -> None:
+    """``insert_rows`` (multi-row statements) writes what ``executemany`` would: rows in order (a
+    rowid sequence follows them), a later row replacing an earlier one, any count (powers of two
+    and remainders), within SQLite's parameter limit when that is low."""
+    from ipld_scheduler.repo import insert_rows
+
+    rows = [(f"k{n % 1500}", n) for n in range(3001)]
+    results = []
+    for multi in (False, True):
+        conn = sqlite3.connect(":memory:")
+        if limit is not None:
+            conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit)
+        conn.execute("CREATE TABLE t (seq INTEGER PRIMARY KEY, k TEXT UNIQUE, v INTEGER)")
+        if multi:
+            insert_rows(conn, "INSERT OR REPLACE INTO t (k, v) VALUES {values}", rows)
+            insert_rows(conn, "INSERT OR REPLACE INTO t (k, v) VALUES {values}", [])
+        else:
+            conn.executemany("INSERT OR REPLACE INTO t (k, v) VALUES (?, ?)", rows)
+        results.append(conn.execute("SELECT seq, k, v FROM t ORDER BY seq").fetchall())
+        conn.close()
+    assert results[0] == results[1] and len(results[0]) == 1500
