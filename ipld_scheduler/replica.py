@@ -63,6 +63,7 @@ from .checkpoint import (
 from .clock import MerkleClock
 from .codec import CID, DAG_CBOR, CodecError, cid_for, verify_block
 from .derived import DERIVED_VERSION, EventIndexRow, event_row, is_membership, member_rows, workflow_rows
+from .embedded.memory import HeldBlocks
 from .errors import Conflict, InvalidInput, NotFound, Refused
 from .events import (
     Cancel,
@@ -2060,7 +2061,7 @@ class Replica:
         # at most memory_blocks ahead (the walk's events already bounded by its walk): what a hostile
         # head links beyond that, the merge fetches (and stages) itself
         await asyncio.gather(*(fetch(link) for link in list(wanted)[: self.memory_blocks]))
-        sources = [_HeldBlocks(above), *([source] if source is not None else [])]
+        sources = [HeldBlocks(above, "not fetched by the walk"), *([source] if source is not None else [])]
         try:
             return await self._merge_in_memory(heads, sources, max_pending=self.memory_blocks)
         except SyncError:
@@ -2202,38 +2203,6 @@ class Replica:
             else:
                 stack.extend(Event.from_block(held).parents)
         return missing
-
-
-class _HeldBlocks:
-    """Blocks already fetched, as a read-only :class:`~ipld_scheduler.ports.BatchedBlockStore` (a merge's
-    source): what a checkpoint join's walk brought."""
-
-    def __init__(self, blocks: dict[CID, bytes]) -> None:
-        self._blocks = blocks
-
-    async def get(self, cid: CID) -> bytes:
-        try:
-            return self._blocks[cid]
-        except KeyError:
-            raise BlockNotFound(cid, "not fetched by the walk") from None
-
-    async def put(self, cid: CID, data: bytes) -> None:
-        raise StoreError("read-only")
-
-    async def put_many(self, blocks: Iterable[tuple[CID, bytes]]) -> None:
-        raise StoreError("read-only")
-
-    async def has(self, cid: CID) -> bool:
-        return cid in self._blocks
-
-    async def has_many(self, cids: Sequence[CID]) -> set[CID]:
-        return {cid for cid in cids if cid in self._blocks}
-
-    async def get_many(self, cids: Sequence[CID]) -> dict[CID, bytes]:
-        return {cid: self._blocks[cid] for cid in cids if cid in self._blocks}
-
-    async def close(self) -> None:
-        pass
 
 
 _EVENT_BYTES = 512

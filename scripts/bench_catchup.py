@@ -50,39 +50,13 @@ for _path in (_CODE, _CODE / "tests"):
 from history import network_of_car, write_founded_history_car, write_history_car  # noqa: E402
 
 from ipld_scheduler.car import read_car  # noqa: E402
-from ipld_scheduler.codec import CID  # noqa: E402
+from ipld_scheduler.embedded.memory import HeldBlocks  # noqa: E402
 from ipld_scheduler.embedded.network import EmbeddedNetwork  # noqa: E402
 from ipld_scheduler.embedded.store import EmbeddedStore  # noqa: E402
 from ipld_scheduler.network import Network  # noqa: E402
-from ipld_scheduler.ports import BlockNotFound, StoreError  # noqa: E402
 from ipld_scheduler.replica import MergeReport, Replica  # noqa: E402
 from ipld_scheduler.repo import Repo  # noqa: E402
 from ipld_scheduler.sync import DEFAULT_MAX_PENDING, SyncError  # noqa: E402
-
-
-class _DictSource:
-    """The old import's source: every block of the CAR held in memory."""
-
-    def __init__(self, blocks: dict[CID, bytes]) -> None:
-        self._blocks = blocks
-
-    async def get(self, cid: CID) -> bytes:
-        try:
-            return self._blocks[cid]
-        except KeyError:
-            raise BlockNotFound(cid, "not in the CAR") from None
-
-    async def put(self, cid: CID, data: bytes) -> None:
-        raise StoreError("read-only")
-
-    async def put_many(self, blocks: Any) -> None:
-        raise StoreError("read-only")
-
-    async def has(self, cid: CID) -> bool:
-        return cid in self._blocks
-
-    async def close(self) -> None:
-        self._blocks.clear()
 
 
 async def _open(path: Path, peer: str, network: Network) -> Replica:
@@ -97,7 +71,7 @@ async def _import(car: Path, work: Path, old: bool) -> dict[str, Any]:
         if old:
             with open(car, "rb") as fh:
                 roots, blocks = read_car(fh)
-                source = _DictSource(dict(blocks))
+                source = HeldBlocks(dict(blocks), "not in the CAR")
             report = await target._merge_in_memory(roots, [source], max_pending=DEFAULT_MAX_PENDING)
         else:
             report = await target.import_car(car)

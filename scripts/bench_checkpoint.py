@@ -66,11 +66,20 @@ AFTER = 100
 async def _source(car: Path, work: Path) -> dict[str, Any]:
     """The baseline import, then the member's checkpoint and the events after it."""
     network = network_of_car(car)
+    repo = Repo.open(work.parent / "founder")  # alice's repo: the network's founder, the history's author
+    alice = await Replica.open(repo, EmbeddedStore(repo), "alice", store_is_repo=True, network=network)
+    try:
+        return await _checkpointed(alice, car, work)
+    finally:
+        await alice.close()
+
+
+async def _checkpointed(alice: Replica, car: Path, work: Path) -> dict[str, Any]:
+    """``alice`` imports the history, admits carol (whose key ``work``/carol holds), writes a
+    checkpoint and :data:`AFTER` more events: the timings, the checkpoint and her heads."""
     carol_repo = Repo.open(work / "carol")
     carol_key = Signer("carol", carol_repo.load_or_create_key()).public_key
     carol_repo.close()
-    repo = Repo.open(work.parent / "founder")  # alice's repo: the network's founder, the history's author
-    alice = await Replica.open(repo, EmbeddedStore(repo), "alice", store_is_repo=True, network=network)
     start = time.perf_counter()
     report = await alice.import_car(car)
     imported = time.perf_counter() - start
@@ -81,14 +90,12 @@ async def _source(car: Path, work: Path) -> dict[str, Any]:
     written = time.perf_counter() - start
     for i in range(AFTER):
         await alice.schedule_workflow(WorkflowDefinition(f"after-{i}", "after", ["p2p_eligible"], 1.0))
-    heads = [str(c) for c in alice.clock.head_cids]
-    await alice.close()
     return {
         "import_s": imported,
         "events": report.applied,
         "checkpoint_s": written,
         "checkpoint": str(checkpoint),
-        "heads": heads,
+        "heads": [str(c) for c in alice.clock.head_cids],
     }
 
 
@@ -103,9 +110,22 @@ async def _joiner(car: Path, work: Path, heads: list[str]) -> dict[str, Any]:
     opened = time.perf_counter() - start
     taken = await carol.get_next_workflow()  # working: claims a workflow it owns (signed, durable)
     working = time.perf_counter() - start
+    figures = _working(carol, taken, joined, opened, working)
+    start = time.perf_counter()
+    await carol.close()  # waits for the query index rows the join writes after it returns
+    figures["index_s"] = time.perf_counter() - start
+    await source.close()
+    source_repo.close()
+    return figures
+
+
+def _working(
+    carol: Replica, taken: Any, joined: dict[str, Any], opened: float, working: float
+) -> dict[str, Any]:
+    """The joiner's figures, once it is working (``taken``: the workflow its first claim took)."""
     assert taken is not None and carol.state.is_present("carol")
     assert not joined["merged"]["rejected"], joined["merged"]["rejected"][:3]
-    figures = {
+    return {
         "join_s": opened,
         "working_s": working,
         "events": joined["events"],
@@ -113,12 +133,6 @@ async def _joiner(car: Path, work: Path, heads: list[str]) -> dict[str, Any]:
         "merged": joined["merged"]["applied"],
         "owned": len(carol.get_assigned_workflows()),
     }
-    start = time.perf_counter()
-    await carol.close()  # waits for the query index rows the join writes after it returns
-    figures["index_s"] = time.perf_counter() - start
-    await source.close()
-    source_repo.close()
-    return figures
 
 
 async def _kubo_replica(path: Path, peer: str, api: str, network: Network) -> Replica:
@@ -130,33 +144,17 @@ async def _kubo_replica(path: Path, peer: str, api: str, network: Network) -> Re
 async def _ipfs_source(car: Path, work: Path, api: str) -> dict[str, Any]:
     """The member on daemon 0: imports the history (every block into the daemon), admits carol, writes
     a checkpoint and :data:`AFTER` more events, publishes the whole history (the baseline's source)."""
-    network = network_of_car(car)
-    carol_repo = Repo.open(work / "carol")
-    carol_key = Signer("carol", carol_repo.load_or_create_key()).public_key
-    carol_repo.close()
-    alice = await _kubo_replica(work.parent / "founder", "alice", api, network)
+    alice = await _kubo_replica(work.parent / "founder", "alice", api, network_of_car(car))
     try:
-        start = time.perf_counter()
-        report = await alice.import_car(car)
-        imported = time.perf_counter() - start
-        assert not report.rejected, report.rejected[:3]
-        await alice.add_peer("carol", carol_key, ["submitter", "worker"])
-        start = time.perf_counter()
-        checkpoint = await alice.write_checkpoint()
-        written = time.perf_counter() - start
-        for i in range(AFTER):
-            await alice.schedule_workflow(WorkflowDefinition(f"after-{i}", "after", ["p2p_eligible"], 1.0))
+        made = await _checkpointed(alice, car, work)
         start = time.perf_counter()
         manifest = await alice.publish_history()
         published = time.perf_counter() - start
         return {
-            "import_s": imported,
+            **made,
             "events": len(alice.clock),
-            "checkpoint_s": written,
             "publish_s": published,
-            "checkpoint": str(checkpoint),
             "manifest": str(manifest),
-            "heads": [str(c) for c in alice.clock.head_cids],
             "fold": _fold_digest(alice),
         }
     finally:
@@ -187,18 +185,7 @@ async def _ipfs_joiner(car: Path, work: Path, api: str, heads: list[str]) -> dic
         paused = time.perf_counter() - start - opened
         taken = await carol.get_next_workflow()  # working: a signed, durable claim
         working = time.perf_counter() - start - paused
-        assert taken is not None and carol.state.is_present("carol")
-        assert not joined["merged"]["rejected"], joined["merged"]["rejected"][:3]
-        return {
-            "join_s": opened,
-            "working_s": working,
-            "events": joined["events"],
-            "state_bytes": joined["state_bytes"],
-            "merged": joined["merged"]["applied"],
-            "owned": len(carol.get_assigned_workflows()),
-            "fold": fold,
-            "steps": joined["seconds"],
-        }
+        return {**_working(carol, taken, joined, opened, working), "fold": fold, "steps": joined["seconds"]}
     finally:
         await carol.close()
 
@@ -246,14 +233,20 @@ def _child(*argv: str) -> dict[str, Any]:
     return answer
 
 
+def _history(root: Path, events: int) -> tuple[Path, Path]:
+    """An ``events``-long founded history's CAR under ``root``, and an empty work directory."""
+    car = root / "history.car"
+    write_founded_history_car(car, root, events, "bench-checkpoint")
+    work = root / "work"
+    work.mkdir()
+    return car, work
+
+
 def measure(events: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the member's figures, the joiner's) for an ``events``-long history, in one temporary run."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        car = root / "history.car"
-        write_founded_history_car(car, root, events, "bench-checkpoint")
-        work = root / "work"
-        work.mkdir()
+        car, work = _history(root, events)
         source = _child("--case", "source", "--car", str(car), "--work", str(work))
         joiner = _child(
             "--case", "joiner", "--car", str(car), "--work", str(work), "--heads", json.dumps(source["heads"])
@@ -273,10 +266,7 @@ def measure_ipfs(events: int, baseline: bool = True) -> dict[str, dict[str, Any]
         raise RuntimeError(f"bench_checkpoint --jsipfs: {reason}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        car = root / "history.car"
-        write_founded_history_car(car, root, events, "bench-checkpoint")
-        work = root / "work"
-        work.mkdir()
+        car, work = _history(root, events)
         net = ipfs_net.IpfsNet.create(root / "ipfs", 3 if baseline else 2)
         net.start()
         try:

@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from ..codec import CID, verify_block
-from ..ports import BlockNotFound
+from ..ports import BlockNotFound, StoreError
 
-__all__ = ["MemoryStore"]
+__all__ = ["HeldBlocks", "MemoryStore"]
 
 
 class MemoryStore:
@@ -59,3 +59,26 @@ class MemoryStore:
 
     async def close(self) -> None:
         return None
+
+
+class HeldBlocks(MemoryStore):
+    """Blocks already in memory, as a read-only store (a merge's source): what a checkpoint join's
+    walk fetched, or a CAR read whole. Whoever fetched or read them verified them; a miss says
+    ``missing`` (why this source has no such block)."""
+
+    def __init__(self, blocks: dict[CID, bytes], missing: str) -> None:
+        super().__init__()
+        self._blocks = blocks
+        self._missing = missing
+
+    async def get(self, cid: CID) -> bytes:
+        try:
+            return self._blocks[cid]
+        except KeyError:
+            raise BlockNotFound(cid, self._missing) from None
+
+    async def put(self, cid: CID, data: bytes) -> None:
+        raise StoreError("read-only")
+
+    async def put_many(self, blocks: Iterable[tuple[CID, bytes]]) -> None:
+        raise StoreError("read-only")
