@@ -24,6 +24,9 @@ FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 FOREGROUND = ("run", "dashboard", "mcp", "demo")
 """Commands that serve until stopped (``demo`` runs a whole cluster for a minute; its own tests cover it)."""
 PLACEHOLDERS = ("…", "<cid>", "<head-cid>")
+ONLINE = "--ipfs-api "
+"""Commands against an IPFS daemon are not offline: ``test_checkpoint_ipfs.py`` runs the README's
+join-over-daemons path (``checkpoint``, ``status``, ``join --from-checkpoint``) against real ones."""
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -53,7 +56,11 @@ def _runnable_lines(block: str) -> list[str] | None:
     commands = [part.strip() for line in lines for part in line.split(" ; ")]
     if not commands or not all(c.startswith("ipld-scheduler ") for c in commands):
         return None
-    return [c for c in commands if c.split()[1] not in FOREGROUND and not any(p in c for p in PLACEHOLDERS)]
+    return [
+        c
+        for c in commands
+        if c.split()[1] not in FOREGROUND and ONLINE not in c and not any(p in c for p in PLACEHOLDERS)
+    ]
 
 
 @pytest.mark.parametrize("index", range(len(blocks("python"))))
