@@ -38,6 +38,7 @@ __all__ = [
     "VERIFIED_MEMO_SIZE",
     "Signer",
     "VerifiedMemo",
+    "cut_unsigned",
     "key_fingerprint",
     "signed_bytes",
     "unsigned_bytes",
@@ -171,12 +172,18 @@ def unsigned_bytes(event: Event, data: bytes | None = None) -> bytes:
     ``key`` entry and counting 7 entries gives exactly what :func:`encode` would. Anything else
     (another layout, a key or signature of another length) is re-encoded.
     """
-    if data is not None and data[:1] == b"\xa8" and len(event.key) == 32 and len(event.sig) == 64:
+    cut = None if data is None else cut_unsigned(data, event.key, event.sig)
+    return encode(event.unsigned_ipld()) if cut is None else cut
+
+
+def cut_unsigned(data: bytes, key: bytes, sig: bytes) -> bytes | None:
+    """:func:`unsigned_bytes` cut out of an event block ``data`` that holds ``key`` and ``sig``, or None
+    for any other layout (then only a re-encode of the decoded event gives the signed bytes)."""
+    if data[:1] == b"\xa8" and len(key) == 32 and len(sig) == 64:
         at = data.find(_KEY_ENTRY) + len(_KEY_ENTRY) + 32
-        keyed = at > 38 and data[at - 38 : at] == _KEY_ENTRY + event.key
-        if keyed and data[at : at + 70] == _SIG_ENTRY + event.sig:
+        if at > 38 and data[at - 38 : at] == _KEY_ENTRY + key and data[at : at + 70] == _SIG_ENTRY + sig:
             return b"\xa7" + data[1:at] + data[at + 70 :]
-    return encode(event.unsigned_ipld())
+    return None
 
 
 def signed_bytes(event: Event, unsigned: bytes) -> bytes:

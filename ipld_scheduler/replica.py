@@ -84,7 +84,7 @@ from .events import (
     body_of,
 )
 from .genesis import Policy as Rules
-from .identity import Signer, unsigned_bytes, verify_event
+from .identity import Signer, cut_unsigned, unsigned_bytes, verify_event
 from .model import (
     MAX_BATCH,
     Event,
@@ -112,6 +112,7 @@ from .staging import (
     StagedPage,
     Staging,
     pack_links,
+    unpack_links,
 )
 from .state import CANCELLED, FAILED, FINISHED, State, WorkflowRecord
 from .sync import MergePlan, Ready, SyncError
@@ -1512,10 +1513,10 @@ class Replica:
                     continue
                 known_run = 0
                 batch.append((cid, data))
-                height = _event_height(cid, data)
-                if height is not None:
-                    events.append((height, cid))
-                    for link in _payload_links(data):
+                candidate = _event_candidate(cid, data)
+                if candidate is not None:
+                    events.append((candidate[0], cid))
+                    for link in _hinted_links(candidate[2]):
                         if link not in asked and not self._held(link):
                             asked.add(link)
                             task = asyncio.create_task(prefetch(link))
@@ -2317,44 +2318,31 @@ def _signed_message(event: Event, data: bytes | None = None) -> tuple[bytes, byt
     return event.key, event.sig, unsigned_bytes(event, data)
 
 
-def _payload_links(data: bytes) -> list[CID]:
-    """CIDs in an event-looking block's body (its payload links), read leniently: a prefetch hint."""
-    try:
-        body = cbor2.loads(data).get("body")
-    except Exception:  # any malformed block is simply not prefetched from
-        return []
-    if type(body) is not dict:
-        return []
+def _hinted_links(links: bytes | None) -> list[CID]:
+    """The CIDs of an event candidate's ``links`` hint (:func:`_event_candidate`); a malformed one is
+    left out (only a prefetch hint: the fold reads each event's links strictly)."""
     out = []
-    for value in body.values():
-        if isinstance(value, cbor2.CBORTag) and value.tag == 42 and isinstance(value.value, bytes):
-            try:
-                out.append(CID.from_bytes(value.value[1:]))
-            except CodecError:
-                continue
+    for raw in unpack_links(links or b""):
+        try:
+            out.append(CID.from_bytes(raw))
+        except CodecError:
+            continue
     return out
 
 
-def _event_height(cid: CID, data: bytes) -> int | None:
-    """The height a block claims if it looks like an event (a candidate for the fold), else None.
-
-    Only an ordering hint, read with cbor2's lenient decoder (a few microseconds): the fold decodes
-    each candidate strictly, and the clock refuses an event whose height is not 1 + its parents'.
-    """
-    candidate = _event_candidate(cid, data)
-    return None if candidate is None else candidate[0]
-
-
 def _event_candidate(cid: CID, data: bytes) -> tuple[int, Signed | None, bytes | None] | None:
-    """:func:`_event_height` and, from the same lenient read, the signature check the fold would make
-    if the block is an event (:func:`_signed_message`), or None when that is not known before the
-    strict decode; and its body's links (:func:`~ipld_scheduler.staging.pack_links`, a prefetch hint).
+    """If the block looks like an event (a candidate for the fold), from one lenient read: the height
+    it claims, the signature check the fold would make (:func:`_signed_message`, or None when that
+    is not known before the strict decode) and its body's links (:func:`~ipld_scheduler.staging.pack_links`,
+    a prefetch hint); None for any other block.
 
-    The check is exactly the fold's: strict decoding is cbor2's too (plus proofs of canonical form),
-    so an event that decodes strictly has this ``key`` and ``sig``, and the message is cut from the
-    same bytes by the same rule as :func:`~ipld_scheduler.identity.unsigned_bytes` (a map of 8
-    entries in DAG-CBOR key order, the ``sig`` entry right after ``key``). Any other layout is left
-    to the fold. A block that fails the strict decode is not an event, and its answer is unused.
+    The height is only an ordering hint, read with cbor2's lenient decoder (a few microseconds): the
+    fold decodes each candidate strictly, and the clock refuses an event whose height is not 1 + its
+    parents'. The check is exactly the fold's: strict decoding is cbor2's too (plus proofs of
+    canonical form), so an event that decodes strictly has this ``key`` and ``sig``, and the message
+    is cut from the same bytes by :func:`~ipld_scheduler.identity.cut_unsigned`, as the fold's
+    :func:`~ipld_scheduler.identity.unsigned_bytes` does. Any other layout is left to the fold. A
+    block that fails the strict decode is not an event, and its answer is unused.
     """
     if cid.codec != DAG_CBOR or _SIG_KEY not in data or _PARENTS_KEY not in data:
         return None  # no event without these keys' canonical encodings: not worth decoding
@@ -2373,14 +2361,10 @@ def _event_candidate(cid: CID, data: bytes) -> tuple[int, Signed | None, bytes |
         values = [v for value in body.values() for v in (value if type(value) is list else (value,))]
         links = pack_links([v.value[1:] for v in values if _is_link(v)])
     key, sig = raw.get("key"), raw["sig"]
-    if type(key) is not bytes or type(sig) is not bytes or len(key) != 32 or len(sig) != 64:
+    if type(key) is not bytes or type(sig) is not bytes:
         return height, None, links
-    if data[:1] != b"\xa8":
-        return height, None, links
-    at = data.find(_KEY_ENTRY) + len(_KEY_ENTRY) + 32
-    if at <= 38 or data[at - 38 : at] != _KEY_ENTRY + key or data[at : at + 70] != _SIG_ENTRY + sig:
-        return height, None, links
-    return height, (key, sig, b"\xa7" + data[1:at] + data[at + 70 :]), links
+    message = cut_unsigned(data, key, sig)
+    return height, None if message is None else (key, sig, message), links
 
 
 def _is_link(value: Any) -> bool:
@@ -2389,7 +2373,3 @@ def _is_link(value: Any) -> bool:
 
 _SIG_KEY: Final = b"\x63sig"
 _PARENTS_KEY: Final = b"\x67parents"
-_KEY_ENTRY: Final = b"\x63key\x58\x20"
-_SIG_ENTRY: Final = b"\x63sig\x58\x40"
-"""The ``key`` and ``sig`` entries' heads in an event block, as
-:func:`~ipld_scheduler.identity.unsigned_bytes` finds them."""

@@ -43,6 +43,7 @@ __all__ = [
     "StagedPage",
     "Staging",
     "pack_links",
+    "unpack_links",
     "verify_signatures",
 ]
 
@@ -261,7 +262,7 @@ class Staging:
                     " WHERE (e.height, e.cid) > (?, ?) ORDER BY e.height, e.cid LIMIT ?",
                     (*after, page),
                 ).fetchall()
-                wanted = list({raw for row in rows if row[4] for raw in _unpack_links(row[4])})
+                wanted = list({raw for row in rows if row[4] for raw in unpack_links(row[4])})
                 linked: dict[bytes, bytes] = {}
                 for part in _chunks(wanted):
                     marks = ",".join("?" * len(part))
@@ -305,7 +306,8 @@ def pack_links(raws: Sequence[bytes]) -> bytes | None:
     return packed or None
 
 
-def _unpack_links(packed: bytes) -> list[bytes]:
+def unpack_links(packed: bytes) -> list[bytes]:
+    """The raw CIDs of a :func:`pack_links` hint."""
     out, at = [], 0
     while at < len(packed):
         size = packed[at]

@@ -217,9 +217,9 @@ def test_the_signed_message_is_cut_from_the_received_bytes_exactly_as_encoded() 
     """The fold verifies signatures over the event's own bytes minus its ``sig`` entry (no re-encode):
     that must be byte for byte what signing encoded, and anything else must fall back to encoding."""
     from ipld_scheduler.codec import encode
-    from ipld_scheduler.replica import _event_height, _signed_message
+    from ipld_scheduler.replica import _event_candidate, _signed_message
 
-    events = [(d, Event.from_block(d)) for c, d in history_blocks(40) if _event_height(c, d) is not None]
+    events = [(d, Event.from_block(d)) for c, d in history_blocks(40) if _event_candidate(c, d) is not None]
     assert len(events) == 40
     for data, event in events:
         key, sig, message = _signed_message(event, data)
@@ -238,7 +238,7 @@ def test_the_check_made_while_reading_is_the_one_the_fold_would_make() -> None:
     from ipld_scheduler.codec import encode
     from ipld_scheduler.events import BlockKind
     from ipld_scheduler.replica import _event_candidate, _signed_message
-    from ipld_scheduler.staging import _unpack_links
+    from ipld_scheduler.staging import unpack_links
 
     seen = 0
     for cid, data in history_blocks(60):
@@ -250,7 +250,7 @@ def test_the_check_made_while_reading_is_the_one_the_fold_would_make() -> None:
         candidate = _event_candidate(cid, data)
         assert candidate is not None and candidate[:2] == (event.height, _signed_message(event, data))
         payload = [link.raw for link, _kind in links_of(BlockKind.EVENT, event)[len(event.parents) :]]
-        assert _unpack_links(candidate[2] or b"") == payload
+        assert unpack_links(candidate[2] or b"") == payload
         seen += 1
         # the same event with a ninth entry: another layout, left to the fold
         other = encode({**event.to_ipld(), "zzz": 1})
