@@ -438,3 +438,27 @@ async def test_running_peers_write_the_policys_checkpoints_from_their_tick(tmp_p
         assert Event.from_block(data).author == writer
     finally:
         await made.stop()
+
+
+def test_join_says_what_it_needs_and_a_daemon_nobody_answers_at_is_one_error(tmp_path: Path) -> None:
+    """``join TOKEN`` takes one source: a CAR (``--car``) or, through a daemon, a head CID
+    (``--from-checkpoint``); neither or both is a usage error, and a daemon that does not answer
+    fails the join with one line and the unavailable exit code before anything is joined."""
+    from ipld_scheduler.errors import EXIT_UNAVAILABLE, EXIT_USAGE
+
+    alice = tmp_path / "alice"
+    cli_json(alice, "init", "--peer-id", "alice", "--network", "team")
+    token = cli_json(alice, "invite", "carol")["token"]
+    head = cli_json(alice, "status")["clock"]["heads"][0]
+    car = tmp_path / "history.car"
+    cli_json(alice, "export", str(car))
+    carol = tmp_path / "carol"
+    neither = cli_run(carol, "join", token)
+    assert neither.returncode == EXIT_USAGE and "--car FILE or --from-checkpoint" in neither.stderr
+    both = cli_run(carol, "join", token, "--car", str(car), "--from-checkpoint", head)
+    assert both.returncode == EXIT_USAGE and "give one" in both.stderr
+    down = cli_run(carol, "join", token, "--from-checkpoint", head, ipfs_api="http://127.0.0.1:9")
+    assert down.returncode == EXIT_UNAVAILABLE, (down.returncode, down.stderr)
+    assert len(down.stderr.strip().splitlines()) == 1, down.stderr
+    status = cli_run(carol, "--json", "status")  # nothing joined: no identity, no network
+    assert status.returncode != 0 and '"not_initialized"' in status.stdout, status.stdout
