@@ -596,12 +596,15 @@ async def test_forged_events_relayed_over_the_embedded_network_never_run_or_chan
 
         assert await _until(settled)
         wid = ""
+        scheduled: list[str] = []
         for i in range(20):  # one of a's workflows that a owns, so that b's claim of it is out of line
             wid = f"honest-{i}"
             await a.schedule_workflow(_job(wid, tmp_path / f"{wid}.marker"))
+            scheduled.append(wid)
             if a.state.owner(wid) == "a":
                 break
-        assert await _until(lambda: cluster.finished([wid]) and cluster.converged())
+        # all of them, b's too: one still running when ``before`` is taken would change the state later
+        assert await _until(lambda: cluster.finished(scheduled) and cluster.converged())
         assert a.state.owner(wid) == "a"
         before = a.state.fingerprint()
         rec = a.state.workflows[wid]
