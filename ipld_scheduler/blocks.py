@@ -5,30 +5,37 @@ when we write and by :func:`decode_typed` when we read, so the bytes and the dec
 together from encode to store and nothing is decoded twice; :func:`decode_typed` (strict decoding
 as the type the referring link promised); :func:`identify` (the type of a block reached without a
 typed link, for ``inspect``); :func:`links_of` (the typed links a decoded block contributes to a
-DAG walk).
+DAG walk); :data:`DECODED`, the process-wide memo of blocks that arrived, were verified against
+their CID and decoded (:func:`read_typed`).
 
 Must not: do I/O, sign, or fold state. The kinds of blocks are :class:`~ipld_scheduler.events.BlockKind`.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
-from .codec import CID, DAG_CBOR, CodecError, decode, encode_block
+from .codec import CID, DAG_CBOR, CodecError, decode, encode_block, verify_block
 from .events import BlockKind, Link, payload_of
 from .model import Event, ModelError, Result, WorkflowDefinition
 
 __all__ = [
     "CODEC_NAMES",
+    "DECODED",
+    "DECODED_MEMO_BYTES",
     "Block",
     "BlockKind",
+    "DecodedMemo",
     "UnsupportedCodec",
     "codec_name",
     "decode_typed",
     "encode_value",
     "identify",
     "links_of",
+    "read_typed",
     "require_dag_cbor",
 ]
 
@@ -85,6 +92,101 @@ def decode_typed(kind: BlockKind, data: bytes) -> Any:
     if type(value) is not bytes:
         raise ModelError("log blob: expected a byte string")
     return value
+
+
+DECODED_MEMO_BYTES: Final = 8 * 1024 * 1024
+"""Bytes of block data the process-wide :data:`DECODED` memo holds at most (8 MiB: ~20k events
+of ~400 bytes; their decoded values take a few times that)."""
+
+
+class DecodedMemo:
+    """Bounded memo of blocks already checked against their CID and decoded as a kind.
+
+    Whether ``data`` hashes to ``cid`` and what it decodes to as ``kind`` are pure functions of
+    ``(cid, kind, data)``: an entry keeps the bytes it was made from and answers only for equal
+    bytes and the same kind, so it never answers differently from a real check and decode. It
+    spares one process that receives the same block more than once the second hash and decode: a
+    block heard by several in-process peers (the embedded network, tests, benches), or fetched
+    again after a merge that failed. Values are shared between those readers, which is safe because
+    decoded values are immutable (frozen dataclasses, tuples, and mappings typed ``Mapping``). A
+    failure is never recorded. At most ``budget`` bytes of block data are kept, the least recently
+    used dropped first (0 turns it off). Thread-safe."""
+
+    __slots__ = ("_budget", "_entries", "_held", "_lock", "hits", "misses")
+
+    def __init__(self, budget: int = DECODED_MEMO_BYTES) -> None:
+        if budget < 0:
+            raise ValueError(f"memo budget must be >= 0 bytes, got {budget}")
+        self._budget = budget
+        self._entries: OrderedDict[CID, tuple[bytes, BlockKind, Any]] = OrderedDict()
+        self._held = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def budget(self) -> int:
+        return self._budget
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def resize(self, budget: int) -> None:
+        """Hold at most ``budget`` bytes from now on (0 turns the memo off and empties it)."""
+        if budget < 0:
+            raise ValueError(f"memo budget must be >= 0 bytes, got {budget}")
+        with self._lock:
+            self._budget = budget
+            self._evict()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._held = 0
+
+    def read(self, kind: BlockKind, cid: CID, data: bytes) -> Any:
+        """:func:`read_typed` through the memo."""
+        if self._budget:
+            with self._lock:
+                entry = self._entries.get(cid)
+                if entry is not None and entry[1] is kind and entry[0] == data:
+                    self._entries.move_to_end(cid)
+                    self.hits += 1
+                    return entry[2]
+        self.misses += 1
+        value = _read(kind, cid, data)
+        size = len(data)
+        if size <= self._budget // 64:  # one block never takes more than 1/64 of the memo
+            with self._lock:
+                old = self._entries.pop(cid, None)
+                if old is not None:
+                    self._held -= len(old[0])
+                self._entries[cid] = (data, kind, value)
+                self._held += size
+                self._evict()
+        return value
+
+    def _evict(self) -> None:
+        while self._held > self._budget:
+            _cid, (data, _kind, _value) = self._entries.popitem(last=False)
+            self._held -= len(data)
+
+
+def _read(kind: BlockKind, cid: CID, data: bytes) -> Any:
+    verify_block(cid, data)
+    require_dag_cbor(cid)
+    return decode_typed(kind, data)
+
+
+DECODED: Final = DecodedMemo()
+"""The process-wide memo :func:`read_typed` reads through."""
+
+
+def read_typed(kind: BlockKind, cid: CID, data: bytes) -> Any:
+    """A block that arrived (network, CAR, another replica): check ``data`` against ``cid``, then
+    decode it as ``kind``. Raises CodecError (UnsupportedCodec for a link to another codec) or
+    ModelError. Through the :data:`DECODED` memo."""
+    return DECODED.read(kind, cid, data)
 
 
 def identify(value: Any) -> BlockKind | None:

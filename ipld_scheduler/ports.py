@@ -103,6 +103,14 @@ async def get_many(store: BlockStore, cids: Sequence[CID]) -> dict[CID, bytes]:
     return {cid: await store.get(cid) for cid in dict.fromkeys(cids) if cid in held}
 
 
+async def held_many(store: BlockStore, cids: Sequence[CID]) -> dict[CID, bytes]:
+    """The blocks among ``cids`` that ``store`` holds, when it answers for a batch in one call; empty
+    otherwise (without a batched lookup, asking per block costs what fetching it does)."""
+    if _batched(store):
+        return await cast(BatchedBlockStore, store).get_many(cids)
+    return {}
+
+
 @dataclass(frozen=True, slots=True)
 class Announcement:
     """One message received from the broadcast channel.

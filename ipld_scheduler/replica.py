@@ -96,7 +96,7 @@ from .model import (
     eligibility,
 )
 from .network import DEV_ROLES, DevNetworkRefused, Network, dev_network, recorded_network
-from .ports import BlockNotFound, BlockStore, StoreError, get_many
+from .ports import BlockNotFound, BlockStore, StoreError, get_many, held_many
 from .reasons import Reject
 from .repo import DerivedRows, Repo, RepoError
 from .snapshot import Snapshot, SnapshotError, decode_snapshot, encode_snapshot
@@ -1018,7 +1018,9 @@ class Replica:
 
         Our repo is asked once for the whole level, explicit sources (a CAR being imported, another
         in-process replica) next, batched where they can, before our own store, because over Kubo
-        the store means a bitswap round trip per block.
+        the store means a bitswap round trip per block. A store that answers for a batch (the
+        in-process network's: what it holds and what it kept of earlier fetches) is asked once for
+        the rest before they are fetched one by one.
         """
         found = self.repo.get_blocks(level)
         missing = [cid for cid in level if cid not in found]
@@ -1036,6 +1038,11 @@ class Replica:
             found.update(got)
             foreign.update(got)
             missing = [cid for cid in missing if cid not in got]
+        if missing and not self._store_is_repo:  # what our store holds or kept, in one call if it can
+            got = await held_many(self.store, missing)
+            if got:
+                found.update(got)
+                missing = [cid for cid in missing if cid not in got]
         if missing:
             limit = asyncio.Semaphore(self.fetch_concurrency)
 

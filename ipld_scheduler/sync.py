@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final, NamedTuple
 
-from .blocks import Block, BlockKind, UnsupportedCodec, decode_typed, links_of, require_dag_cbor
-from .codec import CID, CodecError, verify_block
+from .blocks import Block, BlockKind, UnsupportedCodec, decode_typed, links_of, read_typed
+from .codec import CID, CodecError
 from .errors import IpldSchedulerError
 from .model import Event, ModelError
 from .reasons import Reject
@@ -132,9 +132,7 @@ class MergePlan:
             return []
         self._inflight.discard(cid)
         try:
-            verify_block(cid, data)
-            require_dag_cbor(cid)
-            value = decode_typed(entry.kind, data)
+            value = read_typed(entry.kind, cid, data)
         except UnsupportedCodec as exc:
             self.fail(cid, f"{entry.kind.value} block {cid}: {exc}", Reject.UNSUPPORTED_CODEC)
             return []

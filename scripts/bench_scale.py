@@ -41,6 +41,7 @@ _REPO = Path(__file__).resolve().parent.parent
 if str(_REPO) not in sys.path:
     sys.path.insert(0, str(_REPO))
 
+from ipld_scheduler.blocks import DECODED, DECODED_MEMO_BYTES  # noqa: E402
 from ipld_scheduler.embedded.network import EmbeddedNetwork  # noqa: E402
 from ipld_scheduler.identity import VERIFIED, VERIFIED_MEMO_SIZE  # noqa: E402
 from ipld_scheduler.model import Event, EventKind, WorkflowDefinition  # noqa: E402
@@ -90,16 +91,19 @@ async def converge_at_scale(
     memo: bool = True,
 ) -> dict[str, float]:
     """``peers`` peers each schedule ``per_peer`` workflows at once; seconds until all agree.
-    ``profiler`` runs from the last write until then. ``memo``: with the process-wide memo of
-    verified signatures (``identity.VERIFIED``); without it every peer checks every signature it
-    receives, as each machine of a real network does (``per_peer_cpu_s`` is then what one peer's
-    work costs)."""
+    ``profiler`` runs from the last write until then. ``memo``: with the process-wide memos of
+    verified signatures (``identity.VERIFIED``) and of decoded blocks (``blocks.DECODED``); without
+    them every peer checks every signature and hashes and decodes every block it receives, as each
+    machine of a real network does (``per_peer_cpu_s`` is then what one peer's work costs)."""
     VERIFIED.resize(VERIFIED_MEMO_SIZE if memo else 0)
     VERIFIED.clear()
+    DECODED.resize(DECODED_MEMO_BYTES if memo else 0)
+    DECODED.clear()
     try:
         return await _converge(peers, per_peer, seed, profiler)
     finally:
         VERIFIED.resize(VERIFIED_MEMO_SIZE)
+        DECODED.resize(DECODED_MEMO_BYTES)
 
 
 async def _converge(
@@ -125,6 +129,7 @@ async def _converge(
 
             sent_before = sum(cluster.peer(p).stats.announcements_sent for p in ids)
             checked_before, hits_before = VERIFIED.checked, VERIFIED.hits
+            decoded_before, decoded_hits_before = DECODED.misses, DECODED.hits
             first, cpu_first = time.monotonic(), time.process_time()
             await asyncio.gather(*(writer(p) for p in ids))
             written, cpu_written = time.monotonic(), time.process_time()
@@ -153,6 +158,8 @@ async def _converge(
                 "per_peer_cpu_s": (cpu_done - cpu_first) / peers,
                 "signatures_checked": float(checked),
                 "signatures_memo_hits": float(hits),
+                "blocks_decoded": float(DECODED.misses - decoded_before),
+                "decoded_memo_hits": float(DECODED.hits - decoded_hits_before),
                 "messages_per_write": sent / (peers * per_peer),
                 "events": float(len(cluster.replica(ids[0]).clock)),
                 "merges": float(merges),
@@ -248,7 +255,7 @@ def scale_rows(quick: bool) -> list[Row]:
             5.0,
         ),
         (
-            "  same without the signature memo (every peer checks every signature)",
+            "  same without the process-wide memos (every peer checks and decodes every block)",
             alone["converge_after_last_write_s"],
             "s",
             "target",
@@ -327,7 +334,8 @@ def main() -> None:
 
 
 def _converge_pair(peers: int, each: int, seeds: list[int]) -> tuple[dict[str, float], dict[str, float]]:
-    """Medians with and without the verified-signature memo, alternated (which goes first too)."""
+    """Medians with and without the process-wide memos (signatures, decoded blocks), alternated
+    (which goes first too)."""
     with_memo, without = [], []
     for n, seed in enumerate(seeds):
         for memo in (True, False) if n % 2 == 0 else (False, True):
@@ -349,6 +357,7 @@ def _converge_line(conv: dict[str, float]) -> str:
         f"{conv['announcements_redundant']:.0f} redundant: not verified), "
         f"{conv['signatures_checked']:.0f} signatures checked "
         f"(+{conv['signatures_memo_hits']:.0f} answered by the memo), "
+        f"{conv['blocks_decoded']:.0f} blocks decoded (+{conv['decoded_memo_hits']:.0f} from the memo), "
         f"{conv['joint_merge_stalls']:.0f} joint merges stalled; identical={bool(conv['identical'])}"
     )
 
@@ -356,8 +365,9 @@ def _converge_line(conv: dict[str, float]) -> str:
 def _honest_line(conv: dict[str, float], alone: dict[str, float], peers: int) -> str:
     """What one machine of a real network pays: its share of the no-memo run's CPU."""
     return (
-        f"all {peers} peers share one process and one core here: with the memo each signature is "
-        "checked once for all of them; a real network checks it on every machine, so one peer's "
+        f"all {peers} peers share one process and one core here: with the memos each signature is "
+        "checked and each block hashed and decoded once for all of them; a real network does that "
+        "on every machine, so one peer's "
         f"CPU from first write to converged is the no-memo run's / {peers}: "
         f"{alone['per_peer_cpu_s']:.2f} s (memo run: {conv['per_peer_cpu_s']:.2f} s; "
         f"no memo / memo wall after the last write: "

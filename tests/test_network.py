@@ -268,3 +268,20 @@ async def test_the_peer_that_stored_a_block_is_asked_first_and_the_scan_remains(
     await ends["p23"].put(cid, data)
     net.kill("p17")
     assert await ends["p05"].get(cid) == data
+
+
+async def test_a_store_keeps_what_it_fetched_and_its_batched_lookup_never_fetches() -> None:
+    net = EmbeddedNetwork()
+    ends = three(net)
+    cid, data = encode_block({"kept": 1})
+    await ends["b"][0].put(cid, data)
+    store = ends["a"][0]
+    assert await store.get_many([cid]) == {} and await store.has_many([cid]) == set()  # b's, not ours
+    assert net.stats["blocks-served"] == 0
+    assert await store.get(cid) == data  # fetched from b
+    assert await store.get_many([cid]) == {cid: data} and await store.has_many([cid]) == {cid}
+    net.kill("b")
+    assert await store.get(cid) == data  # kept: no second exchange
+    assert net.stats["blocks-served"] == 1
+    with pytest.raises(BlockNotFound):  # what a keeps it does not serve: only what it stored
+        await ends["c"][0].get(cid)

@@ -124,3 +124,22 @@ async def test_announcements_that_arrive_together_are_merged_once_per_announcer(
         assert peer.stats.merges - merges <= len(writers)
     finally:
         await cluster.stop()
+
+
+async def test_each_block_of_a_write_crosses_the_network_once_per_receiver(tmp_path: Path) -> None:
+    """A receiver fetches an announced head before its merge walks from it; the walk reads the head
+    from what the fetch kept (as a Kubo node keeps what bitswap brought) and asks for the rest of a
+    level in one call, so the event and its workflow block are each served once to each receiver."""
+    ids = ["a", "b", "c"]
+    cluster = Cluster(tmp_path, ids, EmbeddedNetwork(5), REPLICAS, memory_blocks=True)
+    await cluster.start()
+    try:
+        assert await cluster.wait_for(cluster.converged, 30)
+        served = cluster.network.stats["blocks-served"]
+        before = {p: len(cluster.replica(p).clock) for p in ids}
+        await cluster.replica("a").schedule_workflow(WorkflowDefinition("once", "x", ["p2p_eligible"]))
+        assert await cluster.wait_for(cluster.converged, 30)
+        assert all(len(cluster.replica(p).clock) == before[p] + 1 for p in ids)  # nothing else was written
+        assert cluster.network.stats["blocks-served"] - served == 2 * 2  # event + workflow, to b and c
+    finally:
+        await cluster.stop()

@@ -33,6 +33,10 @@ class MemoryStore:
         except KeyError:
             raise BlockNotFound(cid, "not in the memory store") from None
 
+    def peek(self, cid: CID) -> bytes | None:
+        """The block, or None: a lookup without a coroutine, for the in-process network serving it."""
+        return self._blocks.get(cid)
+
     async def put(self, cid: CID, data: bytes) -> None:
         """Raise :class:`~ipld_scheduler.codec.CodecError` when ``data`` does not hash to ``cid``."""
         data = bytes(data)

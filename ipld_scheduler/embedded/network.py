@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import Counter
-from collections.abc import AsyncIterator, Iterable
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Final
 
 from ..codec import CID, CodecError, verify_block
-from ..ports import Announcement, BlockNotFound, BlockStore, StoreError
+from ..ports import Announcement, BlockNotFound, BlockStore, StoreError, get_many
+from .memory import MemoryStore
 
 __all__ = ["EmbeddedBroadcaster", "EmbeddedNetwork", "Faults", "NetworkStore"]
 
@@ -104,16 +105,24 @@ class EmbeddedBroadcaster:
         return True
 
 
+KEPT_FETCHED: Final = 1024
+"""Blocks a :class:`NetworkStore` keeps of what it fetched from others (the most recent)."""
+
+
 class NetworkStore:
     """:class:`~ipld_scheduler.ports.BlockStore` that reads the local store first, then asks the others.
 
-    Writes go to the local store only: a peer serves what it holds, as a bitswap node does.
+    Writes go to the local store only: a peer serves what it holds, as a bitswap node does. What it
+    fetched it keeps for a while (the last :data:`KEPT_FETCHED` blocks, in memory, not served to
+    others), as a Kubo node keeps what bitswap brought: the runtime fetches an announced head
+    before the merge walks from it, and the walk then reads it again without a second exchange.
     """
 
     def __init__(self, network: EmbeddedNetwork, peer_id: str, local: BlockStore) -> None:
         self.network = network
         self.peer_id = peer_id
         self.local = local
+        self._fetched: OrderedDict[CID, bytes] = OrderedDict()
 
     async def get(self, cid: CID) -> bytes:
         # Asked first: a local miss raising BlockNotFound formats the CID in base32 for a message
@@ -123,7 +132,28 @@ class NetworkStore:
                 return await self.local.get(cid)
             except BlockNotFound:
                 pass
-        return await self.network.fetch(self.peer_id, cid)
+        kept = self._fetched.get(cid)
+        if kept is not None:
+            return kept
+        data = await self.network.fetch(self.peer_id, cid)
+        self._fetched[cid] = data
+        if len(self._fetched) > KEPT_FETCHED:
+            self._fetched.popitem(last=False)
+        return data
+
+    async def has_many(self, cids: Sequence[CID]) -> set[CID]:
+        """Which of ``cids`` are local or kept from a fetch (never fetched now)."""
+        return set(await self.get_many(cids))
+
+    async def get_many(self, cids: Sequence[CID]) -> dict[CID, bytes]:
+        """The local or kept blocks among ``cids`` (never fetched now): a merge's walk asks for a
+        level in one call before fetching the rest one by one."""
+        found = await get_many(self.local, cids)
+        kept = self._fetched
+        for cid in cids:
+            if cid not in found and (data := kept.get(cid)) is not None:
+                found[cid] = data
+        return found
 
     async def put(self, cid: CID, data: bytes) -> None:
         await self.local.put(cid, data)
@@ -368,12 +398,18 @@ class EmbeddedNetwork:
                 if not self.reachable(requester, provider):
                     continue
             local = endpoint.store.local
-            try:
-                if not await local.has(cid):  # cheaper than a miss raising through get()
+            if type(local) is MemoryStore:  # no coroutine per endpoint asked (a subclass may override get)
+                found = local.peek(cid)
+                if found is None:
                     continue
-                data = await local.get(cid)
-            except (BlockNotFound, StoreError):
-                continue
+                data = found
+            else:
+                try:
+                    if not await local.has(cid):  # cheaper than a miss raising through get()
+                        continue
+                    data = await local.get(cid)
+                except (BlockNotFound, StoreError):
+                    continue
             try:
                 verify_block(cid, data)
             except CodecError:
