@@ -63,6 +63,7 @@ _REPLICA_COUNTERS: Final = {
     "blocks_written": "Blocks (events, workflows, results, logs) this process wrote.",
     "blocks_fetched": "Blocks this process fetched while merging other peers' heads.",
     "events_merged": "Events from other peers this process merged.",
+    "backfilled_blocks": "Blocks of the history below a joined checkpoint this process fetched and stored.",
 }
 
 _RUNTIME_COUNTERS: Final = {
@@ -85,6 +86,10 @@ _RUNTIME_COUNTERS: Final = {
     "sync_member_backoffs": (
         "sync_member_backoffs",
         "Times an announcer's heads were made to wait after its blocks missed the fetch deadline.",
+    ),
+    "backfill_stalls": (
+        "backfill_stalls",
+        "Backfill rounds that could not get a block of the history below the joined checkpoint (retried).",
     ),
     "claims_written": ("claims_written", "Claim events this peer wrote before running a workflow."),
     "executions_started": ("runs_started", "Workflow runs this peer started."),

@@ -48,6 +48,7 @@ import cbor2
 
 from . import collector
 from .authority import Authority
+from .backfill import ExportBackfill
 from .blocks import Block, BlockKind, UnsupportedCodec, decode_typed, encode_value, links_of, require_dag_cbor
 from .car import read_car, write_car
 from .car_chunks import CHUNK, fetch_chunks, publish_chunks
@@ -246,6 +247,8 @@ class Replica:
         self._base_offset = int(repo.get_meta(CHECKPOINT_OFFSET_KEY) or b"0")
         """Clock events beyond the processed log: those of the checkpoint this repo joined from."""
         self._backfill: list[CID] | None = None
+        self._export_backfill: ExportBackfill | None = None
+        self._export_backfill_tried = False
         self._index_task: asyncio.Task[None] | None = None
         """The query index rows of a checkpoint join, written after it returns."""
         """Missing events where backfilling goes on (None: not computed since open)."""
@@ -315,6 +318,8 @@ class Replica:
 
     async def close(self) -> None:
         try:
+            if self._export_backfill is not None:  # a dag/export stream still open
+                await self._export_backfill.close()
             if self._index_task is not None:
                 await self._index_task  # a joined peer's index rows before the repo closes
             await self.repo.commit_async()  # queued writes are in the log before it is measured
@@ -2156,13 +2161,22 @@ class Replica:
         """Whether history below the checkpoint this repo joined from may still be missing here."""
         return self._base_offset > 0 and self._backfill != []
 
-    async def backfill(self, source: BlockStore | None = None, *, limit: int | None = None) -> int:
+    async def backfill(
+        self, source: BlockStore | None = None, *, limit: int | None = None, bulk: bool = True
+    ) -> int:
         """Fetch the event blocks (and the blocks they link) of the history below the checkpoint this
         repo joined from into the repo, a level at a time, so this peer can serve them onward (and
         ``export`` them); how many blocks it stored. Nothing is folded: the checkpoint holds their
-        state. ``limit`` caps one call (the runtime calls it again each tick until it returns 0)."""
+        state. ``limit`` caps one call (the runtime calls it again each tick until it returns 0).
+        From a store that exports CARs (Kubo), one ``dag/export`` stream per missing root comes first
+        (``bulk``), then the level walk picks up whatever the streams lacked."""
         if not self._base_offset:
             return 0
+        exporter = self._bulk_source() if source is None and bulk else None
+        if exporter is not None and not self._export_backfill_tried:
+            stored = await self._backfill_exported(exporter, limit)
+            if stored:
+                return stored
         if self._backfill is None:
             self._backfill = self._backfill_start()
         store = self.store if source is None else source
@@ -2187,6 +2201,34 @@ class Replica:
             stored += len(blocks)
             level = list(following)
             self._backfill = level
+        self.counters["backfilled_blocks"] += stored
+        return stored
+
+    async def _backfill_exported(self, bulk: CarSource, limit: int | None) -> int:
+        """:meth:`backfill` from ``dag/export`` streams of the missing roots (over Kubo: the daemon
+        fetches inside itself, no round trip per event of ours); 0 once they are exhausted, and the
+        level-by-level walk takes over from what is then held (anything a stream lacked)."""
+        job = self._export_backfill
+        if job is None:
+            if self._backfill is None:
+                self._backfill = self._backfill_start()
+            if not self._backfill:
+                return 0
+            job = self._export_backfill = ExportBackfill(
+                bulk, self._backfill, self.repo.has_block, skip=self.network.cid
+            )
+        stored = 0
+        while limit is None or stored < limit:
+            want = self.stage_batch if limit is None else min(self.stage_batch, limit - stored)
+            blocks = await job.pull(want)
+            if not blocks:
+                break
+            await self.repo.commit_async(blocks=blocks)
+            stored += len(blocks)
+        if job.done:
+            self.counters["backfill_exports"] += job.exports
+            self._export_backfill, self._export_backfill_tried = None, True
+            self._backfill = None  # the walk restarts from what the streams brought
         self.counters["backfilled_blocks"] += stored
         return stored
 

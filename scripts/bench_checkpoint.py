@@ -185,7 +185,22 @@ async def _ipfs_joiner(car: Path, work: Path, api: str, heads: list[str]) -> dic
         paused = time.perf_counter() - start - opened
         taken = await carol.get_next_workflow()  # working: a signed, durable claim
         working = time.perf_counter() - start - paused
-        return {**_working(carol, taken, joined, opened, working), "fold": fold, "steps": joined["seconds"]}
+        figures = {
+            **_working(carol, taken, joined, opened, working),
+            "fold": fold,
+            "steps": joined["seconds"],
+        }
+        # then the history below the checkpoint: the level walk's rate on a sample (its baseline),
+        # then the rest in bulk (one dag/export through carol's daemon)
+        began = time.perf_counter()
+        sample = await carol.backfill(limit=BACKFILL_SAMPLE, bulk=False)
+        figures["level_blocks_per_s"] = sample / (time.perf_counter() - began)
+        began = time.perf_counter()
+        figures["bulk_blocks"] = await carol.backfill()
+        figures["bulk_s"] = time.perf_counter() - began
+        figures["after_bulk"] = await carol.backfill()  # what the streams lacked, level by level
+        figures["backfilled"] = not carol.backfilling
+        return figures
     finally:
         await carol.close()
 
@@ -306,6 +321,9 @@ def checkpoint_rows(quick: bool) -> list[tuple[str, float, str, str, float]]:
     return rows
 
 
+BACKFILL_SAMPLE = 400
+"""Blocks the level-by-level backfill takes over js-ipfs before the bulk one takes the rest."""
+
 TARGET_JOIN_IPFS_100K_S = 60.0
 """Issue 11: the same over js-ipfs daemons on loopback within 60 s."""
 
@@ -324,6 +342,14 @@ def _main_ipfs(events: int, baseline: bool) -> None:
         f"js-ipfs: fresh peer to working state from the checkpoint: {joiner['working_s']:.2f} s{target} "
         f"(join {joiner['join_s']:.2f} s: {steps}; merged {joiner['merged']} later events, owns "
         f"{joiner['owned']} workflows), peak RSS {joiner['rss_mb']:.0f} MB"
+    )
+    print(
+        f"  then the history below the checkpoint, backfilled in bulk (one dag/export through carol's "
+        f"daemon): {joiner['bulk_blocks']:,} blocks in {joiner['bulk_s']:.1f} s "
+        f"({joiner['bulk_blocks'] / joiner['bulk_s']:,.0f} blocks/s; {joiner['after_bulk']} more level by level; "
+        f"complete: {joiner['backfilled']}); "
+        f"level by level, its baseline: {joiner['level_blocks_per_s']:,.0f} blocks/s on the first "
+        f"{BACKFILL_SAMPLE} (x{joiner['bulk_blocks'] / joiner['bulk_s'] / joiner['level_blocks_per_s']:.1f})"
     )
     agree = joiner["fold"] == source["fold"]
     line = f"  fold agrees with alice's at her heads: {agree}"

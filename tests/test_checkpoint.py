@@ -462,3 +462,35 @@ def test_join_says_what_it_needs_and_a_daemon_nobody_answers_at_is_one_error(tmp
     assert len(down.stderr.strip().splitlines()) == 1, down.stderr
     status = cli_run(carol, "--json", "status")  # nothing joined: no identity, no network
     assert status.returncode != 0 and '"not_initialized"' in status.stdout, status.stdout
+
+
+async def test_a_running_peer_that_joined_from_a_checkpoint_backfills_by_itself(tmp_path: Path) -> None:
+    """The runtime's backfill loop: a peer joined from a checkpoint, once running and caught up, fetches
+    the history below it from the network without anyone calling ``backfill``, and its tick never
+    waited for it (the loop runs beside the tick and ends when the history is whole)."""
+    options = PeerOptions.fast(execute=False)
+    made = Cluster(tmp_path, ["a", "c"], EmbeddedNetwork(), options)
+    await made.start_peer("a")
+    try:
+        a = made.replica("a")
+        for i in range(30):
+            await ops.schedule(a, f"w{i}", "job", "p2p_eligible")
+        await a.write_checkpoint()
+        await ops.schedule(a, "after", "after the checkpoint", "p2p_eligible")
+        joiner = await _open(tmp_path / "c", "c")
+        try:
+            await joiner.join_from_checkpoint(a.clock.head_cids, a.store)
+            assert joiner.backfilling
+        finally:
+            await joiner.close()
+        peer = await made.start_peer("c")
+        c = made.replica("c")
+        assert any(t.get_name() == "c:backfill" for t in peer._tasks)
+        await wait_until(lambda: not c.backfilling, "backfilled", 30.0)
+        assert c.counters["backfilled_blocks"] >= 2 * 30
+        for _seq, cid, data in a.repo.processed_log():
+            links = [cid, *Event.from_block(data).links()]
+            assert all(c.repo.has_block(link) for link in links if link != a.network.cid)
+        assert peer.stats.backfill_stalls == 0 and not peer.stats.loop_errors
+    finally:
+        await made.stop()

@@ -23,7 +23,7 @@ from cli_runner import cli_json, cli_run
 from ipld_scheduler.codec import encode_block
 from ipld_scheduler.kubo.rpc import KuboRPC
 from ipld_scheduler.kubo.store import KuboStore
-from ipld_scheduler.model import WorkflowDefinition
+from ipld_scheduler.model import Event, WorkflowDefinition
 from ipld_scheduler.network import recorded_network
 from ipld_scheduler.replica import Replica
 from ipld_scheduler.repo import Repo
@@ -100,11 +100,22 @@ async def test_a_new_peer_joins_from_a_checkpoint_over_js_ipfs_daemons(
         mine = replica.get_assigned_workflows()
         taken = await replica.get_next_workflow()  # working: a signed, durable claim of its own share
         assert taken is not None and taken.workflow_id in mine
+        # the history below the checkpoint, backfilled in bulk: one dag/export through carol's
+        # daemon, not a bitswap round trip per event (the runtime takes it a batch a tick)
+        first = await replica.backfill(limit=100)
+        assert 100 <= first < 110 and replica.backfilling
+        rest = await replica.backfill()
+        assert first + rest >= 2 * BEFORE and replica.counters["backfill_exports"] == 1
+        assert await replica.backfill() == 0 and not replica.backfilling
         # the definition: a peer that replays the whole history, through a third daemon
         full = await _open(_seeded(tmp_path / "full", replica), api_full, "carol")
         report = await full.merge_heads(replica.clock.head_cids)
         assert not report.rejected and report.applied == len(replica.clock)
         assert _fold(full) == _fold(replica)
+        # carol now holds every event of that history and every block its events link
+        for _seq, cid, data in full.repo.processed_log():
+            event = Event.from_block(data)
+            assert all(replica.repo.has_block(c) for c in [cid, *event.links()] if c != replica.network.cid)
     finally:
         for one in (replica, full):
             if one is not None:

@@ -88,6 +88,7 @@ LAYERS: dict[str, int] = {
     "embedded": REPLICA,
     "kubo": REPLICA,
     "staging": REPLICA,
+    "backfill": REPLICA,
     "car_chunks": REPLICA,
     **dict.fromkeys(
         [

@@ -38,10 +38,10 @@ from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 
 from ..announce import AnnouncementGate
-from ..codec import CID
+from ..codec import CID, CodecError
 from ..liveness import Liveness
 from ..options import PeerOptions
-from ..ports import Announcement, Broadcaster
+from ..ports import Announcement, BlockNotFound, Broadcaster, StoreError
 from ..reasons import Reject
 from ..replica import Replica
 from ..sandbox import Sandbox, SandboxPolicy
@@ -58,7 +58,11 @@ __all__ = ["Peer"]
 log = logging.getLogger(__name__)
 
 BACKFILL_BATCH = 2_000
-"""Blocks of history below a joined checkpoint fetched per tick (README "Joining a network")."""
+"""Blocks of history below a joined checkpoint fetched per round of the backfill loop (README
+"Joining a network")."""
+BACKFILL_RETRY_S = 30.0
+"""Seconds before the backfill loop tries again after a block could not be had (nobody online holds
+it, or a daemon failed)."""
 
 
 class Peer:
@@ -181,6 +185,8 @@ class Peer:
             (Loop.SYNC, self.sync.run),
             (Loop.TICK, self._tick_loop),
         ]
+        if self.replica.backfilling:
+            loops.append((Loop.BACKFILL, self._backfill_loop))
         if opts.execute:
             loops.append((Loop.EXECUTE, self.supervisor.run))
         for name, loop in loops:
@@ -289,6 +295,36 @@ class Peer:
 
     # --- tick ---------------------------------------------------------------------------------
 
+    async def _backfill_loop(self) -> None:
+        """History below the checkpoint this repo joined from, a batch at a time once caught up, so
+        this peer can serve it onward and ``export`` it. Beside the tick, not in it: a batch through
+        a daemon takes seconds, and failure detection and recovery must not wait for it. A block
+        nobody can give is tried again after :data:`BACKFILL_RETRY_S`; the loop ends when done."""
+        await self.sync.caught_up.wait()
+        log.info(
+            "peer %s backfills the history below its checkpoint", self.peer_id, extra={"event": "backfill"}
+        )
+        while self.replica.backfilling:
+            try:
+                await self.replica.backfill(limit=BACKFILL_BATCH)
+            except (BlockNotFound, StoreError, CodecError, TimeoutError) as exc:
+                self.stats.backfill_stalls += 1
+                log.warning(
+                    "peer %s: backfill stalled (%s); trying again in %.0f s",
+                    self.peer_id,
+                    exc,
+                    BACKFILL_RETRY_S,
+                    extra={"event": "backfill_stalled"},
+                )
+                await asyncio.sleep(BACKFILL_RETRY_S)
+            await asyncio.sleep(0)
+        log.info(
+            "peer %s holds the whole history (%d blocks backfilled)",
+            self.peer_id,
+            self.replica.counters["backfilled_blocks"],
+            extra={"event": "backfilled", "blocks": self.replica.counters["backfilled_blocks"]},
+        )
+
     async def _tick_loop(self) -> None:
         while True:
             await self.tick()
@@ -309,8 +345,6 @@ class Peer:
         if self.sync.caught_up.is_set():  # restate our labels on top of what the network knows
             await self.membership.advertise()
             await self.replica.maybe_checkpoint()  # the policy's checkpoint_every, if we write this one
-            if self.replica.backfilling:  # history below the checkpoint we joined from, a batch a tick
-                await self.replica.backfill(limit=BACKFILL_BATCH)
         if opts.execute and self._running_flag and self.sync.caught_up.is_set():
             await self.membership.recover()
             if opts.balance:

@@ -26,6 +26,7 @@ class Loop(StrEnum):
     """The peer's long-running loops (the ``loop`` label of ``loop_errors_total``)."""
 
     ANNOUNCE = "announce"
+    BACKFILL = "backfill"
     EXECUTE = "execute"
     RECEIVE = "receive"
     SYNC = "sync"
@@ -75,6 +76,9 @@ class Stats:
     """Head fetches abandoned at ``fetch_deadline`` (the head stays queued, retried after the backoff)."""
     sync_member_backoffs: int = 0
     """Times an announcer was made to back off after a missed fetch deadline."""
+    # backfill loop
+    backfill_stalls: int = 0
+    """Backfill rounds that could not get a block of the history below the joined checkpoint."""
     # execution supervisor
     claims_written: int = 0
     executions_started: int = 0
