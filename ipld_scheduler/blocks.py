@@ -13,13 +13,12 @@ Must not: do I/O, sign, or fold state. The kinds of blocks are :class:`~ipld_sch
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
 from .codec import CID, DAG_CBOR, CodecError, decode, encode_block, verify_block
 from .events import BlockKind, Link, payload_of
+from .lru import BoundedLRU
 from .model import Event, ModelError, Result, WorkflowDefinition
 
 __all__ = [
@@ -99,7 +98,7 @@ DECODED_MEMO_BYTES: Final = 8 * 1024 * 1024
 of ~400 bytes; their decoded values take a few times that)."""
 
 
-class DecodedMemo:
+class DecodedMemo(BoundedLRU[CID, tuple[bytes, BlockKind, Any]]):
     """Bounded memo of blocks already checked against their CID and decoded as a kind.
 
     Whether ``data`` hashes to ``cid`` and what it decodes to as ``kind`` are pure functions of
@@ -112,64 +111,26 @@ class DecodedMemo:
     failure is never recorded. At most ``budget`` bytes of block data are kept, the least recently
     used dropped first (0 turns it off). Thread-safe."""
 
-    __slots__ = ("_budget", "_entries", "_held", "_lock", "hits", "misses")
+    __slots__ = ("hits", "misses")
 
     def __init__(self, budget: int = DECODED_MEMO_BYTES) -> None:
-        if budget < 0:
-            raise ValueError(f"memo budget must be >= 0 bytes, got {budget}")
-        self._budget = budget
-        self._entries: OrderedDict[CID, tuple[bytes, BlockKind, Any]] = OrderedDict()
-        self._held = 0
-        self._lock = threading.Lock()
+        super().__init__(budget)
         self.hits = 0
         self.misses = 0
 
-    @property
-    def budget(self) -> int:
-        return self._budget
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def resize(self, budget: int) -> None:
-        """Hold at most ``budget`` bytes from now on (0 turns the memo off and empties it)."""
-        if budget < 0:
-            raise ValueError(f"memo budget must be >= 0 bytes, got {budget}")
-        with self._lock:
-            self._budget = budget
-            self._evict()
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self._held = 0
-
     def read(self, kind: BlockKind, cid: CID, data: bytes) -> Any:
         """:func:`read_typed` through the memo."""
-        if self._budget:
-            with self._lock:
-                entry = self._entries.get(cid)
-                if entry is not None and entry[1] is kind and entry[0] == data:
-                    self._entries.move_to_end(cid)
-                    self.hits += 1
-                    return entry[2]
+        budget = self.budget
+        if budget:
+            entry = self.get(cid)
+            if entry is not None and entry[1] is kind and entry[0] == data:
+                self.hits += 1
+                return entry[2]
         self.misses += 1
         value = _read(kind, cid, data)
-        size = len(data)
-        if size <= self._budget // 64:  # one block never takes more than 1/64 of the memo
-            with self._lock:
-                old = self._entries.pop(cid, None)
-                if old is not None:
-                    self._held -= len(old[0])
-                self._entries[cid] = (data, kind, value)
-                self._held += size
-                self._evict()
+        if len(data) <= budget // 64:  # one block never takes more than 1/64 of the memo
+            self.put(cid, (data, kind, value), len(data))
         return value
-
-    def _evict(self) -> None:
-        while self._held > self._budget:
-            _cid, (data, _kind, _value) = self._entries.popitem(last=False)
-            self._held -= len(data)
 
 
 def _read(kind: BlockKind, cid: CID, data: bytes) -> Any:

@@ -21,8 +21,6 @@ CID already relies on.
 from __future__ import annotations
 
 import hashlib
-import threading
-from collections import OrderedDict
 from dataclasses import replace
 from typing import Final
 
@@ -31,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from .codec import MAX_BLOCK_SIZE, encode
+from .lru import BoundedLRU
 from .model import Event
 
 __all__ = [
@@ -50,7 +49,7 @@ VERIFIED_MEMO_SIZE: Final = 16_384
 """Entries of the process-wide :data:`VERIFIED` memo (~110 bytes each: ~2 MB when full)."""
 
 
-class VerifiedMemo:
+class VerifiedMemo(BoundedLRU[bytes, bool]):
     """Bounded memo of ``(public key, signature, message)`` triples that verified (Ed25519).
 
     :meth:`verify` answers exactly what a real check answers: a triple is recorded only after the
@@ -60,14 +59,10 @@ class VerifiedMemo:
     the least recently used dropped first (``capacity`` 0: every call checks). Thread-safe.
     """
 
-    __slots__ = ("_capacity", "_entries", "_lock", "checked", "hits")
+    __slots__ = ("checked", "hits")
 
     def __init__(self, capacity: int = VERIFIED_MEMO_SIZE) -> None:
-        if capacity < 0:
-            raise ValueError(f"memo capacity must be >= 0, got {capacity}")
-        self._capacity = capacity
-        self._entries: OrderedDict[bytes, None] = OrderedDict()
-        self._lock = threading.Lock()
+        super().__init__(capacity)
         self.checked = 0
         """Real signature checks made through the memo (valid or not)."""
         self.hits = 0
@@ -75,42 +70,22 @@ class VerifiedMemo:
 
     @property
     def capacity(self) -> int:
-        return self._capacity
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def resize(self, capacity: int) -> None:
-        """Keep at most ``capacity`` entries from now on (0 turns the memo off and empties it)."""
-        if capacity < 0:
-            raise ValueError(f"memo capacity must be >= 0, got {capacity}")
-        with self._lock:
-            self._capacity = capacity
-            while len(self._entries) > capacity:
-                self._entries.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
+        """At most this many triples are kept (``resize`` changes it; 0: every call checks)."""
+        return self.budget
 
     def verify(self, public_key: bytes, signature: bytes, message: bytes) -> bool:
         """True when ``signature`` is a valid Ed25519 signature by ``public_key`` over ``message``."""
-        if self._capacity == 0 or len(public_key) != 32 or len(signature) != 64:
+        if self.budget == 0 or len(public_key) != 32 or len(signature) != 64:
             self.checked += 1
             return _check(public_key, signature, message)
         digest = hashlib.sha256(public_key + signature + message).digest()
-        with self._lock:
-            if digest in self._entries:
-                self._entries.move_to_end(digest)
-                self.hits += 1
-                return True
+        if self.get(digest):
+            self.hits += 1
+            return True
         self.checked += 1
         if not _check(public_key, signature, message):
             return False
-        with self._lock:
-            self._entries[digest] = None
-            while len(self._entries) > self._capacity:
-                self._entries.popitem(last=False)
+        self.put(digest, True)
         return True
 
 

@@ -68,7 +68,7 @@ def test_bounded_by_bytes_least_recently_used_out_first() -> None:
         memo.read(BlockKind.WORKFLOW, cid, data)
         memo.read(BlockKind.WORKFLOW, *blocks[0])  # kept in use: never evicted
     assert len(memo) <= 64 * 3
-    held = {cid for cid, _ in blocks if cid in memo._entries}
+    held = {cid for cid, _ in blocks if cid in memo}
     assert blocks[0][0] in held and blocks[-1][0] in held
 
 

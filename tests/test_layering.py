@@ -96,6 +96,7 @@ LAYERS: dict[str, int] = {
             "model",
             "events",
             "blocks",
+            "lru",
             "clock",
             "state",
             "assign",
