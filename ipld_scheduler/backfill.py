@@ -56,6 +56,9 @@ class ExportBackfill:
         self.exports = 0
         """Streams opened (one per root not held when its turn came)."""
         self.done = False
+        self.complete = True
+        """Every stream ended with every block its history links come or held (meaningful once
+        :attr:`done`): then nothing is left for a level-by-level walk to look for."""
 
     async def pull(self, limit: int) -> list[tuple[CID, bytes]]:
         """About ``limit`` verified blocks to store (an event comes with its payload blocks, so a
@@ -131,10 +134,15 @@ class ExportBackfill:
         stream, self._stream = self._stream, None
         if stream is not None:
             await stream.aclose()  # type: ignore[attr-defined]
+            if self._expected or self._waiting:  # links it never brought (or brought forged)
+                self.complete = False
+        self._expected.clear()
         self._waiting.clear()
         self._payload_of.clear()
 
     async def close(self) -> None:
         """End the stream under way; nothing more is pulled."""
+        if not self.done and (self._stream is not None or self._roots):
+            self.complete = False
         self.done = True
         await self._end()

@@ -247,11 +247,12 @@ class Replica:
         self._base_offset = int(repo.get_meta(CHECKPOINT_OFFSET_KEY) or b"0")
         """Clock events beyond the processed log: those of the checkpoint this repo joined from."""
         self._backfill: list[CID] | None = None
+        """Missing events where backfilling goes on (None: not computed since open)."""
         self._export_backfill: ExportBackfill | None = None
+        """The bulk backfill under way (``dag/export`` streams), tried once per open."""
         self._export_backfill_tried = False
         self._index_task: asyncio.Task[None] | None = None
         """The query index rows of a checkpoint join, written after it returns."""
-        """Missing events where backfilling goes on (None: not computed since open)."""
         self.parallel_verify_from = 5_000
         """A staged fold of at least this many events checks signatures in a worker process (at 10k
         events it takes ~38 % of the importing process's CPU time off it; starting it costs ~0.1 s)."""
@@ -2167,7 +2168,7 @@ class Replica:
         """Fetch the event blocks (and the blocks they link) of the history below the checkpoint this
         repo joined from into the repo, a level at a time, so this peer can serve them onward (and
         ``export`` them); how many blocks it stored. Nothing is folded: the checkpoint holds their
-        state. ``limit`` caps one call (the runtime calls it again each tick until it returns 0).
+        state. ``limit`` caps one call (the runtime's backfill loop calls it until the history is whole).
         From a store that exports CARs (Kubo), one ``dag/export`` stream per missing root comes first
         (``bulk``), then the level walk picks up whatever the streams lacked."""
         if not self._base_offset:
@@ -2228,7 +2229,8 @@ class Replica:
         if job.done:
             self.counters["backfill_exports"] += job.exports
             self._export_backfill, self._export_backfill_tried = None, True
-            self._backfill = None  # the walk restarts from what the streams brought
+            # whole: nothing to walk for; else the walk restarts from what the streams brought
+            self._backfill = [] if job.complete else None
         self.counters["backfilled_blocks"] += stored
         return stored
 

@@ -346,8 +346,8 @@ def _main_ipfs(events: int, baseline: bool) -> None:
     print(
         f"  then the history below the checkpoint, backfilled in bulk (one dag/export through carol's "
         f"daemon): {joiner['bulk_blocks']:,} blocks in {joiner['bulk_s']:.1f} s "
-        f"({joiner['bulk_blocks'] / joiner['bulk_s']:,.0f} blocks/s; {joiner['after_bulk']} more level by level; "
-        f"complete: {joiner['backfilled']}); "
+        f"({joiner['bulk_blocks'] / joiner['bulk_s']:,.0f} blocks/s; "
+        f"{joiner['after_bulk']} more level by level; complete: {joiner['backfilled']}); "
         f"level by level, its baseline: {joiner['level_blocks_per_s']:,.0f} blocks/s on the first "
         f"{BACKFILL_SAMPLE} (x{joiner['bulk_blocks'] / joiner['bulk_s'] / joiner['level_blocks_per_s']:.1f})"
     )

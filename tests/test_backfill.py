@@ -85,9 +85,10 @@ async def test_an_event_comes_with_its_workflow_and_foreign_or_forged_blocks_are
     stream = _dfs(history)
     stream.insert(1, foreign)
     stream.insert(4, forged)
-    job = ExportBackfill(Script({root: stream}), [root], lambda c: False, skip=genesis)
+    older = set(Event.from_block(history[-1][1]).parents)  # held: the history below these three
+    job = ExportBackfill(Script({root: stream}), [root], older.__contains__, skip=genesis)
     got = await _drain(job)
-    assert job.done and job.exports == 1
+    assert job.done and job.exports == 1 and job.complete  # the forged copy cost nothing
     assert foreign[0] not in _held(got) and forged[1] not in dict(got).values()
     # the second event's workflow came forged, then genuine: kept once, with its event
     assert _held(got) >= {history[0][0], history[0][2], history[1][0], history[1][2]}
@@ -100,7 +101,7 @@ async def test_an_event_whose_workflow_never_comes_is_not_handed_over(tmp_path: 
     stream = [block for block in _dfs(history) if block[0] != history[1][2]]  # one workflow missing
     job = ExportBackfill(Script({root: stream}), [root], lambda c: False, skip=genesis)
     got = _held(await _drain(job))
-    assert history[1][0] not in got  # left to the level-by-level walk, which fetches both
+    assert not job.complete and history[1][0] not in got  # left to the level walk, which fetches both
     assert {history[0][0], history[0][2], history[2][0], history[2][2]} <= got
 
 
@@ -123,6 +124,7 @@ async def test_a_root_already_held_is_not_exported_and_held_links_are_not_taken(
     job = ExportBackfill(script, [history[0][0], history[1][0]], held.__contains__, skip=genesis)
     got = _held(await _drain(job))
     assert got == {history[0][0], history[0][2]} and script.opened == [history[0][0]]
+    assert job.complete  # the root's stream ran into held history: nothing left to look for
 
 
 async def test_a_failing_stream_ends_the_bulk_pass_with_what_came(tmp_path: Path) -> None:
@@ -130,5 +132,5 @@ async def test_a_failing_stream_ends_the_bulk_pass_with_what_came(tmp_path: Path
     root = history[0][0]
     job = ExportBackfill(Script({root: _dfs(history)}, {root: 3}), [root], lambda c: False, skip=genesis)
     got = _held(await _drain(job, limit=1))
-    assert job.done and got == {history[0][0], history[0][2]}
+    assert job.done and not job.complete and got == {history[0][0], history[0][2]}
     assert await job.pull(10) == []
