@@ -323,7 +323,7 @@ class Replica:
                 await self._export_backfill.close()
             if self._index_task is not None:
                 await self._index_task  # a joined peer's index rows before the repo closes
-            await self.repo.commit_async()  # queued writes are in the log before it is measured
+            await self.repo.flush_async()  # queued writes are in the log before it is measured
             end = self.repo.last_seq()
             grown = end - self._snapshot_seq
             if grown > 0 and grown >= min(SNAPSHOT_CLOSE_TAIL, end // 10):
@@ -423,7 +423,7 @@ class Replica:
         if self.authority is None:  # a replica whose tooling skips authorization: no fold of the log
             return False
         async with self._write_lock:
-            await self.repo.commit_async()  # every queued commit is durable before the log is read
+            await self.repo.flush_async()  # every queued commit is durable before the log is read
             seq = self.repo.last_seq()
             if self.repo.processed_count() + self._base_offset != len(self.clock):
                 self.counters["snapshot_skipped"] += 1
@@ -1848,7 +1848,7 @@ class Replica:
         Encoded off the event loop with writes held off, so the state is exactly the fold of the
         event's parents. :class:`NotAuthorized` when this peer may not write one (not present)."""
         async with self._write_lock:
-            await self.repo.commit_async()  # every queued commit is durable before the log is counted
+            await self.repo.flush_async()  # every queued commit is durable before the log is counted
             if self.repo.processed_count() + self._base_offset != len(self.clock):
                 raise SchedulerError("the fold is not that of the processed log: reopen the repo first")
             heads = self.clock.head_cids
@@ -2001,7 +2001,7 @@ class Replica:
             self.rejections[refusal] += 1
             raise NotAuthorized(f"checkpoint {cid} by {event.author!r} is not authorized: {refusal}", refusal)
         async with self._write_lock:
-            await self.repo.commit_async()
+            await self.repo.flush_async()  # the log holds every queued write
             own = list(self.repo.processed_log())
             if any(c in snap.clock for _seq, c, _data in own):
                 raise Conflict(
@@ -2087,7 +2087,7 @@ class Replica:
         rows are computed when its commit is queued, so no row is older than a writer's. Then clear the
         pending mark."""
         async with self._write_lock:
-            await self.repo.commit_async()
+            await self.repo.flush_async()  # the log holds every queued write
             index = [row for _seq, _cid, _event, row in self.processed_events()]
             ids = sorted(self.state.workflows)
             durable = [

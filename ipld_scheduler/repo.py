@@ -674,6 +674,13 @@ class Repo:
         if not change.empty:
             await self._await(change)
 
+    async def flush_async(self) -> None:
+        """Wait until every write queued before this call is durable (or has failed): what a reader of
+        the log must do first to see what memory already holds. ``commit_async()`` with nothing to
+        write returns at once and is no such barrier. Shares the transaction of whatever is queued;
+        alone, an empty transaction (no fsync)."""
+        await self._await(_barrier)
+
     def queue_commit(
         self,
         *,
@@ -1008,6 +1015,11 @@ class Repo:
             f"commit refused, nothing written: processed events and heads must name blocks the repo holds "
             f"or that the same commit adds; missing: {what}"
         )
+
+
+def _barrier(conn: sqlite3.Connection) -> None:
+    """A write of nothing: settled once every write queued before it has committed."""
+    return None
 
 
 def _change(

@@ -97,3 +97,34 @@ async def test_a_failed_commit_does_not_leave_its_blocks_readable(tmp_path: Path
         assert not repo._inflight
     finally:
         await repo.close_async()
+
+
+async def test_flush_waits_for_every_queued_commit_and_a_checkpoint_waits_for_it(tmp_path: Path) -> None:
+    """``Repo.flush_async`` is the barrier the readers of the log need: it returns only once every
+    write queued before it is durable (``commit_async()`` with nothing to write returns at once). A
+    checkpoint written while a write's commit is in flight waits for it instead of refusing."""
+    disk = ArmedDisk()
+    repo = Repo.open(tmp_path / "peer", before_commit=disk)
+    replica = await Replica.open(repo, EmbeddedStore(repo), "peer-a", ["peer-a"], store_is_repo=True)
+    try:
+        before = repo.processed_count()
+        disk.armed = True
+        write = asyncio.create_task(
+            replica.schedule_workflow(WorkflowDefinition("held", "x", tags=["p2p_eligible"]))
+        )
+        await disk.reached()
+        assert len(replica.clock) == before + 1 and repo.processed_count() == before  # in flight
+        await repo.commit_async()  # nothing to write: no barrier
+        assert repo.processed_count() == before
+        flushed = asyncio.create_task(repo.flush_async())
+        checkpoint = asyncio.create_task(replica.write_checkpoint())
+        await asyncio.sleep(0.05)
+        assert not flushed.done() and not checkpoint.done()  # both wait for the held commit
+        disk.release.set()
+        await asyncio.wait_for(flushed, 10)
+        assert repo.processed_count() == before + 1
+        await asyncio.wait_for(write, 10)
+        cid = await asyncio.wait_for(checkpoint, 10)
+        assert cid in replica.clock and repo.processed_count() == before + 2
+    finally:
+        await replica.close()
