@@ -51,7 +51,8 @@ class ExportBackfill:
         self._expected: dict[CID, BlockKind] = {}
         self._waiting: dict[CID, tuple[bytes, set[CID]]] = {}
         """Events whose payload blocks have not come yet: their bytes and those blocks."""
-        self._payload_of: dict[CID, CID] = {}
+        self._payload_of: dict[CID, list[CID]] = {}
+        """The waiting events each expected payload block is for (two events may link one block)."""
         self._unexpected = 0
         self.exports = 0
         """Streams opened (one per root not held when its turn came)."""
@@ -112,18 +113,17 @@ class ExportBackfill:
             return
         payloads: set[CID] = set()
         for link, link_kind in links_of(kind, value):
-            if link == self._skip or link in self._expected or self._held(link):
+            if link == self._skip or (link not in self._expected and self._held(link)):
                 continue
-            self._expected[link] = link_kind
+            self._expected.setdefault(link, link_kind)
             if kind is BlockKind.EVENT and link_kind is not BlockKind.EVENT:
                 payloads.add(link)
-                self._payload_of[link] = cid
+                self._payload_of.setdefault(link, []).append(cid)
         if kind is BlockKind.EVENT and payloads:
             self._waiting[cid] = (data, payloads)
             return
         out.append((cid, data))
-        event = self._payload_of.pop(cid, None)
-        if event is not None and event in self._waiting:
+        for event in self._payload_of.pop(cid, ()):
             event_data, rest = self._waiting[event]
             rest.discard(cid)
             if not rest:

@@ -14,7 +14,8 @@ from pathlib import Path
 from ipld_scheduler import ops
 from ipld_scheduler.backfill import UNEXPECTED_RUN, ExportBackfill
 from ipld_scheduler.codec import CID, encode_block
-from ipld_scheduler.model import Event, EventKind
+from ipld_scheduler.identity import Signer
+from ipld_scheduler.model import Event, EventKind, WorkflowDefinition
 from ipld_scheduler.ports import StoreError
 from ipld_scheduler.repo import Repo
 from ipld_scheduler.scheduler import open_replica
@@ -134,3 +135,25 @@ async def test_a_failing_stream_ends_the_bulk_pass_with_what_came(tmp_path: Path
     got = _held(await _drain(job, limit=1))
     assert job.done and not job.complete and got == {history[0][0], history[0][2]}
     assert await job.pull(10) == []
+
+
+
+def _twins() -> tuple[tuple[CID, bytes], tuple[CID, bytes], tuple[CID, bytes]]:
+    """Two signed schedule events, the newer on the older, both naming one workflow block."""
+    signer = Signer.generate("alpha")
+    wf = encode_block(WorkflowDefinition("twin", "twice", ["p2p_eligible"]).to_ipld())
+    older = signer.sign(Event("schedule", "alpha", 1, (), {"workflow": wf[0]}, signer.public_key))
+    old = encode_block(older.to_ipld())
+    newer = signer.sign(Event("schedule", "alpha", 2, (old[0],), {"workflow": wf[0]}, signer.public_key))
+    return encode_block(newer.to_ipld()), old, wf
+
+
+async def test_two_events_linking_one_workflow_both_wait_for_it() -> None:
+    """A workflow block two events link holds both back until it comes; a stream that ends before it
+    hands over neither (an event in the repo always has its payload)."""
+    new, old, wf = _twins()
+    genesis = encode_block({"genesis": 1})[0]
+    cut = ExportBackfill(Script({new[0]: [new, old]}), [new[0]], lambda c: False, skip=genesis)
+    assert await _drain(cut) == [] and not cut.complete
+    whole = ExportBackfill(Script({new[0]: [new, old, wf]}), [new[0]], lambda c: False, skip=genesis)
+    assert _held(await _drain(whole)) == {new[0], old[0], wf[0]} and whole.complete
