@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from ..codec import CID, CodecError, verify_block
+from ..lru import BoundedLRU
 from ..ports import Announcement, BlockNotFound, BlockStore, StoreError, get_many
 from .memory import MemoryStore
 
@@ -106,7 +107,7 @@ class EmbeddedBroadcaster:
 
 
 KEPT_FETCHED: Final = 1024
-"""Blocks a :class:`NetworkStore` keeps of what it fetched from others (the most recent)."""
+"""Blocks a :class:`NetworkStore` keeps of what it fetched from others (the most recently used)."""
 
 
 class NetworkStore:
@@ -122,7 +123,7 @@ class NetworkStore:
         self.network = network
         self.peer_id = peer_id
         self.local = local
-        self._fetched: OrderedDict[CID, bytes] = OrderedDict()
+        self._fetched: BoundedLRU[CID, bytes] = BoundedLRU(KEPT_FETCHED)
 
     async def get(self, cid: CID) -> bytes:
         # Asked first: a local miss raising BlockNotFound formats the CID in base32 for a message
@@ -136,9 +137,7 @@ class NetworkStore:
         if kept is not None:
             return kept
         data = await self.network.fetch(self.peer_id, cid)
-        self._fetched[cid] = data
-        if len(self._fetched) > KEPT_FETCHED:
-            self._fetched.popitem(last=False)
+        self._fetched.put(cid, data)
         return data
 
     async def has_many(self, cids: Sequence[CID]) -> set[CID]:
