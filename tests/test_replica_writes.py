@@ -118,7 +118,12 @@ async def test_flush_waits_for_every_queued_commit_and_a_checkpoint_waits_for_it
         assert repo.processed_count() == before
         flushed = asyncio.create_task(repo.flush_async())
         checkpoint = asyncio.create_task(replica.write_checkpoint())
-        await asyncio.sleep(0.05)
+        deadline = time.monotonic() + 10
+        while not replica._write_lock.locked():  # the checkpoint holds the lock, then waits on the disk
+            assert time.monotonic() < deadline, "write_checkpoint never took the write lock"
+            await asyncio.sleep(0.001)
+        for _ in range(5):  # the old empty commit_async() refused within these turns of the loop
+            await asyncio.sleep(0)
         assert not flushed.done() and not checkpoint.done()  # both wait for the held commit
         disk.release.set()
         await asyncio.wait_for(flushed, 10)
